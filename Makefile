@@ -1,0 +1,43 @@
+# bastion — every target creates the environment it needs from a clean clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint fuzz bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned (CPU build); a bare "torch" would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev,fuzz]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/credit-scoring/build_demo.py
+	-$(BIN)/bastion scan examples/credit-scoring --no-store --format html --output demo-report.html
+	$(BIN)/bastion scan examples/credit-scoring --no-store --format text || test $$? -eq 1
+	@echo "HTML report written to demo-report.html"
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python fuzz/run_all.py --seconds 20
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run_all.py --seconds 120
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache demo-report.html

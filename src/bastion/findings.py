@@ -1,0 +1,182 @@
+"""The result model shared by every capability: Finding, Skip, CheckError, TargetResult, Report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {
+    Severity.INFO: 0,
+    Severity.LOW: 1,
+    Severity.MEDIUM: 2,
+    Severity.HIGH: 3,
+    Severity.CRITICAL: 4,
+}
+
+
+class Confidence(str, Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Stage(str, Enum):
+    DATA = "data"
+    CODE = "code"
+    ARTIFACT = "artifact"
+    TESTING = "testing"
+    DEPLOYMENT = "deployment"
+    MONITORING = "monitoring"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Location(_Frozen):
+    """Where a finding is: a path relative to the scan root, the chain of archive members
+    inside it (outermost first), and a format-specific pointer (opcode offset, layer, key)."""
+
+    path: str
+    members: tuple[str, ...] = ()
+    pointer: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def display(self) -> str:
+        text = self.path
+        for member in self.members:
+            text += f" » {member}"
+        if self.pointer:
+            text += f" @ {self.pointer}"
+        if self.line is not None:
+            text += f":{self.line}"
+        return text
+
+
+class Tags(_Frozen):
+    atlas: tuple[str, ...] = ()
+    owasp_ml: tuple[str, ...] = ()
+    owasp_llm: tuple[str, ...] = ()
+    nist_ai_rmf: tuple[str, ...] = ()
+    eu_ai_act: tuple[str, ...] = ()
+
+
+class Finding(_Frozen):
+    rule_id: str
+    severity: Severity
+    confidence: Confidence
+    stage: Stage
+    message: str
+    location: Location
+    evidence: str = ""
+    remediation: str = ""
+    tags: Tags = Field(default_factory=Tags)
+    fingerprint: str = ""
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", compute_fingerprint(self))
+
+
+def compute_fingerprint(finding: Finding) -> str:
+    """Rule + normalised location + evidence; never the message, so rewording keeps baselines."""
+    loc = finding.location
+    key = json.dumps(
+        [finding.rule_id, loc.path.replace("\\", "/"), list(loc.members), loc.pointer or "",
+         finding.evidence],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+class Skip(_Frozen):
+    """Something that was not checked, and why. `code` says what kind of gap it is."""
+
+    location: Location
+    reason: str
+    code: str = "unsupported"  # out-of-scope | missing-extra | unsupported | limit
+    extra: str | None = None
+
+
+class CheckError(_Frozen):
+    """A check that could not finish: the target is undecided, never clean."""
+
+    location: Location
+    check: str
+    message: str
+
+
+class TargetResult(_Frozen):
+    path: str
+    format: str = "unknown"
+    size: int | None = None
+    findings: tuple[Finding, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    errors: tuple[CheckError, ...] = ()
+    incomplete: bool = False
+    duration_ms: float = 0.0
+
+
+class ToolInfo(_Frozen):
+    name: str = "bastion"
+    version: str
+
+
+class Report(_Frozen):
+    """Pure observation: what was checked and what was found. It carries no verdict."""
+
+    schema_version: str = SCHEMA_VERSION
+    tool: ToolInfo
+    command: str = "scan"
+    targets: tuple[str, ...]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    results: tuple[TargetResult, ...] = ()
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for r in self.results for f in r.findings]
+
+    @property
+    def skips(self) -> list[Skip]:
+        return [s for r in self.results for s in r.skips]
+
+    @property
+    def errors(self) -> list[CheckError]:
+        return [e for r in self.results for e in r.errors]
+
+    def severity_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in Severity}
+        for finding in self.findings:
+            counts[finding.severity.value] += 1
+        return counts
+
+
+def sort_findings(findings: list[Finding]) -> tuple[Finding, ...]:
+    """Deterministic order: location, then rule, then evidence."""
+    return tuple(
+        sorted(
+            findings,
+            key=lambda f: (f.location.path, f.location.members, f.location.pointer or "",
+                           f.rule_id, f.evidence),
+        )
+    )

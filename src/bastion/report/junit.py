@@ -1,0 +1,43 @@
+"""JUnit XML: one test case per scanned target, failing when the gate fails on it."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from bastion.findings import Report
+from bastion.policy import Verdict
+
+
+def render(report: Report, verdict: Verdict) -> str:
+    failing = set(verdict.failing)
+    suite = ET.Element("testsuite", name=f"bastion {report.command}")
+    tests = failures = errors = skipped = 0
+    for result in report.results:
+        tests += 1
+        case = ET.SubElement(suite, "testcase", classname=f"bastion.{result.format}",
+                             name=result.path, time=f"{result.duration_ms / 1000:.3f}")
+        bad = [f for f in result.findings if f.fingerprint in failing]
+        if bad:
+            failures += 1
+            failure = ET.SubElement(case, "failure", type=bad[0].rule_id,
+                                    message=f"{len(bad)} finding(s): {bad[0].message}"[:500])
+            failure.text = "\n".join(
+                f"[{f.severity.value}] {f.rule_id} {f.location.display()}: {f.message}\n"
+                f"  evidence: {f.evidence}\n  fix: {f.remediation}" for f in bad)
+        elif result.errors:
+            errors += 1
+            error = ET.SubElement(case, "error", type=result.errors[0].check,
+                                  message=result.errors[0].message[:500])
+            error.text = "\n".join(e.message for e in result.errors)
+        elif result.skips and all(s.code == "out-of-scope" for s in result.skips):
+            skipped += 1
+            ET.SubElement(case, "skipped", message=result.skips[0].reason)
+    suite.set("tests", str(tests))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
+    suites = ET.Element("testsuites", name="bastion", tests=str(tests),
+                        failures=str(failures), errors=str(errors))
+    suites.append(suite)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, "unicode") + "\n"

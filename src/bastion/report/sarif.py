@@ -1,0 +1,133 @@
+"""SARIF 2.1.0 for GitHub code scanning and other SARIF consumers: rule metadata from the
+catalogue, security-severity, partial fingerprints, archive members as nested artifacts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bastion import __version__
+from bastion.findings import Finding, Report, Severity
+from bastion.policy import Verdict
+from bastion.rules import Rule, all_rules
+
+SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
+                     Severity.LOW: "3.0", Severity.INFO: "0.0"}
+LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
+         Severity.LOW: "note", Severity.INFO: "note"}
+PRECISION = {"high": "high", "medium": "medium", "low": "low"}
+DOCS = "https://github.com/bastion-mlsec/bastion/blob/main/docs/rules/{id}.md"
+
+
+def _rule_entry(rule: Rule) -> dict[str, Any]:
+    tags = rule.tags
+    tag_list = ["security", f"stage:{rule.stage.value}",
+                *(f"external/atlas/{t}" for t in tags.atlas),
+                *(f"external/owasp-ml/{t}" for t in tags.owasp_ml),
+                *(f"external/owasp-llm/{t}" for t in tags.owasp_llm),
+                *(f"external/nist-ai-rmf/{t}" for t in tags.nist_ai_rmf),
+                *(f"external/eu-ai-act/{t}" for t in tags.eu_ai_act)]
+    return {
+        "id": rule.id,
+        "name": "".join(word.capitalize() for word in rule.title.split()[:8]),
+        "shortDescription": {"text": rule.title},
+        "fullDescription": {"text": rule.description},
+        "help": {"text": rule.remediation,
+                 "markdown": f"**{rule.title}**\n\n{rule.description}\n\n"
+                             f"**Remediation:** {rule.remediation}"},
+        "helpUri": DOCS.format(id=rule.id),
+        "defaultConfiguration": {"level": LEVEL[rule.severity]},
+        "properties": {"tags": tag_list, "security-severity": SECURITY_SEVERITY[rule.severity],
+                       "precision": PRECISION[rule.confidence.value],
+                       "problem.severity": "error" if rule.severity.rank >= 3 else "warning"},
+    }
+
+
+def render(report: Report, verdict: Verdict) -> str:
+    rules = all_rules()
+    used = sorted({f.rule_id for f in report.findings})
+    index = {rule.id: i for i, rule in enumerate(r for r in rules if r.id in used)}
+    artifacts: list[dict[str, Any]] = []
+    artifact_index: dict[tuple[str, ...], int] = {}
+
+    def artifact(chain: tuple[str, ...]) -> int:
+        if chain in artifact_index:
+            return artifact_index[chain]
+        parent = artifact(chain[:-1]) if len(chain) > 1 else None
+        entry: dict[str, Any] = {"location": {"uri": _uri(chain[-1])}}
+        if parent is None:
+            entry["location"]["uriBaseId"] = "%SRCROOT%"
+        else:
+            entry["parentIndex"] = parent
+        artifacts.append(entry)
+        artifact_index[chain] = len(artifacts) - 1
+        return artifact_index[chain]
+
+    failing = set(verdict.failing)
+    results = [_result(f, index[f.rule_id], artifact, f.fingerprint in failing)
+               for f in report.findings]
+    notifications = [{"level": "error", "message": {"text": f"{e.check}: {e.message}"},
+                      "locations": [{"physicalLocation": {"artifactLocation": {
+                          "uri": _uri(e.location.path), "uriBaseId": "%SRCROOT%"}}}]}
+                     for e in report.errors]
+    run: dict[str, Any] = {
+        "tool": {"driver": {"name": "bastion", "version": __version__,
+                            "semanticVersion": __version__,
+                            "informationUri": "https://github.com/bastion-mlsec/bastion",
+                            "rules": [_rule_entry(r) for r in rules if r.id in index]}},
+        "invocations": [{"executionSuccessful": not report.errors,
+                         "toolExecutionNotifications": notifications,
+                         "properties": {"verdict": verdict.status.value,
+                                        "exitCode": verdict.exit_code}}],
+        "originalUriBaseIds": {"%SRCROOT%": {"description": {"text": "scan root"}}},
+        "results": results,
+        "columnKind": "unicodeCodePoints",
+    }
+    if artifacts:
+        run["artifacts"] = artifacts
+    document = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+                "runs": [run]}
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _uri(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path.replace("\\", "/"), safe="/")
+
+
+def _result(finding: Finding, rule_index: int, artifact: Any, failing: bool) -> dict[str, Any]:
+    loc = finding.location
+    physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(loc.path),
+                                                     "uriBaseId": "%SRCROOT%",
+                                                     "index": artifact((loc.path,))}}
+    if loc.line is not None:
+        region: dict[str, Any] = {"startLine": loc.line}
+        if loc.column is not None:
+            region["startColumn"] = loc.column
+        physical["region"] = region
+    location: dict[str, Any] = {"physicalLocation": physical}
+    related = []
+    if loc.members:
+        chain = (loc.path, *loc.members)
+        location["logicalLocations"] = [{"fullyQualifiedName": " » ".join(chain),
+                                         "kind": "resource"}]
+        related.append({"id": 1, "message": {"text": "archive member: " +
+                                             " » ".join(loc.members)},
+                        "physicalLocation": {"artifactLocation": {
+                            "uri": _uri(loc.members[-1]), "index": artifact(chain)}}})
+    message = finding.message
+    if loc.pointer:
+        message += f" ({loc.pointer})"
+    result: dict[str, Any] = {
+        "ruleId": finding.rule_id, "ruleIndex": rule_index, "level": LEVEL[finding.severity],
+        "message": {"text": message}, "locations": [location],
+        "partialFingerprints": {"bastionFingerprint/v1": finding.fingerprint},
+        "properties": {"severity": finding.severity.value,
+                       "confidence": finding.confidence.value,
+                       "security-severity": SECURITY_SEVERITY[finding.severity],
+                       "evidence": finding.evidence, "gate": "fail" if failing else "pass"},
+    }
+    if related:
+        result["relatedLocations"] = related
+    return result

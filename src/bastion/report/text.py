@@ -1,0 +1,52 @@
+"""Plain-text report for terminals and logs."""
+
+from __future__ import annotations
+
+from bastion.findings import Report, Severity
+from bastion.policy import Status, Verdict
+
+_ORDER = sorted(Severity, key=lambda s: -s.rank)
+_VERDICT = {Status.PASSED: "PASSED", Status.FAILED: "FAILED",
+            Status.UNDECIDED: "UNDECIDED (could not decide)"}
+
+
+def render(report: Report, verdict: Verdict) -> str:
+    lines: list[str] = []
+    meta = report.metadata
+    lines.append(f"bastion {report.tool.version} — {report.command} of "
+                 f"{', '.join(report.targets)}")
+    lines.append(f"{meta.get('files', len(report.results))} file(s) in "
+                 f"{meta.get('duration_s', 0)}s; gate fails at '{verdict.fail_on}' or above")
+    lines.append("")
+    failing = set(verdict.failing)
+    waived = set(verdict.waived) | set(verdict.baselined)
+    findings = sorted(report.findings, key=lambda f: (-f.severity.rank, f.location.path,
+                                                      f.rule_id))
+    for finding in findings:
+        mark = "✗" if finding.fingerprint in failing else ("~" if finding.fingerprint in waived
+                                                            else "·")
+        lines.append(f"{mark} {finding.severity.value.upper():8} {finding.rule_id}  "
+                     f"{finding.location.display()}")
+        lines.append(f"    {finding.message}")
+        if finding.evidence:
+            lines.append(f"    evidence: {finding.evidence[:200]}")
+        if finding.fingerprint in failing:
+            lines.append(f"    fix: {finding.remediation}")
+    for error in report.errors:
+        lines.append(f"! ERROR    {error.check}  {error.location.display()}")
+        lines.append(f"    {error.message}")
+    gaps = [s for s in report.skips if s.code != "out-of-scope"]
+    for skip in gaps:
+        extra = f" (pip install 'bastion-mlsec[{skip.extra}]')" if skip.extra else ""
+        lines.append(f"- SKIPPED  {skip.location.display()}: {skip.reason}{extra}")
+    if findings or report.errors or gaps:
+        lines.append("")
+    counts = report.severity_counts()
+    summary = ", ".join(f"{counts[s.value]} {s.value}" for s in _ORDER if counts[s.value])
+    lines.append(f"findings: {summary or 'none'}; errors: {len(report.errors)}; "
+                 f"not checked: {len(gaps)}; out of scope: "
+                 f"{sum(1 for s in report.skips if s.code == 'out-of-scope')}")
+    lines.append(f"verdict: {_VERDICT[verdict.status]}")
+    for reason in verdict.reasons:
+        lines.append(f"  - {reason}")
+    return "\n".join(lines) + "\n"

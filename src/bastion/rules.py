@@ -1,0 +1,90 @@
+"""The rule catalogue. Each check declares its rules next to itself with `Rule(...)`; the taxonomy
+crosswalk (ATLAS, OWASP, NIST AI RMF, EU AI Act) is data in taxonomy/catalogue.toml."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bastion.findings import Confidence, Finding, Location, Severity, Stage, Tags
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_REGISTRY: dict[str, Rule] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def taxonomy() -> dict[str, Any]:
+    text = resources.files("bastion.taxonomy").joinpath("catalogue.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def taxonomy_version() -> str:
+    return str(taxonomy()["version"])
+
+
+def profile_tags(profile: str) -> Tags:
+    data = taxonomy()["profiles"][profile]
+    return Tags(**{key: tuple(value) for key, value in data.items()})
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str
+    severity: Severity
+    confidence: Confidence
+    stage: Stage
+    description: str
+    remediation: str
+    profile: str
+
+    def model_post_init(self, __context: Any) -> None:
+        existing = _REGISTRY.get(self.id)
+        if existing is not None and existing != self:
+            raise ValueError(f"rule id {self.id} declared twice with different content")
+        _REGISTRY[self.id] = self
+
+    @property
+    def tags(self) -> Tags:
+        return profile_tags(self.profile)
+
+    def finding(
+        self,
+        location: Location,
+        message: str,
+        evidence: str = "",
+        severity: Severity | None = None,
+        confidence: Confidence | None = None,
+    ) -> Finding:
+        return Finding(
+            rule_id=self.id,
+            severity=severity or self.severity,
+            confidence=confidence or self.confidence,
+            stage=self.stage,
+            message=message,
+            location=location,
+            evidence=evidence[:500],
+            remediation=self.remediation,
+            tags=self.tags,
+        )
+
+
+def all_rules() -> list[Rule]:
+    """Every rule of every built-in check, sorted by id."""
+    import bastion.scan  # noqa: F401  (declares the scanner rules)
+
+    return sorted(_REGISTRY.values(), key=lambda r: r.id)
+
+
+def get_rule(rule_id: str) -> Rule | None:
+    all_rules()
+    return _REGISTRY.get(rule_id)

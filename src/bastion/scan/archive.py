@@ -1,0 +1,406 @@
+"""Archives and compressed streams: zip (with model-format detection), tar, 7z, and
+gzip/bz2/xz/zlib/lz4. Members are scanned recursively with bounded depth, count and size."""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import tarfile
+import tempfile
+import zlib
+from collections import Counter
+from typing import BinaryIO
+
+from bastion.errors import LimitExceeded
+from bastion.findings import Confidence, Severity, Stage
+from bastion.rules import Rule
+from bastion.scan.base import MALFORMED, POLYGLOT, ScanContext
+from bastion.scan.source import SliceReader, Source
+from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
+
+PATH_ESCAPE = Rule(
+    id="ARC001", title="Archive member escapes the extraction folder", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="A member name is absolute or climbs out with '..' (zip-slip). Extracting the "
+                "archive writes outside the target folder, e.g. over a Python file that is "
+                "imported later.",
+    remediation="Do not extract it with a tool that honours such names; rebuild the archive.",
+)
+LINK_MEMBER = Rule(
+    id="ARC002", title="Archive member is a link", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="A symbolic or hard link inside an archive (or a model folder) can point at any "
+                "file of the machine that extracts or loads it: later writes or reads go there.",
+    remediation="Replace links by real files; never extract untrusted archives with links.",
+)
+ENCRYPTED_MEMBER = Rule(
+    id="ARC004", title="Encrypted member could not be scanned", severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="coverage",
+    description="An encrypted member cannot be inspected; a loader given the password can still "
+                "run what is inside.",
+    remediation="Scan the decrypted content, or do not ship encrypted members.",
+)
+DUPLICATE_MEMBER = Rule(
+    id="ARC006", title="Archive lists the same member name twice", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    description="Two entries share a name: tools that read the first and loaders that read the "
+                "last see different files. bastion scans both.",
+    remediation="Rebuild the archive with unique names.",
+)
+NAME_DISAGREES = Rule(
+    id="ARC007", title="Zip local and central names differ", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    description="The member's local header names a different file than the central directory. "
+                "Python's zipfile refuses such members while PyTorch loads them, a known way to "
+                "make scanners skip a payload.",
+    remediation="Rebuild the archive.",
+)
+CORRUPT_MEMBER = Rule(
+    id="ARC005", title="Archive member cannot be read", severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    description="A member is corrupt or uses an unsupported compression; its content was not "
+                "checked. Other members were scanned.",
+    remediation="Re-create the archive with standard compression.",
+)
+
+SPOOL_IN_MEMORY = 64 * 1024 * 1024
+
+
+class ZipScanner:
+    name = "zip"
+    formats = ("zip",)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        try:
+            reader = ZipReader(source.open, source.size, ctx.limits.max_members)
+        except ZipFormatError as exc:
+            ctx.add(MALFORMED.finding(source.location, f"broken zip archive: {exc}",
+                                      evidence=str(exc)))
+            return
+        directory = reader.directory
+        if directory.truncated_listing:
+            ctx.limit_hit(source.location, f"more than {ctx.limits.max_members} members")
+        if directory.prefix_bytes > 0:
+            ctx.add(POLYGLOT.finding(
+                source.location,
+                f"{directory.prefix_bytes} bytes precede the zip archive; the file is both "
+                "something else and a zip",
+                evidence=f"zip prefix of {directory.prefix_bytes} bytes"))
+            prefix = source.child("<data before zip>",
+                                  _slice_opener(source, 0, directory.prefix_bytes),
+                                  directory.prefix_bytes)
+            ctx.scan(prefix)
+        check_zip_entries(ctx, source, reader)
+        names = [e.name for e in directory.entries]
+        from bastion.scan.keras import is_keras_zip, scan_keras_zip
+        from bastion.scan.pytorch import is_torch_zip, scan_torch_zip
+
+        if is_torch_zip(names):
+            scan_torch_zip(ctx, source, reader)
+        elif is_keras_zip(names):
+            scan_keras_zip(ctx, source, reader)
+        else:
+            for entry in directory.entries:
+                scan_zip_member(ctx, source, reader, entry)
+
+
+def _slice_opener(source: Source, start: int, length: int):  # type: ignore[no-untyped-def]
+    return lambda: io.BufferedReader(SliceReader(source.open, start, length))
+
+
+def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+    counts = Counter(e.name for e in reader.directory.entries)
+    for name, count in sorted(counts.items()):
+        if count > 1:
+            ctx.add(DUPLICATE_MEMBER.finding(
+                source.location.model_copy(update={"members": (*source.location.members,
+                                                               name)}),
+                f"'{name}' appears {count} times", evidence=name))
+    for entry in reader.directory.entries:
+        where = source.location.model_copy(
+            update={"members": (*source.location.members, entry.name)})
+        problem = member_name_problem(entry.name)
+        if problem:
+            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
+                                        evidence=entry.name))
+        if entry.is_symlink:
+            ctx.add(LINK_MEMBER.finding(where, "member is a symbolic link", evidence=entry.name))
+        try:
+            local = reader.locate(entry)
+        except ZipFormatError as exc:
+            ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
+            continue
+        if local.local_name != entry.raw_name:
+            ctx.add(NAME_DISAGREES.finding(
+                where, f"local header says {local.local_name[:200]!r}",
+                evidence=f"{entry.name} / {local.local_name[:200].decode('latin-1')}"))
+
+
+def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader,
+                    entry: ZipEntry) -> None:
+    if entry.is_dir or entry.is_symlink:
+        return
+    where = source.location.model_copy(
+        update={"members": (*source.location.members, entry.name)})
+    if entry.encrypted:
+        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member", evidence=entry.name))
+        return
+    try:
+        opener = reader.opener(entry, ctx.charge)
+    except ZipFormatError as exc:
+        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
+        return
+    size = entry.size if entry.method else entry.compressed_size
+    child = source.child(entry.name, opener, size)
+    try:
+        ctx.scan(child)
+    except ZipFormatError as exc:  # pragma: no cover - ctx.scan catches everything
+        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
+
+
+def member_source(ctx: ScanContext, source: Source, reader: ZipReader,
+                  entry: ZipEntry) -> Source | None:
+    """A Source for one zip member, or None after reporting why it cannot be read."""
+    where = source.location.model_copy(
+        update={"members": (*source.location.members, entry.name)})
+    if entry.encrypted:
+        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member", evidence=entry.name))
+        return None
+    try:
+        opener = reader.opener(entry, ctx.charge)
+    except ZipFormatError as exc:
+        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
+        return None
+    return source.child(entry.name, opener, entry.size if entry.method else
+                        entry.compressed_size)
+
+
+# --- tar -------------------------------------------------------------------------------------
+
+class TarScanner:
+    name = "tar"
+    formats = ("tar",)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        handle = source.open()
+        try:
+            try:
+                archive = tarfile.open(fileobj=handle, mode="r:")
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                ctx.add(MALFORMED.finding(source.location, f"broken tar archive: {exc}",
+                                          evidence=str(exc)))
+                return
+            members: list[tarfile.TarInfo] = []
+            try:
+                for count, info in enumerate(archive):
+                    if count >= ctx.limits.max_members:
+                        ctx.limit_hit(source.location,
+                                      f"more than {ctx.limits.max_members} members")
+                        break
+                    members.append(info)
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                ctx.add(MALFORMED.finding(source.location, f"tar archive breaks: {exc}",
+                                          evidence=str(exc)))
+            names = {m.name for m in members}
+            legacy_torch = {"pickle", "storages", "tensors"} <= names
+            for info in members:
+                self._member(ctx, source, info, legacy_torch)
+        finally:
+            handle.close()
+
+    def _member(self, ctx: ScanContext, source: Source, info: tarfile.TarInfo,
+                legacy_torch: bool) -> None:
+        where = source.location.model_copy(
+            update={"members": (*source.location.members, info.name)})
+        problem = member_name_problem(info.name)
+        if problem:
+            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
+                                        evidence=info.name))
+        if info.issym() or info.islnk():
+            ctx.add(LINK_MEMBER.finding(
+                where, f"{'symbolic' if info.issym() else 'hard'} link to {info.linkname!r}",
+                evidence=f"{info.name} -> {info.linkname}"))
+            return
+        if info.isdev() or info.isfifo():
+            ctx.add(LINK_MEMBER.finding(where, "device or FIFO member", evidence=info.name,
+                                        severity=Severity.MEDIUM))
+            return
+        if not info.isfile():
+            return
+        start, length = info.offset_data, min(info.size, max(0, source.size - info.offset_data))
+        child = source.child(info.name, _slice_opener(source, start, length), length)
+        if legacy_torch and info.name in ("pickle", "sys_info", "storages", "tensors"):
+            from bastion.scan.pickle import scan_pickle
+
+            ctx.formats.append("pickle")
+            try:
+                scan_pickle(ctx, child, trailing_ok=info.name in ("storages", "tensors"))
+            except LimitExceeded as exc:
+                ctx.limit_hit(child.location, exc.message)
+            return
+        ctx.scan(child)
+
+
+# --- 7z --------------------------------------------------------------------------------------
+
+class SevenZipScanner:
+    name = "7z"
+    formats = ("7z",)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        try:
+            import py7zr
+            from py7zr.io import BytesIOFactory
+        except ImportError:
+            ctx.skip(source.location, "7z archives need py7zr", "missing-extra", "archives")
+            ctx.incomplete = True
+            return
+        handle = source.open()
+        try:
+            try:
+                archive = py7zr.SevenZipFile(handle, mode="r")
+                infos = archive.list()
+            except Exception as exc:  # py7zr raises many types on hostile input
+                ctx.add(MALFORMED.finding(source.location, f"broken 7z archive: {exc}",
+                                          evidence=str(exc)[:200]))
+                return
+            if len(infos) > ctx.limits.max_members:
+                ctx.limit_hit(source.location, f"more than {ctx.limits.max_members} members")
+                infos = infos[: ctx.limits.max_members]
+            files = []
+            for info in infos:
+                where = source.location.model_copy(
+                    update={"members": (*source.location.members, info.filename)})
+                problem = member_name_problem(info.filename)
+                if problem:
+                    ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
+                                                evidence=info.filename))
+                if getattr(info, "is_symlink", False):
+                    ctx.add(LINK_MEMBER.finding(where, "member is a symbolic link",
+                                                evidence=info.filename))
+                elif not info.is_directory:
+                    files.append(info)
+            declared = sum(int(i.uncompressed or 0) for i in files)
+            ctx.charge(declared)
+            per_file = max(1, ctx.limits.max_decompressed - ctx.inflated + declared)
+            factory = BytesIOFactory(per_file)
+            try:
+                archive.extract(targets=[i.filename for i in files], factory=factory)
+            except Exception as exc:
+                ctx.add(CORRUPT_MEMBER.finding(source.location,
+                                               f"7z members cannot be extracted: {exc}",
+                                               evidence=str(exc)[:200]))
+            for info in files:
+                try:
+                    product = factory.get(info.filename)
+                except KeyError:
+                    continue
+                data = product.getvalue() if hasattr(product, "getvalue") else product.read()
+                child = source.child(info.filename, lambda d=data: io.BytesIO(d), len(data))
+                ctx.scan(child)
+        finally:
+            handle.close()
+
+
+# --- compressed streams ----------------------------------------------------------------------
+
+class CompressedScanner:
+    name = "compressed"
+    formats = ("gzip", "bz2", "xz", "zlib", "lz4")
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+        try:
+            error = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
+            size = spool.tell()
+            if error:
+                ctx.add(MALFORMED.finding(source.location,
+                                          f"{fmt} stream is corrupt after {size} bytes: {error}",
+                                          evidence=error))
+            if size == 0:
+                return
+            spool.seek(0)
+            data_holder = spool
+
+            def opener() -> BinaryIO:
+                data_holder.seek(0)
+                return _NonClosing(data_holder)  # type: ignore[return-value]
+
+            ctx.scan(source.child(f"<{fmt}-decompressed>", opener, size))
+        finally:
+            spool.close()
+
+    def _inflate(self, ctx: ScanContext, source: Source, fmt: str, out: BinaryIO) -> str | None:
+        if fmt == "lz4":
+            try:
+                import lz4.frame  # type: ignore[import-not-found]
+            except ImportError:
+                ctx.skip(source.location, "lz4 streams need the lz4 package", "missing-extra",
+                         "archives")
+                ctx.incomplete = True
+                return None
+            decompressor = lz4.frame.LZ4FrameDecompressor()
+        elif fmt in ("gzip", "zlib"):
+            decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        elif fmt == "bz2":
+            decompressor = bz2.BZ2Decompressor()
+        else:
+            decompressor = lzma.LZMADecompressor()
+        with source.open() as handle:
+            while True:
+                ctx.check_time()
+                chunk = handle.read(1 << 20)
+                if not chunk:
+                    break
+                try:
+                    while chunk:
+                        piece = decompressor.decompress(chunk, 1 << 22)
+                        ctx.charge(len(piece))
+                        out.write(piece)
+                        tail = getattr(decompressor, "unconsumed_tail", b"")
+                        if tail:
+                            chunk = tail
+                            continue
+                        if getattr(decompressor, "eof", False):
+                            rest = decompressor.unused_data
+                            if rest and fmt == "gzip" and rest[:2] == b"\x1f\x8b":
+                                decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                                chunk = rest
+                                continue
+                            return None
+                        if getattr(decompressor, "needs_input", True):
+                            break
+                        chunk = b""
+                except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError) as exc:
+                    return str(exc)
+        if not getattr(decompressor, "eof", True):
+            return "stream ends before its end marker"
+        return None
+
+
+class _NonClosing(io.RawIOBase):
+    """Lets several readers share one spooled buffer."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        super().close()

@@ -1,0 +1,189 @@
+"""The scanner plugin shape, the per-target scan context, and the rules every format shares."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from bastion.config import Limits
+from bastion.errors import LimitExceeded
+from bastion.findings import (
+    CheckError,
+    Confidence,
+    Finding,
+    Location,
+    Severity,
+    Skip,
+    Stage,
+    TargetResult,
+    sort_findings,
+)
+from bastion.rules import Rule
+from bastion.scan.identify import (
+    CODE_CAPABLE_FORMATS,
+    EXPECTED_FORMATS,
+    SAFE_FORMAT_EXTENSIONS,
+    extension_of,
+    identify,
+)
+from bastion.scan.source import Source
+
+LIMIT_HIT = Rule(
+    id="LIM001", title="Scan stopped at a resource limit", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    description="The file (or a member) hit a time, memory, size, depth or count bound before "
+                "it was fully analysed. Hostile files are built to do this; the part not read "
+                "may hold a payload, so the file is not clean.",
+    remediation="Inspect the file by hand or raise the limit deliberately (bastion.toml "
+                "[limits]) if it is a known, trusted large artifact.",
+)
+EXTENSION_MISMATCH = Rule(
+    id="FMT001", title="Content does not match the file name", severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    description="The bytes identify as a different format than the extension promises. Loaders "
+                "pick a code path by content, reviewers trust names: a pickle named .safetensors "
+                "or .npy is a classic disguise.",
+    remediation="Rename the file to its real format, or regenerate it in the promised format.",
+)
+POLYGLOT = Rule(
+    id="FMT002", title="Polyglot file: valid as two formats", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    description="The file parses as more than one format (for example a pickle or safetensors "
+                "file that is also a zip archive). Different loaders and scanners then see "
+                "different content.",
+    remediation="Do not load it; rebuild the artifact from a trusted source.",
+)
+UNRECOGNISED = Rule(
+    id="FMT003", title="Model file with unrecognised content", severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    description="The name says model artifact but the content matches no format bastion knows, "
+                "so it could not be checked.",
+    remediation="Identify the file's real format; remove it if it is not needed.",
+)
+MALFORMED = Rule(
+    id="FMT004", title="Malformed artifact", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-integrity",
+    description="The file claims a format but breaks its structure. Parsers disagree on broken "
+                "files, which is how scanner bypasses are built, so bastion fails closed.",
+    remediation="Regenerate the artifact with the framework's own writer.",
+)
+
+CHECK_ERROR_NAME = "scanner"
+
+
+class Scanner(Protocol):
+    """A format scanner: `formats` it handles, `scan` reports into the context."""
+
+    name: str
+    formats: tuple[str, ...]
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None: ...
+
+
+class ScanContext:
+    """Collects what scanning one top-level target produced; applies the limits."""
+
+    def __init__(self, limits: Limits, registry: dict[str, Scanner], root: Path | None = None):
+        self.limits = limits
+        self.registry = registry
+        self.root = root
+        self.findings: list[Finding] = []
+        self.skips: list[Skip] = []
+        self.errors: list[CheckError] = []
+        self.incomplete = False
+        self.formats: list[str] = []
+        self.inflated = 0
+        self.deadline = time.monotonic() + limits.timeout_s
+
+    # -- recording ----------------------------------------------------------------------------
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def skip(self, location: Location, reason: str, code: str = "unsupported",
+             extra: str | None = None) -> None:
+        self.skips.append(Skip(location=location, reason=reason, code=code, extra=extra))
+
+    def error(self, location: Location, check: str, message: str) -> None:
+        self.errors.append(CheckError(location=location, check=check, message=message[:500]))
+        self.incomplete = True
+
+    def limit_hit(self, location: Location, message: str) -> None:
+        self.add(LIMIT_HIT.finding(location, f"analysis incomplete: {message}", evidence=message))
+        self.incomplete = True
+
+    def charge(self, nbytes: int) -> None:
+        """Account for inflated bytes; raise LimitExceeded past the per-target budget."""
+        self.inflated += nbytes
+        if self.inflated > self.limits.max_decompressed:
+            raise LimitExceeded(
+                f"more than {self.limits.max_decompressed_mb} MiB decompressed from one target")
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise LimitExceeded(f"time limit of {self.limits.timeout_s:g}s reached")
+
+    # -- dispatch -----------------------------------------------------------------------------
+    def scan(self, source: Source, fmt: str | None = None) -> str:
+        """Identify `source` by content and run its scanner. Never raises."""
+        try:
+            self.check_time()
+            if source.depth > self.limits.max_depth:
+                raise LimitExceeded(f"nesting deeper than {self.limits.max_depth} levels")
+            if fmt is None:
+                fmt = identify(source.head(1024), source.size, source.name)
+                self._check_name(source, fmt)
+            self.formats.append(fmt)
+            scanner = self.registry.get(fmt)
+            if scanner is None:
+                self._unhandled(source, fmt)
+                return fmt
+            scanner.scan(self, source, fmt)
+        except LimitExceeded as exc:
+            self.limit_hit(source.location, exc.message)
+        except MemoryError:
+            self.limit_hit(source.location, "memory budget exhausted")
+        except RecursionError:
+            self.limit_hit(source.location, "structure nested too deeply")
+        except Exception as exc:  # a scanner bug must never make a file look clean
+            self.error(source.location, CHECK_ERROR_NAME,
+                       f"{type(exc).__name__} while scanning: {exc}")
+        return fmt or "unknown"
+
+    def _check_name(self, source: Source, fmt: str) -> None:
+        ext = extension_of(source.name)
+        expected = EXPECTED_FORMATS.get(ext)
+        if expected is None or fmt in expected:
+            return
+        if fmt == "unknown":
+            return  # reported as unrecognised content by _unhandled
+        severity = Severity.HIGH if (ext in SAFE_FORMAT_EXTENSIONS and
+                                     fmt in CODE_CAPABLE_FORMATS) else Severity.MEDIUM
+        self.add(EXTENSION_MISMATCH.finding(
+            source.location,
+            f"named '{ext}' but the content is {fmt}",
+            evidence=f"extension={ext} content={fmt}",
+            severity=severity,
+        ))
+
+    def _unhandled(self, source: Source, fmt: str) -> None:
+        ext = extension_of(source.name)
+        if fmt == "unknown" and ext in EXPECTED_FORMATS:
+            self.add(UNRECOGNISED.finding(source.location,
+                                          f"'{ext}' file whose content matches no known format",
+                                          evidence=source.head(16).hex()))
+        elif fmt == "unknown":
+            self.skip(source.location, "not a model, archive or config format", "out-of-scope")
+        else:
+            self.skip(source.location, f"{fmt} content is not analysed by any scanner",
+                      "unsupported")
+
+    # -- result -------------------------------------------------------------------------------
+    def result(self, path: str, size: int | None, started: float) -> TargetResult:
+        fmt = self.formats[0] if self.formats else "unknown"
+        unique = {f.fingerprint: f for f in self.findings}
+        return TargetResult(
+            path=path, format=fmt, size=size, findings=sort_findings(list(unique.values())),
+            skips=tuple(self.skips), errors=tuple(self.errors), incomplete=self.incomplete,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )

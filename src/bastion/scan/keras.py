@@ -1,0 +1,223 @@
+"""Keras artifacts: v3 `.keras` archives (config.json), legacy HDF5 (.h5) model_config, and Keras
+configs embedded elsewhere. Checks Lambda layers with bytecode, references outside Keras,
+in-framework gadgets (safe-mode switches, file fetchers, nested torch pickles) and nested models."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from typing import Any
+
+from bastion.findings import Confidence, Location, Severity, Stage
+from bastion.rules import Rule
+from bastion.scan.archive import member_source, scan_zip_member
+from bastion.scan.base import MALFORMED, ScanContext
+from bastion.scan.source import Source, bytes_source
+from bastion.scan.ziparchive import ZipReader
+
+LAMBDA_LAYER = Rule(
+    id="KER001", title="Keras Lambda layer carries Python bytecode", severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="A Lambda layer stores a marshalled Python function; loading the model with "
+                "safe_mode off (or any legacy HDF5 loader, CVE-2025-9905) runs it.",
+    remediation="Replace Lambda layers by registered custom layers whose code you ship and "
+                "review; load with safe_mode=True.",
+)
+OUTSIDE_KERAS = Rule(
+    id="KER002", title="Keras config references code outside Keras", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="The config names a module or registered object outside the keras package; "
+                "deserialising imports it and calls it with config-controlled arguments "
+                "(CVE-2025-1550).",
+    remediation="Make sure the referenced module is your own, reviewed code; otherwise reject "
+                "the model.",
+)
+KERAS_GADGET = Rule(
+    id="KER003", title="Keras config calls a dangerous in-framework function",
+    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="The config invokes a Keras/TensorFlow function that disables safe mode, "
+                "downloads or reads files, or deserialises a pickle (CVE-2025-1550, "
+                "CVE-2025-8747, CVE-2025-49655) — safe_mode does not stop these.",
+    remediation="Reject the model.",
+)
+NESTED_MODEL = Rule(
+    id="KER004", title="Keras config embeds a serialized sub-model or module",
+    severity=Severity.MEDIUM, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="A layer carries a serialized model or framework module (e.g. "
+                "TorchModuleWrapper). It is scanned as well; its loader may not honour safe_mode.",
+    remediation="Review the embedded object.",
+)
+
+_KERAS_MODULES = ("keras", "keras.src", "tf_keras", "tensorflow.keras", "keras_hub", "keras_nlp",
+                  "keras_cv")
+# Name segments (of module.class_name.registered_name) that make a config entry a gadget.
+_GADGETS = frozenset({
+    "enable_unsafe_deserialization", "get_file", "load_model", "load_weights", "read_file",
+    "write_file", "gfile", "file_utils", "exec", "eval", "system", "popen", "load",
+    "loads", "load_from_bytes", "import_module", "deserialize_keras_object", "saving_lib",
+    "legacy_h5_format", "pickle", "os", "subprocess", "io_utils", "urllib", "requests",
+})
+MAX_NODES = 500_000
+
+
+def is_keras_zip(names: list[str]) -> bool:
+    root = {n for n in names if "/" not in n}
+    return "config.json" in root and ("metadata.json" in root or "model.weights.h5" in root
+                                      or "model.weights.npz" in root)
+
+
+def scan_keras_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+    ctx.formats.append("keras")
+    for entry in reader.directory.entries:
+        if entry.name == "config.json":
+            child = member_source(ctx, source, reader, entry)
+            if child is None:
+                continue
+            data = child.read_all(ctx.limits.max_metadata, "Keras config.json")
+            try:
+                config = json.loads(data)
+            except (ValueError, RecursionError) as exc:
+                ctx.add(MALFORMED.finding(child.location, f"config.json is not JSON: {exc}",
+                                          evidence=str(exc)[:200]))
+                continue
+            analyse_keras_config(ctx, child.location, config)
+        else:
+            scan_zip_member(ctx, source, reader, entry)
+
+
+def _module_of(node: dict[str, Any]) -> str | None:
+    module = node.get("module")
+    return module if isinstance(module, str) else None
+
+
+def analyse_keras_config(ctx: ScanContext, location: Location, config: Any) -> None:
+    """Walk a Keras serialization tree iteratively and report risky constructs."""
+    stack: list[tuple[Any, str]] = [(config, "$")]
+    visited = 0
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            ctx.limit_hit(location, f"Keras config with more than {MAX_NODES} nodes")
+            return
+        if isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        stack.extend((value, f"{path}.{key}") for key, value in node.items()
+                     if isinstance(value, (dict, list)))
+        where = location.model_copy(update={"pointer": path[:200]})
+        class_name = node.get("class_name")
+        module = _module_of(node)
+        registered = node.get("registered_name")
+        if class_name == "__lambda__" or (class_name == "Lambda" and _has_bytecode(node)):
+            code = _lambda_code(node)
+            ctx.add(LAMBDA_LAYER.finding(where, "Lambda function stored as Python bytecode",
+                                         evidence=(code or "")[:120]))
+        text_refs = [str(v) for v in (class_name, module, registered) if isinstance(v, str)]
+        joined = ".".join(text_refs)
+        gadget = next((g for g in joined.split(".") if g in _GADGETS), None)
+        if gadget is not None and isinstance(class_name, str):
+            ctx.add(KERAS_GADGET.finding(where, f"config calls {joined}",
+                                         evidence=f"{module}.{class_name}"))
+        elif module is not None and not module.startswith(_KERAS_MODULES) and \
+                module not in ("builtins",):
+            ctx.add(OUTSIDE_KERAS.finding(where, f"references {module}.{class_name}",
+                                          evidence=f"{module}.{class_name}"))
+        elif module == "builtins" and class_name not in ("dict", "list", "tuple", "set",
+                                                         "str", "int", "float", "bool"):
+            ctx.add(OUTSIDE_KERAS.finding(where, f"references builtins.{class_name}",
+                                          evidence=f"builtins.{class_name}"))
+        elif isinstance(registered, str) and registered and "Custom>" in registered:
+            ctx.add(OUTSIDE_KERAS.finding(where, f"custom registered object {registered}",
+                                          evidence=registered, severity=Severity.MEDIUM))
+        if class_name == "TorchModuleWrapper":
+            _embedded_module(ctx, where, node)
+
+
+def _has_bytecode(node: dict[str, Any]) -> bool:
+    return _lambda_code(node) is not None
+
+
+def _lambda_code(node: dict[str, Any]) -> str | None:
+    config = node.get("config")
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("code"), str):
+        return str(config["code"])
+    function = config.get("function")
+    if isinstance(function, dict):
+        inner = function.get("config")
+        if isinstance(inner, dict) and isinstance(inner.get("code"), str):
+            return str(inner["code"])
+        if function.get("class_name") == "__lambda__":
+            return ""
+    if isinstance(function, list) and function and isinstance(function[0], str):
+        return function[0]  # legacy HDF5: [base64 bytecode, defaults, closure]
+    return None
+
+
+def _embedded_module(ctx: ScanContext, where: Location, node: dict[str, Any]) -> None:
+    config = node.get("config")
+    payload = config.get("module") if isinstance(config, dict) else None
+    if isinstance(payload, dict):
+        payload = payload.get("config") if isinstance(payload.get("config"), str) else None
+    ctx.add(NESTED_MODEL.finding(where, "TorchModuleWrapper embeds a pickled torch module",
+                                 evidence="TorchModuleWrapper"))
+    if not isinstance(payload, str):
+        return
+    try:
+        data = base64.b64decode(payload, validate=False)
+    except (ValueError, binascii.Error):
+        return
+    child = bytes_source(data, "<TorchModuleWrapper.module>",
+                         where.model_copy(update={"members": (*where.members,
+                                                              "<TorchModuleWrapper.module>")}))
+    ctx.scan(child)
+
+
+class Hdf5Scanner:
+    name = "hdf5"
+    formats = ("hdf5",)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        try:
+            import h5py
+        except ImportError:
+            ctx.skip(source.location, "HDF5 files need h5py", "missing-extra", "keras")
+            ctx.incomplete = True
+            return
+        handle = source.open()
+        try:
+            try:
+                h5 = h5py.File(io.BufferedReader(handle) if not hasattr(handle, "peek")
+                               else handle, "r")
+            except Exception as exc:  # h5py raises OSError and others on hostile files
+                ctx.add(MALFORMED.finding(source.location, f"unreadable HDF5 file: {exc}",
+                                          evidence=str(exc)[:200]))
+                return
+            with h5:
+                for key in ("model_config", "training_config"):
+                    raw = h5.attrs.get(key)
+                    if raw is None:
+                        continue
+                    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+                    if len(text) > ctx.limits.max_metadata:
+                        ctx.limit_hit(source.location, f"{key} is too large")
+                        continue
+                    try:
+                        config = json.loads(text)
+                    except (ValueError, RecursionError) as exc:
+                        ctx.add(MALFORMED.finding(source.location, f"{key} is not JSON: {exc}",
+                                                  evidence=str(exc)[:200]))
+                        continue
+                    ctx.formats.append("keras-h5")
+                    analyse_keras_config(ctx, source.location.model_copy(
+                        update={"pointer": key}), config)
+        finally:
+            handle.close()

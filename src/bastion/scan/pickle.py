@@ -1,0 +1,188 @@
+"""Pickle scanner: plain pickles of every protocol, stacked pickles (legacy torch), joblib,
+dill/cloudpickle output, nested pickles handed to loaders. Never unpickles a real object."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from bastion.findings import Confidence, Location, Severity, Stage
+from bastion.rules import Rule
+from bastion.scan.base import ScanContext
+from bastion.scan.identify import identify
+from bastion.scan.pickle_static import global_offsets
+from bastion.scan.pickle_vm import (
+    TORCHSCRIPT_PREFIXES,
+    Recorder,
+    StreamResult,
+    analyse_stream,
+    nested_candidates,
+)
+from bastion.scan.source import Source, bytes_source
+
+CODE_EXECUTION = Rule(
+    id="PKL001", title="Pickle runs code when loaded", severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="The pickle names a callable that executes processes, evaluates code, builds "
+                "code objects, imports modules or resolves arbitrary attributes. Unpickling it "
+                "(pickle.load, joblib.load, torch.load without weights_only) runs it.",
+    remediation="Do not load this file. Obtain the model from a trusted source, preferably in a "
+                "data-only format (safetensors, ONNX, skops), and verify its signature.",
+)
+FILE_NETWORK = Rule(
+    id="PKL002", title="Pickle touches files or the network when loaded",
+    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="The pickle names a callable that reads or writes files or opens network "
+                "connections; loading it can exfiltrate data, drop files or fetch a second stage.",
+    remediation="Do not load this file; rebuild the artifact from a trusted source.",
+)
+UNKNOWN_GLOBAL = Rule(
+    id="PKL003", title="Pickle references a global outside the allowlist",
+    severity=Severity.HIGH, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="Loading imports and may call a name that is not on bastion's allowlist of "
+                "known-safe model globals. Unknown names are how denylist scanners get bypassed "
+                "(gadget callables in common libraries), so they fail the gate until reviewed.",
+    remediation="Check what the named callable does when called with attacker-chosen arguments. "
+                "If it is a trusted class of your own code, waive the finding for this path.",
+)
+NESTED_LOADER = Rule(
+    id="PKL004", title="Pickle deserialises a second payload", severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="The pickle hands bytes to another loader (pickle.loads, torch.load, "
+                "marshal.loads, joblib, yaml, numpy.load...). Loader chains hide a payload from "
+                "scanners that look only at the outer stream; bastion scans the inner one too.",
+    remediation="Do not load this file.",
+)
+BROKEN_STREAM = Rule(
+    id="PKL005", title="Malformed or truncated pickle stream", severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-integrity",
+    description="The stream breaks before STOP. The unpickler executes every opcode up to the "
+                "error before it raises, so a payload placed before a deliberate fault still "
+                "runs while scanners that give up on errors report nothing (nullifAI).",
+    remediation="Do not load it; regenerate the artifact.",
+)
+TRAILING_DATA = Rule(
+    id="PKL006", title="Data after the end of the pickle", severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    description="Bytes follow the STOP opcode: a second pickle that a loader calling load() "
+                "twice will run, or a hidden blob. bastion scans stacked pickles as well.",
+    remediation="Remove the appended data, or regenerate the file.",
+)
+
+MAX_STACKED = 64
+OFFSET_SCAN_LIMIT = 64 * 1024 * 1024
+LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
+
+_CATEGORY_RULE = {
+    "process execution": CODE_EXECUTION,
+    "exec/eval": CODE_EXECUTION,
+    "code objects": CODE_EXECUTION,
+    "import machinery": CODE_EXECUTION,
+    "attribute/name resolution": CODE_EXECUTION,
+    "file access": FILE_NETWORK,
+    "network access": FILE_NETWORK,
+    "nested deserialisation": NESTED_LOADER,
+}
+
+
+class PickleScanner:
+    name = "pickle"
+    formats = ("pickle",)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        scan_pickle(ctx, source)
+
+
+def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
+                trailing_ok: bool = False, speculative: bool = False) -> None:
+    """Analyse every stacked pickle stream in `source` and report what they would do."""
+    allowed = TORCHSCRIPT_PREFIXES if torchscript else ()
+    with source.open() as handle:
+        if handle.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC:
+            expected_streams, trailing_ok = 5, True  # legacy torch.save: then raw storages
+        else:
+            expected_streams = 1
+        position = 0
+        for index in range(MAX_STACKED):
+            ctx.check_time()
+            recorder = Recorder(allowed_prefixes=allowed)
+            result = analyse_stream(handle, position, recorder, ctx.limits.max_pickle)
+            location = source.location
+            if index:
+                location = location.model_copy(update={"pointer": f"stream {index + 1}"})
+            _report_stream(ctx, source, handle, location, recorder, result)
+            if result.error is not None:
+                if not speculative:
+                    ctx.add(BROKEN_STREAM.finding(
+                        location, f"pickle stream breaks before STOP: {result.error}",
+                        evidence=result.error))
+                return
+            assert result.end is not None
+            position = result.end
+            if position >= source.size:
+                return
+            handle.seek(position)
+            following = handle.read(1024)
+            if index + 1 < expected_streams:
+                continue
+            if identify(following, source.size - position) == "pickle":
+                if not speculative:
+                    ctx.add(TRAILING_DATA.finding(
+                        location, "another pickle stream follows the first; a loader that "
+                        "reads repeatedly will execute it (scanned below)",
+                        evidence=f"stacked pickle at byte {position}"))
+                continue
+            if not trailing_ok and not speculative:
+                ctx.add(TRAILING_DATA.finding(
+                    location, f"{source.size - position} bytes follow the end of the pickle",
+                    evidence=f"trailing data at byte {position}", severity=Severity.LOW))
+            return
+        ctx.limit_hit(source.location, f"more than {MAX_STACKED} stacked pickle streams")
+
+
+def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location: Location,
+                   recorder: Recorder, result: StreamResult) -> None:
+    if not recorder.flagged:
+        return
+    offsets = _offsets(handle, result)
+    for qualname, flagged in sorted(recorder.flagged.items()):
+        verdict = flagged.verdict
+        rule = _CATEGORY_RULE.get(verdict.category or "", UNKNOWN_GLOBAL)
+        pointer = location.pointer
+        if offsets is not None and flagged.first_index < len(offsets):
+            offset, opcode, _text = offsets[flagged.first_index]
+            at = f"{opcode} at byte {result.start + offset}"
+            pointer = f"{pointer}, {at}" if pointer else at
+        where = location.model_copy(update={"pointer": pointer})
+        what = verdict.category or "not on the allowlist"
+        times = f" ({flagged.count} references)" if flagged.count > 1 else ""
+        ctx.add(rule.finding(where, f"loading this pickle imports and can call {qualname} "
+                             f"[{what}]{times}", evidence=qualname))
+    if recorder.flagged_overflow:
+        ctx.add(UNKNOWN_GLOBAL.finding(location, "more flagged globals than bastion lists; "
+                                       "only the first ones are reported",
+                                       evidence="flagged-name overflow"))
+    for callee, payload in nested_candidates(recorder, ctx.limits.max_pickle):
+        child = bytes_source(payload, f"<argument of {callee}>",
+                             location.model_copy(update={
+                                 "members": (*location.members, f"<argument of {callee}>"),
+                                 "pointer": None}),
+                             depth=source.depth + 1)
+        fmt = identify(payload[:1024], len(payload))
+        if fmt == "pickle":
+            ctx.formats.append("pickle")
+            scan_pickle(ctx, child, speculative=True)
+        else:
+            ctx.scan(child, fmt)
+
+
+def _offsets(handle: BinaryIO, result: StreamResult) -> list[tuple[int, str, str | None]] | None:
+    end = result.end
+    if end is None:
+        handle.seek(0, 2)
+        end = handle.tell()
+    if end - result.start > OFFSET_SCAN_LIMIT or result.engine != "c":
+        return None
+    handle.seek(result.start)
+    return global_offsets(handle.read(end - result.start))

@@ -1,0 +1,89 @@
+"""Load an artifact only when its scan passes the policy. The file is read once into memory;
+the scan and the load both use those bytes, so nothing can change between check and use.
+Loading still goes through restricted loaders (allowlisted pickle globals, torch weights_only,
+np.load without pickles) as a second line of defence."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+from bastion.config import Settings, load_settings
+from bastion.errors import InputError, MissingExtra, UnsafeArtifactError, UsageError
+from bastion.policy import Status, evaluate
+from bastion.scan.engine import scan_bytes
+from bastion.scan.pickle_globals import classify
+
+DEFAULT_MAX_BYTES = 8 * 1024**3
+
+
+class _AllowlistUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if not classify(module, name).allowed:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+def _joblib_load(data: bytes) -> Any:
+    try:
+        from joblib import numpy_pickle
+    except ImportError as exc:
+        raise MissingExtra("joblib", "all") from exc
+
+    class _Restricted(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
+        def find_class(self, module: str, name: str) -> Any:
+            if not classify(module, name).allowed:
+                raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+            return super().find_class(module, name)
+
+    with numpy_pickle._validate_fileobject_and_memmap(  # type: ignore[attr-defined]
+            io.BytesIO(data), "<bytes>", None) as (fobj, _):
+        return _Restricted("<bytes>", fobj).load()
+
+
+def safe_load(path: Path, settings: Settings | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+              map_location: str = "cpu") -> Any:
+    settings = settings or load_settings(search_from=path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"{path} is {size} bytes, over safe_load's limit of {max_bytes}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    report = scan_bytes(data, path.name, settings)
+    verdict = evaluate(report, settings)
+    if verdict.status is not Status.PASSED:
+        detail = "; ".join(verdict.reasons) or verdict.status.value
+        raise UnsafeArtifactError(f"refusing to load {path}: {detail}", report)
+    result = report.results[0]
+    formats = result.format
+    if formats == "pickle" or formats in ("gzip", "bz2", "xz", "zlib"):
+        if b"NumpyArrayWrapper" in data or formats != "pickle":
+            return _joblib_load(data)
+        return _AllowlistUnpickler(io.BytesIO(data), encoding="latin1").load()
+    if formats == "zip" and (b"data.pkl" in data[-65_536:] or b"data.pkl" in data[:4096]):
+        try:
+            import torch
+        except ImportError as exc:
+            raise MissingExtra("torch", "torch") from exc
+        return torch.load(io.BytesIO(data), weights_only=True, map_location=map_location)
+    if formats in ("npy", "zip"):
+        try:
+            import numpy as np
+        except ImportError as exc:
+            raise MissingExtra("numpy", "numpy") from exc
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if hasattr(loaded, "files"):
+            return {name: loaded[name] for name in loaded.files}
+        return loaded
+    if formats == "safetensors":
+        try:
+            from safetensors.numpy import load as load_safetensors
+        except ImportError as exc:
+            raise MissingExtra("safetensors", "safetensors") from exc
+        return load_safetensors(data)
+    raise UsageError(f"safe_load does not load {formats} files",
+                     hint="scan them with `bastion scan`, then use the framework's loader")

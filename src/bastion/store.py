@@ -1,0 +1,111 @@
+"""Run history in SQLite (stdlib sqlite3, WAL). Schema migrations are numbered by
+PRAGMA user_version; a newer database than this bastion knows is refused, not altered."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.errors import StoreError
+from bastion.findings import Report
+from bastion.policy import Status, Verdict
+
+MIGRATIONS = (
+    """
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at TEXT NOT NULL,
+        command TEXT NOT NULL,
+        targets TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER NOT NULL,
+        findings INTEGER NOT NULL,
+        counts TEXT NOT NULL,
+        report TEXT NOT NULL,
+        verdict TEXT NOT NULL
+    );
+    CREATE INDEX runs_started ON runs (started_at);
+    """,
+)
+
+
+def default_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("bastion", appauthor=False)) / "history.sqlite3"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    started_at: str
+    command: str
+    targets: str
+    status: str
+    exit_code: int
+    findings: int
+    counts: dict[str, int]
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot use history store {path}: {exc}",
+                             hint="pass --store PATH or --no-store") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot create history store {path}: {exc.strerror}",
+                             hint="pass --store PATH or --no-store") from exc
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise StoreError(f"history store {self.path} was written by a newer bastion "
+                             f"(schema {version})")
+        for number in range(version, len(MIGRATIONS)):
+            with self._db:
+                self._db.executescript(MIGRATIONS[number])
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def record(self, report: Report, verdict: Verdict) -> int:
+        with self._db:
+            cursor = self._db.execute(
+                "INSERT INTO runs (started_at, command, targets, status, exit_code, findings, "
+                "counts, report, verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (str(report.metadata.get("started_at", "")), report.command,
+                 ", ".join(report.targets), verdict.status.value, verdict.exit_code,
+                 len(report.findings), json.dumps(report.severity_counts()),
+                 report.model_dump_json(), verdict.model_dump_json()))
+        return int(cursor.lastrowid or 0)
+
+    def runs(self, limit: int = 20) -> list[RunSummary]:
+        rows = self._db.execute(
+            "SELECT id, started_at, command, targets, status, exit_code, findings, counts "
+            "FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [RunSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
+                for r in rows]
+
+    def load(self, run_id: int) -> tuple[Report, Verdict]:
+        row = self._db.execute("SELECT report, verdict FROM runs WHERE id = ?",
+                               (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no run {run_id} in {self.path}",
+                             hint="`bastion history` lists the runs")
+        return Report.model_validate_json(row[0]), Verdict.model_validate_json(row[1])
+
+    def latest_id(self) -> int | None:
+        row = self._db.execute("SELECT MAX(id) FROM runs").fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+
+__all__ = ["RunSummary", "Status", "Store", "default_path"]
