@@ -80,24 +80,21 @@ def read_directory(handle: BinaryIO, size: int, max_members: int) -> ZipDirector
     (_sig, _disk, _cd_disk, _n_disk, total, cd_size, cd_offset,
      comment_len) = struct.unpack("<4sHHHHIIH", record[:22])
     comment = record[22:22 + comment_len]
-    if total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
-        if eocd_offset < 20:
-            raise ZipFormatError("zip64 markers without a zip64 locator")
+    cd_end = eocd_offset
+    locator = b""
+    if eocd_offset >= 20:
         handle.seek(eocd_offset - 20)
         locator = handle.read(20)
-        if locator[:4] != ZIP64_LOCATOR_SIG:
-            raise ZipFormatError("zip64 markers without a zip64 locator")
-        (z64_offset,) = struct.unpack("<Q", locator[8:16])
-        if z64_offset + 56 > size:
-            raise ZipFormatError("zip64 record outside the file")
-        handle.seek(z64_offset)
+    if locator[:4] == ZIP64_LOCATOR_SIG:
+        # like zipfile: the zip64 record is read right before its locator
+        handle.seek(eocd_offset - 20 - 56)
         z64 = handle.read(56)
         if z64[:4] != ZIP64_EOCD_SIG:
             raise ZipFormatError("bad zip64 end-of-central-directory record")
         total, cd_size, cd_offset = struct.unpack("<QQQ", z64[32:56])
-        cd_end = z64_offset
-    else:
-        cd_end = eocd_offset
+        cd_end = eocd_offset - 20 - 56
+    elif total == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
+        raise ZipFormatError("zip64 markers without a zip64 locator")
     # Data prepended to the archive shifts every offset (zipfile's "concat" logic).
     prefix = cd_end - cd_size - cd_offset
     if prefix < 0 or cd_size > size:
@@ -113,15 +110,15 @@ def read_directory(handle: BinaryIO, size: int, max_members: int) -> ZipDirector
         if len(entries) >= max_members:
             truncated = True
             break
-        (_sig, create_version, _extract_version, flags, method, _time, _date, crc, csize, usize,
-         name_len, extra_len, comment_len, _disk_start, _internal, external,
-         offset) = struct.unpack("<4sBBHHHHIIIHHHHHII", directory[pos:pos + 46])
+        (_sig, _create_spec, create_system, _extract_version, flags, method, _time, _date, crc,
+         csize, usize, name_len, extra_len, comment_len, _disk_start, _internal, external,
+         offset) = struct.unpack("<4sBBHHHHHIIIHHHHHII", directory[pos:pos + 46])
         raw_name = directory[pos + 46:pos + 46 + name_len]
         extra = directory[pos + 46 + name_len:pos + 46 + name_len + extra_len]
         csize, usize, offset = _apply_zip64(extra, csize, usize, offset)
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
         entries.append(ZipEntry(name, raw_name, method, flags, csize, usize, offset + prefix,
-                                external, create_version, crc))
+                                external, create_system, crc))
         pos += 46 + name_len + extra_len + comment_len
     if len(entries) < total and not truncated and total != 0xFFFF:
         raise ZipFormatError(f"central directory lists {len(entries)} of {total} entries")
