@@ -133,6 +133,7 @@ class ScanContext:
             if fmt is None:
                 fmt = identify(source.head(1024), source.size, source.name)
                 self._check_name(source, fmt)
+                self._check_zip_tail(source, fmt)
             self.formats.append(fmt)
             scanner = self.registry.get(fmt)
             if scanner is None:
@@ -165,6 +166,20 @@ class ScanContext:
             evidence=f"extension={ext} content={fmt}",
             severity=severity,
         ))
+
+    def _check_zip_tail(self, source: Source, fmt: str) -> None:
+        """A file of another format that also ends like a zip archive is a polyglot."""
+        if fmt in ("zip", "unknown", "7z", "tar") or source.size < 22:
+            return
+        tail = source.tail(min(source.size, 65_557))
+        eocd = tail.rfind(b"PK\x05\x06")
+        if eocd < 0 or len(tail) - eocd < 22:
+            return
+        self.add(POLYGLOT.finding(source.location, f"{fmt} file that is also a zip archive",
+                                  evidence=f"{fmt}+zip"))
+        if fmt != "pickle":  # pickles scan what follows them themselves
+            zip_view = source.child("<as zip>", source.opener, source.size)
+            self.scan(zip_view, "zip")
 
     def _unhandled(self, source: Source, fmt: str) -> None:
         ext = extension_of(source.name)

@@ -7,7 +7,7 @@ from typing import BinaryIO
 
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
-from bastion.scan.base import ScanContext
+from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.identify import identify
 from bastion.scan.pickle_static import global_offsets
 from bastion.scan.pickle_vm import (
@@ -17,7 +17,7 @@ from bastion.scan.pickle_vm import (
     analyse_stream,
     nested_candidates,
 )
-from bastion.scan.source import Source, bytes_source
+from bastion.scan.source import SliceReader, Source, bytes_source
 
 CODE_EXECUTION = Rule(
     id="PKL001", title="Pickle runs code when loaded", severity=Severity.CRITICAL,
@@ -133,6 +133,17 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
                         "reads repeatedly will execute it (scanned below)",
                         evidence=f"stacked pickle at byte {position}"))
                 continue
+            trailing_fmt = identify(following, source.size - position)
+            if trailing_fmt not in ("unknown", "json") and not speculative:
+                ctx.add(POLYGLOT.finding(
+                    location, f"a {trailing_fmt} file is appended after the pickle; other "
+                    "readers see that instead (scanned as well)",
+                    evidence=f"{trailing_fmt} at byte {position}"))
+                start, length = position, source.size - position
+                ctx.scan(source.child(f"<{trailing_fmt} after pickle>",
+                                      lambda: SliceReader(source.open, start, length), length),
+                         trailing_fmt)
+                return
             if not trailing_ok and not speculative:
                 ctx.add(TRAILING_DATA.finding(
                     location, f"{source.size - position} bytes follow the end of the pickle",

@@ -114,6 +114,8 @@ for _scalar in ("float16", "float32", "float64", "int8", "int16", "int32", "int6
 ALLOWED_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^torch\.nn\.modules\.[a-z_]+(\.[a-z_]+)*\.[A-Z][A-Za-z0-9]*$"),
      "PyTorch layer class; restored with __new__ and __setstate__"),
+    (re.compile(r"^torch\.nn\.functional\.[a-z][a-z0-9_]*$"),
+     "tensor function (activation etc.) stored as a layer attribute; it only computes"),
     (re.compile(r"^numpy\.dtypes\.[A-Za-z0-9]+DType$"), "numpy dtype class"),
     (re.compile(r"^sklearn\.(?!datasets|externals|utils\._testing|_build_utils|_config|"
                 r"utils\._show_versions|experimental)[a-z_]+(\.[a-z_0-9]+)*\.[A-Z][A-Za-z0-9_]*$"),

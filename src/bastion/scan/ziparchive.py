@@ -13,7 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bastion.errors import LimitExceeded
 from bastion.scan.source import SliceReader
@@ -176,8 +176,8 @@ class _InflatingReader(io.RawIOBase):
         self._declared = declared
         self._produced = 0
         self._pending = b""
-        self._dec: zlib._Decompress | bz2.BZ2Decompressor = (
-            zlib.decompressobj(-15) if method == 8 else bz2.BZ2Decompressor())
+        self._dec: Any = zlib.decompressobj(-15) if method == 8 else bz2.BZ2Decompressor()
+        self._zlib = method == 8
         self._eof = False
 
     def readable(self) -> bool:
@@ -190,7 +190,7 @@ class _InflatingReader(io.RawIOBase):
             if not chunk:
                 self._eof = True
                 break
-            if isinstance(self._dec, zlib._Decompress):
+            if self._zlib:
                 out = self._dec.decompress(chunk, max(want, 1 << 16))
                 while self._dec.unconsumed_tail and len(out) < (1 << 22):
                     out += self._dec.decompress(self._dec.unconsumed_tail, 1 << 16)
