@@ -488,7 +488,7 @@ def build_benign(root: Path) -> list[Sample]:
         "logreg": make_pipeline(StandardScaler(), LogisticRegression()),
         "forest": RandomForestClassifier(n_estimators=8, random_state=0),
         "gbm": GradientBoostingClassifier(n_estimators=10, random_state=0),
-        "svc": SVC(probability=True, random_state=0),
+        "svc": SVC(random_state=0),
         "tree": DecisionTreeClassifier(random_state=0),
     }
     for name, model in models.items():

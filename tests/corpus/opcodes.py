@@ -39,7 +39,7 @@ def memoized_stack_global() -> bytes:
 
 def dup_stack_global() -> bytes:
     """Name built on the stack then duplicated (DUP + MEMOIZE) before STACK_GLOBAL."""
-    return (proto(4) + s("subprocess") + s("getoutput") + b"2" + b"0" + b"\x93"
+    return (proto(4) + s("posix") + s("system") + b"2" + b"0" + b"\x93"
             + s(MARK_CMD) + b"\x85R.")
 
 

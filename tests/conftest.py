@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bastion.config import Limits, Settings  # noqa: E402
+from corpus import Sample, build_benign, build_malicious  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("corpus")
+
+
+@pytest.fixture(scope="session")
+def benign(corpus_dir: Path) -> list[Sample]:
+    # built first: importing dill (for the malicious set) changes how pickle saves types
+    return build_benign(corpus_dir / "benign")
+
+
+@pytest.fixture(scope="session")
+def malicious(corpus_dir: Path, benign: list[Sample]) -> list[Sample]:
+    return build_malicious(corpus_dir / "malicious")
+
+
+@pytest.fixture()
+def settings() -> Settings:
+    return Settings(workers=2, limits=Limits(timeout_s=60))
