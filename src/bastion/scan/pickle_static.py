@@ -11,17 +11,25 @@ _STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICO
 _RESOLVING_OPS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
 
 
+_START_OPCODES = frozenset(b"(]})cILSVNJKMTUXFGPCB\x80\x8c\x8d\x8e\x95\x96\x8a\x8b\x88\x89\x8f")
+
+
 def plausible_pickle_prefix(head: bytes, need: int = 3) -> bool:
-    """True when `head` starts with `need` well-formed opcodes (or a complete short pickle)."""
+    """True when `head` is a well-formed opcode sequence: it starts with an opcode that can open
+    a stream and parses up to STOP or to (near) the end of the buffer. Text rarely does."""
+    if not head or head[0] not in _START_OPCODES:
+        return False
     count = 0
+    reader = io.BytesIO(head)
     try:
-        for opcode, _arg, _pos in pickletools.genops(io.BytesIO(head)):
+        for opcode, _arg, _pos in pickletools.genops(reader):
             count += 1
-            if opcode.name == "STOP" or count >= need:
+            if opcode.name == "STOP":
                 return True
     except Exception:
-        return False
-    return False
+        # an opcode cut off by the end of the buffer is fine; a bad opcode earlier is not
+        return count >= need and reader.tell() >= len(head) - 16 and len(head) >= 64
+    return count >= need
 
 
 def global_offsets(data: bytes, max_ops: int = 2_000_000) -> list[tuple[int, str, str | None]]:

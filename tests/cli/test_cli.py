@@ -1,0 +1,161 @@
+"""The command line, called in-process through main(argv): exit codes, output files, history,
+and clear errors (never a traceback) on user mistakes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.main import main
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "ok.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
+    (folder / "README.md").write_text("# model\n")
+    return folder
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "history.sqlite3"
+
+
+def evil(path: Path) -> Path:
+    path.write_bytes(b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+    return path
+
+
+def test_clean_project_exits_0(project: Path, store: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(project), "--store", str(store)]) == 0
+    out, err = capsys.readouterr()
+    assert "verdict: PASSED" in out and "PASSED" in err
+
+
+def test_malicious_file_exits_1_and_json_goes_to_stdout_only(
+        project: Path, store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evil(project / "bad.pkl")
+    assert main(["scan", str(project), "-f", "json", "--store", str(store)]) == 1
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["verdict"]["status"] == "failed"
+    assert "FAILED" in err
+
+
+def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    evil(project / "bad.pkl")
+    report = tmp_path / "out" / "report.sarif"
+    assert main(["scan", str(project), "-f", "sarif", "-o", str(report),
+                 "--store", str(store)]) == 1
+    assert json.loads(report.read_text())["version"] == "2.1.0"
+    capsys.readouterr()
+    assert main(["history", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert "failed" in listing and str(project) in listing
+    assert main(["show", "1", "-f", "html", "--store", str(store)]) == 0
+    assert "PKL001" in capsys.readouterr().out
+    assert main(["show", "99", "--store", str(store)]) == 2
+    assert "no run 99" in capsys.readouterr().err
+
+
+def test_fail_on_and_waiver_in_policy(project: Path, store: Path) -> None:
+    evil(project / "bad.pkl")
+    assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
+    (project / "bastion.toml").write_text(
+        '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
+        'expires = 2999-01-01\n')
+    assert main(["scan", str(project), "--no-store"]) == 0
+    (project / "bastion.toml").write_text(
+        '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
+        'expires = 2000-01-01\n')
+    assert main(["scan", str(project), "--no-store"]) == 1
+
+
+def test_baseline_roundtrip(project: Path, tmp_path: Path) -> None:
+    evil(project / "bad.pkl")
+    baseline = tmp_path / "baseline.json"
+    assert main(["baseline", str(project), "-o", str(baseline), "-q"]) == 0
+    assert main(["scan", str(project), "--no-store", "--baseline", str(baseline)]) == 0
+    evil(project / "worse.pkl")
+    assert main(["scan", str(project), "--no-store", "--baseline", str(baseline)]) == 1
+
+
+def test_nothing_scannable_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["scan", str(tmp_path), "--no-store"]) == 2
+
+
+def test_user_mistakes_give_clear_errors(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(tmp_path / "missing"), "--no-store"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("fail_on = [")
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    assert main(["scan", str(tmp_path / "m.pkl"), "--policy", str(bad), "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "not valid TOML" in err and "Traceback" not in err
+    assert main(["scan", "--format", "yaml", str(tmp_path)]) == 2
+    assert main(["scan", str(tmp_path / "m.pkl"), "--no-store", "-o",
+                 "/proc/version/x.json"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_strict_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lz4", None)  # the extra is missing (workers are forked)
+    monkeypatch.setitem(sys.modules, "lz4.frame", None)
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps(1))
+    (tmp_path / "data.lz4").write_bytes(b"\x04\x22\x4d\x18" + b"\x00" * 16)
+    assert main(["scan", str(tmp_path), "--no-store"]) == 2  # lz4 needs an extra: undecided
+    assert main(["scan", str(tmp_path), "--no-store", "--strict"]) == 1
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "bastion scan PATH" in capsys.readouterr().out
+    assert main(["scan", "--help"]) == 0
+    assert "--fail-on" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+
+
+def test_rules_catalogue_and_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "--json"]) == 0
+    rules = json.loads(capsys.readouterr().out)
+    docs = Path(__file__).parents[2] / "docs" / "rules"
+    for rule in rules:
+        assert rule["tags"]["atlas"] and rule["tags"]["eu_ai_act"] == ["Art.15"]
+        assert (docs / f"{rule['id']}.md").is_file(), rule["id"]
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1]))
+    proc = subprocess.run([sys.executable, "-m", "bastion", "scan", str(tmp_path), "--no-store",
+                           "-f", "json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["verdict"]["exit_code"] == 0
+
+
+def test_rule_pages_are_current() -> None:
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "docs" / "generate_rule_pages.py"
+    spec = importlib.util.spec_from_file_location("generate_rule_pages", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from bastion.rules import all_rules
+
+    for rule in all_rules():
+        page = (path.parent / "rules" / f"{rule.id}.md").read_text()
+        assert page == module.page(rule), f"run python docs/generate_rule_pages.py ({rule.id})"
