@@ -51,10 +51,12 @@ def _worker_main(conn: Connection, items: Sequence[Any], fn: Callable[[Any], str
         if index < 0:
             return
         try:
-            payload = fn(items[index])
+            status, payload = "OK", fn(items[index])
         except MemoryError:
-            payload = ""
-        conn.send_bytes(f"{index}\n{payload}".encode())
+            status, payload = "FAIL", "ran out of memory"
+        except Exception as exc:  # reported as a failure of this item, the worker lives on
+            status, payload = "FAIL", f"{type(exc).__name__}: {exc}"
+        conn.send_bytes(f"{index}\n{status}\n{payload}".encode())
 
 
 class _Worker(Generic[T]):
@@ -128,9 +130,9 @@ def run_isolated(
                 if worker.conn in ready:
                     try:
                         text = worker.conn.recv_bytes().decode()
-                        head, _, payload = text.partition("\n")
-                        outcome = Outcome(int(head), payload or None,
-                                          None if payload else "ran out of memory")
+                        head, status, payload = text.split("\n", 2)
+                        outcome = (Outcome(int(head), payload, None) if status == "OK"
+                                   else Outcome(int(head), None, payload))
                     except (EOFError, OSError, ValueError):
                         worker.process.join(1)
                         code = worker.process.exitcode
@@ -142,8 +144,8 @@ def run_isolated(
                                       f"time limit of {timeout_s:g}s reached")
                 if outcome is None:
                     continue
-                alive = outcome.result is not None or "memory" in (outcome.failure or "")
-                if alive and worker.process.is_alive():
+                if worker.process.is_alive() and worker.conn in ready and not \
+                        (outcome.failure or "").startswith("scan worker crashed"):
                     worker.index = None
                 else:
                     worker.kill()

@@ -109,10 +109,10 @@ def scan_source(source: Source, limits: Limits, root: Path | None = None) -> Tar
 
 
 def _scan_target(target: Target, limits: Limits) -> str:
-    source = file_source(target.root, target.path)
-    source = Source(location=Location(path=target.display), opener=source.opener,
-                    size=source.size, name=source.name, fs_path=target.path)
     try:
+        source = file_source(target.root, target.path)
+        source = Source(location=Location(path=target.display), opener=source.opener,
+                        size=source.size, name=source.name, fs_path=target.path)
         return scan_source(source, limits, target.root).model_dump_json()
     except OSError as exc:
         return _error_result(target.display, f"cannot read: {exc.strerror}").model_dump_json()
@@ -138,8 +138,10 @@ def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | Non
         target = targets[outcome.index]
         if outcome.result is not None:
             results.append(TargetResult.model_validate_json(outcome.result))
-        else:
+        elif "time limit" in (outcome.failure or "") or "memory" in (outcome.failure or ""):
             results.append(_failed(target, outcome.failure or "worker failure"))
+        else:
+            results.append(_error_result(target.display, outcome.failure or "worker failure"))
         done += 1
         if progress:
             progress(done, len(targets), target.display)
