@@ -12,7 +12,6 @@ import zlib
 from collections import Counter
 from typing import BinaryIO
 
-from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, POLYGLOT, ScanContext
@@ -152,11 +151,7 @@ def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader,
         ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
         return
     size = entry.size if entry.method else entry.compressed_size
-    child = source.child(entry.name, opener, size)
-    try:
-        ctx.scan(child)
-    except ZipFormatError as exc:  # pragma: no cover - ctx.scan catches everything
-        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
+    ctx.scan(source.child(entry.name, opener, size))
 
 
 def member_source(ctx: ScanContext, source: Source, reader: ZipReader,
@@ -234,10 +229,8 @@ class TarScanner:
             from bastion.scan.pickle import scan_pickle
 
             ctx.formats.append("pickle")
-            try:
-                scan_pickle(ctx, child, trailing_ok=info.name in ("storages", "tensors"))
-            except LimitExceeded as exc:
-                ctx.limit_hit(child.location, exc.message)
+            ctx.guarded(child, lambda: scan_pickle(
+                ctx, child, trailing_ok=info.name in ("storages", "tensors")), "tar")
             return
         ctx.scan(child)
 

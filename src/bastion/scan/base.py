@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +28,7 @@ from bastion.scan.identify import (
     extension_of,
     identify,
 )
-from bastion.scan.source import Source
+from bastion.scan.source import CorruptInput, Source
 
 LIMIT_HIT = Rule(
     id="LIM001", title="Scan stopped at a resource limit", severity=Severity.HIGH,
@@ -126,30 +127,44 @@ class ScanContext:
     # -- dispatch -----------------------------------------------------------------------------
     def scan(self, source: Source, fmt: str | None = None) -> str:
         """Identify `source` by content and run its scanner. Never raises."""
-        try:
+        found: list[str] = [fmt or "unknown"]
+
+        def work() -> None:
             self.check_time()
             if source.depth > self.limits.max_depth:
                 raise LimitExceeded(f"nesting deeper than {self.limits.max_depth} levels")
-            if fmt is None:
-                fmt = identify(source.head(1024), source.size, source.name)
-                self._check_name(source, fmt)
-                self._check_zip_tail(source, fmt)
-            self.formats.append(fmt)
-            scanner = self.registry.get(fmt)
+            detected = fmt
+            if detected is None:
+                detected = identify(source.head(1024), source.size, source.name)
+                self._check_name(source, detected)
+                self._check_zip_tail(source, detected)
+            found[0] = detected
+            self.formats.append(detected)
+            scanner = self.registry.get(detected)
             if scanner is None:
-                self._unhandled(source, fmt)
-                return fmt
-            scanner.scan(self, source, fmt)
+                self._unhandled(source, detected)
+            else:
+                scanner.scan(self, source, detected)
+
+        self.guarded(source, work, CHECK_ERROR_NAME)
+        return found[0]
+
+    def guarded(self, source: Source, work: Callable[[], None], check: str) -> None:
+        """Run one unit of analysis; whatever goes wrong is recorded against `source`, never
+        raised, and never leaves the file looking clean."""
+        try:
+            work()
         except LimitExceeded as exc:
             self.limit_hit(source.location, exc.message)
+        except CorruptInput as exc:
+            self.add(MALFORMED.finding(source.location, f"corrupt content: {exc}",
+                                       evidence=str(exc)[:200]))
         except MemoryError:
             self.limit_hit(source.location, "memory budget exhausted")
         except RecursionError:
             self.limit_hit(source.location, "structure nested too deeply")
         except Exception as exc:  # a scanner bug must never make a file look clean
-            self.error(source.location, CHECK_ERROR_NAME,
-                       f"{type(exc).__name__} while scanning: {exc}")
-        return fmt or "unknown"
+            self.error(source.location, check, f"{type(exc).__name__} while scanning: {exc}")
 
     def _check_name(self, source: Source, fmt: str) -> None:
         ext = extension_of(source.name)

@@ -10,7 +10,7 @@ from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
-from bastion.scan.source import Source
+from bastion.scan.source import CorruptInput, Source
 from bastion.scan.templates import template_findings
 
 BAD_GGUF = Rule(
@@ -36,7 +36,7 @@ MAX_ARRAY_DEPTH = 4
 KEEP_KEYS_PREFIX = ("tokenizer.chat_template",)
 
 
-class GgufError(Exception):
+class GgufError(CorruptInput):
     pass
 
 

@@ -28,7 +28,7 @@ class NpyScanner:
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
         with source.open() as handle:
             preamble = handle.read(12)
-            if len(preamble) < 10:
+            if len(preamble) < 10 or (preamble[6] in (2, 3) and len(preamble) < 12):
                 ctx.add(MALFORMED.finding(source.location, "truncated .npy preamble",
                                           evidence="truncated"))
                 return

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from bastion.scan.source import CorruptInput
+
 VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 
-class ProtoError(Exception):
+class ProtoError(CorruptInput):
     pass
 
 

@@ -62,27 +62,14 @@ def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
             child = member_source(ctx, source, reader, entry)
             if child is not None:
                 ctx.formats.append("pickle")
-                _isolated(ctx, child, lambda c=child: scan_pickle(ctx, c, torchscript=torchscript))
+                ctx.guarded(child, lambda c=child: scan_pickle(ctx, c, torchscript=torchscript),
+                            "pytorch")
         elif torchscript and "code/" in entry.name and entry.name.endswith(".py"):
             child = member_source(ctx, source, reader, entry)
             if child is not None:
-                _isolated(ctx, child, lambda c=child: _scan_torchscript_code(ctx, c))
+                ctx.guarded(child, lambda c=child: _scan_torchscript_code(ctx, c), "pytorch")
         else:
             scan_zip_member(ctx, source, reader, entry)
-
-
-def _isolated(ctx: ScanContext, child: Source, work) -> None:  # type: ignore[no-untyped-def]
-    """Run one member's analysis so that its failure cannot stop the other members."""
-    from bastion.errors import LimitExceeded
-
-    try:
-        work()
-    except LimitExceeded as exc:
-        ctx.limit_hit(child.location, exc.message)
-    except MemoryError:
-        ctx.limit_hit(child.location, "memory budget exhausted")
-    except Exception as exc:
-        ctx.error(child.location, "pytorch", f"{type(exc).__name__}: {exc}")
 
 
 def _scan_torchscript_code(ctx: ScanContext, source: Source) -> None:

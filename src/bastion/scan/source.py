@@ -83,6 +83,10 @@ def bytes_source(data: bytes, name: str, location: Location | None = None,
     )
 
 
+class CorruptInput(Exception):
+    """Raised by a parser when the input breaks its format; reported as a malformed artifact."""
+
+
 class SliceReader(io.RawIOBase):
     """A read-only, seekable window [start, start+length) of another seekable stream."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from bastion.errors import LimitExceeded
-from bastion.scan.source import SliceReader
+from bastion.scan.source import CorruptInput, SliceReader
 
 EOCD_SIG = b"PK\x05\x06"
 ZIP64_LOCATOR_SIG = b"PK\x06\x07"
@@ -25,7 +25,7 @@ CENTRAL_SIG = b"PK\x01\x02"
 LOCAL_SIG = b"PK\x03\x04"
 
 
-class ZipFormatError(Exception):
+class ZipFormatError(CorruptInput):
     pass
 
 

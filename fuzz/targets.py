@@ -1,0 +1,121 @@
+"""Fuzz targets: one per parser on bastion's scanning path. Each feeds bytes to the real scanner
+entry point with the format forced, so the parser under test always runs. An exception that
+escapes a scanner shows up as a CheckError and is treated as a crash."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import pickle
+import struct
+import tarfile
+import zipfile
+from collections.abc import Callable
+
+from bastion.config import Limits
+from bastion.findings import TargetResult
+from bastion.scan import registry
+from bastion.scan.base import ScanContext
+from bastion.scan.source import bytes_source
+
+LIMITS = Limits(timeout_s=10, max_decompressed_mb=64, max_members=200, max_metadata_mb=8)
+
+
+class ScannerCrash(Exception):
+    pass
+
+
+def run(fmt: str, name: str, data: bytes) -> TargetResult:
+    ctx = ScanContext(LIMITS, registry())
+    source = bytes_source(data, name)
+    ctx.scan(source, fmt)
+    if ctx.errors:
+        raise ScannerCrash(f"{fmt}: {ctx.errors[0].message}")
+    return ctx.result(name, len(data), 0.0)
+
+
+def _zip_seed() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"w": [1, 2]}, protocol=2))
+        archive.writestr("archive/version", b"3\n")
+        archive.writestr("x/../evil.pkl", b"\x80\x02cposix\nsystem\n.")
+    return buffer.getvalue()
+
+
+def _tar_seed() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in (("pickle", pickle.dumps([1])), ("m/model.pkl", pickle.dumps(2))):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _safetensors_seed() -> bytes:
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    return struct.pack("<Q", len(header)) + header + b"\x00" * 8
+
+
+def _gguf_seed() -> bytes:
+    key, template = b"tokenizer.chat_template", b"{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 2)
+    out += struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(template)) + template
+    out += struct.pack("<Q", 16) + b"general.alignme" + b"t" + struct.pack("<II", 4, 32)
+    out += struct.pack("<Q", 1) + b"t" + struct.pack("<IQQIQ", 2, 4, 4, 0, 0)
+    return out + b"\x00" * 96
+
+
+def _npy_seed() -> bytes:
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (63 - len(header)) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 16
+
+
+def _onnx_seed() -> bytes:
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    tensor = field(8, b"W") + bytes([14 << 3, 1]) + field(13, field(1, b"location") +
+                                                          field(2, b"../w.bin"))
+    node = field(4, b"Op") + field(7, b"custom.domain")
+    graph = field(1, node) + field(5, tensor)
+    return bytes([0x08, 0x07]) + field(2, b"fuzz") + field(7, graph)
+
+
+def _savedmodel_seed() -> bytes:
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    node = field(1, b"n") + field(2, b"ReadFile")
+    library = field(1, field(1, field(1, b"f")) + field(3, field(1, b"m") + field(2, b"PyFunc")))
+    return bytes([0x08, 0x01]) + field(2, field(2, field(1, node) + field(2, library)))
+
+
+def _keras_seed() -> bytes:
+    return json.dumps({"module": "keras", "class_name": "Sequential", "config": {"layers": [
+        {"module": "keras.layers", "class_name": "Lambda", "config": {"function": {
+            "class_name": "__lambda__", "config": {"code": "YWJj"}}}}]}}).encode()
+
+
+def _template_seed() -> bytes:
+    return json.dumps({"chat_template": "{{ messages[0]['content'] | attr('x') }}"}).encode()
+
+
+# name -> (format forced, file name, seed corpus)
+TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
+    "pickle": ("pickle", "f.pkl", lambda: [pickle.dumps({"a": [1, 2.0, "x"]}, protocol=p)
+                                          for p in range(6)]),
+    "zip": ("zip", "f.zip", lambda: [_zip_seed()]),
+    "tar": ("tar", "f.tar", lambda: [_tar_seed()]),
+    "compressed": ("gzip", "f.gz", lambda: [gzip.compress(pickle.dumps([1, 2]))]),
+    "npy": ("npy", "f.npy", lambda: [_npy_seed()]),
+    "safetensors": ("safetensors", "f.safetensors", lambda: [_safetensors_seed()]),
+    "gguf": ("gguf", "f.gguf", lambda: [_gguf_seed()]),
+    "onnx": ("onnx", "f.onnx", lambda: [_onnx_seed()]),
+    "savedmodel": ("savedmodel", "saved_model.pb", lambda: [_savedmodel_seed()]),
+    "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
+}
