@@ -23,14 +23,14 @@ demo: $(STAMP)
 	@echo "HTML report written to demo-report.html"
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz docs
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python fuzz/run_all.py --seconds 20
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench fuzz docs
+	$(BIN)/ruff format --check src tests bench fuzz docs
 	$(BIN)/mypy
 
 fuzz: $(STAMP)

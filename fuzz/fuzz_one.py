@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import tempfile
 from pathlib import Path
-
-import resource
 
 import atheris
 
@@ -14,8 +13,9 @@ import atheris
 resource.setrlimit(resource.RLIMIT_AS, (3 * 1024**3, 3 * 1024**3))
 
 with atheris.instrument_imports():
-    import bastion.scan  # noqa: F401
     from targets import TARGETS, run
+
+    import bastion.scan  # noqa: F401
 
 TARGET = sys.argv.pop(1)
 FMT, NAME, SEEDS = TARGETS[TARGET]

@@ -61,7 +61,8 @@ def _safetensors_seed() -> bytes:
 
 
 def _gguf_seed() -> bytes:
-    key, template = b"tokenizer.chat_template", b"{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    key = b"tokenizer.chat_template"
+    template = b"{% for m in messages %}{{ m['content'] }}{% endfor %}"
     out = b"GGUF" + struct.pack("<IQQ", 3, 1, 2)
     out += struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(template)) + template
     out += struct.pack("<Q", 16) + b"general.alignme" + b"t" + struct.pack("<II", 4, 32)

@@ -9,8 +9,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bastion.config import Limits, Settings  # noqa: E402
-from corpus import Sample, build_benign, build_malicious  # noqa: E402
+from corpus import Sample, build_benign, build_malicious
+
+from bastion.config import Limits, Settings
 
 
 @pytest.fixture(scope="session")

@@ -163,7 +163,6 @@ LLAMA3_TEMPLATE = ("{% set loop_messages = messages %}{% for message in loop_mes
 
 
 def _onnx_model(external: str | None = None, domain: str = "") -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     weight = helper.make_tensor("W", TensorProto.FLOAT, [2, 2], [1.0, 0.0, 0.0, 1.0])

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, POLYGLOT, ScanContext
-from bastion.scan.source import SliceReader, Source
+from bastion.scan.source import Source, bytes_source, slice_opener
 from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
 
 PATH_ESCAPE = Rule(
@@ -87,7 +87,7 @@ class ZipScanner:
                 "something else and a zip",
                 evidence=f"zip prefix of {directory.prefix_bytes} bytes"))
             prefix = source.child("<data before zip>",
-                                  _slice_opener(source, 0, directory.prefix_bytes),
+                                  slice_opener(source, 0, directory.prefix_bytes),
                                   directory.prefix_bytes)
             ctx.scan(prefix)
         check_zip_entries(ctx, source, reader)
@@ -102,10 +102,6 @@ class ZipScanner:
         else:
             for entry in directory.entries:
                 scan_zip_member(ctx, source, reader, entry)
-
-
-def _slice_opener(source: Source, start: int, length: int):  # type: ignore[no-untyped-def]
-    return lambda: io.BufferedReader(SliceReader(source.open, start, length))
 
 
 def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
@@ -178,10 +174,9 @@ class TarScanner:
     formats = ("tar",)
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
-        handle = source.open()
-        try:
+        with source.open() as handle:
             try:
-                archive = tarfile.open(fileobj=handle, mode="r:")
+                archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115
             except (tarfile.TarError, EOFError, OSError) as exc:
                 ctx.add(MALFORMED.finding(source.location, f"broken tar archive: {exc}",
                                           evidence=str(exc)))
@@ -201,8 +196,6 @@ class TarScanner:
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
                 self._member(ctx, source, info, legacy_torch)
-        finally:
-            handle.close()
 
     def _member(self, ctx: ScanContext, source: Source, info: tarfile.TarInfo,
                 legacy_torch: bool) -> None:
@@ -224,7 +217,7 @@ class TarScanner:
         if not info.isfile():
             return
         start, length = info.offset_data, min(info.size, max(0, source.size - info.offset_data))
-        child = source.child(info.name, _slice_opener(source, start, length), length)
+        child = source.child(info.name, slice_opener(source, start, length), length)
         if legacy_torch and info.name in ("pickle", "sys_info", "storages", "tensors"):
             from bastion.scan.pickle import scan_pickle
 
@@ -286,12 +279,14 @@ class SevenZipScanner:
                                                evidence=str(exc)[:200]))
             for info in files:
                 try:
-                    product = factory.get(info.filename)
+                    product = factory.get(info.filename)  # type: ignore[no-untyped-call]
                 except KeyError:
                     continue
                 data = product.getvalue() if hasattr(product, "getvalue") else product.read()
-                child = source.child(info.filename, lambda d=data: io.BytesIO(d), len(data))
-                ctx.scan(child)
+                ctx.scan(bytes_source(data, info.filename, depth=source.depth + 1,
+                                      location=source.location.model_copy(update={
+                                          "members": (*source.location.members,
+                                                      info.filename)})))
         finally:
             handle.close()
 
@@ -303,8 +298,7 @@ class CompressedScanner:
     formats = ("gzip", "bz2", "xz", "zlib", "lz4")
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
-        try:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             error = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
             size = spool.tell()
             if error:
@@ -314,15 +308,13 @@ class CompressedScanner:
             if size == 0:
                 return
             spool.seek(0)
-            data_holder = spool
+            data_holder: BinaryIO = spool  # type: ignore[assignment]
 
             def opener() -> BinaryIO:
                 data_holder.seek(0)
                 return _NonClosing(data_holder)  # type: ignore[return-value]
 
             ctx.scan(source.child(f"<{fmt}-decompressed>", opener, size))
-        finally:
-            spool.close()
 
     def _inflate(self, ctx: ScanContext, source: Source, fmt: str, out: BinaryIO) -> str | None:
         if fmt == "lz4":

@@ -76,8 +76,11 @@ CHECK_ERROR_NAME = "scanner"
 class Scanner(Protocol):
     """A format scanner: `formats` it handles, `scan` reports into the context."""
 
-    name: str
-    formats: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def formats(self) -> tuple[str, ...]: ...
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None: ...
 

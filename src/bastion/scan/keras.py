@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 from typing import Any
 
@@ -195,8 +194,7 @@ class Hdf5Scanner:
         handle = source.open()
         try:
             try:
-                h5 = h5py.File(io.BufferedReader(handle) if not hasattr(handle, "peek")
-                               else handle, "r")
+                h5 = h5py.File(handle, "r")
             except Exception as exc:  # h5py raises OSError and others on hostile files
                 ctx.add(MALFORMED.finding(source.location, f"unreadable HDF5 file: {exc}",
                                           evidence=str(exc)[:200]))

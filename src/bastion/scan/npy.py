@@ -9,7 +9,7 @@ import struct
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, ScanContext
-from bastion.scan.source import SliceReader, Source
+from bastion.scan.source import Source, slice_opener
 
 OBJECT_ARRAY = Rule(
     id="NPY001", title="NumPy object array (embedded pickle)", severity=Severity.MEDIUM,
@@ -64,8 +64,8 @@ class NpyScanner:
         offset = start + length
         from bastion.scan.pickle import scan_pickle
 
-        child = source.child("<object array pickle>",
-                             lambda: SliceReader(source.open, offset, source.size - offset),
+        child = source.child("<object array pickle>", slice_opener(source, offset,
+                                                                   source.size - offset),
                              source.size - offset)
         ctx.formats.append("pickle")
         scan_pickle(ctx, child)

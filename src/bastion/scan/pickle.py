@@ -17,7 +17,7 @@ from bastion.scan.pickle_vm import (
     analyse_stream,
     nested_candidates,
 )
-from bastion.scan.source import SliceReader, Source, bytes_source
+from bastion.scan.source import Source, bytes_source, slice_opener
 
 CODE_EXECUTION = Rule(
     id="PKL001", title="Pickle runs code when loaded", severity=Severity.CRITICAL,
@@ -141,7 +141,7 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
                     evidence=f"{trailing_fmt} at byte {position}"))
                 start, length = position, source.size - position
                 ctx.scan(source.child(f"<{trailing_fmt} after pickle>",
-                                      lambda: SliceReader(source.open, start, length), length),
+                                      slice_opener(source, start, length), length),
                          trailing_fmt)
                 return
             if not trailing_ok and not speculative:

@@ -25,7 +25,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
 from bastion.scan.pickle_globals import Verdict, classify
@@ -108,8 +108,8 @@ class Recorder:
 
     def persistent(self, pid: Any) -> _Obj:
         self.persistent_ids += 1
-        if isinstance(pid, tuple) and pid and isinstance(pid[0], str):
-            if len(self.persistent_kinds) < 16:
+        if isinstance(pid, tuple) and pid and isinstance(pid[0], str) and \
+                len(self.persistent_kinds) < 16:
                 self.persistent_kinds.add(pid[0])
         return _Obj(self, "<persistent id>", (pid,), False)
 
@@ -221,16 +221,16 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
 
     def load_build(self) -> None:
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
-        inst = self.stack[-1]
+        inst = self.stack[-1]  # type: ignore[attr-defined]
         if isinstance(inst, _Obj) and inst.origin in JOBLIB_WRAPPERS:
             self._skip_array(inst)
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.BUILD[0]] = load_build
 
     def _skip_array(self, wrapper: _Obj) -> None:
         state = wrapper.state if isinstance(wrapper.state, dict) else {}
-        frame = getattr(self._unframer, "current_frame", None)
+        frame = getattr(getattr(self, "_unframer", None), "current_frame", None)
         if frame is not None and frame.tell() < len(frame.getbuffer()):
             raise pickle.UnpicklingError("joblib array header inside an unfinished frame")
         self.arrays += 1

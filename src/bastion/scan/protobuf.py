@@ -50,7 +50,7 @@ class ProtoStream:
 
     def read(self, pos: int, length: int) -> bytes:
         rel = pos - self._buf_start
-        if 0 <= rel and rel + length <= len(self._buf):
+        if rel >= 0 and rel + length <= len(self._buf):
             return self._buf[rel:rel + length]
         self.handle.seek(pos)
         data = self.handle.read(length)

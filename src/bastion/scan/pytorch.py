@@ -4,6 +4,7 @@ Tensor data members are never read: torch maps them as raw storage bytes, nothin
 
 from __future__ import annotations
 
+import functools
 import re
 
 from bastion.findings import Confidence, Severity, Stage
@@ -62,12 +63,13 @@ def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
             child = member_source(ctx, source, reader, entry)
             if child is not None:
                 ctx.formats.append("pickle")
-                ctx.guarded(child, lambda c=child: scan_pickle(ctx, c, torchscript=torchscript),
-                            "pytorch")
+                ctx.guarded(child, functools.partial(scan_pickle, ctx, child,
+                                                     torchscript=torchscript), "pytorch")
         elif torchscript and "code/" in entry.name and entry.name.endswith(".py"):
             child = member_source(ctx, source, reader, entry)
             if child is not None:
-                ctx.guarded(child, lambda c=child: _scan_torchscript_code(ctx, c), "pytorch")
+                ctx.guarded(child, functools.partial(_scan_torchscript_code, ctx, child),
+                            "pytorch")
         else:
             scan_zip_member(ctx, source, reader, entry)
 

@@ -65,7 +65,7 @@ def file_source(root: Path, path: Path) -> Source:
     size = path.stat().st_size
     return Source(
         location=Location(path=rel),
-        opener=lambda: open(path, "rb"),  # noqa: SIM115 - the caller closes it
+        opener=lambda: open(path, "rb"),
         size=size,
         name=path.name,
         fs_path=path,
@@ -129,6 +129,11 @@ class SliceReader(io.RawIOBase):
     def close(self) -> None:
         self._base.close()
         super().close()
+
+
+def slice_opener(source: Source, start: int, length: int) -> Callable[[], BinaryIO]:
+    """An opener for the window [start, start+length) of `source`."""
+    return lambda: io.BufferedReader(SliceReader(source.open, start, length))  # type: ignore[return-value]
 
 
 def read_bounded(stream: BinaryIO, limit: int, what: str) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bastion.findings import Confidence, Location, Severity, Stage
+from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
 
 TEMPLATE_INJECTION = Rule(
@@ -71,32 +71,32 @@ def analyse_template(text: str) -> list[TemplateIssue]:
     for node in tree.find_all(nodes.Getattr):
         if node.attr.startswith("_") or node.attr in _RISKY_ATTRS:
             add(f"accesses attribute '{node.attr}'", f".{node.attr}")
-    for node in tree.find_all(nodes.Getitem):
-        arg = node.arg
+    for item in tree.find_all(nodes.Getitem):
+        arg = item.arg
         if isinstance(arg, nodes.Const) and isinstance(arg.value, str) and (
                 arg.value.startswith("_") or arg.value in _RISKY_ATTRS):
             add(f"accesses item '{arg.value}'", f"[{arg.value!r}]")
         elif isinstance(arg, (nodes.Concat, nodes.Add, nodes.Mul, nodes.Mod)) or (
                 isinstance(arg, nodes.Filter) and arg.name in _OBFUSCATING_FILTERS):
             add("looks up an item by a name built at run time", "computed subscript")
-    for node in tree.find_all(nodes.Filter):
-        if node.name == "attr":
+    for filt in tree.find_all(nodes.Filter):
+        if filt.name == "attr":
             add("uses the attr filter to reach attributes by name", "|attr")
-        if node.name in ("map",) and any(isinstance(a, nodes.Const) and a.value == "attr"
-                                         for a in node.args):
+        if filt.name in ("map",) and any(isinstance(a, nodes.Const) and a.value == "attr"
+                                         for a in filt.args):
             add("maps the attr filter over values", "|map('attr')")
-    for node in tree.find_all(nodes.Name):
-        if node.name in _GLOBAL_EXPOSERS:
-            add(f"uses '{node.name}', which exposes Python globals", node.name)
-    for node in tree.find_all(nodes.Const):
-        if isinstance(node.value, str) and "__" in node.value and any(
-                word in node.value for word in ("class", "globals", "builtins", "import",
-                                                "subclasses", "mro", "init", "base")):
-            add("contains a dunder name as a string", node.value[:80])
+    for name in tree.find_all(nodes.Name):
+        if name.name in _GLOBAL_EXPOSERS:
+            add(f"uses '{name.name}', which exposes Python globals", name.name)
+    for const in tree.find_all(nodes.Const):
+        if isinstance(const.value, str) and "__" in const.value and any(
+                word in const.value for word in ("class", "globals", "builtins", "import",
+                                                 "subclasses", "mro", "init", "base")):
+            add("contains a dunder name as a string", const.value[:80])
     return sorted(issues.values(), key=lambda issue: issue.evidence)
 
 
-def template_findings(location: Location, text: str, what: str) -> list:  # type: ignore[type-arg]
+def template_findings(location: Location, text: str, what: str) -> list[Finding]:
     out = []
     for issue in analyse_template(text):
         rule = TEMPLATE_UNPARSEABLE if issue.parse_error else TEMPLATE_INJECTION
