@@ -40,7 +40,11 @@ def _joblib_load(data: bytes) -> Any:
 
     with numpy_pickle._validate_fileobject_and_memmap(  # type: ignore[attr-defined]
             io.BytesIO(data), "<bytes>", None) as (fobj, _):
-        return _Restricted("<bytes>", fobj).load()
+        try:
+            unpickler = _Restricted("<bytes>", fobj, ensure_native_byte_order=True)
+        except TypeError:  # joblib < 1.5
+            unpickler = _Restricted("<bytes>", fobj)
+        return unpickler.load()
 
 
 def safe_load(path: Path, settings: Settings | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
