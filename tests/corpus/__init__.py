@@ -532,6 +532,10 @@ def build_benign(root: Path) -> list[Sample]:
     add("torch/checkpoint.ckpt", "zip", "torch-checkpoint",
         lambda p: torch.save({"epoch": 3, "model": modules["linear"].state_dict(),
                               "optimizer": optimizer.state_dict(), "loss": 0.25}, p))
+    add("torch/scripted.pt", "zip", "torchscript",
+        lambda p: torch.jit.script(modules["linear"]).save(str(p)))
+    add("torch/traced.pt", "zip", "torchscript",
+        lambda p: torch.jit.trace(modules["linear"], torch.zeros(1, 4)).save(str(p)))
     add("torch/pytorch_model.bin", "zip", "torch-hf-bin",
         lambda p: torch.save(modules["embedding"].state_dict(), p))
 

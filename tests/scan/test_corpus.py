@@ -66,3 +66,9 @@ def test_payload_inside_nested_archives_is_located(malicious: list[Sample],
     critical = [f for f in result.findings if f.rule_id == "PKL001"]
     assert critical and critical[0].location.members == ("level1.zip", "level2.zip",
                                                          "model.pkl")
+
+
+def test_torchscript_is_reported_as_information_only(benign: list[Sample],
+                                                     corpus_dir: Path) -> None:
+    result = scan_file(corpus_dir / "benign" / "torch/scripted.pt")
+    assert {f.rule_id: f.severity for f in result.findings} == {"PT001": Severity.INFO}
