@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench clean
+.PHONY: demo test lint fuzz bench bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,7 +36,15 @@ lint: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run_all.py --seconds 120
 
-bench: $(STAMP)
+# peers live in their own environment so their pins never touch bastion's
+PEERS := bench/.venv-peers
+$(PEERS)/bin/modelaudit:
+	$(PY) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q modelscan picklescan fickling modelaudit
+
+bench-peers: $(PEERS)/bin/modelaudit
+
+bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
