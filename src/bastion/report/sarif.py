@@ -54,10 +54,9 @@ def render(report: Report, verdict: Verdict) -> str:
         if chain in artifact_index:
             return artifact_index[chain]
         parent = artifact(chain[:-1]) if len(chain) > 1 else None
-        entry: dict[str, Any] = {"location": {"uri": _uri(chain[-1])}}
-        if parent is None:
-            entry["location"]["uriBaseId"] = "%SRCROOT%"
-        else:
+        entry: dict[str, Any] = {"location": _artifact_location(chain[-1]) if parent is None
+                                 else {"uri": _uri(chain[-1])}}
+        if parent is not None:
             entry["parentIndex"] = parent
         artifacts.append(entry)
         artifact_index[chain] = len(artifacts) - 1
@@ -67,8 +66,8 @@ def render(report: Report, verdict: Verdict) -> str:
     results = [_result(f, index[f.rule_id], artifact, f.fingerprint in failing)
                for f in report.findings]
     notifications = [{"level": "error", "message": {"text": f"{e.check}: {e.message}"},
-                      "locations": [{"physicalLocation": {"artifactLocation": {
-                          "uri": _uri(e.location.path), "uriBaseId": "%SRCROOT%"}}}]}
+                      "locations": [{"physicalLocation": {
+                          "artifactLocation": _artifact_location(e.location.path)}}]}
                      for e in report.errors]
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "bastion", "version": __version__,
@@ -96,10 +95,17 @@ def _uri(path: str) -> str:
     return quote(path.replace("\\", "/"), safe="/")
 
 
+def _artifact_location(path: str) -> dict[str, Any]:
+    """Relative paths hang off %SRCROOT% (what code scanning maps to the repository);
+    absolute ones become file: URIs."""
+    if path.startswith("/"):
+        return {"uri": "file://" + _uri(path)}
+    return {"uri": _uri(path), "uriBaseId": "%SRCROOT%"}
+
+
 def _result(finding: Finding, rule_index: int, artifact: Any, failing: bool) -> dict[str, Any]:
     loc = finding.location
-    physical: dict[str, Any] = {"artifactLocation": {"uri": _uri(loc.path),
-                                                     "uriBaseId": "%SRCROOT%",
+    physical: dict[str, Any] = {"artifactLocation": {**_artifact_location(loc.path),
                                                      "index": artifact((loc.path,))}}
     if loc.line is not None:
         region: dict[str, Any] = {"startLine": loc.line}
