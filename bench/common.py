@@ -14,7 +14,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
 PEER_BIN = Path(os.environ.get("BASTION_PEERS_BIN", HERE / ".venv-peers" / "bin"))
-BASTION = [str(ROOT / ".venv" / "bin" / "bastion")]
+# BASTION_CMD lets a benchmark run a frozen copy of bastion while the tree changes
+BASTION = os.environ.get("BASTION_CMD", str(ROOT / ".venv" / "bin" / "bastion")).split()
 
 # tool -> command prefix; the file path is appended
 TOOLS: dict[str, list[str]] = {

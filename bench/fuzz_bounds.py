@@ -14,7 +14,6 @@ import resource
 import struct
 import sys
 import time
-from pathlib import Path
 
 from common import OUT, ROOT
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from bastion.errors import ConfigError
 from bastion.findings import Severity
+from bastion.records import Record, RecordError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,20 +21,36 @@ else:  # pragma: no cover
 
 MiB = 1024 * 1024
 
+# name -> (minimum, meaning); every limit must be at least its minimum
+_LIMIT_MINIMUMS = {
+    "timeout_s": (0.1, "wall time per top-level file"),
+    "memory_mb": (64, "address-space budget of a scan worker"),
+    "max_depth": (1, "nesting of archives and nested pickles"),
+    "max_members": (1, "members read from one archive"),
+    "max_decompressed_mb": (1, "bytes inflated per top-level file"),
+    "max_pickle_mb": (1, "size of one nested pickle analysed"),
+    "max_metadata_mb": (1, "JSON headers, configs, GGUF metadata"),
+    "max_files": (1, "files discovered under one root"),
+}
 
-class Limits(BaseModel):
+
+@dataclass(frozen=True, kw_only=True)
+class Limits(Record):
     """Bounds on the work done for one file. Hitting one makes the file incomplete (never clean)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    timeout_s: float = 120.0
+    memory_mb: int = 2048
+    max_depth: int = 6
+    max_members: int = 20_000
+    max_decompressed_mb: int = 4096
+    max_pickle_mb: int = 1024
+    max_metadata_mb: int = 64
+    max_files: int = 200_000
 
-    timeout_s: float = Field(120.0, gt=0, description="wall time per top-level file")
-    memory_mb: int = Field(2048, ge=64, description="address-space budget of a scan worker")
-    max_depth: int = Field(6, ge=1, description="nesting of archives and nested pickles")
-    max_members: int = Field(20_000, ge=1, description="members read from one archive")
-    max_decompressed_mb: int = Field(4096, ge=1, description="bytes inflated per top-level file")
-    max_pickle_mb: int = Field(1024, ge=1, description="size of one pickle stream analysed")
-    max_metadata_mb: int = Field(64, ge=1, description="JSON headers, configs, GGUF metadata")
-    max_files: int = Field(200_000, ge=1, description="files discovered under one root")
+    def __post_init__(self) -> None:
+        for name, (minimum, meaning) in _LIMIT_MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise RecordError(f"limits.{name}", f"must be at least {minimum} ({meaning})")
 
     @property
     def max_decompressed(self) -> int:
@@ -49,34 +65,37 @@ class Limits(BaseModel):
         return self.max_metadata_mb * MiB
 
 
-class WaiverSpec(BaseModel):
+@dataclass(frozen=True, kw_only=True)
+class WaiverSpec(Record):
     """Accept findings of one rule under a path glob, for a reason, until a date."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rule: str
     path: str = "*"
     reason: str
     expires: dt.date
 
-    @field_validator("reason")
-    @classmethod
-    def _reason_required(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a waiver needs a reason")
-        return value
+    def __post_init__(self) -> None:
+        if not self.reason.strip():
+            raise RecordError("reason", "a waiver needs a reason")
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _cpu_count() -> int:
+    return max(1, os.cpu_count() or 1)
 
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(Record):
     fail_on: Severity = Severity.MEDIUM
     strict: bool = False
     waivers: tuple[WaiverSpec, ...] = ()
     baseline: str | None = None
-    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
-    limits: Limits = Field(default_factory=Limits)
-    source: str | None = Field(None, description="file the settings came from")
+    workers: int = field(default_factory=_cpu_count)
+    limits: Limits = field(default_factory=Limits)
+    source: str | None = None  # file the settings came from
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise RecordError("workers", "must be at least 1")
 
 
 _ENV_KEYS = {"BASTION_FAIL_ON": "fail_on", "BASTION_STRICT": "strict",
@@ -129,9 +148,9 @@ def load_settings(
             source, data = str(found[0]), dict(found[1])
     data = dict(data)
     env = os.environ if environ is None else environ
-    for key, field in _ENV_KEYS.items():
+    for key, name in _ENV_KEYS.items():
         if key in env:
-            data[field] = env[key]
+            data[name] = env[key]
     limits = dict(data.get("limits", {}))
     for key, value in env.items():
         if key.startswith(_ENV_LIMIT_PREFIX):
@@ -150,11 +169,8 @@ def load_settings(
     data["source"] = source
     try:
         return Settings.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+    except RecordError as exc:
         raise ConfigError(
-            f"invalid settings{f' in {source}' if source else ''}: {problems}",
+            f"invalid settings{f' in {source}' if source else ''}: {exc}",
             hint="see docs/policy.md for the accepted keys",
         ) from exc

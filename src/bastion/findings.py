@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from bastion.records import Record
 
 SCHEMA_VERSION = "1.0"
 
@@ -48,11 +49,8 @@ class Stage(str, Enum):
     MONITORING = "monitoring"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Location(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class Location(Record):
     """Where a finding is: a path relative to the scan root, the chain of archive members
     inside it (outermost first), and a format-specific pointer (opcode offset, layer, key)."""
 
@@ -73,7 +71,8 @@ class Location(_Frozen):
         return text
 
 
-class Tags(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class Tags(Record):
     atlas: tuple[str, ...] = ()
     owasp_ml: tuple[str, ...] = ()
     owasp_llm: tuple[str, ...] = ()
@@ -81,7 +80,8 @@ class Tags(_Frozen):
     eu_ai_act: tuple[str, ...] = ()
 
 
-class Finding(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class Finding(Record):
     rule_id: str
     severity: Severity
     confidence: Confidence
@@ -90,10 +90,10 @@ class Finding(_Frozen):
     location: Location
     evidence: str = ""
     remediation: str = ""
-    tags: Tags = Field(default_factory=Tags)
+    tags: Tags = field(default_factory=Tags)
     fingerprint: str = ""
 
-    def model_post_init(self, __context: Any) -> None:
+    def __post_init__(self) -> None:
         if not self.fingerprint:
             object.__setattr__(self, "fingerprint", compute_fingerprint(self))
 
@@ -109,7 +109,8 @@ def compute_fingerprint(finding: Finding) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-class Skip(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class Skip(Record):
     """Something that was not checked, and why. `code` says what kind of gap it is."""
 
     location: Location
@@ -118,7 +119,8 @@ class Skip(_Frozen):
     extra: str | None = None
 
 
-class CheckError(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class CheckError(Record):
     """A check that could not finish: the target is undecided, never clean."""
 
     location: Location
@@ -126,7 +128,8 @@ class CheckError(_Frozen):
     message: str
 
 
-class TargetResult(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class TargetResult(Record):
     path: str
     format: str = "unknown"
     size: int | None = None
@@ -137,19 +140,21 @@ class TargetResult(_Frozen):
     duration_ms: float = 0.0
 
 
-class ToolInfo(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class ToolInfo(Record):
     name: str = "bastion"
     version: str
 
 
-class Report(_Frozen):
+@dataclass(frozen=True, kw_only=True)
+class Report(Record):
     """Pure observation: what was checked and what was found. It carries no verdict."""
 
     schema_version: str = SCHEMA_VERSION
     tool: ToolInfo
     command: str = "scan"
     targets: tuple[str, ...]
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
     results: tuple[TargetResult, ...] = ()
 
     @property

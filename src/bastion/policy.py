@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict
 
 from bastion.config import Settings, WaiverSpec
 from bastion.errors import ConfigError
 from bastion.findings import Finding, Report
+from bastion.records import Record
 
 BASELINE_VERSION = "1"
 
@@ -27,9 +27,8 @@ class Status(str, Enum):
 EXIT_CODES = {Status.PASSED: 0, Status.FAILED: 1, Status.UNDECIDED: 2}
 
 
-class Verdict(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, kw_only=True)
+class Verdict(Record):
     status: Status
     reasons: tuple[str, ...]
     failing: tuple[str, ...] = ()  # fingerprints of findings that fail the gate

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bastion.findings import Confidence, Finding, Location, Severity, Stage, Tags
+from bastion.records import Record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,9 +35,8 @@ def profile_tags(profile: str) -> Tags:
     return Tags(**{key: tuple(value) for key, value in data.items()})
 
 
-class Rule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True, kw_only=True)
+class Rule(Record):
     id: str
     title: str
     severity: Severity
@@ -47,7 +46,7 @@ class Rule(BaseModel):
     remediation: str
     profile: str
 
-    def model_post_init(self, __context: Any) -> None:
+    def __post_init__(self) -> None:
         existing = _REGISTRY.get(self.id)
         if existing is not None and existing != self:
             raise ValueError(f"rule id {self.id} declared twice with different content")

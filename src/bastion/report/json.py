@@ -4,23 +4,18 @@ in (schema/report.schema.json) and regenerated with `python -m bastion.report.js
 from __future__ import annotations
 
 import json as _json
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from bastion.findings import Report
 from bastion.policy import Verdict
+from bastion.records import Record, json_schema
 
 
-class ReportDocument(Report):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    verdict: VerdictDocument
-
-
-class VerdictDocument(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, kw_only=True)
+class VerdictDocument(Record):
+    """The policy's verdict on the report."""
 
     status: str
     exit_code: int
@@ -31,7 +26,13 @@ class VerdictDocument(BaseModel):
     baselined: tuple[str, ...]
 
 
-ReportDocument.model_rebuild()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportDocument(Report):
+    """A bastion report: what was checked, what was found, and the policy's verdict."""
+
+    verdict: VerdictDocument
 
 
 def document(report: Report, verdict: Verdict) -> dict[str, Any]:
@@ -48,8 +49,7 @@ def render(report: Report, verdict: Verdict) -> str:
 
 
 def generated_schema() -> dict[str, Any]:
-    schema = ReportDocument.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema = json_schema(ReportDocument)
     schema["$id"] = "https://github.com/bastion-mlsec/bastion/schema/report.schema.json"
     return schema
 

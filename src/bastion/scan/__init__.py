@@ -3,8 +3,6 @@ scanners register under the `bastion.scanners` entry-point group."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
 from bastion.scan.archive import CompressedScanner, SevenZipScanner, TarScanner, ZipScanner
 from bastion.scan.base import Scanner
 from bastion.scan.gguf import GgufScanner
@@ -38,6 +36,8 @@ def registry() -> dict[str, Scanner]:
     for scanner in SCANNERS:
         for fmt in scanner.formats:
             table[fmt] = scanner
+    from importlib.metadata import entry_points
+
     for entry in entry_points(group="bastion.scanners"):
         plugin = entry.load()()
         for fmt in plugin.formats:
