@@ -71,7 +71,7 @@ TRAILING_DATA = Rule(
 )
 
 MAX_STACKED = 64
-OFFSET_SCAN_LIMIT = 64 * 1024 * 1024
+OFFSET_SCAN_LIMIT = 8 * 1024 * 1024  # byte pointers for flagged globals up to this size
 LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")
 
 _CATEGORY_RULE = {
