@@ -102,6 +102,15 @@ def _keras_seed() -> bytes:
             "class_name": "__lambda__", "config": {"code": "YWJj"}}}}]}}).encode()
 
 
+def _sevenzip_seed() -> bytes:
+    import py7zr
+
+    buffer = io.BytesIO()
+    with py7zr.SevenZipFile(buffer, "w") as archive:
+        archive.writestr(pickle.dumps({"w": [1]}), "model.pkl")
+    return buffer.getvalue()
+
+
 def _template_seed() -> bytes:
     return json.dumps({"chat_template": "{{ messages[0]['content'] | attr('x') }}"}).encode()
 
@@ -119,4 +128,5 @@ TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
     "onnx": ("onnx", "f.onnx", lambda: [_onnx_seed()]),
     "savedmodel": ("savedmodel", "saved_model.pb", lambda: [_savedmodel_seed()]),
     "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
+    "7z": ("7z", "f.7z", lambda: [_sevenzip_seed()]),
 }

@@ -206,3 +206,19 @@ def test_scanner_never_executes_the_payload(tmp_path: Path) -> None:
 def test_corrupt_member_file_named_like_a_model() -> None:
     result = scan_file(Path(__file__))  # a .py file: out of scope, not an error
     assert result.findings == () and result.skips and result.skips[0].code == "out-of-scope"
+
+
+def test_onnx_external_data_hard_link_is_flagged(tmp_path: Path) -> None:
+    from corpus import _onnx_model
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("token=abc")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(_onnx_model(external="weights.bin"))
+    os.link(outside, folder / "weights.bin")
+    result = scan_file(folder / "model.onnx")
+    assert "ONX001" in rules(result)
+    (folder / "weights.bin").unlink()
+    (folder / "weights.bin").write_bytes(b"\x00" * 16)
+    assert "ONX001" not in rules(scan_file(folder / "model.onnx"))
