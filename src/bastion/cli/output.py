@@ -24,6 +24,9 @@ def write_report(text: str, output: Path | None) -> None:
         fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; reports are ordinary files
         os.replace(temp, output)
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror}") from exc
