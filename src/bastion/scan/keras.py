@@ -77,15 +77,21 @@ def scan_keras_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
             if child is None:
                 continue
             data = child.read_all(ctx.limits.max_metadata, "Keras config.json")
-            try:
-                config = json.loads(data)
-            except (ValueError, RecursionError) as exc:
-                ctx.add(MALFORMED.finding(child.location, f"config.json is not JSON: {exc}",
-                                          evidence=str(exc)[:200]))
-                continue
-            analyse_keras_config(ctx, child.location, config)
+            analyse_keras_json(ctx, child.location, data, "config.json")
         else:
             scan_zip_member(ctx, source, reader, entry)
+
+
+def analyse_keras_json(ctx: ScanContext, location: Location, text: str | bytes,
+                       what: str) -> None:
+    """Parse a Keras config document and analyse it; invalid JSON is a malformed artifact."""
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        ctx.add(MALFORMED.finding(location, f"{what} is not JSON: {exc}",
+                                  evidence=str(exc)[:200]))
+        return
+    analyse_keras_config(ctx, location, config)
 
 
 def _module_of(node: dict[str, Any]) -> str | None:
@@ -208,14 +214,8 @@ class Hdf5Scanner:
                     if len(text) > ctx.limits.max_metadata:
                         ctx.limit_hit(source.location, f"{key} is too large")
                         continue
-                    try:
-                        config = json.loads(text)
-                    except (ValueError, RecursionError) as exc:
-                        ctx.add(MALFORMED.finding(source.location, f"{key} is not JSON: {exc}",
-                                                  evidence=str(exc)[:200]))
-                        continue
                     ctx.formats.append("keras-h5")
-                    analyse_keras_config(ctx, source.location.model_copy(
-                        update={"pointer": key}), config)
+                    analyse_keras_json(ctx, source.location.model_copy(
+                        update={"pointer": key}), text, key)
         finally:
             handle.close()

@@ -118,7 +118,26 @@ class Recorder:
             self.flagged_calls.append(obj)
 
 
-class _Obj:
+class _AcceptsContainerOps:
+    """The container operations the unpickler performs on whatever is on its stack (APPEND(S),
+    ADDITEMS, SETITEM(S)); on stand-ins they do nothing."""
+
+    __slots__ = ()
+
+    def append(self, item: Any) -> None:
+        return None
+
+    def extend(self, items: Any) -> None:
+        return None
+
+    def add(self, item: Any) -> None:
+        return None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+
+class _Obj(_AcceptsContainerOps):
     """What calling a stand-in returns: inert, accepts every operation the unpickler performs."""
 
     __slots__ = ("__weakref__", "args", "origin", "recorder", "state")
@@ -138,18 +157,6 @@ class _Obj:
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
-    def append(self, item: Any) -> None:
-        return None
-
-    def extend(self, items: Any) -> None:
-        return None
-
-    def add(self, item: Any) -> None:
-        return None
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        return None
-
     def __repr__(self) -> str:
         return f"<{self.origin}>"
 
@@ -158,8 +165,9 @@ def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
     return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged)
 
 
-class _Ref(type):
-    """Metaclass of the stand-in types returned by find_class."""
+class _Ref(_AcceptsContainerOps, type):
+    """Metaclass of the stand-in types returned by find_class (so the container operations
+    work on the stand-in types themselves too)."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         recorder: Recorder = cls._bastion_recorder  # type: ignore[attr-defined]
@@ -167,18 +175,6 @@ class _Ref(type):
                     cls._bastion_flagged)  # type: ignore[attr-defined]
 
     def __setstate__(cls, state: Any) -> None:
-        return None
-
-    def append(cls, item: Any) -> None:
-        return None
-
-    def extend(cls, items: Any) -> None:
-        return None
-
-    def add(cls, item: Any) -> None:
-        return None
-
-    def __setitem__(cls, key: Any, value: Any) -> None:
         return None
 
 
