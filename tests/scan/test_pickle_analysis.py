@@ -140,3 +140,14 @@ def test_many_flagged_names_are_bounded() -> None:
     body = b"".join(b"cmod%d\nf\n0" % i for i in range(3000))
     result = scan_data(b"\x80\x02" + body + b"N.", "many.pkl")
     assert len(result.findings) <= 1001
+
+
+@pytest.mark.parametrize("ops", [b"(K\x01K\x02u", b"(K\x01K\x02e", b"(K\x01\x90", b"}b",
+                                 b"K\x01a", b"K\x01\x85R(K\x01K\x02u"])
+def test_container_opcodes_on_stand_ins_keep_the_stream_going(ops: bytes) -> None:
+    """SETITEMS/APPENDS/ADDITEMS/BUILD applied to a global or a call result must not break
+    the emulation: the payload after them must still be seen."""
+    data = b"\x80\x04cposix\nsystem\n" + ops + b"0" + b"csubprocess\nPopen\n."
+    recorder, result = analyse(data)
+    assert result.error is None, result.error  # type: ignore[attr-defined]
+    assert "subprocess.Popen" in recorder.flagged
