@@ -17,6 +17,7 @@ from bastion.errors import InputError
 from bastion.findings import CheckError, Location, Report, Severity, TargetResult, ToolInfo
 from bastion.parallel import Outcome, run_isolated
 from bastion.rules import taxonomy_version
+from bastion.scan import registry
 from bastion.scan.archive import LINK_MEMBER
 from bastion.scan.base import LIMIT_HIT, ScanContext
 from bastion.scan.source import Source, bytes_source, file_source
@@ -100,10 +101,8 @@ def _symlink_result(root: Path, link: Path, display: str) -> TargetResult:
 
 def scan_source(source: Source, limits: Limits, root: Path | None = None) -> TargetResult:
     """Scan one source in this process (the worker entry point)."""
-    from bastion.scan import registry
-
     started = time.monotonic()
-    ctx = ScanContext(limits, registry(), root)
+    ctx = ScanContext(limits, registry(), root)  # cached: built once per process
     ctx.scan(source)
     return ctx.result(source.location.path, source.size, started)
 
@@ -147,6 +146,7 @@ def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | Non
             progress(done, len(targets), target.display)
 
     limits = settings.limits
+    registry()  # built here once; forked workers inherit it
     run_isolated(targets, lambda t: _scan_target(t, limits), workers=settings.workers,
                  timeout_s=limits.timeout_s, memory_mb=limits.memory_mb, on_outcome=collect)
     return build_report(results, [str(p) for p in paths], settings, started_at, clock, command,
