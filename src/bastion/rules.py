@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage, Tags
@@ -22,7 +22,7 @@ _REGISTRY: dict[str, Rule] = {}
 
 @functools.lru_cache(maxsize=1)
 def taxonomy() -> dict[str, Any]:
-    text = resources.files("bastion.taxonomy").joinpath("catalogue.toml").read_text("utf-8")
+    text = (Path(__file__).parent / "taxonomy" / "catalogue.toml").read_text("utf-8")
     return tomllib.loads(text)
 
 

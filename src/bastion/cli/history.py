@@ -9,7 +9,6 @@ import click
 
 from bastion.report import FORMATS, render
 from bastion.rules import all_rules
-from bastion.store import Store, default_path
 
 from .output import write_report
 
@@ -21,6 +20,8 @@ from .output import write_report
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def history_command(store: Path | None, limit: int, as_json: bool) -> None:
     """List recorded runs, newest first."""
+    from bastion.store import Store, default_path
+
     history = Store(store or default_path())
     try:
         runs = history.runs(limit)
@@ -48,6 +49,8 @@ def history_command(store: Path | None, limit: int, as_json: bool) -> None:
 @click.option("--store", type=click.Path(dir_okay=False, path_type=Path), envvar="BASTION_STORE")
 def show_command(run_id: int | None, fmt: str, output: Path | None, store: Path | None) -> None:
     """Re-render a recorded run (default: the latest) in any format."""
+    from bastion.store import Store, default_path
+
     history = Store(store or default_path())
     try:
         if run_id is None:

@@ -14,7 +14,6 @@ from bastion.findings import Report
 from bastion.policy import Verdict, baseline_document, evaluate, load_baseline
 from bastion.report import render
 from bastion.scan.engine import run_scan
-from bastion.store import Store, default_path
 
 from .options import judging_options
 from .output import say, write_report
@@ -61,6 +60,8 @@ def finish(report: Report, verdict: Verdict, fmt: str, output: Path | None,
     write_report(render(report, verdict, fmt), output)
     run_id = None
     if not no_store:
+        from bastion.store import Store, default_path
+
         history = Store(store or default_path())
         try:
             run_id = history.record(report, verdict)

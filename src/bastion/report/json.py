@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json as _json
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from bastion.findings import Report
@@ -55,13 +55,11 @@ def generated_schema() -> dict[str, Any]:
 
 
 def checked_in_schema() -> dict[str, Any]:
-    text = resources.files("bastion.report").joinpath("schema/report.schema.json").read_text()
+    text = (Path(__file__).parent / "schema" / "report.schema.json").read_text("utf-8")
     return dict(_json.loads(text))
 
 
 if __name__ == "__main__":  # regenerate the checked-in schema
-    from pathlib import Path
-
     target = Path(__file__).parent / "schema" / "report.schema.json"
     target.write_text(_json.dumps(generated_schema(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {target}")

@@ -7,7 +7,6 @@ import bz2
 import io
 import lzma
 import tarfile
-import tempfile
 import zlib
 from collections import Counter
 from typing import BinaryIO
@@ -298,6 +297,8 @@ class CompressedScanner:
     formats = ("gzip", "bz2", "xz", "zlib", "lz4")
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        import tempfile
+
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
             error = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
             size = spool.tell()
