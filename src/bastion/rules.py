@@ -79,7 +79,9 @@ class Rule(Record):
 
 def all_rules() -> list[Rule]:
     """Every rule of every built-in check, sorted by id."""
-    import bastion.scan  # noqa: F401  (declares the scanner rules)
+    from bastion.scan import load_all
+
+    load_all()  # importing the scanners declares their rules
 
     return sorted(_REGISTRY.values(), key=lambda r: r.id)
 

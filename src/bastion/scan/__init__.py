@@ -6,32 +6,61 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from importlib import import_module
 
-from bastion.scan.archive import CompressedScanner, SevenZipScanner, TarScanner, ZipScanner
 from bastion.scan.base import Scanner
-from bastion.scan.gguf import GgufScanner
-from bastion.scan.jsonconfig import JsonConfigScanner
-from bastion.scan.keras import Hdf5Scanner
-from bastion.scan.npy import NpyScanner
-from bastion.scan.onnx import OnnxScanner
-from bastion.scan.pickle import PickleScanner
-from bastion.scan.safetensors import SafetensorsScanner
-from bastion.scan.tensorflow import SavedModelScanner
 
-SCANNERS: tuple[Scanner, ...] = (
-    PickleScanner(),
-    ZipScanner(),
-    TarScanner(),
-    SevenZipScanner(),
-    CompressedScanner(),
-    NpyScanner(),
-    SafetensorsScanner(),
-    OnnxScanner(),
-    Hdf5Scanner(),
-    SavedModelScanner(),
-    GgufScanner(),
-    JsonConfigScanner(),
-)
+# format -> the built-in scanner for it, imported the first time a file of that format appears
+BUILTIN_SCANNERS: dict[str, str] = {
+    "pickle": "bastion.scan.pickle:PickleScanner",
+    "zip": "bastion.scan.archive:ZipScanner",
+    "tar": "bastion.scan.archive:TarScanner",
+    "7z": "bastion.scan.archive:SevenZipScanner",
+    "gzip": "bastion.scan.archive:CompressedScanner",
+    "bz2": "bastion.scan.archive:CompressedScanner",
+    "xz": "bastion.scan.archive:CompressedScanner",
+    "zlib": "bastion.scan.archive:CompressedScanner",
+    "lz4": "bastion.scan.archive:CompressedScanner",
+    "npy": "bastion.scan.npy:NpyScanner",
+    "safetensors": "bastion.scan.safetensors:SafetensorsScanner",
+    "onnx": "bastion.scan.onnx:OnnxScanner",
+    "hdf5": "bastion.scan.keras:Hdf5Scanner",
+    "savedmodel": "bastion.scan.tensorflow:SavedModelScanner",
+    "gguf": "bastion.scan.gguf:GgufScanner",
+    "json": "bastion.scan.jsonconfig:JsonConfigScanner",
+}
+
+
+@functools.cache
+def _load(target: str) -> Scanner:
+    module, _, name = target.partition(":")
+    scanner: Scanner = getattr(import_module(module), name)()
+    return scanner
+
+
+class Registry(Mapping[str, Scanner]):
+    """format name -> scanner; built-ins load on first use, plugins were loaded up front."""
+
+    def __init__(self, plugins: dict[str, Scanner]) -> None:
+        self._plugins = plugins
+
+    def __getitem__(self, fmt: str) -> Scanner:
+        if fmt in BUILTIN_SCANNERS:
+            return _load(BUILTIN_SCANNERS[fmt])
+        return self._plugins[fmt]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(BUILTIN_SCANNERS), **dict.fromkeys(self._plugins)})
+
+    def __len__(self) -> int:
+        return len(set(BUILTIN_SCANNERS) | set(self._plugins))
+
+
+def load_all() -> None:
+    """Import every built-in scanner (declares all their rules)."""
+    for target in sorted(set(BUILTIN_SCANNERS.values())):
+        _load(target)
 
 
 PLUGIN_GROUP = "bastion.scanners"
@@ -59,19 +88,16 @@ def _plugins_installed() -> bool:
 
 
 @functools.cache
-def registry() -> dict[str, Scanner]:
-    """format name -> scanner, built-ins first, then plugins (which may not replace them).
+def registry() -> Registry:
+    """format name -> scanner: built-ins, then plugins (which may not replace them).
     Built once per process (the engine builds it before forking its workers)."""
-    table: dict[str, Scanner] = {}
-    for scanner in SCANNERS:
-        for fmt in scanner.formats:
-            table[fmt] = scanner
-    if not _plugins_installed():
-        return table
-    from importlib.metadata import entry_points
+    plugins: dict[str, Scanner] = {}
+    if _plugins_installed():
+        from importlib.metadata import entry_points
 
-    for entry in entry_points(group=PLUGIN_GROUP):
-        plugin = entry.load()()
-        for fmt in plugin.formats:
-            table.setdefault(fmt, plugin)
-    return table
+        for entry in entry_points(group=PLUGIN_GROUP):
+            plugin = entry.load()()
+            for fmt in plugin.formats:
+                if fmt not in BUILTIN_SCANNERS:
+                    plugins.setdefault(fmt, plugin)
+    return Registry(plugins)

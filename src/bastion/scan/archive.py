@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
-from bastion.scan.base import MALFORMED, POLYGLOT, ScanContext
+from bastion.scan.base import LINK_MEMBER, MALFORMED, POLYGLOT, ScanContext
 from bastion.scan.source import Source, bytes_source, slice_opener
 from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
 
@@ -24,13 +24,6 @@ PATH_ESCAPE = Rule(
                 "archive writes outside the target folder, e.g. over a Python file that is "
                 "imported later.",
     remediation="Do not extract it with a tool that honours such names; rebuild the archive.",
-)
-LINK_MEMBER = Rule(
-    id="ARC002", title="Archive member is a link", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
-    description="A symbolic or hard link inside an archive (or a model folder) can point at any "
-                "file of the machine that extracts or loads it: later writes or reads go there.",
-    remediation="Replace links by real files; never extract untrusted archives with links.",
 )
 ENCRYPTED_MEMBER = Rule(
     id="ARC004", title="Encrypted member could not be scanned", severity=Severity.MEDIUM,

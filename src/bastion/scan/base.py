@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -70,6 +70,14 @@ MALFORMED = Rule(
     remediation="Regenerate the artifact with the framework's own writer.",
 )
 
+LINK_MEMBER = Rule(
+    id="ARC002", title="Archive member is a link", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="A symbolic or hard link inside an archive (or a model folder) can point at any "
+                "file of the machine that extracts or loads it: later writes or reads go there.",
+    remediation="Replace links by real files; never extract untrusted archives with links.",
+)
+
 CHECK_ERROR_NAME = "scanner"
 
 
@@ -88,7 +96,8 @@ class Scanner(Protocol):
 class ScanContext:
     """Collects what scanning one top-level target produced; applies the limits."""
 
-    def __init__(self, limits: Limits, registry: dict[str, Scanner], root: Path | None = None):
+    def __init__(self, limits: Limits, registry: Mapping[str, Scanner],
+                 root: Path | None = None):
         self.limits = limits
         self.registry = registry
         self.root = root

@@ -18,8 +18,7 @@ from bastion.findings import CheckError, Location, Report, Severity, TargetResul
 from bastion.parallel import Outcome, run_isolated
 from bastion.rules import taxonomy_version
 from bastion.scan import registry
-from bastion.scan.archive import LINK_MEMBER
-from bastion.scan.base import LIMIT_HIT, ScanContext
+from bastion.scan.base import LIMIT_HIT, LINK_MEMBER, ScanContext
 from bastion.scan.source import Source, bytes_source, file_source
 
 Progress = Callable[[int, int, str], None]
