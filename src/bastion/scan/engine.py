@@ -4,16 +4,13 @@ with limits, and assemble one Report."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bastion import __version__
 from bastion.config import Limits, Settings
-from bastion.errors import InputError
+from bastion.discover import Link, Target, walk
 from bastion.findings import CheckError, Location, Report, Severity, TargetResult, ToolInfo
 from bastion.parallel import Outcome, run_isolated
 from bastion.rules import taxonomy_version
@@ -24,60 +21,13 @@ from bastion.scan.source import Source, bytes_source, file_source
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass(frozen=True)
-class Target:
-    root: Path
-    path: Path
-    display: str
-    size: int
-
-
 def discover(paths: Sequence[Path], limits: Limits) -> tuple[list[Target], list[TargetResult]]:
     """Files to scan, plus results for what is reported without scanning (links leaving the
     root, special files, unreadable folders)."""
-    targets: list[Target] = []
-    notes: list[TargetResult] = []
-    multi = len(paths) > 1
-    for given in paths:
-        if not os.path.lexists(given):
-            raise InputError(f"{given}: no such file or directory")
-        if given.is_file():
-            targets.append(Target(given.parent, given, str(given), given.stat().st_size))
-            continue
-        if not given.is_dir():
-            raise InputError(f"{given}: not a regular file or directory")
-        root = given.resolve()
-        prefix = f"{given.name}/" if multi else ""
-        stack = [root]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError as exc:
-                rel = os.path.relpath(folder, root)
-                notes.append(_error_result(prefix + rel, f"cannot list folder: {exc.strerror}"))
-                continue
-            for entry in entries:
-                rel = prefix + os.path.relpath(entry.path, root).replace(os.sep, "/")
-                if entry.name in (".git", ".venv", "__pycache__", "node_modules"):
-                    continue
-                if entry.is_symlink():
-                    notes.append(_symlink_result(root, Path(entry.path), rel))
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                    continue
-                mode = entry.stat(follow_symlinks=False).st_mode
-                if not stat.S_ISREG(mode):
-                    notes.append(_error_result(rel, "special file (device, FIFO or socket)"))
-                    continue
-                targets.append(Target(root, Path(entry.path), rel,
-                                      entry.stat(follow_symlinks=False).st_size))
-                if len(targets) > limits.max_files:
-                    raise InputError(f"more than {limits.max_files} files under {given}",
-                                     hint="scan a narrower folder or raise limits.max_files")
-    targets.sort(key=lambda t: t.display)
-    return targets, notes
+    found = walk(paths, limits.max_files)
+    notes = [_error_result(display, message) for display, message in found.problems]
+    notes += [_symlink_result(link) for link in found.links]
+    return found.files, notes
 
 
 def _error_result(display: str, message: str) -> TargetResult:
@@ -86,16 +36,14 @@ def _error_result(display: str, message: str) -> TargetResult:
                         incomplete=True)
 
 
-def _symlink_result(root: Path, link: Path, display: str) -> TargetResult:
-    target = os.path.realpath(link)
-    inside = os.path.commonpath([str(root), target]) == str(root)
-    if inside:
-        return TargetResult(path=display, format="symlink")
+def _symlink_result(link: Link) -> TargetResult:
+    if link.inside:
+        return TargetResult(path=link.display, format="symlink")
     finding = LINK_MEMBER.finding(
-        Location(path=display), f"symbolic link to {target}, outside the scanned folder; "
-        "not followed (scan the target itself to check it)", evidence=f"-> {target}",
-        severity=Severity.MEDIUM)
-    return TargetResult(path=display, format="symlink", findings=(finding,))
+        Location(path=link.display), f"symbolic link to {link.target}, outside the scanned "
+        "folder; not followed (scan the target itself to check it)",
+        evidence=f"-> {link.target}", severity=Severity.MEDIUM)
+    return TargetResult(path=link.display, format="symlink", findings=(finding,))
 
 
 def scan_source(source: Source, limits: Limits, root: Path | None = None) -> TargetResult:

@@ -1,0 +1,83 @@
+"""Finding the files under the paths a command is given: folders are walked without following
+symbolic links, special files and unreadable folders are reported, nothing is opened."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bastion.errors import InputError
+
+SKIPPED_FOLDERS = frozenset({".git", ".venv", "__pycache__", "node_modules", ".mypy_cache",
+                             ".ruff_cache", ".pytest_cache", ".ipynb_checkpoints"})
+
+
+@dataclass(frozen=True)
+class Target:
+    root: Path
+    path: Path
+    display: str  # path relative to the scan root (as given, for a file argument)
+    size: int
+
+
+@dataclass(frozen=True)
+class Link:
+    display: str
+    target: str
+    inside: bool  # the link resolves inside the scanned root
+
+
+@dataclass
+class Found:
+    files: list[Target] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (display, message)
+
+
+def walk(paths: Sequence[Path], max_files: int) -> Found:
+    found = Found()
+    multi = len(paths) > 1
+    for given in paths:
+        if not os.path.lexists(given):
+            raise InputError(f"{given}: no such file or directory")
+        if given.is_file():
+            found.files.append(Target(given.parent, given, str(given), given.stat().st_size))
+            continue
+        if not given.is_dir():
+            raise InputError(f"{given}: not a regular file or directory")
+        root = given.resolve()
+        prefix = f"{given.name}/" if multi else ""
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                found.problems.append((prefix + os.path.relpath(folder, root),
+                                       f"cannot list folder: {exc.strerror}"))
+                continue
+            for entry in entries:
+                if entry.name in SKIPPED_FOLDERS:
+                    continue
+                rel = prefix + os.path.relpath(entry.path, root).replace(os.sep, "/")
+                if entry.is_symlink():
+                    target = os.path.realpath(entry.path)
+                    inside = os.path.commonpath([str(root), target]) == str(root)
+                    found.links.append(Link(rel, target, inside))
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode):
+                    found.problems.append((rel, "special file (device, FIFO or socket)"))
+                    continue
+                found.files.append(Target(root, Path(entry.path), rel, info.st_size))
+                if len(found.files) > max_files:
+                    raise InputError(f"more than {max_files} files under {given}",
+                                     hint="scan a narrower folder or raise limits.max_files")
+    found.files.sort(key=lambda t: t.display)
+    return found

@@ -1,0 +1,308 @@
+"""`bastion code`: ML-aware static analysis of Python sources and Jupyter notebooks.
+
+Calls are resolved through each file's imports (`import torch as t`, `from pickle import loads
+as l`), so `t.load(f)` is torch.load and a local function called `load` is not. Nothing is
+imported or executed."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion.findings import Finding, Location
+from bastion.rules import Rule
+from bastion.supplychain import code_rules as R
+from bastion.supplychain.personal_data import personal_data
+from bastion.supplychain.secrets import secrets_in
+
+MAX_SOURCE_BYTES = 8 * 1024 * 1024
+
+PICKLE_LOADERS = {
+    "pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads",
+    "cPickle.load", "cPickle.loads", "joblib.load", "dill.load", "dill.loads",
+    "cloudpickle.load", "cloudpickle.loads", "pandas.read_pickle", "shelve.open",
+    "sklearn.externals.joblib.load", "torch.serialization.load",
+}
+TORCH_LOADERS = {"torch.load", "torch.serialization.load"}
+KERAS_LOADERS = {"keras.models.load_model", "keras.saving.load_model",
+                 "tensorflow.keras.models.load_model", "tf_keras.models.load_model",
+                 "keras.src.saving.saving_api.load_model"}
+DOWNLOADERS = {"urllib.request.urlretrieve", "urllib.request.urlopen", "requests.get",
+               "requests.post", "requests.request", "httpx.get", "wget.download",
+               "torch.hub.load_state_dict_from_url", "torch.hub.download_url_to_file",
+               "keras.utils.get_file", "tensorflow.keras.utils.get_file", "urllib3.request",
+               "requests.Session.get", "datasets.load_dataset", "gdown.download"}
+UNSAFE_YAML_LOADERS = {"yaml.Loader", "yaml.FullLoader", "yaml.UnsafeLoader", "yaml.CLoader",
+                       "yaml.CFullLoader", "yaml.CUnsafeLoader"}
+TLS_OFF = {"ssl._create_unverified_context", "urllib3.disable_warnings"}
+
+
+@dataclass(frozen=True)
+class CodeFinding:
+    rule: Rule
+    line: int
+    column: int
+    message: str
+    evidence: str
+
+
+class _Imports(ast.NodeVisitor):
+    """local name -> fully qualified name, from the file's import statements."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self.names[alias.asname] = alias.name
+            else:
+                top = alias.name.split(".")[0]
+                self.names[top] = top
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module is None or node.level:
+            return
+        for alias in node.names:
+            self.names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+
+def _dotted(node: ast.expr) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    if isinstance(node, ast.Call):  # requests.Session().get(...)
+        inner = _dotted(node.func)
+        if inner:
+            parts.append(inner)
+            return ".".join(reversed(parts))
+    return None
+
+
+def _resolve(name: str | None, imports: dict[str, str]) -> str | None:
+    if name is None:
+        return None
+    head, _, rest = name.partition(".")
+    if head in imports:
+        return f"{imports[head]}.{rest}" if rest else imports[head]
+    return name if head in ("eval", "exec") else None
+
+
+def _keyword(call: ast.Call, name: str) -> ast.expr | None:
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            return keyword.value
+    return None
+
+
+def _is_const(node: ast.expr | None, value: object) -> bool:
+    return isinstance(node, ast.Constant) and node.value is value
+
+
+def _has_kwargs_splat(call: ast.Call) -> bool:
+    return any(k.arg is None for k in call.keywords)
+
+
+def _string_args(call: ast.Call) -> Iterator[str]:
+    for arg in [*call.args, *(k.value for k in call.keywords)]:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            yield arg.value
+        elif isinstance(arg, ast.JoinedStr):
+            for part in arg.values:
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    yield part.value
+
+
+def analyse_source(source: str) -> list[CodeFinding]:
+    """Findings for one Python source text (line/column are 1-based)."""
+    tree = ast.parse(source)
+    visitor = _Imports()
+    visitor.visit(tree)
+    imports = visitor.names
+    out: list[CodeFinding] = []
+
+    def add(rule: Rule, node: ast.AST, message: str, evidence: str) -> None:
+        out.append(CodeFinding(rule, getattr(node, "lineno", 1),
+                               getattr(node, "col_offset", 0) + 1, message, evidence))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "trust_remote_code" and \
+                _is_const(node.value, True):
+            add(R.REMOTE_CODE, node.value, "loads a model with trust_remote_code=True",
+                "trust_remote_code=True")
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Attribute) and t.attr == "check_hostname"
+                for t in node.targets) and _is_const(node.value, False):
+            add(R.INSECURE_DOWNLOAD, node, "turns off TLS host-name checking",
+                "check_hostname = False")
+        if not isinstance(node, ast.Call):
+            continue
+        name = _resolve(_dotted(node.func), imports)
+        if name is None:
+            continue
+        _check_call(node, name, add)
+    return sorted(out, key=lambda f: (f.line, f.column, f.rule.id))
+
+
+def _check_call(node: ast.Call, name: str, add) -> None:  # type: ignore[no-untyped-def]
+    if name in TORCH_LOADERS:
+        weights_only = _keyword(node, "weights_only")
+        if not _is_const(weights_only, True) and not _has_kwargs_splat(node):
+            how = "weights_only=False" if _is_const(weights_only, False) else \
+                "without weights_only=True"
+            add(R.TORCH_LOAD, node, f"torch.load {how} unpickles arbitrary objects",
+                f"{name}({how})")
+        return
+    if name in PICKLE_LOADERS:
+        add(R.PICKLE_LOAD, node, f"{name} deserialises code-carrying data", name)
+        return
+    if name in ("numpy.load", "np.load") and _is_const(_keyword(node, "allow_pickle"), True):
+        add(R.NUMPY_PICKLE, node, "np.load(allow_pickle=True) unpickles object arrays",
+            "numpy.load(allow_pickle=True)")
+        return
+    if name in KERAS_LOADERS and _is_const(_keyword(node, "safe_mode"), False):
+        add(R.KERAS_UNSAFE, node, "load_model(safe_mode=False) runs Lambda bytecode",
+            f"{name}(safe_mode=False)")
+        return
+    if name in ("yaml.load", "yaml.load_all"):
+        loader = _keyword(node, "Loader")
+        if loader is None and len(node.args) > 1:
+            loader = node.args[1]
+        loader_name = _dotted(loader) if loader is not None else None
+        if loader is None or (loader_name and loader_name.split(".")[-1] in
+                              {n.split(".")[-1] for n in UNSAFE_YAML_LOADERS}):
+            add(R.YAML_LOAD, node, f"{name} with {loader_name or 'the default loader'}",
+                f"{name}({loader_name or ''})")
+        return
+    if name in ("yaml.unsafe_load", "yaml.full_load", "yaml.unsafe_load_all"):
+        add(R.YAML_LOAD, node, f"{name} constructs arbitrary objects", name)
+        return
+    if name in ("eval", "exec", "builtins.eval", "builtins.exec"):
+        add(R.EVAL_EXEC, node, f"{name.split('.')[-1]}() runs a string as code",
+            name.split(".")[-1])
+        return
+    if name in TLS_OFF:
+        add(R.INSECURE_DOWNLOAD, node, f"{name} disables certificate verification", name)
+        return
+    is_download = name in DOWNLOADERS or (name.startswith(("requests.", "httpx.")) and \
+        name.rsplit(".", 1)[-1] in ("get", "post", "request", "stream"))
+    if is_download:
+        if _is_const(_keyword(node, "verify"), False):
+            add(R.INSECURE_DOWNLOAD, node, f"{name}(verify=False) skips TLS verification",
+                f"{name}(verify=False)")
+        for text in _string_args(node):
+            if text.lower().startswith("http://") and not re.match(
+                    r"http://(localhost|127\.|\[::1\])", text.lower()):
+                add(R.INSECURE_DOWNLOAD, node, f"{name} fetches over plain http",
+                    text[:120])
+                break
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def _finding(rule: Rule, path: str, line: int, column: int, message: str, evidence: str,
+             pointer: str | None = None) -> Finding:
+    return rule.finding(Location(path=path, line=line, column=column, pointer=pointer),
+                        message, evidence=evidence)
+
+
+def scan_python(path: Path, display: str) -> list[Finding]:
+    text = _read(path)
+    try:
+        found = analyse_source(text)
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        line = getattr(exc, "lineno", None) or 1
+        return [_finding(R.UNPARSEABLE, display, line, 1, f"not valid Python: {exc}",
+                         type(exc).__name__)]
+    findings = [_finding(f.rule, display, f.line, f.column, f.message, f.evidence)
+                for f in found]
+    for line, column, kind in secrets_in(text):
+        findings.append(_finding(R.SECRET, display, line, column, f"{kind} in source", kind))
+    return findings
+
+
+def _read(path: Path) -> str:
+    with path.open("rb") as handle:
+        data = handle.read(MAX_SOURCE_BYTES + 1)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_SOURCE_BYTES} bytes")
+    return data.decode("utf-8", "replace")
+
+
+def scan_notebook(path: Path, display: str) -> list[Finding]:
+    import nbformat
+
+    raw = _read(path)
+    try:
+        notebook = nbformat.reads(raw, as_version=4)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # nbformat raises many types for broken JSON/schema
+        return [_finding(R.UNPARSEABLE, display, 1, 1, f"not a valid notebook: {exc}"[:300],
+                         type(exc).__name__)]
+    lines = raw.splitlines()
+    cursor = 0
+    findings: list[Finding] = []
+    for index, cell in enumerate(notebook.cells, 1):
+        source = cell.get("source", "")
+        if not isinstance(source, str):
+            source = "".join(source)
+        first, cursor = _locate_cell(lines, source, cursor)
+        pointer = f"cell {index}"
+        if cell.get("cell_type") == "code":
+            try:
+                found = analyse_source(_strip_magics(source))
+            except (SyntaxError, ValueError, RecursionError):
+                found = []
+            for f in found:
+                findings.append(_finding(f.rule, display, first + f.line - 1, f.column,
+                                         f.message, f.evidence, pointer))
+        for line, column, kind in secrets_in(source):
+            findings.append(_finding(R.SECRET, display, first + line - 1, column,
+                                     f"{kind} in {pointer}", kind, pointer))
+        for text in _outputs(cell):
+            for kind, sample in personal_data(text):
+                findings.append(_finding(R.PERSONAL_DATA, display, first, 1,
+                                         f"{kind} in the output of {pointer}", sample,
+                                         f"{pointer} output"))
+            for _line, _column, kind in secrets_in(text):
+                findings.append(_finding(R.SECRET, display, first, 1,
+                                         f"{kind} in the output of {pointer}", kind,
+                                         f"{pointer} output"))
+    return findings
+
+
+def _strip_magics(source: str) -> str:
+    """IPython magics and shell escapes are not Python: blank them, keeping line numbers."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!", "?")) else line
+                     for line in source.split("\n"))
+
+
+def _locate_cell(lines: list[str], source: str, cursor: int) -> tuple[int, int]:
+    """1-based line in the notebook file where the cell's source starts (nbformat stores each
+    source line as one JSON string on its own line)."""
+    first_line = source.split("\n", 1)[0]
+    if first_line:
+        needle = json.dumps(first_line + ("\n" if "\n" in source else ""))[:-1]
+        for number in range(cursor, len(lines)):
+            if needle in lines[number]:
+                return number + 1, number + 1
+    return cursor + 1, cursor
+
+
+def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
+    for output in cell.get("outputs", []) or []:
+        text = output.get("text")
+        if text:
+            yield text if isinstance(text, str) else "".join(text)
+        data = output.get("data") or {}
+        for mime in ("text/plain", "text/html", "text/markdown"):
+            value = data.get(mime)
+            if value:
+                yield value if isinstance(value, str) else "".join(value)
