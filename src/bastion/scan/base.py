@@ -21,6 +21,7 @@ from bastion.findings import (
     sort_findings,
 )
 from bastion.rules import Rule
+from bastion.runs import LIMIT_HIT
 from bastion.scan.identify import (
     CODE_CAPABLE_FORMATS,
     EXPECTED_FORMATS,
@@ -30,15 +31,6 @@ from bastion.scan.identify import (
 )
 from bastion.scan.source import CorruptInput, Source
 
-LIMIT_HIT = Rule(
-    id="LIM001", title="Scan stopped at a resource limit", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
-    description="The file (or a member) hit a time, memory, size, depth or count bound before "
-                "it was fully analysed. Hostile files are built to do this; the part not read "
-                "may hold a payload, so the file is not clean.",
-    remediation="Inspect the file by hand or raise the limit deliberately (bastion.toml "
-                "[limits]) if it is a known, trusted large artifact.",
-)
 EXTENSION_MISMATCH = Rule(
     id="FMT001", title="Content does not match the file name", severity=Severity.MEDIUM,
     confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",

@@ -5,35 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from bastion import __version__
 from bastion.config import Limits, Settings
 from bastion.discover import Link, Target, walk
-from bastion.findings import CheckError, Location, Report, Severity, TargetResult, ToolInfo
-from bastion.parallel import Outcome, run_isolated
-from bastion.rules import taxonomy_version
+from bastion.findings import Location, Report, Severity, TargetResult
+from bastion.runs import Progress, build_report, error_result, run_targets
 from bastion.scan import registry
-from bastion.scan.base import LIMIT_HIT, LINK_MEMBER, ScanContext
+from bastion.scan.base import LINK_MEMBER, ScanContext
 from bastion.scan.source import Source, bytes_source, file_source
-
-Progress = Callable[[int, int, str], None]
 
 
 def discover(paths: Sequence[Path], limits: Limits) -> tuple[list[Target], list[TargetResult]]:
     """Files to scan, plus results for what is reported without scanning (links leaving the
     root, special files, unreadable folders)."""
     found = walk(paths, limits.max_files)
-    notes = [_error_result(display, message) for display, message in found.problems]
+    notes = [error_result(display, message) for display, message in found.problems]
     notes += [_symlink_result(link) for link in found.links]
     return found.files, notes
-
-
-def _error_result(display: str, message: str) -> TargetResult:
-    return TargetResult(path=display, errors=(CheckError(location=Location(path=display),
-                                                         check="discover", message=message),),
-                        incomplete=True)
 
 
 def _symlink_result(link: Link) -> TargetResult:
@@ -61,14 +51,7 @@ def _scan_target(target: Target, limits: Limits) -> str:
                         size=source.size, name=source.name, fs_path=target.path)
         return scan_source(source, limits, target.root).model_dump_json()
     except OSError as exc:
-        return _error_result(target.display, f"cannot read: {exc.strerror}").model_dump_json()
-
-
-def _failed(target: Target, reason: str) -> TargetResult:
-    finding = LIMIT_HIT.finding(Location(path=target.display), f"analysis incomplete: {reason}",
-                                evidence=reason)
-    return TargetResult(path=target.display, size=target.size, findings=(finding,),
-                        incomplete=True)
+        return error_result(target.display, f"cannot read: {exc.strerror}").model_dump_json()
 
 
 def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | None = None,
@@ -76,26 +59,10 @@ def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | Non
     started_at = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
     targets, notes = discover(paths, settings.limits)
-    results: list[TargetResult] = list(notes)
-    done = 0
-
-    def collect(outcome: Outcome) -> None:
-        nonlocal done
-        target = targets[outcome.index]
-        if outcome.result is not None:
-            results.append(TargetResult.model_validate_json(outcome.result))
-        elif "time limit" in (outcome.failure or "") or "memory" in (outcome.failure or ""):
-            results.append(_failed(target, outcome.failure or "worker failure"))
-        else:
-            results.append(_error_result(target.display, outcome.failure or "worker failure"))
-        done += 1
-        if progress:
-            progress(done, len(targets), target.display)
-
-    limits = settings.limits
     registry()  # built here once; forked workers inherit it
-    run_isolated(targets, lambda t: _scan_target(t, limits), workers=settings.workers,
-                 timeout_s=limits.timeout_s, memory_mb=limits.memory_mb, on_outcome=collect)
+    limits = settings.limits
+    results = notes + run_targets(targets, lambda t: (t.display, t.size),
+                                  lambda t: _scan_target(t, limits), settings, progress)
     return build_report(results, [str(p) for p in paths], settings, started_at, clock, command,
                         unsafe)
 
@@ -104,36 +71,8 @@ def scan_bytes(data: bytes, name: str, settings: Settings) -> Report:
     """Scan an in-memory artifact in an isolated worker (used by safe_load)."""
     started_at = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
-    results: list[TargetResult] = []
     limits = settings.limits
-
-    def work(_: int) -> str:
-        return scan_source(bytes_source(data, name), limits).model_dump_json()
-
-    def collect(outcome: Outcome) -> None:
-        if outcome.result is not None:
-            results.append(TargetResult.model_validate_json(outcome.result))
-        else:
-            results.append(_failed(Target(Path("."), Path(name), name, len(data)),
-                                   outcome.failure or "worker failure"))
-
-    run_isolated([0], work, workers=1, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                 on_outcome=collect)
-    return build_report(results, [name], settings, started_at, clock, "safe_load", ())
-
-
-def build_report(results: list[TargetResult], targets: list[str], settings: Settings,
-                 started_at: dt.datetime, clock: float, command: str,
-                 unsafe: Sequence[str]) -> Report:
-    results.sort(key=lambda r: r.path)
-    metadata = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - clock, 3),
-        "files": sum(1 for r in results if r.format != "symlink"),
-        "taxonomy_version": taxonomy_version(),
-        "settings": {"fail_on": settings.fail_on.value, "strict": settings.strict,
-                     "source": settings.source, "limits": settings.limits.model_dump()},
-        "unsafe": list(unsafe),
-    }
-    return Report(tool=ToolInfo(version=__version__), command=command, targets=tuple(targets),
-                  metadata=metadata, results=tuple(results))
+    results = run_targets([name], lambda n: (n, len(data)),
+                          lambda n: scan_source(bytes_source(data, n), limits).model_dump_json(),
+                          settings.model_copy(update={"workers": 1}))
+    return build_report(results, [name], settings, started_at, clock, "safe_load")
