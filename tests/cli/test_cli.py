@@ -132,7 +132,7 @@ def test_rules_catalogue_and_docs(capsys: pytest.CaptureFixture[str]) -> None:
     rules = json.loads(capsys.readouterr().out)
     docs = Path(__file__).parents[2] / "docs" / "rules"
     for rule in rules:
-        assert rule["tags"]["atlas"] and rule["tags"]["eu_ai_act"] == ["Art.15"]
+        assert rule["tags"]["atlas"] and "Art.15" in rule["tags"]["eu_ai_act"]
         assert (docs / f"{rule['id']}.md").is_file(), rule["id"]
 
 

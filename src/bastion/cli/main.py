@@ -10,6 +10,7 @@ import click
 from bastion import __version__
 from bastion.errors import BastionError
 
+from .code import code_command
 from .history import history_command, rules_command, show_command
 from .scan import baseline_command, scan_command
 
@@ -27,6 +28,7 @@ def cli() -> None:
 
 cli.add_command(scan_command)
 cli.add_command(baseline_command)
+cli.add_command(code_command)
 cli.add_command(rules_command)
 cli.add_command(history_command)
 cli.add_command(show_command)

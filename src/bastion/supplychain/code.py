@@ -7,16 +7,22 @@ imported or executed."""
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bastion.findings import Finding, Location
+from bastion.config import Settings
+from bastion.discover import Target, walk
+from bastion.findings import Finding, Location, Report, Skip, TargetResult, sort_findings
 from bastion.rules import Rule
+from bastion.runs import Progress, build_report, error_result, run_targets
 from bastion.supplychain import code_rules as R
 from bastion.supplychain.personal_data import personal_data
+from bastion.supplychain.secrets import available as secrets_available
 from bastion.supplychain.secrets import secrets_in
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
@@ -306,3 +312,43 @@ def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
             value = data.get(mime)
             if value:
                 yield value if isinstance(value, str) else "".join(value)
+
+
+# --- command -----------------------------------------------------------------------------------
+
+SUFFIXES = {".py": scan_python, ".ipynb": scan_notebook}
+
+
+def _scan_target(target: Target) -> str:
+    started = time.monotonic()
+    analyse = SUFFIXES[target.path.suffix.lower()]
+    try:
+        findings = analyse(target.path, target.display)
+        skips: tuple[Skip, ...] = ()
+        if not secrets_available():
+            skips = (Skip(location=Location(path=target.display), code="missing-extra",
+                          extra="code", reason="secret detection needs detect-secrets"),)
+        result = TargetResult(path=target.display, format=target.path.suffix.lstrip("."),
+                              size=target.size, findings=sort_findings(findings), skips=skips,
+                              incomplete=bool(skips),
+                              duration_ms=round((time.monotonic() - started) * 1000, 1))
+    except (OSError, ValueError) as exc:
+        result = error_result(target.display, str(exc), "code")
+    except ImportError as exc:
+        result = TargetResult(path=target.display, skips=(Skip(
+            location=Location(path=target.display), code="missing-extra", extra="code",
+            reason=f"needs {exc.name}"),), incomplete=True)
+    return result.model_dump_json()
+
+
+def run_code_scan(paths: Sequence[Path], settings: Settings,
+                  progress: Progress | None = None) -> Report:
+    """`bastion code`: analyse every .py and .ipynb file under `paths`."""
+    started_at = dt.datetime.now(dt.timezone.utc)
+    clock = time.monotonic()
+    found = walk(paths, settings.limits.max_files)
+    targets = [t for t in found.files if t.path.suffix.lower() in SUFFIXES]
+    results = [error_result(display, message) for display, message in found.problems]
+    results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings,
+                           progress)
+    return build_report(results, [str(p) for p in paths], settings, started_at, clock, "code")
