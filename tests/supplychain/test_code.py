@@ -1,0 +1,100 @@
+"""`bastion code`: precision/recall on the labelled snippets, notebooks (cells, magics, outputs),
+locations for SARIF, and the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from code_samples import SNIPPETS
+
+from bastion.cli.main import main
+from bastion.config import Settings
+from bastion.supplychain.code import run_code_scan
+from bastion.supplychain.personal_data import personal_data
+
+
+@pytest.fixture(scope="module")
+def snippet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("snippets")
+    for name, source, _expected in SNIPPETS:
+        (folder / f"{name}.py").write_text(source)
+    return folder
+
+
+def test_precision_and_recall_on_labelled_snippets(snippet_dir: Path) -> None:
+    report = run_code_scan([snippet_dir], Settings(workers=2))
+    found = {r.path.removesuffix(".py"): {f.rule_id for f in r.findings}
+             for r in report.results}
+    tp = fp = fn = 0
+    for name, _source, expected in SNIPPETS:
+        got = found[name]
+        tp += len(got & expected)
+        fp += len(got - expected)
+        fn += len(expected - got)
+    assert len(SNIPPETS) >= 60
+    assert tp / (tp + fp) >= 0.95 and tp / (tp + fn) >= 0.95, (tp, fp, fn)
+
+
+def notebook(tmp_path: Path) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Train\nUses torch.load in prose: not code."),
+        nbformat.v4.new_code_cell("%pip install torch\nimport torch\n\n"
+                                  "model = torch.load('ckpt.pt')"),
+        nbformat.v4.new_code_cell("df.head()", outputs=[nbformat.v4.new_output(
+            "execute_result", data={"text/plain": "name  email\n0 Ann  ann.smith@corp.io\n"
+                                                  "1 Bob  +44 20 7946 0958"})]),
+        nbformat.v4.new_code_cell("HF_TOKEN = 'hf_x'\nprint('ok')", outputs=[
+            nbformat.v4.new_output("stream", text="card 4539 1488 0343 6467 charged\n")]),
+    ]
+    path = tmp_path / "train.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_notebook_findings_point_at_cell_and_file_line(tmp_path: Path) -> None:
+    path = notebook(tmp_path)
+    report = run_code_scan([path], Settings(workers=1))
+    findings = report.results[0].findings
+    torch_load = next(f for f in findings if f.rule_id == "COD001")
+    assert torch_load.location.pointer == "cell 2"
+    raw_lines = path.read_text().splitlines()
+    assert "torch.load" in raw_lines[torch_load.location.line - 1]  # type: ignore[operator]
+    personal = {f.message for f in findings if f.rule_id == "COD010"}
+    assert any("e-mail" in m and "cell 3" in m for m in personal)
+    assert any("phone" in m for m in personal)
+    assert any("payment card" in m and "cell 4" in m for m in personal)
+
+
+def test_personal_data_detector_is_checked_not_pattern_only() -> None:
+    assert dict(personal_data("IBAN DE89 3704 0044 0532 0130 00")) .get("IBAN")
+    assert "IBAN" not in dict(personal_data("IBAN DE00 3704 0044 0532 0130 00"))
+    assert "payment card number" not in dict(personal_data("order 4111 1111 1111 1112"))
+    assert "e-mail address" not in dict(personal_data("write to someone@example.com"))
+    assert personal_data("no personal data here: loss=0.231 acc=0.91").__next__ is not None
+    assert list(personal_data("no personal data here: loss=0.231 acc=0.91")) == []
+
+
+def test_broken_sources_are_reported_not_crashing(tmp_path: Path) -> None:
+    (tmp_path / "bad.py").write_text("def f(:\n")
+    (tmp_path / "bad.ipynb").write_text("{not json")
+    (tmp_path / "deep.py").write_text("x = " + "(" * 5000 + ")" * 5000 + "\n")
+    report = run_code_scan([tmp_path], Settings(workers=1))
+    rules = {r.path: {f.rule_id for f in r.findings} for r in report.results}
+    assert rules["bad.py"] == {"COD011"} and rules["bad.ipynb"] == {"COD011"}
+    assert rules["deep.py"] == {"COD011"}
+    assert not report.errors
+
+
+def test_cli_sarif_lands_on_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "train.py").write_text("import torch\n\n\nm = torch.load('x.pt')\n")
+    assert main(["code", str(tmp_path), "-f", "sarif", "--no-store", "-q"]) == 1
+    sarif = json.loads(capsys.readouterr().out)
+    result = sarif["runs"][0]["results"][0]
+    region = result["locations"][0]["physicalLocation"]["region"]
+    assert result["ruleId"] == "COD001" and region == {"startLine": 4, "startColumn": 5}
+    (tmp_path / "train.py").write_text("import torch\nm = torch.load('x.pt', weights_only=True)\n")
+    assert main(["code", str(tmp_path), "--no-store", "-q"]) == 0
