@@ -109,8 +109,8 @@ SNIPPETS: list[tuple[str, str, set[str]]] = [
      "XXXXXXXXXXXXXXXXXXXXXXXX'\n", {"COD009"}),
     ("env_secret", "import os\ntoken = os.environ['HF_TOKEN']\n", set()),
     ("secret_placeholder", "api_key = os.getenv('API_KEY', '')\n", set()),
-    ("sha256_constant", "EXPECTED = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'"
-     "\n", set()),
+    ("sha256_constant",
+     "EXPECTED = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'\n", set()),
     # --- combined, realistic ----------------------------------------------------------------------
     ("training_script",
      "import argparse\nimport torch\nimport yaml\n\n"
@@ -121,7 +121,8 @@ SNIPPETS: list[tuple[str, str, set[str]]] = [
     ("inference_service",
      "import joblib\nfrom fastapi import FastAPI\n\napp = FastAPI()\n"
      "MODEL = joblib.load('/models/credit.joblib')\n\n@app.post('/score')\n"
-     "def score(x: dict):\n    return {'p': float(MODEL.predict_proba([list(x.values())])[0][1])}\n",
+     "def score(x: dict):\n"
+     "    return {'p': float(MODEL.predict_proba([list(x.values())])[0][1])}\n",
      {"COD002"}),
     ("safe_pipeline",
      "from safetensors.torch import load_file\nimport torch\n\n"
