@@ -11,6 +11,7 @@ from bastion import __version__
 from bastion.errors import BastionError
 
 from .code import code_command
+from .deps import deps_command
 from .history import history_command, rules_command, show_command
 from .scan import baseline_command, scan_command
 
@@ -29,6 +30,7 @@ def cli() -> None:
 cli.add_command(scan_command)
 cli.add_command(baseline_command)
 cli.add_command(code_command)
+cli.add_command(deps_command)
 cli.add_command(rules_command)
 cli.add_command(history_command)
 cli.add_command(show_command)
