@@ -79,7 +79,7 @@ class Rule(Record):
 
 def all_rules() -> list[Rule]:
     """Every rule of every built-in check, sorted by id."""
-    import bastion.supplychain.code_rules  # noqa: F401
+    import bastion.supplychain.code_rules
     import bastion.supplychain.dependencies  # noqa: F401
     from bastion.scan import load_all
 
