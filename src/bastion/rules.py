@@ -80,7 +80,8 @@ class Rule(Record):
 def all_rules() -> list[Rule]:
     """Every rule of every built-in check, sorted by id."""
     import bastion.supplychain.code_rules
-    import bastion.supplychain.dependencies  # noqa: F401
+    import bastion.supplychain.dependencies
+    import bastion.supplychain.signing  # noqa: F401
     from bastion.scan import load_all
 
     load_all()  # importing the checks declares their rules

@@ -14,6 +14,7 @@ from .code import code_command
 from .deps import deps_command
 from .history import history_command, rules_command, show_command
 from .scan import baseline_command, scan_command
+from .signing import sign_command, verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,6 +32,8 @@ cli.add_command(scan_command)
 cli.add_command(baseline_command)
 cli.add_command(code_command)
 cli.add_command(deps_command)
+cli.add_command(sign_command)
+cli.add_command(verify_command)
 cli.add_command(rules_command)
 cli.add_command(history_command)
 cli.add_command(show_command)
