@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130
+    except Exception as exc:  # a bug: say so briefly; BASTION_DEBUG=1 shows the traceback
+        if os.environ.get("BASTION_DEBUG"):
+            raise
+        click.echo(f"bastion: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("hint: this is a bug in bastion; rerun with BASTION_DEBUG=1 and report the "
+                   "traceback", err=True)
+        return 2
     return 0
 
 

@@ -91,25 +91,26 @@ def sign(model: Path, credentials: Credentials, signature: Path | None = None,
     if credentials.sigstore and (credentials.key or certificate):
         raise UsageError("give exactly one of --key, --certificate (with --key), --sigstore")
     signature = signature or default_signature(model)
-    ms = _library()
-    config = ms.signing.Config()
-    if credentials.sigstore:
-        config = config.use_sigstore_signer()
-    elif certificate is not None:
-        if credentials.key is None:
-            raise UsageError("certificate signing needs --key (the certificate's private key)")
-        config = config.use_certificate_signer(private_key=credentials.key,
-                                               signing_certificate=certificate,
-                                               certificate_chain=list(credentials.chain))
-    elif credentials.key is not None:
-        config = config.use_elliptic_key_signer(private_key=credentials.key)
-    else:
+    if certificate is not None and credentials.key is None:
+        raise UsageError("certificate signing needs --key (the certificate's private key)")
+    if not (credentials.sigstore or credentials.key is not None):
         raise UsageError("give --key, --certificate with --key, or --sigstore")
+    ms = _library()
     try:
+        config = ms.signing.Config()
+        if credentials.sigstore:
+            config = config.use_sigstore_signer()
+        elif certificate is not None:
+            config = config.use_certificate_signer(private_key=credentials.key,
+                                                   signing_certificate=certificate,
+                                                   certificate_chain=list(credentials.chain))
+        else:
+            config = config.use_elliptic_key_signer(private_key=credentials.key)
         config.set_hashing_config(_hashing(model, signature, shards)).sign(model, signature)
     except (ValueError, TypeError, OSError) as exc:
         raise InputError(f"signing failed: {exc}",
-                         hint="the key must be an EC private key in PEM format") from exc
+                         hint="--key must be an EC private key in PEM format; a certificate "
+                              "needs its chain (--chain)") from exc
     return signature
 
 
@@ -205,16 +206,20 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
     except (ValueError, OSError) as exc:
         return Outcome(False, "malformed", f"unreadable signature bundle: {exc}")
     ms = _library()
-    config = ms.verifying.Config()
-    if credentials.sigstore:
-        if not credentials.identity or not credentials.issuer:
-            raise UsageError("--sigstore verification needs --identity and --issuer")
-        config = config.use_sigstore_verifier(identity=credentials.identity,
-                                              oidc_issuer=credentials.issuer)
-    elif credentials.key is not None:
-        config = config.use_elliptic_key_verifier(public_key=credentials.key)
-    else:
-        config = config.use_certificate_verifier(certificate_chain=list(credentials.chain))
+    if credentials.sigstore and not (credentials.identity and credentials.issuer):
+        raise UsageError("--sigstore verification needs --identity and --issuer")
+    try:
+        config = ms.verifying.Config()
+        if credentials.sigstore:
+            config = config.use_sigstore_verifier(identity=credentials.identity,
+                                                  oidc_issuer=credentials.issuer)
+        elif credentials.key is not None:
+            config = config.use_elliptic_key_verifier(public_key=credentials.key)
+        else:
+            config = config.use_certificate_verifier(certificate_chain=list(credentials.chain))
+    except (ValueError, TypeError, OSError) as exc:
+        raise InputError(f"cannot use the verification key or certificates: {exc}",
+                         hint="--key must be an EC public key in PEM format") from exc
     serialization = (statement.get("predicate") or {}).get("serialization") or {}
     shards = serialization.get("method") == "shards"
     hashing = _hashing(model, signature, shards,
