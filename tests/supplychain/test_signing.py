@@ -98,7 +98,7 @@ def test_wrong_key_malformed_and_foreign_bundles(signed: tuple[Path, Path, Path,
 @pytest.mark.parametrize("kind", sorted(TAMPERS))
 def test_every_tamper_kind_is_rejected(signed: tuple[Path, Path, Path, Path], tmp_path: Path,
                                        kind: str) -> None:
-    model, signature, _private, public = signed
+    model, _signature, _private, public = signed
     for seed in range(8):
         copy = tmp_path / f"case{seed}" / "model"
         shutil.copytree(model, copy, symlinks=True)
