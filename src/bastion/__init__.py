@@ -25,9 +25,10 @@ __all__ = ["CheckError", "Finding", "Location", "Report", "Severity", "Skip", "T
            "__version__", "safe_load", "scan"]
 
 
-def scan(paths: Sequence[str | PathLike[str]] | str | PathLike[str],
-         settings: Settings | None = None) -> Report:
-    """Scan files or folders and return the Report (no verdict: see bastion.policy.evaluate)."""
+def run_scan_api(paths: Sequence[str | PathLike[str]] | str | PathLike[str],
+                 settings: Settings | None = None) -> Report:
+    """Scan files or folders and return the Report (no verdict: see bastion.policy.evaluate).
+    Also reachable as `bastion.scan(paths)`."""
     from bastion.config import load_settings
     from bastion.scan.engine import run_scan
 
@@ -43,3 +44,6 @@ def safe_load(path: str | PathLike[str], settings: Settings | None = None, **kwa
     from bastion.scan.safe_load import safe_load as _safe_load
 
     return _safe_load(Path(path), settings, **kwargs)
+
+
+scan = run_scan_api

@@ -11,6 +11,7 @@ import click
 from bastion import __version__
 from bastion.errors import BastionError
 
+from .bom import bom_command
 from .code import code_command
 from .deps import deps_command
 from .history import history_command, rules_command, show_command
@@ -34,6 +35,7 @@ cli.add_command(baseline_command)
 cli.add_command(code_command)
 cli.add_command(deps_command)
 cli.add_command(sign_command)
+cli.add_command(bom_command)
 cli.add_command(verify_command)
 cli.add_command(rules_command)
 cli.add_command(history_command)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import types
 from collections.abc import Iterator, Mapping
 from importlib import import_module
+from typing import Any
 
 from bastion.scan.base import Scanner
 
@@ -101,3 +103,17 @@ def registry() -> Registry:
                 if fmt not in BUILTIN_SCANNERS:
                     plugins.setdefault(fmt, plugin)
     return Registry(plugins)
+
+
+class _CallableModule(types.ModuleType):
+    """`bastion.scan` is both this package and the public function `bastion.scan(paths)`:
+    importing the package replaces the function attribute on `bastion`, so the package itself
+    forwards calls to the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from bastion import run_scan_api
+
+        return run_scan_api(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

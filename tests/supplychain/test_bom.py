@@ -1,0 +1,72 @@
+"""`bastion bom`: CycloneDX 1.6 documents that validate against the official schema, with model
+cards, datasets, dependencies and bastion findings as vulnerabilities."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.main import main
+from bastion.supplychain.bom import build_bom, validate
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "credit"
+    (root / "model").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "model" / "clf.pkl").write_bytes(pickle.dumps({"coef": [0.1, 0.2]}))
+    (root / "model" / "evil.pkl").write_bytes(
+        b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+    (root / "data" / "train.csv").write_text("age,amount,label\n31,1200,good\n")
+    (root / "requirements.txt").write_text("scikit-learn==1.5.2\nnumpy>=1.26\n")
+    (root / "bastion-model.toml").write_text(
+        '[model]\ntask = "binary-classification"\narchitecture = "logistic regression"\n'
+        'family = "linear"\ninputs = ["tabular"]\noutputs = ["probability"]\n'
+        '[metrics]\naccuracy = 0.74\nroc_auc = 0.79\n'
+        '[considerations]\nuseCases = ["pre-screening of loan applications"]\n'
+        'technicalLimitations = ["trained on 1,000 applicants from 1994"]\n'
+        'ethicalConsiderations = ["age and sex are features"]\n')
+    return root
+
+
+def test_bom_contents_and_schema(project: Path) -> None:
+    import bastion
+
+    document = build_bom(project, findings=bastion.scan([project]).findings)
+    assert document["bomFormat"] == "CycloneDX" and document["specVersion"] == "1.6"
+    by_name = {c["name"]: c for c in document["components"]}
+    model = by_name["model/clf.pkl"]
+    assert model["type"] == "machine-learning-model"
+    assert model["hashes"][0]["alg"] == "SHA-256" and len(model["hashes"][0]["content"]) == 64
+    parameters = model["modelCard"]["modelParameters"]
+    assert parameters["task"] == "binary-classification"
+    assert parameters["datasets"] == [{"ref": "data:data/train.csv"}]
+    metrics = model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"]
+    assert {"type": "accuracy", "value": "0.74"} in metrics
+    assert by_name["data/train.csv"]["type"] == "data"
+    assert by_name["data/train.csv"]["data"][0]["type"] == "dataset"
+    assert by_name["scikit-learn"]["purl"] == "pkg:pypi/scikit-learn@1.5.2"
+    vulns = document["vulnerabilities"]
+    assert [v["id"] for v in vulns] == ["PKL001"]
+    assert vulns[0]["affects"] == [{"ref": "model:model/evil.pkl"}]
+    validate(document)
+
+
+def test_invalid_documents_are_rejected() -> None:
+    from bastion.supplychain.bom import BomError
+
+    with pytest.raises(BomError):
+        validate({"bomFormat": "CycloneDX", "specVersion": "1.6",
+                  "components": [{"type": "machine-learning-model"}]})
+
+
+def test_cli_writes_a_valid_bom(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bom.json"
+    assert main(["bom", str(project), "-o", str(out), "-q"]) == 0
+    document = json.loads(out.read_text())
+    validate(document)
+    assert main(["bom", str(tmp_path / "missing")]) == 2
