@@ -172,7 +172,7 @@ def build_bom(project: Path, card: ModelCard | None = None,
             component["data"] = [{"type": "dataset", "name": component["name"],
                                   "contents": {"url": f"file:{component['name']}"}}]
     validate(document)
-    return document
+    return dict(document)
 
 
 def _model_card(card: ModelCard | None, dataset_refs: list[str]) -> dict[str, Any]:
