@@ -30,12 +30,12 @@ def run_scan_api(paths: Sequence[str | PathLike[str]] | str | PathLike[str],
     """Scan files or folders and return the Report (no verdict: see bastion.policy.evaluate).
     Also reachable as `bastion.scan(paths)`."""
     from bastion.config import load_settings
-    from bastion.scan.engine import run_scan
+    from bastion.project import scan_project
 
     items = [paths] if isinstance(paths, (str, PathLike)) else list(paths)
     as_paths = [Path(p) for p in items]
     settings = settings or load_settings(search_from=as_paths[0] if as_paths else Path("."))
-    return run_scan(as_paths, settings)
+    return scan_project(as_paths, settings)
 
 
 def safe_load(path: str | PathLike[str], settings: Settings | None = None, **kwargs: Any) -> Any:

@@ -79,6 +79,16 @@ class WaiverSpec(Record):
             raise RecordError("reason", "a waiver needs a reason")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SigningSettings(Record):
+    """Which signatures `bastion scan` trusts, and whether model artifacts must be signed.
+    Paths are relative to the policy file."""
+
+    public_keys: tuple[str, ...] = ()
+    certificate_chains: tuple[str, ...] = ()
+    require: bool = False
+
+
 def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -91,7 +101,14 @@ class Settings(Record):
     baseline: str | None = None
     workers: int = field(default_factory=_cpu_count)
     limits: Limits = field(default_factory=Limits)
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    advisory_db: str | None = None  # offline OSV database for dependency checks in `scan`
     source: str | None = None  # file the settings came from
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the policy file, relative to the file's folder."""
+        base = Path(self.source).parent if self.source else Path(".")
+        return base / relative
 
     def __post_init__(self) -> None:
         if self.workers < 1:

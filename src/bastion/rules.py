@@ -79,6 +79,7 @@ class Rule(Record):
 
 def all_rules() -> list[Rule]:
     """Every rule of every built-in check, sorted by id."""
+    import bastion.project
     import bastion.supplychain.code_rules
     import bastion.supplychain.dependencies
     import bastion.supplychain.signing  # noqa: F401

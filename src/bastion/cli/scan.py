@@ -13,7 +13,6 @@ from bastion.config import Settings, load_settings
 from bastion.findings import Report
 from bastion.policy import Verdict, baseline_document, evaluate, load_baseline
 from bastion.report import render
-from bastion.scan.engine import run_scan
 
 from .options import judging_options
 from .output import say, write_report
@@ -90,19 +89,23 @@ def scan_command(paths: tuple[Path, ...], fmt: str, output: Path | None, policy:
                  fail_on: str | None, strict: bool | None, baseline: Path | None,
                  store: Path | None, no_store: bool, quiet: bool, workers: int | None,
                  timeout: float | None, memory_mb: int | None) -> None:
-    """Scan model artifacts, archives and model folders for unsafe content.
+    """Scan model artifacts, model folders or a whole project.
 
     Every file is identified by its content (pickle, PyTorch, joblib, NumPy, safetensors,
     ONNX, Keras, TensorFlow SavedModel, GGUF, zip/tar/7z archives, compressed streams) and
-    checked without executing anything. The policy decides the exit code: 0 passed,
-    1 failed, 2 could not decide.
+    checked without executing anything. In a project, code and notebooks get the `bastion
+    code` checks, requirement and lock files the `bastion deps` audit (with the policy's
+    advisory_db), and signatures next to models are verified against the policy's trusted
+    keys. The policy decides the exit code: 0 passed, 1 failed, 2 could not decide.
     """
     limits = {k: v for k, v in (("timeout_s", timeout), ("memory_mb", memory_mb)) if v}
     settings = settings_for(paths, policy, {"fail_on": fail_on, "strict": strict,
                                             "workers": workers, "limits": limits or None})
+    from bastion.project import scan_project
+
     update, bar = progress_reporter(quiet)
     try:
-        report = run_scan(list(paths), settings, progress=update)
+        report = scan_project(list(paths), settings, progress=update)
     finally:
         if bar is not None:
             bar.stop()
@@ -126,8 +129,10 @@ def baseline_command(paths: tuple[Path, ...], output: Path, policy: Path | None,
     Later scans given --baseline FILE (or `baseline = "FILE"` in the policy) pass on these
     findings and fail only on new ones. Review the file before committing it.
     """
+    from bastion.project import scan_project
+
     settings = settings_for(paths, policy, {})
-    report = run_scan(list(paths), settings)
+    report = scan_project(list(paths), settings)
     document = baseline_document(report)
     write_report(json.dumps(document, indent=2) + "\n", output)
     if not quiet:

@@ -153,7 +153,7 @@ def build_bom(project: Path, card: ModelCard | None = None,
     model_refs = {t.display: _ref("model", t.display) for t in models}
     for finding in findings or []:
         ref = model_refs.get(finding.location.path)
-        if ref is None:
+        if ref is None or finding.severity.value == "info":
             continue
         bom.vulnerabilities.add(Vulnerability(
             bom_ref=f"bastion:{finding.fingerprint}", id=finding.rule_id,

@@ -1,0 +1,163 @@
+"""`bastion scan PROJECT`: the front door. Runs every check that applies to what is found —
+artifact scanning for every file, code checks for .py/.ipynb, the dependency audit for
+requirement and lock files, signature verification where signatures sit next to models — and
+merges them into one Report."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from bastion.config import Settings
+from bastion.discover import walk
+from bastion.findings import (
+    CheckError,
+    Confidence,
+    Location,
+    Report,
+    Severity,
+    Skip,
+    Stage,
+    TargetResult,
+)
+from bastion.rules import Rule
+from bastion.runs import Progress
+
+UNSIGNED = Rule(
+    id="SIG002", title="Model artifact without a signature", severity=Severity.INFO,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-integrity",
+    description="No model-signing signature covers this model file, so nothing ties what is "
+                "deployed to what was reviewed. High severity when the policy requires "
+                "signatures ([signing] require = true).",
+    remediation="Sign the model folder with `bastion sign` and keep the signature next to it.",
+)
+MODEL_FORMATS = frozenset({"pickle", "zip", "tar", "npy", "safetensors", "onnx", "hdf5",
+                           "savedmodel", "gguf", "gzip", "bz2", "xz", "zlib", "7z"})
+REQUIREMENT_NAMES = ("requirements", "pylock", "poetry.lock", "uv.lock")
+CODE_SUFFIXES = (".py", ".ipynb")
+
+
+def _is_requirements(name: str) -> bool:
+    lowered = name.lower()
+    return (lowered.startswith("requirements") and lowered.endswith(".txt")) or \
+        lowered in ("poetry.lock", "uv.lock", "pylock.toml") or \
+        (lowered.startswith("pylock.") and lowered.endswith(".toml"))
+
+
+def _out_of_scope(result: TargetResult) -> bool:
+    return not result.findings and bool(result.skips) and \
+        all(s.code == "out-of-scope" for s in result.skips)
+
+
+def scan_project(paths: Sequence[Path], settings: Settings,
+                 progress: Progress | None = None) -> Report:
+    from bastion.scan.engine import run_scan
+
+    report = run_scan(paths, settings, progress)
+    results = {r.path: r for r in report.results}
+    found = walk(paths, settings.limits.max_files)
+    code_files = [t for t in found.files if t.path.suffix.lower() in CODE_SUFFIXES]
+    if code_files:
+        _merge(results, _code_results(paths, settings))
+    requirement_files = [t for t in found.files if _is_requirements(t.path.name)]
+    if requirement_files:
+        _merge(results, _dependency_results(requirement_files, settings))
+    _merge(results, _signature_results(found.files, results, settings))
+    return dataclasses.replace(report, results=tuple(sorted(results.values(),
+                                                            key=lambda r: r.path)))
+
+
+def _merge(results: dict[str, TargetResult], extra: Sequence[TargetResult]) -> None:
+    for result in extra:
+        current = results.get(result.path)
+        if current is None or _out_of_scope(current):
+            results[result.path] = result
+        else:
+            results[result.path] = dataclasses.replace(
+                current, findings=current.findings + result.findings,
+                skips=current.skips + result.skips, errors=current.errors + result.errors,
+                incomplete=current.incomplete or result.incomplete)
+
+
+def _code_results(paths: Sequence[Path], settings: Settings) -> list[TargetResult]:
+    try:
+        from bastion.supplychain.code import run_code_scan
+    except ImportError:
+        return []
+    return [r for r in run_code_scan(paths, settings).results if not r.errors or
+            r.errors[0].check != "discover"]
+
+
+def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResult]:  # type: ignore[type-arg]
+    from bastion.supplychain.dependencies import run_deps
+
+    database = settings.resolve(settings.advisory_db) if settings.advisory_db else None
+    report = run_deps([t.path for t in files], settings, database)
+    by_path = {str(t.path): t.display for t in files}
+    out = []
+    for result in report.results:
+        display = by_path.get(result.path, result.path)
+        out.append(dataclasses.replace(
+            result, path=display,
+            findings=tuple(dataclasses.replace(f, location=dataclasses.replace(
+                f.location, path=display), fingerprint="") for f in result.findings),
+            skips=tuple(dataclasses.replace(s, location=dataclasses.replace(
+                s.location, path=display)) for s in result.skips)))
+    return out
+
+
+def _signature_results(files: Sequence, results: dict[str, TargetResult],  # type: ignore[type-arg]
+                       settings: Settings) -> list[TargetResult]:
+    signatures = [t for t in files if t.path.name == "model.sig" or
+                  (t.path.suffix == ".sig" and t.path.with_suffix("").exists())]
+    covered: list[str] = []
+    out: list[TargetResult] = []
+    for target in signatures:
+        model = target.path.parent if target.path.name == "model.sig" else \
+            target.path.with_suffix("")
+        prefix = target.display.rsplit("/", 1)[0] + "/" if "/" in target.display else ""
+        covered.append(prefix if target.path.name == "model.sig" else
+                       target.display.removesuffix(".sig"))
+        out.append(_verify(model, target, settings))
+    severity = Severity.HIGH if settings.signing.require else Severity.INFO
+    for path, result in results.items():
+        if result.format not in MODEL_FORMATS or path.endswith(".sig"):
+            continue
+        if any(path == c or (c.endswith("/") and path.startswith(c)) or c == "" for c in
+               covered):
+            continue
+        finding = UNSIGNED.finding(Location(path=path), "no signature covers this model file",
+                                   evidence="unsigned", severity=severity)
+        out.append(TargetResult(path=path, format=result.format, findings=(finding,)))
+    return out
+
+
+def _verify(model: Path, target, settings: Settings) -> TargetResult:  # type: ignore[no-untyped-def]
+    from bastion.supplychain.signing import SIGNATURE_FAILED, Credentials, verify
+
+    location = Location(path=target.display)
+    trusted = [Credentials(key=settings.resolve(k)) for k in settings.signing.public_keys]
+    trusted += [Credentials(chain=(settings.resolve(c),))
+                for c in settings.signing.certificate_chains]
+    if not trusted:
+        return TargetResult(path=target.display, format="signature", skips=(Skip(
+            location=location, code="unsupported",
+            reason="signature present but no trusted key in the policy ([signing] "
+                   "public_keys); not verified"),))
+    outcomes = []
+    for credentials in trusted:
+        try:
+            outcome = verify(model, credentials, target.path)
+        except Exception as exc:  # a broken key file in the policy is an error, not a pass
+            return TargetResult(path=target.display, format="signature", incomplete=True,
+                                errors=(CheckError(location=location, check="signature",
+                                                   message=f"cannot verify: {exc}"),))
+        if outcome.ok:
+            return TargetResult(path=target.display, format="signature")
+        outcomes.append(outcome)
+    worst = next((o for o in outcomes if o.kind != "wrong-key"), outcomes[0])
+    finding = SIGNATURE_FAILED.finding(location.model_copy(update={"pointer": worst.kind}),
+                                       f"{worst.kind}: {worst.detail}",
+                                       evidence=",".join(worst.files[:20]) or worst.kind)
+    return TargetResult(path=target.display, format="signature", findings=(finding,))
