@@ -222,3 +222,10 @@ def test_onnx_external_data_hard_link_is_flagged(tmp_path: Path) -> None:
     (folder / "weights.bin").unlink()
     (folder / "weights.bin").write_bytes(b"\x00" * 16)
     assert "ONX001" not in rules(scan_file(folder / "model.onnx"))
+
+
+@pytest.mark.parametrize("text", [b"x = 1\n", b"x\x9c not really\n", b"hello world\n",
+                                  b"import torch\n", b"Copyright 2026\n", b"# notes\n"])
+def test_text_is_not_mistaken_for_a_model_format(text: bytes) -> None:
+    result = scan_data(text * 20, "notes.txt")
+    assert result.findings == () and result.skips[0].code == "out-of-scope"

@@ -57,9 +57,18 @@ def extension_of(name: str) -> str:
 
 
 def _looks_like_zlib(head: bytes) -> bool:
-    if len(head) < 2 or head[0] & 0x0F != 8 or head[0] >> 4 > 7:
+    """A 2-byte zlib header matches plenty of text ("x = 1" does), so the head must also
+    start inflating cleanly."""
+    if len(head) < 3 or head[0] & 0x0F != 8 or head[0] >> 4 > 7 or head[1] & 0x20:
         return False
-    return (head[0] << 8 | head[1]) % 31 == 0
+    if (head[0] << 8 | head[1]) % 31:
+        return False
+    import zlib
+
+    try:
+        return bool(zlib.decompressobj().decompress(head, 64))
+    except zlib.error:
+        return False
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
