@@ -16,11 +16,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev,fuzz]"
 	touch $(STAMP)
 
+EXAMPLE := examples/credit-scoring
 demo: $(STAMP)
-	$(BIN)/python examples/credit-scoring/build_demo.py
-	-$(BIN)/bastion scan examples/credit-scoring --no-store --format html --output demo-report.html
-	$(BIN)/bastion scan examples/credit-scoring --no-store --format text || test $$? -eq 1
-	@echo "HTML report written to demo-report.html"
+	$(BIN)/python $(EXAMPLE)/build_demo.py
+	@echo "== verify the released model against its signature (exit 0 expected)"
+	$(BIN)/bastion verify $(EXAMPLE)/model/credit_model.joblib --key $(EXAMPLE)/keys/release.pub --no-store
+	@echo "== scan the whole project (exit 1 expected: the tampered copy is caught)"
+	-$(BIN)/bastion scan $(EXAMPLE) --no-store --format html --output demo-report.html -q
+	$(BIN)/bastion scan $(EXAMPLE) --no-store --format text || test $$? -eq 1
+	@echo "== ML-BOM (CycloneDX 1.6)"
+	$(BIN)/bastion bom $(EXAMPLE) --output demo-bom.json
+	@echo "HTML report written to demo-report.html, BOM to demo-bom.json"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs
