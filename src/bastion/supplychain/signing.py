@@ -20,7 +20,8 @@ from bastion.rules import Rule
 SIGNATURE_NAME = "model.sig"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SHARD_SIZE = 1024**3  # files above this are hashed as parallel shards
+SHARD_SIZE = 256 * 1024**2  # --shards: pieces of one file hashed in parallel
+CHUNK_SIZE = 16 * 1024**2  # read size: large reads keep per-call overhead off the hash rate
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 
 
@@ -43,8 +44,10 @@ def _hashing(model: Path, signature: Path, shards: bool = False,
     ms = _library()
     workers = os.cpu_count() or 1
     config = ms.hashing.Config()
-    config = (config.use_shard_serialization(shard_size=shard_size, max_workers=workers)
-              if shards else config.use_file_serialization(max_workers=workers))
+    config = (config.use_shard_serialization(shard_size=shard_size, max_workers=workers,
+                                             chunk_size=CHUNK_SIZE)
+              if shards else config.use_file_serialization(max_workers=workers,
+                                                           chunk_size=CHUNK_SIZE))
     config.add_ignored_paths(model_path=model, paths=_relative(model, [signature]))
     return config
 
