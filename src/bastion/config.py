@@ -80,12 +80,21 @@ class WaiverSpec(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SigstoreIdentity(Record):
+    """A keyless signer bastion trusts: certificate identity and OIDC issuer."""
+
+    identity: str
+    issuer: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SigningSettings(Record):
     """Which signatures `bastion scan` trusts, and whether model artifacts must be signed.
     Paths are relative to the policy file."""
 
     public_keys: tuple[str, ...] = ()
     certificate_chains: tuple[str, ...] = ()
+    identities: tuple[SigstoreIdentity, ...] = ()  # keyless Sigstore signers (needs network)
     require: bool = False
 
 

@@ -140,6 +140,8 @@ def _verify(model: Path, target, settings: Settings) -> TargetResult:  # type: i
     trusted = [Credentials(key=settings.resolve(k)) for k in settings.signing.public_keys]
     trusted += [Credentials(chain=(settings.resolve(c),))
                 for c in settings.signing.certificate_chains]
+    trusted += [Credentials(sigstore=True, identity=i.identity, issuer=i.issuer)
+                for i in settings.signing.identities]
     if not trusted:
         return TargetResult(path=target.display, format="signature", skips=(Skip(
             location=location, code="unsupported",
