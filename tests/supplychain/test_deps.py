@@ -127,3 +127,22 @@ def test_cli(tmp_path: Path, osv_folder: Path, capsys: pytest.CaptureFixture[str
     bad.write_text("not a zip")
     assert main(["deps", str(req), "--advisory-db", str(bad), "--no-store", "-q"]) == 2
     assert "neither a folder nor a zip" in capsys.readouterr().err
+
+
+def test_online_mode_reads_pip_audit_results(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--online hands the files to pip-audit; a stand-in pip-audit on PATH answers offline."""
+    fake = tmp_path / "bin" / "pip-audit"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\ncat <<'JSON'\n" + json.dumps({"dependencies": [
+        {"name": "requests", "version": "2.19.0", "vulns": [
+            {"id": "PYSEC-2018-28", "fix_versions": ["2.20.0"], "aliases": ["CVE-2018-18074"],
+             "description": "credentials leak on redirect"}]}]}) + "\nJSON\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{__import__('os').environ['PATH']}")
+    req = tmp_path / "requirements.txt"
+    req.write_text("requests==2.19.0\n")
+    report = run_deps([req], Settings(), online=True)
+    finding = report.findings[0]
+    assert finding.rule_id == "DEP001" and "PYSEC-2018-28" in finding.message
+    assert "2.20.0" in finding.message
