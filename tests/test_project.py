@@ -6,13 +6,13 @@ import pickle
 from pathlib import Path
 
 import pytest
+from supplychain.keys import write_key_pair
 
 from bastion.cli.main import main
 from bastion.config import load_settings
 from bastion.policy import evaluate
 from bastion.project import scan_project
 from bastion.supplychain.signing import Credentials, sign
-from supplychain.keys import write_key_pair
 
 
 @pytest.fixture()
