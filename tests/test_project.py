@@ -23,7 +23,7 @@ def project(tmp_path: Path) -> Path:
     (root / "model" / "clf.pkl").write_bytes(pickle.dumps({"coef": [0.5]}))
     (root / "train.py").write_text("import pickle\nclf = pickle.load(open('m.pkl', 'rb'))\n")
     (root / "requirements.txt").write_text("torch==2.5.1\nscikit-learn==1.5.2\n")
-    private, public = write_key_pair(root / "keys")
+    private, _public = write_key_pair(root / "keys")
     private.unlink()  # only the public key lives in the project
     key = write_key_pair(tmp_path, "release")
     sign(root / "model", Credentials(key=key[0]))
