@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import judging_options
-from .scan import finish, judge, progress_reporter, settings_for
+from .scan import finish, judge, settings_for, with_progress
 
 
 @click.command("code")
@@ -28,11 +28,6 @@ def code_command(paths: tuple[Path, ...], fmt: str, output: Path | None, policy:
     from bastion.supplychain.code import run_code_scan
 
     settings = settings_for(paths, policy, {"fail_on": fail_on, "strict": strict})
-    update, bar = progress_reporter(quiet)
-    try:
-        report = run_code_scan(list(paths), settings, progress=update)
-    finally:
-        if bar is not None:
-            bar.stop()
+    report = with_progress(lambda update: run_code_scan(list(paths), settings, update), quiet)
     verdict = judge(report, settings, baseline)
     raise SystemExit(finish(report, verdict, fmt, output, store, no_store, quiet))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import click
 from bastion.config import Settings, load_settings
 from bastion.findings import Report
 from bastion.policy import Verdict, baseline_document, evaluate, load_baseline
+from bastion.runs import Progress
 from bastion.report import render
 
 from .options import judging_options
@@ -44,6 +46,16 @@ def progress_reporter(quiet: bool):  # type: ignore[no-untyped-def]
             bar.refresh()
 
     return update, bar
+
+
+def with_progress(work: Callable[[Progress | None], Report], quiet: bool) -> Report:
+    """Run `work` with a progress bar on stderr (when it is a terminal)."""
+    update, bar = progress_reporter(quiet)
+    try:
+        return work(update)
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 def judge(report: Report, settings: Settings, baseline: Path | None) -> Verdict:
@@ -103,12 +115,7 @@ def scan_command(paths: tuple[Path, ...], fmt: str, output: Path | None, policy:
                                             "workers": workers, "limits": limits or None})
     from bastion.project import scan_project
 
-    update, bar = progress_reporter(quiet)
-    try:
-        report = scan_project(list(paths), settings, progress=update)
-    finally:
-        if bar is not None:
-            bar.stop()
+    report = with_progress(lambda update: scan_project(list(paths), settings, update), quiet)
     verdict = judge(report, settings, baseline)
     raise SystemExit(finish(report, verdict, fmt, output, store, no_store, quiet))
 
