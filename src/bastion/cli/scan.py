@@ -13,8 +13,8 @@ import click
 from bastion.config import Settings, load_settings
 from bastion.findings import Report
 from bastion.policy import Verdict, baseline_document, evaluate, load_baseline
-from bastion.runs import Progress
 from bastion.report import render
+from bastion.runs import Progress
 
 from .options import judging_options
 from .output import say, write_report
