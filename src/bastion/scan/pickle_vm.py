@@ -322,10 +322,31 @@ class _RawAdapter(io.RawIOBase):
         return len(data)
 
 
+class _ReadOnly:
+    """What the C unpickler gets: read/readline/peek only, and reads capped at the bytes that
+    exist. Without `readinto` it copies BYTEARRAY8 data from read() instead of lending the new
+    bytearray's buffer out (on truncated input CPython then prints 'deallocated bytearray object
+    has exported buffers'); with the cap, a forged 2**60-byte length costs nothing."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._size = size
+        self.readline = stream.readline
+        self.peek = stream.peek  # type: ignore[attr-defined]
+        self.tell = stream.tell
+        self.seek = stream.seek
+
+    def read(self, count: int = -1) -> bytes:
+        if count > 65_536:
+            count = min(count, max(0, self._size - self._stream.tell()))
+        return self._stream.read(count)
+
+
 def _buffered(stream: BinaryIO) -> BinaryIO:
-    if hasattr(stream, "peek"):
-        return stream
-    return io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 17)  # type: ignore[return-value]
+    end = stream.seek(0, io.SEEK_END)
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(_RawAdapter(stream), buffer_size=1 << 17)  # type: ignore[assignment]
+    return _ReadOnly(stream, end)  # type: ignore[return-value]
 
 
 def _describe(exc: BaseException) -> str:
@@ -336,8 +357,8 @@ def _describe(exc: BaseException) -> str:
 def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
                    limit: int) -> StreamResult:
     """Analyse one pickle stream starting at `start`. The stream must be seekable."""
-    stream.seek(start)
     reader = _buffered(stream)
+    reader.seek(start)
     result = StreamResult(start=start)
     try:
         _CUnpickler(reader, recorder, watch_joblib=True).load()
