@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-for script in ("detection.py", "throughput.py", "fuzz_bounds.py", "code_detection.py",
+for script in ("detection.py", "throughput.py", "startup.py", "fuzz_bounds.py", "code_detection.py",
                "signing.py"):
     print(f"== {script}", flush=True)
     code = subprocess.call([sys.executable, str(HERE / script)])
