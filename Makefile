@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
-	$(BIN)/python fuzz/run_all.py --seconds 20
+	$(BIN)/python fuzz/run_all.py --runs 30000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs

@@ -229,3 +229,10 @@ def test_onnx_external_data_hard_link_is_flagged(tmp_path: Path) -> None:
 def test_text_is_not_mistaken_for_a_model_format(text: bytes) -> None:
     result = scan_data(text * 20, "notes.txt")
     assert result.findings == () and result.skips[0].code == "out-of-scope"
+
+
+def test_safetensors_header_with_non_string_dtype() -> None:
+    """Found by the atheris harness in CI: a dict as dtype made a set lookup raise."""
+    header = b'{"a": {"dtype": {"dtype": "F33"}, "shape": [2], "data_offsets": [0, 8]}}'
+    result = scan_data(struct.pack("<Q", len(header)) + header + b"\0" * 8, "x.safetensors")
+    assert "SFT002" in rules(result) and not result.errors

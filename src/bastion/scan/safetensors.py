@@ -115,7 +115,7 @@ def _tensor_problem(info: object, data_size: int) -> str | None:
     if not isinstance(info, dict):
         return "entry is not an object"
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         return f"unknown dtype {str(dtype)[:40]!r}"
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
                                               and d >= 0 for d in shape):
