@@ -134,11 +134,4 @@ def gadget(module: str, name: str, arg: str) -> bytes:
     return proto(4) + stack_global(module, name) + s(arg) + b"\x85R."
 
 
-def assert_loads(data: bytes) -> None:
-    """Quick self-check used by tests: the stream is well-formed up to its end."""
-    import pickletools
-
-    list(pickletools.genops(data))
-
-
 __all__ = ["MARK_CMD", "pickle"]

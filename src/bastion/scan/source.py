@@ -134,10 +134,3 @@ class SliceReader(io.RawIOBase):
 def slice_opener(source: Source, start: int, length: int) -> Callable[[], BinaryIO]:
     """An opener for the window [start, start+length) of `source`."""
     return lambda: io.BufferedReader(SliceReader(source.open, start, length))  # type: ignore[return-value]
-
-
-def read_bounded(stream: BinaryIO, limit: int, what: str) -> bytes:
-    data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise LimitExceeded(f"{what} exceeds the limit of {limit} bytes")
-    return data
