@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hypothesis import settings as hypothesis_settings  # noqa: E402
+from hypothesis import settings as hypothesis_settings
 
 # CI replays the same examples every run (a green run here is a green run there);
 # locally hypothesis explores new ones. Long exploration: `make fuzz`.
