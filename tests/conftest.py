@@ -5,21 +5,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hypothesis import settings as hypothesis_settings
+from bastion.config import Limits, Settings  # noqa: E402
+from corpus import Sample, build_benign, build_malicious  # noqa: E402
 
 # CI replays the same examples every run (a green run here is a green run there);
 # locally hypothesis explores new ones. Long exploration: `make fuzz`.
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
-
-from corpus import Sample, build_benign, build_malicious
-
-from bastion.config import Limits, Settings
 
 
 @pytest.fixture(scope="session")
