@@ -10,8 +10,9 @@ from hypothesis import settings as hypothesis_settings
 os.environ.setdefault("KERAS_BACKEND", "torch")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bastion.config import Limits, Settings  # noqa: E402
-from corpus import Sample, build_benign, build_malicious  # noqa: E402
+from corpus import Sample, build_benign, build_malicious
+
+from bastion.config import Limits, Settings
 
 # CI replays the same examples every run (a green run here is a green run there);
 # locally hypothesis explores new ones. Long exploration: `make fuzz`.
