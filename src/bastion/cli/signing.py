@@ -38,9 +38,10 @@ def sign_command(path: Path, key: Path | None, signature: Path | None,
     Every file is hashed (SHA-256) and the manifest is signed; the signature verifies with
     `bastion verify` and with the `model_signing` CLI.
     """
-    from bastion.supplychain.signing import credentials_from, sign
+    from bastion.supplychain.signing import Credentials, sign
 
-    written = sign(path, credentials_from(key, certificate, chain, sigstore), signature, shards)
+    credentials = Credentials(key=key, certificate=certificate, chain=chain, sigstore=sigstore)
+    written = sign(path, credentials, signature, shards)
     say(f"bastion: signed {path} -> {written}")
 
 
@@ -63,10 +64,11 @@ def verify_command(path: Path, key: Path | None, signature: Path | None,
     A failure says what is wrong: a changed, missing or extra file, a wrong key or identity,
     or a malformed or foreign signature bundle.
     """
-    from bastion.supplychain.signing import credentials_from, verification_report
+    from bastion.supplychain.signing import Credentials, verification_report
 
     settings = settings_for((path,), policy, {"fail_on": fail_on, "strict": strict})
-    credentials = credentials_from(key, None, chain, sigstore, identity, issuer)
+    credentials = Credentials(key=key, chain=chain, sigstore=sigstore, identity=identity,
+                              issuer=issuer)
     report = verification_report(path, credentials, signature, settings)
     verdict = judge(report, settings, baseline)
     raise SystemExit(finish(report, verdict, fmt, output, store, no_store, quiet))

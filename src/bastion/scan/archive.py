@@ -128,18 +128,9 @@ def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader,
                     entry: ZipEntry) -> None:
     if entry.is_dir or entry.is_symlink:
         return
-    where = source.location.model_copy(
-        update={"members": (*source.location.members, entry.name)})
-    if entry.encrypted:
-        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member", evidence=entry.name))
-        return
-    try:
-        opener = reader.opener(entry, ctx.charge)
-    except ZipFormatError as exc:
-        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
-        return
-    size = entry.size if entry.method else entry.compressed_size
-    ctx.scan(source.child(entry.name, opener, size))
+    child = member_source(ctx, source, reader, entry)
+    if child is not None:
+        ctx.scan(child)
 
 
 def member_source(ctx: ScanContext, source: Source, reader: ZipReader,

@@ -22,8 +22,8 @@ REMOTE_CODE = Rule(
 )
 
 
-def parse_json(data: bytes) -> Any:
-    """json.loads with duplicate keys reported (the last one wins in most loaders)."""
+def parse_json(data: bytes) -> tuple[Any, list[str]]:
+    """json.loads, and the keys that an object repeats (the last one wins in most loaders)."""
     duplicates: list[str] = []
 
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

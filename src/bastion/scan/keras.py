@@ -120,7 +120,8 @@ def analyse_keras_config(ctx: ScanContext, location: Location, config: Any) -> N
         class_name = node.get("class_name")
         module = _module_of(node)
         registered = node.get("registered_name")
-        if class_name == "__lambda__" or (class_name == "Lambda" and _has_bytecode(node)):
+        if class_name == "__lambda__" or (class_name == "Lambda" and
+                                             _lambda_code(node) is not None):
             code = _lambda_code(node)
             ctx.add(LAMBDA_LAYER.finding(where, "Lambda function stored as Python bytecode",
                                          evidence=(code or "")[:120]))
@@ -143,10 +144,6 @@ def analyse_keras_config(ctx: ScanContext, location: Location, config: Any) -> N
                                           evidence=registered, severity=Severity.MEDIUM))
         if class_name == "TorchModuleWrapper":
             _embedded_module(ctx, where, node)
-
-
-def _has_bytecode(node: dict[str, Any]) -> bool:
-    return _lambda_code(node) is not None
 
 
 def _lambda_code(node: dict[str, Any]) -> str | None:

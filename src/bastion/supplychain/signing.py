@@ -269,13 +269,6 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
     return Outcome(True, "verified", "signature verified; every file matches")
 
 
-def credentials_from(key: Path | None, certificate: Path | None, chain: Sequence[Path],
-                     sigstore: bool, identity: str | None = None,
-                     issuer: str | None = None) -> Credentials:
-    return Credentials(key=key, certificate=certificate, chain=tuple(chain), sigstore=sigstore,
-                       identity=identity, issuer=issuer)
-
-
 # --- verification as a report ------------------------------------------------------------------
 
 SIGNATURE_FAILED = Rule(
