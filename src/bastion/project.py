@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bastion.config import Settings
-from bastion.discover import walk
+from bastion.discover import Found, walk
 from bastion.findings import (
     CheckError,
     Confidence,
@@ -54,12 +54,12 @@ def scan_project(paths: Sequence[Path], settings: Settings,
                  progress: Progress | None = None) -> Report:
     from bastion.scan.engine import run_scan
 
-    report = run_scan(paths, settings, progress)
+    found = walk(paths, settings.limits.max_files)  # once, for every check below
+    report = run_scan(paths, settings, progress, found=found)
     results = {r.path: r for r in report.results}
-    found = walk(paths, settings.limits.max_files)
     code_files = [t for t in found.files if t.path.suffix.lower() in CODE_SUFFIXES]
     if code_files:
-        _merge(results, _code_results(paths, settings))
+        _merge(results, _code_results(paths, settings, found))
     requirement_files = [t for t in found.files if _is_requirements(t.path.name)]
     if requirement_files:
         _merge(results, _dependency_results(requirement_files, settings))
@@ -80,13 +80,12 @@ def _merge(results: dict[str, TargetResult], extra: Sequence[TargetResult]) -> N
                 incomplete=current.incomplete or result.incomplete)
 
 
-def _code_results(paths: Sequence[Path], settings: Settings) -> list[TargetResult]:
-    try:
-        from bastion.supplychain.code import run_code_scan
-    except ImportError:
-        return []
-    return [r for r in run_code_scan(paths, settings).results if not r.errors or
-            r.errors[0].check != "discover"]
+def _code_results(paths: Sequence[Path], settings: Settings, found: Found) -> list[TargetResult]:
+    from bastion.supplychain.code import run_code_scan
+
+    # discovery problems are already in the artifact scan's results
+    return [r for r in run_code_scan(paths, settings, found=found).results
+            if not r.errors or r.errors[0].check != "discover"]
 
 
 def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResult]:  # type: ignore[type-arg]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bastion.config import Limits, Settings
-from bastion.discover import Link, Target, walk
+from bastion.discover import Found, Link, Target, walk
 from bastion.findings import Location, Report, Severity, TargetResult
 from bastion.runs import Progress, build_report, error_result, run_targets
 from bastion.scan import registry
@@ -17,10 +17,9 @@ from bastion.scan.base import LINK_MEMBER, ScanContext
 from bastion.scan.source import Source, bytes_source, file_source
 
 
-def discover(paths: Sequence[Path], limits: Limits) -> tuple[list[Target], list[TargetResult]]:
+def discover(found: Found) -> tuple[list[Target], list[TargetResult]]:
     """Files to scan, plus results for what is reported without scanning (links leaving the
     root, special files, unreadable folders)."""
-    found = walk(paths, limits.max_files)
     notes = [error_result(display, message) for display, message in found.problems]
     notes += [_symlink_result(link) for link in found.links]
     return found.files, notes
@@ -55,10 +54,12 @@ def _scan_target(target: Target, limits: Limits) -> str:
 
 
 def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | None = None,
-             command: str = "scan", unsafe: Sequence[str] = ()) -> Report:
+             command: str = "scan", unsafe: Sequence[str] = (),
+             found: Found | None = None) -> Report:
+    """Scan every file under `paths` (or the already-walked `found`)."""
     started_at = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
-    targets, notes = discover(paths, settings.limits)
+    targets, notes = discover(found or walk(paths, settings.limits.max_files))
     registry()  # built here once; forked workers inherit it
     limits = settings.limits
     results = notes + run_targets(targets, lambda t: (t.display, t.size),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.config import Settings
-from bastion.discover import Target, walk
+from bastion.discover import Found, Target, walk
 from bastion.findings import Finding, Location, Report, Skip, TargetResult, sort_findings
 from bastion.rules import Rule
 from bastion.runs import Progress, build_report, error_result, run_targets
@@ -342,11 +342,11 @@ def _scan_target(target: Target) -> str:
 
 
 def run_code_scan(paths: Sequence[Path], settings: Settings,
-                  progress: Progress | None = None) -> Report:
-    """`bastion code`: analyse every .py and .ipynb file under `paths`."""
+                  progress: Progress | None = None, found: Found | None = None) -> Report:
+    """`bastion code`: analyse every .py and .ipynb file under `paths` (or in `found`)."""
     started_at = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
-    found = walk(paths, settings.limits.max_files)
+    found = found or walk(paths, settings.limits.max_files)
     targets = [t for t in found.files if t.path.suffix.lower() in SUFFIXES]
     results = [error_result(display, message) for display, message in found.problems]
     results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings,
