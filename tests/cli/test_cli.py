@@ -4,6 +4,7 @@ and clear errors (never a traceback) on user mistakes."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -159,3 +160,55 @@ def test_rule_pages_are_current() -> None:
     for rule in all_rules():
         page = (path.parent / "rules" / f"{rule.id}.md").read_text()
         assert page == module.page(rule), f"run python docs/generate_rule_pages.py ({rule.id})"
+
+
+def test_report_to_a_fifo_is_written_in_place_not_replaced(tmp_path: Path) -> None:
+    # -o /dev/null or a pipe must stay what it is: an atomic rename would replace the device
+    # (as root, /dev/null itself) with a regular file
+    import stat
+    import threading
+
+    from bastion.cli.output import write_report
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    write_report("report text\n", fifo)
+    reader.join(10)
+    assert received == ["report text\n"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    write_report("x", Path(os.devnull))
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_report_through_a_symlink_replaces_the_target(tmp_path: Path) -> None:
+    from bastion.cli.output import write_report
+
+    real = tmp_path / "reports" / "latest.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "report.json"
+    link.symlink_to(real)
+    write_report("new", link)
+    assert link.is_symlink() and real.read_text() == "new"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["latest.json"]  # no temp left
+
+
+def test_bad_option_values_are_usage_errors(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
+    for argv, message in (
+            (["scan", str(tmp_path), "--workers", "0"], "between 1 and 64"),
+            (["scan", str(tmp_path), "--timeout", "soon"], "not a valid float"),
+            (["scan", str(tmp_path), "-o", str(tmp_path)], "is a folder"),
+            (["scan", str(tmp_path), "--policy", str(tmp_path)], "is a folder"),
+            (["bom", str(tmp_path / "m.pkl")], "not a folder"),
+            (["launch"], "invalid choice"),
+            (["scan"], "required: PATH")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err

@@ -2,80 +2,91 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-from pathlib import Path
 
-import click
+from bastion.errors import InputError
+from bastion.report import FORMATS
 
-from bastion.report import FORMATS, render
-from bastion.rules import all_rules
-
-from .output import write_report
+from .options import add_store_option, bounded, output_file
+from .output import say, write_report
 
 
-@click.command("history")
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path), envvar="BASTION_STORE",
-              help="History database [env BASTION_STORE].")
-@click.option("--limit", "-n", type=click.IntRange(1, 100_000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def history_command(store: Path | None, limit: int, as_json: bool) -> None:
-    """List recorded runs, newest first."""
+def configure_history(parser: argparse.ArgumentParser) -> None:
+    add_store_option(parser)
+    parser.add_argument("--limit", "-n", type=bounded(int, 1, 100_000), default=20,
+                        help="How many runs [default: 20].")
+    parser.add_argument("--json", dest="as_json", action="store_true",
+                        help="Print JSON lines instead of a table.")
+
+
+def run_history(args: argparse.Namespace) -> int:
     from bastion.store import Store, default_path
 
-    history = Store(store or default_path())
+    history = Store(args.store or default_path())
     try:
-        runs = history.runs(limit)
+        runs = history.runs(args.limit)
     finally:
         history.close()
-    if as_json:
+    if args.as_json:
         for run in runs:
-            click.echo(json.dumps(run.__dict__))
-        return
+            say(json.dumps(run.__dict__), err=False)
+        return 0
     if not runs:
-        click.echo("no runs recorded yet", err=True)
-        return
-    click.echo(f"{'RUN':>5}  {'STARTED':25}  {'COMMAND':9}  {'VERDICT':9}  {'FINDINGS':>8}  "
-               "TARGETS")
+        say("no runs recorded yet")
+        return 0
+    say(f"{'RUN':>5}  {'STARTED':25}  {'COMMAND':9}  {'VERDICT':9}  {'FINDINGS':>8}  TARGETS",
+        err=False)
     for run in runs:
-        click.echo(f"{run.id:>5}  {run.started_at:25}  {run.command:9}  {run.status:9}  "
-                   f"{run.findings:>8}  {run.targets}")
+        say(f"{run.id:>5}  {run.started_at:25}  {run.command:9}  {run.status:9}  "
+            f"{run.findings:>8}  {run.targets}", err=False)
+    return 0
 
 
-@click.command("show")
-@click.argument("run_id", required=False, type=int)
-@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="text",
-              show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--store", type=click.Path(dir_okay=False, path_type=Path), envvar="BASTION_STORE")
-def show_command(run_id: int | None, fmt: str, output: Path | None, store: Path | None) -> None:
-    """Re-render a recorded run (default: the latest) in any format."""
+def configure_show(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", nargs="?", type=bounded(int, 1, 2**62), metavar="RUN",
+                        help="Run number from `bastion history` [default: the latest].")
+    parser.add_argument("--format", "-f", dest="fmt", choices=FORMATS, default="text",
+                        help="Report format [default: text].")
+    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
+                        help="Write the report to FILE instead of stdout.")
+    add_store_option(parser)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from bastion.report import render
     from bastion.store import Store, default_path
 
-    history = Store(store or default_path())
+    history = Store(args.store or default_path())
     try:
+        run_id = args.run_id if args.run_id is not None else history.latest_id()
         if run_id is None:
-            run_id = history.latest_id()
-            if run_id is None:
-                raise click.ClickException("no runs recorded yet")
+            raise InputError("no runs recorded yet")
         report, verdict = history.load(run_id)
     finally:
         history.close()
-    write_report(render(report, verdict, fmt), output)
+    write_report(render(report, verdict, args.fmt), args.output)
+    return 0
 
 
-@click.command("rules")
-@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
-def rules_command(as_json: bool) -> None:
-    """List every rule with its severity and taxonomy tags."""
+def configure_rules(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", dest="as_json", action="store_true",
+                        help="Print the catalogue as JSON.")
+
+
+def run_rules(args: argparse.Namespace) -> int:
+    from bastion.rules import all_rules
+
     rules = all_rules()
-    if as_json:
+    if args.as_json:
         data = [{**r.model_dump(mode="json"), "tags": r.tags.model_dump(mode="json")}
                 for r in rules]
-        click.echo(json.dumps(data, indent=2))
-        return
+        say(json.dumps(data, indent=2), err=False)
+        return 0
     for rule in rules:
         tags = rule.tags
-        click.echo(f"{rule.id:7} {rule.severity.value:8} {rule.title}")
-        click.echo(f"        ATLAS {', '.join(tags.atlas)} | OWASP ML {', '.join(tags.owasp_ml)}"
-                   f" | OWASP LLM {', '.join(tags.owasp_llm)} | NIST {', '.join(tags.nist_ai_rmf)}"
-                   f" | EU AI Act {', '.join(tags.eu_ai_act)}")
+        say(f"{rule.id:7} {rule.severity.value:8} {rule.title}", err=False)
+        say(f"        ATLAS {', '.join(tags.atlas)} | OWASP ML {', '.join(tags.owasp_ml)}"
+            f" | OWASP LLM {', '.join(tags.owasp_llm)} | NIST {', '.join(tags.nist_ai_rmf)}"
+            f" | EU AI Act {', '.join(tags.eu_ai_act)}", err=False)
+    return 0

@@ -1,75 +1,101 @@
-"""Entry point: `bastion` and `python -m bastion`. `main(argv)` returns the exit code."""
+"""Entry point: `bastion` and `python -m bastion`. `main(argv)` returns the exit code.
+
+Only the module of the command being run is imported: `bastion scan model.pt` does not load the
+signing, BOM or history code."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from collections.abc import Sequence
-
-import click
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import NamedTuple
 
 from bastion import __version__
 from bastion.errors import BastionError
 
-from .bom import bom_command
-from .code import code_command
-from .deps import deps_command
-from .history import history_command, rules_command, show_command
-from .scan import baseline_command, scan_command
-from .signing import sign_command, verify_command
+
+class Command(NamedTuple):
+    module: str  # bastion.cli.<module> defines configure_<name>(parser) and run_<name>(args)
+    summary: str
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="bastion")
-def cli() -> None:
-    """bastion — security checks for the ML lifecycle.
+COMMANDS: dict[str, Command] = {
+    "scan": Command("scan", "Scan model artifacts, model folders or a whole project."),
+    "baseline": Command("scan", "Record every current finding as accepted."),
+    "code": Command("code", "Check Python files and notebooks for unsafe ML code."),
+    "deps": Command("deps", "Audit dependencies for known vulnerabilities."),
+    "sign": Command("signing", "Sign a model or dataset in the OpenSSF model-signing format."),
+    "verify": Command("signing", "Verify a model-signing signature."),
+    "bom": Command("bom", "Write a CycloneDX 1.6 ML-BOM for a model project."),
+    "rules": Command("history", "List every rule with its severity and taxonomy tags."),
+    "history": Command("history", "List recorded runs, newest first."),
+    "show": Command("history", "Re-render a recorded run in any format."),
+}
 
-    \b
-    Start with:  bastion scan PATH      (a model file, archive or project folder)
-    Exit codes:  0 passed · 1 failed the policy · 2 could not decide (errors, nothing scannable)
-    """
+DESCRIPTION = """bastion — security checks for the ML lifecycle.
+
+Start with:  bastion scan PATH      (a model file, archive or project folder)
+Exit codes:  0 passed · 1 failed the policy · 2 could not decide (errors, nothing scannable)
+"""
 
 
-cli.add_command(scan_command)
-cli.add_command(baseline_command)
-cli.add_command(code_command)
-cli.add_command(deps_command)
-cli.add_command(sign_command)
-cli.add_command(bom_command)
-cli.add_command(verify_command)
-cli.add_command(rules_command)
-cli.add_command(history_command)
-cli.add_command(show_command)
+def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in COMMANDS)
+    listing = "\n".join(f"  {name:{width}}  {cmd.summary}" for name, cmd in COMMANDS.items())
+    parser = argparse.ArgumentParser(
+        prog="bastion", description=DESCRIPTION,
+        epilog=f"commands:\n{listing}\n\nRun `bastion COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="bastion [-h] [--version] COMMAND [ARGS]...")
+    parser.add_argument("--version", action="version", version=f"bastion, version {__version__}")
+    parser.add_argument("command", metavar="COMMAND", choices=list(COMMANDS),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[..., int]]:
+    """The parser of one command and the function that runs it."""
+    command = COMMANDS[name]
+    module = import_module(f"bastion.cli.{command.module}")
+    parser = argparse.ArgumentParser(prog=f"bastion {name}", description=command.summary,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    getattr(module, f"configure_{name}")(parser)
+    return parser, getattr(module, f"run_{name}")
+
+
+def _dispatch(argv: list[str]) -> int:
+    top = _top_parser()
+    if not argv:
+        top.print_help(sys.stderr)
+        return 2
+    chosen = top.parse_args(argv[:1])  # the command name, or --help / --version
+    parser, run_command = command_parser(chosen.command)
+    return run_command(parser.parse_args(argv[1:]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="bastion",
-                 standalone_mode=False)
-    except SystemExit as exc:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: --help, --version (0) and usage errors (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return 2
     except BastionError as exc:
-        click.echo(f"bastion: error: {exc.message}", err=True)
+        print(f"bastion: error: {exc.message}", file=sys.stderr)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            print(f"hint: {exc.hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: say so briefly; BASTION_DEBUG=1 shows the traceback
         if os.environ.get("BASTION_DEBUG"):
             raise
-        click.echo(f"bastion: internal error: {type(exc).__name__}: {exc}", err=True)
-        click.echo("hint: this is a bug in bastion; rerun with BASTION_DEBUG=1 and report the "
-                   "traceback", err=True)
+        print(f"bastion: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("hint: this is a bug in bastion; rerun with BASTION_DEBUG=1 and report the "
+              "traceback", file=sys.stderr)
         return 2
-    return 0
 
 
 def run() -> None:

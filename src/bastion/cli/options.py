@@ -1,38 +1,82 @@
-"""Options shared by every command that judges (scan, and later sign/verify/deps/code)."""
+"""Argument types and the options shared by every command that judges (scan, code, deps, verify).
+
+argparse rather than click: the command line is run once per file in CI jobs and pre-commit
+hooks, and click's import (inspect, uuid, ...) was a large share of a one-file scan."""
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import click
 
 from bastion.findings import Severity
 from bastion.report import FORMATS
 
 
-def judging_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="text",
-                     show_default=True, help="Report format written to stdout or --output."),
-        click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Write the report to FILE instead of stdout."),
-        click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Policy TOML (default: bastion.toml or [tool.bastion] in "
-                          "pyproject.toml found from the first path upwards)."),
-        click.option("--fail-on", type=click.Choice([s.value for s in Severity]),
-                     help="Lowest severity that fails the gate [default: medium]."),
-        click.option("--strict", is_flag=True, default=None,
-                     help="Fail when anything could not be checked (skips)."),
-        click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Accept the findings listed in this baseline file."),
-        click.option("--store", type=click.Path(dir_okay=False, path_type=Path),
-                     envvar="BASTION_STORE",
-                     help="History database [env BASTION_STORE; default: user data dir]."),
-        click.option("--no-store", is_flag=True, help="Do not record this run in the history."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def existing(kind: str = "path") -> Callable[[str], Path]:
+    """An argument type: a path that must exist (kind "file", "dir" or any "path")."""
+
+    def convert(text: str) -> Path:
+        path = Path(text)
+        if not os.path.lexists(path):
+            raise argparse.ArgumentTypeError(f"{kind} '{text}' does not exist")
+        if kind == "file" and path.is_dir():
+            raise argparse.ArgumentTypeError(f"'{text}' is a folder, not a file")
+        if kind == "folder" and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"'{text}' is not a folder")
+        return path
+
+    return convert
+
+
+def output_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is a folder, not a file")
+    return path
+
+
+def bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> \
+        Callable[[str], int | float]:
+    """An argument type: an int or float in [low, high]."""
+
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a valid {kind.__name__}") \
+                from None
+        if value < low or (high is not None and value > high):
+            where = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"{text} is not {where}")
+        return value
+
+    return convert
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=output_file, metavar="FILE",
+                        default=os.environ.get("BASTION_STORE") or None,
+                        help="History database [env BASTION_STORE; default: user data dir].")
+
+
+def add_judging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", "-f", dest="fmt", choices=FORMATS, default="text",
+                        help="Report format written to stdout or --output [default: text].")
+    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
+                        help="Write the report to FILE instead of stdout.")
+    parser.add_argument("--policy", type=existing("file"), metavar="FILE",
+                        help="Policy TOML (default: bastion.toml or [tool.bastion] in "
+                             "pyproject.toml found from the first path upwards).")
+    parser.add_argument("--fail-on", choices=[s.value for s in Severity],
+                        help="Lowest severity that fails the gate [default: medium].")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="Fail when anything could not be checked (skips).")
+    parser.add_argument("--baseline", type=output_file, metavar="FILE",
+                        help="Accept the findings listed in this baseline file.")
+    add_store_option(parser)
+    parser.add_argument("--no-store", action="store_true",
+                        help="Do not record this run in the history.")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="No progress or summary on stderr.")

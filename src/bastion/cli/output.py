@@ -3,34 +3,58 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
-import tempfile
 from pathlib import Path
-
-import click
 
 from bastion.errors import InputError
 
 
 def write_report(text: str, output: Path | None) -> None:
-    """Write atomically: a failed write never leaves a truncated report behind."""
+    """Write a regular file atomically (a failed write never leaves a truncated report behind);
+    through a symlink, the file it points to is replaced. A device or FIFO (/dev/null,
+    /dev/stdout, a pipe) is written in place — never replaced by a file."""
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    folder = output.parent if str(output.parent) else Path(".")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
+        target = Path(os.path.realpath(output))
+        try:
+            mode = target.stat().st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return
+        _replace_atomically(target, text)
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def _replace_atomically(target: Path, text: str) -> None:
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; reports are ordinary files
-        os.replace(temp, output)
-    except OSError as exc:
-        raise InputError(f"cannot write {output}: {exc.strerror}") from exc
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 def say(message: str, err: bool = True) -> None:
-    click.echo(message, err=err)
+    """A line for the user: stderr by default (stdout carries only reports and listings)."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(message + "\n")
+    stream.flush()

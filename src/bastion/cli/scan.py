@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import click
 
 from bastion.config import Settings, load_settings
 from bastion.findings import Report
@@ -16,14 +15,18 @@ from bastion.policy import Verdict, baseline_document, evaluate, load_baseline
 from bastion.report import render
 from bastion.runs import Progress
 
-from .options import judging_options
+from .options import add_judging_options, bounded, existing, output_file
 from .output import say, write_report
 
 
-def settings_for(paths: tuple[Path, ...], policy: Path | None, overrides: dict[str, Any]) -> \
+def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> \
         Settings:
     return load_settings(policy_file=policy, search_from=paths[0] if paths else Path("."),
                          overrides=overrides)
+
+
+def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"fail_on": args.fail_on, "strict": args.strict}
 
 
 def progress_reporter(quiet: bool):  # type: ignore[no-untyped-def]
@@ -59,6 +62,7 @@ def with_progress(work: Callable[[Progress | None], Report], quiet: bool) -> Rep
 
 
 def judge(report: Report, settings: Settings, baseline: Path | None) -> Verdict:
+    """The policy's verdict, with an explicit --baseline or the policy's own."""
     prints = load_baseline(baseline) if baseline else frozenset()
     if baseline is None and settings.baseline:
         base = Path(settings.source).parent if settings.source else Path(".")
@@ -66,8 +70,11 @@ def judge(report: Report, settings: Settings, baseline: Path | None) -> Verdict:
     return evaluate(report, settings, prints)
 
 
-def finish(report: Report, verdict: Verdict, fmt: str, output: Path | None,
-           store: Path | None, no_store: bool, quiet: bool) -> int:
+def finish(report: Report, settings: Settings, args: argparse.Namespace) -> int:
+    """Judge, write the report, record the run and say the verdict; returns the exit code."""
+    verdict = judge(report, settings, args.baseline)
+    fmt, output, store, no_store, quiet = args.fmt, args.output, args.store, args.no_store, \
+        args.quiet
     write_report(render(report, verdict, fmt), output)
     run_id = None
     if not no_store:
@@ -87,64 +94,62 @@ def finish(report: Report, verdict: Verdict, fmt: str, output: Path | None,
     return verdict.exit_code
 
 
-@click.command("scan")
-@click.argument("paths", nargs=-1, required=True,
-                type=click.Path(exists=True, path_type=Path))
-@judging_options
-@click.option("--workers", type=click.IntRange(1, 64), help="Parallel scan workers "
-              "[default: CPU count].")
-@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds per file "
-              "[default: 120].")
-@click.option("--memory-mb", type=click.IntRange(min=64), help="Memory per scan worker "
-              "[default: 2048].")
-def scan_command(paths: tuple[Path, ...], fmt: str, output: Path | None, policy: Path | None,
-                 fail_on: str | None, strict: bool | None, baseline: Path | None,
-                 store: Path | None, no_store: bool, quiet: bool, workers: int | None,
-                 timeout: float | None, memory_mb: int | None) -> None:
-    """Scan model artifacts, model folders or a whole project.
+def configure_scan(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"""{parser.description}
 
-    Every file is identified by its content (pickle, PyTorch, joblib, NumPy, safetensors,
-    ONNX, Keras, TensorFlow SavedModel, GGUF, zip/tar/7z archives, compressed streams) and
-    checked without executing anything. In a project, code and notebooks get the `bastion
-    code` checks, requirement and lock files the `bastion deps` audit (with the policy's
-    advisory_db), and signatures next to models are verified against the policy's trusted
-    keys. The policy decides the exit code: 0 passed, 1 failed, 2 could not decide.
-    """
-    limits = {k: v for k, v in (("timeout_s", timeout), ("memory_mb", memory_mb)) if v}
-    settings = settings_for(paths, policy, {"fail_on": fail_on, "strict": strict,
-                                            "workers": workers, "limits": limits or None})
+Every file is identified by its content (pickle, PyTorch, joblib, NumPy, safetensors, ONNX,
+Keras, TensorFlow SavedModel, GGUF, zip/tar/7z archives, compressed streams) and checked
+without executing anything. In a project, code and notebooks get the `bastion code` checks,
+requirement and lock files the `bastion deps` audit (with the policy's advisory_db), and
+signatures next to models are verified against the policy's trusted keys. The policy decides
+the exit code: 0 passed, 1 failed, 2 could not decide."""
+    parser.add_argument("paths", nargs="+", type=existing(), metavar="PATH",
+                        help="Model files, archives, model folders or project folders.")
+    add_judging_options(parser)
+    parser.add_argument("--workers", type=bounded(int, 1, 64), metavar="N",
+                        help="Parallel scan workers [default: CPU count].")
+    parser.add_argument("--timeout", type=bounded(float, 0.1), metavar="SECONDS",
+                        help="Seconds per file [default: 120].")
+    parser.add_argument("--memory-mb", type=bounded(int, 64), metavar="MIB",
+                        help="Memory per scan worker in MiB [default: 2048].")
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    paths: list[Path] = args.paths
+    limits = {k: v for k, v in (("timeout_s", args.timeout), ("memory_mb", args.memory_mb)) if v}
+    settings = settings_for(paths, args.policy, {**gate_overrides(args), "workers": args.workers,
+                                                 "limits": limits or None})
     from bastion.project import scan_project
 
-    report = with_progress(lambda update: scan_project(list(paths), settings, update), quiet)
-    verdict = judge(report, settings, baseline)
-    raise SystemExit(finish(report, verdict, fmt, output, store, no_store, quiet))
+    report = with_progress(lambda update: scan_project(paths, settings, update), args.quiet)
+    return finish(report, settings, args)
 
 
-@click.command("baseline")
-@click.argument("paths", nargs=-1, required=True,
-                type=click.Path(exists=True, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("bastion-baseline.json"), show_default=True,
-              help="Where to write the baseline.")
-@click.option("--policy", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Policy TOML.")
-@click.option("--quiet", "-q", is_flag=True, help="No summary on stderr.")
-def baseline_command(paths: tuple[Path, ...], output: Path, policy: Path | None,
-                     quiet: bool) -> None:
-    """Scan PATHS and record every current finding as accepted.
+def configure_baseline(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"""{parser.description}
 
-    Later scans given --baseline FILE (or `baseline = "FILE"` in the policy) pass on these
-    findings and fail only on new ones. Review the file before committing it.
-    """
+Scans PATHS and writes every current finding's fingerprint. Later scans given --baseline FILE
+(or `baseline = "FILE"` in the policy) pass on these findings and fail only on new ones.
+Review the file before committing it."""
+    parser.add_argument("paths", nargs="+", type=existing(), metavar="PATH")
+    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
+                        default=Path("bastion-baseline.json"),
+                        help="Where to write the baseline [default: bastion-baseline.json].")
+    parser.add_argument("--policy", type=existing("file"), metavar="FILE", help="Policy TOML.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="No summary on stderr.")
+
+
+def run_baseline(args: argparse.Namespace) -> int:
     from bastion.project import scan_project
 
-    settings = settings_for(paths, policy, {})
-    report = scan_project(list(paths), settings)
+    settings = settings_for(args.paths, args.policy, {})
+    report = scan_project(args.paths, settings)
     document = baseline_document(report)
-    write_report(json.dumps(document, indent=2) + "\n", output)
-    if not quiet:
-        say(f"bastion: baseline of {len(report.findings)} finding(s) written to {output}")
+    write_report(json.dumps(document, indent=2) + "\n", args.output)
+    if not args.quiet:
+        say(f"bastion: baseline of {len(report.findings)} finding(s) written to {args.output}")
     if report.errors:
         say(f"bastion: warning: {len(report.errors)} check error(s); those files are not "
             "covered by the baseline")
-        raise SystemExit(2)
+        return 2
+    return 0

@@ -2,73 +2,68 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import argparse
 
-import click
-
-from .options import judging_options
+from .options import add_judging_options, existing, output_file
 from .output import say
-from .scan import finish, judge, settings_for
-
-KEY = click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                   help="EC key in PEM: private to sign, public to verify.")
-SIGNATURE = click.option("--signature", type=click.Path(dir_okay=False, path_type=Path),
-                         help="Signature file [default: PATH/model.sig, or FILE.sig].")
-CHAIN = click.option("--chain", multiple=True,
-                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Certificate chain (PEM); repeat for several.")
+from .scan import finish, gate_overrides, settings_for
 
 
-@click.command("sign")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@KEY
-@SIGNATURE
-@click.option("--certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Signing certificate (PEM) for --key; works offline.")
-@CHAIN
-@click.option("--sigstore", is_flag=True, help="Keyless signing with Sigstore (needs network).")
-@click.option("--shards", is_flag=True,
-              help="Hash large files as parallel shards (verify with bastion or the "
-                   "model-signing library; the model_signing CLI expects per-file hashing).")
-def sign_command(path: Path, key: Path | None, signature: Path | None,
-                 certificate: Path | None, chain: tuple[Path, ...], sigstore: bool,
-                 shards: bool) -> None:
-    """Sign a model or dataset folder (or file) in the OpenSSF model-signing format.
+def _key_and_signature(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=existing(), metavar="PATH",
+                        help="The model or dataset folder, or a single file.")
+    parser.add_argument("--key", type=existing("file"), metavar="PEM",
+                        help="EC key in PEM: private to sign, public to verify.")
+    parser.add_argument("--signature", type=output_file, metavar="FILE",
+                        help="Signature file [default: PATH/model.sig, or FILE.sig].")
+    parser.add_argument("--chain", action="append", default=[], type=existing("file"),
+                        metavar="PEM", help="Certificate chain (PEM); repeat for several.")
 
-    Every file is hashed (SHA-256) and the manifest is signed; the signature verifies with
-    `bastion verify` and with the `model_signing` CLI.
-    """
+
+def configure_sign(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"""{parser.description}
+
+Every file is hashed (SHA-256) and the manifest is signed; the signature verifies with
+`bastion verify` and with the `model_signing` CLI."""
+    _key_and_signature(parser)
+    parser.add_argument("--certificate", type=existing("file"), metavar="PEM",
+                        help="Signing certificate (PEM) for --key; works offline.")
+    parser.add_argument("--sigstore", action="store_true",
+                        help="Keyless signing with Sigstore (needs network).")
+    parser.add_argument("--shards", action="store_true",
+                        help="Hash large files as parallel shards (verify with bastion or the "
+                             "model-signing library; the model_signing CLI expects per-file "
+                             "hashing).")
+
+
+def run_sign(args: argparse.Namespace) -> int:
     from bastion.supplychain.signing import Credentials, sign
 
-    credentials = Credentials(key=key, certificate=certificate, chain=chain, sigstore=sigstore)
-    written = sign(path, credentials, signature, shards)
-    say(f"bastion: signed {path} -> {written}")
+    credentials = Credentials(key=args.key, certificate=args.certificate,
+                              chain=tuple(args.chain), sigstore=args.sigstore)
+    written = sign(args.path, credentials, args.signature, args.shards)
+    say(f"bastion: signed {args.path} -> {written}")
+    return 0
 
 
-@click.command("verify")
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-@KEY
-@SIGNATURE
-@CHAIN
-@click.option("--sigstore", is_flag=True, help="Verify a keyless Sigstore signature.")
-@click.option("--identity", help="Expected signer identity (with --sigstore).")
-@click.option("--issuer", help="Expected OIDC issuer (with --sigstore).")
-@judging_options
-def verify_command(path: Path, key: Path | None, signature: Path | None,
-                   chain: tuple[Path, ...], sigstore: bool, identity: str | None,
-                   issuer: str | None, fmt: str, output: Path | None, policy: Path | None,
-                   fail_on: str | None, strict: bool | None, baseline: Path | None,
-                   store: Path | None, no_store: bool, quiet: bool) -> None:
-    """Verify a model-signing signature. Exit 0 verified, 1 failed, 2 error.
+def configure_verify(parser: argparse.ArgumentParser) -> None:
+    parser.description = f"""{parser.description} Exit 0 verified, 1 failed, 2 error.
 
-    A failure says what is wrong: a changed, missing or extra file, a wrong key or identity,
-    or a malformed or foreign signature bundle.
-    """
+A failure says what is wrong: a changed, missing or extra file, a wrong key or identity, or a
+malformed or foreign signature bundle."""
+    _key_and_signature(parser)
+    parser.add_argument("--sigstore", action="store_true",
+                        help="Verify a keyless Sigstore signature.")
+    parser.add_argument("--identity", help="Expected signer identity (with --sigstore).")
+    parser.add_argument("--issuer", help="Expected OIDC issuer (with --sigstore).")
+    add_judging_options(parser)
+
+
+def run_verify(args: argparse.Namespace) -> int:
     from bastion.supplychain.signing import Credentials, verification_report
 
-    settings = settings_for((path,), policy, {"fail_on": fail_on, "strict": strict})
-    credentials = Credentials(key=key, chain=chain, sigstore=sigstore, identity=identity,
-                              issuer=issuer)
-    report = verification_report(path, credentials, signature, settings)
-    verdict = judge(report, settings, baseline)
-    raise SystemExit(finish(report, verdict, fmt, output, store, no_store, quiet))
+    settings = settings_for([args.path], args.policy, gate_overrides(args))
+    credentials = Credentials(key=args.key, chain=tuple(args.chain), sigstore=args.sigstore,
+                              identity=args.identity, issuer=args.issuer)
+    report = verification_report(args.path, credentials, args.signature, settings)
+    return finish(report, settings, args)
