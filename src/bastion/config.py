@@ -6,13 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bastion.errors import ConfigError
 from bastion.findings import Severity
-from bastion.records import Record, RecordError
+from bastion.records import Record, RecordError, field
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +33,6 @@ _LIMIT_MINIMUMS = {
 }
 
 
-@dataclass(frozen=True, kw_only=True)
 class Limits(Record):
     """Bounds on the work done for one file. Hitting one makes the file incomplete (never clean)."""
 
@@ -65,7 +63,6 @@ class Limits(Record):
         return self.max_metadata_mb * MiB
 
 
-@dataclass(frozen=True, kw_only=True)
 class WaiverSpec(Record):
     """Accept findings of one rule under a path glob, for a reason, until a date."""
 
@@ -79,7 +76,6 @@ class WaiverSpec(Record):
             raise RecordError("reason", "a waiver needs a reason")
 
 
-@dataclass(frozen=True, kw_only=True)
 class SigstoreIdentity(Record):
     """A keyless signer bastion trusts: certificate identity and OIDC issuer."""
 
@@ -87,7 +83,6 @@ class SigstoreIdentity(Record):
     issuer: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class SigningSettings(Record):
     """Which signatures `bastion scan` trusts, and whether model artifacts must be signed.
     Paths are relative to the policy file."""
@@ -102,7 +97,6 @@ def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True, kw_only=True)
 class Settings(Record):
     fail_on: Severity = Severity.MEDIUM
     strict: bool = False

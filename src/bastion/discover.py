@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from bastion.errors import InputError
 
@@ -15,26 +15,26 @@ SKIPPED_FOLDERS = frozenset({".git", ".venv", "__pycache__", "node_modules", ".m
                              ".ruff_cache", ".pytest_cache", ".ipynb_checkpoints"})
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     root: Path
     path: Path
     display: str  # path relative to the scan root (as given, for a file argument)
     size: int
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     display: str
     target: str
     inside: bool  # the link resolves inside the scanned root
 
 
-@dataclass
 class Found:
-    files: list[Target] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (display, message)
+    """What a walk found: regular files, symlinks, and paths it could not use."""
+
+    def __init__(self) -> None:
+        self.files: list[Target] = []
+        self.links: list[Link] = []
+        self.problems: list[tuple[str, str]] = []  # (display, message)
 
 
 def walk(paths: Sequence[Path], max_files: int) -> Found:

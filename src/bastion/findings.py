@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from bastion.records import Record
+from bastion.records import Record, field
 
 SCHEMA_VERSION = "1.0"
 
@@ -49,7 +47,6 @@ class Stage(str, Enum):
     MONITORING = "monitoring"
 
 
-@dataclass(frozen=True, kw_only=True)
 class Location(Record):
     """Where a finding is: a path relative to the scan root, the chain of archive members
     inside it (outermost first), and a format-specific pointer (opcode offset, layer, key)."""
@@ -71,8 +68,10 @@ class Location(Record):
         return text
 
 
-@dataclass(frozen=True, kw_only=True)
 class Tags(Record):
+    """Where a rule sits in the external taxonomies (MITRE ATLAS, OWASP, NIST AI RMF, EU AI
+    Act)."""
+
     atlas: tuple[str, ...] = ()
     owasp_ml: tuple[str, ...] = ()
     owasp_llm: tuple[str, ...] = ()
@@ -80,8 +79,10 @@ class Tags(Record):
     eu_ai_act: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
 class Finding(Record):
+    """One observation against a rule, with its evidence, remediation and a stable fingerprint
+    (rule, location and evidence; never the wording) for baselines and waivers."""
+
     rule_id: str
     severity: Severity
     confidence: Confidence
@@ -106,10 +107,11 @@ def compute_fingerprint(finding: Finding) -> str:
          finding.evidence],
         separators=(",", ":"),
     )
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+    from hashlib import sha256  # here: most runs never fingerprint anything
+
+    return sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
-@dataclass(frozen=True, kw_only=True)
 class Skip(Record):
     """Something that was not checked, and why. `code` says what kind of gap it is."""
 
@@ -119,7 +121,6 @@ class Skip(Record):
     extra: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class CheckError(Record):
     """A check that could not finish: the target is undecided, never clean."""
 
@@ -128,8 +129,10 @@ class CheckError(Record):
     message: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class TargetResult(Record):
+    """Everything found about one file (or symlink): its format, findings, skips and errors.
+    `incomplete` means the file was not fully analysed and cannot count as clean."""
+
     path: str
     format: str = "unknown"
     size: int | None = None
@@ -140,13 +143,13 @@ class TargetResult(Record):
     duration_ms: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
 class ToolInfo(Record):
+    """The tool and version that produced the report."""
+
     name: str = "bastion"
     version: str
 
 
-@dataclass(frozen=True, kw_only=True)
 class Report(Record):
     """Pure observation: what was checked and what was found. It carries no verdict."""
 

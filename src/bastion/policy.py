@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -27,7 +26,6 @@ class Status(str, Enum):
 EXIT_CODES = {Status.PASSED: 0, Status.FAILED: 1, Status.UNDECIDED: 2}
 
 
-@dataclass(frozen=True, kw_only=True)
 class Verdict(Record):
     status: Status
     reasons: tuple[str, ...]

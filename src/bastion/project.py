@@ -5,7 +5,6 @@ merges them into one Report."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,8 +63,8 @@ def scan_project(paths: Sequence[Path], settings: Settings,
     if requirement_files:
         _merge(results, _dependency_results(requirement_files, settings))
     _merge(results, _signature_results(found.files, results, settings))
-    return dataclasses.replace(report, results=tuple(sorted(results.values(),
-                                                            key=lambda r: r.path)))
+    return report.model_copy(update={"results": tuple(sorted(results.values(),
+                                                              key=lambda r: r.path))})
 
 
 def _merge(results: dict[str, TargetResult], extra: Sequence[TargetResult]) -> None:
@@ -74,10 +73,10 @@ def _merge(results: dict[str, TargetResult], extra: Sequence[TargetResult]) -> N
         if current is None or _out_of_scope(current):
             results[result.path] = result
         else:
-            results[result.path] = dataclasses.replace(
-                current, findings=current.findings + result.findings,
-                skips=current.skips + result.skips, errors=current.errors + result.errors,
-                incomplete=current.incomplete or result.incomplete)
+            results[result.path] = current.model_copy(update={
+                "findings": current.findings + result.findings,
+                "skips": current.skips + result.skips, "errors": current.errors + result.errors,
+                "incomplete": current.incomplete or result.incomplete})
 
 
 def _code_results(paths: Sequence[Path], settings: Settings, found: Found) -> list[TargetResult]:
@@ -97,12 +96,14 @@ def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResul
     out = []
     for result in report.results:
         display = by_path.get(result.path, result.path)
-        out.append(dataclasses.replace(
-            result, path=display,
-            findings=tuple(dataclasses.replace(f, location=dataclasses.replace(
-                f.location, path=display), fingerprint="") for f in result.findings),
-            skips=tuple(dataclasses.replace(s, location=dataclasses.replace(
-                s.location, path=display)) for s in result.skips)))
+        moved = {"path": display}
+        out.append(result.model_copy(update={
+            "path": display,
+            "findings": tuple(f.model_copy(update={"location": f.location.model_copy(moved),
+                                                   "fingerprint": ""})
+                              for f in result.findings),
+            "skips": tuple(s.model_copy(update={"location": s.location.model_copy(moved)})
+                           for s in result.skips)}))
     return out
 
 

@@ -1,20 +1,30 @@
-"""Frozen records: the small dataclass base behind the result model, settings and verdicts.
+"""Frozen records: the small base class behind the result model, settings and verdicts.
 
-It gives dataclasses the few things bastion needs — copy with changes, dump to plain data or
-JSON, strict validation from plain data (unknown keys and wrong types are errors), and a JSON
-Schema — without a heavy import on the command line's start-up path."""
+It gives classes declared with annotations what bastion needs — keyword construction with
+defaults and factories, immutability, equality and hashing by value, copy with changes, dump to
+plain data or JSON, strict validation from plain data (unknown keys and wrong types are errors),
+and a JSON Schema — without heavy imports on the command line's start-up path (pydantic's model
+building, or dataclasses' code generation and its `inspect` import, were a large part of a
+one-file scan). Type checkers see records as keyword-only frozen dataclasses (PEP 681)."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 import json
 import types
 import typing
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_kwargs: Any) -> Callable[[Any], Any]:
+        return lambda cls: cls
 
 R = TypeVar("R", bound="Record")
+_MISSING: Any = object()
 
 
 class RecordError(ValueError):
@@ -24,6 +34,23 @@ class RecordError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
         self.message = message
+
+
+class FrozenRecordError(AttributeError):
+    """Records are immutable: use model_copy(update=...)."""
+
+
+class _FieldSpec:
+    __slots__ = ("default", "default_factory")
+
+    def __init__(self, default: Any, default_factory: Any) -> None:
+        self.default = default
+        self.default_factory = default_factory
+
+
+def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | None = None) -> Any:
+    """A field default that is built per instance (default_factory) or given explicitly."""
+    return _FieldSpec(default, default_factory)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -36,10 +63,88 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
 class Record:
+    """Subclasses declare fields as annotations, with optional defaults or field(...)."""
+
+    __slots__ = ()
+    record_fields: ClassVar[tuple[str, ...]] = ()
+    record_defaults: ClassVar[dict[str, Any]] = {}
+    record_factories: ClassVar[dict[str, Callable[[], Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = list(cls.record_fields)
+        defaults = dict(cls.record_defaults)
+        factories = dict(cls.record_factories)
+        own = cls.__dict__.get("__annotations__")  # noqa: RUF063 - avoids importing inspect
+        if own is None and "__annotate__" in cls.__dict__:  # Python >= 3.14, lazy annotations
+            own = cls.__annotations__
+        for name, annotation in (own or {}).items():
+            if "ClassVar" in str(annotation):
+                continue
+            if name not in names:
+                names.append(name)
+            defaults.pop(name, None)
+            factories.pop(name, None)
+            value = cls.__dict__.get(name, _MISSING)
+            if isinstance(value, _FieldSpec):
+                delattr(cls, name)
+                if value.default_factory is not None:
+                    factories[name] = value.default_factory
+                elif value.default is not _MISSING:
+                    defaults[name] = value.default
+            elif value is not _MISSING:
+                defaults[name] = value
+        cls.record_fields = tuple(names)
+        cls.record_defaults = defaults
+        cls.record_factories = factories
+
+    def __init__(self, **values: Any) -> None:
+        cls = type(self)
+        for name in cls.record_fields:
+            if name in values:
+                value = values.pop(name)
+            elif name in cls.record_defaults:
+                value = cls.record_defaults[name]
+            elif name in cls.record_factories:
+                value = cls.record_factories[name]()
+            else:
+                raise TypeError(f"{cls.__name__}() missing required argument: '{name}'")
+            object.__setattr__(self, name, value)
+        if values:
+            raise TypeError(f"{cls.__name__}() got unexpected argument(s): "
+                            f"{', '.join(sorted(values))}")
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        """Checks and derived fields; runs after every construction (and copy)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen record")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenRecordError(f"cannot delete field {name!r} of a frozen record")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.record_fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__, self._values()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.record_fields)
+        return f"{type(self).__name__}({inner})"
+
     def model_copy(self: R, update: dict[str, Any] | None = None) -> R:
-        return dataclasses.replace(self, **(update or {}))
+        values = {name: getattr(self, name) for name in self.record_fields}
+        values.update(update or {})
+        return type(self)(**values)
 
     def model_dump(self, mode: str = "python") -> dict[str, Any]:
         return typing.cast(dict[str, Any], _plain(self, mode == "json"))
@@ -62,8 +167,7 @@ class Record:
 
 def _plain(value: Any, as_json: bool) -> Any:
     if isinstance(value, Record):
-        return {f.name: _plain(getattr(value, f.name), as_json)
-                for f in dataclasses.fields(value)}
+        return {name: _plain(getattr(value, name), as_json) for name in value.record_fields}
     if isinstance(value, enum.Enum):
         return value.value if as_json else value
     if isinstance(value, (list, tuple)):
@@ -163,17 +267,15 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
 
 def _build(cls: type[R], data: dict[str, Any], path: str) -> R:
     hints = _hints(cls)
-    names = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(cls.record_fields))
     if unknown:
         raise RecordError(path, f"unknown key(s): {', '.join(map(str, unknown))}")
     kwargs = {}
-    for name, field in names.items():
+    for name in cls.record_fields:
         where = f"{path}.{name}" if path else name
         if name in data:
             kwargs[name] = _convert(data[name], hints[name], where)
-        elif field.default is dataclasses.MISSING and \
-                field.default_factory is dataclasses.MISSING:
+        elif not _has_default(cls, name):
             raise RecordError(where, "is required")
     try:
         return cls(**kwargs)
@@ -181,6 +283,10 @@ def _build(cls: type[R], data: dict[str, Any], path: str) -> R:
         if isinstance(exc, RecordError):
             raise
         raise RecordError(path, str(exc)) from exc
+
+
+def _has_default(cls: type[Record], name: str) -> bool:
+    return name in cls.record_defaults or name in cls.record_factories
 
 
 def json_schema(cls: type[Record]) -> dict[str, Any]:
@@ -215,11 +321,10 @@ def json_schema(cls: type[Record]) -> dict[str, Any]:
 
     def record(rec: type[Record]) -> dict[str, Any]:
         hints = _hints(rec)
-        fields = [f for f in dataclasses.fields(rec)]
-        required = [f.name for f in fields if f.default is dataclasses.MISSING and
-                    f.default_factory is dataclasses.MISSING]
+        required = [name for name in rec.record_fields if not _has_default(rec, name)]
         out: dict[str, Any] = {"type": "object", "additionalProperties": False,
-                               "properties": {f.name: schema(hints[f.name]) for f in fields}}
+                               "properties": {name: schema(hints[name])
+                                              for name in rec.record_fields}}
         if rec.__doc__:
             out["description"] = " ".join(rec.__doc__.split())
         if required:

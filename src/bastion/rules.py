@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ def profile_tags(profile: str) -> Tags:
     return Tags(**{key: tuple(value) for key, value in data.items()})
 
 
-@dataclass(frozen=True, kw_only=True)
 class Rule(Record):
     id: str
     title: str

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bastion.errors import StoreError
 from bastion.findings import Report
@@ -37,8 +37,7 @@ def default_path() -> Path:
     return Path(user_data_dir("bastion", appauthor=False)) / "history.sqlite3"
 
 
-@dataclass(frozen=True)
-class RunSummary:
+class RunSummary(NamedTuple):
     id: int
     started_at: str
     command: str

@@ -30,7 +30,7 @@ def run_history(args: argparse.Namespace) -> int:
         history.close()
     if args.as_json:
         for run in runs:
-            say(json.dumps(run.__dict__), err=False)
+            say(json.dumps(run._asdict()), err=False)
         return 0
     if not runs:
         say("no runs recorded yet")

@@ -4,7 +4,6 @@ in (schema/report.schema.json) and regenerated with `python -m bastion.report.js
 from __future__ import annotations
 
 import json as _json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from bastion.policy import Verdict
 from bastion.records import Record, json_schema
 
 
-@dataclass(frozen=True, kw_only=True)
 class VerdictDocument(Record):
     """The policy's verdict on the report."""
 
@@ -28,7 +26,6 @@ class VerdictDocument(Record):
 
 
 
-@dataclass(frozen=True, kw_only=True)
 class ReportDocument(Report):
     """A bastion report: what was checked, what was found, and the policy's verdict."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import _compat_pickle
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Exact names a legitimate model pickle references, each with why loading it is harmless.
 ALLOWED: dict[str, str] = {
@@ -188,8 +188,7 @@ _DUNDER_GADGETS = re.compile(
 CRITICAL_CATEGORIES = frozenset(name for name, _ in _CATEGORIES)
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     qualname: str
     allowed: bool
     category: str | None  # None when allowed or merely unknown

@@ -24,7 +24,6 @@ import pickle
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
@@ -43,36 +42,40 @@ TORCHSCRIPT_PREFIXES = ("__torch__.", "torch.jit._pickle.", "torch.classes.")
 _classify = functools.lru_cache(maxsize=65_536)(classify)
 
 
-@dataclass
 class FlaggedName:
-    verdict: Verdict
-    first_index: int  # order among resolutions in the stream (0-based)
-    count: int = 1
+    __slots__ = ("count", "first_index", "verdict")
+
+    def __init__(self, verdict: Verdict, first_index: int) -> None:
+        self.verdict = verdict
+        self.first_index = first_index  # order among resolutions in the stream (0-based)
+        self.count = 1
 
 
-@dataclass
 class StreamResult:
-    start: int
-    end: int | None = None  # offset just after STOP; None when the stream broke
-    error: str | None = None
-    engine: str = "c"
-    joblib_arrays: int = 0
+    __slots__ = ("end", "engine", "error", "joblib_arrays", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.end: int | None = None  # offset just after STOP; None when the stream broke
+        self.error: str | None = None
+        self.engine = "c"
+        self.joblib_arrays = 0
 
 
-@dataclass
 class Recorder:
     """What one pickle stream asked the unpickler to resolve and call."""
 
-    allowed_prefixes: tuple[str, ...] = ()
-    resolutions: int = 0
-    allowed: dict[str, int] = field(default_factory=dict)
-    flagged: dict[str, FlaggedName] = field(default_factory=dict)
-    flagged_overflow: bool = False
-    flagged_calls: list[_Obj] = field(default_factory=list)
-    persistent_ids: int = 0
-    persistent_kinds: set[str] = field(default_factory=set)
-    types: dict[str, type] = field(default_factory=dict)
-    switch_to_joblib: bool = False
+    def __init__(self, allowed_prefixes: tuple[str, ...] = ()) -> None:
+        self.allowed_prefixes = allowed_prefixes
+        self.resolutions = 0
+        self.allowed: dict[str, int] = {}
+        self.flagged: dict[str, FlaggedName] = {}
+        self.flagged_overflow = False
+        self.flagged_calls: list[_Obj] = []
+        self.persistent_ids = 0
+        self.persistent_kinds: set[str] = set()
+        self.types: dict[str, type] = {}
+        self.switch_to_joblib = False
 
     def resolve(self, module: Any, name: Any) -> type:
         if not isinstance(module, str) or not isinstance(name, str):

@@ -6,16 +6,14 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from bastion.errors import LimitExceeded
 from bastion.findings import Location
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """One byte stream to scan. `open()` returns a fresh, seekable binary stream."""
 
     location: Location
@@ -24,7 +22,7 @@ class Source:
     name: str
     fs_path: Path | None = None  # set only for real files on disk
     depth: int = 0
-    hints: tuple[str, ...] = field(default_factory=tuple)
+    hints: tuple[str, ...] = ()
 
     def open(self) -> BinaryIO:
         return self.opener()

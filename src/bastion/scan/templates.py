@@ -6,7 +6,7 @@ or names such as cycler/joiner/lipsum/self that expose globals (CVE-2024-34359).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
@@ -40,8 +40,7 @@ _OBFUSCATING_FILTERS = frozenset({"join", "format", "replace", "reverse", "lower
 MAX_TEMPLATE_CHARS = 1_000_000
 
 
-@dataclass(frozen=True)
-class TemplateIssue:
+class TemplateIssue(NamedTuple):
     message: str
     evidence: str
     parse_error: bool = False

@@ -12,8 +12,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from bastion.errors import LimitExceeded
 from bastion.scan.source import CorruptInput, SliceReader
@@ -29,8 +28,7 @@ class ZipFormatError(CorruptInput):
     pass
 
 
-@dataclass(frozen=True)
-class ZipEntry:
+class ZipEntry(NamedTuple):
     name: str
     raw_name: bytes
     method: int
@@ -55,8 +53,7 @@ class ZipEntry:
         return self.create_system == 3 and (self.external_attr >> 16) & 0o170000 == 0o120000
 
 
-@dataclass(frozen=True)
-class ZipDirectory:
+class ZipDirectory(NamedTuple):
     entries: tuple[ZipEntry, ...]
     prefix_bytes: int  # bytes before the first local header (self-extractor or polyglot)
     truncated_listing: bool
@@ -145,8 +142,7 @@ def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int) -> tuple[int
     return csize, usize, offset
 
 
-@dataclass(frozen=True)
-class MemberData:
+class MemberData(NamedTuple):
     start: int  # offset of the member's data in the archive
     local_name: bytes
 
