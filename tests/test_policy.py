@@ -184,3 +184,29 @@ def test_fingerprint_ignores_message_but_not_location() -> None:
     b = a.model_copy(update={"message": "reworded", "fingerprint": ""})
     c = finding(path="models/b.pkl")
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_fingerprint_is_sha256_of_rule_location_and_evidence() -> None:
+    import hashlib
+
+    a = finding()
+    key = json.dumps([a.rule_id, a.location.path, list(a.location.members),
+                      a.location.pointer or "", a.evidence], separators=(",", ":"))
+    assert a.fingerprint == hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def test_pyproject_without_bastion_is_not_parsed_but_a_bastion_table_is(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    # someone else's broken pyproject.toml is not bastion's business...
+    (tmp_path / "pyproject.toml").write_text("[project\nname = 'x'\n")
+    assert load_settings(search_from=project, environ={}).source is None
+    # ...but one that names bastion is parsed, and a broken one says so
+    (tmp_path / "pyproject.toml").write_text("[tool.bastion\nfail_on = 'low'\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(search_from=project, environ={})
+    (tmp_path / "pyproject.toml").write_bytes(b"[tool.bastion]\nfail_on = '\xff'\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(search_from=project, environ={})
+    (tmp_path / "pyproject.toml").write_text("[tool.bastion]\nfail_on = 'low'\n")
+    assert load_settings(search_from=project, environ={}).fail_on is Severity.LOW

@@ -13,11 +13,6 @@ from bastion.errors import ConfigError
 from bastion.findings import Severity
 from bastion.records import Record, RecordError, field
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 MiB = 1024 * 1024
 
 # name -> (minimum, meaning); every limit must be at least its minimum
@@ -123,12 +118,23 @@ _ENV_KEYS = {"BASTION_FAIL_ON": "fail_on", "BASTION_STRICT": "strict",
 _ENV_LIMIT_PREFIX = "BASTION_LIMIT_"
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, unless_missing: bytes | None = None) -> dict[str, Any]:
+    """The parsed file; {} without parsing when `unless_missing` does not occur in it (a
+    pyproject.toml that never mentions bastion has no [tool.bastion] table)."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    if unless_missing is not None and unless_missing not in raw:
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: not UTF-8 ({exc.reason})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
@@ -143,7 +149,7 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
             return own, _read_toml(own)
         project = candidate / "pyproject.toml"
         if project.is_file():
-            table = _read_toml(project).get("tool", {}).get("bastion")
+            table = _read_toml(project, unless_missing=b"bastion").get("tool", {}).get("bastion")
             if isinstance(table, dict):
                 return project, table
     return None

@@ -107,9 +107,20 @@ def compute_fingerprint(finding: Finding) -> str:
          finding.evidence],
         separators=(",", ":"),
     )
-    from hashlib import sha256  # here: most runs never fingerprint anything
+    return str(_sha256(key.encode("utf-8")).hexdigest()[:32])
 
-    return sha256(key.encode("utf-8")).hexdigest()[:32]
+
+def _sha256(data: bytes) -> Any:
+    """SHA-256 from CPython's built-in module when it has one: hashlib loads OpenSSL, a few
+    milliseconds of a one-file scan for a 32-character fingerprint."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # <= 3.11
+        except ImportError:  # pragma: no cover - a build without the built-in hashes
+            from hashlib import sha256
+    return sha256(data)
 
 
 class Skip(Record):

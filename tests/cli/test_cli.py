@@ -212,3 +212,26 @@ def test_bad_option_values_are_usage_errors(tmp_path: Path,
         assert message in err and "Traceback" not in err, (argv, err)
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_one_file_scan_does_not_load_what_it_does_not_need(tmp_path: Path) -> None:
+    # start-up time is most of a one-file scan (CI jobs and hooks run one per file): the
+    # command line must not import the other commands, nor heavy modules it does not use
+    import subprocess
+    import sys
+
+    model = tmp_path / "m.pkl"
+    model.write_bytes(pickle.dumps({"w": [1.0]}))
+    code = ("import sys\nfrom bastion.cli.main import main\n"
+            f"code = main(['scan', '--no-store', '-q', '-f', 'json', '-o', {os.devnull!r}, "
+            f"{str(model)!r}])\nprint(code, ' '.join(sorted(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    exit_code, modules = proc.stdout.split(" ", 1)
+    assert exit_code == "0", proc.stderr
+    loaded = set(modules.split())
+    assert "bastion.scan.pickle" not in loaded  # scanners load in the worker only
+    for heavy in ("click", "pydantic", "dataclasses", "inspect", "multiprocessing", "shutil",
+                  "tarfile", "lzma", "hashlib", "bastion.cli.signing", "bastion.cli.bom",
+                  "bastion.supplychain.signing", "bastion.store", "rich"):
+        assert heavy not in loaded, heavy

@@ -41,13 +41,23 @@ Exit codes:  0 passed · 1 failed the policy · 2 could not decide (errors, noth
 """
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """Help text as written (paragraphs kept), at most 100 columns. The width is found here
+    because argparse would import shutil (and with it bz2 and lzma) to ask for it."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+    except (ValueError, OSError):
+        columns = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(40, min(columns, 100)) - 2)
+
+
 def _top_parser() -> argparse.ArgumentParser:
     width = max(len(name) for name in COMMANDS)
     listing = "\n".join(f"  {name:{width}}  {cmd.summary}" for name, cmd in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="bastion", description=DESCRIPTION,
         epilog=f"commands:\n{listing}\n\nRun `bastion COMMAND --help` for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_formatter,
         usage="bastion [-h] [--version] COMMAND [ARGS]...")
     parser.add_argument("--version", action="version", version=f"bastion, version {__version__}")
     parser.add_argument("command", metavar="COMMAND", choices=list(COMMANDS),
@@ -61,7 +71,7 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[..., in
     command = COMMANDS[name]
     module = import_module(f"bastion.cli.{command.module}")
     parser = argparse.ArgumentParser(prog=f"bastion {name}", description=command.summary,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=_formatter)
     getattr(module, f"configure_{name}")(parser)
     return parser, getattr(module, f"run_{name}")
 

@@ -3,19 +3,19 @@ gzip/bz2/xz/zlib/lz4. Members are scanned recursively with bounded depth, count 
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
-import tarfile
 import zlib
 from collections import Counter
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import LINK_MEMBER, MALFORMED, POLYGLOT, ScanContext
 from bastion.scan.source import Source, bytes_source, slice_opener
 from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
+
+if TYPE_CHECKING:
+    import tarfile
 
 PATH_ESCAPE = Rule(
     id="ARC001", title="Archive member escapes the extraction folder", severity=Severity.HIGH,
@@ -157,6 +157,8 @@ class TarScanner:
     formats = ("tar",)
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        import tarfile
+
         with source.open() as handle:
             try:
                 archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115
@@ -302,6 +304,9 @@ class CompressedScanner:
             ctx.scan(source.child(f"<{fmt}-decompressed>", opener, size))
 
     def _inflate(self, ctx: ScanContext, source: Source, fmt: str, out: BinaryIO) -> str | None:
+        import bz2
+        import lzma
+
         if fmt == "lz4":
             try:
                 import lz4.frame  # type: ignore[import-not-found]

@@ -16,10 +16,8 @@ from __future__ import annotations
 import _pickle
 import base64
 import binascii
-import bz2
 import functools
 import io
-import lzma
 import pickle
 import re
 import zlib
@@ -427,9 +425,16 @@ def _bounded_decompress(data: bytes, kind: str, limit: int) -> bytes:
         dec = zlib.decompressobj(zlib.MAX_WBITS | (32 if kind == "gzip" else 0))
         out = dec.decompress(data, limit + 1)
     elif kind == "bz2":
+        import bz2
+
         out = bz2.BZ2Decompressor().decompress(data, limit + 1)
     else:
-        out = lzma.LZMADecompressor().decompress(data, limit + 1)
+        import lzma
+
+        try:
+            out = lzma.LZMADecompressor().decompress(data, limit + 1)
+        except lzma.LZMAError as exc:
+            raise ValueError(str(exc)) from exc
     if len(out) > limit:
         raise LimitExceeded("nested payload inflates past the limit")
     return out
@@ -471,7 +476,7 @@ def materialize(value: Any, limit: int, depth: int = 0) -> bytes | None:
         if kind == "b85":
             return base64.b85decode(inner)
         return _bounded_decompress(inner, kind, limit)
-    except (ValueError, binascii.Error, zlib.error, OSError, lzma.LZMAError, EOFError):
+    except (ValueError, binascii.Error, zlib.error, OSError, EOFError):
         return None
 
 

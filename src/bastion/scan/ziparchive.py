@@ -7,7 +7,6 @@ through its local header, never trusts declared sizes beyond the file, and bound
 
 from __future__ import annotations
 
-import bz2
 import io
 import struct
 import zlib
@@ -172,7 +171,12 @@ class _InflatingReader(io.RawIOBase):
         self._declared = declared
         self._produced = 0
         self._pending = b""
-        self._dec: Any = zlib.decompressobj(-15) if method == 8 else bz2.BZ2Decompressor()
+        if method == 8:
+            self._dec: Any = zlib.decompressobj(-15)
+        else:
+            import bz2
+
+            self._dec = bz2.BZ2Decompressor()
         self._zlib = method == 8
         self._eof = False
 
