@@ -33,6 +33,18 @@ def ensure_peers() -> None:
         sys.exit(f"missing tools {missing}: run `make bench-peers` (python -m venv "
                  f"{PEER_BIN.parent} && {PEER_BIN}/pip install modelscan picklescan fickling "
                  "modelaudit)")
+    precompile_bastion()
+
+
+def precompile_bastion() -> None:
+    """Write bastion's .pyc files, as `pip install` did for the peers. An editable install
+    under PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on every run."""
+    first = Path(BASTION[0])
+    python = first if first.name.startswith("python") else first.parent / "python"
+    code = ("import bastion, compileall, os; "
+            "compileall.compile_dir(os.path.dirname(bastion.__file__), quiet=1)")
+    subprocess.run([str(python), "-c", code], check=True, env={**os.environ,
+                                                               "PYTHONDONTWRITEBYTECODE": ""})
 
 
 @dataclass

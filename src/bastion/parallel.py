@@ -88,8 +88,6 @@ def _worker_loop(commands: int, results: int, items: Sequence[Any], fn: Callable
             index = int(_read_message(commands).decode())
         except (_PipeClosed, OSError, ValueError):
             return
-        if index < 0:
-            return
         try:
             status, payload = "OK", fn(items[index])
         except MemoryError:
@@ -162,15 +160,9 @@ class _Worker(Generic[T]):
         return f"killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
 
     def kill(self) -> None:
+        """End the worker now. Also how an idle worker is retired: it holds nothing that needs
+        a clean exit, and waiting for one would add to every run."""
         self.reap(0.0)
-        self._close()
-
-    def stop(self) -> None:
-        try:
-            _write_message(self.commands, b"-1")
-        except OSError:
-            pass
-        self.reap(2.0)
         self._close()
 
     def _close(self) -> None:
@@ -247,7 +239,4 @@ def run_isolated(
                     worker.assign(pending.popleft(), timeout_s)
     finally:
         for worker in pool:
-            if worker.index is not None:
-                worker.kill()
-            else:
-                worker.stop()
+            worker.kill()

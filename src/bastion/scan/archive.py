@@ -84,16 +84,24 @@ class ZipScanner:
             ctx.scan(prefix)
         check_zip_entries(ctx, source, reader)
         names = [e.name for e in directory.entries]
-        from bastion.scan.keras import is_keras_zip, scan_keras_zip
         from bastion.scan.pytorch import is_torch_zip, scan_torch_zip
 
         if is_torch_zip(names):
             scan_torch_zip(ctx, source, reader)
         elif is_keras_zip(names):
+            from bastion.scan.keras import scan_keras_zip
+
             scan_keras_zip(ctx, source, reader)
         else:
             for entry in directory.entries:
                 scan_zip_member(ctx, source, reader, entry)
+
+
+def is_keras_zip(names: list[str]) -> bool:
+    """A Keras v3 `.keras` archive: config.json at the root with metadata or weights."""
+    root = {n for n in names if "/" not in n}
+    return "config.json" in root and ("metadata.json" in root or "model.weights.h5" in root
+                                      or "model.weights.npz" in root)
 
 
 def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> None:

@@ -63,12 +63,6 @@ _GADGETS = frozenset({
 MAX_NODES = 500_000
 
 
-def is_keras_zip(names: list[str]) -> bool:
-    root = {n for n in names if "/" not in n}
-    return "config.json" in root and ("metadata.json" in root or "model.weights.h5" in root
-                                      or "model.weights.npz" in root)
-
-
 def scan_keras_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
     ctx.formats.append("keras")
     for entry in reader.directory.entries:

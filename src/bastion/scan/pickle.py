@@ -9,7 +9,6 @@ from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.identify import identify
-from bastion.scan.pickle_static import global_offsets
 from bastion.scan.pickle_vm import (
     TORCHSCRIPT_PREFIXES,
     Recorder,
@@ -195,5 +194,7 @@ def _offsets(handle: BinaryIO, result: StreamResult) -> list[tuple[int, str, str
         end = handle.tell()
     if end - result.start > OFFSET_SCAN_LIMIT or result.engine != "c":
         return None
+    from bastion.scan.pickle_static import global_offsets  # only streams with findings
+
     handle.seek(result.start)
     return global_offsets(handle.read(end - result.start))
