@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from bastion.errors import BastionError
+
 T = TypeVar("T")
 
 _HEADER = struct.Struct("<Q")
@@ -100,14 +102,24 @@ def _worker_loop(commands: int, results: int, items: Sequence[Any], fn: Callable
 class _Worker(Generic[T]):
     def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
                  siblings: Sequence[_Worker[T]] = ()) -> None:
-        command_read, command_write = os.pipe()
-        result_read, result_write = os.pipe()
         for stream in (sys.stdout, sys.stderr):  # the child must not re-flush our buffers
             try:
                 stream.flush()
             except (AttributeError, OSError, ValueError):
                 pass
-        pid = os.fork()
+        fds: list[int] = []
+        try:
+            command_read, command_write = os.pipe()
+            fds += (command_read, command_write)
+            result_read, result_write = os.pipe()
+            fds += (result_read, result_write)
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            raise BastionError(f"cannot start a scan worker: {exc.strerror or exc}",
+                               hint="the system is out of processes, file descriptors or "
+                                    "memory; lower --workers") from exc
         if pid == 0:  # child: never returns into the caller's code
             code = 0
             try:

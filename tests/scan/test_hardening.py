@@ -236,3 +236,26 @@ def test_safetensors_header_with_non_string_dtype() -> None:
     header = b'{"a": {"dtype": {"dtype": "F33"}, "shape": [2], "data_offsets": [0, 8]}}'
     result = scan_data(struct.pack("<Q", len(header)) + header + b"\0" * 8, "x.safetensors")
     assert "SFT002" in rules(result) and not result.errors
+
+
+def test_worker_start_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bastion.errors import BastionError
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(os, "fork", no_fork)
+    with pytest.raises(BastionError, match="cannot start a scan worker"):
+        run_isolated([0, 1], lambda item: "1", workers=2, timeout_s=5, memory_mb=256,
+                     on_outcome=lambda outcome: None)
+    assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
+
+
+def test_no_worker_outlives_the_run() -> None:
+    outcomes: list[Outcome] = []
+    run_isolated(list(range(6)), lambda item: str(item), workers=3, timeout_s=20,
+                 memory_mb=256, on_outcome=outcomes.append)
+    assert sorted(int(o.result or -1) for o in outcomes) == list(range(6))
+    with pytest.raises(ChildProcessError):  # every worker was reaped: no zombies, no orphans
+        os.waitpid(-1, os.WNOHANG)
