@@ -44,7 +44,7 @@ def run_history(args: argparse.Namespace) -> int:
 
 
 def configure_show(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", nargs="?", type=bounded(int, 1, 2**62), metavar="RUN",
+    parser.add_argument("run_id", nargs="?", type=bounded(int, 1), metavar="RUN",
                         help="Run number from `bastion history` [default: the latest].")
     parser.add_argument("--format", "-f", dest="fmt", choices=FORMATS, default="text",
                         help="Report format [default: text].")
