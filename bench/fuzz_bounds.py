@@ -54,6 +54,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--parsers", nargs="*", help="Only these parsers [default: all].")
     args = parser.parse_args()
     limit = 3 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -62,6 +63,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     report = {}
     for name, (fmt, filename, seeds) in sorted(TARGETS.items()):
+        if args.parsers and name not in args.parsers:
+            continue
         corpus = seeds()
         crashes: list[str] = []
         slowest = (0.0, b"")
@@ -80,6 +83,8 @@ def main() -> int:
                 slowest = (took, data)
         report[name] = {"inputs": args.inputs, "uncaught": len(crashes),
                         "examples": crashes[:3], "slowest_s": round(slowest[0], 4),
+                        "slowest_size": len(slowest[1]),
+                        "slowest_head_hex": slowest[1][:48].hex(),
                         "total_s": round(time.perf_counter() - started, 1),
                         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                              / 1024, 1)}
