@@ -235,3 +235,31 @@ def test_one_file_scan_does_not_load_what_it_does_not_need(tmp_path: Path) -> No
                   "tarfile", "lzma", "hashlib", "bastion.cli.signing", "bastion.cli.bom",
                   "bastion.supplychain.signing", "bastion.store", "rich"):
         assert heavy not in loaded, heavy
+
+
+def test_a_closed_pipe_on_stdout_is_not_a_crash(tmp_path: Path) -> None:
+    # `bastion scan -f json big/ | head -c 10`: the reader leaves early; no traceback and no
+    # "internal error". The report is larger than a pipe's buffer, so the write must hit EPIPE.
+
+    for index in range(80):
+        (tmp_path / f"evil{index}.pkl").write_bytes(
+            b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+    for unbuffered in ("", "1"):
+        check_closed_pipe(tmp_path, {**os.environ, "PYTHONUNBUFFERED": unbuffered})
+
+
+def check_closed_pipe(folder: Path, env: dict[str, str]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "scan", "--no-store", "-q",
+                             "-f", "json", str(folder)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(10).startswith(b"{")
+    time.sleep(0.2)  # let the writer block on the full pipe
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 2, env.get("PYTHONUNBUFFERED")
+    assert "internal error" not in err and "Traceback" not in err and "Exception" not in err

@@ -99,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`bastion rules | head`): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 2
     except Exception as exc:  # a bug: say so briefly; BASTION_DEBUG=1 shows the traceback
         if os.environ.get("BASTION_DEBUG"):
             raise

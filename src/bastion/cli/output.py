@@ -15,8 +15,7 @@ def write_report(text: str, output: Path | None) -> None:
     through a symlink, the file it points to is replaced. A device or FIFO (/dev/null,
     /dev/stdout, a pipe) is written in place — never replaced by a file."""
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        _write_stdout(text)
         return
     try:
         target = Path(os.path.realpath(output))
@@ -31,6 +30,24 @@ def write_report(text: str, output: Path | None) -> None:
         _replace_atomically(target, text)
     except OSError as exc:
         raise InputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def _write_stdout(text: str) -> None:
+    """The report as UTF-8 whatever the locale (JSON, SARIF and HTML are UTF-8), every byte of
+    it: with PYTHONUNBUFFERED the text layer would drop what a short write to a pipe left."""
+    sys.stdout.flush()
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stream (an embedding application's)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    view = memoryview(text.encode("utf-8"))
+    while view:
+        written = binary.write(view)
+        if not written:
+            raise BrokenPipeError("stdout accepts no more data")
+        view = view[written:]
+    binary.flush()
 
 
 def _replace_atomically(target: Path, text: str) -> None:
