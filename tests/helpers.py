@@ -11,7 +11,7 @@ from bastion.scan.source import Source, bytes_source, file_source
 
 
 def scan_file(path: Path, limits: Limits | None = None) -> TargetResult:
-    source = file_source(path.parent, path)
+    source = file_source(path, path.name)
     return scan_source(source, limits or Limits(), path.parent)
 
 

@@ -22,6 +22,7 @@ from bastion.findings import (
 )
 from bastion.rules import Rule
 from bastion.runs import Progress
+from bastion.supplychain.requirements import is_dependency_file
 
 UNSIGNED = Rule(
     id="SIG002", title="Model artifact without a signature", severity=Severity.INFO,
@@ -33,15 +34,7 @@ UNSIGNED = Rule(
 )
 MODEL_FORMATS = frozenset({"pickle", "zip", "tar", "npy", "safetensors", "onnx", "hdf5",
                            "savedmodel", "gguf", "gzip", "bz2", "xz", "zlib", "7z"})
-REQUIREMENT_NAMES = ("requirements", "pylock", "poetry.lock", "uv.lock")
 CODE_SUFFIXES = (".py", ".ipynb")
-
-
-def _is_requirements(name: str) -> bool:
-    lowered = name.lower()
-    return (lowered.startswith("requirements") and lowered.endswith(".txt")) or \
-        lowered in ("poetry.lock", "uv.lock", "pylock.toml") or \
-        (lowered.startswith("pylock.") and lowered.endswith(".toml"))
 
 
 def _out_of_scope(result: TargetResult) -> bool:
@@ -59,7 +52,7 @@ def scan_project(paths: Sequence[Path], settings: Settings,
     code_files = [t for t in found.files if t.path.suffix.lower() in CODE_SUFFIXES]
     if code_files:
         _merge(results, _code_results(paths, settings, found))
-    requirement_files = [t for t in found.files if _is_requirements(t.path.name)]
+    requirement_files = [t for t in found.files if is_dependency_file(t.path.name)]
     if requirement_files:
         _merge(results, _dependency_results(requirement_files, settings))
     _merge(results, _signature_results(found.files, results, settings))

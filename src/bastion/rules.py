@@ -87,7 +87,3 @@ def all_rules() -> list[Rule]:
 
     return sorted(_REGISTRY.values(), key=lambda r: r.id)
 
-
-def get_rule(rule_id: str) -> Rule | None:
-    all_rules()
-    return _REGISTRY.get(rule_id)

@@ -179,10 +179,10 @@ def test_unreadable_file_is_an_error_not_clean(tmp_path: Path,
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps(2))
     real = engine.file_source
 
-    def deny(root: Path, path: Path):  # type: ignore[no-untyped-def]
+    def deny(path: Path, display: str):  # type: ignore[no-untyped-def]
         if path.name == "locked.pkl":
             raise PermissionError(13, "Permission denied")
-        return real(root, path)
+        return real(path, display)
 
     monkeypatch.setattr(engine, "file_source", deny)  # workers are forked: they see it too
     report = run_scan([tmp_path], Settings(workers=1))

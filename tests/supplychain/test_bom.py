@@ -56,6 +56,18 @@ def test_bom_contents_and_schema(project: Path) -> None:
     validate(document)
 
 
+def test_every_requirement_and_lock_file_gives_dependencies(project: Path) -> None:
+    # the same names the project audit reads; a requirements-dev.txt is not a dataset
+    (project / "requirements-dev.txt").write_text("pytest==8.3.3\n")
+    (project / "pylock.dev.toml").write_text(
+        'lock-version = "1.0"\n[[packages]]\nname = "hypothesis"\nversion = "6.100.0"\n')
+    document = build_bom(project)
+    by_name = {c["name"]: c for c in document["components"]}
+    assert by_name["pytest"]["purl"] == "pkg:pypi/pytest@8.3.3"
+    assert by_name["hypothesis"]["purl"] == "pkg:pypi/hypothesis@6.100.0"
+    assert "requirements-dev.txt" not in by_name and "requirements.txt" not in by_name
+
+
 def test_invalid_documents_are_rejected() -> None:
     from bastion.supplychain.bom import BomError
 

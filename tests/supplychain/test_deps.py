@@ -14,7 +14,7 @@ from bastion.config import Settings
 from bastion.supplychain.advisories import AdvisoryDatabase, parse_record
 from bastion.supplychain.cvss import base_score
 from bastion.supplychain.dependencies import run_deps
-from bastion.supplychain.requirements import read_any
+from bastion.supplychain.requirements import is_dependency_file, read_any
 
 RECORDS = [
     {"id": "GHSA-aaaa-0001", "aliases": ["CVE-2099-0001"], "summary": "RCE in demo-lib.",
@@ -146,3 +146,12 @@ def test_online_mode_reads_pip_audit_results(tmp_path: Path,
     finding = report.findings[0]
     assert finding.rule_id == "DEP001" and "PYSEC-2018-28" in finding.message
     assert "2.20.0" in finding.message
+
+
+def test_dependency_file_names() -> None:
+    for name in ("requirements.txt", "requirements-dev.txt", "Requirements_GPU.txt",
+                 "poetry.lock", "uv.lock", "pylock.toml", "pylock.train.toml"):
+        assert is_dependency_file(name), name
+    for name in ("requirements.md", "notes.txt", "Pipfile", "pylock.json", "lock.toml",
+                 "data.lock.csv"):
+        assert not is_dependency_file(name), name

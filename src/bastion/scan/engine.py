@@ -45,9 +45,7 @@ def scan_source(source: Source, limits: Limits, root: Path | None = None) -> Tar
 
 def _scan_target(target: Target, limits: Limits) -> str:
     try:
-        source = file_source(target.root, target.path)
-        source = Source(location=Location(path=target.display), opener=source.opener,
-                        size=source.size, name=source.name, fs_path=target.path)
+        source = file_source(target.path, target.display)
         return scan_source(source, limits, target.root).model_dump_json()
     except OSError as exc:
         return error_result(target.display, f"cannot read: {exc.strerror}").model_dump_json()

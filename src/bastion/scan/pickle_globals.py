@@ -185,8 +185,6 @@ _DUNDER_GADGETS = re.compile(
     r"system|popen|eval|exec)$"
 )
 
-CRITICAL_CATEGORIES = frozenset(name for name, _ in _CATEGORIES)
-
 
 class Verdict(NamedTuple):
     qualname: str

@@ -58,13 +58,12 @@ class Source(NamedTuple):
         )
 
 
-def file_source(root: Path, path: Path) -> Source:
-    rel = path.relative_to(root).as_posix() if path != root else path.name
-    size = path.stat().st_size
+def file_source(path: Path, display: str) -> Source:
+    """A file on disk, reported as `display` (its path relative to the scan root)."""
     return Source(
-        location=Location(path=rel),
+        location=Location(path=display),
         opener=lambda: open(path, "rb"),
-        size=size,
+        size=path.stat().st_size,  # at scan time, in the worker: the size that will be read
         name=path.name,
         fs_path=path,
     )

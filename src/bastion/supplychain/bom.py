@@ -15,7 +15,12 @@ from typing import Any
 from bastion import __version__
 from bastion.discover import walk
 from bastion.errors import BastionError, MissingExtra
-from bastion.supplychain.requirements import Dependency, read_any, read_environment
+from bastion.supplychain.requirements import (
+    Dependency,
+    is_dependency_file,
+    read_any,
+    read_environment,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,8 +31,6 @@ MODEL_FORMATS = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".onnx", ".kera
                  ".hdf5", ".gguf", ".pkl", ".pickle", ".joblib", ".pb", ".tflite", ".npz",
                  ".mar", ".nemo"}
 DATA_FORMATS = {".csv", ".tsv", ".parquet", ".jsonl", ".arrow", ".feather", ".npy", ".txt"}
-REQUIREMENT_FILES = ("requirements.txt", "requirements-train.txt", "pylock.toml",
-                     "poetry.lock", "uv.lock")
 FRAMEWORKS = {".pt": "pytorch", ".pth": "pytorch", ".ckpt": "pytorch", ".bin": "pytorch",
               ".safetensors": "safetensors", ".onnx": "onnx", ".keras": "keras",
               ".h5": "keras", ".hdf5": "keras", ".gguf": "gguf", ".pkl": "scikit-learn",
@@ -105,7 +108,7 @@ def build_bom(project: Path, card: ModelCard | None = None,
     models, datasets, requirement_files = [], [], []
     for target in found.files:
         suffix = target.path.suffix.lower()
-        if target.path.name in REQUIREMENT_FILES:
+        if is_dependency_file(target.path.name):
             requirement_files.append(target)
         elif suffix in MODEL_FORMATS or target.path.name == "saved_model.pb":
             models.append(target)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from bastion.errors import InputError
 
@@ -23,8 +23,7 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@dataclass(frozen=True)
-class Dependency:
+class Dependency(NamedTuple):
     name: str  # normalised
     version: str | None  # exact version when pinned or locked
     specifier: str  # as written, e.g. ">=2.0,<3"
@@ -111,8 +110,22 @@ def read_environment() -> list[Dependency]:
     return sorted(seen.values(), key=lambda d: d.name)
 
 
+LOCK_FILES = frozenset({"poetry.lock", "uv.lock", "pylock.toml"})
+
+
+def is_lock_file(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in LOCK_FILES or re.fullmatch(r"pylock\..+\.toml", lowered) is not None
+
+
+def is_dependency_file(name: str) -> bool:
+    """The files a project audit reads: requirements*.txt and the lock files above."""
+    lowered = name.lower()
+    return (lowered.startswith("requirements") and lowered.endswith(".txt")) or \
+        is_lock_file(lowered)
+
+
 def read_any(path: Path, display: str | None = None) -> tuple[list[Dependency], list[str]]:
-    name = path.name.lower()
-    if name.endswith(".lock") or name == "pylock.toml" or re.match(r"pylock\..+\.toml$", name):
+    if is_lock_file(path.name) or path.suffix.lower() == ".lock":
         return read_lock(path, display), []
     return read_requirements(path, display)
