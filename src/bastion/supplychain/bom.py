@@ -5,7 +5,6 @@ Every BOM is validated against the official CycloneDX 1.6 schema before it is re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 from bastion import __version__
 from bastion.discover import walk
 from bastion.errors import BastionError, MissingExtra
+from bastion.supplychain.digests import file_sha256
 from bastion.supplychain.requirements import (
     Dependency,
     is_dependency_file,
@@ -70,11 +70,7 @@ class ModelCard:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path).hex()
 
 
 def _ref(kind: str, rel: str) -> str:

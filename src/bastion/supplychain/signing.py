@@ -37,27 +37,20 @@ def default_signature(model: Path) -> Path:
 
 
 class _MappedFileHasher:
-    """SHA-256 of a whole file straight from a memory map: no copy into Python buffers, and
-    hashlib releases the GIL, so one thread per core runs at the machine's hashing limit.
-    Produces exactly the digest model-signing's file hasher produces."""
+    """model-signing's file hasher, computed by `file_sha256` (memory-mapped, one thread per
+    core at the machine's hashing limit). Produces exactly the digest model-signing's own file
+    hasher produces."""
 
     def __init__(self, path: Path, digest_name: str) -> None:
         self._path = path
         self.digest_name = digest_name
 
     def compute(self) -> Any:
-        import hashlib
-        import mmap
-
         from model_signing._hashing.hashing import Digest
 
-        with open(self._path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
-                value = hashlib.sha256(b"").digest()
-            else:
-                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    value = hashlib.sha256(mapped).digest()
-        return Digest(self.digest_name, value)
+        from bastion.supplychain.digests import file_sha256
+
+        return Digest(self.digest_name, file_sha256(self._path))
 
 
 def _hashing(model: Path, signature: Path, shards: bool = False,
