@@ -9,6 +9,7 @@ from typing import Any
 from bastion.records import Record, field
 
 SCHEMA_VERSION = "1.0"
+OUT_OF_SCOPE = "out-of-scope"  # the Skip code of files that are not bastion's business
 
 
 class Severity(str, Enum):
@@ -131,6 +132,11 @@ class Skip(Record):
     code: str = "unsupported"  # out-of-scope | missing-extra | unsupported | limit
     extra: str | None = None
 
+    @property
+    def is_gap(self) -> bool:
+        """Something that should have been checked and was not (not merely out of scope)."""
+        return self.code != OUT_OF_SCOPE
+
 
 class CheckError(Record):
     """A check that could not finish: the target is undecided, never clean."""
@@ -152,6 +158,11 @@ class TargetResult(Record):
     errors: tuple[CheckError, ...] = ()
     incomplete: bool = False
     duration_ms: float = 0.0
+
+    @property
+    def out_of_scope(self) -> bool:
+        """Skipped, and every skip says the file is not something bastion checks."""
+        return bool(self.skips) and not any(s.is_gap for s in self.skips)
 
 
 class ToolInfo(Record):
@@ -182,6 +193,11 @@ class Report(Record):
     @property
     def errors(self) -> list[CheckError]:
         return [e for r in self.results for e in r.errors]
+
+    @property
+    def gaps(self) -> list[Skip]:
+        """Skips that leave something unchecked (out-of-scope files are not gaps)."""
+        return [s for s in self.skips if s.is_gap]
 
     def severity_counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Severity}

@@ -67,7 +67,7 @@ def evaluate(report: Report, settings: Settings, baseline: frozenset[str] = froz
             failing.append(finding.fingerprint)
     if failing:
         reasons.insert(0, f"{len(failing)} finding(s) at or above '{settings.fail_on.value}'")
-    gaps = [s for s in report.skips if s.code != "out-of-scope"]
+    gaps = report.gaps
     if settings.strict and gaps:
         reasons.append(f"--strict: {len(gaps)} item(s) were not checked")
     if failing or expired or (settings.strict and gaps):
@@ -80,8 +80,7 @@ def evaluate(report: Report, settings: Settings, baseline: frozenset[str] = froz
         if incomplete:
             undecided.append(f"{len(incomplete)} target(s) not fully scanned")
         scanned = [r for r in report.results if r.findings or (
-            r.format != "symlink" and not r.errors and
-            not (r.skips and all(s.code == "out-of-scope" for s in r.skips)))]
+            r.format != "symlink" and not r.errors and not r.out_of_scope)]
         if not scanned:
             undecided.append("nothing scannable was found")
         reasons.extend(undecided)

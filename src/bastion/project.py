@@ -37,11 +37,6 @@ MODEL_FORMATS = frozenset({"pickle", "zip", "tar", "npy", "safetensors", "onnx",
 CODE_SUFFIXES = (".py", ".ipynb")
 
 
-def _out_of_scope(result: TargetResult) -> bool:
-    return not result.findings and bool(result.skips) and \
-        all(s.code == "out-of-scope" for s in result.skips)
-
-
 def scan_project(paths: Sequence[Path], settings: Settings,
                  progress: Progress | None = None) -> Report:
     from bastion.scan.engine import run_scan
@@ -63,7 +58,7 @@ def scan_project(paths: Sequence[Path], settings: Settings,
 def _merge(results: dict[str, TargetResult], extra: Sequence[TargetResult]) -> None:
     for result in extra:
         current = results.get(result.path)
-        if current is None or _out_of_scope(current):
+        if current is None or (not current.findings and current.out_of_scope):
             results[result.path] = result
         else:
             results[result.path] = current.model_copy(update={

@@ -35,7 +35,6 @@ def render(report: Report, verdict: Verdict) -> str:
     return template.render(
         report=report, verdict=verdict, groups=groups, failing=failing, accepted=accepted,
         explanation=_EXPLAIN[verdict.status], counts=report.severity_counts(),
-        gaps=[s for s in report.skips if s.code != "out-of-scope"],
-        out_of_scope=sum(1 for s in report.skips if s.code == "out-of-scope"),
+        gaps=report.gaps, out_of_scope=len(report.skips) - len(report.gaps),
         frameworks=taxonomy()["frameworks"],
     )

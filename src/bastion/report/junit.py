@@ -29,7 +29,7 @@ def render(report: Report, verdict: Verdict) -> str:
             error = ET.SubElement(case, "error", type=result.errors[0].check,
                                   message=result.errors[0].message[:500])
             error.text = "\n".join(e.message for e in result.errors)
-        elif result.skips and all(s.code == "out-of-scope" for s in result.skips):
+        elif result.out_of_scope:
             skipped += 1
             ET.SubElement(case, "skipped", message=result.skips[0].reason)
     suite.set("tests", str(tests))

@@ -35,7 +35,7 @@ def render(report: Report, verdict: Verdict) -> str:
     for error in report.errors:
         lines.append(f"! ERROR    {error.check}  {error.location.display()}")
         lines.append(f"    {error.message}")
-    gaps = [s for s in report.skips if s.code != "out-of-scope"]
+    gaps = report.gaps
     for skip in gaps:
         extra = f" (pip install 'bastion-mlsec[{skip.extra}]')" if skip.extra else ""
         lines.append(f"- SKIPPED  {skip.location.display()}: {skip.reason}{extra}")
@@ -45,7 +45,7 @@ def render(report: Report, verdict: Verdict) -> str:
     summary = ", ".join(f"{counts[s.value]} {s.value}" for s in _ORDER if counts[s.value])
     lines.append(f"findings: {summary or 'none'}; errors: {len(report.errors)}; "
                  f"not checked: {len(gaps)}; out of scope: "
-                 f"{sum(1 for s in report.skips if s.code == 'out-of-scope')}")
+                 f"{len(report.skips) - len(gaps)}")
     lines.append(f"verdict: {_VERDICT[verdict.status]}")
     for reason in verdict.reasons:
         lines.append(f"  - {reason}")

@@ -10,6 +10,7 @@ from typing import Protocol
 from bastion.config import Limits
 from bastion.errors import LimitExceeded
 from bastion.findings import (
+    OUT_OF_SCOPE,
     CheckError,
     Confidence,
     Finding,
@@ -207,7 +208,7 @@ class ScanContext:
                                           f"'{ext}' file whose content matches no known format",
                                           evidence=source.head(16).hex()))
         elif fmt == "unknown":
-            self.skip(source.location, "not a model, archive or config format", "out-of-scope")
+            self.skip(source.location, "not a model, archive or config format", OUT_OF_SCOPE)
         else:
             self.skip(source.location, f"{fmt} content is not analysed by any scanner",
                       "unsupported")

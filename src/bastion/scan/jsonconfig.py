@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bastion.findings import Confidence, Severity, Stage
+from bastion.findings import OUT_OF_SCOPE, Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, ScanContext
 from bastion.scan.source import Source
@@ -51,7 +51,7 @@ class JsonConfigScanner:
                 ctx.add(MALFORMED.finding(source.location, f"invalid JSON: {exc}",
                                           evidence=str(exc)[:200], severity=Severity.LOW))
             else:
-                ctx.skip(source.location, "text that is not JSON", "out-of-scope")
+                ctx.skip(source.location, "text that is not JSON", OUT_OF_SCOPE)
             return
         if not isinstance(config, dict):
             return
