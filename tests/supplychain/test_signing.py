@@ -68,6 +68,24 @@ def test_model_signing_cli_signature_verifies_with_bastion(tmp_path: Path) -> No
     assert outcome.kind == "tampered" and outcome.files == ("config.json",)
 
 
+def test_paths_the_signer_ignored_are_ignored_when_verifying(tmp_path: Path) -> None:
+    # model_signing records --ignore-paths (and git files) in the statement; verification
+    # must hash the folder the same way, or every such signature reads as "extra files"
+    private, public = write_key_pair(tmp_path)
+    model = make_model(tmp_path)
+    (model / "NOTES.md").write_text("draft")
+    signature = tmp_path / "cli.sig"
+    proc = subprocess.run([MODEL_SIGNING, "sign", "key", str(model), "--signature",
+                           str(signature), "--private_key", str(private), "--ignore-paths",
+                           str(model / "NOTES.md")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (model / "NOTES.md").write_text("rewritten after signing")
+    assert verify(model, Credentials(key=public), signature).kind == "verified"
+    (model / "config.json").write_text('{"hidden": 65}')
+    outcome = verify(model, Credentials(key=public), signature)
+    assert outcome.kind == "tampered" and outcome.files == ("config.json",)
+
+
 def test_certificate_signing_offline(tmp_path: Path) -> None:
     key, certificate, ca = write_certificates(tmp_path)
     model = make_model(tmp_path)

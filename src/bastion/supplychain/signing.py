@@ -54,7 +54,7 @@ class _MappedFileHasher:
 
 
 def _hashing(model: Path, signature: Path, shards: bool = False,
-             shard_size: int = SHARD_SIZE) -> Any:
+             shard_size: int = SHARD_SIZE, ignored: Sequence[Path] = ()) -> Any:
     """File-by-file hashing (what the model_signing CLI verifies by default) with memory-mapped
     files hashed one per core, or sharded hashing that splits single large files."""
     ms = _library()
@@ -73,8 +73,18 @@ def _hashing(model: Path, signature: Path, shards: bool = False,
                 return _MappedFileHasher(path, name)
 
             serializer._hasher_factory = mapped  # type: ignore[union-attr]
-    config.add_ignored_paths(model_path=model, paths=_relative(model, [signature]))
+    config.add_ignored_paths(model_path=model, paths=_relative(model, [signature, *ignored]))
     return config
+
+
+def _hashing_as_signed(model: Path, signature: Path, statement: dict[str, Any]) -> Any:
+    """The hashing a signature's statement says was used: file or shard serialization, shard
+    size, and the paths it left out."""
+    serialization = (statement.get("predicate") or {}).get("serialization") or {}
+    shards = serialization.get("method") == "shards"
+    return _hashing(model, signature, shards,
+                    int(serialization.get("shard_size", SHARD_SIZE)) if shards else SHARD_SIZE,
+                    [model / p for p in serialization.get("ignore_paths", []) or []])
 
 
 def _relative(model: Path, paths: Sequence[Path]) -> list[Path]:
@@ -185,17 +195,7 @@ def _files_of(resources: dict[str, str]) -> dict[str, set[str]]:
 
 
 def _diagnose(model: Path, signature: Path, statement: dict[str, Any]) -> Outcome:
-    ms = _library()
-    predicate = statement.get("predicate") or {}
-    serialization = predicate.get("serialization") or {}
-    config = ms.hashing.Config()
-    if serialization.get("method") == "shards":
-        config = config.use_shard_serialization(
-            shard_size=int(serialization.get("shard_size", SHARD_SIZE)))
-    else:
-        config = config.use_file_serialization()
-    ignored = [signature, *(model / p for p in serialization.get("ignore_paths", []) or [])]
-    config.add_ignored_paths(model_path=model, paths=_relative(model, ignored))
+    config = _hashing_as_signed(model, signature, statement)
     try:
         manifest = config.hash(model)
         actual = {str(d.identifier): d.digest.digest_hex for d in manifest.resource_descriptors()}
@@ -248,12 +248,9 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
     except (ValueError, TypeError, OSError) as exc:
         raise InputError(f"cannot use the verification key or certificates: {exc}",
                          hint="--key must be an EC public key in PEM format") from exc
-    serialization = (statement.get("predicate") or {}).get("serialization") or {}
-    shards = serialization.get("method") == "shards"
-    hashing = _hashing(model, signature, shards,
-                       int(serialization.get("shard_size", SHARD_SIZE)) if shards else SHARD_SIZE)
     try:
-        config.set_hashing_config(hashing).verify(model, signature)
+        config.set_hashing_config(_hashing_as_signed(model, signature, statement)) \
+            .verify(model, signature)
     except Exception as exc:  # model-signing raises ValueError and library-specific errors
         outcome = _diagnose(model, signature, statement)
         if outcome.kind == "wrong-key":
