@@ -49,7 +49,11 @@ class RunSummary(NamedTuple):
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    """The history database (default: in the user data folder). Use it as a context manager:
+    the connection is closed on the way out."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        path = path or default_path()
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,12 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def record(self, report: Report, verdict: Verdict) -> int:
         with self._db:
             cursor = self._db.execute(
@@ -91,8 +101,7 @@ class Store:
         rows = self._db.execute(
             "SELECT id, started_at, command, targets, status, exit_code, findings, counts "
             "FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [RunSummary(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
-                for r in rows]
+        return [RunSummary._make((*r[:7], json.loads(r[7]))) for r in rows]
 
     def load(self, run_id: int) -> tuple[Report, Verdict]:
         row = self._db.execute("SELECT report, verdict FROM runs WHERE id = ?",
@@ -107,4 +116,4 @@ class Store:
         return int(row[0]) if row and row[0] is not None else None
 
 
-__all__ = ["RunSummary", "Status", "Store", "default_path"]
+__all__ = ["RunSummary", "Status", "Store"]

@@ -21,13 +21,10 @@ def configure_history(parser: argparse.ArgumentParser) -> None:
 
 
 def run_history(args: argparse.Namespace) -> int:
-    from bastion.store import Store, default_path
+    from bastion.store import Store
 
-    history = Store(args.store or default_path())
-    try:
+    with Store(args.store) as history:
         runs = history.runs(args.limit)
-    finally:
-        history.close()
     if args.as_json:
         for run in runs:
             say(json.dumps(run._asdict()), err=False)
@@ -55,16 +52,13 @@ def configure_show(parser: argparse.ArgumentParser) -> None:
 
 def run_show(args: argparse.Namespace) -> int:
     from bastion.report import render
-    from bastion.store import Store, default_path
+    from bastion.store import Store
 
-    history = Store(args.store or default_path())
-    try:
+    with Store(args.store) as history:
         run_id = args.run_id if args.run_id is not None else history.latest_id()
         if run_id is None:
             raise InputError("no runs recorded yet")
         report, verdict = history.load(run_id)
-    finally:
-        history.close()
     write_report(render(report, verdict, args.fmt), args.output)
     return 0
 

@@ -73,22 +73,17 @@ def judge(report: Report, settings: Settings, baseline: Path | None) -> Verdict:
 def finish(report: Report, settings: Settings, args: argparse.Namespace) -> int:
     """Judge, write the report, record the run and say the verdict; returns the exit code."""
     verdict = judge(report, settings, args.baseline)
-    fmt, output, store, no_store, quiet = args.fmt, args.output, args.store, args.no_store, \
-        args.quiet
-    write_report(render(report, verdict, fmt), output)
+    write_report(render(report, verdict, args.fmt), args.output)
     run_id = None
-    if not no_store:
-        from bastion.store import Store, default_path
+    if not args.no_store:
+        from bastion.store import Store
 
-        history = Store(store or default_path())
-        try:
+        with Store(args.store) as history:
             run_id = history.record(report, verdict)
-        finally:
-            history.close()
-    if not quiet:
+    if not args.quiet:
         counts = report.severity_counts()
         found = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings"
-        where = f"; report in {output}" if output else ""
+        where = f"; report in {args.output}" if args.output else ""
         stored = f"; run #{run_id}" if run_id else ""
         say(f"bastion: {verdict.status.value.upper()} — {found}{where}{stored}")
     return verdict.exit_code
