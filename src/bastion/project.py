@@ -122,7 +122,7 @@ def _signature_results(files: Sequence, results: dict[str, TargetResult],  # typ
 
 
 def _verify(model: Path, target, settings: Settings) -> TargetResult:  # type: ignore[no-untyped-def]
-    from bastion.supplychain.signing import SIGNATURE_FAILED, Credentials, verify
+    from bastion.supplychain.signing import Credentials, failure_finding, verify
 
     location = Location(path=target.display)
     trusted = [Credentials(key=settings.resolve(k)) for k in settings.signing.public_keys]
@@ -147,7 +147,5 @@ def _verify(model: Path, target, settings: Settings) -> TargetResult:  # type: i
             return TargetResult(path=target.display, format="signature")
         outcomes.append(outcome)
     worst = next((o for o in outcomes if o.kind != "wrong-key"), outcomes[0])
-    finding = SIGNATURE_FAILED.finding(location.model_copy(update={"pointer": worst.kind}),
-                                       f"{worst.kind}: {worst.detail}",
-                                       evidence=",".join(worst.files[:20]) or worst.kind)
-    return TargetResult(path=target.display, format="signature", findings=(finding,))
+    return TargetResult(path=target.display, format="signature",
+                        findings=(failure_finding(worst, target.display),))

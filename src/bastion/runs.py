@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from bastion import __version__
 from bastion.config import Settings
@@ -75,18 +75,29 @@ def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None
     return results
 
 
+class Started(NamedTuple):
+    """When a run began: the wall-clock time for the report, a monotonic clock for its duration."""
+
+    at: dt.datetime
+    clock: float
+
+
+def start() -> Started:
+    return Started(dt.datetime.now(dt.timezone.utc), time.monotonic())
+
+
 def build_report(results: list[TargetResult], targets: list[str], settings: Settings,
-                 started_at: dt.datetime, clock: float, command: str,
-                 unsafe: Sequence[str] = ()) -> Report:
+                 started: Started, command: str,
+                 extra_metadata: dict[str, Any] | None = None) -> Report:
     results.sort(key=lambda r: r.path)
     metadata = {
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - clock, 3),
+        "started_at": started.at.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started.clock, 3),
         "files": sum(1 for r in results if r.format != "symlink"),
         "taxonomy_version": taxonomy_version(),
         "settings": {"fail_on": settings.fail_on.value, "strict": settings.strict,
                      "source": settings.source, "limits": settings.limits.model_dump()},
-        "unsafe": list(unsafe),
+        **(extra_metadata or {}),
     }
     return Report(tool=ToolInfo(version=__version__), command=command, targets=tuple(targets),
                   metadata=metadata, results=tuple(results))

@@ -3,7 +3,6 @@ with limits, and assemble one Report."""
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from bastion.config import Limits, Settings
 from bastion.discover import Found, Link, Target, walk
 from bastion.findings import Location, Report, Severity, TargetResult
-from bastion.runs import Progress, build_report, error_result, run_targets
+from bastion.runs import Progress, build_report, error_result, run_targets, start
 from bastion.scan import registry
 from bastion.scan.base import LINK_MEMBER, ScanContext
 from bastion.scan.source import Source, bytes_source, file_source
@@ -52,26 +51,22 @@ def _scan_target(target: Target, limits: Limits) -> str:
 
 
 def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | None = None,
-             command: str = "scan", unsafe: Sequence[str] = (),
              found: Found | None = None) -> Report:
     """Scan every file under `paths` (or the already-walked `found`)."""
-    started_at = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
+    started = start()
     targets, notes = discover(found or walk(paths, settings.limits.max_files))
     registry()  # built here once; forked workers inherit it
     limits = settings.limits
     results = notes + run_targets(targets, lambda t: (t.display, t.size),
                                   lambda t: _scan_target(t, limits), settings, progress)
-    return build_report(results, [str(p) for p in paths], settings, started_at, clock, command,
-                        unsafe)
+    return build_report(results, [str(p) for p in paths], settings, started, "scan")
 
 
 def scan_bytes(data: bytes, name: str, settings: Settings) -> Report:
     """Scan an in-memory artifact in an isolated worker (used by safe_load)."""
-    started_at = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
+    started = start()
     limits = settings.limits
     results = run_targets([name], lambda n: (n, len(data)),
                           lambda n: scan_source(bytes_source(data, n), limits).model_dump_json(),
                           settings.model_copy(update={"workers": 1}))
-    return build_report(results, [name], settings, started_at, clock, "safe_load")
+    return build_report(results, [name], settings, started, "safe_load")

@@ -7,7 +7,6 @@ imported or executed."""
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import json
 import re
 import time
@@ -19,7 +18,7 @@ from bastion.config import Settings
 from bastion.discover import Found, Target, walk
 from bastion.findings import Finding, Location, Report, Skip, TargetResult, sort_findings
 from bastion.rules import Rule
-from bastion.runs import Progress, build_report, error_result, run_targets
+from bastion.runs import Progress, build_report, error_result, run_targets, start
 from bastion.supplychain import code_rules as R
 from bastion.supplychain.personal_data import personal_data
 from bastion.supplychain.secrets import available as secrets_available
@@ -344,11 +343,10 @@ def _scan_target(target: Target) -> str:
 def run_code_scan(paths: Sequence[Path], settings: Settings,
                   progress: Progress | None = None, found: Found | None = None) -> Report:
     """`bastion code`: analyse every .py and .ipynb file under `paths` (or in `found`)."""
-    started_at = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
+    started = start()
     found = found or walk(paths, settings.limits.max_files)
     targets = [t for t in found.files if t.path.suffix.lower() in SUFFIXES]
     results = [error_result(display, message) for display, message in found.problems]
     results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings,
                            progress)
-    return build_report(results, [str(p) for p in paths], settings, started_at, clock, "code")
+    return build_report(results, [str(p) for p in paths], settings, started, "code")

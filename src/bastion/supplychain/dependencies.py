@@ -4,7 +4,6 @@ bastion for ML loaders whose safety switches were bypassed (always checked)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from bastion.findings import (
     sort_findings,
 )
 from bastion.rules import Rule
-from bastion.runs import build_report
+from bastion.runs import build_report, start
 from bastion.supplychain.advisories import Advisory, AdvisoryDatabase, parse_record
 from bastion.supplychain.requirements import Dependency, read_any, read_environment
 
@@ -165,8 +164,7 @@ def _online(files: Sequence[Path]) -> dict[tuple[str, str], list[Advisory]]:
 
 def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None = None,
              online: bool = False) -> Report:
-    started_at = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
+    started = start()
     database = AdvisoryDatabase.load(advisory_db) if advisory_db else None
     remote = _online(files) if online else None
     results: list[TargetResult] = []
@@ -189,9 +187,6 @@ def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None
         results.append(TargetResult(path=display, format="dependencies", size=len(deps),
                                     findings=sort_findings(findings), skips=tuple(skips),
                                     duration_ms=round((time.monotonic() - began) * 1000, 1)))
-    report = build_report(results, [str(f) for f in files] or ["environment"], settings,
-                          started_at, clock, "deps")
-    metadata = dict(report.metadata)
-    metadata["advisory_db"] = database.source if database else None
-    metadata["online"] = online
-    return report.model_copy(update={"metadata": metadata})
+    return build_report(results, [str(f) for f in files] or ["environment"], settings, started,
+                        "deps", {"advisory_db": database.source if database else None,
+                                 "online": online})

@@ -11,11 +11,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.errors import InputError, MissingExtra, UsageError
-from bastion.findings import Confidence, Finding, Severity, Stage
+from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
+
+if TYPE_CHECKING:
+    from bastion.config import Settings
+    from bastion.findings import Report
 
 SIGNATURE_NAME = "model.sig"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -272,27 +276,25 @@ SIGNATURE_FAILED = Rule(
 )
 
 
+def failure_finding(outcome: Outcome, path: str) -> Finding:
+    """SIG001 for a failed verification, pointing at what failed (tampered, wrong-key ...)."""
+    return SIGNATURE_FAILED.finding(Location(path=path, pointer=outcome.kind),
+                                    f"{outcome.kind}: {outcome.detail}",
+                                    evidence=",".join(outcome.files[:20]) or outcome.kind)
+
+
 def verification_report(model: Path, credentials: Credentials, signature: Path | None,
-                        settings: Any) -> Any:
-    import datetime as dt
+                        settings: Settings) -> Report:
     import time
 
-    from bastion.findings import Location, TargetResult
-    from bastion.runs import build_report
+    from bastion.findings import TargetResult
+    from bastion.runs import build_report, start
 
-    started_at = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
+    started = start()
     outcome = verify(model, credentials, signature)
-    findings: tuple[Finding, ...] = ()
-    if not outcome.ok:
-        findings = (SIGNATURE_FAILED.finding(
-            Location(path=str(model), pointer=outcome.kind),
-            f"{outcome.kind}: {outcome.detail}", evidence=",".join(outcome.files[:20]) or
-            outcome.kind),)
+    findings = () if outcome.ok else (failure_finding(outcome, str(model)),)
     result = TargetResult(path=str(model), format="signed-artifact", findings=findings,
-                          duration_ms=round((time.monotonic() - clock) * 1000, 1))
-    report = build_report([result], [str(model)], settings, started_at, clock, "verify")
-    metadata = dict(report.metadata)
-    metadata["signature"] = str(signature or default_signature(model))
-    metadata["verification"] = {"ok": outcome.ok, "kind": outcome.kind}
-    return report.model_copy(update={"metadata": metadata})
+                          duration_ms=round((time.monotonic() - started.clock) * 1000, 1))
+    return build_report([result], [str(model)], settings, started, "verify", {
+        "signature": str(signature or default_signature(model)),
+        "verification": {"ok": outcome.ok, "kind": outcome.kind}})
