@@ -14,17 +14,15 @@ those bytes the way joblib's NumpyUnpickler reads them.
 from __future__ import annotations
 
 import _pickle
-import base64
-import binascii
 import functools
 import io
 import pickle
 import re
-import zlib
 from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
+from bastion.scan.embedded import as_bytes, decode, payloads_in
 from bastion.scan.pickle_globals import Verdict, classify
 
 MAX_STAND_IN_TYPES = 10_000
@@ -405,7 +403,6 @@ def _merge(into: Recorder, other: Recorder) -> None:
 
 # --- nested payloads -------------------------------------------------------------------------
 
-_B64_RE = re.compile(rb"^[A-Za-z0-9+/=\s_-]{24,}$")
 _PURE_DECODERS = {
     "_codecs.encode": "encode",
     "codecs.encode": "encode",
@@ -414,70 +411,28 @@ _PURE_DECODERS = {
     "base64.b32decode": "b32", "base64.b16decode": "b16", "base64.a85decode": "a85",
     "base64.b85decode": "b85", "binascii.a2b_base64": "b64", "binascii.unhexlify": "b16",
     "binascii.a2b_hex": "b16", "zlib.decompress": "zlib", "gzip.decompress": "gzip",
-    "bz2.decompress": "bz2", "lzma.decompress": "lzma", "builtins.bytes": "bytes",
+    "bz2.decompress": "bz2", "lzma.decompress": "xz", "builtins.bytes": "bytes",
     "builtins.bytearray": "bytes", "io.BytesIO": "bytes", "_io.BytesIO": "bytes",
     "builtins.bytes.fromhex": "hex",
 }
 
 
-def _bounded_decompress(data: bytes, kind: str, limit: int) -> bytes:
-    if kind in ("zlib", "gzip"):
-        dec = zlib.decompressobj(zlib.MAX_WBITS | (32 if kind == "gzip" else 0))
-        out = dec.decompress(data, limit + 1)
-    elif kind == "bz2":
-        import bz2
-
-        out = bz2.BZ2Decompressor().decompress(data, limit + 1)
-    else:
-        import lzma
-
-        try:
-            out = lzma.LZMADecompressor().decompress(data, limit + 1)
-        except lzma.LZMAError as exc:
-            raise ValueError(str(exc)) from exc
-    if len(out) > limit:
-        raise LimitExceeded("nested payload inflates past the limit")
-    return out
-
-
 def materialize(value: Any, limit: int, depth: int = 0) -> bytes | None:
     """The bytes a value stands for, evaluating only pure decoders (base64, hex, latin-1
-    encode, zlib...). Anything else is None."""
+    encode, zlib...) the stream calls on it. Anything else is None."""
     if depth > 8:
         return None
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value[: limit + 1])
-    if isinstance(value, str):
-        try:
-            return value.encode("latin-1")[: limit + 1]
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "surrogatepass")[: limit + 1]
+    if isinstance(value, (bytes, bytearray, str)):
+        return as_bytes(value, limit)
     if not isinstance(value, _Obj) or not value.args:
         return None
     kind = _PURE_DECODERS.get(value.origin)
     if kind is None:
         return None
     inner = materialize(value.args[0], limit, depth + 1)
-    if inner is None:
-        return None
-    try:
-        if kind in ("encode", "bytes"):
-            return inner
-        if kind == "b64":
-            return base64.b64decode(inner)
-        if kind == "b64url":
-            return base64.urlsafe_b64decode(inner)
-        if kind == "b32":
-            return base64.b32decode(inner)
-        if kind in ("b16", "hex"):
-            return binascii.unhexlify(re.sub(rb"\s", b"", inner))
-        if kind == "a85":
-            return base64.a85decode(inner)
-        if kind == "b85":
-            return base64.b85decode(inner)
-        return _bounded_decompress(inner, kind, limit)
-    except (ValueError, binascii.Error, zlib.error, OSError, EOFError):
-        return None
+    if inner is None or kind in ("encode", "bytes"):
+        return inner
+    return decode(kind, inner, limit)
 
 
 def _walk_args(args: Any, budget: list[int]) -> Iterator[Any]:
@@ -495,8 +450,6 @@ def _walk_args(args: Any, budget: list[int]) -> Iterator[Any]:
 
 def nested_candidates(recorder: Recorder, limit: int) -> list[tuple[str, bytes]]:
     """(callee, bytes) of payloads handed to flagged callables that could be serialized data."""
-    from bastion.scan.identify import identify
-
     out: list[tuple[str, bytes]] = []
     seen: set[bytes] = set()
     total = 0
@@ -504,25 +457,18 @@ def nested_candidates(recorder: Recorder, limit: int) -> list[tuple[str, bytes]]
     for call in recorder.flagged_calls:
         for arg in _walk_args(call.args, budget):
             data = materialize(arg, limit)
-            if data is None or len(data) < 8:
+            if data is None:
                 continue
-            candidates = [data]
-            if _B64_RE.match(data[:4096]):
-                try:
-                    candidates.append(base64.b64decode(data, validate=False))
-                except (ValueError, binascii.Error):
-                    pass
-            for blob in candidates:
+            for payload in payloads_in(data, limit):
+                blob = payload.data
                 digest = blob[:64] + len(blob).to_bytes(8, "little")
-                if digest in seen or len(blob) > limit:
+                if digest in seen:
                     continue
-                fmt = identify(blob[:1024], len(blob))
-                if fmt in ("pickle", "zip", "gzip", "bz2", "xz", "zlib", "tar", "7z", "npy"):
-                    seen.add(digest)
-                    total += len(blob)
-                    if total > limit:
-                        return out
-                    out.append((call.origin, blob))
-                    if len(out) >= MAX_NESTED_CANDIDATES:
-                        return out
+                seen.add(digest)
+                total += len(blob)
+                if total > limit:
+                    return out
+                out.append((call.origin, blob))
+                if len(out) >= MAX_NESTED_CANDIDATES:
+                    return out
     return out
