@@ -17,11 +17,11 @@ import _pickle
 import functools
 import io
 import pickle
-import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
+from bastion.scan.dtypes import InvalidDtype, pickled_dtype
 from bastion.scan.embedded import as_bytes, decode, payloads_in
 from bastion.scan.pickle_globals import Verdict, classify
 
@@ -262,35 +262,24 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self._src.seek(count, io.SEEK_CUR)
 
 
-_DTYPE_RE = re.compile(r"^[<>|=]?([a-zA-Z])(\d*)")
-_KIND_SIZES = {"b": 1, "?": 1, "e": 2, "f": 4, "d": 8, "g": 16, "i": 4, "l": 8, "q": 8, "h": 2,
-               "B": 1, "H": 2, "I": 4, "L": 8, "Q": 8, "F": 8, "D": 16}
-
-
 def _dtype_itemsize(dtype: Any) -> tuple[int, bool]:
-    """Item size of a numpy dtype stand-in (numpy.dtype(code, align, copy) + BUILD state)."""
+    """Item size and object-ness of a numpy dtype stand-in (numpy.dtype(code, align, copy) +
+    BUILD state), decided as NumPy builds it: the state's flags, not the code, say object."""
     if not isinstance(dtype, _Obj) or not dtype.args or not isinstance(dtype.args[0], str):
         raise pickle.UnpicklingError("joblib array without a readable dtype")
-    code = dtype.args[0]
-    state = dtype.state
-    if isinstance(state, tuple) and len(state) >= 6 and isinstance(state[5], int) and \
-            state[5] > 0:
-        return state[5], False
-    match = _DTYPE_RE.match(code)
-    if not match:
-        raise pickle.UnpicklingError(f"joblib array with unknown dtype {code!r}")
-    kind, digits = match.group(1), match.group(2)
-    if kind == "O":
+    try:
+        info = pickled_dtype(dtype.args, dtype.state, _nested_dtype)
+    except InvalidDtype as exc:
+        raise pickle.UnpicklingError(f"joblib array with an invalid dtype: {exc}") from exc
+    if info.has_object:
         return 8, True
-    if digits:
-        size = int(digits)
-        if kind == "U":
-            size *= 4
-        if kind in "fiucbmMSUV" or kind in "?":
-            return size, False
-    if kind in _KIND_SIZES:
-        return _KIND_SIZES[kind], False
-    raise pickle.UnpicklingError(f"joblib array with unsupported dtype {code!r}")
+    if info.itemsize is None:
+        raise pickle.UnpicklingError(f"joblib array with unsupported dtype {dtype.args[0]!r}")
+    return info.itemsize, False
+
+
+def _nested_dtype(value: Any) -> tuple[tuple[Any, ...], Any] | None:
+    return (value.args, value.state) if isinstance(value, _Obj) and value.args else None
 
 
 class _RawAdapter(io.RawIOBase):

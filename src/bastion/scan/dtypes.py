@@ -1,0 +1,201 @@
+"""NumPy dtypes described by an artifact: a .npy header's `descr` literal, or the dtype joblib
+pickles next to each array. Whether the data is a pickle (an object dtype) and how large one item
+is are decided the way NumPy decides them — by building the dtype from the literal and asking
+`hasobject` — never by matching the text. Only plain literals reach NumPy (no artifact objects,
+no code). Without NumPy, anything but a plain simple type code counts as possibly-object."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+MAX_LITERAL_NODES = 10_000
+MAX_LITERAL_DEPTH = 32
+NPY_ITEM_HASOBJECT = 0x01  # numpy's dtype flag: items hold Python object references
+
+# A plain, fixed-size type code: byte order, kind, size (what np.save writes for numbers,
+# strings, bytes, datetimes). Anything else is left to NumPy or treated as possibly-object.
+_SIMPLE_CODE = re.compile(
+    r"^[<>|=]?(?:([biufcSUVa])(\d{1,9})|([?bBhHiIlLqQefdgFDG])|"
+    r"([mM])8(?:\[\d{0,9}[a-zA-Z]{1,3}\])?)$"
+)
+_CHAR_SIZES = {
+    "?": 1,
+    "b": 1,
+    "B": 1,
+    "h": 2,
+    "H": 2,
+    "i": 4,
+    "I": 4,
+    "l": 8,
+    "L": 8,
+    "q": 8,
+    "Q": 8,
+    "e": 2,
+    "f": 4,
+    "d": 8,
+    "g": 16,
+    "F": 8,
+    "D": 16,
+    "G": 32,
+}
+
+
+class DtypeInfo(NamedTuple):
+    itemsize: int | None  # None: unknown (NumPy missing and not a simple code)
+    has_object: bool
+
+
+class InvalidDtype(ValueError):
+    """The description is not one NumPy accepts (so the loader refuses the file too)."""
+
+
+# A joblib dtype is pickled as numpy.dtype(*args) followed by BUILD(state); nested dtypes (of
+# fields and subarrays) are pickled objects too. The caller maps such an object to its
+# (args, state) pair, or None when it is not a pickled numpy dtype.
+NestedDtype = Callable[[Any], "tuple[tuple[Any, ...], Any] | None"]
+
+
+def npy_dtype(descr: object) -> DtypeInfo:
+    """The dtype of a .npy header's `descr`, as `numpy.lib.format` builds it."""
+    _check_literal(descr)
+    try:
+        import numpy
+        from numpy.lib.format import descr_to_dtype
+    except ImportError:
+        return _without_numpy(descr)
+    try:
+        dtype = _first_accepted(descr_to_dtype, numpy.dtype, descr)
+    except RecursionError as exc:
+        raise InvalidDtype("dtype description nested too deeply") from exc
+    except Exception as exc:  # numpy raises many types on hostile descriptions
+        raise InvalidDtype(f"NumPy refuses the dtype: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(dtype, numpy.dtype):
+        raise InvalidDtype("not a dtype")
+    return DtypeInfo(int(dtype.itemsize), bool(dtype.hasobject))
+
+
+def _first_accepted(
+    current: Callable[[Any], Any], legacy: Callable[[Any], Any], descr: object
+) -> Any:
+    """NumPy >= 1.17 reads headers with descr_to_dtype; older releases passed the literal to
+    numpy.dtype, which also accepts dict descriptions. A description either accepts counts."""
+    try:
+        return current(descr)
+    except Exception:
+        return legacy(descr)
+
+
+def is_object_dtype(descr: object) -> bool:
+    """Would NumPy read the data of an array with this `descr` as a pickle? Descriptions NumPy
+    refuses count as object (fail closed)."""
+    try:
+        return npy_dtype(descr).has_object
+    except InvalidDtype:
+        return True
+
+
+def pickled_dtype(args: tuple[Any, ...], state: Any, nested: NestedDtype) -> DtypeInfo:
+    """The dtype unpickling builds: numpy.dtype(*args), then __setstate__(state). The state's
+    flags decide `hasobject` (an int64 whose state says object is read as a pickle by joblib)."""
+    try:
+        import numpy
+    except ImportError:
+        return _pickled_without_numpy(args, state)
+    try:
+        dtype = _build_pickled(numpy, args, state, nested, 0)
+    except InvalidDtype:
+        raise
+    except RecursionError as exc:
+        raise InvalidDtype("dtype nested too deeply") from exc
+    except Exception as exc:  # numpy raises many types on hostile states
+        raise InvalidDtype(f"NumPy refuses the dtype: {type(exc).__name__}: {exc}") from exc
+    return DtypeInfo(int(dtype.itemsize), bool(dtype.hasobject))
+
+
+def _build_pickled(
+    numpy: Any, args: tuple[Any, ...], state: Any, nested: NestedDtype, depth: int
+) -> Any:
+    if depth > MAX_LITERAL_DEPTH:
+        raise InvalidDtype("dtype nested too deeply")
+    _check_literal(args)
+
+    def convert(value: Any) -> Any:
+        pair = nested(value)
+        if pair is not None:
+            return _build_pickled(numpy, pair[0], pair[1], nested, depth + 1)
+        if isinstance(value, tuple):
+            return tuple(convert(v) for v in value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        return value
+
+    state = convert(state)
+    _check_literal(state, allow=numpy.dtype)
+    dtype = numpy.dtype(*args)
+    if state is not None:
+        dtype.__setstate__(state)
+    return dtype
+
+
+def _check_literal(value: object, allow: type | None = None) -> None:
+    """Only plain data (and, for states, already-built dtypes) is handed to NumPy."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_LITERAL_NODES or depth > MAX_LITERAL_DEPTH:
+            raise InvalidDtype("dtype description too large or nested too deeply")
+        if item is None or type(item) in (str, bytes, int, bool, float):
+            continue
+        if allow is not None and isinstance(item, allow):
+            continue
+        if type(item) in (tuple, list):
+            stack.extend((v, depth + 1) for v in item)  # type: ignore[attr-defined]
+        elif type(item) is dict:
+            for key, val in item.items():  # type: ignore[attr-defined]
+                stack.append((key, depth + 1))
+                stack.append((val, depth + 1))
+        else:
+            raise InvalidDtype(f"dtype description holds a {type(item).__name__}")
+
+
+def _simple(code: object) -> DtypeInfo | None:
+    if not isinstance(code, str):
+        return None
+    match = _SIMPLE_CODE.match(code)
+    if match is None:
+        return None
+    sized_kind, digits, char, time_kind = match.groups()
+    if sized_kind:
+        size = int(digits) * (4 if sized_kind == "U" else 1)
+    elif char:
+        size = _CHAR_SIZES[char]
+    else:
+        assert time_kind
+        size = 8
+    return DtypeInfo(size, False)
+
+
+def _without_numpy(descr: object) -> DtypeInfo:
+    return _simple(descr) or DtypeInfo(None, True)
+
+
+def _pickled_without_numpy(args: tuple[Any, ...], state: Any) -> DtypeInfo:
+    simple = _simple(args[0]) if args else None
+    if simple is None:
+        return DtypeInfo(None, True)
+    if state is None:
+        return simple
+    if not isinstance(state, tuple) or len(state) < 8:
+        return DtypeInfo(None, True)
+    subarray, names, fields, elsize, flags = state[2], state[3], state[4], state[5], state[7]
+    if subarray is not None or names is not None or fields is not None:
+        return DtypeInfo(None, True)
+    if not isinstance(flags, int) or flags & NPY_ITEM_HASOBJECT:
+        return DtypeInfo(None, True)
+    if isinstance(elsize, int) and elsize > 0 and elsize != simple.itemsize:
+        return DtypeInfo(None, True)
+    return simple

@@ -1,0 +1,248 @@
+"""Object-ness of NumPy arrays is decided the way NumPy decides it (issue #7, class 5): every
+dtype description NumPy reads as "object" makes the scanner analyse the data as a pickle, in
+.npy headers and in joblib's pickled dtypes. Object arrays of plain data do not fail the gate."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from corpus import opcodes as op
+from helpers import gate_fails, rules, scan_data, scan_file
+
+from bastion.findings import Severity
+from bastion.scan import dtypes
+
+MARKER = "bastion-marker"
+PAYLOAD = op.system_call(f"echo {MARKER}")
+
+
+def _npy(descr: object, shape: tuple[int, ...] = (1,), data: bytes = PAYLOAD) -> bytes:
+    header = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode("latin-1")
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + data
+
+
+def _run_loader(tmp_path: Path, code: str) -> str:
+    """Run the real loader in a child process in a scratch folder; return what it printed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    return proc.stdout + proc.stderr
+
+
+# Every way NumPy spells a dtype holding Python objects in a header; the old check only knew
+# strings starting with "O".
+OBJECT_DESCRS: list[object] = [
+    "object",
+    "|O",
+    "O8",
+    [("a", "O")],
+    [("a", "<i4"), ("b", [("c", "O")])],
+    ("O", (2,)),
+    [("x", "O", (2,))],
+    "(2,)O",
+    "i4,O",
+    [(("title", "a"), "O")],
+]
+
+
+@pytest.mark.parametrize("descr", OBJECT_DESCRS, ids=repr)
+def test_every_object_spelling_is_analysed(descr: object) -> None:
+    result = scan_data(_npy(descr), "arr.npy")
+    assert "NPY001" in rules(result), descr
+    assert "PKL001" in rules(result, Severity.CRITICAL), descr
+
+
+@pytest.mark.parametrize("descr", [[("a", "O")], "object", ("O", (2,))], ids=repr)
+def test_real_numpy_runs_the_pickle(tmp_path: Path, descr: object) -> None:
+    """Proof with the real loader: np.load(allow_pickle=True) unpickles these headers' data."""
+    (tmp_path / "arr.npy").write_bytes(_npy(descr))
+    out = _run_loader(
+        tmp_path,
+        "import numpy as np\ntry:\n np.load('arr.npy', "
+        "allow_pickle=True)\nexcept Exception:\n pass",
+    )
+    assert MARKER in out
+
+
+def test_dict_description_accepted_by_older_numpy_is_object() -> None:
+    """numpy < 1.17 passed the literal to numpy.dtype, which accepts dict descriptions."""
+    assert dtypes.is_object_dtype({"names": ["a"], "formats": ["O"]})
+    result = scan_data(_npy({"names": ["a"], "formats": ["O"]}), "arr.npy")
+    assert "PKL001" in rules(result, Severity.CRITICAL)
+
+
+def test_refused_description_fails_closed() -> None:
+    result = scan_data(_npy("not-a-dtype"), "arr.npy")
+    assert "FMT004" in rules(result)
+    assert "PKL001" in rules(result, Severity.CRITICAL)  # the data is analysed anyway
+
+
+@pytest.mark.parametrize(
+    "descr",
+    ["<f8", "float64", "<U5", [("a", "<i4"), ("b", "<f8")], ("<f4", (3,)), "M8[ns]"],
+    ids=repr,
+)
+def test_plain_dtypes_are_not_object(descr: object) -> None:
+    info = dtypes.npy_dtype(descr)
+    assert not info.has_object
+    assert info.itemsize == np.dtype(descr).itemsize  # type: ignore[call-overload]
+
+
+def test_without_numpy_only_simple_codes_are_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy raises ImportError
+    monkeypatch.setitem(sys.modules, "numpy.lib.format", None)
+    assert dtypes.npy_dtype("<f8") == dtypes.DtypeInfo(8, False)
+    assert dtypes.npy_dtype("<U3") == dtypes.DtypeInfo(12, False)
+    for descr in ("object", [("a", "<f8")], ("<f8", (2,)), "O", "float64"):
+        assert dtypes.npy_dtype(descr).has_object, descr
+    flags_say_object = (3, "<", None, None, None, -1, -1, 63)
+    assert dtypes.pickled_dtype(("i8", False, True), flags_say_object, lambda _: None).has_object
+    plain = (3, "<", None, None, None, -1, -1, 0)
+    assert dtypes.pickled_dtype(("i8", False, True), plain, lambda _: None) == (8, False)
+
+
+def test_literal_with_objects_never_reaches_numpy() -> None:
+    with pytest.raises(dtypes.InvalidDtype):
+        dtypes.npy_dtype([("a", object())])
+    deep: object = "f8"
+    for _ in range(40):
+        deep = [("a", deep)]
+    with pytest.raises(dtypes.InvalidDtype):
+        dtypes.npy_dtype(deep)
+
+
+# --- object arrays of plain data -----------------------------------------------------------
+
+
+def _saved(array: np.ndarray[Any, Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "items",
+    [["a", "bc", "déjà"], ["x", None, 3], [["nested"], {"k": 1.5}], [np.arange(3), np.arange(2)]],
+    ids=str,
+)
+def test_object_array_of_plain_data_passes_the_gate(items: list[Any]) -> None:
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    result = scan_data(_saved(array), "strings.npy")
+    assert not gate_fails(result), result.findings
+    assert "NPY001" in rules(result, Severity.INFO)  # still visible
+
+
+def test_npz_of_string_objects_passes_the_gate() -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, names=np.array(["a", "b"], dtype=object), x=np.arange(3))
+    result = scan_data(buffer.getvalue(), "data.npz")
+    assert not gate_fails(result), result.findings
+
+
+class _Date:
+    """An ordinary class instance inside an object array is not plain data."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import datetime
+
+        return (datetime.date, (2024, 1, 1))
+
+
+def test_object_array_of_other_objects_still_flagged() -> None:
+    array = np.empty(1, dtype=object)
+    array[0] = _Date()
+    result = scan_data(_saved(array), "dates.npy")
+    assert "NPY001" in rules(result, Severity.MEDIUM)
+
+
+def test_plain_data_check_resolves_stack_global_operands_soundly() -> None:
+    """A global is 'numpy.dtype' only when its two operands really are those strings: here the
+    strings are pushed, then popped, and os.system is what STACK_GLOBAL sees."""
+    body = (
+        op.s("os")
+        + op.s("system")
+        + op.s("numpy")
+        + op.s("dtype")
+        + b"00"
+        + b"\x93"
+        + op.s("echo x")
+        + b"\x85R."
+    )
+    data = _npy("O", data=op.proto(4) + body)
+    result = scan_data(data, "arr.npy")
+    assert "NPY001" in rules(result, Severity.MEDIUM)
+
+
+# --- joblib: the pickled dtype's state decides object-ness ---------------------------------
+
+
+class _System:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"echo {MARKER}",))
+
+
+def _joblib_object_array() -> bytes:
+    import joblib
+
+    array = np.empty(1, dtype=object)
+    array[0] = _System()
+    buffer = io.BytesIO()
+    joblib.dump({"objects": array}, buffer)
+    return buffer.getvalue()
+
+
+def _patch_outer(data: bytes, old: bytes, new: bytes) -> bytes:
+    """Patch the wrapper's dtype (the first one; the array's own pickle follows it)."""
+    assert old in data and len(old) == len(new)
+    return data.replace(old, new, 1)
+
+
+def test_joblib_int_code_with_object_flags(tmp_path: Path) -> None:
+    """dtype('i8') whose pickled state carries the object flag: NumPy's dtype has hasobject,
+    joblib unpickles the data; the old check read the code only and skipped 8 raw bytes."""
+    data = _patch_outer(_joblib_object_array(), b"\x8c\x02O8", b"\x8c\x02i8")
+    (tmp_path / "m.joblib").write_bytes(data)
+    assert "PKL001" in rules(scan_file(tmp_path / "m.joblib"), Severity.CRITICAL)
+    out = _run_loader(
+        tmp_path, "import joblib\ntry:\n joblib.load('m.joblib')\nexcept Exception:\n pass"
+    )
+    assert MARKER in out
+
+
+def test_joblib_stored_itemsize_is_not_trusted_before_the_type(tmp_path: Path) -> None:
+    """dtype('O8') whose state declares an item size of 8: the old check returned "8 bytes,
+    not object" from the size alone."""
+    state = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK?"  # elsize -1, alignment -1, flags 63
+    data = _patch_outer(_joblib_object_array(), state, b"J\x08\x00\x00\x00" + state[5:])
+    (tmp_path / "m.joblib").write_bytes(data)
+    assert "PKL001" in rules(scan_file(tmp_path / "m.joblib"), Severity.CRITICAL)
+    out = _run_loader(
+        tmp_path, "import joblib\ntry:\n joblib.load('m.joblib')\nexcept Exception:\n pass"
+    )
+    assert MARKER in out
+
+
+def test_joblib_numeric_arrays_stay_clean() -> None:
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(
+        {"w": np.arange(10.0), "s": np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")])},
+        buffer,
+    )
+    assert not gate_fails(scan_data(buffer.getvalue(), "m.joblib"))
