@@ -68,7 +68,8 @@ def test_active_waiver_accepts_and_expired_waiver_fails() -> None:
 
 
 def test_expired_waiver_fails_even_when_nothing_matches() -> None:
-    expired = WaiverSpec(rule="X1", path="*", reason="old", expires=TODAY - dt.timedelta(days=3))
+    expired = WaiverSpec(rule="X1", path="models/*", reason="old",
+                         expires=TODAY - dt.timedelta(days=3))
     assert evaluate(report(target()), Settings(waivers=(expired,)), today=TODAY).exit_code == 1
 
 
@@ -130,29 +131,30 @@ def test_strict_makes_gaps_fail_but_not_out_of_scope_files() -> None:
 
 def test_settings_precedence(tmp_path: Path) -> None:
     (tmp_path / "bastion.toml").write_text('fail_on = "high"\nstrict = true\n')
-    assert load_settings(search_from=tmp_path, environ={}).fail_on is Severity.HIGH
+    assert load_settings(project_dir=tmp_path, environ={}).fail_on is Severity.HIGH
     env = {"BASTION_FAIL_ON": "critical"}
-    assert load_settings(search_from=tmp_path, environ=env).fail_on is Severity.CRITICAL
-    flag = load_settings(search_from=tmp_path, environ=env, overrides={"fail_on": "low"})
+    assert load_settings(project_dir=tmp_path, environ=env).fail_on is Severity.CRITICAL
+    flag = load_settings(project_dir=tmp_path, environ=env, overrides={"fail_on": "low"})
     assert flag.fail_on is Severity.LOW and flag.strict
 
 
 def test_pyproject_table_and_invalid_config(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.bastion]\nfail_on = "low"\n'
                                              '[[tool.bastion.waivers]]\nrule = "PKL003"\n'
+                                             'path = "m/*"\n'
                                              'reason = "ours"\nexpires = 2027-01-01\n')
-    settings = load_settings(search_from=tmp_path, environ={})
+    settings = load_settings(project_dir=tmp_path, environ={})
     assert settings.fail_on is Severity.LOW and settings.waivers[0].rule == "PKL003"
     (tmp_path / "bastion.toml").write_text('fail_on = "severe"\n')
     with pytest.raises(ConfigError, match="fail_on"):
-        load_settings(search_from=tmp_path, environ={})
+        load_settings(project_dir=tmp_path, environ={})
     (tmp_path / "bastion.toml").write_text('fail_on = \n')
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_settings(search_from=tmp_path, environ={})
-    (tmp_path / "bastion.toml").write_text('[[waivers]]\nrule="A"\nreason=" "\n'
+        load_settings(project_dir=tmp_path, environ={})
+    (tmp_path / "bastion.toml").write_text('[[waivers]]\nrule="A"\npath="m/*"\nreason=" "\n'
                                            'expires=2027-01-01\n')
     with pytest.raises(ConfigError, match="reason"):
-        load_settings(search_from=tmp_path, environ={})
+        load_settings(project_dir=tmp_path, environ={})
 
 
 severities = st.sampled_from(list(Severity))
@@ -173,7 +175,7 @@ def test_waiving_never_makes_a_verdict_worse(items: list[tuple[Severity, bool]])
     findings = [finding(severity=s, path=f"{'w' if waive else 'k'}/{i}.pkl", evidence=str(i))
                 for i, (s, waive) in enumerate(items)]
     rep = report(target(*findings))
-    waiver = WaiverSpec(rule="*", path="w/*", reason="r", expires=TODAY)
+    waiver = WaiverSpec(rule="PKL001", path="w/*", reason="r", expires=TODAY)
     plain = evaluate(rep, Settings(), today=TODAY).exit_code
     waived = evaluate(rep, Settings(waivers=(waiver,)), today=TODAY).exit_code
     assert waived <= plain
@@ -200,13 +202,25 @@ def test_pyproject_without_bastion_is_not_parsed_but_a_bastion_table_is(tmp_path
     project.mkdir()
     # someone else's broken pyproject.toml is not bastion's business...
     (tmp_path / "pyproject.toml").write_text("[project\nname = 'x'\n")
-    assert load_settings(search_from=project, environ={}).source is None
+    assert load_settings(project_dir=project, environ={}).source is None
     # ...but one that names bastion is parsed, and a broken one says so
     (tmp_path / "pyproject.toml").write_text("[tool.bastion\nfail_on = 'low'\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_settings(search_from=project, environ={})
+        load_settings(project_dir=project, environ={})
     (tmp_path / "pyproject.toml").write_bytes(b"[tool.bastion]\nfail_on = '\xff'\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
-        load_settings(search_from=project, environ={})
+        load_settings(project_dir=project, environ={})
     (tmp_path / "pyproject.toml").write_text("[tool.bastion]\nfail_on = 'low'\n")
-    assert load_settings(search_from=project, environ={}).fail_on is Severity.LOW
+    assert load_settings(project_dir=project, environ={}).fail_on is Severity.LOW
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/policy.md"])
+def test_documented_policy_examples_load(document: str, tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).parents[1] / document).read_text("utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        (tmp_path / "bastion.toml").write_text(block)
+        load_settings(project_dir=tmp_path, environ={})

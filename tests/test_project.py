@@ -38,7 +38,7 @@ def rules_by_path(report):  # type: ignore[no-untyped-def]
 
 
 def test_project_scan_runs_every_check(project: Path) -> None:
-    settings = load_settings(search_from=project, environ={})
+    settings = load_settings(project_dir=project, environ={})
     report = scan_project([project], settings)
     found = rules_by_path(report)
     assert found["train.py"] == {"COD002"}
@@ -53,7 +53,7 @@ def test_tampered_signed_model_and_unsigned_model_fail(project: Path) -> None:
     (project / "other.pkl").write_bytes(pickle.dumps([1]))
     (project / "train.py").write_text("x = 1\n")
     (project / "requirements.txt").write_text("scikit-learn==1.5.2\n")
-    settings = load_settings(search_from=project, environ={})
+    settings = load_settings(project_dir=project, environ={})
     report = scan_project([project], settings)
     found = rules_by_path(report)
     assert found["model/model.sig"] == {"SIG001"}
@@ -66,7 +66,7 @@ def test_signature_without_trusted_key_is_not_silently_accepted(project: Path) -
     (project / "bastion.toml").write_text("")
     (project / "train.py").write_text("x = 1\n")
     (project / "requirements.txt").unlink()
-    settings = load_settings(search_from=project, environ={})
+    settings = load_settings(project_dir=project, environ={})
     report = scan_project([project], settings)
     sig = next(r for r in report.results if r.path == "model/model.sig")
     assert sig.skips and "no trusted key" in sig.skips[0].reason

@@ -28,14 +28,13 @@ __all__ = ["CheckError", "Finding", "Location", "Report", "Severity", "Skip", "T
 def run_scan_api(paths: Sequence[str | PathLike[str]] | str | PathLike[str],
                  settings: Settings | None = None) -> Report:
     """Scan files or folders and return the Report (no verdict: see bastion.policy.evaluate).
-    Also reachable as `bastion.scan(paths)`."""
-    from bastion.config import load_settings
+    Also reachable as `bastion.scan(paths)`. Without `settings`, the built-in defaults apply:
+    no file near the scanned paths can change them."""
+    from bastion.config import Settings
     from bastion.project import scan_project
 
     items = [paths] if isinstance(paths, (str, PathLike)) else list(paths)
-    as_paths = [Path(p) for p in items]
-    settings = settings or load_settings(search_from=as_paths[0] if as_paths else Path("."))
-    return scan_project(as_paths, settings)
+    return scan_project([Path(p) for p in items], settings or Settings())
 
 
 def safe_load(path: str | PathLike[str], settings: Settings | None = None, **kwargs: Any) -> Any:

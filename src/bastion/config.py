@@ -1,10 +1,18 @@
-"""Typed settings. Precedence: command-line flag > BASTION_* environment > bastion.toml or
-[tool.bastion] in pyproject.toml (or --policy FILE) > default."""
+"""Typed settings. Precedence: command-line flag > BASTION_* environment > the policy file >
+default.
+
+The policy file is the *invoking* project's: `--policy FILE`, else `BASTION_POLICY`, else the
+first bastion.toml (or pyproject.toml with [tool.bastion]) from the working directory upwards.
+It is never looked up from the scanned paths: a downloaded model folder that ships its own
+policy must not be able to waive its own findings. The library API (`bastion.scan`,
+`safe_load`) uses the built-in defaults unless it is handed Settings."""
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +22,11 @@ from bastion.findings import Severity
 from bastion.records import Record, RecordError, field
 
 MiB = 1024 * 1024
+POLICY_ENV = "BASTION_POLICY"
+POLICY_FILE_NAMES = ("bastion.toml", "pyproject.toml")
+_RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")  # one id: no glob characters
+# A waiver whose path glob matches every path of one of these sets would waive a rule everywhere.
+_ANY_PATH_PROBES = (("model.pkl", ".hidden", "x"), ("a/b/c/model.pt", "x/y", "/abs/m.pkl"))
 
 # name -> (minimum, meaning); every limit must be at least its minimum
 _LIMIT_MINIMUMS = {
@@ -59,16 +72,24 @@ class Limits(Record):
 
 
 class WaiverSpec(Record):
-    """Accept findings of one rule under a path glob, for a reason, until a date."""
+    """Accept findings of one rule under a path glob, for a reason, until a date. Wildcards are
+    refused: a waiver names one rule id and a path glob that does not match every path."""
 
     rule: str
-    path: str = "*"
+    path: str
     reason: str
     expires: dt.date
 
     def __post_init__(self) -> None:
         if not self.reason.strip():
             raise RecordError("reason", "a waiver needs a reason")
+        if not _RULE_ID.match(self.rule):
+            raise RecordError("rule", f"a waiver names one rule id (like PKL003), not "
+                                      f"{self.rule!r}: wildcard waivers are refused")
+        if any(all(fnmatch.fnmatchcase(probe, self.path) for probe in probes)
+               for probes in _ANY_PATH_PROBES):
+            raise RecordError("path", f"{self.path!r} matches every path: a waiver names the "
+                                      "files it covers (e.g. 'models/vendor/*')")
 
 
 class SigstoreIdentity(Record):
@@ -87,6 +108,14 @@ class SigningSettings(Record):
     identities: tuple[SigstoreIdentity, ...] = ()  # keyless Sigstore signers (needs network)
     require: bool = False
 
+    def __post_init__(self) -> None:
+        if self.require and not (self.public_keys or self.certificate_chains or
+                                 self.identities):
+            raise RecordError("signing.require", "require = true needs trusted signers "
+                                                 "(public_keys, certificate_chains or "
+                                                 "identities): without them no signature "
+                                                 "can be verified")
+
 
 def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
@@ -102,6 +131,11 @@ class Settings(Record):
     signing: SigningSettings = field(default_factory=SigningSettings)
     advisory_db: str | None = None  # offline OSV database for dependency checks in `scan`
     source: str | None = None  # file the settings came from
+
+    @property
+    def policy_name(self) -> str:
+        """What the report and stderr name as the policy in use."""
+        return self.source or "built-in defaults"
 
     def resolve(self, relative: str) -> Path:
         """A path from the policy file, relative to the file's folder."""
@@ -139,6 +173,18 @@ def _read_toml(path: Path, unless_missing: bytes | None = None) -> dict[str, Any
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
 
 
+def declares_policy(path: Path) -> bool:
+    """Whether the file is a bastion policy: a bastion.toml, or a pyproject.toml with a
+    [tool.bastion] table (an unreadable or broken one is not)."""
+    if path.name == "bastion.toml":
+        return True
+    try:
+        table = _read_toml(path, unless_missing=b"bastion").get("tool", {}).get("bastion")
+    except ConfigError:
+        return False
+    return isinstance(table, dict)
+
+
 def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     """bastion.toml, or pyproject.toml with [tool.bastion], in START or its parents."""
     start = start.resolve()
@@ -157,23 +203,30 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
 
 def load_settings(
     policy_file: Path | None = None,
-    search_from: Path | None = None,
+    project_dir: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
 ) -> Settings:
+    """Settings from the invoking project: `policy_file`, else the file named by
+    BASTION_POLICY, else the policy found from `project_dir` (the working directory, never a
+    scanned path) upwards; then environment and `overrides` on top."""
     data: dict[str, Any] = {}
     source: str | None = None
+    env = os.environ if environ is None else environ
+    if policy_file is None and env.get(POLICY_ENV):
+        policy_file = Path(env[POLICY_ENV])
+        if not policy_file.is_file():
+            raise ConfigError(f"{POLICY_ENV} names {policy_file}, which is not a file")
     if policy_file is not None:
         raw = _read_toml(policy_file)
         data = raw.get("tool", {}).get("bastion", raw) if policy_file.name == "pyproject.toml" \
             else raw
         source = str(policy_file)
-    elif search_from is not None:
-        found = find_config_file(search_from)
+    elif project_dir is not None:
+        found = find_config_file(project_dir)
         if found:
             source, data = str(found[0]), dict(found[1])
     data = dict(data)
-    env = os.environ if environ is None else environ
     for key, name in _ENV_KEYS.items():
         if key in env:
             data[name] = env[key]

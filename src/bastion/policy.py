@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bastion.config import Settings, WaiverSpec
 from bastion.errors import ConfigError
-from bastion.findings import Finding, Report
+from bastion.findings import Finding, Report, Severity
 from bastion.records import Record
 
 BASELINE_VERSION = "1"
@@ -40,7 +40,7 @@ class Verdict(Record):
 
 
 def waiver_matches(waiver: WaiverSpec, finding: Finding) -> bool:
-    if waiver.rule not in ("*", finding.rule_id):
+    if waiver.rule != finding.rule_id:
         return False
     return fnmatch.fnmatchcase(finding.location.path, waiver.path)
 
@@ -57,7 +57,10 @@ def evaluate(report: Report, settings: Settings, baseline: frozenset[str] = froz
         reasons.append(f"waiver for {waiver.rule} on '{waiver.path}' expired on "
                        f"{waiver.expires.isoformat()}")
     active = [w for w in settings.waivers if w.expires >= today]
-    threshold = settings.fail_on.rank
+    # --strict also fails on findings reported below the default gate on purpose (LOW: e.g. a
+    # pickle instantiating a class of the user's own package)
+    threshold = min(settings.fail_on.rank, Severity.LOW.rank) if settings.strict else \
+        settings.fail_on.rank
     for finding in report.findings:
         if finding.fingerprint in baseline:
             baselined.append(finding.fingerprint)
@@ -66,7 +69,9 @@ def evaluate(report: Report, settings: Settings, baseline: frozenset[str] = froz
         elif finding.severity.rank >= threshold:
             failing.append(finding.fingerprint)
     if failing:
-        reasons.insert(0, f"{len(failing)} finding(s) at or above '{settings.fail_on.value}'")
+        gate = "low" if settings.strict and threshold != settings.fail_on.rank else \
+            settings.fail_on.value
+        reasons.insert(0, f"{len(failing)} finding(s) at or above '{gate}'")
     gaps = report.gaps
     if settings.strict and gaps:
         reasons.append(f"--strict: {len(gaps)} item(s) were not checked")

@@ -32,6 +32,18 @@ UNSIGNED = Rule(
                 "signatures ([signing] require = true).",
     remediation="Sign the model folder with `bastion sign` and keep the signature next to it.",
 )
+SHIPPED_POLICY = Rule(
+    id="POL001", title="A bastion policy file inside the scanned content",
+    severity=Severity.MEDIUM, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    profile="masquerading",
+    description="The scanned folder carries its own bastion policy (bastion.toml or "
+                "[tool.bastion] in pyproject.toml). bastion ignores it: the policy comes from "
+                "the invoking project (--policy, BASTION_POLICY, or the working directory), "
+                "because content under review must not be able to waive its own findings. A "
+                "downloaded model that ships a policy is trying to, or was packed carelessly.",
+    remediation="Remove the policy file from the artifact. If this folder is a project of your "
+                "own scanned from outside it, waive POL001 for its path.",
+)
 MODEL_FORMATS = frozenset({"pickle", "zip", "tar", "npy", "safetensors", "onnx", "hdf5",
                            "savedmodel", "gguf", "gzip", "bz2", "xz", "zlib", "7z"})
 CODE_SUFFIXES = (".py", ".ipynb")
@@ -51,6 +63,7 @@ def scan_project(paths: Sequence[Path], settings: Settings,
     if requirement_files:
         _merge(results, _dependency_results(requirement_files, settings))
     _merge(results, _signature_results(found.files, results, settings))
+    _merge(results, _shipped_policies(found.files, settings))
     return report.model_copy(update={"results": tuple(sorted(results.values(),
                                                               key=lambda r: r.path))})
 
@@ -95,6 +108,25 @@ def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResul
     return out
 
 
+def _shipped_policies(files: Sequence, settings: Settings) -> list[TargetResult]:  # type: ignore[type-arg]
+    """Policy files inside the scanned paths other than the one in use: reported, never read
+    as policy."""
+    from bastion.config import POLICY_FILE_NAMES, declares_policy
+
+    in_use = Path(settings.source).resolve() if settings.source else None
+    out = []
+    for target in files:
+        if target.path.name not in POLICY_FILE_NAMES or target.path.resolve() == in_use or \
+                not declares_policy(target.path):
+            continue
+        finding = SHIPPED_POLICY.finding(
+            Location(path=target.display), f"{target.path.name} inside the scanned content is "
+            f"ignored; the policy in use is {settings.policy_name}",
+            evidence=target.path.name)
+        out.append(TargetResult(path=target.display, format="policy", findings=(finding,)))
+    return out
+
+
 def _signature_results(files: Sequence, results: dict[str, TargetResult],  # type: ignore[type-arg]
                        settings: Settings) -> list[TargetResult]:
     signatures = [t for t in files if t.path.name == "model.sig" or
@@ -105,9 +137,12 @@ def _signature_results(files: Sequence, results: dict[str, TargetResult],  # typ
         model = target.path.parent if target.path.name == "model.sig" else \
             target.path.with_suffix("")
         prefix = target.display.rsplit("/", 1)[0] + "/" if "/" in target.display else ""
+        verified = _verify(model, target, settings)
+        out.append(verified)
+        if verified.findings or verified.errors or verified.skips:
+            continue  # coverage counts only after a successful verification
         covered.append(prefix if target.path.name == "model.sig" else
                        target.display.removesuffix(".sig"))
-        out.append(_verify(model, target, settings))
     severity = Severity.HIGH if settings.signing.require else Severity.INFO
     for path, result in results.items():
         if result.format not in MODEL_FORMATS or path.endswith(".sig"):

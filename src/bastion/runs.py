@@ -95,6 +95,7 @@ def build_report(results: list[TargetResult], targets: list[str], settings: Sett
         "duration_s": round(time.monotonic() - started.clock, 3),
         "files": sum(1 for r in results if r.format != "symlink"),
         "taxonomy_version": taxonomy_version(),
+        "policy": settings.policy_name,
         "settings": {"fail_on": settings.fail_on.value, "strict": settings.strict,
                      "source": settings.source, "limits": settings.limits.model_dump()},
         **(extra_metadata or {}),

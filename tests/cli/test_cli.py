@@ -66,7 +66,9 @@ def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: 
     assert "no run 99" in capsys.readouterr().err
 
 
-def test_fail_on_and_waiver_in_policy(project: Path, store: Path) -> None:
+def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)  # the invoking project's own policy
     evil(project / "bad.pkl")
     assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
     (project / "bastion.toml").write_text(

@@ -67,8 +67,9 @@ def add_judging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
                         help="Write the report to FILE instead of stdout.")
     parser.add_argument("--policy", type=existing("file"), metavar="FILE",
-                        help="Policy TOML (default: bastion.toml or [tool.bastion] in "
-                             "pyproject.toml found from the first path upwards).")
+                        help="Policy TOML [env BASTION_POLICY; default: bastion.toml or "
+                             "[tool.bastion] in pyproject.toml found from the working "
+                             "directory upwards, never from the scanned paths].")
     parser.add_argument("--fail-on", choices=[s.value for s in Severity],
                         help="Lowest severity that fails the gate [default: medium].")
     parser.add_argument("--strict", action="store_true", default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,10 @@ from .options import add_judging_options, bounded, existing, output_file
 from .output import say, write_report
 
 
-def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> \
-        Settings:
-    return load_settings(policy_file=policy, search_from=paths[0] if paths else Path("."),
-                         overrides=overrides)
+def settings_for(policy: Path | None, overrides: dict[str, Any]) -> Settings:
+    """The invoking project's settings: --policy, BASTION_POLICY, or the policy found from the
+    working directory upwards — never from the scanned paths."""
+    return load_settings(policy_file=policy, project_dir=Path.cwd(), overrides=overrides)
 
 
 def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,6 +73,8 @@ def judge(report: Report, settings: Settings, baseline: Path | None) -> Verdict:
 def finish(report: Report, settings: Settings, args: argparse.Namespace) -> int:
     """Judge, write the report, record the run and say the verdict; returns the exit code."""
     verdict = judge(report, settings, args.baseline)
+    if not args.quiet:
+        say(f"bastion: policy: {settings.policy_name}")
     write_report(render(report, verdict, args.fmt), args.output)
     run_id = None
     if not args.no_store:
@@ -112,7 +114,7 @@ the exit code: 0 passed, 1 failed, 2 could not decide."""
 def run_scan(args: argparse.Namespace) -> int:
     paths: list[Path] = args.paths
     limits = {k: v for k, v in (("timeout_s", args.timeout), ("memory_mb", args.memory_mb)) if v}
-    settings = settings_for(paths, args.policy, {**gate_overrides(args), "workers": args.workers,
+    settings = settings_for(args.policy, {**gate_overrides(args), "workers": args.workers,
                                                  "limits": limits or None})
     from bastion.project import scan_project
 
@@ -137,7 +139,7 @@ Review the file before committing it."""
 def run_baseline(args: argparse.Namespace) -> int:
     from bastion.project import scan_project
 
-    settings = settings_for(args.paths, args.policy, {})
+    settings = settings_for(args.policy, {})
     report = scan_project(args.paths, settings)
     document = baseline_document(report)
     write_report(json.dumps(document, indent=2) + "\n", args.output)
