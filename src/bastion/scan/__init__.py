@@ -22,6 +22,7 @@ BUILTIN_SCANNERS: dict[str, str] = {
     "gzip": "bastion.scan.archive:CompressedScanner",
     "bz2": "bastion.scan.archive:CompressedScanner",
     "xz": "bastion.scan.archive:CompressedScanner",
+    "lzma": "bastion.scan.archive:CompressedScanner",
     "zlib": "bastion.scan.archive:CompressedScanner",
     "lz4": "bastion.scan.archive:CompressedScanner",
     "npy": "bastion.scan.npy:NpyScanner",
@@ -29,6 +30,9 @@ BUILTIN_SCANNERS: dict[str, str] = {
     "onnx": "bastion.scan.onnx:OnnxScanner",
     "hdf5": "bastion.scan.keras:Hdf5Scanner",
     "savedmodel": "bastion.scan.tensorflow:SavedModelScanner",
+    "savedmodel_text": "bastion.scan.tensorflow:SavedModelScanner",
+    "keras_metadata": "bastion.scan.tensorflow:SavedModelScanner",
+    "tf_graphdef": "bastion.scan.tensorflow:SavedModelScanner",
     "gguf": "bastion.scan.gguf:GgufScanner",
     "json": "bastion.scan.jsonconfig:JsonConfigScanner",
 }

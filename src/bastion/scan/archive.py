@@ -6,11 +6,12 @@ from __future__ import annotations
 import io
 import zlib
 from collections import Counter
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import LINK_MEMBER, MALFORMED, POLYGLOT, ScanContext
+from bastion.scan.identify import JOBLIB_ZFILE_HEADER, JOBLIB_ZFILE_PREFIX
 from bastion.scan.source import Source, bytes_source, slice_opener
 from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
 
@@ -53,6 +54,15 @@ CORRUPT_MEMBER = Rule(
     description="A member is corrupt or uses an unsupported compression; its content was not "
                 "checked. Other members were scanned.",
     remediation="Re-create the archive with standard compression.",
+)
+
+TRAILING_AFTER_STREAM = Rule(
+    id="ARC008", title="Data after the end of a compressed stream", severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    description="Bytes follow the end of a gzip/bz2/xz/zlib/lz4 stream. Readers differ on "
+                "them (some continue into them, some stop), so they are content of their own; "
+                "bastion scans them as such.",
+    remediation="Re-create the file with the library's own writer.",
 )
 
 SPOOL_IN_MEMORY = 64 * 1024 * 1024
@@ -286,20 +296,30 @@ class SevenZipScanner:
 
 # --- compressed streams ----------------------------------------------------------------------
 
+# a new stream of the same format may follow the end of one: the loaders' readers continue
+# into it (gzip members, bz2 and xz streams, lz4 frames)
+_NEXT_STREAM: dict[str, tuple[bytes, ...]] = {
+    "gzip": (b"\x1f\x8b",), "bz2": (b"BZh",), "xz": (b"\xfd7zXZ\x00",),
+    "lz4": (b"\x04\x22\x4d\x18",),
+}
+
+
 class CompressedScanner:
     name = "compressed"
-    formats = ("gzip", "bz2", "xz", "zlib", "lz4")
+    formats = ("gzip", "bz2", "xz", "lzma", "zlib", "lz4")
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
         import tempfile
 
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-            error = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
+            error, trailing = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
             size = spool.tell()
             if error:
                 ctx.add(MALFORMED.finding(source.location,
                                           f"{fmt} stream is corrupt after {size} bytes: {error}",
                                           evidence=error))
+            if trailing is not None:
+                self._trailing(ctx, source, fmt, trailing)
             if size == 0:
                 return
             spool.seek(0)
@@ -311,7 +331,22 @@ class CompressedScanner:
 
             ctx.scan(source.child(f"<{fmt}-decompressed>", opener, size))
 
-    def _inflate(self, ctx: ScanContext, source: Source, fmt: str, out: BinaryIO) -> str | None:
+    @staticmethod
+    def _trailing(ctx: ScanContext, source: Source, fmt: str, start: int) -> None:
+        """Bytes after the end of the compressed stream are content too: another reader, or
+        the same one on a stream it does not stop at, reads them."""
+        length = source.size - start
+        child = source.child(f"<after {fmt} stream>", slice_opener(source, start, length),
+                             length)
+        if not child.head(1 << 16).strip(b"\x00"):
+            return  # zero padding
+        ctx.add(TRAILING_AFTER_STREAM.finding(
+            source.location, f"{length} bytes follow the end of the {fmt} stream (scanned)",
+            evidence=f"{fmt} stream ends at byte {start}"))
+        ctx.scan(child)
+
+    @staticmethod
+    def _decompressor(ctx: ScanContext, source: Source, fmt: str) -> Any:
         import bz2
         import lzma
 
@@ -323,17 +358,33 @@ class CompressedScanner:
                          "archives")
                 ctx.incomplete = True
                 return None
-            decompressor = lz4.frame.LZ4FrameDecompressor()
-        elif fmt in ("gzip", "zlib"):
-            decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
-        elif fmt == "bz2":
-            decompressor = bz2.BZ2Decompressor()
-        else:
-            decompressor = lzma.LZMADecompressor()
+            return lz4.frame.LZ4FrameDecompressor()
+        if fmt in ("gzip", "zlib"):
+            return zlib.decompressobj(zlib.MAX_WBITS | 32)
+        if fmt == "bz2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor()  # xz and raw .lzma ("alone") streams
+
+    def _inflate(self, ctx: ScanContext, source: Source, fmt: str,
+                 out: BinaryIO) -> tuple[str | None, int | None]:
+        """Inflate every consecutive stream into `out`. Returns (error, offset of the bytes that
+        follow the last stream, if any)."""
+        import lzma
+
+        decompressor = self._decompressor(ctx, source, fmt)
+        if decompressor is None:
+            return None, None
         with source.open() as handle:
+            position = 0
+            if fmt == "zlib" and handle.read(2) == JOBLIB_ZFILE_PREFIX:
+                # joblib < 0.10: "ZF", a hex length, maybe one space, then the zlib stream
+                handle.seek(JOBLIB_ZFILE_HEADER)
+                position = JOBLIB_ZFILE_HEADER + (handle.read(1) == b" ")
+            handle.seek(position)
             while True:
                 ctx.check_time()
                 chunk = handle.read(1 << 20)
+                position += len(chunk)
                 if not chunk:
                     break
                 try:
@@ -345,21 +396,28 @@ class CompressedScanner:
                         if tail:
                             chunk = tail
                             continue
-                        if getattr(decompressor, "eof", False):
+                        if decompressor.eof:
                             rest = decompressor.unused_data
-                            if rest and fmt == "gzip" and rest[:2] == b"\x1f\x8b":
-                                decompressor = zlib.decompressobj(zlib.MAX_WBITS | 32)
+                            if not rest:
+                                rest = handle.read(1 << 20)
+                                position += len(rest)
+                                if not rest:
+                                    return None, None
+                            if rest.startswith(_NEXT_STREAM.get(fmt, ())) and \
+                                    _NEXT_STREAM.get(fmt):
+                                decompressor = self._decompressor(ctx, source, fmt)
                                 chunk = rest
                                 continue
-                            return None
+                            return None, position - len(rest)
                         if getattr(decompressor, "needs_input", True):
                             break
                         chunk = b""
-                except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError) as exc:
-                    return str(exc)
-        if not getattr(decompressor, "eof", True):
-            return "stream ends before its end marker"
-        return None
+                except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError,
+                        RuntimeError) as exc:
+                    return str(exc), None
+        if not decompressor.eof:
+            return "stream ends before its end marker", None
+        return None, None
 
 
 class _NonClosing(io.RawIOBase):

@@ -26,9 +26,10 @@ from bastion.runs import LIMIT_HIT
 from bastion.scan.identify import (
     CODE_CAPABLE_FORMATS,
     EXPECTED_FORMATS,
+    PROTOBUF_FORMATS,
     SAFE_FORMAT_EXTENSIONS,
     extension_of,
-    identify,
+    identify_all,
 )
 from bastion.scan.source import CorruptInput, Source
 
@@ -140,7 +141,9 @@ class ScanContext:
                 raise LimitExceeded(f"nesting deeper than {self.limits.max_depth} levels")
             detected = fmt
             if detected is None:
-                detected = identify(source.head(1024), source.size, source.name)
+                found[:] = identify_all(source.head(1024), source.size, source.name,
+                                        source.opener)
+                detected = found[0]
                 self._check_name(source, detected)
                 self._check_zip_tail(source, detected)
             found[0] = detected
@@ -152,7 +155,17 @@ class ScanContext:
                 scanner.scan(self, source, detected)
 
         self.guarded(source, work, CHECK_ERROR_NAME)
+        for other in found[1:]:
+            self._other_interpretation(source, found[0], other)
         return found[0]
+
+    def _other_interpretation(self, source: Source, primary: str, other: str) -> None:
+        """Some loader reads the same bytes as `other` (identify_all): scan that view too."""
+        if not {primary, other} <= PROTOBUF_FORMATS:
+            self.add(POLYGLOT.finding(
+                source.location, f"{primary} file that loaders can also read as {other}; "
+                "both views are scanned", evidence=f"{primary}+{other}"))
+        self.scan(source.child(f"<as {other}>", source.opener, source.size), other)
 
     def guarded(self, source: Source, work: Callable[[], None], check: str) -> None:
         """Run one unit of analysis; whatever goes wrong is recorded against `source`, never

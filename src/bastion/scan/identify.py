@@ -1,19 +1,26 @@
-"""Identify a byte stream by its content (magic bytes and structure), never by name alone.
-The extension is only a hint, used to report mismatches."""
+"""Identify a byte stream by its content, the way the loaders that would read it decide.
+
+Loaders do not agree: torch.load calls anything starting with `PK\\x03\\x04` a zip and tries
+`tarfile` before `pickle`; joblib picks a decompressor by a magic prefix; `pickle.load` accepts any
+opcode the unpickler knows; protobuf readers accept fields in any order. `identify_all` returns
+every interpretation some loader could take (the first one is the primary); the scan engine scans
+them all. The extension is only a hint, used to report mismatches."""
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Callable
+from typing import BinaryIO
 
-PICKLE_FIRST_OPCODES = frozenset(b"(.0123FGIJKLMNPQRSTUVX]abcdeghijklmnopqrstu}\x80\x81\x82"
-                                 b"\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f"
-                                 b"\x90\x91\x92\x93\x94\x95\x96\x97\x98")
+from bastion.scan.pickle_probe import looks_like_pickle
 
 # What each extension is expected to contain; anything else is a mismatch.
+_COMPRESSED = frozenset({"pickle", "gzip", "bz2", "xz", "lzma", "zlib", "lz4"})
 EXPECTED_FORMATS: dict[str, frozenset[str]] = {
-    ".pkl": frozenset({"pickle", "gzip", "bz2", "xz", "zlib", "lz4"}),
-    ".pickle": frozenset({"pickle", "gzip", "bz2", "xz", "zlib", "lz4"}),
-    ".joblib": frozenset({"pickle", "gzip", "bz2", "xz", "zlib", "lz4"}),
+    ".pkl": _COMPRESSED,
+    ".pickle": _COMPRESSED,
+    ".joblib": _COMPRESSED,
     ".dill": frozenset({"pickle"}),
     ".pt": frozenset({"zip", "pickle", "tar"}),
     ".pth": frozenset({"zip", "pickle", "tar"}),
@@ -27,7 +34,8 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".h5": frozenset({"hdf5"}),
     ".hdf5": frozenset({"hdf5"}),
     ".gguf": frozenset({"gguf"}),
-    ".pb": frozenset({"savedmodel", "protobuf"}),
+    ".pb": frozenset({"savedmodel", "keras_metadata", "tf_graphdef", "protobuf"}),
+    ".pbtxt": frozenset({"savedmodel_text"}),
     ".json": frozenset({"json"}),
     ".zip": frozenset({"zip"}),
     ".7z": frozenset({"7z"}),
@@ -36,6 +44,9 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".tgz": frozenset({"gzip"}),
     ".bz2": frozenset({"bz2"}),
     ".xz": frozenset({"xz"}),
+    ".lzma": frozenset({"lzma"}),
+    ".z": frozenset({"zlib"}),
+    ".lz4": frozenset({"lz4"}),
     ".nemo": frozenset({"tar", "gzip"}),
     ".mar": frozenset({"zip"}),
 }
@@ -43,8 +54,17 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
 # Names that promise a format which cannot execute code.
 SAFE_FORMAT_EXTENSIONS = frozenset({".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5",
                                     ".hdf5"})
-CODE_CAPABLE_FORMATS = frozenset({"pickle", "zip", "tar", "gzip", "bz2", "xz", "zlib", "lz4",
-                                  "7z"})
+CODE_CAPABLE_FORMATS = frozenset({"pickle", "zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib",
+                                  "lz4", "7z"})
+# Interpretations of one protobuf message: scanning each is expected, not a polyglot.
+PROTOBUF_FORMATS = frozenset({"onnx", "savedmodel", "keras_metadata", "tf_graphdef"})
+
+# joblib's `_detect_compressor` (joblib/compressor.py): a prefix picks the decompressor.
+JOBLIB_ZFILE_PREFIX = b"ZF"  # joblib < 0.10: "ZF", hex length padded to 19 chars, zlib data
+JOBLIB_ZFILE_HEADER = 2 + 19
+_LZMA_ALONE_PREFIX = b"\x5d\x00"  # joblib's _LZMA_PREFIX (FORMAT_ALONE)
+
+Opener = Callable[[], BinaryIO]
 
 
 def extension_of(name: str) -> str:
@@ -71,6 +91,23 @@ def _looks_like_zlib(head: bytes) -> bool:
         return False
 
 
+def _looks_like_joblib_zfile(head: bytes) -> bool:
+    """joblib's pre-0.10 format: `load_compatibility` inflates whatever follows the header."""
+    if not head.startswith(JOBLIB_ZFILE_PREFIX) or len(head) < JOBLIB_ZFILE_HEADER + 2:
+        return False
+    length = head[2:JOBLIB_ZFILE_HEADER].strip()
+    return bool(re.fullmatch(rb"(0x)?[0-9a-fA-F]+L?", length))
+
+
+def _looks_like_lzma_alone(head: bytes, size: int) -> bool:
+    """A raw .lzma stream: properties byte 0x5d (lc=3 lp=0 pb=2, what every writer uses;
+    joblib only checks `]\\x00`), a dictionary size and an uncompressed size (or -1)."""
+    if len(head) < 13 or not head.startswith(_LZMA_ALONE_PREFIX):
+        return False
+    unpacked: int = struct.unpack("<Q", head[5:13])[0]
+    return unpacked == 0xFFFFFFFFFFFFFFFF or unpacked < (1 << 48)
+
+
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
@@ -78,64 +115,106 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 2 <= length <= size - 8 and head[8:9] == b"{"
 
 
-def _looks_like_onnx(head: bytes) -> bool:
-    # ModelProto starts with ir_version (field 1, varint) almost always.
-    return len(head) >= 4 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x1A,
-                                                                              0x22, 0x2A, 0x3A,
-                                                                              0x42)
+def _tar_number(field: bytes) -> int | None:
+    """`tarfile.nti`: base-256 when the first byte is 0x80/0xff, else octal up to a NUL."""
+    if field[:1] in (b"\x80", b"\xff"):
+        return 0
+    text = field.split(b"\x00", 1)[0]
+    try:
+        return int(text.decode("ascii").strip() or "0", 8)
+    except ValueError:
+        return None
 
 
-def _looks_like_pickle(head: bytes) -> bool:
-    if not head:
+def _looks_like_tar(head: bytes) -> bool:
+    """What `tarfile.open(mode="r:")` accepts (torch.load's legacy path): a first 512-byte
+    header that is not all zeros and whose checksum is right. No `ustar` magic is needed: old V7
+    archives have none."""
+    if len(head) < 512:
         return False
-    if head[0] == 0x80:
-        return len(head) >= 2 and head[1] <= 5
-    if head[0] not in PICKLE_FIRST_OPCODES:
+    block = head[:512]
+    if block.count(0) == 512:
         return False
-    # protocol 0/1: must walk a few valid opcodes; text files rarely do.
-    from bastion.scan.pickle_static import plausible_pickle_prefix
+    stored = _tar_number(block[148:156])
+    if stored is None:
+        return False
+    rest = block[:148] + block[156:]
+    unsigned = 256 + sum(rest)
+    signed = 256 + sum(b - 256 if b > 127 else b for b in rest)
+    if stored not in (unsigned, signed):
+        return False
+    numeric = (block[100:108], block[108:116], block[116:124], block[124:136], block[136:148])
+    return all(_tar_number(field) is not None for field in numeric)
 
-    return plausible_pickle_prefix(head)
+
+_TEXT_PROTO_START = re.compile(
+    rb"\A(?:\s|#[^\n]*\n)*(?:saved_model_schema_version\s*:|meta_graphs\s*[:{<]|"
+    rb"node\s*[:{<]\s*(?:#[^\n]*\n|\s)*name\s*:)")
 
 
-def identify(head: bytes, size: int, name: str = "") -> str:
-    """Return a format name for the first bytes of a stream (give at least 512 bytes)."""
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06") or \
-            head.startswith(b"PK\x07\x08"):
+def _looks_like_text_proto(head: bytes) -> bool:
+    """A SavedModel (or frozen GraphDef) in protobuf text form: `saved_model.pbtxt`."""
+    return bool(_TEXT_PROTO_START.match(head.lstrip(b"\xef\xbb\xbf")))
+
+
+def _magic_format(head: bytes) -> str | None:
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         return "zip"
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head.startswith(b"GGUF"):
-        return "gguf"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return "7z"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
-    if head.startswith(b"BZh") and len(head) > 3 and head[3:4].isdigit():
+    for magic, fmt in ((b"\x93NUMPY", "npy"), (b"GGUF", "gguf"),
+                       (b"\x89HDF\r\n\x1a\n", "hdf5"), (b"7z\xbc\xaf\x27\x1c", "7z"),
+                       (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"),
+                       (b"\x04\x22\x4d\x18", "lz4")):
+        if head.startswith(magic):
+            return fmt
+    if head.startswith(b"BZh") and head[3:4].isdigit():
         return "bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    if head.startswith(b"\x04\x22\x4d\x18"):
-        return "lz4"
-    if len(head) >= 262 and head[257:262] == b"ustar":
-        return "tar"
-    if _looks_like_safetensors(head, size):
-        return "safetensors"
-    if head[:1] == b"\x80" and _looks_like_pickle(head):
-        return "pickle"
-    if _looks_like_zlib(head):
-        return "zlib"
+    return None
+
+
+def identify_all(head: bytes, size: int, name: str = "",
+                 opener: Opener | None = None) -> tuple[str, ...]:
+    """Every format a loader could read these bytes as, the primary one first. `head` should
+    hold at least the first 1024 bytes; `opener` (fresh handles on the whole stream) lets the
+    pickle and protobuf probes look further, within fixed budgets."""
+    found: list[str] = []
+
+    def add(fmt: str) -> None:
+        if fmt not in found:
+            found.append(fmt)
+
+    magic = _magic_format(head)
+    if magic:
+        add(magic)
+    if _looks_like_tar(head):
+        add("tar")  # torch.load tries tarfile before pickle
+    if not magic:
+        if _looks_like_safetensors(head, size):
+            add("safetensors")
+        if _looks_like_joblib_zfile(head):
+            add("zlib")
+        if _looks_like_lzma_alone(head, size):
+            add("lzma")
+    if looks_like_pickle(head, size, opener):
+        add("pickle")  # e.g. a tar whose first member name is also a pickle
+    if not magic and _looks_like_zlib(head):
+        add("zlib")  # plain pickle.load reads a pickle, zlib.decompress the stream: scan both
+    if found:
+        return tuple(found)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:1] in (b"{", b"[") and name.lower().endswith(".json"):
-        return "json"
+        return ("json",)
     if stripped[:1] == b"{" and b'"' in stripped[:64]:
-        return "json"
-    if _looks_like_onnx(head) and not name.lower().endswith(".pb"):
-        return "onnx"
-    if head[:1] == b"\x08" and name.lower().endswith(".pb"):
-        return "savedmodel"
-    if _looks_like_pickle(head):
-        return "pickle"
-    return "unknown"
+        return ("json",)
+    if _looks_like_text_proto(head):
+        return ("savedmodel_text",)
+    from bastion.scan.protobuf import protobuf_kinds
+
+    kinds = protobuf_kinds(head, size, opener)
+    if kinds:
+        return kinds
+    return ("unknown",)
+
+
+def identify(head: bytes, size: int, name: str = "", opener: Opener | None = None) -> str:
+    """The primary format of a stream (see `identify_all`); give at least 1024 bytes."""
+    return identify_all(head, size, name, opener)[0]

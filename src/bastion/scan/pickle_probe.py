@@ -1,0 +1,177 @@
+"""Would `pickle.load` read these bytes as a pickle? Decided the way CPython's `_pickle` reads:
+an opcode walk that frames each argument as the unpickler does (text lines up to a newline,
+length-prefixed and fixed-size binary fields) without validating what `_pickle` itself parses
+leniently (`I0x10` is an int to `_pickle`, an error to `pickletools`).
+
+A stream is a pickle when its first opcode is one the unpickler can start with (empirically: the
+opcodes that need nothing on the stack or in the memo) and the walk reaches STOP, or stays valid
+for as far as the probe may read, or reaches a call of a resolved global before it breaks (the
+unpickler runs that call before it notices the damage)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import BinaryIO
+
+# Opcodes `_pickle` accepts as the first one of a stream (tests check this set against CPython):
+# everything that pushes without popping, plus EXT1/2/4 (valid when the loading process has
+# registered extension codes with copyreg).
+START_OPCODES = frozenset(
+    b"()BCFGIJKLMNPSTUVX]c}\x80\x82\x83\x84\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x95\x96"
+)
+
+NONE, LINE, TWO_LINES = 0, -1, -2
+LEN1, LEN4, LEN4_SIGNED, LEN8 = 101, 104, 105, 108
+# opcode -> argument framing (pickletools' `arg` of each opcode; a test checks the table)
+ARGUMENTS: dict[int, int] = {
+    **dict.fromkeys(
+        b"(.012NQRabdelostu})]\x81\x85\x86\x87\x88\x89\x8f\x90\x91\x92\x93\x94\x97\x98", NONE
+    ),
+    **dict.fromkeys(b"FILPSVgp", LINE),
+    **dict.fromkeys(b"ci", TWO_LINES),
+    **dict.fromkeys(b"Khq\x80\x82", 1),
+    **dict.fromkeys(b"M\x83", 2),
+    **dict.fromkeys(b"Jjr\x84", 4),
+    **dict.fromkeys(b"G\x95", 8),
+    **dict.fromkeys(b"UC\x8a\x8c", LEN1),
+    **dict.fromkeys(b"XB", LEN4),
+    **dict.fromkeys(b"T\x8b", LEN4_SIGNED),
+    **dict.fromkeys(b"\x8d\x8e\x96", LEN8),
+}
+_NUMBER = frozenset(b" \t\r\x0b\x0c+-_0123456789abcdefABCDEFxXoOL")
+_FLOAT = frozenset(b"+-_.0123456789eEinfatyINFATY")
+_NAME = frozenset(
+    b"_.0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" + bytes(range(0x80, 0x100))
+)
+_ASCII = frozenset(range(0x80))
+# bytes a text argument may hold (what `_pickle` could parse there), by opcode
+_LINE_BYTES: dict[int, frozenset[int]] = {
+    ord("I"): _NUMBER,
+    ord("L"): _NUMBER,
+    ord("g"): _NUMBER,
+    ord("p"): _NUMBER,
+    ord("F"): _FLOAT,
+    ord("P"): _ASCII,
+    ord("c"): _NAME,
+    ord("i"): _NAME,
+}
+RESOLVING = frozenset(b"ci\x93\x82\x83\x84PQ")  # import a global / ask the loader for an object
+CALLING = frozenset(b"Rbio\x81\x92")  # call or instantiate what is on the stack
+STOP = ord(".")
+MAX_OPS = 20_000
+READ_BUDGET = 1 << 20  # bytes the probe may read beyond the head
+_WINDOW = 1 << 16
+
+
+class _Exhausted(Exception):
+    """The probe may not read further."""
+
+
+class _Bytes:
+    """The stream's bytes at any position: from the head, then (with an opener) in windows,
+    within a read budget."""
+
+    def __init__(self, head: bytes, size: int, opener: Callable[[], BinaryIO] | None) -> None:
+        self.size = size
+        self._data = head
+        self._start = 0
+        self._opener = opener
+        self._handle: BinaryIO | None = None
+        self._budget = READ_BUDGET
+
+    def at(self, pos: int, count: int) -> bytes:
+        """Up to `count` bytes at `pos` (fewer only at the end of the stream)."""
+        end = min(pos + count, self.size)
+        if self._start <= pos and end <= self._start + len(self._data):
+            return self._data[pos - self._start : end - self._start]
+        if self._opener is None or self._budget <= 0:
+            raise _Exhausted
+        if self._handle is None:
+            self._handle = self._opener()
+        want = min(max(end - pos, _WINDOW), self._budget)
+        self._handle.seek(pos)
+        self._data = self._handle.read(want)
+        self._start = pos
+        self._budget -= want
+        if len(self._data) < min(end - pos, want):
+            self.size = pos + len(self._data)  # the stream is shorter than it said
+        return self._data[: end - pos]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _line_end(data: _Bytes, pos: int, allowed: frozenset[int] | None) -> int | None:
+    """The position after the newline ending the text argument at `pos`, or None when the
+    argument cannot be what `_pickle` parses there (or the stream ends first)."""
+    while True:
+        chunk = data.at(pos, 4096)
+        if not chunk:
+            return None
+        newline = chunk.find(b"\n")
+        text = chunk if newline < 0 else chunk[:newline]
+        if allowed is not None and not allowed.issuperset(text):
+            return None
+        if newline >= 0:
+            return pos + newline + 1
+        pos += len(chunk)
+
+
+def looks_like_pickle(head: bytes, size: int, opener: Callable[[], BinaryIO] | None = None) -> bool:
+    if not head or head[0] not in START_OPCODES:
+        return False
+    data = _Bytes(head, size, opener)
+    try:
+        return _walk(data)
+    except _Exhausted:
+        return True  # valid for as far as we may look: fail closed
+    finally:
+        data.close()
+
+
+def _walk(data: _Bytes) -> bool:
+    pos = 0
+    resolved = called = False
+    for _ in range(MAX_OPS):
+        if pos >= data.size:
+            return called
+        opcode = data.at(pos, 1)[0]
+        shape = ARGUMENTS.get(opcode)
+        if shape is None:
+            return called
+        pos += 1
+        if opcode == STOP:
+            return True
+        if opcode in RESOLVING:
+            resolved = True
+        elif opcode in CALLING and resolved:
+            called = True
+        if shape == NONE:
+            continue
+        if shape in (LINE, TWO_LINES):
+            allowed = _LINE_BYTES.get(opcode)
+            if opcode == ord("S") and data.at(pos, 1) not in (b"'", b'"'):
+                return called
+            end = _line_end(data, pos, allowed)
+            if end is not None and shape == TWO_LINES:
+                end = _line_end(data, end, allowed)
+            if end is None:
+                return called
+            pos = end
+            continue
+        if shape < LEN1:
+            field = data.at(pos, shape)
+            if len(field) < shape or (opcode == 0x80 and field[0] > 5):
+                return called
+            pos += shape
+            continue
+        width = shape - LEN1 if shape != LEN4_SIGNED else 4
+        field = data.at(pos, width)
+        if len(field) < width:
+            return called
+        length = int.from_bytes(field, "little", signed=shape == LEN4_SIGNED)
+        pos += width + length
+        if length < 0 or pos > data.size:
+            return called
+    return True  # valid for MAX_OPS opcodes
