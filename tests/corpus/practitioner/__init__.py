@@ -1,0 +1,65 @@
+"""Practitioner corpus: benign files written by the real libraries the way people save models
+(issue #7). Every file is produced at build time by the library's own writer — pickle, joblib,
+torch.save, save_pretrained, model.save, skops.io.dump, skl2onnx, torch.onnx — from tiny models
+built from code or config objects; nothing is downloaded and nothing is committed as a binary.
+
+    from corpus.practitioner import build
+    corpus = build(folder)   # corpus.entries, corpus.unavailable
+
+An entry is one artefact as a practitioner would ship it: a file, or a folder written by a
+`save_pretrained`-style call. A builder whose library is not installed is listed in
+`unavailable` with the reason, never silently dropped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+from .registry import REGISTRY, Built, Entry
+
+__all__ = ["Built", "Entry", "build"]
+
+# the modules that register builders, one per family of libraries
+FAMILIES = (
+    "arrays",
+    "sklearn_models",
+    "boosters",
+    "torch_checkpoints",
+    "hf_models",
+    "keras_models",
+    "exports",
+    "templates",
+)
+
+
+def build(root: Path, only: tuple[str, ...] = ()) -> Built:
+    """Write every entry under `root` (or those whose name starts with one of `only`)."""
+    import importlib
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    for family in FAMILIES:
+        importlib.import_module(f"{__name__}.{family}")
+    root.mkdir(parents=True, exist_ok=True)
+    built = Built(root)
+    for spec in REGISTRY:
+        if only and not spec.name.startswith(only):
+            continue
+        started = time.perf_counter()
+        missing = spec.missing()
+        if missing:
+            built.unavailable[spec.name] = f"not installed: {', '.join(missing)}"
+            continue
+        target = root / spec.name
+        if target.is_dir():  # writers such as Lightning's version names instead of replacing
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # convergence and deprecation chatter of tiny fits
+            warnings.simplefilter("ignore")
+            spec.write(target)
+        built.entries.append(
+            Entry(spec.name, spec.library, spec.what, round(time.perf_counter() - started, 3))
+        )
+    return built
