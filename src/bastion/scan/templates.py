@@ -1,8 +1,16 @@
-"""Static analysis of Jinja2 chat templates (GGUF metadata, tokenizer_config.json).
+"""Jinja2 chat templates, wherever a loader reads them: `chat_template.jinja` and
+`additional_chat_templates/*.jinja` files, `chat_template` in tokenizer_config.json /
+chat_template.json / processor_config.json (a string or a list of named templates), and GGUF
+`tokenizer.chat_template*` metadata.
 
-Templates are parsed with Jinja2's own parser and never rendered. Server-side template injection
-reaches Python objects through dunder attributes (__class__, __globals__ ...), the attr filter,
-or names such as cycler/joiner/lipsum/self that expose globals (CVE-2024-34359)."""
+Two analyses, never rendering outside Jinja2's sandbox:
+- static (template_static): every attribute, item, attr-filter, `attribute=` and str.format name
+  the template uses, with names the template computes followed through its assignments;
+- a dry run (template_sandbox): the template is rendered in a recording sandbox with many
+  conversation shapes, bounded in steps, time, value sizes and output; what the sandbox refuses is
+  what a renderer without a sandbox executes (llama-cpp-python CVE-2024-34359).
+
+jinja2 is imported only when a template is analysed."""
 
 from __future__ import annotations
 
@@ -10,94 +18,142 @@ from typing import NamedTuple
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
+from bastion.scan.base import ScanContext
+from bastion.scan.source import Source
 
 TEMPLATE_INJECTION = Rule(
-    id="JIN001", title="Chat template reaches Python internals", severity=Severity.CRITICAL,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="template-injection",
-    description="A Jinja2 chat template accesses dunder attributes, globals-exposing objects or "
-                "builds attribute names at run time. Inference servers that render templates "
-                "outside a sandbox execute such templates as code (llama-cpp-python "
-                "CVE-2024-34359).",
+    id="JIN001",
+    title="Chat template reaches Python internals",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="template-injection",
+    description="A Jinja2 chat template reads attributes a sandbox refuses (dunder and other "
+    "underscore names, frame and code objects), builds attribute or item names at "
+    "run time, or reaches attributes through attr/map(attribute=)/str.format. "
+    "Inference servers that render templates without a sandbox execute such "
+    "templates as code (llama-cpp-python CVE-2024-34359); in a sandbox they are "
+    "sandbox-escape attempts.",
     remediation="Replace the chat template with the model family's reference template; render "
-                "templates only in jinja2's ImmutableSandboxedEnvironment.",
+    "templates only in jinja2's ImmutableSandboxedEnvironment (jinja2 >= 3.1.6).",
 )
 TEMPLATE_UNPARSEABLE = Rule(
-    id="JIN002", title="Chat template does not parse", severity=Severity.LOW,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
-    description="The chat template is not valid Jinja2, so it could not be analysed; other "
-                "template engines may still accept it.",
+    id="JIN002",
+    title="Chat template does not parse",
+    severity=Severity.LOW,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="coverage",
+    description="The chat template is not valid Jinja2 (with the extensions transformers "
+    "enables), so it could not be analysed; other template engines may still "
+    "accept it.",
     remediation="Fix or replace the template.",
 )
+TEMPLATE_UNBOUNDED = Rule(
+    id="JIN003",
+    title="Chat template does not render within bounds",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
+    description="Rendering the template with ordinary conversations did not finish within "
+    "bastion's step, time, value-size or output bounds: a renderer (which has no "
+    "such bounds) hangs or runs out of memory on every request, and parts of the "
+    "template were not analysed at run time.",
+    remediation="Replace the chat template with the model family's reference template.",
+)
 
-_GLOBAL_EXPOSERS = frozenset({"cycler", "joiner", "namespace", "lipsum", "self", "config",
-                              "request", "url_for", "get_flashed_messages", "__builtins__"})
-_RISKY_ATTRS = frozenset({"mro", "popen", "system", "eval", "exec", "import_module",
-                          "func_globals", "gi_frame", "f_globals", "f_builtins", "environ",
-                          "subprocess", "getattr", "globals", "builtins", "read_text",
-                          "read_bytes", "write_text"})
-_OBFUSCATING_FILTERS = frozenset({"join", "format", "replace", "reverse", "lower", "upper",
-                                  "string", "unique", "first", "last", "map"})
 MAX_TEMPLATE_CHARS = 1_000_000
+TEMPLATE_FORMAT = "jinja"
 
 
 class TemplateIssue(NamedTuple):
     message: str
     evidence: str
     parse_error: bool = False
+    severity: Severity = Severity.CRITICAL
+    rule: str = "JIN001"
 
 
 def analyse_template(text: str) -> list[TemplateIssue]:
-    from jinja2 import Environment, TemplateSyntaxError, nodes
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2 import TemplateSyntaxError
+
+    from bastion.scan.template_sandbox import dry_run, parse
+    from bastion.scan.template_static import analyse_tree
 
     if len(text) > MAX_TEMPLATE_CHARS:
-        return [TemplateIssue("template is larger than bastion analyses",
-                              f"{len(text)} characters", parse_error=True)]
-    env: Environment = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])
+        return [
+            TemplateIssue(
+                "template is larger than bastion analyses",
+                f"{len(text)} characters",
+                parse_error=True,
+            )
+        ]
     try:
-        tree = env.parse(text)
+        env, tree = parse(text)
     except TemplateSyntaxError as exc:
-        return [TemplateIssue(f"template does not parse: {exc.message}", str(exc.message),
-                              parse_error=True)]
+        return [
+            TemplateIssue(
+                f"template does not parse: {exc.message}", str(exc.message), parse_error=True
+            )
+        ]
     except RecursionError:
-        return [TemplateIssue("template nests too deeply to parse", "recursion",
-                              parse_error=True)]
+        return [TemplateIssue("template nests too deeply to parse", "recursion", parse_error=True)]
     issues: dict[str, TemplateIssue] = {}
-
-    def add(message: str, evidence: str) -> None:
-        issues.setdefault(evidence, TemplateIssue(message, evidence))
-
-    for node in tree.find_all(nodes.Getattr):
-        if node.attr.startswith("_") or node.attr in _RISKY_ATTRS:
-            add(f"accesses attribute '{node.attr}'", f".{node.attr}")
-    for item in tree.find_all(nodes.Getitem):
-        arg = item.arg
-        if isinstance(arg, nodes.Const) and isinstance(arg.value, str) and (
-                arg.value.startswith("_") or arg.value in _RISKY_ATTRS):
-            add(f"accesses item '{arg.value}'", f"[{arg.value!r}]")
-        elif isinstance(arg, (nodes.Concat, nodes.Add, nodes.Mul, nodes.Mod)) or (
-                isinstance(arg, nodes.Filter) and arg.name in _OBFUSCATING_FILTERS):
-            add("looks up an item by a name built at run time", "computed subscript")
-    for filt in tree.find_all(nodes.Filter):
-        if filt.name == "attr":
-            add("uses the attr filter to reach attributes by name", "|attr")
-        if filt.name in ("map",) and any(isinstance(a, nodes.Const) and a.value == "attr"
-                                         for a in filt.args):
-            add("maps the attr filter over values", "|map('attr')")
-    for name in tree.find_all(nodes.Name):
-        if name.name in _GLOBAL_EXPOSERS:
-            add(f"uses '{name.name}', which exposes Python globals", name.name)
-    for const in tree.find_all(nodes.Const):
-        if isinstance(const.value, str) and "__" in const.value and any(
-                word in const.value for word in ("class", "globals", "builtins", "import",
-                                                 "subclasses", "mro", "init", "base")):
-            add("contains a dunder name as a string", const.value[:80])
+    for found in analyse_tree(tree):
+        severity = Severity.CRITICAL if found.critical else Severity.HIGH
+        issues.setdefault(
+            found.evidence, TemplateIssue(found.message, found.evidence, severity=severity)
+        )
+    refusals, stopped = dry_run(env, tree)
+    for refusal in refusals:
+        issues[f"dry run: {refusal.evidence}"] = TemplateIssue(
+            f"rendering it {refusal.message}; a renderer without a sandbox executes this",
+            f"dry run: {refusal.evidence}",
+        )
+    if stopped is not None:
+        issues["dry run stopped"] = TemplateIssue(
+            f"rendering it with an ordinary conversation exceeds bounds ({stopped})",
+            f"dry run stopped: {stopped}",
+            severity=Severity.MEDIUM,
+            rule="JIN003",
+        )
     return sorted(issues.values(), key=lambda issue: issue.evidence)
 
 
 def template_findings(location: Location, text: str, what: str) -> list[Finding]:
+    """Findings for one template text, reported at `location` as `what`."""
+    rules = {"JIN001": TEMPLATE_INJECTION, "JIN003": TEMPLATE_UNBOUNDED}
     out = []
     for issue in analyse_template(text):
-        rule = TEMPLATE_UNPARSEABLE if issue.parse_error else TEMPLATE_INJECTION
-        out.append(rule.finding(location, f"{what}: {issue.message}", evidence=issue.evidence))
+        if issue.parse_error:
+            out.append(
+                TEMPLATE_UNPARSEABLE.finding(
+                    location, f"{what}: {issue.message}", evidence=issue.evidence
+                )
+            )
+        else:
+            out.append(
+                rules[issue.rule].finding(
+                    location,
+                    f"{what}: {issue.message}",
+                    evidence=issue.evidence,
+                    severity=issue.severity,
+                )
+            )
     return out
+
+
+class TemplateScanner:
+    """A template file a loader reads by name (chat_template.jinja and the like)."""
+
+    name = "jinja"
+    formats = (TEMPLATE_FORMAT,)
+
+    def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
+        data = source.read_all(
+            min(ctx.limits.max_metadata, 4 * MAX_TEMPLATE_CHARS), "chat template"
+        )
+        text = data.decode("utf-8", "replace")
+        for finding in template_findings(source.location, text, "chat template"):
+            ctx.add(finding)

@@ -1,0 +1,440 @@
+"""Static analysis of a parsed Jinja2 template: every place where the template reaches an object
+by a name, and whether that name could lead out of the data into Python internals.
+
+A renderer without a sandbox (llama-cpp-python before CVE-2024-34359, custom servers) resolves
+`x.name`, `x['name']`, `x|attr(name)`, `map(attribute=name)` and `'{0.name}'.format(x)` with
+Python's getattr, so any name with an underscore (`__class__`, `__globals__`, `gi_frame`,
+`_TemplateReference__context`) or `mro` walks to `os`. Literal names are checked directly; a
+name the template *computes* (`'_' * 2 ~ 'class'`, `'%c' | format(95)`, a `join` of characters,
+a slice of a string, a variable or macro argument assigned any of these) is followed through the
+template's assignments ("taint") and reported where it is used as a name. Names that come from
+the conversation data (`message[key]` with `key` from the messages) are the renderer's data, not
+the template's code, and are not reported. The dry run (template_dryrun) covers what the
+template does at run time; this covers the branches the dry run does not take."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from jinja2 import nodes
+
+# Attribute names that lead from an ordinary object to Python internals without an underscore
+# (everything else needs one: dunders, frame/code attributes, name-mangled Jinja internals).
+INTERNAL_NAMES = frozenset(
+    {
+        "mro",
+        "func_globals",
+        "gi_frame",
+        "gi_code",
+        "cr_frame",
+        "cr_code",
+        "ag_frame",
+        "ag_code",
+        "f_globals",
+        "f_builtins",
+        "f_locals",
+        "tb_frame",
+        "co_consts",
+    }
+)
+# Names that only matter once an escape reached a module: reported as defence in depth.
+PAYLOAD_NAMES = frozenset(
+    {
+        "popen",
+        "system",
+        "eval",
+        "exec",
+        "import_module",
+        "environ",
+        "subprocess",
+        "getattr",
+        "globals",
+        "builtins",
+        "read_text",
+        "read_bytes",
+        "write_text",
+        "write_bytes",
+        "check_output",
+        "spawnl",
+        "execv",
+        "execve",
+        "load_module",
+        "exec_module",
+    }
+)
+# Filters and methods that format: '%c' | format(95) and '{:c}'.format(95) make '_' from a number.
+FORMATTERS = frozenset({"format", "format_map"})
+# Filters whose output is the repr of their input: `lipsum | string` contains underscores.
+REPR_FILTERS = frozenset({"string", "pprint", "tojson", "xmlattr", "urlencode", "list"})
+# Filters and tests that resolve an attribute named by an argument: (positional index of the
+# name, or None when only the `attribute=` keyword names it).
+ATTRIBUTE_ARGUMENT = {
+    "map": None,
+    "sort": 2,
+    "groupby": 0,
+    "sum": 0,
+    "unique": 1,
+    "min": 1,
+    "max": 1,
+    "join": 1,
+    "selectattr": 0,
+    "rejectattr": 0,
+    "dictsort": None,
+}
+# Callables that hand back an object whose repr (via |string) contains underscores.
+_OBJECT_GLOBALS = frozenset(
+    {
+        "lipsum",
+        "cycler",
+        "joiner",
+        "namespace",
+        "range",
+        "dict",
+        "self",
+        "loop",
+        "caller",
+        "varargs",
+        "kwargs",
+        "raise_exception",
+        "strftime_now",
+    }
+)
+MAX_PASSES = 64
+
+
+class StaticIssue(NamedTuple):
+    message: str
+    evidence: str
+    critical: bool  # a literal escape; otherwise a computed name (reported as high)
+
+
+def dangerous_name(name: str) -> bool:
+    """Could `name`, resolved with getattr on an ordinary object, lead to Python internals?"""
+    return name.startswith("_") or "__" in name or name in INTERNAL_NAMES or name in PAYLOAD_NAMES
+
+
+def _dangerous_path(name: str) -> bool:
+    """`attribute=` accepts dotted paths ('a.__class__') and resolves each part."""
+    return any(dangerous_name(part) for part in name.split("."))
+
+
+def _format_fields(text: str) -> list[str]:
+    try:
+        return [
+            field
+            for _lit, field, _spec, _conv in string.Formatter().parse(text)
+            if field is not None
+        ]
+    except ValueError:
+        return ["<invalid format string>"]
+
+
+class _Taint:
+    """Which expressions may evaluate to a string the template assembled from its own material:
+    a literal holding an underscore, a number run through a %c / {:c} format, the repr of an
+    object (`lipsum|string`), or anything computed from those (concatenation, slicing, join,
+    filters, containers, variables, namespace attributes and macro arguments bound to them).
+    Conversation data does not taint: names from it are the renderer's, not the template's."""
+
+    def __init__(self, tree: nodes.Template) -> None:
+        self.tainted: set[str] = set()  # variables ("x", "ns.attr") that may hold such a string
+        self.macros: dict[str, nodes.Macro] = {m.name: m for m in tree.find_all(nodes.Macro)}
+        self._macro_taint: dict[str, bool] = {}
+        self.bindings = list(_bindings(tree, set(self.macros)))
+        for _ in range(MAX_PASSES):  # fixpoint: assignments may chain in any order
+            before = len(self.tainted)
+            for target, value in self.bindings:
+                if target not in self.tainted and self._bound(value):
+                    self.tainted.add(target)
+            if len(self.tainted) == before:
+                break
+
+    def _bound(self, value: nodes.Node | list[nodes.Node]) -> bool:
+        if isinstance(value, list):  # a block rendered into a variable, or a call block body
+            return any(self._renders_underscore(node) for node in value)
+        return self.of(value)
+
+    def _renders_underscore(self, node: nodes.Node) -> bool:
+        for data in node.find_all(nodes.TemplateData):
+            if "_" in data.data:
+                return True
+        return any(self.of(expr) for expr in node.find_all(nodes.Expr)) or (
+            isinstance(node, nodes.TemplateData) and "_" in node.data
+        )
+
+    def _macro_output(self, name: str) -> bool:
+        """Does the macro render text the template builds? (A recursive call counts as no:
+        its own body is judged once.)"""
+        if name not in self._macro_taint:
+            macro = self.macros.get(name)
+            self._macro_taint[name] = False
+            self._macro_taint[name] = macro is not None and any(
+                self._renders_underscore(part) for part in macro.body
+            )
+        return self._macro_taint[name]
+
+    def _name(self, node: nodes.Node) -> str | None:
+        if isinstance(node, nodes.Name):
+            return node.name
+        if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
+            return f"{node.node.name}.{node.attr}"
+        return None
+
+    def of(self, node: nodes.Node) -> bool:
+        """May the expression be a string assembled by the template (a computed name)?"""
+        if isinstance(node, nodes.Const):
+            return isinstance(node.value, str) and "_" in node.value
+        name = self._name(node)
+        if name is not None and name in self.tainted:
+            return True
+        if isinstance(node, nodes.Name):
+            return False
+        formatting = (
+            isinstance(node, nodes.Mod)
+            or (isinstance(node, nodes.Filter) and node.name in FORMATTERS)
+            or (
+                isinstance(node, nodes.Call)
+                and isinstance(node.node, nodes.Getattr)
+                and node.node.attr in FORMATTERS
+            )
+        )
+        if formatting and any(isinstance(c.value, int) for c in node.find_all(nodes.Const)):
+            return True
+        if (
+            isinstance(node, nodes.Filter)
+            and node.name in REPR_FILTERS
+            and isinstance(node.node, (nodes.Name, nodes.Call, nodes.Getattr))
+            and _root_name(node.node) in _OBJECT_GLOBALS
+        ):
+            return True
+        if (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Name)
+            and (node.node.name == "caller" or self._macro_output(node.node.name))
+        ):
+            return True  # a macro returns the text it renders
+        return any(self.of(child) for child in node.iter_child_nodes())
+
+
+def _root_name(node: nodes.Node) -> str | None:
+    while isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Call)):
+        node = node.node
+    return node.name if isinstance(node, nodes.Name) else None
+
+
+def _targets(target: nodes.Node) -> Iterator[str]:
+    if isinstance(target, nodes.Name):
+        yield target.name
+    elif isinstance(target, nodes.NSRef):
+        yield f"{target.name}.{target.attr}"
+    elif isinstance(target, (nodes.Tuple, nodes.List)):
+        for item in target.items:
+            yield from _targets(item)
+
+
+def _bindings(
+    tree: nodes.Template, macros: set[str]
+) -> Iterator[tuple[str, nodes.Node | list[nodes.Node]]]:
+    """(variable, the expression bound to it) for every way a template binds a name; a list of
+    nodes stands for text the template renders into it (block set, call block)."""
+    params: dict[str, list[str]] = {}
+    for macro in tree.find_all(nodes.Macro):
+        names = [arg.name for arg in macro.args]
+        params[macro.name] = names
+        for arg, default in zip(reversed(macro.args), reversed(macro.defaults), strict=False):
+            yield arg.name, default
+    for node in tree.find_all(
+        (nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With, nodes.Call, nodes.CallBlock)
+    ):
+        if isinstance(node, nodes.Assign):
+            for name in _targets(node.target):
+                yield name, node.node
+        elif isinstance(node, nodes.AssignBlock):
+            for name in _targets(node.target):
+                yield name, node.body
+        elif isinstance(node, nodes.For):
+            for name in _targets(node.target):
+                yield name, node.iter
+        elif isinstance(node, nodes.With):
+            for target, value in zip(node.targets, node.values, strict=False):
+                for name in _targets(target):
+                    yield name, value
+        elif isinstance(node, nodes.CallBlock):
+            for arg in node.args:
+                yield arg.name, node.body
+        elif (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name in macros
+        ):
+            names = params.get(node.node.name, [])
+            for index, value in enumerate(node.args):
+                yield (names[index] if index < len(names) else "varargs"), value
+            for keyword in node.kwargs:
+                yield (keyword.key if keyword.key in names else "kwargs"), keyword.value
+            for extra in (node.dyn_args, node.dyn_kwargs):
+                if extra is not None:
+                    for name in (*names, "varargs", "kwargs"):
+                        yield name, extra
+
+
+def _const_str(node: nodes.Node | None) -> str | None:
+    if isinstance(node, nodes.Const) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _attribute_argument(node: nodes.Filter | nodes.Test) -> nodes.Node | None:
+    for keyword in node.kwargs:
+        if keyword.key == "attribute":
+            return keyword.value
+    index = ATTRIBUTE_ARGUMENT.get(node.name)
+    if index is not None and index < len(node.args):
+        return node.args[index]
+    return None
+
+
+def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
+    taint = _Taint(tree)
+    issues: list[StaticIssue] = []
+
+    def name_use(what: str, expr: nodes.Node | None, evidence: str) -> None:
+        if expr is None:
+            return
+        literal = _const_str(expr)
+        if literal is not None:
+            if _dangerous_path(literal):
+                issues.append(
+                    StaticIssue(f"{what} '{literal[:60]}'", f"{evidence}({literal[:60]!r})", True)
+                )
+        elif not isinstance(expr, nodes.Const):
+            issues.append(
+                StaticIssue(
+                    f"{what} named by an expression, not a literal",
+                    f"{evidence}(<expression>)",
+                    taint.of(expr),
+                )
+            )
+
+    for node in tree.find_all(
+        (
+            nodes.Getattr,
+            nodes.Getitem,
+            nodes.Filter,
+            nodes.Test,
+            nodes.Call,
+            nodes.NSRef,
+            nodes.Include,
+            nodes.Import,
+            nodes.FromImport,
+            nodes.Extends,
+        )
+    ):
+        if isinstance(node, nodes.Getattr):
+            if dangerous_name(node.attr):
+                issues.append(
+                    StaticIssue(f"accesses attribute '{node.attr}'", f".{node.attr}", True)
+                )
+        elif isinstance(node, nodes.Getitem):
+            key = _const_str(node.arg)
+            if key is not None and dangerous_name(key):
+                issues.append(StaticIssue(f"accesses item '{key[:60]}'", f"[{key[:60]!r}]", True))
+            elif key is None and taint.of(node.arg):
+                issues.append(
+                    StaticIssue(
+                        "looks up an item by a name the template builds",
+                        "computed subscript",
+                        False,
+                    )
+                )
+        elif isinstance(node, (nodes.Filter, nodes.Test)):
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            if node.name == "attr":
+                name_use(
+                    "reads an attribute through the attr filter",
+                    node.args[0] if node.args else None,
+                    "|attr",
+                )
+                if node.dyn_args is not None or node.dyn_kwargs is not None:
+                    issues.append(
+                        StaticIssue(
+                            "calls the attr filter with unpacked arguments", "|attr(*)", False
+                        )
+                    )
+            if node.name in ATTRIBUTE_ARGUMENT or any(k.key == "attribute" for k in node.kwargs):
+                name_use(
+                    f"reads an attribute through the {node.name} {kind}",
+                    _attribute_argument(node),
+                    f"|{node.name}",
+                )
+            if (
+                node.name in ("map", "select", "reject")
+                and node.args
+                and not any(k.key == "attribute" for k in node.kwargs)
+            ):
+                applied = _const_str(node.args[0])
+                if applied is None:
+                    issues.append(
+                        StaticIssue(
+                            f"{node.name} applies a {kind} chosen at run time",
+                            f"|{node.name}(<expression>)",
+                            False,
+                        )
+                    )
+                elif applied == "attr":
+                    name_use(
+                        f"{node.name}s the attr filter over values",
+                        node.args[1] if len(node.args) > 1 else None,
+                        f"|{node.name}('attr')",
+                    )
+        elif isinstance(node, nodes.Call):
+            callee = node.node
+            if isinstance(callee, nodes.Getattr) and callee.attr in ("format", "format_map"):
+                text = _const_str(callee.node)
+                if text is None:
+                    issues.append(
+                        StaticIssue(
+                            "calls str.format on a string built at run time "
+                            "(format fields can read attributes)",
+                            ".format(<expression>)",
+                            taint.of(callee.node),
+                        )
+                    )
+                else:
+                    for field in _format_fields(text):
+                        if "." in field or "[" in field:
+                            issues.append(
+                                StaticIssue(
+                                    f"str.format field '{{{field[:60]}}}' reads attributes",
+                                    f".format({field[:60]!r})",
+                                    _dangerous_path(field.replace("[", ".").replace("]", "")),
+                                )
+                            )
+        elif isinstance(node, nodes.NSRef):
+            if dangerous_name(node.attr):
+                issues.append(
+                    StaticIssue(
+                        f"stores namespace attribute '{node.attr}'",
+                        f"{node.name}.{node.attr} =",
+                        True,
+                    )
+                )
+        else:
+            what = type(node).__name__.lower()
+            issues.append(
+                StaticIssue(
+                    f"{what}s another template through the renderer's loader (reads files)",
+                    f"{{% {what} %}}",
+                    False,
+                )
+            )
+    return issues
+
+
+def render_names(tree: nodes.Template) -> Iterable[str]:
+    """Top-level variables the template reads (used to choose dry-run inputs)."""
+    from jinja2 import meta
+
+    return sorted(meta.find_undeclared_variables(tree))
