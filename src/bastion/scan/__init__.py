@@ -35,6 +35,7 @@ BUILTIN_SCANNERS: dict[str, str] = {
     "tf_graphdef": "bastion.scan.tensorflow:SavedModelScanner",
     "gguf": "bastion.scan.gguf:GgufScanner",
     "json": "bastion.scan.jsonconfig:JsonConfigScanner",
+    "jinja": "bastion.scan.templates:TemplateScanner",
 }
 
 

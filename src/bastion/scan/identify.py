@@ -198,6 +198,8 @@ def identify_all(head: bytes, size: int, name: str = "",
         add("pickle")  # e.g. a tar whose first member name is also a pickle
     if not magic and _looks_like_zlib(head):
         add("zlib")  # plain pickle.load reads a pickle, zlib.decompress the stream: scan both
+    if name.lower().endswith((".jinja", ".jinja2", ".j2")):
+        add("jinja")  # chat_template.jinja: transformers reads it by name, as template text
     if found:
         return tuple(found)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
