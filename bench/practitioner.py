@@ -164,6 +164,8 @@ def status(files: dict[str, dict[str, Any]], built: Any, wall: float) -> str:
         "Not built (library missing): "
         + (", ".join(f"{k} ({v})" for k, v in built.unavailable.items()) or "none"),
         "",
+        "Writer raised: " + (", ".join(f"{k} ({v})" for k, v in built.failed.items()) or "none"),
+        "",
         "## Failing findings by rule",
         "",
         *[f"- {rule}: {n}" for rule, n in by_rule.most_common()],
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "entries": len(built.entries),
+                "failed": built.failed,
                 "files": files,
                 "unavailable": built.unavailable,
                 "peers": peers,
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(built.entries)} entries, {len(files)} files (built in {build_s:.0f} s, "
         f"bastion scanned the folder in {wall:.1f} s); not built: "
-        f"{built.unavailable or 'none'}\n"
+        f"{built.unavailable or 'none'}; writer raised: {built.failed or 'none'}\n"
     )
     print(text)
     return 0

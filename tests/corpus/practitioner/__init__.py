@@ -8,7 +8,7 @@ built from code or config objects; nothing is downloaded and nothing is committe
 
 An entry is one artefact as a practitioner would ship it: a file, or a folder written by a
 `save_pretrained`-style call. A builder whose library is not installed is listed in
-`unavailable` with the reason, never silently dropped."""
+`unavailable` with the reason, and one whose writer raised in `failed`: never silently dropped."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import time
 import warnings
 from pathlib import Path
 
-from .registry import REGISTRY, Built, Entry
+from .registry import REGISTRY, Built, Entry, Spec
 
-__all__ = ["Built", "Entry", "build"]
+__all__ = ["Built", "Entry", "Spec", "build", "specs"]
 
 # the modules that register builders, one per family of libraries
 FAMILIES = (
@@ -35,16 +35,21 @@ FAMILIES = (
 )
 
 
-def build(root: Path, only: tuple[str, ...] = ()) -> Built:
-    """Write every entry under `root` (or those whose name starts with one of `only`)."""
+def specs() -> list[Spec]:
+    """Every registered builder (cheap: the libraries load only when a builder runs)."""
     import importlib
 
-    os.environ.setdefault("KERAS_BACKEND", "torch")
     for family in FAMILIES:
         importlib.import_module(f"{__name__}.{family}")
+    return list(REGISTRY)
+
+
+def build(root: Path, only: tuple[str, ...] = ()) -> Built:
+    """Write every entry under `root` (or those whose name starts with one of `only`)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
     root.mkdir(parents=True, exist_ok=True)
     built = Built(root)
-    for spec in REGISTRY:
+    for spec in specs():
         if only and not spec.name.startswith(only):
             continue
         started = time.perf_counter()
@@ -56,9 +61,13 @@ def build(root: Path, only: tuple[str, ...] = ()) -> Built:
         if target.is_dir():  # writers such as Lightning's version names instead of replacing
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # convergence and deprecation chatter of tiny fits
-            warnings.simplefilter("ignore")
-            spec.write(target)
+        try:
+            with warnings.catch_warnings():  # convergence and deprecation chatter of tiny fits
+                warnings.simplefilter("ignore")
+                spec.write(target)
+        except Exception as exc:  # a library whose API moved: that entry fails, not the build
+            built.failed[spec.name] = f"{type(exc).__name__}: {exc}"
+            continue
         built.entries.append(
             Entry(spec.name, spec.library, spec.what, round(time.perf_counter() - started, 3))
         )

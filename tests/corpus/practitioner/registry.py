@@ -34,7 +34,8 @@ class Entry:
 class Built:
     root: Path
     entries: list[Entry] = field(default_factory=list)
-    unavailable: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)  # name -> missing library
+    failed: dict[str, str] = field(default_factory=dict)  # name -> the writer's exception
 
     def files(self, entry: Entry) -> list[Path]:
         """The files an entry wrote (itself, or everything inside its folder)."""
