@@ -166,7 +166,7 @@ def _walk(data: _Bytes) -> bool:
                 return called
             pos += shape
             continue
-        width = shape - LEN1 if shape != LEN4_SIGNED else 4
+        width = shape - 100 if shape != LEN4_SIGNED else 4  # LEN1=101 -> 1 byte, LEN8 -> 8
         field = data.at(pos, width)
         if len(field) < width:
             return called
