@@ -1,25 +1,18 @@
-"""JSON configs next to models: Hugging Face tokenizer/model configs (chat templates, remote
-code) and Keras configs found outside a .keras archive."""
+"""JSON configs next to models: Hugging Face model/tokenizer/processor configs (chat templates,
+remote-code switches), Keras configs found outside a .keras archive, and in any of them the
+payloads carried as strings and the credentials (scan/config_values.py)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from bastion.findings import OUT_OF_SCOPE, Confidence, Severity, Stage
-from bastion.rules import Rule
+from bastion.findings import OUT_OF_SCOPE, Severity
 from bastion.scan.base import MALFORMED, ScanContext
+from bastion.scan.config_values import check_values
+from bastion.scan.remote_code import REMOTE_CODE, remote_code_switches
 from bastion.scan.source import Source
 from bastion.scan.templates import template_findings
-
-REMOTE_CODE = Rule(
-    id="HFC001", title="Model config requires remote code", severity=Severity.MEDIUM,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
-    description="The config maps model classes to Python files shipped with the model "
-                "(auto_map). Loading it with trust_remote_code=True imports and runs that code.",
-    remediation="Review the referenced Python files, pin a revision, or use a model that needs "
-                "no remote code.",
-)
 
 
 def parse_json(data: bytes) -> tuple[Any, list[str]]:
@@ -53,6 +46,11 @@ class JsonConfigScanner:
             else:
                 ctx.skip(source.location, "text that is not JSON", OUT_OF_SCOPE)
             return
+        for switch in remote_code_switches(config, source.name):
+            ctx.add(REMOTE_CODE.finding(
+                source.location.model_copy(update={"pointer": switch.pointer[:200]}),
+                switch.message, evidence=switch.evidence))
+        check_values(ctx, source, config, "config")
         if not isinstance(config, dict):
             return
         for name, template in chat_templates(config):
@@ -60,12 +58,6 @@ class JsonConfigScanner:
                     source.location.model_copy(update={"pointer": name}), template,
                     "chat template"):
                 ctx.add(finding)
-        auto_map = config.get("auto_map")
-        if isinstance(auto_map, dict) and auto_map:
-            refs = sorted(str(v) for v in auto_map.values())[:5]
-            ctx.add(REMOTE_CODE.finding(source.location, "auto_map points at Python code "
-                                        f"shipped with the model: {', '.join(refs)}",
-                                        evidence=",".join(refs)))
         if "class_name" in config and ("config" in config or "module" in config):
             from bastion.scan.keras import analyse_keras_config
 
@@ -73,13 +65,19 @@ class JsonConfigScanner:
 
 
 def chat_templates(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, template) for `chat_template` given as a string or as a list of named ones."""
+    """(name, template) for `chat_template` given as a string, as a list of named ones
+    ({"name", "template"}), or as a dict of name -> template, as transformers accepts them."""
     value = config.get("chat_template")
     if isinstance(value, str):
         return [("chat_template", value)]
     out = []
     if isinstance(value, list):
-        for item in value:
+        for index, item in enumerate(value):
             if isinstance(item, dict) and isinstance(item.get("template"), str):
-                out.append((f"chat_template[{item.get('name', '?')}]", item["template"]))
+                out.append((f"chat_template[{str(item.get('name', index))[:80]}]",
+                            item["template"]))
+    elif isinstance(value, dict):
+        for name, template in value.items():
+            if isinstance(template, str):
+                out.append((f"chat_template[{str(name)[:80]}]", template))
     return out

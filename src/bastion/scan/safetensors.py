@@ -1,6 +1,7 @@
 """safetensors: the header is checked the way a strict loader should (bounded length, valid JSON,
 no duplicate keys, dtype/shape/offset consistency, no overlaps or gaps, within bounds, no trailing
-bytes). Tensor bytes are never read."""
+bytes). Tensor bytes are never read. `__metadata__` values are checked for payloads carried as
+strings and for credentials (scan/config_values.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import struct
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
+from bastion.scan.config_values import check_values
 from bastion.scan.jsonconfig import parse_json
 from bastion.scan.source import Source
 
@@ -87,6 +89,7 @@ class SafetensorsScanner:
                         isinstance(v, str) for v in info.values()):
                     ctx.add(BAD_HEADER.finding(loc, "__metadata__ must map strings to strings",
                                                evidence="__metadata__"))
+                check_values(ctx, source, info, "safetensors metadata")
                 continue
             problem = _tensor_problem(info, data_size)
             if problem:
