@@ -69,7 +69,10 @@ def picklescan(root: Path) -> Iterator[Sample | Path]:
 # -- ModelAudit: tests/assets, whose names say what the tests assert (test_pickle_scanner,
 # test_jinja2_*, test_safetensors_scanner, test_keras_h5_scanner, test_tf_savedmodel_scanner,
 # test_zip_scanner ...): "safe"/"benign" assets must give no issue, exploit/attack/malicious ones
-# at least one. Edge cases, license scenarios and the two "suspicious" assets are unlabelled.
+# at least one. The jinja2 assets are used by no test: they carry the label their generator
+# (tests/assets/generators/generate_jinja2_test_assets.py) files them under. Edge cases,
+# license scenarios, the "suspicious" assets and jinja2/tokenizer_config.json (a template
+# reaching __subclasses__ that nothing labels) are unlabelled.
 # The safetensors assets other than safe_model only carry suspicious metadata strings and no
 # test asserts them: unlabelled.
 _MA_MALICIOUS = re.compile(
@@ -79,7 +82,7 @@ _MA_MALICIOUS = re.compile(
 )
 _MA_BENIGN = re.compile(
     r"(^|/)(benign|safe_[^/]*)/|(^|/)(safe|benign)[^/]*$|"
-    r"/jinja2/(tokenizer_config\.json|yaml/model_config\.yaml)$"
+    r"/jinja2/yaml/model_config\.yaml$"
 )
 
 
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_peers()  # also precompiles bastion, as pip did for the peers
     peers = args.peers_dir.resolve()
     samples, unlabelled = collect(peers)
-    staged = stage(samples, peers, OUT / "peer-samples")
+    staged = stage(samples, peers, OUT / f"peer-samples-{'-'.join(tools)}")
     jobs = [(tool, i) for i in range(len(samples)) for tool in tools]
 
     def run(job: tuple[str, int]) -> dict[str, object]:
