@@ -34,11 +34,11 @@ PEERS = [t for t in TOOLS if t != "bastion"]
 
 
 def build(folder: Path) -> Any:
-    from corpus.practitioner import build as build_corpus
+    from corpus.practitioner import build_in_subprocess
 
     if folder.exists():
         shutil.rmtree(folder)
-    return build_corpus(folder)
+    return build_in_subprocess(folder)
 
 
 def scan_with_bastion(folder: Path) -> tuple[dict[str, Any], float]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus.practitioner import Built, build, specs
+from corpus.practitioner import Built, build_in_subprocess, specs
 
 import bastion
 from bastion.config import Settings
@@ -30,7 +30,7 @@ class Scanned:
 @pytest.fixture(scope="session")
 def practitioner(tmp_path_factory: pytest.TempPathFactory) -> Scanned:
     started = time.perf_counter()
-    built = build(tmp_path_factory.mktemp("practitioner"))
+    built = build_in_subprocess(tmp_path_factory.mktemp("practitioner") / "corpus")
     report = bastion.scan(built.root, Settings())
     return Scanned(built, report, time.perf_counter() - started)
 

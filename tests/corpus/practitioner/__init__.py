@@ -3,8 +3,13 @@
 torch.save, save_pretrained, model.save, skops.io.dump, skl2onnx, torch.onnx — from tiny models
 built from code or config objects; nothing is downloaded and nothing is committed as a binary.
 
-    from corpus.practitioner import build
-    corpus = build(folder)   # corpus.entries, corpus.unavailable
+    from corpus.practitioner import build_in_subprocess
+    corpus = build_in_subprocess(folder)   # corpus.entries, .unavailable, .failed
+
+`build_in_subprocess` (also `python -m corpus.practitioner FOLDER`) writes in a fresh
+interpreter: the libraries' global state (dill patches the pure-Python pickler that joblib
+uses, Keras/Lightning/transformers configure themselves on import) never reaches the process
+that scans, and the files do not depend on what that process imported before.
 
 An entry is one artefact as a practitioner would ship it: a file, or a folder written by a
 `save_pretrained`-style call. A builder whose library is not installed is listed in
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from .registry import REGISTRY, Built, Entry, Spec
 
-__all__ = ["Built", "Entry", "Spec", "build", "specs"]
+__all__ = ["Built", "Entry", "Spec", "build", "build_in_subprocess", "specs"]
 
 # the modules that register builders, one per family of libraries
 FAMILIES = (
@@ -72,3 +77,24 @@ def build(root: Path, only: tuple[str, ...] = ()) -> Built:
             Entry(spec.name, spec.library, spec.what, round(time.perf_counter() - started, 3))
         )
     return built
+
+
+def build_in_subprocess(root: Path, only: tuple[str, ...] = ()) -> Built:
+    """`build` in a fresh interpreter (see the module docstring); returns what it built."""
+    import json
+    import subprocess
+    import sys
+
+    manifest = root.with_name(root.name + "-manifest.json")
+    tests = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tests), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    subprocess.run(
+        [sys.executable, "-m", __name__, str(root), "--manifest", str(manifest), *only],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return Built.from_json(json.loads(manifest.read_text()))

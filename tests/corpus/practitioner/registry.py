@@ -6,6 +6,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 Writer = Callable[[Path], None]
 
@@ -43,6 +44,23 @@ class Built:
         if path.is_dir():
             return sorted(p for p in path.rglob("*") if p.is_file())
         return [path]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "root": str(self.root),
+            "entries": [vars(e) for e in self.entries],
+            "unavailable": self.unavailable,
+            "failed": self.failed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Built:
+        return cls(
+            Path(data["root"]),
+            [Entry(**e) for e in data["entries"]],
+            dict(data["unavailable"]),
+            dict(data["failed"]),
+        )
 
     def all_files(self) -> list[Path]:
         return [p for e in self.entries for p in self.files(e)]

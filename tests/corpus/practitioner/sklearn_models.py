@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -307,10 +309,15 @@ def _w12(path: Path) -> None:
     "sklearn/ensembles-dill.pkl", "scikit-learn", "dill.dump of the ensembles", ("sklearn", "dill")
 )
 def _w13(path: Path) -> None:
-    import dill
-
-    with open(path, "wb") as f:
-        dill.dump(_ensembles(), f)
+    # in a child process: importing dill patches pickle._Pickler, which joblib.dump uses, so
+    # every joblib file written after it would depend on the builders' order
+    code = (
+        "import dill, pickle, sys; "
+        "dill.dump(pickle.load(sys.stdin.buffer), open(sys.argv[1], 'wb'))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(path)], input=pickle.dumps(_ensembles()), check=True
+    )
 
 
 @writes(
