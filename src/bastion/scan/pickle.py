@@ -11,6 +11,7 @@ from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.identify import identify
 from bastion.scan.pickle_vm import (
     TORCHSCRIPT_PREFIXES,
+    FlaggedName,
     Recorder,
     StreamResult,
     analyse_stream,
@@ -67,6 +68,31 @@ TRAILING_DATA = Rule(
     description="Bytes follow the STOP opcode: a second pickle that a loader calling load() "
                 "twice will run, or a hidden blob. bastion scans stacked pickles as well.",
     remediation="Remove the appended data, or regenerate the file.",
+)
+
+OUTSIDE_ALLOWLIST = Rule(
+    id="PKL007", title="Pickle instantiates a class outside the allowlist",
+    severity=Severity.LOW, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="Loading imports a module that is not on bastion's allowlist and builds an "
+                "instance of one of its classes (or keeps one of its objects as a value) without "
+                "calling it with the pickle's arguments: typically a whole-module torch.save of "
+                "your own model classes. Importing the module runs its code, so the file is "
+                "only as trustworthy as that module. Reported below the default gate; --strict "
+                "fails on it.",
+    remediation="Check that the named module is your own trusted code. Prefer saving a "
+                "state_dict (or safetensors) and rebuilding the model in code.",
+)
+ABSURD_MEMO = Rule(
+    id="PKL008", title="Pickle memo index out of all proportion to the stream",
+    severity=Severity.HIGH, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    profile="model-integrity",
+    description="The stream stores a memo entry at an index far larger than the stream could "
+                "ever create. CPython's unpickler allocates a memo table of twice that size "
+                "before anything else happens: a few bytes make a loader (and scanners that "
+                "unpickle) allocate gigabytes. bastion analyses such streams with a dictionary "
+                "memo instead.",
+    remediation="Do not load it; the file is crafted to exhaust memory.",
 )
 
 MAX_STACKED = 64
@@ -151,32 +177,28 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
         ctx.limit_hit(source.location, f"more than {MAX_STACKED} stacked pickle streams")
 
 
+_USE_WORDS = {"c": "calls", "n": "instantiates", "r": "keeps as a value", "m": "mutates"}
+
+
+def _uses_text(uses: str) -> str:
+    return " and ".join(_USE_WORDS[use] for use in uses if use in _USE_WORDS)
+
+
 def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location: Location,
                    recorder: Recorder, result: StreamResult) -> None:
-    if not recorder.flagged:
-        return
-    offsets = _offsets(handle, result)
-    for qualname, flagged in sorted(recorder.flagged.items()):
-        verdict = flagged.verdict
-        rule = _CATEGORY_RULE.get(verdict.category or "", UNKNOWN_GLOBAL)
-        pointer = location.pointer
-        if offsets is not None and flagged.first_index < len(offsets):
-            offset, opcode, _text = offsets[flagged.first_index]
-            at = f"{opcode} at byte {result.start + offset}"
-            pointer = f"{pointer}, {at}" if pointer else at
-        where = location.model_copy(update={"pointer": pointer})
-        what = verdict.category or "not on the allowlist"
-        times = f" ({flagged.count} references)" if flagged.count > 1 else ""
-        ctx.add(rule.finding(where, f"loading this pickle imports and can call {qualname} "
-                             f"[{what}]{times}", evidence=qualname))
+    for message in recorder.memo_findings:
+        ctx.add(ABSURD_MEMO.finding(location, message, evidence=message))
+    flagged_names = recorder.flagged
+    if flagged_names:
+        _report_names(ctx, handle, location, flagged_names, result)
     if recorder.flagged_overflow:
         ctx.add(UNKNOWN_GLOBAL.finding(location, "more flagged globals than bastion lists; "
                                        "only the first ones are reported",
                                        evidence="flagged-name overflow"))
-    for callee, payload in nested_candidates(recorder, ctx.limits.max_pickle):
-        child = bytes_source(payload, f"<argument of {callee}>",
+    for label, payload in nested_candidates(recorder, ctx.limits.max_pickle, result.root):
+        child = bytes_source(payload, f"<{label}>",
                              location.model_copy(update={
-                                 "members": (*location.members, f"<argument of {callee}>"),
+                                 "members": (*location.members, f"<{label}>"),
                                  "pointer": None}),
                              depth=source.depth + 1)
         fmt = identify(payload[:1024], len(payload))
@@ -185,6 +207,43 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
             scan_pickle(ctx, child, speculative=True)
         else:
             ctx.scan(child, fmt)
+
+
+def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
+                  flagged_names: dict[str, FlaggedName], result: StreamResult) -> None:
+    offsets = _offsets(handle, result)
+    for qualname, flagged in sorted(flagged_names.items()):
+        verdict = flagged.verdict
+        pointer = location.pointer
+        if offsets is not None and flagged.first_index < len(offsets):
+            offset, opcode, _text = offsets[flagged.first_index]
+            at = f"{opcode} at byte {result.start + offset}"
+            pointer = f"{pointer}, {at}" if pointer else at
+        where = location.model_copy(update={"pointer": pointer})
+        times = f" ({flagged.count} references)" if flagged.count > 1 else ""
+        used = _uses_text(flagged.uses)
+        if flagged.kind == "dangerous":
+            category = verdict.category or "attribute/name resolution"
+            rule = _CATEGORY_RULE.get(category, CODE_EXECUTION)
+            if verdict.category is None:  # a listed or unknown global mutated by BUILD/SETITEM
+                message = (f"loading this pickle changes the global {qualname} itself "
+                           f"(sets attributes or items on it) [{category}]{times}")
+            else:
+                message = (f"loading this pickle imports and can call {qualname} "
+                           f"[{category}]{times}")
+        elif flagged.kind == "misuse":
+            rule = UNKNOWN_GLOBAL
+            message = (f"loading this pickle {used} {qualname}, which is allowlisted only to be "
+                       f"{_uses_text(verdict.uses) or 'referenced'} ({verdict.reason}){times}")
+        elif flagged.kind == "call":
+            rule = UNKNOWN_GLOBAL
+            message = (f"loading this pickle imports and {used} {qualname} "
+                       f"[not on the allowlist]{times}")
+        else:
+            rule = OUTSIDE_ALLOWLIST
+            message = (f"loading this pickle imports {qualname} and {used} it "
+                       f"[class outside the allowlist]{times}")
+        ctx.add(rule.finding(where, message, evidence=qualname))
 
 
 def _offsets(handle: BinaryIO, result: StreamResult) -> list[tuple[int, str, str | None]] | None:

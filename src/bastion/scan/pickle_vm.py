@@ -17,13 +17,15 @@ import _pickle
 import functools
 import io
 import pickle
+import re
+import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
 from bastion.scan.dtypes import InvalidDtype, pickled_dtype
-from bastion.scan.embedded import as_bytes, decode, payloads_in
-from bastion.scan.pickle_globals import Verdict, classify
+from bastion.scan.embedded import as_bytes, decode, payloads_in, worth_decoding
+from bastion.scan.pickle_globals import CALL, NEW, REF, Verdict, arg_roles, classify
 
 MAX_STAND_IN_TYPES = 10_000
 MAX_FLAGGED_NAMES = 1_000
@@ -38,17 +40,38 @@ TORCHSCRIPT_PREFIXES = ("__torch__.", "torch.jit._pickle.", "torch.classes.")
 _classify = functools.lru_cache(maxsize=65_536)(classify)
 
 
-class FlaggedName:
-    __slots__ = ("count", "first_index", "verdict")
+MUTATE = "m"  # BUILD or a container operation applied to a global itself
 
-    def __init__(self, verdict: Verdict, first_index: int) -> None:
+
+class FlaggedName:
+    """A resolved name the stream uses in a way the allowlist does not permit."""
+
+    __slots__ = ("count", "first_index", "kind", "uses", "verdict")
+
+    def __init__(self, verdict: Verdict, first_index: int, count: int, uses: str,
+                 kind: str) -> None:
         self.verdict = verdict
         self.first_index = first_index  # order among resolutions in the stream (0-based)
+        self.count = count
+        self.uses = uses  # what the loader does with it: c(all), n(ew), r(eference), m(utate)
+        # "dangerous" (a denied category), "misuse" (listed, but not for this use),
+        # "call" (unknown and called), "new" (unknown, only instantiated or referenced)
+        self.kind = kind
+
+
+class _Resolved:
+    __slots__ = ("count", "dotted", "first_index", "uses", "verdict")
+
+    def __init__(self, verdict: Verdict, first_index: int, dotted: bool) -> None:
+        self.verdict = verdict
+        self.first_index = first_index
+        self.dotted = dotted  # reached through attribute lookups (protocol 4 dotted name)
         self.count = 1
+        self.uses: set[str] = set()
 
 
 class StreamResult:
-    __slots__ = ("end", "engine", "error", "joblib_arrays", "start")
+    __slots__ = ("end", "engine", "error", "joblib_arrays", "root", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start
@@ -56,22 +79,24 @@ class StreamResult:
         self.error: str | None = None
         self.engine = "c"
         self.joblib_arrays = 0
+        self.root: Any = None  # the object the stream builds (stand-ins inside)
 
 
 class Recorder:
-    """What one pickle stream asked the unpickler to resolve and call."""
+    """What one pickle stream asked the unpickler to resolve, and what it did with each name
+    (called it, instantiated it, kept it as a value, mutated it)."""
 
     def __init__(self, allowed_prefixes: tuple[str, ...] = ()) -> None:
         self.allowed_prefixes = allowed_prefixes
         self.resolutions = 0
-        self.allowed: dict[str, int] = {}
-        self.flagged: dict[str, FlaggedName] = {}
+        self.names: dict[str, _Resolved] = {}
         self.flagged_overflow = False
         self.flagged_calls: list[_Obj] = []
         self.persistent_ids = 0
         self.persistent_kinds: set[str] = set()
         self.types: dict[str, type] = {}
         self.switch_to_joblib = False
+        self.memo_findings: list[str] = []
 
     def resolve(self, module: Any, name: Any) -> type:
         if not isinstance(module, str) or not isinstance(name, str):
@@ -79,31 +104,48 @@ class Recorder:
         index = self.resolutions
         self.resolutions += 1
         qualname = f"{module}.{name}"
-        if self.allowed_prefixes and qualname.startswith(self.allowed_prefixes):
-            verdict = Verdict(qualname, True, None, "TorchScript type name")
+        record = self.names.get(qualname)
+        if record is not None:
+            record.count += 1
         else:
-            verdict = _classify(module, name)
-        if verdict.allowed:
-            if len(self.allowed) < MAX_FLAGGED_NAMES or verdict.qualname in self.allowed:
-                self.allowed[verdict.qualname] = self.allowed.get(verdict.qualname, 0) + 1
-        else:
-            known = self.flagged.get(qualname)
-            if known is not None:
-                known.count += 1
-            elif len(self.flagged) < MAX_FLAGGED_NAMES:
-                self.flagged[qualname] = FlaggedName(verdict, index)
+            if self.allowed_prefixes and qualname.startswith(self.allowed_prefixes):
+                verdict = Verdict(qualname, "cnr", None, "TorchScript type name")
             else:
+                verdict = _classify(module, name)
+            if len(self.names) < MAX_STAND_IN_TYPES:
+                record = self.names[qualname] = _Resolved(verdict, index, "." in name)
+            elif not verdict.permits("cnr"):
                 self.flagged_overflow = True
         stand_in = self.types.get(qualname)
         if stand_in is None:
-            key = qualname if len(self.types) < MAX_STAND_IN_TYPES else "<overflow>"
+            key = qualname if record is not None else "<overflow>"
             stand_in = self.types.get(key)
             if stand_in is None:
+                flagged = record is None or not record.verdict.allowed
                 stand_in = _Ref(key, (), {"__new__": _stand_in_new, "_bastion_name": key,
-                                          "_bastion_flagged": not verdict.allowed,
+                                          "_bastion_flagged": flagged,
+                                          "_bastion_record": record,
                                           "_bastion_recorder": self})
                 self.types[key] = stand_in
         return stand_in
+
+    @property
+    def allowed(self) -> dict[str, int]:
+        return {name: r.count for name, r in self.names.items() if _judge(r) is None}
+
+    @property
+    def flagged(self) -> dict[str, FlaggedName]:
+        out: dict[str, FlaggedName] = {}
+        for qualname, record in self.names.items():
+            kind = _judge(record)
+            if kind is not None:
+                if len(out) >= MAX_FLAGGED_NAMES:
+                    self.flagged_overflow = True
+                    break
+                uses = "".join(sorted(record.uses)) or REF
+                out[qualname] = FlaggedName(record.verdict, record.first_index, record.count,
+                                            uses, kind)
+        return out
 
     def persistent(self, pid: Any) -> _Obj:
         self.persistent_ids += 1
@@ -117,40 +159,86 @@ class Recorder:
             self.flagged_calls.append(obj)
 
 
-class _AcceptsContainerOps:
-    """The container operations the unpickler performs on whatever is on its stack (APPEND(S),
-    ADDITEMS, SETITEM(S)); on stand-ins they do nothing."""
-
-    __slots__ = ()
-
-    def append(self, item: Any) -> None:
-        return None
-
-    def extend(self, items: Any) -> None:
-        return None
-
-    def add(self, item: Any) -> None:
-        return None
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        return None
+def _judge(record: _Resolved) -> str | None:
+    """None when every use the stream makes of the name is permitted; else why not."""
+    verdict = record.verdict
+    uses = record.uses or {REF}
+    if verdict.category is not None:
+        return "dangerous"
+    if MUTATE in uses:
+        return "dangerous"
+    if verdict.uses:
+        return None if all(use in verdict.uses for use in uses) else "misuse"
+    if CALL in uses or record.dotted:
+        return "call"
+    return "new"
 
 
-class _Obj(_AcceptsContainerOps):
-    """What calling a stand-in returns: inert, accepts every operation the unpickler performs."""
+def _use(target: Any, use: str) -> None:
+    """Record that the loader does `use` with a stand-in global."""
+    record = getattr(target, "_bastion_record", None) if isinstance(target, _Ref) else None
+    if isinstance(record, _Resolved):
+        record.uses.add(use)
+    elif isinstance(target, _Ref):
+        recorder = target._bastion_recorder  # type: ignore[attr-defined]
+        recorder.flagged_overflow = True
 
-    __slots__ = ("__weakref__", "args", "origin", "recorder", "state")
+
+def _apply_roles(callee: Any, args: tuple[Any, ...]) -> None:
+    """A call of an allowed higher-order callable: what it does with the globals it is given."""
+    record = getattr(callee, "_bastion_record", None)
+    if isinstance(record, _Resolved) and record.verdict.allowed:
+        roles, default = arg_roles(record.verdict)
+    else:
+        roles, default = (), REF
+    for position, arg in enumerate(args[:64]):
+        if isinstance(arg, _Ref):
+            _use(arg, roles[position] if position < len(roles) else default)
+
+
+MAX_KEPT_ITEMS = 100_000  # container items kept per stream for the payloads-as-data walk
+
+
+class _Obj:
+    """What calling or instantiating a stand-in returns: inert, accepts every operation the
+    unpickler performs (container operations keep their items, bounded, so values stored in
+    them are still analysed as data)."""
+
+    __slots__ = ("__weakref__", "args", "items", "origin", "record", "recorder", "state")
 
     def __init__(self, recorder: Recorder, origin: str, args: tuple[Any, ...],
-                 flagged: bool) -> None:
+                 flagged: bool, record: _Resolved | None = None) -> None:
         self.recorder = recorder
         self.origin = origin
         self.args = args
+        self.record = record
         self.state: Any = None
+        self.items: list[Any] | None = None
         if flagged:
             recorder.note_call(self)
 
+    def _keep(self, *values: Any) -> None:
+        if self.items is None:
+            self.items = []
+        if len(self.items) < MAX_KEPT_ITEMS:
+            self.items.extend(values)
+
+    def append(self, item: Any) -> None:
+        self._keep(item)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self._keep(item)
+
+    def add(self, item: Any) -> None:
+        self._keep(item)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._keep(key, value)
+
     def __call__(self, *args: Any, **kwargs: Any) -> _Obj:
+        if self.record is not None:
+            self.record.uses.add(CALL)  # calling an instance runs its class's __call__
         return _Obj(self.recorder, f"{self.origin}(...)", args, True)
 
     def __setstate__(self, state: Any) -> None:
@@ -161,20 +249,47 @@ class _Obj(_AcceptsContainerOps):
 
 
 def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
-    return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged)
+    """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call."""
+    _use(cls, NEW)
+    return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged,
+                cls._bastion_record)
 
 
-class _Ref(_AcceptsContainerOps, type):
-    """Metaclass of the stand-in types returned by find_class (so the container operations
-    work on the stand-in types themselves too)."""
+class _Ref(type):
+    """Metaclass of the stand-in types returned by find_class. Calling one is a call of the
+    global (REDUCE, INST/OBJ with arguments); BUILD or container operations on one mutate a
+    global (a class's attributes, a module-level dict)."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        _use(cls, CALL)
+        _apply_roles(cls, args)
+        if kwargs:
+            _apply_roles(None, tuple(kwargs.values()))
         recorder: Recorder = cls._bastion_recorder  # type: ignore[attr-defined]
-        return _Obj(recorder, cls._bastion_name, args,  # type: ignore[attr-defined]
-                    cls._bastion_flagged)  # type: ignore[attr-defined]
+        name = cls._bastion_name  # type: ignore[attr-defined]
+        if name in _RESOLVERS and len(args) == 2 and all(isinstance(a, str) for a in args):
+            return recorder.resolve(args[0], args[1])
+        return _Obj(recorder, name, args, cls._bastion_flagged)  # type: ignore[attr-defined]
 
     def __setstate__(cls, state: Any) -> None:
-        return None
+        _use(cls, MUTATE)
+
+    def append(cls, item: Any) -> None:
+        _use(cls, MUTATE)
+
+    def extend(cls, items: Any) -> None:
+        _use(cls, MUTATE)
+
+    def add(cls, item: Any) -> None:
+        _use(cls, MUTATE)
+
+    def __setitem__(cls, key: Any, value: Any) -> None:
+        _use(cls, MUTATE)
+
+
+# Allowed callables that return the global named by their two string arguments (none by
+# default: NumPy's old _ufunc_reconstruct does an import + getattr and is denied).
+_RESOLVERS: frozenset[str] = frozenset()
 
 
 class _SwitchToJoblib(Exception):
@@ -196,9 +311,11 @@ class _CUnpickler(_pickle.Unpickler):
         return self._recorder.persistent(pid)
 
 
-class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
-    """Pure-Python unpickler that steps over the raw array bytes joblib writes after each
-    NumpyArrayWrapper, and analyses object arrays' nested pickles with the same recorder."""
+class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """Pure-Python unpickler, used for joblib files and for streams whose memo indices could
+    make the C unpickler allocate out of proportion (its memo is a dict; absurd indices are
+    recorded). It steps over the raw array bytes joblib writes after each NumpyArrayWrapper,
+    and analyses object arrays' nested pickles with the same recorder."""
 
     def __init__(self, file: BinaryIO, recorder: Recorder, limit: int, depth: int = 0) -> None:
         super().__init__(file, encoding="latin1")
@@ -223,8 +340,28 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if isinstance(inst, _Obj) and inst.origin in JOBLIB_WRAPPERS:
             self._skip_array(inst)
 
+    def load_long_binput(self) -> None:
+        (index,) = struct.unpack("<I", self.read(4))  # type: ignore[attr-defined]
+        self._memo_put(index)
+
+    def load_put(self) -> None:
+        text = self.readline()[:-1]  # type: ignore[attr-defined]
+        if not text.isdigit() or len(text) > 20:
+            raise pickle.UnpicklingError("PUT with an invalid memo index")
+        self._memo_put(int(text))
+
+    def _memo_put(self, index: int) -> None:
+        memo = self.memo  # type: ignore[attr-defined]
+        if index > 2 * len(memo) + MEMO_SLACK and not self._recorder.memo_findings:
+            self._recorder.memo_findings.append(
+                f"memo index {index} with {len(memo)} entries stored (CPython would allocate "
+                f"{index * 16} bytes for it)")
+        memo[index] = self.stack[-1]  # type: ignore[attr-defined]
+
     dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.LONG_BINPUT[0]] = load_long_binput
+    dispatch[pickle.PUT[0]] = load_put
 
     def _skip_array(self, wrapper: _Obj) -> None:
         state = wrapper.state if isinstance(wrapper.state, dict) else {}
@@ -240,7 +377,7 @@ class _JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if is_object:
             if self._depth >= 4:
                 raise LimitExceeded("joblib object arrays nested too deeply")
-            inner = _JoblibUnpickler(self._src, self._recorder, self._limit, self._depth + 1)
+            inner = _PyUnpickler(self._src, self._recorder, self._limit, self._depth + 1)
             inner.load()
             self.arrays += inner.arrays
             return
@@ -341,30 +478,31 @@ def _describe(exc: BaseException) -> str:
 def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
                    limit: int) -> StreamResult:
     """Analyse one pickle stream starting at `start`. The stream must be seekable."""
-    reader = _buffered(stream)
-    reader.seek(start)
     result = StreamResult(start=start)
-    try:
-        _CUnpickler(reader, recorder, watch_joblib=True).load()
-        result.end = reader.tell()
-        return result
-    except _SwitchToJoblib:
-        pass
-    except MemoryError as exc:
-        raise LimitExceeded("pickle analysis ran out of its memory budget") from exc
-    except RecursionError as exc:
-        result.error = _describe(exc)
-        return result
-    except Exception as exc:
-        result.error = _describe(exc)
-        return result
-    # joblib: start over with the Python engine and a clean record of this stream.
+    if not _memo_suspect(stream, start):
+        reader = _buffered(stream)
+        reader.seek(start)
+        try:
+            result.root = _CUnpickler(reader, recorder, watch_joblib=True).load()
+            result.end = reader.tell()
+            return result
+        except _SwitchToJoblib:
+            pass
+        except MemoryError as exc:
+            raise LimitExceeded("pickle analysis ran out of its memory budget") from exc
+        except RecursionError as exc:
+            result.error = _describe(exc)
+            return result
+        except Exception as exc:
+            result.error = _describe(exc)
+            return result
+    # joblib, or memo indices to check: start over with the Python engine and a clean record.
     fresh = Recorder(allowed_prefixes=recorder.allowed_prefixes)
     stream.seek(start)
-    unpickler = _JoblibUnpickler(stream, fresh, limit)
-    result.engine = "joblib"
+    unpickler = _PyUnpickler(stream, fresh, limit)
+    result.engine = "python"
     try:
-        unpickler.load()
+        result.root = unpickler.load()
         result.end = stream.tell()
     except LimitExceeded:
         raise
@@ -377,13 +515,49 @@ def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
     return result
 
 
+MEMO_SLACK = 1 << 16  # memo indices the C unpickler may pre-allocate without a second look
+# LONG_BINPUT with an index >= 2**16, or PUT with six digits or more (lookaheads: overlapping).
+_MEMO_PUT_RE = re.compile(rb"r(?=[\s\S]{2}(?:[\x01-\xff][\s\S]|[\s\S][\x01-\xff]))|p(?=\d{6,}\n)")
+_PRESCAN_CHUNK = 8 << 20
+PRESCAN_LIMIT = 256 << 20
+
+
+def _memo_suspect(stream: BinaryIO, start: int) -> bool:
+    """Could a memo store (LONG_BINPUT / PUT) in this stream make CPython's C unpickler allocate
+    out of proportion to the input? It grows its memo table to twice the index *before* storing
+    (a 9-byte stream can ask for 64 GiB). A legitimate index never exceeds the number of objects
+    memoized, below half the stream's length; a larger candidate index (found by a byte search,
+    which may also hit string contents) sends the stream to the Python engine, whose memo is a
+    dict and which reports absurd indices. Searches the first PRESCAN_LIMIT bytes."""
+    end = stream.seek(0, io.SEEK_END)
+    bound = max((end - start) // 2, 0) + MEMO_SLACK
+    position = start
+    stop = min(end, start + PRESCAN_LIMIT)
+    while position < stop:
+        stream.seek(position)
+        chunk = stream.read(_PRESCAN_CHUNK + 32)
+        for match in _MEMO_PUT_RE.finditer(chunk):
+            at = match.start()
+            if chunk[at] == 0x72:  # r
+                index = int.from_bytes(chunk[at + 1:at + 5], "little")
+            else:
+                index = int(chunk[at + 1:chunk.index(b"\n", at)][:20])
+            if index > bound:
+                return True
+        position += _PRESCAN_CHUNK
+    return False
+
+
 def _merge(into: Recorder, other: Recorder) -> None:
     into.resolutions += other.resolutions
-    for name, count in other.allowed.items():
-        into.allowed[name] = into.allowed.get(name, 0) + count
-    for name, flagged in other.flagged.items():
-        if name not in into.flagged:
-            into.flagged[name] = flagged
+    for name, record in other.names.items():
+        known = into.names.get(name)
+        if known is None:
+            into.names[name] = record
+        else:
+            known.count += record.count
+            known.uses |= record.uses
+    into.memo_findings.extend(other.memo_findings)
     into.flagged_overflow |= other.flagged_overflow
     into.flagged_calls.extend(other.flagged_calls[: MAX_FLAGGED_CALLS])
     into.persistent_ids += other.persistent_ids
@@ -437,27 +611,79 @@ def _walk_args(args: Any, budget: list[int]) -> Iterator[Any]:
             yield item
 
 
-def nested_candidates(recorder: Recorder, limit: int) -> list[tuple[str, bytes]]:
-    """(callee, bytes) of payloads handed to flagged callables that could be serialized data."""
+def nested_candidates(recorder: Recorder, limit: int,
+                      root: Any = None) -> list[tuple[str, bytes]]:
+    """(label, bytes) of serialized payloads the stream carries: handed to flagged callables
+    (through pure decoders it calls), or held anywhere in the loaded object as a str/bytes
+    value, raw or encoded (see embedded.payloads_in). Bounded in count and total bytes."""
     out: list[tuple[str, bytes]] = []
     seen: set[bytes] = set()
     total = 0
+
+    def add(label: str, data: bytes) -> bool:
+        nonlocal total
+        for payload in payloads_in(data, limit):
+            blob = payload.data
+            digest = blob[:64] + len(blob).to_bytes(8, "little")
+            if digest in seen:
+                continue
+            seen.add(digest)
+            total += len(blob)
+            if total > limit:
+                return False
+            how = "" if payload.how == "raw" else f" ({payload.how})"
+            out.append((label + how, blob))
+            if len(out) >= MAX_NESTED_CANDIDATES:
+                return False
+        return True
+
     budget = [50_000]
     for call in recorder.flagged_calls:
         for arg in _walk_args(call.args, budget):
             data = materialize(arg, limit)
-            if data is None:
-                continue
-            for payload in payloads_in(data, limit):
-                blob = payload.data
-                digest = blob[:64] + len(blob).to_bytes(8, "little")
-                if digest in seen:
-                    continue
-                seen.add(digest)
-                total += len(blob)
-                if total > limit:
-                    return out
-                out.append((call.origin, blob))
-                if len(out) >= MAX_NESTED_CANDIDATES:
-                    return out
+            if data is not None and not add(f"argument of {call.origin}", data):
+                return out
+    if root is not None:
+        for value in data_values(root):
+            if not add("data value", as_bytes(value, limit)):
+                return out
     return out
+
+
+MAX_WALKED_NODES = 2_000_000
+MAX_DATA_VALUES = 100_000
+
+
+def data_values(root: Any) -> Iterator[str | bytes]:
+    """The str/bytes values a stream's result holds (containers, arguments, state and items of
+    stand-in objects), each distinct value once, that could carry a serialized payload: what the
+    next consumer of the loaded object might hand to a loader. Bounded."""
+    stack = [root]
+    seen: set[int] = set()
+    nodes = values = 0
+    while stack and nodes < MAX_WALKED_NODES:
+        item = stack.pop()
+        nodes += 1
+        if isinstance(item, (str, bytes, bytearray)):
+            if values < MAX_DATA_VALUES and worth_decoding(item):
+                key = id(item)
+                if key not in seen:
+                    seen.add(key)
+                    values += 1
+                    yield bytes(item) if isinstance(item, bytearray) else item
+            continue
+        if isinstance(item, (tuple, list, set, frozenset)):
+            if len(item) and id(item) not in seen:
+                seen.add(id(item))
+                stack.extend(item)
+        elif isinstance(item, dict):
+            if item and id(item) not in seen:
+                seen.add(id(item))
+                stack.extend(item.keys())
+                stack.extend(item.values())
+        elif isinstance(item, _Obj) and id(item) not in seen:
+            seen.add(id(item))
+            stack.append(item.args)
+            stack.append(item.state)
+            if item.items:
+                stack.extend(item.items)

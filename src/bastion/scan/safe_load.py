@@ -14,14 +14,14 @@ from bastion.config import Settings
 from bastion.errors import InputError, MissingExtra, UnsafeArtifactError, UsageError
 from bastion.policy import Status, evaluate
 from bastion.scan.engine import scan_bytes
-from bastion.scan.pickle_globals import classify
+from bastion.scan.pickle_globals import ANY_USE, classify
 
 DEFAULT_MAX_BYTES = 8 * 1024**3
 
 
 class _AllowlistUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if not classify(module, name).allowed:
+        if not classify(module, name).permits(ANY_USE):
             raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
         return super().find_class(module, name)
 
@@ -34,7 +34,7 @@ def _joblib_load(data: bytes) -> Any:
 
     class _Restricted(numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
         def find_class(self, module: str, name: str) -> Any:
-            if not classify(module, name).allowed:
+            if not classify(module, name).permits(ANY_USE):
                 raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
             return super().find_class(module, name)
 
