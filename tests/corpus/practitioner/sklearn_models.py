@@ -342,3 +342,18 @@ def _w15(path: Path) -> None:
     import skops.io
 
     skops.io.dump(_assorted(), path)
+
+
+@writes(
+    "sklearn/custom-transformer.joblib",
+    "scikit-learn",
+    "joblib.dump of a pipeline with a transformer class of the user's own package",
+    SK,
+)
+def _w16(path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from .user_estimators import ClipOutliers
+
+    _dump_joblib(make_pipeline(ClipOutliers(), LogisticRegression()).fit(*_xy()), path)

@@ -265,6 +265,14 @@ def _plain(path: Path) -> None:
     torch.save([torch.randn(2, 2), {"bias": torch.zeros(2)}, (1, 2.0, "x", None, True)], path)
 
 
+@writes("torch/exported.pt2", "torch", "torch.export.save(torch.export.export(model, args))")
+def _exported(path: Path) -> None:
+    import torch
+
+    program = torch.export.export(_net().eval(), (torch.randn(2, 4),))
+    torch.export.save(program, path)
+
+
 @writes(
     "torch/model.safetensors",
     "safetensors",
