@@ -22,8 +22,8 @@ demo: $(STAMP)
 	@echo "== verify the released model against its signature (exit 0 expected)"
 	$(BIN)/bastion verify $(EXAMPLE)/model/credit_model.joblib --key $(EXAMPLE)/keys/release.pub --no-store
 	@echo "== scan the whole project (exit 1 expected: the tampered copy is caught)"
-	-$(BIN)/bastion scan $(EXAMPLE) --no-store --format html --output demo-report.html -q
-	$(BIN)/bastion scan $(EXAMPLE) --no-store --format text || test $$? -eq 1
+	-$(BIN)/bastion scan $(EXAMPLE) --policy $(EXAMPLE)/bastion.toml --no-store --format html --output demo-report.html -q
+	$(BIN)/bastion scan $(EXAMPLE) --policy $(EXAMPLE)/bastion.toml --no-store --format text || test $$? -eq 1
 	@echo "== ML-BOM (CycloneDX 1.6)"
 	$(BIN)/bastion bom $(EXAMPLE) --output demo-bom.json
 	@echo "HTML report written to demo-report.html, BOM to demo-bom.json"

@@ -76,6 +76,42 @@ def test_a_policy_shipped_with_the_model_changes_nothing(
 
 
 @pytest.mark.parametrize("policy_name", sorted(SHIPPED))
+def test_cd_into_the_model_and_scan_dot_does_not_use_its_policy(
+        tmp_path: Path, policy_name: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by the white-box attack (A1-06): the working directory's policy was the model's."""
+    monkeypatch.delenv("BASTION_POLICY", raising=False)
+    folder = downloaded_model(tmp_path, policy_name)
+    monkeypatch.chdir(folder)
+    assert main(["scan", ".", "--no-store", "-q"]) == 2
+    assert "inside the scanned content" in capsys.readouterr().err
+    monkeypatch.chdir(folder.parent)
+    assert main(["scan", folder.name, "--no-store", "-q"]) == 1
+    # named explicitly, it is the user's decision, and it is the policy in use (no POL001)
+    monkeypatch.chdir(folder)
+    capsys.readouterr()
+    assert main(["scan", ".", "--no-store", "--policy", policy_name, "-f", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["metadata"]["policy"].endswith(policy_name)
+
+
+def test_a_link_into_a_skipped_folder_is_not_taken_for_scanned_content(
+        tmp_path: Path, elsewhere: Path) -> None:
+    """Found by the white-box attack (A1-01): model.pkl -> .git/blob was never scanned."""
+    folder = tmp_path / "repo"
+    (folder / ".git" / "objects").mkdir(parents=True)
+    (folder / ".git" / "objects" / "blob").write_bytes(EVIL)
+    (folder / "model.pkl").symlink_to(folder / ".git" / "objects" / "blob")
+    (folder / "weights").symlink_to(folder / ".git" / "objects", target_is_directory=True)
+    (folder / "ok.pkl").write_bytes(b"\x80\x04K\x01.")
+    report = bastion.scan(folder)
+    links = {r.path: r for r in report.results if r.format == "symlink"}
+    assert set(links) == {"model.pkl", "weights"}
+    assert all(r.findings and r.findings[0].rule_id == "ARC002" for r in links.values())
+    assert evaluate(report, Settings()).exit_code == 1
+
+
+@pytest.mark.parametrize("policy_name", sorted(SHIPPED))
 def test_library_api_and_safe_load_ignore_a_shipped_policy(
         tmp_path: Path, elsewhere: Path, policy_name: str) -> None:
     folder = downloaded_model(tmp_path, policy_name)

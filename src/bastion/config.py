@@ -14,6 +14,7 @@ import fnmatch
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +202,27 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    resolved = path.resolve()
+    for root in roots:
+        top = root.resolve()
+        if resolved == top or (top.is_dir() and top in resolved.parents):
+            return True
+    return False
+
+
 def load_settings(
     policy_file: Path | None = None,
     project_dir: Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    scanned: Sequence[Path] = (),
 ) -> Settings:
     """Settings from the invoking project: `policy_file`, else the file named by
     BASTION_POLICY, else the policy found from `project_dir` (the working directory, never a
-    scanned path) upwards; then environment and `overrides` on top."""
+    scanned path) upwards; then environment and `overrides` on top. A policy found implicitly
+    inside the `scanned` paths is refused (`cd model && bastion scan .` must not let the model
+    choose its policy): such a policy is used only when named explicitly."""
     data: dict[str, Any] = {}
     source: str | None = None
     env = os.environ if environ is None else environ
@@ -224,6 +237,12 @@ def load_settings(
         source = str(policy_file)
     elif project_dir is not None:
         found = find_config_file(project_dir)
+        if found and _within(found[0], scanned):
+            raise ConfigError(
+                f"the policy {found[0]} lies inside the scanned content, so it is not read "
+                "implicitly: a model folder must not choose its own policy",
+                hint=f"if it is your project's policy, name it: --policy {found[0]} (or "
+                     f"{POLICY_ENV}); otherwise run bastion from outside the folder")
         if found:
             source, data = str(found[0]), dict(found[1])
     data = dict(data)

@@ -37,6 +37,14 @@ class Found:
         self.problems: list[tuple[str, str]] = []  # (display, message)
 
 
+def _scanned_inside(root: Path, target: str) -> bool:
+    """Whether a link's target is itself scanned by the walk: inside the root and not under a
+    skipped folder (a link into .git or .venv would otherwise hide a file from the scan)."""
+    if os.path.commonpath([str(root), target]) != str(root):
+        return False
+    return not SKIPPED_FOLDERS.intersection(Path(os.path.relpath(target, root)).parts)
+
+
 def walk(paths: Sequence[Path], max_files: int) -> Found:
     found = Found()
     multi = len(paths) > 1
@@ -65,8 +73,7 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
                 rel = prefix + os.path.relpath(entry.path, root).replace(os.sep, "/")
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
-                    inside = os.path.commonpath([str(root), target]) == str(root)
-                    found.links.append(Link(rel, target, inside))
+                    found.links.append(Link(rel, target, _scanned_inside(root, target)))
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))

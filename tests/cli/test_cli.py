@@ -68,14 +68,14 @@ def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: 
 
 def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(project)  # the invoking project's own policy
+    monkeypatch.chdir(project.parent)  # the invoking project's own policy, next to the model
     evil(project / "bad.pkl")
     assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
-    (project / "bastion.toml").write_text(
+    (project.parent / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
         'expires = 2999-01-01\n')
     assert main(["scan", str(project), "--no-store"]) == 0
-    (project / "bastion.toml").write_text(
+    (project.parent / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
         'expires = 2000-01-01\n')
     assert main(["scan", str(project), "--no-store"]) == 1

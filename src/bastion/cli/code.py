@@ -24,7 +24,7 @@ imported or executed."""
 def run_code(args: argparse.Namespace) -> int:
     from bastion.supplychain.code import run_code_scan
 
-    settings = settings_for(args.policy, gate_overrides(args))
+    settings = settings_for(args.paths, args.policy, gate_overrides(args))
     report = with_progress(lambda update: run_code_scan(args.paths, settings, update),
                            args.quiet)
     return finish(report, settings, args)

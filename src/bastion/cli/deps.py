@@ -31,6 +31,6 @@ def run_deps(args: argparse.Namespace) -> int:
     from bastion.supplychain.dependencies import run_deps as audit
 
     files: list[Path] = args.files
-    settings = settings_for(args.policy, gate_overrides(args))
+    settings = settings_for(files, args.policy, gate_overrides(args))
     report = audit(files, settings, args.advisory_db, args.online)
     return finish(report, settings, args)

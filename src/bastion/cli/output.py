@@ -71,7 +71,10 @@ def _replace_atomically(target: Path, text: str) -> None:
 
 
 def say(message: str, err: bool = True) -> None:
-    """A line for the user: stderr by default (stdout carries only reports and listings)."""
+    """A line for the user: stderr by default (stdout carries only reports and listings).
+    Messages quote names from the inspected content, so control characters are escaped."""
+    from bastion.report.printable import terminal_safe
+
     stream = sys.stderr if err else sys.stdout
-    stream.write(message + "\n")
+    stream.write("\n".join(terminal_safe(line) for line in message.split("\n")) + "\n")
     stream.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,12 @@ from .options import add_judging_options, bounded, existing, output_file
 from .output import say, write_report
 
 
-def settings_for(policy: Path | None, overrides: dict[str, Any]) -> Settings:
+def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> \
+        Settings:
     """The invoking project's settings: --policy, BASTION_POLICY, or the policy found from the
-    working directory upwards — never from the scanned paths."""
-    return load_settings(policy_file=policy, project_dir=Path.cwd(), overrides=overrides)
+    working directory upwards — never one inside the scanned `paths` unless named."""
+    return load_settings(policy_file=policy, project_dir=Path.cwd(), overrides=overrides,
+                         scanned=paths)
 
 
 def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,7 +116,7 @@ the exit code: 0 passed, 1 failed, 2 could not decide."""
 def run_scan(args: argparse.Namespace) -> int:
     paths: list[Path] = args.paths
     limits = {k: v for k, v in (("timeout_s", args.timeout), ("memory_mb", args.memory_mb)) if v}
-    settings = settings_for(args.policy, {**gate_overrides(args), "workers": args.workers,
+    settings = settings_for(paths, args.policy, {**gate_overrides(args), "workers": args.workers,
                                                  "limits": limits or None})
     from bastion.project import scan_project
 
@@ -139,7 +141,7 @@ Review the file before committing it."""
 def run_baseline(args: argparse.Namespace) -> int:
     from bastion.project import scan_project
 
-    settings = settings_for(args.policy, {})
+    settings = settings_for(args.paths, args.policy, {})
     report = scan_project(args.paths, settings)
     document = baseline_document(report)
     write_report(json.dumps(document, indent=2) + "\n", args.output)

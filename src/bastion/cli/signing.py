@@ -62,7 +62,7 @@ malformed or foreign signature bundle."""
 def run_verify(args: argparse.Namespace) -> int:
     from bastion.supplychain.signing import Credentials, verification_report
 
-    settings = settings_for(args.policy, gate_overrides(args))
+    settings = settings_for([args.path], args.policy, gate_overrides(args))
     credentials = Credentials(key=args.key, chain=tuple(args.chain), sigstore=args.sigstore,
                               identity=args.identity, issuer=args.issuer)
     report = verification_report(args.path, credentials, args.signature, settings)

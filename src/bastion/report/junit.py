@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 
 from bastion.findings import Report
 from bastion.policy import Verdict
+from bastion.report.printable import xml_safe as safe
 
 
 def render(report: Report, verdict: Verdict) -> str:
@@ -15,23 +16,23 @@ def render(report: Report, verdict: Verdict) -> str:
     for result in report.results:
         tests += 1
         case = ET.SubElement(suite, "testcase", classname=f"bastion.{result.format}",
-                             name=result.path, time=f"{result.duration_ms / 1000:.3f}")
+                             name=safe(result.path), time=f"{result.duration_ms / 1000:.3f}")
         bad = [f for f in result.findings if f.fingerprint in failing]
         if bad:
             failures += 1
             failure = ET.SubElement(case, "failure", type=bad[0].rule_id,
-                                    message=f"{len(bad)} finding(s): {bad[0].message}"[:500])
-            failure.text = "\n".join(
+                                    message=safe(f"{len(bad)} finding(s): {bad[0].message}"[:500]))
+            failure.text = safe("\n".join(
                 f"[{f.severity.value}] {f.rule_id} {f.location.display()}: {f.message}\n"
-                f"  evidence: {f.evidence}\n  fix: {f.remediation}" for f in bad)
+                f"  evidence: {f.evidence}\n  fix: {f.remediation}" for f in bad))
         elif result.errors:
             errors += 1
             error = ET.SubElement(case, "error", type=result.errors[0].check,
-                                  message=result.errors[0].message[:500])
-            error.text = "\n".join(e.message for e in result.errors)
+                                  message=safe(result.errors[0].message[:500]))
+            error.text = safe("\n".join(e.message for e in result.errors))
         elif result.out_of_scope:
             skipped += 1
-            ET.SubElement(case, "skipped", message=result.skips[0].reason)
+            ET.SubElement(case, "skipped", message=safe(result.skips[0].reason))
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))

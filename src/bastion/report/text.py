@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bastion.findings import Report, Severity
 from bastion.policy import Status, Verdict
+from bastion.report.printable import terminal_safe as safe
 
 _ORDER = sorted(Severity, key=lambda s: -s.rank)
 _VERDICT = {Status.PASSED: "PASSED", Status.FAILED: "FAILED",
@@ -14,7 +15,7 @@ def render(report: Report, verdict: Verdict) -> str:
     lines: list[str] = []
     meta = report.metadata
     lines.append(f"bastion {report.tool.version} — {report.command} of "
-                 f"{', '.join(report.targets)}")
+                 f"{safe(', '.join(report.targets))}")
     lines.append(f"{meta.get('files', len(report.results))} file(s) in "
                  f"{meta.get('duration_s', 0)}s; gate fails at '{verdict.fail_on}' or above")
     lines.append("")
@@ -26,19 +27,19 @@ def render(report: Report, verdict: Verdict) -> str:
         mark = "✗" if finding.fingerprint in failing else ("~" if finding.fingerprint in waived
                                                             else "·")
         lines.append(f"{mark} {finding.severity.value.upper():8} {finding.rule_id}  "
-                     f"{finding.location.display()}")
-        lines.append(f"    {finding.message}")
+                     f"{safe(finding.location.display())}")
+        lines.append(f"    {safe(finding.message)}")
         if finding.evidence:
-            lines.append(f"    evidence: {finding.evidence[:200]}")
+            lines.append(f"    evidence: {safe(finding.evidence[:200])}")
         if finding.fingerprint in failing:
             lines.append(f"    fix: {finding.remediation}")
     for error in report.errors:
-        lines.append(f"! ERROR    {error.check}  {error.location.display()}")
-        lines.append(f"    {error.message}")
+        lines.append(f"! ERROR    {error.check}  {safe(error.location.display())}")
+        lines.append(f"    {safe(error.message)}")
     gaps = report.gaps
     for skip in gaps:
         extra = f" (pip install 'bastion-mlsec[{skip.extra}]')" if skip.extra else ""
-        lines.append(f"- SKIPPED  {skip.location.display()}: {skip.reason}{extra}")
+        lines.append(f"- SKIPPED  {safe(skip.location.display())}: {safe(skip.reason)}{extra}")
     if findings or report.errors or gaps:
         lines.append("")
     counts = report.severity_counts()
@@ -48,5 +49,5 @@ def render(report: Report, verdict: Verdict) -> str:
                  f"{len(report.skips) - len(gaps)}")
     lines.append(f"verdict: {_VERDICT[verdict.status]}")
     for reason in verdict.reasons:
-        lines.append(f"  - {reason}")
+        lines.append(f"  - {safe(reason)}")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,8 @@ def _symlink_result(link: Link) -> TargetResult:
         return TargetResult(path=link.display, format="symlink")
     finding = LINK_MEMBER.finding(
         Location(path=link.display), f"symbolic link to {link.target}, outside the scanned "
-        "folder; not followed (scan the target itself to check it)",
+        "content (another folder, or one bastion skips such as .git or .venv); not followed "
+        "(scan the target itself to check it)",
         evidence=f"-> {link.target}", severity=Severity.MEDIUM)
     return TargetResult(path=link.display, format="symlink", findings=(finding,))
 
