@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from typing import Any
 
 from bastion.findings import Confidence, Location, Severity, Stage
@@ -17,49 +18,151 @@ from bastion.scan.source import Source, bytes_source
 from bastion.scan.ziparchive import ZipReader
 
 LAMBDA_LAYER = Rule(
-    id="KER001", title="Keras Lambda layer carries Python bytecode", severity=Severity.CRITICAL,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="KER001",
+    title="Keras Lambda layer carries Python bytecode",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="A Lambda layer stores a marshalled Python function; loading the model with "
-                "safe_mode off (or any legacy HDF5 loader, CVE-2025-9905) runs it.",
+    "safe_mode off (or any legacy HDF5 loader, CVE-2025-9905) runs it.",
     remediation="Replace Lambda layers by registered custom layers whose code you ship and "
-                "review; load with safe_mode=True.",
+    "review; load with safe_mode=True.",
 )
 OUTSIDE_KERAS = Rule(
-    id="KER002", title="Keras config references code outside Keras", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="KER002",
+    title="Keras config references code outside Keras",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The config names a module or registered object outside the keras package; "
-                "deserialising imports it and calls it with config-controlled arguments "
-                "(CVE-2025-1550).",
+    "deserialising imports it and calls it with config-controlled arguments "
+    "(CVE-2025-1550).",
     remediation="Make sure the referenced module is your own, reviewed code; otherwise reject "
-                "the model.",
+    "the model.",
 )
 KERAS_GADGET = Rule(
-    id="KER003", title="Keras config calls a dangerous in-framework function",
-    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="KER003",
+    title="Keras config calls a dangerous in-framework function",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="The config invokes a Keras/TensorFlow function that disables safe mode, "
-                "downloads or reads files, or deserialises a pickle (CVE-2025-1550, "
-                "CVE-2025-8747, CVE-2025-49655) — safe_mode does not stop these.",
+    "downloads or reads files, or deserialises a pickle (CVE-2025-1550, "
+    "CVE-2025-8747, CVE-2025-49655) — safe_mode does not stop these.",
     remediation="Reject the model.",
 )
 NESTED_MODEL = Rule(
-    id="KER004", title="Keras config embeds a serialized sub-model or module",
-    severity=Severity.MEDIUM, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    id="KER004",
+    title="Keras config embeds a serialized sub-model or module",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="A layer carries a serialized model or framework module (e.g. "
-                "TorchModuleWrapper). It is scanned as well; its loader may not honour safe_mode.",
+    "TorchModuleWrapper). It is scanned as well; its loader may not honour safe_mode.",
     remediation="Review the embedded object.",
 )
 
-_KERAS_MODULES = ("keras", "keras.src", "tf_keras", "tensorflow.keras", "keras_hub", "keras_nlp",
-                  "keras_cv")
+_KERAS_MODULES = (
+    "keras",
+    "keras.src",
+    "tf_keras",
+    "tensorflow.keras",
+    "keras_hub",
+    "keras_nlp",
+    "keras_cv",
+)
 # Name segments (of module.class_name.registered_name) that make a config entry a gadget.
-_GADGETS = frozenset({
-    "enable_unsafe_deserialization", "get_file", "load_model", "load_weights", "read_file",
-    "write_file", "gfile", "file_utils", "exec", "eval", "system", "popen", "load",
-    "loads", "load_from_bytes", "import_module", "deserialize_keras_object", "saving_lib",
-    "legacy_h5_format", "pickle", "os", "subprocess", "io_utils", "urllib", "requests",
-})
+_GADGETS = frozenset(
+    {
+        "enable_unsafe_deserialization",
+        "get_file",
+        "load_model",
+        "load_weights",
+        "read_file",
+        "write_file",
+        "gfile",
+        "file_utils",
+        "exec",
+        "eval",
+        "system",
+        "popen",
+        "load",
+        "loads",
+        "load_from_bytes",
+        "import_module",
+        "deserialize_keras_object",
+        "saving_lib",
+        "legacy_h5_format",
+        "pickle",
+        "os",
+        "subprocess",
+        "io_utils",
+        "urllib",
+        "requests",
+    }
+)
+# A function reference ({"class_name": "function", "module": M, "config": NAME}) is resolved by
+# keras to a public API function (or, in Keras < 3.9, to any importable function) and called
+# with config-controlled arguments (a Lambda layer passes its `arguments`; CVE-2025-8747 and
+# CVE-2025-9906 used keras.utils.get_file and keras.config.enable_unsafe_deserialization).
+# Allowed: the keras API modules whose functions only compute on tensors.
+_PURE_FUNCTION_MODULES = {
+    "activations": "activation functions",
+    "losses": "loss functions",
+    "metrics": "metric functions",
+    "ops": "tensor operations",
+    "initializers": "weight initializers",
+    "regularizers": "weight regularizers",
+    "constraints": "weight constraints",
+}
+_NOT_PURE_NAMES = frozenset({"get", "deserialize", "serialize"})  # resolve further objects
+# Python builtins a "builtins" function reference may name: older Keras resolved
+# builtins.NAME directly (eval, exec, __import__, open, ...); these are harmless.
+_SAFE_BUILTINS = frozenset(
+    {
+        "abs",
+        "max",
+        "min",
+        "pow",
+        "round",
+        "sum",
+        "len",
+        "float",
+        "int",
+        "bool",
+        "str",
+        "list",
+        "tuple",
+        "dict",
+        "set",
+    }
+)
+# Keras classes whose from_config reads files or loads code named by the config.
+_FILE_LAYERS: dict[str, tuple[tuple[str, ...], Severity, str]] = {
+    "TFSMLayer": (("filepath",), Severity.CRITICAL, "loads and runs the SavedModel at"),
+    "StringLookup": (("vocabulary",), Severity.HIGH, "reads its vocabulary from"),
+    "IntegerLookup": (("vocabulary",), Severity.HIGH, "reads its vocabulary from"),
+    "IndexLookup": (("vocabulary",), Severity.HIGH, "reads its vocabulary from"),
+    "TextVectorization": (("vocabulary",), Severity.HIGH, "reads its vocabulary from"),
+    "BytePairTokenizer": (("vocabulary", "merges"), Severity.HIGH, "reads its vocabulary from"),
+    "WordPieceTokenizer": (("vocabulary",), Severity.HIGH, "reads its vocabulary from"),
+    "SentencePieceTokenizer": (("proto",), Severity.HIGH, "reads its model from"),
+}
+_DATA_CLASSES = frozenset(
+    {
+        "__tensor__",
+        "__numpy__",
+        "__keras_tensor__",
+        "__typespec__",
+        "__bytes__",
+        "__ellipsis__",
+        "__slice__",
+    }
+)
 MAX_NODES = 500_000
 
 
@@ -76,21 +179,19 @@ def scan_keras_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
             scan_zip_member(ctx, source, reader, entry)
 
 
-def analyse_keras_json(ctx: ScanContext, location: Location, text: str | bytes,
-                       what: str) -> None:
+def analyse_keras_json(ctx: ScanContext, location: Location, text: str | bytes, what: str) -> None:
     """Parse a Keras config document and analyse it; invalid JSON is a malformed artifact."""
     try:
         config = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        ctx.add(MALFORMED.finding(location, f"{what} is not JSON: {exc}",
-                                  evidence=str(exc)[:200]))
+        ctx.add(MALFORMED.finding(location, f"{what} is not JSON: {exc}", evidence=str(exc)[:200]))
         return
     analyse_keras_config(ctx, location, config)
 
 
-def _module_of(node: dict[str, Any]) -> str | None:
-    module = node.get("module")
-    return module if isinstance(module, str) else None
+def _text(node: dict[str, Any], key: str) -> str | None:
+    value = node.get(key)
+    return value if isinstance(value, str) else None
 
 
 def analyse_keras_config(ctx: ScanContext, location: Location, config: Any) -> None:
@@ -108,36 +209,170 @@ def analyse_keras_config(ctx: ScanContext, location: Location, config: Any) -> N
             continue
         if not isinstance(node, dict):
             continue
-        stack.extend((value, f"{path}.{key}") for key, value in node.items()
-                     if isinstance(value, (dict, list)))
-        where = location.model_copy(update={"pointer": path[:200]})
-        class_name = node.get("class_name")
-        module = _module_of(node)
-        registered = node.get("registered_name")
-        if class_name == "__lambda__" or (class_name == "Lambda" and
-                                             _lambda_code(node) is not None):
-            code = _lambda_code(node)
-            ctx.add(LAMBDA_LAYER.finding(where, "Lambda function stored as Python bytecode",
-                                         evidence=(code or "")[:120]))
-        text_refs = [str(v) for v in (class_name, module, registered) if isinstance(v, str)]
-        joined = ".".join(text_refs)
-        gadget = next((g for g in joined.split(".") if g in _GADGETS), None)
-        if gadget is not None and isinstance(class_name, str):
-            ctx.add(KERAS_GADGET.finding(where, f"config calls {joined}",
-                                         evidence=f"{module}.{class_name}"))
-        elif module is not None and not module.startswith(_KERAS_MODULES) and \
-                module not in ("builtins",):
-            ctx.add(OUTSIDE_KERAS.finding(where, f"references {module}.{class_name}",
-                                          evidence=f"{module}.{class_name}"))
-        elif module == "builtins" and class_name not in ("dict", "list", "tuple", "set",
-                                                         "str", "int", "float", "bool"):
-            ctx.add(OUTSIDE_KERAS.finding(where, f"references builtins.{class_name}",
-                                          evidence=f"builtins.{class_name}"))
-        elif isinstance(registered, str) and registered and "Custom>" in registered:
-            ctx.add(OUTSIDE_KERAS.finding(where, f"custom registered object {registered}",
-                                          evidence=registered, severity=Severity.MEDIUM))
-        if class_name == "TorchModuleWrapper":
-            _embedded_module(ctx, where, node)
+        stack.extend(
+            (value, f"{path}.{key}")
+            for key, value in node.items()
+            if isinstance(value, (dict, list))
+        )
+        _judge_node(ctx, location.model_copy(update={"pointer": path[:200]}), node)
+
+
+def _judge_node(ctx: ScanContext, where: Location, node: dict[str, Any]) -> None:
+    class_name = node.get("class_name")
+    module = _text(node, "module")
+    registered = _text(node, "registered_name")
+    inner = node.get("config")
+    if class_name == "__lambda__" or (class_name == "Lambda" and _lambda_code(node) is not None):
+        code = _lambda_code(node)
+        ctx.add(
+            LAMBDA_LAYER.finding(
+                where, "Lambda function stored as Python bytecode", evidence=(code or "")[:120]
+            )
+        )
+    if not isinstance(class_name, str) or class_name in _DATA_CLASSES:
+        return
+    if class_name == "function":
+        if isinstance(inner, str):
+            _function_reference(ctx, where, module, inner)
+        return
+    if (
+        class_name == "Lambda"
+        and isinstance(inner, dict)
+        and inner.get("function_type") == "function"
+        and isinstance(inner.get("function"), str)
+    ):
+        # legacy (Keras 2 / tf.keras) Lambda: the function is NAME looked up in sys.modules[M]
+        _function_reference(
+            ctx, where, _text(inner, "module") or "builtins", str(inner["function"])
+        )
+    joined = ".".join(v for v in (class_name, module, registered) if v)
+    gadget = next((g for g in joined.split(".") if g in _GADGETS), None)
+    if gadget is not None:
+        ctx.add(
+            KERAS_GADGET.finding(where, f"config calls {joined}", evidence=f"{module}.{class_name}")
+        )
+    elif module is not None and _in_keras(module):
+        if class_name[:1].islower():  # a keras API *function* named as a class
+            _function_reference(ctx, where, module, class_name)
+        elif class_name in _FILE_LAYERS and isinstance(inner, dict):
+            _file_layer(ctx, where, class_name, inner)
+    elif registered is not None and ">" in registered:
+        _registered_class(ctx, where, module, class_name, registered)
+    elif module == "builtins":
+        if class_name not in ("dict", "list", "tuple", "set", "str", "int", "float", "bool"):
+            ctx.add(
+                OUTSIDE_KERAS.finding(
+                    where, f"references builtins.{class_name}", evidence=f"builtins.{class_name}"
+                )
+            )
+    elif module is not None:
+        ctx.add(
+            OUTSIDE_KERAS.finding(
+                where,
+                f"references {module}.{class_name}: Keras < 3.9 "
+                "imports the module and instantiates it",
+                evidence=f"{module}.{class_name}",
+            )
+        )
+    if class_name == "TorchModuleWrapper":
+        _embedded_module(ctx, where, node)
+
+
+def _in_keras(module: str) -> bool:
+    return any(module == root or module.startswith(root + ".") for root in _KERAS_MODULES)
+
+
+def _keras_api_module(module: str) -> str:
+    """The API module a keras module path belongs to: keras.src.activations.activations and
+    keras.activations are both "activations"."""
+    for root in ("keras.src.", "keras.", "tf_keras.src.", "tf_keras.", "tensorflow.keras."):
+        if module.startswith(root):
+            return module[len(root) :].split(".", 1)[0]
+    return ""
+
+
+def _function_reference(ctx: ScanContext, where: Location, module: str | None, name: str) -> None:
+    """Judge a function the loader resolves and later calls with config-controlled arguments."""
+    reference = f"{module}.{name}" if module else name
+    if ">" in name or not module:
+        # resolved only from the objects the user's code registered (package>name)
+        ctx.add(
+            OUTSIDE_KERAS.finding(
+                where,
+                f"registered custom function {name[:120]}: "
+                "resolved from the user's registered objects",
+                evidence=reference[:200],
+                severity=Severity.LOW,
+            )
+        )
+        return
+    if module == "builtins":
+        import builtins
+
+        if hasattr(builtins, name) and name not in _SAFE_BUILTINS:
+            ctx.add(
+                KERAS_GADGET.finding(
+                    where,
+                    f"config calls Python's builtins.{name} (Keras "
+                    "< 3.9 resolves it and calls it with config "
+                    "arguments)",
+                    evidence=reference[:200],
+                )
+            )
+        return  # otherwise keras looks NAME up in its own activations/losses/metrics/...
+    api = _keras_api_module(module) if _in_keras(module) else ""
+    if api in _PURE_FUNCTION_MODULES and name not in _NOT_PURE_NAMES and not name.startswith("_"):
+        return
+    ctx.add(
+        KERAS_GADGET.finding(
+            where,
+            f"config calls {reference[:160]} with config-controlled "
+            "arguments; safe_mode does not stop function references "
+            "(CVE-2025-8747, CVE-2025-9906, CVE-2025-1550)",
+            evidence=reference[:200],
+        )
+    )
+
+
+def _registered_class(
+    ctx: ScanContext, where: Location, module: str | None, class_name: str, registered: str
+) -> None:
+    """A class the user's code registered (register_keras_serializable writes package>Name):
+    Keras >= 3.9 takes it from the registry only; older Keras imports `module`."""
+    top = (module or "").split(".", 1)[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        ctx.add(
+            OUTSIDE_KERAS.finding(
+                where,
+                f"registered name {registered[:80]} points at the standard library module {module}",
+                evidence=f"{module}.{class_name}",
+            )
+        )
+        return
+    ctx.add(
+        OUTSIDE_KERAS.finding(
+            where,
+            f"custom registered class {registered[:120]} (from "
+            f"{module}): runs the user's registered code",
+            evidence=registered[:200],
+            severity=Severity.LOW,
+        )
+    )
+
+
+def _file_layer(ctx: ScanContext, where: Location, class_name: str, config: dict[str, Any]) -> None:
+    fields, severity, what = _FILE_LAYERS[class_name]
+    for field in fields:
+        value = config.get(field)
+        if class_name == "TFSMLayer" or (isinstance(value, str) and value):
+            ctx.add(
+                KERAS_GADGET.finding(
+                    where,
+                    f"{class_name} {what} {str(value)[:160]!r}",
+                    evidence=f"{class_name}.{field}={str(value)[:120]}",
+                    severity=severity,
+                )
+            )
 
 
 def _lambda_code(node: dict[str, Any]) -> str | None:
@@ -163,17 +398,22 @@ def _embedded_module(ctx: ScanContext, where: Location, node: dict[str, Any]) ->
     payload = config.get("module") if isinstance(config, dict) else None
     if isinstance(payload, dict):
         payload = payload.get("config") if isinstance(payload.get("config"), str) else None
-    ctx.add(NESTED_MODEL.finding(where, "TorchModuleWrapper embeds a pickled torch module",
-                                 evidence="TorchModuleWrapper"))
+    ctx.add(
+        NESTED_MODEL.finding(
+            where, "TorchModuleWrapper embeds a pickled torch module", evidence="TorchModuleWrapper"
+        )
+    )
     if not isinstance(payload, str):
         return
     try:
         data = base64.b64decode(payload, validate=False)
     except (ValueError, binascii.Error):
         return
-    child = bytes_source(data, "<TorchModuleWrapper.module>",
-                         where.model_copy(update={"members": (*where.members,
-                                                              "<TorchModuleWrapper.module>")}))
+    child = bytes_source(
+        data,
+        "<TorchModuleWrapper.module>",
+        where.model_copy(update={"members": (*where.members, "<TorchModuleWrapper.module>")}),
+    )
     ctx.scan(child)
 
 
@@ -193,8 +433,11 @@ class Hdf5Scanner:
             try:
                 h5 = h5py.File(handle, "r")
             except Exception as exc:  # h5py raises OSError and others on hostile files
-                ctx.add(MALFORMED.finding(source.location, f"unreadable HDF5 file: {exc}",
-                                          evidence=str(exc)[:200]))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"unreadable HDF5 file: {exc}", evidence=str(exc)[:200]
+                    )
+                )
                 return
             with h5:
                 for key in ("model_config", "training_config"):
@@ -206,7 +449,8 @@ class Hdf5Scanner:
                         ctx.limit_hit(source.location, f"{key} is too large")
                         continue
                     ctx.formats.append("keras-h5")
-                    analyse_keras_json(ctx, source.location.model_copy(
-                        update={"pointer": key}), text, key)
+                    analyse_keras_json(
+                        ctx, source.location.model_copy(update={"pointer": key}), text, key
+                    )
         finally:
             handle.close()
