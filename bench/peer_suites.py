@@ -1,16 +1,20 @@
-"""The peers' own test suites as a benchmark (issue #7): the sample files that picklescan,
-ModelAudit and model-transparency publish in their repositories, each labelled the way the
-peer's own test asserts it (malicious / benign), scanned by bastion and by every peer tool.
+"""The peers' own test suites as a benchmark (issue #7): the samples of picklescan, ModelAudit,
+model-transparency, fickling and modelscan, each labelled the way the peer's own test asserts
+it (malicious / benign), scanned by bastion and by every peer tool.
 
     python bench/peer_suites.py --peers-dir PEERS      # writes bench/out/peer_suites.json
 
-PEERS holds plain checkouts (see docs/benchmarks.md, section 6, for the commits used):
+PEERS holds plain checkouts (see docs/benchmarks.md for the commits used):
     PEERS/picklescan            github.com/mmaitre314/picklescan
     PEERS/modelaudit            github.com/promptfoo/modelaudit
     PEERS/model-transparency    github.com/sigstore/model-transparency
-Nothing is downloaded at run time; the peers' code is never imported or run, only their
-sample files are copied. A tool "catches" a sample when its exit code is 1; other exits
-(errors, "could not decide") are counted apart, never as a catch.
+    PEERS/fickling              github.com/trailofbits/fickling
+    PEERS/modelscan             github.com/protectai/modelscan
+Nothing is downloaded at run time. Published sample files are copied; samples that fickling's
+and modelscan's tests build in code are rebuilt by bench/peer_harvest.py, which runs their
+sample-building code (never a sample) in a separate process. A tool "catches" a sample when
+its exit code is 1; other exits (errors, "could not decide") are counted apart, never as a
+catch.
 
 Labels are the peers' assertions, encoded per source below with the test that makes them.
 Samples whose test asserts neither (only an error, or nothing) are listed as unlabelled and
@@ -22,13 +26,14 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from common import OUT, TOOLS, ensure_peers, timed
+from common import HERE, OUT, PEER_BIN, TOOLS, ensure_peers, timed
 
 MALICIOUS, BENIGN = "malicious", "benign"
 
@@ -113,21 +118,50 @@ def model_transparency(root: Path) -> Iterator[Sample | Path]:
             yield Sample("model-transparency", folder, BENIGN)
 
 
+def harvested(source: str, python: Path) -> Callable[[Path], Iterator[Sample | Path]]:
+    """Samples the peer's tests build in code: bench/peer_harvest.py rebuilds them (in a
+    separate process, with `python`) and labels them by the tests' assertions."""
+
+    def labeller(root: Path) -> Iterator[Sample | Path]:
+        out = OUT / "peer-harvest" / source
+        if out.exists():
+            shutil.rmtree(out)
+        subprocess.run(
+            [str(python), str(HERE / "peer_harvest.py"), source, str(root), str(out)], check=True
+        )
+        labels = json.loads((out / "labels.json").read_text())
+        for name, label in sorted(labels.items()):
+            yield Sample(source, out / name, label) if label else out / name
+
+    return labeller
+
+
 SOURCES: dict[str, Callable[[Path], Iterator[Sample | Path]]] = {
     "picklescan": picklescan,
     "modelaudit": modelaudit,
     "model-transparency": model_transparency,
+    "fickling": harvested("fickling", PEER_BIN / "python"),  # needs fickling itself
+    "modelscan": harvested("modelscan", Path(sys.executable)),  # needs torch and dill
 }
 NOT_REBUILT = {
-    "modelscan": "samples are built by pytest fixtures in tests/test_modelscan.py at test time",
-    "fickling": "samples are built inline by the tests (test/test_bypasses.py ...)",
-    "safetensors": "samples are built by the tests with the library's own writer",
+    "modelscan": "the Keras and TensorFlow fixtures (they need TensorFlow)",
+    "fickling": "test files other than test/test_bypasses.py",
+    "safetensors": "its tests build valid files with the library's writer and assert "
+    "round trips and parse errors, not malicious/benign verdicts",
 }
 
 
-def collect(peers: Path) -> tuple[list[Sample], list[str]]:
+def relative(sample: Sample, peers: Path) -> str:
+    for base in (peers / sample.source, OUT / "peer-harvest" / sample.source):
+        if sample.path.is_relative_to(base):
+            return sample.path.relative_to(base).as_posix()
+    return sample.path.name
+
+
+def collect(peers: Path, sources: list[str]) -> tuple[list[Sample], list[str]]:
     samples, unlabelled = [], []
-    for name, labeller in SOURCES.items():
+    for name in sources:
+        labeller = SOURCES[name]
         root = peers / name
         if not root.is_dir():
             sys.exit(f"missing checkout {root} (see docs/benchmarks.md, section 6)")
@@ -135,7 +169,7 @@ def collect(peers: Path) -> tuple[list[Sample], list[str]]:
             if isinstance(item, Sample):
                 samples.append(item)
             else:
-                unlabelled.append(f"{name}: {item.relative_to(root)}")
+                unlabelled.append(f"{name}: {relative(Sample(name, item, ''), peers)}")
     return samples, unlabelled
 
 
@@ -145,7 +179,7 @@ def stage(samples: list[Sample], peers: Path, folder: Path) -> list[Path]:
         shutil.rmtree(folder)
     staged = []
     for sample in samples:
-        target = folder / sample.source / sample.path.relative_to(peers / sample.source)
+        target = folder / sample.source / relative(sample, peers)
         target.parent.mkdir(parents=True, exist_ok=True)
         if sample.path.is_dir():
             shutil.copytree(sample.path, target)
@@ -159,13 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers-dir", type=Path, required=True)
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--sources", default=",".join(SOURCES))
     parser.add_argument("--output", type=Path, default=OUT / "peer_suites.json")
     args = parser.parse_args(argv)
     tools = args.tools.split(",")
     if tools != ["bastion"]:
         ensure_peers()  # also precompiles bastion, as pip did for the peers
     peers = args.peers_dir.resolve()
-    samples, unlabelled = collect(peers)
+    sources = args.sources.split(",")
+    samples, unlabelled = collect(peers, sources)
     staged = stage(samples, peers, OUT / f"peer-samples-{'-'.join(tools)}")
     jobs = [(tool, i) for i in range(len(samples)) for tool in tools]
 
@@ -184,9 +220,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(run, jobs))
-    if args.output.exists():  # keep the other tools' rows of an earlier run (--tools subset)
-        earlier = json.loads(args.output.read_text())["rows"]
-        rows = [r for r in earlier if r["tool"] not in tools] + rows
+    if args.output.exists():  # keep an earlier run's rows for other tools or sources
+        earlier = json.loads(args.output.read_text())
+        rows = [
+            r for r in earlier["rows"] if r["tool"] not in tools or r["source"] not in sources
+        ] + rows
+        unlabelled = [
+            u for u in earlier["unlabelled"] if u.split(":")[0] not in sources
+        ] + unlabelled
     tools = [t for t in TOOLS if any(r["tool"] == t for r in rows)]
     summary = summarise(rows, tools)
     args.output.parent.mkdir(parents=True, exist_ok=True)
