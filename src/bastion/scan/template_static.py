@@ -296,8 +296,33 @@ def _attribute_argument(node: nodes.Filter | nodes.Test) -> nodes.Node | None:
     return None
 
 
+def _format_issues(receiver: nodes.Node, taint: _Taint) -> list[StaticIssue]:
+    """str.format / format_map reads attributes and items named in its fields (`{0.__class__}`);
+    sandboxes had escapes through it (CVE-2016-10745, CVE-2019-10906, CVE-2024-56326,
+    CVE-2025-27516), a renderer without one follows them."""
+    text = _const_str(receiver)
+    if text is None:
+        return [
+            StaticIssue(
+                "uses str.format on a string built at run time (format fields can read attributes)",
+                ".format(<expression>)",
+                taint.of(receiver),
+            )
+        ]
+    return [
+        StaticIssue(
+            f"str.format field '{{{field[:60]}}}' reads internal attributes",
+            f".format({field[:60]!r})",
+            True,
+        )
+        for field in _format_fields(text)
+        if _dangerous_path(field.replace("[", ".").replace("]", ""))
+    ]
+
+
 def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
     taint = _Taint(tree)
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
     issues: list[StaticIssue] = []
 
     def name_use(what: str, expr: nodes.Node | None, evidence: str) -> None:
@@ -324,7 +349,6 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
             nodes.Getitem,
             nodes.Filter,
             nodes.Test,
-            nodes.Call,
             nodes.NSRef,
             nodes.Include,
             nodes.Import,
@@ -337,6 +361,10 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 issues.append(
                     StaticIssue(f"accesses attribute '{node.attr}'", f".{node.attr}", True)
                 )
+            if node.attr in FORMATTERS and (
+                id(node) in called or _const_str(node.node) is not None or taint.of(node.node)
+            ):
+                issues += _format_issues(node.node, taint)
         elif isinstance(node, nodes.Getitem):
             key = _const_str(node.arg)
             if key is not None and dangerous_name(key):
@@ -351,6 +379,13 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 )
         elif isinstance(node, (nodes.Filter, nodes.Test)):
             kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            if (
+                node.name == "attr"
+                and node.node is not None
+                and node.args
+                and _const_str(node.args[0]) in FORMATTERS
+            ):  # CVE-2025-27516
+                issues += _format_issues(node.node, taint)
             if node.name == "attr":
                 name_use(
                     "reads an attribute through the attr filter",
@@ -389,29 +424,6 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                         node.args[1] if len(node.args) > 1 else None,
                         f"|{node.name}('attr')",
                     )
-        elif isinstance(node, nodes.Call):
-            callee = node.node
-            if isinstance(callee, nodes.Getattr) and callee.attr in ("format", "format_map"):
-                text = _const_str(callee.node)
-                if text is None:
-                    issues.append(
-                        StaticIssue(
-                            "calls str.format on a string built at run time "
-                            "(format fields can read attributes)",
-                            ".format(<expression>)",
-                            taint.of(callee.node),
-                        )
-                    )
-                else:
-                    for field in _format_fields(text):
-                        if "." in field or "[" in field:
-                            issues.append(
-                                StaticIssue(
-                                    f"str.format field '{{{field[:60]}}}' reads attributes",
-                                    f".format({field[:60]!r})",
-                                    _dangerous_path(field.replace("[", ".").replace("]", "")),
-                                )
-                            )
         elif isinstance(node, nodes.NSRef):
             if dangerous_name(node.attr):
                 issues.append(
