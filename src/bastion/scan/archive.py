@@ -30,8 +30,18 @@ ENCRYPTED_MEMBER = Rule(
     id="ARC004", title="Encrypted member could not be scanned", severity=Severity.MEDIUM,
     confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="coverage",
     description="An encrypted member cannot be inspected; a loader given the password can still "
-                "run what is inside.",
+                "run what is inside. The target is reported as not fully scanned (could not "
+                "decide), never as clean.",
     remediation="Scan the decrypted content, or do not ship encrypted members.",
+)
+READERS_DISAGREE = Rule(
+    id="ARC009", title="Zip readers disagree on the archive's members", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    description="Python's zipfile and PyTorch's reader (miniz) resolve the end records "
+                "differently (zip64 locator, offsets of prepended data), so one archive can show "
+                "each loader a different set of members: a scanner built on one reader misses "
+                "what the other loads. bastion scans the members of both views.",
+    remediation="Rebuild the archive with a standard writer (torch.save, zipfile).",
 )
 DUPLICATE_MEMBER = Rule(
     id="ARC006", title="Archive lists the same member name twice", severity=Severity.HIGH,
@@ -92,12 +102,20 @@ class ZipScanner:
                                   slice_opener(source, 0, directory.prefix_bytes),
                                   directory.prefix_bytes)
             ctx.scan(prefix)
+        disagreement = reader.disagreement()
+        if disagreement:
+            both_read = not reader.view_errors
+            ctx.add(READERS_DISAGREE.finding(
+                source.location, f"{disagreement}; every member of both views is scanned",
+                evidence=disagreement[:200],
+                severity=Severity.HIGH if both_read else Severity.MEDIUM))
         check_zip_entries(ctx, source, reader)
         names = [e.name for e in directory.entries]
-        from bastion.scan.pytorch import is_torch_zip, scan_torch_zip
+        from bastion.scan.pytorch import scan_torch_zip, torch_layout
 
-        if is_torch_zip(names):
-            scan_torch_zip(ctx, source, reader)
+        layout = torch_layout(reader) if source.head(4) == b"PK\x03\x04" else None
+        if layout is not None:
+            scan_torch_zip(ctx, source, reader, layout)
         elif is_keras_zip(names):
             from bastion.scan.keras import scan_keras_zip
 
@@ -157,7 +175,11 @@ def member_source(ctx: ScanContext, source: Source, reader: ZipReader,
     where = source.location.model_copy(
         update={"members": (*source.location.members, entry.name)})
     if entry.encrypted:
-        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member", evidence=entry.name))
+        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member: its content could not be "
+                                         "inspected, so the archive cannot be judged",
+                                         evidence=entry.name))
+        ctx.skip(where, "encrypted member: content cannot be inspected", "encrypted")
+        ctx.incomplete = True
         return None
     try:
         opener = reader.opener(entry, ctx.charge)

@@ -18,8 +18,8 @@ from bastion.scan.pickle_probe import looks_like_pickle
 # What each extension is expected to contain; anything else is a mismatch.
 _COMPRESSED = frozenset({"pickle", "gzip", "bz2", "xz", "lzma", "zlib", "lz4"})
 EXPECTED_FORMATS: dict[str, frozenset[str]] = {
-    ".pkl": _COMPRESSED,
-    ".pickle": _COMPRESSED,
+    ".pkl": _COMPRESSED | {"zip"},  # torch.save writes a zip under any name
+    ".pickle": _COMPRESSED | {"zip"},
     ".joblib": _COMPRESSED,
     ".dill": frozenset({"pickle"}),
     ".pt": frozenset({"zip", "pickle", "tar"}),

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import NamedTuple
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.archive import member_source, scan_zip_member
 from bastion.scan.base import ScanContext
 from bastion.scan.source import Source
-from bastion.scan.ziparchive import ZipReader
+from bastion.scan.ziparchive import MINIZ, ZipReader
 
 TORCHSCRIPT = Rule(
     id="PT001", title="TorchScript program", severity=Severity.INFO, confidence=Confidence.HIGH,
@@ -39,16 +40,40 @@ _RISKY_TS = re.compile(rb"(ops\.aten\.from_file|torch\.from_file|ops\.(?!aten\b|
 MAX_CODE_BYTES = 16 * 1024 * 1024
 
 
-def is_torch_zip(names: list[str]) -> bool:
-    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+class TorchLayout(NamedTuple):
+    """How torch.load reads a zip: PyTorchFileReader (miniz) takes the folder of the first
+    central-directory entry as the archive's root; `_is_torchscript_zip` is true when the root
+    holds `constants.pkl` (then torch.load hands the file to torch.jit.load)."""
+
+    root: bytes  # b"archive/"
+    torchscript: bool
 
 
-def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+def torch_layout(reader: ZipReader) -> TorchLayout | None:
+    """The layout torch.load would see (miniz's view of the archive), or None when torch.load
+    would not read the zip as a checkpoint or TorchScript archive."""
+    view = reader.views.get(MINIZ)
+    if view is None or not view.entries:
+        return None
+    first = view.entries[0].raw_name
+    if b"/" not in first:
+        return None
+    root = first[:first.index(b"/") + 1]
+    names = {e.raw_name for e in view.entries}
+    torchscript = root + b"constants.pkl" in names  # get_all_records(): exact names
+    # getRecord("data.pkl") locates the file with miniz's case-insensitive lookup
+    checkpoint = (root + b"data.pkl").lower() in {n.lower() for n in names}
+    if not (torchscript or checkpoint):
+        return None
+    return TorchLayout(root, torchscript)
+
+
+def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader,
+                   layout: TorchLayout) -> None:
     from bastion.scan.pickle import scan_pickle
 
     entries = reader.directory.entries
-    torchscript = any("/code/" in e.name or e.name.startswith("code/") or
-                      e.name.endswith("constants.pkl") for e in entries)
+    torchscript = layout.torchscript
     ctx.formats.append("torchscript" if torchscript else "pytorch")
     if torchscript:
         ctx.add(TORCHSCRIPT.finding(source.location, "TorchScript archive: its program runs "
@@ -56,15 +81,19 @@ def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
     for entry in entries:
         if entry.is_dir or entry.is_symlink:
             continue
-        base = entry.name.rsplit("/", 1)[-1]
-        if _TENSOR_DATA.search(entry.name) or base in _METADATA:
-            continue
+        inside = entry.raw_name.startswith(layout.root)
+        relative = entry.name[len(layout.root):] if inside else entry.name
+        if inside and (_TENSOR_DATA.search(relative) or relative.rsplit("/", 1)[-1] in _METADATA):
+            continue  # read by torch as raw storage bytes or plain text, never unpickled
         if entry.name.endswith((".pkl", ".debug_pkl")):
             child = member_source(ctx, source, reader, entry)
             if child is not None:
+                # torch.jit.load unpickles the archive's own pickles (data, constants, traced
+                # inputs, debug info) with TorchScript's type resolution; others are not its
+                jit_pickle = torchscript and inside
                 ctx.formats.append("pickle")
                 ctx.guarded(child, functools.partial(scan_pickle, ctx, child,
-                                                     torchscript=torchscript), "pytorch")
+                                                     torchscript=jit_pickle), "pytorch")
         elif torchscript and "code/" in entry.name and entry.name.endswith(".py"):
             child = member_source(ctx, source, reader, entry)
             if child is not None:
