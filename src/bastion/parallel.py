@@ -1,11 +1,21 @@
 """Run work items in isolated worker processes with a wall-time and memory bound per item.
 
-Workers are forked once and reused; an item that overruns its time is killed with its worker
+Workers are started once and reused; an item that overruns its time is killed with its worker
 (which is replaced), an item whose worker dies is reported as failed, and results come back as
-JSON text — never as pickles, since the worker has been reading hostile input.
+JSON text — never as pickles, since the worker has been reading hostile input. Every failure
+has a type (`Failure`), so callers never decide by matching message text.
 
-Plain os.fork and pipes rather than multiprocessing: the bounds are the same, and a one-file scan
-does not pay multiprocessing's import time (a noticeable part of a CLI run)."""
+Two ways to start workers, with the same bounds and the same protocol:
+- **fork** (plain os.fork and pipes): the fast path for the one-shot CLI — no interpreter
+  start-up and no multiprocessing import per run;
+- **spawn** (a fresh interpreter per worker, started with subprocess): for library, notebook and
+  server callers, where the process has other threads and forking it is unsafe (a lock held by
+  another thread stays locked forever in the child). The work function must then be importable
+  by name (a module-level function or a functools.partial of one); the parent sends it with the
+  item as a pickle over a pipe — parent to child only, so the child trusts what it unpickles.
+`method="auto"` forks when the process has a single Python thread and spawns otherwise. Where
+os.fork does not exist (Windows) only spawn is used; where the address-space limit cannot be set
+(RLIMIT_AS is missing), isolation refuses to run rather than run unbounded."""
 
 from __future__ import annotations
 
@@ -17,7 +27,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from enum import Enum
+from typing import Any, Generic, Literal, TypeVar
 
 from bastion.errors import BastionError
 
@@ -27,15 +38,36 @@ _HEADER = struct.Struct("<Q")
 MAX_RESULT_BYTES = 512 * 1024 * 1024  # a result larger than this is treated as a crash
 
 
+Method = Literal["auto", "fork", "spawn"]
+
+
+class Failure(str, Enum):
+    """Why an item has no result."""
+
+    TIMEOUT = "timeout"  # the item overran its wall time; its worker was killed
+    MEMORY = "memory"  # the item ran out of its address-space budget
+    CRASH = "crash"  # the worker died (signal, exit) or sent something unreadable
+    ERROR = "error"  # the work function raised
+
+    @property
+    def bounded(self) -> bool:
+        """A resource bound stopped the item (the file is incomplete, not broken)."""
+        return self in (Failure.TIMEOUT, Failure.MEMORY)
+
+
 class Outcome:
-    """What became of one item: its JSON result, or why there is none."""
+    """What became of one item: its JSON result, or the kind of failure and a message."""
 
-    __slots__ = ("failure", "index", "result")
+    __slots__ = ("failure", "index", "kind", "result")
 
-    def __init__(self, index: int, result: str | None, failure: str | None) -> None:
+    def __init__(self, index: int, result: str | None, failure: str | None,
+                 kind: Failure | None = None) -> None:
         self.index = index
         self.result = result  # JSON text produced by the work function
-        self.failure = failure  # why there is no result (time limit, crash)
+        self.failure = failure  # why there is no result, for people
+        self.kind = kind if result is None else None  # why there is no result, for code
+        if result is None and kind is None:
+            self.kind = Failure.CRASH
 
 
 class _PipeClosed(Exception):
@@ -75,77 +107,100 @@ def _read_message(fd: int) -> bytes:
     return _read_exactly(fd, size)
 
 
+def _limit_memory(memory_mb: int) -> None:
+    """Cap this process's address space at its current size plus the budget."""
+    import resource
+
+    budget = _vm_size() + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
+
+
+def _run_one(fn: Callable[[Any], str], item: Any) -> tuple[str, str]:
+    try:
+        return "OK", fn(item)
+    except MemoryError:
+        return Failure.MEMORY.value, "ran out of memory"
+    except Exception as exc:  # reported as a failure of this item, the worker lives on
+        return Failure.ERROR.value, f"{type(exc).__name__}: {exc}"
+
+
 def _worker_loop(commands: int, results: int, items: Sequence[Any], fn: Callable[[Any], str],
                  memory_mb: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    budget = _vm_size() + memory_mb * 1024 * 1024
     try:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
-    except (ImportError, ValueError, OSError):
-        pass
+        _limit_memory(memory_mb)
+    except (ValueError, OSError):
+        pass  # the limit could be checked in the parent before forking (see _check_limits)
     while True:
         try:
             index = int(_read_message(commands).decode())
         except (_PipeClosed, OSError, ValueError):
             return
-        try:
-            status, payload = "OK", fn(items[index])
-        except MemoryError:
-            status, payload = "FAIL", "ran out of memory"
-        except Exception as exc:  # reported as a failure of this item, the worker lives on
-            status, payload = "FAIL", f"{type(exc).__name__}: {exc}"
+        status, payload = _run_one(fn, items[index])
         _write_message(results, f"{index}\n{status}\n{payload}".encode())
 
 
-class _Worker(Generic[T]):
-    def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
-                 siblings: Sequence[_Worker[T]] = ()) -> None:
-        for stream in (sys.stdout, sys.stderr):  # the child must not re-flush our buffers
-            try:
-                stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
-        fds: list[int] = []
+def spawned_worker_main() -> None:
+    """Entry point of a spawned worker: fds of its two pipes in argv, then tasks as
+    (index, fn, item) pickles from the parent; answers framed like the forked worker's."""
+    import pickle
+
+    commands, results, memory_mb = (int(arg) for arg in sys.argv[1:4])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limited = False
+    while True:
         try:
-            command_read, command_write = os.pipe()
-            fds += (command_read, command_write)
-            result_read, result_write = os.pipe()
-            fds += (result_read, result_write)
-            pid = os.fork()
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            raise BastionError(f"cannot start a scan worker: {exc.strerror or exc}",
-                               hint="the system is out of processes, file descriptors or "
-                                    "memory; lower --workers") from exc
-        if pid == 0:  # child: never returns into the caller's code
-            code = 0
-            try:
-                for sibling in siblings:  # so a sibling sees EOF when the parent goes away
-                    sibling._close()
-                os.close(command_write)
-                os.close(result_read)
-                _worker_loop(command_read, result_write, items, fn, memory_mb)
-            except BaseException:  # the parent reports the crash from the exit status
-                code = 70
-            finally:
-                os._exit(code)
-        os.close(command_read)
-        os.close(result_write)
-        self.pid = pid
-        self.commands = command_write
-        self.results = result_read
+            task = _read_message(commands)
+        except (_PipeClosed, OSError):
+            return
+        index, fn, item = pickle.loads(task)  # from the parent, which is trusted
+        if not limited:  # after the first task's imports, so they don't count
+            _limit_memory(memory_mb)
+            limited = True
+        status, payload = _run_one(fn, item)
+        _write_message(results, f"{index}\n{status}\n{payload}".encode())
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):  # a forked child must not re-flush our buffers
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def _start_failed(fds: Sequence[int], exc: OSError) -> BastionError:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return BastionError(f"cannot start a scan worker: {exc.strerror or exc}",
+                        hint="the system is out of processes, file descriptors or "
+                             "memory; lower --workers")
+
+
+class _Worker(Generic[T]):
+    """One worker process and its two pipes. Subclasses start it (fork or spawn) and send it
+    items; everything else — deadlines, reaping, crash reasons — is shared."""
+
+    pid: int
+    commands: int
+    results: int
+
+    def __init__(self) -> None:
         self.index: int | None = None
         self.deadline = 0.0
         self.exit_status: int | None = None
+
+    def _send(self, index: int) -> None:
+        raise NotImplementedError
 
     def assign(self, index: int, timeout_s: float) -> None:
         self.index = index
         self.deadline = time.monotonic() + timeout_s
         try:
-            _write_message(self.commands, str(index).encode())
+            self._send(index)
         except OSError:
             pass  # the worker is gone; its result pipe reports EOF and the item fails
 
@@ -185,10 +240,100 @@ class _Worker(Generic[T]):
                 pass
 
 
-def _run_inline(items: Sequence[T], fn: Callable[[T], str],
-                on_outcome: Callable[[Outcome], None]) -> None:  # pragma: no cover - no fork
-    for index, item in enumerate(items):
-        on_outcome(Outcome(index, fn(item), None))
+class _ForkedWorker(_Worker[T]):
+    def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
+                 siblings: Sequence[_Worker[T]] = ()) -> None:
+        super().__init__()
+        _flush_std_streams()
+        fds: list[int] = []
+        try:
+            command_read, command_write = os.pipe()
+            fds += (command_read, command_write)
+            result_read, result_write = os.pipe()
+            fds += (result_read, result_write)
+            pid = os.fork()
+        except OSError as exc:
+            raise _start_failed(fds, exc) from exc
+        if pid == 0:  # child: never returns into the caller's code
+            code = 0
+            try:
+                for sibling in siblings:  # so a sibling sees EOF when the parent goes away
+                    sibling._close()
+                os.close(command_write)
+                os.close(result_read)
+                _worker_loop(command_read, result_write, items, fn, memory_mb)
+            except BaseException:  # the parent reports the crash from the exit status
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(command_read)
+        os.close(result_write)
+        self.pid = pid
+        self.commands = command_write
+        self.results = result_read
+
+    def _send(self, index: int) -> None:
+        _write_message(self.commands, str(index).encode())
+
+
+class _SpawnedWorker(_Worker[T]):
+    def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
+                 siblings: Sequence[_Worker[T]] = ()) -> None:
+        import json
+        import subprocess
+
+        super().__init__()
+        self._items = items
+        self._fn = fn
+        fds: list[int] = []
+        try:
+            command_read, command_write = os.pipe()
+            fds += (command_read, command_write)
+            result_read, result_write = os.pipe()
+            fds += (result_read, result_write)
+            for fd in (command_write, result_read):
+                os.set_inheritable(fd, False)
+            code = (f"import sys; sys.path[:0] = {json.dumps(sys.path)}; "
+                    "from bastion.parallel import spawned_worker_main; spawned_worker_main()")
+            process = subprocess.Popen(
+                [sys.executable, "-c", code, str(command_read), str(result_write),
+                 str(memory_mb)], pass_fds=(command_read, result_write), close_fds=True,
+                stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise _start_failed(fds, exc) from exc
+        process.returncode = 0  # reaped by _Worker.reap, not by Popen
+        os.close(command_read)
+        os.close(result_write)
+        self.pid = process.pid
+        self.commands = command_write
+        self.results = result_read
+
+    def _send(self, index: int) -> None:
+        import pickle
+
+        _write_message(self.commands, pickle.dumps((index, self._fn, self._items[index])))
+
+
+def choose_method(method: Method = "auto") -> Literal["fork", "spawn"]:
+    """fork for a single-threaded process (the CLI), spawn when other Python threads exist
+    (servers, notebooks, threaded applications) or os.fork does not."""
+    if method != "auto":
+        return method
+    threading = sys.modules.get("threading")  # not imported: no other Python thread exists
+    threaded = threading is not None and threading.active_count() > 1
+    return "fork" if hasattr(os, "fork") and not threaded else "spawn"
+
+
+def _check_limits() -> None:
+    try:
+        import resource
+
+        resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, AttributeError) as exc:
+        raise BastionError("isolated scanning needs per-process memory limits (RLIMIT_AS), "
+                           "which this platform does not offer",
+                           hint="run bastion on Linux or macOS, or in a Linux container") \
+            from exc
 
 
 def run_isolated(
@@ -199,18 +344,20 @@ def run_isolated(
     timeout_s: float,
     memory_mb: int,
     on_outcome: Callable[[Outcome], None],
+    method: Method = "auto",
 ) -> None:
-    """Call fn(item) for every item in forked workers; report each Outcome as it arrives."""
+    """Call fn(item) for every item in isolated workers; report each Outcome as it arrives.
+    With method "spawn" (or "auto" in a threaded process) fn must be picklable by reference."""
     if not items:
         return
-    if not hasattr(os, "fork"):  # pragma: no cover - non-POSIX
-        _run_inline(items, fn, on_outcome)
-        return
+    _check_limits()
+    start: Callable[[Sequence[T], Callable[[T], str], int, Sequence[_Worker[T]]], _Worker[T]] = \
+        _ForkedWorker if choose_method(method) == "fork" else _SpawnedWorker
     pending = deque(range(len(items)))
     pool: list[_Worker[T]] = []
     try:
         for _ in range(min(max(workers, 1), len(items))):
-            pool.append(_Worker(items, fn, memory_mb, pool))
+            pool.append(start(items, fn, memory_mb, pool))
         for worker in pool:
             worker.assign(pending.popleft(), timeout_s)
         while any(w.index is not None for w in pool):
@@ -230,19 +377,21 @@ def run_isolated(
                         head, status, payload = _read_message(worker.results).decode() \
                             .split("\n", 2)
                         outcome = (Outcome(int(head), payload, None) if status == "OK"
-                                   else Outcome(int(head), None, payload))
+                                   else Outcome(int(head), None, payload, Failure(status)))
                     except (_PipeClosed, OSError, ValueError):
                         crashed = True
                         outcome = Outcome(worker.index, None,
-                                          f"scan worker crashed ({worker.crash_reason()})")
+                                          f"scan worker crashed ({worker.crash_reason()})",
+                                          Failure.CRASH)
                 elif time.monotonic() >= worker.deadline:
                     crashed = True
-                    outcome = Outcome(worker.index, None, f"time limit of {timeout_s:g}s reached")
+                    outcome = Outcome(worker.index, None, f"time limit of {timeout_s:g}s reached",
+                                      Failure.TIMEOUT)
                 if outcome is None:
                     continue
                 if crashed:
                     worker.kill()
-                    worker = _Worker(items, fn, memory_mb, pool[:position] + pool[position + 1:])
+                    worker = start(items, fn, memory_mb, pool[:position] + pool[position + 1:])
                     pool[position] = worker
                 else:
                     worker.index = None

@@ -52,9 +52,11 @@ def incomplete_result(display: str, size: int | None, reason: str) -> TargetResu
 def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None]],
                 work: Callable[[T], str], settings: Settings,
                 progress: Progress | None = None) -> list[TargetResult]:
-    """work(item) returns a TargetResult as JSON; it runs in a forked worker with the
-    settings' time and memory limits. A worker that overruns or dies yields a result that
-    fails closed (incomplete or errored), never a clean one."""
+    """work(item) returns a TargetResult as JSON; it runs in an isolated worker with the
+    settings' time and memory limits (forked, or spawned in a threaded process: `work` is then
+    pickled by reference, so it is a module-level function or a functools.partial of one).
+    A worker that overruns or dies yields a result that fails closed (incomplete or errored),
+    never a clean one."""
     results: list[TargetResult] = []
 
     def collect(outcome: Outcome) -> None:
@@ -62,7 +64,7 @@ def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None
         failure = outcome.failure or "worker failure"
         if outcome.result is not None:
             results.append(TargetResult.model_validate_json(outcome.result))
-        elif "time limit" in failure or "memory" in failure:
+        elif outcome.kind is not None and outcome.kind.bounded:
             results.append(incomplete_result(name, size, failure))
         else:
             results.append(error_result(name, failure, "worker"))

@@ -123,7 +123,7 @@ def test_timeout_kills_the_worker_and_reports_the_file() -> None:
 
     started = time.monotonic()
     run_isolated([0, 1, 2], slow, workers=2, timeout_s=1.0, memory_mb=512,
-                 on_outcome=outcomes.append)
+                 on_outcome=outcomes.append, method="fork")
     assert time.monotonic() - started < 15
     by_index = {o.index: o for o in outcomes}
     assert by_index[1].result is None and "time limit" in (by_index[1].failure or "")
@@ -139,7 +139,7 @@ def test_crashing_worker_is_reported_and_replaced() -> None:
         return '"ok"'
 
     run_isolated([0, 1, 2, 3], crash, workers=1, timeout_s=20, memory_mb=512,
-                 on_outcome=outcomes.append)
+                 on_outcome=outcomes.append, method="fork")
     by_index = {o.index: o for o in outcomes}
     assert "crashed" in (by_index[0].failure or "")
     assert all(by_index[i].result == '"ok"' for i in (1, 2, 3))
@@ -152,7 +152,8 @@ def test_memory_limit_is_enforced_in_workers() -> None:
         block = bytearray(1024 * 1024 * 1024)  # 1 GiB over a 256 MiB budget
         return str(len(block))
 
-    run_isolated([0], hog, workers=1, timeout_s=20, memory_mb=256, on_outcome=outcomes.append)
+    run_isolated([0], hog, workers=1, timeout_s=20, memory_mb=256, on_outcome=outcomes.append,
+                 method="fork")
     assert outcomes[0].result is None
 
 
@@ -248,14 +249,14 @@ def test_worker_start_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(os, "fork", no_fork)
     with pytest.raises(BastionError, match="cannot start a scan worker"):
         run_isolated([0, 1], lambda item: "1", workers=2, timeout_s=5, memory_mb=256,
-                     on_outcome=lambda outcome: None)
+                     on_outcome=lambda outcome: None, method="fork")
     assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
 
 
 def test_no_worker_outlives_the_run() -> None:
     outcomes: list[Outcome] = []
     run_isolated(list(range(6)), lambda item: str(item), workers=3, timeout_s=20,
-                 memory_mb=256, on_outcome=outcomes.append)
+                 memory_mb=256, on_outcome=outcomes.append, method="fork")
     assert sorted(int(o.result or -1) for o in outcomes) == list(range(6))
     with pytest.raises(ChildProcessError):  # every worker was reaped: no zombies, no orphans
         os.waitpid(-1, os.WNOHANG)

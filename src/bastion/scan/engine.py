@@ -3,6 +3,7 @@ with limits, and assemble one Report."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,23 +52,26 @@ def _scan_target(target: Target, limits: Limits) -> str:
         return error_result(target.display, f"cannot read: {exc.strerror}").model_dump_json()
 
 
+def _scan_named_bytes(name: str, data: bytes, limits: Limits) -> str:
+    return scan_source(bytes_source(data, name), limits).model_dump_json()
+
+
 def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | None = None,
              found: Found | None = None) -> Report:
     """Scan every file under `paths` (or the already-walked `found`)."""
     started = start()
     targets, notes = discover(found or walk(paths, settings.limits.max_files))
     registry()  # built here once; forked workers inherit it
-    limits = settings.limits
     results = notes + run_targets(targets, lambda t: (t.display, t.size),
-                                  lambda t: _scan_target(t, limits), settings, progress)
+                                  functools.partial(_scan_target, limits=settings.limits),
+                                  settings, progress)
     return build_report(results, [str(p) for p in paths], settings, started, "scan")
 
 
 def scan_bytes(data: bytes, name: str, settings: Settings) -> Report:
     """Scan an in-memory artifact in an isolated worker (used by safe_load)."""
     started = start()
-    limits = settings.limits
     results = run_targets([name], lambda n: (n, len(data)),
-                          lambda n: scan_source(bytes_source(data, n), limits).model_dump_json(),
+                          functools.partial(_scan_named_bytes, data=data, limits=settings.limits),
                           settings.model_copy(update={"workers": 1}))
     return build_report(results, [name], settings, started, "safe_load")
