@@ -215,6 +215,8 @@ class _Taint:
             and (node.node.name == "caller" or self._macro_output(node.node.name))
         ):
             return True  # a macro returns the text it renders
+        if isinstance(node, nodes.Call) and any(dangerous_name(k.key) for k in node.kwargs):
+            return True  # dict(__class__=1): keyword names are strings the template supplies
         return any(self.of(child) for child in node.iter_child_nodes())
 
 

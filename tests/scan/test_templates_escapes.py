@@ -1,0 +1,169 @@
+"""Chat templates that reach Python internals through names they compute (issue #7, class 6).
+
+Each payload is proven: rendered in a subprocess the way a renderer without a sandbox does it
+(llama-cpp-python before 0.2.72, CVE-2024-34359: `jinja2.Environment(loader=BaseLoader())`), it
+runs a harmless `echo` into a marker file. bastion must flag each one with JIN001, from the
+static analysis alone when the payload sits in a branch the dry run never takes, and from the dry
+run when it runs. Before issue #7 the computed-name payloads passed (only literal dunders,
+`|attr` and a list of global names were matched)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from helpers import gate_fails, rules, scan_data
+
+from bastion.findings import Severity
+from bastion.scan.templates import analyse_template
+
+MARK = "echo bastion-marker > marker"
+# the names the payloads need, each built without writing a dunder literally
+NAMES = {
+    "tilde": "{% set u = '_' %}{% set i = u ~ u ~ 'in' ~ 'it' ~ u ~ u %}"
+    "{% set g = u ~ u ~ 'glo' ~ 'bals' ~ u ~ u %}{% set p = 'po' ~ 'pen' %}",
+    "percent_c": "{% set i = '%c%c' % (95, 95) ~ 'init' ~ '%c%c' % (95, 95) %}"
+    "{% set g = '%c%cglobals%c%c' | format(95, 95, 95, 95) %}{% set p = 'po' ~ 'pen' %}",
+    "join": "{% set i = ['_', '_', 'in', 'it', '_', '_'] | join %}"
+    "{% set g = ['_', '_', 'glob', 'als', '_', '_'] | join %}{% set p = ['po', 'pen'] | join %}",
+    "slice": "{% set s = 'x__init__x__globals__xpopen' %}{% set i = s[1:9] %}{% set g = s[10:21] %}"
+    "{% set p = s[22:] %}",
+    "reverse": "{% set i = '__tini__' | reverse %}{% set g = '__slabolg__' | reverse %}"
+    "{% set p = 'nepop' | reverse %}",
+    "namespace": "{% set ns = namespace(i='', g='') %}{% for c in ['_', '_', 'init', '_', '_'] %}"
+    "{% set ns.i = ns.i ~ c %}{% endfor %}{% set ns.g = '__glo' ~ 'bals__' %}"
+    "{% set i = ns.i %}{% set g = ns.g %}{% set p = 'po' ~ 'pen' %}",
+}
+# ways to use the names: subscripts by variable, |attr, map(attribute=), a macro's arguments
+USES = {
+    "subscript": "{{ cycler[i][g]['os'][p]('" + MARK + "').read() }}",
+    "attr_filter": "{{ ((cycler | attr(i) | attr(g))['os'] | attr(p))('" + MARK + "').read() }}",
+    "map_attribute": "{% set m = ([cycler] | map(attribute=i) | map(attribute=g) | first)['os'] %}"
+    "{{ ([m] | map(attribute=p) | first)('" + MARK + "').read() }}",
+    "macro_args": "{% macro reach(o, a, b, c) %}{{ o[a][b]['os'][c]('" + MARK + "').read() }}"
+    "{% endmacro %}{{ reach(cycler, i, g, p) }}",
+    # no Jinja global at all: the loop object's bound method leads to jinja2.runtime's globals
+    "loop_object": "{% set u = i[:2] %}{% set b = u ~ 'builtins' ~ u %}"
+    "{% set m = u ~ 'import' ~ u %}{% for x in messages %}"
+    "{{ loop[i][g][b][m]('os')[p]('" + MARK + "').read() }}{% endfor %}",
+}
+PAYLOADS = {f"{n}-{u}": NAMES[n] + USES[u] for n in NAMES for u in USES}
+
+_RENDER = textwrap.dedent("""
+    import sys
+    from jinja2 import BaseLoader, Environment
+    env = Environment(loader=BaseLoader(), trim_blocks=True, lstrip_blocks=True)
+    print(env.from_string(sys.stdin.read()).render(
+        messages=[{"role": "user", "content": "hi"}], add_generation_prompt=True,
+        bos_token="<s>", eos_token="</s>"))
+""")
+
+
+def render_without_sandbox(template: str, folder: Path) -> str:
+    """What a renderer without a sandbox does with the template (in a subprocess, in `folder`)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _RENDER],
+        input=template,
+        text=True,
+        capture_output=True,
+        cwd=folder,
+        timeout=60,
+    )
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_computed_name_payload_runs_without_a_sandbox_and_is_flagged(
+    name: str, tmp_path: Path
+) -> None:
+    template = PAYLOADS[name]
+    render_without_sandbox(template, tmp_path)
+    assert (tmp_path / "marker").read_text().strip() == "bastion-marker"  # proven
+    issues = analyse_template(template)
+    assert any(i.rule == "JIN001" and i.severity == Severity.CRITICAL for i in issues), issues
+    result = scan_data(template.encode(), "chat_template.jinja")
+    assert "JIN001" in rules(result, Severity.HIGH) and gate_fails(result)
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_payload_in_a_branch_the_dry_run_never_takes_is_flagged_statically(name: str) -> None:
+    template = "{% if messages | length > 1000 %}" + PAYLOADS[name] + "{% endif %}hello"
+    issues = analyse_template(template)
+    static = [i for i in issues if not i.evidence.startswith("dry run")]
+    assert static and all(i.rule == "JIN001" for i in static), issues
+    assert max(i.severity.rank for i in static) >= Severity.HIGH.rank
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ '{0.__class__}'.format(messages) }}",
+        "{% set f = '{0.__init__.__globals__}'.format %}{{ f(cycler) }}",
+        "{{ '{0.__class__}'.format_map(messages) }}",
+        "{{ '{0.__init__.__globals__}' | attr('format')(cycler) }}",
+    ],
+)
+def test_str_format_fields_that_read_internals(template: str, tmp_path: Path) -> None:
+    assert "module" in render_without_sandbox(
+        template, tmp_path
+    ) or "class" in render_without_sandbox(template, tmp_path)
+    assert any(i.severity == Severity.CRITICAL for i in analyse_template(template))
+
+
+def test_dry_run_sees_names_the_static_analysis_cannot_follow() -> None:
+    # the key comes out of a dict built at run time; the dry run reads it and is refused
+    template = (
+        "{% set d = {} %}{% for k in (d | list) + ['x'] %}{% endfor %}"
+        "{% set names = dict.fromkeys(['_' + '_class__']) | list %}"
+        "{% for k in names %}{{ messages[k] }}{% endfor %}"
+    )
+    issues = analyse_template(template)
+    assert any(i.evidence == "dry run: list.__class__" for i in issues), issues
+
+
+def test_namespace_and_ordinary_subscripts_are_not_flagged() -> None:
+    template = (
+        "{% set ns = namespace(last=-1, sys='') %}{% for m in messages %}"
+        "{% if m['role'] == 'system' %}{% set ns.sys = m['content'] %}{% endif %}"
+        "{% if loop.index0 > 0 and messages[loop.index0 - 1].role != 'tool' %}"
+        "{% set ns.last = loop.index0 %}{% endif %}{{ m.content | trim }}"
+        "{% for k, v in (m.tool_calls or [{}])[0] | items %}{{ k }}={{ v | tojson }}"
+        "{% endfor %}{% endfor %}{{ messages[::-1][0]['role'] }}{{ ns.sys }}"
+        "{{ raise_exception('x') if messages | length > 99 }}"
+    )
+    assert analyse_template(template) == []
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        "{% set s = 'x' * 100000 %}{% for a in s %}{% for b in s %}{% endfor %}{% endfor %}",
+        "{{ 'x' * 1000000000 }}",
+        "{{ 'x' | center(1000000000) }}",
+        "{{ '%999999999s' % 'x' }}",
+        "{{ 2 ** 100000000 }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}"
+        "{% endfor %}{{ ns.s | length }}",
+        "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('x') }}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    ],
+)
+def test_templates_that_do_not_finish_are_reported_within_bounds(template: str) -> None:
+    started = time.monotonic()
+    issues = analyse_template(template)
+    assert time.monotonic() - started < 10
+    assert any(i.rule == "JIN003" for i in issues), issues
+    result = scan_data(json.dumps({"chat_template": template}).encode(), "tokenizer_config.json")
+    assert "JIN003" in rules(result, Severity.MEDIUM)
+
+
+def test_a_pickle_named_jinja_is_scanned_as_both() -> None:
+    data = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R."
+    result = scan_data(data, "chat_template.jinja")
+    assert "PKL001" in rules(result, Severity.CRITICAL)
