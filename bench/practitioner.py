@@ -6,9 +6,10 @@ models (tests/corpus/practitioner), scanned by bastion and by the peer scanners 
 
 bastion scans the whole folder once (`bastion scan FOLDER -f json --no-store`) and each file is
 judged by the report at the default gate: "flagged" = a finding at or above the gate's severity,
-"undecided" = a check error or an incomplete scan (exit 2 territory). Each peer is run on each
-file and judged by its own exit code (1 = it reports a problem; anything else but 0 = error).
-Every file is benign, so every flag is a false positive."""
+"undecided" = a check error, an incomplete scan or a gap skip (exit 2 territory). Each peer is
+run on each entry (a file, or the folder a save_pretrained-style writer produced) and judged by
+its own exit code (1 = it reports a problem; anything else but 0 = error); bastion's entry
+verdict is the worst of its files'. Every file is benign, so every flag is a false positive."""
 
 from __future__ import annotations
 
@@ -33,12 +34,12 @@ SEVERITIES = ("info", "low", "medium", "high", "critical")
 PEERS = [t for t in TOOLS if t != "bastion"]
 
 
-def build(folder: Path) -> Any:
+def build(folder: Path, only: tuple[str, ...] = ()) -> Any:
     from corpus.practitioner import build_in_subprocess
 
     if folder.exists():
         shutil.rmtree(folder)
-    return build_in_subprocess(folder)
+    return build_in_subprocess(folder, only)
 
 
 def scan_with_bastion(folder: Path) -> tuple[dict[str, Any], float]:
@@ -93,53 +94,76 @@ def judge(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return files
 
 
-def run_peers(folder: Path, paths: list[str]) -> dict[str, dict[str, int]]:
-    """tool -> relative path -> exit code."""
-    jobs = [(tool, path) for path in paths for tool in PEERS]
+def run_peers(built: Any) -> dict[str, dict[str, int]]:
+    """tool -> entry -> exit code. Each peer gets each entry as a practitioner would hand it
+    over: the file, or the save_pretrained-style folder (fickling takes one file at a time, so
+    it gets each file of a folder; the entry is flagged when one of them is)."""
+    jobs = [(tool, entry) for entry in built.entries for tool in PEERS]
 
-    def run(job: tuple[str, str]) -> tuple[str, str, int]:
-        tool, path = job
-        return tool, path, timed([*TOOLS[tool], str(folder / path)], timeout=300).exit_code
+    def run(job: tuple[str, Any]) -> tuple[str, str, int]:
+        tool, entry = job
+        path = built.root / entry.name
+        targets = built.files(entry) if tool == "fickling" and path.is_dir() else [path]
+        codes = [timed([*TOOLS[tool], str(t)], timeout=300).exit_code for t in targets]
+        code = 1 if 1 in codes else max(codes, key=lambda c: c != 0)
+        return tool, entry.name, code
 
     codes: dict[str, dict[str, int]] = {tool: {} for tool in PEERS}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for done, (tool, path, code) in enumerate(pool.map(run, jobs), 1):
-            codes[tool][path] = code
-            if done % 100 == 0:
+        for done, (tool, name, code) in enumerate(pool.map(run, jobs), 1):
+            codes[tool][name] = code
+            if done % 50 == 0:
                 print(f"peers {done}/{len(jobs)}", file=sys.stderr)
     return codes
+
+
+def by_entry(files: dict[str, dict[str, Any]], built: Any) -> dict[str, str]:
+    """bastion's verdict per entry: the worst of its files' (flagged > undecided > clean)."""
+    order = ["out-of-scope", "clean", "undecided", "flagged"]
+    verdicts = {}
+    for entry in built.entries:
+        mine = [p.relative_to(built.root).as_posix() for p in built.files(entry)]
+        verdicts[entry.name] = max(
+            (files[p]["verdict"] for p in mine if p in files), key=order.index, default="undecided"
+        )
+    return verdicts
 
 
 def family(path: str) -> str:
     return path.split("/", 1)[0]
 
 
-def table(files: dict[str, dict[str, Any]], peers: dict[str, dict[str, int]]) -> str:
-    """Markdown: flagged/undecided counts per tool, overall and per library family."""
-    families = sorted({family(p) for p in files})
+def table(
+    files: dict[str, dict[str, Any]], entries: dict[str, str], peers: dict[str, dict[str, int]]
+) -> str:
+    """Markdown: flagged/undecided counts per tool over entries (and bastion over files), and
+    per library family."""
     rows = [
-        "| tool | flagged (false positives) | could not decide / error | files |",
+        "| tool | entries flagged (false positives) | could not decide / error | entries |",
         "|---|---|---|---|",
+        f"| bastion | {sum(v == 'flagged' for v in entries.values())} | "
+        f"{sum(v == 'undecided' for v in entries.values())} | {len(entries)} |",
     ]
-    bastion_flagged = sum(f["verdict"] == "flagged" for f in files.values())
-    bastion_undecided = sum(f["verdict"] == "undecided" for f in files.values())
-    rows.append(f"| bastion | {bastion_flagged} | {bastion_undecided} | {len(files)} |")
     for tool, codes in peers.items():
         rows.append(
             f"| {tool} | {sum(c == 1 for c in codes.values())} | "
             f"{sum(c not in (0, 1) for c in codes.values())} | {len(codes)} |"
         )
-    tools = ["bastion", *peers]
     rows += [
         "",
-        "| family | files | " + " | ".join(tools) + " |",
-        "|---|---|" + "---|" * len(tools),
+        f"bastion over files: {sum(f['verdict'] == 'flagged' for f in files.values())} of "
+        f"{len(files)} flagged, {sum(f['verdict'] == 'undecided' for f in files.values())} "
+        "undecided.",
+        "",
+        "| family | entries | files | " + " | ".join(["bastion", *peers]) + " |",
+        "|---|---|---|" + "---|" * (1 + len(peers)),
     ]
-    for fam in families:
-        mine = [p for p in files if family(p) == fam]
-        cells = [str(sum(files[p]["verdict"] == "flagged" for p in mine))]
-        cells += [str(sum(peers[t].get(p) == 1 for p in mine)) for t in peers]
-        rows.append(f"| {fam} | {len(mine)} | " + " | ".join(cells) + " |")
+    for fam in sorted({family(p) for p in entries}):
+        mine = [n for n in entries if family(n) == fam]
+        cells = [str(sum(entries[n] == "flagged" for n in mine))]
+        cells += [str(sum(peers[t].get(n) == 1 for n in mine)) for t in peers]
+        n_files = sum(family(p) == fam for p in files)
+        rows.append(f"| {fam} | {len(mine)} | {n_files} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -217,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, default=OUT / "practitioner")
     parser.add_argument("--no-peers", action="store_true", help="bastion only")
     parser.add_argument("--status", type=Path, help="also write the flagged list here")
+    parser.add_argument("--only", nargs="*", default=[], help="entries starting so (a trial)")
     args = parser.parse_args(argv)
     if args.no_peers:
         precompile_bastion()
@@ -224,18 +249,20 @@ def main(argv: list[str] | None = None) -> int:
         ensure_peers()
     OUT.mkdir(exist_ok=True)
     started = time.perf_counter()
-    built = build(args.folder)
+    built = build(args.folder, tuple(args.only))
     build_s = time.perf_counter() - started
     report, wall = scan_with_bastion(args.folder)
     files = judge(report)
-    peers = {} if args.no_peers else run_peers(args.folder, sorted(files))
-    text = table(files, peers)
+    entries = by_entry(files, built)
+    peers = {} if args.no_peers else run_peers(built)
+    text = table(files, entries, peers)
     (OUT / f"{args.folder.name}.json").write_text(
         json.dumps(
             {
                 "entries": len(built.entries),
                 "failed": built.failed,
                 "files": files,
+                "entry_verdicts": entries,
                 "unavailable": built.unavailable,
                 "peers": peers,
                 "build_s": round(build_s, 1),

@@ -92,7 +92,7 @@ def build_in_subprocess(root: Path, only: tuple[str, ...] = ()) -> Built:
         "PYTHONPATH": os.pathsep.join([str(tests), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     subprocess.run(
-        [sys.executable, "-m", __name__, str(root), "--manifest", str(manifest), *only],
+        [sys.executable, "-m", __name__, str(root), *only, "--manifest", str(manifest)],
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,
