@@ -79,11 +79,13 @@ class _Bytes:
         self._handle: BinaryIO | None = None
         self._budget = READ_BUDGET
 
-    def at(self, pos: int, count: int) -> bytes:
-        """Up to `count` bytes at `pos` (fewer only at the end of the stream)."""
+    def at(self, pos: int, count: int, partial: bool = False) -> bytes:
+        """Up to `count` bytes at `pos` (fewer only at the end of the stream, or, when
+        `partial`, at the end of what is loaded)."""
         end = min(pos + count, self.size)
-        if self._start <= pos and end <= self._start + len(self._data):
-            return self._data[pos - self._start : end - self._start]
+        loaded_end = self._start + len(self._data)
+        if self._start <= pos and (end <= loaded_end or (partial and pos < loaded_end)):
+            return self._data[pos - self._start : min(end, loaded_end) - self._start]
         if self._opener is None or self._budget <= 0:
             raise _Exhausted
         if self._handle is None:
@@ -106,7 +108,7 @@ def _line_end(data: _Bytes, pos: int, allowed: frozenset[int] | None) -> int | N
     """The position after the newline ending the text argument at `pos`, or None when the
     argument cannot be what `_pickle` parses there (or the stream ends first)."""
     while True:
-        chunk = data.at(pos, 4096)
+        chunk = data.at(pos, 4096, partial=True)
         if not chunk:
             return None
         newline = chunk.find(b"\n")
