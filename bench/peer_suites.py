@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "tool": tool,
             "source": sample.source,
             "label": sample.label,
-            "sample": sample.path.relative_to(peers / sample.source).as_posix(),
+            "sample": relative(sample, peers),
             "exit_code": result.exit_code,
             "timed_out": result.timed_out,
         }
