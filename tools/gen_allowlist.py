@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "src" / "bastion" / "scan" / "pickle_allowlist.tsv"
 sys.path.insert(0, str(ROOT / "src"))
 
-from bastion.scan.pickle_globals import denied_category  # noqa: E402
+from bastion.scan.pickle_globals import REASONS, denied_category  # noqa: E402
 
 PACKAGES = ("numpy", "scipy", "pandas", "sklearn", "torch", "lightning", "pytorch_lightning",
             "lightning_fabric", "torchmetrics", "transformers", "peft", "accelerate",
@@ -94,7 +94,7 @@ DENIED_CLASS_NAMES = re.compile(
 
 # Unpickle helpers by naming convention: what __reduce__ of the libraries' own types returns.
 CALLABLE_HELPER = re.compile(
-    r"^(__pyx_unpickle_\w+|_unpickle\w*|_reconstruct\w*|_rebuild\w*|_new_\w+|__\w+_ctor|"
+    r"^(__pyx_unpickle_\w+|\w*_unpickle\w*|newObj|_reconstruct\w*|_rebuild\w*|_new_\w+|__\w+_ctor|"
     r"_restore_\w+|_frombuffer|_mareconstruct|scalar|_create_\w+_from_\w+|_from_ordinals|"
     r"_get_layout|_nat_unpickle|_make_\w+)$")
 # Modules whose public functions are pure computations on their arguments.
@@ -113,16 +113,6 @@ HIGHER_ORDER = re.compile(
     r"save\w*|load\w*|register_\w+|autocast|enable_grad|no_grad|inference_mode|"
     r"set_grad_enabled|empty_cache|is_\w+|get_\w+|_\w+)$")
 
-REASONS = {
-    "class-new": "class of {pkg}; restoring runs only its __new__/__setstate__",
-    "class-call": "{pkg} extension type or enum; constructing it runs no Python code",
-    "estimator": "scikit-learn estimator; __init__ only stores parameters (sklearn convention)",
-    "function-ref": "function of {pkg} stored as a value (not called at load)",
-    "function-helper": "{pkg} unpickle helper (__reduce__ target); rebuilds a value",
-    "function-numeric": "{pkg} numeric function; computes on its arguments",
-    "ufunc": "NumPy ufunc; pure elementwise computation",
-    "constant": "{pkg} constant (dtype, layout, memory format, qscheme)",
-}
 
 
 def _walk(package: str) -> list[str]:
@@ -158,16 +148,15 @@ def _class_uses(cls: type, modname: str) -> tuple[str, str]:
         return "cnr", "class-call"
     if modname.startswith("sklearn.") and _is_estimator(cls):
         return "cnr", "estimator"
-    init = cls.__dict__.get("__init__")
-    new = cls.__dict__.get("__new__")
-    pure_c = not isinstance(init, types.FunctionType) and not isinstance(
-        new, (types.FunctionType, staticmethod))
-    if pure_c and modname.split(".")[0] in ("numpy", "scipy", "pandas", "sklearn") and \
-            not isinstance(cls.__dict__.get("__call__"), types.FunctionType) and \
-            type(cls).__module__ != "abc" and not any(
-                isinstance(c.__dict__.get(m), types.FunctionType)
-                for c in cls.__mro__[:-1] for m in ("__init__", "__new__")):
+    mro = [c for c in cls.__mro__ if c.__module__.split(".")[0] not in ("builtins", "abc")]
+    python_init = any(isinstance(c.__dict__.get(m), (types.FunctionType, staticmethod))
+                      for c in mro for m in ("__init__", "__new__", "__call__"))
+    if not python_init:
         return "cnr", "class-call"
+    package = modname.split(".")[0]
+    if any(m in c.__dict__ for c in mro if c.__module__.split(".")[0] == package
+           for m in ("__reduce__", "__reduce_ex__")):
+        return "cnr", "class-reduce"
     return "nr", "class-new"
 
 
@@ -189,7 +178,23 @@ def _function_uses(func: object, modname: str, name: str) -> tuple[str, str]:
 
 def _is_function(obj: object) -> bool:
     return isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)) or \
-        type(obj).__name__ in ("cython_function_or_method", "fused_cython_function")
+        type(obj).__name__ in ("cython_function_or_method", "fused_cython_function",
+                               "_ArrayFunctionDispatcher")
+
+
+METHOD_PACKAGES = ("numpy", "scipy", "pandas", "sklearn")
+
+
+def _pickled_by_name(obj: object, name: str) -> bool:
+    """A non-callable singleton (pandas.NA, pandas.NaT) that pickle writes as a global name."""
+    if isinstance(obj, type) or callable(obj) or isinstance(obj, types.ModuleType):
+        return False
+    if type(obj).__module__.split(".")[0] not in PACKAGES:
+        return False
+    try:
+        return obj.__reduce_ex__(4) == name  # type: ignore[no-any-return]
+    except Exception:
+        return False
 
 
 def _constant_types() -> tuple[type, ...]:
@@ -230,6 +235,9 @@ def generate() -> list[tuple[str, str, str, str]]:
                 if constants and isinstance(obj, constants) and not name.startswith("_"):
                     entries[(modname, name)] = ("cnr", "constant:" + pkg)
                     continue
+                if _pickled_by_name(obj, name):
+                    entries[(modname, name)] = ("cnr", "singleton:" + pkg)
+                    continue
                 _consider(entries, module, modname, name, obj, pkg, depth=0)
         print(f"{package}: {len(modules)} modules, {len(entries) - before} entries",
               file=sys.stderr)
@@ -260,8 +268,15 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
         entries[(modname, qualname)] = (uses, f"{reason}:{pkg}")
         if depth < 2:
             for inner_name, inner in sorted(vars(obj).items()):
+                if isinstance(inner, staticmethod):
+                    inner = inner.__func__
                 if isinstance(inner, type):
                     _consider(entries, module, modname, inner_name, inner, pkg, depth + 1)
+                elif pkg in METHOD_PACKAGES and isinstance(inner, types.FunctionType) and \
+                        inner.__module__ == modname and \
+                        inner.__qualname__ == f"{qualname}.{inner_name}" and \
+                        denied_category(modname, inner.__qualname__) is None:
+                    entries[(modname, inner.__qualname__)] = ("nr", f"method-ref:{pkg}")
         return
     if depth:
         return  # methods are not pickled by reference
@@ -270,6 +285,9 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
 
 
 def render(rows: list[tuple[str, str, str, str]]) -> str:
+    unknown = {reason.split(":")[0] for *_rest, reason in rows} - set(REASONS)
+    if unknown:
+        raise SystemExit(f"reasons without a text in pickle_globals.REASONS: {unknown}")
     lines = ["# generated by tools/gen_allowlist.py from the installed libraries; do not edit",
              "# module\tqualified name\tuses (c=call, n=instantiate, r=reference)\treason"]
     lines += ["\t".join(row) for row in rows]

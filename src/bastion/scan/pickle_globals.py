@@ -38,7 +38,7 @@ _core(ANY_USE, "builds a value of a builtin type; runs no user code",
       "builtins:complex", "builtins:slice", "builtins:range", "builtins:dict", "builtins:list",
       "builtins:tuple", "builtins:int", "builtins:float", "builtins:bool", "builtins:str")
 _core(ANY_USE, "singleton constant", "builtins:NotImplemented", "builtins:Ellipsis")
-_core(NEW + REF, "base class handed to copyreg._reconstructor / object.__new__",
+_core(ANY_USE, "base class handed to copyreg._reconstructor; object() builds an empty object",
       "builtins:object")
 _core(ANY_USE, "protocol 0/1 object rebuild: cls.__new__ (+ base.__init__, judged as a call)",
       "copyreg:_reconstructor")
@@ -49,9 +49,16 @@ _core(ANY_USE, "value type of the standard library; constructing it runs no user
       "collections:OrderedDict", "collections:Counter", "collections:deque",
       "datetime:datetime", "datetime:date", "datetime:time", "datetime:timedelta",
       "datetime:timezone", "decimal:Decimal", "fractions:Fraction", "uuid:UUID",
-      "argparse:Namespace", "types:SimpleNamespace", "pathlib:PurePosixPath",
-      "pathlib:PureWindowsPath", "pathlib:PurePath", "zoneinfo:ZoneInfo",
-      "zoneinfo._zoneinfo:ZoneInfo", "ipaddress:IPv4Address", "ipaddress:IPv6Address")
+      "argparse:Namespace", "types:SimpleNamespace", "ipaddress:IPv4Address",
+      "ipaddress:IPv6Address")
+_core(ANY_USE, "path value; constructing a path object touches no file",
+      "pathlib:PurePosixPath", "pathlib:PureWindowsPath", "pathlib:PurePath",
+      "pathlib:PosixPath", "pathlib:WindowsPath", "pathlib:Path")
+_core(ANY_USE, "time zone value; the class method looks the zone up by key in the tz database",
+      "zoneinfo:ZoneInfo", "zoneinfo._zoneinfo:ZoneInfo", "zoneinfo:ZoneInfo._unpickle",
+      "zoneinfo._zoneinfo:ZoneInfo._unpickle")
+_core(ANY_USE, "dill's array rebuild: calls its first argument (judged as a call) on the data",
+      "dill._dill:_create_array")
 _core(ANY_USE, "mapping whose factory is judged as a call (it is called on a missing key)",
       "collections:defaultdict")
 _core(ANY_USE, "partial application; its target is judged as called with the given arguments",
@@ -79,6 +86,15 @@ for _storage in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", 
                  "QUInt4x2", "QUInt2x4", "Untyped"):
     _core(NEW + REF, "typed storage class named by persistent ids", f"torch:{_storage}Storage")
 
+for _constant in ("float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
+                  "uint8", "bool", "complex64", "complex128", "half", "float", "double", "long",
+                  "int", "short", "cfloat", "cdouble", "qint8", "quint8", "qint32",
+                  "float8_e4m3fn", "float8_e5m2", "strided", "sparse_coo", "sparse_csr",
+                  "contiguous_format", "channels_last", "preserve_format",
+                  "per_tensor_affine", "per_channel_affine"):
+    _core(ANY_USE, "torch constant (dtype, layout, memory format, qscheme); not callable",
+          f"torch:{_constant}")
+
 # Modules renamed by the libraries, resolved by the loader through a compatibility shim.
 MODULE_ALIASES: tuple[tuple[str, str], ...] = (
     ("numpy.core.", "numpy._core."),
@@ -100,6 +116,15 @@ ARG_ROLES: dict[str, tuple[str, ...]] = {
     "torch.nn.modules.module._WrappedHook": (CALL,),
     "numpy._core.multiarray._reconstruct": (NEW,),
     "numpy.ma.core._mareconstruct": (NEW, NEW),
+    "dill._dill._create_array": (CALL,),
+}
+# Callables that look a global up by name: called with constant strings (on a global), the
+# loader resolves exactly that name, which bastion then judges like any other; any other use of
+# them reaches arbitrary attributes and stays dangerous.
+RESOLVERS = {
+    "builtins.getattr": "attribute",  # getattr(<global>, "name") -> <global>.name
+    "numpy.core._ufunc_reconstruct": "module",  # (module, name) -> import module; getattr
+    "numpy._core._ufunc_reconstruct": "module",
 }
 # Generated unpickle helpers (reason "function-helper") construct what they are handed.
 HELPER_ARG_ROLE = NEW
@@ -257,36 +282,66 @@ def denied_category(module: str, qualname: str) -> str | None:
     return None
 
 
-_generated: dict[tuple[str, str], tuple[str, str]] | None = None
+class _Generated:
+    """pickle_allowlist.tsv, read on first use. The first lookups search the text (a one-file
+    scan names a handful of globals; parsing 30,000 lines would dominate its start-up); after
+    FIND_LOOKUPS of them the table is parsed into a dict."""
+
+    FIND_LOOKUPS = 64
+
+    def __init__(self) -> None:
+        self._text: str | None = None
+        self._table: dict[tuple[str, str], tuple[str, str]] | None = None
+        self._lookups = 0
+
+    def _read(self) -> str:
+        if self._text is None:
+            from pathlib import Path
+
+            path = Path(__file__).with_name("pickle_allowlist.tsv")
+            self._text = "\n" + path.read_text(encoding="utf-8")
+        return self._text
+
+    def get(self, key: tuple[str, str]) -> tuple[str, str] | None:
+        if self._table is not None:
+            return self._table.get(key)
+        text = self._read()
+        self._lookups += 1
+        if self._lookups > self.FIND_LOOKUPS:
+            self._table = self.parse()
+            return self._table.get(key)
+        prefix = f"\n{key[0]}\t{key[1]}\t"
+        start = text.find(prefix)
+        if start < 0:
+            return None
+        end = text.find("\n", start + 1)
+        _module, _qualname, uses, reason = text[start + 1:end].split("\t")
+        return uses, reason
+
+    def parse(self) -> dict[tuple[str, str], tuple[str, str]]:
+        table: dict[tuple[str, str], tuple[str, str]] = {}
+        for line in self._read().splitlines():
+            if line and not line.startswith("#"):
+                module, qualname, uses, reason = line.split("\t")
+                table[(module, qualname)] = (uses, reason)
+        return table
+
+
+GENERATED = _Generated()
 
 REASONS = {
     "class-new": "class of {pkg}; restoring runs only its __new__/__setstate__",
     "class-call": "{pkg} extension type or enum; constructing it runs no Python code",
+    "class-reduce": "{pkg} class whose own __reduce__ rebuilds it by calling it with its values",
     "estimator": "scikit-learn estimator; __init__ only stores parameters (sklearn convention)",
     "function-ref": "function of {pkg} stored as a value (not called at load)",
+    "method-ref": "{pkg} method stored as a value (e.g. a dispatch attribute)",
     "function-helper": "{pkg} unpickle helper (__reduce__ target); rebuilds a value",
     "function-numeric": "{pkg} numeric function; computes on its arguments",
     "ufunc": "NumPy ufunc; pure elementwise computation",
     "constant": "{pkg} constant (dtype, layout, memory format, qscheme); not callable",
+    "singleton": "{pkg} singleton value pickled by name (e.g. a missing-value marker)",
 }
-
-
-def generated() -> dict[tuple[str, str], tuple[str, str]]:
-    """The generated allowlist, read on first use: (module, qualname) -> (uses, reason key)."""
-    global _generated
-    if _generated is None:
-        from pathlib import Path
-
-        table: dict[tuple[str, str], tuple[str, str]] = {}
-        path = Path(__file__).with_name("pickle_allowlist.tsv")
-        with path.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("#"):
-                    continue
-                module, qualname, uses, reason = line.rstrip("\n").split("\t")
-                table[(module, qualname)] = (uses, reason)
-        _generated = table
-    return _generated
 
 
 def _reason(key: str) -> str:
@@ -294,7 +349,7 @@ def _reason(key: str) -> str:
     return REASONS.get(kind, kind).format(pkg=pkg or "the library")
 
 
-def _lookup_in(table: dict[tuple[str, str], tuple[str, str]],
+def _lookup_in(table: dict[tuple[str, str], tuple[str, str]] | _Generated,
                names: list[tuple[str, str]]) -> tuple[str, tuple[str, str]] | None:
     for mod, qual in names:
         for alias in _aliases(mod):
@@ -317,7 +372,7 @@ def classify(module: str, name: str) -> Verdict:
         if category is not None:
             qualname = f"{mod}.{qual}"
             return Verdict(qualname, "", category, f"{category}: {qualname}")
-    found = _lookup_in(generated(), names)
+    found = _lookup_in(GENERATED, names)
     if found is not None:
         return Verdict(found[0], found[1][0], None, _reason(found[1][1]))
     qualname = f"{module}.{name}"

@@ -25,7 +25,15 @@ from typing import Any, BinaryIO, ClassVar
 from bastion.errors import LimitExceeded
 from bastion.scan.dtypes import InvalidDtype, pickled_dtype
 from bastion.scan.embedded import as_bytes, decode, payloads_in, worth_decoding
-from bastion.scan.pickle_globals import CALL, NEW, REF, Verdict, arg_roles, classify
+from bastion.scan.pickle_globals import (
+    CALL,
+    NEW,
+    REF,
+    RESOLVERS,
+    Verdict,
+    arg_roles,
+    classify,
+)
 
 MAX_STAND_IN_TYPES = 10_000
 MAX_FLAGGED_NAMES = 1_000
@@ -41,6 +49,7 @@ _classify = functools.lru_cache(maxsize=65_536)(classify)
 
 
 MUTATE = "m"  # BUILD or a container operation applied to a global itself
+RESOLVED = "g"  # a resolver (getattr on a global with a constant name) emulated as a lookup
 
 
 class FlaggedName:
@@ -123,6 +132,7 @@ class Recorder:
             if stand_in is None:
                 flagged = record is None or not record.verdict.allowed
                 stand_in = _Ref(key, (), {"__new__": _stand_in_new, "_bastion_name": key,
+                                          "_bastion_module_name": (module, name),
                                           "_bastion_flagged": flagged,
                                           "_bastion_record": record,
                                           "_bastion_recorder": self})
@@ -164,6 +174,8 @@ def _judge(record: _Resolved) -> str | None:
     verdict = record.verdict
     uses = record.uses or {REF}
     if verdict.category is not None:
+        if uses == {RESOLVED} and verdict.qualname in RESOLVERS:
+            return None  # every call was a constant lookup, judged as that name
         return "dangerous"
     if MUTATE in uses:
         return "dangerous"
@@ -261,14 +273,18 @@ class _Ref(type):
     global (a class's attributes, a module-level dict)."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        recorder: Recorder = cls._bastion_recorder  # type: ignore[attr-defined]
+        record = cls._bastion_record  # type: ignore[attr-defined]
+        if record is not None and not kwargs:
+            target = _resolver_target(record.verdict.qualname, args)
+            if target is not None:
+                record.uses.add(RESOLVED)
+                return recorder.resolve(*target)
         _use(cls, CALL)
         _apply_roles(cls, args)
         if kwargs:
             _apply_roles(None, tuple(kwargs.values()))
-        recorder: Recorder = cls._bastion_recorder  # type: ignore[attr-defined]
         name = cls._bastion_name  # type: ignore[attr-defined]
-        if name in _RESOLVERS and len(args) == 2 and all(isinstance(a, str) for a in args):
-            return recorder.resolve(args[0], args[1])
         return _Obj(recorder, name, args, cls._bastion_flagged)  # type: ignore[attr-defined]
 
     def __setstate__(cls, state: Any) -> None:
@@ -287,9 +303,18 @@ class _Ref(type):
         _use(cls, MUTATE)
 
 
-# Allowed callables that return the global named by their two string arguments (none by
-# default: NumPy's old _ufunc_reconstruct does an import + getattr and is denied).
-_RESOLVERS: frozenset[str] = frozenset()
+def _resolver_target(qualname: str, args: tuple[Any, ...]) -> tuple[str, str] | None:
+    """The (module, name) a resolver call looks up, when it is a constant lookup."""
+    kind = RESOLVERS.get(qualname)
+    if kind is None or len(args) != 2 or not isinstance(args[1], str):
+        return None
+    if kind == "attribute" and isinstance(args[0], _Ref) and \
+            isinstance(args[0]._bastion_record, _Resolved):  # type: ignore[attr-defined]
+        module, name = args[0]._bastion_module_name  # type: ignore[attr-defined]
+        return module, f"{name}.{args[1]}"
+    if kind == "module" and isinstance(args[0], str):
+        return args[0], args[1]
+    return None
 
 
 class _SwitchToJoblib(Exception):
