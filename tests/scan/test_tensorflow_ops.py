@@ -42,20 +42,31 @@ def _node_bytes(node: N) -> bytes:
     return out
 
 
-def binary(nodes: list[N], functions: Functions, saver: tuple[str, str, str]) -> bytes:
+SERVING = ("serving_default_x:0", "StatefulPartitionedCall:0")  # signature input, output
+
+
+def binary(
+    nodes: list[N],
+    functions: Functions,
+    saver: tuple[str, str, str],
+    signature: tuple[str, str] = SERVING,
+) -> bytes:
     graph = b"".join(field_bytes(1, _node_bytes(n)) for n in nodes)
     library = b""
     for name, (args, body) in functions.items():
-        signature = field_bytes(1, name.encode()) + b"".join(
+        opdef = field_bytes(1, name.encode()) + b"".join(
             field_bytes(2, field_bytes(1, a.encode())) for a in args
         )
         library += field_bytes(
-            1, field_bytes(1, signature) + b"".join(field_bytes(3, _node_bytes(n)) for n in body)
+            1, field_bytes(1, opdef) + b"".join(field_bytes(3, _node_bytes(n)) for n in body)
         )
     if library:
         graph += field_bytes(2, library)
     saver_def = b"".join(field_bytes(i + 1, s.encode()) for i, s in enumerate(saver))
-    meta = field_bytes(2, graph) + field_bytes(3, saver_def)
+    entries = [field_bytes(1, b"k") + field_bytes(2, field_bytes(1, t.encode())) for t in signature]
+    inputs_outputs = field_bytes(1, entries[0]) + field_bytes(2, entries[1])
+    signature_def = field_bytes(1, b"serving_default") + field_bytes(2, inputs_outputs)
+    meta = field_bytes(2, graph) + field_bytes(3, saver_def) + field_bytes(5, signature_def)
     return field_varint(1, 1) + field_bytes(2, meta)
 
 
@@ -69,7 +80,12 @@ def _node_text(node: N, tag: str) -> str:
     return f"  {tag} {{ name: {json.dumps(node.name)} op: {json.dumps(node.op)}{inputs}{attr} }}\n"
 
 
-def text(nodes: list[N], functions: Functions, saver: tuple[str, str, str]) -> bytes:
+def text(
+    nodes: list[N],
+    functions: Functions,
+    saver: tuple[str, str, str],
+    signature: tuple[str, str] = SERVING,
+) -> bytes:
     out = "saved_model_schema_version: 1\nmeta_graphs {\n graph_def {\n"
     out += "".join(_node_text(n, "node") for n in nodes)
     out += " library {\n"
@@ -80,7 +96,12 @@ def text(nodes: list[N], functions: Functions, saver: tuple[str, str, str]) -> b
     out += " }\n }\n saver_def {\n"
     out += (
         f' filename_tensor_name: "{saver[0]}"\n save_tensor_name: "{saver[1]}"\n'
-        f' restore_op_name: "{saver[2]}"\n version: V2\n }}\n}}\n'
+        f' restore_op_name: "{saver[2]}"\n version: V2\n }}\n'
+    )
+    out += (
+        f' signature_def {{ key: "serving_default" value {{\n'
+        f'  inputs {{ key: "x" value {{ name: "{signature[0]}" }} }}\n'
+        f'  outputs {{ key: "y" value {{ name: "{signature[1]}" }} }} }} }}\n}}\n'
     )
     return out.encode()
 
@@ -285,8 +306,9 @@ def _scan(
     nodes: list[N],
     functions: Functions,  # type: ignore[no-untyped-def]
     saver: tuple[str, str, str] = TF2_SAVER,
+    signature: tuple[str, str] = SERVING,
 ):
-    result = scan_data(encode(nodes, functions, saver), name)
+    result = scan_data(encode(nodes, functions, saver, signature), name)
     assert result.format in ("savedmodel", "savedmodel_text"), result.format
     return result
 
@@ -375,6 +397,23 @@ def test_tf1_checkpoint_write_outside_the_saver(name: str, encode) -> None:  # t
     ]
     result = _scan(name, encode, tf1_graph(extra), {}, TF1_SAVER)
     assert "TF001" in rules(result, Severity.HIGH)
+
+
+@pytest.mark.parametrize("name,encode", FORMS)
+def test_saver_fed_or_run_by_a_signature_is_no_saver(name: str, encode) -> None:  # type: ignore[no-untyped-def]
+    """Serving that feeds the saver's filename (or runs the saver) makes its writes the
+    caller's: checkpoint I/O there is not the declared saver's."""
+    nodes, functions = tf2_model()
+    fed = _scan(name, encode, nodes, functions, signature=("saver_filename:0", "x:0"))
+    assert "TF001" in rules(fed, Severity.HIGH)
+    run = _scan(
+        name,
+        encode,
+        nodes,
+        functions,
+        signature=("serving_default_x:0", "StatefulPartitionedCall_2:0"),
+    )
+    assert "TF001" in rules(run, Severity.HIGH)
 
 
 def test_malformed_text_fails_closed() -> None:

@@ -319,6 +319,15 @@ def _function_reference(ctx: ScanContext, where: Location, module: str | None, n
                     evidence=reference[:200],
                 )
             )
+        elif name in _NOT_PURE_NAMES:
+            ctx.add(
+                KERAS_GADGET.finding(
+                    where,
+                    f"config calls keras' {name}() of a built-in module, which resolves "
+                    "further objects",
+                    evidence=reference[:200],
+                )
+            )
         return  # otherwise keras looks NAME up in its own activations/losses/metrics/...
     api = _keras_api_module(module) if _in_keras(module) else ""
     if api in _PURE_FUNCTION_MODULES and name not in _NOT_PURE_NAMES and not name.startswith("_"):

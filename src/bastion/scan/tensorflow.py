@@ -109,7 +109,8 @@ _PATH_KEEPING = frozenset(
 
 # field numbers (tensorflow/core/protobuf, tensorflow/core/framework)
 SAVED_MODEL_META_GRAPHS = 2
-META_GRAPH_DEF, META_SAVER_DEF = 2, 3
+META_GRAPH_DEF, META_SAVER_DEF, META_SIGNATURE_DEF = 2, 3, 5
+SIGNATURE_INPUTS, SIGNATURE_OUTPUTS = 1, 2
 SAVER_FILENAME, SAVER_SAVE, SAVER_RESTORE = 1, 2, 3
 GRAPH_NODE, GRAPH_LIBRARY = 1, 2
 NODE_NAME, NODE_OP, NODE_INPUT, NODE_ATTR = 1, 2, 3, 5
@@ -149,6 +150,8 @@ class _MetaGraph:
         self.graph = _Body("graph", {}, frozenset())
         self.functions: dict[str, _Body] = {}
         self.saver = ("", "", "")  # filename tensor, save tensor, restore op
+        self.signature_inputs: set[str] = set()  # nodes fed by whoever calls a signature
+        self.signature_outputs: set[str] = set()  # nodes a signature call runs
 
 
 def _node(name: str, op: str, inputs: Iterable[str], calls: Iterable[str]) -> _Node:
@@ -269,7 +272,10 @@ def _report(ctx: ScanContext, location: Location, metas: list[_MetaGraph]) -> No
 def _judge(meta: _MetaGraph) -> Iterable[tuple[str, str, str]]:
     graph, functions = meta.graph, meta.functions
     filename, save, restore = (_tensor_node(name) for name in meta.saver)
-    saver_nodes = _closure(graph, [n for n in (save, restore) if n])
+    roots = [n for n in (save, restore) if n]
+    if filename in meta.signature_inputs or set(roots) & meta.signature_outputs:
+        roots = []  # a saver that serving feeds or runs is no saver
+    saver_nodes = _closure(graph, roots)
     saver_funcs = _reachable(meta, [n for n in graph.nodes.values() if n.name in saver_nodes])
     saver_funcs -= _reachable(meta, [n for n in graph.nodes.values() if n.name not in saver_nodes])
     for name in sorted(saver_nodes):
@@ -391,6 +397,21 @@ class _BinaryReader:
                     if n2 in names and w2 == LENGTH:
                         names[n2] = self.proto.string(p2, l2, 1024)
                 meta.saver = (names[SAVER_FILENAME], names[SAVER_SAVE], names[SAVER_RESTORE])
+            elif number == META_SIGNATURE_DEF:
+                for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
+                    if n2 == 2 and w2 == LENGTH:  # map entry value: SignatureDef
+                        self._signature(meta, p2, p2 + l2)
+
+    def _signature(self, meta: _MetaGraph, start: int, end: int) -> None:
+        for number, wire, pos, length in self.proto.fields(start, end):
+            if wire != LENGTH or number not in (SIGNATURE_INPUTS, SIGNATURE_OUTPUTS):
+                continue
+            into = meta.signature_inputs if number == SIGNATURE_INPUTS else meta.signature_outputs
+            for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
+                if n2 == 2 and w2 == LENGTH:  # map entry value: TensorInfo
+                    for n3, w3, p3, l3 in self.proto.fields(p2, p2 + l2):
+                        if n3 == 1 and w3 == LENGTH:
+                            into.add(_tensor_node(self.proto.string(p3, l3, 1024)))
 
     def _graph(self, meta: _MetaGraph, start: int, end: int) -> None:
         for number, wire, pos, length in self.proto.fields(start, end):
@@ -502,6 +523,15 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
                 scalar(saver, "save_tensor_name"),
                 scalar(saver, "restore_op_name"),
             )
+        for signature in messages(meta_message, "signature_def"):
+            for value in messages(signature, "value"):
+                for field, into in (
+                    ("inputs", meta.signature_inputs),
+                    ("outputs", meta.signature_outputs),
+                ):
+                    for entry in messages(value, field):
+                        for info in messages(entry, "value"):
+                            into.update(_tensor_node(name) for name in scalars(info, "name"))
         for graph in messages(meta_message, "graph_def"):
             for message in messages(graph, "node"):
                 parsed = node(message)
