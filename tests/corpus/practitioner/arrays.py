@@ -47,6 +47,14 @@ def _object_strings(path: Path) -> None:
     np.save(path, np.array(["cat", "dog", "bird"], dtype=object), allow_pickle=True)
 
 
+@writes("numpy/utf8-fields.npy", "numpy", "np.save of a record array with non-ASCII field names")
+def _utf8_fields(path: Path) -> None:
+    import numpy as np
+
+    # non-latin-1 field names make np.save write format version 3.0 (UTF-8 header)
+    np.save(path, np.zeros(3, dtype=[("température", "<f4"), ("距离", "<i4")]))
+
+
 @writes("numpy/arrays.npz", "numpy", "np.savez of weights and labels")
 def _npz(path: Path) -> None:
     import numpy as np
@@ -305,3 +313,23 @@ def _stats(path: Path) -> None:
         },
         path,
     )
+
+
+@writes(
+    "pandas/pytz-dateutil.pkl",
+    "pandas",
+    "DataFrame.to_pickle of timestamps in pytz and dateutil zones",
+    ("pandas", "pytz", "dateutil"),
+)
+def _pytz(path: Path) -> None:
+    import pandas as pd
+    import pytz
+    from dateutil import tz
+
+    pd.DataFrame(
+        {
+            "pytz": pd.date_range("2024-01-01", periods=3, tz=pytz.timezone("Asia/Tokyo")),
+            "dateutil": pd.date_range("2024-01-01", periods=3, tz=tz.gettz("Europe/Berlin")),
+            "ts": [pd.Timestamp("2024-06-01", tz=pytz.utc)] * 3,
+        }
+    ).to_pickle(path)

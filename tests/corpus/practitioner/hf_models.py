@@ -133,7 +133,7 @@ def _llama_pretrained(path: Path) -> None:
     from .templates import chat_templates
 
     model = _llama()
-    model.save_pretrained(path, max_shard_size="20KB")
+    model.save_pretrained(path, max_shard_size="4KB")
     templates = chat_templates()
     template = templates.get(
         "meta-llama-Llama-3.1-8B-Instruct", next(iter(templates.values()), None)
@@ -190,6 +190,18 @@ def _bert_bin(path: Path) -> None:
     import torch
 
     torch.save(_bert().state_dict(), path)
+
+
+@writes(
+    "hf/whole-model.pt",
+    "transformers",
+    "torch.save(model) of a whole transformers model (config and module classes pickled)",
+    HF,
+)
+def _whole_hf(path: Path) -> None:
+    import torch
+
+    torch.save(_bert(), path)
 
 
 @writes(

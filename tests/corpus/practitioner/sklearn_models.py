@@ -208,6 +208,16 @@ def _w2(path: Path) -> None:
 
 
 @writes(
+    "sklearn/logreg-protocol0.pkl",
+    "scikit-learn",
+    "pickle.dump(protocol=0) of the pipeline: the text protocol of Python 2 era files",
+    SK,
+)
+def _w2b(path: Path) -> None:
+    _dump_pickle(_linear(), path, protocol=0)
+
+
+@writes(
     "sklearn/tabular-pipeline.joblib",
     "scikit-learn",
     "joblib.dump of ColumnTransformer (impute/scale/one-hot/tf-idf) + HistGradientBoosting",

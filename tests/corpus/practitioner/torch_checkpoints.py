@@ -258,6 +258,18 @@ def _scripted(path: Path) -> None:
     torch.jit.script(_net()).save(str(path))
 
 
+@writes(
+    "torch/protocol4.pt", "torch", "torch.save(..., pickle_protocol=4) of a training checkpoint"
+)
+def _proto4(path: Path) -> None:
+    import torch
+
+    model, optimizer, _, _ = _trained()
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path, pickle_protocol=4
+    )
+
+
 @writes("torch/weights-only.pt", "torch", "torch.save of tensors only (torch.load weights_only)")
 def _plain(path: Path) -> None:
     import torch
