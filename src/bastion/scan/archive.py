@@ -27,7 +27,7 @@ PATH_ESCAPE = Rule(
     remediation="Do not extract it with a tool that honours such names; rebuild the archive.",
 )
 ENCRYPTED_MEMBER = Rule(
-    id="ARC004", title="Encrypted member could not be scanned", severity=Severity.MEDIUM,
+    id="ARC004", title="Encrypted member could not be scanned", severity=Severity.INFO,
     confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="coverage",
     description="An encrypted member cannot be inspected; a loader given the password can still "
                 "run what is inside. The target is reported as not fully scanned (could not "

@@ -201,15 +201,17 @@ class ScanContext:
         ))
 
     def _check_zip_tail(self, source: Source, fmt: str) -> None:
-        """A file of another format that also ends like a zip archive is a polyglot."""
-        if fmt in ("zip", "unknown", "7z", "tar") or source.size < 22:
+        """A file of another format that also ends like a zip archive is a polyglot; content
+        nothing else claims is read as the zip Python's zipfile finds in it (self-extractors)."""
+        if fmt in ("zip", "7z", "tar") or source.size < 22:
             return
         tail = source.tail(min(source.size, 65_557))
         eocd = tail.rfind(b"PK\x05\x06")
         if eocd < 0 or len(tail) - eocd < 22:
             return
-        self.add(POLYGLOT.finding(source.location, f"{fmt} file that is also a zip archive",
-                                  evidence=f"{fmt}+zip"))
+        if fmt != "unknown":
+            self.add(POLYGLOT.finding(source.location, f"{fmt} file that is also a zip archive",
+                                      evidence=f"{fmt}+zip"))
         if fmt != "pickle":  # pickles scan what follows them themselves
             zip_view = source.child("<as zip>", source.opener, source.size)
             self.scan(zip_view, "zip")
