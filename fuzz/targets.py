@@ -96,6 +96,14 @@ def _savedmodel_seed() -> bytes:
     return bytes([0x08, 0x01]) + field(2, field(2, field(1, node) + field(2, library)))
 
 
+def _savedmodel_text_seed() -> bytes:
+    return (b'saved_model_schema_version: 1\nmeta_graphs { graph_def {\n'
+            b' node { name: "x" op: "Placeholder" }\n node { name: "w" op: "WriteFile" input: "x" '
+            b'attr { key: "f" value { func { name: "g" } } } }\n library { function { signature '
+            b'{ name: "g" input_arg { name: "a" } } node_def { name: "s" op: "SaveV2" input: "a" } '
+            b'} } }\n saver_def { filename_tensor_name: "x:0" save_tensor_name: "w:0" } }\n')
+
+
 def _keras_seed() -> bytes:
     return json.dumps({"module": "keras", "class_name": "Sequential", "config": {"layers": [
         {"module": "keras.layers", "class_name": "Lambda", "config": {"function": {
@@ -127,6 +135,8 @@ TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
     "gguf": ("gguf", "f.gguf", lambda: [_gguf_seed()]),
     "onnx": ("onnx", "f.onnx", lambda: [_onnx_seed()]),
     "savedmodel": ("savedmodel", "saved_model.pb", lambda: [_savedmodel_seed()]),
+    "savedmodel_text": ("savedmodel_text", "saved_model.pbtxt",
+                        lambda: [_savedmodel_text_seed()]),
     "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
     "7z": ("7z", "f.7z", lambda: [_sevenzip_seed()]),
 }
