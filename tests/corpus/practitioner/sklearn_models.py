@@ -367,3 +367,30 @@ def _w16(path: Path) -> None:
     from .user_estimators import ClipOutliers
 
     _dump_joblib(make_pipeline(ClipOutliers(), LogisticRegression()).fit(*_xy()), path)
+
+
+@writes(
+    "sklearn/randomized-search.joblib",
+    "scikit-learn",
+    "joblib.dump of a fitted RandomizedSearchCV: scipy.stats distributions, make_scorer, "
+    "SelectKBest(f_classif)",
+    ("sklearn", "joblib", "scipy"),
+)
+def _w17(path: Path) -> None:
+    from scipy import stats
+    from sklearn.feature_selection import SelectKBest, f_classif
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import fbeta_score, make_scorer
+    from sklearn.model_selection import RandomizedSearchCV
+    from sklearn.pipeline import Pipeline
+
+    pipe = Pipeline([("select", SelectKBest(f_classif, k=2)), ("clf", LogisticRegression())])
+    search = RandomizedSearchCV(
+        pipe,
+        {"clf__C": stats.loguniform(1e-3, 1e2), "select__k": stats.randint(1, 4)},
+        n_iter=2,
+        cv=2,
+        scoring=make_scorer(fbeta_score, beta=2),
+        random_state=0,
+    )
+    _dump_joblib(search.fit(*_xy()), path)

@@ -251,6 +251,25 @@ def _weight_norm(path: Path) -> None:
     )
 
 
+@writes(
+    "torch/pruned-functional.pt",
+    "torch",
+    "torch.save of whole modules: pruned with torch.nn.utils.prune, and one holding "
+    "torch.nn.functional activations as attributes",
+)
+def _pruned(path: Path) -> None:
+    import torch
+    from torch import nn
+    from torch.nn.utils import prune
+
+    from .user_models import FunctionalHead
+
+    pruned = nn.Linear(4, 4)
+    prune.l1_unstructured(pruned, "weight", amount=0.5)
+    prune.random_unstructured(pruned, "bias", amount=0.25)
+    torch.save({"pruned": pruned, "head": FunctionalHead()}, path)
+
+
 @writes("torch/scripted.pt", "torch", "torch.jit.script(model).save()")
 def _scripted(path: Path) -> None:
     import torch

@@ -38,6 +38,19 @@ class TinyConvNet(nn.Module):
         return self.head(self.conv(x))
 
 
+class FunctionalHead(nn.Module):
+    """Activations kept as functions, the way many research repositories write them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.act = nn.functional.silu
+        self.norm = nn.functional.normalize
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.norm(self.act(self.proj(x)))
+
+
 def lightning_module(pl: Any) -> Any:
     """A LightningModule class of the user's project, built on `lightning.pytorch` or
     `pytorch_lightning` (both are used in the wild)."""
