@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import gzip
+import itertools
 import json
 import os
 import pickle
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -175,3 +177,29 @@ def test_ordinary_strings_that_look_encoded_are_not_payloads() -> None:
     }
     result = scan_data(json.dumps(config).encode(), "config.json")
     assert rules(result, Severity.LOW) == set(), result.findings
+
+
+def test_a_large_tokenizer_json_is_clean_and_quick(tmp_path: Path) -> None:
+    # 150,000 merges and added tokens: short strings, many of which a permissive probe would
+    # take for a protocol-0 pickle or for base64; none can carry a global
+    vocab = {f"tok{i}x{i % 97}": i for i in range(150_000)}
+    names = list(vocab)
+    merges = [f"{a} {b}" for a, b in itertools.pairwise(names)]
+    added = [
+        {"id": 150_000 + i, "content": f"<|reserved_special_token_{i}|>", "special": True}
+        for i in range(256)
+    ]
+    path = tmp_path / "tokenizer.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": "1.0",
+                "added_tokens": added,
+                "model": {"type": "BPE", "vocab": vocab, "merges": merges},
+            }
+        )
+    )
+    started = time.monotonic()
+    result = scan_file(path)
+    assert time.monotonic() - started < 20
+    assert rules(result, Severity.LOW) == set(), result.findings[:5]

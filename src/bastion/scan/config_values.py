@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
+from bastion.scan.embedded import MIN_PAYLOAD
 from bastion.scan.source import Source, bytes_source
 
 CARRIED_PAYLOAD = Rule(
@@ -40,25 +41,37 @@ MAX_SECRET_LINES = 20_000  # candidate lines handed to the secret detectors per 
 MAX_SECRET_VALUE = 10_000
 _CREDENTIAL_KEY = re.compile(r"pass|pwd|secret|token|key|auth|cred|api|access|private|session|"
                              r"cookie|bearer|signature|sas|conn", re.IGNORECASE)
-_SECRET_SHAPED = re.compile(r"\A[^\s]{16,}\Z|-----BEGIN|://[^/\s]*:[^/\s]*@")
+_URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
-def strings_in(value: object, limit: int = MAX_STRINGS) -> Iterator[tuple[str, str]]:
-    """(JSON path, string) for every string value and key, depth-first, at most `limit`."""
-    stack: list[tuple[str, object, int]] = [("", value, 0)]
+def _secret_shaped(text: str) -> bool:
+    """Long text without whitespace (tokens, keys), a PEM block, or a URL with a password."""
+    if "-----BEGIN" in text or ("@" in text and _URL_CREDENTIALS.search(text)):
+        return True
+    return len(text) >= 16 and not any(space in text for space in " \n\t")
+
+
+def _join(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def strings_in(value: object, limit: int = MAX_STRINGS) -> Iterator[tuple[str, str | int, str]]:
+    """(parent path, key or index, string) for every string value, depth-first, at most
+    `limit`; `_join(parent, key)` is its JSON path (built only when needed)."""
+    stack: list[tuple[str, str | int, object, int]] = [("", "", value, 0)]
     count = 0
     while stack and count < limit:
-        path, item, depth = stack.pop()
+        parent, key, item, depth = stack.pop()
         if isinstance(item, str):
             count += 1
-            yield path, item
-        elif depth < MAX_DEPTH and isinstance(item, dict):
-            for key, child in reversed(list(item.items())):
-                key = str(key)
-                stack.append((f"{path}.{key}" if path else key, child, depth + 1))
-        elif depth < MAX_DEPTH and isinstance(item, list):
-            for index in range(len(item) - 1, -1, -1):
-                stack.append((f"{path}[{index}]", item[index], depth + 1))
+            yield parent, key, item
+        elif depth < MAX_DEPTH and isinstance(item, (dict, list)):
+            path = _join(parent, key) if depth else ""
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((path, k if isinstance(k, int) else str(k), child, depth + 1)
+                         for k, child in reversed(list(pairs)))
 
 
 def check_values(ctx: ScanContext, source: Source, value: object, what: str) -> None:
@@ -66,23 +79,35 @@ def check_values(ctx: ScanContext, source: Source, value: object, what: str) -> 
     from bastion.scan.embedded import payloads_in, worth_decoding
 
     candidates: list[tuple[str, str]] = []
-    for path, text in strings_in(value):
-        ctx.check_time()
-        if worth_decoding(text):
+    for index, (parent, key, text) in enumerate(strings_in(value)):
+        if index & 0xFFF == 0:
+            ctx.check_time()
+        if _may_carry_payload(text) and worth_decoding(text):
             for payload in payloads_in(text, ctx.limits.max_pickle):
-                _scan_payload(ctx, source, path, payload.how, payload.fmt, payload.data, what)
+                _scan_payload(ctx, source, _join(parent, key), payload.how, payload.fmt,
+                              payload.data, what)
         if 8 <= len(text) <= MAX_SECRET_VALUE and len(candidates) < MAX_SECRET_LINES and (
-                _CREDENTIAL_KEY.search(path.rsplit(".", 1)[-1]) or _SECRET_SHAPED.search(text)):
-            candidates.append((path, text))
+                _secret_shaped(text) or (isinstance(key, str) and _CREDENTIAL_KEY.search(key))):
+            candidates.append((_join(parent, key), text))
     _report_secrets(ctx, source, candidates, what)
+
+
+def _may_carry_payload(text: str) -> bool:
+    """Cheap necessary condition, so that the 100,000s of short strings of a tokenizer.json
+    are not decoded one by one: a raw pickle that names a global holds a newline (GLOBAL, INST)
+    or a byte outside printable ASCII (PROTO, STACK_GLOBAL), as do the raw archives and
+    compressed streams; text that is printable and on one line can carry one only encoded,
+    and hex/base64 payloads carry no spaces."""
+    if len(text) < MIN_PAYLOAD:
+        return False
+    if not text.isascii() or not text.isprintable():
+        return True  # control characters (newline included) or non-ASCII code points
+    return " " not in text
 
 
 def _scan_payload(ctx: ScanContext, source: Source, path: str, how: str, fmt: str, data: bytes,
                   what: str) -> None:
-    where = source.location.model_copy(update={"pointer": path[:200] or None})
-    ctx.add(CARRIED_PAYLOAD.finding(
-        where, f"{what} value '{path[:120]}' holds a {fmt} payload ({how}); scanned as a file",
-        evidence=f"{path[:120]}: {fmt} ({how})"))
+    before = len(ctx.findings)
     member = f"<{what} {path[:120]} ({how})>"
     child = bytes_source(data, member, source.location.model_copy(
         update={"members": (*source.location.members, member), "pointer": None}),
@@ -94,6 +119,11 @@ def _scan_payload(ctx: ScanContext, source: Source, path: str, how: str, fmt: st
         scan_pickle(ctx, child, speculative=True)
     else:
         ctx.scan(child, fmt)
+    if len(ctx.findings) > before:  # decoded into something bastion reports: say where it was
+        where = source.location.model_copy(update={"pointer": path[:200] or None})
+        ctx.add(CARRIED_PAYLOAD.finding(
+            where, f"{what} value '{path[:120]}' holds a {fmt} payload ({how}); its findings "
+            "are reported against the decoded value", evidence=f"{path[:120]}: {fmt} ({how})"))
 
 
 def _report_secrets(ctx: ScanContext, source: Source, candidates: list[tuple[str, str]],
