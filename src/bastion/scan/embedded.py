@@ -26,6 +26,8 @@ DEFAULT_MAX_VALUES = 200_000  # values examined per scanned stream
 _HEX_RE = re.compile(rb"^(?:0x)?[0-9A-Fa-f\s]{24,}$")
 _B64_RE = re.compile(rb"^[A-Za-z0-9+/=\s_-]{16,}$")
 _CHEAP_HEAD = re.compile(rb"^[A-Za-z0-9+/=_\s-]{16}")
+# First bytes of zip, npy, 7z, gzip, bz2, xz (zlib: low nibble 8; pickles: START_OPCODES).
+_PAYLOAD_FIRST_BYTES = frozenset(b"P\x937\x1fB\xfd")
 # First bytes of pickles (protocol 2+), gzip, zlib, zip, bz2, xz, 7z, npy.
 _BINARY_HEADS = frozenset({b"\x80", b"\x1f", b"x", b"P", b"B", b"\xfd", b"7", b"\x93"})
 
@@ -97,13 +99,33 @@ class Payload(NamedTuple):
 
 
 def _textual_decodings(data: bytes) -> list[str]:
+    """The text encodings `data` could be in whose decoded head could start a payload."""
     head = data[:4096]
     kinds = []
     if _HEX_RE.match(head):
         kinds.append("hex")
     if _B64_RE.match(head):
         kinds.append("b64url" if (b"-" in head or b"_" in head) else "b64")
-    return kinds
+    return [kind for kind in kinds if _could_start_payload(decode(kind, _head_of(data), 64))]
+
+
+def _head_of(data: bytes) -> bytes:
+    """A prefix of encoded text that decodes on its own (64 hex digits or base64 characters)."""
+    compact = re.sub(rb"\s", b"", data[:256])
+    if compact[:2] in (b"0x", b"0X"):
+        compact = compact[2:]
+    return compact[:64]
+
+
+def _could_start_payload(head: bytes | None) -> bool:
+    """Cheap test before identification: the first byte of a pickle (any opcode a stream can
+    start with), zip, npy, 7z, gzip, bz2, xz or zlib stream."""
+    from bastion.scan.pickle_probe import START_OPCODES
+
+    if not head:
+        return False
+    first = head[0]
+    return first in START_OPCODES or first in _PAYLOAD_FIRST_BYTES or first & 0x0F == 8
 
 
 def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list[Payload]:
@@ -125,7 +147,9 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
         for how, blob in frontier:
             if len(blob) < MIN_PAYLOAD:
                 continue
-            fmt = identify(blob[:1024], len(blob))
+            tar = len(blob) > 262 and blob[257:262] == b"ustar"
+            fmt = identify(blob[:1024], len(blob)) if tar or _could_start_payload(blob) \
+                else "unknown"
             if fmt in PAYLOAD_FORMATS:
                 out.append(Payload(how, fmt, blob))
                 continue
