@@ -6,12 +6,14 @@ depth and the number of values are capped; anything malformed raises `TextProtoE
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Union
 
+from bastion.errors import LimitExceeded
 from bastion.scan.source import CorruptInput
 
 MAX_DEPTH = 100
-MAX_TOKENS = 4_000_000
+MAX_TOKENS = 1_000_000
 
 Value = Union[str, "Message"]
 Message = list[tuple[str, Value]]
@@ -54,18 +56,35 @@ def _unescape(raw: bytes) -> str:
     return _ESCAPE.sub(one, raw).decode("utf-8", "replace")
 
 
+def _token_stream(data: bytes) -> Iterator[tuple[str, str]]:
+    pos = 0
+    count = 0
+    for match in _TOKEN.finditer(data):
+        if match.start() != pos:
+            raise TextProtoError(f"unexpected character at byte {pos}")
+        pos = match.end()
+        kind = match.lastgroup
+        if kind is None:
+            continue  # whitespace or comment
+        count += 1
+        if count > MAX_TOKENS:
+            raise LimitExceeded(f"SavedModel text with more than {MAX_TOKENS} tokens")
+        text = match.group(kind)
+        yield (kind, _unescape(text[1:-1]) if kind == "string" else text.decode("ascii"))
+    if pos != len(data):
+        raise TextProtoError(f"unexpected character at byte {pos}")
+
+
 class _Tokens:
     """The token stream with one token of lookahead; whitespace and comments are dropped."""
 
     def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
+        self._stream = _token_stream(data)
         self._next: tuple[str, str] | None = None
-        self.read = 0
 
     def peek(self) -> tuple[str, str] | None:
         if self._next is None:
-            self._next = self._scan()
+            self._next = next(self._stream, None)
         return self._next
 
     def take(self) -> tuple[str, str]:
@@ -74,25 +93,6 @@ class _Tokens:
             raise TextProtoError("unexpected end of input")
         self._next = None
         return token
-
-    def _scan(self) -> tuple[str, str] | None:
-        data, end = self._data, len(self._data)
-        while self._pos < end:
-            match = _TOKEN.match(data, self._pos)
-            if match is None:
-                raise TextProtoError(f"unexpected character at byte {self._pos}")
-            self._pos = match.end()
-            kind = match.lastgroup
-            if kind is None:
-                continue  # whitespace or comment
-            self.read += 1
-            if self.read > MAX_TOKENS:
-                raise TextProtoError(f"more than {MAX_TOKENS} tokens")
-            text = match.group(kind)
-            if kind == "string":
-                return ("string", _unescape(text[1:-1]))
-            return (kind, text.decode("ascii"))
-        return None
 
 
 def parse(data: bytes) -> Message:
