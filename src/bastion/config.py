@@ -118,6 +118,9 @@ class SigningSettings(Record):
                                                  "can be verified")
 
 
+EXECUTORS = ("local", "ray")
+
+
 def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -131,6 +134,8 @@ class Settings(Record):
     limits: Limits = field(default_factory=Limits)
     signing: SigningSettings = field(default_factory=SigningSettings)
     advisory_db: str | None = None  # offline OSV database for dependency checks in `scan`
+    executor: str = "local"  # where files are scanned: "local" worker processes, or "ray"
+    ray_address: str | None = None  # Ray cluster to use; None starts a local Ray instance
     source: str | None = None  # file the settings came from
 
     @property
@@ -146,10 +151,13 @@ class Settings(Record):
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise RecordError("workers", "must be at least 1")
+        if self.executor not in EXECUTORS:
+            raise RecordError("executor", f"must be one of {', '.join(EXECUTORS)}")
 
 
 _ENV_KEYS = {"BASTION_FAIL_ON": "fail_on", "BASTION_STRICT": "strict",
-             "BASTION_BASELINE": "baseline", "BASTION_WORKERS": "workers"}
+             "BASTION_BASELINE": "baseline", "BASTION_WORKERS": "workers",
+             "BASTION_EXECUTOR": "executor", "BASTION_RAY_ADDRESS": "ray_address"}
 _ENV_LIMIT_PREFIX = "BASTION_LIMIT_"
 
 

@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 _HEADER = struct.Struct("<Q")
 MAX_RESULT_BYTES = 512 * 1024 * 1024  # a result larger than this is treated as a crash
+STARTUP_S = 60.0  # a spawned worker's interpreter start and imports, before an item's clock runs
+STARTED = "STARTED"
 
 
 Method = Literal["auto", "fork", "spawn"]
@@ -157,6 +159,7 @@ def spawned_worker_main() -> None:
         if not limited:  # after the first task's imports, so they don't count
             _limit_memory(memory_mb)
             limited = True
+        _write_message(results, f"{index}\n{STARTED}\n".encode())  # the item's clock starts
         status, payload = _run_one(fn, item)
         _write_message(results, f"{index}\n{status}\n{payload}".encode())
 
@@ -277,6 +280,9 @@ class _ForkedWorker(_Worker[T]):
 
 
 class _SpawnedWorker(_Worker[T]):
+    """A fresh interpreter: it says when an item really starts (after its start-up and the
+    imports of the work function), and the item's time limit runs from then."""
+
     def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
                  siblings: Sequence[_Worker[T]] = ()) -> None:
         import json
@@ -311,6 +317,7 @@ class _SpawnedWorker(_Worker[T]):
     def _send(self, index: int) -> None:
         import pickle
 
+        self.deadline += STARTUP_S
         _write_message(self.commands, pickle.dumps((index, self._fn, self._items[index])))
 
 
@@ -376,6 +383,9 @@ def run_isolated(
                     try:
                         head, status, payload = _read_message(worker.results).decode() \
                             .split("\n", 2)
+                        if status == STARTED:
+                            worker.deadline = time.monotonic() + timeout_s
+                            continue
                         outcome = (Outcome(int(head), payload, None) if status == "OK"
                                    else Outcome(int(head), None, payload, Failure(status)))
                     except (_PipeClosed, OSError, ValueError):

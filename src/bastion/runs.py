@@ -72,8 +72,14 @@ def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None
             progress(len(results), len(items), name)
 
     limits = settings.limits
-    run_isolated(items, work, workers=settings.workers, timeout_s=limits.timeout_s,
-                 memory_mb=limits.memory_mb, on_outcome=collect)
+    if settings.executor == "ray":
+        from bastion.cluster import run_on_ray
+
+        run_on_ray(items, work, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+                   on_outcome=collect, address=settings.ray_address)
+    else:
+        run_isolated(items, work, workers=settings.workers, timeout_s=limits.timeout_s,
+                     memory_mb=limits.memory_mb, on_outcome=collect)
     return results
 
 

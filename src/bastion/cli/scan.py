@@ -107,6 +107,14 @@ the exit code: 0 passed, 1 failed, 2 could not decide."""
     add_judging_options(parser)
     parser.add_argument("--workers", type=bounded(int, 1, 64), metavar="N",
                         help="Parallel scan workers [default: CPU count].")
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="Where files are scanned: local worker processes, or a Ray cluster "
+                             "(needs bastion-mlsec[ray]; files must be readable at the same "
+                             "paths on every node) [env BASTION_EXECUTOR; default: local].")
+    parser.add_argument("--address", metavar="ADDR", dest="ray_address",
+                        help="Ray cluster address for --executor ray (HOST:6379 or "
+                             "ray://HOST:10001) [env BASTION_RAY_ADDRESS; default: a local Ray "
+                             "instance].")
     parser.add_argument("--timeout", type=bounded(float, 0.1), metavar="SECONDS",
                         help="Seconds per file [default: 120].")
     parser.add_argument("--memory-mb", type=bounded(int, 64), metavar="MIB",
@@ -117,7 +125,13 @@ def run_scan(args: argparse.Namespace) -> int:
     paths: list[Path] = args.paths
     limits = {k: v for k, v in (("timeout_s", args.timeout), ("memory_mb", args.memory_mb)) if v}
     settings = settings_for(paths, args.policy, {**gate_overrides(args), "workers": args.workers,
+                                                 "executor": args.executor,
+                                                 "ray_address": args.ray_address,
                                                  "limits": limits or None})
+    if settings.ray_address and settings.executor != "ray":
+        from bastion.errors import UsageError
+
+        raise UsageError("--address names a Ray cluster: use it with --executor ray")
     from bastion.project import scan_project
 
     report = with_progress(lambda update: scan_project(paths, settings, update), args.quiet)
