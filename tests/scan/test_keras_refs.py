@@ -256,3 +256,11 @@ def test_unregistered_module_outside_keras_still_flagged() -> None:
     layer = {"module": "acme.layers", "class_name": "Dense2", "config": {}, "registered_name": None}
     result = scan_data(keras_archive(functional(layer)), "model.keras")
     assert "KER002" in rules(result, Severity.HIGH)
+
+
+def test_legacy_config_layer_reading_a_file() -> None:
+    """Legacy (HDF5) configs carry no module: keras resolves StringLookup among its own
+    layers and reads the vocabulary path."""
+    layer = {"class_name": "StringLookup", "config": {"vocabulary": "/etc/shadow"}}
+    config = {"class_name": "Sequential", "config": {"layers": [layer]}}
+    assert "KER003" in rules(scan_data(keras_archive(config), "model.keras"), Severity.HIGH)

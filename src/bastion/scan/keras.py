@@ -258,6 +258,9 @@ def _judge_node(ctx: ScanContext, where: Location, node: dict[str, Any]) -> None
             _file_layer(ctx, where, class_name, inner)
     elif registered is not None and ">" in registered:
         _registered_class(ctx, where, module, class_name, registered)
+    elif module is None:  # legacy (HDF5, Keras 2) configs: names resolve among keras' own
+        if class_name in _FILE_LAYERS and isinstance(inner, dict):
+            _file_layer(ctx, where, class_name, inner)
     elif module == "builtins":
         if class_name not in ("dict", "list", "tuple", "set", "str", "int", "float", "bool"):
             ctx.add(
