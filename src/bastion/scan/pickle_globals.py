@@ -156,7 +156,11 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "torch._dynamo.", "torch.fx.", "torch.package.", "torch._inductor.", "jinja2.",
         "mako.", "sympy.", "pandas.eval", "pandas.core.computation.", "numexpr.", "idlelib.",
         "pydoc.", "venv.", "ensurepip.", "pip.", "setuptools.", "distutils.", "lib2to3.",
-        "site.", "_osx_support.", "ast.literal_eval", "ast.")),
+        "site.", "_osx_support.", "_aix_support.", "ast.literal_eval", "ast.", "_pyrepl.",
+        "_interpreters.", "_xxsubinterpreters.", "interpreters.", "concurrent.interpreters.",
+        "atexit.", "lib2to3.", "test.support.", "imaplib.IMAP4_stream",
+        "distutils.file_util.", "torch.utils.collect_env.", "torch.utils.bottleneck.",
+        "torch.utils.data.datapipes.utils.decoder.", "torch.utils._config_module.")),
     ("import machinery", (
         "builtins.__import__", "importlib.", "imp.", "pkgutil.", "zipimport.", "sys.", "_imp.",
         "_frozen_importlib", "modulefinder.", "builtins.__loader__", "builtins.__spec__")),
