@@ -259,3 +259,15 @@ def test_views_of_one_reader_only_are_reported() -> None:
     assert set(reader.views) == {ZIPFILE} and MINIZ in reader.view_errors
     result = scan_data(data, "model.zip")
     assert flags_payload(result)
+
+
+def test_encrypted_7z_is_undecided() -> None:
+    py7zr = pytest.importorskip("py7zr")
+    for header_encryption in (False, True):
+        buffer = io.BytesIO()
+        with py7zr.SevenZipFile(buffer, "w", password="secret",
+                                header_encryption=header_encryption) as archive:
+            archive.writestr(PAYLOAD, "model.pkl")
+        result = scan_data(buffer.getvalue(), "model.7z")
+        assert result.incomplete, header_encryption
+        assert "ARC004" in {f.rule_id for f in result.findings}

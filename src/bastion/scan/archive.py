@@ -272,9 +272,20 @@ class SevenZipScanner:
             try:
                 archive = py7zr.SevenZipFile(handle, mode="r")
                 infos = archive.list()
+                encrypted = archive.needs_password()
+            except py7zr.exceptions.PasswordRequired:
+                encrypted = True
             except Exception as exc:  # py7zr raises many types on hostile input
                 ctx.add(MALFORMED.finding(source.location, f"broken 7z archive: {exc}",
                                           evidence=str(exc)[:200]))
+                return
+            if encrypted:
+                ctx.add(ENCRYPTED_MEMBER.finding(
+                    source.location, "encrypted 7z archive: its content could not be inspected, "
+                    "so it cannot be judged", evidence=source.name))
+                ctx.skip(source.location, "encrypted archive: content cannot be inspected",
+                         "encrypted")
+                ctx.incomplete = True
                 return
             if len(infos) > ctx.limits.max_members:
                 ctx.limit_hit(source.location, f"more than {ctx.limits.max_members} members")
