@@ -93,3 +93,19 @@ def test_malformed_metadata_still_has_its_values_checked() -> None:
     ).encode()
     result = scan_data(struct.pack("<Q", len(header)) + header + b"\0" * 4, "m.safetensors")
     assert {"SFT001", "PKL001"} <= rules(result)
+
+
+def test_json_document_inside_a_metadata_value_is_checked(tmp_path: Path) -> None:
+    # training tools store JSON documents as metadata strings (ss_dataset_dirs, ss_tag_frequency)
+    path = tmp_path / "lora.safetensors"
+    inner = json.dumps(
+        {"dirs": {"img": {"n_repeats": 1, "hook": base64.b64encode(PICKLE).decode()}}}
+    )
+    _save(path, {"format": "pt", "ss_dataset_dirs": inner})
+    result = scan_file(path)
+    assert "PKL001" in rules(result, Severity.CRITICAL), result.findings
+    assert any(
+        "ss_dataset_dirs<json>.dirs.img.hook" in (f.location.pointer or "")
+        for f in result.findings
+        if f.rule_id == "CFG001"
+    )

@@ -167,3 +167,23 @@ def test_a_pickle_named_jinja_is_scanned_as_both() -> None:
     data = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R."
     result = scan_data(data, "chat_template.jinja")
     assert "PKL001" in rules(result, Severity.CRITICAL)
+
+
+def test_a_template_nested_in_a_processor_config_is_analysed() -> None:
+    config = {
+        "processor_class": "LlavaProcessor",
+        "image_processor": {"chat_template": "{{ messages.__class__ }}"},
+    }
+    result = scan_data(json.dumps(config).encode(), "processor_config.json")
+    found = [f for f in result.findings if f.rule_id == "JIN001"]
+    assert found and found[0].location.pointer == "image_processor.chat_template"
+
+
+def test_do_statements_are_parsed_and_analysed() -> None:
+    assert any(i.rule == "JIN001" for i in analyse_template("{% do messages.__class__ %}"))
+
+
+def test_a_template_too_large_to_analyse_is_not_clean() -> None:
+    template = "{{ cycler.__init__.__globals__ }}" + "x" * 1_100_000
+    result = scan_data(template.encode(), "chat_template.jinja")
+    assert result.incomplete and gate_fails(result)

@@ -17,30 +17,41 @@ from bastion.scan.embedded import MIN_PAYLOAD
 from bastion.scan.source import Source, bytes_source
 
 CARRIED_PAYLOAD = Rule(
-    id="CFG001", title="Config or metadata value carries a serialized payload",
-    severity=Severity.LOW, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="CFG001",
+    title="Config or metadata value carries a serialized payload",
+    severity=Severity.LOW,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="A string in a model config or in safetensors metadata holds a pickle or an "
-                "archive (raw or hex/base64/compressed). Code that reads the value and "
-                "deserializes it runs whatever the payload names; bastion scans the decoded "
-                "payload and reports what it would do separately.",
+    "archive (raw or hex/base64/compressed). Code that reads the value and "
+    "deserializes it runs whatever the payload names; bastion scans the decoded "
+    "payload and reports what it would do separately.",
     remediation="Remove the payload from the config/metadata; store data in a data-only format.",
 )
 CONFIG_SECRET = Rule(
-    id="CFG002", title="Secret in a model config or metadata", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="secrets-and-personal-data",
+    id="CFG002",
+    title="Secret in a model config or metadata",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="secrets-and-personal-data",
     description="A credential (cloud key, token, private key, password) is stored in a model "
-                "config or in safetensors metadata, which are published with the model.",
+    "config or in safetensors metadata, which are published with the model.",
     remediation="Revoke the credential and remove it from the file (and from the published "
-                "revisions); read credentials from the environment or a secret manager.",
+    "revisions); read credentials from the environment or a secret manager.",
 )
 
 MAX_STRINGS = 200_000  # strings examined per file
 MAX_DEPTH = 64
 MAX_SECRET_LINES = 20_000  # candidate lines handed to the secret detectors per file
 MAX_SECRET_VALUE = 10_000
-_CREDENTIAL_KEY = re.compile(r"pass|pwd|secret|token|key|auth|cred|api|access|private|session|"
-                             r"cookie|bearer|signature|sas|conn", re.IGNORECASE)
+MAX_JSON_LEVELS = 2  # JSON documents inside string values, inside string values
+_CREDENTIAL_KEY = re.compile(
+    r"pass|pwd|secret|token|key|auth|cred|api|access|private|session|"
+    r"cookie|bearer|signature|sas|conn",
+    re.IGNORECASE,
+)
 _URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
@@ -57,10 +68,12 @@ def _join(parent: str, key: str | int) -> str:
     return f"{parent}.{key}" if parent else key
 
 
-def strings_in(value: object, limit: int = MAX_STRINGS) -> Iterator[tuple[str, str | int, str]]:
+def strings_in(
+    value: object, limit: int = MAX_STRINGS, prefix: str = ""
+) -> Iterator[tuple[str, str | int, str]]:
     """(parent path, key or index, string) for every string value, depth-first, at most
     `limit`; `_join(parent, key)` is its JSON path (built only when needed)."""
-    stack: list[tuple[str, str | int, object, int]] = [("", "", value, 0)]
+    stack: list[tuple[str, str | int, object, int]] = [("", prefix, value, 0)]
     count = 0
     while stack and count < limit:
         parent, key, item, depth = stack.pop()
@@ -68,28 +81,77 @@ def strings_in(value: object, limit: int = MAX_STRINGS) -> Iterator[tuple[str, s
             count += 1
             yield parent, key, item
         elif depth < MAX_DEPTH and isinstance(item, (dict, list)):
-            path = _join(parent, key) if depth else ""
+            path = _join(parent, key) if depth or key else ""
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
-            stack.extend((path, k if isinstance(k, int) else str(k), child, depth + 1)
-                         for k, child in reversed(list(pairs)))
+            stack.extend(
+                (path, k if isinstance(k, int) else str(k), child, depth + 1)
+                for k, child in reversed(list(pairs))
+            )
 
 
-def check_values(ctx: ScanContext, source: Source, value: object, what: str) -> None:
-    """Scan the payloads carried in `value`'s strings and report the credentials in it."""
+def keys_in(config: object, keys: tuple[str, ...]) -> Iterator[tuple[str, str, object]]:
+    """(path, key, value) for each of `keys` anywhere in the config, bounded."""
+    stack: list[tuple[str, object, int]] = [("", config, 0)]
+    seen = 0
+    while stack and seen < MAX_STRINGS:
+        path, item, depth = stack.pop()
+        seen += 1
+        if depth >= MAX_DEPTH:
+            continue
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if key in keys:
+                    yield _join(path, str(key)), str(key), child
+                if isinstance(child, (dict, list)):
+                    stack.append((_join(path, str(key)), child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend(
+                (_join(path, i), child, depth + 1)
+                for i, child in enumerate(item)
+                if isinstance(child, (dict, list))
+            )
+
+
+def check_values(
+    ctx: ScanContext, source: Source, value: object, what: str, prefix: str = "", level: int = 0
+) -> None:
+    """Scan the payloads carried in `value`'s strings and report the credentials in it. A
+    string that is itself a JSON object or array (training tools store metadata so) is checked
+    the same way, MAX_JSON_LEVELS deep."""
     from bastion.scan.embedded import payloads_in, worth_decoding
 
     candidates: list[tuple[str, str]] = []
-    for index, (parent, key, text) in enumerate(strings_in(value)):
+    inner: list[tuple[str, object]] = []
+    for index, (parent, key, text) in enumerate(strings_in(value, prefix=prefix)):
         if index & 0xFFF == 0:
             ctx.check_time()
+        if level < MAX_JSON_LEVELS and text[:1] in ("{", "[") and text[-1:] in ("}", "]"):
+            parsed = _json_value(text, ctx.limits.max_metadata)
+            if isinstance(parsed, (dict, list)):
+                inner.append((f"{_join(parent, key)}<json>", parsed))
         if _may_carry_payload(text) and worth_decoding(text):
             for payload in payloads_in(text, ctx.limits.max_pickle):
-                _scan_payload(ctx, source, _join(parent, key), payload.how, payload.fmt,
-                              payload.data, what)
-        if 8 <= len(text) <= MAX_SECRET_VALUE and len(candidates) < MAX_SECRET_LINES and (
-                _secret_shaped(text) or (isinstance(key, str) and _CREDENTIAL_KEY.search(key))):
+                _scan_payload(
+                    ctx, source, _join(parent, key), payload.how, payload.fmt, payload.data, what
+                )
+        if (
+            8 <= len(text) <= MAX_SECRET_VALUE
+            and len(candidates) < MAX_SECRET_LINES
+            and (_secret_shaped(text) or (isinstance(key, str) and _CREDENTIAL_KEY.search(key)))
+        ):
             candidates.append((_join(parent, key), text))
     _report_secrets(ctx, source, candidates, what)
+    for path, parsed in inner:
+        check_values(ctx, source, parsed, what, path, level + 1)
+
+
+def _json_value(text: str, limit: int) -> object:
+    if len(text) > limit:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _may_carry_payload(text: str) -> bool:
@@ -105,13 +167,19 @@ def _may_carry_payload(text: str) -> bool:
     return " " not in text
 
 
-def _scan_payload(ctx: ScanContext, source: Source, path: str, how: str, fmt: str, data: bytes,
-                  what: str) -> None:
+def _scan_payload(
+    ctx: ScanContext, source: Source, path: str, how: str, fmt: str, data: bytes, what: str
+) -> None:
     before = len(ctx.findings)
     member = f"<{what} {path[:120]} ({how})>"
-    child = bytes_source(data, member, source.location.model_copy(
-        update={"members": (*source.location.members, member), "pointer": None}),
-        depth=source.depth + 1)
+    child = bytes_source(
+        data,
+        member,
+        source.location.model_copy(
+            update={"members": (*source.location.members, member), "pointer": None}
+        ),
+        depth=source.depth + 1,
+    )
     if fmt == "pickle":  # a decoded value may be anything: broken streams are not reported
         from bastion.scan.pickle import scan_pickle
 
@@ -121,26 +189,38 @@ def _scan_payload(ctx: ScanContext, source: Source, path: str, how: str, fmt: st
         ctx.scan(child, fmt)
     if len(ctx.findings) > before:  # decoded into something bastion reports: say where it was
         where = source.location.model_copy(update={"pointer": path[:200] or None})
-        ctx.add(CARRIED_PAYLOAD.finding(
-            where, f"{what} value '{path[:120]}' holds a {fmt} payload ({how}); its findings "
-            "are reported against the decoded value", evidence=f"{path[:120]}: {fmt} ({how})"))
+        ctx.add(
+            CARRIED_PAYLOAD.finding(
+                where,
+                f"{what} value '{path[:120]}' holds a {fmt} payload ({how}); its findings "
+                "are reported against the decoded value",
+                evidence=f"{path[:120]}: {fmt} ({how})",
+            )
+        )
 
 
-def _report_secrets(ctx: ScanContext, source: Source, candidates: list[tuple[str, str]],
-                    what: str) -> None:
+def _report_secrets(
+    ctx: ScanContext, source: Source, candidates: list[tuple[str, str]], what: str
+) -> None:
     if not candidates:
         return
     from bastion.supplychain.secrets import available, secrets_in
 
     if not available():
-        ctx.skip(source.location, f"secrets in {what} values not checked: detect-secrets is "
-                 "not installed", "missing-extra", extra="code")
+        ctx.skip(
+            source.location,
+            f"secrets in {what} values not checked: detect-secrets is not installed",
+            "missing-extra",
+            extra="code",
+        )
         return
-    text = "\n".join(f"{json.dumps(path[-80:])}: {json.dumps(value)}"
-                     for path, value in candidates)
+    text = "\n".join(f"{json.dumps(path[-80:])}: {json.dumps(value)}" for path, value in candidates)
     for line, _column, kind in secrets_in(text):
         path = candidates[line - 1][0] if 0 < line <= len(candidates) else "?"
-        ctx.add(CONFIG_SECRET.finding(
-            source.location.model_copy(update={"pointer": path[:200] or None}),
-            f"{kind} in {what} value '{path[:120]}' (value not shown)",
-            evidence=f"{kind} at {path[:120]}"))
+        ctx.add(
+            CONFIG_SECRET.finding(
+                source.location.model_copy(update={"pointer": path[:200] or None}),
+                f"{kind} in {what} value '{path[:120]}' (value not shown)",
+                evidence=f"{kind} at {path[:120]}",
+            )
+        )

@@ -9,7 +9,7 @@ from typing import Any
 
 from bastion.findings import OUT_OF_SCOPE, Severity
 from bastion.scan.base import MALFORMED, ScanContext
-from bastion.scan.config_values import check_values
+from bastion.scan.config_values import check_values, keys_in
 from bastion.scan.remote_code import REMOTE_CODE, remote_code_switches
 from bastion.scan.source import Source
 from bastion.scan.templates import template_findings
@@ -51,33 +51,34 @@ class JsonConfigScanner:
                 source.location.model_copy(update={"pointer": switch.pointer[:200]}),
                 switch.message, evidence=switch.evidence))
         check_values(ctx, source, config, "config")
-        if not isinstance(config, dict):
-            return
         for name, template in chat_templates(config):
             for finding in template_findings(
-                    source.location.model_copy(update={"pointer": name}), template,
+                    source.location.model_copy(update={"pointer": name[:200]}), template,
                     "chat template"):
                 ctx.add(finding)
+        if not isinstance(config, dict):
+            return
         if "class_name" in config and ("config" in config or "module" in config):
             from bastion.scan.keras import analyse_keras_config
 
             analyse_keras_config(ctx, source.location, config)
 
 
-def chat_templates(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, template) for `chat_template` given as a string, as a list of named ones
-    ({"name", "template"}), or as a dict of name -> template, as transformers accepts them."""
-    value = config.get("chat_template")
-    if isinstance(value, str):
-        return [("chat_template", value)]
-    out = []
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if isinstance(item, dict) and isinstance(item.get("template"), str):
-                out.append((f"chat_template[{str(item.get('name', index))[:80]}]",
-                            item["template"]))
-    elif isinstance(value, dict):
-        for name, template in value.items():
-            if isinstance(template, str):
-                out.append((f"chat_template[{str(name)[:80]}]", template))
+def chat_templates(config: object) -> list[tuple[str, str]]:
+    """(pointer, template) for every `chat_template` in the config, at any depth (processor
+    configs nest their parts): a string, a list of named ones ({"name", "template"}), or a dict
+    of name -> template, as transformers accepts them."""
+    out: list[tuple[str, str]] = []
+    for path, _key, value in keys_in(config, ("chat_template",)):
+        if isinstance(value, str):
+            out.append((path, value))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, dict) and isinstance(item.get("template"), str):
+                    out.append((f"{path}[{str(item.get('name', index))[:80]}]",
+                                item["template"]))
+        elif isinstance(value, dict):
+            for name, template in value.items():
+                if isinstance(template, str):
+                    out.append((f"{path}[{str(name)[:80]}]", template))
     return out

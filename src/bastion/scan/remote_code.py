@@ -14,25 +14,27 @@ Each is reported where it is; the code itself is Python that `bastion scan` chec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
+from bastion.scan.config_values import keys_in
 
 REMOTE_CODE = Rule(
-    id="HFC001", title="Model config requires remote code", severity=Severity.MEDIUM,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="HFC001",
+    title="Model config requires remote code",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The config makes the loader import Python code shipped with the model or "
-                "with another repository (transformers auto_map in any form, custom_pipelines, "
-                "a stored trust_remote_code, sentence-transformers module types). Loading it "
-                "with trust_remote_code=True runs that code.",
+    "with another repository (transformers auto_map in any form, custom_pipelines, "
+    "a stored trust_remote_code, sentence-transformers module types). Loading it "
+    "with trust_remote_code=True runs that code.",
     remediation="Review the referenced Python files, pin a revision, or use a model that needs "
-                "no remote code.",
+    "no remote code.",
 )
 
-MAX_NODES = 100_000
-MAX_DEPTH = 32
 _SWITCH_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code")
 
 
@@ -62,44 +64,46 @@ def _describe(refs: list[str]) -> str:
     return text
 
 
-def _keyed(config: object) -> Iterator[tuple[str, str, object]]:
-    """(path, key, value) for each remote-code key anywhere in the config, bounded."""
-    stack: list[tuple[str, object, int]] = [("", config, 0)]
-    seen = 0
-    while stack and seen < MAX_NODES:
-        path, item, depth = stack.pop()
-        seen += 1
-        if depth >= MAX_DEPTH:
-            continue
-        if isinstance(item, dict):
-            for key, child in item.items():
-                where = f"{path}.{key}" if path else str(key)
-                if key in _SWITCH_KEYS:
-                    yield where, str(key), child
-                stack.append((where, child, depth + 1))
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(item))
-
-
 def remote_code_switches(config: object, name: str) -> list[Switch]:
     found: list[Switch] = []
-    for path, key, value in _keyed(config):
+    for path, key, value in keys_in(config, _SWITCH_KEYS):
         if key == "auto_map" and value:
             form = "list" if isinstance(value, list) else type(value).__name__
-            found.append(Switch(path, f"auto_map ({form} form) points at Python code shipped "
-                                f"with the model: {_describe(_refs(value))}",
-                                ",".join(sorted(set(_refs(value))))[:300] or path))
+            found.append(
+                Switch(
+                    path,
+                    f"auto_map ({form} form) points at Python code shipped "
+                    f"with the model: {_describe(_refs(value))}",
+                    ",".join(sorted(set(_refs(value))))[:300] or path,
+                )
+            )
         elif key == "custom_pipelines" and value:
-            impls = [str(task.get("impl")) for task in value.values()
-                     if isinstance(task, dict) and task.get("impl")] if isinstance(
-                value, dict) else []
-            found.append(Switch(path, "custom_pipelines registers pipeline code shipped with "
-                                f"the model: {_describe(impls)}",
-                                ",".join(sorted(impls))[:300] or path))
+            impls = (
+                [
+                    str(task.get("impl"))
+                    for task in value.values()
+                    if isinstance(task, dict) and task.get("impl")
+                ]
+                if isinstance(value, dict)
+                else []
+            )
+            found.append(
+                Switch(
+                    path,
+                    "custom_pipelines registers pipeline code shipped with "
+                    f"the model: {_describe(impls)}",
+                    ",".join(sorted(impls))[:300] or path,
+                )
+            )
         elif key == "trust_remote_code" and value not in (False, None, 0, "", "false", "False"):
-            found.append(Switch(path, f"the config stores trust_remote_code={value!r}; a "
-                                "consumer that forwards it runs the repository's code",
-                                f"{path}={value!r}"[:300]))
+            found.append(
+                Switch(
+                    path,
+                    f"the config stores trust_remote_code={value!r}; a "
+                    "consumer that forwards it runs the repository's code",
+                    f"{path}={value!r}"[:300],
+                )
+            )
     base = name.rsplit("/", 1)[-1].lower()
     if base == "modules.json" and isinstance(config, list):
         found += _sentence_transformer_modules(config)
@@ -112,7 +116,13 @@ def _sentence_transformer_modules(modules: list[object]) -> list[Switch]:
         if isinstance(module, dict) and isinstance(module.get("type"), str):
             kind = module["type"]
             if not kind.startswith("sentence_transformers."):
-                out.append(Switch(f"[{index}].type", "sentence-transformers imports module "
-                                  f"type '{kind[:120]}', which is not part of the library "
-                                  "(code shipped with the model)", kind[:300]))
+                out.append(
+                    Switch(
+                        f"[{index}].type",
+                        "sentence-transformers imports module "
+                        f"type '{kind[:120]}', which is not part of the library "
+                        "(code shipped with the model)",
+                        kind[:300],
+                    )
+                )
     return out

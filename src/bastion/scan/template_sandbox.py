@@ -92,7 +92,8 @@ class RecordingSandbox(ImmutableSandboxedEnvironment):
         super().__init__(
             trim_blocks=True,
             lstrip_blocks=True,
-            extensions=[GenerationTag, "jinja2.ext.loopcontrols"],
+            # transformers' extensions, and `do`, which other renderers enable
+            extensions=[GenerationTag, "jinja2.ext.loopcontrols", "jinja2.ext.do"],
         )
         self.refusals: dict[str, Refusal] = {}
         self.budget = _Budget()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
@@ -76,19 +77,15 @@ class TemplateIssue(NamedTuple):
 
 
 def analyse_template(text: str) -> list[TemplateIssue]:
+    """Static and dry-run issues of one template. Raises LimitExceeded when the template is
+    too large or too deep to analyse (the scan is then incomplete, never clean)."""
     from jinja2 import TemplateSyntaxError
 
     from bastion.scan.template_sandbox import dry_run, parse
     from bastion.scan.template_static import analyse_tree
 
-    if len(text) > MAX_TEMPLATE_CHARS:
-        return [
-            TemplateIssue(
-                "template is larger than bastion analyses",
-                f"{len(text)} characters",
-                parse_error=True,
-            )
-        ]
+    if len(text) > MAX_TEMPLATE_CHARS:  # fail closed: never "too big, so fine"
+        raise LimitExceeded(f"chat template of {len(text)} characters (limit {MAX_TEMPLATE_CHARS})")
     try:
         env, tree = parse(text)
     except TemplateSyntaxError as exc:
@@ -98,7 +95,7 @@ def analyse_template(text: str) -> list[TemplateIssue]:
             )
         ]
     except RecursionError:
-        return [TemplateIssue("template nests too deeply to parse", "recursion", parse_error=True)]
+        raise LimitExceeded("chat template nests too deeply to parse") from None
     issues: dict[str, TemplateIssue] = {}
     for found in analyse_tree(tree):
         severity = Severity.CRITICAL if found.critical else Severity.HIGH
