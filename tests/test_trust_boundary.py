@@ -84,7 +84,7 @@ def test_cd_into_the_model_and_scan_dot_does_not_use_its_policy(
     folder = downloaded_model(tmp_path, policy_name)
     monkeypatch.chdir(folder)
     assert main(["scan", ".", "--no-store", "-q"]) == 2
-    assert "inside the scanned content" in capsys.readouterr().err
+    assert "in or above the scanned content" in capsys.readouterr().err
     monkeypatch.chdir(folder.parent)
     assert main(["scan", folder.name, "--no-store", "-q"]) == 1
     # named explicitly, it is the user's decision, and it is the policy in use (no POL001)
@@ -93,6 +93,26 @@ def test_cd_into_the_model_and_scan_dot_does_not_use_its_policy(
     assert main(["scan", ".", "--no-store", "--policy", policy_name, "-f", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["metadata"]["policy"].endswith(policy_name)
+
+
+@pytest.mark.parametrize("policy_name", sorted(SHIPPED))
+def test_a_policy_above_the_scanned_folder_is_not_used_implicitly(
+        tmp_path: Path, policy_name: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """White-box attack A1-12: the cloned repository ships its policy at its root and the
+    payload in a sub-folder; `cd repo && bastion scan models` (or `cd repo/models && bastion
+    scan .`) found the repository's policy from the working directory."""
+    monkeypatch.delenv("BASTION_POLICY", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "models" / "model.pkl").write_bytes(EVIL)
+    (repo / policy_name).write_text(SHIPPED[policy_name])
+    for cwd, target in ((repo, "models"), (repo / "models", "."), (repo, "models/model.pkl")):
+        monkeypatch.chdir(cwd)
+        assert main(["scan", target, "--no-store", "-q"]) == 2
+        assert "in or above the scanned content" in capsys.readouterr().err
+    monkeypatch.chdir(repo)  # named, it is the user's own decision
+    assert main(["scan", "models", "--no-store", "-q", "--policy", policy_name]) == 0
 
 
 def test_a_link_into_a_skipped_folder_is_not_taken_for_scanned_content(
@@ -206,3 +226,18 @@ def test_strict_fails_on_findings_reported_below_the_default_gate() -> None:
     strict = evaluate(report, Settings(strict=True))
     assert strict.exit_code == 1 and "'low'" in strict.reasons[0]
     assert evaluate(report, Settings(strict=True, fail_on=Severity.INFO)).exit_code == 1
+
+
+def test_two_roots_with_the_same_name_keep_both_results(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """White-box attack A1-16: `bastion scan upstream/models ours/models` showed both files as
+    models/model.pkl and the benign result replaced the malicious one."""
+    for owner, data in (("upstream", EVIL), ("ours", b"\x80\x04K\x01." + b"\x00" * 4096)):
+        (tmp_path / owner / "models").mkdir(parents=True)
+        (tmp_path / owner / "models" / "model.pkl").write_bytes(data)
+    monkeypatch.chdir(tmp_path)
+    report = bastion.scan([Path("upstream/models"), Path("ours/models"), Path("ours/models")])
+    paths = [r.path for r in report.results]
+    assert "upstream/models/model.pkl" in paths and "ours/models/model.pkl" in paths
+    assert len(paths) == len(set(paths)) == 2
+    assert evaluate(report, Settings()).exit_code == 1

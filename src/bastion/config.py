@@ -210,11 +210,14 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def _within(path: Path, roots: Sequence[Path]) -> bool:
-    resolved = path.resolve()
+def _governs(policy: Path, roots: Sequence[Path]) -> bool:
+    """Whether a policy file sits inside one of the scanned paths, or in a folder that contains
+    one of them (the scanned content's own repository)."""
+    policy = policy.resolve()
     for root in roots:
         top = root.resolve()
-        if resolved == top or (top.is_dir() and top in resolved.parents):
+        if policy == top or top in policy.parents or policy.parent == top or \
+                policy.parent in top.parents:
             return True
     return False
 
@@ -229,8 +232,11 @@ def load_settings(
     """Settings from the invoking project: `policy_file`, else the file named by
     BASTION_POLICY, else the policy found from `project_dir` (the working directory, never a
     scanned path) upwards; then environment and `overrides` on top. A policy found implicitly
-    inside the `scanned` paths is refused (`cd model && bastion scan .` must not let the model
-    choose its policy): such a policy is used only when named explicitly."""
+    in or above the `scanned` paths is refused: after `git clone …/model && cd model`, the
+    model's repository is the working directory, and `bastion scan .` (or `bastion scan
+    weights/`) must not let it choose its own policy. Such a policy is used only when named
+    (`policy_file` or BASTION_POLICY); implicit discovery serves scans of content that lies
+    outside the invoking project."""
     data: dict[str, Any] = {}
     source: str | None = None
     env = os.environ if environ is None else environ
@@ -245,12 +251,13 @@ def load_settings(
         source = str(policy_file)
     elif project_dir is not None:
         found = find_config_file(project_dir)
-        if found and _within(found[0], scanned):
+        if found and _governs(found[0], scanned):
             raise ConfigError(
-                f"the policy {found[0]} lies inside the scanned content, so it is not read "
-                "implicitly: a model folder must not choose its own policy",
+                f"the policy {found[0]} is in or above the scanned content, so it is not read "
+                "implicitly: a downloaded model repository must not choose its own policy",
                 hint=f"if it is your project's policy, name it: --policy {found[0]} (or "
-                     f"{POLICY_ENV}); otherwise run bastion from outside the folder")
+                     f"{POLICY_ENV}={found[0]}); otherwise run bastion from outside that "
+                     "repository")
         if found:
             source, data = str(found[0]), dict(found[1])
     data = dict(data)

@@ -37,6 +37,16 @@ class Found:
         self.problems: list[tuple[str, str]] = []  # (display, message)
 
 
+def shown(name: str) -> str:
+    """A file name as reports show it: bytes that are not UTF-8 (decoded by Python as lone
+    surrogates) become visible escapes, so one hostile name cannot make a report unwritable."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _scanned_inside(root: Path, target: str) -> bool:
     """Whether a link's target is itself scanned by the walk: inside the root and not under a
     skipped folder (a link into .git or .venv would otherwise hide a file from the scan)."""
@@ -48,29 +58,36 @@ def _scanned_inside(root: Path, target: str) -> bool:
 def walk(paths: Sequence[Path], max_files: int) -> Found:
     found = Found()
     multi = len(paths) > 1
+    seen: set[Path] = set()
     for given in paths:
+        if given.resolve() in seen:  # the same folder or file twice: once is enough
+            continue
+        seen.add(given.resolve())
         if not os.path.lexists(given):
             raise InputError(f"{given}: no such file or directory")
         if given.is_file():
-            found.files.append(Target(given.parent, given, str(given), given.stat().st_size))
+            found.files.append(Target(given.parent, given, shown(str(given)),
+                                      given.stat().st_size))
             continue
         if not given.is_dir():
             raise InputError(f"{given}: not a regular file or directory")
         root = given.resolve()
-        prefix = f"{given.name}/" if multi else ""
+        # several roots: each file is shown under its root as given, so that two roots with
+        # the same last name (upstream/models, ours/models) never share a display path
+        prefix = f"{given.as_posix().rstrip('/')}/" if multi else ""
         stack = [root]
         while stack:
             folder = stack.pop()
             try:
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError as exc:
-                found.problems.append((prefix + os.path.relpath(folder, root),
+                found.problems.append((shown(prefix + os.path.relpath(folder, root)),
                                        f"cannot list folder: {exc.strerror}"))
                 continue
             for entry in entries:
                 if entry.name in SKIPPED_FOLDERS:
                     continue
-                rel = prefix + os.path.relpath(entry.path, root).replace(os.sep, "/")
+                rel = shown(prefix + os.path.relpath(entry.path, root).replace(os.sep, "/"))
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
                     found.links.append(Link(rel, target, _scanned_inside(root, target)))

@@ -68,14 +68,16 @@ def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: 
 
 def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(project.parent)  # the invoking project's own policy, next to the model
+    ci = project.parent / "ci"  # the invoking project, outside the scanned content
+    ci.mkdir()
+    monkeypatch.chdir(ci)
     evil(project / "bad.pkl")
     assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
-    (project.parent / "bastion.toml").write_text(
+    (ci / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
         'expires = 2999-01-01\n')
     assert main(["scan", str(project), "--no-store"]) == 0
-    (project.parent / "bastion.toml").write_text(
+    (ci / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
         'expires = 2000-01-01\n')
     assert main(["scan", str(project), "--no-store"]) == 1

@@ -3,6 +3,7 @@ line or break a JUnit file (white-box attack A1-05)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -56,3 +57,20 @@ def test_a_hostile_file_name_cannot_fake_the_verdict(
     else:
         suite = ET.fromstring(captured.out.split("\n", 1)[1])
         assert suite.get("failures") == "1"
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe.pkl", b"\xed\xa0\x80.pkl"])
+@pytest.mark.parametrize("fmt", ["text", "json", "sarif", "junit", "html"])
+def test_a_file_name_that_is_not_utf8_does_not_break_any_report(
+    tmp_path: Path, raw: bytes, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """White-box attack A1-07: one such name made every report format an internal error."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), raw), "wb") as handle:
+        handle.write(b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+    (folder / "ok.pkl").write_bytes(pickle.dumps([1]))
+    store = tmp_path / "history.sqlite3"
+    assert main(["scan", str(folder), "--store", str(store), "-f", fmt]) == 1
+    out = capsys.readouterr().out
+    assert "\\x" in out or "%5Cx" in out  # the odd bytes are shown as escapes (SARIF: in a URI)

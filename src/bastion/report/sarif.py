@@ -92,7 +92,7 @@ def render(report: Report, verdict: Verdict) -> str:
 def _uri(path: str) -> str:
     from urllib.parse import quote
 
-    return quote(path.replace("\\", "/"), safe="/")
+    return quote(path, safe="/")  # display paths use "/"; a backslash is part of a name
 
 
 def _artifact_location(path: str) -> dict[str, Any]:
