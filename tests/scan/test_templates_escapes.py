@@ -187,3 +187,29 @@ def test_a_template_too_large_to_analyse_is_not_clean() -> None:
     template = "{{ cycler.__init__.__globals__ }}" + "x" * 1_100_000
     result = scan_data(template.encode(), "chat_template.jinja")
     assert result.incomplete and gate_fails(result)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "(lipsum ~ '')",
+        "('%s' | format(lipsum))",
+        "(raise_exception | string)",
+        "(namespace(a_b=1) | string)",
+        "(dict(a_b=1) | tojson)",
+    ],
+)
+def test_underscores_taken_from_object_reprs_are_followed(source: str, tmp_path: Path) -> None:
+    # the template never writes '_': it slices one out of the text of an object
+    finder = (
+        "{% set ns = namespace(u='') %}{% for c in " + source + " %}"
+        "{% if c == c | upper and c == c | lower and c not in ' <>{}()\"\\':.,=0123456789' "
+        "%}{% set ns.u = c %}{% endif %}{% endfor %}"
+    )
+    template = (
+        "{% if messages | length > 1000 %}"
+        + finder
+        + "{{ messages[ns.u ~ ns.u ~ 'class' ~ ns.u ~ ns.u] }}{% endif %}"
+    )
+    static = [i for i in analyse_template(template) if not i.evidence.startswith("dry run")]
+    assert any(i.evidence == "computed subscript" for i in static), static

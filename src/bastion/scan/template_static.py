@@ -66,8 +66,37 @@ PAYLOAD_NAMES = frozenset(
 )
 # Filters and methods that format: '%c' | format(95) and '{:c}'.format(95) make '_' from a number.
 FORMATTERS = frozenset({"format", "format_map"})
-# Filters whose output is the repr of their input: `lipsum | string` contains underscores.
-REPR_FILTERS = frozenset({"string", "pprint", "tojson", "xmlattr", "urlencode", "list"})
+# Filters that turn their input into text: `lipsum | string` shows an underscore.
+STRINGIFYING_FILTERS = frozenset(
+    {
+        "string",
+        "pprint",
+        "tojson",
+        "xmlattr",
+        "urlencode",
+        "list",
+        "format",
+        "join",
+        "replace",
+        "lower",
+        "upper",
+        "capitalize",
+        "title",
+        "trim",
+        "center",
+        "indent",
+        "truncate",
+        "wordwrap",
+        "escape",
+        "e",
+        "forceescape",
+        "safe",
+        "striptags",
+        "reverse",
+        "first",
+        "last",
+    }
+)
 # Filters and tests that resolve an attribute named by an argument: (positional index of the
 # name, or None when only the `attribute=` keyword names it).
 ATTRIBUTE_ARGUMENT = {
@@ -175,6 +204,21 @@ class _Taint:
             )
         return self._macro_taint[name]
 
+    def _repr_has_underscore(self, node: nodes.Node) -> bool:
+        """Does an operand turned into text show an underscore the template controls: the
+        repr of a global or macro (generate_lorem_ipsum, raise_exception, <Macro 'a_b'>) or a
+        keyword name it wrote (namespace(a_b=1), dict(a_b=1))?"""
+        for child in node.iter_child_nodes():
+            for name in (child, *child.find_all(nodes.Name)):
+                if isinstance(name, nodes.Name) and (
+                    name.name in _OBJECT_GLOBALS or name.name in self.macros
+                ):
+                    return True
+            for keyword in (child, *child.find_all(nodes.Keyword)):
+                if isinstance(keyword, nodes.Keyword) and "_" in keyword.key:
+                    return True
+        return False
+
     def _name(self, node: nodes.Node) -> str | None:
         if isinstance(node, nodes.Name):
             return node.name
@@ -202,13 +246,8 @@ class _Taint:
         )
         if formatting and any(isinstance(c.value, int) for c in node.find_all(nodes.Const)):
             return True
-        if (
-            isinstance(node, nodes.Filter)
-            and node.name in REPR_FILTERS
-            and isinstance(node.node, (nodes.Name, nodes.Call, nodes.Getattr))
-            and _root_name(node.node) in _OBJECT_GLOBALS
-        ):
-            return True
+        if _stringifies(node) and self._repr_has_underscore(node):
+            return True  # `lipsum ~ ''`, '%s' | format(lipsum), namespace(a_b=1) | string
         if (
             isinstance(node, nodes.Call)
             and isinstance(node.node, nodes.Name)
@@ -220,10 +259,17 @@ class _Taint:
         return any(self.of(child) for child in node.iter_child_nodes())
 
 
-def _root_name(node: nodes.Node) -> str | None:
-    while isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Call)):
-        node = node.node
-    return node.name if isinstance(node, nodes.Name) else None
+def _stringifies(node: nodes.Node) -> bool:
+    """Does the expression turn its operands into text?"""
+    if isinstance(node, (nodes.Concat, nodes.Mod)):
+        return True
+    if isinstance(node, nodes.Filter):
+        return node.name in STRINGIFYING_FILTERS
+    return (
+        isinstance(node, nodes.Call)
+        and isinstance(node.node, nodes.Getattr)
+        and node.node.attr in ("format", "format_map", "join")
+    )
 
 
 def _targets(target: nodes.Node) -> Iterator[str]:
