@@ -213,3 +213,26 @@ def test_underscores_taken_from_object_reprs_are_followed(source: str, tmp_path:
     )
     static = [i for i in analyse_template(template) if not i.evidence.startswith("dry run")]
     assert any(i.evidence == "computed subscript" for i in static), static
+
+
+def test_names_built_from_the_configs_special_tokens_are_followed(tmp_path: Path) -> None:
+    # transformers hands bos_token & co. to the template; they come from the same config
+    template = (
+        "{% set u = bos_token[3] %}{% set i = u ~ u ~ 'init' ~ u ~ u %}"
+        "{% set g = u ~ u ~ 'globals' ~ u ~ u %}"
+        "{{ cycler[i][g]['os']['po' ~ 'pen']('" + MARK + "').read() }}"
+    )
+    render = _RENDER.replace('bos_token="<s>"', 'bos_token="<|a_b|>"')
+    subprocess.run(
+        [sys.executable, "-c", render],
+        input=template,
+        text=True,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (tmp_path / "marker").read_text().strip() == "bastion-marker"  # proven
+    config = {"bos_token": {"content": "<|a_b|>", "special": True}, "chat_template": template}
+    result = scan_data(json.dumps(config).encode(), "tokenizer_config.json")
+    evidence = {f.evidence for f in result.findings if f.rule_id == "JIN001"}
+    assert "computed subscript" in evidence and "dry run: type.__init__" in evidence, evidence

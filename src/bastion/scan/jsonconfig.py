@@ -51,10 +51,11 @@ class JsonConfigScanner:
                 source.location.model_copy(update={"pointer": switch.pointer[:200]}),
                 switch.message, evidence=switch.evidence))
         check_values(ctx, source, config, "config")
+        tokens = special_tokens(config)
         for name, template in chat_templates(config):
             for finding in template_findings(
                     source.location.model_copy(update={"pointer": name[:200]}), template,
-                    "chat template"):
+                    "chat template", tokens):
                 ctx.add(finding)
         if not isinstance(config, dict):
             return
@@ -81,4 +82,18 @@ def chat_templates(config: object) -> list[tuple[str, str]]:
             for name, template in value.items():
                 if isinstance(template, str):
                     out.append((f"{path}[{str(name)[:80]}]", template))
+    return out
+
+
+def special_tokens(config: object) -> dict[str, str]:
+    """bos_token, eos_token... as transformers hands them to the template: the tokenizer
+    config's strings, or the content of its AddedToken dicts."""
+    out: dict[str, str] = {}
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if isinstance(key, str) and key.endswith("_token"):
+                if isinstance(value, dict):
+                    value = value.get("content")
+                if isinstance(value, str):
+                    out[key] = value[:1000]
     return out

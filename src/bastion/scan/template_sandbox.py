@@ -252,8 +252,9 @@ def _tracer(budget: _Budget) -> Callable[[FrameType, str, Any], Any]:
     return trace
 
 
-def conversations() -> Iterator[dict[str, Any]]:
-    """Keyword arguments of apply_chat_template-like renders covering the usual branches."""
+def conversations(tokens: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Keyword arguments of apply_chat_template-like renders covering the usual branches, with
+    the model's own special tokens when known (transformers passes them to the template)."""
     tool = {
         "type": "function",
         "function": {
@@ -302,7 +303,13 @@ def conversations() -> Iterator[dict[str, Any]]:
         {"role": "assistant", "content": None, "tool_calls": [call_text]},
         {"role": "tool", "content": "21", "tool_call_id": "call_1"},
     ]
-    tokens = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    tokens = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        **(tokens or {}),
+    }
     shapes: list[dict[str, Any]] = [
         {"messages": [user]},
         {"messages": [system, user, assistant, user]},
@@ -339,7 +346,9 @@ def parse(text: str) -> tuple[RecordingSandbox, nodes.Template]:
     return env, env.parse(text)
 
 
-def dry_run(env: RecordingSandbox, tree: nodes.Template) -> tuple[list[Refusal], str | None]:
+def dry_run(
+    env: RecordingSandbox, tree: nodes.Template, tokens: dict[str, str] | None = None
+) -> tuple[list[Refusal], str | None]:
     """Render the parsed template with every conversation shape; return what the sandbox
     refused, and why the dry run stopped early (None when it completed)."""
     previous = sys.gettrace()
@@ -347,7 +356,7 @@ def dry_run(env: RecordingSandbox, tree: nodes.Template) -> tuple[list[Refusal],
     try:
         template = env.from_string(tree)
         sys.settrace(_tracer(env.budget))
-        for kwargs in conversations():
+        for kwargs in conversations(tokens):
             output = 0
             try:
                 for chunk in template.generate(**kwargs):

@@ -233,8 +233,8 @@ class _Taint:
         name = self._name(node)
         if name is not None and name in self.tainted:
             return True
-        if isinstance(node, nodes.Name):
-            return False
+        if isinstance(node, nodes.Name):  # special tokens come from the same config
+            return node.name.endswith(("_token", "_tokens"))
         formatting = (
             isinstance(node, nodes.Mod)
             or (isinstance(node, nodes.Filter) and node.name in FORMATTERS)

@@ -76,9 +76,10 @@ class TemplateIssue(NamedTuple):
     rule: str = "JIN001"
 
 
-def analyse_template(text: str) -> list[TemplateIssue]:
-    """Static and dry-run issues of one template. Raises LimitExceeded when the template is
-    too large or too deep to analyse (the scan is then incomplete, never clean)."""
+def analyse_template(text: str, tokens: dict[str, str] | None = None) -> list[TemplateIssue]:
+    """Static and dry-run issues of one template; `tokens` are the special tokens the loader
+    passes along (bos_token...), from the same config. Raises LimitExceeded when the template
+    is too large or too deep to analyse (the scan is then incomplete, never clean)."""
     from jinja2 import TemplateSyntaxError
 
     from bastion.scan.template_sandbox import dry_run, parse
@@ -102,7 +103,7 @@ def analyse_template(text: str) -> list[TemplateIssue]:
         issues.setdefault(
             found.evidence, TemplateIssue(found.message, found.evidence, severity=severity)
         )
-    refusals, stopped = dry_run(env, tree)
+    refusals, stopped = dry_run(env, tree, tokens)
     for refusal in refusals:
         issues[f"dry run: {refusal.evidence}"] = TemplateIssue(
             f"rendering it {refusal.message}; a renderer without a sandbox executes this",
@@ -118,11 +119,13 @@ def analyse_template(text: str) -> list[TemplateIssue]:
     return sorted(issues.values(), key=lambda issue: issue.evidence)
 
 
-def template_findings(location: Location, text: str, what: str) -> list[Finding]:
+def template_findings(
+    location: Location, text: str, what: str, tokens: dict[str, str] | None = None
+) -> list[Finding]:
     """Findings for one template text, reported at `location` as `what`."""
     rules = {"JIN001": TEMPLATE_INJECTION, "JIN003": TEMPLATE_UNBOUNDED}
     out = []
-    for issue in analyse_template(text):
+    for issue in analyse_template(text, tokens):
         if issue.parse_error:
             out.append(
                 TEMPLATE_UNPARSEABLE.finding(
