@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 from bastion.errors import InputError
 
-SKIPPED_FOLDERS = frozenset({".git", ".venv", "__pycache__", "node_modules", ".mypy_cache",
-                             ".ruff_cache", ".pytest_cache", ".ipynb_checkpoints"})
+# Tool-managed folders, not walked. __pycache__ is walked: its bytecode can run instead of the
+# source next to it (supplychain/shipped_code.py).
+SKIPPED_FOLDERS = frozenset({".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache",
+                             ".pytest_cache", ".ipynb_checkpoints"})
 
 
 class Target(NamedTuple):

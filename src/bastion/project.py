@@ -64,6 +64,7 @@ def scan_project(paths: Sequence[Path], settings: Settings,
         _merge(results, _dependency_results(requirement_files, settings))
     _merge(results, _signature_results(found.files, results, settings))
     _merge(results, _shipped_policies(found.files, settings))
+    _shipped_code(results, found)
     return report.model_copy(update={"results": tuple(sorted(results.values(),
                                                               key=lambda r: r.path))})
 
@@ -106,6 +107,23 @@ def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResul
             "skips": tuple(s.model_copy(update={"location": s.location.model_copy(moved)})
                            for s in result.skips)}))
     return out
+
+
+def _shipped_code(results: dict[str, TargetResult], found: Found) -> None:
+    """Python shipped beside models: shadowing modules, bytecode, classes of shipped code."""
+    from pathlib import PurePosixPath
+
+    from bastion.supplychain.shipped_code import (
+        bytecode_results,
+        regrade_shipped_classes,
+        shadowing_results,
+    )
+
+    load_folders = {str(PurePosixPath(path).parent) for path, result in results.items()
+                    if result.format in MODEL_FORMATS}
+    _merge(results, shadowing_results(found.files, load_folders))
+    _merge(results, bytecode_results(found.files))
+    regrade_shipped_classes(results, found.files)
 
 
 def _shipped_policies(files: Sequence, settings: Settings) -> list[TargetResult]:  # type: ignore[type-arg]
