@@ -50,6 +50,7 @@ def binary(
     functions: Functions,
     saver: tuple[str, str, str],
     signature: tuple[str, str] = SERVING,
+    assets: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     graph = b"".join(field_bytes(1, _node_bytes(n)) for n in nodes)
     library = b""
@@ -67,6 +68,9 @@ def binary(
     inputs_outputs = field_bytes(1, entries[0]) + field_bytes(2, entries[1])
     signature_def = field_bytes(1, b"serving_default") + field_bytes(2, inputs_outputs)
     meta = field_bytes(2, graph) + field_bytes(3, saver_def) + field_bytes(5, signature_def)
+    for tensor, filename in assets:
+        info = field_bytes(1, field_bytes(1, tensor.encode()))
+        meta += field_bytes(6, info + field_bytes(2, filename.encode()))
     return field_varint(1, 1) + field_bytes(2, meta)
 
 
@@ -85,6 +89,7 @@ def text(
     functions: Functions,
     saver: tuple[str, str, str],
     signature: tuple[str, str] = SERVING,
+    assets: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
     out = "saved_model_schema_version: 1\nmeta_graphs {\n graph_def {\n"
     out += "".join(_node_text(n, "node") for n in nodes)
@@ -97,6 +102,9 @@ def text(
     out += (
         f' filename_tensor_name: "{saver[0]}"\n save_tensor_name: "{saver[1]}"\n'
         f' restore_op_name: "{saver[2]}"\n version: V2\n }}\n'
+    )
+    out += "".join(
+        f' asset_file_def {{ tensor_info {{ name: "{t}" }} filename: "{f}" }}\n' for t, f in assets
     )
     out += (
         f' signature_def {{ key: "serving_default" value {{\n'
@@ -307,8 +315,9 @@ def _scan(
     functions: Functions,  # type: ignore[no-untyped-def]
     saver: tuple[str, str, str] = TF2_SAVER,
     signature: tuple[str, str] = SERVING,
+    assets: tuple[tuple[str, str], ...] = (),
 ):
-    result = scan_data(encode(nodes, functions, saver, signature), name)
+    result = scan_data(encode(nodes, functions, saver, signature, assets), name)
     assert result.format in ("savedmodel", "savedmodel_text"), result.format
     return result
 
@@ -416,6 +425,74 @@ def test_saver_fed_or_run_by_a_signature_is_no_saver(name: str, encode) -> None:
     assert "TF001" in rules(run, Severity.HIGH)
 
 
+def vocab_model(
+    call_path: str = "ReadVariableOp", body_path: str = "asset_path", extra: list[N] | None = None
+) -> tuple[list[N], Functions]:
+    """What tf.saved_model.save writes for a StaticHashTable read from a vocabulary asset."""
+    graph, functions = tf2_model()
+    graph += [
+        N("asset_path_initializer", "Placeholder"),
+        N("AssetVar", "VarHandleOp"),
+        N("AssetVar/Assign", "AssignVariableOp", ("AssetVar", "asset_path_initializer")),
+        N("ReadVariableOp", "ReadVariableOp", ("AssetVar", "^AssetVar/Assign")),
+        N("hash_table", "HashTableV2"),
+        N(
+            "StatefulPartitionedCall_1",
+            "StatefulPartitionedCall",
+            (call_path, "hash_table"),
+            "__inference__initializer_30",
+        ),
+        *(extra or []),
+    ]
+    functions["__inference__initializer_30"] = (
+        ("asset_path", "table"),
+        [
+            N("evil", "Const"),
+            N("init", "InitializeTableFromTextFileV2", ("table", body_path)),
+        ],
+    )
+    return graph, functions
+
+
+VOCAB = (("asset_path_initializer:0", "vocab.txt"),)
+
+
+@pytest.mark.parametrize("name,encode", FORMS)
+def test_vocabulary_asset_table_is_clean(name: str, encode) -> None:  # type: ignore[no-untyped-def]
+    result = _scan(name, encode, *vocab_model(), assets=VOCAB)
+    assert not result.findings, result.findings
+
+
+@pytest.mark.parametrize("name,encode", FORMS)
+@pytest.mark.parametrize(
+    "case",
+    [
+        "const_in_body",
+        "const_at_call",
+        "traversing_asset",
+        "no_asset",
+        "variable_also_set_from_const",
+    ],
+)
+def test_vocabulary_file_that_is_no_asset(name: str, encode, case: str) -> None:  # type: ignore[no-untyped-def]
+    """InitializeTableFromTextFileV2 reading /etc/passwd into a table leaks it to inference."""
+    assets = VOCAB
+    if case == "const_in_body":
+        model = vocab_model(body_path="evil:output:0")
+    elif case == "const_at_call":
+        model = vocab_model(call_path="passwd", extra=[N("passwd", "Const")])
+    elif case == "traversing_asset":
+        model, assets = vocab_model(), (("asset_path_initializer:0", "../../etc/passwd"),)
+    elif case == "no_asset":
+        model, assets = vocab_model(), ()
+    else:
+        model = vocab_model(
+            extra=[N("passwd", "Const"), N("again", "AssignVariableOp", ("AssetVar", "passwd"))]
+        )
+    result = _scan(name, encode, *model, assets=assets)
+    assert "TF001" in rules(result, Severity.HIGH), case
+
+
 def test_malformed_text_fails_closed() -> None:
     result = scan_data(
         b"saved_model_schema_version: 1\nmeta_graphs { graph_def { node {", "saved_model.pbtxt"
@@ -466,6 +543,17 @@ class Evil(tf.Module):
     def __call__(self, x):
         tf.io.write_file("bastion-marker.txt", x)
         return tf.identity(x)
+class Vocab(tf.Module):
+    def __init__(self):
+        init = tf.lookup.TextFileInitializer(
+            "vocab.txt", tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER)
+        self.table = tf.lookup.StaticHashTable(init, -1)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, x):
+        return self.table.lookup(x)
+open("vocab.txt", "w").write("a\\nb\\n")
+tf.saved_model.save(Vocab(), "vocab")
 tf.saved_model.save(M(), "good")
 tf.saved_model.save(Evil(), "evil")
 tf.saved_model.load("evil")(tf.constant("written by the loaded model"))
@@ -488,5 +576,6 @@ def test_real_tensorflow_saved_models(tmp_path: Path) -> None:
     from helpers import scan_file
 
     assert not scan_file(tmp_path / "good/saved_model.pb").findings
+    assert not scan_file(tmp_path / "vocab/saved_model.pb").findings
     assert (tmp_path / "bastion-marker.txt").exists()  # the loaded model wrote a file
     assert "TF001" in rules(scan_file(tmp_path / "evil/saved_model.pb"), Severity.CRITICAL)

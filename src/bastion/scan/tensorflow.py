@@ -87,8 +87,8 @@ RISKY_OPS: dict[str, tuple[Severity, str]] = {
     "TFRecordReaderV2": (Severity.HIGH, "reads files"),
     "TextLineReader": (Severity.HIGH, "reads files"),
     "TextLineReaderV2": (Severity.HIGH, "reads files"),
-    "InitializeTableFromTextFile": (Severity.MEDIUM, "reads a named text file into a table"),
-    "InitializeTableFromTextFileV2": (Severity.MEDIUM, "reads a named text file into a table"),
+    "InitializeTableFromTextFile": (Severity.HIGH, "reads a file that is not a model asset"),
+    "InitializeTableFromTextFileV2": (Severity.HIGH, "reads a file that is not a model asset"),
     "RemoteCall": (Severity.HIGH, "runs a function on another device or task"),
 }
 # Checkpoint I/O: expected inside the saver the MetaGraph declares (every SavedModel has one),
@@ -102,6 +102,12 @@ CHECKPOINT_OPS: dict[str, tuple[int, ...]] = {
     "Restore": (0,),
     "RestoreSlice": (0,),
 }
+# Vocabulary files: expected when the file name is one of the MetaGraph's assets (the loader
+# feeds the asset's path inside the model folder). op -> index of its filename input.
+ASSET_READERS: dict[str, int] = {
+    "InitializeTableFromTextFile": 1,
+    "InitializeTableFromTextFileV2": 1,
+}
 # ops through which a checkpoint path is still the saver's filename
 _PATH_KEEPING = frozenset(
     {"Identity", "PlaceholderWithDefault", "ShardedFilename", "StringJoin", "Snapshot"}
@@ -109,7 +115,7 @@ _PATH_KEEPING = frozenset(
 
 # field numbers (tensorflow/core/protobuf, tensorflow/core/framework)
 SAVED_MODEL_META_GRAPHS = 2
-META_GRAPH_DEF, META_SAVER_DEF, META_SIGNATURE_DEF = 2, 3, 5
+META_GRAPH_DEF, META_SAVER_DEF, META_SIGNATURE_DEF, META_ASSET_FILE_DEF = 2, 3, 5, 6
 SIGNATURE_INPUTS, SIGNATURE_OUTPUTS = 1, 2
 SAVER_FILENAME, SAVER_SAVE, SAVER_RESTORE = 1, 2, 3
 GRAPH_NODE, GRAPH_LIBRARY = 1, 2
@@ -142,16 +148,17 @@ class _Node(NamedTuple):
 class _Body(NamedTuple):
     where: str  # "graph" or "function NAME"
     nodes: dict[str, _Node]
-    args: frozenset[str]
+    args: tuple[str, ...]  # function arguments, in order
 
 
 class _MetaGraph:
     def __init__(self) -> None:
-        self.graph = _Body("graph", {}, frozenset())
+        self.graph = _Body("graph", {}, ())
         self.functions: dict[str, _Body] = {}
         self.saver = ("", "", "")  # filename tensor, save tensor, restore op
         self.signature_inputs: set[str] = set()  # nodes fed by whoever calls a signature
         self.signature_outputs: set[str] = set()  # nodes a signature call runs
+        self.assets: set[str] = set()  # nodes the loader feeds with an asset file's path
 
 
 def _node(name: str, op: str, inputs: Iterable[str], calls: Iterable[str]) -> _Node:
@@ -297,6 +304,8 @@ def _judge(meta: _MetaGraph) -> Iterable[tuple[str, str, str]]:
             place = f"{body.where}: node {node.name}"[:300]
             if op in functions or op in pure_ops():
                 continue
+            if op in ASSET_READERS and _reads_asset(meta, body, node):
+                continue
             if op in CHECKPOINT_OPS:
                 if node.name in in_saver and all(
                     index < len(node.inputs) and _keeps_path(body, node.inputs[index], sources)
@@ -308,6 +317,70 @@ def _judge(meta: _MetaGraph) -> Iterable[tuple[str, str, str]]:
                 yield "risky", op, place
             else:
                 yield "unknown", op, place
+
+
+def _reads_asset(meta: _MetaGraph, body: _Body, node: _Node) -> bool:
+    """Is the op's file name an asset of the MetaGraph? In the graph: the value comes from an
+    asset node (through Identity and resource variables assigned only from assets). In a
+    function: from an argument that every call site in the graph feeds with an asset."""
+    index = ASSET_READERS[node.op]
+    if index >= len(node.inputs):
+        return False
+    ref = _through_identities(body, node.inputs[index])
+    if body is meta.graph:
+        return _from_asset(meta, ref)
+    if ref not in body.args:
+        return False
+    position = body.args.index(ref)
+    fname = body.where.removeprefix("function ")
+    callers = [n for n in meta.graph.nodes.values() if fname in _called(meta, n)]
+    called_elsewhere = any(
+        fname in _called(meta, n) for other in meta.functions.values() for n in other.nodes.values()
+    )
+    return (
+        bool(callers)
+        and not called_elsewhere
+        and all(
+            position < len(call.inputs) and _from_asset(meta, call.inputs[position])
+            for call in callers
+        )
+    )
+
+
+def _through_identities(body: _Body, ref: str) -> str:
+    for _ in range(64):
+        node = body.nodes.get(ref)
+        if node is None or node.op not in ("Identity", "Snapshot") or not node.inputs:
+            return ref
+        ref = node.inputs[0]
+    return ref
+
+
+def _from_asset(meta: _MetaGraph, ref: str) -> bool:
+    graph = meta.graph
+    stack, seen = [ref], set()
+    while stack:
+        name = _through_identities(graph, stack.pop())
+        if name in meta.assets:
+            continue
+        if name in seen:
+            return False
+        seen.add(name)
+        node = graph.nodes.get(name)
+        if node is None or not node.inputs:
+            return False
+        if node.op == "ReadVariableOp":  # every assignment of the variable must be an asset
+            writes = [
+                n
+                for n in graph.nodes.values()
+                if n.op == "AssignVariableOp" and n.inputs[:1] == (node.inputs[0],)
+            ]
+            if not writes or any(len(w.inputs) < 2 for w in writes):
+                return False
+            stack.extend(w.inputs[1] for w in writes)
+        else:
+            return False
+    return True
 
 
 def _closure(body: _Body, roots: list[str]) -> set[str]:
@@ -369,6 +442,20 @@ def _keeps_path(body: _Body, ref: str, sources: set[str]) -> bool:
     return True
 
 
+def _add_asset(meta: _MetaGraph, tensor: str, filename: str) -> None:
+    """An asset counts when its file name stays inside the model's assets folder."""
+    parts = filename.replace("\\", "/").split("/")
+    if (
+        tensor
+        and filename
+        and not filename.startswith(("/", "\\"))
+        and ".." not in parts
+        and ":" not in filename
+        and "\x00" not in filename
+    ):
+        meta.assets.add(_tensor_node(tensor))
+
+
 # --- binary SavedModel ----------------------------------------------------------------------
 
 
@@ -397,10 +484,23 @@ class _BinaryReader:
                     if n2 in names and w2 == LENGTH:
                         names[n2] = self.proto.string(p2, l2, 1024)
                 meta.saver = (names[SAVER_FILENAME], names[SAVER_SAVE], names[SAVER_RESTORE])
+            elif number == META_ASSET_FILE_DEF:
+                self._asset(meta, pos, pos + length)
             elif number == META_SIGNATURE_DEF:
                 for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
                     if n2 == 2 and w2 == LENGTH:  # map entry value: SignatureDef
                         self._signature(meta, p2, p2 + l2)
+
+    def _asset(self, meta: _MetaGraph, start: int, end: int) -> None:
+        tensor, filename = "", ""
+        for number, wire, pos, length in self.proto.fields(start, end):
+            if number == 1 and wire == LENGTH:  # tensor_info
+                for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
+                    if n2 == 1 and w2 == LENGTH:
+                        tensor = self.proto.string(p2, l2, 1024)
+            elif number == 2 and wire == LENGTH:
+                filename = self.proto.string(pos, length, 4096)
+        _add_asset(meta, tensor, filename)
 
     def _signature(self, meta: _MetaGraph, start: int, end: int) -> None:
         for number, wire, pos, length in self.proto.fields(start, end):
@@ -427,7 +527,7 @@ class _BinaryReader:
                         meta.functions[body.where.removeprefix("function ")] = body
 
     def _function(self, start: int, end: int) -> _Body:
-        name, args, nodes = "", set[str](), dict[str, _Node]()
+        name, args, nodes = "", list[str](), dict[str, _Node]()
         for number, wire, pos, length in self.proto.fields(start, end):
             if wire != LENGTH:
                 continue
@@ -438,11 +538,11 @@ class _BinaryReader:
                     elif n2 == OPDEF_INPUT_ARG and w2 == LENGTH:
                         for n3, w3, p3, l3 in self.proto.fields(p2, p2 + l2):
                             if n3 == 1 and w3 == LENGTH:
-                                args.add(self.proto.string(p3, l3, 1024))
+                                args.append(self.proto.string(p3, l3, 1024))
             elif number == FUNCTION_NODE_DEF:
                 node = self._node(pos, pos + length)
                 nodes[node.name] = node
-        return _Body(f"function {name}", nodes, frozenset(args))
+        return _Body(f"function {name}", nodes, tuple(args))
 
     def _node(self, start: int, end: int) -> _Node:
         self.budget.tick()
@@ -523,6 +623,9 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
                 scalar(saver, "save_tensor_name"),
                 scalar(saver, "restore_op_name"),
             )
+        for asset in messages(meta_message, "asset_file_def"):
+            tensors = [scalar(info, "name") for info in messages(asset, "tensor_info")]
+            _add_asset(meta, tensors[-1] if tensors else "", scalar(asset, "filename"))
         for signature in messages(meta_message, "signature_def"):
             for value in messages(signature, "value"):
                 for field, into in (
@@ -538,13 +641,13 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
                 meta.graph.nodes[parsed.name] = parsed
             for library in messages(graph, "library"):
                 for function in messages(library, "function"):
-                    name, args = "", set()
+                    name, args = "", list[str]()
                     for signature in messages(function, "signature"):
                         name = scalar(signature, "name")
                         for arg in messages(signature, "input_arg"):
-                            args.add(scalar(arg, "name"))
+                            args.append(scalar(arg, "name"))
                     nodes = {n.name: n for n in map(node, messages(function, "node_def"))}
-                    meta.functions[name] = _Body(f"function {name}", nodes, frozenset(args))
+                    meta.functions[name] = _Body(f"function {name}", nodes, tuple(args))
     return metas
 
 
