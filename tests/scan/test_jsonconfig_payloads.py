@@ -102,6 +102,7 @@ def test_nested_and_listed_values_are_scanned() -> None:
 
 SECRETS = {
     "aws": ("aws_access_key_id", "AKIAIOSFODNN7EXAMPLE"),
+    "huggingface": ("hub_token", "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"),
     "github": ("hub", "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"),
     "password": ("db_password", "Tr0ub4dor&3-correct-horse"),
     "private-key": (

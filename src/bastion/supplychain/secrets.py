@@ -4,6 +4,7 @@ on ML code they fire on hashes, checksums and base64 weights far more than on se
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 
 _PLUGINS = (
@@ -15,6 +16,14 @@ _PLUGINS = (
     "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
 )
 MAX_LINE = 10_000
+# Credentials detect-secrets 1.5 has no detector for, and that ML projects hold: Hugging Face
+# access tokens, newer OpenAI and Anthropic keys, Google API keys.
+_EXTRA_PATTERNS = (
+    ("Hugging Face Token", re.compile(r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{30,}")),
+    ("OpenAI Token", re.compile(r"(?<![A-Za-z0-9])sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}")),
+    ("Anthropic API Key", re.compile(r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_-]{20,}")),
+    ("Google API Key", re.compile(r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}")),
+)
 
 
 @functools.cache
@@ -52,6 +61,11 @@ def secrets_in(text: str) -> Iterator[tuple[int, int, str]]:
                 value = secret.secret_value or ""
                 column = line.find(value) + 1 if value and value in line else 1
                 yield number, column, secret.type
+            for kind, pattern in _EXTRA_PATTERNS:
+                match = pattern.search(line)
+                if match and kind not in seen:
+                    seen.add(kind)
+                    yield number, match.start() + 1, kind
 
 
 def available() -> bool:
