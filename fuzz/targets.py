@@ -29,7 +29,7 @@ class ScannerCrash(Exception):
 def run(fmt: str, name: str, data: bytes) -> TargetResult:
     ctx = ScanContext(LIMITS, registry())
     source = bytes_source(data, name)
-    ctx.scan(source, fmt)
+    ctx.scan(source, fmt or None)  # "" = identify first, then every interpretation
     if ctx.errors:
         raise ScannerCrash(f"{fmt}: {ctx.errors[0].message}")
     return ctx.result(name, len(data), 0.0)
@@ -139,4 +139,8 @@ TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
                         lambda: [_savedmodel_text_seed()]),
     "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
     "7z": ("7z", "f.7z", lambda: [_sevenzip_seed()]),
+    "identify": ("", "model.bin", lambda: [
+        pickle.dumps({"a": [1]}, protocol=0), b"I0x10\n0N.", _zip_seed(), _tar_seed(),
+        gzip.compress(pickle.dumps([1])), _onnx_seed(), _savedmodel_seed(),
+        b"ZF0x5" + b" " * 15 + b"x\x9c\x03\x00\x00\x00\x00\x01"]),
 }
