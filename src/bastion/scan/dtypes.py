@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-MAX_LITERAL_NODES = 10_000
+MAX_LITERAL_NODES = 500_000  # a 1 MiB header holds fewer
 MAX_LITERAL_DEPTH = 32
 NPY_ITEM_HASOBJECT = 0x01  # numpy's dtype flag: items hold Python object references
 
