@@ -372,3 +372,9 @@ def test_ordinary_compressed_pickles_are_clean(tmp_path: Path) -> None:
         result = scan_file(path)
         assert not [f for f in result.findings if f.severity.rank >= Severity.LOW.rank], compress
         assert not result.incomplete and not result.errors, compress
+
+
+def test_stream_shorter_than_declared() -> None:
+    """Found by atheris: a zip member that declares more bytes than it holds."""
+    for data in (b"(", b"(N", b"\x80\x02N"):
+        assert looks_like_pickle(data, 1000, lambda d=data: io.BytesIO(d)) is False

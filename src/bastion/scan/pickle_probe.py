@@ -138,7 +138,10 @@ def _walk(data: _Bytes) -> bool:
     for _ in range(MAX_OPS):
         if pos >= data.size:
             return called
-        opcode = data.at(pos, 1)[0]
+        byte = data.at(pos, 1)
+        if not byte:  # the stream is shorter than it claimed
+            return called
+        opcode = byte[0]
         shape = ARGUMENTS.get(opcode)
         if shape is None:
             return called
