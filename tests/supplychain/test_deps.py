@@ -11,8 +11,7 @@ import pytest
 
 from bastion.cli.main import main
 from bastion.config import Settings
-from bastion.supplychain.advisories import AdvisoryDatabase, parse_record
-from bastion.supplychain.cvss import base_score
+from bastion.supplychain.advisories import AdvisoryDatabase, cvss_base_score, parse_record
 from bastion.supplychain.dependencies import run_deps
 from bastion.supplychain.requirements import is_dependency_file, read_any
 
@@ -71,9 +70,13 @@ def test_last_affected_and_withdrawn_and_other_ecosystems(osv_folder: Path) -> N
     assert [a.id for a in db.matches("demo-lib", "1.1")] == ["GHSA-aaaa-0001"]
 
 
-def test_cvss_severity() -> None:
-    assert base_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L") == 5.3
-    assert base_score("garbage") is None
+def test_cvss_severity_v3_and_v4() -> None:
+    assert cvss_base_score("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L") == 5.3
+    v4 = "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"
+    assert cvss_base_score("CVSS_V4", v4) == 9.3
+    assert cvss_base_score("CVSS_V3", "garbage") is None
+    assert cvss_base_score("CVSS_V4", "CVSS:4.0/AV:X") is None
+    assert cvss_base_score("UBUNTU", "high") is None
 
 
 def test_requirements_and_locks(tmp_path: Path) -> None:
@@ -85,7 +88,7 @@ def test_requirements_and_locks(tmp_path: Path) -> None:
     by_name = {d.name: d for d in deps}
     assert by_name["demo-lib"].version == "1.2" and by_name["other-lib"].version == "0.9"
     assert by_name["torch"].version is None and by_name["torch"].specifier == ">=2.0"
-    assert len(problems) == 2
+    assert len(problems) == 1 and "requirements.txt:7" in problems[0]  # the invalid line
     (tmp_path / "poetry.lock").write_text('[[package]]\nname = "Demo-Lib"\nversion = "1.3"\n')
     (tmp_path / "pylock.toml").write_text('lock-version = "1.0"\n[[packages]]\n'
                                           'name = "torch"\nversion = "2.5.1"\n')
@@ -155,3 +158,45 @@ def test_dependency_file_names() -> None:
     for name in ("requirements.md", "notes.txt", "Pipfile", "pylock.json", "lock.toml",
                  "data.lock.csv"):
         assert not is_dependency_file(name), name
+
+
+def test_requirements_read_the_way_pip_reads_them(tmp_path: Path) -> None:
+    """Hash-pinned continuation lines and `-rfile` were never audited (issue #8 item 7)."""
+    (tmp_path / "base.txt").write_text("other-lib==0.9\n")
+    (tmp_path / "requirements.txt").write_text(
+        "demo-lib==1.2 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64
+        + "\n-rbase.txt\nhttps://example.org/pkg-1.0-py3-none-any.whl\n-e ./local\n"
+        "-r /etc/passwd\n-r ../outside.txt\n")
+    (tmp_path.parent / "outside.txt").write_text("secret-line-not-to-leak\n")
+    deps, problems = read_any(tmp_path / "requirements.txt")
+    by_name = {d.name: d for d in deps}
+    assert by_name["demo-lib"].version == "1.2" and by_name["other-lib"].version == "0.9"
+    text = "\n".join(problems)
+    assert "URL, path or editable" in text and "outside the project folder" in text
+    assert "root:" not in text and "secret-line" not in text  # included files were not read
+    db = tmp_path / "osv"
+    db.mkdir()
+    (db / "r0.json").write_text(json.dumps(RECORDS[0]))
+    report = run_deps([tmp_path / "requirements.txt"], Settings(), db)
+    assert any("GHSA-aaaa-0001" in f.message for f in report.findings)
+
+
+def test_osv_versions_compare_as_pep440_and_dropped_records_are_reported(tmp_path: Path) -> None:
+    db = tmp_path / "osv"
+    db.mkdir()
+    record = {"id": "PYSEC-2099-9", "summary": "listed versions only",
+              "affected": [{"package": {"ecosystem": "PyPI", "name": "listed-lib"},
+                            "versions": ["2.0.0", "2.1"]}]}
+    (db / "a.json").write_text(json.dumps(record))
+    (db / "broken.json").write_text("{not json")
+    (db / "foreign.json").write_text('["not", "an", "osv", "record"]')
+    odd = {"id": "PYSEC-2099-10", "affected": [{"package": {"ecosystem": "PyPI", "name": "x"},
+           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "not-a-version"}]}]}]}
+    (db / "odd.json").write_text(json.dumps(odd))
+    database = AdvisoryDatabase.load(db)
+    assert database.dropped == 3
+    (tmp_path / "requirements.txt").write_text("listed-lib==2.0\nlisted-lib2==2.1.0\n")
+    report = run_deps([tmp_path / "requirements.txt"], Settings(), db)
+    assert any("PYSEC-2099-9" in f.message for f in report.findings)  # 2.0 == 2.0.0
+    assert report.metadata["advisory_records_dropped"] == 3
+    assert any("3 record(s)" in s.reason and s.is_gap for s in report.skips)

@@ -30,6 +30,7 @@ class Advisory:
     fixed: tuple[str, ...]
 
     def affects(self, version: str) -> bool:
+        """PEP 440 semantics throughout: `2.0` is the listed `2.0.0`."""
         from packaging.version import InvalidVersion, Version
 
         if version in self.versions:
@@ -38,7 +39,36 @@ class Advisory:
             current = Version(version)
         except InvalidVersion:
             return False
+        if any(current == listed for listed in _versions(self.versions)):
+            return True
         return any(_in_range(current, events) for events in self.ranges)
+
+
+def _versions(texts: frozenset[str]) -> list[object]:
+    from packaging.version import InvalidVersion, Version
+
+    out: list[object] = []
+    for text in texts:
+        try:
+            out.append(Version(text))
+        except InvalidVersion:
+            continue
+    return out
+
+
+def unusable(advisory: Advisory) -> bool:
+    """Whether an advisory names versions PEP 440 cannot read, so it could match nothing."""
+    from packaging.version import InvalidVersion, Version
+
+    for events in advisory.ranges:
+        for _kind, value in events:
+            if value == "0":
+                continue
+            try:
+                Version(value)
+            except InvalidVersion:
+                return True
+    return not advisory.ranges and not _versions(advisory.versions)
 
 
 def _in_range(current: object, events: tuple[tuple[str, str], ...]) -> bool:
@@ -75,15 +105,28 @@ def _severity(record: dict) -> Severity:  # type: ignore[type-arg]
     label = (record.get("database_specific") or {}).get("severity")
     if isinstance(label, str) and label.upper() in _LABELS:
         return _LABELS[label.upper()]
-    from bastion.supplychain.cvss import base_score
-
     for entry in record.get("severity") or []:
-        if isinstance(entry, dict) and str(entry.get("type", "")).startswith("CVSS_V3"):
-            score = base_score(str(entry.get("score", "")))
+        if isinstance(entry, dict):
+            score = cvss_base_score(str(entry.get("type", "")), str(entry.get("score", "")))
             if score is not None:
                 return (Severity.CRITICAL if score >= 9 else Severity.HIGH if score >= 7 else
                         Severity.MEDIUM if score >= 4 else Severity.LOW)
     return Severity.MEDIUM
+
+
+def cvss_base_score(kind: str, vector: str) -> float | None:
+    """The base score of an OSV severity entry (CVSS_V3 or CVSS_V4 vector), computed by the
+    `cvss` library; None for other types and for vectors it rejects."""
+    import cvss
+
+    calculators = {"CVSS_V3": cvss.CVSS3, "CVSS_V4": cvss.CVSS4}
+    calculator = calculators.get(kind)
+    if calculator is None:
+        return None
+    try:
+        return float(calculator(vector).base_score)
+    except (cvss.CVSSError, ValueError, KeyError, IndexError):
+        return None
 
 
 def parse_record(record: object) -> Iterator[Advisory]:
@@ -124,22 +167,33 @@ def parse_record(record: object) -> Iterator[Advisory]:
 class AdvisoryDatabase:
     """Advisories indexed by package, loaded from an OSV export folder or zip."""
 
-    def __init__(self, advisories: list[Advisory], source: str) -> None:
+    def __init__(self, advisories: list[Advisory], source: str, dropped: int = 0) -> None:
         self.source = source
+        self.dropped = dropped  # records that could not be read or applied (reported)
         self.by_package: dict[str, list[Advisory]] = {}
         for advisory in advisories:
             self.by_package.setdefault(advisory.package, []).append(advisory)
 
     @classmethod
     def load(cls, path: Path) -> AdvisoryDatabase:
+        """Every record the export holds; one that is not JSON, not an OSV record, or whose
+        versions PEP 440 cannot read is counted in `dropped` (the rest still counts)."""
         advisories: list[Advisory] = []
+        dropped = 0
         for text in _records(path):
             try:
                 record = json.loads(text)
             except ValueError:
-                continue  # a broken record is skipped; the rest of the database still counts
-            advisories.extend(parse_record(record))
-        return cls(advisories, str(path))
+                dropped += 1
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                dropped += 1
+                continue
+            parsed = list(parse_record(record))
+            usable = [a for a in parsed if not unusable(a)]
+            dropped += len(parsed) != len(usable)
+            advisories.extend(usable)
+        return cls(advisories, str(path), dropped)
 
     def matches(self, package: str, version: str) -> list[Advisory]:
         return [a for a in self.by_package.get(normalise(package), []) if a.affects(version)]

@@ -179,6 +179,12 @@ def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None
         began = time.monotonic()
         skips = [Skip(location=Location(path=display), reason=p, code="unsupported")
                  for p in problems]
+        if database is not None and database.dropped:
+            skips.append(Skip(location=Location(path=display), code="unsupported",
+                              reason=f"{database.dropped} record(s) of the advisory database "
+                                     "could not be read or applied (broken JSON, not OSV, or "
+                                     "versions PEP 440 cannot read): their packages were not "
+                                     "checked against them"))
         if database is None and not online:
             skips.append(Skip(location=Location(path=display), code="missing-extra",
                               reason="no advisory database given (--advisory-db or --online): "
@@ -189,4 +195,5 @@ def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None
                                     duration_ms=round((time.monotonic() - began) * 1000, 1)))
     return build_report(results, [str(f) for f in files] or ["environment"], settings, started,
                         "deps", {"advisory_db": database.source if database else None,
+                                 "advisory_records_dropped": database.dropped if database else 0,
                                  "online": online})

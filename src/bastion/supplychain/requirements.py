@@ -40,42 +40,61 @@ def _read(path: Path) -> str:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def read_requirements(path: Path, display: str | None = None,
-                      depth: int = 0) -> tuple[list[Dependency], list[str]]:
-    """(dependencies, problems) of a pip requirements file."""
-    from packaging.requirements import InvalidRequirement, Requirement
+def read_requirements(path: Path, display: str | None = None, depth: int = 0,
+                      root: Path | None = None) -> tuple[list[Dependency], list[str]]:
+    """(dependencies, problems) of a pip requirements file, parsed by pip's own grammar
+    (pip-requirements-parser): continuation lines, `--hash` options, `-rfile` and markers read
+    the way pip reads them. Includes (-r/-c) are followed here, bounded in depth and size, and
+    only inside the first file's folder: a hostile `-r /etc/shadow` is not read (its lines
+    would end up in the report)."""
+    from pip_requirements_parser import RequirementsFile
 
     display = display or str(path)
+    root = root or path.parent.resolve()
+    _read(path)  # size and readability first: the parser reads the whole file
+    try:
+        parsed = RequirementsFile.from_file(str(path), include_nested=False)
+    except Exception as exc:  # the vendored pip code raises its own exception types
+        return [], [f"{display}: cannot parse: {exc}"[:300]]
     deps: list[Dependency] = []
     problems: list[str] = []
-    for number, raw in enumerate(_read(path).splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
+    for requirement in parsed.requirements:
+        number = requirement.line_number
+        if requirement.link is not None or requirement.is_editable or not requirement.name:
+            problems.append(f"{display}:{number}: not checked (URL, path or editable "
+                            f"requirement): {requirement.name or requirement.link}")
             continue
-        if line.startswith(("-r ", "--requirement ", "-c ", "--constraint ")):
-            include = path.parent / line.split(None, 1)[1].strip()
-            if depth >= MAX_INCLUDE_DEPTH:
-                problems.append(f"{display}:{number}: includes nested too deeply")
-                continue
-            more, issues = read_requirements(include, str(include), depth + 1)
+        specifier = requirement.specifier  # None when the line names no version
+        pinned = next((s.version for s in specifier or () if s.operator in ("==", "===") and
+                       "*" not in s.version), None)
+        deps.append(Dependency(normalise(requirement.name), pinned,
+                               str(specifier) if specifier else "", display, number))
+    for invalid in parsed.invalid_lines:
+        problems.append(f"{display}:{invalid.requirement_line.line_number}: not checked: "
+                        f"{invalid.error_message}"[:300])
+    for option in parsed.options:
+        for include in [*option.options.get("requirements", []),
+                        *option.options.get("constraints", [])]:
+            more, issues = _include(path, include, display, option.requirement_line.line_number,
+                                    depth, root)
             deps += more
             problems += issues
-            continue
-        if line.startswith("-") or "://" in line or line.startswith((".", "/")):
-            problems.append(f"{display}:{number}: not checked (option, URL or path): {line}")
-            continue
-        line = line.split(";", 1)[0].strip() if ";" in line else line
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement as exc:
-            problems.append(f"{display}:{number}: invalid requirement: {exc}")
-            continue
-        specs = list(requirement.specifier)
-        pinned = next((s.version for s in specs if s.operator in ("==", "===") and
-                       "*" not in s.version), None)
-        deps.append(Dependency(normalise(requirement.name), pinned, str(requirement.specifier),
-                               display, number))
     return deps, problems
+
+
+def _include(path: Path, include: str, display: str, number: int, depth: int,
+             root: Path) -> tuple[list[Dependency], list[str]]:
+    target = (path.parent / include).resolve()
+    where = f"{display}:{number}"
+    if "://" in include:
+        return [], [f"{where}: include from a URL not read: {include}"]
+    if depth >= MAX_INCLUDE_DEPTH:
+        return [], [f"{where}: includes nested too deeply"]
+    if target != root and root not in target.parents:
+        return [], [f"{where}: include outside the project folder not read: {include}"]
+    if not target.is_file():
+        return [], [f"{where}: included file not found: {include}"]
+    return read_requirements(target, str(path.parent / include), depth + 1, root)
 
 
 def read_lock(path: Path, display: str | None = None) -> list[Dependency]:
