@@ -136,6 +136,14 @@ def test_pickles_the_unpickler_runs_are_pickles(data: bytes, tmp_path: Path) -> 
     b"# Title\n\nSome (a) text.\n", b"(c) 2024 ACME Inc.\n", b"Version: 1.2.3\n",
     b"col_a,col_b,col_c\n1,2,3\n", b"]]]]\n", b"N",
     b"Introduction\nThis model was trained on data.\n" * 40,
+    # MIT licence: PERSID line, then OBJ (a persistent id is data, not an import)
+    b"Permission is hereby granted, free of charge, to any person obtaining a copy\n"
+    b"of this software and associated documentation files (the \"Software\"), to deal\n" * 5,
+    # SHORT_BINBYTES whose length byte ('a' = 97) skips onto a '.' (STOP)
+    b"CacheControl==0.14.4\ndistlib==0.4.4\ndistro==1.9.0\nmsgpack==1.2.4\n"
+    b"packaging==26.3\nplatformdirs==4.12.4\npyproject-hooks==1.3.3\n" * 3,
+    # SHORT_BINBYTES, SHORT_BINSTRING, then APPENDS without a mark: _pickle stops there
+    b"VARIABLES X,Y\nCONSTANTS A,B,R\nEQN[1] = A*X^3+B*Y^2-R\n" * 6,
 ])
 def test_text_is_not_a_pickle(text: bytes) -> None:
     assert not looks_like_pickle(text[:1024], len(text), lambda: io.BytesIO(text))

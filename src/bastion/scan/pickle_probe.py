@@ -55,7 +55,7 @@ _LINE_BYTES: dict[int, frozenset[int]] = {
     ord("c"): _NAME,
     ord("i"): _NAME,
 }
-RESOLVING = frozenset(b"ci\x93\x82\x83\x84PQ")  # import a global / ask the loader for an object
+RESOLVING = frozenset(b"ci\x93\x82\x83\x84")  # import a global (persistent ids name data)
 CALLING = frozenset(b"Rbio\x81\x92")  # call or instantiate what is on the stack
 STOP = ord(".")
 MAX_OPS = 20_000
@@ -132,10 +132,86 @@ def looks_like_pickle(head: bytes, size: int, opener: Callable[[], BinaryIO] | N
         data.close()
 
 
+# What each opcode does to _pickle's stack: (items it needs above the last mark, items it
+# leaves in their place). Opcodes in _TO_MARK pop everything down to the last mark instead.
+_EFFECT: dict[int, tuple[int, int]] = {
+    **dict.fromkeys(b"FIJKLMNPSTUVXGBCc}])\x82\x83\x84\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f"
+                    b"\x96\x97ghj", (0, 1)),
+    **dict.fromkeys(b"\x80\x95", (0, 0)),
+    **dict.fromkeys(b"Qpqr\x94\x85\x98", (1, 1)),
+    **dict.fromkeys(b"Rab\x81\x86\x93", (2, 1)),
+    **dict.fromkeys(b"s\x87\x92", (3, 1)),
+    ord("2"): (1, 2),
+    ord("."): (1, 0),
+}
+# pop-to-mark opcodes: (items needed below the mark, items pushed after)
+_TO_MARK: dict[int, tuple[int, int]] = {
+    **dict.fromkeys(b"dlti\x91", (0, 1)),
+    **dict.fromkeys(b"eu\x90", (1, 0)),
+    ord("1"): (0, 0),
+    ord("o"): (0, 1),
+}
+_PUTS, _GETS = frozenset(b"pqr"), frozenset(b"ghj")
+
+
+class _Stack:
+    """_pickle's stack as counts: items above the last mark, and the counts the marks hid;
+    the memo as the set of keys stored so far. `apply` is False where _pickle would raise."""
+
+    def __init__(self) -> None:
+        self.above = 0
+        self.marks: list[int] = []
+        self.memo: set[int] = set()
+
+    def apply(self, opcode: int, key: int | None) -> bool:
+        if opcode == ord("("):
+            self.marks.append(self.above)
+            self.above = 0
+            return True
+        if opcode == ord("0"):  # POP takes an item, or the mark when none is above it
+            if self.above:
+                self.above -= 1
+            elif self.marks:
+                self.above = self.marks.pop()
+            else:
+                return False
+            return True
+        if opcode in _TO_MARK:
+            below, pushed = _TO_MARK[opcode]
+            if not self.marks or self.marks[-1] < below or (opcode == ord("o") and
+                                                             not self.above):
+                return False
+            self.above = self.marks.pop() + pushed
+            return True
+        needed, left = _EFFECT[opcode]
+        if self.above < needed:
+            return False
+        if opcode in _GETS and key not in self.memo:
+            return False
+        if opcode in _PUTS and key is not None:
+            self.memo.add(key)
+        elif opcode == 0x94:
+            self.memo.add(len(self.memo))
+        self.above += left - needed
+        return True
+
+
+def _key(opcode: int, field: bytes) -> int | None:
+    """The memo key of a PUT/GET argument (text or binary), None when it does not parse."""
+    if opcode in b"pg":
+        try:
+            return int(field.strip() or b"x", 0)
+        except ValueError:
+            return None
+    return int.from_bytes(field, "little")
+
+
 def _walk(data: _Bytes) -> bool:
+    """Walk the opcodes as _pickle would execute them (framing, stack, marks, memo)."""
     pos = 0
+    stack = _Stack()
     resolved = called = False
-    for _ in range(MAX_OPS):
+    for count in range(MAX_OPS):
         if pos >= data.size:
             return called
         byte = data.at(pos, 1)
@@ -146,37 +222,42 @@ def _walk(data: _Bytes) -> bool:
         if shape is None:
             return called
         pos += 1
-        if opcode == STOP:
-            return True
-        if opcode in RESOLVING:
-            resolved = True
-        elif opcode in CALLING and resolved:
-            called = True
-        if shape == NONE:
-            continue
+        field = b""
         if shape in (LINE, TWO_LINES):
             allowed = _LINE_BYTES.get(opcode)
             if opcode == ord("S") and data.at(pos, 1) not in (b"'", b'"'):
                 return called
             end = _line_end(data, pos, allowed)
+            if end is not None and opcode in b"pg":
+                field = data.at(pos, min(end - pos - 1, 32))
             if end is not None and shape == TWO_LINES:
                 end = _line_end(data, end, allowed)
             if end is None:
                 return called
             pos = end
-            continue
-        if shape < LEN1:
+        elif NONE < shape < LEN1:
             field = data.at(pos, shape)
             if len(field) < shape or (opcode == 0x80 and field[0] > 5):
                 return called
             pos += shape
-            continue
-        width = shape - 100 if shape != LEN4_SIGNED else 4  # LEN1=101 -> 1 byte, LEN8 -> 8
-        field = data.at(pos, width)
-        if len(field) < width:
+        elif shape >= LEN1:
+            width = shape - 100 if shape != LEN4_SIGNED else 4  # LEN1=101 -> 1 byte, LEN8 -> 8
+            prefix = data.at(pos, width)
+            if len(prefix) < width:
+                return called
+            length = int.from_bytes(prefix, "little", signed=shape == LEN4_SIGNED)
+            pos += width + length
+            if length < 0 or pos > data.size:
+                return called
+        key = _key(opcode, field) if opcode in _PUTS or opcode in _GETS else None
+        if not stack.apply(opcode, key):
             return called
-        length = int.from_bytes(field, "little", signed=shape == LEN4_SIGNED)
-        pos += width + length
-        if length < 0 or pos > data.size:
-            return called
+        if opcode == STOP:
+            # a lone value and STOP is also what a length byte skipping text can look like:
+            # such a stream counts when it is the whole file (it cannot do anything anyway)
+            return count >= 2 or resolved or pos >= data.size or data.at(0, 1) == b"\x80"
+        if opcode in RESOLVING:
+            resolved = True
+        if opcode in CALLING and resolved:
+            called = True
     return True  # valid for MAX_OPS opcodes
