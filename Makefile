@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 fuzz: $(STAMP)
-	$(BIN)/python fuzz/run_all.py --seconds 120
+	$(BIN)/python fuzz/run_all.py --seconds 120 --corpus .fuzz-corpus
 
 # peers live in their own environment so their pins never touch bastion's
 PEERS := bench/.venv-peers
