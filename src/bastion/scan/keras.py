@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.archive import member_source, scan_zip_member
@@ -452,6 +453,7 @@ class Hdf5Scanner:
                 )
                 return
             with h5:
+                _pickled_attributes(ctx, source, h5)
                 for key in ("model_config", "training_config"):
                     raw = h5.attrs.get(key)
                     if raw is None:
@@ -466,3 +468,61 @@ class Hdf5Scanner:
                     )
         finally:
             handle.close()
+
+
+MAX_HDF5_OBJECTS = 100_000
+MAX_OBJECT_ROWS = 10_000
+
+
+def _pickled_attributes(ctx: ScanContext, source: Source, h5: Any) -> None:
+    """PyTables (pandas.read_hdf, HDFStore) unpickles every byte-string attribute that ends
+    with "." and every row of an object VLArray (PSEUDOATOM "object"): scan those as pickles."""
+    import numpy as np
+
+    from bastion.scan.pickle import scan_pickle
+
+    objects: list[tuple[str, Any]] = [("/", h5)]
+
+    def collect(name: str, obj: Any) -> None:
+        if len(objects) > MAX_HDF5_OBJECTS:
+            raise LimitExceeded(f"HDF5 file with more than {MAX_HDF5_OBJECTS} objects")
+        objects.append((name, obj))
+
+    h5.visititems(collect)
+    budget = ctx.limits.max_pickle
+
+    def scan_bytes(data: bytes, pointer: str) -> None:
+        nonlocal budget
+        budget -= len(data)
+        if budget < 0:
+            raise LimitExceeded("pickled HDF5 attributes over the pickle budget")
+        where = source.location.model_copy(
+            update={"members": (*source.location.members, pointer[:200])}
+        )
+        ctx.formats.append("pickle")
+        scan_pickle(ctx, bytes_source(data, pointer[:200], where), speculative=True)
+
+    for path, obj in objects:
+        ctx.check_time()
+        for name in list(obj.attrs):
+            try:
+                value = obj.attrs[name]
+            except Exception:  # h5py cannot convert some attribute types; PyTables neither
+                continue
+            if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "S":
+                value = value.item()
+            if (
+                isinstance(value, (bytes, np.bytes_))
+                and bytes(value).endswith(b".")
+                and bytes(value) not in (b"0", b"0.")
+            ):
+                scan_bytes(bytes(value), f"<HDF5 attribute {path}@{name}>")
+        pseudo = obj.attrs.get("PSEUDOATOM") if hasattr(obj, "shape") else None
+        if isinstance(pseudo, (bytes, np.bytes_)) and bytes(pseudo) == b"object":
+            rows = obj.shape[0] if obj.shape else 0
+            if rows > MAX_OBJECT_ROWS:
+                raise LimitExceeded(f"object array {path} has {rows} pickled rows")
+            for index in range(rows):
+                row = obj[index]
+                data = row.tobytes() if isinstance(row, np.ndarray) else bytes(row)
+                scan_bytes(data, f"<HDF5 object row {path}[{index}]>")
