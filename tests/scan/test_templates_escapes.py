@@ -236,3 +236,29 @@ def test_names_built_from_the_configs_special_tokens_are_followed(tmp_path: Path
     result = scan_data(json.dumps(config).encode(), "tokenizer_config.json")
     evidence = {f.evidence for f in result.findings if f.rule_id == "JIN001"}
     assert "computed subscript" in evidence and "dry run: type.__init__" in evidence, evidence
+
+
+_KEY = "{{ messages[k ~ k ~ 'class' ~ k ~ k] }}"
+
+
+@pytest.mark.parametrize(
+    "maker",
+    [
+        "{% for i in range(96) %}{% if loop.last %}{% set k = '%c' | format(i) %}"
+        + _KEY
+        + "{% endif %}{% endfor %}",
+        "{% for i in range(96) %}{% if loop.last %}{% set k = '{:c}'.format(i) %}"
+        + _KEY
+        + "{% endif %}{% endfor %}",
+        "{% set k = (95).to_bytes(1, 'big').decode() %}" + _KEY,
+        "{% block b %}_{% endblock %}{% set k = self.b() %}" + _KEY,
+        "{% macro m() %}{% set k = kwargs | list | first %}{{ messages[k] }}{% endmacro %}"
+        "{{ m(__class__=1) }}",
+        "{% set k = strftime_now('_') %}" + _KEY,
+        "{% set k = joiner('_')() ~ '' %}" + _KEY,
+    ],
+)
+def test_other_ways_to_make_an_underscore_are_followed(maker: str) -> None:
+    template = "{% if messages | length > 1000 %}" + maker + "{% endif %}"
+    static = [i for i in analyse_template(template) if not i.evidence.startswith("dry run")]
+    assert any(i.evidence == "computed subscript" for i in static), static

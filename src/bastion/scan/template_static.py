@@ -14,6 +14,7 @@ template does at run time; this covers the branches the dry run does not take.""
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -131,6 +132,7 @@ _OBJECT_GLOBALS = frozenset(
     }
 )
 MAX_PASSES = 64
+_CHAR_CONVERSION = re.compile(r"%[-#0 +\d.*]*c|\{[^{}]*:[^{}]*c\}")
 
 
 class StaticIssue(NamedTuple):
@@ -244,16 +246,38 @@ class _Taint:
                 and node.node.attr in FORMATTERS
             )
         )
-        if formatting and any(isinstance(c.value, int) for c in node.find_all(nodes.Const)):
-            return True
+        if formatting and any(
+            (isinstance(c.value, int) and not isinstance(c.value, bool))
+            or (isinstance(c.value, str) and _CHAR_CONVERSION.search(c.value))
+            for c in node.find_all(nodes.Const)
+        ):
+            return True  # '%c' % 95, '{:c}'.format(i): characters made from numbers
+        if (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and any(
+                isinstance(c.value, int) and not isinstance(c.value, bool)
+                for c in node.find_all(nodes.Const)
+            )
+        ):
+            return True  # (95).to_bytes(1, 'big').decode(): methods turn numbers into text
         if _stringifies(node) and self._repr_has_underscore(node):
             return True  # `lipsum ~ ''`, '%s' | format(lipsum), namespace(a_b=1) | string
         if (
             isinstance(node, nodes.Call)
             and isinstance(node.node, nodes.Name)
-            and (node.node.name == "caller" or self._macro_output(node.node.name))
+            and (
+                node.node.name in ("caller", "loop", "super") or self._macro_output(node.node.name)
+            )
         ):
-            return True  # a macro returns the text it renders
+            return True  # a macro, caller(), loop() of a recursive loop return rendered text
+        if (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and isinstance(node.node.node, nodes.Name)
+            and node.node.node.name == "self"
+        ):
+            return True  # self.block() returns the block's rendered text
         if isinstance(node, nodes.Call) and any(dangerous_name(k.key) for k in node.kwargs):
             return True  # dict(__class__=1): keyword names are strings the template supplies
         return any(self.of(child) for child in node.iter_child_nodes())
@@ -321,7 +345,10 @@ def _bindings(
             for index, value in enumerate(node.args):
                 yield (names[index] if index < len(names) else "varargs"), value
             for keyword in node.kwargs:
-                yield (keyword.key if keyword.key in names else "kwargs"), keyword.value
+                if keyword.key in names:
+                    yield keyword.key, keyword.value
+                else:  # the macro sees the keyword's *name* in kwargs
+                    yield "kwargs", nodes.Const(keyword.key)
             for extra in (node.dyn_args, node.dyn_kwargs):
                 if extra is not None:
                     for name in (*names, "varargs", "kwargs"):
