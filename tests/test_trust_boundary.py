@@ -48,6 +48,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.delenv("BASTION_POLICY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # the project and the download share only home
     return work
 
 
@@ -84,7 +85,7 @@ def test_cd_into_the_model_and_scan_dot_does_not_use_its_policy(
     folder = downloaded_model(tmp_path, policy_name)
     monkeypatch.chdir(folder)
     assert main(["scan", ".", "--no-store", "-q"]) == 2
-    assert "in or above the scanned content" in capsys.readouterr().err
+    assert "in, above or beside the scanned content" in capsys.readouterr().err
     monkeypatch.chdir(folder.parent)
     assert main(["scan", folder.name, "--no-store", "-q"]) == 1
     # named explicitly, it is the user's decision, and it is the policy in use (no POL001)
@@ -99,18 +100,22 @@ def test_cd_into_the_model_and_scan_dot_does_not_use_its_policy(
 def test_a_policy_above_the_scanned_folder_is_not_used_implicitly(
         tmp_path: Path, policy_name: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """White-box attack A1-12: the cloned repository ships its policy at its root and the
-    payload in a sub-folder; `cd repo && bastion scan models` (or `cd repo/models && bastion
-    scan .`) found the repository's policy from the working directory."""
+    """White-box attack A1-12, A1-06b, A1-28: the cloned repository ships its policy at its root
+    (or in a sibling folder) and the payload in a sub-folder; `cd repo && bastion scan models`,
+    `cd repo/models && bastion scan model.pkl` or `cd repo/scripts && bastion scan ../models`
+    found the repository's policy from the working directory."""
     monkeypatch.delenv("BASTION_POLICY", raising=False)
     repo = tmp_path / "repo"
     (repo / "models").mkdir(parents=True)
     (repo / "models" / "model.pkl").write_bytes(EVIL)
     (repo / policy_name).write_text(SHIPPED[policy_name])
-    for cwd, target in ((repo, "models"), (repo / "models", "."), (repo, "models/model.pkl")):
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / policy_name).write_text(SHIPPED[policy_name])
+    for cwd, target in ((repo, "models"), (repo / "models", "."), (repo, "models/model.pkl"),
+                        (repo / "models", "model.pkl"), (repo / "scripts", "../models")):
         monkeypatch.chdir(cwd)
         assert main(["scan", target, "--no-store", "-q"]) == 2
-        assert "in or above the scanned content" in capsys.readouterr().err
+        assert "in, above or beside the scanned content" in capsys.readouterr().err
     monkeypatch.chdir(repo)  # named, it is the user's own decision
     assert main(["scan", "models", "--no-store", "-q", "--policy", policy_name]) == 0
 

@@ -210,14 +210,17 @@ def find_config_file(start: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def _governs(policy: Path, roots: Sequence[Path]) -> bool:
-    """Whether a policy file sits inside one of the scanned paths, or in a folder that contains
-    one of them (the scanned content's own repository)."""
-    policy = policy.resolve()
+def _near(policy: Path, roots: Sequence[Path]) -> bool:
+    """Whether a policy file shares a folder tree with the scanned content: the deepest folder
+    holding both is anything but the filesystem root, the home folder or a folder above it.
+    Inside, above, beside (`repo/scripts/bastion.toml` scanning `repo/models`) all count: a
+    downloaded repository can put its policy anywhere the user might `cd` to."""
+    folder = policy.resolve().parent
+    home = Path.home().resolve()
+    broad = {Path(folder.anchor), home, *home.parents}
     for root in roots:
-        top = root.resolve()
-        if policy == top or top in policy.parents or policy.parent == top or \
-                policy.parent in top.parents:
+        common = Path(os.path.commonpath([folder, root.resolve()]))
+        if common not in broad:
             return True
     return False
 
@@ -232,11 +235,12 @@ def load_settings(
     """Settings from the invoking project: `policy_file`, else the file named by
     BASTION_POLICY, else the policy found from `project_dir` (the working directory, never a
     scanned path) upwards; then environment and `overrides` on top. A policy found implicitly
-    in or above the `scanned` paths is refused: after `git clone …/model && cd model`, the
-    model's repository is the working directory, and `bastion scan .` (or `bastion scan
-    weights/`) must not let it choose its own policy. Such a policy is used only when named
-    (`policy_file` or BASTION_POLICY); implicit discovery serves scans of content that lies
-    outside the invoking project."""
+    that shares a folder tree with the `scanned` paths (in, above or beside them) is refused:
+    after `git clone …/model && cd model`, the model's repository is the working directory,
+    and `bastion scan .` (or `bastion scan weights/`, or `cd scripts && bastion scan
+    ../models`) must not let it choose its own policy. Such a policy is used only when named
+    (`policy_file` or BASTION_POLICY); implicit discovery serves scans of content elsewhere
+    (a download folder, a mounted registry) from the invoking project."""
     data: dict[str, Any] = {}
     source: str | None = None
     env = os.environ if environ is None else environ
@@ -251,10 +255,11 @@ def load_settings(
         source = str(policy_file)
     elif project_dir is not None:
         found = find_config_file(project_dir)
-        if found and _governs(found[0], scanned):
+        if found and _near(found[0], scanned):
             raise ConfigError(
-                f"the policy {found[0]} is in or above the scanned content, so it is not read "
-                "implicitly: a downloaded model repository must not choose its own policy",
+                f"the policy {found[0]} is in, above or beside the scanned content, so it is "
+                "not read implicitly: a downloaded model repository must not choose its own "
+                "policy",
                 hint=f"if it is your project's policy, name it: --policy {found[0]} (or "
                      f"{POLICY_ENV}={found[0]}); otherwise run bastion from outside that "
                      "repository")

@@ -71,6 +71,7 @@ def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
     ci = project.parent / "ci"  # the invoking project, outside the scanned content
     ci.mkdir()
     monkeypatch.chdir(ci)
+    monkeypatch.setenv("HOME", str(project.parent))  # they share nothing but the home folder
     evil(project / "bad.pkl")
     assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
     (ci / "bastion.toml").write_text(
