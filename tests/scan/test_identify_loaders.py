@@ -386,3 +386,61 @@ def test_stream_shorter_than_declared() -> None:
     """Found by atheris: a zip member that declares more bytes than it holds."""
     for data in (b"(", b"(N", b"\x80\x02N"):
         assert looks_like_pickle(data, 1000, lambda d=data: io.BytesIO(d)) is False
+
+
+# --- what the loader's library finds where bastion did not look ------------------------------
+
+def test_hdf5_after_a_user_block(tmp_path: Path) -> None:
+    """libhdf5 finds the superblock at 512, 1024, 2048, ... bytes: a file that starts as a
+    pickle is also the Keras .h5 model h5py opens."""
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "model.h5"
+    config = '{"class_name": "Sequential", "config": {"layers": []}}'
+    with h5py.File(path, "w", userblock_size=1024) as handle:
+        handle.attrs["model_config"] = config
+    data = bytearray(path.read_bytes())
+    data[:len(PAYLOAD)] = PAYLOAD
+    data = bytes(data)
+    path.write_bytes(data)
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["model_config"] == config
+    assert identify_all(data[:1024], len(data), "model.h5",
+                        lambda: io.BytesIO(data)) == ("pickle", "hdf5")
+    result = scan_data(data, "model.h5")
+    assert flags_payload(result) and "FMT002" in {f.rule_id for f in result.findings}
+
+
+def gnu_sparse_member(name: bytes, chunks: list[tuple[int, bytes]], size: int) -> bytes:
+    """One old-GNU sparse ('S') tar member: stored chunks at logical offsets, zeros between."""
+    def octal(value: int, width: int) -> bytes:
+        return b"%0*o\x00" % (width - 1, value)
+
+    stored = b"".join(chunk for _offset, chunk in chunks)
+    header = bytearray(512)
+    header[0:len(name)] = name
+    header[100:108], header[108:116], header[116:124] = octal(0o644, 8), octal(0, 8), octal(0, 8)
+    header[124:136], header[136:148] = octal(len(stored), 12), octal(0, 12)
+    header[156:157] = b"S"
+    header[257:265] = b"ustar  \x00"
+    sparse_map = b"".join(octal(offset, 12) + octal(len(chunk), 12) for offset, chunk in chunks)
+    header[386:386 + len(sparse_map)] = sparse_map
+    header[483:495] = octal(size, 12)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    return bytes(header) + stored.ljust((len(stored) + 511) // 512 * 512, b"\x00")
+
+
+def test_sparse_tar_member_is_read_as_extracted(tmp_path: Path) -> None:
+    """torch.load's legacy path extracts 'storages' with tarfile: a GNU sparse member gets its
+    holes filled with zeros, so the extracted pickle differs from the stored bytes (which read
+    as one truncated BINBYTES8)."""
+    hole = 4096
+    first = b"\x80\x02\x8e" + struct.pack("<Q", hole - 11)  # BINBYTES8 swallowing the hole
+    second = b"0" + PAYLOAD
+    data = (gnu_sparse_member(b"storages", [(0, first), (hole, second)], hole + len(second)) +
+            b"\x00" * 1024)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        extracted = archive.extractfile("storages").read()  # type: ignore[union-attr]
+    assert extracted.endswith(PAYLOAD) and PAYLOAD not in first + second[:1]
+    assert runs_payload(tmp_path, "legacy.pt", data, TORCH_LOAD)
+    assert flags_payload(scan_data(data, "legacy.pt"))

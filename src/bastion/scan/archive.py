@@ -220,10 +220,10 @@ class TarScanner:
             names = {m.name for m in members}
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
-                self._member(ctx, source, info, legacy_torch)
+                self._member(ctx, source, archive, info, legacy_torch)
 
-    def _member(self, ctx: ScanContext, source: Source, info: tarfile.TarInfo,
-                legacy_torch: bool) -> None:
+    def _member(self, ctx: ScanContext, source: Source, archive: tarfile.TarFile,
+                info: tarfile.TarInfo, legacy_torch: bool) -> None:
         where = source.location.model_copy(
             update={"members": (*source.location.members, info.name)})
         problem = member_name_problem(info.name)
@@ -241,8 +241,15 @@ class TarScanner:
             return
         if not info.isfile():
             return
-        start, length = info.offset_data, min(info.size, max(0, source.size - info.offset_data))
-        child = source.child(info.name, slice_opener(source, start, length), length)
+        if info.issparse():
+            # GNU sparse: the extracted file (what torch's tar.extract writes) interleaves
+            # the stored chunks with holes of zeros; read it the way tarfile extracts it
+            content = _read_extracted(ctx, archive, info)
+            child = source.child(info.name, lambda: io.BytesIO(content), len(content))
+        else:
+            start = info.offset_data
+            length = min(info.size, max(0, source.size - start))
+            child = source.child(info.name, slice_opener(source, start, length), length)
         if legacy_torch and info.name in ("pickle", "sys_info", "storages", "tensors"):
             from bastion.scan.pickle import scan_pickle
 
@@ -251,6 +258,20 @@ class TarScanner:
                 ctx, child, trailing_ok=info.name in ("storages", "tensors")), "tar")
             return
         ctx.scan(child)
+
+
+def _read_extracted(ctx: ScanContext, archive: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    stream = archive.extractfile(info)
+    if stream is None:
+        return b""
+    pieces: list[bytes] = []
+    while True:
+        ctx.check_time()
+        piece = stream.read(1 << 20)
+        if not piece:
+            return b"".join(pieces)
+        ctx.charge(len(piece))
+        pieces.append(piece)
 
 
 # --- 7z --------------------------------------------------------------------------------------

@@ -157,11 +157,38 @@ def _looks_like_text_proto(head: bytes) -> bool:
     return bool(_TEXT_PROTO_START.match(head.lstrip(b"\xef\xbb\xbf")))
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _hdf5_after_user_block(head: bytes, size: int, opener: Opener | None) -> bool:
+    """HDF5 allows a user block: libhdf5 (h5py, Keras' .h5 loader) looks for the superblock
+    signature at byte 0, 512, 1024, 2048, ... so anything may come first."""
+    offset = 512
+    handle = None
+    try:
+        while offset + len(HDF5_SIGNATURE) <= size:
+            if offset + len(HDF5_SIGNATURE) <= len(head):
+                found = head[offset:offset + len(HDF5_SIGNATURE)]
+            elif opener is None:
+                return False
+            else:
+                handle = handle or opener()
+                handle.seek(offset)
+                found = handle.read(len(HDF5_SIGNATURE))
+            if found == HDF5_SIGNATURE:
+                return True
+            offset *= 2
+        return False
+    finally:
+        if handle is not None:
+            handle.close()
+
+
 def _magic_format(head: bytes) -> str | None:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         return "zip"
     for magic, fmt in ((b"\x93NUMPY", "npy"), (b"GGUF", "gguf"),
-                       (b"\x89HDF\r\n\x1a\n", "hdf5"), (b"7z\xbc\xaf\x27\x1c", "7z"),
+                       (HDF5_SIGNATURE, "hdf5"), (b"7z\xbc\xaf\x27\x1c", "7z"),
                        (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"),
                        (b"\x04\x22\x4d\x18", "lz4")):
         if head.startswith(magic):
@@ -196,6 +223,8 @@ def identify_all(head: bytes, size: int, name: str = "",
             add("lzma")
     if looks_like_pickle(head, size, opener):
         add("pickle")  # e.g. a tar whose first member name is also a pickle
+    if magic != "hdf5" and _hdf5_after_user_block(head, size, opener):
+        add("hdf5")
     if not magic and _looks_like_zlib(head):
         add("zlib")  # plain pickle.load reads a pickle, zlib.decompress the stream: scan both
     if name.lower().endswith((".jinja", ".jinja2", ".j2")):
