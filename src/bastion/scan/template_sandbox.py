@@ -28,6 +28,8 @@ from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, is_internal_attribute
 from jinja2.utils import Namespace
 
+from bastion.errors import LimitExceeded
+
 MAX_STEPS = 400_000  # traced template lines + sandbox hooks, over all conversations
 MAX_SECONDS = 3.0
 MAX_VALUE = 1_000_000  # characters/items a single value may reach
@@ -201,25 +203,25 @@ class _CountedRange:
     """range() whose iteration counts against the budget."""
 
     def __init__(self, inner: range, budget: _Budget) -> None:
-        self.inner = inner
-        self.budget = budget
+        self._inner = inner  # underscore names: the sandbox keeps templates out of them
+        self._budget = budget
 
     def __iter__(self) -> Iterator[int]:
-        for value in self.inner:
-            self.budget.step()
+        for value in self._inner:
+            self._budget.step()
             yield value
 
     def __reversed__(self) -> Iterator[int]:
-        return iter(_CountedRange(self.inner[::-1], self.budget))
+        return iter(_CountedRange(self._inner[::-1], self._budget))
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self._inner)
 
     def __getitem__(self, index: Any) -> Any:
-        return self.inner[index]
+        return self._inner[index]
 
     def __contains__(self, value: object) -> bool:
-        return value in self.inner
+        return value in self._inner
 
 
 def _raise_exception(message: str) -> None:
@@ -340,6 +342,12 @@ def conversations(tokens: dict[str, str] | None = None) -> Iterator[dict[str, An
             yield {**tokens, **shape, "add_generation_prompt": prompt}
 
 
+def _jinja_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in re.findall(r"\d+", version("jinja2"))[:3])
+
+
 def parse(text: str) -> tuple[RecordingSandbox, nodes.Template]:
     """Parse with the extensions transformers enables; raises TemplateSyntaxError."""
     env = RecordingSandbox()
@@ -351,6 +359,11 @@ def dry_run(
 ) -> tuple[list[Refusal], str | None]:
     """Render the parsed template with every conversation shape; return what the sandbox
     refused, and why the dry run stopped early (None when it completed)."""
+    if _jinja_version() < (3, 1, 6):  # CVE-2024-56326, CVE-2025-27516: escapes from the sandbox
+        raise LimitExceeded(
+            "jinja2 older than 3.1.6 cannot render untrusted templates safely; "
+            "upgrade jinja2 to analyse chat templates"
+        )
     previous = sys.gettrace()
     stopped: str | None = None
     try:
