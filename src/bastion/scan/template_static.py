@@ -9,14 +9,14 @@ name the template *computes* (`'_' * 2 ~ 'class'`, `'%c' | format(95)`, a `join`
 a slice of a string, a variable or macro argument assigned any of these) is followed through the
 template's assignments ("taint") and reported where it is used as a name. Names that come from
 the conversation data (`message[key]` with `key` from the messages) are the renderer's data, not
-the template's code, and are not reported. The dry run (template_dryrun) covers what the
+the template's code, and are not reported. The dry run (template_sandbox) covers what the
 template does at run time; this covers the branches the dry run does not take."""
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from jinja2 import nodes
@@ -480,7 +480,7 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                     f"|{node.name}",
                 )
             if (
-                node.name in ("map", "select", "reject")
+                node.name == "map"  # map applies a filter by name: attr among them
                 and node.args
                 and not any(k.key == "attribute" for k in node.kwargs)
             ):
@@ -488,16 +488,16 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 if applied is None:
                     issues.append(
                         StaticIssue(
-                            f"{node.name} applies a {kind} chosen at run time",
-                            f"|{node.name}(<expression>)",
+                            "map applies a filter chosen at run time",
+                            "|map(<expression>)",
                             False,
                         )
                     )
                 elif applied == "attr":
                     name_use(
-                        f"{node.name}s the attr filter over values",
+                        "maps the attr filter over values",
                         node.args[1] if len(node.args) > 1 else None,
-                        f"|{node.name}('attr')",
+                        "|map('attr')",
                     )
         elif isinstance(node, nodes.NSRef):
             if dangerous_name(node.attr):
@@ -518,10 +518,3 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 )
             )
     return issues
-
-
-def render_names(tree: nodes.Template) -> Iterable[str]:
-    """Top-level variables the template reads (used to choose dry-run inputs)."""
-    from jinja2 import meta
-
-    return sorted(meta.find_undeclared_variables(tree))
