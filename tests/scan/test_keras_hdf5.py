@@ -49,6 +49,33 @@ def test_pickled_attribute_is_scanned(tmp_path: Path) -> None:
     assert "PKL001" in rules(scan_file(path), Severity.CRITICAL)
 
 
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_variable_length_string_attribute_is_scanned(tmp_path: Path, protocol: int) -> None:
+    """Attack A1-35: h5py returns str (or fails to decode) for a variable-length ASCII string
+    attribute; PyTables returns its bytes and unpickles them."""
+    path = tmp_path / "features.h5"
+    _pandas_like(path)
+    payload = pickle.dumps(_System(), protocol=0)
+    if protocol:  # binary opcodes (bytes >= 0x80, which h5py cannot decode as ASCII), no NUL
+        command = f"echo {MARKER}".encode()
+        payload = b"\x80\x02cposix\nsystem\n\x8c" + bytes([len(command)]) + command + b"\x85R."
+    with h5py.File(path, "a") as h5:
+        attrs = h5["df/table"].attrs
+        del attrs["non_index_axes"]
+        if protocol == 0:
+            attrs.create(
+                "non_index_axes", payload.decode("ascii"), dtype=h5py.string_dtype("ascii")
+            )
+        else:
+            type_id = h5py.h5t.C_S1.copy()
+            type_id.set_size(h5py.h5t.VARIABLE)
+            space = h5py.h5s.create(h5py.h5s.SCALAR)
+            attribute = h5py.h5a.create(h5["df/table"].id, b"non_index_axes", type_id, space)
+            data = np.array([payload], dtype=h5py.string_dtype("ascii")).reshape(())
+            attribute.write(data, mtype=h5py.h5t.py_create(h5py.string_dtype("ascii")))
+    assert "PKL001" in rules(scan_file(path), Severity.CRITICAL)
+
+
 def test_pickled_object_row_is_scanned(tmp_path: Path) -> None:
     path = tmp_path / "features.h5"
     _pandas_like(path, row=pickle.dumps([_System()], protocol=2))

@@ -15,7 +15,7 @@ from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.archive import member_source, scan_zip_member
 from bastion.scan.base import MALFORMED, ScanContext
-from bastion.scan.source import Source, bytes_source
+from bastion.scan.source import CorruptInput, Source, bytes_source
 from bastion.scan.ziparchive import ZipReader
 
 LAMBDA_LAYER = Rule(
@@ -505,18 +505,11 @@ def _pickled_attributes(ctx: ScanContext, source: Source, h5: Any) -> None:
     for path, obj in objects:
         ctx.check_time()
         for name in list(obj.attrs):
-            try:
-                value = obj.attrs[name]
-            except Exception:  # h5py cannot convert some attribute types; PyTables neither
+            value = _string_attribute(obj, name)
+            if value is None:
                 continue
-            if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind == "S":
-                value = value.item()
-            if (
-                isinstance(value, (bytes, np.bytes_))
-                and bytes(value).endswith(b".")
-                and bytes(value) not in (b"0", b"0.")
-            ):
-                scan_bytes(bytes(value), f"<HDF5 attribute {path}@{name}>")
+            if value.endswith(b".") and value not in (b"0", b"0."):
+                scan_bytes(value, f"<HDF5 attribute {path}@{name}>")
         pseudo = obj.attrs.get("PSEUDOATOM") if hasattr(obj, "shape") else None
         if isinstance(pseudo, (bytes, np.bytes_)) and bytes(pseudo) == b"object":
             rows = obj.shape[0] if obj.shape else 0
@@ -526,3 +519,31 @@ def _pickled_attributes(ctx: ScanContext, source: Source, h5: Any) -> None:
                 row = obj[index]
                 data = row.tobytes() if isinstance(row, np.ndarray) else bytes(row)
                 scan_bytes(data, f"<HDF5 object row {path}[{index}]>")
+
+
+def _string_attribute(obj: Any, name: str) -> bytes | None:
+    """The raw bytes of a scalar string attribute, fixed or variable length, whatever its
+    charset (PyTables hands every such ASCII attribute to pickle.loads when it ends in ".");
+    None for other attribute types. A string attribute that cannot be read raises."""
+    import h5py
+    import numpy as np
+
+    attribute = obj.attrs.get_id(name)
+    string_type = attribute.get_type()
+    if string_type.get_class() != h5py.h5t.STRING or attribute.shape not in ((), (1,)):
+        return None
+    if string_type.is_variable_str():
+        utf8 = string_type.get_cset() == h5py.h5t.CSET_UTF8
+        memory = h5py.string_dtype("utf-8" if utf8 else "ascii")
+        buffer = np.empty(attribute.shape, dtype=memory)
+        read_type = h5py.h5t.py_create(memory)
+    else:  # read the stored bytes as they are
+        buffer = np.empty(attribute.shape, dtype=f"S{max(1, string_type.get_size())}")
+        read_type = string_type
+    try:
+        attribute.read(buffer, mtype=read_type)
+    except Exception as exc:  # h5py raises several types on hostile attributes
+        raise CorruptInput(f"HDF5 string attribute {name!r} cannot be read: {exc}") from exc
+    value = buffer.reshape(-1)[0]
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+    return bytes(data).rstrip(b"\x00")
