@@ -502,9 +502,13 @@ def _pickled_attributes(ctx: ScanContext, source: Source, h5: Any) -> None:
         ctx.formats.append("pickle")
         scan_pickle(ctx, bytes_source(data, pointer[:200], where), speculative=True)
 
+    attributes = 0
     for path, obj in objects:
         ctx.check_time()
         for name in list(obj.attrs):
+            attributes += 1
+            if attributes > MAX_HDF5_OBJECTS * 10:
+                raise LimitExceeded(f"HDF5 file with more than {attributes - 1} attributes")
             value = _string_attribute(obj, name)
             if value is None:
                 continue
