@@ -41,21 +41,34 @@ class JsonConfigScanner:
             config, _duplicates = parse_json(data)
         except (ValueError, RecursionError) as exc:
             if source.name.endswith(".json"):
-                ctx.add(MALFORMED.finding(source.location, f"invalid JSON: {exc}",
-                                          evidence=str(exc)[:200], severity=Severity.LOW))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location,
+                        f"invalid JSON: {exc}",
+                        evidence=str(exc)[:200],
+                        severity=Severity.LOW,
+                    )
+                )
             else:
                 ctx.skip(source.location, "text that is not JSON", OUT_OF_SCOPE)
             return
         for switch in remote_code_switches(config, source.name):
-            ctx.add(REMOTE_CODE.finding(
-                source.location.model_copy(update={"pointer": switch.pointer[:200]}),
-                switch.message, evidence=switch.evidence))
+            ctx.add(
+                REMOTE_CODE.finding(
+                    source.location.model_copy(update={"pointer": switch.pointer[:200]}),
+                    switch.message,
+                    evidence=switch.evidence,
+                )
+            )
         check_values(ctx, source, config, "config")
         tokens = special_tokens(config)
         for name, template in chat_templates(config):
             for finding in template_findings(
-                    source.location.model_copy(update={"pointer": name[:200]}), template,
-                    "chat template", tokens):
+                source.location.model_copy(update={"pointer": name[:200]}),
+                template,
+                "chat template",
+                tokens,
+            ):
                 ctx.add(finding)
         if not isinstance(config, dict):
             return
@@ -76,8 +89,7 @@ def chat_templates(config: object) -> list[tuple[str, str]]:
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, dict) and isinstance(item.get("template"), str):
-                    out.append((f"{path}[{str(item.get('name', index))[:80]}]",
-                                item["template"]))
+                    out.append((f"{path}[{str(item.get('name', index))[:80]}]", item["template"]))
         elif isinstance(value, dict):
             for name, template in value.items():
                 if isinstance(template, str):
