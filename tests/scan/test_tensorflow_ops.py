@@ -51,6 +51,7 @@ def binary(
     saver: tuple[str, str, str],
     signature: tuple[str, str] = SERVING,
     assets: tuple[tuple[str, str], ...] = (),
+    keras_json: str = "",
 ) -> bytes:
     graph = b"".join(field_bytes(1, _node_bytes(n)) for n in nodes)
     library = b""
@@ -71,6 +72,9 @@ def binary(
     for tensor, filename in assets:
         info = field_bytes(1, field_bytes(1, tensor.encode()))
         meta += field_bytes(6, info + field_bytes(2, filename.encode()))
+    if keras_json:
+        user_object = field_bytes(1, b"_tf_keras_sequential") + field_bytes(3, keras_json.encode())
+        meta += field_bytes(7, field_bytes(1, field_bytes(4, user_object)))
     return field_varint(1, 1) + field_bytes(2, meta)
 
 
@@ -90,6 +94,7 @@ def text(
     saver: tuple[str, str, str],
     signature: tuple[str, str] = SERVING,
     assets: tuple[tuple[str, str], ...] = (),
+    keras_json: str = "",
 ) -> bytes:
     out = "saved_model_schema_version: 1\nmeta_graphs {\n graph_def {\n"
     out += "".join(_node_text(n, "node") for n in nodes)
@@ -106,6 +111,11 @@ def text(
     out += "".join(
         f' asset_file_def {{ tensor_info {{ name: "{t}" }} filename: "{f}" }}\n' for t, f in assets
     )
+    if keras_json:
+        out += (
+            ' object_graph_def { nodes { user_object { identifier: "_tf_keras_sequential"'
+            f" metadata: {json.dumps(keras_json)} }} }} }}\n"
+        )
     out += (
         f' signature_def {{ key: "serving_default" value {{\n'
         f'  inputs {{ key: "x" value {{ name: "{signature[0]}" }} }}\n'
@@ -316,8 +326,9 @@ def _scan(
     saver: tuple[str, str, str] = TF2_SAVER,
     signature: tuple[str, str] = SERVING,
     assets: tuple[tuple[str, str], ...] = (),
+    keras_json: str = "",
 ):
-    result = scan_data(encode(nodes, functions, saver, signature, assets), name)
+    result = scan_data(encode(nodes, functions, saver, signature, assets, keras_json), name)
     assert result.format in ("savedmodel", "savedmodel_text"), result.format
     return result
 
@@ -491,6 +502,21 @@ def test_vocabulary_file_that_is_no_asset(name: str, encode, case: str) -> None:
         )
     result = _scan(name, encode, *model, assets=assets)
     assert "TF001" in rules(result, Severity.HIGH), case
+
+
+@pytest.mark.parametrize("name,encode", FORMS)
+def test_keras_config_in_the_object_graph(name: str, encode) -> None:  # type: ignore[no-untyped-def]
+    """tf.keras revives layers from SavedUserObject.metadata when keras_metadata.pb is absent;
+    a Keras 2 Lambda there carries bytecode (no safe_mode in Keras 2)."""
+    lambda_layer = {
+        "class_name": "Lambda",
+        "config": {"name": "l", "function": ["YWJj", None, None], "function_type": "lambda"},
+    }
+    config = json.dumps({"class_name": "Sequential", "config": {"layers": [lambda_layer]}})
+    result = _scan(name, encode, *tf2_model(), keras_json=config)
+    assert "KER001" in rules(result, Severity.CRITICAL)
+    benign = json.dumps({"class_name": "Dense", "config": {"units": 2}})
+    assert not _scan(name, encode, *tf2_model(), keras_json=benign).findings
 
 
 def test_malformed_text_fails_closed() -> None:

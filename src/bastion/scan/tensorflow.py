@@ -116,6 +116,7 @@ _PATH_KEEPING = frozenset(
 # field numbers (tensorflow/core/protobuf, tensorflow/core/framework)
 SAVED_MODEL_META_GRAPHS = 2
 META_GRAPH_DEF, META_SAVER_DEF, META_SIGNATURE_DEF, META_ASSET_FILE_DEF = 2, 3, 5, 6
+META_OBJECT_GRAPH_DEF = 7
 SIGNATURE_INPUTS, SIGNATURE_OUTPUTS = 1, 2
 SAVER_FILENAME, SAVER_SAVE, SAVER_RESTORE = 1, 2, 3
 GRAPH_NODE, GRAPH_LIBRARY = 1, 2
@@ -159,6 +160,7 @@ class _MetaGraph:
         self.signature_inputs: set[str] = set()  # nodes fed by whoever calls a signature
         self.signature_outputs: set[str] = set()  # nodes a signature call runs
         self.assets: set[str] = set()  # nodes the loader feeds with an asset file's path
+        self.keras_configs: list[str] = []  # SavedUserObject.metadata JSON (text form)
 
 
 def _node(name: str, op: str, inputs: Iterable[str], calls: Iterable[str]) -> _Node:
@@ -196,7 +198,8 @@ class SavedModelScanner:
         if fmt == "keras_metadata" or source.name == "keras_metadata.pb":
             with source.open() as handle:
                 try:
-                    _keras_metadata(ctx, source, ProtoStream(handle, source.size))
+                    _keras_metadata(ctx, source.location, ProtoStream(handle, source.size),
+                                    0, source.size)
                 except ProtoError as exc:
                     ctx.add(
                         MALFORMED.finding(
@@ -224,6 +227,8 @@ class SavedModelScanner:
                 reader = _BinaryReader(ProtoStream(handle, source.size), budget)
                 try:
                     reader.saved_model()
+                    for start, end in reader.object_graphs:
+                        _keras_metadata(ctx, source.location, reader.proto, start, end)
                 except ProtoError as exc:
                     ctx.add(
                         MALFORMED.finding(
@@ -233,6 +238,11 @@ class SavedModelScanner:
                         )
                     )
                 metas = reader.metas
+        from bastion.scan.keras import analyse_keras_json
+
+        for meta in metas:
+            for config in meta.keras_configs:
+                analyse_keras_json(ctx, source.location, config, "SavedModel object metadata")
         _report(ctx, source.location, metas)
 
 
@@ -464,6 +474,7 @@ class _BinaryReader:
         self.proto = proto
         self.budget = budget
         self.metas: list[_MetaGraph] = []
+        self.object_graphs: list[tuple[int, int]] = []  # windows of SavedObjectGraph messages
 
     def saved_model(self) -> None:
         for number, wire, pos, length in self.proto.fields(0, self.proto.size):
@@ -478,6 +489,8 @@ class _BinaryReader:
                 continue
             if number == META_GRAPH_DEF:
                 self._graph(meta, pos, pos + length)
+            elif number == META_OBJECT_GRAPH_DEF:
+                self.object_graphs.append((pos, pos + length))
             elif number == META_SAVER_DEF:
                 names = {SAVER_FILENAME: "", SAVER_SAVE: "", SAVER_RESTORE: ""}
                 for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
@@ -623,6 +636,12 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
                 scalar(saver, "save_tensor_name"),
                 scalar(saver, "restore_op_name"),
             )
+        stack = messages(meta_message, "object_graph_def")
+        while stack:
+            message = stack.pop()
+            budget.tick()
+            meta.keras_configs += [v for v in scalars(message, "metadata") if v[:1] == "{"]
+            stack += [value for _key, value in message if isinstance(value, list)]
         for asset in messages(meta_message, "asset_file_def"):
             tensors = [scalar(info, "name") for info in messages(asset, "tensor_info")]
             _add_asset(meta, tensors[-1] if tensors else "", scalar(asset, "filename"))
@@ -654,11 +673,15 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
 # --- keras_metadata.pb ----------------------------------------------------------------------
 
 
-def _keras_metadata(ctx: ScanContext, source: Source, proto: ProtoStream) -> None:
-    """keras_metadata.pb holds JSON layer configs in string fields of its nodes."""
+def _keras_metadata(
+    ctx: ScanContext, location: Location, proto: ProtoStream, start: int, end: int
+) -> None:
+    """keras_metadata.pb (and a SavedModel's object graph: SavedUserObject.metadata, which
+    tf.keras reads when keras_metadata.pb is absent) holds JSON layer configs in string fields
+    of its nodes."""
     from bastion.scan.keras import analyse_keras_config
 
-    stack = [(0, source.size, 0)]
+    stack = [(start, end, 0)]
     while stack:
         start, end, depth = stack.pop()
         for _number, wire, pos, length in proto.fields(start, end):
@@ -670,7 +693,7 @@ def _keras_metadata(ctx: ScanContext, source: Source, proto: ProtoStream) -> Non
                     config = json.loads(proto.read(pos, length))
                 except (ValueError, RecursionError, UnicodeDecodeError):
                     continue
-                analyse_keras_config(ctx, source.location, config)
+                analyse_keras_config(ctx, location, config)
             else:
                 try:
                     list(proto.fields(pos, pos + length))
