@@ -38,6 +38,13 @@ NAMES = {
     "namespace": "{% set ns = namespace(i='', g='') %}{% for c in ['_', '_', 'init', '_', '_'] %}"
     "{% set ns.i = ns.i ~ c %}{% endfor %}{% set ns.g = '__glo' ~ 'bals__' %}"
     "{% set i = ns.i %}{% set g = ns.g %}{% set p = 'po' ~ 'pen' %}",
+    # no literal underscore at all: picked out of the text of data-independent objects
+    "dict_keys": "{% set u = (messages[0].keys() | string)[4] %}"
+    "{% set i = u ~ u ~ 'init' ~ u ~ u %}{% set g = u ~ u ~ 'globals' ~ u ~ u %}"
+    "{% set p = 'po' ~ 'pen' %}",
+    "generator_repr": "{% set u = (messages | map('string') | string)[22] %}"
+    "{% set i = u ~ u ~ 'init' ~ u ~ u %}{% set g = u ~ u ~ 'globals' ~ u ~ u %}"
+    "{% set p = 'po' ~ 'pen' %}",
 }
 # ways to use the names: subscripts by variable, |attr, map(attribute=), a macro's arguments
 USES = {

@@ -206,21 +206,6 @@ class _Taint:
             )
         return self._macro_taint[name]
 
-    def _repr_has_underscore(self, node: nodes.Node) -> bool:
-        """Does an operand turned into text show an underscore the template controls: the
-        repr of a global or macro (generate_lorem_ipsum, raise_exception, <Macro 'a_b'>) or a
-        keyword name it wrote (namespace(a_b=1), dict(a_b=1))?"""
-        for child in node.iter_child_nodes():
-            for name in (child, *child.find_all(nodes.Name)):
-                if isinstance(name, nodes.Name) and (
-                    name.name in _OBJECT_GLOBALS or name.name in self.macros
-                ):
-                    return True
-            for keyword in (child, *child.find_all(nodes.Keyword)):
-                if isinstance(keyword, nodes.Keyword) and "_" in keyword.key:
-                    return True
-        return False
-
     def _name(self, node: nodes.Node) -> str | None:
         if isinstance(node, nodes.Name):
             return node.name
@@ -261,8 +246,13 @@ class _Taint:
             )
         ):
             return True  # (95).to_bytes(1, 'big').decode(): methods turn numbers into text
-        if _stringifies(node) and self._repr_has_underscore(node):
-            return True  # `lipsum ~ ''`, '%s' | format(lipsum), namespace(a_b=1) | string
+        if _stringifies(node) and not all(
+            isinstance(child, nodes.Const) for child in node.iter_child_nodes()
+        ):
+            # the text of anything but a literal can show an underscore the template picks
+            # out: lipsum ~ '', namespace(a_b=1) | string, messages | map('x') | string
+            # ("<generator object sync_do_map ...>"), m.keys() | string ("dict_keys([...])")
+            return True
         if (
             isinstance(node, nodes.Call)
             and isinstance(node.node, nodes.Name)
