@@ -44,7 +44,7 @@ CONFIG_SECRET = Rule(
 
 MAX_STRINGS = 200_000  # strings examined per file
 MAX_DEPTH = 64
-MAX_SECRET_LINES = 20_000  # candidate lines handed to the secret detectors per file
+MAX_SECRET_LINES = 5_000  # candidate lines handed to the secret detectors per file
 MAX_SECRET_VALUE = 10_000
 MAX_JSON_LEVELS = 2  # JSON documents inside string values, inside string values
 _CREDENTIAL_KEY = re.compile(
@@ -59,6 +59,8 @@ def _secret_shaped(text: str) -> bool:
     """Long text without whitespace (tokens, keys), a PEM block, or a URL with a password."""
     if "-----BEGIN" in text or ("@" in text and _URL_CREDENTIALS.search(text)):
         return True
+    if text[:1] == "<" and text[-1:] == ">":
+        return False  # a tokenizer's special token (<|reserved_special_token_7|>)
     return len(text) >= 16 and not any(space in text for space in " \n\t")
 
 
@@ -121,6 +123,7 @@ def check_values(
     from bastion.scan.embedded import payloads_in, worth_decoding
 
     candidates: list[tuple[str, str]] = []
+    skipped = 0
     inner: list[tuple[str, object]] = []
     for index, (parent, key, text) in enumerate(strings_in(value, prefix=prefix)):
         if index & 0xFFF == 0:
@@ -134,13 +137,21 @@ def check_values(
                 _scan_payload(
                     ctx, source, _join(parent, key), payload.how, payload.fmt, payload.data, what
                 )
-        if (
-            8 <= len(text) <= MAX_SECRET_VALUE
-            and len(candidates) < MAX_SECRET_LINES
-            and (_secret_shaped(text) or (isinstance(key, str) and _CREDENTIAL_KEY.search(key)))
+        if 8 <= len(text) <= MAX_SECRET_VALUE and (
+            _secret_shaped(text) or (isinstance(key, str) and _CREDENTIAL_KEY.search(key))
         ):
-            candidates.append((_join(parent, key), text))
+            if len(candidates) < MAX_SECRET_LINES:
+                candidates.append((_join(parent, key), text))
+            else:
+                skipped += 1
     _report_secrets(ctx, source, candidates, what)
+    if skipped:
+        ctx.skip(
+            source.location,
+            f"{skipped} more {what} values that could hold credentials "
+            f"were not checked (limit {MAX_SECRET_LINES})",
+            "limit",
+        )
     for path, parsed in inner:
         check_values(ctx, source, parsed, what, path, level + 1)
 
