@@ -269,3 +269,9 @@ def test_other_ways_to_make_an_underscore_are_followed(maker: str) -> None:
     template = "{% if messages | length > 1000 %}" + maker + "{% endif %}"
     static = [i for i in analyse_template(template) if not i.evidence.startswith("dry run")]
     assert any(i.evidence == "computed subscript" for i in static), static
+
+
+def test_a_template_that_parses_but_does_not_compile_keeps_its_static_findings() -> None:
+    issues = analyse_template("{{ cycler.__init__.__globals__ }}{% break %}")
+    assert any(i.parse_error for i in issues)
+    assert any(i.evidence == ".__globals__" and i.severity == Severity.CRITICAL for i in issues)

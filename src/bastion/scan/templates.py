@@ -103,7 +103,14 @@ def analyse_template(text: str, tokens: dict[str, str] | None = None) -> list[Te
         issues.setdefault(
             found.evidence, TemplateIssue(found.message, found.evidence, severity=severity)
         )
-    refusals, stopped = dry_run(env, tree, tokens)
+    try:
+        refusals, stopped = dry_run(env, tree, tokens)
+    except (TemplateSyntaxError, SyntaxError) as exc:  # parses, but does not compile
+        message = getattr(exc, "message", None) or str(exc)
+        issues["compile"] = TemplateIssue(
+            f"template does not compile: {message}", str(message)[:200], parse_error=True
+        )
+        refusals, stopped = [], None
     for refusal in refusals:
         issues[f"dry run: {refusal.evidence}"] = TemplateIssue(
             f"rendering it {refusal.message}; a renderer without a sandbox executes this",
