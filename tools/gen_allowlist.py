@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import enum
 import importlib
+import inspect
 import pkgutil
 import re
 import sys
@@ -43,7 +44,11 @@ from bastion.scan.pickle_globals import REASONS, denied_category  # noqa: E402
 PACKAGES = ("numpy", "scipy", "pandas", "sklearn", "torch", "lightning", "pytorch_lightning",
             "lightning_fabric", "torchmetrics", "transformers", "peft", "accelerate",
             "sentence_transformers", "xgboost", "lightgbm", "catboost", "skops", "joblib",
-            "timm")
+            "timm", "dateutil", "pytz")
+# Op namespaces compiled into torch (not found by walking packages): pure tensor functions that
+# layers keep as attributes (torch._C._nn.gelu is what F.gelu pickles as).
+EXTRA_MODULES = ("torch._C._nn", "torch._C._special", "torch._C._linalg", "torch._C._fft",
+                 "torch._C._VariableFunctions")
 
 # Modules never walked: tests, build helpers, code generation/compilation, downloads, I/O
 # readers/writers, distributed/network, CLIs, and modules that import by name.
@@ -136,6 +141,23 @@ def _walk(package: str) -> list[str]:
     return names
 
 
+def _import(modname: str) -> types.ModuleType:
+    """Import a module; a namespace only reachable as an attribute of its parent (such as
+    torch._C._VariableFunctions, a class whose attributes are the C ops) is taken from there."""
+    try:
+        return importlib.import_module(modname)
+    except ModuleNotFoundError:
+        parent, _, child = modname.rpartition(".")
+        namespace: types.ModuleType = getattr(importlib.import_module(parent), child)
+        return namespace
+
+
+def _members(module: object) -> list[tuple[str, object]]:
+    if hasattr(module, "__dict__"):
+        return sorted(vars(module).items())
+    return [(name, getattr(module, name)) for name in sorted(dir(module))]
+
+
 def _lookup(module: types.ModuleType, qualname: str) -> object:
     obj: object = module
     for part in qualname.split("."):
@@ -166,6 +188,28 @@ def _is_estimator(cls: type) -> bool:
     except ImportError:
         return False
     return issubclass(cls, BaseEstimator)
+
+
+def _methods(entries: dict[tuple[str, str], tuple[str, str]], cls: type, modname: str,
+             qualname: str, pkg: str) -> None:
+    """Methods a class has (its own or inherited from a class of the same library), listed as
+    `Class.method` references: getattr(instance, name) of a bound method resolves there. Only
+    functions the library defines (a class attribute holding a foreign object is not listed)."""
+    for name in sorted(dir(cls)):
+        if name.startswith("__"):
+            continue
+        try:
+            inner = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if isinstance(inner, (staticmethod, classmethod)):
+            inner = inner.__func__
+        if not isinstance(inner, types.FunctionType) or \
+                inner.__module__.split(".")[0] != pkg:
+            continue
+        if denied_category(modname, f"{qualname}.{name}") is None and \
+                denied_category(inner.__module__, inner.__qualname__) is None:
+            entries[(modname, f"{qualname}.{name}")] = ("nr", f"method-ref:{pkg}")
 
 
 def _function_uses(func: object, modname: str, name: str) -> tuple[str, str]:
@@ -216,16 +260,16 @@ def generate() -> list[tuple[str, str, str, str]]:
     entries: dict[tuple[str, str], tuple[str, str]] = {}
     for package in PACKAGES:
         before = len(entries)
-        modules = _walk(package)
+        modules = _walk(package) + [m for m in EXTRA_MODULES if m.split(".")[0] == package]
         for modname in modules:
             try:
-                module = importlib.import_module(modname)
+                module = _import(modname)
             except BaseException as exc:  # optional back-ends raise anything, even SystemExit
                 if modname == package:
                     print(f"{modname}: {type(exc).__name__}: {exc}"[:300], file=sys.stderr)
                 continue
             pkg = modname.split(".")[0]
-            for name, obj in sorted(vars(module).items()):
+            for name, obj in _members(module):
                 if not isinstance(name, str):
                     continue
                 if isinstance(obj, numpy.ufunc) and getattr(obj, "__name__", None) == name:
@@ -234,6 +278,13 @@ def generate() -> list[tuple[str, str, str, str]]:
                     continue
                 if constants and isinstance(obj, constants) and not name.startswith("_"):
                     entries[(modname, name)] = ("cnr", "constant:" + pkg)
+                    continue
+                if modname in EXTRA_MODULES and _is_function(obj) and \
+                        getattr(obj, "__name__", None) == name and \
+                        denied_category(modname, name) is None:
+                    entries[(modname, name)] = _function_uses(obj, modname, name)
+                    entries[(modname, name)] = (entries[(modname, name)][0],
+                                                f"{entries[(modname, name)][1]}:{pkg}")
                     continue
                 if _pickled_by_name(obj, name):
                     entries[(modname, name)] = ("cnr", "singleton:" + pkg)
@@ -272,11 +323,8 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
                     inner = inner.__func__
                 if isinstance(inner, type):
                     _consider(entries, module, modname, inner_name, inner, pkg, depth + 1)
-                elif pkg in METHOD_PACKAGES and isinstance(inner, types.FunctionType) and \
-                        inner.__module__ == modname and \
-                        inner.__qualname__ == f"{qualname}.{inner_name}" and \
-                        denied_category(modname, inner.__qualname__) is None:
-                    entries[(modname, inner.__qualname__)] = ("nr", f"method-ref:{pkg}")
+            if pkg in METHOD_PACKAGES:
+                _methods(entries, obj, modname, qualname, pkg)
         return
     if depth:
         return  # methods are not pickled by reference

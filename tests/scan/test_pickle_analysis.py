@@ -129,7 +129,7 @@ def test_torchscript_type_names_are_allowed_only_in_torchscript() -> None:
 
 
 def test_global_offsets_point_at_the_opcode() -> None:
-    data = pickle.dumps([1, 2, 3]) [:-1] + b"0" + b"cposix\nsystem\n" + b"0."
+    data = pickle.dumps([1, 2, 3]) [:-1] + b"0" + b"cposix\nsystem\n" + b"0N."
     result = scan_data(data, "o.pkl")
     finding = next(f for f in result.findings if f.rule_id == "PKL001")
     offset = data.index(b"cposix")

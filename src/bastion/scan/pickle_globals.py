@@ -254,7 +254,17 @@ def _aliases(module: str) -> list[str]:
     return out
 
 
+# Pure tensor-op namespaces inside otherwise denied torch._C (judged by the generated list).
+_CATEGORY_EXEMPT = ("torch._C._nn.", "torch._C._special.", "torch._C._linalg.", "torch._C._fft.",
+                    "torch._C._VariableFunctions.", "torch._C._VariableFunctionsClass.")
+# torch pickles its C ops as getattr(torch._C._VariableFunctionsClass, name); the same functions
+# are listed as the members of the module torch._C._VariableFunctions.
+_NAME_ALIASES = {("torch._C", "_VariableFunctionsClass"): "torch._C._VariableFunctions"}
+
+
 def _category(qualname: str) -> str | None:
+    if qualname.startswith(_CATEGORY_EXEMPT) and qualname.count(".") == 3:
+        return None
     for category, entries in _CATEGORIES:
         for entry in entries:
             if entry.endswith((".", "_")):
@@ -376,6 +386,10 @@ def classify(module: str, name: str) -> Verdict:
         if category is not None:
             qualname = f"{mod}.{qual}"
             return Verdict(qualname, "", category, f"{category}: {qualname}")
+    owner, _, attribute = name.partition(".")
+    alias = _NAME_ALIASES.get((module, owner))
+    if alias is not None and attribute and "." not in attribute:
+        names.append((alias, attribute))
     found = _lookup_in(GENERATED, names)
     if found is not None:
         return Verdict(found[0], found[1][0], None, _reason(found[1][1]))

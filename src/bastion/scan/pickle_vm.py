@@ -50,6 +50,7 @@ _classify = functools.lru_cache(maxsize=65_536)(classify)
 
 MUTATE = "m"  # BUILD or a container operation applied to a global itself
 RESOLVED = "g"  # a resolver (getattr on a global with a constant name) emulated as a lookup
+LOOKUP_BASE = "b"  # the global a resolver looked an attribute up on (the result is judged)
 
 
 class FlaggedName:
@@ -69,12 +70,13 @@ class FlaggedName:
 
 
 class _Resolved:
-    __slots__ = ("count", "dotted", "first_index", "uses", "verdict")
+    __slots__ = ("count", "dotted", "first_index", "module_name", "uses", "verdict")
 
-    def __init__(self, verdict: Verdict, first_index: int, dotted: bool) -> None:
+    def __init__(self, verdict: Verdict, first_index: int, module_name: tuple[str, str]) -> None:
         self.verdict = verdict
+        self.module_name = module_name  # as the stream named it
         self.first_index = first_index
-        self.dotted = dotted  # reached through attribute lookups (protocol 4 dotted name)
+        self.dotted = "." in module_name[1]  # reached through attribute lookups (protocol 4)
         self.count = 1
         self.uses: set[str] = set()
 
@@ -122,7 +124,7 @@ class Recorder:
             else:
                 verdict = _classify(module, name)
             if len(self.names) < MAX_STAND_IN_TYPES:
-                record = self.names[qualname] = _Resolved(verdict, index, "." in name)
+                record = self.names[qualname] = _Resolved(verdict, index, (module, name))
             elif not verdict.permits("cnr"):
                 self.flagged_overflow = True
         stand_in = self.types.get(qualname)
@@ -132,7 +134,6 @@ class Recorder:
             if stand_in is None:
                 flagged = record is None or not record.verdict.allowed
                 stand_in = _Ref(key, (), {"__new__": _stand_in_new, "_bastion_name": key,
-                                          "_bastion_module_name": (module, name),
                                           "_bastion_flagged": flagged,
                                           "_bastion_record": record,
                                           "_bastion_recorder": self})
@@ -173,6 +174,8 @@ def _judge(record: _Resolved) -> str | None:
     """None when every use the stream makes of the name is permitted; else why not."""
     verdict = record.verdict
     uses = record.uses or {REF}
+    if uses == {LOOKUP_BASE}:
+        return None  # only looked into: what was looked up is judged as its own name
     if verdict.category is not None:
         if uses == {RESOLVED} and verdict.qualname in RESOLVERS:
             return None  # every call was a constant lookup, judged as that name
@@ -285,7 +288,7 @@ class _Ref(type):
         if kwargs:
             _apply_roles(None, tuple(kwargs.values()))
         name = cls._bastion_name  # type: ignore[attr-defined]
-        return _Obj(recorder, name, args, cls._bastion_flagged)  # type: ignore[attr-defined]
+        return _Obj(recorder, name, args, cls._bastion_flagged, record)  # type: ignore[attr-defined]
 
     def __setstate__(cls, state: Any) -> None:
         _use(cls, MUTATE)
@@ -308,9 +311,14 @@ def _resolver_target(qualname: str, args: tuple[Any, ...]) -> tuple[str, str] | 
     kind = RESOLVERS.get(qualname)
     if kind is None or len(args) != 2 or not isinstance(args[1], str):
         return None
-    if kind == "attribute" and isinstance(args[0], _Ref) and \
-            isinstance(args[0]._bastion_record, _Resolved):  # type: ignore[attr-defined]
-        module, name = args[0]._bastion_module_name  # type: ignore[attr-defined]
+    if kind == "attribute" and isinstance(args[0], _Ref):
+        record = args[0]._bastion_record  # type: ignore[attr-defined]
+        if isinstance(record, _Resolved):
+            record.uses.add(LOOKUP_BASE)
+            module, name = record.module_name
+            return module, f"{name}.{args[1]}"
+    if kind == "attribute" and isinstance(args[0], _Obj) and args[0].record is not None:
+        module, name = args[0].record.module_name  # an instance: its class's attribute
         return module, f"{name}.{args[1]}"
     if kind == "module" and isinstance(args[0], str):
         return args[0], args[1]
