@@ -23,6 +23,7 @@ BUILTIN_SCANNERS: dict[str, str] = {
     "bz2": "bastion.scan.archive:CompressedScanner",
     "xz": "bastion.scan.archive:CompressedScanner",
     "lzma": "bastion.scan.archive:CompressedScanner",
+    "zstd": "bastion.scan.archive:CompressedScanner",
     "zlib": "bastion.scan.archive:CompressedScanner",
     "lz4": "bastion.scan.archive:CompressedScanner",
     "npy": "bastion.scan.npy:NpyScanner",

@@ -4,6 +4,7 @@ gzip/bz2/xz/zlib/lz4. Members are scanned recursively with bounded depth, count 
 from __future__ import annotations
 
 import io
+import posixpath
 import zlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -207,20 +208,61 @@ class TarScanner:
                                           evidence=str(exc)))
                 return
             members: list[tarfile.TarInfo] = []
+            complete = True
             try:
                 for count, info in enumerate(archive):
                     if count >= ctx.limits.max_members:
                         ctx.limit_hit(source.location,
                                       f"more than {ctx.limits.max_members} members")
+                        complete = False
                         break
                     members.append(info)
             except (tarfile.TarError, EOFError, OSError) as exc:
                 ctx.add(MALFORMED.finding(source.location, f"tar archive breaks: {exc}",
                                           evidence=str(exc)))
-            names = {m.name for m in members}
+            names = {posixpath.normpath(m.name) for m in members}  # as tar.extract(name) finds
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
                 self._member(ctx, source, archive, info, legacy_torch)
+            if complete:
+                self._after_end(ctx, source, handle, archive.offset)
+
+    @staticmethod
+    def _after_end(ctx: ScanContext, source: Source, handle: BinaryIO, end: int) -> None:
+        """tarfile stops quietly at the first header it cannot parse; GNU tar skips to the
+        next valid header and extracts the rest. Anything but zeros after tarfile's end is
+        reported, and the archive is read again from the next header GNU tar would find."""
+        from bastion.scan.identify import looks_like_tar_header
+
+        handle.seek(end)
+        position = end
+        while position < source.size:
+            ctx.check_time()
+            block = handle.read(1 << 16)
+            if not block:
+                return
+            if block.strip(b"\x00"):
+                break
+            position += len(block)
+        else:
+            return
+        ctx.add(MALFORMED.finding(
+            source.location, f"Python's tarfile ends at byte {end}, but data follows; GNU tar "
+            "skips to the next header and extracts it (scanned)",
+            evidence=f"tar data after byte {end}"))
+        offset = end + 512
+        while offset + 512 <= source.size:
+            ctx.check_time()
+            handle.seek(offset)
+            window = handle.read(1 << 20)
+            for start in range(0, len(window) - 511, 512):
+                if looks_like_tar_header(window[start:start + 512]):
+                    found = offset + start
+                    length = source.size - found
+                    ctx.scan(source.child(f"<tar resumed at byte {found}>",
+                                          slice_opener(source, found, length), length), "tar")
+                    return
+            offset += max(512, len(window) // 512 * 512)
 
     def _member(self, ctx: ScanContext, source: Source, archive: tarfile.TarFile,
                 info: tarfile.TarInfo, legacy_torch: bool) -> None:
@@ -239,8 +281,8 @@ class TarScanner:
             ctx.add(LINK_MEMBER.finding(where, "device or FIFO member", evidence=info.name,
                                         severity=Severity.MEDIUM))
             return
-        if not info.isfile():
-            return
+        if info.isdir():
+            return  # any other type (even an unknown one) is extracted as a regular file
         if info.issparse():
             # GNU sparse: the extracted file (what torch's tar.extract writes) interleaves
             # the stored chunks with holes of zeros; read it the way tarfile extracts it
@@ -250,12 +292,14 @@ class TarScanner:
             start = info.offset_data
             length = min(info.size, max(0, source.size - start))
             child = source.child(info.name, slice_opener(source, start, length), length)
-        if legacy_torch and info.name in ("pickle", "sys_info", "storages", "tensors"):
+        if legacy_torch and posixpath.normpath(info.name) in ("pickle", "sys_info", "storages",
+                                                               "tensors"):
             from bastion.scan.pickle import scan_pickle
 
             ctx.formats.append("pickle")
             ctx.guarded(child, lambda: scan_pickle(
-                ctx, child, trailing_ok=info.name in ("storages", "tensors")), "tar")
+                ctx, child, trailing_ok=posixpath.normpath(info.name) in ("storages", "tensors")),
+                "tar")
             return
         ctx.scan(child)
 
@@ -334,16 +378,19 @@ class SevenZipScanner:
                 ctx.add(CORRUPT_MEMBER.finding(source.location,
                                                f"7z members cannot be extracted: {exc}",
                                                evidence=str(exc)[:200]))
-            for info in files:
-                try:
-                    product = factory.get(info.filename)  # type: ignore[no-untyped-call]
-                except KeyError:
-                    continue
+            # every product py7zr extracted, under the (sanitised, de-duplicated) name it
+            # writes it to: "./model.pkl" becomes "model.pkl", a second "a" becomes "a_0"
+            products = dict(factory.products)
+            if len(products) < len(files):
+                ctx.add(CORRUPT_MEMBER.finding(
+                    source.location, f"{len(files) - len(products)} listed member(s) were not "
+                    "extracted", evidence=f"{len(files)} listed, {len(products)} extracted"))
+                ctx.incomplete = True
+            for name, product in sorted(products.items()):
                 data = product.getvalue() if hasattr(product, "getvalue") else product.read()
-                ctx.scan(bytes_source(data, info.filename, depth=source.depth + 1,
+                ctx.scan(bytes_source(data, name, depth=source.depth + 1,
                                       location=source.location.model_copy(update={
-                                          "members": (*source.location.members,
-                                                      info.filename)})))
+                                          "members": (*source.location.members, name)})))
         finally:
             handle.close()
 
@@ -360,7 +407,7 @@ _NEXT_STREAM: dict[str, tuple[bytes, ...]] = {
 
 class CompressedScanner:
     name = "compressed"
-    formats = ("gzip", "bz2", "xz", "lzma", "zlib", "lz4")
+    formats = ("gzip", "bz2", "xz", "lzma", "zlib", "lz4", "zstd")
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
         import tempfile
@@ -389,11 +436,20 @@ class CompressedScanner:
     def _trailing(ctx: ScanContext, source: Source, fmt: str, start: int) -> None:
         """Bytes after the end of the compressed stream are content too: another reader, or
         the same one on a stream it does not stop at, reads them."""
+        with source.open() as handle:  # zero padding is fine, wherever it ends
+            handle.seek(start)
+            while True:
+                ctx.check_time()
+                block = handle.read(1 << 20)
+                if not block:
+                    return
+                if block.strip(b"\x00"):
+                    start += len(block) - len(block.lstrip(b"\x00"))
+                    break
+                start += len(block)
         length = source.size - start
         child = source.child(f"<after {fmt} stream>", slice_opener(source, start, length),
                              length)
-        if not child.head(1 << 16).strip(b"\x00"):
-            return  # zero padding
         ctx.add(TRAILING_AFTER_STREAM.finding(
             source.location, f"{length} bytes follow the end of the {fmt} stream (scanned)",
             evidence=f"{fmt} stream ends at byte {start}"))
@@ -425,6 +481,8 @@ class CompressedScanner:
         follow the last stream, if any)."""
         import lzma
 
+        if fmt == "zstd":
+            return self._inflate_zstd(ctx, source, out), None
         decompressor = self._decompressor(ctx, source, fmt)
         if decompressor is None:
             return None, None
@@ -452,6 +510,15 @@ class CompressedScanner:
                             continue
                         if decompressor.eof:
                             rest = decompressor.unused_data
+                            while fmt == "gzip" and not rest.lstrip(b"\x00"):
+                                # GzipFile skips any run of zeros between members
+                                ctx.check_time()
+                                rest = handle.read(1 << 20)
+                                position += len(rest)
+                                if not rest:
+                                    return None, None
+                            if fmt == "gzip":
+                                rest = rest.lstrip(b"\x00")
                             if not rest:
                                 rest = handle.read(1 << 20)
                                 position += len(rest)
@@ -472,6 +539,30 @@ class CompressedScanner:
         if not decompressor.eof:
             return "stream ends before its end marker", None
         return None, None
+
+
+    @staticmethod
+    def _inflate_zstd(ctx: ScanContext, source: Source, out: BinaryIO) -> str | None:
+        """Every frame, as zstandard's reader (pandas' .zst) returns them."""
+        try:
+            import zstandard  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            ctx.skip(source.location, "zstd streams need the zstandard package",
+                     "missing-extra", "archives")
+            ctx.incomplete = True
+            return None
+        with source.open() as handle:
+            reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
+            try:
+                while True:
+                    ctx.check_time()
+                    piece = reader.read(1 << 20)
+                    if not piece:
+                        return None
+                    ctx.charge(len(piece))
+                    out.write(piece)
+            except zstandard.ZstdError as exc:
+                return str(exc)
 
 
 class _NonClosing(io.RawIOBase):

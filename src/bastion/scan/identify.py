@@ -16,7 +16,7 @@ from typing import BinaryIO
 from bastion.scan.pickle_probe import looks_like_pickle
 
 # What each extension is expected to contain; anything else is a mismatch.
-_COMPRESSED = frozenset({"pickle", "gzip", "bz2", "xz", "lzma", "zlib", "lz4"})
+_COMPRESSED = frozenset({"pickle", "gzip", "bz2", "xz", "lzma", "zlib", "lz4", "zstd"})
 EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".pkl": _COMPRESSED | {"zip"},  # torch.save writes a zip under any name
     ".pickle": _COMPRESSED | {"zip"},
@@ -47,6 +47,7 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".lzma": frozenset({"lzma"}),
     ".z": frozenset({"zlib"}),
     ".lz4": frozenset({"lz4"}),
+    ".zst": frozenset({"zstd"}),
     ".nemo": frozenset({"tar", "gzip"}),
     ".mar": frozenset({"zip"}),
 }
@@ -55,7 +56,7 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
 SAFE_FORMAT_EXTENSIONS = frozenset({".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5",
                                     ".hdf5"})
 CODE_CAPABLE_FORMATS = frozenset({"pickle", "zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib",
-                                  "lz4", "7z"})
+                                  "lz4", "zstd", "7z"})
 # Interpretations of one protobuf message: scanning each is expected, not a polyglot.
 PROTOBUF_FORMATS = frozenset({"onnx", "savedmodel", "keras_metadata", "tf_graphdef"})
 
@@ -78,7 +79,7 @@ def extension_of(name: str) -> str:
 
 def _looks_like_zlib(head: bytes) -> bool:
     """A 2-byte zlib header matches plenty of text ("x = 1" does), so the head must also
-    start inflating cleanly."""
+    inflate cleanly (joblib itself only looks at the first byte, 0x78)."""
     if len(head) < 3 or head[0] & 0x0F != 8 or head[0] >> 4 > 7 or head[1] & 0x20:
         return False
     if (head[0] << 8 | head[1]) % 31:
@@ -86,9 +87,10 @@ def _looks_like_zlib(head: bytes) -> bool:
     import zlib
 
     try:
-        return bool(zlib.decompressobj().decompress(head, 64))
+        zlib.decompressobj().decompress(head, 64)  # may yield nothing: empty stored blocks
     except zlib.error:
         return False
+    return True
 
 
 def _looks_like_joblib_zfile(head: bytes) -> bool:
@@ -118,7 +120,8 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
 def _tar_number(field: bytes) -> int | None:
     """`tarfile.nti`: base-256 when the first byte is 0x80/0xff, else octal up to a NUL."""
     if field[:1] in (b"\x80", b"\xff"):
-        return 0
+        value = int.from_bytes(field[1:], "big")
+        return value - 256 ** (len(field) - 1) if field[0] == 0xFF else value
     text = field.split(b"\x00", 1)[0]
     try:
         return int(text.decode("ascii").strip() or "0", 8)
@@ -126,7 +129,7 @@ def _tar_number(field: bytes) -> int | None:
         return None
 
 
-def _looks_like_tar(head: bytes) -> bool:
+def looks_like_tar_header(head: bytes) -> bool:
     """What `tarfile.open(mode="r:")` accepts (torch.load's legacy path): a first 512-byte
     header that is not all zeros and whose checksum is right. No `ustar` magic is needed: old V7
     archives have none."""
@@ -190,11 +193,13 @@ def _magic_format(head: bytes) -> str | None:
     for magic, fmt in ((b"\x93NUMPY", "npy"), (b"GGUF", "gguf"),
                        (HDF5_SIGNATURE, "hdf5"), (b"7z\xbc\xaf\x27\x1c", "7z"),
                        (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"),
-                       (b"\x04\x22\x4d\x18", "lz4")):
+                       (b"\x04\x22\x4d\x18", "lz4"), (b"\x28\xb5\x2f\xfd", "zstd")):
         if head.startswith(magic):
             return fmt
     if head.startswith(b"BZh") and head[3:4].isdigit():
         return "bz2"
+    if len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18":
+        return "zstd"  # a skippable frame first (zstd's reader skips it)
     return None
 
 
@@ -212,7 +217,7 @@ def identify_all(head: bytes, size: int, name: str = "",
     magic = _magic_format(head)
     if magic:
         add(magic)
-    if _looks_like_tar(head):
+    if looks_like_tar_header(head):
         add("tar")  # torch.load tries tarfile before pickle
     if not magic:
         if _looks_like_safetensors(head, size):
