@@ -47,10 +47,11 @@ MAX_GRAPH_DEPTH = 16
 MAX_MESSAGES = 5_000_000
 
 # field numbers (onnx.proto3)
-MODEL_GRAPH, MODEL_FUNCTIONS = 7, 25
+MODEL_GRAPH, MODEL_FUNCTIONS, MODEL_TRAINING_INFO = 7, 25, 20
+TRAINING_GRAPHS = (1, 2)  # TrainingInfoProto: initialization, algorithm
 GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INIT = 1, 5, 15
 NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 4, 5, 7
-ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE = 5, 6, 10, 11, 22
+ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE, ATTR_SPARSES = 5, 6, 10, 11, 22, 23
 TENSOR_NAME, TENSOR_EXTERNAL, TENSOR_LOCATION = 8, 13, 14
 FUNCTION_NODE = 4
 
@@ -97,6 +98,10 @@ class _Walker:
                 self.graph(pos, pos + length, 0)
             elif number == MODEL_FUNCTIONS and wire == LENGTH:
                 self.function(pos, pos + length)
+            elif number == MODEL_TRAINING_INFO and wire == LENGTH:
+                for n2, w2, p2, l2 in self.proto.fields(pos, pos + length):
+                    if n2 in TRAINING_GRAPHS and w2 == LENGTH:
+                        self.graph(p2, p2 + l2, 1)
         if not saw_graph:
             raise ProtoError("no graph in the model")
 
@@ -141,7 +146,7 @@ class _Walker:
                 self.graph(pos, pos + length, depth + 1)
             elif number in (ATTR_T, ATTR_TENSORS):
                 self.tensor(pos, pos + length)
-            elif number == ATTR_SPARSE:
+            elif number in (ATTR_SPARSE, ATTR_SPARSES):
                 self.tensor(pos, pos + length, sparse=True)
 
     def tensor(self, start: int, end: int, sparse: bool = False) -> None:
