@@ -177,6 +177,7 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
         ctx.limit_hit(source.location, f"more than {MAX_STACKED} stacked pickle streams")
 
 
+CALL_USE = "c"
 _USE_WORDS = {"c": "calls", "n": "instantiates", "r": "keeps as a value", "m": "mutates"}
 
 
@@ -239,6 +240,8 @@ def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
             rule = UNKNOWN_GLOBAL
             message = (f"loading this pickle imports and {used} {qualname} "
                        f"[not on the allowlist]{times}")
+            if CALL_USE not in flagged.uses:
+                message += "; a callable kept as a value is called later by whoever uses it"
         else:
             rule = OUTSIDE_ALLOWLIST
             message = (f"loading this pickle imports {qualname} and {used} it "

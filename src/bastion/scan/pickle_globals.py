@@ -200,7 +200,7 @@ _DUNDER_GADGETS = re.compile(
 # name: never allowed, whichever package defines them (reviewed; also applied by the generator).
 _DENIED_LAST_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("nested deserialisation", re.compile(
-        r"^(load|loads|load_\w+|\w+_load|_load|_loads|unpickle|read_pickle|from_pretrained|"
+        r"^(_*load|_*loads|_*load_\w+|\w+_loads?|\w+_loads?_\w+|unpickle|read_pickle|from_pretrained|"
         r"from_single_file|load_from_checkpoint|restore_from|deserialize\w*|\w+_deserialize|"
         r"safe_load|full_load|unsafe_load|load_state_dict_from_url|load_url)$")),
     ("exec/eval", re.compile(
@@ -210,7 +210,7 @@ _DENIED_LAST_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"_ufunc_reconstruct|require_version|check_output|call|check_call|getoutput|"
         r"getstatusoutput|system|popen|spawn\w*|launch\w*|shell\w*|subprocess\w*)$")),
     ("file access", re.compile(
-        r"^(read_\w+|fromfile|from_file|loadtxt|genfromtxt|fromregex|memmap|open|open_\w+|"
+        r"^(read_\w+|_read_\w+|fromfile|from_file|\w*_from_files?|\w*_from_filelike|loadtxt|genfromtxt|fromregex|memmap|open|open_\w+|"
         r"save|save_\w+|savez\w*|savetxt|dump|dumps|dump_\w+|to_pickle|tofile|loadmat|"
         r"savemat|mmread|mmwrite|write\w*|rmtree|remove|unlink|makedirs|mkdir|copyfile|"
         r"move|rename|chmod)$")),

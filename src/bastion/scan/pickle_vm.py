@@ -65,7 +65,7 @@ class FlaggedName:
         self.count = count
         self.uses = uses  # what the loader does with it: c(all), n(ew), r(eference), m(utate)
         # "dangerous" (a denied category), "misuse" (listed, but not for this use),
-        # "call" (unknown and called), "new" (unknown, only instantiated or referenced)
+        # "call" (unknown and called or kept as a value), "new" (unknown, only instantiated)
         self.kind = kind
 
 
@@ -184,7 +184,10 @@ def _judge(record: _Resolved) -> str | None:
         return "dangerous"
     if verdict.uses:
         return None if all(use in verdict.uses for use in uses) else "misuse"
-    if CALL in uses or record.dotted:
+    if CALL in uses or record.dotted or NEW not in uses:
+        # called, reached through attributes, or kept as a value: a callable kept in a model
+        # (a FunctionTransformer's func, a vectorize's pyfunc) is called later with the
+        # arguments the pickle stored next to it, so only instantiation is graded low
         return "call"
     return "new"
 
