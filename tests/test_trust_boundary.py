@@ -246,3 +246,15 @@ def test_two_roots_with_the_same_name_keep_both_results(tmp_path: Path,
     assert "upstream/models/model.pkl" in paths and "ours/models/model.pkl" in paths
     assert len(paths) == len(set(paths)) == 2
     assert evaluate(report, Settings()).exit_code == 1
+
+
+def test_a_policy_in_the_home_folder_is_never_implicit(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A1-38: a model tarball extracted in ~ drops ~/bastion.toml next to ~/model."""
+    monkeypatch.delenv("BASTION_POLICY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.pkl").write_bytes(EVIL)
+    (tmp_path / "bastion.toml").write_text(SHIPPED["bastion.toml"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["scan", "model", "--no-store", "-q"]) == 2

@@ -214,10 +214,13 @@ def _near(policy: Path, roots: Sequence[Path]) -> bool:
     """Whether a policy file shares a folder tree with the scanned content: the deepest folder
     holding both is anything but the filesystem root, the home folder or a folder above it.
     Inside, above, beside (`repo/scripts/bastion.toml` scanning `repo/models`) all count: a
-    downloaded repository can put its policy anywhere the user might `cd` to."""
+    downloaded repository can put its policy anywhere the user might `cd` to. A policy in the
+    home folder itself (or above) is never implicit: extracting a tarball in ~ can write one."""
     folder = policy.resolve().parent
     home = Path.home().resolve()
     broad = {Path(folder.anchor), home, *home.parents}
+    if folder in broad:  # ~/bastion.toml: a tarball extracted in ~ can drop one there
+        return bool(roots)
     for root in roots:
         common = Path(os.path.commonpath([folder, root.resolve()]))
         if common not in broad:

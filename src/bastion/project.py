@@ -119,10 +119,10 @@ def _shipped_code(results: dict[str, TargetResult], found: Found) -> None:
         shadowing_results,
     )
 
-    load_folders = {str(PurePosixPath(path).parent) for path, result in results.items()
-                    if result.format in MODEL_FORMATS}
-    _merge(results, shadowing_results(found.files, load_folders))
-    _merge(results, bytecode_results(found.files))
+    model_folders = {str(PurePosixPath(path).parent) for path, result in results.items()
+                     if result.format in MODEL_FORMATS}
+    _merge(results, shadowing_results(found.files, model_folders))
+    _merge(results, bytecode_results(found.files, model_folders))
     regrade_shipped_classes(results, found.files)
 
 

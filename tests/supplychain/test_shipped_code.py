@@ -151,3 +151,85 @@ def test_ordinary_projects_are_not_flagged(tmp_path: Path) -> None:
     report = bastion.scan(project)
     rules = {f.rule_id for f in report.findings}
     assert not rules & {"COD012", "COD013", "PKL009"}
+
+
+def test_a_sourceless_pyc_named_like_the_loader(tmp_path: Path) -> None:
+    """A1-27: joblib.pyc with no joblib.py is imported from the folder."""
+    folder = model_folder(tmp_path)
+    marker = tmp_path / "marker-sourceless"
+    shim = tmp_path / "joblib.py"
+    shim.write_text(SHIM.format(marker=str(marker)))
+    py_compile.compile(str(shim), cfile=str(folder / "joblib.pyc"))
+    proof = run_in(folder, LOAD)
+    assert "weights" in proof.stdout and marker.exists()
+    assert {"COD012", "COD013"} <= rules_of(folder)["joblib.pyc"]
+
+
+def test_shadowing_a_dependency_of_the_loader_and_from_a_parent_folder(tmp_path: Path) -> None:
+    """A1-30: `import joblib` imports lz4 (not a name loading code imports itself), and a shim
+    at the repository root shadows for `cd repo && python -c ...models/model.pkl`."""
+    folder = model_folder(tmp_path)
+    (folder / "lz4.py").write_text("import os\n")
+    assert "COD012" in rules_of(folder)["lz4.py"]
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "models" / "model.pkl").write_bytes(pickle.dumps([1.0]))
+    (repo / "joblib.py").write_text("import os\n")
+    assert "COD012" in rules_of(repo)["joblib.py"]
+
+
+def test_timestamp_bytecode_beside_model_files(tmp_path: Path) -> None:
+    """A1-31: a timestamp pyc whose recorded mtime and size match the shipped source runs
+    instead of it (archives restore mtimes); CPython never compares the content."""
+    folder = model_folder(tmp_path)
+    marker = tmp_path / "marker-timestamp"
+    helper = folder / "helpers.py"
+    payload = f"import os\nos.close(os.open({str(marker)!r}, os.O_CREAT))\nVALUE = 1\n"
+    benign = "VALUE = 1  # " + "." * (len(payload) - 14) + "\n"  # the same size
+    assert len(benign) == len(payload)
+    helper.write_text(payload)
+    os.utime(helper, (1_700_000_000, 1_700_000_000))
+    py_compile.compile(str(helper), cfile=importlib.util.cache_from_source(str(helper)))
+    helper.write_text(benign)
+    os.utime(helper, (1_700_000_000, 1_700_000_000))
+    proof = run_in(folder, "import helpers")
+    assert proof.returncode == 0 and marker.exists()
+    found = rules_of(folder)
+    assert "COD013" in found[next(p for p in found if p.endswith(".pyc"))]
+
+
+def test_shipped_class_in_a_namespace_package_as_bytecode_or_extension(tmp_path: Path) -> None:
+    """A1-32: no __init__.py, the module is compiled (a .pyc here; an extension module the
+    same way), and the pickle only instantiates its class."""
+    folder = model_folder(tmp_path)
+    package = folder / "mlpkg"
+    package.mkdir()
+    (package / "model.py").write_text("class Scorer:\n    pass\n")
+    written = run_in(
+        folder, "import pickle, mlpkg.model as m\npickle.dump(m.Scorer(), open('model.pkl', 'wb'))"
+    )
+    assert written.returncode == 0, written.stderr
+    py_compile.compile(str(package / "model.py"), cfile=str(package / "model.pyc"))
+    (package / "model.py").unlink()
+    assert (
+        run_in(folder, "import pickle; print(pickle.load(open('model.pkl', 'rb')))").returncode == 0
+    )
+    assert "PKL009" in rules_of(folder)["model.pkl"]
+    (package / "model.pyc").unlink()
+    (package / "model.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    found = rules_of(folder)
+    assert "PKL009" in found["model.pkl"]
+    assert "COD014" in found["mlpkg/model.cpython-311-x86_64-linux-gnu.so"]
+
+
+def test_an_init_file_beside_the_weights_does_not_hide_a_shadowing_module(
+    tmp_path: Path,
+) -> None:
+    """A1-37: an empty __init__.py made the model folder a 'package' and switched COD012 off."""
+    folder = model_folder(tmp_path)
+    (folder / "__init__.py").write_text("")
+    marker = tmp_path / "marker-init"
+    (folder / "joblib.py").write_text(SHIM.format(marker=str(marker)))
+    proof = run_in(folder, LOAD)
+    assert "weights" in proof.stdout and marker.exists()
+    assert "COD012" in rules_of(folder)["joblib.py"]

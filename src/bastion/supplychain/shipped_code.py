@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from bastion.discover import Target
@@ -68,64 +68,124 @@ SHIPPED_CLASS = Rule(
     "or safetensors file with code you control.",
 )
 
-# Top-level names of libraries that loading code imports (beyond the standard library).
+NATIVE = Rule(
+    id="COD014",
+    title="Native code shipped with a model",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
+    description="A folder that holds model files also holds a native library or Python "
+    "extension module (.so, .pyd, .dylib, .dll). Python imports an extension module found "
+    "on its path like any module, and its initialisation runs machine code no scanner can "
+    "judge; custom-operator libraries are loaded the same way.",
+    remediation="Build native code from reviewed source in your own pipeline; do not load "
+    "binaries that came with a model download.",
+)
+
+# Top-level names of libraries that loading code imports, whether or not they are installed on
+# the machine that scans (the environment's own importable names are added at run time).
 LOADER_MODULES = frozenset(
-    {
+    [
         "accelerate",
         "catboost",
         "cloudpickle",
-        "dill",
+        "dateutil",
         "diffusers",
+        "dill",
+        "filelock",
+        "fsspec",
         "gguf",
         "h5py",
         "huggingface_hub",
+        "jinja2",
         "joblib",
         "keras",
         "lightgbm",
         "lightning",
         "llama_cpp",
+        "lz4",
         "numpy",
         "onnx",
         "onnxruntime",
+        "packaging",
         "pandas",
         "peft",
+        "psutil",
         "pytorch_lightning",
+        "pytz",
+        "regex",
+        "requests",
         "safetensors",
         "scipy",
         "sentence_transformers",
         "sklearn",
         "skops",
+        "sympy",
         "tensorflow",
         "tf_keras",
+        "threadpoolctl",
         "timm",
         "tokenizers",
         "torch",
         "torchvision",
+        "tqdm",
         "transformers",
+        "typing_extensions",
+        "urllib3",
         "xgboost",
         "yaml",
-    }
+        "zstandard",
+    ]
 )
 STARTUP_MODULES = frozenset({"sitecustomize", "usercustomize"})
-# Standard-library names nobody's loading code imports; ignored so `test/` folders are fine.
-_IGNORED = frozenset({"test", "this", "antigravity", "__main__", "__future__"})
-_MODULE_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
+# Names too generic to mean a shadowing attempt (some wheels install a top-level `tests`).
+_IGNORED = frozenset(
+    {
+        "test",
+        "tests",
+        "this",
+        "antigravity",
+        "__main__",
+        "__future__",
+        "docs",
+        "doc",
+        "examples",
+        "scripts",
+        "tools",
+        "src",
+        "bench",
+        "benchmarks",
+        "build",
+        "setup",
+        "conftest",
+    }
+)
+NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 _PYC_HEADER = struct.Struct("<4sI")
 
 
-def _shadowed() -> frozenset[str]:
+def _importable_names() -> frozenset[str]:
+    """Every top-level module name the scanning environment can import: the standard library,
+    built-in modules, each installed distribution's top-level names, and the loaders above."""
+    from importlib.metadata import packages_distributions
+
     stdlib: frozenset[str] = getattr(sys, "stdlib_module_names", frozenset())
-    return (frozenset(stdlib) | LOADER_MODULES | STARTUP_MODULES) - _IGNORED
+    installed = {name for name in packages_distributions() if name.isidentifier()}
+    names = stdlib | set(sys.builtin_module_names) | installed | LOADER_MODULES
+    return frozenset(names | STARTUP_MODULES) - _IGNORED
 
 
-def _module_name(path: PurePosixPath) -> str | None:
-    """The top-level module a file makes importable from its folder, if any."""
+def _module_path(path: PurePosixPath) -> PurePosixPath | None:
+    """The module path a file makes importable from its folder (`pkg/mod.cpython-311.so` ->
+    pkg/mod, `pkg/__init__.py` -> pkg), whatever suffix importlib accepts; None otherwise."""
     name = path.name
-    if name == "__init__.py":
-        return path.parent.name or None
-    for suffix in _MODULE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)].split(".", 1)[0]  # foo.cpython-311-x86_64.so -> foo
+    stem = name.split(".", 1)[0]
+    suffix = name[len(stem) :]
+    if not stem.isidentifier() or not suffix:
+        return None
+    if suffix in (".py", ".pyc", ".pyw") or suffix.endswith(NATIVE_SUFFIXES):
+        return path.parent if stem == "__init__" else path.parent / stem
     return None
 
 
@@ -133,17 +193,28 @@ def _finding_result(target: Target, finding: Finding) -> TargetResult:
     return TargetResult(path=target.display, format="python", findings=(finding,))
 
 
-def shadowing_results(files: Sequence[Target], load_folders: set[str]) -> list[TargetResult]:
-    """Modules, start-up hooks and .pth files in folders a model is loaded from."""
-    shadowed = _shadowed()
+def _packages(files: Sequence[Target]) -> set[str]:
+    """Folders that are regular packages (hold an __init__): modules there are not top-level."""
+    return {
+        str(_module_path(PurePosixPath(t.display)))
+        for t in files
+        if PurePosixPath(t.display).name.startswith("__init__.")
+    }
+
+
+def shadowing_results(files: Sequence[Target], model_folders: set[str]) -> list[TargetResult]:
+    """Modules named like importable ones, start-up hooks, .pth files and native code, in any
+    folder of the scanned content (any folder can be the working directory, or hold the script
+    that is run). Modules inside a regular package are skipped unless that folder holds model
+    files: an `__init__.py` beside the weights does not stop `cd model && python` from putting
+    the folder first on sys.path."""
+    shadowed = _importable_names()
+    packages = _packages(files)
     out = []
     for target in files:
         path = PurePosixPath(target.display)
+        module = _module_path(path)
         folder = str(path.parent)
-        package_init = path.name == "__init__.py"
-        home = str(path.parent.parent) if package_init else folder
-        if home not in load_folders:
-            continue
         if path.suffix == ".pth":
             out.append(
                 _finding_result(
@@ -156,38 +227,51 @@ def shadowing_results(files: Sequence[Target], load_folders: set[str]) -> list[T
                     ),
                 )
             )
-            continue
-        module = _module_name(path)
-        if module in shadowed:
+        elif (
+            module is not None
+            and module.name in shadowed
+            and (str(module.parent) not in packages or str(module.parent) in model_folders)
+        ):
             out.append(
                 _finding_result(
                     target,
                     SHADOWING.finding(
                         Location(path=target.display),
-                        f"shadows the module '{module}': run from this "
-                        "folder, Python imports this file instead",
-                        evidence=module,
+                        f"shadows the module '{module.name}': run from "
+                        "this folder, Python imports this file instead",
+                        evidence=module.name,
+                    ),
+                )
+            )
+        elif (path.name.endswith(NATIVE_SUFFIXES) or ".so." in path.name) and (
+            folder in model_folders or str(path.parent.parent) in model_folders
+        ):
+            out.append(
+                _finding_result(
+                    target,
+                    NATIVE.finding(
+                        Location(path=target.display),
+                        "native library beside model files",
+                        evidence=path.name,
                     ),
                 )
             )
     return out
 
 
-def _pyc_problem(target: Target, sources: set[str]) -> str | None:
+def _pyc_problem(target: Target, sources: set[str], model_folders: set[str]) -> str | None:
     path = PurePosixPath(target.display)
     in_cache = path.parent.name == "__pycache__"
-    source = (
-        (str(path.parent.parent / path.name.split(".", 1)[0]) + ".py")
-        if in_cache
-        else str(path.with_suffix(".py"))
-    )
-    source = source.removeprefix("./")
+    home = path.parent.parent if in_cache else path.parent
+    source = str(home / (path.name.split(".", 1)[0] + ".py"))
     if not in_cache:
         return (
             None
             if source in sources
             else "a .pyc with no source beside it is imported as the module"
         )
+    if source not in sources:
+        return None  # CPython ignores cached bytecode whose source is gone
     try:
         with open(target.path, "rb") as handle:
             header = handle.read(_PYC_HEADER.size)
@@ -196,18 +280,23 @@ def _pyc_problem(target: Target, sources: set[str]) -> str | None:
     if len(header) < _PYC_HEADER.size:
         return None
     _magic, flags = _PYC_HEADER.unpack(header)
-    if source in sources and flags & 0b01 and not flags & 0b10:
+    if flags & 0b01 and not flags & 0b10:
         return "marked 'unchecked hash': imported without being compared with its source"
+    if not flags & 0b01 and str(home) in model_folders:
+        return (
+            "cached bytecode beside model files: CPython checks only the source's recorded "
+            "time and size, which an archive restores, never its content"
+        )
     return None
 
 
-def bytecode_results(files: Sequence[Target]) -> list[TargetResult]:
+def bytecode_results(files: Sequence[Target], model_folders: set[str]) -> list[TargetResult]:
     sources = {t.display for t in files if t.display.endswith(".py")}
     out = []
     for target in files:
         if not target.display.endswith(".pyc"):
             continue
-        problem = _pyc_problem(target, sources)
+        problem = _pyc_problem(target, sources, model_folders)
         if problem:
             out.append(
                 _finding_result(
@@ -222,28 +311,20 @@ def bytecode_results(files: Sequence[Target]) -> list[TargetResult]:
     return out
 
 
-def _shipped_module_files(qualname: str, folder: PurePosixPath) -> Iterable[str]:
-    parts = qualname.split(".")
-    for depth in range(len(parts) - 1, 0, -1):  # the module is some prefix of the qualname
-        module = PurePosixPath(*parts[:depth])
-        for base in (folder, PurePosixPath(".")):
-            yield os.path.normpath(str(base / module) + ".py")
-            yield os.path.normpath(str(base / module / "__init__.py"))
-
-
 def regrade_shipped_classes(results: dict[str, TargetResult], files: Sequence[Target]) -> None:
     """PKL007 (a class outside the allowlist, reported low) becomes PKL009 (high) when that
-    class's module is shipped in the scanned content."""
-    present = {os.path.normpath(t.display) for t in files}
+    class's module — a .py, bytecode or an extension module, in a package or a namespace
+    package — is shipped in the scanned content."""
+    modules = {
+        os.path.normpath(str(m))
+        for t in files
+        if (m := _module_path(PurePosixPath(t.display))) is not None
+    }
     for path, result in list(results.items()):
         regraded = []
         changed = False
         for finding in result.findings:
-            folder = PurePosixPath(finding.location.path).parent
-            if finding.rule_id == "PKL007" and any(
-                candidate in present
-                for candidate in _shipped_module_files(finding.evidence, folder)
-            ):
+            if finding.rule_id == "PKL007" and _shipped(finding.evidence, finding, modules):
                 changed = True
                 finding = SHIPPED_CLASS.finding(
                     finding.location,
@@ -254,3 +335,14 @@ def regrade_shipped_classes(results: dict[str, TargetResult], files: Sequence[Ta
             regraded.append(finding)
         if changed:
             results[path] = result.model_copy(update={"findings": tuple(regraded)})
+
+
+def _shipped(qualname: str, finding: Finding, modules: set[str]) -> bool:
+    parts = qualname.split(".")
+    folder = PurePosixPath(finding.location.path).parent
+    for depth in range(len(parts) - 1, 0, -1):  # the module is some prefix of the qualname
+        module = PurePosixPath(*parts[:depth])
+        for base in (folder, PurePosixPath(".")):
+            if os.path.normpath(str(base / module)) in modules:
+                return True
+    return False
