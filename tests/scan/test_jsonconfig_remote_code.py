@@ -206,3 +206,29 @@ def test_configs_written_by_transformers_are_not_flagged(tmp_path: Path) -> None
     for path in sorted(tmp_path.glob("*.json")):
         result = scan_file(path)
         assert rules(result, Severity.LOW) == set(), (path.name, result.findings)
+
+
+def test_sentence_transformers_module_type_is_reported_and_runs(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "custom_layer.py").write_text(
+        _MODULE + "import torch\nclass Layer(torch.nn.Module):\n    @classmethod\n"
+        "    def load(cls, *args, **kwargs):\n        return cls()\n"
+    )
+    (folder / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "custom_layer.Layer"}])
+    )
+    found = _findings(folder, "modules.json")
+    assert found and "custom_layer.Layer" in found[0][1]
+    assert (
+        _load_with_transformers(
+            folder,
+            (
+                "import sys\nfrom sentence_transformers import SentenceTransformer\ntry:\n"
+                "    SentenceTransformer(sys.argv[1], trust_remote_code=True)\n"
+                "except Exception:\n    pass\n"
+            ),
+        )
+        == "bastion-marker"
+    )
