@@ -112,8 +112,9 @@ class ZipScanner:
                 severity=Severity.HIGH if both_read else Severity.MEDIUM))
         check_zip_entries(ctx, source, reader)
         names = [e.name for e in directory.entries]
-        from bastion.scan.pytorch import scan_torch_zip, torch_layout
+        from bastion.scan.pytorch import report_torch_package, scan_torch_zip, torch_layout
 
+        report_torch_package(ctx, source, reader)
         layout = torch_layout(reader) if source.head(4) == b"PK\x03\x04" else None
         if layout is not None:
             scan_torch_zip(ctx, source, reader, layout)

@@ -34,10 +34,19 @@ TORCHSCRIPT_RISKY_OP = Rule(
 _TENSOR_DATA = re.compile(r"(^|/)(data|\.data)/(\d+|serialization_id)$")
 _METADATA = frozenset({"version", ".format_version", "byteorder", ".storage_alignment",
                        "serialization_id"})
-_RISKY_TS = re.compile(rb"(ops\.aten\.from_file|torch\.from_file|ops\.(?!aten\b|prim\b|"
-                       rb"quantized\b|_caffe2\b|profiler\b|torchvision\b|_quantized\b)"
-                       rb"[A-Za-z_][A-Za-z0-9_]*\.)")
+# operator namespaces of torch itself; any other `ops.<namespace>.` is a custom native library
+_TORCH_NAMESPACES = frozenset({"aten", "prim", "quantized", "_caffe2", "profiler", "torchvision",
+                               "_quantized"})
 MAX_CODE_BYTES = 16 * 1024 * 1024
+TORCH_PACKAGE = Rule(
+    id="PT003", title="torch.package archive ships Python modules", severity=Severity.HIGH,
+    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    description="A torch.package archive carries Python source that PackageImporter imports "
+                "(and so runs) when it unpickles objects of those modules: loading it runs code "
+                "from the archive.",
+    remediation="Load only torch.package archives from trusted sources; review the packaged "
+                "modules, or ship weights in a format without code.",
+)
 
 
 class TorchLayout(NamedTuple):
@@ -105,6 +114,56 @@ def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader,
 
 def _scan_torchscript_code(ctx: ScanContext, source: Source) -> None:
     code = source.read_all(MAX_CODE_BYTES, "TorchScript code")
-    for match in sorted({m.group(0) for m in _RISKY_TS.finditer(code)}):
-        text = match.decode("latin-1")
+    for text in sorted(risky_operator_calls(code)):
         ctx.add(TORCHSCRIPT_RISKY_OP.finding(source.location, f"calls {text}", evidence=text))
+
+
+_CONTINUATION = re.compile(rb"\\\r?\n")
+_PARENTHESISED_NAME = re.compile(rb"(?<![\w)\]])\(\s*([A-Za-z_][\w.]*)\s*\)")
+_SPACED_DOT = re.compile(rb"\s*\.\s*")
+_DOTTED = re.compile(rb"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def dotted_names(code: bytes) -> set[str]:
+    """Every dotted name in TorchScript source as its (Python-like) parser joins it: spaces
+    and line breaks around a dot and parentheses around a name (`torch . from_file`,
+    `(torch).from_file`) do not hide it. Linear-time rewrites, no tokenizer."""
+    text = _CONTINUATION.sub(b"", code)
+    text = _SPACED_DOT.sub(b".", text)
+    for _ in range(8):  # nested parentheses, one level per pass
+        text, count = _PARENTHESISED_NAME.subn(rb"\1", text)
+        if not count:
+            break
+    return {m.group(0).decode("latin-1") for m in _DOTTED.finditer(text)}
+
+
+def risky_operator_calls(code: bytes) -> set[str]:
+    """Operators that read files (from_file) or come from a custom native library."""
+    risky = set()
+    for name in dotted_names(code):
+        parts = name.split(".")
+        if parts[-1] == "from_file" or "from_file" in parts:
+            risky.add(name)
+        if "ops" in parts:
+            at = parts.index("ops")
+            if at + 1 < len(parts) and parts[at + 1] not in _TORCH_NAMESPACES:
+                risky.add(name)
+    return risky
+
+
+def report_torch_package(ctx: ScanContext, source: Source, reader: ZipReader) -> bool:
+    """A torch.package archive (`.data/extern_modules` beside packaged modules): every
+    packaged Python module is code PackageImporter runs. True when the archive is one."""
+    names = [e.name for e in reader.directory.entries]
+    if not any(n == ".data/extern_modules" or n.endswith("/.data/extern_modules")
+               for n in names):
+        return False
+    ctx.formats.append("torch-package")
+    modules = sorted(n for n in names if n.endswith(".py") and "/.data/" not in n)
+    for name in modules:
+        ctx.add(TORCH_PACKAGE.finding(
+            source.location.model_copy(update={"members": (*source.location.members, name)}),
+            "packaged Python module: PackageImporter imports (runs) it when an object of it "
+            "is unpickled", evidence=name))
+    return True
+
