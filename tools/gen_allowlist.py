@@ -99,9 +99,9 @@ DENIED_CLASS_NAMES = re.compile(
 
 # Unpickle helpers by naming convention: what __reduce__ of the libraries' own types returns.
 CALLABLE_HELPER = re.compile(
-    r"^(__pyx_unpickle_\w+|\w*_unpickle\w*|newObj|_reconstruct\w*|_rebuild\w*|_new_\w+|__\w+_ctor|"
-    r"_restore_\w+|_frombuffer|_mareconstruct|scalar|_create_\w+_from_\w+|_from_ordinals|"
-    r"_get_layout|_nat_unpickle|_make_\w+)$")
+    r"^(__pyx_unpickle_\w+|_unpickle|_unpickle_\w+|\w+_unpickle|newObj|_reconstruct|_mareconstruct|"
+    r"_rebuild_tensor\w*|_rebuild_parameter\w*|_rebuild_\w*tensor\w*|_rebuild_from_type\w*|"
+    r"_rebuild_njt|_new_\w*Index|__\w+_ctor|_frombuffer|scalar|_get_layout)$")
 # Modules whose public functions are pure computations on their arguments.
 NUMERIC_MODULES = re.compile(
     r"^(numpy(\._core\.(numeric|fromnumeric|function_base|shape_base|multiarray|umath|"
