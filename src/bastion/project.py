@@ -5,6 +5,7 @@ merges them into one Report."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from bastion.findings import (
 )
 from bastion.rules import Rule
 from bastion.runs import Progress
+from bastion.scan.shipped_code import MODEL_FORMATS
 from bastion.supplychain.requirements import is_dependency_file
 
 UNSIGNED = Rule(
@@ -44,8 +46,6 @@ SHIPPED_POLICY = Rule(
     remediation="Remove the policy file from the artifact. If this folder is a project of your "
                 "own scanned from outside it, waive POL001 for its path.",
 )
-MODEL_FORMATS = frozenset({"pickle", "zip", "tar", "npy", "safetensors", "onnx", "hdf5",
-                           "savedmodel", "gguf", "gzip", "bz2", "xz", "zlib", "7z"})
 CODE_SUFFIXES = (".py", ".ipynb")
 
 
@@ -110,20 +110,32 @@ def _dependency_results(files: Sequence, settings: Settings) -> list[TargetResul
 
 
 def _shipped_code(results: dict[str, TargetResult], found: Found) -> None:
-    """Python shipped beside models: shadowing modules, bytecode, classes of shipped code."""
+    """Python shipped beside models: shadowing modules, bytecode, native code, and classes of
+    shipped code instantiated by a pickle (scan/shipped_code.py)."""
     from pathlib import PurePosixPath
 
-    from bastion.supplychain.shipped_code import (
-        bytecode_results,
-        regrade_shipped_classes,
-        shadowing_results,
-    )
+    from bastion.scan.shipped_code import Entry, check_entries, regrade, shipped_modules
 
-    model_folders = {str(PurePosixPath(path).parent) for path, result in results.items()
-                     if result.format in MODEL_FORMATS}
-    _merge(results, shadowing_results(found.files, model_folders))
-    _merge(results, bytecode_results(found.files, model_folders))
-    regrade_shipped_classes(results, found.files)
+    def head(path: Path) -> bytes:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(16)
+        except OSError:
+            return b""
+
+    entries = [Entry(t.display, results[t.display].format if t.display in results else "",
+                     functools.partial(head, t.path)) for t in found.files]
+    for problem in check_entries(entries, Location(path="")):
+        finding = problem.finding.model_copy(update={
+            "location": Location(path=problem.path), "fingerprint": ""})
+        _merge(results, [TargetResult(path=problem.path, format="python",
+                                      findings=(finding,))])
+    modules = shipped_modules(entries)
+    for path, result in list(results.items()):
+        folder = str(PurePosixPath(path).parent)
+        regraded = tuple(regrade(f, folder, modules) for f in result.findings)
+        if regraded != result.findings:
+            results[path] = result.model_copy(update={"findings": regraded})
 
 
 def _shipped_policies(files: Sequence, settings: Settings) -> list[TargetResult]:  # type: ignore[type-arg]

@@ -80,7 +80,6 @@ def all_rules() -> list[Rule]:
     import bastion.project
     import bastion.supplychain.code_rules
     import bastion.supplychain.dependencies
-    import bastion.supplychain.shipped_code
     import bastion.supplychain.signing  # noqa: F401
     from bastion.scan import load_all
 

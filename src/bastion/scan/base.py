@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from bastion.config import Limits
 from bastion.errors import LimitExceeded
@@ -31,6 +31,7 @@ from bastion.scan.identify import (
     extension_of,
     identify_all,
 )
+from bastion.scan.shipped_code import Entry, check_entries, regrade, shipped_modules
 from bastion.scan.source import CorruptInput, Source
 
 EXTENSION_MISMATCH = Rule(
@@ -73,6 +74,11 @@ LINK_MEMBER = Rule(
 )
 
 CHECK_ERROR_NAME = "scanner"
+MAX_ARCHIVES_NOTED = 1_000
+
+
+def _no_opener() -> BinaryIO:
+    raise OSError("no content")
 
 
 class Scanner(Protocol):
@@ -102,6 +108,7 @@ class ScanContext:
         self.formats: list[str] = []
         self.inflated = 0
         self.deadline = time.monotonic() + limits.timeout_s
+        self.archive_entries: dict[tuple[str, ...], list[Entry]] = {}
 
     # -- recording ----------------------------------------------------------------------------
     def add(self, finding: Finding) -> None:
@@ -148,6 +155,7 @@ class ScanContext:
                 self._check_zip_tail(source, detected)
             found[0] = detected
             self.formats.append(detected)
+            self._note_member(source, detected)
             scanner = self.registry.get(detected)
             if scanner is None:
                 self._unhandled(source, detected)
@@ -158,6 +166,33 @@ class ScanContext:
         for other in found[1:]:
             self._other_interpretation(source, found[0], other)
         return found[0]
+
+    def _note_member(self, source: Source, fmt: str) -> None:
+        """Remember archive members by archive, for the shipped-code checks in result()."""
+        members = source.location.members
+        if not members or members[-1].startswith("<") or \
+                len(self.archive_entries) >= MAX_ARCHIVES_NOTED:
+            return
+        entries = self.archive_entries.setdefault(members[:-1], [])
+        if len(entries) < self.limits.max_members:
+            # a member can be read only while its archive is open: bytecode headers now
+            header = source.head(16) if members[-1].endswith(".pyc") else b""
+            entries.append(Entry(members[-1], fmt, lambda: header))
+
+    def _shipped_code(self, path: str) -> None:
+        """Python shipped inside archives, judged as in a folder: an archive is extracted and
+        then loaded from (scan/shipped_code.py)."""
+        for chain, entries in self.archive_entries.items():
+            modules = shipped_modules(entries)
+            for problem in check_entries(entries, Location(path=path)):
+                where = Location(path=path, members=(*chain, problem.path))
+                self.add(problem.finding.model_copy(update={"location": where,
+                                                            "fingerprint": ""}))
+            for index, finding in enumerate(self.findings):
+                members = finding.location.members
+                if len(members) == len(chain) + 1 and members[:-1] == chain:
+                    folder = members[-1].rsplit("/", 1)[0] if "/" in members[-1] else "."
+                    self.findings[index] = regrade(finding, folder, modules)
 
     def _other_interpretation(self, source: Source, primary: str, other: str) -> None:
         """Some loader reads the same bytes as `other` (identify_all): scan that view too."""
@@ -230,6 +265,8 @@ class ScanContext:
 
     # -- result -------------------------------------------------------------------------------
     def result(self, path: str, size: int | None, started: float) -> TargetResult:
+        self.guarded(Source(location=Location(path=path), opener=_no_opener, size=0,
+                            name=path), lambda: self._shipped_code(path), CHECK_ERROR_NAME)
         fmt = self.formats[0] if self.formats else "unknown"
         unique = {f.fingerprint: f for f in self.findings}
         return TargetResult(

@@ -9,18 +9,21 @@ payload:
   (harmless-looking) source, and a .pyc beside a missing source is imported as the module;
 - a pickle that instantiates a class of a package shipped in the folder imports that package.
 
-These are judged by file names and pyc headers only; nothing is imported or unmarshalled."""
+These are judged by file names and pyc headers only; nothing is imported or unmarshalled. The
+same checks run on a scanned folder tree (project.py) and on the members of every archive
+(base.ScanContext), since an archive is extracted and then loaded from."""
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
-from bastion.discover import Target
-from bastion.findings import Confidence, Finding, Location, Severity, Stage, TargetResult
+from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
 
 SHADOWING = Rule(
@@ -165,6 +168,42 @@ NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 _PYC_HEADER = struct.Struct("<4sI")
 
 
+# Formats that make a folder a model folder (where bytecode and native code have no business).
+MODEL_FORMATS = frozenset(
+    {
+        "pickle",
+        "zip",
+        "tar",
+        "npy",
+        "safetensors",
+        "onnx",
+        "hdf5",
+        "savedmodel",
+        "gguf",
+        "gzip",
+        "bz2",
+        "xz",
+        "zlib",
+        "7z",
+    }
+)
+
+
+class Entry(NamedTuple):
+    """One file of a folder or an archive: its "/"-separated path there, its identified format,
+    and how to read its first bytes (for bytecode headers)."""
+
+    path: str
+    fmt: str
+    head: Callable[[], bytes]
+
+
+class Problem(NamedTuple):
+    path: str  # the entry it concerns
+    finding: Finding  # located at `location`, to be moved to the entry by the caller
+
+
+@functools.lru_cache(maxsize=1)
 def _importable_names() -> frozenset[str]:
     """Every top-level module name the scanning environment can import: the standard library,
     built-in modules, each installed distribution's top-level names, and the loaders above."""
@@ -189,56 +228,45 @@ def _module_path(path: PurePosixPath) -> PurePosixPath | None:
     return None
 
 
-def _finding_result(target: Target, finding: Finding) -> TargetResult:
-    return TargetResult(path=target.display, format="python", findings=(finding,))
-
-
-def _packages(files: Sequence[Target]) -> set[str]:
-    """Folders that are regular packages (hold an __init__): modules there are not top-level."""
-    return {
-        str(_module_path(PurePosixPath(t.display)))
-        for t in files
-        if PurePosixPath(t.display).name.startswith("__init__.")
+def check_entries(entries: Sequence[Entry], where: Location) -> list[Problem]:
+    """Shadowing modules, start-up hooks, .pth files, native code and unverifiable bytecode
+    among the files of one folder tree or one archive (`where` locates the findings)."""
+    model_folders = {str(PurePosixPath(e.path).parent) for e in entries if e.fmt in MODEL_FORMATS}
+    sources = {os.path.normpath(e.path) for e in entries if e.path.endswith(".py")}
+    packages = {
+        str(_module_path(PurePosixPath(e.path)))
+        for e in entries
+        if PurePosixPath(e.path).name.startswith("__init__.")
     }
-
-
-def shadowing_results(files: Sequence[Target], model_folders: set[str]) -> list[TargetResult]:
-    """Modules named like importable ones, start-up hooks, .pth files and native code, in any
-    folder of the scanned content (any folder can be the working directory, or hold the script
-    that is run). Modules inside a regular package are skipped unless that folder holds model
-    files: an `__init__.py` beside the weights does not stop `cd model && python` from putting
-    the folder first on sys.path."""
-    shadowed = _importable_names()
-    packages = _packages(files)
-    out = []
-    for target in files:
-        path = PurePosixPath(target.display)
+    problems = []
+    for entry in entries:
+        path = PurePosixPath(entry.path)
         module = _module_path(path)
         folder = str(path.parent)
         if path.suffix == ".pth":
-            out.append(
-                _finding_result(
-                    target,
+            problems.append(
+                Problem(
+                    entry.path,
                     SHADOWING.finding(
-                        Location(path=target.display),
-                        ".pth file: Python runs its import lines at "
-                        "start-up when this folder is a site directory",
+                        where,
+                        ".pth file: Python runs its import lines at start-up when this folder "
+                        "is a site directory",
                         evidence=path.name,
                     ),
                 )
             )
         elif (
             module is not None
-            and module.name in shadowed
+            and module.name in _importable_names()
             and (str(module.parent) not in packages or str(module.parent) in model_folders)
         ):
-            out.append(
-                _finding_result(
-                    target,
+            problems.append(
+                Problem(
+                    entry.path,
                     SHADOWING.finding(
-                        Location(path=target.display),
-                        f"shadows the module '{module.name}': run from "
-                        "this folder, Python imports this file instead",
+                        where,
+                        f"shadows the module '{module.name}': run from this folder, Python "
+                        "imports this file instead",
                         evidence=module.name,
                     ),
                 )
@@ -246,24 +274,26 @@ def shadowing_results(files: Sequence[Target], model_folders: set[str]) -> list[
         elif (path.name.endswith(NATIVE_SUFFIXES) or ".so." in path.name) and (
             folder in model_folders or str(path.parent.parent) in model_folders
         ):
-            out.append(
-                _finding_result(
-                    target,
-                    NATIVE.finding(
-                        Location(path=target.display),
-                        "native library beside model files",
-                        evidence=path.name,
-                    ),
+            problems.append(
+                Problem(
+                    entry.path,
+                    NATIVE.finding(where, "native library beside model files", evidence=path.name),
                 )
             )
-    return out
+        if path.suffix == ".pyc":
+            problem = _pyc_problem(entry, sources, model_folders)
+            if problem:
+                problems.append(
+                    Problem(entry.path, BYTECODE.finding(where, problem, evidence=path.name))
+                )
+    return problems
 
 
-def _pyc_problem(target: Target, sources: set[str], model_folders: set[str]) -> str | None:
-    path = PurePosixPath(target.display)
+def _pyc_problem(entry: Entry, sources: set[str], model_folders: set[str]) -> str | None:
+    path = PurePosixPath(entry.path)
     in_cache = path.parent.name == "__pycache__"
     home = path.parent.parent if in_cache else path.parent
-    source = str(home / (path.name.split(".", 1)[0] + ".py"))
+    source = os.path.normpath(str(home / (path.name.split(".", 1)[0] + ".py")))
     if not in_cache:
         return (
             None
@@ -272,14 +302,10 @@ def _pyc_problem(target: Target, sources: set[str], model_folders: set[str]) -> 
         )
     if source not in sources:
         return None  # CPython ignores cached bytecode whose source is gone
-    try:
-        with open(target.path, "rb") as handle:
-            header = handle.read(_PYC_HEADER.size)
-    except OSError:
-        return None
+    header = entry.head()
     if len(header) < _PYC_HEADER.size:
         return None
-    _magic, flags = _PYC_HEADER.unpack(header)
+    _magic, flags = _PYC_HEADER.unpack(header[: _PYC_HEADER.size])
     if flags & 0b01 and not flags & 0b10:
         return "marked 'unchecked hash': imported without being compared with its source"
     if not flags & 0b01 and str(home) in model_folders:
@@ -290,59 +316,29 @@ def _pyc_problem(target: Target, sources: set[str], model_folders: set[str]) -> 
     return None
 
 
-def bytecode_results(files: Sequence[Target], model_folders: set[str]) -> list[TargetResult]:
-    sources = {t.display for t in files if t.display.endswith(".py")}
-    out = []
-    for target in files:
-        if not target.display.endswith(".pyc"):
-            continue
-        problem = _pyc_problem(target, sources, model_folders)
-        if problem:
-            out.append(
-                _finding_result(
-                    target,
-                    BYTECODE.finding(
-                        Location(path=target.display),
-                        problem,
-                        evidence=PurePosixPath(target.display).name,
-                    ),
-                )
-            )
-    return out
+def shipped_modules(entries: Sequence[Entry]) -> set[str]:
+    return {
+        os.path.normpath(str(m))
+        for e in entries
+        if (m := _module_path(PurePosixPath(e.path))) is not None
+    }
 
 
-def regrade_shipped_classes(results: dict[str, TargetResult], files: Sequence[Target]) -> None:
+def regrade(finding: Finding, folder: str, modules: set[str]) -> Finding:
     """PKL007 (a class outside the allowlist, reported low) becomes PKL009 (high) when that
     class's module — a .py, bytecode or an extension module, in a package or a namespace
-    package — is shipped in the scanned content."""
-    modules = {
-        os.path.normpath(str(m))
-        for t in files
-        if (m := _module_path(PurePosixPath(t.display))) is not None
-    }
-    for path, result in list(results.items()):
-        regraded = []
-        changed = False
-        for finding in result.findings:
-            if finding.rule_id == "PKL007" and _shipped(finding.evidence, finding, modules):
-                changed = True
-                finding = SHIPPED_CLASS.finding(
+    package — is shipped beside it (`folder`: where the pickle sits, in the same tree)."""
+    if finding.rule_id != "PKL007":
+        return finding
+    parts = finding.evidence.split(".")
+    for depth in range(len(parts) - 1, 0, -1):  # the module is some prefix of the qualname
+        module = PurePosixPath(*parts[:depth])
+        for base in (PurePosixPath(folder), PurePosixPath(".")):
+            if os.path.normpath(str(base / module)) in modules:
+                return SHIPPED_CLASS.finding(
                     finding.location,
                     f"{finding.message}; its module is shipped in the "
                     "scanned content, so loading from there runs that code",
                     evidence=finding.evidence,
                 )
-            regraded.append(finding)
-        if changed:
-            results[path] = result.model_copy(update={"findings": tuple(regraded)})
-
-
-def _shipped(qualname: str, finding: Finding, modules: set[str]) -> bool:
-    parts = qualname.split(".")
-    folder = PurePosixPath(finding.location.path).parent
-    for depth in range(len(parts) - 1, 0, -1):  # the module is some prefix of the qualname
-        module = PurePosixPath(*parts[:depth])
-        for base in (folder, PurePosixPath(".")):
-            if os.path.normpath(str(base / module)) in modules:
-                return True
-    return False
+    return finding

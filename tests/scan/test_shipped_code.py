@@ -233,3 +233,48 @@ def test_an_init_file_beside_the_weights_does_not_hide_a_shadowing_module(
     proof = run_in(folder, LOAD)
     assert "weights" in proof.stdout and marker.exists()
     assert "COD012" in rules_of(folder)["joblib.py"]
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_shipped_code_inside_an_archive(tmp_path: Path, kind: str) -> None:
+    """A1-33: model.tar.gz holding model/joblib.py passed; extracted, it runs on load."""
+    import tarfile
+    import zipfile
+
+    folder = model_folder(tmp_path)
+    marker = tmp_path / "marker-archive"
+    (folder / "joblib.py").write_text(SHIM.format(marker=str(marker)))
+    archive = tmp_path / f"model.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as out:
+            for file in sorted(folder.iterdir()):
+                out.write(file, f"model/{file.name}")
+    else:
+        with tarfile.open(archive, "w:gz") as out:
+            out.add(folder, "model")
+    report = bastion.scan(archive)
+    assert evaluate(report, Settings()).exit_code == 1
+    shadowing = [f for f in report.findings if f.rule_id == "COD012"]
+    assert shadowing and shadowing[0].location.members[-1] == "model/joblib.py"
+    extracted = tmp_path / "extracted"
+    if kind == "zip":
+        with zipfile.ZipFile(archive) as opened:
+            opened.extractall(extracted)
+    else:
+        with tarfile.open(archive) as opened_tar:
+            opened_tar.extractall(extracted, filter="data")
+    proof = run_in(extracted / "model", LOAD)
+    assert "weights" in proof.stdout and marker.exists()
+
+
+def test_an_ordinary_model_archive_is_not_flagged(tmp_path: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("model/model.pkl", pickle.dumps({"w": [1.0]}))
+        out.writestr("model/config.json", "{}")
+        out.writestr("model/README.md", "# model\n")
+        out.writestr("src/train.py", "import joblib\n")
+    report = bastion.scan(archive)
+    assert not {f.rule_id for f in report.findings} & {"COD012", "COD013", "COD014", "PKL009"}
