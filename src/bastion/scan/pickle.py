@@ -208,6 +208,11 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
             scan_pickle(ctx, child, speculative=True)
         else:
             ctx.scan(child, fmt)
+    if recorder.data_truncated:
+        ctx.add(NESTED_LOADER.finding(
+            location, "the object holds more string/bytes values than bastion decodes for "
+            "embedded payloads; only the first ones were analysed",
+            evidence="data-value bound", severity=Severity.LOW))
 
 
 def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,

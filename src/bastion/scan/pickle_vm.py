@@ -108,6 +108,7 @@ class Recorder:
         self.types: dict[str, type] = {}
         self.switch_to_joblib = False
         self.memo_findings: list[str] = []
+        self.data_truncated = False  # the payloads-as-data walk hit its bound
 
     def resolve(self, module: Any, name: Any) -> type:
         if not isinstance(module, str) or not isinstance(name, str):
@@ -680,46 +681,57 @@ def nested_candidates(recorder: Recorder, limit: int,
             if data is not None and not add(f"argument of {call.origin}", data):
                 return out
     if root is not None:
-        for value in data_values(root):
+        walk = DataWalk()
+        for value in walk.values(root):
             if not add("data value", as_bytes(value, limit)):
                 return out
+        recorder.data_truncated = walk.truncated
     return out
 
 
 MAX_WALKED_NODES = 2_000_000
-MAX_DATA_VALUES = 100_000
+MAX_DATA_VALUES = 50_000
 
 
-def data_values(root: Any) -> Iterator[str | bytes]:
+class DataWalk:
     """The str/bytes values a stream's result holds (containers, arguments, state and items of
     stand-in objects), each distinct value once, that could carry a serialized payload: what the
-    next consumer of the loaded object might hand to a loader. Bounded."""
-    stack = [root]
-    seen: set[int] = set()
-    nodes = values = 0
-    while stack and nodes < MAX_WALKED_NODES:
-        item = stack.pop()
-        nodes += 1
-        if isinstance(item, (str, bytes, bytearray)):
-            if values < MAX_DATA_VALUES and worth_decoding(item):
-                key = id(item)
-                if key not in seen:
-                    seen.add(key)
+    next consumer of the loaded object might hand to a loader. Bounded in nodes and values;
+    `truncated` says whether the bound cut the walk short."""
+
+    def __init__(self) -> None:
+        self.truncated = False
+
+    def values(self, root: Any) -> Iterator[str | bytes]:
+        stack = [root]
+        seen: set[int] = set()
+        nodes = values = 0
+        while stack:
+            if nodes >= MAX_WALKED_NODES or values >= MAX_DATA_VALUES:
+                self.truncated = True
+                return
+            item = stack.pop()
+            nodes += 1
+            if isinstance(item, (str, bytes, bytearray)):
+                if worth_decoding(item) and id(item) not in seen:
+                    seen.add(id(item))
                     values += 1
                     yield bytes(item) if isinstance(item, bytearray) else item
-            continue
-        if isinstance(item, (tuple, list, set, frozenset)):
-            if len(item) and id(item) not in seen:
+                continue
+            if id(item) in seen:
+                continue
+            if isinstance(item, (tuple, list, set, frozenset)):
+                if len(item):
+                    seen.add(id(item))
+                    stack.extend(item)
+            elif isinstance(item, dict):
+                if item:
+                    seen.add(id(item))
+                    stack.extend(item.keys())
+                    stack.extend(item.values())
+            elif isinstance(item, _Obj):
                 seen.add(id(item))
-                stack.extend(item)
-        elif isinstance(item, dict):
-            if item and id(item) not in seen:
-                seen.add(id(item))
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        elif isinstance(item, _Obj) and id(item) not in seen:
-            seen.add(id(item))
-            stack.append(item.args)
-            stack.append(item.state)
-            if item.items:
-                stack.extend(item.items)
+                stack.append(item.args)
+                stack.append(item.state)
+                if item.items:
+                    stack.extend(item.items)
