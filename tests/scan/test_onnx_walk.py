@@ -21,18 +21,27 @@ def _external(location: str) -> TensorProto:
 
 
 def _model() -> onnx.ModelProto:
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     return helper.make_model(graph)
 
 
 def test_training_info_graphs_are_walked() -> None:
     model = _model()
     info = model.training_info.add()
-    info.initialization.CopyFrom(helper.make_graph(
-        [helper.make_node("Custom", [], ["z"], domain="acme.ops")], "init", [],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])], [_external("/etc/passwd")]))
+    info.initialization.CopyFrom(
+        helper.make_graph(
+            [helper.make_node("Custom", [], ["z"], domain="acme.ops")],
+            "init",
+            [],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])],
+            [_external("/etc/passwd")],
+        )
+    )
     data = model.SerializeToString()
     onnx.load_model_from_string(data)  # the real parser accepts it
     found = rules(scan_data(data, "model.onnx"))
@@ -48,3 +57,41 @@ def test_attribute_sparse_tensors_are_walked() -> None:
     data = model.SerializeToString()
     onnx.load_model_from_string(data)
     assert "ONX001" in rules(scan_data(data, "model.onnx"), Severity.CRITICAL)
+
+
+def _with_function(body_nodes: list[onnx.NodeProto], domain: str) -> onnx.ModelProto:
+    model = _model()
+    function = helper.make_function(
+        domain, "F", [], ["out"], body_nodes, [helper.make_opsetid("", 17)]
+    )
+    model.functions.append(function)
+    model.graph.node.append(helper.make_node("F", [], ["f_out"], domain=domain))
+    model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
+@pytest.mark.parametrize("domain", ["com.microsoft", "pkg.onnxscript.torch_lib"])
+def test_function_bodies_are_walked(domain: str) -> None:
+    """Attack A2-06: FunctionProto's nodes are field 7 (4 is its input names); a Constant with
+    external data inside a model-local function was never seen."""
+    constant = helper.make_node("Constant", [], ["out"], value=_external("/etc/hostname"))
+    data = _with_function([constant], domain).SerializeToString()
+    onnx.load_model_from_string(data)
+    assert "ONX001" in rules(scan_data(data, "model.onnx"), Severity.CRITICAL)
+
+
+def test_function_body_custom_op_reported_not_the_call_site() -> None:
+    body = [helper.make_node("Evil", [], ["out"], domain="acme.native")]
+    result = scan_data(_with_function(body, "pkg.local").SerializeToString(), "model.onnx")
+    custom = [f.evidence for f in result.findings if f.rule_id == "ONX002"]
+    assert custom == ["acme.native"]
+
+
+def test_exporter_local_functions_are_not_custom_ops() -> None:
+    """torch.onnx (dynamo) exports model-local functions in domains like pkg.onnxscript: the
+    call sites are the model's own functions, not native custom ops."""
+    body = [helper.make_node("Relu", ["x"], ["out"])]
+    result = scan_data(
+        _with_function(body, "pkg.onnxscript.torch_lib").SerializeToString(), "model.onnx"
+    )
+    assert not result.findings, result.findings

@@ -53,7 +53,7 @@ GRAPH_NODE, GRAPH_INITIALIZER, GRAPH_SPARSE_INIT = 1, 5, 15
 NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 4, 5, 7
 ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE, ATTR_SPARSES = 5, 6, 10, 11, 22, 23
 TENSOR_NAME, TENSOR_EXTERNAL, TENSOR_LOCATION = 8, 13, 14
-FUNCTION_NODE = 4
+FUNCTION_NAME, FUNCTION_NODE, FUNCTION_DOMAIN = 1, 7, 10  # FunctionProto (input is 4)
 
 
 class OnnxScanner:
@@ -80,8 +80,20 @@ class _Walker:
         self.ctx = ctx
         self.source = source
         self.proto = proto
-        self.custom: dict[str, set[str]] = {}
+        self.calls: dict[str, set[str]] = {}  # non-standard domain -> op types used
+        self.local_functions: set[tuple[str, str]] = set()  # (domain, name) defined in the model
         self.messages = 0
+
+    @property
+    def custom(self) -> dict[str, set[str]]:
+        """Ops from non-standard domains that are not the model's own functions (whose bodies
+        are walked like the graph): those need a native custom-op library."""
+        found: dict[str, set[str]] = {}
+        for domain, ops in self.calls.items():
+            native = {op for op in ops if (domain, op) not in self.local_functions}
+            if native:
+                found[domain] = native
+        return found
 
     def _tick(self) -> None:
         self.messages += 1
@@ -118,9 +130,17 @@ class _Walker:
                 self.tensor(pos, pos + length, sparse=number == GRAPH_SPARSE_INIT)
 
     def function(self, start: int, end: int) -> None:
+        name, domain = "", ""
         for number, wire, pos, length in self.proto.fields(start, end):
-            if number == FUNCTION_NODE and wire == LENGTH:
+            if wire != LENGTH:
+                continue
+            if number == FUNCTION_NODE:
                 self.node(pos, pos + length, 1)
+            elif number == FUNCTION_NAME:
+                name = self.proto.string(pos, length, 256)
+            elif number == FUNCTION_DOMAIN:
+                domain = self.proto.string(pos, length, 256)
+        self.local_functions.add((domain[:120], name[:80]))
 
     def node(self, start: int, end: int, depth: int) -> None:
         domain, op_type = "", ""
@@ -134,9 +154,7 @@ class _Walker:
             elif number == NODE_ATTRIBUTE:
                 self.attribute(pos, pos + length, depth)
         if domain not in STANDARD_DOMAINS:
-            ops = self.custom.setdefault(domain[:120], set())
-            if len(ops) < 64:
-                ops.add(op_type[:80])
+            self.calls.setdefault(domain[:120], set()).add(op_type[:80])  # <= one per node
 
     def attribute(self, start: int, end: int, depth: int) -> None:
         for number, wire, pos, length in self.proto.fields(start, end):
