@@ -40,7 +40,7 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".zip": frozenset({"zip"}),
     ".7z": frozenset({"7z"}),
     ".tar": frozenset({"tar", "zip", "pickle"}),
-    ".gz": frozenset({"gzip"}),
+    ".gz": frozenset({"gzip", "zlib"}),  # joblib 0.9/0.10 wrote zlib streams as .gz
     ".tgz": frozenset({"gzip"}),
     ".bz2": frozenset({"bz2"}),
     ".xz": frozenset({"xz"}),
