@@ -95,3 +95,66 @@ def test_exporter_local_functions_are_not_custom_ops() -> None:
         _with_function(body, "pkg.onnxscript.torch_lib").SerializeToString(), "model.onnx"
     )
     assert not result.findings, result.findings
+
+
+def _every_external_tensor(message: object) -> set[str]:
+    """Generic walk over the protobuf descriptors: every TensorProto that names external data,
+    wherever onnx's schema lets one sit."""
+    found: set[str] = set()
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, TensorProto) and current.data_location == TensorProto.EXTERNAL:
+            found.add(current.name)
+        for field, value in current.ListFields():  # type: ignore[attr-defined]
+            if field.type != field.TYPE_MESSAGE:
+                continue
+            stack.extend(value if field.is_repeated else [value])
+    return found
+
+
+def _named(name: str) -> TensorProto:
+    tensor = _external(f"/abs/{name}")
+    tensor.name = name
+    return tensor
+
+
+def _sparse(name: str) -> onnx.SparseTensorProto:
+    sparse = onnx.SparseTensorProto(values=_named(name), dims=[1])
+    sparse.indices.CopyFrom(helper.make_tensor(f"{name}_i", TensorProto.INT64, [1], [0]))
+    return sparse
+
+
+def test_every_tensor_place_is_walked() -> None:
+    """Differential: bastion reports an external location for every external tensor a generic
+    descriptor walk finds, in every place the ONNX schema allows one."""
+    inner = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=_named("in_sub"))],
+        "sub",
+        [],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])],
+        [_named("sub_init")],
+    )
+    node = helper.make_node("If", ["x"], ["y2"], then_branch=inner, else_branch=inner)
+    node.attribute.append(helper.make_attribute("t1", _named("attr_t")))
+    node.attribute.append(helper.make_attribute("ts", [_named("attr_ts")]))
+    node.attribute.append(helper.make_attribute("sp", _sparse("attr_sparse")))
+    node.attribute.append(helper.make_attribute("sps", [_sparse("attr_sparses")]))
+    node.attribute.append(helper.make_attribute("gs", [inner]))
+    model = _with_function(
+        [helper.make_node("Constant", [], ["out"], value=_named("func"))], "pkg.local"
+    )
+    model.graph.node.append(node)
+    model.graph.initializer.append(_named("init"))
+    model.graph.sparse_initializer.append(_sparse("sparse_init"))
+    info = model.training_info.add()
+    info.algorithm.CopyFrom(helper.make_graph([], "algo", [], [], [_named("training")]))
+    expected = _every_external_tensor(model)
+    assert len(expected) >= 10
+    result = scan_data(model.SerializeToString(), "model.onnx")
+    reported = {
+        f.location.pointer.removeprefix("tensor ")
+        for f in result.findings
+        if f.rule_id == "ONX001" and f.location.pointer
+    }
+    assert expected <= reported, expected - reported
