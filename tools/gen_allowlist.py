@@ -176,6 +176,8 @@ def _class_uses(cls: type, modname: str) -> tuple[str, str]:
     if not python_init:
         return "cnr", "class-call"
     package = modname.split(".")[0]
+    if cls.__name__.lower().endswith("file"):
+        return "nr", "class-new"  # e.g. dateutil's tzfile(name) opens the file it names
     if any(m in c.__dict__ for c in mro if c.__module__.split(".")[0] == package
            for m in ("__reduce__", "__reduce_ex__")):
         return "cnr", "class-reduce"

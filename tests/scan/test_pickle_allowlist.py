@@ -184,6 +184,21 @@ def test_partial_is_judged_by_its_target_as_a_call() -> None:
     assert findings(ref_only)["sklearn.metrics._classification.accuracy_score"][1] == "high"
 
 
+def test_partial_state_replacing_the_target_is_judged_as_a_call() -> None:
+    """partial.__setstate__((func, args, kwds, dict)) swaps the function a partial calls."""
+    state = op.stack_global("sklearn.metrics._classification", "accuracy_score") + b")}N"
+    data = (
+        op.proto(4)
+        + op.stack_global("functools", "partial")
+        + op.stack_global("numpy", "add")
+        + b"\x85R("
+        + state
+        + b"tb."
+    )
+    found = findings(data)
+    assert found["sklearn.metrics._classification.accuracy_score"] == ("PKL003", "high")
+
+
 def test_unknown_class_instantiated_is_low_but_unknown_call_is_high() -> None:
     new = op.proto(4) + op.stack_global("mypkg.models", "Net") + b")\x81}b."  # NEWOBJ + BUILD
     assert findings(new) == {"mypkg.models.Net": ("PKL007", "low")}

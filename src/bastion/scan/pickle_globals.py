@@ -118,6 +118,9 @@ ARG_ROLES: dict[str, tuple[str, ...]] = {
     "numpy.ma.core._mareconstruct": (NEW, NEW),
     "dill._dill._create_array": (CALL,),
 }
+# What BUILD state tuples of reviewed classes do with the globals in them: partial's
+# __setstate__((func, args, kwds, dict)) replaces the function it calls.
+STATE_ROLES: dict[str, tuple[str, ...]] = {"functools.partial": (CALL,)}
 # Callables that look a global up by name: called with constant strings (on a global), the
 # loader resolves exactly that name, which bastion then judges like any other; any other use of
 # them reaches arbitrary attributes and stays dangerous.

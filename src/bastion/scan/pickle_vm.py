@@ -30,6 +30,7 @@ from bastion.scan.pickle_globals import (
     NEW,
     REF,
     RESOLVERS,
+    STATE_ROLES,
     Verdict,
     arg_roles,
     classify,
@@ -262,6 +263,11 @@ class _Obj:
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
+        if self.record is not None and isinstance(state, tuple):
+            roles = STATE_ROLES.get(self.record.verdict.qualname, ())
+            for role, value in zip(roles, state, strict=False):
+                if isinstance(value, _Ref):
+                    _use(value, role)
 
     def __repr__(self) -> str:
         return f"<{self.origin}>"
