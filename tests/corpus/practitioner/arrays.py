@@ -55,6 +55,19 @@ def _utf8_fields(path: Path) -> None:
     np.save(path, np.zeros(3, dtype=[("température", "<f4"), ("距离", "<i4")]))
 
 
+@writes(
+    "numpy/object-ragged.npy",
+    "numpy",
+    "np.save of a ragged object array (variable-length sequences as arrays, lists and dicts)",
+)
+def _ragged(path: Path) -> None:
+    import numpy as np
+
+    ragged = np.empty(4, dtype=object)
+    ragged[:] = [np.arange(3), np.arange(5, dtype=np.float32), [1, 2], {"id": 7, "text": "x"}]
+    np.save(path, ragged, allow_pickle=True)
+
+
 @writes("numpy/arrays.npz", "numpy", "np.savez of weights and labels")
 def _npz(path: Path) -> None:
     import numpy as np

@@ -270,6 +270,59 @@ def _pruned(path: Path) -> None:
     torch.save({"pruned": pruned, "head": FunctionalHead()}, path)
 
 
+@writes(
+    "torch/optimizer-object.pt",
+    "torch",
+    "torch.save of the optimizer and scheduler objects themselves (not their state dicts)",
+)
+def _optimizer_object(path: Path) -> None:
+    import torch
+
+    _, optimizer, scheduler, _ = _trained()
+    torch.save({"optimizer": optimizer, "scheduler": scheduler}, path)
+
+
+@writes(
+    "torch/metadata.pt",
+    "torch",
+    "checkpoint metadata of standard-library types: Counter vocabulary, defaultdict(list) "
+    "metrics, deque, datetime, Decimal, UUID, Fraction, sets, bytes",
+)
+def _metadata(path: Path) -> None:
+    import collections
+    import datetime as dt
+    import decimal
+    import fractions
+    import uuid
+
+    import torch
+
+    metrics: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
+    metrics["loss"] += [0.9, 0.7]
+    torch.save(
+        {
+            "vocab": collections.Counter(["the", "cat", "sat", "on", "the", "mat"]),
+            "metrics": metrics,
+            "recent": collections.deque([1, 2, 3], maxlen=5),
+            "saved_at": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
+            "day": dt.date(2024, 5, 1),
+            "budget": dt.timedelta(hours=3),
+            "threshold": decimal.Decimal("0.125"),
+            "run_id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            "ratio": fractions.Fraction(3, 4),
+            "tags": {"baseline", "cpu"},
+            "frozen": frozenset({1, 2}),
+            "blob": b"\x00\x01",
+            "buffer": bytearray(b"ab"),
+            "z": 1 + 2j,
+            "span": range(0, 10, 2),
+            "cut": slice(1, 5),
+            "weights": torch.ones(2),
+        },
+        path,
+    )
+
+
 @writes("torch/scripted.pt", "torch", "torch.jit.script(model).save()")
 def _scripted(path: Path) -> None:
     import torch
