@@ -120,3 +120,31 @@ def _h5(path: Path) -> None:
 @writes("keras/model.weights.h5", "keras", "model.save_weights('.weights.h5')", ("keras", "h5py"))
 def _weights(path: Path) -> None:
     _functional().save_weights(path)
+
+
+@writes(
+    "keras/custom-functions.keras",
+    "keras",
+    "model.save('.keras') compiled with a registered custom activation, loss and metric",
+)
+def _custom_functions(path: Path) -> None:
+    import keras
+
+    @keras.saving.register_keras_serializable(package="credit_scoring", name="scaled_tanh")
+    def scaled_tanh(x: Any) -> Any:
+        return 1.7159 * keras.ops.tanh(0.666 * x)
+
+    @keras.saving.register_keras_serializable(package="credit_scoring", name="focal_loss")
+    def focal_loss(y_true: Any, y_pred: Any) -> Any:
+        bce = keras.losses.binary_crossentropy(y_true, y_pred)
+        return keras.ops.mean((1 - keras.ops.exp(-bce)) ** 2 * bce)
+
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation=scaled_tanh),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer="adam", loss=focal_loss, metrics=["auc"])
+    model.save(path)

@@ -394,3 +394,30 @@ def _w17(path: Path) -> None:
         random_state=0,
     )
     _dump_joblib(search.fit(*_xy()), path)
+
+
+@writes(
+    "sklearn/column-selector.joblib",
+    "scikit-learn",
+    "joblib.dump of a ColumnTransformer selecting by dtype (make_column_selector(np.number)), "
+    "remainder passthrough, KBinsDiscretizer, SplineTransformer, TargetEncoder",
+    ("sklearn", "joblib", "pandas"),
+)
+def _w18(path: Path) -> None:
+    import numpy as np
+    from sklearn.compose import ColumnTransformer, make_column_selector
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import KBinsDiscretizer, SplineTransformer, TargetEncoder
+
+    frame, y = _frame()
+    frame = frame.fillna(0)
+    columns = ColumnTransformer(
+        [
+            ("bins", KBinsDiscretizer(n_bins=3, quantile_method="averaged_inverted_cdf"), ["age"]),
+            ("spline", SplineTransformer(n_knots=3), make_column_selector(dtype_include=np.number)),
+            ("target", TargetEncoder(cv=2), ["city"]),
+        ],
+        remainder="drop",
+    )
+    _dump_joblib(make_pipeline(columns, LogisticRegression()).fit(frame, y), path)
