@@ -312,6 +312,9 @@ def test_frozen_graphdef_is_identified() -> None:
 
     data = b"".join(field_bytes(1, node(f"n{i}", "Const")) for i in range(4))
     assert identify(data[:1024], len(data), "frozen.pb") == "tf_graphdef"
+    assert not scan_data(data, "frozen.pb").findings
+    evil = data + field_bytes(1, node("call", "PyFunc"))
+    assert "TF001" in {f.rule_id for f in scan_data(evil, "frozen.pb").findings}
 
 
 def test_savedmodel_text_form() -> None:

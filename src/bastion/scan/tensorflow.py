@@ -192,7 +192,7 @@ class _Budget:
 
 class SavedModelScanner:
     name = "tensorflow"
-    formats = ("savedmodel", "savedmodel_text", "keras_metadata")
+    formats = ("savedmodel", "savedmodel_text", "keras_metadata", "tf_graphdef")
 
     def scan(self, ctx: ScanContext, source: Source, fmt: str) -> None:
         if fmt == "keras_metadata" or source.name == "keras_metadata.pb":
@@ -226,7 +226,11 @@ class SavedModelScanner:
             with source.open() as handle:
                 reader = _BinaryReader(ProtoStream(handle, source.size), budget)
                 try:
-                    reader.saved_model()
+                    if fmt == "tf_graphdef":  # a frozen GraphDef: the whole file is one graph
+                        reader.metas.append(_MetaGraph())
+                        reader._graph(reader.metas[0], 0, source.size)
+                    else:
+                        reader.saved_model()
                     for start, end in reader.object_graphs:
                         _keras_metadata(ctx, source.location, reader.proto, start, end)
                 except ProtoError as exc:
