@@ -133,6 +133,8 @@ def test_a_pickle_of_a_class_shipped_beside_it_is_high(tmp_path: Path) -> None:
 
 def test_ordinary_projects_are_not_flagged(tmp_path: Path) -> None:
     project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)  # .pth is also PyTorch's checkpoint suffix
+    (project / "checkpoints" / "rng_state.pth").write_bytes(pickle.dumps({"rng": [1, 2]}))
     (project / "src" / "credit").mkdir(parents=True)
     (project / "test").mkdir()
     for name in (

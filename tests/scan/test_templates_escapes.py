@@ -275,3 +275,42 @@ def test_a_template_that_parses_but_does_not_compile_keeps_its_static_findings()
     issues = analyse_template("{{ cycler.__init__.__globals__ }}{% break %}")
     assert any(i.parse_error for i in issues)
     assert any(i.evidence == ".__globals__" and i.severity == Severity.CRITICAL for i in issues)
+
+
+_RENDER_TOOL_CALLS = textwrap.dedent("""
+    import sys
+    from jinja2 import BaseLoader, Environment
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [{"role": "user", "content": "hi"}] * 10 + [
+        {"role": "assistant", "content": "", "tool_calls": [call]}]
+    env = Environment(loader=BaseLoader())
+    print(env.from_string(sys.stdin.read()).render(messages=messages))
+""")
+DATA_KEY_CHARACTER = (
+    "{%- for m in messages %}{{ m.content }}{% if messages|length > 9 %}{% for k in m %}"
+    "{% if k|length == 10 and k[0] == 't' %}{% set u = k[4] %}"
+    "{% set i = u*2 + 'init' + u*2 %}{% set g = u*2 + 'glo' + 'bals' + u*2 %}"
+    "{% set x = cycler[i][g]['o' + 's']['po' + 'pen']('echo bastion-marker > marker') %}"
+    "{% endif %}{% endfor %}{% endif %}{%- endfor %}"
+)
+
+
+@pytest.mark.parametrize("pick", ["k[4]", "(k[4:])|first", "k[4:5]"])
+def test_a_character_picked_out_of_a_conversation_key_is_followed(
+    pick: str, tmp_path: Path
+) -> None:
+    """White-box attack A2-05: '_' taken out of the key 'tool_calls' and joined with `+`, in a
+    branch only long conversations take (the dry run's were at most 6 messages)."""
+    template = DATA_KEY_CHARACTER.replace("k[4]", pick)
+    subprocess.run(
+        [sys.executable, "-c", _RENDER_TOOL_CALLS],
+        input=template,
+        text=True,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (tmp_path / "marker").read_text().strip() == "bastion-marker"  # proven
+    issues = analyse_template(template)
+    assert any(i.rule == "JIN001" and i.severity.rank >= Severity.HIGH.rank for i in issues)
+    assert gate_fails(scan_data(template.encode(), "chat_template.jinja"))

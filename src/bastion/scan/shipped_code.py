@@ -243,7 +243,7 @@ def check_entries(entries: Sequence[Entry], where: Location) -> list[Problem]:
         path = PurePosixPath(entry.path)
         module = _module_path(path)
         folder = str(path.parent)
-        if path.suffix == ".pth":
+        if path.suffix == ".pth" and entry.fmt not in MODEL_FORMATS:  # not a torch checkpoint
             problems.append(
                 Problem(
                     entry.path,

@@ -336,6 +336,8 @@ def conversations(tokens: dict[str, str] | None = None) -> Iterator[dict[str, An
             ]
         },
         {"messages": []},
+        # a long agent session: branches on the conversation's length (`messages|length > 9`)
+        {"messages": [system, *(tool_turn * 4), assistant, user], "tools": [tool]},
     ]
     for shape in shapes:
         for prompt in (True, False):

@@ -9,7 +9,9 @@ name the template *computes* (`'_' * 2 ~ 'class'`, `'%c' | format(95)`, a `join`
 a slice of a string, a variable or macro argument assigned any of these) is followed through the
 template's assignments ("taint") and reported where it is used as a name. Names that come from
 the conversation data (`message[key]` with `key` from the messages) are the renderer's data, not
-the template's code, and are not reported. The dry run (template_sandbox) covers what the
+the template's code, and are not reported — but a character the template picks out of them by
+position (`key[4]`, `key | first`) is followed like a literal, since a conversation's keys are
+as predictable as a literal. The dry run (template_sandbox) covers what the
 template does at run time; this covers the branches the dry run does not take."""
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ PAYLOAD_NAMES = frozenset(
         "exec_module",
     }
 )
+# Filters that pick an item out of a sequence: out of a string, a character.
+PICKING_FILTERS = frozenset({"first", "last", "random", "min", "max", "batch", "slice"})
 # Filters and methods that format: '%c' | format(95) and '{:c}'.format(95) make '_' from a number.
 FORMATTERS = frozenset({"format", "format_map"})
 # Filters that turn their input into text: `lipsum | string` shows an underscore.
@@ -270,6 +274,14 @@ class _Taint:
             return True  # self.block() returns the block's rendered text
         if isinstance(node, nodes.Call) and any(dangerous_name(k.key) for k in node.kwargs):
             return True  # dict(__class__=1): keyword names are strings the template supplies
+        if isinstance(node, nodes.Getitem) and (
+            isinstance(node.arg, nodes.Slice)
+            or (isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, int))
+        ):
+            return True  # k[4], k[1:3]: a character picked out of any text, data included —
+            # the keys of a conversation ('tool_calls') are as predictable as a literal
+        if isinstance(node, nodes.Filter) and node.name in PICKING_FILTERS:
+            return True  # k | first, k | last: the same, as filters
         return any(self.of(child) for child in node.iter_child_nodes())
 
 
