@@ -295,13 +295,23 @@ DATA_KEY_CHARACTER = (
 )
 
 
-@pytest.mark.parametrize("pick", ["k[4]", "(k[4:])|first", "k[4:5]"])
+@pytest.mark.parametrize(
+    "pick",
+    [
+        "{% set u = k[4] %}",
+        "{% set u = (k[4:])|first %}",
+        "{% set u = k[4:5] %}",
+        # A2-05b: by iterating the key
+        "{% set ns = namespace(c='') %}{% for c in k %}{% if loop.index == 5 %}"
+        "{% set ns.c = c %}{% endif %}{% endfor %}{% set u = ns.c %}",
+    ],
+)
 def test_a_character_picked_out_of_a_conversation_key_is_followed(
     pick: str, tmp_path: Path
 ) -> None:
     """White-box attack A2-05: '_' taken out of the key 'tool_calls' and joined with `+`, in a
     branch only long conversations take (the dry run's were at most 6 messages)."""
-    template = DATA_KEY_CHARACTER.replace("k[4]", pick)
+    template = DATA_KEY_CHARACTER.replace("{% set u = k[4] %}", pick)
     subprocess.run(
         [sys.executable, "-c", _RENDER_TOOL_CALLS],
         input=template,

@@ -314,6 +314,7 @@ def _bindings(
     """(variable, the expression bound to it) for every way a template binds a name; a list of
     nodes stands for text the template renders into it (block set, call block)."""
     params: dict[str, list[str]] = {}
+    loop_targets = {name for loop in tree.find_all(nodes.For) for name in _targets(loop.target)}
     for macro in tree.find_all(nodes.Macro):
         names = [arg.name for arg in macro.args]
         params[macro.name] = names
@@ -329,8 +330,11 @@ def _bindings(
             for name in _targets(node.target):
                 yield name, node.body
         elif isinstance(node, nodes.For):
+            nested = isinstance(node.iter, nodes.Name) and node.iter.name in loop_targets
             for name in _targets(node.target):
-                yield name, node.iter
+                # iterating an item another loop produced (`for k in m`, `for c in k`): the
+                # characters of a conversation key, as predictable as a literal
+                yield name, nodes.Const("_") if nested else node.iter
         elif isinstance(node, nodes.With):
             for target, value in zip(node.targets, node.values, strict=False):
                 for name in _targets(target):
