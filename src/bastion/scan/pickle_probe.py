@@ -135,8 +135,9 @@ def looks_like_pickle(head: bytes, size: int, opener: Callable[[], BinaryIO] | N
 # What each opcode does to _pickle's stack: (items it needs above the last mark, items it
 # leaves in their place). Opcodes in _TO_MARK pop everything down to the last mark instead.
 _EFFECT: dict[int, tuple[int, int]] = {
-    **dict.fromkeys(b"FIJKLMNPSTUVXGBCc}])\x82\x83\x84\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f"
-                    b"\x96\x97ghj", (0, 1)),
+    **dict.fromkeys(
+        b"FIJKLMNPSTUVXGBCc}])\x82\x83\x84\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x96\x97ghj", (0, 1)
+    ),
     **dict.fromkeys(b"\x80\x95", (0, 0)),
     **dict.fromkeys(b"Qpqr\x94\x85\x98", (1, 1)),
     **dict.fromkeys(b"Rab\x81\x86\x93", (2, 1)),
@@ -178,8 +179,7 @@ class _Stack:
             return True
         if opcode in _TO_MARK:
             below, pushed = _TO_MARK[opcode]
-            if not self.marks or self.marks[-1] < below or (opcode == ord("o") and
-                                                             not self.above):
+            if not self.marks or self.marks[-1] < below or (opcode == ord("o") and not self.above):
                 return False
             self.above = self.marks.pop() + pushed
             return True
@@ -207,57 +207,93 @@ def _key(opcode: int, field: bytes) -> int | None:
 
 
 def _walk(data: _Bytes) -> bool:
-    """Walk the opcodes as _pickle would execute them (framing, stack, marks, memo)."""
+    """Walk the opcodes as _pickle would execute them (framing, stack, marks, memo). On a break,
+    the stream is a pickle if the unpickler called a resolved global before it (it ran), or
+    imported one (importing runs a module's top level: a module shipped beside the file) unless
+    the bytes look like text that merely starts like a GLOBAL ("certifi\nnumpy\n...")."""
+    walker = _Walker()
+    decided = _walk_opcodes(data, walker)
+    if decided is not None:
+        return decided
+    return walker.called or (walker.resolved and walker.binary_evidence(data))
+
+
+class _Walker:
+    """What the walk saw of resolutions and calls, for deciding a stream that breaks."""
+
+    def __init__(self) -> None:
+        self.resolved = self.called = False
+        self.before_resolution = 0  # valid opcodes walked before the first resolution
+        self.after_resolution = 0  # and after it
+
+    def binary_evidence(self, data: _Bytes) -> bool:
+        """Text that happens to start like a GLOBAL ("certifi\nnumpy\n") has no opcodes around
+        it; a damaged pickle does, or does not start with a letter."""
+        return (
+            data.at(0, 1) not in _TEXT_START
+            or self.before_resolution >= 2
+            or self.after_resolution >= 2
+        )
+
+
+_TEXT_START = frozenset(bytes([b]) for b in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
+    """True/False when the walk decides; None when the stream breaks (the caller decides)."""
     pos = 0
     stack = _Stack()
-    resolved = called = False
     for count in range(MAX_OPS):
         if pos >= data.size:
-            return called
+            return None
         byte = data.at(pos, 1)
         if not byte:  # the stream is shorter than it claimed
-            return called
+            return None
         opcode = byte[0]
         shape = ARGUMENTS.get(opcode)
         if shape is None:
-            return called
+            return None
         pos += 1
         field = b""
         if shape in (LINE, TWO_LINES):
             allowed = _LINE_BYTES.get(opcode)
             if opcode == ord("S") and data.at(pos, 1) not in (b"'", b'"'):
-                return called
+                return None
             end = _line_end(data, pos, allowed)
             if end is not None and opcode in b"pg":
                 field = data.at(pos, min(end - pos - 1, 32))
             if end is not None and shape == TWO_LINES:
                 end = _line_end(data, end, allowed)
             if end is None:
-                return called
+                return None
             pos = end
         elif NONE < shape < LEN1:
             field = data.at(pos, shape)
             if len(field) < shape or (opcode == 0x80 and field[0] > 5):
-                return called
+                return None
             pos += shape
         elif shape >= LEN1:
             width = shape - 100 if shape != LEN4_SIGNED else 4  # LEN1=101 -> 1 byte, LEN8 -> 8
             prefix = data.at(pos, width)
             if len(prefix) < width:
-                return called
+                return None
             length = int.from_bytes(prefix, "little", signed=shape == LEN4_SIGNED)
             pos += width + length
             if length < 0 or pos > data.size:
-                return called
+                return None
         key = _key(opcode, field) if opcode in _PUTS or opcode in _GETS else None
         if not stack.apply(opcode, key):
-            return called
+            return None
         if opcode == STOP:
             # a lone value and STOP is also what a length byte skipping text can look like:
             # such a stream counts when it is the whole file (it cannot do anything anyway)
-            return count >= 2 or resolved or pos >= data.size or data.at(0, 1) == b"\x80"
+            return count >= 2 or walker.resolved or pos >= data.size or data.at(0, 1) == b"\x80"
+        if walker.resolved:
+            walker.after_resolution += 1
+        elif opcode not in RESOLVING:
+            walker.before_resolution += 1
         if opcode in RESOLVING:
-            resolved = True
-        if opcode in CALLING and resolved:
-            called = True
+            walker.resolved = True
+        if opcode in CALLING and walker.resolved:
+            walker.called = True
     return True  # valid for MAX_OPS opcodes
