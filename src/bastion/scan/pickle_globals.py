@@ -214,7 +214,9 @@ _DENIED_LAST_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"getstatusoutput|system|popen|spawn\w*|launch\w*|shell\w*|subprocess\w*)$")),
     ("file access", re.compile(
         r"^(read_\w+|_read_\w+|fromfile|from_file|\w*_from_files?|\w*_from_filelike|loadtxt|genfromtxt|fromregex|memmap|open|open_\w+|"
-        r"save|save_\w+|savez\w*|savetxt|dump|dumps|dump_\w+|to_pickle|tofile|loadmat|"
+        r"save|save_\w+|savez\w*|savetxt|savefig|dump|dumps|dump_\w+|tofile|loadmat|"
+        r"to_(pickle|csv|parquet|json|excel|hdf|sql|feather|html|latex|markdown|stata|xml|orc|"
+        r"clipboard|gbq|netcdf|file|disk)|"
         r"savemat|mmread|mmwrite|write\w*|rmtree|remove|unlink|makedirs|mkdir|copyfile|"
         r"move|rename|chmod)$")),
     ("network access", re.compile(
