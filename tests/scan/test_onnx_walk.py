@@ -144,6 +144,8 @@ def test_every_tensor_place_is_walked() -> None:
     model = _with_function(
         [helper.make_node("Constant", [], ["out"], value=_named("func"))], "pkg.local"
     )
+    default = helper.make_attribute("v", _named("func_default"))
+    model.functions[0].attribute_proto.append(default)  # attack A2-17: default attribute values
     model.graph.node.append(node)
     model.graph.initializer.append(_named("init"))
     model.graph.sparse_initializer.append(_sparse("sparse_init"))

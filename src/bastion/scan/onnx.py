@@ -54,6 +54,7 @@ NODE_OP_TYPE, NODE_ATTRIBUTE, NODE_DOMAIN = 4, 5, 7
 ATTR_T, ATTR_G, ATTR_TENSORS, ATTR_GRAPHS, ATTR_SPARSE, ATTR_SPARSES = 5, 6, 10, 11, 22, 23
 TENSOR_NAME, TENSOR_EXTERNAL, TENSOR_LOCATION = 8, 13, 14
 FUNCTION_NAME, FUNCTION_NODE, FUNCTION_DOMAIN = 1, 7, 10  # FunctionProto (input is 4)
+FUNCTION_ATTRIBUTE_PROTO = 11  # default attribute values, tensors and graphs included
 
 
 class OnnxScanner:
@@ -136,6 +137,8 @@ class _Walker:
                 continue
             if number == FUNCTION_NODE:
                 self.node(pos, pos + length, 1)
+            elif number == FUNCTION_ATTRIBUTE_PROTO:
+                self.attribute(pos, pos + length, 1)
             elif number == FUNCTION_NAME:
                 name = self.proto.string(pos, length, 256)
             elif number == FUNCTION_DOMAIN:
