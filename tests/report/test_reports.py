@@ -108,3 +108,19 @@ def test_output_is_deterministic(malicious: list[Sample], corpus_dir: Path) -> N
         return json.dumps(data, sort_keys=True)
 
     assert stable(first) == stable(second)
+
+
+def test_sarif_for_a_rule_the_catalogue_does_not_know(scanned: tuple[Report, Verdict]) -> None:
+    """A plugin's rule or a run recorded by another version: a stub entry, never a KeyError."""
+    report, verdict = scanned
+    target = next(r for r in report.results if r.findings)
+    extra = target.findings[0].model_copy(update={"rule_id": "ACME042", "fingerprint": ""})
+    changed = report.model_copy(update={"results": (
+        target.model_copy(update={"findings": (*target.findings, extra)}),
+        *[r for r in report.results if r is not target])})
+    data = json.loads(render(changed, verdict, "sarif"))
+    schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text())
+    jsonschema.Draft4Validator(schema).validate(data)
+    rules = data["runs"][0]["tool"]["driver"]["rules"]
+    stub = next(r for r in rules if r["id"] == "ACME042")
+    assert "not in this bastion's rule catalogue" in stub["shortDescription"]["text"]

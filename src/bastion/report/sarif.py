@@ -43,10 +43,24 @@ def _rule_entry(rule: Rule) -> dict[str, Any]:
     }
 
 
+def _stub_entry(rule_id: str, severity: Severity) -> dict[str, Any]:
+    """A rule this bastion's catalogue does not hold (a plugin's, or a run recorded by another
+    version): enough for SARIF consumers, never a crash."""
+    return {"id": rule_id, "name": rule_id,
+            "shortDescription": {"text": f"{rule_id} (not in this bastion's rule catalogue)"},
+            "defaultConfiguration": {"level": LEVEL[severity]},
+            "properties": {"tags": ["security"], "security-severity": SECURITY_SEVERITY[severity]}}
+
+
 def render(report: Report, verdict: Verdict) -> str:
-    rules = all_rules()
-    used = sorted({f.rule_id for f in report.findings})
-    index = {rule.id: i for i, rule in enumerate(r for r in rules if r.id in used)}
+    catalogue = {rule.id: rule for rule in all_rules()}
+    first_severity: dict[str, Severity] = {}
+    for finding in report.findings:
+        first_severity.setdefault(finding.rule_id, finding.severity)
+    used = sorted(first_severity)
+    index = {rule_id: i for i, rule_id in enumerate(used)}
+    rule_entries = [_rule_entry(catalogue[rule_id]) if rule_id in catalogue
+                    else _stub_entry(rule_id, first_severity[rule_id]) for rule_id in used]
     artifacts: list[dict[str, Any]] = []
     artifact_index: dict[tuple[str, ...], int] = {}
 
@@ -73,7 +87,7 @@ def render(report: Report, verdict: Verdict) -> str:
         "tool": {"driver": {"name": "bastion", "version": __version__,
                             "semanticVersion": __version__,
                             "informationUri": "https://github.com/bastion-mlsec/bastion",
-                            "rules": [_rule_entry(r) for r in rules if r.id in index]}},
+                            "rules": rule_entries}},
         "invocations": [{"executionSuccessful": not report.errors,
                          "toolExecutionNotifications": notifications,
                          "properties": {"verdict": verdict.status.value,
