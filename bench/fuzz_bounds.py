@@ -1,6 +1,8 @@
 """Bounds: for every parser, N mutated inputs (default 10,000) through the real scanner entry
 point under the scan workers' address-space limit. Counts uncaught exceptions (scanner errors),
-records the slowest input and the peak RSS.
+records the slowest input and the peak RSS, and fails (exit 1) when an input escapes a scanner,
+takes longer than --max-seconds (2) or the process's peak RSS passes --max-rss-mb (512): the
+bounds issue #7 sets for every fuzzed input.
 
     python bench/fuzz_bounds.py [--inputs 10000]     # writes bench/out/fuzz_bounds.json
 """
@@ -55,6 +57,8 @@ def main() -> int:
     parser.add_argument("--inputs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--parsers", nargs="*", help="Only these parsers [default: all].")
+    parser.add_argument("--max-seconds", type=float, default=2.0)
+    parser.add_argument("--max-rss-mb", type=float, default=512.0)
     args = parser.parse_args()
     limit = 3 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -98,7 +102,12 @@ def main() -> int:
     for name, row in report.items():
         print(f"| {name} | {row['inputs']} | {row['uncaught']} | {row['slowest_s'] * 1000:.1f} ms"
               f" | {row['peak_rss_mb']} MB |")
-    return 0 if all(r["uncaught"] == 0 for r in report.values()) else 1
+    over = [name for name, row in report.items() if row["uncaught"] or
+            row["slowest_s"] > args.max_seconds or row["peak_rss_mb"] > args.max_rss_mb]
+    print(f"bounds: {args.max_seconds:g} s and {args.max_rss_mb:g} MB per input; "
+          f"{'exceeded by ' + ', '.join(over) if over else 'all parsers within them'}",
+          file=sys.stderr)
+    return 1 if over else 0
 
 
 if __name__ == "__main__":
