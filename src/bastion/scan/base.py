@@ -51,10 +51,13 @@ POLYGLOT = Rule(
     remediation="Do not load it; rebuild the artifact from a trusted source.",
 )
 UNRECOGNISED = Rule(
-    id="FMT003", title="Model file with unrecognised content", severity=Severity.MEDIUM,
+    id="FMT003", title="Model file with unrecognised content", severity=Severity.LOW,
     confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
-    description="The name says model artifact but the content matches no format bastion knows, "
-                "so it could not be checked.",
+    description="The name says model artifact but the content matches no format bastion knows. "
+                "Identification follows the loaders (every interpretation a loader could take "
+                "is scanned), so no loader bastion models reads this file as code-carrying "
+                "content; it is reported below the default gate (failing under --strict) "
+                "because what it is could not be checked.",
     remediation="Identify the file's real format; remove it if it is not needed.",
 )
 MALFORMED = Rule(
