@@ -75,3 +75,29 @@ def _summary(failures: list[tuple[int, str, str, bytes]]) -> str:
         lines.append(f"{kind}: {len(items)}")
         lines += [f"  {qualname} in {data!r}" for _, _, qualname, data in items[:SHOWN]]
     return "\n".join(lines)
+
+
+def test_name_line_cut_at_end_of_file_is_reported(tmp_path: Path) -> None:
+    """The oracle's pure-Python-only class, proven with the real loader: joblib.load (a
+    pickle._Unpickler) takes 'x' as the name line, drops its last byte and imports `this`
+    (harmless: it prints the Zen of Python) before it fails."""
+    import subprocess
+    import sys
+
+    sample = tmp_path / "cut.pkl"
+    sample.write_bytes(b"\x80\x02cthis\nxx")
+    probe = (
+        "import sys, joblib\n"
+        "try:\n    joblib.load(sys.argv[1])\nexcept Exception:\n    pass\n"
+        "print('imported' if 'this' in sys.modules else 'not imported')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(sample)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert run.stdout.strip().endswith("imported") and "not imported" not in run.stdout
+    result = scan_folder(tmp_path)["cut.pkl"]
+    assert naming(result, ["this.x", "this"]) or fails_closed(result), result.findings
