@@ -164,10 +164,10 @@ def test_the_next_consumer_really_runs_the_carried_payload(tmp_path: Path) -> No
 
 
 def test_data_walk_is_bounded_and_says_so() -> None:
-    many = [f"{i:032x}" for i in range(150_000)]  # hex-looking strings, none a payload
+    many = [f"{i:032x}" for i in range(120_000)]  # hex-looking strings, none a payload
     started = time.perf_counter()
     result = scan_data(pickle.dumps(many, protocol=4), "many.pkl")
     assert time.perf_counter() - started < 10.0
-    assert [(f.rule_id, f.severity, f.evidence) for f in result.findings] == [
-        ("PKL004", Severity.LOW, "data-value bound")
-    ]
+    # what lies past the bound is not analysed: a limit (the file is never clean), not a LOW note
+    assert [(f.rule_id, f.severity) for f in result.findings] == [("LIM001", Severity.HIGH)]
+    assert "string/bytes values" in result.findings[0].message

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import zlib
 from typing import NamedTuple
@@ -133,8 +134,6 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
     most MAX_LAYERS decodings (hex, base64, compression) turns it into. Bounded by `limit`
     bytes per value; a compressed layer that inflates past it is returned still compressed (the
     scanner then reports the limit instead of passing it)."""
-    from bastion.scan.identify import identify
-
     if len(value) < MIN_PAYLOAD:
         return []
     data = as_bytes(value, limit)
@@ -148,8 +147,7 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
             if len(blob) < MIN_PAYLOAD:
                 continue
             tar = len(blob) > 262 and blob[257:262] == b"ustar"
-            fmt = identify(blob[:1024], len(blob)) if tar or _could_start_payload(blob) \
-                else "unknown"
+            fmt = identify_whole(blob) if tar or _could_start_payload(blob) else "unknown"
             if fmt in PAYLOAD_FORMATS:
                 out.append(Payload(how, fmt, blob))
                 continue
@@ -170,6 +168,15 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
         if not frontier:
             break
     return out
+
+
+def identify_whole(blob: bytes) -> str:
+    """Identify a carried value from all of its bytes, as a file is (the probes look past the
+    first KiB within their fixed budgets): a benign-looking prefix longer than 1 KiB does not
+    hide the pickle after it."""
+    from bastion.scan.identify import identify
+
+    return identify(blob[:1024], len(blob), opener=lambda: io.BytesIO(blob))
 
 
 def _chain(how: str, step: str) -> str:
@@ -196,4 +203,7 @@ def worth_decoding(value: str | bytes | bytearray | memoryview) -> bool:
         return True
     if len(value) > 262 and as_bytes(value[257:262], 5) == b"ustar":
         return True
-    return b"\n" in as_bytes(value[:512], 512) or head_bytes[:1] in _BINARY_HEADS
+    if b"\n" in as_bytes(value[:512], 512) or head_bytes[:1] in _BINARY_HEADS:
+        return True
+    # Any opcode a pickle may start with (a MARK run, a long STRING popped before the payload).
+    return _could_start_payload(head_bytes)

@@ -8,6 +8,7 @@ from typing import BinaryIO
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import POLYGLOT, ScanContext
+from bastion.scan.embedded import identify_whole
 from bastion.scan.identify import identify
 from bastion.scan.pickle_vm import (
     TORCHSCRIPT_PREFIXES,
@@ -196,23 +197,22 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
         ctx.add(UNKNOWN_GLOBAL.finding(location, "more flagged globals than bastion lists; "
                                        "only the first ones are reported",
                                        evidence="flagged-name overflow"))
-    for label, payload in nested_candidates(recorder, ctx.limits.max_pickle, result.root):
+    candidates = nested_candidates(recorder, ctx.limits.max_pickle, result.root)
+    for label, payload in candidates:
         child = bytes_source(payload, f"<{label}>",
                              location.model_copy(update={
                                  "members": (*location.members, f"<{label}>"),
                                  "pointer": None}),
                              depth=source.depth + 1)
-        fmt = identify(payload[:1024], len(payload))
+        fmt = identify_whole(payload)
         if fmt == "pickle":
             ctx.formats.append("pickle")
             scan_pickle(ctx, child, speculative=True)
         else:
             ctx.scan(child, fmt)
-    if recorder.data_truncated:
-        ctx.add(NESTED_LOADER.finding(
-            location, "the object holds more string/bytes values than bastion decodes for "
-            "embedded payloads; only the first ones were analysed",
-            evidence="data-value bound", severity=Severity.LOW))
+    if candidates.truncated:
+        ctx.limit_hit(location, f"{candidates.truncated}: the rest were not analysed for "
+                      "embedded payloads")
 
 
 def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,

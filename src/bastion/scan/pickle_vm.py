@@ -360,8 +360,10 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     recorded). It steps over the raw array bytes joblib writes after each NumpyArrayWrapper,
     and analyses object arrays' nested pickles with the same recorder."""
 
-    def __init__(self, file: BinaryIO, recorder: Recorder, limit: int, depth: int = 0) -> None:
+    def __init__(self, file: BinaryIO, recorder: Recorder, limit: int, depth: int = 0,
+                 joblib: bool = True) -> None:
         super().__init__(file, encoding="latin1")
+        self._joblib = joblib
         self._src = file
         here = file.tell()
         self._size = file.seek(0, io.SEEK_END)
@@ -380,7 +382,7 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     def load_build(self) -> None:
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
         inst = self.stack[-1]  # type: ignore[attr-defined]
-        if isinstance(inst, _Obj) and inst.origin in JOBLIB_WRAPPERS:
+        if self._joblib and isinstance(inst, _Obj) and inst.origin in JOBLIB_WRAPPERS:
             self._skip_array(inst)
 
     def load_long_binput(self) -> None:
@@ -418,9 +420,10 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             raise pickle.UnpicklingError("joblib array with an invalid shape")
         itemsize, is_object = _dtype_itemsize(dtype)
         if is_object:
-            if self._depth >= 4:
-                raise LimitExceeded("joblib object arrays nested too deeply")
-            inner = _PyUnpickler(self._src, self._recorder, self._limit, self._depth + 1)
+            # joblib reads the items with a plain pickle._Unpickler (only find_class routed): a
+            # NumpyArrayWrapper in there is an ordinary object, the bytes after it are opcodes.
+            inner = _PyUnpickler(self._src, self._recorder, self._limit, self._depth + 1,
+                                 joblib=False)
             inner.load()
             self.arrays += inner.arrays
             return
@@ -520,30 +523,62 @@ def _describe(exc: BaseException) -> str:
 
 def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
                    limit: int) -> StreamResult:
-    """Analyse one pickle stream starting at `start`. The stream must be seekable."""
+    """Analyse one pickle stream starting at `start` (the stream must be seekable), as every
+    loader could read it, and record the union of what they resolve:
+
+    - the C unpickler (pickle.load, torch.load, pandas.read_pickle, numpy.load): first, unless
+      the stream's memo indices could make it allocate out of proportion;
+    - the pure-Python unpickler with joblib's array handling (joblib.load uses it for any file):
+      when the C engine fails or is not run (it resolves a GLOBAL whose name line is cut at the
+      end of the file, which the C engine refuses), or when the stream holds a joblib array;
+    - for a stream holding a joblib array, also the plain reading (C engine, or pure-Python
+      without array handling when memo-suspect) that parses joblib's raw array bytes as opcodes.
+
+    The returned result (end, error, root) is the first engine's: the C engine's, or joblib's
+    when the C engine is not run or hands over to it."""
     result = StreamResult(start=start)
-    if not _memo_suspect(stream, start):
-        reader = _buffered(stream)
-        reader.seek(start)
+    suspect = _memo_suspect(stream, start)
+    joblib_stream = False
+    if not suspect:
         try:
-            result.root = _CUnpickler(reader, recorder, watch_joblib=True).load()
-            result.end = reader.tell()
+            result.root, result.end = _run_c(stream, start, recorder, watch_joblib=True)
             return result
         except _SwitchToJoblib:
-            pass
-        except MemoryError as exc:
-            raise LimitExceeded("pickle analysis ran out of its memory budget") from exc
+            joblib_stream = True
         except RecursionError as exc:
             result.error = _describe(exc)
-            return result
+        except LimitExceeded:
+            raise
         except Exception as exc:
             result.error = _describe(exc)
-            return result
+    if result.error is not None:  # the C engine broke: joblib.load's engine may read further
+        _run_python(stream, start, recorder, limit, StreamResult(start), joblib=True)
+        return result
     # joblib, or memo indices to check: start over with the Python engine and a clean record.
+    result.engine = "python"
+    _run_python(stream, start, recorder, limit, result, joblib=True)
+    if joblib_stream or result.joblib_arrays:
+        _plain_reading(stream, start, recorder, limit, suspect)
+    return result
+
+
+def _run_c(stream: BinaryIO, start: int, recorder: Recorder,
+           watch_joblib: bool) -> tuple[Any, int]:
+    reader = _buffered(stream)
+    reader.seek(start)
+    try:
+        root = _CUnpickler(reader, recorder, watch_joblib=watch_joblib).load()
+    except MemoryError as exc:
+        raise LimitExceeded("pickle analysis ran out of its memory budget") from exc
+    return root, reader.tell()
+
+
+def _run_python(stream: BinaryIO, start: int, recorder: Recorder, limit: int,
+                result: StreamResult, joblib: bool) -> None:
+    """The pure-Python engine with a fresh record (merged into `recorder`), same bounds."""
     fresh = Recorder(allowed_prefixes=recorder.allowed_prefixes)
     stream.seek(start)
-    unpickler = _PyUnpickler(stream, fresh, limit)
-    result.engine = "python"
+    unpickler = _PyUnpickler(stream, fresh, limit, joblib=joblib)
     try:
         result.root = unpickler.load()
         result.end = stream.tell()
@@ -553,9 +588,28 @@ def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
         raise LimitExceeded("pickle analysis ran out of its memory budget") from exc
     except Exception as exc:
         result.error = _describe(exc)
-    result.joblib_arrays = unpickler.arrays
-    _merge(recorder, fresh)
-    return result
+    finally:
+        result.joblib_arrays = unpickler.arrays
+        _merge(recorder, fresh)
+
+
+def _plain_reading(stream: BinaryIO, start: int, recorder: Recorder, limit: int,
+                   suspect: bool) -> None:
+    """What a plain unpickler resolves in a joblib stream: it knows nothing of joblib's arrays
+    and parses their raw bytes as opcodes. Its error (raw bytes rarely parse) is not the file's;
+    what it resolved before the error is (that much already ran in the loader)."""
+    if suspect:
+        _run_python(stream, start, recorder, limit, StreamResult(start), joblib=False)
+        return
+    fresh = Recorder(allowed_prefixes=recorder.allowed_prefixes)
+    try:
+        _run_c(stream, start, fresh, watch_joblib=False)
+    except LimitExceeded:
+        raise
+    except Exception:  # the plain reading of array bytes may break anywhere
+        pass
+    finally:
+        _merge(recorder, fresh)
 
 
 MEMO_SLACK = 1 << 16  # memo indices the C unpickler may pre-allocate without a second look
@@ -598,7 +652,7 @@ def _merge(into: Recorder, other: Recorder) -> None:
         if known is None:
             into.names[name] = record
         else:
-            known.count += record.count
+            known.count = max(known.count, record.count)  # readings of one stream
             known.uses |= record.uses
     into.memo_findings.extend(other.memo_findings)
     into.flagged_overflow |= other.flagged_overflow
@@ -647,19 +701,27 @@ def _walk_args(args: Any, budget: list[int]) -> Iterator[Any]:
         item = stack.pop()
         budget[0] -= 1
         if isinstance(item, (tuple, list)):
-            stack.extend(item[:64])
+            stack.extend(item)
         elif isinstance(item, dict):
-            stack.extend(list(item.values())[:64])
+            stack.extend(item.keys())
+            stack.extend(item.values())
         else:
             yield item
 
 
-def nested_candidates(recorder: Recorder, limit: int,
-                      root: Any = None) -> list[tuple[str, bytes]]:
+class NestedCandidates(list[tuple[str, bytes]]):
+    """(label, bytes) pairs; `truncated` names the bound that stopped the search, if any (the
+    caller reports it as a limit: what lies past a bound is never silently dropped)."""
+
+    truncated: str | None = None
+
+
+def nested_candidates(recorder: Recorder, limit: int, root: Any = None) -> NestedCandidates:
     """(label, bytes) of serialized payloads the stream carries: handed to flagged callables
     (through pure decoders it calls), or held anywhere in the loaded object as a str/bytes
-    value, raw or encoded (see embedded.payloads_in). Bounded in count and total bytes."""
-    out: list[tuple[str, bytes]] = []
+    value, raw or encoded (see embedded.payloads_in). Bounded in count and total bytes; a bound
+    reached sets `truncated` on the result."""
+    out = NestedCandidates()
     seen: set[bytes] = set()
     total = 0
 
@@ -671,32 +733,41 @@ def nested_candidates(recorder: Recorder, limit: int,
             if digest in seen:
                 continue
             seen.add(digest)
+            if len(out) >= MAX_NESTED_CANDIDATES:
+                out.truncated = f"more than {MAX_NESTED_CANDIDATES} embedded payloads"
+                return False
             total += len(blob)
             if total > limit:
+                out.truncated = f"embedded payloads over {limit} bytes in all"
                 return False
             how = "" if payload.how == "raw" else f" ({payload.how})"
             out.append((label + how, blob))
-            if len(out) >= MAX_NESTED_CANDIDATES:
-                return False
         return True
 
-    budget = [50_000]
+    budget = [MAX_ARGUMENT_NODES]
     for call in recorder.flagged_calls:
         for arg in _walk_args(call.args, budget):
             data = materialize(arg, limit)
             if data is not None and not add(f"argument of {call.origin}", data):
                 return out
+    if budget[0] <= 0:
+        out.truncated = f"call arguments over {MAX_ARGUMENT_NODES} nodes"
+        return out
     if root is not None:
         walk = DataWalk()
         for value in walk.values(root):
             if not add("data value", as_bytes(value, limit)):
                 return out
         recorder.data_truncated = walk.truncated
+        if walk.truncated:
+            out.truncated = (f"the object holds over {MAX_DATA_VALUES} string/bytes values or "
+                             f"{MAX_WALKED_NODES} nodes")
     return out
 
 
 MAX_WALKED_NODES = 2_000_000
-MAX_DATA_VALUES = 50_000
+MAX_DATA_VALUES = 100_000
+_SCALARS = (int, float, complex, type(None))
 
 
 class DataWalk:
@@ -717,6 +788,8 @@ class DataWalk:
                 self.truncated = True
                 return
             item = stack.pop()
+            if isinstance(item, _SCALARS):  # bool is an int: nothing to decode, no node spent
+                continue
             nodes += 1
             if isinstance(item, (str, bytes, bytearray)):
                 if worth_decoding(item) and id(item) not in seen:
