@@ -29,14 +29,6 @@ def member_pickle(index: int, padding: int = 0) -> bytes:
     return head + call + pickle.STOP
 
 
-def entry_name(qualname: str) -> int | None:
-    """The entry index a resolved oracle global stands for."""
-    prefix = f"{ORACLE_MODULE}.e"
-    if qualname.startswith(prefix) and qualname[len(prefix) :].isdigit():
-        return int(qualname[len(prefix) :])
-    return None
-
-
 class Entry(NamedTuple):
     name: str
     data: bytes
