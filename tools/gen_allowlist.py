@@ -25,6 +25,8 @@ the generated file):
 from __future__ import annotations
 
 import argparse
+import builtins
+import dis
 import enum
 import importlib
 import inspect
@@ -53,7 +55,7 @@ EXTRA_MODULES = ("torch._C._nn", "torch._C._special", "torch._C._linalg", "torch
 # Modules never walked: tests, build helpers, code generation/compilation, downloads, I/O
 # readers/writers, distributed/network, CLIs, and modules that import by name.
 EXCLUDED_MODULES = re.compile(
-    r"(^|\.)(tests?|testing|_testing|conftest|_testutils|benchmarks?|setup|__main__|"
+    r"(^|\.)(tests?|testing|_testing|\w+_tests?|conftest|_testutils|benchmarks?|setup|__main__|"
     r"_build_utils|commands|cli|_pyinstaller|_distributor_init)(\.|$)"
     r"|^numpy\.(f2py|distutils|_pyinstaller|ctypeslib|lib\._datasource|lib\._npyio_impl)"
     r"|^scipy\.(io|datasets|_lib\._ccallback|weave|misc\.common)"
@@ -117,6 +119,250 @@ HIGHER_ORDER = re.compile(
     r"from_file|fromfile|from_numpy|set_\w+|use_deterministic_algorithms|manual_seed|seed|"
     r"save\w*|load\w*|register_\w+|autocast|enable_grad|no_grad|inference_mode|"
     r"set_grad_enabled|empty_cache|is_\w+|get_\w+|_\w+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the code does (attack A2-03/04/14/20/22/24): a naming rule cannot tell numpy.info (imports
+# its argument) or a scipy distribution's __setstate__ (execs a string from the state) from a
+# numeric function. Every Python function the generator would list, and for classes every method
+# the loader runs on restore, is read as bytecode (never run): the names it loads, the modules it
+# imports, the attributes it uses, its nested functions/lambdas, and - transitively, within the
+# same library - the module functions it calls and the methods of its own class it reaches.
+# Anything that evaluates code, imports by name, deserializes, loads native code, starts
+# processes or opens/writes files is refused (the entry is left out, so it is flagged unknown).
+# C/Cython objects have no bytecode; they keep the rules above.
+
+# Modules whose use anywhere in the code refuses it.
+HAZARD_MODULES = frozenset((
+    "pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "ctypes", "_ctypes",
+    "cffi", "subprocess", "_posixsubprocess", "pty", "importlib", "imp", "zipimport", "pkgutil",
+    "runpy", "pydoc", "code", "codeop", "webbrowser"))
+# Builtins (as global names) that evaluate code, import or open files.
+HAZARD_GLOBALS = frozenset(("exec", "eval", "compile", "__import__", "open", "breakpoint",
+                            "execfile", "input"))
+# Attribute names that are these operations whatever object they are looked up on.
+HAZARD_ATTRIBUTES = frozenset((
+    "import_module", "__import__", "exec_module", "load_module", "spec_from_file_location",
+    "module_from_spec", "entry_points", "load_entry_point", "resolve_name", "import_string",
+    "locate", "npy_import", "loads", "load_library", "CDLL", "PyDLL", "WinDLL", "OleDLL",
+    "LoadLibrary", "dlopen", "system", "popen", "Popen", "check_output", "check_call",
+    "getoutput", "getstatusoutput", "run_path", "run_module", "execv", "execve", "execvp",
+    "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnl", "spawnle",
+    "posix_spawn", "posix_spawnp", "startfile", "fork", "write_text", "write_bytes", "rmtree",
+    "unlink"))
+# Same-named harmless functions of these modules.
+BENIGN_MODULE_ATTRIBUTES = frozenset(("platform.system", "json.loads"))
+# module.attribute pairs (the module as the code names it, resolved) that load/write files.
+HAZARD_MODULE_ATTRIBUTES = frozenset((
+    "os.system", "os.popen", "posix.system", "posix.popen", "builtins.open", "io.open",
+    "io.FileIO", "_io.open", "os.open", "os.fdopen", "os.remove",
+    "os.rmdir", "os.removedirs", "os.rename", "os.replace", "os.truncate", "os.symlink",
+    "os.link", "os.chmod", "codecs.open", "gzip.open", "bz2.open", "lzma.open", "tarfile.open",
+    "zipfile.ZipFile", "shutil.copyfile", "shutil.copy", "shutil.copy2", "shutil.move",
+    "shutil.copytree", "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed",
+    "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile", "numpy.memmap",
+    "numpy.fromregex", "torch.load", "torch.save", "joblib.load", "joblib.dump"))
+# Methods the loader runs on restore (NEWOBJ + BUILD, SETITEMS/APPENDS into the object, the
+# object used as a dict key/set member, its collection); __init__ too when it may be called.
+RESTORE_METHODS = ("__new__", "__setstate__", "__setattr__", "__setitem__", "__set_name__",
+                   "__init_subclass__", "__del__", "__hash__", "__eq__", "extend", "append")
+CALL_METHODS = ("__init__",)
+HAZARD_DEPTH = 6
+
+
+def _code_of(obj: object) -> types.CodeType | None:
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    if isinstance(obj, property):
+        obj = obj.fget
+    code = getattr(obj, "__code__", None)
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _wrapped(obj: object) -> list[object]:
+    """The object and what it wraps (decorators, numpy's array-function dispatchers)."""
+    out = [obj]
+    for attribute in ("__wrapped__", "_implementation", "__func__"):
+        inner = getattr(obj, attribute, None)
+        if inner is not None and inner is not obj:
+            out.append(inner)
+    return out
+
+
+class _Hazards:
+    """Bytecode reader with a memo per (code, class): the first hazard found, or None."""
+
+    def __init__(self, reviewed: frozenset[str] = frozenset()) -> None:
+        self._reviewed = reviewed  # code (module.qualname) whose hazard the scanner judges
+        self._memo: dict[tuple[int, int], str | None] = {}
+        self._keep: list[object] = []  # keeps ids in the memo valid
+
+    def of(self, obj: object, pkg: str, cls: type | None = None) -> str | None:
+        for target in _wrapped(obj):
+            code = _code_of(target)
+            if code is None:
+                continue
+            found = self._code(code, getattr(target, "__globals__", {}), pkg, cls, 0)
+            if found is not None:
+                return found
+        return None
+
+    def _code(self, code: types.CodeType, globs: dict[str, object], pkg: str,
+              cls: type | None, depth: int) -> str | None:
+        key = (id(code), id(cls))
+        if key in self._memo:
+            return self._memo[key]
+        self._memo[key] = None  # recursion guard
+        self._keep += [code, cls]
+        if f"{globs.get('__name__')}.{code.co_qualname}" in self._reviewed:
+            return None
+        found = self._scan(code, globs, pkg, cls, depth)
+        self._memo[key] = found
+        return found
+
+    def _scan(self, code: types.CodeType, globs: dict[str, object], pkg: str,
+              cls: type | None, depth: int) -> str | None:
+        where = f"{code.co_qualname if hasattr(code, 'co_qualname') else code.co_name}"
+        previous: object = None
+        follow: list[object] = []
+        for ins in dis.get_instructions(code):
+            op, name = ins.opname, ins.argval
+            if op == "IMPORT_NAME" and isinstance(name, str):
+                if name.split(".")[0] in HAZARD_MODULES:
+                    return f"{where} imports {name}"
+                previous = sys.modules.get(name)
+                continue
+            if op == "IMPORT_FROM" and isinstance(name, str) and \
+                    isinstance(previous, types.ModuleType):
+                if f"{previous.__name__}.{name}" in HAZARD_MODULE_ATTRIBUTES:
+                    return f"{where} imports {previous.__name__}.{name}"
+                if name in HAZARD_ATTRIBUTES:
+                    return f"{where} imports {name}"
+                continue
+            if op in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(name, str):
+                if name in HAZARD_GLOBALS and globs.get(name) is None:
+                    return f"{where} calls {name}"
+                value = globs.get(name)
+                if value is None:
+                    value = getattr(builtins, name, None)
+                reason = _object_hazard(value)
+                if reason is not None:
+                    return f"{where} uses {name} ({reason})"
+                if isinstance(value, types.FunctionType) and _package(value) == pkg:
+                    follow.append(value)
+                previous = value
+                continue
+            if op in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(name, str):
+                if isinstance(previous, types.ModuleType):
+                    dotted = f"{previous.__name__}.{name}"
+                    if dotted in HAZARD_MODULE_ATTRIBUTES or (
+                            name in HAZARD_ATTRIBUTES and dotted not in BENIGN_MODULE_ATTRIBUTES):
+                        return f"{where} uses {dotted}"
+                    value = getattr(previous, name, None)
+                    reason = _object_hazard(value)
+                    if reason is not None:
+                        return f"{where} uses {previous.__name__}.{name} ({reason})"
+                    if isinstance(value, types.FunctionType) and _package(value) == pkg:
+                        follow.append(value)
+                    previous = value
+                    continue
+                if name in HAZARD_ATTRIBUTES:
+                    return f"{where} uses .{name}"
+                if cls is not None:
+                    try:
+                        method = inspect.getattr_static(cls, name)
+                    except AttributeError:
+                        method = None
+                    if method is not None and _code_of(method) is not None and \
+                            _package(method) == pkg:
+                        follow.append(method)
+                previous = None
+                continue
+            previous = None
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                found = self._code(const, globs, pkg, cls, depth)
+                if found is not None:
+                    return found
+        if depth >= HAZARD_DEPTH:
+            return None
+        for target in follow:
+            for inner in _wrapped(target):
+                inner_code = _code_of(inner)
+                if inner_code is None:
+                    continue
+                found = self._code(inner_code, getattr(_plain(inner), "__globals__", {}), pkg,
+                                   cls, depth + 1)
+                if found is not None:
+                    return f"{where} -> {found}"
+        return None
+
+
+def _plain(obj: object) -> object:
+    if isinstance(obj, (staticmethod, classmethod)):
+        return obj.__func__
+    if isinstance(obj, property):
+        return obj.fget
+    return obj
+
+
+def _package(obj: object) -> str:
+    module = getattr(_plain(obj), "__module__", None)
+    return module.split(".")[0] if isinstance(module, str) else ""
+
+
+def _object_hazard(value: object) -> str | None:
+    """A module of HAZARD_MODULES, or a callable defined in one."""
+    if value is None:
+        return None
+    if isinstance(value, types.ModuleType):
+        top = value.__name__.split(".")[0]
+        return f"module {value.__name__}" if top in HAZARD_MODULES else None
+    if not callable(value):
+        return None
+    try:
+        module = getattr(value, "__module__", None)
+        name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    except Exception:
+        return None
+    if not isinstance(module, str):
+        return None
+    if module.split(".")[0] in HAZARD_MODULES:
+        return f"{module}.{name}"
+    if isinstance(name, str) and f"{module}.{name}" in HAZARD_MODULE_ATTRIBUTES:
+        return f"{module}.{name}"
+    return None
+
+
+HAZARDS = _Hazards()
+# scipy.stats distributions: rv_generic.__setstate__ exec()s the state's `_parse_arg_template`
+# (attack A2-04). Listed as "class-argparser": the scanner accepts only the exact text scipy
+# generates for identifier shapes (pickle_globals.state_hazard); the rest of the restore is read.
+ARGPARSER = "scipy.stats._distn_infrastructure.rv_generic._attach_argparser_methods"
+REVIEWED_HAZARDS = _Hazards(frozenset((ARGPARSER,)))
+REFUSED: dict[str, str] = {}
+
+
+def _refused(name: str, hazard: str | None) -> bool:
+    """Record a refusal (printed with --refused); True when there is a hazard."""
+    if hazard is not None:
+        REFUSED[name] = hazard
+    return hazard is not None
+
+
+def class_hazard(cls: type, pkg: str, callable_: bool, hazards: _Hazards = HAZARDS) -> str | None:
+    """The first hazard in a method the loader runs on restoring (or calling) the class."""
+    for name in RESTORE_METHODS + (CALL_METHODS if callable_ else ()):
+        try:
+            method = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if _code_of(method) is None or _package(method) != pkg:
+            continue  # C slot, or inherited from builtins/another library
+        found = hazards.of(method, pkg, cls)
+        if found is not None:
+            return f"{name}: {found}"
+    return None
 
 
 
@@ -210,7 +456,8 @@ def _methods(entries: dict[tuple[str, str], tuple[str, str]], cls: type, modname
                 inner.__module__.split(".")[0] != pkg:
             continue
         if denied_category(modname, f"{qualname}.{name}") is None and \
-                denied_category(inner.__module__, inner.__qualname__) is None:
+                denied_category(inner.__module__, inner.__qualname__) is None and \
+                not _refused(f"{modname}:{qualname}.{name}", HAZARDS.of(inner, pkg, cls)):
             entries[(modname, f"{qualname}.{name}")] = ("nr", f"method-ref:{pkg}")
 
 
@@ -318,6 +565,15 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
         if DENIED_CLASS_NAMES.search(last):
             return
         uses, reason = _class_uses(obj, modname)
+        hazard = class_hazard(obj, pkg, callable_=False)
+        if hazard is not None and ARGPARSER.rsplit(".", 1)[-1] in hazard and \
+                class_hazard(obj, pkg, False, REVIEWED_HAZARDS) is None:
+            hazard, uses, reason = None, "nr", "class-argparser"
+        if _refused(f"{modname}:{qualname}", hazard):
+            return
+        if "c" in uses and _refused(f"{modname}:{qualname} (call)",
+                                    class_hazard(obj, pkg, callable_=True)):
+            uses, reason = "nr", "class-new"
         entries[(modname, qualname)] = (uses, f"{reason}:{pkg}")
         if depth < 2:
             for inner_name, inner in sorted(vars(obj).items()):
@@ -330,6 +586,8 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
         return
     if depth:
         return  # methods are not pickled by reference
+    if _refused(f"{modname}:{qualname}", HAZARDS.of(obj, pkg)):
+        return
     uses, reason = _function_uses(obj, modname, last)
     entries[(modname, qualname)] = (uses, f"{reason}:{pkg}")
 
@@ -347,8 +605,12 @@ def render(rows: list[tuple[str, str, str, str]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--refused", type=Path, help="also write the refused entries here")
     args = parser.parse_args()
     text = render(generate())
+    print(f"refused by code inspection: {len(REFUSED)}", file=sys.stderr)
+    if args.refused:
+        args.refused.write_text("".join(f"{k}\t{v}\n" for k, v in sorted(REFUSED.items())))
     if args.check:
         same = OUT.exists() and OUT.read_text() == text
         print("up to date" if same else "differs", file=sys.stderr)
