@@ -34,6 +34,7 @@ from bastion.scan.pickle_globals import (
     Verdict,
     arg_roles,
     classify,
+    state_hazard,
 )
 
 MAX_STAND_IN_TYPES = 10_000
@@ -263,6 +264,8 @@ class _Obj:
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
+        if self.record is not None and state_hazard(self.record.verdict, state) is not None:
+            self.record.uses.add(CALL)  # its restore runs code the state carries (A2-04)
         if self.record is not None and isinstance(state, tuple):
             roles = STATE_ROLES.get(self.record.verdict.qualname, ())
             for role, value in zip(roles, state, strict=False):
