@@ -196,6 +196,37 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "smtpd.", "selectors.", "select.")),
 )
 
+# Reviewed never-allowed objects of the allowlisted libraries: what their code does on a call or
+# on restore, found by attack (and refused since by tools/gen_allowlist.py's code inspection).
+NEVER_ALLOWED: dict[str, tuple[str, str]] = {
+    "scipy.optimize._nonlin._nonlin_wrapper": (
+        "exec/eval", "builds `def <name>(...)` source from its argument and exec()s it (A2-03)"),
+    "scipy._lib.array_api_compat._internal.clone_module": (
+        "exec/eval", "exec()s generated source and imports modules by name"),
+    "scipy._lib._uarray._backend.unpickle_function": (
+        "import machinery", "imports a module by name and walks getattr: a resolver"),
+    "scipy.stats._distn_infrastructure.rv_generic._attach_argparser_methods": (
+        "exec/eval", "exec()s the instance's _parse_arg_template (A2-04)"),
+    "torch._preload_cuda_lib": (
+        "process execution", "ctypes.CDLL of a path built from its arguments (A2-20)"),
+    "torch._preload_cuda_deps": ("process execution", "ctypes.CDLL of library files"),
+    "torch._import_device_backends": ("import machinery", "imports entry points by name"),
+    "torch.utils.data.datapipes.datapipe._DataPipeSerializationWrapper": (
+        "nested deserialisation",
+        "its __setstate__ runs pickle.loads/dill.loads on its state (A2-14)"),
+    "torch.utils.data.datapipes.datapipe._IterDataPipeSerializationWrapper": (
+        "nested deserialisation", "inherits the wrapper's unpickling __setstate__ (A2-14)"),
+    "torch.utils.data.datapipes.datapipe._MapDataPipeSerializationWrapper": (
+        "nested deserialisation", "inherits the wrapper's unpickling __setstate__ (A2-14)"),
+    "numpy._core._multiarray_tests.npy_import_entry_point": (
+        "import machinery", "test helper: imports `module:attr` and returns the object (A2-22)"),
+    "numpy.info": ("import machinery", "info(obj, ..., toplevel) __import__s `toplevel` (A2-24)"),
+    "numpy.lib._utils_impl.info": ("import machinery", "numpy.info's definition (A2-24)"),
+    "numpy.lib._utils_impl._makenamedict": ("import machinery", "__import__s its argument"),
+}
+# Test helper modules compiled into the libraries (never walked by the generator either).
+_TEST_MODULE = re.compile(r"^numpy\._core\._\w+_tests\.|(^|\.)\w+_tests?\.")
+
 # Attribute names that turn any object into a path to arbitrary code.
 _DUNDER_GADGETS = re.compile(
     r"(^|\.)(__globals__|__builtins__|__subclasses__|__import__|__getattribute__|__getattr__|"
@@ -275,6 +306,11 @@ _NAME_ALIASES = {("torch._C", "_VariableFunctionsClass"): "torch._C._VariableFun
 
 
 def _category(qualname: str) -> str | None:
+    never = NEVER_ALLOWED.get(qualname)
+    if never is not None:
+        return never[0]
+    if _TEST_MODULE.search(qualname):
+        return "exec/eval"
     if qualname.startswith(_CATEGORY_EXEMPT) and qualname.count(".") == 3:
         return None
     for category, entries in _CATEGORIES:
@@ -367,7 +403,51 @@ REASONS = {
     "ufunc": "NumPy ufunc; pure elementwise computation",
     "constant": "{pkg} constant (dtype, layout, memory format, qscheme); not callable",
     "singleton": "{pkg} singleton value pickled by name (e.g. a missing-value marker)",
+    "class-argparser": "{pkg} distribution; restore exec()s its argument-parser template, "
+    "accepted only as the exact text scipy generates",
 }
+
+# scipy.stats._distn_infrastructure.parse_arg_template: what rv_generic.__setstate__ exec()s
+# (A2-04). A state's `_parse_arg_template` must be this text for identifier shapes.
+_SCIPY_ARG_TEMPLATE = """
+def _parse_args(self, %(shape_arg_str)s %(locscale_in)s):
+    return (%(shape_arg_str)s), %(locscale_out)s
+
+def _parse_args_rvs(self, %(shape_arg_str)s %(locscale_in)s, size=None):
+    return self._argcheck_rvs(%(shape_arg_str)s %(locscale_out)s, size=size)
+
+def _parse_args_stats(self, %(shape_arg_str)s %(locscale_in)s, moments='mv'):
+    return (%(shape_arg_str)s), %(locscale_out)s, moments
+"""
+_SCIPY_SHAPES = re.compile(r"\ndef _parse_args\(self, ((?:[A-Za-z_][A-Za-z0-9_]{0,40}, ){0,16}) "
+                           r"(loc=0, scale=1|loc=0)\):\n")
+
+
+def _scipy_template_ok(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    match = _SCIPY_SHAPES.match(text)
+    if match is None:
+        return False
+    shapes, locscale_in = match.groups()
+    out = "loc, scale" if locscale_in == "loc=0, scale=1" else "loc, 1"
+    expected = _SCIPY_ARG_TEMPLATE % {"shape_arg_str": shapes, "locscale_in": locscale_in,
+                                      "locscale_out": out}
+    return text == expected
+
+
+def state_hazard(verdict: Verdict, state: object) -> str | None:
+    """Why restoring an instance of an allowed class with this BUILD state would run code the
+    state carries (None: it would not, as far as the reviewed entries know)."""
+    if REASONS["class-argparser"].split("}", 1)[1] not in verdict.reason:
+        return None
+    if isinstance(state, tuple) and len(state) == 2:
+        state = state[0]
+    if not isinstance(state, dict) or "_parse_arg_template" not in state:
+        return None  # no template: __setstate__ rebuilds nothing from the state
+    if _scipy_template_ok(state["_parse_arg_template"]):
+        return None
+    return "a scipy distribution's _parse_arg_template that is not scipy's generated text"
 
 
 def _reason(key: str) -> str:

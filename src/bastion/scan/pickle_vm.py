@@ -28,6 +28,7 @@ from bastion.scan.embedded import as_bytes, decode, payloads_in, worth_decoding
 from bastion.scan.pickle_globals import (
     CALL,
     NEW,
+    REASONS,
     REF,
     RESOLVERS,
     STATE_ROLES,
@@ -40,7 +41,9 @@ from bastion.scan.pickle_globals import (
 MAX_STAND_IN_TYPES = 10_000
 MAX_FLAGGED_NAMES = 1_000
 MAX_FLAGGED_CALLS = 2_000
-MAX_NESTED_CANDIDATES = 32
+UNRESOLVED_INDEX = 1 << 62  # first_index of judged calls that no GLOBAL opcode names
+MAX_NESTED_CANDIDATES = 256
+MAX_ARGUMENT_NODES = 50_000
 JOBLIB_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper",
                              "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"})
 # TorchScript archives name their own classes under __torch__; they are resolved by the TorchScript
@@ -161,12 +164,32 @@ class Recorder:
                                             uses, kind)
         return out
 
-    def persistent(self, pid: Any) -> _Obj:
+    def persistent(self, pid: Any) -> Any:
+        """What a loader's persistent_load returns for `pid`. torch's legacy loader returns the
+        object inside a ('module', X, source_file, source) id as is (X itself, whatever it is);
+        anything else is an object of unknown type (a storage, or whatever the loader makes)."""
         self.persistent_ids += 1
         if isinstance(pid, tuple) and pid and isinstance(pid[0], str) and \
                 len(self.persistent_kinds) < 16:
                 self.persistent_kinds.add(pid[0])
-        return _Obj(self, "<persistent id>", (pid,), False)
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            return pid[1]
+        return _Obj(self, "<persistent id>", (pid,), False, made=MADE_OTHER)
+
+    def unknown_call(self, origin: str, how: str) -> None:
+        """The loader calls (or instantiates) an object whose target bastion cannot determine
+        (a call result, a persistent id): judged as an unknown callable."""
+        qualname = f"<object {how}: result of {origin}>"[:MAX_ORIGIN]
+        record = self.names.get(qualname)
+        if record is not None:
+            record.count += 1
+            return
+        if len(self.names) >= MAX_STAND_IN_TYPES:
+            self.flagged_overflow = True
+            return
+        verdict = Verdict(qualname, "", None, "a call whose target bastion cannot determine")
+        record = self.names[qualname] = _Resolved(verdict, UNRESOLVED_INDEX, ("", qualname))
+        record.uses.add(CALL)
 
     def note_call(self, obj: _Obj) -> None:
         if len(self.flagged_calls) < MAX_FLAGGED_CALLS:
@@ -205,44 +228,184 @@ def _use(target: Any, use: str) -> None:
         recorder.flagged_overflow = True
 
 
-def _apply_roles(callee: Any, args: tuple[Any, ...]) -> None:
-    """A call of an allowed higher-order callable: what it does with the globals it is given."""
+def _apply_roles(callee: Any, args: tuple[Any, ...], default: str | None = None) -> None:
+    """A call (or instantiation) of a stand-in: what the callee does with the globals and
+    callable stand-ins it is given. An allowed callee's reviewed roles apply; otherwise
+    `default` (REF unless the caller knows better)."""
     record = getattr(callee, "_bastion_record", None)
     if isinstance(record, _Resolved) and record.verdict.allowed:
-        roles, default = arg_roles(record.verdict)
+        roles, fallback = arg_roles(record.verdict)
     else:
-        roles, default = (), REF
+        roles, fallback = (), default or REF
     for position, arg in enumerate(args[:64]):
-        if isinstance(arg, _Ref):
-            _use(arg, roles[position] if position < len(roles) else default)
+        role = roles[position] if position < len(roles) else fallback
+        _hand_over(arg, role)
+
+
+def _hand_over(value: Any, role: str) -> None:
+    """`value` reaches a place where the loader uses it in `role` (call, instantiate, keep)."""
+    if isinstance(value, _Ref):
+        _use(value, role)
+    elif isinstance(value, _Obj) and role == CALL:
+        _call_value(value, (), {})
+
+
+def _hand_over_callables(values: tuple[Any, ...]) -> None:
+    """Values given to code bastion does not model (an unknown class's __new__, a class's own
+    __setitem__/append/add): whatever in them can be called is judged as called. Instances of
+    known classes are data (their own __call__ is not what such code reaches for)."""
+    for value in values[:64]:
+        if isinstance(value, _Ref) or (isinstance(value, _Obj) and value.callable_like()):
+            _hand_over(value, CALL)
+
+
+MAX_CALL_DEPTH = 32  # partial of partial of ...: deeper chains are judged unknown calls
+
+
+def _call_value(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                depth: int = 0) -> Any:
+    """The loader (or restore code it runs) calls `value(*args, **kwargs)`."""
+    if isinstance(value, _Ref):
+        return value(*args, **kwargs)
+    if isinstance(value, _Obj):
+        return value.call(args, kwargs, depth)
+    raise TypeError(f"{type(value).__name__} object is not callable")
 
 
 MAX_KEPT_ITEMS = 100_000  # container items kept per stream for the payloads-as-data walk
+MAX_ORIGIN = 200
+
+# How an _Obj came to be.
+MADE_NEW = "new"  # NEWOBJ / cls.__new__: an instance of its record's class
+MADE_CALL = "call"  # the result of calling a global (an instance when the global is a class)
+MADE_OTHER = "other"  # a call result of a non-global, a persistent id: type unknown
+
+# Instances of these keep container items as data: their own __setitem__/append/add store them.
+PLAIN_CONTAINERS = frozenset({
+    "builtins.dict", "builtins.list", "builtins.set", "builtins.frozenset", "builtins.bytearray",
+    "collections.OrderedDict", "collections.Counter", "collections.deque",
+    "collections.defaultdict"})
+# Lower-case names of reviewed core classes (calling them builds an instance of them).
+_CORE_CLASSES = frozenset({
+    "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.bytes",
+    "builtins.complex", "builtins.slice", "builtins.range", "builtins.dict", "builtins.list",
+    "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
+    "builtins.object", "collections.deque", "collections.defaultdict", "datetime.datetime",
+    "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
+    "dateutil.tz.tz.tzutc", "dateutil.tz.tz.tzoffset", "dateutil.tz.tz.tzlocal",
+    "dateutil.tz.tz.tzfile"})
+_CLASS_REASONS = tuple(tuple(REASONS[kind].split("{pkg}")) for kind in
+                       ("class-new", "class-call", "class-reduce", "estimator"))
+_FUNCTION_REASONS = tuple(tuple(REASONS[kind].split("{pkg}")) for kind in
+                          ("function-ref", "method-ref", "function-helper", "function-numeric",
+                           "ufunc"))
+
+
+def _matches(reason: str, templates: tuple[tuple[str, ...], ...]) -> bool:
+    return any(reason.startswith(parts[0]) and reason.endswith(parts[-1])
+               for parts in templates)
+
+
+def _is_class(verdict: Verdict) -> bool:
+    """Does calling this allowed global build an instance of it (a class), rather than return
+    whatever a function returns?"""
+    if _matches(verdict.reason, _CLASS_REASONS):
+        return True
+    if _matches(verdict.reason, _FUNCTION_REASONS):
+        return False
+    last = verdict.qualname.rsplit(".", 1)[-1]
+    return verdict.qualname in _CORE_CLASSES or last[:1].isupper()
+
+
+def _returns_first_argument_instance(verdict: Verdict) -> bool:
+    """Reviewed rebuild helpers that return an instance of the class they are handed first."""
+    roles, _default = arg_roles(verdict)
+    return roles[:1] == (NEW,) or verdict.qualname.rsplit(".", 1)[-1].startswith(
+        "__pyx_unpickle_")
 
 
 class _Obj:
     """What calling or instantiating a stand-in returns: inert, accepts every operation the
     unpickler performs (container operations keep their items, bounded, so values stored in
-    them are still analysed as data)."""
+    them are still analysed as data). Calling one is judged by what it is: a partial calls its
+    target, an instance its class's __call__, anything else is a call of an unknown object."""
 
-    __slots__ = ("__weakref__", "args", "items", "origin", "record", "recorder", "state")
+    __slots__ = ("__weakref__", "args", "hook", "items", "made", "origin", "record", "recorder",
+                 "state")
 
     def __init__(self, recorder: Recorder, origin: str, args: tuple[Any, ...],
-                 flagged: bool, record: _Resolved | None = None) -> None:
+                 flagged: bool, record: _Resolved | None = None,
+                 made: str = MADE_CALL) -> None:
         self.recorder = recorder
-        self.origin = origin
+        self.origin = origin[:MAX_ORIGIN]
         self.args = args
         self.record = record
+        self.made = made
         self.state: Any = None
+        self.hook: Any = None  # a value BUILD stored as the instance's __setstate__
         self.items: list[Any] | None = None
         if flagged:
             recorder.note_call(self)
+
+    def instance_of(self) -> _Resolved | None:
+        """The record of the class this is an instance of, when bastion knows it."""
+        record = self.record
+        if record is None or self.made == MADE_OTHER:
+            return None
+        if self.made == MADE_NEW or not record.verdict.allowed:
+            return record  # an unknown global's result: that global is already judged called
+        if _is_class(record.verdict):
+            return record
+        if _returns_first_argument_instance(record.verdict) and self.args and \
+                isinstance(self.args[0], _Ref):
+            first = self.args[0]._bastion_record  # type: ignore[attr-defined]
+            return first if isinstance(first, _Resolved) else None
+        return None
+
+    def partial(self) -> tuple[Any, tuple[Any, ...]] | None:
+        """(target, bound arguments) when this is a functools.partial instance."""
+        record = self.record
+        if record is None or self.made == MADE_OTHER or \
+                record.verdict.qualname != "functools.partial":
+            return None
+        state = self.state
+        if isinstance(state, tuple) and state:
+            bound = state[1] if len(state) > 1 and isinstance(state[1], tuple) else ()
+            return state[0], bound
+        if self.args:
+            return self.args[0], tuple(self.args[1:])
+        return None
+
+    def callable_like(self) -> bool:
+        """Could calling this run something other than a known class's __call__?"""
+        return self.partial() is not None or self.made == MADE_OTHER
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any], depth: int = 0) -> Any:
+        partial = self.partial()
+        if partial is not None and depth < MAX_CALL_DEPTH:
+            target, bound = partial
+            return _call_value(target, (*bound, *args), kwargs, depth + 1)
+        cls = self.instance_of()
+        if cls is not None and partial is None:
+            cls.uses.add(CALL)  # calling an instance runs its class's __call__
+        else:
+            self.recorder.unknown_call(self.origin, "called")
+        _apply_roles(None, (*args, *kwargs.values()))
+        return _Obj(self.recorder, f"{self.origin}(...)", args, True, made=MADE_OTHER)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.call(args, kwargs)
 
     def _keep(self, *values: Any) -> None:
         if self.items is None:
             self.items = []
         if len(self.items) < MAX_KEPT_ITEMS:
             self.items.extend(values)
+        cls = self.instance_of()
+        if cls is None or cls.verdict.qualname not in PLAIN_CONTAINERS:
+            # the class's own __setitem__/append/add runs (pandas.DataFrame calls a callable
+            # key): what it is given may be called
+            _hand_over_callables(values)
 
     def append(self, item: Any) -> None:
         self._keep(item)
@@ -257,30 +420,40 @@ class _Obj:
     def __setitem__(self, key: Any, value: Any) -> None:
         self._keep(key, value)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _Obj:
-        if self.record is not None:
-            self.record.uses.add(CALL)  # calling an instance runs its class's __call__
-        return _Obj(self.recorder, f"{self.origin}(...)", args, True)
-
     def __setstate__(self, state: Any) -> None:
+        if self.hook is not None:
+            # BUILD looks __setstate__ up on the instance: an earlier BUILD put it in its dict
+            _call_value(self.hook, (state,), {})
+            return
         self.state = state
         if self.record is not None and state_hazard(self.record.verdict, state) is not None:
             self.record.uses.add(CALL)  # its restore runs code the state carries (A2-04)
+        for part in state if isinstance(state, tuple) else (state,):
+            if isinstance(part, dict) and "__setstate__" in part:
+                self.hook = part["__setstate__"]
+                _hand_over(self.hook, CALL)  # the next BUILD (or a copy) calls it
         if self.record is not None and isinstance(state, tuple):
             roles = STATE_ROLES.get(self.record.verdict.qualname, ())
             for role, value in zip(roles, state, strict=False):
-                if isinstance(value, _Ref):
-                    _use(value, role)
+                _hand_over(value, role)
 
     def __repr__(self) -> str:
         return f"<{self.origin}>"
 
 
 def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
-    """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call."""
+    """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call. An
+    allowed class's __new__ does with its arguments what its reviewed roles say (partial's
+    stores its target); an unknown class's __new__ may store a callable it calls later
+    (builtins.map): its callable arguments are judged as called."""
     _use(cls, NEW)
+    record = cls._bastion_record
+    if isinstance(record, _Resolved) and record.verdict.allowed:
+        _apply_roles(cls, args)
+    else:
+        _hand_over_callables((*args, *kwargs.values()))
     return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged,
-                cls._bastion_record)
+                record, made=MADE_NEW)
 
 
 class _Ref(type):
