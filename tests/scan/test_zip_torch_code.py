@@ -94,3 +94,129 @@ def test_spaced_from_file_in_a_real_torchscript_archive(tmp_path: Path) -> None:
     assert "b'abc'" in proc.stdout, proc.stderr[-1000:]  # the real loader reads the file
     result = scan_file(model)
     assert "PT002" in {f.rule_id for f in result.findings}
+
+
+# --- A2-16/16b: TorchScript operators are judged by torch_pure_ops.txt (an allowlist) ---
+
+SETSTATE_SAVE_BUILDER = """
+import sys, torch
+from typing import Tuple
+
+class Mod(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.ones(2)
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[torch.Tensor, bool]:
+        return (self.w, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[torch.Tensor, bool]) -> None:
+        self.w = state[0]
+        self.training = state[1]
+        torch.save(self.w, "MARKER_PATH")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+torch.jit.save(torch.jit.script(Mod()), sys.argv[1])
+"""
+
+
+def test_torch_save_in_setstate_writes_a_file_at_load(tmp_path: Path) -> None:
+    """A2-16b: torch.load of a TorchScript archive runs its TorchScript __setstate__, whose
+    torch.save (aten::save) writes a file the attacker names."""
+    pytest.importorskip("torch")
+    marker = tmp_path / "written-by-load"
+    model = tmp_path / "model.pt"
+    builder = tmp_path / "build.py"  # torch.jit.script reads the class's source file
+    builder.write_text(SETSTATE_SAVE_BUILDER.replace("MARKER_PATH", str(marker)))
+    subprocess.run([sys.executable, str(builder), str(model)], check=True,
+                   capture_output=True, timeout=180)
+    assert not marker.exists()
+    proc = subprocess.run([sys.executable, "-c", "import sys, torch\n"
+                           "torch.load(sys.argv[1], weights_only=False)", str(model)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert marker.exists()  # the real loader wrote the file while loading
+    result = scan_file(model)
+    risky = [f for f in result.findings if f.rule_id == "PT002"]
+    assert risky and risky[0].severity.value == "high"
+    assert any(f.evidence == "torch.save" for f in risky)
+
+
+def test_file_operators_under_any_spelling() -> None:
+    """A2-16: aten::save in forward, through an alias of the namespace, through ops.<ns>; and
+    operators the registry does not hold (unknown) are flagged; names in strings are text."""
+    assert risky_operator_calls(b"torch.save(x, '/tmp/p')\nreturn x") == {"torch.save"}
+    assert risky_operator_calls(b"t = torch\nt . save(x, \"p\")") == {"t.save"}
+    assert risky_operator_calls(b"ops.aten.save(x, p)") == {"ops.aten.save"}
+    assert risky_operator_calls(b"torch.ops.debugprims.load_tensor(n, s)") == {
+        "torch.ops.debugprims.load_tensor"}
+    assert risky_operator_calls(b"torch.not_a_registered_op(x)") == {
+        "torch.not_a_registered_op"}
+    assert risky_operator_calls(b"c = ops.c10d\nops.c10d.broadcast_(x)") == {
+        "ops.c10d", "ops.c10d.broadcast_"}
+    assert not risky_operator_calls(
+        b'w = "torch.save is not called here"\nreturn torch.mul(x, ops.prim.NumToTensor(n))')
+    # a string the pattern cannot close hides nothing the parser would run
+    assert risky_operator_calls(b'x = """doc\n"""; torch.save(w, "p")') == {"torch.save"}
+
+
+def test_operator_table_covers_the_torch_registry() -> None:
+    """torch_pure_ops.txt was generated (tools/gen_torch_ops.py) from the pinned torch: every
+    registered aten/prim operator is either reviewed pure or denied; file operators are denied."""
+    torch = pytest.importorskip("torch")
+    from bastion.scan.pytorch import operator_table
+
+    table = operator_table()
+    assert {"save", "from_file", "load_tensor"} <= table.denied_names
+    assert not {"aten::save", "aten::from_file"} & table.pure
+    registered = {s.name for s in torch._C._jit_get_all_schemas()}
+    for op in registered:
+        namespace, _, name = op.partition("::")
+        if namespace in {"aten", "prim"}:
+            assert op in table.pure or name in table.denied_names, op
+
+
+def test_ordinary_torchscript_calls_only_pure_operators(tmp_path: Path) -> None:
+    """The benign side: scripted and traced ordinary modules (recurrent, attention, transformer,
+    convolution, quantized, frozen) call no operator outside the table."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.lstm = nn.LSTM(8, 8, batch_first=True)
+            self.mha = nn.MultiheadAttention(8, 2)
+            self.norm = nn.LayerNorm(8)
+
+        def forward(self, x: torch.Tensor, names: list[str]) -> torch.Tensor:
+            y, _ = self.lstm(self.emb(x))
+            a, _ = self.mha(y, y, y)
+            z = self.norm(a).mean(dim=1)
+            print("shape", z.shape, ",".join(names).upper())
+            if z.numel() < 0:
+                raise ValueError("empty")
+            return torch.nn.functional.gelu(z) + torch.softmax(z, -1)
+
+    quantized = torch.ao.quantization.quantize_dynamic(
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU()), {nn.Linear}, dtype=torch.qint8)
+    modules = [
+        torch.jit.script(Mixed()),
+        torch.jit.script(nn.Transformer(8, 2, 1, 1, 16)),
+        torch.jit.script(quantized),
+        torch.jit.freeze(torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.GELU()).eval())),
+        torch.jit.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                        torch.ones(1, 3, 8, 8)),
+    ]
+    for number, module in enumerate(modules):
+        path = tmp_path / f"m{number}.pt"
+        torch.jit.save(module, str(path))
+        result = scan_file(path)
+        assert "PT002" not in {f.rule_id for f in result.findings}, [
+            f.evidence for f in result.findings]
