@@ -120,6 +120,20 @@ def _line_end(data: _Bytes, pos: int, allowed: frozenset[int] | None) -> int | N
         pos += len(chunk)
 
 
+def _name_cut_at_eof(data: _Bytes, pos: int, allowed: frozenset[int] | None) -> bool:
+    """A GLOBAL/INST whose lines the end of the stream cuts: the C unpickler refuses it, but the
+    pure-Python one (joblib.load's) takes `readline()[:-1]` of what is left (the last byte
+    dropped) and imports the module when that leaves a name."""
+    rest = data.at(pos, min(data.size - pos, 4096), partial=True)
+    if pos + len(rest) != data.size:
+        return False
+    lines = rest.split(b"\n")
+    if len(lines) > 2 or (allowed is not None and not allowed.issuperset(b"".join(lines))):
+        return False
+    module = lines[0] if len(lines) == 2 else lines[0][:-1]
+    return bool(module)
+
+
 def looks_like_pickle(head: bytes, size: int, opener: Callable[[], BinaryIO] | None = None) -> bool:
     if not head or head[0] not in START_OPCODES:
         return False
@@ -257,6 +271,8 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
         field = b""
         if shape in (LINE, TWO_LINES):
             allowed = _LINE_BYTES.get(opcode)
+            if shape == TWO_LINES and data.at(0, 1) not in _TEXT_START:
+                allowed = None  # _pickle hands find_class any text line; only prose is kept out
             if opcode == ord("S") and data.at(pos, 1) not in (b"'", b'"'):
                 return None
             end = _line_end(data, pos, allowed)
@@ -265,6 +281,8 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
             if end is not None and shape == TWO_LINES:
                 end = _line_end(data, end, allowed)
             if end is None:
+                if shape == TWO_LINES and _name_cut_at_eof(data, pos, allowed):
+                    walker.resolved = True  # joblib's pure-Python unpickler imports it
                 return None
             pos = end
         elif NONE < shape < LEN1:
