@@ -241,6 +241,10 @@ def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
             rule = UNKNOWN_GLOBAL
             message = (f"loading this pickle {used} {qualname}, which is allowlisted only to be "
                        f"{_uses_text(verdict.uses) or 'referenced'} ({verdict.reason}){times}")
+        elif flagged.kind == "call" and qualname.startswith("<"):
+            rule = UNKNOWN_GLOBAL  # a call no global names: the target is not known
+            message = (f"loading this pickle calls an object whose target bastion cannot "
+                       f"determine ({qualname[1:-1]}){times}")
         elif flagged.kind == "call":
             rule = UNKNOWN_GLOBAL
             message = (f"loading this pickle imports and {used} {qualname} "
