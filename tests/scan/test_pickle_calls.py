@@ -229,3 +229,14 @@ def test_benign_pandas_and_sklearn_bunch_stay_clean() -> None:
     for value in (frame, bunch):
         result = scan_data(pickle.dumps(value, protocol=4), "v.pkl")
         assert not gate_fails(result), [f.message for f in result.findings]
+
+
+def test_a_function_handed_to_an_unpickle_helper_is_judged_called() -> None:
+    """A2-02's root: generated unpickle helpers instantiate the classes they are handed; a
+    function cannot be instantiated, so a helper handed one calls it (numpy's __generator_ctor
+    does). Judged as a call whatever the helper."""
+    data = b"\x80\x04" + g("sklearn.neighbors._kd_tree", "newObj") + g(*REF_TARGET) + b"\x85R."
+    if not classify("sklearn.neighbors._kd_tree", "newObj").allowed:
+        pytest.skip("sklearn helper not allowlisted here")
+    assert "c" in _uses(data, "numpy.apply_along_axis")
+    assert gate_fails(scan_data(data, "model.pkl"))

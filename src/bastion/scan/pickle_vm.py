@@ -245,6 +245,10 @@ def _apply_roles(callee: Any, args: tuple[Any, ...], default: str | None = None)
 def _hand_over(value: Any, role: str) -> None:
     """`value` reaches a place where the loader uses it in `role` (call, instantiate, keep)."""
     if isinstance(value, _Ref):
+        record = value._bastion_record  # type: ignore[attr-defined]
+        if role == NEW and isinstance(record, _Resolved) and record.verdict.allowed and \
+                not _is_class(record.verdict):
+            role = CALL  # a function cannot be instantiated: what is handed one calls it
         _use(value, role)
     elif isinstance(value, _Obj) and role == CALL:
         _call_value(value, (), {})
