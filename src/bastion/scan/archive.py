@@ -122,6 +122,10 @@ class ZipScanner:
             from bastion.scan.keras import scan_keras_zip
 
             scan_keras_zip(ctx, source, reader)
+        elif "schema.json" in names:  # skops.io.load's archive (any file name)
+            from bastion.scan.skops import scan_skops_zip
+
+            scan_skops_zip(ctx, source, reader)
         else:
             for entry in directory.entries:
                 scan_zip_member(ctx, source, reader, entry)
