@@ -310,6 +310,7 @@ def _matches(reason: str, templates: tuple[tuple[str, ...], ...]) -> bool:
                for parts in templates)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_class(verdict: Verdict) -> bool:
     """Does calling this allowed global build an instance of it (a class), rather than return
     whatever a function returns?"""
@@ -907,6 +908,9 @@ def nested_candidates(recorder: Recorder, limit: int, root: Any = None) -> Neste
 
     def add(label: str, data: bytes) -> bool:
         nonlocal total
+        if len(data) > limit:  # as_bytes cut it at limit + 1: too large to decode
+            out.truncated = f"a value over {limit} bytes"
+            return True
         for payload in payloads_in(data, limit):
             blob = payload.data
             digest = blob[:64] + len(blob).to_bytes(8, "little")
