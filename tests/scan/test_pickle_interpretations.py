@@ -259,3 +259,13 @@ def test_ordinary_text_values_are_not_a_limit_or_a_finding() -> None:
     )
     assert not result.incomplete
     assert not gate_fails(result), [(f.rule_id, f.message) for f in result.findings]
+
+
+def test_a_value_too_large_to_decode_is_a_limit() -> None:
+    from bastion.config import Limits
+
+    limits = Limits(max_pickle_mb=1)
+    big = scan_data(pickle.dumps({"blob": b"\x80" + bytes(2 << 20)}, protocol=4), "m.pkl", limits)
+    assert big.incomplete and "LIM001" in rules(big, Severity.HIGH)
+    small = scan_data(pickle.dumps({"blob": b"\x80" + bytes(1 << 10)}, protocol=4), "m.pkl", limits)
+    assert not small.incomplete and not small.findings

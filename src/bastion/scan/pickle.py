@@ -211,7 +211,7 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
         else:
             ctx.scan(child, fmt)
     if candidates.truncated:
-        ctx.limit_hit(location, f"{candidates.truncated}: the rest were not analysed for "
+        ctx.limit_hit(location, f"{candidates.truncated}: not every value was analysed for "
                       "embedded payloads")
 
 
