@@ -135,6 +135,41 @@ _OBJECT_GLOBALS = frozenset(
         "strftime_now",
     }
 )
+# str methods that return text made from their receiver's characters: on anything but a literal
+# without underscores (a conversation key such as 'tool_calls' included) the result can hold an
+# underscore the template cut out (`k.strip('tolcas')` is '_')
+TEXT_METHODS = frozenset(
+    {
+        "strip",
+        "lstrip",
+        "rstrip",
+        "replace",
+        "lower",
+        "upper",
+        "title",
+        "capitalize",
+        "casefold",
+        "swapcase",
+        "split",
+        "rsplit",
+        "splitlines",
+        "partition",
+        "rpartition",
+        "join",
+        "format",
+        "format_map",
+        "center",
+        "ljust",
+        "rjust",
+        "zfill",
+        "expandtabs",
+        "removeprefix",
+        "removesuffix",
+        "translate",
+        "encode",
+        "decode",
+    }
+)
 MAX_PASSES = 64
 _CHAR_CONVERSION = re.compile(r"%[-#0 +\d.*]*c|\{[^{}]*:[^{}]*c\}")
 
@@ -282,7 +317,37 @@ class _Taint:
             # the keys of a conversation ('tool_calls') are as predictable as a literal
         if isinstance(node, nodes.Filter) and node.name in PICKING_FILTERS:
             return True  # k | first, k | last: the same, as filters
+        if (
+            isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Getattr)
+            and node.node.attr in TEXT_METHODS
+            and not _clean_literal(node.node.node)
+        ):
+            return True  # k.strip('tolcas'), k.replace('tool', ''): text cut out of the
+            # receiver, a conversation key as predictable as a literal (A2-05c)
+        if isinstance(node, (nodes.Add, nodes.Mul)) and _joins_text(node):
+            return True  # k + 'x', k * 2: text made from a non-literal, like `~`
         return any(self.of(child) for child in node.iter_child_nodes())
+
+
+def _clean_literal(node: nodes.Node) -> bool:
+    """A literal that cannot contribute an underscore (a number, or text without one)."""
+    return isinstance(node, nodes.Const) and not (isinstance(node.value, str) and "_" in node.value)
+
+
+def _joins_text(node: nodes.Add | nodes.Mul) -> bool:
+    """`+` / `*` that certainly operates on text (a string literal among the operands of the
+    chain) with an operand that is not a clean literal."""
+    leaves: list[nodes.Node] = []
+    stack: list[nodes.Node] = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (nodes.Add, nodes.Mul)):
+            stack += [item.left, item.right]
+        else:
+            leaves.append(item)
+    text = any(isinstance(o, nodes.Const) and isinstance(o.value, str) for o in leaves)
+    return text and not all(_clean_literal(o) for o in leaves)
 
 
 def _stringifies(node: nodes.Node) -> bool:
@@ -308,13 +373,34 @@ def _targets(target: nodes.Node) -> Iterator[str]:
             yield from _targets(item)
 
 
+def _loop_items(tree: nodes.Template) -> set[str]:
+    """Variables that hold an item a loop produced: loop targets, and names set to one of them
+    (`{% set kk = k %}{% for c in kk %}` iterates a key as `{% for c in k %}` does)."""
+    items = {name for loop in tree.find_all(nodes.For) for name in _targets(loop.target)}
+    aliases: list[tuple[str, str]] = []
+    pairs: list[tuple[nodes.Node, nodes.Node]] = []
+    for assign in tree.find_all(nodes.Assign):
+        pairs.append((assign.target, assign.node))
+    for with_ in tree.find_all(nodes.With):
+        pairs += zip(with_.targets, with_.values, strict=False)
+    for target, value in pairs:
+        if isinstance(value, nodes.Name):
+            aliases += [(name, value.name) for name in _targets(target)]
+    for _ in range(MAX_PASSES):
+        grown = {name for name, source in aliases if source in items} - items
+        if not grown:
+            break
+        items |= grown
+    return items
+
+
 def _bindings(
     tree: nodes.Template, macros: set[str]
 ) -> Iterator[tuple[str, nodes.Node | list[nodes.Node]]]:
     """(variable, the expression bound to it) for every way a template binds a name; a list of
     nodes stands for text the template renders into it (block set, call block)."""
     params: dict[str, list[str]] = {}
-    loop_targets = {name for loop in tree.find_all(nodes.For) for name in _targets(loop.target)}
+    loop_targets = _loop_items(tree)
     for macro in tree.find_all(nodes.Macro):
         names = [arg.name for arg in macro.args]
         params[macro.name] = names
