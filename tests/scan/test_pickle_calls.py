@@ -69,7 +69,18 @@ def _map_newobj(t: tuple[str, str]) -> bytes:  # A2-11: list(map.__new__(map, T,
             + s(MARKER) + b"a\x86\x81\x85R.")
 
 
-CHANNELS = {"A2-01a": _partial_newobj, "A2-01d": _partial_partial, "A2-01c": _partial_state_swap,
+def _partial_copyreg_newobj(t: tuple[str, str]) -> bytes:  # copyreg.__newobj__(partial, T)
+    return (b"\x80\x04" + g("copyreg", "__newobj__") + g("functools", "partial") + g(*t)
+            + b"\x86R" + s(MARKER) + b"\x85R.")
+
+
+def _partial_copyreg_newobj_ex(t: tuple[str, str]) -> bytes:  # __newobj_ex__(partial, (T,), {})
+    return (b"\x80\x04" + g("copyreg", "__newobj_ex__") + g("functools", "partial") + g(*t)
+            + b"\x85}\x87R" + s(MARKER) + b"\x85R.")
+
+
+CHANNELS = {"copyreg-newobj": _partial_copyreg_newobj,
+            "copyreg-newobj-ex": _partial_copyreg_newobj_ex, "A2-01a": _partial_newobj, "A2-01d": _partial_partial, "A2-01c": _partial_state_swap,
             "A2-02": _generator_ctor, "A2-09": _setstate_hijack, "A2-11": _map_newobj}
 
 

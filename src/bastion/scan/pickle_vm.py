@@ -294,7 +294,8 @@ _CORE_CLASSES = frozenset({
     "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.bytes",
     "builtins.complex", "builtins.slice", "builtins.range", "builtins.dict", "builtins.list",
     "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
-    "builtins.object", "collections.deque", "collections.defaultdict", "datetime.datetime",
+    "builtins.object", "collections.deque", "collections.defaultdict", "functools.partial",
+    "datetime.datetime",
     "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
     "dateutil.tz.tz.tzutc", "dateutil.tz.tz.tzoffset", "dateutil.tz.tz.tzlocal",
     "dateutil.tz.tz.tzfile"})
@@ -367,18 +368,30 @@ class _Obj:
             return first if isinstance(first, _Resolved) else None
         return None
 
+    def constructor_args(self) -> tuple[Any, ...]:
+        """The arguments the instance's class got: copyreg.__newobj__(cls, *args) is
+        cls.__new__(cls, *args), __newobj_ex__(cls, args, kwargs) likewise."""
+        record = self.record
+        qualname = record.verdict.qualname if record is not None else ""
+        if self.made == MADE_CALL and qualname == "copyreg.__newobj__":
+            return tuple(self.args[1:])
+        if self.made == MADE_CALL and qualname == "copyreg.__newobj_ex__":
+            inner = self.args[1] if len(self.args) > 1 else ()
+            return tuple(inner) if isinstance(inner, (tuple, list)) else ()
+        return self.args
+
     def partial(self) -> tuple[Any, tuple[Any, ...]] | None:
         """(target, bound arguments) when this is a functools.partial instance."""
-        record = self.record
-        if record is None or self.made == MADE_OTHER or \
-                record.verdict.qualname != "functools.partial":
+        cls = self.instance_of()
+        if cls is None or cls.verdict.qualname != "functools.partial":
             return None
         state = self.state
         if isinstance(state, tuple) and state:
             bound = state[1] if len(state) > 1 and isinstance(state[1], tuple) else ()
             return state[0], bound
-        if self.args:
-            return self.args[0], tuple(self.args[1:])
+        args = self.constructor_args()
+        if args:
+            return args[0], tuple(args[1:])
         return None
 
     def callable_like(self) -> bool:
@@ -446,19 +459,26 @@ class _Obj:
         return f"<{self.origin}>"
 
 
-def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
-    """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call. An
-    allowed class's __new__ does with its arguments what its reviewed roles say (partial's
-    stores its target); an unknown class's __new__ may store a callable it calls later
-    (builtins.map): its callable arguments are judged as called."""
-    _use(cls, NEW)
+NEWOBJ_HELPERS = frozenset({"copyreg.__newobj__", "copyreg.__newobj_ex__"})
+
+
+def _new_roles(cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """cls.__new__(cls, *args): an allowed class's __new__ does with its arguments what its
+    reviewed roles say (partial's stores its target); an unknown class's __new__ may store a
+    callable it calls later (builtins.map): its callable arguments are judged as called."""
     record = cls._bastion_record
     if isinstance(record, _Resolved) and record.verdict.allowed:
         _apply_roles(cls, args)
     else:
         _hand_over_callables((*args, *kwargs.values()))
+
+
+def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
+    """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call."""
+    _use(cls, NEW)
+    _new_roles(cls, args, kwargs)
     return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged,
-                record, made=MADE_NEW)
+                cls._bastion_record, made=MADE_NEW)
 
 
 class _Ref(type):
@@ -479,7 +499,11 @@ class _Ref(type):
         if kwargs:
             _apply_roles(None, tuple(kwargs.values()))
         name = cls._bastion_name  # type: ignore[attr-defined]
-        return _Obj(recorder, name, args, cls._bastion_flagged, record)  # type: ignore[attr-defined]
+        made = _Obj(recorder, name, args, cls._bastion_flagged, record)  # type: ignore[attr-defined]
+        if record is not None and record.verdict.qualname in NEWOBJ_HELPERS and args and \
+                isinstance(args[0], _Ref):
+            _new_roles(args[0], made.constructor_args(), {})  # cls.__new__(cls, *args)
+        return made
 
     def __setstate__(cls, state: Any) -> None:
         _use(cls, MUTATE)
