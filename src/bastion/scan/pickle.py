@@ -11,6 +11,7 @@ from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.embedded import identify_whole
 from bastion.scan.identify import identify
 from bastion.scan.pickle_vm import (
+    RESOLVED,
     TORCHSCRIPT_PREFIXES,
     FlaggedName,
     Recorder,
@@ -193,6 +194,7 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
     flagged_names = recorder.flagged
     if flagged_names:
         _report_names(ctx, handle, location, flagged_names, result)
+        _report_lookups(ctx, location, recorder, flagged_names)
     if recorder.flagged_overflow:
         ctx.add(UNKNOWN_GLOBAL.finding(location, "more flagged globals than bastion lists; "
                                        "only the first ones are reported",
@@ -213,6 +215,21 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
     if candidates.truncated:
         ctx.limit_hit(location, f"{candidates.truncated}: not every value was analysed for "
                       "embedded payloads")
+
+
+def _report_lookups(ctx: ScanContext, location: Location, recorder: Recorder,
+                    flagged_names: dict[str, FlaggedName]) -> None:
+    """A resolver called only for constant lookups (getattr(x, 'name')) is judged by what it
+    looked up; when the stream reaches dangerous names, the resolver that may have reached
+    them is named too (it was called)."""
+    if not any(f.kind == "dangerous" for f in flagged_names.values()):
+        return
+    for qualname, record in sorted(recorder.names.items()):
+        if record.uses == {RESOLVED} and qualname not in flagged_names:
+            ctx.add(CODE_EXECUTION.finding(
+                location, f"loading this pickle calls {qualname} to look up names, and the "
+                "stream reaches dangerous names (reported here) [attribute/name resolution]",
+                evidence=qualname))
 
 
 def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
