@@ -13,6 +13,13 @@ the generated file):
   (`somepkg.system = os.system`) is never listed as the package's own.
 * Functions that load files, evaluate code, deserialize, download or import by name (the
   reviewed name rules in `bastion.scan.pickle_globals.denied_category`) are never listed.
+* What the code does, not only its name (attack round 2): every Python function, and for a class
+  every method the loader runs on restore (`__new__`, `__setstate__`, `__setattr__`,
+  `__setitem__`, ..., `__init__` when it may be called), is read as bytecode, transitively within
+  its library (module functions it names, methods of its class, constructors of the library's
+  classes it names, nested functions and lambdas). Code that execs/evals/compiles, imports by
+  name, unpickles, loads native code (ctypes), starts processes or opens/writes files is left
+  out (`--refused FILE` lists what and why). C/Cython objects have no bytecode: the name rules.
 * Uses (see `bastion.scan.pickle_allowlist`): classes may be instantiated (`__new__` +
   `__setstate__`/BUILD) and referenced; they may be *called* with the pickle's arguments only
   when construction runs no Python code of the library (C/Cython types of numpy, scipy, pandas,
@@ -149,7 +156,7 @@ HAZARD_ATTRIBUTES = frozenset((
     "getoutput", "getstatusoutput", "run_path", "run_module", "execv", "execve", "execvp",
     "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnl", "spawnle",
     "posix_spawn", "posix_spawnp", "startfile", "fork", "write_text", "write_bytes", "rmtree",
-    "unlink"))
+    "unlink", "open", "touch"))
 # Same-named harmless functions of these modules.
 BENIGN_MODULE_ATTRIBUTES = frozenset(("platform.system", "json.loads"))
 # module.attribute pairs (the module as the code names it, resolved) that load/write files.
@@ -250,6 +257,8 @@ class _Hazards:
                     return f"{where} uses {name} ({reason})"
                 if isinstance(value, types.FunctionType) and _package(value) == pkg:
                     follow.append(value)
+                if isinstance(value, type) and _package(value) == pkg:
+                    follow += _constructors(value)  # a class of the library it may construct
                 previous = value
                 continue
             if op in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(name, str):
@@ -296,6 +305,19 @@ class _Hazards:
                 if found is not None:
                     return f"{where} -> {found}"
         return None
+
+
+def _constructors(cls: type) -> list[object]:
+    """The library's own Python __new__/__init__/__post_init__ of a class it names."""
+    out = []
+    for name in ("__new__", "__init__", "__post_init__"):
+        try:
+            method = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if _code_of(method) is not None and _package(method) == _package(cls):
+            out.append(method)
+    return out
 
 
 def _plain(obj: object) -> object:
