@@ -3,8 +3,9 @@ streams, every name CPython's unpicklers would resolve (recorded with inert stan
 C and the pure-Python unpickler, stacked streams included) is reported by bastion for that file
 — dangerous names at or above the default gate — or bastion fails closed on the file.
 
-Names in the generator's BENIGN pool carry no claim (bastion may allow them). Seeded: every run
-generates the same files."""
+Names in the generator's BENIGN pool carry no claim (bastion may allow them), nor do module names
+no import can resolve (not dotted identifiers: the import fails before any code runs). Seeded:
+every run generates the same files."""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ COUNT = 10_000
 SHOWN = 12
 
 
+def _importable(module: str) -> bool:
+    """A module name `__import__` could resolve: dotted identifiers. Any other text (a line
+    cut mid-opcode, `no_newline(ccollections`) fails to import before any code runs."""
+    return all(part.isidentifier() for part in module.split("."))
+
+
 def _problem(resolution: Resolution, result: TargetResult) -> str | None:
     names = resolution.qualnames()
-    if names & BENIGN_NAMES:
+    if names & BENIGN_NAMES or not _importable(resolution.module):
         return None
     found = naming(result, names)
     if names & DANGEROUS_NAMES:

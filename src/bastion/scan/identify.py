@@ -110,14 +110,18 @@ def _looks_like_lzma_alone(head: bytes, size: int) -> bool:
     return unpacked == 0xFFFFFFFFFFFFFFFF or unpacked < (1 << 48)
 
 
+_TEXT_BYTES = bytes(range(32, 127)) + b"\t\r\n"
+
+
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
     (length,) = struct.unpack("<Q", head[:8])
     # the loader reads any length and then refuses a header past the file or its own limit:
-    # such a file is a (malformed) safetensors file, for the scanner to report. Its top byte
-    # is zero, as in any real length; text read as a number (eight spaces) never is
-    return 2 <= length < 1 << 56 and head[8:9] == b"{"
+    # such a file is a (malformed) safetensors file, for the scanner to report. Text that
+    # happens to have "{" ninth (eight spaces, then a JSON object) is not: a real length
+    # always holds bytes text does not
+    return length >= 2 and head[8:9] == b"{" and bool(head[:8].translate(None, _TEXT_BYTES))
 
 
 def _tar_number(field: bytes) -> int | None:

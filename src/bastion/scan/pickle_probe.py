@@ -239,18 +239,21 @@ class _Walker:
         self.resolved = self.called = False
         self.before_resolution = 0  # valid opcodes walked before the first resolution
         self.after_resolution = 0  # and after it
+        self.cut_at_eof = False  # the file ends inside the name a GLOBAL imports
 
     def binary_evidence(self, data: _Bytes) -> bool:
         """Text that happens to start like a GLOBAL ("certifi\nnumpy\n") has no opcodes around
         it; a damaged pickle does, or does not start with a letter."""
         return (
-            data.at(0, 1) not in _TEXT_START
+            data.at(0, 1) not in _PRINTABLE
             or self.before_resolution >= 2
             or self.after_resolution >= 2
+            or self.cut_at_eof
         )
 
 
 _TEXT_START = frozenset(bytes([b]) for b in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PRINTABLE = frozenset(bytes([b]) for b in [*range(32, 127), 9, 10, 13])
 
 
 def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
@@ -271,7 +274,7 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
         field = b""
         if shape in (LINE, TWO_LINES):
             allowed = _LINE_BYTES.get(opcode)
-            if shape == TWO_LINES and data.at(0, 1) not in _TEXT_START:
+            if shape == TWO_LINES and data.at(0, 1) not in _PRINTABLE:
                 allowed = None  # _pickle hands find_class any text line; only prose is kept out
             if opcode == ord("S") and data.at(pos, 1) not in (b"'", b'"'):
                 return None
@@ -282,7 +285,7 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
                 end = _line_end(data, end, allowed)
             if end is None:
                 if shape == TWO_LINES and _name_cut_at_eof(data, pos, allowed):
-                    walker.resolved = True  # joblib's pure-Python unpickler imports it
+                    walker.resolved = walker.cut_at_eof = True  # joblib's unpickler imports it
                 return None
             pos = end
         elif NONE < shape < LEN1:
