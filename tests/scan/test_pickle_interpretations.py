@@ -269,3 +269,11 @@ def test_a_value_too_large_to_decode_is_a_limit() -> None:
     assert big.incomplete and "LIM001" in rules(big, Severity.HIGH)
     small = scan_data(pickle.dumps({"blob": b"\x80" + bytes(1 << 10)}, protocol=4), "m.pkl", limits)
     assert not small.incomplete and not small.findings
+
+
+def test_one_line_words_are_not_carried_pickles() -> None:
+    # "constant_hessian" read by a pure-Python unpickler as a whole file imports "onstant_hessia"
+    # (a GLOBAL cut at the end); a carried value goes to pickle.loads, which cannot.
+    words = ["constant_hessian", "class_weight", "categorical_feature", "(l(l(d."]
+    result = scan_data(pickle.dumps({w: w for w in words}, protocol=4), "model.pkl")
+    assert not gate_fails(result), [(f.rule_id, f.message) for f in result.findings]

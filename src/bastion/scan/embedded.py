@@ -170,12 +170,19 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
     return out
 
 
+_ONE_LINE_TEXT = bytes(range(32, 127)) + b"\t"
+
+
 def identify_whole(blob: bytes) -> str:
     """Identify a carried value from all of its bytes, as a file is (the probes look past the
     first KiB within their fixed budgets): a benign-looking prefix longer than 1 KiB does not
     hide the pickle after it."""
     from bastion.scan.identify import identify
 
+    if not blob.translate(None, _ONE_LINE_TEXT):
+        # one line of printable text ("class_weight"): pickle.loads cannot resolve a global
+        # without a newline; only a pure-Python unpickler reading it as a whole file could
+        return "unknown"
     return identify(blob[:1024], len(blob), opener=lambda: io.BytesIO(blob))
 
 
@@ -205,5 +212,6 @@ def worth_decoding(value: str | bytes | bytearray | memoryview) -> bool:
         return True
     if b"\n" in as_bytes(value[:512], 512) or head_bytes[:1] in _BINARY_HEADS:
         return True
-    # Any opcode a pickle may start with (a MARK run, a long STRING popped before the payload).
-    return _could_start_payload(head_bytes)
+    # Any opcode a pickle may start with (a MARK run, a long STRING popped before the payload),
+    # but not a word ("class_weight"): a loader handed that refuses it or reads it as text.
+    return _could_start_payload(head_bytes) and not head_bytes[:2].isalnum()
