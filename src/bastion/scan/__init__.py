@@ -65,10 +65,16 @@ class Registry(Mapping[str, Scanner]):
         return len(set(BUILTIN_SCANNERS) | set(self._plugins))
 
 
+# modules that declare rules but are reached through another scanner (zip flavours)
+RULE_MODULES = ("bastion.scan.pytorch", "bastion.scan.skops", "bastion.scan.shipped_code")
+
+
 def load_all() -> None:
-    """Import every built-in scanner (declares all their rules)."""
+    """Import every built-in scanner and rule module (declares all their rules)."""
     for target in sorted(set(BUILTIN_SCANNERS.values())):
         _load(target)
+    for module in RULE_MODULES:
+        import_module(module)
 
 
 PLUGIN_GROUP = "bastion.scanners"
