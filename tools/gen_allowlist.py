@@ -204,11 +204,20 @@ class _Hazards:
         self._memo: dict[tuple[int, int], str | None] = {}
         self._keep: list[object] = []  # keeps ids in the memo valid
 
-    def of(self, obj: object, pkg: str, cls: type | None = None) -> str | None:
+    def of(self, obj: object, pkg: str, cls: type | None = None,
+           resolvers: bool = True) -> str | None:
+        """The first hazard of a function (or method of cls). With resolvers: also when its own
+        code (not what it calls: those pass their own names) is getattr(module, <its argument>)."""
         for target in _wrapped(obj):
             code = _code_of(target)
             if code is None:
                 continue
+            if resolvers:
+                globs = getattr(_plain(target), "__globals__", {})
+                for inner in _nested(code):
+                    resolver = _module_getattr(inner, globs)
+                    if resolver is not None:
+                        return f"{inner.co_qualname} {resolver}"
             found = self._code(code, getattr(target, "__globals__", {}), pkg, cls, 0)
             if found is not None:
                 return found
@@ -307,6 +316,36 @@ class _Hazards:
         return None
 
 
+def _module_getattr(code: types.CodeType, globs: dict[str, object]) -> str | None:
+    """getattr(<a module>, <a name not written in the code>): a resolver that hands out any
+    attribute of the module (torch.load, os.system) by a name from its arguments."""
+    ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "PUSH_NULL",
+                                                                     "PRECALL", "KW_NAMES")]
+    for at, first in enumerate(ins):
+        if first.opname != "LOAD_GLOBAL" or first.argval != "getattr" or "getattr" in globs:
+            continue
+        step = at + 1
+        if step >= len(ins) or ins[step].opname not in ("LOAD_GLOBAL", "LOAD_NAME"):
+            continue
+        target = globs.get(ins[step].argval)
+        while step + 1 < len(ins) and ins[step + 1].opname == "LOAD_ATTR" and \
+                isinstance(target, types.ModuleType):
+            step += 1
+            target = getattr(target, ins[step].argval, None)
+        if isinstance(target, types.ModuleType) and step + 1 < len(ins) and \
+                ins[step + 1].opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_ATTR", "BINARY_SUBSCR"):
+            return f"resolves getattr({target.__name__}, <runtime name>)"
+    return None
+
+
+def _nested(code: types.CodeType) -> list[types.CodeType]:
+    out = [code]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            out += _nested(const)
+    return out
+
+
 def _constructors(cls: type) -> list[object]:
     """The library's own Python __new__/__init__/__post_init__ of a class it names."""
     out = []
@@ -381,7 +420,7 @@ def class_hazard(cls: type, pkg: str, callable_: bool, hazards: _Hazards = HAZAR
             continue
         if _code_of(method) is None or _package(method) != pkg:
             continue  # C slot, or inherited from builtins/another library
-        found = hazards.of(method, pkg, cls)
+        found = hazards.of(method, pkg, cls, resolvers=False)
         if found is not None:
             return f"{name}: {found}"
     return None
