@@ -38,6 +38,11 @@ _core(ANY_USE, "builds a value of a builtin type; runs no user code",
       "builtins:complex", "builtins:slice", "builtins:range", "builtins:dict", "builtins:list",
       "builtins:tuple", "builtins:int", "builtins:float", "builtins:bool", "builtins:str")
 _core(ANY_USE, "singleton constant", "builtins:NotImplemented", "builtins:Ellipsis")
+_core(ANY_USE, "length of a value the pickle built (its __len__, a type judged on its own)",
+      "builtins:len")
+_core("r", "a __future__ feature flag, kept as a value (pickled by name); calling it fails",
+      "__future__:annotations", "__future__:division", "__future__:print_function",
+      "__future__:absolute_import", "__future__:generator_stop")
 _core(ANY_USE, "base class handed to copyreg._reconstructor; object() builds an empty object",
       "builtins:object")
 _core(ANY_USE, "protocol 0/1 object rebuild: cls.__new__ (+ base.__init__, judged as a call)",
