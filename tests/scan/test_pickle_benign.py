@@ -259,6 +259,7 @@ def test_fickling_benign_samples_builtins_len_and_future_feature() -> None:
     """fickling's own tests call these benign (test_safe_builtins_not_flagged): the peer-suite
     benchmark found bastion flagging them."""
     import __future__
+
     import pickle as _pickle
 
     from helpers import gate_fails, scan_data
