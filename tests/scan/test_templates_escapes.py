@@ -392,3 +392,14 @@ def test_text_methods_and_plus_on_data_are_not_names() -> None:
     assert not [i for i in analyse_template(rendered) if i.severity.rank >= Severity.HIGH.rank]
     looked_up = "{% for m in messages %}{{ cycler[m.role.strip('aeiou')] }}{% endfor %}"
     assert any(i.rule == "JIN001" for i in analyse_template(looked_up))
+
+
+def test_internal_names_passed_to_a_call_are_flagged(tmp_path: Path) -> None:
+    """ModelAudit's getattr_bypass sample: harmless in Jinja, whose globals hold no getattr,
+    but a renderer that adds one (or any name resolver) walks to os with these literals."""
+    template = (
+        "{{ getattr(getattr(getattr('', '__class__'), '__mro__')[1], '__subclasses__')() }}"
+    )
+    issues = analyse_template(template)
+    assert any(i.rule == "JIN001" and i.severity == Severity.CRITICAL for i in issues), issues
+    assert gate_fails(scan_data(template.encode(), "chat_template.jinja"))

@@ -67,6 +67,7 @@ PAYLOAD_NAMES = frozenset(
         "exec_module",
     }
 )
+_DUNDER = re.compile(r"^__\w+__$")
 # Filters that pick an item out of a sequence: out of a string, a character.
 PICKING_FILTERS = frozenset({"first", "last", "random", "min", "max", "batch", "slice"})
 # Filters and methods that format: '%c' | format(95) and '{:c}'.format(95) make '_' from a number.
@@ -510,6 +511,14 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 )
             )
 
+    for call in tree.find_all(nodes.Call):
+        for arg in [*call.args, *(k.value for k in call.kwargs)]:
+            text = _const_str(arg)
+            if text is not None and (_DUNDER.match(text) or text in INTERNAL_NAMES):
+                # getattr('', '__class__'): a renderer that exposes getattr (or any function
+                # resolving a name) walks to Python internals with it
+                issues.append(StaticIssue(f"passes the internal name '{text[:60]}' to a call",
+                                          f"(…{text[:60]!r}…)", True))
     for node in tree.find_all(
         (
             nodes.Getattr,
