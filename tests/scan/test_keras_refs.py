@@ -264,3 +264,16 @@ def test_legacy_config_layer_reading_a_file() -> None:
     layer = {"class_name": "StringLookup", "config": {"vocabulary": "/etc/shadow"}}
     config = {"class_name": "Sequential", "config": {"layers": [layer]}}
     assert "KER003" in rules(scan_data(keras_archive(config), "model.keras"), Severity.HIGH)
+
+
+def test_a_lambda_in_any_other_form_is_not_clean() -> None:
+    """ModelAudit's malicious_lambda.h5 sample: a Lambda whose function is source text."""
+    import json as _json
+
+    from helpers import gate_fails, scan_data
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "Lambda",
+         "config": {"function": "lambda x: eval('print(\"security test\")')"}}]}}
+    data = _json.dumps({"class_name": "Sequential", "config": config["config"]}).encode()
+    assert gate_fails(scan_data(data, "config.json"))

@@ -246,6 +246,16 @@ def _judge_node(ctx: ScanContext, where: Location, node: dict[str, Any]) -> None
         _function_reference(
             ctx, where, _text(inner, "module") or "builtins", str(inner["function"])
         )
+    elif class_name == "Lambda" and _lambda_code(node) is None:
+        # a function in any other form (source text, an unknown dict): a Lambda is code, and
+        # what bastion cannot judge is not clean
+        function = inner.get("function") if isinstance(inner, dict) else None
+        ctx.add(
+            LAMBDA_LAYER.finding(
+                where, "Lambda layer whose function bastion cannot judge (not bytecode, not a "
+                "reference to a known function)", evidence=str(function)[:120]
+            )
+        )
     joined = ".".join(v for v in (class_name, module, registered) if v)
     gadget = next((g for g in joined.split(".") if g in _GADGETS), None)
     if gadget is not None:
