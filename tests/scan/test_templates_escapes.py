@@ -403,3 +403,13 @@ def test_internal_names_passed_to_a_call_are_flagged(tmp_path: Path) -> None:
     issues = analyse_template(template)
     assert any(i.rule == "JIN001" and i.severity == Severity.CRITICAL for i in issues), issues
     assert gate_fails(scan_data(template.encode(), "chat_template.jinja"))
+
+
+def test_a_template_file_named_dot_template_is_analysed() -> None:
+    """ModelAudit's malicious_subprocess.template: template text under a .template name."""
+    from helpers import gate_fails
+
+    template = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
+    assert gate_fails(scan_data(template.encode(), "chat.template"))
+    assert not gate_fails(scan_data(b"{% for m in messages %}{{ m.content }}{% endfor %}",
+                                    "chat.template"))

@@ -239,7 +239,7 @@ def identify_all(head: bytes, size: int, name: str = "",
         add("hdf5")
     if not magic and _looks_like_zlib(head):
         add("zlib")  # plain pickle.load reads a pickle, zlib.decompress the stream: scan both
-    if name.lower().endswith((".jinja", ".jinja2", ".j2")):
+    if name.lower().endswith((".jinja", ".jinja2", ".j2", ".template")):
         add("jinja")  # chat_template.jinja: transformers reads it by name, as template text
     if found:
         return tuple(found)
