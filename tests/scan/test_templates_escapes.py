@@ -71,10 +71,11 @@ _RENDER = textwrap.dedent("""
 """)
 
 
-def render_without_sandbox(template: str, folder: Path) -> str:
-    """What a renderer without a sandbox does with the template (in a subprocess, in `folder`)."""
+def render_without_sandbox(template: str, folder: Path, script: str = _RENDER) -> str:
+    """What a renderer without a sandbox does with the template (in a subprocess, in `folder`;
+    `script` renders stdin with the conversation it sets up)."""
     proc = subprocess.run(
-        [sys.executable, "-c", _RENDER],
+        [sys.executable, "-c", script],
         input=template,
         text=True,
         capture_output=True,
@@ -230,14 +231,7 @@ def test_names_built_from_the_configs_special_tokens_are_followed(tmp_path: Path
         "{{ cycler[i][g]['os']['po' ~ 'pen']('" + MARK + "').read() }}"
     )
     render = _RENDER.replace('bos_token="<s>"', 'bos_token="<|a_b|>"')
-    subprocess.run(
-        [sys.executable, "-c", render],
-        input=template,
-        text=True,
-        capture_output=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    render_without_sandbox(template, tmp_path, render)
     assert (tmp_path / "marker").read_text().strip() == "bastion-marker"  # proven
     config = {"bos_token": {"content": "<|a_b|>", "special": True}, "chat_template": template}
     result = scan_data(json.dumps(config).encode(), "tokenizer_config.json")
@@ -312,14 +306,7 @@ def test_a_character_picked_out_of_a_conversation_key_is_followed(
     """White-box attack A2-05: '_' taken out of the key 'tool_calls' and joined with `+`, in a
     branch only long conversations take (the dry run's were at most 6 messages)."""
     template = DATA_KEY_CHARACTER.replace("{% set u = k[4] %}", pick)
-    subprocess.run(
-        [sys.executable, "-c", _RENDER_TOOL_CALLS],
-        input=template,
-        text=True,
-        capture_output=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    render_without_sandbox(template, tmp_path, _RENDER_TOOL_CALLS)
     assert (tmp_path / "marker").read_text().strip() == "bastion-marker"  # proven
     issues = analyse_template(template)
     assert any(i.rule == "JIN001" and i.severity.rank >= Severity.HIGH.rank for i in issues)
@@ -362,14 +349,7 @@ def test_a_character_cut_out_of_a_key_with_a_str_method_is_followed(
     """White-box attack A2-05c: str methods on a conversation key (not filters) produce '_';
     `+` joins the names. Proven with an unsandboxed render; bastion fails the gate statically."""
     template = KEY_METHOD_CHARACTER.replace("{% set c = k.strip('tolcas') %}", cut)
-    subprocess.run(
-        [sys.executable, "-c", _RENDER_INVOICE],
-        input=template,
-        text=True,
-        capture_output=True,
-        cwd=tmp_path,
-        timeout=60,
-    )
+    render_without_sandbox(template, tmp_path, _RENDER_INVOICE)
     for _ in range(20):  # os.popen runs the command asynchronously
         if (tmp_path / "marker").exists():
             break
