@@ -447,3 +447,22 @@ def test_sparse_tar_member_is_read_as_extracted(tmp_path: Path) -> None:
     assert extracted.endswith(PAYLOAD) and PAYLOAD not in first + second[:1]
     assert runs_payload(tmp_path, "legacy.pt", data, TORCH_LOAD)
     assert flags_payload(scan_data(data, "legacy.pt"))
+
+
+@pytest.mark.parametrize("data", [
+    b"(cpty\nspawn\nS'id'o.",
+    b"cbuiltins\ngetattr\nS'os'S'system'\x86R.",
+    b'cbuiltins\neval\nS"print(\'hello\')"\x85R.',
+])
+def test_a_broken_stream_that_imports_a_dangerous_name_is_a_pickle(data: bytes) -> None:
+    """fickling's own samples: text-like streams (a letter first, nothing around the GLOBAL)
+    that the unpickler still resolves — importing pty or builtins.eval — before it breaks."""
+    from helpers import gate_fails, scan_data
+
+    assert looks_like_pickle(data, len(data))
+    assert gate_fails(scan_data(data, "m.pkl"))
+
+
+def test_text_naming_ordinary_modules_stays_text() -> None:
+    data = b"certifi\nnumpy\npandas==2.0\n"
+    assert not looks_like_pickle(data, len(data))

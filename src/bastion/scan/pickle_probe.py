@@ -240,6 +240,7 @@ class _Walker:
         self.before_resolution = 0  # valid opcodes walked before the first resolution
         self.after_resolution = 0  # and after it
         self.cut_at_eof = False  # the file ends inside the name a GLOBAL imports
+        self.names: list[tuple[bytes, bytes]] = []  # (module, name) of text GLOBAL/INST lines
 
     def binary_evidence(self, data: _Bytes) -> bool:
         """Text that happens to start like a GLOBAL ("certifi\nnumpy\n") has no opcodes around
@@ -249,6 +250,19 @@ class _Walker:
             or self.before_resolution >= 2
             or self.after_resolution >= 2
             or self.cut_at_eof
+            or self._dangerous_name()
+        )
+
+    def _dangerous_name(self) -> bool:
+        """Text does not name `builtins.eval` or `pty.spawn`: a stream that does is a pickle
+        whatever it looks like (fickling's `cbuiltins\neval\nS"..."` samples)."""
+        if not self.names:
+            return False
+        from bastion.scan.pickle_globals import classify  # only for streams that broke
+
+        return any(
+            classify(module.decode("latin-1"), name.decode("latin-1")).category is not None
+            for module, name in self.names
         )
 
 
@@ -282,7 +296,11 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
             if end is not None and opcode in b"pg":
                 field = data.at(pos, min(end - pos - 1, 32))
             if end is not None and shape == TWO_LINES:
+                first_end = end
                 end = _line_end(data, end, allowed)
+                if end is not None and len(walker.names) < 8:
+                    walker.names.append((data.at(pos, min(first_end - pos - 1, 256)),
+                                         data.at(first_end, min(end - first_end - 1, 256))))
             if end is None:
                 if shape == TWO_LINES and _name_cut_at_eof(data, pos, allowed):
                     walker.resolved = walker.cut_at_eof = True  # joblib's unpickler imports it
