@@ -463,9 +463,17 @@ class Hdf5Scanner:
                 )
                 return
             with h5:
-                _pickled_attributes(ctx, source, h5)
-                for key in ("model_config", "training_config"):
-                    raw = h5.attrs.get(key)
+                try:
+                    _pickled_attributes(ctx, source, h5)
+                    configs = {key: h5.attrs.get(key) for key in ("model_config",
+                                                                   "training_config")}
+                except (OSError, RuntimeError, KeyError, ValueError) as exc:
+                    # libhdf5 on a corrupt file ("Object visitation failed", "bad symbol
+                    # table node signature"): malformed, never clean
+                    ctx.add(MALFORMED.finding(source.location, f"corrupt HDF5 structure: {exc}",
+                                              evidence=str(exc)[:200]))
+                    return
+                for key, raw in configs.items():
                     if raw is None:
                         continue
                     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
