@@ -11,7 +11,8 @@ import pickle
 import struct
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from bastion.config import Limits
 from bastion.findings import TargetResult
@@ -26,8 +27,30 @@ class ScannerCrash(Exception):
     pass
 
 
+class _InProcessRegistry(Mapping[str, Any]):
+    """The real registry, except HDF5: libhdf5 can loop forever inside C code on a corrupt file
+    (seen: a superblock with all-ones addresses), which nothing in-process can interrupt. In a
+    real scan the worker's wall-time kill bounds it (the file is incomplete, LIM001, never
+    clean); the fuzzer runs in-process, so HDF5 structure is left to the keras tests and the
+    fuzz regression inputs, and every other parser is fuzzed whole."""
+
+    def __init__(self) -> None:
+        self._real = registry()
+
+    def __getitem__(self, fmt: str) -> Any:
+        if fmt == "hdf5":
+            raise KeyError(fmt)
+        return self._real[fmt]
+
+    def __iter__(self) -> Iterator[str]:
+        return (fmt for fmt in self._real if fmt != "hdf5")
+
+    def __len__(self) -> int:
+        return len(self._real) - 1
+
+
 def run(fmt: str, name: str, data: bytes) -> TargetResult:
-    ctx = ScanContext(LIMITS, registry())
+    ctx = ScanContext(LIMITS, _InProcessRegistry())  # type: ignore[arg-type]
     source = bytes_source(data, name)
     ctx.scan(source, fmt or None)  # "" = identify first, then every interpretation
     if ctx.errors:
