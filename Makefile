@@ -29,7 +29,8 @@ demo: $(STAMP)
 	@echo "HTML report written to demo-report.html, BOM to demo-bom.json"
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench fuzz docs
+	$(BIN)/ruff check src tests bench fuzz docs tools
+	$(BIN)/ruff format --check src tests bench fuzz docs tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python fuzz/run_all.py --runs 30000

@@ -50,8 +50,7 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     ray_start = time.perf_counter() - started
     local_s: list[float] = []
     ray_s: list[float] = []
@@ -65,8 +64,11 @@ def main() -> None:
     ray.shutdown()
     local, clustered = statistics.median(local_s), statistics.median(ray_s)
     result = {
-        "files": args.files, "runs": args.runs, "ray_start_s": round(ray_start, 2),
-        "local_s": round(local, 3), "ray_s": round(clustered, 3),
+        "files": args.files,
+        "runs": args.runs,
+        "ray_start_s": round(ray_start, 2),
+        "local_s": round(local, 3),
+        "ray_s": round(clustered, 3),
         "local_files_per_s": round(args.files / local, 1),
         "ray_files_per_s": round(args.files / clustered, 1),
         "ray_overhead_ms_per_file": round((clustered - local) / args.files * 1000, 2),

@@ -19,14 +19,25 @@ from common import OUT, ROOT
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-BANDIT_TO_RULE = {"B614": "COD001", "B301": "COD002", "B506": "COD006", "B307": "COD007",
-                  "B102": "COD007", "B501": "COD008", "B323": "COD008", "B310": "COD008",
-                  "B105": "COD009", "B106": "COD009", "B107": "COD009"}
+BANDIT_TO_RULE = {
+    "B614": "COD001",
+    "B301": "COD002",
+    "B506": "COD006",
+    "B307": "COD007",
+    "B102": "COD007",
+    "B501": "COD008",
+    "B323": "COD008",
+    "B310": "COD008",
+    "B105": "COD009",
+    "B106": "COD009",
+    "B107": "COD009",
+}
 BANDIT_COVERS = set(BANDIT_TO_RULE.values())
 
 
-def score(found: dict[str, set[str]], expected: dict[str, set[str]],
-          rules: set[str] | None = None) -> dict[str, float]:
+def score(
+    found: dict[str, set[str]], expected: dict[str, set[str]], rules: set[str] | None = None
+) -> dict[str, float]:
     tp = fp = fn = 0
     for name, want in expected.items():
         got = found.get(name, set())
@@ -35,9 +46,13 @@ def score(found: dict[str, set[str]], expected: dict[str, set[str]],
         tp += len(got & want)
         fp += len(got - want)
         fn += len(want - got)
-    return {"tp": tp, "fp": fp, "fn": fn,
-            "precision": round(tp / (tp + fp), 3) if tp + fp else 1.0,
-            "recall": round(tp / (tp + fn), 3) if tp + fn else 1.0}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": round(tp / (tp + fp), 3) if tp + fp else 1.0,
+        "recall": round(tp / (tp + fn), 3) if tp + fn else 1.0,
+    }
 
 
 def main() -> int:
@@ -50,13 +65,21 @@ def main() -> int:
         (folder / f"{name}.py").write_text(source)
     expected = {name: rules for name, _source, rules in SNIPPETS}
     bin_dir = Path(sys.executable).parent
-    ours = subprocess.run([str(bin_dir / "bastion"), "code", str(folder), "-f", "json",
-                           "--no-store", "-q"], capture_output=True, text=True)
+    ours = subprocess.run(
+        [str(bin_dir / "bastion"), "code", str(folder), "-f", "json", "--no-store", "-q"],
+        capture_output=True,
+        text=True,
+    )
     report = json.loads(ours.stdout)
-    bastion_found = {r["path"].removesuffix(".py"): {f["rule_id"] for f in r["findings"]}
-                     for r in report["results"]}
-    theirs = subprocess.run([str(bin_dir / "bandit"), "-r", str(folder), "-f", "json", "-q"],
-                            capture_output=True, text=True)
+    bastion_found = {
+        r["path"].removesuffix(".py"): {f["rule_id"] for f in r["findings"]}
+        for r in report["results"]
+    }
+    theirs = subprocess.run(
+        [str(bin_dir / "bandit"), "-r", str(folder), "-f", "json", "-q"],
+        capture_output=True,
+        text=True,
+    )
     bandit_found: dict[str, set[str]] = {}
     for issue in json.loads(theirs.stdout)["results"]:
         rule = BANDIT_TO_RULE.get(issue["test_id"])
@@ -70,13 +93,17 @@ def main() -> int:
         "bandit (rules bandit covers)": score(bandit_found, expected, BANDIT_COVERS),
     }
     (OUT / "code_detection.json").write_text(json.dumps(rows, indent=1))
-    print(f"{len(SNIPPETS)} snippets, "
-          f"{sum(len(v) for v in expected.values())} expected (snippet, rule) pairs\n")
+    print(
+        f"{len(SNIPPETS)} snippets, "
+        f"{sum(len(v) for v in expected.values())} expected (snippet, rule) pairs\n"
+    )
     print("| tool | precision | recall | TP | FP | FN |")
     print("|---|---|---|---|---|---|")
     for tool, row in rows.items():
-        print(f"| {tool} | {row['precision']:.3f} | {row['recall']:.3f} | {row['tp']} | "
-              f"{row['fp']} | {row['fn']} |")
+        print(
+            f"| {tool} | {row['precision']:.3f} | {row['recall']:.3f} | {row['tp']} | "
+            f"{row['fp']} | {row['fn']} |"
+        )
     return 0
 
 

@@ -30,9 +30,11 @@ TOOLS: dict[str, list[str]] = {
 def ensure_peers() -> None:
     missing = [t for t, cmd in TOOLS.items() if not Path(cmd[0]).exists()]
     if missing:
-        sys.exit(f"missing tools {missing}: run `make bench-peers` (python -m venv "
-                 f"{PEER_BIN.parent} && {PEER_BIN}/pip install modelscan picklescan fickling "
-                 "modelaudit)")
+        sys.exit(
+            f"missing tools {missing}: run `make bench-peers` (python -m venv "
+            f"{PEER_BIN.parent} && {PEER_BIN}/pip install modelscan picklescan fickling "
+            "modelaudit)"
+        )
     precompile_bastion()
 
 
@@ -41,10 +43,13 @@ def precompile_bastion() -> None:
     under PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on every run."""
     first = Path(BASTION[0])
     python = first if first.name.startswith("python") else first.parent / "python"
-    code = ("import bastion, compileall, os; "
-            "compileall.compile_dir(os.path.dirname(bastion.__file__), quiet=1)")
-    subprocess.run([str(python), "-c", code], check=True, env={**os.environ,
-                                                               "PYTHONDONTWRITEBYTECODE": ""})
+    code = (
+        "import bastion, compileall, os; "
+        "compileall.compile_dir(os.path.dirname(bastion.__file__), quiet=1)"
+    )
+    subprocess.run(
+        [str(python), "-c", code], check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""}
+    )
 
 
 @dataclass

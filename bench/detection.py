@@ -36,8 +36,11 @@ def main() -> int:
     ensure_peers()
     folder = OUT / "corpus"
     malicious, benign = build(folder)
-    jobs = [(tool, sample, folder / ("malicious" if sample.malicious else "benign") / sample.name)
-            for sample in [*malicious, *benign] for tool in TOOLS]
+    jobs = [
+        (tool, sample, folder / ("malicious" if sample.malicious else "benign") / sample.name)
+        for sample in [*malicious, *benign]
+        for tool in TOOLS
+    ]
 
     def run(job):  # type: ignore[no-untyped-def]
         tool, sample, path = job
@@ -47,16 +50,24 @@ def main() -> int:
     rows = []
     with ThreadPoolExecutor(max_workers=2) as pool:
         for done, (tool, sample, result) in enumerate(pool.map(run, jobs), 1):
-            rows.append({"tool": tool, "sample": sample.name, "format": sample.fmt,
-                         "technique": sample.technique, "malicious": sample.malicious,
-                         "exit_code": result.exit_code, "flagged": result.exit_code == 1,
-                         "timed_out": result.timed_out, "wall_s": round(result.wall_s, 3)})
+            rows.append(
+                {
+                    "tool": tool,
+                    "sample": sample.name,
+                    "format": sample.fmt,
+                    "technique": sample.technique,
+                    "malicious": sample.malicious,
+                    "exit_code": result.exit_code,
+                    "flagged": result.exit_code == 1,
+                    "timed_out": result.timed_out,
+                    "wall_s": round(result.wall_s, 3),
+                }
+            )
             if done % 50 == 0:
                 print(f"{done}/{len(jobs)}", file=sys.stderr)
     summary = summarise(rows)
     OUT.mkdir(exist_ok=True)
-    (OUT / "detection.json").write_text(json.dumps({"rows": rows, "summary": summary},
-                                                   indent=1))
+    (OUT / "detection.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     print_tables(summary, len(malicious), len(benign))
     return 0
 
@@ -68,19 +79,25 @@ def summarise(rows: list[dict]) -> dict:  # type: ignore[type-arg]
         bad = [r for r in mine if r["malicious"]]
         good = [r for r in mine if not r["malicious"]]
         out["tools"][tool] = {
-            "detected": sum(r["flagged"] for r in bad), "malicious": len(bad),
+            "detected": sum(r["flagged"] for r in bad),
+            "malicious": len(bad),
             "recall": round(sum(r["flagged"] for r in bad) / len(bad), 3),
-            "false_positives": sum(r["flagged"] for r in good), "benign": len(good),
+            "false_positives": sum(r["flagged"] for r in good),
+            "benign": len(good),
             "fp_rate": round(sum(r["flagged"] for r in good) / len(good), 3),
-            "errors": sum(r["exit_code"] not in (0, 1) for r in mine)}
+            "errors": sum(r["exit_code"] not in (0, 1) for r in mine),
+        }
         out["missed"][tool] = sorted(r["technique"] for r in bad if not r["flagged"])
         formats = sorted({r["format"] for r in mine})
         for fmt in formats:
             of = [r for r in bad if r["format"] == fmt]
             fp = [r for r in good if r["format"] == fmt]
             out["by_format"][fmt][tool] = {
-                "detected": sum(r["flagged"] for r in of), "malicious": len(of),
-                "false_positives": sum(r["flagged"] for r in fp), "benign": len(fp)}
+                "detected": sum(r["flagged"] for r in of),
+                "malicious": len(of),
+                "false_positives": sum(r["flagged"] for r in fp),
+                "benign": len(fp),
+            }
     return out
 
 
@@ -91,16 +108,19 @@ def print_tables(summary: dict, n_mal: int, n_ben: int) -> None:  # type: ignore
     print("|---|---|---|---|---|---|")
     for tool in tools:
         s = summary["tools"][tool]
-        print(f"| {tool} | {s['detected']}/{s['malicious']} | {s['recall']:.1%} | "
-              f"{s['false_positives']}/{s['benign']} | {s['fp_rate']:.1%} | {s['errors']} |")
+        print(
+            f"| {tool} | {s['detected']}/{s['malicious']} | {s['recall']:.1%} | "
+            f"{s['false_positives']}/{s['benign']} | {s['fp_rate']:.1%} | {s['errors']} |"
+        )
     print("\n| format | " + " | ".join(tools) + " |")
     print("|---|" + "---|" * len(tools))
     for fmt, per in sorted(summary["by_format"].items()):
         cells = []
         for tool in tools:
             s = per[tool]
-            cells.append(f"{s['detected']}/{s['malicious']} det, {s['false_positives']}/"
-                         f"{s['benign']} FP")
+            cells.append(
+                f"{s['detected']}/{s['malicious']} det, {s['false_positives']}/{s['benign']} FP"
+            )
         print(f"| {fmt} | " + " | ".join(cells) + " |")
 
 

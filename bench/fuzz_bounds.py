@@ -32,18 +32,19 @@ def mutate(rng: random.Random, seed: bytes) -> bytes:
             pos = rng.randrange(len(data))
             data[pos] = rng.randrange(256)
         elif choice < 0.45:
-            del data[rng.randrange(len(data)):]
+            del data[rng.randrange(len(data)) :]
         elif choice < 0.6:
             pos = rng.randrange(len(data) + 1)
             data[pos:pos] = rng.randbytes(rng.randint(1, 64))
         elif choice < 0.75 and len(data) >= 8:
             pos = rng.randrange(len(data) - 7)
-            value = rng.choice([0, 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1,
-                                rng.randrange(2**64)])
-            data[pos:pos + 8] = struct.pack("<Q", value)
+            value = rng.choice(
+                [0, 1, 2**31 - 1, 2**32 - 1, 2**63 - 1, 2**64 - 1, rng.randrange(2**64)]
+            )
+            data[pos : pos + 8] = struct.pack("<Q", value)
         elif choice < 0.9:
             start = rng.randrange(len(data))
-            chunk = data[start:start + rng.randint(1, 256)]
+            chunk = data[start : start + rng.randint(1, 256)]
             pos = rng.randrange(len(data) + 1)
             data[pos:pos] = chunk * rng.randint(1, 8)
         else:
@@ -85,28 +86,42 @@ def main() -> int:
             took = time.perf_counter() - began
             if took > slowest[0]:
                 slowest = (took, data)
-        report[name] = {"inputs": args.inputs, "uncaught": len(crashes),
-                        "examples": crashes[:3], "slowest_s": round(slowest[0], 4),
-                        "slowest_size": len(slowest[1]),
-                        "slowest_head_hex": slowest[1][:48].hex(),
-                        "total_s": round(time.perf_counter() - started, 1),
-                        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                             / 1024, 1)}
-        print(f"{name:12} {args.inputs} inputs  uncaught={len(crashes)}  slowest="
-              f"{slowest[0] * 1000:.1f} ms  peak RSS={report[name]['peak_rss_mb']} MB",
-              file=sys.stderr)
+        report[name] = {
+            "inputs": args.inputs,
+            "uncaught": len(crashes),
+            "examples": crashes[:3],
+            "slowest_s": round(slowest[0], 4),
+            "slowest_size": len(slowest[1]),
+            "slowest_head_hex": slowest[1][:48].hex(),
+            "total_s": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        print(
+            f"{name:12} {args.inputs} inputs  uncaught={len(crashes)}  slowest="
+            f"{slowest[0] * 1000:.1f} ms  peak RSS={report[name]['peak_rss_mb']} MB",
+            file=sys.stderr,
+        )
     OUT.mkdir(exist_ok=True)
     (OUT / "fuzz_bounds.json").write_text(json.dumps(report, indent=1))
     print("| parser | inputs | uncaught exceptions | slowest input | peak RSS (cumulative) |")
     print("|---|---|---|---|---|")
     for name, row in report.items():
-        print(f"| {name} | {row['inputs']} | {row['uncaught']} | {row['slowest_s'] * 1000:.1f} ms"
-              f" | {row['peak_rss_mb']} MB |")
-    over = [name for name, row in report.items() if row["uncaught"] or
-            row["slowest_s"] > args.max_seconds or row["peak_rss_mb"] > args.max_rss_mb]
-    print(f"bounds: {args.max_seconds:g} s and {args.max_rss_mb:g} MB per input; "
-          f"{'exceeded by ' + ', '.join(over) if over else 'all parsers within them'}",
-          file=sys.stderr)
+        print(
+            f"| {name} | {row['inputs']} | {row['uncaught']} | {row['slowest_s'] * 1000:.1f} ms"
+            f" | {row['peak_rss_mb']} MB |"
+        )
+    over = [
+        name
+        for name, row in report.items()
+        if row["uncaught"]
+        or row["slowest_s"] > args.max_seconds
+        or row["peak_rss_mb"] > args.max_rss_mb
+    ]
+    print(
+        f"bounds: {args.max_seconds:g} s and {args.max_rss_mb:g} MB per input; "
+        f"{'exceeded by ' + ', '.join(over) if over else 'all parsers within them'}",
+        file=sys.stderr,
+    )
     return 1 if over else 0
 
 

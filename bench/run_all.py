@@ -8,8 +8,14 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-for script in ("detection.py", "throughput.py", "startup.py", "fuzz_bounds.py", "code_detection.py",
-               "signing.py"):
+for script in (
+    "detection.py",
+    "throughput.py",
+    "startup.py",
+    "fuzz_bounds.py",
+    "code_detection.py",
+    "signing.py",
+):
     print(f"== {script}", flush=True)
     code = subprocess.call([sys.executable, str(HERE / script)])
     if code:

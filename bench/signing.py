@@ -67,9 +67,15 @@ def tamper_rejection(cases: int, workdir: Path) -> dict[str, object]:
             target.rename(moved)
             target = moved
         controls += verify(target, Credentials(key=public)).ok
-    return {"cases": cases, "rejected": cases - len(accepted), "accepted": accepted[:10],
-            "per_kind": per_kind, "move_copy_controls": 100, "controls_verified": controls,
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "cases": cases,
+        "rejected": cases - len(accepted),
+        "accepted": accepted[:10],
+        "per_kind": per_kind,
+        "move_copy_controls": 100,
+        "controls_verified": controls,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def single_core_sha256() -> float:
@@ -101,14 +107,35 @@ def hashing_throughput(gib: int, runs: int, workdir: Path) -> dict[str, object]:
                 pass
     bin_dir = Path(sys.executable).parent
     commands = {
-        "bastion sign": [str(bin_dir / "bastion"), "sign", str(folder), "--key", str(private),
-                         "--signature", str(workdir / "b.sig")],
-        "bastion sign --shards": [str(bin_dir / "bastion"), "sign", str(folder), "--key",
-                                  str(private), "--signature", str(workdir / "s.sig"),
-                                  "--shards"],
-        "model_signing sign key": [str(bin_dir / "model_signing"), "sign", "key", str(folder),
-                                   "--private_key", str(private), "--signature",
-                                   str(workdir / "m.sig")],
+        "bastion sign": [
+            str(bin_dir / "bastion"),
+            "sign",
+            str(folder),
+            "--key",
+            str(private),
+            "--signature",
+            str(workdir / "b.sig"),
+        ],
+        "bastion sign --shards": [
+            str(bin_dir / "bastion"),
+            "sign",
+            str(folder),
+            "--key",
+            str(private),
+            "--signature",
+            str(workdir / "s.sig"),
+            "--shards",
+        ],
+        "model_signing sign key": [
+            str(bin_dir / "model_signing"),
+            "sign",
+            "key",
+            str(folder),
+            "--private_key",
+            str(private),
+            "--signature",
+            str(workdir / "m.sig"),
+        ],
     }
     core = single_core_sha256()
     cores = os.cpu_count() or 1
@@ -118,18 +145,24 @@ def hashing_throughput(gib: int, runs: int, workdir: Path) -> dict[str, object]:
     from bastion.supplychain.signing import _hashing
 
     hashing = {}
-    for name, work in (("bastion hashing (in process)",
-                        lambda: _hashing(folder, folder / "model.sig").hash(folder)),
-                       ("model_signing hashing (in process)",
-                        lambda: model_signing.hashing.Config().hash(folder))):
+    for name, work in (
+        (
+            "bastion hashing (in process)",
+            lambda: _hashing(folder, folder / "model.sig").hash(folder),
+        ),
+        ("model_signing hashing (in process)", lambda: model_signing.hashing.Config().hash(folder)),
+    ):
         times = []
         for _ in range(runs):
             began = time.perf_counter()
             work()
             times.append(time.perf_counter() - began)
         seconds = statistics.median(times)
-        hashing[name] = {"seconds": round(seconds, 2), "mb_s": round(total / seconds / 1e6, 1),
-                         "of_limit": round(total / seconds / limit, 3)}
+        hashing[name] = {
+            "seconds": round(seconds, 2),
+            "mb_s": round(total / seconds / 1e6, 1),
+            "of_limit": round(total / seconds / limit, 3),
+        }
     rows = dict(hashing)
     for name, command in commands.items():
         times = []
@@ -138,15 +171,24 @@ def hashing_throughput(gib: int, runs: int, workdir: Path) -> dict[str, object]:
             subprocess.run(command, check=True, capture_output=True)
             times.append(time.perf_counter() - began)
         seconds = statistics.median(times)
-        rows[name] = {"seconds": round(seconds, 2), "mb_s": round(total / seconds / 1e6, 1),
-                      "of_limit": round(total / seconds / limit, 3)}
-    return {"bytes": total, "cores": cores, "single_core_mb_s": round(core / 1e6, 1),
-            "limit_mb_s": round(limit / 1e6, 1), "tools": rows}
+        rows[name] = {
+            "seconds": round(seconds, 2),
+            "mb_s": round(total / seconds / 1e6, 1),
+            "of_limit": round(total / seconds / limit, 3),
+        }
+    return {
+        "bytes": total,
+        "cores": cores,
+        "single_core_mb_s": round(core / 1e6, 1),
+        "limit_mb_s": round(limit / 1e6, 1),
+        "tools": rows,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", type=int, default=2000)
     parser.add_argument("--gib", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
@@ -154,17 +196,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=OUT if OUT.exists() else None) as tmp:
         work = Path(tmp)
         tamper = tamper_rejection(args.cases, work / "tamper")
-        print(f"tamper: {tamper['rejected']}/{tamper['cases']} rejected; move/copy controls "
-              f"{tamper['controls_verified']}/100 verified", file=sys.stderr)
+        print(
+            f"tamper: {tamper['rejected']}/{tamper['cases']} rejected; move/copy controls "
+            f"{tamper['controls_verified']}/100 verified",
+            file=sys.stderr,
+        )
         hashing = hashing_throughput(args.gib, args.runs, work / "hash")
     result = {"tamper": tamper, "hashing": hashing}
     OUT.mkdir(exist_ok=True)
     (OUT / "signing.json").write_text(json.dumps(result, indent=1))
-    print(f"| case | result |\n|---|---|\n| tamper cases rejected | {tamper['rejected']}/"
-          f"{tamper['cases']} |\n| move/copy controls verified | "
-          f"{tamper['controls_verified']}/100 |")
-    print(f"\n{hashing['bytes'] / 2**30:.1f} GiB, {hashing['cores']} cores, single-core "
-          f"SHA-256 {hashing['single_core_mb_s']} MB/s, limit {hashing['limit_mb_s']} MB/s\n")
+    print(
+        f"| case | result |\n|---|---|\n| tamper cases rejected | {tamper['rejected']}/"
+        f"{tamper['cases']} |\n| move/copy controls verified | "
+        f"{tamper['controls_verified']}/100 |"
+    )
+    print(
+        f"\n{hashing['bytes'] / 2**30:.1f} GiB, {hashing['cores']} cores, single-core "
+        f"SHA-256 {hashing['single_core_mb_s']} MB/s, limit {hashing['limit_mb_s']} MB/s\n"
+    )
     print("| what | median time | throughput | share of the machine limit |")
     print("|---|---|---|---|")
     for name, row in hashing["tools"].items():  # type: ignore[attr-defined]

@@ -13,11 +13,13 @@ from common import OUT, TOOLS, ensure_peers, timed
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--file", default=str(OUT / "throughput" / "torch_1g.pt"))
-    parser.add_argument("--peer", default="picklescan", choices=[t for t in TOOLS
-                                                                 if t != "bastion"])
+    parser.add_argument(
+        "--peer", default="picklescan", choices=[t for t in TOOLS if t != "bastion"]
+    )
     parser.add_argument("-n", type=int, default=9)
     args = parser.parse_args()
     ensure_peers()
@@ -26,8 +28,10 @@ def main() -> int:
         for tool in times:
             times[tool].append(timed([*TOOLS[tool], args.file]).wall_s)
     for tool, values in times.items():
-        print(f"{tool:12} median {statistics.median(values):.3f} s  "
-              f"(min {min(values):.3f}, max {max(values):.3f}, n={len(values)})")
+        print(
+            f"{tool:12} median {statistics.median(values):.3f} s  "
+            f"(min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
+        )
     return 0
 
 

@@ -34,8 +34,12 @@ class _Payload:
 def generate(folder: Path) -> dict[str, tuple[Path, bool]]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "torch_1g.pt": False, "model_1g.safetensors": False, "ops_50m.pkl": False,
-        "ops_50m_evil.pkl": True, "joblib_1g.joblib": False, "joblib_1g_evil.joblib": True,
+        "torch_1g.pt": False,
+        "model_1g.safetensors": False,
+        "ops_50m.pkl": False,
+        "ops_50m_evil.pkl": True,
+        "joblib_1g.joblib": False,
+        "joblib_1g_evil.joblib": True,
     }
     paths = {name: (folder / name, evil) for name, evil in files.items()}
     if all(p.exists() for p, _ in paths.values()):
@@ -60,8 +64,9 @@ def generate(folder: Path) -> dict[str, tuple[Path, bool]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--tools", nargs="*", default=list(TOOLS))
@@ -81,31 +86,43 @@ def main() -> int:
                 by_tool[tool].append(timed([*TOOLS[tool], str(path)], timeout=args.timeout))
         for tool, runs in by_tool.items():
             codes = sorted({r.exit_code for r in runs})
-            row = {"file": name, "size_mb": round(size_mb, 1), "malicious": evil, "tool": tool,
-                   "wall_s": round(median([r.wall_s for r in runs]), 3),
-                   "peak_rss_mb": round(median([r.peak_rss_mb for r in runs]), 1),
-                   "exit_codes": codes, "timed_out": any(r.timed_out for r in runs),
-                   "correct": all((r.exit_code == 1) == evil and r.exit_code in (0, 1)
-                                  for r in runs)}
+            row = {
+                "file": name,
+                "size_mb": round(size_mb, 1),
+                "malicious": evil,
+                "tool": tool,
+                "wall_s": round(median([r.wall_s for r in runs]), 3),
+                "peak_rss_mb": round(median([r.peak_rss_mb for r in runs]), 1),
+                "exit_codes": codes,
+                "timed_out": any(r.timed_out for r in runs),
+                "correct": all((r.exit_code == 1) == evil and r.exit_code in (0, 1) for r in runs),
+            }
             results.append(row)
-            print(f"{name:24} {tool:11} {row['wall_s']:8.3f}s {row['peak_rss_mb']:8.1f}MB "
-                  f"exit={codes} correct={row['correct']}", file=sys.stderr)
+            print(
+                f"{name:24} {tool:11} {row['wall_s']:8.3f}s {row['peak_rss_mb']:8.1f}MB "
+                f"exit={codes} correct={row['correct']}",
+                file=sys.stderr,
+            )
     Path(args.output).write_text(json.dumps(results, indent=1))
     print_table(results)
     return 0
 
 
 def print_table(results: list[dict]) -> None:  # type: ignore[type-arg]
-    print("| file | tool | wall (median) | peak RSS | verdict correct | exit codes | "
-          "time vs bastion |")
+    print(
+        "| file | tool | wall (median) | peak RSS | verdict correct | exit codes | "
+        "time vs bastion |"
+    )
     print("|---|---|---|---|---|---|---|")
     base = {r["file"]: r["wall_s"] for r in results if r["tool"] == "bastion"}
     for r in results:
         ratio = r["wall_s"] / base[r["file"]] if base.get(r["file"]) else float("nan")
         timeout = " (timeout)" if r["timed_out"] else ""
-        print(f"| {r['file']} | {r['tool']} | {r['wall_s']:.2f} s{timeout} | "
-              f"{r['peak_rss_mb']:.0f} MB | {'yes' if r['correct'] else 'no'} | "
-              f"{r['exit_codes']} | {ratio:.1f}× |")
+        print(
+            f"| {r['file']} | {r['tool']} | {r['wall_s']:.2f} s{timeout} | "
+            f"{r['peak_rss_mb']:.0f} MB | {'yes' if r['correct'] else 'no'} | "
+            f"{r['exit_codes']} | {ratio:.1f}× |"
+        )
 
 
 if __name__ == "__main__":

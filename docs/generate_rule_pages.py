@@ -8,28 +8,54 @@ from pathlib import Path
 
 from bastion.rules import Rule, all_rules, taxonomy
 
-FRAMEWORKS = (("atlas", "MITRE ATLAS"), ("owasp_ml", "OWASP ML Top 10 (2023)"),
-              ("owasp_llm", "OWASP LLM Top 10 (2025)"), ("nist_ai_rmf", "NIST AI RMF"),
-              ("eu_ai_act", "EU AI Act"))
+FRAMEWORKS = (
+    ("atlas", "MITRE ATLAS"),
+    ("owasp_ml", "OWASP ML Top 10 (2023)"),
+    ("owasp_llm", "OWASP LLM Top 10 (2025)"),
+    ("nist_ai_rmf", "NIST AI RMF"),
+    ("eu_ai_act", "EU AI Act"),
+)
 
 
 def page(rule: Rule) -> str:
     names = taxonomy()["frameworks"]
-    lines = [f"# {rule.id}: {rule.title}", "",
-             f"- **Severity:** {rule.severity.value} (confidence {rule.confidence.value})",
-             f"- **Lifecycle stage:** {rule.stage.value}", "", "## What it means", "",
-             rule.description, "", "## What to do", "", rule.remediation, "",
-             "## Taxonomy", ""]
+    lines = [
+        f"# {rule.id}: {rule.title}",
+        "",
+        f"- **Severity:** {rule.severity.value} (confidence {rule.confidence.value})",
+        f"- **Lifecycle stage:** {rule.stage.value}",
+        "",
+        "## What it means",
+        "",
+        rule.description,
+        "",
+        "## What to do",
+        "",
+        rule.remediation,
+        "",
+        "## Taxonomy",
+        "",
+    ]
     tags = rule.tags.model_dump()
     for key, title in FRAMEWORKS:
         ids = tags[key]
         labels = ", ".join(f"{i} ({names[key]['ids'].get(i, '')})" for i in ids)
         lines.append(f"- **{title}:** {labels}")
-    lines += ["", "## Handling it in a policy", "",
-              "Accept a reviewed finding for a limited time with a waiver in `bastion.toml`:",
-              "", "```toml", "[[waivers]]", f'rule = "{rule.id}"', 'path = "models/vendor/*"',
-              'reason = "why this is acceptable, and who reviewed it"', "expires = 2027-06-30",
-              "```", ""]
+    lines += [
+        "",
+        "## Handling it in a policy",
+        "",
+        "Accept a reviewed finding for a limited time with a waiver in `bastion.toml`:",
+        "",
+        "```toml",
+        "[[waivers]]",
+        f'rule = "{rule.id}"',
+        'path = "models/vendor/*"',
+        'reason = "why this is acceptable, and who reviewed it"',
+        "expires = 2027-06-30",
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

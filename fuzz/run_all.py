@@ -33,8 +33,7 @@ def corpus_seeds(root: Path, formats: set[str]) -> dict[str, Path]:
         try:
             builder(built)
         except Exception as exc:  # a sample needing a missing extra: seed with the rest
-            print(f"fuzz: test corpus partly built ({type(exc).__name__}: {exc})",
-                  file=sys.stderr)
+            print(f"fuzz: test corpus partly built ({type(exc).__name__}: {exc})", file=sys.stderr)
     folders = {fmt: root / (fmt or "all") for fmt in formats}
     for folder in folders.values():
         folder.mkdir()
@@ -54,8 +53,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=0, help="time budget per parser")
     parser.add_argument("--runs", type=int, default=0, help="inputs per parser (seeded)")
     parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--corpus", type=Path, help="persistent corpus folder (kept between "
-                        "runs, one sub-folder per target)")
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="persistent corpus folder (kept between runs, one sub-folder per target)",
+    )
     parser.add_argument("targets", nargs="*", help="parsers to fuzz (default: all)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
@@ -66,19 +68,36 @@ def main() -> int:
     test_seeds = corpus_seeds(seeds_root, {TARGETS[name][0] for name in names})
     failed = []
     for name in names:
-        budget = [f"-runs={args.runs}", f"-seed={args.seed}"] if args.runs else \
-            [f"-max_total_time={args.seconds or 20}"]
+        budget = (
+            [f"-runs={args.runs}", f"-seed={args.seed}"]
+            if args.runs
+            else [f"-max_total_time={args.seconds or 20}"]
+        )
         folders = [str(test_seeds[TARGETS[name][0]])]
         if args.corpus:
             kept = args.corpus / name
             kept.mkdir(parents=True, exist_ok=True)
             folders.insert(0, str(kept))
-        cmd = [sys.executable, str(HERE / "fuzz_one.py"), name, *budget, "-rss_limit_mb=3072",
-               "-timeout=20", "-print_final_stats=1", f"-artifact_prefix={HERE}/crash-{name}-",
-               *folders]
+        cmd = [
+            sys.executable,
+            str(HERE / "fuzz_one.py"),
+            name,
+            *budget,
+            "-rss_limit_mb=3072",
+            "-timeout=20",
+            "-print_final_stats=1",
+            f"-artifact_prefix={HERE}/crash-{name}-",
+            *folders,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
-        runs = next((line.split(":")[-1].strip() for line in proc.stderr.splitlines()
-                     if "stat::number_of_executed_units" in line), "?")
+        runs = next(
+            (
+                line.split(":")[-1].strip()
+                for line in proc.stderr.splitlines()
+                if "stat::number_of_executed_units" in line
+            ),
+            "?",
+        )
         status = "ok" if proc.returncode == 0 else f"CRASH (exit {proc.returncode})"
         print(f"fuzz {name:12} {runs:>8} inputs  {status}", file=sys.stderr)
         if proc.returncode != 0:

@@ -78,8 +78,12 @@ def _tar_seed() -> bytes:
 
 
 def _safetensors_seed() -> bytes:
-    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-                         "__metadata__": {"format": "pt"}}).encode()
+    header = json.dumps(
+        {
+            "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "__metadata__": {"format": "pt"},
+        }
+    ).encode()
     return struct.pack("<Q", len(header)) + header + b"\x00" * 8
 
 
@@ -103,8 +107,11 @@ def _onnx_seed() -> bytes:
     def field(number: int, payload: bytes) -> bytes:
         return bytes([number << 3 | 2, len(payload)]) + payload
 
-    tensor = field(8, b"W") + bytes([14 << 3, 1]) + field(13, field(1, b"location") +
-                                                          field(2, b"../w.bin"))
+    tensor = (
+        field(8, b"W")
+        + bytes([14 << 3, 1])
+        + field(13, field(1, b"location") + field(2, b"../w.bin"))
+    )
     node = field(4, b"Op") + field(7, b"custom.domain")
     graph = field(1, node) + field(5, tensor)
     return bytes([0x08, 0x07]) + field(2, b"fuzz") + field(7, graph)
@@ -120,17 +127,33 @@ def _savedmodel_seed() -> bytes:
 
 
 def _savedmodel_text_seed() -> bytes:
-    return (b'saved_model_schema_version: 1\nmeta_graphs { graph_def {\n'
-            b' node { name: "x" op: "Placeholder" }\n node { name: "w" op: "WriteFile" input: "x" '
-            b'attr { key: "f" value { func { name: "g" } } } }\n library { function { signature '
-            b'{ name: "g" input_arg { name: "a" } } node_def { name: "s" op: "SaveV2" input: "a" } '
-            b'} } }\n saver_def { filename_tensor_name: "x:0" save_tensor_name: "w:0" } }\n')
+    return (
+        b"saved_model_schema_version: 1\nmeta_graphs { graph_def {\n"
+        b' node { name: "x" op: "Placeholder" }\n node { name: "w" op: "WriteFile" input: "x" '
+        b'attr { key: "f" value { func { name: "g" } } } }\n library { function { signature '
+        b'{ name: "g" input_arg { name: "a" } } node_def { name: "s" op: "SaveV2" input: "a" } '
+        b'} } }\n saver_def { filename_tensor_name: "x:0" save_tensor_name: "w:0" } }\n'
+    )
 
 
 def _keras_seed() -> bytes:
-    return json.dumps({"module": "keras", "class_name": "Sequential", "config": {"layers": [
-        {"module": "keras.layers", "class_name": "Lambda", "config": {"function": {
-            "class_name": "__lambda__", "config": {"code": "YWJj"}}}}]}}).encode()
+    return json.dumps(
+        {
+            "module": "keras",
+            "class_name": "Sequential",
+            "config": {
+                "layers": [
+                    {
+                        "module": "keras.layers",
+                        "class_name": "Lambda",
+                        "config": {
+                            "function": {"class_name": "__lambda__", "config": {"code": "YWJj"}}
+                        },
+                    }
+                ]
+            },
+        }
+    ).encode()
 
 
 def _sevenzip_seed() -> bytes:
@@ -148,8 +171,11 @@ def _template_seed() -> bytes:
 
 # name -> (format forced, file name, seed corpus)
 TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
-    "pickle": ("pickle", "f.pkl", lambda: [pickle.dumps({"a": [1, 2.0, "x"]}, protocol=p)
-                                          for p in range(6)]),
+    "pickle": (
+        "pickle",
+        "f.pkl",
+        lambda: [pickle.dumps({"a": [1, 2.0, "x"]}, protocol=p) for p in range(6)],
+    ),
     "zip": ("zip", "f.zip", lambda: [_zip_seed()]),
     "tar": ("tar", "f.tar", lambda: [_tar_seed()]),
     "compressed": ("gzip", "f.gz", lambda: [gzip.compress(pickle.dumps([1, 2]))]),
@@ -158,12 +184,21 @@ TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
     "gguf": ("gguf", "f.gguf", lambda: [_gguf_seed()]),
     "onnx": ("onnx", "f.onnx", lambda: [_onnx_seed()]),
     "savedmodel": ("savedmodel", "saved_model.pb", lambda: [_savedmodel_seed()]),
-    "savedmodel_text": ("savedmodel_text", "saved_model.pbtxt",
-                        lambda: [_savedmodel_text_seed()]),
+    "savedmodel_text": ("savedmodel_text", "saved_model.pbtxt", lambda: [_savedmodel_text_seed()]),
     "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
     "7z": ("7z", "f.7z", lambda: [_sevenzip_seed()]),
-    "identify": ("", "model.bin", lambda: [
-        pickle.dumps({"a": [1]}, protocol=0), b"I0x10\n0N.", _zip_seed(), _tar_seed(),
-        gzip.compress(pickle.dumps([1])), _onnx_seed(), _savedmodel_seed(),
-        b"ZF0x5" + b" " * 15 + b"x\x9c\x03\x00\x00\x00\x00\x01"]),
+    "identify": (
+        "",
+        "model.bin",
+        lambda: [
+            pickle.dumps({"a": [1]}, protocol=0),
+            b"I0x10\n0N.",
+            _zip_seed(),
+            _tar_seed(),
+            gzip.compress(pickle.dumps([1])),
+            _onnx_seed(),
+            _savedmodel_seed(),
+            b"ZF0x5" + b" " * 15 + b"x\x9c\x03\x00\x00\x00\x00\x01",
+        ],
+    ),
 }

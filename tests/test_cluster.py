@@ -27,8 +27,13 @@ EVIL = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R."
 def local_ray() -> Iterator[None]:
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     here = str(Path(__file__).parent)  # so Ray's workers can import this module's `work`
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": here}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": here}},
+    )
     try:
         yield
     finally:
@@ -55,8 +60,7 @@ def folder_of_models(root: Path) -> Path:
 
 
 def rules(report: Report) -> list[tuple[str, list[str], bool]]:
-    return [(r.path, sorted(f.rule_id for f in r.findings), r.incomplete)
-            for r in report.results]
+    return [(r.path, sorted(f.rule_id for f in r.findings), r.incomplete) for r in report.results]
 
 
 def test_results_on_ray_equal_the_local_run(local_ray: None, tmp_path: Path) -> None:
@@ -69,8 +73,9 @@ def test_results_on_ray_equal_the_local_run(local_ray: None, tmp_path: Path) -> 
 
 def test_per_item_bounds_hold_on_ray(local_ray: None) -> None:
     outcomes: list[Outcome] = []
-    run_on_ray([0, 1, 2, 3], work, timeout_s=3.0, memory_mb=256, on_outcome=outcomes.append,
-               chunk=2)
+    run_on_ray(
+        [0, 1, 2, 3], work, timeout_s=3.0, memory_mb=256, on_outcome=outcomes.append, chunk=2
+    )
     by_index = {o.index: o for o in outcomes}
     assert by_index[0].result == '"done 0"', by_index[0].failure
     assert by_index[3].result == '"done 3"'
@@ -78,17 +83,18 @@ def test_per_item_bounds_hold_on_ray(local_ray: None) -> None:
     assert by_index[2].kind is Failure.MEMORY
 
 
-def test_cli_executor_ray(local_ray: None, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_executor_ray(
+    local_ray: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = folder_of_models(tmp_path / "models")
     assert main(["scan", str(folder), "--executor", "ray", "--no-store", "-f", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
     assert any(f["rule_id"] == "PKL001" for r in report["results"] for f in r["findings"])
 
 
-def test_address_without_ray_executor_is_a_usage_error(tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_address_without_ray_executor_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1]))
     assert main(["scan", str(tmp_path), "--address", "127.0.0.1:1", "--no-store"]) == 2
     assert "--executor ray" in capsys.readouterr().err

@@ -29,11 +29,21 @@ from bastion.policy import Status, baseline_document, evaluate, load_baseline
 TODAY = dt.date(2026, 11, 25)
 
 
-def finding(rule: str = "PKL001", severity: Severity = Severity.CRITICAL,
-            path: str = "models/a.pkl", evidence: str = "posix.system") -> Finding:
-    return Finding(rule_id=rule, severity=severity, confidence=Confidence.HIGH,
-                   stage=Stage.ARTIFACT, message="m", location=Location(path=path),
-                   evidence=evidence)
+def finding(
+    rule: str = "PKL001",
+    severity: Severity = Severity.CRITICAL,
+    path: str = "models/a.pkl",
+    evidence: str = "posix.system",
+) -> Finding:
+    return Finding(
+        rule_id=rule,
+        severity=severity,
+        confidence=Confidence.HIGH,
+        stage=Stage.ARTIFACT,
+        message="m",
+        location=Location(path=path),
+        evidence=evidence,
+    )
 
 
 def report(*results: TargetResult) -> Report:
@@ -57,8 +67,12 @@ def test_finding_at_threshold_fails_and_below_passes() -> None:
 
 def test_active_waiver_accepts_and_expired_waiver_fails() -> None:
     rep = report(target(finding()))
-    active = WaiverSpec(rule="PKL001", path="models/*", reason="vendor model, reviewed",
-                        expires=TODAY + dt.timedelta(days=1))
+    active = WaiverSpec(
+        rule="PKL001",
+        path="models/*",
+        reason="vendor model, reviewed",
+        expires=TODAY + dt.timedelta(days=1),
+    )
     verdict = evaluate(rep, Settings(waivers=(active,)), today=TODAY)
     assert verdict.status is Status.PASSED and verdict.waived
     expired = active.model_copy(update={"expires": TODAY - dt.timedelta(days=1)})
@@ -68,15 +82,17 @@ def test_active_waiver_accepts_and_expired_waiver_fails() -> None:
 
 
 def test_expired_waiver_fails_even_when_nothing_matches() -> None:
-    expired = WaiverSpec(rule="X1", path="models/*", reason="old",
-                         expires=TODAY - dt.timedelta(days=3))
+    expired = WaiverSpec(
+        rule="X1", path="models/*", reason="old", expires=TODAY - dt.timedelta(days=3)
+    )
     assert evaluate(report(target()), Settings(waivers=(expired,)), today=TODAY).exit_code == 1
 
 
 def test_waiver_for_other_path_does_not_apply() -> None:
     waiver = WaiverSpec(rule="PKL001", path="vendor/*", reason="r", expires=TODAY)
-    assert evaluate(report(target(finding())), Settings(waivers=(waiver,)),
-                    today=TODAY).exit_code == 1
+    assert (
+        evaluate(report(target(finding())), Settings(waivers=(waiver,)), today=TODAY).exit_code == 1
+    )
 
 
 def test_baseline_accepts_known_findings_only(tmp_path: Path) -> None:
@@ -139,20 +155,23 @@ def test_settings_precedence(tmp_path: Path) -> None:
 
 
 def test_pyproject_table_and_invalid_config(tmp_path: Path) -> None:
-    (tmp_path / "pyproject.toml").write_text('[tool.bastion]\nfail_on = "low"\n'
-                                             '[[tool.bastion.waivers]]\nrule = "PKL003"\n'
-                                             'path = "m/*"\n'
-                                             'reason = "ours"\nexpires = 2027-01-01\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.bastion]\nfail_on = "low"\n'
+        '[[tool.bastion.waivers]]\nrule = "PKL003"\n'
+        'path = "m/*"\n'
+        'reason = "ours"\nexpires = 2027-01-01\n'
+    )
     settings = load_settings(project_dir=tmp_path, environ={})
     assert settings.fail_on is Severity.LOW and settings.waivers[0].rule == "PKL003"
     (tmp_path / "bastion.toml").write_text('fail_on = "severe"\n')
     with pytest.raises(ConfigError, match="fail_on"):
         load_settings(project_dir=tmp_path, environ={})
-    (tmp_path / "bastion.toml").write_text('fail_on = \n')
+    (tmp_path / "bastion.toml").write_text("fail_on = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(project_dir=tmp_path, environ={})
-    (tmp_path / "bastion.toml").write_text('[[waivers]]\nrule="A"\npath="m/*"\nreason=" "\n'
-                                           'expires=2027-01-01\n')
+    (tmp_path / "bastion.toml").write_text(
+        '[[waivers]]\nrule="A"\npath="m/*"\nreason=" "\nexpires=2027-01-01\n'
+    )
     with pytest.raises(ConfigError, match="reason"):
         load_settings(project_dir=tmp_path, environ={})
 
@@ -162,7 +181,8 @@ severities = st.sampled_from(list(Severity))
 
 @given(st.lists(severities, max_size=12), severities)
 def test_gate_fails_exactly_when_a_finding_reaches_the_threshold(
-        found: list[Severity], threshold: Severity) -> None:
+    found: list[Severity], threshold: Severity
+) -> None:
     rep = report(target(*[finding(severity=s, evidence=str(i)) for i, s in enumerate(found)]))
     verdict = evaluate(rep, Settings(fail_on=threshold), today=TODAY)
     expected = any(s.rank >= threshold.rank for s in found)
@@ -172,8 +192,10 @@ def test_gate_fails_exactly_when_a_finding_reaches_the_threshold(
 
 @given(st.lists(st.tuples(severities, st.booleans()), max_size=10))
 def test_waiving_never_makes_a_verdict_worse(items: list[tuple[Severity, bool]]) -> None:
-    findings = [finding(severity=s, path=f"{'w' if waive else 'k'}/{i}.pkl", evidence=str(i))
-                for i, (s, waive) in enumerate(items)]
+    findings = [
+        finding(severity=s, path=f"{'w' if waive else 'k'}/{i}.pkl", evidence=str(i))
+        for i, (s, waive) in enumerate(items)
+    ]
     rep = report(target(*findings))
     waiver = WaiverSpec(rule="PKL001", path="w/*", reason="r", expires=TODAY)
     plain = evaluate(rep, Settings(), today=TODAY).exit_code
@@ -192,8 +214,16 @@ def test_fingerprint_is_sha256_of_rule_location_and_evidence() -> None:
     import hashlib
 
     a = finding()
-    key = json.dumps([a.rule_id, a.location.path, list(a.location.members),
-                      a.location.pointer or "", a.evidence], separators=(",", ":"))
+    key = json.dumps(
+        [
+            a.rule_id,
+            a.location.path,
+            list(a.location.members),
+            a.location.pointer or "",
+            a.evidence,
+        ],
+        separators=(",", ":"),
+    )
     assert a.fingerprint == hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

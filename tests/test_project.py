@@ -28,8 +28,9 @@ def project(tmp_path: Path) -> Path:
     key = write_key_pair(tmp_path, "release")
     sign(root / "model", Credentials(key=key[0]))
     (root / "keys" / "release.pub").write_bytes(key[1].read_bytes())
-    (root / "bastion.toml").write_text('[signing]\npublic_keys = ["keys/release.pub"]\n'
-                                       'require = true\n')
+    (root / "bastion.toml").write_text(
+        '[signing]\npublic_keys = ["keys/release.pub"]\nrequire = true\n'
+    )
     return root
 
 

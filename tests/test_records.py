@@ -26,8 +26,14 @@ class Child(Base):
 
 def finding(**changes: object) -> Finding:
     values: dict[str, object] = dict(
-        rule_id="PKL001", severity=Severity.CRITICAL, confidence=Confidence.HIGH,
-        stage=Stage.ARTIFACT, message="m", location=Location(path="a.pkl"), evidence="os.system")
+        rule_id="PKL001",
+        severity=Severity.CRITICAL,
+        confidence=Confidence.HIGH,
+        stage=Stage.ARTIFACT,
+        message="m",
+        location=Location(path="a.pkl"),
+        evidence="os.system",
+    )
     values.update(changes)
     return Finding(**values)  # type: ignore[arg-type]
 
@@ -59,8 +65,10 @@ def test_records_are_frozen_values() -> None:
     assert record == Base(name="a", tags=("x",))
     assert record != Base(name="a") and record != Child(name="a", tags=("x",))
     assert hash(Location(path="p", members=("m",))) == hash(Location(path="p", members=("m",)))
-    assert repr(Location(path="p")) == \
-        "Location(path='p', members=(), pointer=None, line=None, column=None)"
+    assert (
+        repr(Location(path="p"))
+        == "Location(path='p', members=(), pointer=None, line=None, column=None)"
+    )
 
 
 def test_copy_reruns_post_init() -> None:
@@ -75,8 +83,12 @@ def test_dump_and_validate_round_trip() -> None:
     report = Report(tool=ToolInfo(version="1"), targets=("a.pkl",), metadata={"k": [1]})
     assert Report.model_validate_json(report.model_dump_json()) == report
     assert Child.model_validate({"when": "2026-01-02"}).when == dt.date(2026, 1, 2)
-    for data, where in (({"name": 3}, "name"), ({"name": "a", "tags": "x"}, "tags"),
-                        ({"colour": 1}, "unknown key"), ({}, "name: is required")):
+    for data, where in (
+        ({"name": 3}, "name"),
+        ({"name": "a", "tags": "x"}, "tags"),
+        ({"colour": 1}, "unknown key"),
+        ({}, "name: is required"),
+    ):
         with pytest.raises(RecordError, match=where):
             Base.model_validate(data)
     with pytest.raises(RecordError, match="not JSON"):
@@ -87,5 +99,6 @@ def test_schema_lists_required_fields_and_forbids_others() -> None:
     schema = json_schema(Child)
     assert "required" not in schema and schema["additionalProperties"] is False
     assert json_schema(Base)["required"] == ["name"]
-    assert schema["properties"]["when"] == {"anyOf": [{"type": "string", "format": "date"},
-                                                     {"type": "null"}]}
+    assert schema["properties"]["when"] == {
+        "anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]
+    }

@@ -39,8 +39,7 @@ def test_loads_clean_files_of_each_format(tmp_path: Path) -> None:
 def test_refuses_malicious_file_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     cmd = f"touch {marker}"
-    data = (b"\x80\x02cposix\nsystem\nX" + len(cmd).to_bytes(4, "little") + cmd.encode()
-            + b"\x85R.")
+    data = b"\x80\x02cposix\nsystem\nX" + len(cmd).to_bytes(4, "little") + cmd.encode() + b"\x85R."
     (tmp_path / "evil.pkl").write_bytes(data)
     with pytest.raises(UnsafeArtifactError) as caught:
         bastion.safe_load(tmp_path / "evil.pkl", SETTINGS)
@@ -48,8 +47,7 @@ def test_refuses_malicious_file_without_running_it(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_loads_the_bytes_that_were_scanned(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loads_the_bytes_that_were_scanned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Swap the file for a malicious one right after the scan: the load must not see it."""
     path = tmp_path / "m.pkl"
     path.write_bytes(pickle.dumps({"clean": True}))
@@ -80,8 +78,11 @@ def test_import_bastion_is_light() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, bastion; heavy = [m for m in ('torch', 'numpy', 'tensorflow', 'keras',"
-            " 'onnx', 'h5py', 'bastion.scan') if m in sys.modules]; print(heavy)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, bastion; heavy = [m for m in ('torch', 'numpy', 'tensorflow', 'keras',"
+        " 'onnx', 'h5py', 'bastion.scan') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

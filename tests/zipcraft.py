@@ -28,24 +28,65 @@ class Member(NamedTuple):
 
 def local_header(member: Member, payload: bytes) -> bytes:
     name = member.name if member.local_name is None else member.local_name
-    return struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, member.flags, member.method, 0, 0x21,
-                       member.checksum(), len(payload), len(member.data), len(name), 0) + name
+    return (
+        struct.pack(
+            "<4sHHHHHIIIHH",
+            b"PK\x03\x04",
+            20,
+            member.flags,
+            member.method,
+            0,
+            0x21,
+            member.checksum(),
+            len(payload),
+            len(member.data),
+            len(name),
+            0,
+        )
+        + name
+    )
 
 
 def central_header(member: Member, payload: bytes, offset: int) -> bytes:
-    return struct.pack("<4sBBHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 3, 20, member.flags,
-                       member.method, 0, 0x21, member.checksum(), len(payload), len(member.data),
-                       len(member.name), 0, 0, 0, 0, 0o100644 << 16, offset) + member.name
+    return (
+        struct.pack(
+            "<4sBBHHHHHIIIHHHHHII",
+            b"PK\x01\x02",
+            20,
+            3,
+            20,
+            member.flags,
+            member.method,
+            0,
+            0x21,
+            member.checksum(),
+            len(payload),
+            len(member.data),
+            len(member.name),
+            0,
+            0,
+            0,
+            0,
+            0o100644 << 16,
+            offset,
+        )
+        + member.name
+    )
 
 
 def end_record(total: int, cd_size: int, cd_offset: int, comment: bytes = b"") -> bytes:
-    return struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, total, total, cd_size, cd_offset,
-                       len(comment)) + comment
+    return (
+        struct.pack(
+            "<4sHHHHIIH", b"PK\x05\x06", 0, 0, total, total, cd_size, cd_offset, len(comment)
+        )
+        + comment
+    )
 
 
 def zip64_end_record(total: int, cd_size: int, cd_offset: int) -> bytes:
-    return struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, total, total, cd_size,
-                       cd_offset)
+    return struct.pack(
+        "<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, total, total, cd_size, cd_offset
+    )
 
 
 def zip64_locator(record_offset: int, disks: int = 1) -> bytes:
@@ -72,5 +113,9 @@ def members_and_directory(members: list[Member], base: int = 0) -> Built:
 
 def simple_zip(members: list[Member], prefix: bytes = b"", comment: bytes = b"") -> bytes:
     built = members_and_directory(members, 0)
-    return (prefix + built.data + built.directory +
-            end_record(built.count, len(built.directory), len(built.data), comment))
+    return (
+        prefix
+        + built.data
+        + built.directory
+        + end_record(built.count, len(built.directory), len(built.data), comment)
+    )

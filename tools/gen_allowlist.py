@@ -50,14 +50,38 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bastion.scan.pickle_globals import REASONS, denied_category  # noqa: E402
 
-PACKAGES = ("numpy", "scipy", "pandas", "sklearn", "torch", "lightning", "pytorch_lightning",
-            "lightning_fabric", "torchmetrics", "transformers", "peft", "accelerate",
-            "sentence_transformers", "xgboost", "lightgbm", "catboost", "skops", "joblib",
-            "timm", "dateutil", "pytz")
+PACKAGES = (
+    "numpy",
+    "scipy",
+    "pandas",
+    "sklearn",
+    "torch",
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "torchmetrics",
+    "transformers",
+    "peft",
+    "accelerate",
+    "sentence_transformers",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "skops",
+    "joblib",
+    "timm",
+    "dateutil",
+    "pytz",
+)
 # Op namespaces compiled into torch (not found by walking packages): pure tensor functions that
 # layers keep as attributes (torch._C._nn.gelu is what F.gelu pickles as).
-EXTRA_MODULES = ("torch._C._nn", "torch._C._special", "torch._C._linalg", "torch._C._fft",
-                 "torch._C._VariableFunctions")
+EXTRA_MODULES = (
+    "torch._C._nn",
+    "torch._C._special",
+    "torch._C._linalg",
+    "torch._C._fft",
+    "torch._C._VariableFunctions",
+)
 
 # Modules never walked: tests, build helpers, code generation/compilation, downloads, I/O
 # readers/writers, distributed/network, CLIs, and modules that import by name.
@@ -104,13 +128,15 @@ EXCLUDED_MODULES = re.compile(
 DENIED_CLASS_NAMES = re.compile(
     r"(Reader|Writer|Store|Stream|Connection|Client|Session|Server|Socket|Launcher|Pool|"
     r"Executor|Thread|Process|Profiler|Logger|Handler|File|Loader|Downloader|Watcher|"
-    r"Environment|Pickler|Unpickler)$")
+    r"Environment|Pickler|Unpickler)$"
+)
 
 # Unpickle helpers by naming convention: what __reduce__ of the libraries' own types returns.
 CALLABLE_HELPER = re.compile(
     r"^(__pyx_unpickle_\w+|_unpickle|_unpickle_\w+|\w+_unpickle|newObj|_reconstruct|_mareconstruct|"
     r"_rebuild_tensor\w*|_rebuild_parameter\w*|_rebuild_\w*tensor\w*|_rebuild_from_type\w*|"
-    r"_rebuild_njt|_new_\w*Index|__\w+_ctor|_frombuffer|scalar|_get_layout)$")
+    r"_rebuild_njt|_new_\w*Index|__\w+_ctor|_frombuffer|scalar|_get_layout)$"
+)
 # Modules whose public functions are pure computations on their arguments.
 NUMERIC_MODULES = re.compile(
     r"^(numpy(\._core\.(numeric|fromnumeric|function_base|shape_base|multiarray|umath|"
@@ -118,14 +144,16 @@ NUMERIC_MODULES = re.compile(
     r"\.lib\._(function_base|shape_base|twodim_base|arraysetops|nanfunctions|ufunclike|"
     r"polynomial|index_tricks|stride_tricks|type_check|histograms|arraypad)_impl)?"
     r"|scipy\.special(\._\w+)?|torch\.nn\.functional|torch\._C\._nn|torch\._C\._VariableFunctions"
-    r"|torch|torch\.special|torch\.linalg|torch\.fft)$")
+    r"|torch|torch\.special|torch\.linalg|torch\.fft)$"
+)
 # Higher-order functions: they call what they are given. Never callable from a pickle.
 HIGHER_ORDER = re.compile(
     r"^(apply_along_axis|apply_over_axes|piecewise|frompyfunc|fromfunction|vectorize|"
     r"vmap|cond|while_loop|map|scan|checkpoint\w*|compile|jit\w*|trace\w*|script\w*|"
     r"from_file|fromfile|from_numpy|set_\w+|use_deterministic_algorithms|manual_seed|seed|"
     r"save\w*|load\w*|register_\w+|autocast|enable_grad|no_grad|inference_mode|"
-    r"set_grad_enabled|empty_cache|is_\w+|get_\w+|_\w+)$")
+    r"set_grad_enabled|empty_cache|is_\w+|get_\w+|_\w+)$"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,39 +168,158 @@ HIGHER_ORDER = re.compile(
 # C/Cython objects have no bytecode; they keep the rules above.
 
 # Modules whose use anywhere in the code refuses it.
-HAZARD_MODULES = frozenset((
-    "pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "ctypes", "_ctypes",
-    "cffi", "subprocess", "_posixsubprocess", "pty", "importlib", "imp", "zipimport", "pkgutil",
-    "runpy", "pydoc", "code", "codeop", "webbrowser"))
+HAZARD_MODULES = frozenset(
+    (
+        "pickle",
+        "_pickle",
+        "cPickle",
+        "marshal",
+        "shelve",
+        "dill",
+        "cloudpickle",
+        "ctypes",
+        "_ctypes",
+        "cffi",
+        "subprocess",
+        "_posixsubprocess",
+        "pty",
+        "importlib",
+        "imp",
+        "zipimport",
+        "pkgutil",
+        "runpy",
+        "pydoc",
+        "code",
+        "codeop",
+        "webbrowser",
+    )
+)
 # Builtins (as global names) that evaluate code, import or open files.
-HAZARD_GLOBALS = frozenset(("exec", "eval", "compile", "__import__", "open", "breakpoint",
-                            "execfile", "input"))
+HAZARD_GLOBALS = frozenset(
+    ("exec", "eval", "compile", "__import__", "open", "breakpoint", "execfile", "input")
+)
 # Attribute names that are these operations whatever object they are looked up on.
-HAZARD_ATTRIBUTES = frozenset((
-    "import_module", "__import__", "exec_module", "load_module", "spec_from_file_location",
-    "module_from_spec", "entry_points", "load_entry_point", "resolve_name", "import_string",
-    "locate", "npy_import", "loads", "load_library", "CDLL", "PyDLL", "WinDLL", "OleDLL",
-    "LoadLibrary", "dlopen", "system", "popen", "Popen", "check_output", "check_call",
-    "getoutput", "getstatusoutput", "run_path", "run_module", "execv", "execve", "execvp",
-    "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv", "spawnve", "spawnl", "spawnle",
-    "posix_spawn", "posix_spawnp", "startfile", "fork", "write_text", "write_bytes", "rmtree",
-    "unlink", "open", "touch"))
+HAZARD_ATTRIBUTES = frozenset(
+    (
+        "import_module",
+        "__import__",
+        "exec_module",
+        "load_module",
+        "spec_from_file_location",
+        "module_from_spec",
+        "entry_points",
+        "load_entry_point",
+        "resolve_name",
+        "import_string",
+        "locate",
+        "npy_import",
+        "loads",
+        "load_library",
+        "CDLL",
+        "PyDLL",
+        "WinDLL",
+        "OleDLL",
+        "LoadLibrary",
+        "dlopen",
+        "system",
+        "popen",
+        "Popen",
+        "check_output",
+        "check_call",
+        "getoutput",
+        "getstatusoutput",
+        "run_path",
+        "run_module",
+        "execv",
+        "execve",
+        "execvp",
+        "execvpe",
+        "execl",
+        "execle",
+        "execlp",
+        "execlpe",
+        "spawnv",
+        "spawnve",
+        "spawnl",
+        "spawnle",
+        "posix_spawn",
+        "posix_spawnp",
+        "startfile",
+        "fork",
+        "write_text",
+        "write_bytes",
+        "rmtree",
+        "unlink",
+        "open",
+        "touch",
+    )
+)
 # Same-named harmless functions of these modules.
 BENIGN_MODULE_ATTRIBUTES = frozenset(("platform.system", "json.loads"))
 # module.attribute pairs (the module as the code names it, resolved) that load/write files.
-HAZARD_MODULE_ATTRIBUTES = frozenset((
-    "os.system", "os.popen", "posix.system", "posix.popen", "builtins.open", "io.open",
-    "io.FileIO", "_io.open", "os.open", "os.fdopen", "os.remove",
-    "os.rmdir", "os.removedirs", "os.rename", "os.replace", "os.truncate", "os.symlink",
-    "os.link", "os.chmod", "codecs.open", "gzip.open", "bz2.open", "lzma.open", "tarfile.open",
-    "zipfile.ZipFile", "shutil.copyfile", "shutil.copy", "shutil.copy2", "shutil.move",
-    "shutil.copytree", "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed",
-    "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile", "numpy.memmap",
-    "numpy.fromregex", "torch.load", "torch.save", "joblib.load", "joblib.dump"))
+HAZARD_MODULE_ATTRIBUTES = frozenset(
+    (
+        "os.system",
+        "os.popen",
+        "posix.system",
+        "posix.popen",
+        "builtins.open",
+        "io.open",
+        "io.FileIO",
+        "_io.open",
+        "os.open",
+        "os.fdopen",
+        "os.remove",
+        "os.rmdir",
+        "os.removedirs",
+        "os.rename",
+        "os.replace",
+        "os.truncate",
+        "os.symlink",
+        "os.link",
+        "os.chmod",
+        "codecs.open",
+        "gzip.open",
+        "bz2.open",
+        "lzma.open",
+        "tarfile.open",
+        "zipfile.ZipFile",
+        "shutil.copyfile",
+        "shutil.copy",
+        "shutil.copy2",
+        "shutil.move",
+        "shutil.copytree",
+        "numpy.load",
+        "numpy.save",
+        "numpy.savez",
+        "numpy.savez_compressed",
+        "numpy.savetxt",
+        "numpy.loadtxt",
+        "numpy.genfromtxt",
+        "numpy.fromfile",
+        "numpy.memmap",
+        "numpy.fromregex",
+        "torch.load",
+        "torch.save",
+        "joblib.load",
+        "joblib.dump",
+    )
+)
 # Methods the loader runs on restore (NEWOBJ + BUILD, SETITEMS/APPENDS into the object, the
 # object used as a dict key/set member, its collection); __init__ too when it may be called.
-RESTORE_METHODS = ("__new__", "__setstate__", "__setattr__", "__setitem__", "__set_name__",
-                   "__init_subclass__", "__del__", "__hash__", "__eq__", "extend", "append")
+RESTORE_METHODS = (
+    "__new__",
+    "__setstate__",
+    "__setattr__",
+    "__setitem__",
+    "__set_name__",
+    "__init_subclass__",
+    "__del__",
+    "__hash__",
+    "__eq__",
+    "extend",
+    "append",
+)
 CALL_METHODS = ("__init__",)
 HAZARD_DEPTH = 6
 
@@ -204,8 +351,9 @@ class _Hazards:
         self._memo: dict[tuple[int, int], str | None] = {}
         self._keep: list[object] = []  # keeps ids in the memo valid
 
-    def of(self, obj: object, pkg: str, cls: type | None = None,
-           resolvers: bool = True) -> str | None:
+    def of(
+        self, obj: object, pkg: str, cls: type | None = None, resolvers: bool = True
+    ) -> str | None:
         """The first hazard of a function (or method of cls). With resolvers: also when its own
         code (not what it calls: those pass their own names) is getattr(module, <its argument>)."""
         for target in _wrapped(obj):
@@ -223,8 +371,9 @@ class _Hazards:
                 return found
         return None
 
-    def _code(self, code: types.CodeType, globs: dict[str, object], pkg: str,
-              cls: type | None, depth: int) -> str | None:
+    def _code(
+        self, code: types.CodeType, globs: dict[str, object], pkg: str, cls: type | None, depth: int
+    ) -> str | None:
         key = (id(code), id(cls))
         if key in self._memo:
             return self._memo[key]
@@ -236,8 +385,9 @@ class _Hazards:
         self._memo[key] = found
         return found
 
-    def _scan(self, code: types.CodeType, globs: dict[str, object], pkg: str,
-              cls: type | None, depth: int) -> str | None:
+    def _scan(
+        self, code: types.CodeType, globs: dict[str, object], pkg: str, cls: type | None, depth: int
+    ) -> str | None:
         where = f"{code.co_qualname if hasattr(code, 'co_qualname') else code.co_name}"
         previous: object = None
         follow: list[object] = []
@@ -248,8 +398,11 @@ class _Hazards:
                     return f"{where} imports {name}"
                 previous = sys.modules.get(name)
                 continue
-            if op == "IMPORT_FROM" and isinstance(name, str) and \
-                    isinstance(previous, types.ModuleType):
+            if (
+                op == "IMPORT_FROM"
+                and isinstance(name, str)
+                and isinstance(previous, types.ModuleType)
+            ):
                 if f"{previous.__name__}.{name}" in HAZARD_MODULE_ATTRIBUTES:
                     return f"{where} imports {previous.__name__}.{name}"
                 if name in HAZARD_ATTRIBUTES:
@@ -274,7 +427,8 @@ class _Hazards:
                 if isinstance(previous, types.ModuleType):
                     dotted = f"{previous.__name__}.{name}"
                     if dotted in HAZARD_MODULE_ATTRIBUTES or (
-                            name in HAZARD_ATTRIBUTES and dotted not in BENIGN_MODULE_ATTRIBUTES):
+                        name in HAZARD_ATTRIBUTES and dotted not in BENIGN_MODULE_ATTRIBUTES
+                    ):
                         return f"{where} uses {dotted}"
                     value = getattr(previous, name, None)
                     reason = _object_hazard(value)
@@ -291,8 +445,11 @@ class _Hazards:
                         method = inspect.getattr_static(cls, name)
                     except AttributeError:
                         method = None
-                    if method is not None and _code_of(method) is not None and \
-                            _package(method) == pkg:
+                    if (
+                        method is not None
+                        and _code_of(method) is not None
+                        and _package(method) == pkg
+                    ):
                         follow.append(method)
                 previous = None
                 continue
@@ -309,8 +466,9 @@ class _Hazards:
                 inner_code = _code_of(inner)
                 if inner_code is None:
                     continue
-                found = self._code(inner_code, getattr(_plain(inner), "__globals__", {}), pkg,
-                                   cls, depth + 1)
+                found = self._code(
+                    inner_code, getattr(_plain(inner), "__globals__", {}), pkg, cls, depth + 1
+                )
                 if found is not None:
                     return f"{where} -> {found}"
         return None
@@ -319,8 +477,11 @@ class _Hazards:
 def _module_getattr(code: types.CodeType, globs: dict[str, object]) -> str | None:
     """getattr(<a module>, <a name not written in the code>): a resolver that hands out any
     attribute of the module (torch.load, os.system) by a name from its arguments."""
-    ins = [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "PUSH_NULL",
-                                                                     "PRECALL", "KW_NAMES")]
+    ins = [
+        i
+        for i in dis.get_instructions(code)
+        if i.opname not in ("CACHE", "PUSH_NULL", "PRECALL", "KW_NAMES")
+    ]
     for at, first in enumerate(ins):
         if first.opname != "LOAD_GLOBAL" or first.argval != "getattr" or "getattr" in globs:
             continue
@@ -328,12 +489,18 @@ def _module_getattr(code: types.CodeType, globs: dict[str, object]) -> str | Non
         if step >= len(ins) or ins[step].opname not in ("LOAD_GLOBAL", "LOAD_NAME"):
             continue
         target = globs.get(ins[step].argval)
-        while step + 1 < len(ins) and ins[step + 1].opname == "LOAD_ATTR" and \
-                isinstance(target, types.ModuleType):
+        while (
+            step + 1 < len(ins)
+            and ins[step + 1].opname == "LOAD_ATTR"
+            and isinstance(target, types.ModuleType)
+        ):
             step += 1
             target = getattr(target, ins[step].argval, None)
-        if isinstance(target, types.ModuleType) and step + 1 < len(ins) and \
-                ins[step + 1].opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_ATTR", "BINARY_SUBSCR"):
+        if (
+            isinstance(target, types.ModuleType)
+            and step + 1 < len(ins)
+            and ins[step + 1].opname in ("LOAD_FAST", "LOAD_DEREF", "LOAD_ATTR", "BINARY_SUBSCR")
+        ):
             return f"resolves getattr({target.__name__}, <runtime name>)"
     return None
 
@@ -426,7 +593,6 @@ def class_hazard(cls: type, pkg: str, callable_: bool, hazards: _Hazards = HAZAR
     return None
 
 
-
 def _walk(package: str) -> list[str]:
     try:
         root = importlib.import_module(package)
@@ -478,15 +644,22 @@ def _class_uses(cls: type, modname: str) -> tuple[str, str]:
     if modname.startswith("sklearn.") and _is_estimator(cls):
         return "cnr", "estimator"
     mro = [c for c in cls.__mro__ if c.__module__.split(".")[0] not in ("builtins", "abc")]
-    python_init = any(isinstance(c.__dict__.get(m), (types.FunctionType, staticmethod))
-                      for c in mro for m in ("__init__", "__new__", "__call__"))
+    python_init = any(
+        isinstance(c.__dict__.get(m), (types.FunctionType, staticmethod))
+        for c in mro
+        for m in ("__init__", "__new__", "__call__")
+    )
     if not python_init:
         return "cnr", "class-call"
     package = modname.split(".")[0]
     if cls.__name__.lower().endswith("file"):
         return "nr", "class-new"  # e.g. dateutil's tzfile(name) opens the file it names
-    if any(m in c.__dict__ for c in mro if c.__module__.split(".")[0] == package
-           for m in ("__reduce__", "__reduce_ex__")):
+    if any(
+        m in c.__dict__
+        for c in mro
+        if c.__module__.split(".")[0] == package
+        for m in ("__reduce__", "__reduce_ex__")
+    ):
         return "cnr", "class-reduce"
     return "nr", "class-new"
 
@@ -499,8 +672,13 @@ def _is_estimator(cls: type) -> bool:
     return issubclass(cls, BaseEstimator)
 
 
-def _methods(entries: dict[tuple[str, str], tuple[str, str]], cls: type, modname: str,
-             qualname: str, pkg: str) -> None:
+def _methods(
+    entries: dict[tuple[str, str], tuple[str, str]],
+    cls: type,
+    modname: str,
+    qualname: str,
+    pkg: str,
+) -> None:
     """Methods a class has (its own or inherited from a class of the same library), listed as
     `Class.method` references: getattr(instance, name) of a bound method resolves there. Only
     functions the library defines (a class attribute holding a foreign object is not listed)."""
@@ -513,12 +691,13 @@ def _methods(entries: dict[tuple[str, str], tuple[str, str]], cls: type, modname
             continue
         if isinstance(inner, (staticmethod, classmethod)):
             inner = inner.__func__
-        if not isinstance(inner, types.FunctionType) or \
-                inner.__module__.split(".")[0] != pkg:
+        if not isinstance(inner, types.FunctionType) or inner.__module__.split(".")[0] != pkg:
             continue
-        if denied_category(modname, f"{qualname}.{name}") is None and \
-                denied_category(inner.__module__, inner.__qualname__) is None and \
-                not _refused(f"{modname}:{qualname}.{name}", HAZARDS.of(inner, pkg, cls)):
+        if (
+            denied_category(modname, f"{qualname}.{name}") is None
+            and denied_category(inner.__module__, inner.__qualname__) is None
+            and not _refused(f"{modname}:{qualname}.{name}", HAZARDS.of(inner, pkg, cls))
+        ):
             entries[(modname, f"{qualname}.{name}")] = ("nr", f"method-ref:{pkg}")
 
 
@@ -531,9 +710,9 @@ def _function_uses(func: object, modname: str, name: str) -> tuple[str, str]:
 
 
 def _is_function(obj: object) -> bool:
-    return isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)) or \
-        type(obj).__name__ in ("cython_function_or_method", "fused_cython_function",
-                               "_ArrayFunctionDispatcher")
+    return isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)) or type(
+        obj
+    ).__name__ in ("cython_function_or_method", "fused_cython_function", "_ArrayFunctionDispatcher")
 
 
 METHOD_PACKAGES = ("numpy", "scipy", "pandas", "sklearn")
@@ -589,24 +768,37 @@ def generate() -> list[tuple[str, str, str, str]]:
                 if constants and isinstance(obj, constants) and not name.startswith("_"):
                     entries[(modname, name)] = ("cnr", "constant:" + pkg)
                     continue
-                if modname in EXTRA_MODULES and _is_function(obj) and \
-                        getattr(obj, "__name__", None) == name and \
-                        denied_category(modname, name) is None:
+                if (
+                    modname in EXTRA_MODULES
+                    and _is_function(obj)
+                    and getattr(obj, "__name__", None) == name
+                    and denied_category(modname, name) is None
+                ):
                     entries[(modname, name)] = _function_uses(obj, modname, name)
-                    entries[(modname, name)] = (entries[(modname, name)][0],
-                                                f"{entries[(modname, name)][1]}:{pkg}")
+                    entries[(modname, name)] = (
+                        entries[(modname, name)][0],
+                        f"{entries[(modname, name)][1]}:{pkg}",
+                    )
                     continue
                 if _pickled_by_name(obj, name):
                     entries[(modname, name)] = ("cnr", "singleton:" + pkg)
                     continue
                 _consider(entries, module, modname, name, obj, pkg, depth=0)
-        print(f"{package}: {len(modules)} modules, {len(entries) - before} entries",
-              file=sys.stderr)
+        print(
+            f"{package}: {len(modules)} modules, {len(entries) - before} entries", file=sys.stderr
+        )
     return sorted((m, q, uses, reason) for (m, q), (uses, reason) in entries.items())
 
 
-def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.ModuleType,
-              modname: str, name: str, obj: object, pkg: str, depth: int) -> None:
+def _consider(
+    entries: dict[tuple[str, str], tuple[str, str]],
+    module: types.ModuleType,
+    modname: str,
+    name: str,
+    obj: object,
+    pkg: str,
+    depth: int,
+) -> None:
     if not (isinstance(obj, type) or _is_function(obj)):
         return
     if getattr(obj, "__module__", None) != modname:
@@ -627,13 +819,17 @@ def _consider(entries: dict[tuple[str, str], tuple[str, str]], module: types.Mod
             return
         uses, reason = _class_uses(obj, modname)
         hazard = class_hazard(obj, pkg, callable_=False)
-        if hazard is not None and ARGPARSER.rsplit(".", 1)[-1] in hazard and \
-                class_hazard(obj, pkg, False, REVIEWED_HAZARDS) is None:
+        if (
+            hazard is not None
+            and ARGPARSER.rsplit(".", 1)[-1] in hazard
+            and class_hazard(obj, pkg, False, REVIEWED_HAZARDS) is None
+        ):
             hazard, uses, reason = None, "nr", "class-argparser"
         if _refused(f"{modname}:{qualname}", hazard):
             return
-        if "c" in uses and _refused(f"{modname}:{qualname} (call)",
-                                    class_hazard(obj, pkg, callable_=True)):
+        if "c" in uses and _refused(
+            f"{modname}:{qualname} (call)", class_hazard(obj, pkg, callable_=True)
+        ):
             uses, reason = "nr", "class-new"
         entries[(modname, qualname)] = (uses, f"{reason}:{pkg}")
         if depth < 2:
@@ -657,8 +853,10 @@ def render(rows: list[tuple[str, str, str, str]]) -> str:
     unknown = {reason.split(":")[0] for *_rest, reason in rows} - set(REASONS)
     if unknown:
         raise SystemExit(f"reasons without a text in pickle_globals.REASONS: {unknown}")
-    lines = ["# generated by tools/gen_allowlist.py from the installed libraries; do not edit",
-             "# module\tqualified name\tuses (c=call, n=instantiate, r=reference)\treason"]
+    lines = [
+        "# generated by tools/gen_allowlist.py from the installed libraries; do not edit",
+        "# module\tqualified name\tuses (c=call, n=instantiate, r=reference)\treason",
+    ]
     lines += ["\t".join(row) for row in rows]
     return "\n".join(lines) + "\n"
 

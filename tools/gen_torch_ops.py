@@ -36,19 +36,49 @@ ALLOWED_NAMESPACES = {
 # detection models call ops.torchvision.nms): reviewed by hand, each a kernel on in-memory tensors
 EXTRA_OPERATORS = {
     f"torchvision::{name}": "torchvision: detection kernels on in-memory tensors"
-    for name in ("nms", "roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "deform_conv2d",
-                 "_roi_align_backward", "_roi_pool_backward", "_ps_roi_align_backward",
-                 "_ps_roi_pool_backward", "_deform_conv2d_backward", "_cuda_version")
+    for name in (
+        "nms",
+        "roi_align",
+        "roi_pool",
+        "ps_roi_align",
+        "ps_roi_pool",
+        "deform_conv2d",
+        "_roi_align_backward",
+        "_roi_pool_backward",
+        "_ps_roi_align_backward",
+        "_ps_roi_pool_backward",
+        "_deform_conv2d_backward",
+        "_cuda_version",
+    )
 }
 # Left out, so flagged when called: c10d / _c10d_functional* (network collectives),
 # symm_mem (cross-process device memory), debugprims (load_tensor reads files), static_runtime,
 # inductor*, _test, onnx, export, _dtensor, _native, debug_mode_ops, rngprims.
 
 # a token of an operator's name (split at "_") that names file, process or library access
-RISKY_TOKENS = frozenset({
-    "file", "files", "save", "load", "read", "write", "open", "socket", "url", "dlopen",
-    "library", "lib", "path", "system", "exec", "mmap", "shm", "ipc", "env",
-})
+RISKY_TOKENS = frozenset(
+    {
+        "file",
+        "files",
+        "save",
+        "load",
+        "read",
+        "write",
+        "open",
+        "socket",
+        "url",
+        "dlopen",
+        "library",
+        "lib",
+        "path",
+        "system",
+        "exec",
+        "mmap",
+        "shm",
+        "ipc",
+        "env",
+    }
+)
 
 
 def risky(name: str) -> bool:

@@ -21,12 +21,23 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from bastion.config import Settings
 
-__all__ = ["CheckError", "Finding", "Location", "Report", "Severity", "Skip", "TargetResult",
-           "__version__", "safe_load", "scan"]
+__all__ = [
+    "CheckError",
+    "Finding",
+    "Location",
+    "Report",
+    "Severity",
+    "Skip",
+    "TargetResult",
+    "__version__",
+    "safe_load",
+    "scan",
+]
 
 
-def run_scan_api(paths: Sequence[str | PathLike[str]] | str | PathLike[str],
-                 settings: Settings | None = None) -> Report:
+def run_scan_api(
+    paths: Sequence[str | PathLike[str]] | str | PathLike[str], settings: Settings | None = None
+) -> Report:
     """Scan files or folders and return the Report (no verdict: see bastion.policy.evaluate).
     Also reachable as `bastion.scan(paths)`. Without `settings`, the built-in defaults apply:
     no file near the scanned paths can change them."""

@@ -25,8 +25,9 @@ GRACE_S = 30.0  # beyond every item's own bound, before a whole task is given up
 _Row = tuple[int, str | None, str | None, str | None]  # index, result, failure, kind
 
 
-def _run_chunk(indexed: Sequence[tuple[int, Any]], fn: Callable[[Any], str], timeout_s: float,
-               memory_mb: int) -> list[_Row]:
+def _run_chunk(
+    indexed: Sequence[tuple[int, Any]], fn: Callable[[Any], str], timeout_s: float, memory_mb: int
+) -> list[_Row]:
     """Runs inside a Ray worker: the items through the local isolation, one spawned worker."""
     rows: list[_Row] = []
 
@@ -35,8 +36,15 @@ def _run_chunk(indexed: Sequence[tuple[int, Any]], fn: Callable[[Any], str], tim
         kind = outcome.kind.value if outcome.kind else None
         rows.append((index, outcome.result, outcome.failure, kind))
 
-    run_isolated([item for _, item in indexed], fn, workers=1, timeout_s=timeout_s,
-                 memory_mb=memory_mb, on_outcome=keep, method="spawn")
+    run_isolated(
+        [item for _, item in indexed],
+        fn,
+        workers=1,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        on_outcome=keep,
+        method="spawn",
+    )
     return rows
 
 
@@ -49,22 +57,29 @@ def _connect(address: str | None) -> Any:
     if not ray.is_initialized():
         try:
             if address is None:  # a local Ray instance on this machine, on loopback
-                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1",
-                         log_to_driver=False)
+                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
             else:
                 ray.init(address=address, log_to_driver=False)
         except Exception as exc:  # Ray raises many types for an unreachable cluster
             where = address or "a local Ray instance"
-            raise BastionError(f"cannot connect to {where}: {exc}",
-                               hint="check --address (ray://HOST:10001 or HOST:6379) and that "
-                                    "the cluster runs the same Ray and Python versions") \
-                from exc
+            raise BastionError(
+                f"cannot connect to {where}: {exc}",
+                hint="check --address (ray://HOST:10001 or HOST:6379) and that "
+                "the cluster runs the same Ray and Python versions",
+            ) from exc
     return ray
 
 
-def run_on_ray(items: Sequence[T], fn: Callable[[T], str], *, timeout_s: float,
-               memory_mb: int, on_outcome: Callable[[Outcome], None],
-               address: str | None = None, chunk: int = CHUNK) -> None:
+def run_on_ray(
+    items: Sequence[T],
+    fn: Callable[[T], str],
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    on_outcome: Callable[[Outcome], None],
+    address: str | None = None,
+    chunk: int = CHUNK,
+) -> None:
     """Like parallel.run_isolated, on a Ray cluster: every item's Outcome reaches on_outcome."""
     if not items:
         return
@@ -82,8 +97,9 @@ def run_on_ray(items: Sequence[T], fn: Callable[[T], str], *, timeout_s: float,
             for ref, indexes in pending.items():
                 ray.cancel(ref, force=True)
                 for index in indexes:
-                    on_outcome(Outcome(index, None, "cluster task did not finish in time",
-                                       Failure.TIMEOUT))
+                    on_outcome(
+                        Outcome(index, None, "cluster task did not finish in time", Failure.TIMEOUT)
+                    )
             return
         ref = done[0]
         indexes = pending.pop(ref)
@@ -91,8 +107,11 @@ def run_on_ray(items: Sequence[T], fn: Callable[[T], str], *, timeout_s: float,
             rows: list[_Row] = ray.get(ref)
         except Exception as exc:  # a node or worker died, the task was cancelled
             for index in indexes:
-                on_outcome(Outcome(index, None, f"cluster task failed: {type(exc).__name__}",
-                                   Failure.CRASH))
+                on_outcome(
+                    Outcome(
+                        index, None, f"cluster task failed: {type(exc).__name__}", Failure.CRASH
+                    )
+                )
             continue
         seen = set()
         for index, result, failure, kind in rows:

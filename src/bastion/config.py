@@ -85,12 +85,20 @@ class WaiverSpec(Record):
         if not self.reason.strip():
             raise RecordError("reason", "a waiver needs a reason")
         if not _RULE_ID.match(self.rule):
-            raise RecordError("rule", f"a waiver names one rule id (like PKL003), not "
-                                      f"{self.rule!r}: wildcard waivers are refused")
-        if any(all(fnmatch.fnmatchcase(probe, self.path) for probe in probes)
-               for probes in _ANY_PATH_PROBES):
-            raise RecordError("path", f"{self.path!r} matches every path: a waiver names the "
-                                      "files it covers (e.g. 'models/vendor/*')")
+            raise RecordError(
+                "rule",
+                f"a waiver names one rule id (like PKL003), not "
+                f"{self.rule!r}: wildcard waivers are refused",
+            )
+        if any(
+            all(fnmatch.fnmatchcase(probe, self.path) for probe in probes)
+            for probes in _ANY_PATH_PROBES
+        ):
+            raise RecordError(
+                "path",
+                f"{self.path!r} matches every path: a waiver names the "
+                "files it covers (e.g. 'models/vendor/*')",
+            )
 
 
 class SigstoreIdentity(Record):
@@ -110,12 +118,14 @@ class SigningSettings(Record):
     require: bool = False
 
     def __post_init__(self) -> None:
-        if self.require and not (self.public_keys or self.certificate_chains or
-                                 self.identities):
-            raise RecordError("signing.require", "require = true needs trusted signers "
-                                                 "(public_keys, certificate_chains or "
-                                                 "identities): without them no signature "
-                                                 "can be verified")
+        if self.require and not (self.public_keys or self.certificate_chains or self.identities):
+            raise RecordError(
+                "signing.require",
+                "require = true needs trusted signers "
+                "(public_keys, certificate_chains or "
+                "identities): without them no signature "
+                "can be verified",
+            )
 
 
 EXECUTORS = ("local", "ray")
@@ -155,9 +165,14 @@ class Settings(Record):
             raise RecordError("executor", f"must be one of {', '.join(EXECUTORS)}")
 
 
-_ENV_KEYS = {"BASTION_FAIL_ON": "fail_on", "BASTION_STRICT": "strict",
-             "BASTION_BASELINE": "baseline", "BASTION_WORKERS": "workers",
-             "BASTION_EXECUTOR": "executor", "BASTION_RAY_ADDRESS": "ray_address"}
+_ENV_KEYS = {
+    "BASTION_FAIL_ON": "fail_on",
+    "BASTION_STRICT": "strict",
+    "BASTION_BASELINE": "baseline",
+    "BASTION_WORKERS": "workers",
+    "BASTION_EXECUTOR": "executor",
+    "BASTION_RAY_ADDRESS": "ray_address",
+}
 _ENV_LIMIT_PREFIX = "BASTION_LIMIT_"
 
 
@@ -253,8 +268,9 @@ def load_settings(
             raise ConfigError(f"{POLICY_ENV} names {policy_file}, which is not a file")
     if policy_file is not None:
         raw = _read_toml(policy_file)
-        data = raw.get("tool", {}).get("bastion", raw) if policy_file.name == "pyproject.toml" \
-            else raw
+        data = (
+            raw.get("tool", {}).get("bastion", raw) if policy_file.name == "pyproject.toml" else raw
+        )
         source = str(policy_file)
     elif project_dir is not None:
         found = find_config_file(project_dir)
@@ -264,8 +280,9 @@ def load_settings(
                 "not read implicitly: a downloaded model repository must not choose its own "
                 "policy",
                 hint=f"if it is your project's policy, name it: --policy {found[0]} (or "
-                     f"{POLICY_ENV}={found[0]}); otherwise run bastion from outside that "
-                     "repository")
+                f"{POLICY_ENV}={found[0]}); otherwise run bastion from outside that "
+                "repository",
+            )
         if found:
             source, data = str(found[0]), dict(found[1])
     data = dict(data)
@@ -275,7 +292,7 @@ def load_settings(
     limits = dict(data.get("limits", {}))
     for key, value in env.items():
         if key.startswith(_ENV_LIMIT_PREFIX):
-            limits[key[len(_ENV_LIMIT_PREFIX):].lower()] = value
+            limits[key[len(_ENV_LIMIT_PREFIX) :].lower()] = value
     if limits:
         data["limits"] = limits
     for key, value in (overrides or {}).items():

@@ -13,8 +13,17 @@ from bastion.errors import InputError
 
 # Tool-managed folders, not walked. __pycache__ is walked: its bytecode can run instead of the
 # source next to it (supplychain/shipped_code.py).
-SKIPPED_FOLDERS = frozenset({".git", ".venv", "node_modules", ".mypy_cache", ".ruff_cache",
-                             ".pytest_cache", ".ipynb_checkpoints"})
+SKIPPED_FOLDERS = frozenset(
+    {
+        ".git",
+        ".venv",
+        "node_modules",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        ".ipynb_checkpoints",
+    }
+)
 
 
 class Target(NamedTuple):
@@ -68,8 +77,7 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
         if not os.path.lexists(given):
             raise InputError(f"{given}: no such file or directory")
         if given.is_file():
-            found.files.append(Target(given.parent, given, shown(str(given)),
-                                      given.stat().st_size))
+            found.files.append(Target(given.parent, given, shown(str(given)), given.stat().st_size))
             continue
         if not given.is_dir():
             raise InputError(f"{given}: not a regular file or directory")
@@ -83,8 +91,12 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
             try:
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError as exc:
-                found.problems.append((shown(prefix + os.path.relpath(folder, root)),
-                                       f"cannot list folder: {exc.strerror}"))
+                found.problems.append(
+                    (
+                        shown(prefix + os.path.relpath(folder, root)),
+                        f"cannot list folder: {exc.strerror}",
+                    )
+                )
                 continue
             for entry in entries:
                 if entry.name in SKIPPED_FOLDERS:
@@ -103,7 +115,9 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
                     continue
                 found.files.append(Target(root, Path(entry.path), rel, info.st_size))
                 if len(found.files) > max_files:
-                    raise InputError(f"more than {max_files} files under {given}",
-                                     hint="scan a narrower folder or raise limits.max_files")
+                    raise InputError(
+                        f"more than {max_files} files under {given}",
+                        hint="scan a narrower folder or raise limits.max_files",
+                    )
     found.files.sort(key=lambda t: t.display)
     return found

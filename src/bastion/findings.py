@@ -104,8 +104,13 @@ def compute_fingerprint(finding: Finding) -> str:
     """Rule + normalised location + evidence; never the message, so rewording keeps baselines."""
     loc = finding.location
     key = json.dumps(
-        [finding.rule_id, loc.path.replace("\\", "/"), list(loc.members), loc.pointer or "",
-         finding.evidence],
+        [
+            finding.rule_id,
+            loc.path.replace("\\", "/"),
+            list(loc.members),
+            loc.pointer or "",
+            finding.evidence,
+        ],
         separators=(",", ":"),
     )
     return str(_sha256(key.encode("utf-8")).hexdigest()[:32])
@@ -211,7 +216,12 @@ def sort_findings(findings: list[Finding]) -> tuple[Finding, ...]:
     return tuple(
         sorted(
             findings,
-            key=lambda f: (f.location.path, f.location.members, f.location.pointer or "",
-                           f.rule_id, f.evidence),
+            key=lambda f: (
+                f.location.path,
+                f.location.members,
+                f.location.pointer or "",
+                f.rule_id,
+                f.evidence,
+            ),
         )
     )

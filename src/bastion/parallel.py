@@ -62,8 +62,9 @@ class Outcome:
 
     __slots__ = ("failure", "index", "kind", "result")
 
-    def __init__(self, index: int, result: str | None, failure: str | None,
-                 kind: Failure | None = None) -> None:
+    def __init__(
+        self, index: int, result: str | None, failure: str | None, kind: Failure | None = None
+    ) -> None:
         self.index = index
         self.result = result  # JSON text produced by the work function
         self.failure = failure  # why there is no result, for people
@@ -126,8 +127,9 @@ def _run_one(fn: Callable[[Any], str], item: Any) -> tuple[str, str]:
         return Failure.ERROR.value, f"{type(exc).__name__}: {exc}"
 
 
-def _worker_loop(commands: int, results: int, items: Sequence[Any], fn: Callable[[Any], str],
-                 memory_mb: int) -> None:
+def _worker_loop(
+    commands: int, results: int, items: Sequence[Any], fn: Callable[[Any], str], memory_mb: int
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _limit_memory(memory_mb)
@@ -178,9 +180,10 @@ def _start_failed(fds: Sequence[int], exc: OSError) -> BastionError:
             os.close(fd)
         except OSError:
             pass
-    return BastionError(f"cannot start a scan worker: {exc.strerror or exc}",
-                        hint="the system is out of processes, file descriptors or "
-                             "memory; lower --workers")
+    return BastionError(
+        f"cannot start a scan worker: {exc.strerror or exc}",
+        hint="the system is out of processes, file descriptors or memory; lower --workers",
+    )
 
 
 class _Worker(Generic[T]):
@@ -244,8 +247,13 @@ class _Worker(Generic[T]):
 
 
 class _ForkedWorker(_Worker[T]):
-    def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
-                 siblings: Sequence[_Worker[T]] = ()) -> None:
+    def __init__(
+        self,
+        items: Sequence[T],
+        fn: Callable[[T], str],
+        memory_mb: int,
+        siblings: Sequence[_Worker[T]] = (),
+    ) -> None:
         super().__init__()
         _flush_std_streams()
         fds: list[int] = []
@@ -283,8 +291,13 @@ class _SpawnedWorker(_Worker[T]):
     """A fresh interpreter: it says when an item really starts (after its start-up and the
     imports of the work function), and the item's time limit runs from then."""
 
-    def __init__(self, items: Sequence[T], fn: Callable[[T], str], memory_mb: int,
-                 siblings: Sequence[_Worker[T]] = ()) -> None:
+    def __init__(
+        self,
+        items: Sequence[T],
+        fn: Callable[[T], str],
+        memory_mb: int,
+        siblings: Sequence[_Worker[T]] = (),
+    ) -> None:
         import json
         import subprocess
 
@@ -299,12 +312,16 @@ class _SpawnedWorker(_Worker[T]):
             fds += (result_read, result_write)
             for fd in (command_write, result_read):
                 os.set_inheritable(fd, False)
-            code = (f"import sys; sys.path[:0] = {json.dumps(sys.path)}; "
-                    "from bastion.parallel import spawned_worker_main; spawned_worker_main()")
+            code = (
+                f"import sys; sys.path[:0] = {json.dumps(sys.path)}; "
+                "from bastion.parallel import spawned_worker_main; spawned_worker_main()"
+            )
             process = subprocess.Popen(
-                [sys.executable, "-c", code, str(command_read), str(result_write),
-                 str(memory_mb)], pass_fds=(command_read, result_write), close_fds=True,
-                stdin=subprocess.DEVNULL)
+                [sys.executable, "-c", code, str(command_read), str(result_write), str(memory_mb)],
+                pass_fds=(command_read, result_write),
+                close_fds=True,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError as exc:
             raise _start_failed(fds, exc) from exc
         process.returncode = 0  # reaped by _Worker.reap, not by Popen
@@ -337,10 +354,11 @@ def _check_limits() -> None:
 
         resource.getrlimit(resource.RLIMIT_AS)
     except (ImportError, AttributeError) as exc:
-        raise BastionError("isolated scanning needs per-process memory limits (RLIMIT_AS), "
-                           "which this platform does not offer",
-                           hint="run bastion on Linux or macOS, or in a Linux container") \
-            from exc
+        raise BastionError(
+            "isolated scanning needs per-process memory limits (RLIMIT_AS), "
+            "which this platform does not offer",
+            hint="run bastion on Linux or macOS, or in a Linux container",
+        ) from exc
 
 
 def run_isolated(
@@ -358,8 +376,9 @@ def run_isolated(
     if not items:
         return
     _check_limits()
-    start: Callable[[Sequence[T], Callable[[T], str], int, Sequence[_Worker[T]]], _Worker[T]] = \
+    start: Callable[[Sequence[T], Callable[[T], str], int, Sequence[_Worker[T]]], _Worker[T]] = (
         _ForkedWorker if choose_method(method) == "fork" else _SpawnedWorker
+    )
     pending = deque(range(len(items)))
     pool: list[_Worker[T]] = []
     try:
@@ -381,27 +400,35 @@ def run_isolated(
                 crashed = False
                 if worker.results in ready:
                     try:
-                        head, status, payload = _read_message(worker.results).decode() \
-                            .split("\n", 2)
+                        head, status, payload = (
+                            _read_message(worker.results).decode().split("\n", 2)
+                        )
                         if status == STARTED:
                             worker.deadline = time.monotonic() + timeout_s
                             continue
-                        outcome = (Outcome(int(head), payload, None) if status == "OK"
-                                   else Outcome(int(head), None, payload, Failure(status)))
+                        outcome = (
+                            Outcome(int(head), payload, None)
+                            if status == "OK"
+                            else Outcome(int(head), None, payload, Failure(status))
+                        )
                     except (_PipeClosed, OSError, ValueError):
                         crashed = True
-                        outcome = Outcome(worker.index, None,
-                                          f"scan worker crashed ({worker.crash_reason()})",
-                                          Failure.CRASH)
+                        outcome = Outcome(
+                            worker.index,
+                            None,
+                            f"scan worker crashed ({worker.crash_reason()})",
+                            Failure.CRASH,
+                        )
                 elif time.monotonic() >= worker.deadline:
                     crashed = True
-                    outcome = Outcome(worker.index, None, f"time limit of {timeout_s:g}s reached",
-                                      Failure.TIMEOUT)
+                    outcome = Outcome(
+                        worker.index, None, f"time limit of {timeout_s:g}s reached", Failure.TIMEOUT
+                    )
                 if outcome is None:
                     continue
                 if crashed:
                     worker.kill()
-                    worker = start(items, fn, memory_mb, pool[:position] + pool[position + 1:])
+                    worker = start(items, fn, memory_mb, pool[:position] + pool[position + 1 :])
                     pool[position] = worker
                 else:
                     worker.index = None

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
 else:
+
     def dataclass_transform(**_kwargs: Any) -> Callable[[Any], Any]:
         return lambda cls: cls
+
 
 R = TypeVar("R", bound="Record")
 _MISSING: Any = object()
@@ -113,8 +115,9 @@ class Record:
                 raise TypeError(f"{cls.__name__}() missing required argument: '{name}'")
             object.__setattr__(self, name, value)
         if values:
-            raise TypeError(f"{cls.__name__}() got unexpected argument(s): "
-                            f"{', '.join(sorted(values))}")
+            raise TypeError(
+                f"{cls.__name__}() got unexpected argument(s): {', '.join(sorted(values))}"
+            )
         self.__post_init__()
 
     def __post_init__(self) -> None:
@@ -322,9 +325,11 @@ def json_schema(cls: type[Record]) -> dict[str, Any]:
     def record(rec: type[Record]) -> dict[str, Any]:
         hints = _hints(rec)
         required = [name for name in rec.record_fields if not _has_default(rec, name)]
-        out: dict[str, Any] = {"type": "object", "additionalProperties": False,
-                               "properties": {name: schema(hints[name])
-                                              for name in rec.record_fields}}
+        out: dict[str, Any] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {name: schema(hints[name]) for name in rec.record_fields},
+        }
         if rec.__doc__:
             out["description"] = " ".join(rec.__doc__.split())
         if required:
@@ -332,5 +337,9 @@ def json_schema(cls: type[Record]) -> dict[str, Any]:
         return out
 
     root = record(cls)
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": cls.__name__,
-            **root, "$defs": defs}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": cls.__name__,
+        **root,
+        "$defs": defs,
+    }

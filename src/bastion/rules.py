@@ -86,4 +86,3 @@ def all_rules() -> list[Rule]:
     load_all()  # importing the checks declares their rules
 
     return sorted(_REGISTRY.values(), key=lambda r: r.id)
-

@@ -27,31 +27,42 @@ T = TypeVar("T")
 Progress = Callable[[int, int, str], None]
 
 LIMIT_HIT = Rule(
-    id="LIM001", title="Scan stopped at a resource limit", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    id="LIM001",
+    title="Scan stopped at a resource limit",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="coverage",
     description="The file (or a member) hit a time, memory, size, depth or count bound before "
-                "it was fully analysed. Hostile files are built to do this; the part not read "
-                "may hold a payload, so the file is not clean.",
+    "it was fully analysed. Hostile files are built to do this; the part not read "
+    "may hold a payload, so the file is not clean.",
     remediation="Inspect the file by hand or raise the limit deliberately (bastion.toml "
-                "[limits]) if it is a known, trusted large artifact.",
+    "[limits]) if it is a known, trusted large artifact.",
 )
 
 
 def error_result(display: str, message: str, check: str = "discover") -> TargetResult:
-    return TargetResult(path=display, errors=(CheckError(location=Location(path=display),
-                                                         check=check, message=message),),
-                        incomplete=True)
+    return TargetResult(
+        path=display,
+        errors=(CheckError(location=Location(path=display), check=check, message=message),),
+        incomplete=True,
+    )
 
 
 def incomplete_result(display: str, size: int | None, reason: str) -> TargetResult:
-    finding = LIMIT_HIT.finding(Location(path=display), f"analysis incomplete: {reason}",
-                                evidence=reason)
+    finding = LIMIT_HIT.finding(
+        Location(path=display), f"analysis incomplete: {reason}", evidence=reason
+    )
     return TargetResult(path=display, size=size, findings=(finding,), incomplete=True)
 
 
-def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None]],
-                work: Callable[[T], str], settings: Settings,
-                progress: Progress | None = None) -> list[TargetResult]:
+def run_targets(
+    items: Sequence[T],
+    display: Callable[[T], tuple[str, int | None]],
+    work: Callable[[T], str],
+    settings: Settings,
+    progress: Progress | None = None,
+) -> list[TargetResult]:
     """work(item) returns a TargetResult as JSON; it runs in an isolated worker with the
     settings' time and memory limits (forked, or spawned in a threaded process: `work` is then
     pickled by reference, so it is a module-level function or a functools.partial of one).
@@ -75,11 +86,23 @@ def run_targets(items: Sequence[T], display: Callable[[T], tuple[str, int | None
     if settings.executor == "ray":
         from bastion.cluster import run_on_ray
 
-        run_on_ray(items, work, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
-                   on_outcome=collect, address=settings.ray_address)
+        run_on_ray(
+            items,
+            work,
+            timeout_s=limits.timeout_s,
+            memory_mb=limits.memory_mb,
+            on_outcome=collect,
+            address=settings.ray_address,
+        )
     else:
-        run_isolated(items, work, workers=settings.workers, timeout_s=limits.timeout_s,
-                     memory_mb=limits.memory_mb, on_outcome=collect)
+        run_isolated(
+            items,
+            work,
+            workers=settings.workers,
+            timeout_s=limits.timeout_s,
+            memory_mb=limits.memory_mb,
+            on_outcome=collect,
+        )
     return results
 
 
@@ -94,9 +117,14 @@ def start() -> Started:
     return Started(dt.datetime.now(dt.timezone.utc), time.monotonic())
 
 
-def build_report(results: list[TargetResult], targets: list[str], settings: Settings,
-                 started: Started, command: str,
-                 extra_metadata: dict[str, Any] | None = None) -> Report:
+def build_report(
+    results: list[TargetResult],
+    targets: list[str],
+    settings: Settings,
+    started: Started,
+    command: str,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Report:
     results.sort(key=lambda r: r.path)
     metadata = {
         "started_at": started.at.isoformat(timespec="seconds"),
@@ -104,9 +132,18 @@ def build_report(results: list[TargetResult], targets: list[str], settings: Sett
         "files": sum(1 for r in results if r.format != "symlink"),
         "taxonomy_version": taxonomy_version(),
         "policy": settings.policy_name,
-        "settings": {"fail_on": settings.fail_on.value, "strict": settings.strict,
-                     "source": settings.source, "limits": settings.limits.model_dump()},
+        "settings": {
+            "fail_on": settings.fail_on.value,
+            "strict": settings.strict,
+            "source": settings.source,
+            "limits": settings.limits.model_dump(),
+        },
         **(extra_metadata or {}),
     }
-    return Report(tool=ToolInfo(version=__version__), command=command, targets=tuple(targets),
-                  metadata=metadata, results=tuple(results))
+    return Report(
+        tool=ToolInfo(version=__version__),
+        command=command,
+        targets=tuple(targets),
+        metadata=metadata,
+        results=tuple(results),
+    )

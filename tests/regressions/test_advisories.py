@@ -78,26 +78,42 @@ def test_cve_2025_10157_submodule_of_dangerous_module() -> None:
     assert _critical(op.gadget("os.path", "os.system", "x"))
 
 
-@pytest.mark.parametrize("technique,reference", [
-    ("broken-stream", "https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face"),
-    ("7z-torch", "https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face"),
-    ("keras-module-injection", "https://nvd.nist.gov/vuln/detail/CVE-2025-1550"),
-    ("keras-safe-mode-off", "https://nvd.nist.gov/vuln/detail/CVE-2025-1550"),
-    ("keras-get-file", "https://nvd.nist.gov/vuln/detail/CVE-2025-8747"),
-    ("keras-h5-lambda", "https://nvd.nist.gov/vuln/detail/CVE-2025-9905"),
-    ("keras-torch-module-wrapper", "https://nvd.nist.gov/vuln/detail/CVE-2025-49655"),
-    ("onnx-external-traversal", "https://nvd.nist.gov/vuln/detail/CVE-2022-25882"),
-    ("onnx-external-absolute", "https://nvd.nist.gov/vuln/detail/CVE-2024-27318"),
-    ("gguf-template-injection", "https://nvd.nist.gov/vuln/detail/CVE-2024-34359"),
-    ("dill-function", "https://huggingface.co/AM-Core/modelscan-cloudpickle-dill-false-negative-poc"),
-    ("cloudpickle-function", "https://huggingface.co/AM-Core/modelscan-cloudpickle-dill-false-negative-poc"),
-    ("exception-oriented", "Art of Hide and Seek: exception-oriented pickle streams (2025)"),
-    ("loader-chain-base64", "Art of Hide and Seek: loader chains (2025)"),
-    ("gadget-numpy-runstring", "https://github.com/mmaitre314/picklescan/issues/42"),
-    ("joblib-after-raw-array", "modelscan/picklescan parse errors on joblib raw array bytes"),
-])
-def test_published_technique(malicious: list[Sample], corpus_dir: Path, technique: str,
-                             reference: str) -> None:
+@pytest.mark.parametrize(
+    "technique,reference",
+    [
+        (
+            "broken-stream",
+            "https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face",
+        ),
+        (
+            "7z-torch",
+            "https://www.reversinglabs.com/blog/rl-identifies-malware-ml-model-hosted-on-hugging-face",
+        ),
+        ("keras-module-injection", "https://nvd.nist.gov/vuln/detail/CVE-2025-1550"),
+        ("keras-safe-mode-off", "https://nvd.nist.gov/vuln/detail/CVE-2025-1550"),
+        ("keras-get-file", "https://nvd.nist.gov/vuln/detail/CVE-2025-8747"),
+        ("keras-h5-lambda", "https://nvd.nist.gov/vuln/detail/CVE-2025-9905"),
+        ("keras-torch-module-wrapper", "https://nvd.nist.gov/vuln/detail/CVE-2025-49655"),
+        ("onnx-external-traversal", "https://nvd.nist.gov/vuln/detail/CVE-2022-25882"),
+        ("onnx-external-absolute", "https://nvd.nist.gov/vuln/detail/CVE-2024-27318"),
+        ("gguf-template-injection", "https://nvd.nist.gov/vuln/detail/CVE-2024-34359"),
+        (
+            "dill-function",
+            "https://huggingface.co/AM-Core/modelscan-cloudpickle-dill-false-negative-poc",
+        ),
+        (
+            "cloudpickle-function",
+            "https://huggingface.co/AM-Core/modelscan-cloudpickle-dill-false-negative-poc",
+        ),
+        ("exception-oriented", "Art of Hide and Seek: exception-oriented pickle streams (2025)"),
+        ("loader-chain-base64", "Art of Hide and Seek: loader chains (2025)"),
+        ("gadget-numpy-runstring", "https://github.com/mmaitre314/picklescan/issues/42"),
+        ("joblib-after-raw-array", "modelscan/picklescan parse errors on joblib raw array bytes"),
+    ],
+)
+def test_published_technique(
+    malicious: list[Sample], corpus_dir: Path, technique: str, reference: str
+) -> None:
     sample = next(s for s in malicious if s.technique == technique)
     result = scan_file(corpus_dir / "malicious" / sample.name)
     assert gate_fails(result, Severity.HIGH), (reference, result.findings)

@@ -51,8 +51,14 @@ def touch(marker: Path) -> str:
 
 
 def run_loader(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def a2_03(marker: Path) -> bytes:
@@ -112,8 +118,9 @@ def test_a2_03_nonlin_wrapper_execs_its_argument(tmp_path: Path) -> None:
     pytest.importorskip("scipy")
     marker = tmp_path / "marker"
     (tmp_path / "m.pkl").write_bytes(a2_03(marker))
-    run_loader("import pickle\ntry: pickle.load(open('m.pkl','rb'))\nexcept Exception: pass",
-               tmp_path)
+    run_loader(
+        "import pickle\ntry: pickle.load(open('m.pkl','rb'))\nexcept Exception: pass", tmp_path
+    )
     assert marker.exists(), "the real loader did not run the payload"
     assert gate_fails(scan_data(a2_03(marker), "model.pkl"))
 
@@ -122,8 +129,11 @@ def test_a2_04_scipy_distribution_setstate_execs_the_state(tmp_path: Path) -> No
     pytest.importorskip("scipy")
     marker = tmp_path / "marker"
     (tmp_path / "m.pkl").write_bytes(a2_04(marker))
-    r = run_loader("import pickle; d = pickle.load(open('m.pkl','rb'))\n"
-                   "print(d['param_distributions']['alpha'].mean())", tmp_path)
+    r = run_loader(
+        "import pickle; d = pickle.load(open('m.pkl','rb'))\n"
+        "print(d['param_distributions']['alpha'].mean())",
+        tmp_path,
+    )
     assert marker.exists() and r.returncode == 0, r.stderr[-300:]
     assert gate_fails(scan_data(a2_04(marker), "search.pkl"))
 
@@ -159,7 +169,8 @@ def _a2_24_folder(tmp_path: Path) -> Path:
     (folder / "model.pkl").write_bytes(a2_24())
     (folder / "test_model.py").write_text(
         "import unittest\n\nclass TestModel(unittest.TestCase):\n    def test_shapes(self):\n"
-        f"        open({str(marker)!r}, 'w').write('bastion-marker')\n")
+        f"        open({str(marker)!r}, 'w').write('bastion-marker')\n"
+    )
     return folder
 
 
@@ -174,9 +185,12 @@ def test_a2_24_numpy_info_imports_toplevel(tmp_path: Path) -> None:
 def test_a2_24_safe_load_refuses(tmp_path: Path) -> None:
     pytest.importorskip("numpy")
     folder = _a2_24_folder(tmp_path)
-    r = run_loader("import bastion; from pathlib import Path\n"
-                   "try: bastion.safe_load(Path('model.pkl'))\n"
-                   "except Exception as exc: print('refused', type(exc).__name__)", folder)
+    r = run_loader(
+        "import bastion; from pathlib import Path\n"
+        "try: bastion.safe_load(Path('model.pkl'))\n"
+        "except Exception as exc: print('refused', type(exc).__name__)",
+        folder,
+    )
     assert "refused" in r.stdout, (r.stdout + r.stderr)[-400:]
     assert not (tmp_path / "marker").exists()
 
@@ -223,7 +237,8 @@ def test_generator_reads_what_the_code_does() -> None:
     gen = _generator()
     assert "exec" in gen.HAZARDS.of(nonlin._nonlin_wrapper, "scipy")
     assert "pydoc" in gen.HAZARDS.of(numpy.info, "numpy") or "__import__" in gen.HAZARDS.of(
-        numpy.info, "numpy")
+        numpy.info, "numpy"
+    )
     assert "ctypes" in gen.HAZARDS.of(torch._preload_cuda_lib, "torch")
     assert "exec" in gen.class_hazard(type(scipy.stats.norm), "scipy", callable_=False)
     assert gen.class_hazard(_DataPipeSerializationWrapper, "torch", callable_=False)
@@ -251,6 +266,13 @@ def test_ordinary_objects_stay_allowed(module: str, name: str, use: str) -> None
 def test_scipy_distributions_as_pickled_pass() -> None:
     """RandomizedSearchCV keeps scipy distributions: their generated template is accepted."""
     stats = pytest.importorskip("scipy.stats")
-    data = pickle.dumps({"alpha": stats.norm, "C": stats.loguniform(1e-3, 1e2),
-                         "k": stats.randint(1, 4), "g": stats.gamma(2.0)}, protocol=4)
+    data = pickle.dumps(
+        {
+            "alpha": stats.norm,
+            "C": stats.loguniform(1e-3, 1e2),
+            "k": stats.randint(1, 4),
+            "g": stats.gamma(2.0),
+        },
+        protocol=4,
+    )
     assert not gate_fails(scan_data(data, "search.pkl"))

@@ -22,21 +22,26 @@ from bastion.findings import Severity, TargetResult
 
 MARKER = "bastion-marker"
 PAYLOAD = f"cos\nsystem\n(S'echo {MARKER}'\ntR.".encode()
-TORCH_LOAD = ("import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\n"
-              "except Exception: pass")
+TORCH_LOAD = (
+    "import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\nexcept Exception: pass"
+)
 
 
 def runs_payload(tmp_path: Path, name: str, data: bytes, loader: str = TORCH_LOAD) -> bool:
     path = tmp_path / name
     path.write_bytes(data)
-    proc = subprocess.run([sys.executable, "-c", loader, str(path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", loader, str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return MARKER in proc.stdout
 
 
 def flags_payload(result: TargetResult) -> bool:
-    return any("system" in f.evidence and f.severity is Severity.CRITICAL
-               for f in result.findings)
+    return any("system" in f.evidence and f.severity is Severity.CRITICAL for f in result.findings)
 
 
 def torch_reads(data: bytes, record: str = "data.pkl") -> bytes | None:
@@ -55,8 +60,9 @@ def test_cve_2025_1944_local_and_central_names_differ(tmp_path: Path) -> None:
     """https://github.com/mmaitre314/picklescan/security/advisories/GHSA-7q5r-7gvp-wc82 —
     the local header names another file than the central directory: zipfile refuses the
     member (picklescan crashed), PyTorch loads it."""
-    data = simple_zip(checkpoint(Member(b"archive/data.pkl", PAYLOAD,
-                                        local_name=b"archive/innocent.txt")))
+    data = simple_zip(
+        checkpoint(Member(b"archive/data.pkl", PAYLOAD, local_name=b"archive/innocent.txt"))
+    )
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(io.BytesIO(data)).read("archive/data.pkl")
     assert torch_reads(data) == PAYLOAD
@@ -100,10 +106,16 @@ def test_cve_2025_1889_pickle_member_with_another_extension(tmp_path: Path) -> N
     """https://github.com/mmaitre314/picklescan/security/advisories/GHSA-769v-p64c-89pr —
     picklescan only opened members with pickle extensions; a loader that reads the member
     by name runs it whatever it is called."""
-    data = simple_zip([*checkpoint(Member(b"archive/data.pkl", pickle.dumps([1]))),
-                       Member(b"archive/extra/config.p", PAYLOAD)])
-    loader = ("import pickle,sys,zipfile\n"
-              "pickle.load(zipfile.ZipFile(sys.argv[1]).open('archive/extra/config.p'))")
+    data = simple_zip(
+        [
+            *checkpoint(Member(b"archive/data.pkl", pickle.dumps([1]))),
+            Member(b"archive/extra/config.p", PAYLOAD),
+        ]
+    )
+    loader = (
+        "import pickle,sys,zipfile\n"
+        "pickle.load(zipfile.ZipFile(sys.argv[1]).open('archive/extra/config.p'))"
+    )
     assert runs_payload(tmp_path, "model.pt", data, loader)
     assert flags_payload(scan_data(data, "model.pt"))
 
@@ -119,8 +131,10 @@ def test_saferpickle_pr_46_spanned_archive_marker(tmp_path: Path) -> None:
     """https://github.com/google/saferpickle/pull/46 — a zip starting with the spanned-archive
     marker PK\\x07\\x08 was not routed to the zip scanner; zipfile opens it anyway."""
     data = b"PK\x07\x08" + simple_zip([Member(b"model/payload.pkl", PAYLOAD)])
-    loader = ("import pickle,sys,zipfile\n"
-              "pickle.load(zipfile.ZipFile(sys.argv[1]).open('model/payload.pkl'))")
+    loader = (
+        "import pickle,sys,zipfile\n"
+        "pickle.load(zipfile.ZipFile(sys.argv[1]).open('model/payload.pkl'))"
+    )
     assert runs_payload(tmp_path, "model.zip", data, loader)
     assert flags_payload(scan_data(data, "model.zip"))
 
@@ -128,10 +142,16 @@ def test_saferpickle_pr_46_spanned_archive_marker(tmp_path: Path) -> None:
 def test_modelscan_issue_354_corrupt_entry_before_data_pkl(tmp_path: Path) -> None:
     """https://github.com/protectai/modelscan/issues/354 — one unreadable entry before
     archive/data.pkl aborted modelscan's whole iteration (reported clean)."""
-    data = bytearray(simple_zip([Member(b"archive/aaa-broken", b"x" * 64),
-                                 *checkpoint(Member(b"archive/data.pkl", PAYLOAD))]))
+    data = bytearray(
+        simple_zip(
+            [
+                Member(b"archive/aaa-broken", b"x" * 64),
+                *checkpoint(Member(b"archive/data.pkl", PAYLOAD)),
+            ]
+        )
+    )
     central = data.find(b"PK\x01\x02")
-    data[central + 42:central + 46] = struct.pack("<I", 8)  # no local header there
+    data[central + 42 : central + 46] = struct.pack("<I", 8)  # no local header there
     data = bytes(data)
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(io.BytesIO(data)).read("archive/aaa-broken")

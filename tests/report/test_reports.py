@@ -23,17 +23,26 @@ DATA = Path(__file__).parent.parent / "data"
 
 
 @pytest.fixture(scope="module")
-def scanned(malicious: list[Sample], benign: list[Sample], corpus_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, Verdict]:
+def scanned(
+    malicious: list[Sample],
+    benign: list[Sample],
+    corpus_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Report, Verdict]:
     folder = tmp_path_factory.mktemp("mixed")
-    for name in ("archives/nested.zip", "pickle/os_system_p2.pkl", "gguf/ssti.gguf",
-                 "torch/evil.pt"):
+    for name in (
+        "archives/nested.zip",
+        "pickle/os_system_p2.pkl",
+        "gguf/ssti.gguf",
+        "torch/evil.pt",
+    ):
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((corpus_dir / "malicious" / name).read_bytes())
     (folder / "clean.npy").write_bytes((corpus_dir / "benign/numpy/float.npy").read_bytes())
     (folder / "<img src=x onerror=alert(1)>.pkl").write_bytes(
-        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08<script>\x8c\x04</b>\x93.")
+        b"\x80\x04\x95\x00\x00\x00\x00\x00\x00\x00\x00\x8c\x08<script>\x8c\x04</b>\x93."
+    )
     report = run_scan([folder], Settings(workers=2))
     return report, evaluate(report, Settings())
 
@@ -115,9 +124,14 @@ def test_sarif_for_a_rule_the_catalogue_does_not_know(scanned: tuple[Report, Ver
     report, verdict = scanned
     target = next(r for r in report.results if r.findings)
     extra = target.findings[0].model_copy(update={"rule_id": "ACME042", "fingerprint": ""})
-    changed = report.model_copy(update={"results": (
-        target.model_copy(update={"findings": (*target.findings, extra)}),
-        *[r for r in report.results if r is not target])})
+    changed = report.model_copy(
+        update={
+            "results": (
+                target.model_copy(update={"findings": (*target.findings, extra)}),
+                *[r for r in report.results if r is not target],
+            )
+        }
+    )
     data = json.loads(render(changed, verdict, "sarif"))
     schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text())
     jsonschema.Draft4Validator(schema).validate(data)

@@ -67,7 +67,7 @@ def test_forged_zip_sizes_are_not_trusted() -> None:
         archive.writestr("model.pkl", b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00hi\x85R.")
     data = bytearray(buffer.getvalue())
     central = data.find(b"PK\x01\x02")
-    data[central + 24:central + 28] = struct.pack("<I", 0xFFFFFFF0)  # uncompressed size
+    data[central + 24 : central + 28] = struct.pack("<I", 0xFFFFFFF0)  # uncompressed size
     result = scan_data(bytes(data), "forged.zip", SMALL)
     assert "PKL001" in rules(result)
 
@@ -78,7 +78,7 @@ def test_zip_entry_pointing_outside_the_file() -> None:
         archive.writestr("a.pkl", pickle.dumps(1))
     data = bytearray(buffer.getvalue())
     central = data.find(b"PK\x01\x02")
-    data[central + 42:central + 46] = struct.pack("<I", 10_000_000)
+    data[central + 42 : central + 46] = struct.pack("<I", 10_000_000)
     result = scan_data(bytes(data), "bad.zip", SMALL)
     assert "ARC005" in rules(result) or "FMT004" in rules(result)
 
@@ -90,17 +90,19 @@ def test_one_corrupt_member_does_not_stop_the_others() -> None:
         archive.writestr("evil.pkl", b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00hi\x85R.")
     data = bytearray(buffer.getvalue())
     first = data.find(b"PK\x03\x04") + 30 + len("a.bin")
-    data[first:first + 64] = b"\xff" * 64  # corrupt the deflate stream of a.bin
+    data[first : first + 64] = b"\xff" * 64  # corrupt the deflate stream of a.bin
     result = scan_data(bytes(data), "mixed.zip", SMALL)
     assert "PKL001" in rules(result)
 
 
 def test_huge_declared_lengths_do_not_allocate() -> None:
-    for data, name in ((struct.pack("<Q", 2**63) + b"{}", "h.safetensors"),
-                       (b"GGUF" + struct.pack("<IQQ", 3, 2**60, 2**60), "h.gguf"),
-                       (b"\x93NUMPY\x01\x00" + struct.pack("<H", 65535), "h.npy"),
-                       (b"\x80\x04\x95" + struct.pack("<Q", 2**62) + b"N.", "h.pkl"),
-                       (b"\x80\x04\x8e" + struct.pack("<Q", 2**62), "h2.pkl")):
+    for data, name in (
+        (struct.pack("<Q", 2**63) + b"{}", "h.safetensors"),
+        (b"GGUF" + struct.pack("<IQQ", 3, 2**60, 2**60), "h.gguf"),
+        (b"\x93NUMPY\x01\x00" + struct.pack("<H", 65535), "h.npy"),
+        (b"\x80\x04\x95" + struct.pack("<Q", 2**62) + b"N.", "h.pkl"),
+        (b"\x80\x04\x8e" + struct.pack("<Q", 2**62), "h2.pkl"),
+    ):
         result = scan_data(data, name, SMALL)
         assert result.findings, name
         assert not result.errors, (name, result.errors)
@@ -122,8 +124,15 @@ def test_timeout_kills_the_worker_and_reports_the_file() -> None:
         return f'"done {item}"'
 
     started = time.monotonic()
-    run_isolated([0, 1, 2], slow, workers=2, timeout_s=1.0, memory_mb=512,
-                 on_outcome=outcomes.append, method="fork")
+    run_isolated(
+        [0, 1, 2],
+        slow,
+        workers=2,
+        timeout_s=1.0,
+        memory_mb=512,
+        on_outcome=outcomes.append,
+        method="fork",
+    )
     assert time.monotonic() - started < 15
     by_index = {o.index: o for o in outcomes}
     assert by_index[1].result is None and "time limit" in (by_index[1].failure or "")
@@ -138,8 +147,15 @@ def test_crashing_worker_is_reported_and_replaced() -> None:
             os._exit(3)
         return '"ok"'
 
-    run_isolated([0, 1, 2, 3], crash, workers=1, timeout_s=20, memory_mb=512,
-                 on_outcome=outcomes.append, method="fork")
+    run_isolated(
+        [0, 1, 2, 3],
+        crash,
+        workers=1,
+        timeout_s=20,
+        memory_mb=512,
+        on_outcome=outcomes.append,
+        method="fork",
+    )
     by_index = {o.index: o for o in outcomes}
     assert "crashed" in (by_index[0].failure or "")
     assert all(by_index[i].result == '"ok"' for i in (1, 2, 3))
@@ -152,8 +168,9 @@ def test_memory_limit_is_enforced_in_workers() -> None:
         block = bytearray(1024 * 1024 * 1024)  # 1 GiB over a 256 MiB budget
         return str(len(block))
 
-    run_isolated([0], hog, workers=1, timeout_s=20, memory_mb=256, on_outcome=outcomes.append,
-                 method="fork")
+    run_isolated(
+        [0], hog, workers=1, timeout_s=20, memory_mb=256, on_outcome=outcomes.append, method="fork"
+    )
     assert outcomes[0].result is None
 
 
@@ -172,8 +189,9 @@ def test_folder_scan_reports_links_and_keeps_going(tmp_path: Path) -> None:
     assert evaluate(report, Settings()).exit_code == 1
 
 
-def test_unreadable_file_is_an_error_not_clean(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_is_an_error_not_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import bastion.scan.engine as engine
 
     (tmp_path / "locked.pkl").write_bytes(pickle.dumps(1))
@@ -193,8 +211,12 @@ def test_unreadable_file_is_an_error_not_clean(tmp_path: Path,
 
 def test_scanner_never_executes_the_payload(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    payload = (b"\x80\x02cposix\nsystem\nX" + struct.pack("<I", len(f"touch {marker}"))
-               + f"touch {marker}".encode() + b"\x85R.")
+    payload = (
+        b"\x80\x02cposix\nsystem\nX"
+        + struct.pack("<I", len(f"touch {marker}"))
+        + f"touch {marker}".encode()
+        + b"\x85R."
+    )
     for name in ("p.pkl", "p.pkl.gz"):
         data = gzip.compress(payload) if name.endswith("gz") else payload
         (tmp_path / name).write_bytes(data)
@@ -225,8 +247,17 @@ def test_onnx_external_data_hard_link_is_flagged(tmp_path: Path) -> None:
     assert "ONX001" not in rules(scan_file(folder / "model.onnx"))
 
 
-@pytest.mark.parametrize("text", [b"x = 1\n", b"x\x9c not really\n", b"hello world\n",
-                                  b"import torch\n", b"Copyright 2026\n", b"# notes\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"x = 1\n",
+        b"x\x9c not really\n",
+        b"hello world\n",
+        b"import torch\n",
+        b"Copyright 2026\n",
+        b"# notes\n",
+    ],
+)
 def test_text_is_not_mistaken_for_a_model_format(text: bytes) -> None:
     result = scan_data(text * 20, "notes.txt")
     assert result.findings == () and result.skips[0].code == "out-of-scope"
@@ -248,15 +279,29 @@ def test_worker_start_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) 
     before = len(os.listdir("/proc/self/fd"))
     monkeypatch.setattr(os, "fork", no_fork)
     with pytest.raises(BastionError, match="cannot start a scan worker"):
-        run_isolated([0, 1], lambda item: "1", workers=2, timeout_s=5, memory_mb=256,
-                     on_outcome=lambda outcome: None, method="fork")
+        run_isolated(
+            [0, 1],
+            lambda item: "1",
+            workers=2,
+            timeout_s=5,
+            memory_mb=256,
+            on_outcome=lambda outcome: None,
+            method="fork",
+        )
     assert len(os.listdir("/proc/self/fd")) == before  # the pipes were closed
 
 
 def test_no_worker_outlives_the_run() -> None:
     outcomes: list[Outcome] = []
-    run_isolated(list(range(6)), lambda item: str(item), workers=3, timeout_s=20,
-                 memory_mb=256, on_outcome=outcomes.append, method="fork")
+    run_isolated(
+        list(range(6)),
+        lambda item: str(item),
+        workers=3,
+        timeout_s=20,
+        memory_mb=256,
+        on_outcome=outcomes.append,
+        method="fork",
+    )
     assert sorted(int(o.result or -1) for o in outcomes) == list(range(6))
     with pytest.raises(ChildProcessError):  # every worker was reaped: no zombies, no orphans
         os.waitpid(-1, os.WNOHANG)

@@ -29,22 +29,28 @@ BENIGN = pickle.dumps({"coef": [0.1, 0.2]}, protocol=2)
 def runs_payload(tmp_path: Path, name: str, data: bytes, loader: str) -> bool:
     path = tmp_path / name
     path.write_bytes(data)
-    proc = subprocess.run([sys.executable, "-c", loader, str(path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", loader, str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return MARKER in proc.stdout
 
 
 def flags_payload(result: TargetResult) -> bool:
-    return any("system" in f.evidence and f.severity is Severity.CRITICAL
-               for f in result.findings)
+    return any("system" in f.evidence and f.severity is Severity.CRITICAL for f in result.findings)
 
 
-EXTRACT_ALL = ("import os,pickle,sys,tarfile\nd=sys.argv[1]+'.d'\n"
-               "tarfile.open(sys.argv[1]).extractall(d)\n"
-               "for root,_,files in os.walk(d):\n"
-               "    for f in files:\n"
-               "        try: pickle.load(open(os.path.join(root,f),'rb'))\n"
-               "        except Exception: pass\n")
+EXTRACT_ALL = (
+    "import os,pickle,sys,tarfile\nd=sys.argv[1]+'.d'\n"
+    "tarfile.open(sys.argv[1]).extractall(d)\n"
+    "for root,_,files in os.walk(d):\n"
+    "    for f in files:\n"
+    "        try: pickle.load(open(os.path.join(root,f),'rb'))\n"
+    "        except Exception: pass\n"
+)
 
 
 def tar_of(members: list[tuple[str, bytes, bytes]]) -> bytes:
@@ -59,11 +65,11 @@ def tar_of(members: list[tuple[str, bytes, bytes]]) -> bytes:
     offset = 0
     for _name, content, kind in members:
         if kind != b"0":
-            header = data[offset:offset + 512]
+            header = data[offset : offset + 512]
             header[156:157] = kind
             header[148:156] = b" " * 8
             header[148:156] = b"%06o\x00 " % sum(header)
-            data[offset:offset + 512] = header
+            data[offset : offset + 512] = header
         offset += 512 + (len(content) + 511) // 512 * 512
     return bytes(data)
 
@@ -86,8 +92,9 @@ def test_tar_data_after_a_header_tarfile_cannot_parse(tmp_path: Path) -> None:
     out = tmp_path / "x"
     out.mkdir()
     (tmp_path / "model.tar").write_bytes(data)
-    subprocess.run(["tar", "-xf", str(tmp_path / "model.tar"), "-C", str(out)],
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["tar", "-xf", str(tmp_path / "model.tar"), "-C", str(out)], capture_output=True, timeout=60
+    )
     assert (out / "model" / "model.pkl").read_bytes() == PAYLOAD
     result = scan_data(data, "model.tar")
     assert "FMT004" in {f.rule_id for f in result.findings}
@@ -97,16 +104,24 @@ def test_tar_data_after_a_header_tarfile_cannot_parse(tmp_path: Path) -> None:
 def test_tar_with_base_256_checksum(tmp_path: Path) -> None:
     """A1-15: tarfile decodes base-256 numbers (first byte 0x80), so torch.load's legacy tar
     path opens a header whose checksum is stored that way."""
-    data = bytearray(tar_of([("storages", PAYLOAD, b"0"), ("tensors", pickle.dumps(0), b"0"),
-                             ("pickle", pickle.dumps(0), b"0")]))
+    data = bytearray(
+        tar_of(
+            [
+                ("storages", PAYLOAD, b"0"),
+                ("tensors", pickle.dumps(0), b"0"),
+                ("pickle", pickle.dumps(0), b"0"),
+            ]
+        )
+    )
     header = data[:512]
     header[148:156] = b" " * 8
     header[148:156] = b"\x80" + sum(header).to_bytes(7, "big")
     data[:512] = header
     data = bytes(data)
     assert identify(data[:1024], len(data), "checkpoint") == "tar"
-    loader = ("import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\n"
-              "except Exception: pass")
+    loader = (
+        "import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\nexcept Exception: pass"
+    )
     assert runs_payload(tmp_path, "checkpoint", data, loader)
     assert flags_payload(scan_data(data, "checkpoint"))
 
@@ -114,8 +129,9 @@ def test_tar_with_base_256_checksum(tmp_path: Path) -> None:
 def test_gzip_members_after_long_zero_padding(tmp_path: Path) -> None:
     """A1-14/A1-19: GzipFile skips any run of zeros between members."""
     data = gzip.compress(b"") + b"\x00" * (128 * 1024) + gzip.compress(PAYLOAD)
-    loader = ("import gzip,pickle,sys\ntry: pickle.load(gzip.open(sys.argv[1]))\n"
-              "except Exception: pass")
+    loader = (
+        "import gzip,pickle,sys\ntry: pickle.load(gzip.open(sys.argv[1]))\nexcept Exception: pass"
+    )
     assert runs_payload(tmp_path, "model.pkl.gz", data, loader)
     assert flags_payload(scan_data(data, "model.pkl.gz"))
 
@@ -138,8 +154,10 @@ def test_zstd_pickle(tmp_path: Path) -> None:
     zstandard = pytest.importorskip("zstandard")
     pytest.importorskip("backports.zstd")
     data = zstandard.ZstdCompressor().compress(PAYLOAD)
-    loader = ("import pickle,sys\nfrom backports import zstd\n"
-              "try: pickle.load(zstd.open(sys.argv[1]))\nexcept Exception: pass")
+    loader = (
+        "import pickle,sys\nfrom backports import zstd\n"
+        "try: pickle.load(zstd.open(sys.argv[1]))\nexcept Exception: pass"
+    )
     assert runs_payload(tmp_path, "model.pkl.zst", data, loader)
     assert identify(data[:1024], len(data)) == "zstd"
     assert flags_payload(scan_data(data, "model.pkl.zst"))
@@ -157,8 +175,11 @@ def test_7z_duplicate_names_are_all_scanned(tmp_path: Path) -> None:
 
 def test_ordinary_tars_and_gzips_stay_quiet() -> None:
     data = tar_of([("model/config.json", b"{}", b"0"), ("model/model.pkl", BENIGN, b"0")])
-    for sample, name in ((data, "model.tar"), (gzip.compress(data), "model.tar.gz"),
-                         (gzip.compress(BENIGN) + b"\x00" * 4096, "model.pkl.gz")):
+    for sample, name in (
+        (data, "model.tar"),
+        (gzip.compress(data), "model.tar.gz"),
+        (gzip.compress(BENIGN) + b"\x00" * 4096, "model.pkl.gz"),
+    ):
         result = scan_data(sample, name)
         assert not [f for f in result.findings if f.severity.rank >= Severity.LOW.rank], name
         assert not result.incomplete, name

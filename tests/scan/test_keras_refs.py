@@ -272,8 +272,17 @@ def test_a_lambda_in_any_other_form_is_not_clean() -> None:
 
     from helpers import gate_fails, scan_data
 
-    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
-        {"class_name": "Lambda",
-         "config": {"function": "lambda x: eval('print(\"security test\")')"}}]}}
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "name": "m",
+            "layers": [
+                {
+                    "class_name": "Lambda",
+                    "config": {"function": "lambda x: eval('print(\"security test\")')"},
+                }
+            ],
+        },
+    }
     data = _json.dumps({"class_name": "Sequential", "config": config["config"]}).encode()
     assert gate_fails(scan_data(data, "config.json"))

@@ -25,27 +25,43 @@ def analyse(data: bytes) -> tuple[Recorder, object]:
 
 @pytest.mark.parametrize("protocol", range(6))
 def test_benign_values_of_every_protocol_are_clean(protocol: int) -> None:
-    value = {"a": [1, 2.5, "x", b"y", None, True], "od": collections.OrderedDict(k=1),
-             "set": {1, 2}, "fs": frozenset({3}), "c": complex(1, 2),
-             "dt": datetime.datetime(2026, 1, 1), "arr": np.arange(6).reshape(2, 3),
-             "rec": np.zeros(2, dtype=[("x", "<i4")]), "big": 2**100}
+    value = {
+        "a": [1, 2.5, "x", b"y", None, True],
+        "od": collections.OrderedDict(k=1),
+        "set": {1, 2},
+        "fs": frozenset({3}),
+        "c": complex(1, 2),
+        "dt": datetime.datetime(2026, 1, 1),
+        "arr": np.arange(6).reshape(2, 3),
+        "rec": np.zeros(2, dtype=[("x", "<i4")]),
+        "big": 2**100,
+    }
     result = scan_data(pickle.dumps(value, protocol=protocol), "v.pkl")
     assert result.findings == () and not result.incomplete
 
 
-@pytest.mark.parametrize("module,name,category", [
-    ("os", "system", "process execution"), ("posix", "system", "process execution"),
-    ("nt", "system", "process execution"), ("subprocess", "Popen", "process execution"),
-    ("builtins", "eval", "exec/eval"), ("__builtin__", "eval", "exec/eval"),
-    ("builtins", "__import__", "import machinery"), ("importlib", "import_module",
-                                                     "import machinery"),
-    ("builtins", "getattr", "attribute/name resolution"),
-    ("operator", "attrgetter", "attribute/name resolution"),
-    ("types", "CodeType", "code objects"), ("marshal", "loads", "nested deserialisation"),
-    ("socket", "create_connection", "network access"), ("builtins", "open", "file access"),
-    ("pickle", "loads", "nested deserialisation"), ("torch", "load", "nested deserialisation"),
-    ("copy_reg", "_reconstructor", None),
-])
+@pytest.mark.parametrize(
+    "module,name,category",
+    [
+        ("os", "system", "process execution"),
+        ("posix", "system", "process execution"),
+        ("nt", "system", "process execution"),
+        ("subprocess", "Popen", "process execution"),
+        ("builtins", "eval", "exec/eval"),
+        ("__builtin__", "eval", "exec/eval"),
+        ("builtins", "__import__", "import machinery"),
+        ("importlib", "import_module", "import machinery"),
+        ("builtins", "getattr", "attribute/name resolution"),
+        ("operator", "attrgetter", "attribute/name resolution"),
+        ("types", "CodeType", "code objects"),
+        ("marshal", "loads", "nested deserialisation"),
+        ("socket", "create_connection", "network access"),
+        ("builtins", "open", "file access"),
+        ("pickle", "loads", "nested deserialisation"),
+        ("torch", "load", "nested deserialisation"),
+        ("copy_reg", "_reconstructor", None),
+    ],
+)
 def test_classification(module: str, name: str, category: str | None) -> None:
     verdict = classify(module, name)
     assert verdict.category == category
@@ -129,7 +145,7 @@ def test_torchscript_type_names_are_allowed_only_in_torchscript() -> None:
 
 
 def test_global_offsets_point_at_the_opcode() -> None:
-    data = pickle.dumps([1, 2, 3]) [:-1] + b"0" + b"cposix\nsystem\n" + b"0N."
+    data = pickle.dumps([1, 2, 3])[:-1] + b"0" + b"cposix\nsystem\n" + b"0N."
     result = scan_data(data, "o.pkl")
     finding = next(f for f in result.findings if f.rule_id == "PKL001")
     offset = data.index(b"cposix")
@@ -142,8 +158,10 @@ def test_many_flagged_names_are_bounded() -> None:
     assert len(result.findings) <= 1001
 
 
-@pytest.mark.parametrize("ops", [b"(K\x01K\x02u", b"(K\x01K\x02e", b"(K\x01\x90", b"}b",
-                                 b"K\x01a", b"K\x01\x85R(K\x01K\x02u"])
+@pytest.mark.parametrize(
+    "ops",
+    [b"(K\x01K\x02u", b"(K\x01K\x02e", b"(K\x01\x90", b"}b", b"K\x01a", b"K\x01\x85R(K\x01K\x02u"],
+)
 def test_container_opcodes_on_stand_ins_keep_the_stream_going(ops: bytes) -> None:
     """SETITEMS/APPENDS/ADDITEMS/BUILD applied to a global or a call result must not break
     the emulation: the payload after them must still be seen."""

@@ -18,12 +18,20 @@ from bastion.scan.source import bytes_source
 from bastion.scan.ziparchive import ZipReader
 
 LIMITS = Limits(timeout_s=10, max_decompressed_mb=16, max_members=100, max_metadata_mb=4)
-MAGIC = {"pickle": b"\x80\x04", "zip": b"PK\x03\x04", "npy": b"\x93NUMPY\x01\x00",
-         "gguf": b"GGUF\x03\x00\x00\x00", "gzip": b"\x1f\x8b\x08\x00", "tar": b"",
-         "safetensors": b"", "onnx": b"\x08\x07", "savedmodel": b"\x08\x01",
-         "json": b'{"chat_template": ', "7z": b"7z\xbc\xaf\x27\x1c"}
-FAST = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+MAGIC = {
+    "pickle": b"\x80\x04",
+    "zip": b"PK\x03\x04",
+    "npy": b"\x93NUMPY\x01\x00",
+    "gguf": b"GGUF\x03\x00\x00\x00",
+    "gzip": b"\x1f\x8b\x08\x00",
+    "tar": b"",
+    "safetensors": b"",
+    "onnx": b"\x08\x07",
+    "savedmodel": b"\x08\x01",
+    "json": b'{"chat_template": ',
+    "7z": b"7z\xbc\xaf\x27\x1c",
+}
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def scan(fmt: str | None, data: bytes) -> ScanContext:
@@ -46,11 +54,18 @@ def test_identification_never_crashes(data: bytes) -> None:
 
 
 @FAST
-@given(st.dictionaries(st.text(st.characters(blacklist_characters="\x00/\\",
-                                            blacklist_categories=("Cs",)),
-                               min_size=1, max_size=30),
-                       st.binary(max_size=200), max_size=8),
-       st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2]))
+@given(
+    st.dictionaries(
+        st.text(
+            st.characters(blacklist_characters="\x00/\\", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=30,
+        ),
+        st.binary(max_size=200),
+        max_size=8,
+    ),
+    st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2]),
+)
 def test_zip_reader_matches_zipfile(members: dict[str, bytes], method: int) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", method) as archive:
@@ -68,8 +83,14 @@ def test_zip_reader_matches_zipfile(members: dict[str, bytes], method: int) -> N
 
 
 @FAST
-@given(st.lists(st.tuples(st.sampled_from(["F32", "I64", "U8", "BF16"]),
-                          st.lists(st.integers(0, 4), max_size=3)), max_size=5))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["F32", "I64", "U8", "BF16"]), st.lists(st.integers(0, 4), max_size=3)
+        ),
+        max_size=5,
+    )
+)
 def test_consistent_safetensors_have_no_findings(tensors: list[tuple[str, list[int]]]) -> None:
     sizes = {"F32": 4, "I64": 8, "U8": 1, "BF16": 2}
     header, offset = {}, 0
@@ -77,8 +98,11 @@ def test_consistent_safetensors_have_no_findings(tensors: list[tuple[str, list[i
         count = 1
         for dim in shape:
             count *= dim
-        header[f"t{index}"] = {"dtype": dtype, "shape": shape,
-                               "data_offsets": [offset, offset + count * sizes[dtype]]}
+        header[f"t{index}"] = {
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [offset, offset + count * sizes[dtype]],
+        }
         offset += count * sizes[dtype]
     body = json.dumps(header).encode()
     data = struct.pack("<Q", len(body)) + body + b"\x00" * offset

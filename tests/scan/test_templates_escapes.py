@@ -377,9 +377,7 @@ def test_text_methods_and_plus_on_data_are_not_names() -> None:
 def test_internal_names_passed_to_a_call_are_flagged(tmp_path: Path) -> None:
     """ModelAudit's getattr_bypass sample: harmless in Jinja, whose globals hold no getattr,
     but a renderer that adds one (or any name resolver) walks to os with these literals."""
-    template = (
-        "{{ getattr(getattr(getattr('', '__class__'), '__mro__')[1], '__subclasses__')() }}"
-    )
+    template = "{{ getattr(getattr(getattr('', '__class__'), '__mro__')[1], '__subclasses__')() }}"
     issues = analyse_template(template)
     assert any(i.rule == "JIN001" and i.severity == Severity.CRITICAL for i in issues), issues
     assert gate_fails(scan_data(template.encode(), "chat_template.jinja"))
@@ -391,5 +389,6 @@ def test_a_template_file_named_dot_template_is_analysed() -> None:
 
     template = "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
     assert gate_fails(scan_data(template.encode(), "chat.template"))
-    assert not gate_fails(scan_data(b"{% for m in messages %}{{ m.content }}{% endfor %}",
-                                    "chat.template"))
+    assert not gate_fails(
+        scan_data(b"{% for m in messages %}{{ m.content }}{% endfor %}", "chat.template")
+    )

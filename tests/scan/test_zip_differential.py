@@ -30,8 +30,9 @@ from bastion.scan.ziparchive import MINIZ, ZIPFILE, ZipReader
 
 MARKER = "bastion-marker"
 PAYLOAD = f"cos\nsystem\n(S'echo {MARKER}'\ntR.".encode()
-TORCH_LOAD = ("import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\n"
-              "except Exception: pass")
+TORCH_LOAD = (
+    "import torch,sys\ntry: torch.load(sys.argv[1], weights_only=False)\nexcept Exception: pass"
+)
 
 
 def torch_reader(data: bytes) -> object:
@@ -42,24 +43,34 @@ def torch_reader(data: bytes) -> object:
 def runs_payload(tmp_path: Path, data: bytes) -> bool:
     path = tmp_path / "model.pt"
     path.write_bytes(data)
-    proc = subprocess.run([sys.executable, "-c", TORCH_LOAD, str(path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", TORCH_LOAD, str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     return MARKER in proc.stdout
 
 
 def flags_payload(result: TargetResult) -> bool:
-    return any("system" in f.evidence and f.severity is Severity.CRITICAL
-               for f in result.findings)
+    return any("system" in f.evidence and f.severity is Severity.CRITICAL for f in result.findings)
 
 
 def checkpoint(data_pkl: bytes, extra: tuple[Member, ...] = (), method: int = 0) -> list[Member]:
     """The members torch.load needs: archive/data.pkl, archive/version, archive/byteorder."""
-    return [Member(b"archive/data.pkl", data_pkl, method=method),
-            Member(b"archive/version", b"3\n"), Member(b"archive/byteorder", b"little"), *extra]
+    return [
+        Member(b"archive/data.pkl", data_pkl, method=method),
+        Member(b"archive/version", b"3\n"),
+        Member(b"archive/byteorder", b"little"),
+        *extra,
+    ]
 
 
-BENIGN = checkpoint(pickle.dumps({"weights": [1.0, 2.0]}, protocol=2),
-                    (Member(b"archive/padding-name-to-grow-the-directory", b""),))
+BENIGN = checkpoint(
+    pickle.dumps({"weights": [1.0, 2.0]}, protocol=2),
+    (Member(b"archive/padding-name-to-grow-the-directory", b""),),
+)
 EVIL = checkpoint(PAYLOAD, (Member(b"archive/filler", b"x" * 4096),))
 
 
@@ -74,8 +85,15 @@ def zip64_locator_split() -> bytes:
     evil_record = zip64_end_record(evil.count, len(evil.directory), evil_cd)
     benign_cd = evil_record_at + len(evil_record)
     benign_record = zip64_end_record(benign.count, len(benign.directory), benign_cd)
-    return (body + evil.directory + evil_record + benign.directory + benign_record +
-            zip64_locator(evil_record_at) + end_record(0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+    return (
+        body
+        + evil.directory
+        + evil_record
+        + benign.directory
+        + benign_record
+        + zip64_locator(evil_record_at)
+        + end_record(0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+    )
 
 
 def eocd_offset_split() -> bytes:
@@ -87,12 +105,18 @@ def eocd_offset_split() -> bytes:
     assert len(benign_real.directory) >= len(evil.directory)
     concat = benign_start + len(benign_real.data) - len(evil.data)
     benign = members_and_directory(BENIGN, benign_start - concat)
-    return (evil.data + evil.directory + benign.data + benign.directory +
-            end_record(evil.count, len(benign.directory), len(evil.data)))
+    return (
+        evil.data
+        + evil.directory
+        + benign.data
+        + benign.directory
+        + end_record(evil.count, len(benign.directory), len(evil.data))
+    )
 
 
-@pytest.mark.parametrize("build", [zip64_locator_split, eocd_offset_split],
-                         ids=["zip64-locator", "eocd-offset"])
+@pytest.mark.parametrize(
+    "build", [zip64_locator_split, eocd_offset_split], ids=["zip64-locator", "eocd-offset"]
+)
 def test_readers_see_different_members(build: object, tmp_path: Path) -> None:
     data = build()  # type: ignore[operator]
     # the real readers disagree: zipfile gives the benign pickle, torch the payload
@@ -144,22 +168,27 @@ MEMBER_SETS = {
 }
 
 
-@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED,
-                                         zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
-                         ids=["stored", "deflated", "bzip2", "lzma"])
+@pytest.mark.parametrize(
+    "compression",
+    [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA],
+    ids=["stored", "deflated", "bzip2", "lzma"],
+)
 @pytest.mark.parametrize("kind", sorted(MEMBER_SETS))
 @pytest.mark.parametrize("force_zip64", [False, True], ids=["zip32", "zip64"])
-def test_member_bytes_equal_the_real_readers(compression: int, kind: str,
-                                             force_zip64: bool) -> None:
+def test_member_bytes_equal_the_real_readers(
+    compression: int, kind: str, force_zip64: bool
+) -> None:
     data = written_zip(MEMBER_SETS[kind], compression, force_zip64)
     ours = bastion_members(data)
-    theirs = {info.filename.encode(): zipfile.ZipFile(io.BytesIO(data)).read(info)
-              for info in zipfile.ZipFile(io.BytesIO(data)).infolist()}
+    theirs = {
+        info.filename.encode(): zipfile.ZipFile(io.BytesIO(data)).read(info)
+        for info in zipfile.ZipFile(io.BytesIO(data)).infolist()
+    }
     assert ours == theirs
     if compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # what miniz reads
         reader = torch_reader(data)
         for name, content in ours.items():
-            record = name.decode()[len("archive/"):]
+            record = name.decode()[len("archive/") :]
             assert reader.get_record(record) == content  # type: ignore[attr-defined]
     reader_views = ZipReader(lambda: io.BytesIO(data), len(data), 100)
     assert reader_views.disagreement() is None
@@ -180,6 +209,7 @@ def test_torch_save_and_numpy_archives_agree_and_are_clean(tmp_path: Path) -> No
 
 # --- torch.load's own decisions --------------------------------------------------------------
 
+
 def is_torchscript_per_torch(data: bytes) -> bool | None:
     torch = pytest.importorskip("torch")
     try:
@@ -190,15 +220,21 @@ def is_torchscript_per_torch(data: bytes) -> bool | None:
 
 LAYOUTS = {
     "checkpoint": [Member(b"archive/data.pkl", pickle.dumps(1)), Member(b"archive/version", b"3")],
-    "code-folder-only": [Member(b"archive/data.pkl", pickle.dumps(1)),
-                         Member(b"archive/code/__torch__/m.py", b"def f(): pass"),
-                         Member(b"archive/version", b"3")],
-    "constants": [Member(b"archive/data.pkl", pickle.dumps(1)),
-                  Member(b"archive/constants.pkl", pickle.dumps(())),
-                  Member(b"archive/version", b"3")],
-    "constants-elsewhere": [Member(b"archive/data.pkl", pickle.dumps(1)),
-                            Member(b"archive/sub/constants.pkl", pickle.dumps(())),
-                            Member(b"archive/version", b"3")],
+    "code-folder-only": [
+        Member(b"archive/data.pkl", pickle.dumps(1)),
+        Member(b"archive/code/__torch__/m.py", b"def f(): pass"),
+        Member(b"archive/version", b"3"),
+    ],
+    "constants": [
+        Member(b"archive/data.pkl", pickle.dumps(1)),
+        Member(b"archive/constants.pkl", pickle.dumps(())),
+        Member(b"archive/version", b"3"),
+    ],
+    "constants-elsewhere": [
+        Member(b"archive/data.pkl", pickle.dumps(1)),
+        Member(b"archive/sub/constants.pkl", pickle.dumps(())),
+        Member(b"archive/version", b"3"),
+    ],
 }
 
 
@@ -215,19 +251,26 @@ def test_code_folder_does_not_relax_a_checkpoint() -> None:
     """A `code/` folder used to make bastion treat data.pkl as TorchScript (and accept
     TorchScript's names) while torch.load unpickles it as an ordinary checkpoint."""
     data_pkl = b"\x80\x02c__torch__.evil\nthing\n)R."
-    data = simple_zip([Member(b"archive/data.pkl", data_pkl),
-                       Member(b"archive/code/__torch__/m.py", b"def f(): pass"),
-                       Member(b"archive/version", b"3\n")])
+    data = simple_zip(
+        [
+            Member(b"archive/data.pkl", data_pkl),
+            Member(b"archive/code/__torch__/m.py", b"def f(): pass"),
+            Member(b"archive/version", b"3\n"),
+        ]
+    )
     assert is_torchscript_per_torch(data) is False
     result = scan_data(data, "model.pt")
     assert "PT001" not in {f.rule_id for f in result.findings}
-    assert any("__torch__.evil" in f.evidence and f.severity.rank >= Severity.HIGH.rank
-               for f in result.findings)
+    assert any(
+        "__torch__.evil" in f.evidence and f.severity.rank >= Severity.HIGH.rank
+        for f in result.findings
+    )
 
 
 def test_miniz_only_reads_the_root_of_the_first_entry() -> None:
-    reader_data = simple_zip([Member(b"model/data.pkl", pickle.dumps(1)),
-                              Member(b"model/version", b"3\n")])
+    reader_data = simple_zip(
+        [Member(b"model/data.pkl", pickle.dumps(1)), Member(b"model/version", b"3\n")]
+    )
     layout = torch_layout(ZipReader(lambda: io.BytesIO(reader_data), len(reader_data), 10))
     assert layout is not None and layout.root == b"model/"
     flat = simple_zip([Member(b"data.pkl", pickle.dumps(1))])
@@ -236,9 +279,11 @@ def test_miniz_only_reads_the_root_of_the_first_entry() -> None:
 
 # --- members that cannot be inspected --------------------------------------------------------
 
+
 def test_encrypted_member_makes_the_scan_undecided(tmp_path: Path) -> None:
-    data = simple_zip([Member(b"model/data.pkl", PAYLOAD, flags=0x1),
-                       Member(b"model/version", b"3\n")])
+    data = simple_zip(
+        [Member(b"model/data.pkl", PAYLOAD, flags=0x1), Member(b"model/version", b"3\n")]
+    )
     with pytest.raises(RuntimeError, match="encrypted"):
         zipfile.ZipFile(io.BytesIO(data)).read("model/data.pkl")
     result = scan_data(data, "archive.zip")
@@ -248,8 +293,9 @@ def test_encrypted_member_makes_the_scan_undecided(tmp_path: Path) -> None:
     path.write_bytes(data)
     from bastion.cli.main import main
 
-    assert main(["scan", str(path), "--no-store", "-f", "json", "-o",
-                 str(tmp_path / "out.json")]) == 2
+    assert (
+        main(["scan", str(path), "--no-store", "-f", "json", "-o", str(tmp_path / "out.json")]) == 2
+    )
 
 
 def test_views_of_one_reader_only_are_reported() -> None:
@@ -265,8 +311,9 @@ def test_encrypted_7z_is_undecided() -> None:
     py7zr = pytest.importorskip("py7zr")
     for header_encryption in (False, True):
         buffer = io.BytesIO()
-        with py7zr.SevenZipFile(buffer, "w", password="secret",
-                                header_encryption=header_encryption) as archive:
+        with py7zr.SevenZipFile(
+            buffer, "w", password="secret", header_encryption=header_encryption
+        ) as archive:
             archive.writestr(PAYLOAD, "model.pkl")
         result = scan_data(buffer.getvalue(), "model.7z")
         assert result.incomplete, header_encryption

@@ -34,14 +34,27 @@ with torch.package.PackageExporter(str(root / "model.pt")) as exporter:
 
 def test_torch_package_modules_are_code(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    subprocess.run([sys.executable, "-c", PACKAGE_BUILDER, str(tmp_path)], check=True,
-                   capture_output=True, timeout=180)
+    subprocess.run(
+        [sys.executable, "-c", PACKAGE_BUILDER, str(tmp_path)],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     model = tmp_path / "model.pt"
     # loading it in a fresh process (the module is not importable there) runs the module
-    proc = subprocess.run([sys.executable, "-c",
-                           "import sys, torch\ntorch.package.PackageImporter(sys.argv[1])"
-                           ".load_pickle('tinypkg', 'model.pkl')", str(model)],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path / "..")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch\ntorch.package.PackageImporter(sys.argv[1])"
+            ".load_pickle('tinypkg', 'model.pkl')",
+            str(model),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path / "..",
+    )
     assert MARKER in proc.stdout, proc.stderr[-1000:]
     result = scan_file(model)
     packaged = [f for f in result.findings if f.rule_id == "PT003"]
@@ -57,7 +70,8 @@ def test_ordinary_checkpoint_is_not_a_package(tmp_path: Path) -> None:
 
 def test_risky_operators_whatever_the_spacing() -> None:
     assert risky_operator_calls(b"return torch . from_file('/etc/hostname', False, 3)") == {
-        "torch.from_file"}
+        "torch.from_file"
+    }
     assert risky_operator_calls(b"y = ((torch)).from_file(a)") == {"torch.from_file"}
     assert risky_operator_calls(b"x = torch.\\\n  from_file(a)") == {"torch.from_file"}
     assert risky_operator_calls(b"z = ops . myns . op(x)") == {"ops.myns.op"}
@@ -87,10 +101,18 @@ def test_spaced_from_file_in_a_real_torchscript_archive(tmp_path: Path) -> None:
                 data = data.replace(b"torch.from_file", b"torch . from_file")
                 data = data.replace(b'"PATH"', repr(str(secret)).encode().replace(b"'", b'"'))
             target.writestr(info, data)
-    proc = subprocess.run([sys.executable, "-c",
-                           "import sys, torch\nm = torch.jit.load(sys.argv[1])\n"
-                           "print(bytes(m(torch.zeros(1)).tolist()))", str(model)],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch\nm = torch.jit.load(sys.argv[1])\n"
+            "print(bytes(m(torch.zeros(1)).tolist()))",
+            str(model),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert "b'abc'" in proc.stdout, proc.stderr[-1000:]  # the real loader reads the file
     result = scan_file(model)
     assert "PT002" in {f.rule_id for f in result.findings}
@@ -132,12 +154,21 @@ def test_torch_save_in_setstate_writes_a_file_at_load(tmp_path: Path) -> None:
     model = tmp_path / "model.pt"
     builder = tmp_path / "build.py"  # torch.jit.script reads the class's source file
     builder.write_text(SETSTATE_SAVE_BUILDER.replace("MARKER_PATH", str(marker)))
-    subprocess.run([sys.executable, str(builder), str(model)], check=True,
-                   capture_output=True, timeout=180)
+    subprocess.run(
+        [sys.executable, str(builder), str(model)], check=True, capture_output=True, timeout=180
+    )
     assert not marker.exists()
-    proc = subprocess.run([sys.executable, "-c", "import sys, torch\n"
-                           "torch.load(sys.argv[1], weights_only=False)", str(model)],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, torch\ntorch.load(sys.argv[1], weights_only=False)",
+            str(model),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert marker.exists()  # the real loader wrote the file while loading
     result = scan_file(model)
@@ -150,16 +181,19 @@ def test_file_operators_under_any_spelling() -> None:
     """A2-16: aten::save in forward, through an alias of the namespace, through ops.<ns>; and
     operators the registry does not hold (unknown) are flagged; names in strings are text."""
     assert risky_operator_calls(b"torch.save(x, '/tmp/p')\nreturn x") == {"torch.save"}
-    assert risky_operator_calls(b"t = torch\nt . save(x, \"p\")") == {"t.save"}
+    assert risky_operator_calls(b't = torch\nt . save(x, "p")') == {"t.save"}
     assert risky_operator_calls(b"ops.aten.save(x, p)") == {"ops.aten.save"}
     assert risky_operator_calls(b"torch.ops.debugprims.load_tensor(n, s)") == {
-        "torch.ops.debugprims.load_tensor"}
-    assert risky_operator_calls(b"torch.not_a_registered_op(x)") == {
-        "torch.not_a_registered_op"}
+        "torch.ops.debugprims.load_tensor"
+    }
+    assert risky_operator_calls(b"torch.not_a_registered_op(x)") == {"torch.not_a_registered_op"}
     assert risky_operator_calls(b"c = ops.c10d\nops.c10d.broadcast_(x)") == {
-        "ops.c10d", "ops.c10d.broadcast_"}
+        "ops.c10d",
+        "ops.c10d.broadcast_",
+    }
     assert not risky_operator_calls(
-        b'w = "torch.save is not called here"\nreturn torch.mul(x, ops.prim.NumToTensor(n))')
+        b'w = "torch.save is not called here"\nreturn torch.mul(x, ops.prim.NumToTensor(n))'
+    )
     # a string the pattern cannot close hides nothing the parser would run
     assert risky_operator_calls(b'x = """doc\n"""; torch.save(w, "p")') == {"torch.save"}
 
@@ -204,19 +238,28 @@ def test_ordinary_torchscript_calls_only_pure_operators(tmp_path: Path) -> None:
             return torch.nn.functional.gelu(z) + torch.softmax(z, -1)
 
     quantized = torch.ao.quantization.quantize_dynamic(
-        nn.Sequential(nn.Linear(4, 4), nn.ReLU()), {nn.Linear}, dtype=torch.qint8)
+        nn.Sequential(nn.Linear(4, 4), nn.ReLU()), {nn.Linear}, dtype=torch.qint8
+    )
     modules = [
         torch.jit.script(Mixed()),
         torch.jit.script(nn.Transformer(8, 2, 1, 1, 16)),
         torch.jit.script(quantized),
         torch.jit.freeze(torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.GELU()).eval())),
-        torch.jit.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                        torch.ones(1, 3, 8, 8)),
+        torch.jit.trace(
+            nn.Sequential(
+                nn.Conv2d(3, 4, 3),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            ),
+            torch.ones(1, 3, 8, 8),
+        ),
     ]
     for number, module in enumerate(modules):
         path = tmp_path / f"m{number}.pt"
         torch.jit.save(module, str(path))
         result = scan_file(path)
         assert "PT002" not in {f.rule_id for f in result.findings}, [
-            f.evidence for f in result.findings]
+            f.evidence for f in result.findings
+        ]

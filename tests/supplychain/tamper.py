@@ -96,6 +96,7 @@ def manifest_digest(model: Path, signature: Path, rng: random.Random) -> str:
         resource = rng.choice(statement["predicate"]["resources"])
         digest = resource["digest"]
         resource["digest"] = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+
     _edit_statement(signature, edit)
     return "a digest edited in the signed manifest"
 
@@ -104,6 +105,7 @@ def manifest_drop(model: Path, signature: Path, rng: random.Random) -> str:
     def edit(statement: dict) -> None:  # type: ignore[type-arg]
         resources = statement["predicate"]["resources"]
         resources.pop(rng.randrange(len(resources)))
+
     _edit_statement(signature, edit)
     return "a resource dropped from the signed manifest"
 
@@ -131,9 +133,17 @@ def truncate_bundle(model: Path, signature: Path, rng: random.Random) -> str:
 
 
 TAMPERS: dict[str, Tamper] = {
-    "flip_byte": flip_byte, "truncate": truncate, "append": append, "add_file": add_file,
-    "remove_file": remove_file, "rename_file": rename_file, "swap_contents": swap_contents,
-    "symlink_swap": symlink_swap, "manifest_digest": manifest_digest,
-    "manifest_drop": manifest_drop, "envelope_signature": envelope_signature,
-    "envelope_payload_type": envelope_payload_type, "truncate_bundle": truncate_bundle,
+    "flip_byte": flip_byte,
+    "truncate": truncate,
+    "append": append,
+    "add_file": add_file,
+    "remove_file": remove_file,
+    "rename_file": rename_file,
+    "swap_contents": swap_contents,
+    "symlink_swap": symlink_swap,
+    "manifest_digest": manifest_digest,
+    "manifest_drop": manifest_drop,
+    "envelope_signature": envelope_signature,
+    "envelope_payload_type": envelope_payload_type,
+    "truncate_bundle": truncate_bundle,
 }

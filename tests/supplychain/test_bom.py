@@ -20,16 +20,18 @@ def project(tmp_path: Path) -> Path:
     (root / "data").mkdir()
     (root / "model" / "clf.pkl").write_bytes(pickle.dumps({"coef": [0.1, 0.2]}))
     (root / "model" / "evil.pkl").write_bytes(
-        b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R.")
+        b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00echo\x85R."
+    )
     (root / "data" / "train.csv").write_text("age,amount,label\n31,1200,good\n")
     (root / "requirements.txt").write_text("scikit-learn==1.5.2\nnumpy>=1.26\n")
     (root / "bastion-model.toml").write_text(
         '[model]\ntask = "binary-classification"\narchitecture = "logistic regression"\n'
         'family = "linear"\ninputs = ["tabular"]\noutputs = ["probability"]\n'
-        '[metrics]\naccuracy = 0.74\nroc_auc = 0.79\n'
+        "[metrics]\naccuracy = 0.74\nroc_auc = 0.79\n"
         '[considerations]\nuseCases = ["pre-screening of loan applications"]\n'
         'technicalLimitations = ["trained on 1,000 applicants from 1994"]\n'
-        'ethicalConsiderations = ["age and sex are features"]\n')
+        'ethicalConsiderations = ["age and sex are features"]\n'
+    )
     return root
 
 
@@ -60,7 +62,8 @@ def test_every_requirement_and_lock_file_gives_dependencies(project: Path) -> No
     # the same names the project audit reads; a requirements-dev.txt is not a dataset
     (project / "requirements-dev.txt").write_text("pytest==8.3.3\n")
     (project / "pylock.dev.toml").write_text(
-        'lock-version = "1.0"\n[[packages]]\nname = "hypothesis"\nversion = "6.100.0"\n')
+        'lock-version = "1.0"\n[[packages]]\nname = "hypothesis"\nversion = "6.100.0"\n'
+    )
     document = build_bom(project)
     by_name = {c["name"]: c for c in document["components"]}
     assert by_name["pytest"]["purl"] == "pkg:pypi/pytest@8.3.3"
@@ -72,8 +75,13 @@ def test_invalid_documents_are_rejected() -> None:
     from bastion.supplychain.bom import BomError
 
     with pytest.raises(BomError):
-        validate({"bomFormat": "CycloneDX", "specVersion": "1.6",
-                  "components": [{"type": "machine-learning-model"}]})
+        validate(
+            {
+                "bomFormat": "CycloneDX",
+                "specVersion": "1.6",
+                "components": [{"type": "machine-learning-model"}],
+            }
+        )
 
 
 def test_cli_writes_a_valid_bom(project: Path, tmp_path: Path) -> None:

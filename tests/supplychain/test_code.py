@@ -26,8 +26,7 @@ def snippet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_precision_and_recall_on_labelled_snippets(snippet_dir: Path) -> None:
     report = run_code_scan([snippet_dir], Settings(workers=2))
-    found = {r.path.removesuffix(".py"): {f.rule_id for f in r.findings}
-             for r in report.results}
+    found = {r.path.removesuffix(".py"): {f.rule_id for f in r.findings} for r in report.results}
     tp = fp = fn = 0
     for name, _source, expected in SNIPPETS:
         got = found[name]
@@ -42,13 +41,25 @@ def notebook(tmp_path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Train\nUses torch.load in prose: not code."),
-        nbformat.v4.new_code_cell("%pip install torch\nimport torch\n\n"
-                                  "model = torch.load('ckpt.pt')"),
-        nbformat.v4.new_code_cell("df.head()", outputs=[nbformat.v4.new_output(
-            "execute_result", data={"text/plain": "name  email\n0 Ann  ann.smith@corp.io\n"
-                                                  "1 Bob  +44 20 7946 0958"})]),
-        nbformat.v4.new_code_cell("HF_TOKEN = 'hf_x'\nprint('ok')", outputs=[
-            nbformat.v4.new_output("stream", text="card 4539 1488 0343 6467 charged\n")]),
+        nbformat.v4.new_code_cell(
+            "%pip install torch\nimport torch\n\nmodel = torch.load('ckpt.pt')"
+        ),
+        nbformat.v4.new_code_cell(
+            "df.head()",
+            outputs=[
+                nbformat.v4.new_output(
+                    "execute_result",
+                    data={
+                        "text/plain": "name  email\n0 Ann  ann.smith@corp.io\n"
+                        "1 Bob  +44 20 7946 0958"
+                    },
+                )
+            ],
+        ),
+        nbformat.v4.new_code_cell(
+            "HF_TOKEN = 'hf_x'\nprint('ok')",
+            outputs=[nbformat.v4.new_output("stream", text="card 4539 1488 0343 6467 charged\n")],
+        ),
     ]
     path = tmp_path / "train.ipynb"
     nbformat.write(nb, str(path))
@@ -70,7 +81,7 @@ def test_notebook_findings_point_at_cell_and_file_line(tmp_path: Path) -> None:
 
 
 def test_personal_data_detector_is_checked_not_pattern_only() -> None:
-    assert dict(personal_data("IBAN DE89 3704 0044 0532 0130 00")) .get("IBAN")
+    assert dict(personal_data("IBAN DE89 3704 0044 0532 0130 00")).get("IBAN")
     assert "IBAN" not in dict(personal_data("IBAN DE00 3704 0044 0532 0130 00"))
     assert "payment card number" not in dict(personal_data("order 4111 1111 1111 1112"))
     assert "e-mail address" not in dict(personal_data("write to someone@example.com"))

@@ -16,21 +16,51 @@ from bastion.supplychain.dependencies import run_deps
 from bastion.supplychain.requirements import is_dependency_file, read_any
 
 RECORDS = [
-    {"id": "GHSA-aaaa-0001", "aliases": ["CVE-2099-0001"], "summary": "RCE in demo-lib.",
-     "database_specific": {"severity": "CRITICAL"},
-     "affected": [{"package": {"ecosystem": "PyPI", "name": "Demo_Lib"},
-                   "ranges": [{"type": "ECOSYSTEM", "events": [
-                       {"introduced": "1.0"}, {"fixed": "1.4.2"},
-                       {"introduced": "2.0.0rc1"}, {"fixed": "2.0.1"}]}]}]},
-    {"id": "PYSEC-2099-2", "aliases": [], "summary": "DoS in other-lib.",
-     "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L"}],
-     "affected": [{"package": {"ecosystem": "PyPI", "name": "other-lib"},
-                   "ranges": [{"type": "ECOSYSTEM", "events": [
-                       {"introduced": "0"}, {"last_affected": "0.9"}]}]}]},
-    {"id": "NPM-1", "affected": [{"package": {"ecosystem": "npm", "name": "demo-lib"},
-                                  "versions": ["1.1"]}]},
-    {"id": "GHSA-withdrawn", "withdrawn": "2099-01-01", "affected": [
-        {"package": {"ecosystem": "PyPI", "name": "demo-lib"}, "versions": ["1.1"]}]},
+    {
+        "id": "GHSA-aaaa-0001",
+        "aliases": ["CVE-2099-0001"],
+        "summary": "RCE in demo-lib.",
+        "database_specific": {"severity": "CRITICAL"},
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "Demo_Lib"},
+                "ranges": [
+                    {
+                        "type": "ECOSYSTEM",
+                        "events": [
+                            {"introduced": "1.0"},
+                            {"fixed": "1.4.2"},
+                            {"introduced": "2.0.0rc1"},
+                            {"fixed": "2.0.1"},
+                        ],
+                    }
+                ],
+            }
+        ],
+    },
+    {
+        "id": "PYSEC-2099-2",
+        "aliases": [],
+        "summary": "DoS in other-lib.",
+        "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:L"}],
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "other-lib"},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"last_affected": "0.9"}]}
+                ],
+            }
+        ],
+    },
+    {
+        "id": "NPM-1",
+        "affected": [{"package": {"ecosystem": "npm", "name": "demo-lib"}, "versions": ["1.1"]}],
+    },
+    {
+        "id": "GHSA-withdrawn",
+        "withdrawn": "2099-01-01",
+        "affected": [{"package": {"ecosystem": "PyPI", "name": "demo-lib"}, "versions": ["1.1"]}],
+    },
 ]
 
 
@@ -53,11 +83,22 @@ def osv_zip(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("version,affected", [
-    ("0.9", False), ("1.0", True), ("1.4.1", True), ("1.4.2", False), ("1.5", False),
-    ("2.0.0rc1", True), ("2.0.0", True), ("2.0.1", False), ("1.4.2.post1", False),
-    ("1.4.1.post1", True), ("not-a-version", False),
-])
+@pytest.mark.parametrize(
+    "version,affected",
+    [
+        ("0.9", False),
+        ("1.0", True),
+        ("1.4.1", True),
+        ("1.4.2", False),
+        ("1.5", False),
+        ("2.0.0rc1", True),
+        ("2.0.0", True),
+        ("2.0.1", False),
+        ("1.4.2.post1", False),
+        ("1.4.1.post1", True),
+        ("not-a-version", False),
+    ],
+)
 def test_pep440_range_semantics(version: str, affected: bool) -> None:
     advisory = next(parse_record(RECORDS[0]))
     assert advisory.affects(version) is affected
@@ -83,22 +124,25 @@ def test_requirements_and_locks(tmp_path: Path) -> None:
     (tmp_path / "base.txt").write_text("other-lib==0.9\n")
     (tmp_path / "requirements.txt").write_text(
         "# training deps\n-r base.txt\nDemo.Lib==1.2 ; python_version >= '3.8'\n"
-        "torch>=2.0\nnumpy\n--index-url https://example.org/simple\nnot a valid line ===\n")
+        "torch>=2.0\nnumpy\n--index-url https://example.org/simple\nnot a valid line ===\n"
+    )
     deps, problems = read_any(tmp_path / "requirements.txt")
     by_name = {d.name: d for d in deps}
     assert by_name["demo-lib"].version == "1.2" and by_name["other-lib"].version == "0.9"
     assert by_name["torch"].version is None and by_name["torch"].specifier == ">=2.0"
     assert len(problems) == 1 and "requirements.txt:7" in problems[0]  # the invalid line
     (tmp_path / "poetry.lock").write_text('[[package]]\nname = "Demo-Lib"\nversion = "1.3"\n')
-    (tmp_path / "pylock.toml").write_text('lock-version = "1.0"\n[[packages]]\n'
-                                          'name = "torch"\nversion = "2.5.1"\n')
+    (tmp_path / "pylock.toml").write_text(
+        'lock-version = "1.0"\n[[packages]]\nname = "torch"\nversion = "2.5.1"\n'
+    )
     assert read_any(tmp_path / "poetry.lock")[0][0].version == "1.3"
     assert read_any(tmp_path / "pylock.toml")[0][0].name == "torch"
 
 
 def test_audit_report(tmp_path: Path, osv_zip: Path) -> None:
     (tmp_path / "requirements.txt").write_text(
-        "demo-lib==1.2\nother-lib==2.0\ntorch==2.5.1\nkeras>=3.0\n")
+        "demo-lib==1.2\nother-lib==2.0\ntorch==2.5.1\nkeras>=3.0\n"
+    )
     report = run_deps([tmp_path / "requirements.txt"], Settings(), osv_zip)
     found = {(f.rule_id, f.location.pointer): f for f in report.findings}
     assert found[("DEP001", "demo-lib")].severity.value == "critical"
@@ -119,28 +163,48 @@ def test_bundled_ml_advisories_need_no_database(tmp_path: Path) -> None:
 def test_cli(tmp_path: Path, osv_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     req = tmp_path / "requirements.txt"
     req.write_text("demo-lib==1.0\n")
-    assert main(["deps", str(req), "--advisory-db", str(osv_folder), "--no-store", "-q",
-                 "-f", "json"]) == 1
+    assert (
+        main(["deps", str(req), "--advisory-db", str(osv_folder), "--no-store", "-q", "-f", "json"])
+        == 1
+    )
     assert json.loads(capsys.readouterr().out)["verdict"]["status"] == "failed"
     req.write_text("demo-lib==1.4.2\n")
     assert main(["deps", str(req), "--advisory-db", str(osv_folder), "--no-store", "-q"]) == 0
-    assert main(["deps", str(req), "--advisory-db", str(tmp_path / "req.txt"), "--no-store"]) \
-        == 2
+    assert main(["deps", str(req), "--advisory-db", str(tmp_path / "req.txt"), "--no-store"]) == 2
     bad = tmp_path / "bad.zip"
     bad.write_text("not a zip")
     assert main(["deps", str(req), "--advisory-db", str(bad), "--no-store", "-q"]) == 2
     assert "neither a folder nor a zip" in capsys.readouterr().err
 
 
-def test_online_mode_reads_pip_audit_results(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_online_mode_reads_pip_audit_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--online hands the files to pip-audit; a stand-in pip-audit on PATH answers offline."""
     fake = tmp_path / "bin" / "pip-audit"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\ncat <<'JSON'\n" + json.dumps({"dependencies": [
-        {"name": "requests", "version": "2.19.0", "vulns": [
-            {"id": "PYSEC-2018-28", "fix_versions": ["2.20.0"], "aliases": ["CVE-2018-18074"],
-             "description": "credentials leak on redirect"}]}]}) + "\nJSON\n")
+    fake.write_text(
+        "#!/bin/sh\ncat <<'JSON'\n"
+        + json.dumps(
+            {
+                "dependencies": [
+                    {
+                        "name": "requests",
+                        "version": "2.19.0",
+                        "vulns": [
+                            {
+                                "id": "PYSEC-2018-28",
+                                "fix_versions": ["2.20.0"],
+                                "aliases": ["CVE-2018-18074"],
+                                "description": "credentials leak on redirect",
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+        + "\nJSON\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:{__import__('os').environ['PATH']}")
     req = tmp_path / "requirements.txt"
@@ -152,11 +216,24 @@ def test_online_mode_reads_pip_audit_results(tmp_path: Path,
 
 
 def test_dependency_file_names() -> None:
-    for name in ("requirements.txt", "requirements-dev.txt", "Requirements_GPU.txt",
-                 "poetry.lock", "uv.lock", "pylock.toml", "pylock.train.toml"):
+    for name in (
+        "requirements.txt",
+        "requirements-dev.txt",
+        "Requirements_GPU.txt",
+        "poetry.lock",
+        "uv.lock",
+        "pylock.toml",
+        "pylock.train.toml",
+    ):
         assert is_dependency_file(name), name
-    for name in ("requirements.md", "notes.txt", "Pipfile", "pylock.json", "lock.toml",
-                 "data.lock.csv"):
+    for name in (
+        "requirements.md",
+        "notes.txt",
+        "Pipfile",
+        "pylock.json",
+        "lock.toml",
+        "data.lock.csv",
+    ):
         assert not is_dependency_file(name), name
 
 
@@ -164,9 +241,13 @@ def test_requirements_read_the_way_pip_reads_them(tmp_path: Path) -> None:
     """Hash-pinned continuation lines and `-rfile` were never audited (issue #8 item 7)."""
     (tmp_path / "base.txt").write_text("other-lib==0.9\n")
     (tmp_path / "requirements.txt").write_text(
-        "demo-lib==1.2 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64
+        "demo-lib==1.2 \\\n    --hash=sha256:"
+        + "a" * 64
+        + " \\\n    --hash=sha256:"
+        + "b" * 64
         + "\n-rbase.txt\nhttps://example.org/pkg-1.0-py3-none-any.whl\n-e ./local\n"
-        "-r /etc/passwd\n-r ../outside.txt\n")
+        "-r /etc/passwd\n-r ../outside.txt\n"
+    )
     (tmp_path.parent / "outside.txt").write_text("secret-line-not-to-leak\n")
     deps, problems = read_any(tmp_path / "requirements.txt")
     by_name = {d.name: d for d in deps}
@@ -184,14 +265,25 @@ def test_requirements_read_the_way_pip_reads_them(tmp_path: Path) -> None:
 def test_osv_versions_compare_as_pep440_and_dropped_records_are_reported(tmp_path: Path) -> None:
     db = tmp_path / "osv"
     db.mkdir()
-    record = {"id": "PYSEC-2099-9", "summary": "listed versions only",
-              "affected": [{"package": {"ecosystem": "PyPI", "name": "listed-lib"},
-                            "versions": ["2.0.0", "2.1"]}]}
+    record = {
+        "id": "PYSEC-2099-9",
+        "summary": "listed versions only",
+        "affected": [
+            {"package": {"ecosystem": "PyPI", "name": "listed-lib"}, "versions": ["2.0.0", "2.1"]}
+        ],
+    }
     (db / "a.json").write_text(json.dumps(record))
     (db / "broken.json").write_text("{not json")
     (db / "foreign.json").write_text('["not", "an", "osv", "record"]')
-    odd = {"id": "PYSEC-2099-10", "affected": [{"package": {"ecosystem": "PyPI", "name": "x"},
-           "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "not-a-version"}]}]}]}
+    odd = {
+        "id": "PYSEC-2099-10",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "x"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "not-a-version"}]}],
+            }
+        ],
+    }
     (db / "odd.json").write_text(json.dumps(odd))
     database = AdvisoryDatabase.load(db)
     assert database.dropped == 3

@@ -46,11 +46,23 @@ def test_sign_and_verify_roundtrip(signed: tuple[Path, Path, Path, Path]) -> Non
 
 
 def test_bastion_signature_verifies_with_model_signing_cli(
-        signed: tuple[Path, Path, Path, Path]) -> None:
+    signed: tuple[Path, Path, Path, Path],
+) -> None:
     model, signature, _private, public = signed
-    proc = subprocess.run([MODEL_SIGNING, "verify", "key", str(model), "--signature",
-                           str(signature), "--public_key", str(public)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            MODEL_SIGNING,
+            "verify",
+            "key",
+            str(model),
+            "--signature",
+            str(signature),
+            "--public_key",
+            str(public),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -58,9 +70,20 @@ def test_model_signing_cli_signature_verifies_with_bastion(tmp_path: Path) -> No
     private, public = write_key_pair(tmp_path)
     model = make_model(tmp_path)
     signature = tmp_path / "cli.sig"
-    proc = subprocess.run([MODEL_SIGNING, "sign", "key", str(model), "--signature",
-                           str(signature), "--private_key", str(private)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            MODEL_SIGNING,
+            "sign",
+            "key",
+            str(model),
+            "--signature",
+            str(signature),
+            "--private_key",
+            str(private),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert verify(model, Credentials(key=public), signature).kind == "verified"
     (model / "config.json").write_text('{"hidden": 65}')
@@ -75,9 +98,22 @@ def test_paths_the_signer_ignored_are_ignored_when_verifying(tmp_path: Path) -> 
     model = make_model(tmp_path)
     (model / "NOTES.md").write_text("draft")
     signature = tmp_path / "cli.sig"
-    proc = subprocess.run([MODEL_SIGNING, "sign", "key", str(model), "--signature",
-                           str(signature), "--private_key", str(private), "--ignore-paths",
-                           str(model / "NOTES.md")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            MODEL_SIGNING,
+            "sign",
+            "key",
+            str(model),
+            "--signature",
+            str(signature),
+            "--private_key",
+            str(private),
+            "--ignore-paths",
+            str(model / "NOTES.md"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (model / "NOTES.md").write_text("rewritten after signing")
     assert verify(model, Credentials(key=public), signature).kind == "verified"
@@ -100,8 +136,9 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def test_wrong_key_malformed_and_foreign_bundles(signed: tuple[Path, Path, Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_wrong_key_malformed_and_foreign_bundles(
+    signed: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
     model, signature, _private, _public = signed
     _, other_public = write_key_pair(_fresh(tmp_path / "other"), "other")
     assert verify(model, Credentials(key=other_public)).kind == "wrong-key"
@@ -114,8 +151,9 @@ def test_wrong_key_malformed_and_foreign_bundles(signed: tuple[Path, Path, Path,
 
 
 @pytest.mark.parametrize("kind", sorted(TAMPERS))
-def test_every_tamper_kind_is_rejected(signed: tuple[Path, Path, Path, Path], tmp_path: Path,
-                                       kind: str) -> None:
+def test_every_tamper_kind_is_rejected(
+    signed: tuple[Path, Path, Path, Path], tmp_path: Path, kind: str
+) -> None:
     model, _signature, _private, public = signed
     for seed in range(8):
         copy = tmp_path / f"case{seed}" / "model"
@@ -125,8 +163,9 @@ def test_every_tamper_kind_is_rejected(signed: tuple[Path, Path, Path, Path], tm
         assert not outcome.ok, what
 
 
-def test_moving_or_copying_the_folder_is_not_a_failure(signed: tuple[Path, Path, Path, Path],
-                                                       tmp_path: Path) -> None:
+def test_moving_or_copying_the_folder_is_not_a_failure(
+    signed: tuple[Path, Path, Path, Path], tmp_path: Path
+) -> None:
     model, _signature, _private, public = signed
     copied = tmp_path / "elsewhere" / "copied-model"
     shutil.copytree(model, copied)

@@ -17,15 +17,26 @@ model card (task, architecture, datasets, inputs/outputs, metrics and considerat
 bastion-model.toml when present); datasets become data components; requirement and lock files
 give the software dependencies; bastion's findings on the models are listed as
 vulnerabilities. The BOM is validated against the CycloneDX 1.6 schema before it is written."""
-    parser.add_argument("path", type=existing("folder"), metavar="FOLDER",
-                        help="The model project folder.")
-    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
-                        help="Write the BOM to FILE instead of stdout.")
-    parser.add_argument("--environment", action="store_true",
-                        help="Also list the packages installed in the running Python "
-                             "environment.")
-    parser.add_argument("--no-scan", action="store_true",
-                        help="Do not scan the models (no bastion findings as vulnerabilities).")
+    parser.add_argument(
+        "path", type=existing("folder"), metavar="FOLDER", help="The model project folder."
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=output_file,
+        metavar="FILE",
+        help="Write the BOM to FILE instead of stdout.",
+    )
+    parser.add_argument(
+        "--environment",
+        action="store_true",
+        help="Also list the packages installed in the running Python environment.",
+    )
+    parser.add_argument(
+        "--no-scan",
+        action="store_true",
+        help="Do not scan the models (no bastion findings as vulnerabilities).",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="No summary on stderr.")
 
 
@@ -45,7 +56,9 @@ def run_bom(args: argparse.Namespace) -> int:
         for component in document.get("components", []):
             kinds[component["type"]] = kinds.get(component["type"], 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        say(f"bastion: CycloneDX 1.6 BOM with {summary}; "
+        say(
+            f"bastion: CycloneDX 1.6 BOM with {summary}; "
             f"{len(document.get('vulnerabilities', []))} vulnerabilities"
-            + (f"; written to {args.output}" if args.output else ""))
+            + (f"; written to {args.output}" if args.output else "")
+        )
     return 0

@@ -14,10 +14,16 @@ from .output import say, write_report
 
 def configure_history(parser: argparse.ArgumentParser) -> None:
     add_store_option(parser)
-    parser.add_argument("--limit", "-n", type=bounded(int, 1, 100_000), default=20,
-                        help="How many runs [default: 20].")
-    parser.add_argument("--json", dest="as_json", action="store_true",
-                        help="Print JSON lines instead of a table.")
+    parser.add_argument(
+        "--limit",
+        "-n",
+        type=bounded(int, 1, 100_000),
+        default=20,
+        help="How many runs [default: 20].",
+    )
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="Print JSON lines instead of a table."
+    )
 
 
 def run_history(args: argparse.Namespace) -> int:
@@ -32,21 +38,42 @@ def run_history(args: argparse.Namespace) -> int:
     if not runs:
         say("no runs recorded yet")
         return 0
-    say(f"{'RUN':>5}  {'STARTED':25}  {'COMMAND':9}  {'VERDICT':9}  {'FINDINGS':>8}  TARGETS",
-        err=False)
+    say(
+        f"{'RUN':>5}  {'STARTED':25}  {'COMMAND':9}  {'VERDICT':9}  {'FINDINGS':>8}  TARGETS",
+        err=False,
+    )
     for run in runs:
-        say(f"{run.id:>5}  {run.started_at:25}  {run.command:9}  {run.status:9}  "
-            f"{run.findings:>8}  {run.targets}", err=False)
+        say(
+            f"{run.id:>5}  {run.started_at:25}  {run.command:9}  {run.status:9}  "
+            f"{run.findings:>8}  {run.targets}",
+            err=False,
+        )
     return 0
 
 
 def configure_show(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id", nargs="?", type=bounded(int, 1), metavar="RUN",
-                        help="Run number from `bastion history` [default: the latest].")
-    parser.add_argument("--format", "-f", dest="fmt", choices=FORMATS, default="text",
-                        help="Report format [default: text].")
-    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
-                        help="Write the report to FILE instead of stdout.")
+    parser.add_argument(
+        "run_id",
+        nargs="?",
+        type=bounded(int, 1),
+        metavar="RUN",
+        help="Run number from `bastion history` [default: the latest].",
+    )
+    parser.add_argument(
+        "--format",
+        "-f",
+        dest="fmt",
+        choices=FORMATS,
+        default="text",
+        help="Report format [default: text].",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=output_file,
+        metavar="FILE",
+        help="Write the report to FILE instead of stdout.",
+    )
     add_store_option(parser)
 
 
@@ -64,8 +91,9 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def configure_rules(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", dest="as_json", action="store_true",
-                        help="Print the catalogue as JSON.")
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="Print the catalogue as JSON."
+    )
 
 
 def run_rules(args: argparse.Namespace) -> int:
@@ -73,14 +101,18 @@ def run_rules(args: argparse.Namespace) -> int:
 
     rules = all_rules()
     if args.as_json:
-        data = [{**r.model_dump(mode="json"), "tags": r.tags.model_dump(mode="json")}
-                for r in rules]
+        data = [
+            {**r.model_dump(mode="json"), "tags": r.tags.model_dump(mode="json")} for r in rules
+        ]
         say(json.dumps(data, indent=2), err=False)
         return 0
     for rule in rules:
         tags = rule.tags
         say(f"{rule.id:7} {rule.severity.value:8} {rule.title}", err=False)
-        say(f"        ATLAS {', '.join(tags.atlas)} | OWASP ML {', '.join(tags.owasp_ml)}"
+        say(
+            f"        ATLAS {', '.join(tags.atlas)} | OWASP ML {', '.join(tags.owasp_ml)}"
             f" | OWASP LLM {', '.join(tags.owasp_llm)} | NIST {', '.join(tags.nist_ai_rmf)}"
-            f" | EU AI Act {', '.join(tags.eu_ai_act)}", err=False)
+            f" | EU AI Act {', '.join(tags.eu_ai_act)}",
+            err=False,
+        )
     return 0

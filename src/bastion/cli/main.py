@@ -55,13 +55,16 @@ def _top_parser() -> argparse.ArgumentParser:
     width = max(len(name) for name in COMMANDS)
     listing = "\n".join(f"  {name:{width}}  {cmd.summary}" for name, cmd in COMMANDS.items())
     parser = argparse.ArgumentParser(
-        prog="bastion", description=DESCRIPTION,
+        prog="bastion",
+        description=DESCRIPTION,
         epilog=f"commands:\n{listing}\n\nRun `bastion COMMAND --help` for a command's options.",
         formatter_class=_formatter,
-        usage="bastion [-h] [--version] COMMAND [ARGS]...")
+        usage="bastion [-h] [--version] COMMAND [ARGS]...",
+    )
     parser.add_argument("--version", action="version", version=f"bastion, version {__version__}")
-    parser.add_argument("command", metavar="COMMAND", choices=list(COMMANDS),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "command", metavar="COMMAND", choices=list(COMMANDS), help=argparse.SUPPRESS
+    )
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -70,8 +73,9 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, Callable[..., in
     """The parser of one command and the function that runs it."""
     command = COMMANDS[name]
     module = import_module(f"bastion.cli.{command.module}")
-    parser = argparse.ArgumentParser(prog=f"bastion {name}", description=command.summary,
-                                     formatter_class=_formatter)
+    parser = argparse.ArgumentParser(
+        prog=f"bastion {name}", description=command.summary, formatter_class=_formatter
+    )
     getattr(module, f"configure_{name}")(parser)
     return parser, getattr(module, f"run_{name}")
 
@@ -109,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("BASTION_DEBUG"):
             raise
         print(f"bastion: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print("hint: this is a bug in bastion; rerun with BASTION_DEBUG=1 and report the "
-              "traceback", file=sys.stderr)
+        print(
+            "hint: this is a bug in bastion; rerun with BASTION_DEBUG=1 and report the traceback",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -19,12 +19,12 @@ from .options import add_judging_options, bounded, existing, output_file
 from .output import say, write_report
 
 
-def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> \
-        Settings:
+def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> Settings:
     """The invoking project's settings: --policy, BASTION_POLICY, or the policy found from the
     working directory upwards — never one inside the scanned `paths` unless named."""
-    return load_settings(policy_file=policy, project_dir=Path.cwd(), overrides=overrides,
-                         scanned=paths)
+    return load_settings(
+        policy_file=policy, project_dir=Path.cwd(), overrides=overrides, scanned=paths
+    )
 
 
 def gate_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,9 +38,15 @@ def progress_reporter(quiet: bool):  # type: ignore[no-untyped-def]
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    bar = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.description}"), console=Console(stderr=True),
-                   auto_refresh=False, transient=True)
+    bar = Progress(
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        auto_refresh=False,
+        transient=True,
+    )
     task = bar.add_task("", total=None)
 
     def update(done: int, total: int, name: str) -> None:
@@ -102,32 +108,63 @@ without executing anything. In a project, code and notebooks get the `bastion co
 requirement and lock files the `bastion deps` audit (with the policy's advisory_db), and
 signatures next to models are verified against the policy's trusted keys. The policy decides
 the exit code: 0 passed, 1 failed, 2 could not decide."""
-    parser.add_argument("paths", nargs="+", type=existing(), metavar="PATH",
-                        help="Model files, archives, model folders or project folders.")
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=existing(),
+        metavar="PATH",
+        help="Model files, archives, model folders or project folders.",
+    )
     add_judging_options(parser)
-    parser.add_argument("--workers", type=bounded(int, 1, 64), metavar="N",
-                        help="Parallel scan workers [default: CPU count].")
-    parser.add_argument("--executor", choices=("local", "ray"),
-                        help="Where files are scanned: local worker processes, or a Ray cluster "
-                             "(needs bastion-mlsec[ray]; files must be readable at the same "
-                             "paths on every node) [env BASTION_EXECUTOR; default: local].")
-    parser.add_argument("--address", metavar="ADDR", dest="ray_address",
-                        help="Ray cluster address for --executor ray (HOST:6379 or "
-                             "ray://HOST:10001) [env BASTION_RAY_ADDRESS; default: a local Ray "
-                             "instance].")
-    parser.add_argument("--timeout", type=bounded(float, 0.1), metavar="SECONDS",
-                        help="Seconds per file [default: 120].")
-    parser.add_argument("--memory-mb", type=bounded(int, 64), metavar="MIB",
-                        help="Memory per scan worker in MiB [default: 2048].")
+    parser.add_argument(
+        "--workers",
+        type=bounded(int, 1, 64),
+        metavar="N",
+        help="Parallel scan workers [default: CPU count].",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        help="Where files are scanned: local worker processes, or a Ray cluster "
+        "(needs bastion-mlsec[ray]; files must be readable at the same "
+        "paths on every node) [env BASTION_EXECUTOR; default: local].",
+    )
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        dest="ray_address",
+        help="Ray cluster address for --executor ray (HOST:6379 or "
+        "ray://HOST:10001) [env BASTION_RAY_ADDRESS; default: a local Ray "
+        "instance].",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=bounded(float, 0.1),
+        metavar="SECONDS",
+        help="Seconds per file [default: 120].",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=bounded(int, 64),
+        metavar="MIB",
+        help="Memory per scan worker in MiB [default: 2048].",
+    )
 
 
 def run_scan(args: argparse.Namespace) -> int:
     paths: list[Path] = args.paths
     limits = {k: v for k, v in (("timeout_s", args.timeout), ("memory_mb", args.memory_mb)) if v}
-    settings = settings_for(paths, args.policy, {**gate_overrides(args), "workers": args.workers,
-                                                 "executor": args.executor,
-                                                 "ray_address": args.ray_address,
-                                                 "limits": limits or None})
+    settings = settings_for(
+        paths,
+        args.policy,
+        {
+            **gate_overrides(args),
+            "workers": args.workers,
+            "executor": args.executor,
+            "ray_address": args.ray_address,
+            "limits": limits or None,
+        },
+    )
     if settings.ray_address and settings.executor != "ray":
         from bastion.errors import UsageError
 
@@ -145,9 +182,14 @@ Scans PATHS and writes every current finding's fingerprint. Later scans given --
 (or `baseline = "FILE"` in the policy) pass on these findings and fail only on new ones.
 Review the file before committing it."""
     parser.add_argument("paths", nargs="+", type=existing(), metavar="PATH")
-    parser.add_argument("--output", "-o", type=output_file, metavar="FILE",
-                        default=Path("bastion-baseline.json"),
-                        help="Where to write the baseline [default: bastion-baseline.json].")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=output_file,
+        metavar="FILE",
+        default=Path("bastion-baseline.json"),
+        help="Where to write the baseline [default: bastion-baseline.json].",
+    )
     parser.add_argument("--policy", type=existing("file"), metavar="FILE", help="Policy TOML.")
     parser.add_argument("--quiet", "-q", action="store_true", help="No summary on stderr.")
 
@@ -162,7 +204,9 @@ def run_baseline(args: argparse.Namespace) -> int:
     if not args.quiet:
         say(f"bastion: baseline of {len(report.findings)} finding(s) written to {args.output}")
     if report.errors:
-        say(f"bastion: warning: {len(report.errors)} check error(s); those files are not "
-            "covered by the baseline")
+        say(
+            f"bastion: warning: {len(report.errors)} check error(s); those files are not "
+            "covered by the baseline"
+        )
         return 2
     return 0

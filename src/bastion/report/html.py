@@ -8,17 +8,20 @@ from bastion.findings import Report, Severity
 from bastion.policy import Status, Verdict
 from bastion.rules import taxonomy
 
-_ENV = Environment(loader=PackageLoader("bastion.report", "templates"),
-                   autoescape=select_autoescape(default=True, default_for_string=True),
-                   trim_blocks=True, lstrip_blocks=True)
+_ENV = Environment(
+    loader=PackageLoader("bastion.report", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 _EXPLAIN = {
     Status.PASSED: "No finding reaches the gate's threshold. The artifacts checked here showed "
-                   "nothing that the policy treats as unsafe.",
+    "nothing that the policy treats as unsafe.",
     Status.FAILED: "Do not load or deploy these artifacts until the findings below are fixed "
-                   "or deliberately waived.",
+    "or deliberately waived.",
     Status.UNDECIDED: "bastion could not finish every check, so it cannot say the artifacts are "
-                      "safe. See the errors and gaps below.",
+    "safe. See the errors and gaps below.",
 }
 
 
@@ -29,12 +32,19 @@ def render(report: Report, verdict: Verdict) -> str:
     for severity in sorted(Severity, key=lambda s: -s.rank):
         items = [f for f in report.findings if f.severity == severity]
         if items:
-            groups.append((severity.value, sorted(items, key=lambda f: (f.location.path,
-                                                                        f.rule_id))))
+            groups.append(
+                (severity.value, sorted(items, key=lambda f: (f.location.path, f.rule_id)))
+            )
     template = _ENV.get_template("report.html.j2")
     return template.render(
-        report=report, verdict=verdict, groups=groups, failing=failing, accepted=accepted,
-        explanation=_EXPLAIN[verdict.status], counts=report.severity_counts(),
-        gaps=report.gaps, out_of_scope=len(report.skips) - len(report.gaps),
+        report=report,
+        verdict=verdict,
+        groups=groups,
+        failing=failing,
+        accepted=accepted,
+        explanation=_EXPLAIN[verdict.status],
+        counts=report.severity_counts(),
+        gaps=report.gaps,
+        out_of_scope=len(report.skips) - len(report.gaps),
         frameworks=taxonomy()["frameworks"],
     )

@@ -24,8 +24,6 @@ class VerdictDocument(Record):
     baselined: tuple[str, ...]
 
 
-
-
 class ReportDocument(Report):
     """A bastion report: what was checked, what was found, and the policy's verdict."""
 
@@ -35,9 +33,14 @@ class ReportDocument(Report):
 def document(report: Report, verdict: Verdict) -> dict[str, Any]:
     data = report.model_dump(mode="json")
     data["verdict"] = VerdictDocument(
-        status=verdict.status.value, exit_code=verdict.exit_code, fail_on=verdict.fail_on,
-        reasons=verdict.reasons, failing=verdict.failing, waived=verdict.waived,
-        baselined=verdict.baselined).model_dump(mode="json")
+        status=verdict.status.value,
+        exit_code=verdict.exit_code,
+        fail_on=verdict.fail_on,
+        reasons=verdict.reasons,
+        failing=verdict.failing,
+        waived=verdict.waived,
+        baselined=verdict.baselined,
+    ).model_dump(mode="json")
     return data
 
 

@@ -15,20 +15,37 @@ def render(report: Report, verdict: Verdict) -> str:
     tests = failures = errors = skipped = 0
     for result in report.results:
         tests += 1
-        case = ET.SubElement(suite, "testcase", classname=f"bastion.{result.format}",
-                             name=safe(result.path), time=f"{result.duration_ms / 1000:.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"bastion.{result.format}",
+            name=safe(result.path),
+            time=f"{result.duration_ms / 1000:.3f}",
+        )
         bad = [f for f in result.findings if f.fingerprint in failing]
         if bad:
             failures += 1
-            failure = ET.SubElement(case, "failure", type=bad[0].rule_id,
-                                    message=safe(f"{len(bad)} finding(s): {bad[0].message}"[:500]))
-            failure.text = safe("\n".join(
-                f"[{f.severity.value}] {f.rule_id} {f.location.display()}: {f.message}\n"
-                f"  evidence: {f.evidence}\n  fix: {f.remediation}" for f in bad))
+            failure = ET.SubElement(
+                case,
+                "failure",
+                type=bad[0].rule_id,
+                message=safe(f"{len(bad)} finding(s): {bad[0].message}"[:500]),
+            )
+            failure.text = safe(
+                "\n".join(
+                    f"[{f.severity.value}] {f.rule_id} {f.location.display()}: {f.message}\n"
+                    f"  evidence: {f.evidence}\n  fix: {f.remediation}"
+                    for f in bad
+                )
+            )
         elif result.errors:
             errors += 1
-            error = ET.SubElement(case, "error", type=result.errors[0].check,
-                                  message=safe(result.errors[0].message[:500]))
+            error = ET.SubElement(
+                case,
+                "error",
+                type=result.errors[0].check,
+                message=safe(result.errors[0].message[:500]),
+            )
             error.text = safe("\n".join(e.message for e in result.errors))
         elif result.out_of_scope:
             skipped += 1
@@ -37,8 +54,9 @@ def render(report: Report, verdict: Verdict) -> str:
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))
-    suites = ET.Element("testsuites", name="bastion", tests=str(tests),
-                        failures=str(failures), errors=str(errors))
+    suites = ET.Element(
+        "testsuites", name="bastion", tests=str(tests), failures=str(failures), errors=str(errors)
+    )
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, "unicode") + "\n"

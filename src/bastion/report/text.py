@@ -7,27 +7,37 @@ from bastion.policy import Status, Verdict
 from bastion.report.printable import terminal_safe as safe
 
 _ORDER = sorted(Severity, key=lambda s: -s.rank)
-_VERDICT = {Status.PASSED: "PASSED", Status.FAILED: "FAILED",
-            Status.UNDECIDED: "UNDECIDED (could not decide)"}
+_VERDICT = {
+    Status.PASSED: "PASSED",
+    Status.FAILED: "FAILED",
+    Status.UNDECIDED: "UNDECIDED (could not decide)",
+}
 
 
 def render(report: Report, verdict: Verdict) -> str:
     lines: list[str] = []
     meta = report.metadata
-    lines.append(f"bastion {report.tool.version} — {report.command} of "
-                 f"{safe(', '.join(report.targets))}")
-    lines.append(f"{meta.get('files', len(report.results))} file(s) in "
-                 f"{meta.get('duration_s', 0)}s; gate fails at '{verdict.fail_on}' or above")
+    lines.append(
+        f"bastion {report.tool.version} — {report.command} of {safe(', '.join(report.targets))}"
+    )
+    lines.append(
+        f"{meta.get('files', len(report.results))} file(s) in "
+        f"{meta.get('duration_s', 0)}s; gate fails at '{verdict.fail_on}' or above"
+    )
     lines.append("")
     failing = set(verdict.failing)
     waived = set(verdict.waived) | set(verdict.baselined)
-    findings = sorted(report.findings, key=lambda f: (-f.severity.rank, f.location.path,
-                                                      f.rule_id))
+    findings = sorted(report.findings, key=lambda f: (-f.severity.rank, f.location.path, f.rule_id))
     for finding in findings:
-        mark = "✗" if finding.fingerprint in failing else ("~" if finding.fingerprint in waived
-                                                            else "·")
-        lines.append(f"{mark} {finding.severity.value.upper():8} {finding.rule_id}  "
-                     f"{safe(finding.location.display())}")
+        mark = (
+            "✗"
+            if finding.fingerprint in failing
+            else ("~" if finding.fingerprint in waived else "·")
+        )
+        lines.append(
+            f"{mark} {finding.severity.value.upper():8} {finding.rule_id}  "
+            f"{safe(finding.location.display())}"
+        )
         lines.append(f"    {safe(finding.message)}")
         if finding.evidence:
             lines.append(f"    evidence: {safe(finding.evidence[:200])}")
@@ -44,9 +54,11 @@ def render(report: Report, verdict: Verdict) -> str:
         lines.append("")
     counts = report.severity_counts()
     summary = ", ".join(f"{counts[s.value]} {s.value}" for s in _ORDER if counts[s.value])
-    lines.append(f"findings: {summary or 'none'}; errors: {len(report.errors)}; "
-                 f"not checked: {len(gaps)}; out of scope: "
-                 f"{len(report.skips) - len(gaps)}")
+    lines.append(
+        f"findings: {summary or 'none'}; errors: {len(report.errors)}; "
+        f"not checked: {len(gaps)}; out of scope: "
+        f"{len(report.skips) - len(gaps)}"
+    )
     lines.append(f"verdict: {_VERDICT[verdict.status]}")
     for reason in verdict.reasons:
         lines.append(f"  - {safe(reason)}")

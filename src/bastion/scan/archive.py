@@ -20,59 +20,87 @@ if TYPE_CHECKING:
     import tarfile
 
 PATH_ESCAPE = Rule(
-    id="ARC001", title="Archive member escapes the extraction folder", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="ARC001",
+    title="Archive member escapes the extraction folder",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="A member name is absolute or climbs out with '..' (zip-slip). Extracting the "
-                "archive writes outside the target folder, e.g. over a Python file that is "
-                "imported later.",
+    "archive writes outside the target folder, e.g. over a Python file that is "
+    "imported later.",
     remediation="Do not extract it with a tool that honours such names; rebuild the archive.",
 )
 ENCRYPTED_MEMBER = Rule(
-    id="ARC004", title="Encrypted member could not be scanned", severity=Severity.INFO,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="coverage",
+    id="ARC004",
+    title="Encrypted member could not be scanned",
+    severity=Severity.INFO,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="coverage",
     description="An encrypted member cannot be inspected; a loader given the password can still "
-                "run what is inside. The target is reported as not fully scanned (could not "
-                "decide), never as clean.",
+    "run what is inside. The target is reported as not fully scanned (could not "
+    "decide), never as clean.",
     remediation="Scan the decrypted content, or do not ship encrypted members.",
 )
 READERS_DISAGREE = Rule(
-    id="ARC009", title="Zip readers disagree on the archive's members", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    id="ARC009",
+    title="Zip readers disagree on the archive's members",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="Python's zipfile and PyTorch's reader (miniz) resolve the end records "
-                "differently (zip64 locator, offsets of prepended data), so one archive can show "
-                "each loader a different set of members: a scanner built on one reader misses "
-                "what the other loads. bastion scans the members of both views.",
+    "differently (zip64 locator, offsets of prepended data), so one archive can show "
+    "each loader a different set of members: a scanner built on one reader misses "
+    "what the other loads. bastion scans the members of both views.",
     remediation="Rebuild the archive with a standard writer (torch.save, zipfile).",
 )
 DUPLICATE_MEMBER = Rule(
-    id="ARC006", title="Archive lists the same member name twice", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    id="ARC006",
+    title="Archive lists the same member name twice",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="Two entries share a name: tools that read the first and loaders that read the "
-                "last see different files. bastion scans both.",
+    "last see different files. bastion scans both.",
     remediation="Rebuild the archive with unique names.",
 )
 NAME_DISAGREES = Rule(
-    id="ARC007", title="Zip local and central names differ", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    id="ARC007",
+    title="Zip local and central names differ",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="The member's local header names a different file than the central directory. "
-                "Python's zipfile refuses such members while PyTorch loads them, a known way to "
-                "make scanners skip a payload.",
+    "Python's zipfile refuses such members while PyTorch loads them, a known way to "
+    "make scanners skip a payload.",
     remediation="Rebuild the archive.",
 )
 CORRUPT_MEMBER = Rule(
-    id="ARC005", title="Archive member cannot be read", severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    id="ARC005",
+    title="Archive member cannot be read",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="coverage",
     description="A member is corrupt or uses an unsupported compression; its content was not "
-                "checked. Other members were scanned.",
+    "checked. Other members were scanned.",
     remediation="Re-create the archive with standard compression.",
 )
 
 TRAILING_AFTER_STREAM = Rule(
-    id="ARC008", title="Data after the end of a compressed stream", severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    id="ARC008",
+    title="Data after the end of a compressed stream",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="Bytes follow the end of a gzip/bz2/xz/zlib/lz4 stream. Readers differ on "
-                "them (some continue into them, some stop), so they are content of their own; "
-                "bastion scans them as such.",
+    "them (some continue into them, some stop), so they are content of their own; "
+    "bastion scans them as such.",
     remediation="Re-create the file with the library's own writer.",
 )
 
@@ -87,29 +115,39 @@ class ZipScanner:
         try:
             reader = ZipReader(source.open, source.size, ctx.limits.max_members)
         except ZipFormatError as exc:
-            ctx.add(MALFORMED.finding(source.location, f"broken zip archive: {exc}",
-                                      evidence=str(exc)))
+            ctx.add(
+                MALFORMED.finding(source.location, f"broken zip archive: {exc}", evidence=str(exc))
+            )
             return
         directory = reader.directory
         if directory.truncated_listing:
             ctx.limit_hit(source.location, f"more than {ctx.limits.max_members} members")
         if directory.prefix_bytes > 0:
-            ctx.add(POLYGLOT.finding(
-                source.location,
-                f"{directory.prefix_bytes} bytes precede the zip archive; the file is both "
-                "something else and a zip",
-                evidence=f"zip prefix of {directory.prefix_bytes} bytes"))
-            prefix = source.child("<data before zip>",
-                                  slice_opener(source, 0, directory.prefix_bytes),
-                                  directory.prefix_bytes)
+            ctx.add(
+                POLYGLOT.finding(
+                    source.location,
+                    f"{directory.prefix_bytes} bytes precede the zip archive; the file is both "
+                    "something else and a zip",
+                    evidence=f"zip prefix of {directory.prefix_bytes} bytes",
+                )
+            )
+            prefix = source.child(
+                "<data before zip>",
+                slice_opener(source, 0, directory.prefix_bytes),
+                directory.prefix_bytes,
+            )
             ctx.scan(prefix)
         disagreement = reader.disagreement()
         if disagreement:
             both_read = not reader.view_errors
-            ctx.add(READERS_DISAGREE.finding(
-                source.location, f"{disagreement}; every member of both views is scanned",
-                evidence=disagreement[:200],
-                severity=Severity.HIGH if both_read else Severity.MEDIUM))
+            ctx.add(
+                READERS_DISAGREE.finding(
+                    source.location,
+                    f"{disagreement}; every member of both views is scanned",
+                    evidence=disagreement[:200],
+                    severity=Severity.HIGH if both_read else Severity.MEDIUM,
+                )
+            )
         check_zip_entries(ctx, source, reader)
         names = [e.name for e in directory.entries]
         from bastion.scan.pytorch import report_torch_package, scan_torch_zip, torch_layout
@@ -134,25 +172,31 @@ class ZipScanner:
 def is_keras_zip(names: list[str]) -> bool:
     """A Keras v3 `.keras` archive: config.json at the root with metadata or weights."""
     root = {n for n in names if "/" not in n}
-    return "config.json" in root and ("metadata.json" in root or "model.weights.h5" in root
-                                      or "model.weights.npz" in root)
+    return "config.json" in root and (
+        "metadata.json" in root or "model.weights.h5" in root or "model.weights.npz" in root
+    )
 
 
 def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
     counts = Counter(e.name for e in reader.directory.entries)
     for name, count in sorted(counts.items()):
         if count > 1:
-            ctx.add(DUPLICATE_MEMBER.finding(
-                source.location.model_copy(update={"members": (*source.location.members,
-                                                               name)}),
-                f"'{name}' appears {count} times", evidence=name))
+            ctx.add(
+                DUPLICATE_MEMBER.finding(
+                    source.location.model_copy(
+                        update={"members": (*source.location.members, name)}
+                    ),
+                    f"'{name}' appears {count} times",
+                    evidence=name,
+                )
+            )
     for entry in reader.directory.entries:
         where = source.location.model_copy(
-            update={"members": (*source.location.members, entry.name)})
+            update={"members": (*source.location.members, entry.name)}
+        )
         problem = member_name_problem(entry.name)
         if problem:
-            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
-                                        evidence=entry.name))
+            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}", evidence=entry.name))
         if entry.is_symlink:
             ctx.add(LINK_MEMBER.finding(where, "member is a symbolic link", evidence=entry.name))
         try:
@@ -161,13 +205,16 @@ def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> No
             ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
             continue
         if local.local_name != entry.raw_name:
-            ctx.add(NAME_DISAGREES.finding(
-                where, f"local header says {local.local_name[:200]!r}",
-                evidence=f"{entry.name} / {local.local_name[:200].decode('latin-1')}"))
+            ctx.add(
+                NAME_DISAGREES.finding(
+                    where,
+                    f"local header says {local.local_name[:200]!r}",
+                    evidence=f"{entry.name} / {local.local_name[:200].decode('latin-1')}",
+                )
+            )
 
 
-def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader,
-                    entry: ZipEntry) -> None:
+def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader, entry: ZipEntry) -> None:
     if entry.is_dir or entry.is_symlink:
         return
     child = member_source(ctx, source, reader, entry)
@@ -175,15 +222,20 @@ def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader,
         ctx.scan(child)
 
 
-def member_source(ctx: ScanContext, source: Source, reader: ZipReader,
-                  entry: ZipEntry) -> Source | None:
+def member_source(
+    ctx: ScanContext, source: Source, reader: ZipReader, entry: ZipEntry
+) -> Source | None:
     """A Source for one zip member, or None after reporting why it cannot be read."""
-    where = source.location.model_copy(
-        update={"members": (*source.location.members, entry.name)})
+    where = source.location.model_copy(update={"members": (*source.location.members, entry.name)})
     if entry.encrypted:
-        ctx.add(ENCRYPTED_MEMBER.finding(where, "encrypted member: its content could not be "
-                                         "inspected, so the archive cannot be judged",
-                                         evidence=entry.name))
+        ctx.add(
+            ENCRYPTED_MEMBER.finding(
+                where,
+                "encrypted member: its content could not be "
+                "inspected, so the archive cannot be judged",
+                evidence=entry.name,
+            )
+        )
         ctx.skip(where, "encrypted member: content cannot be inspected", "encrypted")
         ctx.incomplete = True
         return None
@@ -192,11 +244,11 @@ def member_source(ctx: ScanContext, source: Source, reader: ZipReader,
     except ZipFormatError as exc:
         ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
         return None
-    return source.child(entry.name, opener, entry.size if entry.method else
-                        entry.compressed_size)
+    return source.child(entry.name, opener, entry.size if entry.method else entry.compressed_size)
 
 
 # --- tar -------------------------------------------------------------------------------------
+
 
 class TarScanner:
     name = "tar"
@@ -209,22 +261,29 @@ class TarScanner:
             try:
                 archive = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115
             except (tarfile.TarError, EOFError, OSError) as exc:
-                ctx.add(MALFORMED.finding(source.location, f"broken tar archive: {exc}",
-                                          evidence=str(exc)))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"broken tar archive: {exc}", evidence=str(exc)
+                    )
+                )
                 return
             members: list[tarfile.TarInfo] = []
             complete = True
             try:
                 for count, info in enumerate(archive):
                     if count >= ctx.limits.max_members:
-                        ctx.limit_hit(source.location,
-                                      f"more than {ctx.limits.max_members} members")
+                        ctx.limit_hit(
+                            source.location, f"more than {ctx.limits.max_members} members"
+                        )
                         complete = False
                         break
                     members.append(info)
             except (tarfile.TarError, EOFError, OSError) as exc:
-                ctx.add(MALFORMED.finding(source.location, f"tar archive breaks: {exc}",
-                                          evidence=str(exc)))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"tar archive breaks: {exc}", evidence=str(exc)
+                    )
+                )
             names = {posixpath.normpath(m.name) for m in members}  # as tar.extract(name) finds
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
@@ -251,40 +310,63 @@ class TarScanner:
             position += len(block)
         else:
             return
-        ctx.add(MALFORMED.finding(
-            source.location, f"Python's tarfile ends at byte {end}, but data follows; GNU tar "
-            "skips to the next header and extracts it (scanned)",
-            evidence=f"tar data after byte {end}"))
+        ctx.add(
+            MALFORMED.finding(
+                source.location,
+                f"Python's tarfile ends at byte {end}, but data follows; GNU tar "
+                "skips to the next header and extracts it (scanned)",
+                evidence=f"tar data after byte {end}",
+            )
+        )
         offset = end + 512
         while offset + 512 <= source.size:
             ctx.check_time()
             handle.seek(offset)
             window = handle.read(1 << 20)
             for start in range(0, len(window) - 511, 512):
-                if looks_like_tar_header(window[start:start + 512]):
+                if looks_like_tar_header(window[start : start + 512]):
                     found = offset + start
                     length = source.size - found
-                    ctx.scan(source.child(f"<tar resumed at byte {found}>",
-                                          slice_opener(source, found, length), length), "tar")
+                    ctx.scan(
+                        source.child(
+                            f"<tar resumed at byte {found}>",
+                            slice_opener(source, found, length),
+                            length,
+                        ),
+                        "tar",
+                    )
                     return
             offset += max(512, len(window) // 512 * 512)
 
-    def _member(self, ctx: ScanContext, source: Source, archive: tarfile.TarFile,
-                info: tarfile.TarInfo, legacy_torch: bool) -> None:
+    def _member(
+        self,
+        ctx: ScanContext,
+        source: Source,
+        archive: tarfile.TarFile,
+        info: tarfile.TarInfo,
+        legacy_torch: bool,
+    ) -> None:
         where = source.location.model_copy(
-            update={"members": (*source.location.members, info.name)})
+            update={"members": (*source.location.members, info.name)}
+        )
         problem = member_name_problem(info.name)
         if problem:
-            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
-                                        evidence=info.name))
+            ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}", evidence=info.name))
         if info.issym() or info.islnk():
-            ctx.add(LINK_MEMBER.finding(
-                where, f"{'symbolic' if info.issym() else 'hard'} link to {info.linkname!r}",
-                evidence=f"{info.name} -> {info.linkname}"))
+            ctx.add(
+                LINK_MEMBER.finding(
+                    where,
+                    f"{'symbolic' if info.issym() else 'hard'} link to {info.linkname!r}",
+                    evidence=f"{info.name} -> {info.linkname}",
+                )
+            )
             return
         if info.isdev() or info.isfifo():
-            ctx.add(LINK_MEMBER.finding(where, "device or FIFO member", evidence=info.name,
-                                        severity=Severity.MEDIUM))
+            ctx.add(
+                LINK_MEMBER.finding(
+                    where, "device or FIFO member", evidence=info.name, severity=Severity.MEDIUM
+                )
+            )
             return
         if info.isdir():
             return  # any other type (even an unknown one) is extracted as a regular file
@@ -297,14 +379,22 @@ class TarScanner:
             start = info.offset_data
             length = min(info.size, max(0, source.size - start))
             child = source.child(info.name, slice_opener(source, start, length), length)
-        if legacy_torch and posixpath.normpath(info.name) in ("pickle", "sys_info", "storages",
-                                                               "tensors"):
+        if legacy_torch and posixpath.normpath(info.name) in (
+            "pickle",
+            "sys_info",
+            "storages",
+            "tensors",
+        ):
             from bastion.scan.pickle import scan_pickle
 
             ctx.formats.append("pickle")
-            ctx.guarded(child, lambda: scan_pickle(
-                ctx, child, trailing_ok=posixpath.normpath(info.name) in ("storages", "tensors")),
-                "tar")
+            ctx.guarded(
+                child,
+                lambda: scan_pickle(
+                    ctx, child, trailing_ok=posixpath.normpath(info.name) in ("storages", "tensors")
+                ),
+                "tar",
+            )
             return
         ctx.scan(child)
 
@@ -324,6 +414,7 @@ def _read_extracted(ctx: ScanContext, archive: tarfile.TarFile, info: tarfile.Ta
 
 
 # --- 7z --------------------------------------------------------------------------------------
+
 
 class SevenZipScanner:
     name = "7z"
@@ -346,15 +437,24 @@ class SevenZipScanner:
             except py7zr.exceptions.PasswordRequired:
                 encrypted = True
             except Exception as exc:  # py7zr raises many types on hostile input
-                ctx.add(MALFORMED.finding(source.location, f"broken 7z archive: {exc}",
-                                          evidence=str(exc)[:200]))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"broken 7z archive: {exc}", evidence=str(exc)[:200]
+                    )
+                )
                 return
             if encrypted:
-                ctx.add(ENCRYPTED_MEMBER.finding(
-                    source.location, "encrypted 7z archive: its content could not be inspected, "
-                    "so it cannot be judged", evidence=source.name))
-                ctx.skip(source.location, "encrypted archive: content cannot be inspected",
-                         "encrypted")
+                ctx.add(
+                    ENCRYPTED_MEMBER.finding(
+                        source.location,
+                        "encrypted 7z archive: its content could not be inspected, "
+                        "so it cannot be judged",
+                        evidence=source.name,
+                    )
+                )
+                ctx.skip(
+                    source.location, "encrypted archive: content cannot be inspected", "encrypted"
+                )
                 ctx.incomplete = True
                 return
             if len(infos) > ctx.limits.max_members:
@@ -363,14 +463,21 @@ class SevenZipScanner:
             files = []
             for info in infos:
                 where = source.location.model_copy(
-                    update={"members": (*source.location.members, info.filename)})
+                    update={"members": (*source.location.members, info.filename)}
+                )
                 problem = member_name_problem(info.filename)
                 if problem:
-                    ctx.add(PATH_ESCAPE.finding(where, f"member name is an {problem}",
-                                                evidence=info.filename))
+                    ctx.add(
+                        PATH_ESCAPE.finding(
+                            where, f"member name is an {problem}", evidence=info.filename
+                        )
+                    )
                 if getattr(info, "is_symlink", False):
-                    ctx.add(LINK_MEMBER.finding(where, "member is a symbolic link",
-                                                evidence=info.filename))
+                    ctx.add(
+                        LINK_MEMBER.finding(
+                            where, "member is a symbolic link", evidence=info.filename
+                        )
+                    )
                 elif not info.is_directory:
                     files.append(info)
             declared = sum(int(i.uncompressed or 0) for i in files)
@@ -380,22 +487,37 @@ class SevenZipScanner:
             try:
                 archive.extract(targets=[i.filename for i in files], factory=factory)
             except Exception as exc:
-                ctx.add(CORRUPT_MEMBER.finding(source.location,
-                                               f"7z members cannot be extracted: {exc}",
-                                               evidence=str(exc)[:200]))
+                ctx.add(
+                    CORRUPT_MEMBER.finding(
+                        source.location,
+                        f"7z members cannot be extracted: {exc}",
+                        evidence=str(exc)[:200],
+                    )
+                )
             # every product py7zr extracted, under the (sanitised, de-duplicated) name it
             # writes it to: "./model.pkl" becomes "model.pkl", a second "a" becomes "a_0"
             products = dict(factory.products)
             if len(products) < len(files):
-                ctx.add(CORRUPT_MEMBER.finding(
-                    source.location, f"{len(files) - len(products)} listed member(s) were not "
-                    "extracted", evidence=f"{len(files)} listed, {len(products)} extracted"))
+                ctx.add(
+                    CORRUPT_MEMBER.finding(
+                        source.location,
+                        f"{len(files) - len(products)} listed member(s) were not extracted",
+                        evidence=f"{len(files)} listed, {len(products)} extracted",
+                    )
+                )
                 ctx.incomplete = True
             for name, product in sorted(products.items()):
                 data = product.getvalue() if hasattr(product, "getvalue") else product.read()
-                ctx.scan(bytes_source(data, name, depth=source.depth + 1,
-                                      location=source.location.model_copy(update={
-                                          "members": (*source.location.members, name)})))
+                ctx.scan(
+                    bytes_source(
+                        data,
+                        name,
+                        depth=source.depth + 1,
+                        location=source.location.model_copy(
+                            update={"members": (*source.location.members, name)}
+                        ),
+                    )
+                )
         finally:
             handle.close()
 
@@ -405,7 +527,9 @@ class SevenZipScanner:
 # a new stream of the same format may follow the end of one: the loaders' readers continue
 # into it (gzip members, bz2 and xz streams, lz4 frames)
 _NEXT_STREAM: dict[str, tuple[bytes, ...]] = {
-    "gzip": (b"\x1f\x8b",), "bz2": (b"BZh",), "xz": (b"\xfd7zXZ\x00",),
+    "gzip": (b"\x1f\x8b",),
+    "bz2": (b"BZh",),
+    "xz": (b"\xfd7zXZ\x00",),
     "lz4": (b"\x04\x22\x4d\x18",),
 }
 
@@ -421,9 +545,13 @@ class CompressedScanner:
             error, trailing = self._inflate(ctx, source, fmt, spool)  # type: ignore[arg-type]
             size = spool.tell()
             if error:
-                ctx.add(MALFORMED.finding(source.location,
-                                          f"{fmt} stream is corrupt after {size} bytes: {error}",
-                                          evidence=error))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location,
+                        f"{fmt} stream is corrupt after {size} bytes: {error}",
+                        evidence=error,
+                    )
+                )
             if trailing is not None:
                 self._trailing(ctx, source, fmt, trailing)
             if size == 0:
@@ -453,11 +581,14 @@ class CompressedScanner:
                     break
                 start += len(block)
         length = source.size - start
-        child = source.child(f"<after {fmt} stream>", slice_opener(source, start, length),
-                             length)
-        ctx.add(TRAILING_AFTER_STREAM.finding(
-            source.location, f"{length} bytes follow the end of the {fmt} stream (scanned)",
-            evidence=f"{fmt} stream ends at byte {start}"))
+        child = source.child(f"<after {fmt} stream>", slice_opener(source, start, length), length)
+        ctx.add(
+            TRAILING_AFTER_STREAM.finding(
+                source.location,
+                f"{length} bytes follow the end of the {fmt} stream (scanned)",
+                evidence=f"{fmt} stream ends at byte {start}",
+            )
+        )
         ctx.scan(child)
 
     @staticmethod
@@ -469,8 +600,9 @@ class CompressedScanner:
             try:
                 import lz4.frame  # type: ignore[import-not-found]
             except ImportError:
-                ctx.skip(source.location, "lz4 streams need the lz4 package", "missing-extra",
-                         "archives")
+                ctx.skip(
+                    source.location, "lz4 streams need the lz4 package", "missing-extra", "archives"
+                )
                 ctx.incomplete = True
                 return None
             return lz4.frame.LZ4FrameDecompressor()
@@ -480,8 +612,9 @@ class CompressedScanner:
             return bz2.BZ2Decompressor()
         return lzma.LZMADecompressor()  # xz and raw .lzma ("alone") streams
 
-    def _inflate(self, ctx: ScanContext, source: Source, fmt: str,
-                 out: BinaryIO) -> tuple[str | None, int | None]:
+    def _inflate(
+        self, ctx: ScanContext, source: Source, fmt: str, out: BinaryIO
+    ) -> tuple[str | None, int | None]:
         """Inflate every consecutive stream into `out`. Returns (error, offset of the bytes that
         follow the last stream, if any)."""
         import lzma
@@ -529,8 +662,7 @@ class CompressedScanner:
                                 position += len(rest)
                                 if not rest:
                                     return None, None
-                            if rest.startswith(_NEXT_STREAM.get(fmt, ())) and \
-                                    _NEXT_STREAM.get(fmt):
+                            if rest.startswith(_NEXT_STREAM.get(fmt, ())) and _NEXT_STREAM.get(fmt):
                                 decompressor = self._decompressor(ctx, source, fmt)
                                 chunk = rest
                                 continue
@@ -538,13 +670,18 @@ class CompressedScanner:
                         if getattr(decompressor, "needs_input", True):
                             break
                         chunk = b""
-                except (zlib.error, OSError, lzma.LZMAError, EOFError, ValueError,
-                        RuntimeError) as exc:
+                except (
+                    zlib.error,
+                    OSError,
+                    lzma.LZMAError,
+                    EOFError,
+                    ValueError,
+                    RuntimeError,
+                ) as exc:
                     return str(exc), None
         if not decompressor.eof:
             return "stream ends before its end marker", None
         return None, None
-
 
     @staticmethod
     def _inflate_zstd(ctx: ScanContext, source: Source, out: BinaryIO) -> str | None:
@@ -552,8 +689,12 @@ class CompressedScanner:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
-            ctx.skip(source.location, "zstd streams need the zstandard package",
-                     "missing-extra", "archives")
+            ctx.skip(
+                source.location,
+                "zstd streams need the zstandard package",
+                "missing-extra",
+                "archives",
+            )
             ctx.incomplete = True
             return None
         with source.open() as handle:

@@ -35,44 +35,64 @@ from bastion.scan.shipped_code import Entry, check_entries, regrade, shipped_mod
 from bastion.scan.source import CorruptInput, Source
 
 EXTENSION_MISMATCH = Rule(
-    id="FMT001", title="Content does not match the file name", severity=Severity.MEDIUM,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="masquerading",
+    id="FMT001",
+    title="Content does not match the file name",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="The bytes identify as a different format than the extension promises. Loaders "
-                "pick a code path by content, reviewers trust names: a pickle named .safetensors "
-                "or .npy is a classic disguise.",
+    "pick a code path by content, reviewers trust names: a pickle named .safetensors "
+    "or .npy is a classic disguise.",
     remediation="Rename the file to its real format, or regenerate it in the promised format.",
 )
 POLYGLOT = Rule(
-    id="FMT002", title="Polyglot file: valid as two formats", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    id="FMT002",
+    title="Polyglot file: valid as two formats",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="The file parses as more than one format (for example a pickle or safetensors "
-                "file that is also a zip archive). Different loaders and scanners then see "
-                "different content.",
+    "file that is also a zip archive). Different loaders and scanners then see "
+    "different content.",
     remediation="Do not load it; rebuild the artifact from a trusted source.",
 )
 UNRECOGNISED = Rule(
-    id="FMT003", title="Model file with unrecognised content", severity=Severity.LOW,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="coverage",
+    id="FMT003",
+    title="Model file with unrecognised content",
+    severity=Severity.LOW,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="coverage",
     description="The name says model artifact but the content matches no format bastion knows. "
-                "Identification follows the loaders (every interpretation a loader could take "
-                "is scanned), so no loader bastion models reads this file as code-carrying "
-                "content; it is reported below the default gate (failing under --strict) "
-                "because what it is could not be checked.",
+    "Identification follows the loaders (every interpretation a loader could take "
+    "is scanned), so no loader bastion models reads this file as code-carrying "
+    "content; it is reported below the default gate (failing under --strict) "
+    "because what it is could not be checked.",
     remediation="Identify the file's real format; remove it if it is not needed.",
 )
 MALFORMED = Rule(
-    id="FMT004", title="Malformed artifact", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-integrity",
+    id="FMT004",
+    title="Malformed artifact",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
     description="The file claims a format but breaks its structure. Parsers disagree on broken "
-                "files, which is how scanner bypasses are built, so bastion fails closed.",
+    "files, which is how scanner bypasses are built, so bastion fails closed.",
     remediation="Regenerate the artifact with the framework's own writer.",
 )
 
 LINK_MEMBER = Rule(
-    id="ARC002", title="Archive member is a link", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="ARC002",
+    title="Archive member is a link",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="A symbolic or hard link inside an archive (or a model folder) can point at any "
-                "file of the machine that extracts or loads it: later writes or reads go there.",
+    "file of the machine that extracts or loads it: later writes or reads go there.",
     remediation="Replace links by real files; never extract untrusted archives with links.",
 )
 
@@ -99,8 +119,7 @@ class Scanner(Protocol):
 class ScanContext:
     """Collects what scanning one top-level target produced; applies the limits."""
 
-    def __init__(self, limits: Limits, registry: Mapping[str, Scanner],
-                 root: Path | None = None):
+    def __init__(self, limits: Limits, registry: Mapping[str, Scanner], root: Path | None = None):
         self.limits = limits
         self.registry = registry
         self.root = root
@@ -117,8 +136,9 @@ class ScanContext:
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
 
-    def skip(self, location: Location, reason: str, code: str = "unsupported",
-             extra: str | None = None) -> None:
+    def skip(
+        self, location: Location, reason: str, code: str = "unsupported", extra: str | None = None
+    ) -> None:
         self.skips.append(Skip(location=location, reason=reason, code=code, extra=extra))
 
     def error(self, location: Location, check: str, message: str) -> None:
@@ -134,7 +154,8 @@ class ScanContext:
         self.inflated += nbytes
         if self.inflated > self.limits.max_decompressed:
             raise LimitExceeded(
-                f"more than {self.limits.max_decompressed_mb} MiB decompressed from one target")
+                f"more than {self.limits.max_decompressed_mb} MiB decompressed from one target"
+            )
 
     def check_time(self) -> None:
         if time.monotonic() > self.deadline:
@@ -151,8 +172,7 @@ class ScanContext:
                 raise LimitExceeded(f"nesting deeper than {self.limits.max_depth} levels")
             detected = fmt
             if detected is None:
-                found[:] = identify_all(source.head(1024), source.size, source.name,
-                                        source.opener)
+                found[:] = identify_all(source.head(1024), source.size, source.name, source.opener)
                 detected = found[0]
                 self._check_name(source, detected)
                 self._check_zip_tail(source, detected)
@@ -173,8 +193,11 @@ class ScanContext:
     def _note_member(self, source: Source, fmt: str) -> None:
         """Remember archive members by archive, for the shipped-code checks in result()."""
         members = source.location.members
-        if not members or members[-1].startswith("<") or \
-                len(self.archive_entries) >= MAX_ARCHIVES_NOTED:
+        if (
+            not members
+            or members[-1].startswith("<")
+            or len(self.archive_entries) >= MAX_ARCHIVES_NOTED
+        ):
             return
         entries = self.archive_entries.setdefault(members[:-1], [])
         if len(entries) < self.limits.max_members:
@@ -189,8 +212,7 @@ class ScanContext:
             modules = shipped_modules(entries)
             for problem in check_entries(entries, Location(path=path)):
                 where = Location(path=path, members=(*chain, problem.path))
-                self.add(problem.finding.model_copy(update={"location": where,
-                                                            "fingerprint": ""}))
+                self.add(problem.finding.model_copy(update={"location": where, "fingerprint": ""}))
             for index, finding in enumerate(self.findings):
                 members = finding.location.members
                 if len(members) == len(chain) + 1 and members[:-1] == chain:
@@ -200,9 +222,13 @@ class ScanContext:
     def _other_interpretation(self, source: Source, primary: str, other: str) -> None:
         """Some loader reads the same bytes as `other` (identify_all): scan that view too."""
         if not {primary, other} <= PROTOBUF_FORMATS:
-            self.add(POLYGLOT.finding(
-                source.location, f"{primary} file that loaders can also read as {other}; "
-                "both views are scanned", evidence=f"{primary}+{other}"))
+            self.add(
+                POLYGLOT.finding(
+                    source.location,
+                    f"{primary} file that loaders can also read as {other}; both views are scanned",
+                    evidence=f"{primary}+{other}",
+                )
+            )
         self.scan(source.child(f"<as {other}>", source.opener, source.size), other)
 
     def guarded(self, source: Source, work: Callable[[], None], check: str) -> None:
@@ -213,8 +239,11 @@ class ScanContext:
         except LimitExceeded as exc:
             self.limit_hit(source.location, exc.message)
         except CorruptInput as exc:
-            self.add(MALFORMED.finding(source.location, f"corrupt content: {exc}",
-                                       evidence=str(exc)[:200]))
+            self.add(
+                MALFORMED.finding(
+                    source.location, f"corrupt content: {exc}", evidence=str(exc)[:200]
+                )
+            )
         except MemoryError:
             self.limit_hit(source.location, "memory budget exhausted")
         except RecursionError:
@@ -229,14 +258,19 @@ class ScanContext:
             return
         if fmt == "unknown":
             return  # reported as unrecognised content by _unhandled
-        severity = Severity.HIGH if (ext in SAFE_FORMAT_EXTENSIONS and
-                                     fmt in CODE_CAPABLE_FORMATS) else Severity.MEDIUM
-        self.add(EXTENSION_MISMATCH.finding(
-            source.location,
-            f"named '{ext}' but the content is {fmt}",
-            evidence=f"extension={ext} content={fmt}",
-            severity=severity,
-        ))
+        severity = (
+            Severity.HIGH
+            if (ext in SAFE_FORMAT_EXTENSIONS and fmt in CODE_CAPABLE_FORMATS)
+            else Severity.MEDIUM
+        )
+        self.add(
+            EXTENSION_MISMATCH.finding(
+                source.location,
+                f"named '{ext}' but the content is {fmt}",
+                evidence=f"extension={ext} content={fmt}",
+                severity=severity,
+            )
+        )
 
     def _check_zip_tail(self, source: Source, fmt: str) -> None:
         """A file of another format that also ends like a zip archive is a polyglot; content
@@ -248,8 +282,11 @@ class ScanContext:
         if eocd < 0 or len(tail) - eocd < 22:
             return
         if fmt != "unknown":
-            self.add(POLYGLOT.finding(source.location, f"{fmt} file that is also a zip archive",
-                                      evidence=f"{fmt}+zip"))
+            self.add(
+                POLYGLOT.finding(
+                    source.location, f"{fmt} file that is also a zip archive", evidence=f"{fmt}+zip"
+                )
+            )
         if fmt != "pickle":  # pickles scan what follows them themselves
             zip_view = source.child("<as zip>", source.opener, source.size)
             self.scan(zip_view, "zip")
@@ -257,23 +294,36 @@ class ScanContext:
     def _unhandled(self, source: Source, fmt: str) -> None:
         ext = extension_of(source.name)
         if fmt == "unknown" and ext in EXPECTED_FORMATS:
-            self.add(UNRECOGNISED.finding(source.location,
-                                          f"'{ext}' file whose content matches no known format",
-                                          evidence=source.head(16).hex()))
+            self.add(
+                UNRECOGNISED.finding(
+                    source.location,
+                    f"'{ext}' file whose content matches no known format",
+                    evidence=source.head(16).hex(),
+                )
+            )
         elif fmt == "unknown":
             self.skip(source.location, "not a model, archive or config format", OUT_OF_SCOPE)
         else:
-            self.skip(source.location, f"{fmt} content is not analysed by any scanner",
-                      "unsupported")
+            self.skip(
+                source.location, f"{fmt} content is not analysed by any scanner", "unsupported"
+            )
 
     # -- result -------------------------------------------------------------------------------
     def result(self, path: str, size: int | None, started: float) -> TargetResult:
-        self.guarded(Source(location=Location(path=path), opener=_no_opener, size=0,
-                            name=path), lambda: self._shipped_code(path), CHECK_ERROR_NAME)
+        self.guarded(
+            Source(location=Location(path=path), opener=_no_opener, size=0, name=path),
+            lambda: self._shipped_code(path),
+            CHECK_ERROR_NAME,
+        )
         fmt = self.formats[0] if self.formats else "unknown"
         unique = {f.fingerprint: f for f in self.findings}
         return TargetResult(
-            path=path, format=fmt, size=size, findings=sort_findings(list(unique.values())),
-            skips=tuple(self.skips), errors=tuple(self.errors), incomplete=self.incomplete,
+            path=path,
+            format=fmt,
+            size=size,
+            findings=sort_findings(list(unique.values())),
+            skips=tuple(self.skips),
+            errors=tuple(self.errors),
+            incomplete=self.incomplete,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )

@@ -29,10 +29,13 @@ def _symlink_result(link: Link) -> TargetResult:
     if link.inside:
         return TargetResult(path=link.display, format="symlink")
     finding = LINK_MEMBER.finding(
-        Location(path=link.display), f"symbolic link to {link.target}, outside the scanned "
+        Location(path=link.display),
+        f"symbolic link to {link.target}, outside the scanned "
         "content (another folder, or one bastion skips such as .git or .venv); not followed "
         "(scan the target itself to check it)",
-        evidence=f"-> {link.target}", severity=Severity.MEDIUM)
+        evidence=f"-> {link.target}",
+        severity=Severity.MEDIUM,
+    )
     return TargetResult(path=link.display, format="symlink", findings=(finding,))
 
 
@@ -56,22 +59,33 @@ def _scan_named_bytes(name: str, data: bytes, limits: Limits) -> str:
     return scan_source(bytes_source(data, name), limits).model_dump_json()
 
 
-def run_scan(paths: Sequence[Path], settings: Settings, progress: Progress | None = None,
-             found: Found | None = None) -> Report:
+def run_scan(
+    paths: Sequence[Path],
+    settings: Settings,
+    progress: Progress | None = None,
+    found: Found | None = None,
+) -> Report:
     """Scan every file under `paths` (or the already-walked `found`)."""
     started = start()
     targets, notes = discover(found or walk(paths, settings.limits.max_files))
     registry()  # built here once; forked workers inherit it
-    results = notes + run_targets(targets, lambda t: (t.display, t.size),
-                                  functools.partial(_scan_target, limits=settings.limits),
-                                  settings, progress)
+    results = notes + run_targets(
+        targets,
+        lambda t: (t.display, t.size),
+        functools.partial(_scan_target, limits=settings.limits),
+        settings,
+        progress,
+    )
     return build_report(results, [str(p) for p in paths], settings, started, "scan")
 
 
 def scan_bytes(data: bytes, name: str, settings: Settings) -> Report:
     """Scan an in-memory artifact in an isolated worker (used by safe_load)."""
     started = start()
-    results = run_targets([name], lambda n: (n, len(data)),
-                          functools.partial(_scan_named_bytes, data=data, limits=settings.limits),
-                          settings.model_copy(update={"workers": 1}))
+    results = run_targets(
+        [name],
+        lambda n: (n, len(data)),
+        functools.partial(_scan_named_bytes, data=data, limits=settings.limits),
+        settings.model_copy(update={"workers": 1}),
+    )
     return build_report(results, [name], settings, started, "safe_load")

@@ -53,10 +53,12 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
 }
 
 # Names that promise a format which cannot execute code.
-SAFE_FORMAT_EXTENSIONS = frozenset({".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5",
-                                    ".hdf5"})
-CODE_CAPABLE_FORMATS = frozenset({"pickle", "zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib",
-                                  "lz4", "zstd", "7z"})
+SAFE_FORMAT_EXTENSIONS = frozenset(
+    {".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5", ".hdf5"}
+)
+CODE_CAPABLE_FORMATS = frozenset(
+    {"pickle", "zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib", "lz4", "zstd", "7z"}
+)
 # Interpretations of one protobuf message: scanning each is expected, not a polyglot.
 PROTOBUF_FORMATS = frozenset({"onnx", "savedmodel", "keras_metadata", "tf_graphdef"})
 
@@ -159,7 +161,8 @@ def looks_like_tar_header(head: bytes) -> bool:
 
 _TEXT_PROTO_START = re.compile(
     rb"\A(?:\s|#[^\n]*\n)*(?:saved_model_schema_version\s*:|meta_graphs\s*[:{<]|"
-    rb"node\s*[:{<]\s*(?:#[^\n]*\n|\s)*name\s*:)")
+    rb"node\s*[:{<]\s*(?:#[^\n]*\n|\s)*name\s*:)"
+)
 
 
 def _looks_like_text_proto(head: bytes) -> bool:
@@ -178,7 +181,7 @@ def _hdf5_after_user_block(head: bytes, size: int, opener: Opener | None) -> boo
     try:
         while offset + len(HDF5_SIGNATURE) <= size:
             if offset + len(HDF5_SIGNATURE) <= len(head):
-                found = head[offset:offset + len(HDF5_SIGNATURE)]
+                found = head[offset : offset + len(HDF5_SIGNATURE)]
             elif opener is None:
                 return False
             else:
@@ -197,10 +200,16 @@ def _hdf5_after_user_block(head: bytes, size: int, opener: Opener | None) -> boo
 def _magic_format(head: bytes) -> str | None:
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
         return "zip"
-    for magic, fmt in ((b"\x93NUMPY", "npy"), (b"GGUF", "gguf"),
-                       (HDF5_SIGNATURE, "hdf5"), (b"7z\xbc\xaf\x27\x1c", "7z"),
-                       (b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"),
-                       (b"\x04\x22\x4d\x18", "lz4"), (b"\x28\xb5\x2f\xfd", "zstd")):
+    for magic, fmt in (
+        (b"\x93NUMPY", "npy"),
+        (b"GGUF", "gguf"),
+        (HDF5_SIGNATURE, "hdf5"),
+        (b"7z\xbc\xaf\x27\x1c", "7z"),
+        (b"\x1f\x8b", "gzip"),
+        (b"\xfd7zXZ\x00", "xz"),
+        (b"\x04\x22\x4d\x18", "lz4"),
+        (b"\x28\xb5\x2f\xfd", "zstd"),
+    ):
         if head.startswith(magic):
             return fmt
     if head.startswith(b"BZh") and head[3:4].isdigit():
@@ -210,8 +219,9 @@ def _magic_format(head: bytes) -> str | None:
     return None
 
 
-def identify_all(head: bytes, size: int, name: str = "",
-                 opener: Opener | None = None) -> tuple[str, ...]:
+def identify_all(
+    head: bytes, size: int, name: str = "", opener: Opener | None = None
+) -> tuple[str, ...]:
     """Every format a loader could read these bytes as, the primary one first. `head` should
     hold at least the first 1024 bytes; `opener` (fresh handles on the whole stream) lets the
     pickle and protobuf probes look further, within fixed budgets."""

@@ -252,8 +252,10 @@ def _judge_node(ctx: ScanContext, where: Location, node: dict[str, Any]) -> None
         function = inner.get("function") if isinstance(inner, dict) else None
         ctx.add(
             LAMBDA_LAYER.finding(
-                where, "Lambda layer whose function bastion cannot judge (not bytecode, not a "
-                "reference to a known function)", evidence=str(function)[:120]
+                where,
+                "Lambda layer whose function bastion cannot judge (not bytecode, not a "
+                "reference to a known function)",
+                evidence=str(function)[:120],
             )
         )
     joined = ".".join(v for v in (class_name, module, registered) if v)
@@ -465,13 +467,19 @@ class Hdf5Scanner:
             with h5:
                 try:
                     _pickled_attributes(ctx, source, h5)
-                    configs = {key: h5.attrs.get(key) for key in ("model_config",
-                                                                   "training_config")}
+                    configs = {
+                        key: h5.attrs.get(key) for key in ("model_config", "training_config")
+                    }
                 except (OSError, RuntimeError, KeyError, ValueError) as exc:
                     # libhdf5 on a corrupt file ("Object visitation failed", "bad symbol
                     # table node signature"): malformed, never clean
-                    ctx.add(MALFORMED.finding(source.location, f"corrupt HDF5 structure: {exc}",
-                                              evidence=str(exc)[:200]))
+                    ctx.add(
+                        MALFORMED.finding(
+                            source.location,
+                            f"corrupt HDF5 structure: {exc}",
+                            evidence=str(exc)[:200],
+                        )
+                    )
                     return
                 for key, raw in configs.items():
                     if raw is None:

@@ -14,35 +14,56 @@ from bastion.scan.protobuf import LENGTH, VARINT, ProtoError, ProtoStream
 from bastion.scan.source import Source
 
 EXTERNAL_ESCAPE = Rule(
-    id="ONX001", title="ONNX external data points outside the model folder",
-    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="ONX001",
+    title="ONNX external data points outside the model folder",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="A tensor's external-data location is absolute, climbs out with '..', or is a "
-                "link leaving the model folder. Loading the model reads that file (e.g. "
-                "/etc/passwd, SSH keys) into a tensor that inference can leak "
-                "(CVE-2022-25882, CVE-2024-27318).",
+    "link leaving the model folder. Loading the model reads that file (e.g. "
+    "/etc/passwd, SSH keys) into a tensor that inference can leak "
+    "(CVE-2022-25882, CVE-2024-27318).",
     remediation="Keep external data files inside the model folder with plain relative names.",
 )
 CUSTOM_DOMAIN = Rule(
-    id="ONX002", title="ONNX model uses a custom operator domain", severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="ONX002",
+    title="ONNX model uses a custom operator domain",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="Nodes use an operator domain outside the ONNX standard and ONNX Runtime "
-                "contrib ops. Running the model needs a native custom-op library, which is "
-                "arbitrary code.",
+    "contrib ops. Running the model needs a native custom-op library, which is "
+    "arbitrary code.",
     remediation="Check where the custom-op library comes from, or export with standard ops.",
 )
 MISSING_EXTERNAL = Rule(
-    id="ONX003", title="ONNX external data file is missing", severity=Severity.LOW,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-integrity",
+    id="ONX003",
+    title="ONNX external data file is missing",
+    severity=Severity.LOW,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
     description="A tensor refers to an external data file that is not next to the model, so the "
-                "weights that will be loaded were not part of this scan.",
+    "weights that will be loaded were not part of this scan.",
     remediation="Ship the external data with the model and scan them together.",
 )
 
-STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training",
-                              "ai.onnx.training", "com.microsoft", "com.microsoft.nchwc",
-                              "com.microsoft.experimental", "org.pytorch.aten",
-                              "com.ms.internal.nhwc"})
+STANDARD_DOMAINS = frozenset(
+    {
+        "",
+        "ai.onnx",
+        "ai.onnx.ml",
+        "ai.onnx.preview.training",
+        "ai.onnx.training",
+        "com.microsoft",
+        "com.microsoft.nchwc",
+        "com.microsoft.experimental",
+        "org.pytorch.aten",
+        "com.ms.internal.nhwc",
+    }
+)
 MAX_GRAPH_DEPTH = 16
 MAX_MESSAGES = 5_000_000
 
@@ -67,13 +88,20 @@ class OnnxScanner:
             try:
                 walker.model()
             except ProtoError as exc:
-                ctx.add(MALFORMED.finding(source.location, f"invalid ONNX protobuf: {exc}",
-                                          evidence=str(exc)))
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"invalid ONNX protobuf: {exc}", evidence=str(exc)
+                    )
+                )
         for domain, ops in sorted(walker.custom.items()):
             listed = ", ".join(sorted(ops)[:8])
-            ctx.add(CUSTOM_DOMAIN.finding(source.location.model_copy(
-                update={"pointer": f"domain {domain}"}),
-                f"operators from custom domain '{domain}': {listed}", evidence=domain))
+            ctx.add(
+                CUSTOM_DOMAIN.finding(
+                    source.location.model_copy(update={"pointer": f"domain {domain}"}),
+                    f"operators from custom domain '{domain}': {listed}",
+                    evidence=domain,
+                )
+            )
 
 
 class _Walker:
@@ -197,8 +225,13 @@ class _Walker:
         where = self.source.location.model_copy(update={"pointer": f"tensor {tensor[:200]}"})
         problem = _location_problem(location)
         if problem:
-            self.ctx.add(EXTERNAL_ESCAPE.finding(where, f"external data location {location!r} "
-                                                 f"is {problem}", evidence=location[:300]))
+            self.ctx.add(
+                EXTERNAL_ESCAPE.finding(
+                    where,
+                    f"external data location {location!r} is {problem}",
+                    evidence=location[:300],
+                )
+            )
             return
         if self.source.fs_path is None:
             return
@@ -220,19 +253,33 @@ def _location_problem(location: str) -> str | None:
     return None
 
 
-def _check_on_disk(ctx: ScanContext, where: Location, folder: Path, target: Path,
-                   location: str) -> None:
+def _check_on_disk(
+    ctx: ScanContext, where: Location, folder: Path, target: Path, location: str
+) -> None:
     if not os.path.lexists(target):
-        ctx.add(MISSING_EXTERNAL.finding(where, f"external data file {location!r} is missing",
-                                         evidence=location[:300]))
+        ctx.add(
+            MISSING_EXTERNAL.finding(
+                where, f"external data file {location!r} is missing", evidence=location[:300]
+            )
+        )
         return
     real_folder = os.path.realpath(folder)
     real_target = os.path.realpath(target)
     if os.path.commonpath([real_folder, real_target]) != real_folder:
-        ctx.add(EXTERNAL_ESCAPE.finding(where, f"external data {location!r} is a link to "
-                                        f"{real_target}, outside the model folder",
-                                        evidence=location[:300]))
+        ctx.add(
+            EXTERNAL_ESCAPE.finding(
+                where,
+                f"external data {location!r} is a link to {real_target}, outside the model folder",
+                evidence=location[:300],
+            )
+        )
     elif os.lstat(target).st_nlink > 1 and os.path.isfile(target):
-        ctx.add(EXTERNAL_ESCAPE.finding(where, f"external data {location!r} is a hard link "
-                                        "shared with another file, possibly outside the folder",
-                                        evidence=location[:300], severity=Severity.HIGH))
+        ctx.add(
+            EXTERNAL_ESCAPE.finding(
+                where,
+                f"external data {location!r} is a hard link "
+                "shared with another file, possibly outside the folder",
+                evidence=location[:300],
+                severity=Severity.HIGH,
+            )
+        )

@@ -22,78 +22,106 @@ from bastion.scan.pickle_vm import (
 from bastion.scan.source import Source, bytes_source, slice_opener
 
 CODE_EXECUTION = Rule(
-    id="PKL001", title="Pickle runs code when loaded", severity=Severity.CRITICAL,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="PKL001",
+    title="Pickle runs code when loaded",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The pickle names a callable that executes processes, evaluates code, builds "
-                "code objects, imports modules or resolves arbitrary attributes. Unpickling it "
-                "(pickle.load, joblib.load, torch.load without weights_only) runs it.",
+    "code objects, imports modules or resolves arbitrary attributes. Unpickling it "
+    "(pickle.load, joblib.load, torch.load without weights_only) runs it.",
     remediation="Do not load this file. Obtain the model from a trusted source, preferably in a "
-                "data-only format (safetensors, ONNX, skops), and verify its signature.",
+    "data-only format (safetensors, ONNX, skops), and verify its signature.",
 )
 FILE_NETWORK = Rule(
-    id="PKL002", title="Pickle touches files or the network when loaded",
-    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="PKL002",
+    title="Pickle touches files or the network when loaded",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="The pickle names a callable that reads or writes files or opens network "
-                "connections; loading it can exfiltrate data, drop files or fetch a second stage.",
+    "connections; loading it can exfiltrate data, drop files or fetch a second stage.",
     remediation="Do not load this file; rebuild the artifact from a trusted source.",
 )
 UNKNOWN_GLOBAL = Rule(
-    id="PKL003", title="Pickle references a global outside the allowlist",
-    severity=Severity.HIGH, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    id="PKL003",
+    title="Pickle references a global outside the allowlist",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="Loading imports and may call a name that is not on bastion's allowlist of "
-                "known-safe model globals. Unknown names are how denylist scanners get bypassed "
-                "(gadget callables in common libraries), so they fail the gate until reviewed.",
+    "known-safe model globals. Unknown names are how denylist scanners get bypassed "
+    "(gadget callables in common libraries), so they fail the gate until reviewed.",
     remediation="Check what the named callable does when called with attacker-chosen arguments. "
-                "If it is a trusted class of your own code, waive the finding for this path.",
+    "If it is a trusted class of your own code, waive the finding for this path.",
 )
 NESTED_LOADER = Rule(
-    id="PKL004", title="Pickle deserialises a second payload", severity=Severity.CRITICAL,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="PKL004",
+    title="Pickle deserialises a second payload",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The pickle hands bytes to another loader (pickle.loads, torch.load, "
-                "marshal.loads, joblib, yaml, numpy.load...). Loader chains hide a payload from "
-                "scanners that look only at the outer stream; bastion scans the inner one too.",
+    "marshal.loads, joblib, yaml, numpy.load...). Loader chains hide a payload from "
+    "scanners that look only at the outer stream; bastion scans the inner one too.",
     remediation="Do not load this file.",
 )
 BROKEN_STREAM = Rule(
-    id="PKL005", title="Malformed or truncated pickle stream", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-integrity",
+    id="PKL005",
+    title="Malformed or truncated pickle stream",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
     description="The stream breaks before STOP. The unpickler executes every opcode up to the "
-                "error before it raises, so a payload placed before a deliberate fault still "
-                "runs while scanners that give up on errors report nothing (nullifAI).",
+    "error before it raises, so a payload placed before a deliberate fault still "
+    "runs while scanners that give up on errors report nothing (nullifAI).",
     remediation="Do not load it; regenerate the artifact.",
 )
 TRAILING_DATA = Rule(
-    id="PKL006", title="Data after the end of the pickle", severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="masquerading",
+    id="PKL006",
+    title="Data after the end of the pickle",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="masquerading",
     description="Bytes follow the STOP opcode: a second pickle that a loader calling load() "
-                "twice will run, or a hidden blob. bastion scans stacked pickles as well.",
+    "twice will run, or a hidden blob. bastion scans stacked pickles as well.",
     remediation="Remove the appended data, or regenerate the file.",
 )
 
 OUTSIDE_ALLOWLIST = Rule(
-    id="PKL007", title="Pickle instantiates a class outside the allowlist",
-    severity=Severity.LOW, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    id="PKL007",
+    title="Pickle instantiates a class outside the allowlist",
+    severity=Severity.LOW,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="Loading imports a module that is not on bastion's allowlist and builds an "
-                "instance of one of its classes (or keeps one of its objects as a value) without "
-                "calling it with the pickle's arguments: typically a whole-module torch.save of "
-                "your own model classes. Importing the module runs its code, so the file is "
-                "only as trustworthy as that module. Reported below the default gate; --strict "
-                "fails on it.",
+    "instance of one of its classes (or keeps one of its objects as a value) without "
+    "calling it with the pickle's arguments: typically a whole-module torch.save of "
+    "your own model classes. Importing the module runs its code, so the file is "
+    "only as trustworthy as that module. Reported below the default gate; --strict "
+    "fails on it.",
     remediation="Check that the named module is your own trusted code. Prefer saving a "
-                "state_dict (or safetensors) and rebuilding the model in code.",
+    "state_dict (or safetensors) and rebuilding the model in code.",
 )
 ABSURD_MEMO = Rule(
-    id="PKL008", title="Pickle memo index out of all proportion to the stream",
-    severity=Severity.HIGH, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="PKL008",
+    title="Pickle memo index out of all proportion to the stream",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-integrity",
     description="The stream stores a memo entry at an index far larger than the stream could "
-                "ever create. CPython's unpickler allocates a memo table of twice that size "
-                "before anything else happens: a few bytes make a loader (and scanners that "
-                "unpickle) allocate gigabytes. bastion analyses such streams with a dictionary "
-                "memo instead.",
+    "ever create. CPython's unpickler allocates a memo table of twice that size "
+    "before anything else happens: a few bytes make a loader (and scanners that "
+    "unpickle) allocate gigabytes. bastion analyses such streams with a dictionary "
+    "memo instead.",
     remediation="Do not load it; the file is crafted to exhaust memory.",
 )
 
@@ -121,8 +149,14 @@ class PickleScanner:
         scan_pickle(ctx, source)
 
 
-def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
-                trailing_ok: bool = False, speculative: bool = False) -> None:
+def scan_pickle(
+    ctx: ScanContext,
+    source: Source,
+    *,
+    torchscript: bool = False,
+    trailing_ok: bool = False,
+    speculative: bool = False,
+) -> None:
     """Analyse every stacked pickle stream in `source` and report what they would do."""
     allowed = TORCHSCRIPT_PREFIXES if torchscript else ()
     with source.open() as handle:
@@ -141,9 +175,13 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
             _report_stream(ctx, source, handle, location, recorder, result)
             if result.error is not None:
                 if not speculative:
-                    ctx.add(BROKEN_STREAM.finding(
-                        location, f"pickle stream breaks before STOP: {result.error}",
-                        evidence=result.error))
+                    ctx.add(
+                        BROKEN_STREAM.finding(
+                            location,
+                            f"pickle stream breaks before STOP: {result.error}",
+                            evidence=result.error,
+                        )
+                    )
                 return
             assert result.end is not None
             position = result.end
@@ -155,26 +193,44 @@ def scan_pickle(ctx: ScanContext, source: Source, *, torchscript: bool = False,
                 continue
             if identify(following, source.size - position) == "pickle":
                 if not speculative:
-                    ctx.add(TRAILING_DATA.finding(
-                        location, "another pickle stream follows the first; a loader that "
-                        "reads repeatedly will execute it (scanned below)",
-                        evidence=f"stacked pickle at byte {position}"))
+                    ctx.add(
+                        TRAILING_DATA.finding(
+                            location,
+                            "another pickle stream follows the first; a loader that "
+                            "reads repeatedly will execute it (scanned below)",
+                            evidence=f"stacked pickle at byte {position}",
+                        )
+                    )
                 continue
             trailing_fmt = identify(following, source.size - position)
             if trailing_fmt not in ("unknown", "json") and not speculative:
-                ctx.add(POLYGLOT.finding(
-                    location, f"a {trailing_fmt} file is appended after the pickle; other "
-                    "readers see that instead (scanned as well)",
-                    evidence=f"{trailing_fmt} at byte {position}"))
+                ctx.add(
+                    POLYGLOT.finding(
+                        location,
+                        f"a {trailing_fmt} file is appended after the pickle; other "
+                        "readers see that instead (scanned as well)",
+                        evidence=f"{trailing_fmt} at byte {position}",
+                    )
+                )
                 start, length = position, source.size - position
-                ctx.scan(source.child(f"<{trailing_fmt} after pickle>",
-                                      slice_opener(source, start, length), length),
-                         trailing_fmt)
+                ctx.scan(
+                    source.child(
+                        f"<{trailing_fmt} after pickle>",
+                        slice_opener(source, start, length),
+                        length,
+                    ),
+                    trailing_fmt,
+                )
                 return
             if not trailing_ok and not speculative:
-                ctx.add(TRAILING_DATA.finding(
-                    location, f"{source.size - position} bytes follow the end of the pickle",
-                    evidence=f"trailing data at byte {position}", severity=Severity.LOW))
+                ctx.add(
+                    TRAILING_DATA.finding(
+                        location,
+                        f"{source.size - position} bytes follow the end of the pickle",
+                        evidence=f"trailing data at byte {position}",
+                        severity=Severity.LOW,
+                    )
+                )
             return
         ctx.limit_hit(source.location, f"more than {MAX_STACKED} stacked pickle streams")
 
@@ -187,8 +243,14 @@ def _uses_text(uses: str) -> str:
     return " and ".join(_USE_WORDS[use] for use in uses if use in _USE_WORDS)
 
 
-def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location: Location,
-                   recorder: Recorder, result: StreamResult) -> None:
+def _report_stream(
+    ctx: ScanContext,
+    source: Source,
+    handle: BinaryIO,
+    location: Location,
+    recorder: Recorder,
+    result: StreamResult,
+) -> None:
     for message in recorder.memo_findings:
         ctx.add(ABSURD_MEMO.finding(location, message, evidence=message))
     flagged_names = recorder.flagged
@@ -196,16 +258,23 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
         _report_names(ctx, handle, location, flagged_names, result)
         _report_lookups(ctx, location, recorder, flagged_names)
     if recorder.flagged_overflow:
-        ctx.add(UNKNOWN_GLOBAL.finding(location, "more flagged globals than bastion lists; "
-                                       "only the first ones are reported",
-                                       evidence="flagged-name overflow"))
+        ctx.add(
+            UNKNOWN_GLOBAL.finding(
+                location,
+                "more flagged globals than bastion lists; only the first ones are reported",
+                evidence="flagged-name overflow",
+            )
+        )
     candidates = nested_candidates(recorder, ctx.limits.max_pickle, result.root)
     for label, payload in candidates:
-        child = bytes_source(payload, f"<{label}>",
-                             location.model_copy(update={
-                                 "members": (*location.members, f"<{label}>"),
-                                 "pointer": None}),
-                             depth=source.depth + 1)
+        child = bytes_source(
+            payload,
+            f"<{label}>",
+            location.model_copy(
+                update={"members": (*location.members, f"<{label}>"), "pointer": None}
+            ),
+            depth=source.depth + 1,
+        )
         fmt = identify_whole(payload)
         if fmt == "pickle":
             ctx.formats.append("pickle")
@@ -213,12 +282,14 @@ def _report_stream(ctx: ScanContext, source: Source, handle: BinaryIO, location:
         else:
             ctx.scan(child, fmt)
     if candidates.truncated:
-        ctx.limit_hit(location, f"{candidates.truncated}: not every value was analysed for "
-                      "embedded payloads")
+        ctx.limit_hit(
+            location, f"{candidates.truncated}: not every value was analysed for embedded payloads"
+        )
 
 
-def _report_lookups(ctx: ScanContext, location: Location, recorder: Recorder,
-                    flagged_names: dict[str, FlaggedName]) -> None:
+def _report_lookups(
+    ctx: ScanContext, location: Location, recorder: Recorder, flagged_names: dict[str, FlaggedName]
+) -> None:
     """A resolver called only for constant lookups (getattr(x, 'name')) is judged by what it
     looked up; when the stream reaches dangerous names, the resolver that may have reached
     them is named too (it was called)."""
@@ -226,14 +297,23 @@ def _report_lookups(ctx: ScanContext, location: Location, recorder: Recorder,
         return
     for qualname, record in sorted(recorder.names.items()):
         if record.uses == {RESOLVED} and qualname not in flagged_names:
-            ctx.add(CODE_EXECUTION.finding(
-                location, f"loading this pickle calls {qualname} to look up names, and the "
-                "stream reaches dangerous names (reported here) [attribute/name resolution]",
-                evidence=qualname))
+            ctx.add(
+                CODE_EXECUTION.finding(
+                    location,
+                    f"loading this pickle calls {qualname} to look up names, and the "
+                    "stream reaches dangerous names (reported here) [attribute/name resolution]",
+                    evidence=qualname,
+                )
+            )
 
 
-def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
-                  flagged_names: dict[str, FlaggedName], result: StreamResult) -> None:
+def _report_names(
+    ctx: ScanContext,
+    handle: BinaryIO,
+    location: Location,
+    flagged_names: dict[str, FlaggedName],
+    result: StreamResult,
+) -> None:
     offsets = _offsets(handle, result)
     for qualname, flagged in sorted(flagged_names.items()):
         verdict = flagged.verdict
@@ -249,29 +329,37 @@ def _report_names(ctx: ScanContext, handle: BinaryIO, location: Location,
             category = verdict.category or "attribute/name resolution"
             rule = _CATEGORY_RULE.get(category, CODE_EXECUTION)
             if verdict.category is None:  # a listed or unknown global mutated by BUILD/SETITEM
-                message = (f"loading this pickle changes the global {qualname} itself "
-                           f"(sets attributes or items on it) [{category}]{times}")
+                message = (
+                    f"loading this pickle changes the global {qualname} itself "
+                    f"(sets attributes or items on it) [{category}]{times}"
+                )
             else:
-                message = (f"loading this pickle imports and can call {qualname} "
-                           f"[{category}]{times}")
+                message = f"loading this pickle imports and can call {qualname} [{category}]{times}"
         elif flagged.kind == "misuse":
             rule = UNKNOWN_GLOBAL
-            message = (f"loading this pickle {used} {qualname}, which is allowlisted only to be "
-                       f"{_uses_text(verdict.uses) or 'referenced'} ({verdict.reason}){times}")
+            message = (
+                f"loading this pickle {used} {qualname}, which is allowlisted only to be "
+                f"{_uses_text(verdict.uses) or 'referenced'} ({verdict.reason}){times}"
+            )
         elif flagged.kind == "call" and qualname.startswith("<"):
             rule = UNKNOWN_GLOBAL  # a call no global names: the target is not known
-            message = (f"loading this pickle calls an object whose target bastion cannot "
-                       f"determine ({qualname[1:-1]}){times}")
+            message = (
+                f"loading this pickle calls an object whose target bastion cannot "
+                f"determine ({qualname[1:-1]}){times}"
+            )
         elif flagged.kind == "call":
             rule = UNKNOWN_GLOBAL
-            message = (f"loading this pickle imports and {used} {qualname} "
-                       f"[not on the allowlist]{times}")
+            message = (
+                f"loading this pickle imports and {used} {qualname} [not on the allowlist]{times}"
+            )
             if CALL_USE not in flagged.uses:
                 message += "; a callable kept as a value is called later by whoever uses it"
         else:
             rule = OUTSIDE_ALLOWLIST
-            message = (f"loading this pickle imports {qualname} and {used} it "
-                       f"[class outside the allowlist]{times}")
+            message = (
+                f"loading this pickle imports {qualname} and {used} it "
+                f"[class outside the allowlist]{times}"
+            )
         ctx.add(rule.finding(where, message, evidence=qualname))
 
 

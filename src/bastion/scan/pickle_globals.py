@@ -33,72 +33,214 @@ def _core(uses: str, reason: str, *names: str) -> None:
         CORE[(module, name)] = (uses, reason)
 
 
-_core(ANY_USE, "builds a value of a builtin type; runs no user code",
-      "builtins:set", "builtins:frozenset", "builtins:bytearray", "builtins:bytes",
-      "builtins:complex", "builtins:slice", "builtins:range", "builtins:dict", "builtins:list",
-      "builtins:tuple", "builtins:int", "builtins:float", "builtins:bool", "builtins:str")
+_core(
+    ANY_USE,
+    "builds a value of a builtin type; runs no user code",
+    "builtins:set",
+    "builtins:frozenset",
+    "builtins:bytearray",
+    "builtins:bytes",
+    "builtins:complex",
+    "builtins:slice",
+    "builtins:range",
+    "builtins:dict",
+    "builtins:list",
+    "builtins:tuple",
+    "builtins:int",
+    "builtins:float",
+    "builtins:bool",
+    "builtins:str",
+)
 _core(ANY_USE, "singleton constant", "builtins:NotImplemented", "builtins:Ellipsis")
-_core(ANY_USE, "length of a value the pickle built (its __len__, a type judged on its own)",
-      "builtins:len")
-_core("r", "a __future__ feature flag, kept as a value (pickled by name); calling it fails",
-      "__future__:annotations", "__future__:division", "__future__:print_function",
-      "__future__:absolute_import", "__future__:generator_stop")
-_core(ANY_USE, "base class handed to copyreg._reconstructor; object() builds an empty object",
-      "builtins:object")
-_core(ANY_USE, "protocol 0/1 object rebuild: cls.__new__ (+ base.__init__, judged as a call)",
-      "copyreg:_reconstructor")
-_core(ANY_USE, "protocol 2 object rebuild: cls.__new__(cls, *args)", "copyreg:__newobj__",
-      "copyreg:__newobj_ex__")
+_core(
+    ANY_USE,
+    "length of a value the pickle built (its __len__, a type judged on its own)",
+    "builtins:len",
+)
+_core(
+    "r",
+    "a __future__ feature flag, kept as a value (pickled by name); calling it fails",
+    "__future__:annotations",
+    "__future__:division",
+    "__future__:print_function",
+    "__future__:absolute_import",
+    "__future__:generator_stop",
+)
+_core(
+    ANY_USE,
+    "base class handed to copyreg._reconstructor; object() builds an empty object",
+    "builtins:object",
+)
+_core(
+    ANY_USE,
+    "protocol 0/1 object rebuild: cls.__new__ (+ base.__init__, judged as a call)",
+    "copyreg:_reconstructor",
+)
+_core(
+    ANY_USE,
+    "protocol 2 object rebuild: cls.__new__(cls, *args)",
+    "copyreg:__newobj__",
+    "copyreg:__newobj_ex__",
+)
 _core(ANY_USE, "protocol 2 encodes bytes as latin-1 text; pure conversion", "_codecs:encode")
-_core(ANY_USE, "value type of the standard library; constructing it runs no user code",
-      "collections:OrderedDict", "collections:Counter", "collections:deque",
-      "datetime:datetime", "datetime:date", "datetime:time", "datetime:timedelta",
-      "datetime:timezone", "decimal:Decimal", "fractions:Fraction", "uuid:UUID",
-      "argparse:Namespace", "types:SimpleNamespace", "ipaddress:IPv4Address",
-      "ipaddress:IPv6Address")
-_core(ANY_USE, "path value; constructing a path object touches no file",
-      "pathlib:PurePosixPath", "pathlib:PureWindowsPath", "pathlib:PurePath",
-      "pathlib:PosixPath", "pathlib:WindowsPath", "pathlib:Path")
-_core(ANY_USE, "time zone value; the class method looks the zone up by key in the tz database",
-      "zoneinfo:ZoneInfo", "zoneinfo._zoneinfo:ZoneInfo", "zoneinfo:ZoneInfo._unpickle",
-      "zoneinfo._zoneinfo:ZoneInfo._unpickle")
-_core(ANY_USE, "dill's array rebuild: calls its first argument (judged as a call) on the data",
-      "dill._dill:_create_array")
-_core(ANY_USE, "mapping whose factory is judged as a call (it is called on a missing key)",
-      "collections:defaultdict")
-_core(ANY_USE, "partial application; its target is judged as called with the given arguments",
-      "functools:partial")
+_core(
+    ANY_USE,
+    "value type of the standard library; constructing it runs no user code",
+    "collections:OrderedDict",
+    "collections:Counter",
+    "collections:deque",
+    "datetime:datetime",
+    "datetime:date",
+    "datetime:time",
+    "datetime:timedelta",
+    "datetime:timezone",
+    "decimal:Decimal",
+    "fractions:Fraction",
+    "uuid:UUID",
+    "argparse:Namespace",
+    "types:SimpleNamespace",
+    "ipaddress:IPv4Address",
+    "ipaddress:IPv6Address",
+)
+_core(
+    ANY_USE,
+    "path value; constructing a path object touches no file",
+    "pathlib:PurePosixPath",
+    "pathlib:PureWindowsPath",
+    "pathlib:PurePath",
+    "pathlib:PosixPath",
+    "pathlib:WindowsPath",
+    "pathlib:Path",
+)
+_core(
+    ANY_USE,
+    "time zone value; the class method looks the zone up by key in the tz database",
+    "zoneinfo:ZoneInfo",
+    "zoneinfo._zoneinfo:ZoneInfo",
+    "zoneinfo:ZoneInfo._unpickle",
+    "zoneinfo._zoneinfo:ZoneInfo._unpickle",
+)
+_core(
+    ANY_USE,
+    "dill's array rebuild: calls its first argument (judged as a call) on the data",
+    "dill._dill:_create_array",
+)
+_core(
+    ANY_USE,
+    "mapping whose factory is judged as a call (it is called on a missing key)",
+    "collections:defaultdict",
+)
+_core(
+    ANY_USE,
+    "partial application; its target is judged as called with the given arguments",
+    "functools:partial",
+)
 _core(NEW + REF, "enum base used by reduce of enum members", "enum:Enum", "enum:IntEnum")
-_core(ANY_USE, "time zone value (pytz/dateutil); looks zones up by name in its own database",
-      "pytz:_p", "pytz:_UTC", "pytz:utc", "pytz.tzfile:DstTzInfo", "pytz.tzfile:StaticTzInfo",
-      "pytz.reference:LocalTimezone", "dateutil.tz.tz:tzutc", "dateutil.tz.tz:tzoffset",
-      "dateutil.tz.tz:tzlocal", "dateutil.tz.tz:tzfile")
-_core(ANY_USE, "joblib array header; the array bytes are read raw, never unpickled",
-      "joblib.numpy_pickle:NumpyArrayWrapper",
-      "sklearn.externals.joblib.numpy_pickle:NumpyArrayWrapper")
-_core(ANY_USE, "TorchScript-free tensor rebuild from a storage (torch's weights_only names)",
-      "torch._utils:_rebuild_tensor", "torch._utils:_rebuild_tensor_v2",
-      "torch._utils:_rebuild_tensor_v3", "torch._utils:_rebuild_parameter",
-      "torch._utils:_rebuild_parameter_with_state", "torch._utils:_rebuild_qtensor",
-      "torch._utils:_rebuild_sparse_tensor", "torch._utils:_rebuild_meta_tensor_no_storage",
-      "torch._utils:_rebuild_device_tensor_from_numpy", "torch._utils:_rebuild_nested_tensor",
-      "torch._utils:_rebuild_wrapper_subclass", "torch.serialization:_get_layout",
-      "torch._tensor:_rebuild_from_type_v2", "torch._tensor:_rebuild_from_type")
-_core(ANY_USE, "hook wrapper; the hook it holds is judged as called",
-      "torch.nn.modules.module:_WrappedHook")
-for _storage in ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte",
-                 "Bool", "ComplexFloat", "ComplexDouble", "QInt8", "QUInt8", "QInt32",
-                 "QUInt4x2", "QUInt2x4", "Untyped"):
+_core(
+    ANY_USE,
+    "time zone value (pytz/dateutil); looks zones up by name in its own database",
+    "pytz:_p",
+    "pytz:_UTC",
+    "pytz:utc",
+    "pytz.tzfile:DstTzInfo",
+    "pytz.tzfile:StaticTzInfo",
+    "pytz.reference:LocalTimezone",
+    "dateutil.tz.tz:tzutc",
+    "dateutil.tz.tz:tzoffset",
+    "dateutil.tz.tz:tzlocal",
+    "dateutil.tz.tz:tzfile",
+)
+_core(
+    ANY_USE,
+    "joblib array header; the array bytes are read raw, never unpickled",
+    "joblib.numpy_pickle:NumpyArrayWrapper",
+    "sklearn.externals.joblib.numpy_pickle:NumpyArrayWrapper",
+)
+_core(
+    ANY_USE,
+    "TorchScript-free tensor rebuild from a storage (torch's weights_only names)",
+    "torch._utils:_rebuild_tensor",
+    "torch._utils:_rebuild_tensor_v2",
+    "torch._utils:_rebuild_tensor_v3",
+    "torch._utils:_rebuild_parameter",
+    "torch._utils:_rebuild_parameter_with_state",
+    "torch._utils:_rebuild_qtensor",
+    "torch._utils:_rebuild_sparse_tensor",
+    "torch._utils:_rebuild_meta_tensor_no_storage",
+    "torch._utils:_rebuild_device_tensor_from_numpy",
+    "torch._utils:_rebuild_nested_tensor",
+    "torch._utils:_rebuild_wrapper_subclass",
+    "torch.serialization:_get_layout",
+    "torch._tensor:_rebuild_from_type_v2",
+    "torch._tensor:_rebuild_from_type",
+)
+_core(
+    ANY_USE,
+    "hook wrapper; the hook it holds is judged as called",
+    "torch.nn.modules.module:_WrappedHook",
+)
+for _storage in (
+    "Double",
+    "Float",
+    "Half",
+    "BFloat16",
+    "Long",
+    "Int",
+    "Short",
+    "Char",
+    "Byte",
+    "Bool",
+    "ComplexFloat",
+    "ComplexDouble",
+    "QInt8",
+    "QUInt8",
+    "QInt32",
+    "QUInt4x2",
+    "QUInt2x4",
+    "Untyped",
+):
     _core(NEW + REF, "typed storage class named by persistent ids", f"torch:{_storage}Storage")
 
-for _constant in ("float16", "float32", "float64", "bfloat16", "int8", "int16", "int32", "int64",
-                  "uint8", "bool", "complex64", "complex128", "half", "float", "double", "long",
-                  "int", "short", "cfloat", "cdouble", "qint8", "quint8", "qint32",
-                  "float8_e4m3fn", "float8_e5m2", "strided", "sparse_coo", "sparse_csr",
-                  "contiguous_format", "channels_last", "preserve_format",
-                  "per_tensor_affine", "per_channel_affine"):
-    _core(ANY_USE, "torch constant (dtype, layout, memory format, qscheme); not callable",
-          f"torch:{_constant}")
+for _constant in (
+    "float16",
+    "float32",
+    "float64",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
+    "half",
+    "float",
+    "double",
+    "long",
+    "int",
+    "short",
+    "cfloat",
+    "cdouble",
+    "qint8",
+    "quint8",
+    "qint32",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "strided",
+    "sparse_coo",
+    "sparse_csr",
+    "contiguous_format",
+    "channels_last",
+    "preserve_format",
+    "per_tensor_affine",
+    "per_channel_affine",
+):
+    _core(
+        ANY_USE,
+        "torch constant (dtype, layout, memory format, qscheme); not callable",
+        f"torch:{_constant}",
+    )
 
 # Modules renamed by the libraries, resolved by the loader through a compatibility shim.
 MODULE_ALIASES: tuple[tuple[str, str], ...] = (
@@ -143,88 +285,307 @@ HELPER_ARG_ROLE = NEW
 
 # Severity grading of names outside the allowlist. Order matters: the first match wins.
 _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("nested deserialisation", (
-        "pickle.", "_pickle.", "cPickle.", "pickletools.", "joblib.load", "joblib.numpy_pickle.",
-        # joblib < 0.10's array wrappers: joblib's unpickler np.load()s (allow_pickle=True)
-        # the file their `filename` state names
-        "joblib.numpy_pickle_compat.", "sklearn.externals.joblib.numpy_pickle_compat.",
-        "torch.load", "torch.serialization.", "torch.storage._load_from_bytes",
-        "torch._weights_only_unpickler.", "numpy.load", "numpy.lib.npyio.", "numpy.lib.format.",
-        "yaml.", "jsonpickle.", "shelve.", "dill.load", "dill._dill.load", "cloudpickle.load",
-        "keras.models.load_model", "keras.saving.", "marshal.", "onnx.load", "safetensors.")),
-    ("code objects", (
-        "types.CodeType", "types.FunctionType", "types.LambdaType", "types.MethodType",
-        "types.ModuleType", "dill.", "cloudpickle.", "srsly.cloudpickle.",
-        "functools.partial.__call__")),
-    ("process execution", (
-        "os.", "posix.", "nt.", "subprocess.", "pty.", "commands.", "popen2.",
-        "_posixsubprocess.", "multiprocessing.", "platform.", "asyncio.subprocess.",
-        "asyncio.create_subprocess_", "pexpect.", "sh.", "plumbum.", "signal.", "ctypes.",
-        "_ctypes.", "cffi.", "threading.", "_thread.", "_winapi.", "uuid._get_command_stdout",
-        "builtins.exit", "builtins.quit", "sys.exit")),
-    ("exec/eval", (
-        "builtins.eval", "builtins.exec", "builtins.compile", "builtins.execfile",
-        "builtins.breakpoint", "builtins.input", "builtins.help", "builtins.apply",
-        "builtins.memoryview", "code.", "codeop.", "timeit.", "cProfile.", "profile.", "pdb.",
-        "bdb.", "trace.", "doctest.", "runpy.", "IPython.", "numpy.testing.",
-        "numpy.distutils.", "numpy.f2py.", "torch.utils.cpp_extension.", "torch.jit.",
-        "torch._dynamo.", "torch.fx.", "torch.package.", "torch._inductor.", "jinja2.",
-        "mako.", "sympy.", "pandas.eval", "pandas.core.computation.", "numexpr.", "idlelib.",
-        "pydoc.", "venv.", "ensurepip.", "pip.", "setuptools.", "distutils.", "lib2to3.",
-        "site.", "_osx_support.", "_aix_support.", "ast.literal_eval", "ast.", "_pyrepl.",
-        "_interpreters.", "_xxsubinterpreters.", "interpreters.", "concurrent.interpreters.",
-        "atexit.", "lib2to3.", "test.support.", "imaplib.IMAP4_stream",
-        "distutils.file_util.", "torch.utils.collect_env.", "torch.utils.bottleneck.",
-        "torch.utils.data.datapipes.utils.decoder.", "torch.utils._config_module.")),
-    ("import machinery", (
-        "builtins.__import__", "importlib.", "imp.", "pkgutil.", "zipimport.", "sys.", "_imp.",
-        "_frozen_importlib", "modulefinder.", "builtins.__loader__", "builtins.__spec__")),
-    ("attribute/name resolution", (
-        "builtins.getattr", "builtins.setattr", "builtins.delattr", "builtins.vars",
-        "builtins.globals", "builtins.locals", "builtins.dir", "builtins.type",
-        "builtins.super", "builtins.classmethod", "builtins.staticmethod",
-        "builtins.property", "builtins.object.", "builtins.__builtins__", "operator.attrgetter",
-        "operator.methodcaller", "inspect.", "gc.", "weakref.", "copyreg._extension",
-        "functools.reduce", "_operator.attrgetter", "_operator.methodcaller",
-        "torch.serialization.add_safe_globals", "torch._C.")),
-    ("file access", (
-        "builtins.open", "io.", "_io.", "shutil.", "pathlib.", "tempfile.", "glob.",
-        "fileinput.", "zipfile.", "tarfile.", "linecache.", "codecs.open", "numpy.save",
-        "numpy.fromfile", "numpy.loadtxt", "numpy.savetxt", "numpy.genfromtxt",
-        "numpy.memmap", "numpy.tofile", "pandas.read_", "pandas.io.", "h5py.", "sqlite3.",
-        "dbm.", "logging.", "filecmp.", "mmap.", "torch.save", "joblib.dump")),
-    ("network access", (
-        "socket.", "_socket.", "urllib.", "urllib2.", "urllib3.", "http.", "httplib.",
-        "requests.", "httpx.", "aiohttp.", "ftplib.", "smtplib.", "telnetlib.", "poplib.",
-        "imaplib.", "nntplib.", "webbrowser.", "xmlrpc.", "xmlrpclib.", "ssl.", "asyncio.",
-        "paramiko.", "torch.hub.", "huggingface_hub.", "socketserver.",
-        "smtpd.", "selectors.", "select.")),
+    (
+        "nested deserialisation",
+        (
+            "pickle.",
+            "_pickle.",
+            "cPickle.",
+            "pickletools.",
+            "joblib.load",
+            "joblib.numpy_pickle.",
+            # joblib < 0.10's array wrappers: joblib's unpickler np.load()s (allow_pickle=True)
+            # the file their `filename` state names
+            "joblib.numpy_pickle_compat.",
+            "sklearn.externals.joblib.numpy_pickle_compat.",
+            "torch.load",
+            "torch.serialization.",
+            "torch.storage._load_from_bytes",
+            "torch._weights_only_unpickler.",
+            "numpy.load",
+            "numpy.lib.npyio.",
+            "numpy.lib.format.",
+            "yaml.",
+            "jsonpickle.",
+            "shelve.",
+            "dill.load",
+            "dill._dill.load",
+            "cloudpickle.load",
+            "keras.models.load_model",
+            "keras.saving.",
+            "marshal.",
+            "onnx.load",
+            "safetensors.",
+        ),
+    ),
+    (
+        "code objects",
+        (
+            "types.CodeType",
+            "types.FunctionType",
+            "types.LambdaType",
+            "types.MethodType",
+            "types.ModuleType",
+            "dill.",
+            "cloudpickle.",
+            "srsly.cloudpickle.",
+            "functools.partial.__call__",
+        ),
+    ),
+    (
+        "process execution",
+        (
+            "os.",
+            "posix.",
+            "nt.",
+            "subprocess.",
+            "pty.",
+            "commands.",
+            "popen2.",
+            "_posixsubprocess.",
+            "multiprocessing.",
+            "platform.",
+            "asyncio.subprocess.",
+            "asyncio.create_subprocess_",
+            "pexpect.",
+            "sh.",
+            "plumbum.",
+            "signal.",
+            "ctypes.",
+            "_ctypes.",
+            "cffi.",
+            "threading.",
+            "_thread.",
+            "_winapi.",
+            "uuid._get_command_stdout",
+            "builtins.exit",
+            "builtins.quit",
+            "sys.exit",
+        ),
+    ),
+    (
+        "exec/eval",
+        (
+            "builtins.eval",
+            "builtins.exec",
+            "builtins.compile",
+            "builtins.execfile",
+            "builtins.breakpoint",
+            "builtins.input",
+            "builtins.help",
+            "builtins.apply",
+            "builtins.memoryview",
+            "code.",
+            "codeop.",
+            "timeit.",
+            "cProfile.",
+            "profile.",
+            "pdb.",
+            "bdb.",
+            "trace.",
+            "doctest.",
+            "runpy.",
+            "IPython.",
+            "numpy.testing.",
+            "numpy.distutils.",
+            "numpy.f2py.",
+            "torch.utils.cpp_extension.",
+            "torch.jit.",
+            "torch._dynamo.",
+            "torch.fx.",
+            "torch.package.",
+            "torch._inductor.",
+            "jinja2.",
+            "mako.",
+            "sympy.",
+            "pandas.eval",
+            "pandas.core.computation.",
+            "numexpr.",
+            "idlelib.",
+            "pydoc.",
+            "venv.",
+            "ensurepip.",
+            "pip.",
+            "setuptools.",
+            "distutils.",
+            "lib2to3.",
+            "site.",
+            "_osx_support.",
+            "_aix_support.",
+            "ast.literal_eval",
+            "ast.",
+            "_pyrepl.",
+            "_interpreters.",
+            "_xxsubinterpreters.",
+            "interpreters.",
+            "concurrent.interpreters.",
+            "atexit.",
+            "lib2to3.",
+            "test.support.",
+            "imaplib.IMAP4_stream",
+            "distutils.file_util.",
+            "torch.utils.collect_env.",
+            "torch.utils.bottleneck.",
+            "torch.utils.data.datapipes.utils.decoder.",
+            "torch.utils._config_module.",
+        ),
+    ),
+    (
+        "import machinery",
+        (
+            "builtins.__import__",
+            "importlib.",
+            "imp.",
+            "pkgutil.",
+            "zipimport.",
+            "sys.",
+            "_imp.",
+            "_frozen_importlib",
+            "modulefinder.",
+            "builtins.__loader__",
+            "builtins.__spec__",
+        ),
+    ),
+    (
+        "attribute/name resolution",
+        (
+            "builtins.getattr",
+            "builtins.setattr",
+            "builtins.delattr",
+            "builtins.vars",
+            "builtins.globals",
+            "builtins.locals",
+            "builtins.dir",
+            "builtins.type",
+            "builtins.super",
+            "builtins.classmethod",
+            "builtins.staticmethod",
+            "builtins.property",
+            "builtins.object.",
+            "builtins.__builtins__",
+            "operator.attrgetter",
+            "operator.methodcaller",
+            "inspect.",
+            "gc.",
+            "weakref.",
+            "copyreg._extension",
+            "functools.reduce",
+            "_operator.attrgetter",
+            "_operator.methodcaller",
+            "torch.serialization.add_safe_globals",
+            "torch._C.",
+        ),
+    ),
+    (
+        "file access",
+        (
+            "builtins.open",
+            "io.",
+            "_io.",
+            "shutil.",
+            "pathlib.",
+            "tempfile.",
+            "glob.",
+            "fileinput.",
+            "zipfile.",
+            "tarfile.",
+            "linecache.",
+            "codecs.open",
+            "numpy.save",
+            "numpy.fromfile",
+            "numpy.loadtxt",
+            "numpy.savetxt",
+            "numpy.genfromtxt",
+            "numpy.memmap",
+            "numpy.tofile",
+            "pandas.read_",
+            "pandas.io.",
+            "h5py.",
+            "sqlite3.",
+            "dbm.",
+            "logging.",
+            "filecmp.",
+            "mmap.",
+            "torch.save",
+            "joblib.dump",
+        ),
+    ),
+    (
+        "network access",
+        (
+            "socket.",
+            "_socket.",
+            "urllib.",
+            "urllib2.",
+            "urllib3.",
+            "http.",
+            "httplib.",
+            "requests.",
+            "httpx.",
+            "aiohttp.",
+            "ftplib.",
+            "smtplib.",
+            "telnetlib.",
+            "poplib.",
+            "imaplib.",
+            "nntplib.",
+            "webbrowser.",
+            "xmlrpc.",
+            "xmlrpclib.",
+            "ssl.",
+            "asyncio.",
+            "paramiko.",
+            "torch.hub.",
+            "huggingface_hub.",
+            "socketserver.",
+            "smtpd.",
+            "selectors.",
+            "select.",
+        ),
+    ),
 )
 
 # Reviewed never-allowed objects of the allowlisted libraries: what their code does on a call or
 # on restore, found by attack (and refused since by tools/gen_allowlist.py's code inspection).
 NEVER_ALLOWED: dict[str, tuple[str, str]] = {
     "scipy.optimize._nonlin._nonlin_wrapper": (
-        "exec/eval", "builds `def <name>(...)` source from its argument and exec()s it (A2-03)"),
+        "exec/eval",
+        "builds `def <name>(...)` source from its argument and exec()s it (A2-03)",
+    ),
     "scipy._lib.array_api_compat._internal.clone_module": (
-        "exec/eval", "exec()s generated source and imports modules by name"),
+        "exec/eval",
+        "exec()s generated source and imports modules by name",
+    ),
     "scipy._lib._uarray._backend.unpickle_function": (
-        "import machinery", "imports a module by name and walks getattr: a resolver"),
+        "import machinery",
+        "imports a module by name and walks getattr: a resolver",
+    ),
     "scipy.stats._distn_infrastructure.rv_generic._attach_argparser_methods": (
-        "exec/eval", "exec()s the instance's _parse_arg_template (A2-04)"),
+        "exec/eval",
+        "exec()s the instance's _parse_arg_template (A2-04)",
+    ),
     "torch._preload_cuda_lib": (
-        "process execution", "ctypes.CDLL of a path built from its arguments (A2-20)"),
+        "process execution",
+        "ctypes.CDLL of a path built from its arguments (A2-20)",
+    ),
     "torch._preload_cuda_deps": ("process execution", "ctypes.CDLL of library files"),
     "torch._import_device_backends": ("import machinery", "imports entry points by name"),
     "torch.utils.data.datapipes.datapipe._DataPipeSerializationWrapper": (
         "nested deserialisation",
-        "its __setstate__ runs pickle.loads/dill.loads on its state (A2-14)"),
+        "its __setstate__ runs pickle.loads/dill.loads on its state (A2-14)",
+    ),
     "torch.utils.data.datapipes.datapipe._IterDataPipeSerializationWrapper": (
-        "nested deserialisation", "inherits the wrapper's unpickling __setstate__ (A2-14)"),
+        "nested deserialisation",
+        "inherits the wrapper's unpickling __setstate__ (A2-14)",
+    ),
     "torch.utils.data.datapipes.datapipe._MapDataPipeSerializationWrapper": (
-        "nested deserialisation", "inherits the wrapper's unpickling __setstate__ (A2-14)"),
+        "nested deserialisation",
+        "inherits the wrapper's unpickling __setstate__ (A2-14)",
+    ),
     "numpy._core._multiarray_tests.npy_import_entry_point": (
-        "import machinery", "test helper: imports `module:attr` and returns the object (A2-22)"),
+        "import machinery",
+        "test helper: imports `module:attr` and returns the object (A2-22)",
+    ),
     "numpy.info": ("import machinery", "info(obj, ..., toplevel) __import__s `toplevel` (A2-24)"),
     "numpy.lib._utils_impl.info": ("import machinery", "numpy.info's definition (A2-24)"),
     "numpy.lib._utils_impl._makenamedict": ("import machinery", "__import__s its argument"),
@@ -241,31 +602,46 @@ _DUNDER_GADGETS = re.compile(
 )
 
 
-
 # Last components of names that load files, deserialize, evaluate code, download or import by
 # name: never allowed, whichever package defines them (reviewed; also applied by the generator).
 _DENIED_LAST_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("nested deserialisation", re.compile(
-        r"^(_*load|_*loads|_*load_\w+|\w+_loads?|\w+_loads?_\w+|unpickle|read_pickle|from_pretrained|"
-        r"from_single_file|load_from_checkpoint|restore_from|deserialize\w*|\w+_deserialize|"
-        r"safe_load|full_load|unsafe_load|load_state_dict_from_url|load_url)$")),
-    ("exec/eval", re.compile(
-        r"^(eval|exec|execfile|compile|safe_eval|literal_eval|evaluate_expr|exec_\w+|run_code|"
-        r"run_module|run_path|runcode|import_module|import_string|locate|_locate|resolve_name|"
-        r"get_class_from_dynamic_module|get_class_in_module|dynamic_import|instantiate|"
-        r"_ufunc_reconstruct|require_version|check_output|call|check_call|getoutput|"
-        r"getstatusoutput|system|popen|spawn\w*|launch\w*|shell\w*|subprocess\w*)$")),
-    ("file access", re.compile(
-        r"^(read_\w+|_read_\w+|fromfile|from_file|\w*_from_files?|\w*_from_filelike|loadtxt|genfromtxt|fromregex|memmap|open|open_\w+|"
-        r"save|save_\w+|savez\w*|savetxt|savefig|dump|dumps|dump_\w+|tofile|loadmat|"
-        r"to_(pickle|csv|parquet|json|excel|hdf|sql|feather|html|latex|markdown|stata|xml|orc|"
-        r"clipboard|gbq|netcdf|file|disk)|"
-        r"savemat|mmread|mmwrite|write\w*|rmtree|remove|unlink|makedirs|mkdir|copyfile|"
-        r"move|rename|chmod)$")),
-    ("network access", re.compile(
-        r"^(download\w*|\w+_download\w*|hf_hub_\w+|snapshot_download|cached_file|"
-        r"cached_path|cached_files|get_file_from_repo|urlopen|urlretrieve|http_get|"
-        r"upload\w*|push_to_hub|create_repo)$")),
+    (
+        "nested deserialisation",
+        re.compile(
+            r"^(_*load|_*loads|_*load_\w+|\w+_loads?|\w+_loads?_\w+|unpickle|read_pickle|from_pretrained|"
+            r"from_single_file|load_from_checkpoint|restore_from|deserialize\w*|\w+_deserialize|"
+            r"safe_load|full_load|unsafe_load|load_state_dict_from_url|load_url)$"
+        ),
+    ),
+    (
+        "exec/eval",
+        re.compile(
+            r"^(eval|exec|execfile|compile|safe_eval|literal_eval|evaluate_expr|exec_\w+|run_code|"
+            r"run_module|run_path|runcode|import_module|import_string|locate|_locate|resolve_name|"
+            r"get_class_from_dynamic_module|get_class_in_module|dynamic_import|instantiate|"
+            r"_ufunc_reconstruct|require_version|check_output|call|check_call|getoutput|"
+            r"getstatusoutput|system|popen|spawn\w*|launch\w*|shell\w*|subprocess\w*)$"
+        ),
+    ),
+    (
+        "file access",
+        re.compile(
+            r"^(read_\w+|_read_\w+|fromfile|from_file|\w*_from_files?|\w*_from_filelike|loadtxt|genfromtxt|fromregex|memmap|open|open_\w+|"
+            r"save|save_\w+|savez\w*|savetxt|savefig|dump|dumps|dump_\w+|tofile|loadmat|"
+            r"to_(pickle|csv|parquet|json|excel|hdf|sql|feather|html|latex|markdown|stata|xml|orc|"
+            r"clipboard|gbq|netcdf|file|disk)|"
+            r"savemat|mmread|mmwrite|write\w*|rmtree|remove|unlink|makedirs|mkdir|copyfile|"
+            r"move|rename|chmod)$"
+        ),
+    ),
+    (
+        "network access",
+        re.compile(
+            r"^(download\w*|\w+_download\w*|hf_hub_\w+|snapshot_download|cached_file|"
+            r"cached_path|cached_files|get_file_from_repo|urlopen|urlretrieve|http_get|"
+            r"upload\w*|push_to_hub|create_repo)$"
+        ),
+    ),
 )
 
 
@@ -298,13 +674,19 @@ def _aliases(module: str) -> list[str]:
     out = [module]
     for old, new in MODULE_ALIASES:
         if module == old or (old.endswith(".") and module.startswith(old)):
-            out.append(new + module[len(old):])
+            out.append(new + module[len(old) :])
     return out
 
 
 # Pure tensor-op namespaces inside otherwise denied torch._C (judged by the generated list).
-_CATEGORY_EXEMPT = ("torch._C._nn.", "torch._C._special.", "torch._C._linalg.", "torch._C._fft.",
-                    "torch._C._VariableFunctions.", "torch._C._VariableFunctionsClass.")
+_CATEGORY_EXEMPT = (
+    "torch._C._nn.",
+    "torch._C._special.",
+    "torch._C._linalg.",
+    "torch._C._fft.",
+    "torch._C._VariableFunctions.",
+    "torch._C._VariableFunctionsClass.",
+)
 # torch pickles its C ops as getattr(torch._C._VariableFunctionsClass, name); the same functions
 # are listed as the members of the module torch._C._VariableFunctions.
 _NAME_ALIASES = {("torch._C", "_VariableFunctionsClass"): "torch._C._VariableFunctions"}
@@ -382,7 +764,7 @@ class _Generated:
         if start < 0:
             return None
         end = text.find("\n", start + 1)
-        _module, _qualname, uses, reason = text[start + 1:end].split("\t")
+        _module, _qualname, uses, reason = text[start + 1 : end].split("\t")
         return uses, reason
 
     def parse(self) -> dict[tuple[str, str], tuple[str, str]]:
@@ -424,8 +806,10 @@ def _parse_args_rvs(self, %(shape_arg_str)s %(locscale_in)s, size=None):
 def _parse_args_stats(self, %(shape_arg_str)s %(locscale_in)s, moments='mv'):
     return (%(shape_arg_str)s), %(locscale_out)s, moments
 """
-_SCIPY_SHAPES = re.compile(r"\ndef _parse_args\(self, ((?:[A-Za-z_][A-Za-z0-9_]{0,40}, ){0,16}) "
-                           r"(loc=0, scale=1|loc=0)\):\n")
+_SCIPY_SHAPES = re.compile(
+    r"\ndef _parse_args\(self, ((?:[A-Za-z_][A-Za-z0-9_]{0,40}, ){0,16}) "
+    r"(loc=0, scale=1|loc=0)\):\n"
+)
 
 
 def _scipy_template_ok(text: object) -> bool:
@@ -436,8 +820,11 @@ def _scipy_template_ok(text: object) -> bool:
         return False
     shapes, locscale_in = match.groups()
     out = "loc, scale" if locscale_in == "loc=0, scale=1" else "loc, 1"
-    expected = _SCIPY_ARG_TEMPLATE % {"shape_arg_str": shapes, "locscale_in": locscale_in,
-                                      "locscale_out": out}
+    expected = _SCIPY_ARG_TEMPLATE % {
+        "shape_arg_str": shapes,
+        "locscale_in": locscale_in,
+        "locscale_out": out,
+    }
     return text == expected
 
 
@@ -460,8 +847,9 @@ def _reason(key: str) -> str:
     return REASONS.get(kind, kind).format(pkg=pkg or "the library")
 
 
-def _lookup_in(table: dict[tuple[str, str], tuple[str, str]] | _Generated,
-               names: list[tuple[str, str]]) -> tuple[str, tuple[str, str]] | None:
+def _lookup_in(
+    table: dict[tuple[str, str], tuple[str, str]] | _Generated, names: list[tuple[str, str]]
+) -> tuple[str, tuple[str, str]] | None:
     for mod, qual in names:
         for alias in _aliases(mod):
             entry = table.get((alias, qual))
@@ -500,7 +888,8 @@ def arg_roles(verdict: Verdict) -> tuple[tuple[str, ...], str]:
     roles = ARG_ROLES.get(verdict.qualname)
     if roles is not None:
         return roles, REF
-    if verdict.qualname.rsplit(".", 1)[-1].startswith("__pyx_unpickle_") or \
-            verdict.reason.endswith(REASONS["function-helper"].split("}", 1)[1]):
+    if verdict.qualname.rsplit(".", 1)[-1].startswith("__pyx_unpickle_") or verdict.reason.endswith(
+        REASONS["function-helper"].split("}", 1)[1]
+    ):
         return (), HELPER_ARG_ROLE
     return (), REF

@@ -299,8 +299,12 @@ def _walk_opcodes(data: _Bytes, walker: _Walker) -> bool | None:
                 first_end = end
                 end = _line_end(data, end, allowed)
                 if end is not None and len(walker.names) < 8:
-                    walker.names.append((data.at(pos, min(first_end - pos - 1, 256)),
-                                         data.at(first_end, min(end - first_end - 1, 256))))
+                    walker.names.append(
+                        (
+                            data.at(pos, min(first_end - pos - 1, 256)),
+                            data.at(first_end, min(end - first_end - 1, 256)),
+                        )
+                    )
             if end is None:
                 if shape == TWO_LINES and _name_cut_at_eof(data, pos, allowed):
                     walker.resolved = walker.cut_at_eof = True  # joblib's unpickler imports it

@@ -44,8 +44,12 @@ MAX_FLAGGED_CALLS = 2_000
 UNRESOLVED_INDEX = 1 << 62  # first_index of judged calls that no GLOBAL opcode names
 MAX_NESTED_CANDIDATES = 256
 MAX_ARGUMENT_NODES = 50_000
-JOBLIB_WRAPPERS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper",
-                             "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper"})
+JOBLIB_WRAPPERS = frozenset(
+    {
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        "sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper",
+    }
+)
 # TorchScript archives name their own classes under __torch__; they are resolved by the TorchScript
 # type system, not imported as Python code.
 TORCHSCRIPT_PREFIXES = ("__torch__.", "torch.jit._pickle.", "torch.classes.")
@@ -63,8 +67,9 @@ class FlaggedName:
 
     __slots__ = ("count", "first_index", "kind", "uses", "verdict")
 
-    def __init__(self, verdict: Verdict, first_index: int, count: int, uses: str,
-                 kind: str) -> None:
+    def __init__(
+        self, verdict: Verdict, first_index: int, count: int, uses: str, kind: str
+    ) -> None:
         self.verdict = verdict
         self.first_index = first_index  # order among resolutions in the stream (0-based)
         self.count = count
@@ -139,10 +144,17 @@ class Recorder:
             stand_in = self.types.get(key)
             if stand_in is None:
                 flagged = record is None or not record.verdict.allowed
-                stand_in = _Ref(key, (), {"__new__": _stand_in_new, "_bastion_name": key,
-                                          "_bastion_flagged": flagged,
-                                          "_bastion_record": record,
-                                          "_bastion_recorder": self})
+                stand_in = _Ref(
+                    key,
+                    (),
+                    {
+                        "__new__": _stand_in_new,
+                        "_bastion_name": key,
+                        "_bastion_flagged": flagged,
+                        "_bastion_record": record,
+                        "_bastion_recorder": self,
+                    },
+                )
                 self.types[key] = stand_in
         return stand_in
 
@@ -160,8 +172,9 @@ class Recorder:
                     self.flagged_overflow = True
                     break
                 uses = "".join(sorted(record.uses)) or REF
-                out[qualname] = FlaggedName(record.verdict, record.first_index, record.count,
-                                            uses, kind)
+                out[qualname] = FlaggedName(
+                    record.verdict, record.first_index, record.count, uses, kind
+                )
         return out
 
     def persistent(self, pid: Any) -> Any:
@@ -169,9 +182,13 @@ class Recorder:
         object inside a ('module', X, source_file, source) id as is (X itself, whatever it is);
         anything else is an object of unknown type (a storage, or whatever the loader makes)."""
         self.persistent_ids += 1
-        if isinstance(pid, tuple) and pid and isinstance(pid[0], str) and \
-                len(self.persistent_kinds) < 16:
-                self.persistent_kinds.add(pid[0])
+        if (
+            isinstance(pid, tuple)
+            and pid
+            and isinstance(pid[0], str)
+            and len(self.persistent_kinds) < 16
+        ):
+            self.persistent_kinds.add(pid[0])
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
             return pid[1]
         return _Obj(self, "<persistent id>", (pid,), False, made=MADE_OTHER)
@@ -246,8 +263,12 @@ def _hand_over(value: Any, role: str) -> None:
     """`value` reaches a place where the loader uses it in `role` (call, instantiate, keep)."""
     if isinstance(value, _Ref):
         record = value._bastion_record  # type: ignore[attr-defined]
-        if role == NEW and isinstance(record, _Resolved) and record.verdict.allowed and \
-                not _is_class(record.verdict):
+        if (
+            role == NEW
+            and isinstance(record, _Resolved)
+            and record.verdict.allowed
+            and not _is_class(record.verdict)
+        ):
             role = CALL  # a function cannot be instantiated: what is handed one calls it
         _use(value, role)
     elif isinstance(value, _Obj) and role == CALL:
@@ -266,8 +287,7 @@ def _hand_over_callables(values: tuple[Any, ...]) -> None:
 MAX_CALL_DEPTH = 32  # partial of partial of ...: deeper chains are judged unknown calls
 
 
-def _call_value(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                depth: int = 0) -> Any:
+def _call_value(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any], depth: int = 0) -> Any:
     """The loader (or restore code it runs) calls `value(*args, **kwargs)`."""
     if isinstance(value, _Ref):
         return value(*args, **kwargs)
@@ -285,30 +305,63 @@ MADE_CALL = "call"  # the result of calling a global (an instance when the globa
 MADE_OTHER = "other"  # a call result of a non-global, a persistent id: type unknown
 
 # Instances of these keep container items as data: their own __setitem__/append/add store them.
-PLAIN_CONTAINERS = frozenset({
-    "builtins.dict", "builtins.list", "builtins.set", "builtins.frozenset", "builtins.bytearray",
-    "collections.OrderedDict", "collections.Counter", "collections.deque",
-    "collections.defaultdict"})
+PLAIN_CONTAINERS = frozenset(
+    {
+        "builtins.dict",
+        "builtins.list",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.bytearray",
+        "collections.OrderedDict",
+        "collections.Counter",
+        "collections.deque",
+        "collections.defaultdict",
+    }
+)
 # Lower-case names of reviewed core classes (calling them builds an instance of them).
-_CORE_CLASSES = frozenset({
-    "builtins.set", "builtins.frozenset", "builtins.bytearray", "builtins.bytes",
-    "builtins.complex", "builtins.slice", "builtins.range", "builtins.dict", "builtins.list",
-    "builtins.tuple", "builtins.int", "builtins.float", "builtins.bool", "builtins.str",
-    "builtins.object", "collections.deque", "collections.defaultdict", "functools.partial",
-    "datetime.datetime",
-    "datetime.date", "datetime.time", "datetime.timedelta", "datetime.timezone",
-    "dateutil.tz.tz.tzutc", "dateutil.tz.tz.tzoffset", "dateutil.tz.tz.tzlocal",
-    "dateutil.tz.tz.tzfile"})
-_CLASS_REASONS = tuple(tuple(REASONS[kind].split("{pkg}")) for kind in
-                       ("class-new", "class-call", "class-reduce", "estimator"))
-_FUNCTION_REASONS = tuple(tuple(REASONS[kind].split("{pkg}")) for kind in
-                          ("function-ref", "method-ref", "function-helper", "function-numeric",
-                           "ufunc"))
+_CORE_CLASSES = frozenset(
+    {
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.bytearray",
+        "builtins.bytes",
+        "builtins.complex",
+        "builtins.slice",
+        "builtins.range",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.int",
+        "builtins.float",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.object",
+        "collections.deque",
+        "collections.defaultdict",
+        "functools.partial",
+        "datetime.datetime",
+        "datetime.date",
+        "datetime.time",
+        "datetime.timedelta",
+        "datetime.timezone",
+        "dateutil.tz.tz.tzutc",
+        "dateutil.tz.tz.tzoffset",
+        "dateutil.tz.tz.tzlocal",
+        "dateutil.tz.tz.tzfile",
+    }
+)
+_CLASS_REASONS = tuple(
+    tuple(REASONS[kind].split("{pkg}"))
+    for kind in ("class-new", "class-call", "class-reduce", "estimator")
+)
+_FUNCTION_REASONS = tuple(
+    tuple(REASONS[kind].split("{pkg}"))
+    for kind in ("function-ref", "method-ref", "function-helper", "function-numeric", "ufunc")
+)
 
 
 def _matches(reason: str, templates: tuple[tuple[str, ...], ...]) -> bool:
-    return any(reason.startswith(parts[0]) and reason.endswith(parts[-1])
-               for parts in templates)
+    return any(reason.startswith(parts[0]) and reason.endswith(parts[-1]) for parts in templates)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -326,8 +379,7 @@ def _is_class(verdict: Verdict) -> bool:
 def _returns_first_argument_instance(verdict: Verdict) -> bool:
     """Reviewed rebuild helpers that return an instance of the class they are handed first."""
     roles, _default = arg_roles(verdict)
-    return roles[:1] == (NEW,) or verdict.qualname.rsplit(".", 1)[-1].startswith(
-        "__pyx_unpickle_")
+    return roles[:1] == (NEW,) or verdict.qualname.rsplit(".", 1)[-1].startswith("__pyx_unpickle_")
 
 
 class _Obj:
@@ -336,12 +388,27 @@ class _Obj:
     them are still analysed as data). Calling one is judged by what it is: a partial calls its
     target, an instance its class's __call__, anything else is a call of an unknown object."""
 
-    __slots__ = ("__weakref__", "args", "hook", "items", "made", "origin", "record", "recorder",
-                 "state")
+    __slots__ = (
+        "__weakref__",
+        "args",
+        "hook",
+        "items",
+        "made",
+        "origin",
+        "record",
+        "recorder",
+        "state",
+    )
 
-    def __init__(self, recorder: Recorder, origin: str, args: tuple[Any, ...],
-                 flagged: bool, record: _Resolved | None = None,
-                 made: str = MADE_CALL) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        origin: str,
+        args: tuple[Any, ...],
+        flagged: bool,
+        record: _Resolved | None = None,
+        made: str = MADE_CALL,
+    ) -> None:
         self.recorder = recorder
         self.origin = origin[:MAX_ORIGIN]
         self.args = args
@@ -362,8 +429,11 @@ class _Obj:
             return record  # an unknown global's result: that global is already judged called
         if _is_class(record.verdict):
             return record
-        if _returns_first_argument_instance(record.verdict) and self.args and \
-                isinstance(self.args[0], _Ref):
+        if (
+            _returns_first_argument_instance(record.verdict)
+            and self.args
+            and isinstance(self.args[0], _Ref)
+        ):
             first = self.args[0]._bastion_record  # type: ignore[attr-defined]
             return first if isinstance(first, _Resolved) else None
         return None
@@ -477,8 +547,14 @@ def _stand_in_new(cls: Any, *args: Any, **kwargs: Any) -> _Obj:
     """NEWOBJ / NEWOBJ_EX / INST or OBJ without arguments: instantiation without a call."""
     _use(cls, NEW)
     _new_roles(cls, args, kwargs)
-    return _Obj(cls._bastion_recorder, cls._bastion_name, args, cls._bastion_flagged,
-                cls._bastion_record, made=MADE_NEW)
+    return _Obj(
+        cls._bastion_recorder,
+        cls._bastion_name,
+        args,
+        cls._bastion_flagged,
+        cls._bastion_record,
+        made=MADE_NEW,
+    )
 
 
 class _Ref(type):
@@ -500,8 +576,12 @@ class _Ref(type):
             _apply_roles(None, tuple(kwargs.values()))
         name = cls._bastion_name  # type: ignore[attr-defined]
         made = _Obj(recorder, name, args, cls._bastion_flagged, record)  # type: ignore[attr-defined]
-        if record is not None and record.verdict.qualname in NEWOBJ_HELPERS and args and \
-                isinstance(args[0], _Ref):
+        if (
+            record is not None
+            and record.verdict.qualname in NEWOBJ_HELPERS
+            and args
+            and isinstance(args[0], _Ref)
+        ):
             _new_roles(args[0], made.constructor_args(), {})  # cls.__new__(cls, *args)
         return made
 
@@ -565,8 +645,9 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     recorded). It steps over the raw array bytes joblib writes after each NumpyArrayWrapper,
     and analyses object arrays' nested pickles with the same recorder."""
 
-    def __init__(self, file: BinaryIO, recorder: Recorder, limit: int, depth: int = 0,
-                 joblib: bool = True) -> None:
+    def __init__(
+        self, file: BinaryIO, recorder: Recorder, limit: int, depth: int = 0, joblib: bool = True
+    ) -> None:
         super().__init__(file, encoding="latin1")
         self._joblib = joblib
         self._src = file
@@ -605,7 +686,8 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if index > 2 * len(memo) + MEMO_SLACK and not self._recorder.memo_findings:
             self._recorder.memo_findings.append(
                 f"memo index {index} with {len(memo)} entries stored (CPython would allocate "
-                f"{index * 16} bytes for it)")
+                f"{index * 16} bytes for it)"
+            )
         memo[index] = self.stack[-1]  # type: ignore[attr-defined]
 
     dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
@@ -627,8 +709,9 @@ class _PyUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if is_object:
             # joblib reads the items with a plain pickle._Unpickler (only find_class routed): a
             # NumpyArrayWrapper in there is an ordinary object, the bytes after it are opcodes.
-            inner = _PyUnpickler(self._src, self._recorder, self._limit, self._depth + 1,
-                                 joblib=False)
+            inner = _PyUnpickler(
+                self._src, self._recorder, self._limit, self._depth + 1, joblib=False
+            )
             inner.load()
             self.arrays += inner.arrays
             return
@@ -726,8 +809,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
-                   limit: int) -> StreamResult:
+def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder, limit: int) -> StreamResult:
     """Analyse one pickle stream starting at `start` (the stream must be seekable), as every
     loader could read it, and record the union of what they resolve:
 
@@ -767,8 +849,7 @@ def analyse_stream(stream: BinaryIO, start: int, recorder: Recorder,
     return result
 
 
-def _run_c(stream: BinaryIO, start: int, recorder: Recorder,
-           watch_joblib: bool) -> tuple[Any, int]:
+def _run_c(stream: BinaryIO, start: int, recorder: Recorder, watch_joblib: bool) -> tuple[Any, int]:
     reader = _buffered(stream)
     reader.seek(start)
     try:
@@ -778,8 +859,9 @@ def _run_c(stream: BinaryIO, start: int, recorder: Recorder,
     return root, reader.tell()
 
 
-def _run_python(stream: BinaryIO, start: int, recorder: Recorder, limit: int,
-                result: StreamResult, joblib: bool) -> None:
+def _run_python(
+    stream: BinaryIO, start: int, recorder: Recorder, limit: int, result: StreamResult, joblib: bool
+) -> None:
     """The pure-Python engine with a fresh record (merged into `recorder`), same bounds."""
     fresh = Recorder(allowed_prefixes=recorder.allowed_prefixes)
     stream.seek(start)
@@ -798,8 +880,9 @@ def _run_python(stream: BinaryIO, start: int, recorder: Recorder, limit: int,
         _merge(recorder, fresh)
 
 
-def _plain_reading(stream: BinaryIO, start: int, recorder: Recorder, limit: int,
-                   suspect: bool) -> None:
+def _plain_reading(
+    stream: BinaryIO, start: int, recorder: Recorder, limit: int, suspect: bool
+) -> None:
     """What a plain unpickler resolves in a joblib stream: it knows nothing of joblib's arrays
     and parses their raw bytes as opcodes. Its error (raw bytes rarely parse) is not the file's;
     what it resolved before the error is (that much already ran in the loader)."""
@@ -841,9 +924,9 @@ def _memo_suspect(stream: BinaryIO, start: int) -> bool:
         for match in _MEMO_PUT_RE.finditer(chunk):
             at = match.start()
             if chunk[at] == 0x72:  # r
-                index = int.from_bytes(chunk[at + 1:at + 5], "little")
+                index = int.from_bytes(chunk[at + 1 : at + 5], "little")
             else:
-                index = int(chunk[at + 1:chunk.index(b"\n", at)][:20])
+                index = int(chunk[at + 1 : chunk.index(b"\n", at)][:20])
             if index > bound:
                 return True
         position += _PRESCAN_CHUNK
@@ -861,7 +944,7 @@ def _merge(into: Recorder, other: Recorder) -> None:
             known.uses |= record.uses
     into.memo_findings.extend(other.memo_findings)
     into.flagged_overflow |= other.flagged_overflow
-    into.flagged_calls.extend(other.flagged_calls[: MAX_FLAGGED_CALLS])
+    into.flagged_calls.extend(other.flagged_calls[:MAX_FLAGGED_CALLS])
     into.persistent_ids += other.persistent_ids
     into.persistent_kinds |= other.persistent_kinds
 
@@ -871,13 +954,25 @@ def _merge(into: Recorder, other: Recorder) -> None:
 _PURE_DECODERS = {
     "_codecs.encode": "encode",
     "codecs.encode": "encode",
-    "base64.b64decode": "b64", "base64.standard_b64decode": "b64",
-    "base64.urlsafe_b64decode": "b64url", "base64.decodebytes": "b64",
-    "base64.b32decode": "b32", "base64.b16decode": "b16", "base64.a85decode": "a85",
-    "base64.b85decode": "b85", "binascii.a2b_base64": "b64", "binascii.unhexlify": "b16",
-    "binascii.a2b_hex": "b16", "zlib.decompress": "zlib", "gzip.decompress": "gzip",
-    "bz2.decompress": "bz2", "lzma.decompress": "xz", "builtins.bytes": "bytes",
-    "builtins.bytearray": "bytes", "io.BytesIO": "bytes", "_io.BytesIO": "bytes",
+    "base64.b64decode": "b64",
+    "base64.standard_b64decode": "b64",
+    "base64.urlsafe_b64decode": "b64url",
+    "base64.decodebytes": "b64",
+    "base64.b32decode": "b32",
+    "base64.b16decode": "b16",
+    "base64.a85decode": "a85",
+    "base64.b85decode": "b85",
+    "binascii.a2b_base64": "b64",
+    "binascii.unhexlify": "b16",
+    "binascii.a2b_hex": "b16",
+    "zlib.decompress": "zlib",
+    "gzip.decompress": "gzip",
+    "bz2.decompress": "bz2",
+    "lzma.decompress": "xz",
+    "builtins.bytes": "bytes",
+    "builtins.bytearray": "bytes",
+    "io.BytesIO": "bytes",
+    "_io.BytesIO": "bytes",
     "builtins.bytes.fromhex": "hex",
 }
 
@@ -968,8 +1063,10 @@ def nested_candidates(recorder: Recorder, limit: int, root: Any = None) -> Neste
                 return out
         recorder.data_truncated = walk.truncated
         if walk.truncated:
-            out.truncated = (f"the object holds over {MAX_DATA_VALUES} string/bytes values or "
-                             f"{MAX_WALKED_NODES} nodes")
+            out.truncated = (
+                f"the object holds over {MAX_DATA_VALUES} string/bytes values or "
+                f"{MAX_WALKED_NODES} nodes"
+            )
     return out
 
 

@@ -52,7 +52,7 @@ class ProtoStream:
     def read(self, pos: int, length: int) -> bytes:
         rel = pos - self._buf_start
         if rel >= 0 and rel + length <= len(self._buf):
-            return self._buf[rel:rel + length]
+            return self._buf[rel : rel + length]
         self.handle.seek(pos)
         data = self.handle.read(length)
         if len(data) != length:
@@ -85,8 +85,9 @@ class ProtoStream:
             elif wire == LENGTH:
                 length, pos = self.varint(pos, end)
                 if pos + length > end:
-                    raise ProtoError(f"field {number} of {length} bytes overruns its message "
-                                     f"at byte {pos}")
+                    raise ProtoError(
+                        f"field {number} of {length} bytes overruns its message at byte {pos}"
+                    )
                 yield number, wire, pos, length
                 pos += length
             else:
@@ -100,10 +101,32 @@ class ProtoStream:
 
 # field number -> wire type of the messages that decide what a protobuf file is
 _ONNX_MODEL_GRAPHS = {7: LENGTH, 20: LENGTH, 25: LENGTH}  # graph, training_info, functions
-_ONNX_GRAPH = {1: LENGTH, 2: LENGTH, 5: LENGTH, 10: LENGTH, 11: LENGTH, 12: LENGTH, 13: LENGTH,
-               14: LENGTH, 15: LENGTH, 16: LENGTH}
-_ONNX_NODE_OR_FUNCTION = {1: LENGTH, 2: LENGTH, 3: LENGTH, 4: LENGTH, 5: LENGTH, 6: LENGTH,
-                          7: LENGTH, 8: LENGTH, 9: LENGTH, 10: LENGTH, 11: LENGTH, 12: LENGTH}
+_ONNX_GRAPH = {
+    1: LENGTH,
+    2: LENGTH,
+    5: LENGTH,
+    10: LENGTH,
+    11: LENGTH,
+    12: LENGTH,
+    13: LENGTH,
+    14: LENGTH,
+    15: LENGTH,
+    16: LENGTH,
+}
+_ONNX_NODE_OR_FUNCTION = {
+    1: LENGTH,
+    2: LENGTH,
+    3: LENGTH,
+    4: LENGTH,
+    5: LENGTH,
+    6: LENGTH,
+    7: LENGTH,
+    8: LENGTH,
+    9: LENGTH,
+    10: LENGTH,
+    11: LENGTH,
+    12: LENGTH,
+}
 _ONNX_TRAINING = {1: LENGTH, 2: LENGTH, 3: LENGTH, 4: LENGTH}
 _META_GRAPH = {1: LENGTH, 2: LENGTH, 3: LENGTH, 4: LENGTH, 5: LENGTH, 6: LENGTH, 7: LENGTH}
 _NODE_DEF = {1: LENGTH, 2: LENGTH, 3: LENGTH, 4: LENGTH, 5: LENGTH, 6: LENGTH, 7: LENGTH}
@@ -142,7 +165,7 @@ class _ProbeHandle(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         fits = size >= 0 and self._pos + size <= len(self._head)
         if fits or (self._opener is None and self._pos < len(self._head)):
-            data = self._head[self._pos:self._pos + size if size >= 0 else None]
+            data = self._head[self._pos : self._pos + size if size >= 0 else None]
         else:
             if self._opener is None or self._budget <= 0:
                 raise _ProbeExhausted
@@ -161,8 +184,9 @@ class _ProbeHandle(io.RawIOBase):
         super().close()
 
 
-def _walk(proto: ProtoStream, start: int, end: int,
-          limit: int) -> list[tuple[int, int, int, int]] | None:
+def _walk(
+    proto: ProtoStream, start: int, end: int, limit: int
+) -> list[tuple[int, int, int, int]] | None:
     """Up to `limit` fields of the message at start..end; None when it is not wire format.
     A walk the probe may not finish counts as valid so far."""
     out: list[tuple[int, int, int, int]] = []
@@ -178,8 +202,13 @@ def _walk(proto: ProtoStream, start: int, end: int,
     return out
 
 
-def _matches(proto: ProtoStream, pos: int, length: int, schema: dict[int, int],
-             require: dict[int, int] | None = None) -> bool:
+def _matches(
+    proto: ProtoStream,
+    pos: int,
+    length: int,
+    schema: dict[int, int],
+    require: dict[int, int] | None = None,
+) -> bool:
     """The message at pos is wire format, its known fields have the schema's wire types and
     it holds at least one field of `require` (default: of the schema)."""
     fields = _walk(proto, pos, pos + length, _INNER_FIELDS)
@@ -191,8 +220,9 @@ def _matches(proto: ProtoStream, pos: int, length: int, schema: dict[int, int],
     return any(wanted.get(number) == wire for number, wire, _p, _l in fields)
 
 
-def protobuf_kinds(head: bytes, size: int,
-                   opener: Callable[[], BinaryIO] | None = None) -> tuple[str, ...]:
+def protobuf_kinds(
+    head: bytes, size: int, opener: Callable[[], BinaryIO] | None = None
+) -> tuple[str, ...]:
     """The messages (onnx, savedmodel, keras_metadata, tf_graphdef) whose readers would take
     these bytes as one of theirs, found by a bounded walk of the wire format: field order does
     not matter to protobuf readers, so it does not matter here."""
@@ -206,22 +236,29 @@ def protobuf_kinds(head: bytes, size: int,
             return ()
         kinds: list[str] = []
 
-        def any_field(number: int, wire: int, schema: dict[int, int],
-                      require: dict[int, int] | None = None) -> bool:
+        def any_field(
+            number: int, wire: int, schema: dict[int, int], require: dict[int, int] | None = None
+        ) -> bool:
             candidates = [(p, n) for num, w, p, n in top if num == number and w == wire]
-            return any(_matches(proto, p, n, schema, require)
-                       for p, n in candidates[:_INNER_MESSAGES])
+            return any(
+                _matches(proto, p, n, schema, require) for p, n in candidates[:_INNER_MESSAGES]
+            )
 
-        if any_field(7, LENGTH, _ONNX_GRAPH) or any_field(20, LENGTH, _ONNX_TRAINING) or \
-                any_field(25, LENGTH, _ONNX_NODE_OR_FUNCTION):
+        if (
+            any_field(7, LENGTH, _ONNX_GRAPH)
+            or any_field(20, LENGTH, _ONNX_TRAINING)
+            or any_field(25, LENGTH, _ONNX_NODE_OR_FUNCTION)
+        ):
             kinds.append("onnx")
         if any_field(2, LENGTH, _META_GRAPH):
             kinds.append("savedmodel")
-        if all(number == 1 and wire == LENGTH for number, wire, _p, _l in top) and \
-                any_field(1, LENGTH, _SAVED_OBJECT, {2: VARINT, 4: LENGTH, 5: LENGTH}):
+        if all(number == 1 and wire == LENGTH for number, wire, _p, _l in top) and any_field(
+            1, LENGTH, _SAVED_OBJECT, {2: VARINT, 4: LENGTH, 5: LENGTH}
+        ):
             kinds.append("keras_metadata")
-        if all(_ONNX_MODEL_GRAPHS.get(number) is None for number, _w, _p, _l in top) and \
-                any_field(1, LENGTH, _NODE_DEF, {2: LENGTH}):
+        if all(_ONNX_MODEL_GRAPHS.get(number) is None for number, _w, _p, _l in top) and any_field(
+            1, LENGTH, _NODE_DEF, {2: LENGTH}
+        ):
             kinds.append("tf_graphdef")
         return tuple(kinds)
     finally:

@@ -17,37 +17,50 @@ from bastion.scan.source import Source
 from bastion.scan.ziparchive import MINIZ, ZipReader
 
 TORCHSCRIPT = Rule(
-    id="PT001", title="TorchScript program", severity=Severity.INFO, confidence=Confidence.HIGH,
-    stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="PT001",
+    title="TorchScript program",
+    severity=Severity.INFO,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The archive is a TorchScript module: it carries a program (code/ folder) that "
-                "runs whenever the model is called. TorchScript cannot import Python modules, "
-                "but it can call any registered operator.",
+    "runs whenever the model is called. TorchScript cannot import Python modules, "
+    "but it can call any registered operator.",
     remediation="Load TorchScript only from trusted sources; prefer weights-only checkpoints.",
 )
 TORCHSCRIPT_RISKY_OP = Rule(
-    id="PT002", title="TorchScript code calls a risky operator", severity=Severity.HIGH,
-    confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="PT002",
+    title="TorchScript code calls a risky operator",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="The TorchScript program calls an operator that is not on bastion's list of "
-                "pure torch operators (torch_pure_ops.txt, generated from torch's operator "
-                "registry): one that writes or reads files (aten::save, aten::from_file), or "
-                "one from a custom native library the loading process must have registered. A "
-                "call in a TorchScript __setstate__ runs while torch.load/torch.jit.load reads "
-                "the archive.",
+    "pure torch operators (torch_pure_ops.txt, generated from torch's operator "
+    "registry): one that writes or reads files (aten::save, aten::from_file), or "
+    "one from a custom native library the loading process must have registered. A "
+    "call in a TorchScript __setstate__ runs while torch.load/torch.jit.load reads "
+    "the archive.",
     remediation="Review the TorchScript code (code/ folder of the archive) before loading.",
 )
 
 _TENSOR_DATA = re.compile(r"(^|/)(data|\.data)/(\d+|serialization_id)$")
-_METADATA = frozenset({"version", ".format_version", "byteorder", ".storage_alignment",
-                       "serialization_id"})
+_METADATA = frozenset(
+    {"version", ".format_version", "byteorder", ".storage_alignment", "serialization_id"}
+)
 MAX_CODE_BYTES = 16 * 1024 * 1024
 TORCH_PACKAGE = Rule(
-    id="PT003", title="torch.package archive ships Python modules", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-code-execution",
+    id="PT003",
+    title="torch.package archive ships Python modules",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-code-execution",
     description="A torch.package archive carries Python source that PackageImporter imports "
-                "(and so runs) when it unpickles objects of those modules: loading it runs code "
-                "from the archive.",
+    "(and so runs) when it unpickles objects of those modules: loading it runs code "
+    "from the archive.",
     remediation="Load only torch.package archives from trusted sources; review the packaged "
-                "modules, or ship weights in a format without code.",
+    "modules, or ship weights in a format without code.",
 )
 
 
@@ -69,7 +82,7 @@ def torch_layout(reader: ZipReader) -> TorchLayout | None:
     first = view.entries[0].raw_name
     if b"/" not in first:
         return None
-    root = first[:first.index(b"/") + 1]
+    root = first[: first.index(b"/") + 1]
     names = {e.raw_name for e in view.entries}
     torchscript = root + b"constants.pkl" in names  # get_all_records(): exact names
     # getRecord("data.pkl") locates the file with miniz's case-insensitive lookup
@@ -79,21 +92,27 @@ def torch_layout(reader: ZipReader) -> TorchLayout | None:
     return TorchLayout(root, torchscript)
 
 
-def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader,
-                   layout: TorchLayout) -> None:
+def scan_torch_zip(
+    ctx: ScanContext, source: Source, reader: ZipReader, layout: TorchLayout
+) -> None:
     from bastion.scan.pickle import scan_pickle
 
     entries = reader.directory.entries
     torchscript = layout.torchscript
     ctx.formats.append("torchscript" if torchscript else "pytorch")
     if torchscript:
-        ctx.add(TORCHSCRIPT.finding(source.location, "TorchScript archive: its program runs "
-                                    "when the module is called", evidence="code/"))
+        ctx.add(
+            TORCHSCRIPT.finding(
+                source.location,
+                "TorchScript archive: its program runs when the module is called",
+                evidence="code/",
+            )
+        )
     for entry in entries:
         if entry.is_dir or entry.is_symlink:
             continue
         inside = entry.raw_name.startswith(layout.root)
-        relative = entry.name[len(layout.root):] if inside else entry.name
+        relative = entry.name[len(layout.root) :] if inside else entry.name
         if inside and (_TENSOR_DATA.search(relative) or relative.rsplit("/", 1)[-1] in _METADATA):
             continue  # read by torch as raw storage bytes or plain text, never unpickled
         if entry.name.endswith((".pkl", ".debug_pkl")):
@@ -103,13 +122,15 @@ def scan_torch_zip(ctx: ScanContext, source: Source, reader: ZipReader,
                 # inputs, debug info) with TorchScript's type resolution; others are not its
                 jit_pickle = torchscript and inside
                 ctx.formats.append("pickle")
-                ctx.guarded(child, functools.partial(scan_pickle, ctx, child,
-                                                     torchscript=jit_pickle), "pytorch")
+                ctx.guarded(
+                    child,
+                    functools.partial(scan_pickle, ctx, child, torchscript=jit_pickle),
+                    "pytorch",
+                )
         elif torchscript and "code/" in entry.name and entry.name.endswith(".py"):
             child = member_source(ctx, source, reader, entry)
             if child is not None:
-                ctx.guarded(child, functools.partial(_scan_torchscript_code, ctx, child),
-                            "pytorch")
+                ctx.guarded(child, functools.partial(_scan_torchscript_code, ctx, child), "pytorch")
         else:
             scan_zip_member(ctx, source, reader, entry)
 
@@ -124,8 +145,10 @@ _CONTINUATION = re.compile(rb"\\\r?\n")
 # string literals (a name inside one is text, not a call), triple-quoted ones first; an unclosed
 # literal runs to its line's (a triple-quoted one: the file's) end, where the parser fails too,
 # so every match succeeds and the rewrite stays linear
-_STRING = re.compile(rb'"""[\s\S]*?(?:"""|\Z)|\'\'\'[\s\S]*?(?:\'\'\'|\Z)'
-                     rb'|"(?:[^"\\\n]|\\.)*"?|\'(?:[^\'\\\n]|\\.)*\'?')
+_STRING = re.compile(
+    rb'"""[\s\S]*?(?:"""|\Z)|\'\'\'[\s\S]*?(?:\'\'\'|\Z)'
+    rb'|"(?:[^"\\\n]|\\.)*"?|\'(?:[^\'\\\n]|\\.)*\'?'
+)
 _PARENTHESISED_NAME = re.compile(rb"(?<![\w)\]])\(\s*([A-Za-z_][\w.]*)\s*\)")
 _SPACED_DOT = re.compile(rb"\s*\.\s*")
 _DOTTED = re.compile(rb"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
@@ -195,7 +218,8 @@ def risky_operator_calls(code: bytes) -> set[str]:
     for name in dotted_names(code):
         parts = name.split(".")
         if any(part in table.denied_names for part in parts[1:]) or _is_unknown_operator(
-                parts, table):
+            parts, table
+        ):
             risky.add(name)
     return risky
 
@@ -204,15 +228,17 @@ def report_torch_package(ctx: ScanContext, source: Source, reader: ZipReader) ->
     """A torch.package archive (`.data/extern_modules` beside packaged modules): every
     packaged Python module is code PackageImporter runs. True when the archive is one."""
     names = [e.name for e in reader.directory.entries]
-    if not any(n == ".data/extern_modules" or n.endswith("/.data/extern_modules")
-               for n in names):
+    if not any(n == ".data/extern_modules" or n.endswith("/.data/extern_modules") for n in names):
         return False
     ctx.formats.append("torch-package")
     modules = sorted(n for n in names if n.endswith(".py") and "/.data/" not in n)
     for name in modules:
-        ctx.add(TORCH_PACKAGE.finding(
-            source.location.model_copy(update={"members": (*source.location.members, name)}),
-            "packaged Python module: PackageImporter imports (runs) it when an object of it "
-            "is unpickled", evidence=name))
+        ctx.add(
+            TORCH_PACKAGE.finding(
+                source.location.model_copy(update={"members": (*source.location.members, name)}),
+                "packaged Python module: PackageImporter imports (runs) it when an object of it "
+                "is unpickled",
+                evidence=name,
+            )
+        )
     return True
-

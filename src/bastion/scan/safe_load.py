@@ -39,7 +39,8 @@ def _joblib_load(data: bytes) -> Any:
             return super().find_class(module, name)
 
     with numpy_pickle._validate_fileobject_and_memmap(  # type: ignore[attr-defined]
-            io.BytesIO(data), "<bytes>", None) as (fobj, _):
+        io.BytesIO(data), "<bytes>", None
+    ) as (fobj, _):
         try:
             unpickler = _Restricted("<bytes>", fobj, ensure_native_byte_order=True)
         except TypeError:  # joblib < 1.5
@@ -47,8 +48,13 @@ def _joblib_load(data: bytes) -> Any:
         return unpickler.load()
 
 
-def safe_load(path: Path, settings: Settings | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-              map_location: str = "cpu") -> Any:
+def safe_load(
+    path: Path,
+    settings: Settings | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    map_location: str = "cpu",
+) -> Any:
     settings = settings or Settings()  # built-in defaults: nothing near the file counts
     try:
         size = path.stat().st_size
@@ -89,5 +95,7 @@ def safe_load(path: Path, settings: Settings | None = None, *, max_bytes: int = 
         except ImportError as exc:
             raise MissingExtra("safetensors", "safetensors") from exc
         return load_safetensors(data)
-    raise UsageError(f"safe_load does not load {formats} files",
-                     hint="scan them with `bastion scan`, then use the framework's loader")
+    raise UsageError(
+        f"safe_load does not load {formats} files",
+        hint="scan them with `bastion scan`, then use the framework's loader",
+    )

@@ -25,34 +25,43 @@ SCHEMA = "schema.json"
 MAX_NODES = 200_000
 
 SKOPS_DANGEROUS = Rule(
-    id="SKP001", title="skops archive calls code-running or file/network callables",
-    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.ARTIFACT,
+    id="SKP001",
+    title="skops archive calls code-running or file/network callables",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="The archive's schema.json makes skops.io.load import and call (or keep) an "
-                "object that executes processes, evaluates code, imports modules or touches "
-                "files or the network (e.g. ConstructorFromReduceNode of posix.system). skops "
-                "refuses it only until the caller trusts the types get_untrusted_types() lists.",
+    "object that executes processes, evaluates code, imports modules or touches "
+    "files or the network (e.g. ConstructorFromReduceNode of posix.system). skops "
+    "refuses it only until the caller trusts the types get_untrusted_types() lists.",
     remediation="Do not load this file, and do not pass its untrusted types to skops.io.load.",
 )
 SKOPS_UNKNOWN = Rule(
-    id="SKP002", title="skops archive calls a name outside the allowlist",
-    severity=Severity.HIGH, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    id="SKP002",
+    title="skops archive calls a name outside the allowlist",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="skops.io.load would import and call (or keep as a callable value) an object "
-                "that is not on bastion's allowlist of known-safe model globals, or use an "
-                "allowlisted one in a way it is not listed for.",
+    "that is not on bastion's allowlist of known-safe model globals, or use an "
+    "allowlisted one in a way it is not listed for.",
     remediation="Check what the named object does with the archive's arguments before passing "
-                "it to skops.io.load's `trusted`; waive the finding for this path if it is your "
-                "own reviewed code.",
+    "it to skops.io.load's `trusted`; waive the finding for this path if it is your "
+    "own reviewed code.",
 )
 SKOPS_OUTSIDE = Rule(
-    id="SKP003", title="skops archive instantiates a class outside the allowlist",
-    severity=Severity.LOW, confidence=Confidence.MEDIUM, stage=Stage.ARTIFACT,
+    id="SKP003",
+    title="skops archive instantiates a class outside the allowlist",
+    severity=Severity.LOW,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
     profile="model-code-execution",
     description="skops.io.load would import a module that is not on bastion's allowlist and "
-                "build an instance of one of its classes without calling it (ObjectNode): "
-                "importing the module runs its code. Reported below the default gate; --strict "
-                "fails on it.",
+    "build an instance of one of its classes without calling it (ObjectNode): "
+    "importing the module runs its code. Reported below the default gate; --strict "
+    "fails on it.",
     remediation="Check that the named module is your own trusted code.",
 )
 
@@ -60,18 +69,32 @@ SKOPS_OUTSIDE = Rule(
 _CALLED = CALL  # gettype(module, class)(...)
 _USES = {
     "ConstructorFromReduceNode": _CALLED,
-    "DictNode": _CALLED, "DefaultDictNode": _CALLED, "ListNode": _CALLED, "SetNode": _CALLED,
+    "DictNode": _CALLED,
+    "DefaultDictNode": _CALLED,
+    "ListNode": _CALLED,
+    "SetNode": _CALLED,
     "TupleNode": _CALLED,  # a namedtuple class is called with the items
-    "SliceNode": _CALLED, "PartialNode": _CALLED, "OperatorFuncNode": _CALLED,
-    "RandomStateNode": _CALLED, "RandomGeneratorNode": _CALLED,
+    "SliceNode": _CALLED,
+    "PartialNode": _CALLED,
+    "OperatorFuncNode": _CALLED,
+    "RandomStateNode": _CALLED,
+    "RandomGeneratorNode": _CALLED,
     "DTypeNode": REF,  # the dtype of the array in its content: the type is only checked
-    "MaskedArrayNode": _CALLED, "ReduceNode": _CALLED, "TreeNode": _CALLED, "LossNode": _CALLED,
-    "QuantileForestNode": _CALLED, "SGDNode": _CALLED,
+    "MaskedArrayNode": _CALLED,
+    "ReduceNode": _CALLED,
+    "TreeNode": _CALLED,
+    "LossNode": _CALLED,
+    "QuantileForestNode": _CALLED,
+    "SGDNode": _CALLED,
     "NdArrayNode": CALL,  # refined in schema_names
     "ObjectNode": NEW,  # cls.__new__(cls), then __setstate__ or __dict__.update
-    "FunctionNode": REF, "TypeNode": REF, "MethodNode": REF,
+    "FunctionNode": REF,
+    "TypeNode": REF,
+    "MethodNode": REF,
     "SparseMatrixNode": REF,  # scipy.sparse.load_npz(allow_pickle=False): type only checked
-    "JsonNode": "", "BytesNode": "", "BytearrayNode": "",  # json.loads / raw bytes: no import
+    "JsonNode": "",
+    "BytesNode": "",
+    "BytearrayNode": "",  # json.loads / raw bytes: no import
 }
 
 
@@ -102,8 +125,11 @@ def analyse_schema(ctx: ScanContext, location: Location, data: bytes) -> None:
     try:
         schema = json.loads(data)
     except (ValueError, RecursionError) as exc:
-        ctx.add(MALFORMED.finding(location, f"skops schema.json is not JSON: {exc}",
-                                  evidence=str(exc)[:200]))
+        ctx.add(
+            MALFORMED.finding(
+                location, f"skops schema.json is not JSON: {exc}", evidence=str(exc)[:200]
+            )
+        )
         return
     names, complete = schema_names(schema)
     if not complete:
@@ -125,16 +151,22 @@ def analyse_schema(ctx: ScanContext, location: Location, data: bytes) -> None:
 def _grade(verdict: Verdict, uses: str) -> tuple[Rule, str]:
     used = "/".join({CALL: "calls", NEW: "instantiates", REF: "keeps"}[u] for u in uses)
     if verdict.category is not None:
-        return SKOPS_DANGEROUS, (f"skops.io.load imports and {used} {verdict.qualname} "
-                                 f"[{verdict.category}]")
+        return SKOPS_DANGEROUS, (
+            f"skops.io.load imports and {used} {verdict.qualname} [{verdict.category}]"
+        )
     if verdict.uses:
-        return SKOPS_UNKNOWN, (f"skops.io.load {used} {verdict.qualname}, which is allowlisted "
-                               f"only for other uses ({verdict.reason})")
+        return SKOPS_UNKNOWN, (
+            f"skops.io.load {used} {verdict.qualname}, which is allowlisted "
+            f"only for other uses ({verdict.reason})"
+        )
     if uses == NEW:
-        return SKOPS_OUTSIDE, (f"skops.io.load imports {verdict.qualname} and instantiates it "
-                               "[class outside the allowlist]")
-    return SKOPS_UNKNOWN, (f"skops.io.load imports and {used} {verdict.qualname} "
-                           "[not on the allowlist]")
+        return SKOPS_OUTSIDE, (
+            f"skops.io.load imports {verdict.qualname} and instantiates it "
+            "[class outside the allowlist]"
+        )
+    return SKOPS_UNKNOWN, (
+        f"skops.io.load imports and {used} {verdict.qualname} [not on the allowlist]"
+    )
 
 
 def _bit_generator_name(node: dict[str, Any]) -> str | None:

@@ -48,9 +48,7 @@ class Source(NamedTuple):
 
     def child(self, member: str, opener: Callable[[], BinaryIO], size: int) -> Source:
         return Source(
-            location=self.location.model_copy(
-                update={"members": (*self.location.members, member)}
-            ),
+            location=self.location.model_copy(update={"members": (*self.location.members, member)}),
             opener=opener,
             size=size,
             name=member.rsplit("/", 1)[-1],
@@ -69,8 +67,9 @@ def file_source(path: Path, display: str) -> Source:
     )
 
 
-def bytes_source(data: bytes, name: str, location: Location | None = None,
-                 depth: int = 0) -> Source:
+def bytes_source(
+    data: bytes, name: str, location: Location | None = None, depth: int = 0
+) -> Source:
     return Source(
         location=location or Location(path=name),
         opener=lambda: io.BytesIO(data),

@@ -517,8 +517,13 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
             if text is not None and (_DUNDER.match(text) or text in INTERNAL_NAMES):
                 # getattr('', '__class__'): a renderer that exposes getattr (or any function
                 # resolving a name) walks to Python internals with it
-                issues.append(StaticIssue(f"passes the internal name '{text[:60]}' to a call",
-                                          f"(…{text[:60]!r}…)", True))
+                issues.append(
+                    StaticIssue(
+                        f"passes the internal name '{text[:60]}' to a call",
+                        f"(…{text[:60]!r}…)",
+                        True,
+                    )
+                )
     for node in tree.find_all(
         (
             nodes.Getattr,

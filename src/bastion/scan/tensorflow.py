@@ -198,8 +198,9 @@ class SavedModelScanner:
         if fmt == "keras_metadata" or source.name == "keras_metadata.pb":
             with source.open() as handle:
                 try:
-                    _keras_metadata(ctx, source.location, ProtoStream(handle, source.size),
-                                    0, source.size)
+                    _keras_metadata(
+                        ctx, source.location, ProtoStream(handle, source.size), 0, source.size
+                    )
                 except ProtoError as exc:
                     ctx.add(
                         MALFORMED.finding(

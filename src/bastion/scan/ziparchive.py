@@ -75,7 +75,7 @@ def _find_eocd(handle: BinaryIO, size: int, dialect: str) -> tuple[int, bytes]:
     if dialect == ZIPFILE:
         # zipfile: the last 22 bytes when they are a comment-less record, else the last
         # signature in the window, which must leave room for a record
-        if tail[-_EOCD:-_EOCD + 4] == EOCD_SIG and tail[-2:] == b"\x00\x00":
+        if tail[-_EOCD : -_EOCD + 4] == EOCD_SIG and tail[-2:] == b"\x00\x00":
             pos = len(tail) - _EOCD
         else:
             pos = tail.rfind(EOCD_SIG)
@@ -98,10 +98,12 @@ class _EndValues(NamedTuple):
     zip64: bool
 
 
-def _end_values(handle: BinaryIO, size: int, eocd_offset: int, record: bytes,
-                dialect: str) -> _EndValues:
-    (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset,
-     _comment_len) = struct.unpack("<4sHHHHIIH", record[:_EOCD])
+def _end_values(
+    handle: BinaryIO, size: int, eocd_offset: int, record: bytes, dialect: str
+) -> _EndValues:
+    (_sig, disk, cd_disk, on_disk, total, cd_size, cd_offset, _comment_len) = struct.unpack(
+        "<4sHHHHIIH", record[:_EOCD]
+    )
     locator = b""
     if eocd_offset >= _Z64_LOCATOR + _Z64_RECORD:
         handle.seek(eocd_offset - _Z64_LOCATOR)
@@ -129,19 +131,35 @@ def _end_values(handle: BinaryIO, size: int, eocd_offset: int, record: bytes,
         if dialect == MINIZ:
             raise ZipFormatError("no zip64 end record where the locator points")
         return _EndValues(total, cd_size, cd_offset, False)
-    (_zsig, record_size, _made, _needed, disk64, cd_disk64, on_disk64, total64, cd_size64,
-     cd_offset64) = struct.unpack("<4sQHHIIQQQQ", z64)
-    if dialect == MINIZ and (record_size < _Z64_RECORD - 12 or total64 != on_disk64 or
-                             disk64 or cd_disk64 or cd_size64 > 0xFFFFFFFF):
+    (
+        _zsig,
+        record_size,
+        _made,
+        _needed,
+        disk64,
+        cd_disk64,
+        on_disk64,
+        total64,
+        cd_size64,
+        cd_offset64,
+    ) = struct.unpack("<4sQHHIIQQQQ", z64)
+    if dialect == MINIZ and (
+        record_size < _Z64_RECORD - 12
+        or total64 != on_disk64
+        or disk64
+        or cd_disk64
+        or cd_size64 > 0xFFFFFFFF
+    ):
         raise ZipFormatError("zip64 end record miniz rejects")
     return _EndValues(total64, cd_size64, cd_offset64, True)
 
 
-def read_directory(handle: BinaryIO, size: int, max_members: int,
-                   dialect: str = ZIPFILE) -> ZipDirectory:
+def read_directory(
+    handle: BinaryIO, size: int, max_members: int, dialect: str = ZIPFILE
+) -> ZipDirectory:
     """The members `dialect`'s reader sees (see ZIPFILE and MINIZ)."""
     eocd_offset, record = _find_eocd(handle, size, dialect)
-    comment = record[_EOCD:_EOCD + struct.unpack("<H", record[20:22])[0]]
+    comment = record[_EOCD : _EOCD + struct.unpack("<H", record[20:22])[0]]
     total, cd_size, cd_offset, zip64 = _end_values(handle, size, eocd_offset, record, dialect)
     if dialect == ZIPFILE:
         # data prepended to the archive shifts every offset (zipfile's "concat"); the central
@@ -165,31 +183,64 @@ def read_directory(handle: BinaryIO, size: int, max_members: int,
         if len(entries) >= max_members:
             truncated = True
             break
-        if pos + _CENTRAL > len(directory) or directory[pos:pos + 4] != CENTRAL_SIG:
+        if pos + _CENTRAL > len(directory) or directory[pos : pos + 4] != CENTRAL_SIG:
             raise ZipFormatError(f"bad central directory entry at byte {start + pos}")
-        (_sig, _create_spec, create_system, _extract_version, flags, method, _time, _date, crc,
-         csize, usize, name_len, extra_len, comment_len, _disk_start, _internal, external,
-         offset) = struct.unpack("<4sBBHHHHHIIIHHHHHII", directory[pos:pos + _CENTRAL])
+        (
+            _sig,
+            _create_spec,
+            create_system,
+            _extract_version,
+            flags,
+            method,
+            _time,
+            _date,
+            crc,
+            csize,
+            usize,
+            name_len,
+            extra_len,
+            comment_len,
+            _disk_start,
+            _internal,
+            external,
+            offset,
+        ) = struct.unpack("<4sBBHHHHHIIIHHHHHII", directory[pos : pos + _CENTRAL])
         end = pos + _CENTRAL + name_len + extra_len + comment_len
         if dialect == MINIZ:
             _miniz_entry_checks(method, flags, csize, usize, offset, size, end > len(directory))
-        raw_name = directory[pos + _CENTRAL:pos + _CENTRAL + name_len]
-        extra = directory[pos + _CENTRAL + name_len:pos + _CENTRAL + name_len + extra_len]
+        raw_name = directory[pos + _CENTRAL : pos + _CENTRAL + name_len]
+        extra = directory[pos + _CENTRAL + name_len : pos + _CENTRAL + name_len + extra_len]
         csize, usize, offset = _apply_zip64(extra, csize, usize, offset)
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
-        entries.append(ZipEntry(name, raw_name, method, flags, csize, usize, offset + prefix,
-                                external, create_system, crc))
+        entries.append(
+            ZipEntry(
+                name,
+                raw_name,
+                method,
+                flags,
+                csize,
+                usize,
+                offset + prefix,
+                external,
+                create_system,
+                crc,
+            )
+        )
         pos = end
     return ZipDirectory(tuple(entries), max(prefix, 0), truncated, comment)
 
 
-def _miniz_entry_checks(method: int, flags: int, csize: int, usize: int, offset: int,
-                        size: int, overruns: bool) -> None:
+def _miniz_entry_checks(
+    method: int, flags: int, csize: int, usize: int, offset: int, size: int, overruns: bool
+) -> None:
     """The per-entry checks with which miniz refuses a whole archive."""
     if overruns:
         raise ZipFormatError("central directory entry overruns the directory")
-    if csize != 0xFFFFFFFF and usize != 0xFFFFFFFF and (
-            (method == 0 and csize != usize) or (usize and not csize)):
+    if (
+        csize != 0xFFFFFFFF
+        and usize != 0xFFFFFFFF
+        and ((method == 0 and csize != usize) or (usize and not csize))
+    ):
         raise ZipFormatError("entry sizes miniz rejects")
     if csize != 0xFFFFFFFF and offset + 30 + csize > size:
         raise ZipFormatError("entry data lies outside the file")
@@ -200,12 +251,12 @@ def _miniz_entry_checks(method: int, flags: int, csize: int, usize: int, offset:
 def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int) -> tuple[int, int, int]:
     pos = 0
     while pos + 4 <= len(extra):
-        tag, length = struct.unpack("<HH", extra[pos:pos + 4])
-        body = extra[pos + 4:pos + 4 + length]
+        tag, length = struct.unpack("<HH", extra[pos : pos + 4])
+        body = extra[pos + 4 : pos + 4 + length]
         if tag == 0x0001:
             fields = []
             for i in range(0, len(body) - 7, 8):
-                fields.append(struct.unpack("<Q", body[i:i + 8])[0])
+                fields.append(struct.unpack("<Q", body[i : i + 8])[0])
             values = iter(fields)
             if usize == 0xFFFFFFFF:
                 usize = next(values, usize)
@@ -260,8 +311,9 @@ class _InflatingReader(io.RawIOBase):
     """Streams a compressed member up to its declared size, feeding every compressed byte to
     the decompressor (zlib's `unconsumed_tail` included) and charging what it produces."""
 
-    def __init__(self, raw: BinaryIO, method: int, declared: int,
-                 charge: Callable[[int], None]) -> None:
+    def __init__(
+        self, raw: BinaryIO, method: int, declared: int, charge: Callable[[int], None]
+    ) -> None:
         self._raw = raw
         self._charge = charge
         self._declared = declared
@@ -350,9 +402,11 @@ class ZipReader:
         if not (only_zipfile or only_miniz):
             return None
         names = sorted({e[0].decode("utf-8", "replace") for e in only_zipfile | only_miniz})
-        return (f"{READER_NAMES[ZIPFILE]} and {READER_NAMES[MINIZ]} see different members "
-                f"({len(only_zipfile)} only in one view, {len(only_miniz)} only in the other: "
-                f"{', '.join(names[:5])})")
+        return (
+            f"{READER_NAMES[ZIPFILE]} and {READER_NAMES[MINIZ]} see different members "
+            f"({len(only_zipfile)} only in one view, {len(only_miniz)} only in the other: "
+            f"{', '.join(names[:5])})"
+        )
 
     def locate(self, entry: ZipEntry) -> MemberData:
         with self._opener() as handle:
@@ -371,8 +425,9 @@ class ZipReader:
 
         def open_inflated() -> BinaryIO:
             if not cache:
-                raw = io.BufferedReader(SliceReader(self._opener, data.start,
-                                                    entry.compressed_size))
+                raw = io.BufferedReader(
+                    SliceReader(self._opener, data.start, entry.compressed_size)
+                )
                 try:
                     reader = _InflatingReader(raw, entry.method, entry.size, charge)
                     cache.append(io.BufferedReader(reader).read())
@@ -386,8 +441,14 @@ class ZipReader:
 
 
 def _identity(entry: ZipEntry) -> tuple[bytes, int, int, int, int, int]:
-    return (entry.raw_name, entry.header_offset, entry.method, entry.flags,
-            entry.compressed_size, entry.size)
+    return (
+        entry.raw_name,
+        entry.header_offset,
+        entry.method,
+        entry.flags,
+        entry.compressed_size,
+        entry.size,
+    )
 
 
 def _union(views: list[ZipDirectory]) -> ZipDirectory:
@@ -399,8 +460,9 @@ def _union(views: list[ZipDirectory]) -> ZipDirectory:
             if _identity(entry) not in seen:
                 seen.add(_identity(entry))
                 entries.append(entry)
-    return ZipDirectory(tuple(entries), first.prefix_bytes,
-                        any(v.truncated_listing for v in views), first.comment)
+    return ZipDirectory(
+        tuple(entries), first.prefix_bytes, any(v.truncated_listing for v in views), first.comment
+    )
 
 
 def member_name_problem(name: str) -> str | None:
@@ -416,5 +478,12 @@ def member_name_problem(name: str) -> str | None:
     return None
 
 
-__all__ = ["MINIZ", "ZIPFILE", "LimitExceeded", "ZipEntry", "ZipFormatError", "ZipReader",
-           "member_name_problem"]
+__all__ = [
+    "MINIZ",
+    "ZIPFILE",
+    "LimitExceeded",
+    "ZipEntry",
+    "ZipFormatError",
+    "ZipReader",
+    "member_name_problem",
+]

@@ -97,8 +97,13 @@ def _in_range(current: object, events: tuple[tuple[str, str], ...]) -> bool:
     return affected
 
 
-_LABELS = {"CRITICAL": Severity.CRITICAL, "HIGH": Severity.HIGH, "MODERATE": Severity.MEDIUM,
-           "MEDIUM": Severity.MEDIUM, "LOW": Severity.LOW}
+_LABELS = {
+    "CRITICAL": Severity.CRITICAL,
+    "HIGH": Severity.HIGH,
+    "MODERATE": Severity.MEDIUM,
+    "MEDIUM": Severity.MEDIUM,
+    "LOW": Severity.LOW,
+}
 
 
 def _severity(record: dict) -> Severity:  # type: ignore[type-arg]
@@ -109,8 +114,15 @@ def _severity(record: dict) -> Severity:  # type: ignore[type-arg]
         if isinstance(entry, dict):
             score = cvss_base_score(str(entry.get("type", "")), str(entry.get("score", "")))
             if score is not None:
-                return (Severity.CRITICAL if score >= 9 else Severity.HIGH if score >= 7 else
-                        Severity.MEDIUM if score >= 4 else Severity.LOW)
+                return (
+                    Severity.CRITICAL
+                    if score >= 9
+                    else Severity.HIGH
+                    if score >= 7
+                    else Severity.MEDIUM
+                    if score >= 4
+                    else Severity.LOW
+                )
     return Severity.MEDIUM
 
 
@@ -141,8 +153,11 @@ def parse_record(record: object) -> Iterator[Advisory]:
         if not isinstance(affected, dict):
             continue
         package = affected.get("package") or {}
-        if not isinstance(package, dict) or package.get("ecosystem") != "PyPI" or \
-                not isinstance(package.get("name"), str):
+        if (
+            not isinstance(package, dict)
+            or package.get("ecosystem") != "PyPI"
+            or not isinstance(package.get("name"), str)
+        ):
             continue
         ranges = []
         fixed = []
@@ -160,8 +175,16 @@ def parse_record(record: object) -> Iterator[Advisory]:
             if events:
                 ranges.append(tuple(events))
         versions = frozenset(v for v in affected.get("versions") or [] if isinstance(v, str))
-        yield Advisory(record["id"], aliases, summary, severity, normalise(package["name"]),
-                       tuple(ranges), versions, tuple(fixed))
+        yield Advisory(
+            record["id"],
+            aliases,
+            summary,
+            severity,
+            normalise(package["name"]),
+            tuple(ranges),
+            versions,
+            tuple(fixed),
+        )
 
 
 class AdvisoryDatabase:
@@ -219,5 +242,7 @@ def _records(path: Path) -> Iterator[bytes]:
                     if len(data) <= MAX_RECORD_BYTES:
                         yield data
         return
-    raise InputError(f"{path} is neither a folder nor a zip of OSV records",
-                     hint="download the PyPI export of osv.dev (all.zip) and pass its path")
+    raise InputError(
+        f"{path} is neither a folder nor a zip of OSV records",
+        hint="download the PyPI export of osv.dev (all.zip) and pass its path",
+    )

@@ -27,14 +27,43 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-MODEL_FORMATS = {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".onnx", ".keras", ".h5",
-                 ".hdf5", ".gguf", ".pkl", ".pickle", ".joblib", ".pb", ".tflite", ".npz",
-                 ".mar", ".nemo"}
+MODEL_FORMATS = {
+    ".pt",
+    ".pth",
+    ".bin",
+    ".ckpt",
+    ".safetensors",
+    ".onnx",
+    ".keras",
+    ".h5",
+    ".hdf5",
+    ".gguf",
+    ".pkl",
+    ".pickle",
+    ".joblib",
+    ".pb",
+    ".tflite",
+    ".npz",
+    ".mar",
+    ".nemo",
+}
 DATA_FORMATS = {".csv", ".tsv", ".parquet", ".jsonl", ".arrow", ".feather", ".npy", ".txt"}
-FRAMEWORKS = {".pt": "pytorch", ".pth": "pytorch", ".ckpt": "pytorch", ".bin": "pytorch",
-              ".safetensors": "safetensors", ".onnx": "onnx", ".keras": "keras",
-              ".h5": "keras", ".hdf5": "keras", ".gguf": "gguf", ".pkl": "scikit-learn",
-              ".joblib": "scikit-learn", ".pb": "tensorflow", ".tflite": "tensorflow-lite"}
+FRAMEWORKS = {
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+    ".ckpt": "pytorch",
+    ".bin": "pytorch",
+    ".safetensors": "safetensors",
+    ".onnx": "onnx",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".hdf5": "keras",
+    ".gguf": "gguf",
+    ".pkl": "scikit-learn",
+    ".joblib": "scikit-learn",
+    ".pb": "tensorflow",
+    ".tflite": "tensorflow-lite",
+}
 CARD_FILE = "bastion-model.toml"
 
 
@@ -61,12 +90,17 @@ class ModelCard:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise BomError(f"cannot read {path}: {exc}") from exc
         model = data.get("model", {})
-        return cls(task=model.get("task"), architecture=model.get("architecture"),
-                   family=model.get("family"), inputs=list(model.get("inputs", [])),
-                   outputs=list(model.get("outputs", [])),
-                   metrics={str(k): float(v) for k, v in data.get("metrics", {}).items()},
-                   considerations={str(k): [str(x) for x in v] for k, v in
-                                   data.get("considerations", {}).items()})
+        return cls(
+            task=model.get("task"),
+            architecture=model.get("architecture"),
+            family=model.get("family"),
+            inputs=list(model.get("inputs", [])),
+            outputs=list(model.get("outputs", [])),
+            metrics={str(k): float(v) for k, v in data.get("metrics", {}).items()},
+            considerations={
+                str(k): [str(x) for x in v] for k, v in data.get("considerations", {}).items()
+            },
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -77,8 +111,12 @@ def _ref(kind: str, rel: str) -> str:
     return f"{kind}:{rel}"
 
 
-def build_bom(project: Path, card: ModelCard | None = None,
-              findings: list[Any] | None = None, environment: bool = False) -> dict[str, Any]:
+def build_bom(
+    project: Path,
+    card: ModelCard | None = None,
+    findings: list[Any] | None = None,
+    environment: bool = False,
+) -> dict[str, Any]:
     """The BOM of `project` as a JSON-ready dict (validated against CycloneDX 1.6)."""
     try:
         from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -111,25 +149,35 @@ def build_bom(project: Path, card: ModelCard | None = None,
         elif suffix in DATA_FORMATS and target.path.name.lower() not in ("readme.txt",):
             datasets.append(target)
     bom = Bom()
-    bom.metadata.component = Component(name=project.name, type=ComponentType.APPLICATION,
-                                       bom_ref=_ref("project", project.name))
+    bom.metadata.component = Component(
+        name=project.name, type=ComponentType.APPLICATION, bom_ref=_ref("project", project.name)
+    )
     bom.metadata.properties.add(Property(name="bastion:version", value=__version__))
     for target in datasets:
-        bom.components.add(Component(
-            name=target.display, type=ComponentType.DATA, bom_ref=_ref("data", target.display),
-            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=_sha256(target.path))],
-            properties=[Property(name="bastion:size", value=str(target.size))]))
+        bom.components.add(
+            Component(
+                name=target.display,
+                type=ComponentType.DATA,
+                bom_ref=_ref("data", target.display),
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=_sha256(target.path))],
+                properties=[Property(name="bastion:size", value=str(target.size))],
+            )
+        )
     for target in models:
         suffix = target.path.suffix.lower()
-        bom.components.add(Component(
-            name=target.display, type=ComponentType.MACHINE_LEARNING_MODEL,
-            bom_ref=_ref("model", target.display),
-            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=_sha256(target.path))],
-            properties=[Property(name="bastion:format", value=suffix.lstrip(".") or
-                                 target.path.name),
-                        Property(name="bastion:framework",
-                                 value=FRAMEWORKS.get(suffix, "unknown")),
-                        Property(name="bastion:size", value=str(target.size))]))
+        bom.components.add(
+            Component(
+                name=target.display,
+                type=ComponentType.MACHINE_LEARNING_MODEL,
+                bom_ref=_ref("model", target.display),
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=_sha256(target.path))],
+                properties=[
+                    Property(name="bastion:format", value=suffix.lstrip(".") or target.path.name),
+                    Property(name="bastion:framework", value=FRAMEWORKS.get(suffix, "unknown")),
+                    Property(name="bastion:size", value=str(target.size)),
+                ],
+            )
+        )
     dependencies: dict[str, Dependency] = {}
     for target in requirement_files:
         deps, _problems = read_any(target.path, target.display)
@@ -140,26 +188,43 @@ def build_bom(project: Path, card: ModelCard | None = None,
             dependencies.setdefault(dep.name, dep)
     for dep in sorted(dependencies.values(), key=lambda d: d.name):
         purl = PackageURL(type="pypi", name=dep.name, version=dep.version)
-        bom.components.add(Component(
-            name=dep.name, version=dep.version, type=ComponentType.LIBRARY,
-            bom_ref=_ref("pypi", f"{dep.name}@{dep.version or dep.specifier or '*'}"),
-            purl=purl, properties=[Property(name="bastion:requirement",
-                                            value=f"{dep.name}{dep.specifier}"),
-                                   Property(name="bastion:declared-in", value=dep.source)]))
-    severities = {"critical": VulnerabilitySeverity.CRITICAL,
-                  "high": VulnerabilitySeverity.HIGH, "medium": VulnerabilitySeverity.MEDIUM,
-                  "low": VulnerabilitySeverity.LOW, "info": VulnerabilitySeverity.INFO}
+        bom.components.add(
+            Component(
+                name=dep.name,
+                version=dep.version,
+                type=ComponentType.LIBRARY,
+                bom_ref=_ref("pypi", f"{dep.name}@{dep.version or dep.specifier or '*'}"),
+                purl=purl,
+                properties=[
+                    Property(name="bastion:requirement", value=f"{dep.name}{dep.specifier}"),
+                    Property(name="bastion:declared-in", value=dep.source),
+                ],
+            )
+        )
+    severities = {
+        "critical": VulnerabilitySeverity.CRITICAL,
+        "high": VulnerabilitySeverity.HIGH,
+        "medium": VulnerabilitySeverity.MEDIUM,
+        "low": VulnerabilitySeverity.LOW,
+        "info": VulnerabilitySeverity.INFO,
+    }
     model_refs = {t.display: _ref("model", t.display) for t in models}
     for finding in findings or []:
         ref = model_refs.get(finding.location.path)
         if ref is None or finding.severity.value == "info":
             continue
-        bom.vulnerabilities.add(Vulnerability(
-            bom_ref=f"bastion:{finding.fingerprint}", id=finding.rule_id,
-            source=VulnerabilitySource(name="bastion"),
-            ratings=[VulnerabilityRating(severity=severities[finding.severity.value])],
-            description=finding.message, detail=finding.evidence or None,
-            recommendation=finding.remediation, affects=[BomTarget(ref=ref)]))
+        bom.vulnerabilities.add(
+            Vulnerability(
+                bom_ref=f"bastion:{finding.fingerprint}",
+                id=finding.rule_id,
+                source=VulnerabilitySource(name="bastion"),
+                ratings=[VulnerabilityRating(severity=severities[finding.severity.value])],
+                description=finding.message,
+                detail=finding.evidence or None,
+                recommendation=finding.remediation,
+                affects=[BomTarget(ref=ref)],
+            )
+        )
     root = bom.metadata.component
     bom.register_dependency(root, list(bom.components))
     document = json.loads(JsonV1Dot6(bom).output_as_string(indent=None))
@@ -168,8 +233,13 @@ def build_bom(project: Path, card: ModelCard | None = None,
         if component.get("type") == "machine-learning-model":
             component["modelCard"] = _model_card(card, dataset_refs)
         elif component.get("type") == "data":
-            component["data"] = [{"type": "dataset", "name": component["name"],
-                                  "contents": {"url": f"file:{component['name']}"}}]
+            component["data"] = [
+                {
+                    "type": "dataset",
+                    "name": component["name"],
+                    "contents": {"url": f"file:{component['name']}"},
+                }
+            ]
     validate(document)
     return dict(document)
 
@@ -191,8 +261,12 @@ def _model_card(card: ModelCard | None, dataset_refs: list[str]) -> dict[str, An
         parameters["outputs"] = [{"format": value} for value in card.outputs]
     out: dict[str, Any] = {"modelParameters": parameters}
     if card.metrics:
-        out["quantitativeAnalysis"] = {"performanceMetrics": [
-            {"type": name, "value": f"{value:g}"} for name, value in sorted(card.metrics.items())]}
+        out["quantitativeAnalysis"] = {
+            "performanceMetrics": [
+                {"type": name, "value": f"{value:g}"}
+                for name, value in sorted(card.metrics.items())
+            ]
+        }
     considerations: dict[str, Any] = {}
     for key, values in card.considerations.items():
         if key in ("users", "useCases", "technicalLimitations", "performanceTradeoffs"):

@@ -27,22 +27,56 @@ from bastion.supplychain.secrets import secrets_in
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 
 PICKLE_LOADERS = {
-    "pickle.load", "pickle.loads", "pickle.Unpickler", "_pickle.load", "_pickle.loads",
-    "cPickle.load", "cPickle.loads", "joblib.load", "dill.load", "dill.loads",
-    "cloudpickle.load", "cloudpickle.loads", "pandas.read_pickle", "shelve.open",
-    "sklearn.externals.joblib.load", "torch.serialization.load",
+    "pickle.load",
+    "pickle.loads",
+    "pickle.Unpickler",
+    "_pickle.load",
+    "_pickle.loads",
+    "cPickle.load",
+    "cPickle.loads",
+    "joblib.load",
+    "dill.load",
+    "dill.loads",
+    "cloudpickle.load",
+    "cloudpickle.loads",
+    "pandas.read_pickle",
+    "shelve.open",
+    "sklearn.externals.joblib.load",
+    "torch.serialization.load",
 }
 TORCH_LOADERS = {"torch.load", "torch.serialization.load"}
-KERAS_LOADERS = {"keras.models.load_model", "keras.saving.load_model",
-                 "tensorflow.keras.models.load_model", "tf_keras.models.load_model",
-                 "keras.src.saving.saving_api.load_model"}
-DOWNLOADERS = {"urllib.request.urlretrieve", "urllib.request.urlopen", "requests.get",
-               "requests.post", "requests.request", "httpx.get", "wget.download",
-               "torch.hub.load_state_dict_from_url", "torch.hub.download_url_to_file",
-               "keras.utils.get_file", "tensorflow.keras.utils.get_file", "urllib3.request",
-               "requests.Session.get", "datasets.load_dataset", "gdown.download"}
-UNSAFE_YAML_LOADERS = {"yaml.Loader", "yaml.FullLoader", "yaml.UnsafeLoader", "yaml.CLoader",
-                       "yaml.CFullLoader", "yaml.CUnsafeLoader"}
+KERAS_LOADERS = {
+    "keras.models.load_model",
+    "keras.saving.load_model",
+    "tensorflow.keras.models.load_model",
+    "tf_keras.models.load_model",
+    "keras.src.saving.saving_api.load_model",
+}
+DOWNLOADERS = {
+    "urllib.request.urlretrieve",
+    "urllib.request.urlopen",
+    "requests.get",
+    "requests.post",
+    "requests.request",
+    "httpx.get",
+    "wget.download",
+    "torch.hub.load_state_dict_from_url",
+    "torch.hub.download_url_to_file",
+    "keras.utils.get_file",
+    "tensorflow.keras.utils.get_file",
+    "urllib3.request",
+    "requests.Session.get",
+    "datasets.load_dataset",
+    "gdown.download",
+}
+UNSAFE_YAML_LOADERS = {
+    "yaml.Loader",
+    "yaml.FullLoader",
+    "yaml.UnsafeLoader",
+    "yaml.CLoader",
+    "yaml.CFullLoader",
+    "yaml.CUnsafeLoader",
+}
 TLS_OFF = {"ssl._create_unverified_context", "urllib3.disable_warnings"}
 
 
@@ -135,19 +169,41 @@ def analyse_source(source: str) -> list[CodeFinding]:
     out: list[CodeFinding] = []
 
     def add(rule: Rule, node: ast.AST, message: str, evidence: str) -> None:
-        out.append(CodeFinding(rule, getattr(node, "lineno", 1),
-                               getattr(node, "col_offset", 0) + 1, message, evidence))
+        out.append(
+            CodeFinding(
+                rule,
+                getattr(node, "lineno", 1),
+                getattr(node, "col_offset", 0) + 1,
+                message,
+                evidence,
+            )
+        )
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "trust_remote_code" and \
-                _is_const(node.value, True):
-            add(R.REMOTE_CODE, node.value, "loads a model with trust_remote_code=True",
-                "trust_remote_code=True")
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Attribute) and t.attr == "check_hostname"
-                for t in node.targets) and _is_const(node.value, False):
-            add(R.INSECURE_DOWNLOAD, node, "turns off TLS host-name checking",
-                "check_hostname = False")
+        if (
+            isinstance(node, ast.keyword)
+            and node.arg == "trust_remote_code"
+            and _is_const(node.value, True)
+        ):
+            add(
+                R.REMOTE_CODE,
+                node.value,
+                "loads a model with trust_remote_code=True",
+                "trust_remote_code=True",
+            )
+        if (
+            isinstance(node, ast.Assign)
+            and any(
+                isinstance(t, ast.Attribute) and t.attr == "check_hostname" for t in node.targets
+            )
+            and _is_const(node.value, False)
+        ):
+            add(
+                R.INSECURE_DOWNLOAD,
+                node,
+                "turns off TLS host-name checking",
+                "check_hostname = False",
+            )
         if not isinstance(node, ast.Call):
             continue
         name = _resolve(_dotted(node.func), imports)
@@ -161,62 +217,99 @@ def _check_call(node: ast.Call, name: str, add) -> None:  # type: ignore[no-unty
     if name in TORCH_LOADERS:
         weights_only = _keyword(node, "weights_only")
         if not _is_const(weights_only, True) and not _has_kwargs_splat(node):
-            how = "weights_only=False" if _is_const(weights_only, False) else \
-                "without weights_only=True"
-            add(R.TORCH_LOAD, node, f"torch.load {how} unpickles arbitrary objects",
-                f"{name}({how})")
+            how = (
+                "weights_only=False"
+                if _is_const(weights_only, False)
+                else "without weights_only=True"
+            )
+            add(
+                R.TORCH_LOAD,
+                node,
+                f"torch.load {how} unpickles arbitrary objects",
+                f"{name}({how})",
+            )
         return
     if name in PICKLE_LOADERS:
         add(R.PICKLE_LOAD, node, f"{name} deserialises code-carrying data", name)
         return
     if name in ("numpy.load", "np.load") and _is_const(_keyword(node, "allow_pickle"), True):
-        add(R.NUMPY_PICKLE, node, "np.load(allow_pickle=True) unpickles object arrays",
-            "numpy.load(allow_pickle=True)")
+        add(
+            R.NUMPY_PICKLE,
+            node,
+            "np.load(allow_pickle=True) unpickles object arrays",
+            "numpy.load(allow_pickle=True)",
+        )
         return
     if name in KERAS_LOADERS and _is_const(_keyword(node, "safe_mode"), False):
-        add(R.KERAS_UNSAFE, node, "load_model(safe_mode=False) runs Lambda bytecode",
-            f"{name}(safe_mode=False)")
+        add(
+            R.KERAS_UNSAFE,
+            node,
+            "load_model(safe_mode=False) runs Lambda bytecode",
+            f"{name}(safe_mode=False)",
+        )
         return
     if name in ("yaml.load", "yaml.load_all"):
         loader = _keyword(node, "Loader")
         if loader is None and len(node.args) > 1:
             loader = node.args[1]
         loader_name = _dotted(loader) if loader is not None else None
-        if loader is None or (loader_name and loader_name.split(".")[-1] in
-                              {n.split(".")[-1] for n in UNSAFE_YAML_LOADERS}):
-            add(R.YAML_LOAD, node, f"{name} with {loader_name or 'the default loader'}",
-                f"{name}({loader_name or ''})")
+        if loader is None or (
+            loader_name
+            and loader_name.split(".")[-1] in {n.split(".")[-1] for n in UNSAFE_YAML_LOADERS}
+        ):
+            add(
+                R.YAML_LOAD,
+                node,
+                f"{name} with {loader_name or 'the default loader'}",
+                f"{name}({loader_name or ''})",
+            )
         return
     if name in ("yaml.unsafe_load", "yaml.full_load", "yaml.unsafe_load_all"):
         add(R.YAML_LOAD, node, f"{name} constructs arbitrary objects", name)
         return
     if name in ("eval", "exec", "builtins.eval", "builtins.exec"):
-        add(R.EVAL_EXEC, node, f"{name.split('.')[-1]}() runs a string as code",
-            name.split(".")[-1])
+        add(
+            R.EVAL_EXEC, node, f"{name.split('.')[-1]}() runs a string as code", name.split(".")[-1]
+        )
         return
     if name in TLS_OFF:
         add(R.INSECURE_DOWNLOAD, node, f"{name} disables certificate verification", name)
         return
-    is_download = name in DOWNLOADERS or (name.startswith(("requests.", "httpx.")) and \
-        name.rsplit(".", 1)[-1] in ("get", "post", "request", "stream"))
+    is_download = name in DOWNLOADERS or (
+        name.startswith(("requests.", "httpx."))
+        and name.rsplit(".", 1)[-1] in ("get", "post", "request", "stream")
+    )
     if is_download:
         if _is_const(_keyword(node, "verify"), False):
-            add(R.INSECURE_DOWNLOAD, node, f"{name}(verify=False) skips TLS verification",
-                f"{name}(verify=False)")
+            add(
+                R.INSECURE_DOWNLOAD,
+                node,
+                f"{name}(verify=False) skips TLS verification",
+                f"{name}(verify=False)",
+            )
         for text in _string_args(node):
             if text.lower().startswith("http://") and not re.match(
-                    r"http://(localhost|127\.|\[::1\])", text.lower()):
-                add(R.INSECURE_DOWNLOAD, node, f"{name} fetches over plain http",
-                    text[:120])
+                r"http://(localhost|127\.|\[::1\])", text.lower()
+            ):
+                add(R.INSECURE_DOWNLOAD, node, f"{name} fetches over plain http", text[:120])
                 break
 
 
 # --- files ------------------------------------------------------------------------------------
 
-def _finding(rule: Rule, path: str, line: int, column: int, message: str, evidence: str,
-             pointer: str | None = None) -> Finding:
-    return rule.finding(Location(path=path, line=line, column=column, pointer=pointer),
-                        message, evidence=evidence)
+
+def _finding(
+    rule: Rule,
+    path: str,
+    line: int,
+    column: int,
+    message: str,
+    evidence: str,
+    pointer: str | None = None,
+) -> Finding:
+    return rule.finding(
+        Location(path=path, line=line, column=column, pointer=pointer), message, evidence=evidence
+    )
 
 
 def scan_python(path: Path, display: str) -> list[Finding]:
@@ -225,10 +318,12 @@ def scan_python(path: Path, display: str) -> list[Finding]:
         found = analyse_source(text)
     except (SyntaxError, ValueError, RecursionError) as exc:
         line = getattr(exc, "lineno", None) or 1
-        return [_finding(R.UNPARSEABLE, display, line, 1, f"not valid Python: {exc}",
-                         type(exc).__name__)]
-    findings = [_finding(f.rule, display, f.line, f.column, f.message, f.evidence)
-                for f in found]
+        return [
+            _finding(
+                R.UNPARSEABLE, display, line, 1, f"not valid Python: {exc}", type(exc).__name__
+            )
+        ]
+    findings = [_finding(f.rule, display, f.line, f.column, f.message, f.evidence) for f in found]
     for line, column, kind in secrets_in(text):
         findings.append(_finding(R.SECRET, display, line, column, f"{kind} in source", kind))
     return findings
@@ -249,8 +344,16 @@ def scan_notebook(path: Path, display: str) -> list[Finding]:
     try:
         notebook = nbformat.reads(raw, as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:  # nbformat raises many types for broken JSON/schema
-        return [_finding(R.UNPARSEABLE, display, 1, 1, f"not a valid notebook: {exc}"[:300],
-                         type(exc).__name__)]
+        return [
+            _finding(
+                R.UNPARSEABLE,
+                display,
+                1,
+                1,
+                f"not a valid notebook: {exc}"[:300],
+                type(exc).__name__,
+            )
+        ]
     lines = raw.splitlines()
     cursor = 0
     findings: list[Finding] = []
@@ -266,27 +369,62 @@ def scan_notebook(path: Path, display: str) -> list[Finding]:
             except (SyntaxError, ValueError, RecursionError):
                 found = []
             for f in found:
-                findings.append(_finding(f.rule, display, first + f.line - 1, f.column,
-                                         f.message, f.evidence, pointer))
+                findings.append(
+                    _finding(
+                        f.rule,
+                        display,
+                        first + f.line - 1,
+                        f.column,
+                        f.message,
+                        f.evidence,
+                        pointer,
+                    )
+                )
         for line, column, kind in secrets_in(source):
-            findings.append(_finding(R.SECRET, display, first + line - 1, column,
-                                     f"{kind} in {pointer}", kind, pointer))
+            findings.append(
+                _finding(
+                    R.SECRET,
+                    display,
+                    first + line - 1,
+                    column,
+                    f"{kind} in {pointer}",
+                    kind,
+                    pointer,
+                )
+            )
         for text in _outputs(cell):
             for kind, sample in personal_data(text):
-                findings.append(_finding(R.PERSONAL_DATA, display, first, 1,
-                                         f"{kind} in the output of {pointer}", sample,
-                                         f"{pointer} output"))
+                findings.append(
+                    _finding(
+                        R.PERSONAL_DATA,
+                        display,
+                        first,
+                        1,
+                        f"{kind} in the output of {pointer}",
+                        sample,
+                        f"{pointer} output",
+                    )
+                )
             for _line, _column, kind in secrets_in(text):
-                findings.append(_finding(R.SECRET, display, first, 1,
-                                         f"{kind} in the output of {pointer}", kind,
-                                         f"{pointer} output"))
+                findings.append(
+                    _finding(
+                        R.SECRET,
+                        display,
+                        first,
+                        1,
+                        f"{kind} in the output of {pointer}",
+                        kind,
+                        f"{pointer} output",
+                    )
+                )
     return findings
 
 
 def _strip_magics(source: str) -> str:
     """IPython magics and shell escapes are not Python: blank them, keeping line numbers."""
-    return "\n".join("" if line.lstrip().startswith(("%", "!", "?")) else line
-                     for line in source.split("\n"))
+    return "\n".join(
+        "" if line.lstrip().startswith(("%", "!", "?")) else line for line in source.split("\n")
+    )
 
 
 def _locate_cell(lines: list[str], source: str, cursor: int) -> tuple[int, int]:
@@ -325,28 +463,51 @@ def _scan_target(target: Target) -> str:
         findings = analyse(target.path, target.display)
         skips: tuple[Skip, ...] = ()
         if not secrets_available():
-            skips = (Skip(location=Location(path=target.display), code="missing-extra",
-                          extra="code", reason="secret detection needs detect-secrets"),)
-        result = TargetResult(path=target.display, format=target.path.suffix.lstrip("."),
-                              size=target.size, findings=sort_findings(findings), skips=skips,
-                              incomplete=bool(skips),
-                              duration_ms=round((time.monotonic() - started) * 1000, 1))
+            skips = (
+                Skip(
+                    location=Location(path=target.display),
+                    code="missing-extra",
+                    extra="code",
+                    reason="secret detection needs detect-secrets",
+                ),
+            )
+        result = TargetResult(
+            path=target.display,
+            format=target.path.suffix.lstrip("."),
+            size=target.size,
+            findings=sort_findings(findings),
+            skips=skips,
+            incomplete=bool(skips),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
     except (OSError, ValueError) as exc:
         result = error_result(target.display, str(exc), "code")
     except ImportError as exc:
-        result = TargetResult(path=target.display, skips=(Skip(
-            location=Location(path=target.display), code="missing-extra", extra="code",
-            reason=f"needs {exc.name}"),), incomplete=True)
+        result = TargetResult(
+            path=target.display,
+            skips=(
+                Skip(
+                    location=Location(path=target.display),
+                    code="missing-extra",
+                    extra="code",
+                    reason=f"needs {exc.name}",
+                ),
+            ),
+            incomplete=True,
+        )
     return result.model_dump_json()
 
 
-def run_code_scan(paths: Sequence[Path], settings: Settings,
-                  progress: Progress | None = None, found: Found | None = None) -> Report:
+def run_code_scan(
+    paths: Sequence[Path],
+    settings: Settings,
+    progress: Progress | None = None,
+    found: Found | None = None,
+) -> Report:
     """`bastion code`: analyse every .py and .ipynb file under `paths` (or in `found`)."""
     started = start()
     found = found or walk(paths, settings.limits.max_files)
     targets = [t for t in found.files if t.path.suffix.lower() in SUFFIXES]
     results = [error_result(display, message) for display, message in found.problems]
-    results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings,
-                           progress)
+    results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings, progress)
     return build_report(results, [str(p) for p in paths], settings, started, "code")

@@ -30,30 +30,41 @@ from bastion.supplychain.advisories import Advisory, AdvisoryDatabase, parse_rec
 from bastion.supplychain.requirements import Dependency, read_any, read_environment
 
 VULNERABLE = Rule(
-    id="DEP001", title="Dependency with a known vulnerability", severity=Severity.HIGH,
-    confidence=Confidence.HIGH, stage=Stage.CODE, profile="coverage",
+    id="DEP001",
+    title="Dependency with a known vulnerability",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.CODE,
+    profile="coverage",
     description="A pinned or installed dependency version is affected by a published advisory "
-                "(severity from the advisory).",
+    "(severity from the advisory).",
     remediation="Upgrade to a fixed version listed in the finding, or waive with a reason "
-                "if the vulnerable code path is not used.",
+    "if the vulnerable code path is not used.",
 )
 ML_LOADER = Rule(
-    id="DEP002", title="ML framework whose safe-loading switch is bypassable",
-    severity=Severity.CRITICAL, confidence=Confidence.HIGH, stage=Stage.CODE,
+    id="DEP002",
+    title="ML framework whose safe-loading switch is bypassable",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.CODE,
     profile="model-code-execution",
     description="The installed or pinned version of an ML framework has a published bypass of "
-                "its safe loading mode (torch weights_only, Keras safe_mode): loading an "
-                "untrusted model runs code even when the code asks for safe loading.",
+    "its safe loading mode (torch weights_only, Keras safe_mode): loading an "
+    "untrusted model runs code even when the code asks for safe loading.",
     remediation="Upgrade the framework to the fixed version, and scan models with bastion "
-                "before loading them.",
+    "before loading them.",
 )
 RANGE_ADMITS = Rule(
-    id="DEP003", title="Version range admits vulnerable releases", severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM, stage=Stage.CODE, profile="coverage",
+    id="DEP003",
+    title="Version range admits vulnerable releases",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.CODE,
+    profile="coverage",
     description="The requirement is not pinned and its range includes versions affected by an "
-                "advisory; which version gets installed depends on the day.",
+    "advisory; which version gets installed depends on the day.",
     remediation="Pin the dependency (or raise the lower bound) above the fixed version, and "
-                "use a lock file.",
+    "use a lock file.",
 )
 
 BUNDLED = Path(__file__).with_name("ml_advisories.json")
@@ -74,8 +85,9 @@ def _admits(dependency: Dependency, advisory: Advisory) -> str | None:
         return None
     candidates = set(advisory.versions)
     for events in advisory.ranges:
-        candidates |= {v for kind, v in events if kind in ("introduced", "last_affected") and
-                       v != "0"}
+        candidates |= {
+            v for kind, v in events if kind in ("introduced", "last_affected") and v != "0"
+        }
         candidates |= {v + ".post0" for kind, v in events if kind == "introduced" and v != "0"}
     for version in sorted(candidates):
         try:
@@ -88,8 +100,11 @@ def _admits(dependency: Dependency, advisory: Advisory) -> str | None:
     return None
 
 
-def audit(dependencies: Sequence[Dependency], database: AdvisoryDatabase | None,
-          online: dict[tuple[str, str], list[Advisory]] | None = None) -> list[Finding]:
+def audit(
+    dependencies: Sequence[Dependency],
+    database: AdvisoryDatabase | None,
+    online: dict[tuple[str, str], list[Advisory]] | None = None,
+) -> list[Finding]:
     bundled = AdvisoryDatabase(bundled_advisories(), "bastion")
     findings: list[Finding] = []
     for dep in dependencies:
@@ -111,8 +126,15 @@ def audit(dependencies: Sequence[Dependency], database: AdvisoryDatabase | None,
                     version = _admits(dep, advisory)
                     if version is None:
                         continue
-                    findings.append(_finding(RANGE_ADMITS, location, dep, advisory,
-                                             f"{dep.specifier or 'any version'} (e.g. {version})"))
+                    findings.append(
+                        _finding(
+                            RANGE_ADMITS,
+                            location,
+                            dep,
+                            advisory,
+                            f"{dep.specifier or 'any version'} (e.g. {version})",
+                        )
+                    )
                 reported.add(advisory.id)
                 reported.update(advisory.aliases)
         for advisory in (online or {}).get((dep.name, dep.version or ""), []):
@@ -121,17 +143,24 @@ def audit(dependencies: Sequence[Dependency], database: AdvisoryDatabase | None,
     return findings
 
 
-def _finding(rule: Rule, location: Location, dep: Dependency, advisory: Advisory,
-             version: str) -> Finding:
+def _finding(
+    rule: Rule, location: Location, dep: Dependency, advisory: Advisory, version: str
+) -> Finding:
     fixed = ", ".join(advisory.fixed) or "none published"
     aliases = f" ({', '.join(advisory.aliases)})" if advisory.aliases else ""
     severity = rule.severity if rule is ML_LOADER else advisory.severity
     if rule is RANGE_ADMITS:
-        severity = min(advisory.severity, Severity.MEDIUM, key=lambda s: s.rank) \
-            if advisory.severity.rank < Severity.HIGH.rank else Severity.MEDIUM
-    return rule.finding(location, f"{dep.name} {version}: {advisory.id}{aliases} — "
-                        f"{advisory.summary} Fixed in: {fixed}.",
-                        evidence=f"{dep.name}=={version} {advisory.id}", severity=severity)
+        severity = (
+            min(advisory.severity, Severity.MEDIUM, key=lambda s: s.rank)
+            if advisory.severity.rank < Severity.HIGH.rank
+            else Severity.MEDIUM
+        )
+    return rule.finding(
+        location,
+        f"{dep.name} {version}: {advisory.id}{aliases} — {advisory.summary} Fixed in: {fixed}.",
+        evidence=f"{dep.name}=={version} {advisory.id}",
+        severity=severity,
+    )
 
 
 def _online(files: Sequence[Path]) -> dict[tuple[str, str], list[Advisory]]:
@@ -150,20 +179,34 @@ def _online(files: Sequence[Path]) -> dict[tuple[str, str], list[Advisory]]:
     out: dict[tuple[str, str], list[Advisory]] = {}
     for dep in data.get("dependencies", []):
         for vuln in dep.get("vulns", []):
-            record = {"id": vuln.get("id"), "aliases": vuln.get("aliases", []),
-                      "summary": vuln.get("description", ""),
-                      "affected": [{"package": {"ecosystem": "PyPI", "name": dep.get("name")},
-                                    "versions": [dep.get("version")],
-                                    "ranges": [{"type": "ECOSYSTEM", "events": [
-                                        {"introduced": "0"}, *({"fixed": f} for f in
-                                                               vuln.get("fix_versions", []))]}]}]}
+            record = {
+                "id": vuln.get("id"),
+                "aliases": vuln.get("aliases", []),
+                "summary": vuln.get("description", ""),
+                "affected": [
+                    {
+                        "package": {"ecosystem": "PyPI", "name": dep.get("name")},
+                        "versions": [dep.get("version")],
+                        "ranges": [
+                            {
+                                "type": "ECOSYSTEM",
+                                "events": [
+                                    {"introduced": "0"},
+                                    *({"fixed": f} for f in vuln.get("fix_versions", [])),
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
             for advisory in parse_record(record):
                 out.setdefault((advisory.package, dep.get("version", "")), []).append(advisory)
     return out
 
 
-def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None = None,
-             online: bool = False) -> Report:
+def run_deps(
+    files: Sequence[Path], settings: Settings, advisory_db: Path | None = None, online: bool = False
+) -> Report:
     started = start()
     database = AdvisoryDatabase.load(advisory_db) if advisory_db else None
     remote = _online(files) if online else None
@@ -177,23 +220,49 @@ def run_deps(files: Sequence[Path], settings: Settings, advisory_db: Path | None
         inputs.append(("environment", read_environment(), []))
     for display, deps, problems in inputs:
         began = time.monotonic()
-        skips = [Skip(location=Location(path=display), reason=p, code="unsupported")
-                 for p in problems]
+        skips = [
+            Skip(location=Location(path=display), reason=p, code="unsupported") for p in problems
+        ]
         if database is not None and database.dropped:
-            skips.append(Skip(location=Location(path=display), code="unsupported",
-                              reason=f"{database.dropped} record(s) of the advisory database "
-                                     "could not be read or applied (broken JSON, not OSV, or "
-                                     "versions PEP 440 cannot read): their packages were not "
-                                     "checked against them"))
+            skips.append(
+                Skip(
+                    location=Location(path=display),
+                    code="unsupported",
+                    reason=f"{database.dropped} record(s) of the advisory database "
+                    "could not be read or applied (broken JSON, not OSV, or "
+                    "versions PEP 440 cannot read): their packages were not "
+                    "checked against them",
+                )
+            )
         if database is None and not online:
-            skips.append(Skip(location=Location(path=display), code="missing-extra",
-                              reason="no advisory database given (--advisory-db or --online): "
-                                     "only bastion's bundled ML advisories were checked"))
+            skips.append(
+                Skip(
+                    location=Location(path=display),
+                    code="missing-extra",
+                    reason="no advisory database given (--advisory-db or --online): "
+                    "only bastion's bundled ML advisories were checked",
+                )
+            )
         findings = audit(deps, database, remote)
-        results.append(TargetResult(path=display, format="dependencies", size=len(deps),
-                                    findings=sort_findings(findings), skips=tuple(skips),
-                                    duration_ms=round((time.monotonic() - began) * 1000, 1)))
-    return build_report(results, [str(f) for f in files] or ["environment"], settings, started,
-                        "deps", {"advisory_db": database.source if database else None,
-                                 "advisory_records_dropped": database.dropped if database else 0,
-                                 "online": online})
+        results.append(
+            TargetResult(
+                path=display,
+                format="dependencies",
+                size=len(deps),
+                findings=sort_findings(findings),
+                skips=tuple(skips),
+                duration_ms=round((time.monotonic() - began) * 1000, 1),
+            )
+        )
+    return build_report(
+        results,
+        [str(f) for f in files] or ["environment"],
+        settings,
+        started,
+        "deps",
+        {
+            "advisory_db": database.source if database else None,
+            "advisory_records_dropped": database.dropped if database else 0,
+            "online": online,
+        },
+    )

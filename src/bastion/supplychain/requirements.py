@@ -40,8 +40,9 @@ def _read(path: Path) -> str:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def read_requirements(path: Path, display: str | None = None, depth: int = 0,
-                      root: Path | None = None) -> tuple[list[Dependency], list[str]]:
+def read_requirements(
+    path: Path, display: str | None = None, depth: int = 0, root: Path | None = None
+) -> tuple[list[Dependency], list[str]]:
     """(dependencies, problems) of a pip requirements file, parsed by pip's own grammar
     (pip-requirements-parser): continuation lines, `--hash` options, `-rfile` and markers read
     the way pip reads them. Includes (-r/-c) are followed here, bounded in depth and size, and
@@ -61,29 +62,50 @@ def read_requirements(path: Path, display: str | None = None, depth: int = 0,
     for requirement in parsed.requirements:
         number = requirement.line_number
         if requirement.link is not None or requirement.is_editable or not requirement.name:
-            problems.append(f"{display}:{number}: not checked (URL, path or editable "
-                            f"requirement): {requirement.name or requirement.link}")
+            problems.append(
+                f"{display}:{number}: not checked (URL, path or editable "
+                f"requirement): {requirement.name or requirement.link}"
+            )
             continue
         specifier = requirement.specifier  # None when the line names no version
-        pinned = next((s.version for s in specifier or () if s.operator in ("==", "===") and
-                       "*" not in s.version), None)
-        deps.append(Dependency(normalise(requirement.name), pinned,
-                               str(specifier) if specifier else "", display, number))
+        pinned = next(
+            (
+                s.version
+                for s in specifier or ()
+                if s.operator in ("==", "===") and "*" not in s.version
+            ),
+            None,
+        )
+        deps.append(
+            Dependency(
+                normalise(requirement.name),
+                pinned,
+                str(specifier) if specifier else "",
+                display,
+                number,
+            )
+        )
     for invalid in parsed.invalid_lines:
-        problems.append(f"{display}:{invalid.requirement_line.line_number}: not checked: "
-                        f"{invalid.error_message}"[:300])
+        problems.append(
+            f"{display}:{invalid.requirement_line.line_number}: not checked: "
+            f"{invalid.error_message}"[:300]
+        )
     for option in parsed.options:
-        for include in [*option.options.get("requirements", []),
-                        *option.options.get("constraints", [])]:
-            more, issues = _include(path, include, display, option.requirement_line.line_number,
-                                    depth, root)
+        for include in [
+            *option.options.get("requirements", []),
+            *option.options.get("constraints", []),
+        ]:
+            more, issues = _include(
+                path, include, display, option.requirement_line.line_number, depth, root
+            )
             deps += more
             problems += issues
     return deps, problems
 
 
-def _include(path: Path, include: str, display: str, number: int, depth: int,
-             root: Path) -> tuple[list[Dependency], list[str]]:
+def _include(
+    path: Path, include: str, display: str, number: int, depth: int, root: Path
+) -> tuple[list[Dependency], list[str]]:
     target = (path.parent / include).resolve()
     where = f"{display}:{number}"
     if "://" in include:
@@ -109,10 +131,14 @@ def read_lock(path: Path, display: str | None = None) -> list[Dependency]:
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
             version = entry.get("version")
-            deps.append(Dependency(normalise(entry["name"]),
-                                   version if isinstance(version, str) else None,
-                                   f"=={version}" if isinstance(version, str) else "",
-                                   display))
+            deps.append(
+                Dependency(
+                    normalise(entry["name"]),
+                    version if isinstance(version, str) else None,
+                    f"=={version}" if isinstance(version, str) else "",
+                    display,
+                )
+            )
     return deps
 
 
@@ -124,8 +150,9 @@ def read_environment() -> list[Dependency]:
     for dist in distributions():
         name = dist.name  # the "Name" metadata field
         if name:
-            seen[normalise(name)] = Dependency(normalise(name), dist.version,
-                                               f"=={dist.version}", "environment")
+            seen[normalise(name)] = Dependency(
+                normalise(name), dist.version, f"=={dist.version}", "environment"
+            )
     return sorted(seen.values(), key=lambda d: d.name)
 
 
@@ -140,8 +167,9 @@ def is_lock_file(name: str) -> bool:
 def is_dependency_file(name: str) -> bool:
     """The files a project audit reads: requirements*.txt and the lock files above."""
     lowered = name.lower()
-    return (lowered.startswith("requirements") and lowered.endswith(".txt")) or \
-        is_lock_file(lowered)
+    return (lowered.startswith("requirements") and lowered.endswith(".txt")) or is_lock_file(
+        lowered
+    )
 
 
 def read_any(path: Path, display: str | None = None) -> tuple[list[Dependency], list[str]]:

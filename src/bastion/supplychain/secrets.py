@@ -8,12 +8,30 @@ import re
 from collections.abc import Iterator
 
 _PLUGINS = (
-    "ArtifactoryDetector", "AWSKeyDetector", "AzureStorageKeyDetector", "BasicAuthDetector",
-    "CloudantDetector", "DiscordBotTokenDetector", "GitHubTokenDetector", "GitLabTokenDetector",
-    "IbmCloudIamDetector", "IbmCosHmacDetector", "JwtTokenDetector", "KeywordDetector",
-    "MailchimpDetector", "NpmDetector", "OpenAIDetector", "PrivateKeyDetector",
-    "PypiTokenDetector", "SendGridDetector", "SlackDetector", "SoftlayerDetector",
-    "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
+    "ArtifactoryDetector",
+    "AWSKeyDetector",
+    "AzureStorageKeyDetector",
+    "BasicAuthDetector",
+    "CloudantDetector",
+    "DiscordBotTokenDetector",
+    "GitHubTokenDetector",
+    "GitLabTokenDetector",
+    "IbmCloudIamDetector",
+    "IbmCosHmacDetector",
+    "JwtTokenDetector",
+    "KeywordDetector",
+    "MailchimpDetector",
+    "NpmDetector",
+    "OpenAIDetector",
+    "PrivateKeyDetector",
+    "PypiTokenDetector",
+    "SendGridDetector",
+    "SlackDetector",
+    "SoftlayerDetector",
+    "SquareOAuthDetector",
+    "StripeDetector",
+    "TelegramBotTokenDetector",
+    "TwilioKeyDetector",
 )
 MAX_LINE = 10_000
 # Credentials detect-secrets 1.5 has no detector for, and that ML projects hold: Hugging Face
@@ -32,14 +50,16 @@ def _settings() -> dict[str, object]:
 
     mapping: dict[str, type] = get_mapping_from_secret_type_to_class()
     available = {plugin.__name__ for plugin in mapping.values()}
-    return {"plugins_used": [{"name": name} for name in _PLUGINS if name in available],
-            "filters_used": [
-                {"path": "detect_secrets.filters.heuristic.is_indirect_reference"},
-                {"path": "detect_secrets.filters.heuristic.is_templated_secret"},
-                {"path": "detect_secrets.filters.heuristic.is_likely_id_string"},
-                {"path": "detect_secrets.filters.heuristic.is_sequential_string"},
-                {"path": "detect_secrets.filters.heuristic.is_potential_uuid"},
-            ]}
+    return {
+        "plugins_used": [{"name": name} for name in _PLUGINS if name in available],
+        "filters_used": [
+            {"path": "detect_secrets.filters.heuristic.is_indirect_reference"},
+            {"path": "detect_secrets.filters.heuristic.is_templated_secret"},
+            {"path": "detect_secrets.filters.heuristic.is_likely_id_string"},
+            {"path": "detect_secrets.filters.heuristic.is_sequential_string"},
+            {"path": "detect_secrets.filters.heuristic.is_potential_uuid"},
+        ],
+    }
 
 
 def secrets_in(text: str) -> Iterator[tuple[int, int, str]]:

@@ -57,8 +57,13 @@ class _MappedFileHasher:
         return Digest(self.digest_name, file_sha256(self._path))
 
 
-def _hashing(model: Path, signature: Path, shards: bool = False,
-             shard_size: int = SHARD_SIZE, ignored: Sequence[Path] = ()) -> Any:
+def _hashing(
+    model: Path,
+    signature: Path,
+    shards: bool = False,
+    shard_size: int = SHARD_SIZE,
+    ignored: Sequence[Path] = (),
+) -> Any:
     """File-by-file hashing (what the model_signing CLI verifies by default) with memory-mapped
     files hashed one per core, or sharded hashing that splits single large files."""
     ms = _library()
@@ -86,9 +91,13 @@ def _hashing_as_signed(model: Path, signature: Path, statement: dict[str, Any]) 
     size, and the paths it left out."""
     serialization = (statement.get("predicate") or {}).get("serialization") or {}
     shards = serialization.get("method") == "shards"
-    return _hashing(model, signature, shards,
-                    int(serialization.get("shard_size", SHARD_SIZE)) if shards else SHARD_SIZE,
-                    [model / p for p in serialization.get("ignore_paths", []) or []])
+    return _hashing(
+        model,
+        signature,
+        shards,
+        int(serialization.get("shard_size", SHARD_SIZE)) if shards else SHARD_SIZE,
+        [model / p for p in serialization.get("ignore_paths", []) or []],
+    )
 
 
 def _relative(model: Path, paths: Sequence[Path]) -> list[Path]:
@@ -117,16 +126,20 @@ class Credentials:
     issuer: str | None = None
 
     def check(self, signing: bool) -> None:
-        chosen = [self.key is not None, self.certificate is not None or
-                  (not signing and bool(self.chain)), self.sigstore]
+        chosen = [
+            self.key is not None,
+            self.certificate is not None or (not signing and bool(self.chain)),
+            self.sigstore,
+        ]
         if sum(chosen) != 1:
             raise UsageError("give exactly one of --key, --certificate/--chain, --sigstore")
         if signing and self.certificate is not None and self.key is None:
             raise UsageError("certificate signing needs --key (the certificate's private key)")
 
 
-def sign(model: Path, credentials: Credentials, signature: Path | None = None,
-         shards: bool = False) -> Path:
+def sign(
+    model: Path, credentials: Credentials, signature: Path | None = None, shards: bool = False
+) -> Path:
     if not model.exists():
         raise InputError(f"{model}: no such file or directory")
     certificate = credentials.certificate
@@ -143,16 +156,20 @@ def sign(model: Path, credentials: Credentials, signature: Path | None = None,
         if credentials.sigstore:
             config = config.use_sigstore_signer()
         elif certificate is not None:
-            config = config.use_certificate_signer(private_key=credentials.key,
-                                                   signing_certificate=certificate,
-                                                   certificate_chain=list(credentials.chain))
+            config = config.use_certificate_signer(
+                private_key=credentials.key,
+                signing_certificate=certificate,
+                certificate_chain=list(credentials.chain),
+            )
         else:
             config = config.use_elliptic_key_signer(private_key=credentials.key)
         config.set_hashing_config(_hashing(model, signature, shards)).sign(model, signature)
     except (ValueError, TypeError, OSError) as exc:
-        raise InputError(f"signing failed: {exc}",
-                         hint="--key must be an EC private key in PEM format; a certificate "
-                              "needs its chain (--chain)") from exc
+        raise InputError(
+            f"signing failed: {exc}",
+            hint="--key must be an EC private key in PEM format; a certificate "
+            "needs its chain (--chain)",
+        ) from exc
     return signature
 
 
@@ -183,8 +200,11 @@ def _statement(signature: Path) -> dict[str, Any]:
 
 def _resources(statement: dict[str, Any]) -> dict[str, str]:
     predicate = statement.get("predicate") or {}
-    return {str(r.get("name")): str(r.get("digest")) for r in predicate.get("resources", [])
-            if isinstance(r, dict)}
+    return {
+        str(r.get("name")): str(r.get("digest"))
+        for r in predicate.get("resources", [])
+        if isinstance(r, dict)
+    }
 
 
 def _files_of(resources: dict[str, str]) -> dict[str, set[str]]:
@@ -192,8 +212,7 @@ def _files_of(resources: dict[str, str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for name, digest in resources.items():
         parts = name.rsplit(":", 2)
-        path = parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() \
-            else name
+        path = parts[0] if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() else name
         out.setdefault(path, set()).add(f"{name}={digest}")
     return out
 
@@ -211,17 +230,27 @@ def _diagnose(model: Path, signature: Path, statement: dict[str, Any]) -> Outcom
     extra = sorted(set(now) - set(expected))
     changed = sorted(f for f in set(expected) & set(now) if expected[f] != now[f])
     if changed:
-        return Outcome(False, "tampered", f"content changed: {', '.join(changed[:10])}",
-                       tuple(changed))
+        return Outcome(
+            False, "tampered", f"content changed: {', '.join(changed[:10])}", tuple(changed)
+        )
     if missing:
-        return Outcome(False, "missing", f"signed files missing: {', '.join(missing[:10])}",
-                       tuple(missing))
+        return Outcome(
+            False, "missing", f"signed files missing: {', '.join(missing[:10])}", tuple(missing)
+        )
     if extra:
-        return Outcome(False, "extra", f"files not covered by the signature: "
-                                       f"{', '.join(extra[:10])}", tuple(extra))
-    return Outcome(False, "wrong-key", "the files match the signed manifest, but the signature "
-                   "does not verify with the given key, certificate or identity (or the "
-                   "envelope was altered)")
+        return Outcome(
+            False,
+            "extra",
+            f"files not covered by the signature: {', '.join(extra[:10])}",
+            tuple(extra),
+        )
+    return Outcome(
+        False,
+        "wrong-key",
+        "the files match the signed manifest, but the signature "
+        "does not verify with the given key, certificate or identity (or the "
+        "envelope was altered)",
+    )
 
 
 def verify(model: Path, credentials: Credentials, signature: Path | None = None) -> Outcome:
@@ -243,18 +272,22 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
     try:
         config = ms.verifying.Config()
         if credentials.sigstore:
-            config = config.use_sigstore_verifier(identity=credentials.identity,
-                                                  oidc_issuer=credentials.issuer)
+            config = config.use_sigstore_verifier(
+                identity=credentials.identity, oidc_issuer=credentials.issuer
+            )
         elif credentials.key is not None:
             config = config.use_elliptic_key_verifier(public_key=credentials.key)
         else:
             config = config.use_certificate_verifier(certificate_chain=list(credentials.chain))
     except (ValueError, TypeError, OSError) as exc:
-        raise InputError(f"cannot use the verification key or certificates: {exc}",
-                         hint="--key must be an EC public key in PEM format") from exc
+        raise InputError(
+            f"cannot use the verification key or certificates: {exc}",
+            hint="--key must be an EC public key in PEM format",
+        ) from exc
     try:
-        config.set_hashing_config(_hashing_as_signed(model, signature, statement)) \
-            .verify(model, signature)
+        config.set_hashing_config(_hashing_as_signed(model, signature, statement)).verify(
+            model, signature
+        )
     except Exception as exc:  # model-signing raises ValueError and library-specific errors
         outcome = _diagnose(model, signature, statement)
         if outcome.kind == "wrong-key":
@@ -266,25 +299,32 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
 # --- verification as a report ------------------------------------------------------------------
 
 SIGNATURE_FAILED = Rule(
-    id="SIG001", title="Signature verification failed", severity=Severity.CRITICAL,
-    confidence=Confidence.HIGH, stage=Stage.ARTIFACT, profile="model-integrity",
+    id="SIG001",
+    title="Signature verification failed",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
     description="The model or dataset does not match its OpenSSF model-signing signature: a "
-                "file changed, disappeared or appeared, or the signature was not made by a "
-                "trusted key or identity. What gets deployed is not what was signed.",
+    "file changed, disappeared or appeared, or the signature was not made by a "
+    "trusted key or identity. What gets deployed is not what was signed.",
     remediation="Do not deploy it. Restore the signed files, or re-sign after review with a "
-                "trusted key.",
+    "trusted key.",
 )
 
 
 def failure_finding(outcome: Outcome, path: str) -> Finding:
     """SIG001 for a failed verification, pointing at what failed (tampered, wrong-key ...)."""
-    return SIGNATURE_FAILED.finding(Location(path=path, pointer=outcome.kind),
-                                    f"{outcome.kind}: {outcome.detail}",
-                                    evidence=",".join(outcome.files[:20]) or outcome.kind)
+    return SIGNATURE_FAILED.finding(
+        Location(path=path, pointer=outcome.kind),
+        f"{outcome.kind}: {outcome.detail}",
+        evidence=",".join(outcome.files[:20]) or outcome.kind,
+    )
 
 
-def verification_report(model: Path, credentials: Credentials, signature: Path | None,
-                        settings: Settings) -> Report:
+def verification_report(
+    model: Path, credentials: Credentials, signature: Path | None, settings: Settings
+) -> Report:
     import time
 
     from bastion.findings import TargetResult
@@ -293,8 +333,20 @@ def verification_report(model: Path, credentials: Credentials, signature: Path |
     started = start()
     outcome = verify(model, credentials, signature)
     findings = () if outcome.ok else (failure_finding(outcome, str(model)),)
-    result = TargetResult(path=str(model), format="signed-artifact", findings=findings,
-                          duration_ms=round((time.monotonic() - started.clock) * 1000, 1))
-    return build_report([result], [str(model)], settings, started, "verify", {
-        "signature": str(signature or default_signature(model)),
-        "verification": {"ok": outcome.ok, "kind": outcome.kind}})
+    result = TargetResult(
+        path=str(model),
+        format="signed-artifact",
+        findings=findings,
+        duration_ms=round((time.monotonic() - started.clock) * 1000, 1),
+    )
+    return build_report(
+        [result],
+        [str(model)],
+        settings,
+        started,
+        "verify",
+        {
+            "signature": str(signature or default_signature(model)),
+            "verification": {"ok": outcome.ok, "kind": outcome.kind},
+        },
+    )
