@@ -30,6 +30,26 @@ class InputError(BastionError):
     """A path that does not exist or cannot be read."""
 
 
+class DataInputError(InputError):
+    """A data file that cannot be read as a table (ragged rows, bad encoding, mixed types, a row
+    or a decompressed size past its bound). `row` is the 0-based data row (header excluded)
+    where reading stopped, when known; `kind` says what went wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "malformed",
+        row: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.row = row
+        self.column = column
+
+
 class StoreError(BastionError):
     """The history store cannot be opened or read."""
 

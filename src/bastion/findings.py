@@ -94,6 +94,10 @@ class Finding(Record):
     remediation: str = ""
     tags: Tags = field(default_factory=Tags)
     fingerprint: str = ""
+    # data findings about rows: 0-based data-row indexes (header excluded), all of them, and
+    # the values of the dataset's id column for those rows when one is given (--id)
+    rows: tuple[int, ...] = ()
+    row_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.fingerprint:

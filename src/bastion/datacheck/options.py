@@ -1,0 +1,47 @@
+"""Options of the data checks: which columns mean what, and the bounds and thresholds each check
+uses. Every field has a default; the policy's `[data]` table and the command line override them.
+Check modules add their own thresholds here, each with a comment saying what it bounds."""
+
+from __future__ import annotations
+
+from bastion.records import Record, RecordError
+
+MiB = 1024 * 1024
+
+# name -> (minimum, meaning); every bound must be at least its minimum
+_BOUND_MINIMUMS = {
+    "max_rows_in_memory": (1, "rows a check may hold in memory at once"),
+    "max_decompressed_mb": (1, "bytes inflated from one compressed data file"),
+    "max_line_kb": (1, "bytes of one CSV/JSON Lines row (longer rows are malformed input)"),
+    "batch_rows": (1, "rows per streamed batch"),
+    "max_files": (1, "data files read under one folder"),
+    "max_columns": (1, "columns of one dataset"),
+}
+
+
+class DataOptions(Record):
+    """What the data checks need to know about a dataset, and their bounds."""
+
+    target: str | None = None  # label column (needed by the label and poisoning checks)
+    id_column: str | None = None  # column whose values identify rows (manifest, diff, leakage)
+
+    # --- reading (datacheck/read.py, dataset.py) ---
+    max_rows_in_memory: int = 2_000_000  # Dataset.table() refuses more (LimitExceeded)
+    max_decompressed_mb: int = 8192  # a .csv.gz inflating past this is a decompression bomb
+    max_line_kb: int = 16384  # one row longer than this (16 MiB) is malformed input, not OOM
+    batch_rows: int = 65_536  # rows per streamed batch
+    max_files: int = 10_000  # data files read under one folder
+    max_columns: int = 10_000  # columns of one dataset
+
+    def __post_init__(self) -> None:
+        for name, (minimum, meaning) in _BOUND_MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise RecordError(name, f"must be at least {minimum} ({meaning})")
+
+    @property
+    def max_decompressed(self) -> int:
+        return self.max_decompressed_mb * MiB
+
+    @property
+    def max_line(self) -> int:
+        return self.max_line_kb * 1024
