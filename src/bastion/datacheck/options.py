@@ -16,7 +16,14 @@ _BOUND_MINIMUMS = {
     "batch_rows": (1, "rows per streamed batch"),
     "max_files": (1, "data files read under one folder"),
     "max_columns": (1, "columns of one dataset"),
+    "contract_max_categories": (1, "categories a profiled text column may have"),
+    "near_duplicate_digits": (1, "significant digits kept for near-duplicate rows"),
+    "leakage_sample_rows": (100, "rows the target-leakage models see"),
+    "drift_sample_rows": (100, "rows per version kept for the drift tests"),
+    "drift_max_categories": (2, "categories compared per text column"),
 }
+
+_FRACTIONS = ("leakage_score", "drift_ks", "drift_p_value")
 
 
 class DataOptions(Record):
@@ -33,10 +40,30 @@ class DataOptions(Record):
     max_files: int = 10_000  # data files read under one folder
     max_columns: int = 10_000  # columns of one dataset
 
+    # --- contract (datacheck/contract.py) ---
+    contract: str | None = None  # contract file to validate against (--contract)
+    contract_max_categories: int = 50  # profile: text with more distinct values is free text
+
+    # --- leakage between splits (datacheck/leakage.py) ---
+    time_column: str | None = None  # event time for time leakage (else a date/time column)
+    near_duplicate_digits: int = 3  # significant digits kept when comparing near-duplicates
+    leakage_score: float = 0.98  # one feature's cross-validated score that is target leakage
+    leakage_sample_rows: int = 20_000  # training rows the target-leakage models see
+
+    # --- drift between versions (datacheck/drift.py) ---
+    drift_psi: float = 0.2  # population stability index at or above which a feature drifted
+    drift_ks: float = 0.1  # Kolmogorov–Smirnov statistic at or above which a number drifted
+    drift_p_value: float = 0.001  # and the test must be significant at this level
+    drift_sample_rows: int = 100_000  # rows per version kept (uniform sample) for the tests
+    drift_max_categories: int = 1_000  # text columns with more distinct values are not compared
+
     def __post_init__(self) -> None:
         for name, (minimum, meaning) in _BOUND_MINIMUMS.items():
             if getattr(self, name) < minimum:
                 raise RecordError(name, f"must be at least {minimum} ({meaning})")
+        for name in _FRACTIONS:
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise RecordError(name, "must be greater than 0 and at most 1")
 
     @property
     def max_decompressed(self) -> int:
