@@ -22,8 +22,17 @@ _BOUND_MINIMUMS = {
     "drift_sample_rows": (100, "rows per version kept for the drift tests"),
     "drift_max_categories": (2, "categories compared per text column"),
 }
+    "label_max_rows": (100, "rows the label and poisoning checks model"),
+    "label_min_group_rows": (3, "rows of the smallest poisoned subgroup or trigger reported"),
 
-_FRACTIONS = ("leakage_score", "drift_ks", "drift_p_value")
+_FRACTIONS = (
+    "leakage_score",
+    "drift_ks",
+    "drift_p_value",
+    "label_group_purity",
+    "label_alpha",
+    "label_trigger_max_share",
+)
 
 
 class DataOptions(Record):
@@ -59,6 +68,13 @@ class DataOptions(Record):
 
     def __post_init__(self) -> None:
         for name, (minimum, meaning) in _BOUND_MINIMUMS.items():
+    # --- labels, poisoning and backdoors (datacheck/labels.py, poisoning.py) ---
+    label_max_rows: int = 200_000  # rows modelled; above it a fixed-seed sample (said so: LBL006)
+    label_min_group_rows: int = 8  # smallest subgroup/trigger reported as poisoned
+    label_group_purity: float = 0.9  # share of one label that makes a subgroup suspicious
+    label_alpha: float = 0.01  # family-wise significance of the subgroup and trigger tests
+    label_trigger_max_share: float = 0.05  # a pattern on fewer rows than this is a trigger
+
             if getattr(self, name) < minimum:
                 raise RecordError(name, f"must be at least {minimum} ({meaning})")
         for name in _FRACTIONS:
