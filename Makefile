@@ -32,6 +32,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs tools
 	$(BIN)/ruff format --check src tests bench fuzz docs tools
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/python fuzz/run_all.py --runs 30000
 
@@ -39,6 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs
 	$(BIN)/ruff format --check src tests bench fuzz docs
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fuzz: $(STAMP)
 	$(BIN)/python fuzz/run_all.py --seconds 120 --corpus .fuzz-corpus

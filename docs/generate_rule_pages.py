@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bastion.rules import Rule, all_rules, taxonomy
+from bastion.catalogue import all_rules
+from bastion.rules import Rule, taxonomy
 
 FRAMEWORKS = (
     ("atlas", "MITRE ATLAS"),

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.findings import CheckError, Finding, Location, Report, Severity, Skip, TargetResult
-
-__version__ = "0.1.0"
+from bastion.version import __version__
 
 if TYPE_CHECKING:
     from bastion.config import Settings

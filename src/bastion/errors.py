@@ -33,7 +33,8 @@ class InputError(BastionError):
 class DataInputError(InputError):
     """A data file that cannot be read as a table (ragged rows, bad encoding, mixed types, a row
     or a decompressed size past its bound). `row` is the 0-based data row (header excluded)
-    where reading stopped, when known; `kind` says what went wrong."""
+    where reading stopped and `line` the 1-based line of the file, when known; `kind` says what
+    went wrong."""
 
     def __init__(
         self,
@@ -41,12 +42,14 @@ class DataInputError(InputError):
         *,
         kind: str = "malformed",
         row: int | None = None,
+        line: int | None = None,
         column: str | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.kind = kind
         self.row = row
+        self.line = line
         self.column = column
 
 
@@ -64,6 +67,18 @@ class UnsafeArtifactError(BastionError):
     def __init__(self, message: str, report: Report) -> None:
         super().__init__(message, hint="run `bastion scan` on the file for the full report")
         self.report = report
+
+
+class PluginError(BastionError):
+    """An installed plugin that cannot be loaded or does not have the plugin shape."""
+
+    def __init__(self, plugin: str, problem: str) -> None:
+        super().__init__(
+            f"plugin {plugin} cannot be used: {problem}",
+            hint="fix or uninstall the plugin's package (pip uninstall); bastion does not run "
+            "with a plugin it cannot load, so a scan never silently loses a check",
+        )
+        self.plugin = plugin
 
 
 class MissingExtra(BastionError):

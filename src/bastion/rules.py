@@ -1,4 +1,5 @@
-"""The rule catalogue. Each check declares its rules next to itself with `Rule(...)`; the taxonomy
+"""Rules: each check declares its rules next to itself with `Rule(...)` and exports them in its
+module's `RULES` (bastion/catalogue.py gathers them; nothing registers on import). The taxonomy
 crosswalk (ATLAS, OWASP, NIST AI RMF, EU AI Act) is data in taxonomy/catalogue.toml."""
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-_REGISTRY: dict[str, Rule] = {}
-
 
 @functools.lru_cache(maxsize=1)
 def taxonomy() -> dict[str, Any]:
@@ -44,12 +42,6 @@ class Rule(Record):
     remediation: str
     profile: str
 
-    def __post_init__(self) -> None:
-        existing = _REGISTRY.get(self.id)
-        if existing is not None and existing != self:
-            raise ValueError(f"rule id {self.id} declared twice with different content")
-        _REGISTRY[self.id] = self
-
     @property
     def tags(self) -> Tags:
         return profile_tags(self.profile)
@@ -73,16 +65,3 @@ class Rule(Record):
             remediation=self.remediation,
             tags=self.tags,
         )
-
-
-def all_rules() -> list[Rule]:
-    """Every rule of every built-in check, sorted by id."""
-    import bastion.project
-    import bastion.supplychain.code_rules
-    import bastion.supplychain.dependencies
-    import bastion.supplychain.signing  # noqa: F401
-    from bastion.scan import load_all
-
-    load_all()  # importing the checks declares their rules
-
-    return sorted(_REGISTRY.values(), key=lambda r: r.id)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
-from bastion import __version__
 from bastion.config import Settings
 from bastion.findings import (
     CheckError,
@@ -22,6 +21,7 @@ from bastion.findings import (
 )
 from bastion.parallel import Outcome, run_isolated
 from bastion.rules import Rule, taxonomy_version
+from bastion.version import __version__
 
 T = TypeVar("T")
 Progress = Callable[[int, int, str], None]
@@ -39,6 +39,9 @@ LIMIT_HIT = Rule(
     remediation="Inspect the file by hand or raise the limit deliberately (bastion.toml "
     "[limits]) if it is a known, trusted large artifact.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (LIMIT_HIT,)
 
 
 def error_result(display: str, message: str, check: str = "discover") -> TargetResult:

@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
+
+from bastion.catalogue import rules_by_id
 import pytest
 from corpus import Sample
 
@@ -60,7 +62,7 @@ def test_json_report_validates(scanned: tuple[Report, Verdict]) -> None:
 
 
 def test_sarif_validates_against_official_schema(scanned: tuple[Report, Verdict]) -> None:
-    data = json.loads(render(*scanned, "sarif"))
+    data = json.loads(render(*scanned, "sarif", rules_by_id()))
     schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text())
     jsonschema.Draft4Validator(schema).validate(data)
     run = data["runs"][0]
@@ -132,7 +134,7 @@ def test_sarif_for_a_rule_the_catalogue_does_not_know(scanned: tuple[Report, Ver
             )
         }
     )
-    data = json.loads(render(changed, verdict, "sarif"))
+    data = json.loads(render(changed, verdict, "sarif", rules_by_id()))
     schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text())
     jsonschema.Draft4Validator(schema).validate(data)
     rules = data["runs"][0]["tool"]["driver"]["rules"]

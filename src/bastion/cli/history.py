@@ -9,7 +9,7 @@ from bastion.errors import InputError
 from bastion.report import FORMATS
 
 from .options import add_store_option, bounded, output_file
-from .output import say, write_report
+from .output import rule_table, say, write_report
 
 
 def configure_history(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +86,7 @@ def run_show(args: argparse.Namespace) -> int:
         if run_id is None:
             raise InputError("no runs recorded yet")
         report, verdict = history.load(run_id)
-    write_report(render(report, verdict, args.fmt), args.output)
+    write_report(render(report, verdict, args.fmt, rule_table(args.fmt)), args.output)
     return 0
 
 
@@ -97,7 +97,7 @@ def configure_rules(parser: argparse.ArgumentParser) -> None:
 
 
 def run_rules(args: argparse.Namespace) -> int:
-    from bastion.rules import all_rules
+    from bastion.catalogue import all_rules
 
     rules = all_rules()
     if args.as_json:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import NamedTuple
 
-from bastion import __version__
 from bastion.errors import BastionError
+from bastion.version import __version__
 
 
 class Command(NamedTuple):

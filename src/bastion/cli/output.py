@@ -5,9 +5,24 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion.errors import InputError
+
+if TYPE_CHECKING:
+    from bastion.rules import Rule
+
+
+def rule_table(fmt: str) -> Mapping[str, Rule] | None:
+    """The rule catalogue for formats that carry a rule table (SARIF); None for the others,
+    which then skip importing every check."""
+    if fmt != "sarif":
+        return None
+    from bastion.catalogue import rules_by_id
+
+    return rules_by_id()
 
 
 def write_report(text: str, output: Path | None) -> None:

@@ -16,7 +16,7 @@ from bastion.report import render
 from bastion.runs import Progress
 
 from .options import add_judging_options, bounded, existing, output_file
-from .output import say, write_report
+from .output import rule_table, say, write_report
 
 
 def settings_for(paths: Sequence[Path], policy: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -83,7 +83,7 @@ def finish(report: Report, settings: Settings, args: argparse.Namespace) -> int:
     verdict = judge(report, settings, args.baseline)
     if not args.quiet:
         say(f"bastion: policy: {settings.policy_name}")
-    write_report(render(report, verdict, args.fmt), args.output)
+    write_report(render(report, verdict, args.fmt, rule_table(args.fmt)), args.output)
     run_id = None
     if not args.no_store:
         from bastion.store import Store

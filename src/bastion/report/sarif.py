@@ -4,12 +4,13 @@ catalogue, security-severity, partial fingerprints, archive members as nested ar
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from bastion import __version__
 from bastion.findings import Finding, Report, Severity
 from bastion.policy import Verdict
-from bastion.rules import Rule, all_rules
+from bastion.rules import Rule
+from bastion.version import __version__
 
 SECURITY_SEVERITY = {
     Severity.CRITICAL: "9.5",
@@ -73,8 +74,7 @@ def _stub_entry(rule_id: str, severity: Severity) -> dict[str, Any]:
     }
 
 
-def render(report: Report, verdict: Verdict) -> str:
-    catalogue = {rule.id: rule for rule in all_rules()}
+def render(report: Report, verdict: Verdict, catalogue: Mapping[str, Rule]) -> str:
     first_severity: dict[str, Severity] = {}
     for finding in report.findings:
         first_severity.setdefault(finding.rule_id, finding.severity)

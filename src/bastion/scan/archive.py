@@ -9,12 +9,15 @@ import zlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bastion import coverage
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
+from bastion.scan import zip_flavours
 from bastion.scan.base import LINK_MEMBER, MALFORMED, POLYGLOT, ScanContext
 from bastion.scan.identify import JOBLIB_ZFILE_HEADER, JOBLIB_ZFILE_PREFIX
 from bastion.scan.source import Source, bytes_source, slice_opener
-from bastion.scan.ziparchive import ZipEntry, ZipFormatError, ZipReader, member_name_problem
+from bastion.scan.ziparchive import ZipFormatError, ZipReader, member_name_problem
+from bastion.scan.zipmembers import CORRUPT_MEMBER, ENCRYPTED_MEMBER, scan_zip_member
 
 if TYPE_CHECKING:
     import tarfile
@@ -30,18 +33,6 @@ PATH_ESCAPE = Rule(
     "archive writes outside the target folder, e.g. over a Python file that is "
     "imported later.",
     remediation="Do not extract it with a tool that honours such names; rebuild the archive.",
-)
-ENCRYPTED_MEMBER = Rule(
-    id="ARC004",
-    title="Encrypted member could not be scanned",
-    severity=Severity.INFO,
-    confidence=Confidence.HIGH,
-    stage=Stage.ARTIFACT,
-    profile="coverage",
-    description="An encrypted member cannot be inspected; a loader given the password can still "
-    "run what is inside. The target is reported as not fully scanned (could not "
-    "decide), never as clean.",
-    remediation="Scan the decrypted content, or do not ship encrypted members.",
 )
 READERS_DISAGREE = Rule(
     id="ARC009",
@@ -79,18 +70,6 @@ NAME_DISAGREES = Rule(
     "make scanners skip a payload.",
     remediation="Rebuild the archive.",
 )
-CORRUPT_MEMBER = Rule(
-    id="ARC005",
-    title="Archive member cannot be read",
-    severity=Severity.MEDIUM,
-    confidence=Confidence.MEDIUM,
-    stage=Stage.ARTIFACT,
-    profile="coverage",
-    description="A member is corrupt or uses an unsupported compression; its content was not "
-    "checked. Other members were scanned.",
-    remediation="Re-create the archive with standard compression.",
-)
-
 TRAILING_AFTER_STREAM = Rule(
     id="ARC008",
     title="Data after the end of a compressed stream",
@@ -102,6 +81,15 @@ TRAILING_AFTER_STREAM = Rule(
     "them (some continue into them, some stop), so they are content of their own; "
     "bastion scans them as such.",
     remediation="Re-create the file with the library's own writer.",
+)
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (
+    PATH_ESCAPE,
+    READERS_DISAGREE,
+    DUPLICATE_MEMBER,
+    NAME_DISAGREES,
+    TRAILING_AFTER_STREAM,
 )
 
 SPOOL_IN_MEMORY = 64 * 1024 * 1024
@@ -149,32 +137,13 @@ class ZipScanner:
                 )
             )
         check_zip_entries(ctx, source, reader)
-        names = [e.name for e in directory.entries]
-        from bastion.scan.pytorch import report_torch_package, scan_torch_zip, torch_layout
-
-        report_torch_package(ctx, source, reader)
-        layout = torch_layout(reader) if source.head(4) == b"PK\x03\x04" else None
-        if layout is not None:
-            scan_torch_zip(ctx, source, reader, layout)
-        elif is_keras_zip(names):
-            from bastion.scan.keras import scan_keras_zip
-
-            scan_keras_zip(ctx, source, reader)
-        elif "schema.json" in names:  # skops.io.load's archive (any file name)
-            from bastion.scan.skops import scan_skops_zip
-
-            scan_skops_zip(ctx, source, reader)
-        else:
-            for entry in directory.entries:
-                scan_zip_member(ctx, source, reader, entry)
-
-
-def is_keras_zip(names: list[str]) -> bool:
-    """A Keras v3 `.keras` archive: config.json at the root with metadata or weights."""
-    root = {n for n in names if "/" not in n}
-    return "config.json" in root and (
-        "metadata.json" in root or "model.weights.h5" in root or "model.weights.npz" in root
-    )
+        for flavour in zip_flavours():  # torch, torch.package, Keras, skops (scan/__init__)
+            if flavour.claims(source, reader):
+                flavour.scan(ctx, source, reader)
+                if flavour.exclusive:
+                    return
+        for entry in directory.entries:
+            scan_zip_member(ctx, source, reader, entry)
 
 
 def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> None:
@@ -212,39 +181,6 @@ def check_zip_entries(ctx: ScanContext, source: Source, reader: ZipReader) -> No
                     evidence=f"{entry.name} / {local.local_name[:200].decode('latin-1')}",
                 )
             )
-
-
-def scan_zip_member(ctx: ScanContext, source: Source, reader: ZipReader, entry: ZipEntry) -> None:
-    if entry.is_dir or entry.is_symlink:
-        return
-    child = member_source(ctx, source, reader, entry)
-    if child is not None:
-        ctx.scan(child)
-
-
-def member_source(
-    ctx: ScanContext, source: Source, reader: ZipReader, entry: ZipEntry
-) -> Source | None:
-    """A Source for one zip member, or None after reporting why it cannot be read."""
-    where = source.location.model_copy(update={"members": (*source.location.members, entry.name)})
-    if entry.encrypted:
-        ctx.add(
-            ENCRYPTED_MEMBER.finding(
-                where,
-                "encrypted member: its content could not be "
-                "inspected, so the archive cannot be judged",
-                evidence=entry.name,
-            )
-        )
-        ctx.skip(where, "encrypted member: content cannot be inspected", "encrypted")
-        ctx.incomplete = True
-        return None
-    try:
-        opener = reader.opener(entry, ctx.charge)
-    except ZipFormatError as exc:
-        ctx.add(CORRUPT_MEMBER.finding(where, str(exc), evidence=entry.name))
-        return None
-    return source.child(entry.name, opener, entry.size if entry.method else entry.compressed_size)
 
 
 # --- tar -------------------------------------------------------------------------------------
@@ -425,7 +361,12 @@ class SevenZipScanner:
             import py7zr
             from py7zr.io import BytesIOFactory
         except ImportError:
-            ctx.skip(source.location, "7z archives need py7zr", "missing-extra", "archives")
+            ctx.skip(
+                source.location,
+                "7z archive not opened: py7zr is not installed",
+                coverage.FORMAT_NEEDS_EXTRA,
+                "archives",
+            )
             ctx.incomplete = True
             return
         handle = source.open()
@@ -453,7 +394,9 @@ class SevenZipScanner:
                     )
                 )
                 ctx.skip(
-                    source.location, "encrypted archive: content cannot be inspected", "encrypted"
+                    source.location,
+                    "encrypted archive: content cannot be inspected",
+                    coverage.ENCRYPTED,
                 )
                 ctx.incomplete = True
                 return
@@ -497,13 +440,12 @@ class SevenZipScanner:
             # every product py7zr extracted, under the (sanitised, de-duplicated) name it
             # writes it to: "./model.pkl" becomes "model.pkl", a second "a" becomes "a_0"
             products = dict(factory.products)
-            if len(products) < len(files):
-                ctx.add(
-                    CORRUPT_MEMBER.finding(
-                        source.location,
-                        f"{len(files) - len(products)} listed member(s) were not extracted",
-                        evidence=f"{len(files)} listed, {len(products)} extracted",
-                    )
+            if len(products) < len(files):  # what py7zr could not extract was not checked
+                ctx.skip(
+                    source.location,
+                    f"{len(files) - len(products)} of {len(files)} listed member(s) could not "
+                    "be extracted and were not checked",
+                    coverage.PARTIAL,
                 )
                 ctx.incomplete = True
             for name, product in sorted(products.items()):
@@ -601,7 +543,10 @@ class CompressedScanner:
                 import lz4.frame  # type: ignore[import-not-found]
             except ImportError:
                 ctx.skip(
-                    source.location, "lz4 streams need the lz4 package", "missing-extra", "archives"
+                    source.location,
+                    "lz4 stream not opened: the lz4 package is not installed",
+                    coverage.FORMAT_NEEDS_EXTRA,
+                    "archives",
                 )
                 ctx.incomplete = True
                 return None
@@ -691,8 +636,8 @@ class CompressedScanner:
         except ImportError:
             ctx.skip(
                 source.location,
-                "zstd streams need the zstandard package",
-                "missing-extra",
+                "zstd stream not opened: the zstandard package is not installed",
+                coverage.FORMAT_NEEDS_EXTRA,
                 "archives",
             )
             ctx.incomplete = True

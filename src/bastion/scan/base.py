@@ -96,6 +96,9 @@ LINK_MEMBER = Rule(
     remediation="Replace links by real files; never extract untrusted archives with links.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (EXTENSION_MISMATCH, POLYGLOT, UNRECOGNISED, MALFORMED, LINK_MEMBER)
+
 CHECK_ERROR_NAME = "scanner"
 MAX_ARCHIVES_NOTED = 1_000
 
@@ -105,7 +108,10 @@ def _no_opener() -> BinaryIO:
 
 
 class Scanner(Protocol):
-    """A format scanner: `formats` it handles, `scan` reports into the context."""
+    """A format scanner: `formats` it handles, `scan` reports into the context. A plugin
+    scanner (entry-point group `bastion.scanners`) may also define
+    `identify(head: bytes, size: int, name: str) -> str | None` to claim content that no
+    built-in identification recognises as one of its formats."""
 
     @property
     def name(self) -> str: ...
@@ -173,6 +179,11 @@ class ScanContext:
             detected = fmt
             if detected is None:
                 found[:] = identify_all(source.head(1024), source.size, source.name, source.opener)
+                if found == ["unknown"]:  # content no built-in claims: a plugin's format?
+                    claim = getattr(self.registry, "identify", None)
+                    found[0] = (
+                        claim(source.head(1024), source.size, source.name) if claim else None
+                    ) or "unknown"
                 detected = found[0]
                 self._check_name(source, detected)
                 self._check_zip_tail(source, detected)

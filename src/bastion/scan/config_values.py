@@ -42,6 +42,9 @@ CONFIG_SECRET = Rule(
     "revisions); read credentials from the environment or a secret manager.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (CARRIED_PAYLOAD, CONFIG_SECRET)
+
 MAX_STRINGS = 200_000  # strings examined per file
 MAX_DEPTH = 64
 MAX_SECRET_LINES = 5_000  # candidate lines handed to the secret detectors per file

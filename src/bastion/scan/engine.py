@@ -68,15 +68,22 @@ def run_scan(
     """Scan every file under `paths` (or the already-walked `found`)."""
     started = start()
     targets, notes = discover(found or walk(paths, settings.limits.max_files))
+    results = notes + scan_targets(targets, settings, progress)
+    return build_report(results, [str(p) for p in paths], settings, started, "scan")
+
+
+def scan_targets(
+    targets: Sequence[Target], settings: Settings, progress: Progress | None = None
+) -> list[TargetResult]:
+    """Scan walked files in isolated workers, one result each."""
     registry()  # built here once; forked workers inherit it
-    results = notes + run_targets(
-        targets,
+    return run_targets(
+        list(targets),
         lambda t: (t.display, t.size),
         functools.partial(_scan_target, limits=settings.limits),
         settings,
         progress,
     )
-    return build_report(results, [str(p) for p in paths], settings, started, "scan")
 
 
 def scan_bytes(data: bytes, name: str, settings: Settings) -> Report:

@@ -37,6 +37,9 @@ DUPLICATE_KEY = Rule(
     remediation="Re-convert the model.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (BAD_GGUF, DUPLICATE_KEY)
+
 _SCALAR = {
     0: "<B",
     1: "<b",

@@ -10,13 +10,14 @@ import json
 import sys
 from typing import Any
 
+from bastion import coverage
 from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
-from bastion.scan.archive import member_source, scan_zip_member
 from bastion.scan.base import MALFORMED, ScanContext
 from bastion.scan.source import CorruptInput, Source, bytes_source
 from bastion.scan.ziparchive import ZipReader
+from bastion.scan.zipmembers import member_source, scan_zip_member
 
 LAMBDA_LAYER = Rule(
     id="KER001",
@@ -66,6 +67,9 @@ NESTED_MODEL = Rule(
     "TorchModuleWrapper). It is scanned as well; its loader may not honour safe_mode.",
     remediation="Review the embedded object.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (LAMBDA_LAYER, OUTSIDE_KERAS, KERAS_GADGET, NESTED_MODEL)
 
 _KERAS_MODULES = (
     "keras",
@@ -450,7 +454,12 @@ class Hdf5Scanner:
         try:
             import h5py
         except ImportError:
-            ctx.skip(source.location, "HDF5 files need h5py", "missing-extra", "keras")
+            ctx.skip(
+                source.location,
+                "HDF5 file not opened: h5py is not installed",
+                coverage.FORMAT_NEEDS_EXTRA,
+                "keras",
+            )
             ctx.incomplete = True
             return
         handle = source.open()
@@ -577,3 +586,24 @@ def _string_attribute(obj: Any, name: str) -> bytes | None:
     value = buffer.reshape(-1)[0]
     data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
     return bytes(data).rstrip(b"\x00")
+
+
+def is_keras_zip(names: list[str]) -> bool:
+    """A Keras v3 `.keras` archive: config.json at the root with metadata or weights."""
+    root = {n for n in names if "/" not in n}
+    return "config.json" in root and (
+        "metadata.json" in root or "model.weights.h5" in root or "model.weights.npz" in root
+    )
+
+
+class KerasZip:
+    """Keras v3 `.keras` archives: config.json judged as Keras reads it, members scanned."""
+
+    name = "keras"
+    exclusive = True
+
+    def claims(self, source: Source, reader: ZipReader) -> bool:
+        return is_keras_zip([e.name for e in reader.directory.entries])
+
+    def scan(self, ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+        scan_keras_zip(ctx, source, reader)

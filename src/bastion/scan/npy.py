@@ -23,6 +23,9 @@ OBJECT_ARRAY = Rule(
     "allow_pickle=True. The embedded pickle is scanned too.",
     remediation="Store numeric arrays only, or load with allow_pickle=False.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (OBJECT_ARRAY,)
 MAX_NPY_HEADER = 1 << 20
 
 

@@ -50,6 +50,9 @@ MISSING_EXTERNAL = Rule(
     remediation="Ship the external data with the model and scan them together.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (EXTERNAL_ESCAPE, CUSTOM_DOMAIN, MISSING_EXTERNAL)
+
 STANDARD_DOMAINS = frozenset(
     {
         "",

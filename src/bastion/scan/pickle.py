@@ -125,6 +125,18 @@ ABSURD_MEMO = Rule(
     remediation="Do not load it; the file is crafted to exhaust memory.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (
+    CODE_EXECUTION,
+    FILE_NETWORK,
+    UNKNOWN_GLOBAL,
+    NESTED_LOADER,
+    BROKEN_STREAM,
+    TRAILING_DATA,
+    OUTSIDE_ALLOWLIST,
+    ABSURD_MEMO,
+)
+
 MAX_STACKED = 64
 OFFSET_SCAN_LIMIT = 8 * 1024 * 1024  # byte pointers for flagged globals up to this size
 LEGACY_TORCH_MAGIC = bytes.fromhex("80028a0a6cfc9c46f9206aa850192e")

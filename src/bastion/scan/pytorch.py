@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 from bastion.findings import Confidence, Severity, Stage
 from bastion.rules import Rule
-from bastion.scan.archive import member_source, scan_zip_member
 from bastion.scan.base import ScanContext
 from bastion.scan.source import Source
 from bastion.scan.ziparchive import MINIZ, ZipReader
+from bastion.scan.zipmembers import member_source, scan_zip_member
 
 TORCHSCRIPT = Rule(
     id="PT001",
@@ -62,6 +62,9 @@ TORCH_PACKAGE = Rule(
     remediation="Load only torch.package archives from trusted sources; review the packaged "
     "modules, or ship weights in a format without code.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (TORCHSCRIPT, TORCHSCRIPT_RISKY_OP, TORCH_PACKAGE)
 
 
 class TorchLayout(NamedTuple):
@@ -242,3 +245,31 @@ def report_torch_package(ctx: ScanContext, source: Source, reader: ZipReader) ->
             )
         )
     return True
+
+
+class TorchZip:
+    """torch.save / TorchScript archives, read as torch.load reads them (miniz's view)."""
+
+    name = "pytorch"
+    exclusive = True
+
+    def claims(self, source: Source, reader: ZipReader) -> bool:
+        return source.head(4) == b"PK\x03\x04" and torch_layout(reader) is not None
+
+    def scan(self, ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+        layout = torch_layout(reader)
+        if layout is not None:
+            scan_torch_zip(ctx, source, reader, layout)
+
+
+class TorchPackage:
+    """torch.package archives: their packaged modules are code (any zip may be one)."""
+
+    name = "torch-package"
+    exclusive = False
+
+    def claims(self, source: Source, reader: ZipReader) -> bool:
+        return True
+
+    def scan(self, ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+        report_torch_package(ctx, source, reader)

@@ -35,6 +35,9 @@ REMOTE_CODE = Rule(
     "no remote code.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (REMOTE_CODE,)
+
 _SWITCH_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code")
 
 

@@ -60,6 +60,9 @@ TRAILING = Rule(
     remediation="Regenerate the file.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (BAD_HEADER, BAD_LAYOUT, DUPLICATE_KEY, TRAILING)
+
 DTYPE_SIZES = {
     "BOOL": 1,
     "U8": 1,

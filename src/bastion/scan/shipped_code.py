@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 from typing import NamedTuple
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.formats import MODEL_FORMATS
 from bastion.rules import Rule
 
 SHADOWING = Rule(
@@ -85,6 +86,9 @@ NATIVE = Rule(
     remediation="Build native code from reviewed source in your own pipeline; do not load "
     "binaries that came with a model download.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (SHADOWING, BYTECODE, SHIPPED_CLASS, NATIVE)
 
 # Top-level names of libraries that loading code imports, whether or not they are installed on
 # the machine that scans (the environment's own importable names are added at run time).
@@ -166,27 +170,6 @@ _IGNORED = frozenset(
 )
 NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 _PYC_HEADER = struct.Struct("<4sI")
-
-
-# Formats that make a folder a model folder (where bytecode and native code have no business).
-MODEL_FORMATS = frozenset(
-    {
-        "pickle",
-        "zip",
-        "tar",
-        "npy",
-        "safetensors",
-        "onnx",
-        "hdf5",
-        "savedmodel",
-        "gguf",
-        "gzip",
-        "bz2",
-        "xz",
-        "zlib",
-        "7z",
-    }
-)
 
 
 class Entry(NamedTuple):

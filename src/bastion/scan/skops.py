@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
-from bastion.scan.archive import member_source, scan_zip_member
 from bastion.scan.base import MALFORMED, ScanContext
 from bastion.scan.pickle_globals import CALL, NEW, REF, Verdict, classify
 from bastion.scan.source import Source
 from bastion.scan.ziparchive import ZipReader
+from bastion.scan.zipmembers import member_source, scan_zip_member
 
 SCHEMA = "schema.json"
 MAX_NODES = 200_000
@@ -64,6 +64,9 @@ SKOPS_OUTSIDE = Rule(
     "fails on it.",
     remediation="Check that the named module is your own trusted code.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (SKOPS_DANGEROUS, SKOPS_UNKNOWN, SKOPS_OUTSIDE)
 
 # __loader__ -> what skops.io.load does with the node's (__module__, __class__)
 _CALLED = CALL  # gettype(module, class)(...)
@@ -224,3 +227,16 @@ def schema_names(schema: Any) -> tuple[list[SkopsName], bool]:
             name = f"{name}.{func}" if isinstance(func, str) else name
         out.append(SkopsName(module, name, use, f"{path} ({loader})"))
     return out, True
+
+
+class SkopsZip:
+    """skops.io archives (any file name): schema.json judged as skops.io.load reads it."""
+
+    name = "skops"
+    exclusive = True
+
+    def claims(self, source: Source, reader: ZipReader) -> bool:
+        return any(e.name == SCHEMA for e in reader.directory.entries)
+
+    def scan(self, ctx: ScanContext, source: Source, reader: ZipReader) -> None:
+        scan_skops_zip(ctx, source, reader)

@@ -64,6 +64,9 @@ TEMPLATE_UNBOUNDED = Rule(
     remediation="Replace the chat template with the model family's reference template.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (TEMPLATE_INJECTION, TEMPLATE_UNPARSEABLE, TEMPLATE_UNBOUNDED)
+
 MAX_TEMPLATE_CHARS = 1_000_000
 TEMPLATE_FORMAT = "jinja"
 

@@ -46,6 +46,9 @@ UNKNOWN_OP = Rule(
     remediation="Check what the operation does; re-export the model with standard operations.",
 )
 
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (DANGEROUS_OP, UNKNOWN_OP)
+
 # op name -> (severity, what it does)
 RISKY_OPS: dict[str, tuple[Severity, str]] = {
     "PyFunc": (Severity.CRITICAL, "runs a Python function"),

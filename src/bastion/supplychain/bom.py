@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion import __version__
 from bastion.discover import walk
 from bastion.errors import BastionError, MissingExtra
 from bastion.supplychain.digests import file_sha256
@@ -21,6 +20,7 @@ from bastion.supplychain.requirements import (
     read_any,
     read_environment,
 )
+from bastion.version import __version__
 
 if sys.version_info >= (3, 11):
     import tomllib

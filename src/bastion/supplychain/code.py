@@ -14,9 +14,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion import coverage
 from bastion.config import Settings
 from bastion.discover import Found, Target, walk
 from bastion.findings import Finding, Location, Report, Skip, TargetResult, sort_findings
+from bastion.formats import CODE_SUFFIXES
 from bastion.rules import Rule
 from bastion.runs import Progress, build_report, error_result, run_targets, start
 from bastion.supplychain import code_rules as R
@@ -160,9 +162,11 @@ def _string_args(call: ast.Call) -> Iterator[str]:
                     yield part.value
 
 
-def analyse_source(source: str) -> list[CodeFinding]:
-    """Findings for one Python source text (line/column are 1-based)."""
-    tree = ast.parse(source)
+def analyse_source(source: str, top_level_await: bool = False) -> list[CodeFinding]:
+    """Findings for one Python source text (line/column are 1-based). Notebook cells may use
+    `await` at top level, as IPython runs them."""
+    flags = ast.PyCF_ONLY_AST | (ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if top_level_await else 0)
+    tree = compile(source, "<source>", "exec", flags=flags, dont_inherit=True)
     visitor = _Imports()
     visitor.visit(tree)
     imports = visitor.names
@@ -312,21 +316,32 @@ def _finding(
     )
 
 
-def scan_python(path: Path, display: str) -> list[Finding]:
+def _unreadable(
+    display: str, reason: str, line: int | None = None, pointer: str | None = None
+) -> Skip:
+    """Source bastion cannot parse: a gap (coverage.UNREADABLE), not a finding about it."""
+    return Skip(
+        location=Location(path=display, line=line, pointer=pointer),
+        code=coverage.UNREADABLE,
+        reason=reason[:300],
+    )
+
+
+def scan_python(path: Path, display: str) -> tuple[list[Finding], list[Skip]]:
     text = _read(path)
+    findings: list[Finding] = []
     try:
         found = analyse_source(text)
     except (SyntaxError, ValueError, RecursionError) as exc:
         line = getattr(exc, "lineno", None) or 1
-        return [
-            _finding(
-                R.UNPARSEABLE, display, line, 1, f"not valid Python: {exc}", type(exc).__name__
-            )
-        ]
-    findings = [_finding(f.rule, display, f.line, f.column, f.message, f.evidence) for f in found]
-    for line, column, kind in secrets_in(text):
+        skip = _unreadable(display, f"not analysed: not valid Python ({exc})", line)
+        found, skips = [], [skip]
+    else:
+        skips = []
+    findings += [_finding(f.rule, display, f.line, f.column, f.message, f.evidence) for f in found]
+    for line, column, kind in secrets_in(text):  # secrets need no parse
         findings.append(_finding(R.SECRET, display, line, column, f"{kind} in source", kind))
-    return findings
+    return findings, skips
 
 
 def _read(path: Path) -> str:
@@ -337,26 +352,18 @@ def _read(path: Path) -> str:
     return data.decode("utf-8", "replace")
 
 
-def scan_notebook(path: Path, display: str) -> list[Finding]:
+def scan_notebook(path: Path, display: str) -> tuple[list[Finding], list[Skip]]:
     import nbformat
 
     raw = _read(path)
     try:
         notebook = nbformat.reads(raw, as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:  # nbformat raises many types for broken JSON/schema
-        return [
-            _finding(
-                R.UNPARSEABLE,
-                display,
-                1,
-                1,
-                f"not a valid notebook: {exc}"[:300],
-                type(exc).__name__,
-            )
-        ]
+        return [], [_unreadable(display, f"not analysed: not a valid notebook ({exc})")]
     lines = raw.splitlines()
     cursor = 0
     findings: list[Finding] = []
+    skips: list[Skip] = []
     for index, cell in enumerate(notebook.cells, 1):
         source = cell.get("source", "")
         if not isinstance(source, str):
@@ -365,9 +372,19 @@ def scan_notebook(path: Path, display: str) -> list[Finding]:
         pointer = f"cell {index}"
         if cell.get("cell_type") == "code":
             try:
-                found = analyse_source(_strip_magics(source))
-            except (SyntaxError, ValueError, RecursionError):
+                found = analyse_source(_strip_magics(source), top_level_await=True)
+            except (SyntaxError, ValueError, RecursionError) as exc:
+                # Python cannot run it either, but what it would have done is unknown
                 found = []
+                line = getattr(exc, "lineno", None)
+                skips.append(
+                    _unreadable(
+                        display,
+                        f"{pointer} not analysed: not valid Python ({exc})",
+                        first + line - 1 if line else first,
+                        pointer,
+                    )
+                )
             for f in found:
                 findings.append(
                     _finding(
@@ -417,7 +434,7 @@ def scan_notebook(path: Path, display: str) -> list[Finding]:
                         f"{pointer} output",
                     )
                 )
-    return findings
+    return findings, skips
 
 
 def _strip_magics(source: str) -> str:
@@ -453,47 +470,47 @@ def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
 
 # --- command -----------------------------------------------------------------------------------
 
-SUFFIXES = {".py": scan_python, ".ipynb": scan_notebook}
+SUFFIXES = dict(zip(CODE_SUFFIXES, (scan_python, scan_notebook), strict=True))
 
 
 def _scan_target(target: Target) -> str:
     started = time.monotonic()
     analyse = SUFFIXES[target.path.suffix.lower()]
+    location = Location(path=target.display)
     try:
-        findings = analyse(target.path, target.display)
-        skips: tuple[Skip, ...] = ()
+        findings, skips = analyse(target.path, target.display)
         if not secrets_available():
-            skips = (
+            skips.append(
                 Skip(
-                    location=Location(path=target.display),
-                    code="missing-extra",
+                    location=location,
+                    code=coverage.MISSING_EXTRA,
                     extra="code",
-                    reason="secret detection needs detect-secrets",
-                ),
+                    reason="secrets not checked: detect-secrets is not installed",
+                )
             )
         result = TargetResult(
             path=target.display,
             format=target.path.suffix.lstrip("."),
             size=target.size,
             findings=sort_findings(findings),
-            skips=skips,
-            incomplete=bool(skips),
+            skips=tuple(skips),
             duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
     except (OSError, ValueError) as exc:
         result = error_result(target.display, str(exc), "code")
-    except ImportError as exc:
+    except ImportError as exc:  # nbformat: the notebook is not analysed at all
         result = TargetResult(
             path=target.display,
+            format=target.path.suffix.lstrip("."),
+            size=target.size,
             skips=(
                 Skip(
-                    location=Location(path=target.display),
-                    code="missing-extra",
+                    location=location,
+                    code=coverage.MISSING_EXTRA,
                     extra="code",
-                    reason=f"needs {exc.name}",
+                    reason=f"not analysed: {exc.name or 'nbformat'} is not installed",
                 ),
             ),
-            incomplete=True,
         )
     return result.model_dump_json()
 
@@ -507,7 +524,16 @@ def run_code_scan(
     """`bastion code`: analyse every .py and .ipynb file under `paths` (or in `found`)."""
     started = start()
     found = found or walk(paths, settings.limits.max_files)
-    targets = [t for t in found.files if t.path.suffix.lower() in SUFFIXES]
     results = [error_result(display, message) for display, message in found.problems]
-    results += run_targets(targets, lambda t: (t.display, t.size), _scan_target, settings, progress)
+    targets = [t for t in found.files if t.path.suffix.lower() in CODE_SUFFIXES]
+    results += check_code_files(targets, settings, progress)
     return build_report(results, [str(p) for p in paths], settings, started, "code")
+
+
+def check_code_files(
+    targets: Sequence[Target], settings: Settings, progress: Progress | None = None
+) -> list[TargetResult]:
+    """Analyse each file in an isolated worker, one result each."""
+    return run_targets(
+        list(targets), lambda t: (t.display, t.size), _scan_target, settings, progress
+    )

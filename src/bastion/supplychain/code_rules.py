@@ -121,14 +121,17 @@ PERSONAL_DATA = Rule(
     remediation="Clear outputs before committing (nbstripout) and mask personal data in "
     "exploratory output.",
 )
-UNPARSEABLE = Rule(
-    id="COD011",
-    title="Source file could not be parsed",
-    severity=Severity.LOW,
-    confidence=Confidence.HIGH,
-    stage=Stage.CODE,
-    profile="coverage",
-    description="The file is not valid Python (or the notebook is not valid nbformat), so it "
-    "was not analysed.",
-    remediation="Fix the syntax error, or exclude the file if it is not Python.",
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (
+    TORCH_LOAD,
+    PICKLE_LOAD,
+    NUMPY_PICKLE,
+    KERAS_UNSAFE,
+    REMOTE_CODE,
+    YAML_LOAD,
+    EVAL_EXEC,
+    INSECURE_DOWNLOAD,
+    SECRET,
+    PERSONAL_DATA,
 )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bastion import coverage
 from bastion.config import Settings
 from bastion.errors import InputError, UsageError
 from bastion.findings import (
@@ -66,6 +67,9 @@ RANGE_ADMITS = Rule(
     remediation="Pin the dependency (or raise the lower bound) above the fixed version, and "
     "use a lock file.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (VULNERABLE, ML_LOADER, RANGE_ADMITS)
 
 BUNDLED = Path(__file__).with_name("ml_advisories.json")
 
@@ -238,7 +242,7 @@ def run_deps(
             skips.append(
                 Skip(
                     location=Location(path=display),
-                    code="missing-extra",
+                    code=coverage.NO_ADVISORY_DB,
                     reason="no advisory database given (--advisory-db or --online): "
                     "only bastion's bundled ML advisories were checked",
                 )

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion.errors import InputError, MissingExtra, UsageError
+from bastion.errors import BastionError, InputError, MissingExtra, UsageError
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
     from bastion.config import Settings
-    from bastion.findings import Report
+    from bastion.findings import Report, TargetResult
 
 SIGNATURE_NAME = "model.sig"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -217,12 +217,46 @@ def _files_of(resources: dict[str, str]) -> dict[str, set[str]]:
     return out
 
 
+class VerificationUnavailable(BastionError):
+    """A signature could not be checked for a reason outside the signature and the files it
+    covers: the network or Sigstore's TUF trust root, or a model file that cannot be read.
+    Neither a wrong key nor tampering: the verdict is undecided (bastion.coverage)."""
+
+
+# sigstore's errors about reaching or trusting its infrastructure, not about the signature
+_SIGSTORE_UNAVAILABLE = {"NetworkError", "TUFError", "RootError", "MetadataError"}
+
+
+def _unavailable(exc: BaseException, io: bool) -> bool:
+    """Whether `exc` (or what caused it) is a network/TUF failure, or with `io` any OS-level
+    error such as an unreadable file."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module = type(current).__module__.split(".")[0]
+        if module in ("tuf", "requests", "urllib3", "socket"):
+            return True
+        if module == "sigstore" and type(current).__name__ in _SIGSTORE_UNAVAILABLE:
+            return True
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        if io and isinstance(current, OSError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _diagnose(model: Path, signature: Path, statement: dict[str, Any]) -> Outcome:
     config = _hashing_as_signed(model, signature, statement)
     try:
         manifest = config.hash(model)
         actual = {str(d.identifier): d.digest.digest_hex for d in manifest.resource_descriptors()}
     except Exception as exc:  # symlinks, unreadable files...
+        if _unavailable(exc, io=True):
+            raise VerificationUnavailable(
+                f"the model cannot be read to check its signature: {exc}"[:500]
+            ) from exc
         return Outcome(False, "tampered", f"the model cannot be hashed as signed: {exc}")
     expected = _files_of(_resources(statement))
     now = _files_of(actual)
@@ -279,7 +313,14 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
             config = config.use_elliptic_key_verifier(public_key=credentials.key)
         else:
             config = config.use_certificate_verifier(certificate_chain=list(credentials.chain))
-    except (ValueError, TypeError, OSError) as exc:
+    except Exception as exc:
+        if _unavailable(exc, io=False):  # sigstore fetches its trust root here
+            raise VerificationUnavailable(
+                f"Sigstore's trust root cannot be fetched or trusted: {exc}"[:500],
+                hint="retry when the network is reachable; the verdict is undecided until then",
+            ) from exc
+        if not isinstance(exc, (ValueError, TypeError, OSError)):
+            raise
         raise InputError(
             f"cannot use the verification key or certificates: {exc}",
             hint="--key must be an EC public key in PEM format",
@@ -289,8 +330,17 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
             model, signature
         )
     except Exception as exc:  # model-signing raises ValueError and library-specific errors
+        # changed, missing or extra files are tampering whatever else failed; files that match
+        # with a signature that does not verify are a wrong key, unless verification itself
+        # could not run (network, TUF, an unreadable file)
         outcome = _diagnose(model, signature, statement)
         if outcome.kind == "wrong-key":
+            if _unavailable(exc, io=True):
+                raise VerificationUnavailable(
+                    f"the signature could not be checked: {exc}"[:500],
+                    hint="retry when the network (Sigstore) is reachable and the files are "
+                    "readable; the verdict is undecided until then",
+                ) from exc
             return Outcome(False, "wrong-key", f"{outcome.detail}: {exc}"[:500])
         return outcome
     return Outcome(True, "verified", "signature verified; every file matches")
@@ -311,6 +361,9 @@ SIGNATURE_FAILED = Rule(
     remediation="Do not deploy it. Restore the signed files, or re-sign after review with a "
     "trusted key.",
 )
+
+# the rules this module's checks emit (listed in bastion.catalogue)
+RULES = (SIGNATURE_FAILED,)
 
 
 def failure_finding(outcome: Outcome, path: str) -> Finding:
@@ -349,4 +402,71 @@ def verification_report(
             "signature": str(signature or default_signature(model)),
             "verification": {"ok": outcome.ok, "kind": outcome.kind},
         },
+    )
+
+
+def signature_result(
+    model: Path, signature: Path, display: str, settings: Settings
+) -> TargetResult:
+    """A signature found in a project, verified against the policy's trusted signers: clean
+    when one verifies; SIG001 when the content changed or no trusted signer made it; a gap
+    (bastion.coverage) when it could not be checked — no trusted signer in the policy
+    (unsupported), model-signing not installed (missing-extra), network/TUF or unreadable
+    files (verification-unavailable); a CheckError when the policy's own keys are unusable."""
+    from bastion import coverage
+    from bastion.findings import CheckError, Skip, TargetResult
+
+    location = Location(path=display)
+
+    def gap(code: str, reason: str, extra: str | None = None) -> TargetResult:
+        return TargetResult(
+            path=display,
+            format="signature",
+            skips=(Skip(location=location, code=code, reason=reason, extra=extra),),
+            incomplete=code == coverage.VERIFICATION_UNAVAILABLE,  # the signature is unjudged
+        )
+
+    trusted = [Credentials(key=settings.resolve(k)) for k in settings.signing.public_keys]
+    trusted += [
+        Credentials(chain=(settings.resolve(c),)) for c in settings.signing.certificate_chains
+    ]
+    trusted += [
+        Credentials(sigstore=True, identity=i.identity, issuer=i.issuer)
+        for i in settings.signing.identities
+    ]
+    if not trusted:
+        return gap(
+            coverage.UNSUPPORTED,
+            "signature present but no trusted key in the policy ([signing] public_keys); "
+            "not verified",
+        )
+    outcomes = []
+    for credentials in trusted:
+        try:
+            outcome = verify(model, credentials, signature)
+        except MissingExtra as exc:
+            return gap(
+                coverage.MISSING_EXTRA,
+                f"signature not verified: {exc.package} is not installed",
+                exc.extra,
+            )
+        except VerificationUnavailable as exc:
+            return gap(coverage.VERIFICATION_UNAVAILABLE, exc.message)
+        except Exception as exc:  # a broken key file in the policy is an error, not a pass
+            return TargetResult(
+                path=display,
+                format="signature",
+                incomplete=True,
+                errors=(
+                    CheckError(
+                        location=location, check="signature", message=f"cannot verify: {exc}"
+                    ),
+                ),
+            )
+        if outcome.ok:
+            return TargetResult(path=display, format="signature")
+        outcomes.append(outcome)
+    worst = next((o for o in outcomes if o.kind != "wrong-key"), outcomes[0])
+    return TargetResult(
+        path=display, format="signature", findings=(failure_finding(worst, display),)
     )
