@@ -2,7 +2,7 @@
 serialized payload carried as a string (raw, hex, base64, compressed; decoded by
 scan/embedded.py) is what the next consumer loads, so it is scanned like a file; a credential is
 a leak. Work is bounded: strings examined, payload size, candidate lines for the secret
-detectors (detect-secrets, through supplychain/secrets.py)."""
+detectors (detect-secrets, through bastion/secrets.py)."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def _report_secrets(
 ) -> None:
     if not candidates:
         return
-    from bastion.supplychain.secrets import available, secrets_in
+    from bastion.secrets import available, secrets_in
 
     if not available():
         ctx.skip(

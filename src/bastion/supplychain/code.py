@@ -23,8 +23,8 @@ from bastion.rules import Rule
 from bastion.runs import Progress, build_report, error_result, run_targets, start
 from bastion.supplychain import code_rules as R
 from bastion.supplychain.personal_data import personal_data
-from bastion.supplychain.secrets import available as secrets_available
-from bastion.supplychain.secrets import secrets_in
+from bastion.secrets import available as secrets_available
+from bastion.secrets import secrets_in
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 
