@@ -80,6 +80,7 @@ class Dataset:
         self.size = size  # bytes of the file, when read from one
         self.source = source
         self.options = options
+        self.notes: tuple[str, ...] = ()  # what reading noticed and worked around
         self._cached: pyarrow.Table | None = None
         self._num_rows: int | None = None
 
@@ -164,6 +165,24 @@ class Dataset:
         if columns is None and max_rows is None and table.nbytes <= CACHE_BYTES:
             self._cached = table
         return table
+
+    def with_text_columns(self, columns: Sequence[str]) -> Dataset:
+        """The same data with these columns read as text: what a reader does after a column
+        turned out to hold values of more than one type. Only sources that infer types (CSV)
+        can do it; for the others the DataInputError stands."""
+        retype = getattr(self.source, "with_text_columns", None)
+        if retype is None:
+            raise UsageError(f"{self.name}: {self.format} columns cannot be re-read as text")
+        copy = Dataset(
+            self.name,
+            retype(columns),
+            path=self.path,
+            split=self.split,
+            size=self.size,
+            options=self.options,
+        )
+        copy.notes = self.notes
+        return copy
 
     def _too_many(self, limit: int) -> LimitExceeded:
         return LimitExceeded(

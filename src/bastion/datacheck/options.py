@@ -12,6 +12,7 @@ MiB = 1024 * 1024
 _BOUND_MINIMUMS = {
     "max_rows_in_memory": (1, "rows a check may hold in memory at once"),
     "max_decompressed_mb": (1, "bytes inflated from one compressed data file"),
+    "max_compression_ratio": (2, "inflated bytes per compressed byte of one data file"),
     "max_line_kb": (1, "bytes of one CSV/JSON Lines row (longer rows are malformed input)"),
     "batch_rows": (1, "rows per streamed batch"),
     "max_files": (1, "data files read under one folder"),
@@ -21,9 +22,9 @@ _BOUND_MINIMUMS = {
     "leakage_sample_rows": (100, "rows the target-leakage models see"),
     "drift_sample_rows": (100, "rows per version kept for the drift tests"),
     "drift_max_categories": (2, "categories compared per text column"),
-}
     "label_max_rows": (100, "rows the label and poisoning checks model"),
     "label_min_group_rows": (3, "rows of the smallest poisoned subgroup or trigger reported"),
+}
 
 _FRACTIONS = (
     "leakage_score",
@@ -44,6 +45,7 @@ class DataOptions(Record):
     # --- reading (datacheck/read.py, dataset.py) ---
     max_rows_in_memory: int = 2_000_000  # Dataset.table() refuses more (LimitExceeded)
     max_decompressed_mb: int = 8192  # a .csv.gz inflating past this is a decompression bomb
+    max_compression_ratio: int = 500  # inflated/compressed past this (after 16 MiB): a bomb
     max_line_kb: int = 16384  # one row longer than this (16 MiB) is malformed input, not OOM
     batch_rows: int = 65_536  # rows per streamed batch
     max_files: int = 10_000  # data files read under one folder
@@ -66,8 +68,6 @@ class DataOptions(Record):
     drift_sample_rows: int = 100_000  # rows per version kept (uniform sample) for the tests
     drift_max_categories: int = 1_000  # text columns with more distinct values are not compared
 
-    def __post_init__(self) -> None:
-        for name, (minimum, meaning) in _BOUND_MINIMUMS.items():
     # --- labels, poisoning and backdoors (datacheck/labels.py, poisoning.py) ---
     label_max_rows: int = 200_000  # rows modelled; above it a fixed-seed sample (said so: LBL006)
     label_min_group_rows: int = 8  # smallest subgroup/trigger reported as poisoned
@@ -75,6 +75,8 @@ class DataOptions(Record):
     label_alpha: float = 0.01  # family-wise significance of the subgroup and trigger tests
     label_trigger_max_share: float = 0.05  # a pattern on fewer rows than this is a trigger
 
+    def __post_init__(self) -> None:
+        for name, (minimum, meaning) in _BOUND_MINIMUMS.items():
             if getattr(self, name) < minimum:
                 raise RecordError(name, f"must be at least {minimum} ({meaning})")
         for name in _FRACTIONS:

@@ -1,0 +1,236 @@
+"""Byte streams of data files with bounds: decompression by content (gzip, bz2, xz, zstd) with a
+cap on the inflated size and on the compression ratio, and a cap on the length of one line.
+
+The readers (pyarrow's CSV and JSON readers, Python's csv module) read through these streams, so
+a decompression bomb or a multi-gigabyte line stops with a DataInputError after at most the
+bound's worth of bytes, whatever the reader would have buffered."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bastion.errors import DataInputError, MissingExtra
+
+MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+)
+COMPRESSED_SUFFIXES = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".bz2": "bz2",
+    ".xz": "xz",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
+RATIO_FLOOR = 16 * 1024 * 1024  # the ratio bound applies once this much has been inflated
+READ_CHUNK = 1024 * 1024
+
+
+def compression_of(head: bytes) -> str | None:
+    """The compression a file's first bytes announce, or None."""
+    for magic, name in MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+class _Counting(io.RawIOBase):
+    """Counts the compressed bytes a decompressor pulled from the file."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class BoundedStream(io.RawIOBase):
+    """The (decompressed) bytes of one file. Raises DataInputError when more than `cap` bytes
+    inflate, when the inflated/compressed ratio passes `max_ratio` (after RATIO_FLOOR bytes), or
+    — when `max_line` is set — when one line is longer than `max_line` bytes. `lines` counts the
+    newlines read so far, so an error can name the line."""
+
+    def __init__(
+        self,
+        inner: BinaryIO,
+        *,
+        name: str,
+        compression: str | None,
+        counter: _Counting | None,
+        cap: int,
+        max_ratio: int,
+        max_line: int | None,
+    ) -> None:
+        self.inner = inner
+        self.name = name
+        self.compression = compression
+        self.counter = counter
+        self.cap = cap
+        self.max_ratio = max_ratio
+        self.max_line = max_line
+        self.total = 0
+        self.lines = 0
+        self.since_newline = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        # never more than one line's bound at a time: a line inside one chunk is then within it
+        want = min(len(buffer), READ_CHUNK, self.max_line or READ_CHUNK)
+        try:
+            data = self.inner.read(want)
+        except DataInputError:
+            raise
+        except (OSError, EOFError, ValueError, MemoryError) as exc:
+            raise DataInputError(
+                f"{self.name}: the {self.compression or 'file'} stream is corrupt after "
+                f"{self.total:,} bytes ({type(exc).__name__}: {str(exc)[:120]})",
+                kind="compression" if self.compression else "io",
+                line=self.lines + 1,
+            ) from exc
+        except Exception as exc:  # zstandard.ZstdError and other decompressor errors
+            raise DataInputError(
+                f"{self.name}: the {self.compression or 'file'} stream is corrupt after "
+                f"{self.total:,} bytes ({type(exc).__name__})",
+                kind="compression",
+                line=self.lines + 1,
+            ) from exc
+        size = len(data)
+        if not size:
+            return 0
+        self.total += size
+        if self.compression is not None:
+            if self.total > self.cap:
+                raise DataInputError(
+                    f"{self.name}: inflates past {self.cap:,} bytes (decompression bomb?)",
+                    kind="decompressed-size",
+                    line=self.lines + 1,
+                    hint="raise max_decompressed_mb in the policy's [data] table if the "
+                    "file is genuine",
+                )
+            packed = self.counter.count if self.counter is not None else 0
+            if self.total > RATIO_FLOOR and self.total > self.max_ratio * max(packed, 1):
+                raise DataInputError(
+                    f"{self.name}: {packed:,} compressed bytes inflate to more than "
+                    f"{self.total:,} (ratio over {self.max_ratio}:1, decompression bomb?)",
+                    kind="decompressed-size",
+                    line=self.lines + 1,
+                    hint="raise max_compression_ratio in the policy's [data] table if the "
+                    "file is genuine",
+                )
+        if self.max_line is not None:
+            self._track_lines(data)
+        buffer[:size] = data
+        return size
+
+    def _track_lines(self, data: bytes) -> None:
+        assert self.max_line is not None
+        last = data.rfind(b"\n")
+        if last < 0:
+            self.since_newline += len(data)
+        else:
+            first = data.find(b"\n")
+            if self.since_newline + first > self.max_line:
+                self._too_long()
+            self.lines += data.count(b"\n")
+            self.since_newline = len(data) - last - 1
+        if self.since_newline > self.max_line:
+            self._too_long()
+
+    def _too_long(self) -> None:
+        raise DataInputError(
+            f"{self.name}: line {self.lines + 1:,} is longer than {self.max_line:,} bytes",
+            kind="line-too-long",
+            line=self.lines + 1,
+            hint="a row this long is malformed input (or raise max_line_kb in the policy's "
+            "[data] table)",
+        )
+
+    def close(self) -> None:
+        try:
+            self.inner.close()
+        finally:
+            super().close()
+
+
+def open_bytes(
+    path: Path,
+    *,
+    name: str,
+    compression: str | None,
+    cap: int,
+    max_ratio: int,
+    max_line: int | None,
+) -> io.BufferedReader:
+    """The decompressed bytes of `path`, bounded. `compression` is what the content announced
+    (compression_of), never the file name."""
+    raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the returned stream
+    counter: _Counting | None = None
+    inner: BinaryIO
+    try:
+        if compression is None:
+            inner = raw
+        else:
+            counter = _Counting(raw)
+            inner = _decompressor(compression, counter)
+    except BaseException:
+        raw.close()
+        raise
+    stream = BoundedStream(
+        inner,
+        name=name,
+        compression=compression,
+        counter=counter,
+        cap=cap,
+        max_ratio=max_ratio,
+        max_line=max_line,
+    )
+    return io.BufferedReader(stream, buffer_size=256 * 1024)
+
+
+def _decompressor(compression: str, raw: Any) -> Any:
+    if compression == "gzip":
+        import gzip
+
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if compression == "bz2":
+        import bz2
+
+        return bz2.BZ2File(raw, mode="rb")
+    if compression == "xz":
+        import lzma
+
+        return lzma.LZMAFile(raw, mode="rb")
+    if compression == "zstd":
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise MissingExtra("zstandard", "data") from exc
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            raw, read_across_frames=True, closefd=True
+        )
+        return reader
+    raise ValueError(f"unknown compression {compression}")
+
+
+def read_head(path: Path, size: int = 4096) -> bytes:
+    """The first bytes of the file as stored."""
+    with open(path, "rb") as handle:
+        return handle.read(size)
