@@ -20,7 +20,7 @@ from typing import Any
 
 from bastion.errors import ConfigError
 from bastion.findings import Severity
-from bastion.records import Record, RecordError, field
+from bastion.records import Checked, RecordError, field
 
 MiB = 1024 * 1024
 POLICY_ENV = "BASTION_POLICY"
@@ -42,7 +42,7 @@ _LIMIT_MINIMUMS = {
 }
 
 
-class Limits(Record):
+class Limits(Checked):
     """Bounds on the work done for one file. Hitting one makes the file incomplete (never clean)."""
 
     timeout_s: float = 120.0
@@ -54,10 +54,10 @@ class Limits(Record):
     max_metadata_mb: int = 64
     max_files: int = 200_000
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         for name, (minimum, meaning) in _LIMIT_MINIMUMS.items():
             if getattr(self, name) < minimum:
-                raise RecordError(f"limits.{name}", f"must be at least {minimum} ({meaning})")
+                raise RecordError(name, f"must be at least {minimum} ({meaning})")
 
     @property
     def max_decompressed(self) -> int:
@@ -72,7 +72,7 @@ class Limits(Record):
         return self.max_metadata_mb * MiB
 
 
-class WaiverSpec(Record):
+class WaiverSpec(Checked):
     """Accept findings of one rule under a path glob, for a reason, until a date. Wildcards are
     refused: a waiver names one rule id and a path glob that does not match every path."""
 
@@ -81,7 +81,7 @@ class WaiverSpec(Record):
     reason: str
     expires: dt.date
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         if not self.reason.strip():
             raise RecordError("reason", "a waiver needs a reason")
         if not _RULE_ID.match(self.rule):
@@ -101,14 +101,14 @@ class WaiverSpec(Record):
             )
 
 
-class SigstoreIdentity(Record):
+class SigstoreIdentity(Checked):
     """A keyless signer bastion trusts: certificate identity and OIDC issuer."""
 
     identity: str
     issuer: str
 
 
-class SigningSettings(Record):
+class SigningSettings(Checked):
     """Which signatures `bastion scan` trusts, and whether model artifacts must be signed.
     Paths are relative to the policy file."""
 
@@ -117,10 +117,10 @@ class SigningSettings(Record):
     identities: tuple[SigstoreIdentity, ...] = ()  # keyless Sigstore signers (needs network)
     require: bool = False
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         if self.require and not (self.public_keys or self.certificate_chains or self.identities):
             raise RecordError(
-                "signing.require",
+                "require",
                 "require = true needs trusted signers "
                 "(public_keys, certificate_chains or "
                 "identities): without them no signature "
@@ -135,7 +135,7 @@ def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-class Settings(Record):
+class Settings(Checked):
     fail_on: Severity = Severity.MEDIUM
     strict: bool = False
     waivers: tuple[WaiverSpec, ...] = ()
@@ -158,7 +158,7 @@ class Settings(Record):
         base = Path(self.source).parent if self.source else Path(".")
         return base / relative
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         if self.workers < 1:
             raise RecordError("workers", "must be at least 1")
         if self.executor not in EXECUTORS:

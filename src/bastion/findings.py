@@ -6,7 +6,7 @@ import json
 from enum import Enum
 from typing import Any
 
-from bastion.records import Record, field
+from bastion.records import Checked, Record, check_fields, field, force_setattr
 
 SCHEMA_VERSION = "1.0"
 OUT_OF_SCOPE = "out-of-scope"  # the Skip code of files that are not bastion's business
@@ -100,8 +100,18 @@ class Finding(Record):
     row_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Findings are built by the thousands: the fields the gate and the fingerprint depend
+        # on are checked here, all of them only to name what is wrong (docs/benchmarks.md)
+        if not (
+            isinstance(self.severity, Severity)
+            and isinstance(self.confidence, Confidence)
+            and isinstance(self.stage, Stage)
+            and isinstance(self.location, Location)
+            and isinstance(self.evidence, str)
+        ):
+            check_fields(self)
         if not self.fingerprint:
-            object.__setattr__(self, "fingerprint", compute_fingerprint(self))
+            force_setattr(self, "fingerprint", compute_fingerprint(self))
 
 
 def compute_fingerprint(finding: Finding) -> str:
@@ -120,20 +130,26 @@ def compute_fingerprint(finding: Finding) -> str:
     return str(_sha256(key.encode("utf-8")).hexdigest()[:32])
 
 
+_SHA256: list[Any] = []  # the constructor, found on first use
+
+
 def _sha256(data: bytes) -> Any:
     """SHA-256 from CPython's built-in module when it has one: hashlib loads OpenSSL, a few
-    milliseconds of a one-file scan for a 32-character fingerprint."""
-    try:
-        from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
-    except ImportError:
+    milliseconds of a one-file scan for a 32-character fingerprint. The constructor is looked
+    up once: a failed import searches sys.path again on every call (40 us per finding)."""
+    if not _SHA256:
         try:
-            from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # <= 3.11
-        except ImportError:  # pragma: no cover - a build without the built-in hashes
-            from hashlib import sha256
-    return sha256(data)
+            from _sha2 import sha256  # type: ignore[import-not-found]  # Python >= 3.12
+        except ImportError:
+            try:
+                from _sha256 import sha256  # type: ignore[import-not-found,no-redef]  # <= 3.11
+            except ImportError:  # pragma: no cover - a build without the built-in hashes
+                from hashlib import sha256
+        _SHA256.append(sha256)
+    return _SHA256[0](data)
 
 
-class Skip(Record):
+class Skip(Checked):
     """Something that was not checked, and why. `code` says what kind of gap it is."""
 
     location: Location
@@ -147,7 +163,7 @@ class Skip(Record):
         return self.code != OUT_OF_SCOPE
 
 
-class CheckError(Record):
+class CheckError(Checked):
     """A check that could not finish: the target is undecided, never clean."""
 
     location: Location
@@ -155,7 +171,7 @@ class CheckError(Record):
     message: str
 
 
-class TargetResult(Record):
+class TargetResult(Checked):
     """Everything found about one file (or symlink): its format, findings, skips and errors.
     `incomplete` means the file was not fully analysed and cannot count as clean."""
 
@@ -174,14 +190,14 @@ class TargetResult(Record):
         return bool(self.skips) and not any(s.is_gap for s in self.skips)
 
 
-class ToolInfo(Record):
+class ToolInfo(Checked):
     """The tool and version that produced the report."""
 
     name: str = "bastion"
     version: str
 
 
-class Report(Record):
+class Report(Checked):
     """Pure observation: what was checked and what was found. It carries no verdict."""
 
     schema_version: str = SCHEMA_VERSION

@@ -12,7 +12,7 @@ from pathlib import Path
 from bastion.config import Settings, WaiverSpec
 from bastion.errors import ConfigError
 from bastion.findings import Finding, Report, Severity
-from bastion.records import Record
+from bastion.records import Checked
 
 BASELINE_VERSION = "1"
 
@@ -26,7 +26,7 @@ class Status(str, Enum):
 EXIT_CODES = {Status.PASSED: 0, Status.FAILED: 1, Status.UNDECIDED: 2}
 
 
-class Verdict(Record):
+class Verdict(Checked):
     status: Status
     reasons: tuple[str, ...]
     failing: tuple[str, ...] = ()  # fingerprints of findings that fail the gate

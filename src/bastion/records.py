@@ -1,21 +1,48 @@
-"""Frozen records: the small base class behind the result model, settings and verdicts.
+"""Frozen records on msgspec: the base class behind the result model, settings and verdicts.
 
-It gives classes declared with annotations what bastion needs — keyword construction with
-defaults and factories, immutability, equality and hashing by value, copy with changes, dump to
-plain data or JSON, strict validation from plain data (unknown keys and wrong types are errors),
-and a JSON Schema — without heavy imports on the command line's start-up path (pydantic's model
-building, or dataclasses' code generation and its `inspect` import, were a large part of a
-one-file scan). Type checkers see records as keyword-only frozen dataclasses (PEP 681)."""
+A record is a frozen, keyword-only `msgspec.Struct` that refuses unknown keys when decoded.
+msgspec gives construction, immutability, equality and hashing by value, typed decoding from
+JSON or plain data, and JSON Schema generation; this module adds the few methods the rest of
+bastion calls (`model_copy`, `model_dump`, `model_dump_json`, `model_validate`,
+`model_validate_json`, `json_schema`) and `RecordError`, which names the key path of what is
+wrong.
+
+msgspec checks types when it decodes, not when Python code constructs a struct. `Checked`
+records (settings, policy, everything a user writes) also check every field's type on
+construction and on copies, so `Settings(fail_on="high")` is an error where it is written, not
+an AttributeError later. The result model (`Finding` and friends, built by the thousands by
+scanners) is a plain `Record`: msgspec checks its types when a worker's result is decoded, and
+its own `__post_init__` checks the few fields the gate depends on."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
 import json
+import re
+import sys
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+# msgspec's annotation helper prefers typing_extensions when it is installed, and importing
+# typing_extensions imports inspect (a tenth of a one-file scan's start-up). typing's own
+# get_type_hints resolves every annotation bastion writes, so msgspec is imported without it
+# unless something already loaded it; the block is lifted right after.
+_HIDE_TYPING_EXTENSIONS = "typing_extensions" not in sys.modules and "msgspec" not in sys.modules
+if _HIDE_TYPING_EXTENSIONS:
+    sys.modules["typing_extensions"] = None  # type: ignore[assignment]
+try:
+    import msgspec
+    import msgspec.json
+    import msgspec.structs
+finally:
+    if _HIDE_TYPING_EXTENSIONS:
+        del sys.modules["typing_extensions"]
+
+from msgspec import field  # noqa: E402 - re-exported: the field specifier records use
+from msgspec.structs import force_setattr  # noqa: E402 - for derived fields in __post_init__
 
 if TYPE_CHECKING:
     from typing_extensions import dataclass_transform
@@ -25,12 +52,25 @@ else:
         return lambda cls: cls
 
 
+__all__ = [
+    "Checked",
+    "FrozenRecordError",
+    "Record",
+    "RecordError",
+    "check_fields",
+    "field",
+    "force_setattr",
+    "json_schema",
+]
+
 R = TypeVar("R", bound="Record")
-_MISSING: Any = object()
+
+# msgspec raises AttributeError on assignment to a frozen struct
+FrozenRecordError = AttributeError
 
 
 class RecordError(ValueError):
-    """Plain data that does not fit a record; `path` says where."""
+    """Data that does not fit a record; `path` says where (e.g. `waivers[0].reason`)."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}" if path else message)
@@ -38,308 +78,321 @@ class RecordError(ValueError):
         self.message = message
 
 
-class FrozenRecordError(AttributeError):
-    """Records are immutable: use model_copy(update=...)."""
+class _RecordMeta(msgspec.StructMeta):
+    """Every record's own fields are keyword-only (msgspec's kw_only is per class), so a
+    subclass may declare required fields after fields with defaults."""
 
-
-class _FieldSpec:
-    __slots__ = ("default", "default_factory")
-
-    def __init__(self, default: Any, default_factory: Any) -> None:
-        self.default = default
-        self.default_factory = default_factory
-
-
-def field(*, default: Any = _MISSING, default_factory: Callable[[], Any] | None = None) -> Any:
-    """A field default that is built per instance (default_factory) or given explicitly."""
-    return _FieldSpec(default, default_factory)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _RecordMeta:
+        kwargs.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, namespace, **kwargs)
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
-class Record:
+class Record(msgspec.Struct, metaclass=_RecordMeta, frozen=True, forbid_unknown_fields=True):
     """Subclasses declare fields as annotations, with optional defaults or field(...)."""
 
-    __slots__ = ()
-    record_fields: ClassVar[tuple[str, ...]] = ()
-    record_defaults: ClassVar[dict[str, Any]] = {}
-    record_factories: ClassVar[dict[str, Callable[[], Any]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        names = list(cls.record_fields)
-        defaults = dict(cls.record_defaults)
-        factories = dict(cls.record_factories)
-        own = cls.__dict__.get("__annotations__")  # noqa: RUF063 - avoids importing inspect
-        if own is None and "__annotate__" in cls.__dict__:  # Python >= 3.14, lazy annotations
-            own = cls.__annotations__
-        for name, annotation in (own or {}).items():
-            if "ClassVar" in str(annotation):
-                continue
-            if name not in names:
-                names.append(name)
-            defaults.pop(name, None)
-            factories.pop(name, None)
-            value = cls.__dict__.get(name, _MISSING)
-            if isinstance(value, _FieldSpec):
-                delattr(cls, name)
-                if value.default_factory is not None:
-                    factories[name] = value.default_factory
-                elif value.default is not _MISSING:
-                    defaults[name] = value.default
-            elif value is not _MISSING:
-                defaults[name] = value
-        cls.record_fields = tuple(names)
-        cls.record_defaults = defaults
-        cls.record_factories = factories
-
-    def __init__(self, **values: Any) -> None:
-        cls = type(self)
-        for name in cls.record_fields:
-            if name in values:
-                value = values.pop(name)
-            elif name in cls.record_defaults:
-                value = cls.record_defaults[name]
-            elif name in cls.record_factories:
-                value = cls.record_factories[name]()
-            else:
-                raise TypeError(f"{cls.__name__}() missing required argument: '{name}'")
-            object.__setattr__(self, name, value)
-        if values:
-            raise TypeError(
-                f"{cls.__name__}() got unexpected argument(s): {', '.join(sorted(values))}"
-            )
-        self.__post_init__()
-
     def __post_init__(self) -> None:
-        """Checks and derived fields; runs after every construction (and copy)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenRecordError(f"cannot assign to field {name!r} of a frozen record")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenRecordError(f"cannot delete field {name!r} of a frozen record")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.record_fields)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.__class__.__name__, self._values()))
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.record_fields)
-        return f"{type(self).__name__}({inner})"
+        """Checks and derived fields; runs after construction, decoding and copies."""
 
     def model_copy(self: R, update: dict[str, Any] | None = None) -> R:
-        values = {name: getattr(self, name) for name in self.record_fields}
-        values.update(update or {})
-        return type(self)(**values)
+        """A copy with some fields changed; `__post_init__` (and a Checked record's type
+        checks) run on the copy."""
+        return msgspec.structs.replace(self, **(update or {}))
 
     def model_dump(self, mode: str = "python") -> dict[str, Any]:
-        return typing.cast(dict[str, Any], _plain(self, mode == "json"))
+        """Plain data: nested dicts; mode="json" also turns enums, tuples and dates into JSON
+        values."""
+        if mode == "json":
+            return typing.cast(dict[str, Any], msgspec.to_builtins(self))
+        return typing.cast(dict[str, Any], _plain(self))
 
     def model_dump_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), separators=(",", ":"))
+        try:
+            return msgspec.json.encode(self).decode("utf-8")
+        except UnicodeEncodeError:
+            # a lone surrogate from hostile content (a pickle string, a non-UTF-8 name):
+            # msgspec refuses it, the json module writes it as an escape
+            return json.dumps(msgspec.to_builtins(self), separators=(",", ":"))
 
     @classmethod
     def model_validate(cls: type[R], data: Any) -> R:
-        return typing.cast(R, _convert(data, cls, ""))
+        """A record from plain data (a parsed policy file, environment values): strings are
+        accepted for numbers and booleans; unknown keys and wrong types are RecordErrors."""
+        try:
+            return msgspec.convert(data, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise _record_error(exc, cls) from None
 
     @classmethod
     def model_validate_json(cls: type[R], text: str | bytes) -> R:
+        """A record from its JSON (model_dump_json's output): types must match exactly."""
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise RecordError("", f"not JSON: {exc}") from exc
-        return cls.model_validate(data)
+            return msgspec.json.decode(text, type=cls)
+        except msgspec.ValidationError as exc:
+            raise _record_error(exc, cls) from None
+        except msgspec.DecodeError as exc:
+            try:  # the json module reads escaped lone surrogates, which msgspec refuses
+                data = json.loads(text)
+            except ValueError:
+                raise RecordError("", f"not JSON: {exc}") from None
+            try:
+                return msgspec.convert(data, cls)
+            except msgspec.ValidationError as error:
+                raise _record_error(error, cls) from None
 
 
-def _plain(value: Any, as_json: bool) -> Any:
-    if isinstance(value, Record):
-        return {name: _plain(getattr(value, name), as_json) for name in value.record_fields}
-    if isinstance(value, enum.Enum):
-        return value.value if as_json else value
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v, as_json) for v in value]
-        return items if as_json else type(value)(items)
+class Checked(Record):
+    """A record whose field types are checked whenever one is built (construction, decoding,
+    copies): settings, policy and everything else a user writes. Value checks go in `_validate`."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Value checks beyond the types; raise RecordError naming the field."""
+
+
+def check_fields(record: Record) -> None:
+    """Raise RecordError naming the first field whose value is not of its declared type (as
+    it stands: no conversion). Nested records are taken as they are (they checked themselves
+    when built, if they are Checked)."""
+    for name, checker in _checkers(type(record)):
+        checker(getattr(record, name), name)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v, as_json) for k, v in value.items()}
-    if isinstance(value, dt.date) and as_json:
-        return value.isoformat()
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 
 
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, path)
-            except RecordError as exc:
-                errors.append(exc.message)
-        raise RecordError(path, "; ".join(errors) or "unexpected value")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise RecordError(path, "expected a list")
-        (item,) = typing.get_args(hint)[:1]
-        return tuple(_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecordError(path, "expected a table/object")
-        _key, item = typing.get_args(hint)
-        return {str(k): _convert(v, item, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(hint, type) and issubclass(hint, Record):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, dict):
-            raise RecordError(path, "expected a table/object")
-        return _build(hint, value, path)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in hint)
-            raise RecordError(path, f"must be one of {allowed}") from None
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise RecordError(path, "expected true or false")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise RecordError(path, "expected an integer")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise RecordError(path, "expected a number")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise RecordError(path, "expected a string")
-    if hint is dt.date:
-        if isinstance(value, dt.datetime):
-            return value.date()
-        if isinstance(value, dt.date):
-            return value
-        if isinstance(value, str):
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                pass
-        raise RecordError(path, "expected a date (YYYY-MM-DD)")
-    raise RecordError(path, f"unsupported type {hint!r}")  # pragma: no cover - programming error
-
-
-def _build(cls: type[R], data: dict[str, Any], path: str) -> R:
-    hints = _hints(cls)
-    unknown = sorted(set(data) - set(cls.record_fields))
+def _record_error(exc: msgspec.ValidationError, cls: type[Record]) -> RecordError:
+    """msgspec's "Expected `int`, got `str` - at `$.limits.max_depth`" as a RecordError whose
+    path is `limits.max_depth`; a RecordError raised by a nested record's checks keeps its own
+    field name under the location msgspec reports."""
+    text = str(exc)
+    match = _AT.match(text)
+    message, where = (match["message"], match["path"].lstrip(".")) if match else (text, "")
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, RecordError):
+        inner = cause.path
+        joined = f"{where}.{inner}" if where and inner and not inner.startswith("[") else None
+        return RecordError(joined or where + inner, cause.message)
+    if isinstance(cause, (ValueError, TypeError)):
+        return RecordError(where, str(cause))
+    unknown = re.match(r"^Object contains unknown field `(.*)`$", message, re.DOTALL)
     if unknown:
-        raise RecordError(path, f"unknown key(s): {', '.join(map(str, unknown))}")
-    kwargs = {}
-    for name in cls.record_fields:
-        where = f"{path}.{name}" if path else name
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], where)
-        elif not _has_default(cls, name):
-            raise RecordError(where, "is required")
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, RecordError):
-            raise
-        raise RecordError(path, str(exc)) from exc
+        return RecordError(where, f"unknown key {unknown[1]!r}")
+    missing = re.match(r"^Object missing required field `(.*)`$", message, re.DOTALL)
+    if missing:
+        return RecordError(f"{where}.{missing[1]}" if where else missing[1], "is required")
+    if message.startswith("Invalid enum value"):
+        kind = _type_at(cls, where)
+        if isinstance(kind, type) and issubclass(kind, enum.Enum):
+            allowed = ", ".join(repr(m.value) for m in kind)
+            return RecordError(
+                where, f"must be one of {allowed}, {message[0].lower()}{message[1:]}"
+            )
+    return RecordError(where, message)
 
 
-def _has_default(cls: type[Record], name: str) -> bool:
-    return name in cls.record_defaults or name in cls.record_factories
+def _type_at(cls: type[Record], path: str) -> Any:
+    """The declared type at a key path such as `waivers[0].severity` (None if unknown)."""
+    hint: Any = cls
+    for part in re.findall(r"[^.\[\]]+", path):
+        if part.isdigit():
+            continue
+        while True:  # through Optional, tuple[X, ...] and dict[str, X] to the record
+            args = [a for a in typing.get_args(hint) if a is not type(None) and a is not ...]
+            if not args:
+                break
+            hint = args[-1]
+        if not (isinstance(hint, type) and issubclass(hint, msgspec.Struct)):
+            return None
+        hint = next((f.type for f in msgspec.structs.fields(hint) if f.name == part), None)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else hint
+
+
+# Construction-time type checks, compiled once per class from msgspec's resolved field types.
+
+Checker = Callable[[Any, str], None]
+_CHECKERS: dict[type, tuple[tuple[str, Checker], ...]] = {}
+
+
+def _checkers(cls: type[Record]) -> tuple[tuple[str, Checker], ...]:
+    found = _CHECKERS.get(cls)
+    if found is None:
+        found = _CHECKERS[cls] = tuple(
+            (info.name, _compile(info.type)) for info in msgspec.structs.fields(cls)
+        )
+    return found
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _compile(hint: Any) -> Checker:
+    """A function that raises RecordError(path, ...) unless a value is an instance of `hint`
+    as it stands (no conversion: "high" is not a Severity)."""
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return lambda value, path: None
+    if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        optional = len(options) < len(typing.get_args(hint))
+        inner = [_compile(o) for o in options]
+        names = " or ".join(_name(o) for o in options) + (" or None" if optional else "")
+
+        def union(value: Any, path: str) -> None:
+            if value is None and optional:
+                return
+            for check in inner:
+                try:
+                    check(value, path)
+                    return
+                except RecordError:
+                    continue
+            raise RecordError(path, f"expected {names}, got {_describe(value)}")
+
+        return union
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _compile(args[0])
+
+            def tuple_of(value: Any, path: str) -> None:
+                if not isinstance(value, tuple):
+                    raise RecordError(path, f"expected a tuple, got {_describe(value)}")
+                for index, entry in enumerate(value):
+                    item(entry, f"{path}[{index}]")
+
+            return tuple_of
+        return _instance(tuple, "a tuple")
+    if origin is dict:
+        key, val = (_compile(a) for a in typing.get_args(hint))
+
+        def dict_of(value: Any, path: str) -> None:
+            if not isinstance(value, dict):
+                raise RecordError(path, f"expected a table, got {_describe(value)}")
+            for k, v in value.items():
+                key(k, path)
+                val(v, f"{path}.{k}")
+
+        return dict_of
+    if origin is typing.Literal:
+        allowed = typing.get_args(hint)
+
+        def literal(value: Any, path: str) -> None:
+            if value not in allowed or type(value) not in {type(a) for a in allowed}:
+                raise RecordError(
+                    path, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}"
+                )
+
+        return literal
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        choices = ", ".join(repr(m.value) for m in hint)
+        return _instance(hint, f"a {hint.__name__} (one of {choices})")
+    if hint is float:  # an int is a float where a float is expected, a bool is not
+        return _instance((int, float), "a number", refuse_bool=True)
+    if hint is int:
+        return _instance(int, "an integer", refuse_bool=True)
+    if hint is dt.date:  # a datetime is a date subclass, and not a date
+        return _instance(dt.date, "a date", refuse=dt.datetime)
+    if isinstance(hint, type):
+        return _instance(hint, _name(hint))
+    raise TypeError(f"no construction check for {hint!r}")  # pragma: no cover - programming error
+
+
+def _name(hint: Any) -> str:
+    simple = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if hint in simple:
+        return simple[hint]
+    return getattr(hint, "__name__", None) or repr(hint)
+
+
+def _instance(
+    kind: type | tuple[type, ...],
+    name: str,
+    refuse_bool: bool = False,
+    refuse: type | None = None,
+) -> Checker:
+    def check(value: Any, path: str) -> None:
+        if (
+            not isinstance(value, kind)
+            or (refuse_bool and isinstance(value, bool))
+            or (refuse is not None and isinstance(value, refuse))
+        ):
+            raise RecordError(path, f"expected {name}, got {_describe(value)}")
+
+    return check
 
 
 def json_schema(cls: type[Record]) -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) describing the JSON dump of `cls`."""
-    defs: dict[str, Any] = {}
-
-    def schema(hint: Any) -> dict[str, Any]:
-        origin = typing.get_origin(hint)
-        if hint is Any:
-            return {}
-        if origin in (typing.Union, types.UnionType):
-            return {"anyOf": [schema(h) for h in typing.get_args(hint)]}
-        if hint is type(None):
-            return {"type": "null"}
-        if origin is tuple:
-            return {"type": "array", "items": schema(typing.get_args(hint)[0])}
-        if origin is dict:
-            return {"type": "object", "additionalProperties": schema(typing.get_args(hint)[1])}
-        if isinstance(hint, type) and issubclass(hint, Record):
-            if hint.__name__ not in defs:
-                defs[hint.__name__] = {}
-                defs[hint.__name__] = record(hint)
-            return {"$ref": f"#/$defs/{hint.__name__}"}
-        if isinstance(hint, type) and issubclass(hint, enum.Enum):
-            return {"enum": [m.value for m in hint]}
-        simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
-        if hint in simple:
-            return {"type": simple[hint]}
-        if hint is dt.date:
-            return {"type": "string", "format": "date"}
-        raise TypeError(f"no schema for {hint!r}")  # pragma: no cover
-
-    def record(rec: type[Record]) -> dict[str, Any]:
-        hints = _hints(rec)
-        required = [name for name in rec.record_fields if not _has_default(rec, name)]
-        out: dict[str, Any] = {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {name: schema(hints[name]) for name in rec.record_fields},
-        }
-        if rec.__doc__:
-            out["description"] = " ".join(rec.__doc__.split())
-        if required:
-            out["required"] = required
-        return out
-
-    root = record(cls)
+    """A JSON Schema (draft 2020-12) describing the JSON dump of `cls`, generated by msgspec
+    and put in the shape bastion publishes (report/schema/report.schema.json): each record an
+    object in `$defs` that forbids other keys, with its docstring on one line; enums inline in
+    their declared order; no defaults or empty lists of required keys."""
+    (root,), defs = msgspec.json.schema_components((cls,), ref_template="#/$defs/{name}")
+    body = defs.pop(cls.__name__) if "$ref" in root else root
+    enums = {e.__name__: [m.value for m in e] for e in _enum_classes(cls, set())}
+    for name in enums:
+        defs.pop(name, None)
+    defs = {name: _tidy(definition, enums) for name, definition in defs.items()}
+    for definition in defs.values():
+        definition.pop("title", None)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": cls.__name__,
-        **root,
+        **_tidy(body, enums),
         "$defs": defs,
     }
+
+
+def _tidy(node: Any, enums: dict[str, list[Any]]) -> Any:
+    if isinstance(node, list):
+        return [_tidy(value, enums) for value in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "").removeprefix("#/$defs/")
+    if ref in enums:
+        return {"enum": enums[ref]}
+    out = {k: _tidy(v, enums) for k, v in node.items() if k != "default"}
+    if out.get("type") == "object":
+        if "properties" in out:
+            out["additionalProperties"] = False
+            if "description" in out:
+                out["description"] = " ".join(out["description"].split())
+        else:
+            out.setdefault("additionalProperties", {})
+    if out.get("required") == []:
+        del out["required"]
+    return out
+
+
+def _enum_classes(hint: Any, seen: set[Any]) -> set[type[enum.Enum]]:
+    if hint in seen:
+        return set()
+    seen.add(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {hint}
+    found: set[type[enum.Enum]] = set()
+    if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+        for info in msgspec.structs.fields(hint):
+            found |= _enum_classes(info.type, seen)
+    for arg in typing.get_args(hint):
+        found |= _enum_classes(arg, seen)
+    return found
