@@ -146,6 +146,8 @@ class Settings(Checked):
     advisory_db: str | None = None  # offline OSV database for dependency checks in `scan`
     executor: str = "local"  # where files are scanned: "local" worker processes, or "ray"
     ray_address: str | None = None  # Ray cluster to use; None starts a local Ray instance
+    # stricter treatments for kinds of gaps than bastion.coverage's defaults ([coverage])
+    coverage: dict[str, str] = field(default_factory=dict)
     source: str | None = None  # file the settings came from
 
     @property
@@ -163,6 +165,11 @@ class Settings(Checked):
             raise RecordError("workers", "must be at least 1")
         if self.executor not in EXECUTORS:
             raise RecordError("executor", f"must be one of {', '.join(EXECUTORS)}")
+        from bastion.coverage import check_overrides
+
+        problem = check_overrides(self.coverage)
+        if problem:
+            raise RecordError("coverage", problem)
 
 
 _ENV_KEYS = {

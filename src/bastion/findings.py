@@ -154,7 +154,7 @@ class Skip(Checked):
 
     location: Location
     reason: str
-    code: str = "unsupported"  # out-of-scope | missing-extra | unsupported | limit
+    code: str = "unsupported"  # a kind of gap: bastion.coverage.KINDS
     extra: str | None = None
 
     @property

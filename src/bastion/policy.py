@@ -9,10 +9,11 @@ import json
 from enum import Enum
 from pathlib import Path
 
+from bastion import coverage
 from bastion.config import Settings, WaiverSpec
 from bastion.errors import ConfigError
 from bastion.findings import Finding, Report, Severity
-from bastion.records import Checked
+from bastion.records import Checked, field
 
 BASELINE_VERSION = "1"
 
@@ -33,6 +34,8 @@ class Verdict(Checked):
     waived: tuple[str, ...] = ()
     baselined: tuple[str, ...] = ()
     fail_on: str
+    # kind of gap present in the report -> treatment the gate applied (bastion.coverage)
+    gaps: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -81,18 +84,12 @@ def evaluate(
             else settings.fail_on.value
         )
         reasons.insert(0, f"{len(failing)} finding(s) at or above '{gate}'")
-    gaps = report.gaps
-    if settings.strict and gaps:
-        reasons.append(f"--strict: {len(gaps)} item(s) were not checked")
-    if failing or expired or (settings.strict and gaps):
-        status = Status.FAILED
+    blocking, undecided, reported, applied = _gaps(report, settings)
+    reasons.extend(blocking)
+    if failing or expired or blocking:
+        status = Status.FAILED  # a failure wins; what was not checked is still said
+        reasons.extend(undecided)
     else:
-        undecided = []
-        if report.errors:
-            undecided.append(f"{len(report.errors)} check error(s)")
-        incomplete = [r for r in report.results if r.incomplete]
-        if incomplete:
-            undecided.append(f"{len(incomplete)} target(s) not fully scanned")
         scanned = [
             r
             for r in report.results
@@ -102,6 +99,7 @@ def evaluate(
             undecided.append("nothing scannable was found")
         reasons.extend(undecided)
         status = Status.UNDECIDED if undecided else Status.PASSED
+    reasons.extend(reported)
     return Verdict(
         status=status,
         reasons=tuple(reasons),
@@ -109,7 +107,48 @@ def evaluate(
         waived=tuple(waived),
         baselined=tuple(baselined),
         fail_on=settings.fail_on.value,
+        gaps=applied,
     )
+
+
+def gap_kinds(report: Report) -> dict[str, int]:
+    """How many gaps of each kind (bastion.coverage) the report holds: skips by code, check
+    errors, incomplete targets."""
+    counts: dict[str, int] = {}
+    for result in report.results:
+        kinds = [s.code for s in result.skips]
+        kinds += [coverage.CHECK_ERROR] * len(result.errors)
+        # an incomplete target is counted as such unless a kind that already leaves the
+        # verdict undecided (or worse) says why
+        if result.incomplete and not any(
+            coverage.treatment(k).rank >= coverage.Treatment.UNDECIDED.rank for k in kinds
+        ):
+            kinds.append(coverage.INCOMPLETE)
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _gaps(
+    report: Report, settings: Settings
+) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """What the gaps do to the gate (coverage.KINDS): the reasons that fail it, leave it
+    undecided or are only reported, and the treatment applied to each kind present."""
+    blocking: list[str] = []
+    undecided: list[str] = []
+    reported: list[str] = []
+    applied: dict[str, str] = {}
+    for kind, count in sorted(gap_kinds(report).items()):
+        chosen = coverage.effective(kind, settings.coverage, settings.strict)
+        applied[kind] = chosen.value
+        if chosen is coverage.Treatment.BLOCKING:
+            why = "--strict" if settings.strict else "policy [coverage]"
+            blocking.append(f"not checked, failing the gate ({why}): {count} {kind}")
+        elif chosen is coverage.Treatment.UNDECIDED:
+            undecided.append(f"not checked, so undecided: {count} {kind}")
+        elif chosen is coverage.Treatment.REPORTED:
+            reported.append(f"not checked (reported, not blocking): {count} {kind}")
+    return blocking, undecided, reported, applied
 
 
 def baseline_document(report: Report) -> dict[str, object]:

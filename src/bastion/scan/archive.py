@@ -427,9 +427,11 @@ class SevenZipScanner:
             ctx.charge(declared)
             per_file = max(1, ctx.limits.max_decompressed - ctx.inflated + declared)
             factory = BytesIOFactory(per_file)
+            stopped = ""
             try:
                 archive.extract(targets=[i.filename for i in files], factory=factory)
             except Exception as exc:
+                stopped = f"extraction stopped ({str(exc)[:200]}); "
                 ctx.add(
                     CORRUPT_MEMBER.finding(
                         source.location,
@@ -440,11 +442,13 @@ class SevenZipScanner:
             # every product py7zr extracted, under the (sanitised, de-duplicated) name it
             # writes it to: "./model.pkl" becomes "model.pkl", a second "a" becomes "a_0"
             products = dict(factory.products)
-            if len(products) < len(files):  # what py7zr could not extract was not checked
+            if stopped or len(products) < len(files):
+                # what py7zr did not extract (or cut short) was not checked
                 ctx.skip(
                     source.location,
-                    f"{len(files) - len(products)} of {len(files)} listed member(s) could not "
-                    "be extracted and were not checked",
+                    f"{stopped}{len(files) - len(products)} of {len(files)} listed member(s) "
+                    "could not be extracted and were not checked"
+                    + (", and what was extracted may be cut short" if stopped else ""),
                     coverage.PARTIAL,
                 )
                 ctx.incomplete = True
