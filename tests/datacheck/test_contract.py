@@ -405,3 +405,22 @@ def test_schema_file_is_valid_json_schema() -> None:
 
     schema = json.loads(C.SCHEMA_PATH.read_text("utf-8"))
     jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_single_row_path_does_not_import_pandas(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "contract.json"
+    path.write_text(json.dumps(AGREEMENT_CONTRACT), "utf-8")
+    code = (
+        "import sys\n"
+        "from bastion.datacheck.contract import load_contract, validate_row\n"
+        f"contract = load_contract({str(path)!r})\n"
+        "row = {'n': 1, 'x': 1.0, 's': 'ab', 'c': 'red', 'b': True, 't': '2021-01-01'}\n"
+        "assert validate_row(contract, row) == []\n"
+        "assert validate_row(contract, dict(row, n='x'))[0].rule_id == 'CON003'\n"
+        "print(sorted(m for m in ('pandas', 'pandera', 'pyarrow', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,11 +44,10 @@ def is_null(value: Any) -> bool:
         return True
     if isinstance(value, float):
         return math.isnan(value)
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - the single-row path without pandas
-        return False
-    return value is pd.NA or value is pd.NaT
+    # pandas' missing-value markers exist only once pandas is loaded; the single-row path never
+    # imports it
+    pd = sys.modules.get("pandas")
+    return pd is not None and (value is pd.NA or value is pd.NaT)
 
 
 def _parse_int_text(text: str) -> int:
