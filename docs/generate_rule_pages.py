@@ -41,7 +41,7 @@ def page(rule: Rule) -> str:
     for key, title in FRAMEWORKS:
         ids = tags[key]
         labels = ", ".join(f"{i} ({names[key]['ids'].get(i, '')})" for i in ids)
-        lines.append(f"- **{title}:** {labels}")
+        lines.append(f"- **{title}:** {labels or 'none'}")
     lines += [
         "",
         "## Handling it in a policy",
