@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench bench-peers clean
+.PHONY: demo test test-base lint fuzz bench bench-peers clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,18 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev,fuzz]"
 	touch $(STAMP)
+
+# the base install (no extras) in its own venv: it must work and say what it skipped
+BASE := .venv-base
+BASE_STAMP := $(BASE)/.installed
+$(BASE_STAMP): pyproject.toml
+	rm -rf $(BASE)
+	$(PY) -m venv $(BASE)
+	$(BASE)/bin/pip install -q -e . pytest pytest-timeout
+	touch $(BASE_STAMP)
+
+test-base: $(BASE_STAMP)
+	$(BASE)/bin/python -m pytest -q -p no:cacheprovider --confcutdir=tests/base_install tests/base_install
 
 EXAMPLE := examples/credit-scoring
 demo: $(STAMP)
@@ -34,6 +46,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) test-base
 	$(BIN)/python fuzz/run_all.py --runs 30000
 
 lint: $(STAMP)
@@ -57,4 +70,4 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache demo-report.html
+	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html

@@ -401,3 +401,36 @@ def test_every_producer_uses_a_kind_of_the_table() -> None:
 def test_docs_show_the_table() -> None:
     text = (ROOT / "docs" / "policy.md").read_text("utf-8")
     assert coverage.markdown_table() in text, "regenerate with: python -m bastion.coverage"
+
+
+def test_gaps_are_visible_in_every_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import xml.etree.ElementTree as ET
+
+    monkeypatch.setitem(sys.modules, "lz4", None)
+    monkeypatch.setitem(sys.modules, "lz4.frame", None)
+    root = project(
+        tmp_path,
+        {
+            "requirements.txt": "requests==2.32.3\n",
+            "data.lz4": b"\x04\x22\x4d\x18" + b"\x00" * 16,
+        },
+    )
+    outputs = {}
+    for fmt in ("text", "json", "sarif", "junit", "html"):
+        out = tmp_path / f"report.{fmt}"
+        assert main(["scan", str(root), "--no-store", "-q", "-f", fmt, "-o", str(out)]) == 2
+        outputs[fmt] = out.read_text()
+    for fmt, text in outputs.items():
+        assert "no-advisory-db" in text or "advisory database" in text, fmt
+        assert "lz4" in text, fmt
+    assert "- SKIPPED  format-needs-extra  data.lz4" in outputs["text"]
+    sarif = json.loads(outputs["sarif"])["runs"][0]["invocations"][0]
+    notes = {n["descriptor"]["id"]: n for n in sarif["toolExecutionNotifications"]}
+    assert notes["no-advisory-db"]["level"] == "note"
+    assert notes["format-needs-extra"]["level"] == "warning"
+    assert notes["format-needs-extra"]["properties"]["extra"] == "archives"
+    cases = {c.get("name"): c for c in ET.fromstring(outputs["junit"]).iter("testcase")}
+    error = cases["data.lz4"].find("error")
+    assert error is not None and error.get("type") == "format-needs-extra"
+    assert cases["requirements.txt"].find("error") is None  # reported only
+    assert "no-advisory-db" in (cases["requirements.txt"].findtext("system-out") or "")

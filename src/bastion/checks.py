@@ -87,10 +87,7 @@ def missing_modules(check: Check) -> list[str]:
 def not_run(check: Check, selected: Sequence[Target], missing: Sequence[str]) -> list[TargetResult]:
     """What a check that cannot run leaves: a missing-extra gap on each file it selected."""
     extra = check.extra or check.name
-    reason = (
-        f"{check.name} check not run: {', '.join(missing)} not installed "
-        f"(pip install 'bastion-mlsec[{extra}]')"
-    )
+    reason = f"{check.name} check not run: {', '.join(missing)} not installed"
     return [
         TargetResult(
             path=target.display,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from bastion.coverage import Treatment
 from bastion.findings import Report
 from bastion.policy import Verdict
 from bastion.report.printable import xml_safe as safe
@@ -50,6 +51,26 @@ def render(report: Report, verdict: Verdict) -> str:
         elif result.out_of_scope:
             skipped += 1
             ET.SubElement(case, "skipped", message=safe(result.skips[0].reason))
+        gaps = [s for s in result.skips if s.is_gap]
+        if gaps and not bad and not result.errors:
+            # a gap that holds the gate back shows as a failure or an error (bastion.coverage)
+            worst = max(gaps, key=lambda s: Treatment(verdict.gaps.get(s.code, "undecided")).rank)
+            treatment = verdict.gaps.get(worst.code, "undecided")
+            if treatment == "blocking":
+                failures += 1
+                ET.SubElement(case, "failure", type=worst.code, message=safe(worst.reason[:500]))
+            elif treatment == "undecided":
+                errors += 1
+                ET.SubElement(case, "error", type=worst.code, message=safe(worst.reason[:500]))
+        if gaps:
+            out = ET.SubElement(case, "system-out")
+            out.text = safe(
+                "\n".join(
+                    f"not checked ({s.code}, {verdict.gaps.get(s.code, 'undecided')}): {s.reason}"
+                    + (f" (pip install 'bastion-mlsec[{s.extra}]')" if s.extra else "")
+                    for s in gaps
+                )
+            )
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))

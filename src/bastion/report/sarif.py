@@ -118,6 +118,25 @@ def render(report: Report, verdict: Verdict, catalogue: Mapping[str, Rule]) -> s
         }
         for e in report.errors
     ]
+    # what was not checked, by kind (bastion.coverage): a warning when it holds the gate back
+    for skip in report.gaps:
+        treatment = verdict.gaps.get(skip.code, "undecided")
+        extra = f" (pip install 'bastion-mlsec[{skip.extra}]')" if skip.extra else ""
+        notifications.append(
+            {
+                "level": "note" if treatment == "reported" else "warning",
+                "message": {"text": f"not checked ({skip.code}): {skip.reason}{extra}"},
+                "descriptor": {"id": skip.code},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": _artifact_location(skip.location.path)
+                        }
+                    }
+                ],
+                "properties": {"treatment": treatment, "extra": skip.extra},
+            }
+        )
     run: dict[str, Any] = {
         "tool": {
             "driver": {

@@ -49,7 +49,9 @@ def render(report: Report, verdict: Verdict) -> str:
     gaps = report.gaps
     for skip in gaps:
         extra = f" (pip install 'bastion-mlsec[{skip.extra}]')" if skip.extra else ""
-        lines.append(f"- SKIPPED  {safe(skip.location.display())}: {safe(skip.reason)}{extra}")
+        lines.append(
+            f"- SKIPPED  {skip.code}  {safe(skip.location.display())}: {safe(skip.reason)}{extra}"
+        )
     if findings or report.errors or gaps:
         lines.append("")
     counts = report.severity_counts()
