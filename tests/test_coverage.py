@@ -242,6 +242,22 @@ def test_verification_unavailable_without_sigstore(
     assert "trust root" in gaps[0]["reason"]
     _code, document = scan(root, "--policy", str(policy))
     assert not [f for r in document["results"] for f in r["findings"] if f["rule_id"] == "SIG001"]
+    sigstore_args = ["--sigstore", "--identity", "release@example.org"]
+    sigstore_args += ["--issuer", "https://accounts.google.com", "--no-store"]
+    assert main(["verify", str(root / "model"), *sigstore_args]) == 2  # undecided, not failed
+
+
+def test_io_and_network_errors_are_not_a_wrong_key() -> None:
+    import socket
+
+    from bastion.supplychain.signing import _unavailable
+
+    wrapped = ValueError("verification failed")
+    wrapped.__cause__ = socket.gaierror("Name or service not known")
+    assert _unavailable(wrapped, io=False)
+    assert _unavailable(PermissionError("denied"), io=True)
+    assert not _unavailable(PermissionError("denied"), io=False)  # a policy key file: InputError
+    assert not _unavailable(ValueError("signature does not match"), io=True)
 
 
 def test_check_error_from_an_unusable_policy_key(tmp_path: Path) -> None:
