@@ -22,6 +22,7 @@ CHECKS: tuple[str, ...] = (
     "bastion.supplychain.checks:CodeCheck",
     "bastion.supplychain.checks:DependencyCheck",
     "bastion.supplychain.checks:SignatureCheck",
+    "bastion.datacheck.checks:DataCheck",
 )
 
 
