@@ -18,7 +18,9 @@ import datetime as dt
 import math
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
+
+from bastion.records import Record
 
 if TYPE_CHECKING:
     import pandas
@@ -223,7 +225,7 @@ def _coerce_cells(
     return out, pd.Series(bad, index=series.index, dtype=bool)
 
 
-class Constraint(NamedTuple):
+class Constraint(Record):
     """One contract keyword: the rule its failures break, when one (non-null, coerced) value
     satisfies it (`holds(value, param)`), and the pandera check that enforces it on a column
     (`pandera(param)`). `param` is the keyword's prepared value (see prepare)."""
@@ -258,46 +260,46 @@ CONSTRAINTS: dict[str, Constraint] = {
     c.keyword: c
     for c in (
         Constraint(
-            "minimum",
-            "CON005",
-            lambda value, param: value >= param,
-            lambda param: _pandera().Check.ge(param),
-            lambda param: f"at least {_show(param)}",
+            keyword="minimum",
+            rule="CON005",
+            holds=lambda value, param: value >= param,
+            pandera=lambda param: _pandera().Check.ge(param),
+            describe=lambda param: f"at least {_show(param)}",
         ),
         Constraint(
-            "maximum",
-            "CON005",
-            lambda value, param: value <= param,
-            lambda param: _pandera().Check.le(param),
-            lambda param: f"at most {_show(param)}",
+            keyword="maximum",
+            rule="CON005",
+            holds=lambda value, param: value <= param,
+            pandera=lambda param: _pandera().Check.le(param),
+            describe=lambda param: f"at most {_show(param)}",
         ),
         Constraint(
-            "enum",
-            "CON006",
-            lambda value, param: value in param,
-            lambda param: _pandera().Check.isin(sorted(param)),
-            lambda param: f"one of {len(param)} known categories",
+            keyword="enum",
+            rule="CON006",
+            holds=lambda value, param: value in param,
+            pandera=lambda param: _pandera().Check.isin(sorted(param)),
+            describe=lambda param: f"one of {len(param)} known categories",
         ),
         Constraint(
-            "minLength",
-            "CON007",
-            lambda value, param: len(value) >= param,
-            lambda param: _pandera().Check.str_length(min_value=param),
-            lambda param: f"at least {param} characters",
+            keyword="minLength",
+            rule="CON007",
+            holds=lambda value, param: len(value) >= param,
+            pandera=lambda param: _pandera().Check.str_length(min_value=param),
+            describe=lambda param: f"at least {param} characters",
         ),
         Constraint(
-            "maxLength",
-            "CON007",
-            lambda value, param: len(value) <= param,
-            lambda param: _pandera().Check.str_length(max_value=param),
-            lambda param: f"at most {param} characters",
+            keyword="maxLength",
+            rule="CON007",
+            holds=lambda value, param: len(value) <= param,
+            pandera=lambda param: _pandera().Check.str_length(max_value=param),
+            describe=lambda param: f"at most {param} characters",
         ),
         Constraint(
-            "pattern",
-            "CON007",
-            _pattern_holds,
-            lambda param: _map_check(param, _pattern_holds, "pattern"),
-            lambda param: f"matching the pattern {param.pattern!r}",
+            keyword="pattern",
+            rule="CON007",
+            holds=_pattern_holds,
+            pandera=lambda param: _map_check(param, _pattern_holds, "pattern"),
+            describe=lambda param: f"matching the pattern {param.pattern!r}",
         ),
     )
 }

@@ -24,7 +24,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 from bastion.datacheck import constraints as cs
 from bastion.datacheck.row_ids import row_ids
@@ -384,12 +384,12 @@ def compile_pattern(pattern: str, where: str = "pattern") -> Any:
 # --- prepared constraints: one per column, used by both executors ------------------------------
 
 
-class Prepared(NamedTuple):
+class Prepared(Record):
     constraint: cs.Constraint
     param: Any
 
 
-class PreparedColumn(NamedTuple):
+class PreparedColumn(Record):
     name: str
     spec: ColumnSpec
     constraints: tuple[Prepared, ...]
@@ -417,15 +417,15 @@ def prepare(contract: Contract) -> tuple[PreparedColumn, ...]:
                 value = frozenset(value)
             elif keyword == "pattern":
                 value = compile_pattern(value, f"column {name!r}")
-            items.append(Prepared(cs.CONSTRAINTS[keyword], value))
-        columns.append(PreparedColumn(name, spec, tuple(items)))
+            items.append(Prepared(constraint=cs.CONSTRAINTS[keyword], param=value))
+        columns.append(PreparedColumn(name=name, spec=spec, constraints=tuple(items)))
     return tuple(columns)
 
 
 # --- one row (the runtime guard) ---------------------------------------------------------------
 
 
-class Violation(NamedTuple):
+class Violation(Record):
     """One broken constraint in one row."""
 
     rule_id: str
@@ -454,32 +454,52 @@ def validate_row(
         name, spec = column.name, column.spec
         known.add(name)
         if name not in row:
-            violations.append(Violation("CON001", name, "column", "missing"))
+            violations.append(
+                Violation(rule_id="CON001", column=name, constraint="column", message="missing")
+            )
             continue
         value = row[name]
         if cs.is_null(value):
             if not spec.nullable:
-                violations.append(Violation("CON004", name, "nullable", "missing value"))
+                violations.append(
+                    Violation(
+                        rule_id="CON004",
+                        column=name,
+                        constraint="nullable",
+                        message="missing value",
+                    )
+                )
             continue
         try:
             value = cs.coerce_value(spec.type, value)
         except cs.Invalid as exc:
-            violations.append(Violation("CON003", name, "type", f"{exc} ({spec.type})"))
+            violations.append(
+                Violation(
+                    rule_id="CON003", column=name, constraint="type", message=f"{exc} ({spec.type})"
+                )
+            )
             continue
         for item in column.constraints:
             if not item.constraint.holds(value, item.param):
                 violations.append(
                     Violation(
-                        item.constraint.rule,
-                        name,
-                        item.constraint.keyword,
-                        f"must be {item.constraint.describe(item.param)}",
+                        rule_id=item.constraint.rule,
+                        column=name,
+                        constraint=item.constraint.keyword,
+                        message=f"must be {item.constraint.describe(item.param)}",
                     )
                 )
     if not allow_extra:
         for key in row:
             if key not in known:
-                violations.append(Violation("CON002", str(key), "column", "not in the contract"))
+                violations.append(
+                    Violation(
+                        rule_id="CON002",
+                        column=str(key),
+                        constraint="column",
+                        message="not in the contract",
+                    )
+                )
     return violations
 
 

@@ -27,10 +27,11 @@ is significant and nothing is reported."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from bastion.datacheck.sample import Sampler
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def _kinds(old: Dataset, new: Dataset, options: DataOptions) -> tuple[list[str],
     return numeric, categorical
 
 
-class _Drift(NamedTuple):
+class _Drift(Record):
     column: str
     rule: Rule
     psi: float
@@ -233,7 +234,7 @@ def _numeric(name: str, a: numpy.ndarray, b: numpy.ndarray, options: DataOptions
         f"median {_number(np.median(a))} -> {_number(np.median(b))}; "
         f"{len(a):,} vs {len(b):,} values compared"
     )
-    return _Drift(name, rule, index, detail)
+    return _Drift(column=name, rule=rule, psi=index, detail=detail)
 
 
 def _number(value: float) -> str:
@@ -266,7 +267,7 @@ def _categorical(
         f"PSI {index:.3f}; chi-square p {p_value:.2g}; largest share change {moved:.3f}; "
         f"{len(keys)} categories" + (f", {new_keys} not in the old version" if new_keys else "")
     )
-    return _Drift(name, rule, index, detail)
+    return _Drift(column=name, rule=rule, psi=index, detail=detail)
 
 
 def _missing(

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from bastion.datacheck.dataset import SPLITS
 from bastion.datacheck.row_ids import row_ids
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _near(series: pandas.Series, digits: int) -> pandas.Series:
     return text.astype("object").where(text.notna(), None)
 
 
-class _Signature(NamedTuple):
+class _Signature(Record):
     """Per-row hashes of one split: exact and normalised values of the feature columns."""
 
     dataset: Dataset
@@ -250,8 +251,13 @@ class _Signature(NamedTuple):
                 empty.append(canonical.isna().all(axis=1).to_numpy())
         if not exact:
             nothing = np.empty(0, dtype=np.uint64)
-            return cls(dataset, nothing, nothing, np.empty(0, dtype=bool))
-        return cls(dataset, np.concatenate(exact), np.concatenate(near), np.concatenate(empty))
+            return cls(dataset=dataset, exact=nothing, near=nothing, empty=np.empty(0, dtype=bool))
+        return cls(
+            dataset=dataset,
+            exact=np.concatenate(exact),
+            near=np.concatenate(near),
+            empty=np.concatenate(empty),
+        )
 
 
 def _frame(batch: pyarrow.RecordBatch) -> pandas.DataFrame:
