@@ -148,6 +148,8 @@ class Settings(Checked):
     ray_address: str | None = None  # Ray cluster to use; None starts a local Ray instance
     # stricter treatments for kinds of gaps than bastion.coverage's defaults ([coverage])
     coverage: dict[str, str] = field(default_factory=dict)
+    # the [data] table: DataOptions fields (datacheck/options.py), validated by the data checks
+    data: dict[str, Any] = field(default_factory=dict)
     source: str | None = None  # file the settings came from
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bastion.errors import StoreError
 from bastion.findings import Report
@@ -28,6 +28,20 @@ MIGRATIONS = (
     );
     CREATE INDEX runs_started ON runs (started_at);
     """,
+    """
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recorded_at TEXT NOT NULL,
+        name TEXT NOT NULL,
+        format TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        columns INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        sha256 TEXT,
+        manifest TEXT NOT NULL
+    );
+    CREATE INDEX datasets_name ON datasets (name, id);
+    """,
 )
 
 
@@ -46,6 +60,20 @@ class RunSummary(NamedTuple):
     exit_code: int
     findings: int
     counts: dict[str, int]
+
+
+class DatasetVersion(NamedTuple):
+    """One dataset as a manifest recorded it."""
+
+    id: int
+    recorded_at: str
+    name: str
+    format: str
+    rows: int
+    columns: int
+    fingerprint: str
+    sha256: str | None
+    manifest: str  # where the manifest was written
 
 
 class Store:
@@ -127,9 +155,47 @@ class Store:
             )
         return Report.model_validate_json(row[0]), Verdict.model_validate_json(row[1])
 
+    def record_manifest(self, manifest: Any, written_to: str) -> list[int]:
+        """One row per dataset of a data manifest (datacheck/manifest.py): the versions
+        `bastion history --datasets` lists."""
+        recorded_at = str(manifest.metadata.get("created_at", ""))
+        ids = []
+        with self._db:
+            for entry in manifest.datasets:
+                cursor = self._db.execute(
+                    "INSERT INTO datasets (recorded_at, name, format, rows, columns, "
+                    "fingerprint, sha256, manifest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        recorded_at,
+                        entry.name,
+                        entry.format,
+                        entry.rows,
+                        len(entry.columns),
+                        entry.fingerprint,
+                        entry.file.sha256 if entry.file is not None else None,
+                        written_to,
+                    ),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def dataset_versions(self, name: str | None = None, limit: int = 20) -> list[DatasetVersion]:
+        """Recorded dataset versions, newest first; a dataset's earlier versions are told apart
+        by their row fingerprint."""
+        query = (
+            "SELECT id, recorded_at, name, format, rows, columns, fingerprint, sha256, manifest "
+            "FROM datasets"
+        )
+        parameters: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            parameters = (name,)
+        rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?", (*parameters, limit))
+        return [DatasetVersion._make(r) for r in rows.fetchall()]
+
     def latest_id(self) -> int | None:
         row = self._db.execute("SELECT MAX(id) FROM runs").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
 
-__all__ = ["RunSummary", "Status", "Store"]
+__all__ = ["DatasetVersion", "RunSummary", "Status", "Store"]

@@ -24,11 +24,43 @@ def configure_history(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", dest="as_json", action="store_true", help="Print JSON lines instead of a table."
     )
+    parser.add_argument(
+        "--datasets",
+        action="store_true",
+        help="List dataset versions recorded by `bastion data manifest` instead of runs.",
+    )
+
+
+def _dataset_history(args: argparse.Namespace) -> int:
+    from bastion.store import Store
+
+    with Store(args.store) as history:
+        versions = history.dataset_versions(limit=args.limit)
+    if args.as_json:
+        for version in versions:
+            say(json.dumps(version._asdict()), err=False)
+        return 0
+    if not versions:
+        say("no dataset versions recorded yet (bastion data manifest PATH -o FILE)")
+        return 0
+    say(
+        f"{'ID':>5}  {'RECORDED':25}  {'ROWS':>10}  {'FINGERPRINT':14}  DATASET (MANIFEST)",
+        err=False,
+    )
+    for version in versions:
+        say(
+            f"{version.id:>5}  {version.recorded_at:25}  {version.rows:>10,}  "
+            f"{version.fingerprint[:12]:14}  {version.name} ({version.manifest})",
+            err=False,
+        )
+    return 0
 
 
 def run_history(args: argparse.Namespace) -> int:
     from bastion.store import Store
 
+    if args.datasets:
+        return _dataset_history(args)
     with Store(args.store) as history:
         runs = history.runs(args.limit)
     if args.as_json:

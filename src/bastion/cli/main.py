@@ -26,6 +26,7 @@ COMMANDS: dict[str, Command] = {
     "baseline": Command("scan", "Record every current finding as accepted."),
     "code": Command("code", "Check Python files and notebooks for unsafe ML code."),
     "deps": Command("deps", "Audit dependencies for known vulnerabilities."),
+    "data": Command("data", "Check datasets: integrity, contract, personal data, poisoning."),
     "sign": Command("signing", "Sign a model or dataset in the OpenSSF model-signing format."),
     "verify": Command("signing", "Verify a model-signing signature."),
     "bom": Command("bom", "Write a CycloneDX 1.6 ML-BOM for a model project."),
