@@ -17,6 +17,8 @@ _BOUND_MINIMUMS = {
     "batch_rows": (1, "rows per streamed batch"),
     "max_files": (1, "data files read under one folder"),
     "max_columns": (1, "columns of one dataset"),
+    "pii_max_cell_chars": (100, "characters of one cell examined for personal data"),
+    "pii_min_k": (2, "k-anonymity threshold"),
     "contract_max_categories": (1, "categories a profiled text column may have"),
     "near_duplicate_digits": (1, "significant digits kept for near-duplicate rows"),
     "leakage_sample_rows": (100, "rows the target-leakage models see"),
@@ -50,6 +52,10 @@ class DataOptions(Record):
     batch_rows: int = 65_536  # rows per streamed batch
     max_files: int = 10_000  # data files read under one folder
     max_columns: int = 10_000  # columns of one dataset
+
+    # --- personal data (datacheck/pii.py) ---
+    pii_max_cell_chars: int = 10_000  # characters of one cell examined (longer: PII008)
+    pii_min_k: int = 5  # k-anonymity threshold over the quasi-identifiers (smaller: PII007)
 
     # --- contract (datacheck/contract.py) ---
     contract: str | None = None  # contract file to validate against (--contract)
