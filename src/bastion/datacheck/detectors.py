@@ -207,8 +207,7 @@ _KEYWORDS: dict[str, tuple[str, ...]] = {
     "phone": (
         "phone", "tel", "mobile", "mob", "cell", "call", "fax", "whatsapp", "sms", "telefon",
         "telefono", "teléfono", "téléphone", "portable", "handy", "móvil", "movil", "cellulare",
-        "telefoon", "mobiel", "komórka", "tfn", "mobil", "ring", "appel", "numéro", "nummer",
-        "número", "numero", "contact", "reach",
+        "telefoon", "mobiel", "komórka", "tfn", "mobil", "ring", "appel", "contact", "reach",
     ),
     "us_ssn": ("ssn", "social security", "soc. sec", "ss#", "ss #"),
     "nl_bsn": ("bsn", "burgerservicenummer", "sofinummer", "sofi-nummer"),
@@ -269,7 +268,7 @@ _PHONE = re.compile(
     r"(?<![\w+/.-])(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{4,16}\d"
     r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?(?![\w]|[.\-/]\d)"
 )
-_NANP = re.compile(r"\(?\d{3}\)?[\s.-]?\d{3}[\s.-]\d{4}")
+_NANP = re.compile(r"(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}")
 _DATE_LIKE = re.compile(
     r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[\sT]\d{1,2}(?::\d{2}){0,2})?$"
 )

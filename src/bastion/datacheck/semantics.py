@@ -84,6 +84,8 @@ _WORDS: dict[str, tuple[str, ...]] = {
 
 # words that are too short or too common to match inside a joined name
 _WHOLE_ONLY = {"cap", "pan", "eta", "kon", "tel", "nie", "nir", "dni", "nif", "ip", "age", "sex"}
+# words too common in other senses to match anywhere but as the whole name ("market_cap")
+_EXACT_ONLY = {"cap", "pan", "eta", "kon", "cell"}
 # a bare "name" (nom, nombre, …) is a person's name only if its values look like one, and never
 # next to one of these words
 _NAME_WORDS = {"name", "nom", "nombre", "nome", "naam", "namn", "nazwa", "imie"}
@@ -132,7 +134,7 @@ def column_semantic(column: str) -> str | None:
     best: tuple[int, str] | None = None
     for semantic, vocabulary in _WORDS.items():
         for word in vocabulary:
-            if word in words or word == joined:
+            if word == joined or (word in words and word not in _EXACT_ONLY):
                 score = 3
             elif word not in _WHOLE_ONLY and len(word) >= 5 and word in joined:
                 score = 2
