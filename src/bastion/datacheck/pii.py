@@ -35,7 +35,8 @@ CONTACT = Rule(
     profile=_PROFILE,
     description="A column holds e-mail addresses or phone numbers (numbers are checked against "
     "the numbering plans of the phonenumbers library), as values or inside free text. Contact "
-    "data identifies a person directly; a model trained on it can memorise and repeat it.",
+    "data identifies a person directly (personal data, GDPR Art. 4(1)); a model trained on it "
+    "can memorise and repeat it.",
     remediation="Drop the column or replace the values with pseudonyms before training; if the "
     "data must stay, record the legal basis and restrict who can read the dataset.",
 )
@@ -63,7 +64,8 @@ NATIONAL_ID = Rule(
     "structure rules: US SSN, UK National Insurance number, German Steuer-ID, French NIR, "
     "Spanish DNI/NIE, Italian codice fiscale, Dutch BSN, Polish PESEL, Swedish personnummer, "
     "Indian Aadhaar. Numbers whose shape random values fit often (a bare nine-digit BSN) count "
-    "only next to a keyword naming them or in a column named for them.",
+    "only next to a keyword naming them or in a column named for them. National identification "
+    "numbers have their own conditions of processing (GDPR Art. 87).",
     remediation="Remove the identifiers or replace them with keyed pseudonyms (HMAC with a "
     "secret held outside the dataset); national ids are special-category-adjacent data in most "
     "jurisdictions.",
@@ -77,7 +79,7 @@ NETWORK = Rule(
     profile=_PROFILE,
     description="A column holds IPv4 or IPv6 addresses (loopback, unspecified, multicast, "
     "link-local and reserved addresses are not counted). Under the GDPR an IP address is "
-    "personal data when it can be linked to a person.",
+    "personal data when it can be linked to a person (CJEU C-582/14, Breyer).",
     remediation="Truncate addresses (IPv4 /24, IPv6 /48) or drop them unless the model needs them.",
 )
 IDENTITY = Rule(
@@ -117,7 +119,8 @@ K_ANONYMITY = Rule(
     description="Grouped by the columns that together identify a person (age, date or year of "
     "birth, postcode, sex, nationality, ethnicity, marital status), some rows fall in groups "
     "smaller than the k-anonymity threshold (pii_min_k): anyone who knows those attributes of a "
-    "person can find their row. The smallest k and the rows that are unique are reported.",
+    "person can find their row (singling out, GDPR Recital 26: such data is not anonymous). The "
+    "smallest k and the rows that are unique are reported.",
     remediation="Generalise (age bands, postcode prefixes, year of birth) or suppress the rows "
     "listed until every group has at least k rows.",
 )
