@@ -38,7 +38,10 @@ demo: $(STAMP)
 	$(BIN)/bastion scan $(EXAMPLE) --policy $(EXAMPLE)/bastion.toml --no-store --format text || test $$? -eq 1
 	@echo "== ML-BOM (CycloneDX 1.6)"
 	$(BIN)/bastion bom $(EXAMPLE) --output demo-bom.json
-	@echo "HTML report written to demo-report.html, BOM to demo-bom.json"
+	@echo "== check the new data version against the trusted manifest (exit 1 expected: tampered rows, label flips, a backdoor, personal data, a leaked test row)"
+	$(BIN)/bastion data check --train $(EXAMPLE)/data/incoming/german_credit.csv --test $(EXAMPLE)/data/incoming/test.csv --target creditability --baseline-manifest $(EXAMPLE)/data/german_credit.manifest.json --policy $(EXAMPLE)/bastion.toml --no-store --format html --output demo-data-report.html -q || test $$? -eq 1
+	$(BIN)/bastion data diff $(EXAMPLE)/data/german_credit.csv $(EXAMPLE)/data/incoming/german_credit.csv --policy $(EXAMPLE)/bastion.toml --no-store || test $$? -eq 1
+	@echo "HTML reports written to demo-report.html and demo-data-report.html, BOM to demo-bom.json"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench fuzz docs tools
@@ -70,4 +73,4 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html
+	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html

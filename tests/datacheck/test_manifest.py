@@ -110,9 +110,13 @@ def test_identical_versions() -> None:
 def test_schema_change_is_reported() -> None:
     rows = _rows(20)
     new = [{**{k: v for k, v in r.items() if k != "rate"}, "score": 1} for r in rows]
+    new[6]["amount"] = -1
     diff = diff_indexes(_index(rows, "id"), _index(new, "id"), "a", "b")
     assert diff.added_columns == ["score"] and diff.removed_columns == ["rate"]
-    assert len(diff.modified) == 20
+    # rows are compared on the columns both versions have: only the edited one changed
+    assert [(c.old_row, c.columns) for c in diff.modified] == [(6, ("amount",))]
+    unkeyed = diff_indexes(_index(rows), _index(new), "a", "b")
+    assert [(c.old_row, c.columns) for c in unkeyed.modified] == [(6, ("amount",))]
 
 
 def test_values_are_shown_for_plain_columns_and_redacted_for_personal_data() -> None:

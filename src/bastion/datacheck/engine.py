@@ -187,6 +187,7 @@ def check_dataset(
     options: DataOptions,
     baseline: Manifest | None = None,
     progress: Progress | None = None,
+    single: bool = True,
 ) -> Checked:
     """Integrity pass, then every single-dataset check that applies."""
     from bastion.datacheck.manifest import diff_indexes, index_dataset, index_of_entry
@@ -245,13 +246,15 @@ def check_dataset(
         findings += _duplicate_ids(dataset, id_column, indexed.rows)
     if baseline is not None:
         entry = _baseline_entry(baseline, dataset)
-        if entry is None:
+        if entry is None and len(baseline.datasets) == 1 and single:
+            entry = baseline.datasets[0]  # one file checked against a one-file manifest
+        if entry is None and len(baseline.datasets) > 1:
             findings.append(
                 integrity.files_changed_finding(
                     dataset.name, f"{dataset.name} is not recorded in the baseline manifest"
                 )
             )
-        else:
+        elif entry is not None:
             old = index_of_entry(entry)
             if old is None:
                 if entry.fingerprint != indexed.rows.fingerprint:
@@ -292,9 +295,8 @@ def _duplicate_ids(dataset: Dataset, id_column: str, index: Any) -> list[Finding
 
 
 def _baseline_entry(baseline: Manifest, dataset: Dataset) -> Any:
+    """The manifest entry recording this dataset: by name, else by file name."""
     entry = baseline.dataset(dataset.name)
-    if entry is None and len(baseline.datasets) == 1:
-        return baseline.datasets[0]
     if entry is None and dataset.path is not None:
         for candidate in baseline.datasets:
             if Path(candidate.name).name == dataset.path.name:
@@ -387,15 +389,16 @@ def run_data_checks(
     read: list[Dataset] = []
     by_name: dict[str, TargetResult] = {}
     for dataset in datasets:
-        checked = check_dataset(dataset, options, baseline, progress)
+        checked = check_dataset(dataset, options, baseline, progress, single=len(datasets) == 1)
         by_name[dataset.name] = checked.result
         if checked.dataset is not None:
             read.append(checked.dataset)
     if baseline is not None:
         present = {d.name for d in datasets} | {r.path for r in results}
+        matched = {getattr(_baseline_entry(baseline, d), "name", None) for d in datasets}
         if not (len(baseline.datasets) == 1 and len(datasets) == 1):
             for entry in baseline.datasets:
-                if entry.name not in present:
+                if entry.name not in present and entry.name not in matched:
                     by_name[entry.name] = TargetResult(
                         path=entry.name,
                         format="data",

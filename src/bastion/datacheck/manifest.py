@@ -302,6 +302,16 @@ class HintDiffer:
         self.old_hints = old.hints
         self.new_hints = new.hints
 
+    def shared_rows(self, side: str) -> numpy.ndarray:
+        """Each row's hints on the shared columns, as one bytes value per row."""
+        import numpy as np
+
+        hints = self.old_hints if side == "old" else self.new_hints
+        columns = self.old_cols if side == "old" else self.new_cols
+        assert hints is not None
+        block = np.ascontiguousarray(hints[:, columns])
+        return block.view(f"S{2 * len(columns)}").reshape(len(block))
+
     def __call__(self, i: int, j: int) -> tuple[str, ...] | None:
         if not self.available:
             return None
@@ -348,24 +358,34 @@ def diff_indexes(
             i = old_pos.pop(key, None)
             if i is None:
                 inserted.append(RowChange(None, j, _key_value(new, j), ()))
-            elif old.digests[i] != new.digests[j] or not schema_same:
+            elif schema_same:
+                if old.digests[i] != new.digests[j]:
+                    columns = differ(i, j)
+                    modified.append(RowChange(i, j, _key_value(new, j), columns or ()))
+            else:  # compare the shared columns (by their hints, when there are any)
                 columns = differ(i, j)
-                if columns is None or columns or not schema_same:
+                if columns is None or columns:
                     modified.append(RowChange(i, j, _key_value(new, j), columns or ()))
         for _key, i in sorted(old_pos.items(), key=lambda kv: kv[1]):
             deleted.append(RowChange(i, None, None, ()))
     else:
         if old.keys is not None or new.keys is not None:
             notes.append("only one side has an id column: rows matched by content")
-        if not schema_same:
-            notes.append("the columns differ: every row's digest changes; rows paired by position")
-            for j in range(min(old.rows, new.rows)):
-                modified.append(RowChange(j, j, None, tuple(differ(j, j) or ())))
-            inserted = [RowChange(None, j, None, ()) for j in range(old.rows, new.rows)]
-            deleted = [RowChange(i, None, None, ()) for i in range(new.rows, old.rows)]
-        else:
+        if schema_same:
             unmatched_old, unmatched_new = _multiset_unmatched(old.digests, new.digests)
             modified, inserted, deleted = _pair_by_position(unmatched_old, unmatched_new, differ)
+        elif differ.available:
+            notes.append("the columns differ: rows compared on the shared columns' cell hints")
+            unmatched_old, unmatched_new = _multiset_unmatched(
+                differ.shared_rows("old"), differ.shared_rows("new")
+            )
+            modified, inserted, deleted = _pair_by_position(unmatched_old, unmatched_new, differ)
+        else:
+            notes.append("the columns differ and there are no cell hints: rows paired by position")
+            for j in range(min(old.rows, new.rows)):
+                modified.append(RowChange(j, j, None, ()))
+            inserted = [RowChange(None, j, None, ()) for j in range(old.rows, new.rows)]
+            deleted = [RowChange(i, None, None, ()) for i in range(new.rows, old.rows)]
     identical = (
         old.fingerprint == new.fingerprint and schema_same and not retyped and old.rows == new.rows
     )
