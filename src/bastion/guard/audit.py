@@ -1,0 +1,649 @@
+"""The guard's audit trail: an append-only, hash-chained SQLite log with group commit.
+
+Every decision the guard takes is an `AuditEvent` (who, when, which model, a digest of the
+input, each detector's verdict, the status returned, the latency; never raw request data).
+`AuditLog.append` hands it to one writer thread, which takes every event waiting and writes
+them in a single transaction (group commit) with `synchronous=FULL` in WAL mode, so the commit
+is on disk when it returns; only then does `append` resolve, with the event's sequence number.
+A request is therefore answered only after its event is durable. In strict mode (the default)
+an event that cannot be written makes `append` raise `AuditUnavailable`: the guard answers 503,
+never an unaudited 2xx.
+
+Each record carries the SHA-256 of the record before it and its own, computed over fixed
+canonical bytes (`record_hash`), so an edited, deleted, inserted or reordered record breaks
+the chain where it happened. Triggers refuse UPDATE and DELETE and any insert that is not the
+next sequence number. Someone who can write the file can drop the triggers and recompute the
+hashes; signed checkpoints (`checkpoints.py`), written outside the database every
+`checkpoint_every` events or `checkpoint_seconds`, make that visible too.
+
+Several guard workers each keep their own chain, in their own file (`worker_log_path`); the
+chain id and worker name are in every record's hash, so records cannot be moved between chains.
+`bastion audit verify` checks a chain (`audit_verify.py`); `bastion audit export` merges chains
+(`audit_export.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import hashlib
+import hmac
+import math
+import queue
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from bastion.guard.checkpoints import (
+    AuditError,
+    Checkpoint,
+    append_checkpoint,
+    drop_torn_tail,
+    load_signing_key,
+    read_checkpoints,
+    sign,
+    signature_ok,
+)
+from bastion.records import Checked, Record, RecordError, field
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = [
+    "NOT_RECORDED",
+    "AuditError",
+    "AuditEvent",
+    "AuditLog",
+    "AuditStatus",
+    "AuditUnavailable",
+    "checkpoint_path_for",
+    "input_digest",
+    "record_hash",
+    "utc_now",
+    "worker_log_path",
+]
+
+FORMAT = 1
+NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
+MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
+MAX_DECISIONS = 32
+_DIGEST = re.compile(r"^(sha256|hmac-sha256):[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
+_ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}$")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+_WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+SCHEMA = f"""
+CREATE TABLE chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    chain TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    format INTEGER NOT NULL
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY,
+    recorded_at TEXT NOT NULL,
+    event BLOB NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX events_time ON events (recorded_at);
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER events_in_order BEFORE INSERT ON events
+    WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM events)
+    BEGIN SELECT RAISE(ABORT, 'audit records are appended in sequence'); END;
+CREATE TRIGGER chain_no_update BEFORE UPDATE ON chain
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER chain_no_delete BEFORE DELETE ON chain
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+PRAGMA user_version = {FORMAT};
+"""
+TRIGGERS = frozenset(
+    {
+        "events_no_update",
+        "events_no_delete",
+        "events_in_order",
+        "chain_no_update",
+        "chain_no_delete",
+    }
+)
+
+
+class AuditUnavailable(AuditError):
+    """An event could not be made durable (disk full, I/O error, queue full, log closed or
+    failed). In strict mode the request it describes must not be answered with a 2xx."""
+
+
+def utc_now() -> str:
+    """The current time as audit events write it (UTC, microseconds, `Z`)."""
+    return _format_time(time.time())
+
+
+def _format_time(seconds: float) -> str:
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def input_digest(data: bytes, *, key: bytes | None = None) -> str:
+    """The digest an event carries instead of the input. With a key (a deployment secret) it is
+    an HMAC, which an auditor holding the key can match against a disputed request but which
+    nobody else can reverse by guessing: a plain hash of a phone number or a birth date is
+    found by trying them all."""
+    if key is not None:
+        return "hmac-sha256:" + hmac.new(key, data, hashlib.sha256).hexdigest()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class AuditEvent(Checked):
+    """One decision of the guard. Only identifiers, digests and verdicts: `key_id` is the API
+    key's id (never its secret), `input_digest` and `model_digest` are `sha256:<hex>` (or
+    `hmac-sha256:<hex>`), `decisions` maps a detector to its action (allow, flag, block,
+    redact, ...). Free text is refused so that no request content can reach the log."""
+
+    at: str
+    key_id: str | None
+    tenant: str | None
+    route: str
+    model_digest: str
+    input_digest: str
+    decisions: dict[str, str] = field(default_factory=dict)
+    status: int
+    latency_ms: float
+
+    def _validate(self) -> None:
+        if not _TIME.match(self.at):
+            raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
+        for name in ("key_id", "tenant"):
+            value = getattr(self, name)
+            if value is not None and not _NAME.match(value):
+                raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
+        if not _ROUTE.match(self.route):
+            raise RecordError("route", "must be a path (letters, digits, _.~/-)")
+        for name in ("model_digest", "input_digest"):
+            if not _DIGEST.match(getattr(self, name)):
+                raise RecordError(name, "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
+        if len(self.decisions) > MAX_DECISIONS:
+            raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
+        for detector, action in self.decisions.items():
+            if not _NAME.match(detector) or not _NAME.match(action):
+                raise RecordError("decisions", "detector and action must be identifiers")
+        if not 100 <= self.status <= 599:
+            raise RecordError("status", "must be an HTTP status (100-599)")
+        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
+            raise RecordError("latency_ms", "must be a finite number >= 0")
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def encode_event(event: AuditEvent) -> bytes:
+    return _ENCODER.encode(event)
+
+
+def genesis_hash(chain: str) -> str:
+    return hashlib.sha256(b"bastion-audit/1 genesis\n" + chain.encode("ascii")).hexdigest()
+
+
+def record_hash(
+    chain: str, worker: str, seq: int, prev: str, recorded_at: str, event: bytes
+) -> str:
+    """SHA-256 over a record's canonical bytes: a fixed prefix, then chain id, worker, sequence
+    number, previous hash and recording time one a line (none can hold a newline), then the
+    event's bytes exactly as stored."""
+    head = f"bastion-audit/1\n{chain}\n{worker}\n{seq}\n{prev}\n{recorded_at}\n"
+    return hashlib.sha256(head.encode("utf-8") + event).hexdigest()
+
+
+def stored_bytes(value: object) -> bytes:
+    """A stored event as bytes, whatever type an editor of the file left in the column (a TEXT
+    value hashes as its UTF-8, so a changed type is a changed record)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return repr(value).encode("ascii", "backslashreplace")
+
+
+def worker_log_path(folder: Path, worker: str) -> Path:
+    """Where worker `worker` keeps its chain in a folder shared by several workers."""
+    if not _WORKER.match(worker):
+        raise AuditError(f"worker name {worker!r} must be letters, digits, _ . -")
+    return folder / f"audit-{worker}.sqlite3"
+
+
+def checkpoint_path_for(path: Path) -> Path:
+    """The default checkpoint file of a log: beside it, `<log>.checkpoints`."""
+    return path.with_name(path.name + ".checkpoints")
+
+
+class AuditStatus(Record):
+    """What /readyz and /metrics need: whether appends currently succeed, and counters."""
+
+    ready: bool
+    appended: int
+    batches: int
+    failed: int
+    pending: int
+    last_seq: int
+    last_checkpoint_seq: int
+    last_error: str | None = None
+
+
+class _Pending:
+    __slots__ = ("data", "future")
+
+    def __init__(self, data: bytes, future: concurrent.futures.Future[int]) -> None:
+        self.data = data
+        self.future = future
+
+
+_STOP = object()
+
+
+class AuditLog:
+    """One worker's chain. `await log.append(event)` returns the event's sequence number once
+    it is durable; `log.submit(event)` is the same for threads (a concurrent Future).
+
+    Opening an existing log checks that its last record still hashes to itself and that it
+    agrees with its last checkpoint (a log that does not is refused: run `bastion audit
+    verify`). `max_bytes` caps the database (appends past it fail like a full disk);
+    `max_pending` bounds the events waiting for the writer."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signing_key: Path | None = None,
+        strict: bool = True,
+        worker: str | None = None,
+        checkpoint_path: Path | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 10.0,
+        max_batch: int = 1024,
+        max_pending: int = 65536,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.strict = strict
+        self.checkpoint_path = Path(checkpoint_path or checkpoint_path_for(self.path))
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.checkpoint_seconds = max(0.01, checkpoint_seconds)
+        self.max_batch = max(1, max_batch)
+        self._key: Ed25519PrivateKey | None = (
+            load_signing_key(Path(signing_key)) if signing_key is not None else None
+        )
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_pending))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._failed_writer: str | None = None
+        self._appended = self._batches = self._failed = 0
+        self._last_error: str | None = None
+        self._checkpoint_error: str | None = None
+        self._conn = self._open(worker, max_bytes)
+        self._since_checkpoint = 0
+        self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
+        self._thread = threading.Thread(
+            target=self._run, name=f"bastion-audit-{self.worker}", daemon=True
+        )
+        self._thread.start()
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _open(self, worker: str | None, max_bytes: int | None) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open the audit log {self.path}: {exc}") from None
+        try:
+            self._prepare(conn, worker, max_bytes)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise AuditError(
+                f"cannot use the audit log {self.path}: {exc}",
+                hint="check the file's permissions and free space; `bastion audit verify` "
+                "tells whether it is damaged",
+            ) from None
+        except AuditError:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection, worker: str | None, max_bytes: int | None) -> None:
+        conn.execute("PRAGMA trusted_schema = OFF")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise AuditError(f"the audit log {self.path} cannot use WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA wal_autocheckpoint = 4096")
+        if max_bytes is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(2, int(max_bytes) // int(page))}")
+        # BEGIN IMMEDIATE takes the write lock: a read-only file fails here, not at the
+        # first request
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if version == 0 and not tables:
+                chain = secrets.token_hex(16)
+                name = worker or _worker_from(self.path)
+                for statement in _statements(SCHEMA):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO chain (id, chain, worker, created_at, format) "
+                    "VALUES (1, ?, ?, ?, ?)",
+                    (chain, name, utc_now(), FORMAT),
+                )
+            elif version != FORMAT:
+                raise AuditError(
+                    f"{self.path} is not a bastion audit log of format {FORMAT} "
+                    f"(user_version {version})"
+                )
+            # a write that changes nothing: SQLite opens a file it cannot write read-only,
+            # silently, and BEGIN IMMEDIATE does not notice
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        row = conn.execute("SELECT chain, worker FROM chain WHERE id = 1").fetchone()
+        if row is None:
+            raise AuditError(f"{self.path} has lost its chain header")
+        self.chain, self.worker = str(row[0]), str(row[1])
+        if worker is not None and worker != self.worker:
+            raise AuditError(f"{self.path} is worker {self.worker}'s chain, not {worker}'s")
+        missing = TRIGGERS - {
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        }
+        if missing:
+            raise AuditError(
+                f"the audit log {self.path} has lost its append-only triggers "
+                f"({', '.join(sorted(missing))})",
+                hint="someone altered the file: run `bastion audit verify`",
+            )
+        self._seq, self._head, self._last_at = self._tail(conn)
+        self._last_checkpoint = self._check_checkpoints(conn)
+
+    def _tail(self, conn: sqlite3.Connection) -> tuple[int, str, str]:
+        row = conn.execute(
+            "SELECT seq, recorded_at, event, prev, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return 0, genesis_hash(self.chain), ""
+        seq, at, data, prev, stored = (
+            int(row[0]),
+            str(row[1]),
+            stored_bytes(row[2]),
+            str(row[3]),
+            row[4],
+        )
+        if record_hash(self.chain, self.worker, seq, prev, at, data) != stored:
+            raise AuditError(
+                f"the last record ({seq}) of {self.path} does not match its hash",
+                hint="the log was altered: run `bastion audit verify`",
+            )
+        return seq, str(stored), at
+
+    def _check_checkpoints(self, conn: sqlite3.Connection) -> int:
+        """The last checkpoint must be signed by our key (when we have one), belong to this
+        chain and agree with the database; a new chain gets its genesis checkpoint."""
+        if not self.checkpoint_path.exists():
+            if self._seq > 0:
+                raise AuditError(
+                    f"the checkpoint file {self.checkpoint_path} of {self.path} is missing",
+                    hint="restore it; without it truncation of the log cannot be detected",
+                )
+            self._write_checkpoint()
+            return 0
+        found = read_checkpoints(self.checkpoint_path)
+        if found.torn_tail:  # a crash while appending: drop the fragment, keep the lines
+            drop_torn_tail(self.checkpoint_path)
+        if found.bad_lines:
+            raise AuditError(f"{self.checkpoint_path} has unreadable lines {found.bad_lines[:5]}")
+        if not found.checkpoints:
+            if self._seq > 0:
+                raise AuditError(f"{self.checkpoint_path} holds no checkpoint")
+            self._write_checkpoint()
+            return 0
+        last = found.checkpoints[-1]
+        if last.chain != self.chain:
+            raise AuditError(f"{self.checkpoint_path} belongs to another chain")
+        if self._key is not None and not signature_ok(last, self._key.public_key()):
+            raise AuditError(
+                f"the last checkpoint in {self.checkpoint_path} is not signed by this key"
+            )
+        if last.seq > self._seq:
+            raise AuditError(
+                f"{self.path} ends at record {self._seq} but was checkpointed at {last.seq}",
+                hint="the log was truncated: run `bastion audit verify`",
+            )
+        if last.seq > 0:
+            row = conn.execute("SELECT hash FROM events WHERE seq = ?", (last.seq,)).fetchone()
+            if row is None or row[0] != last.head:
+                raise AuditError(
+                    f"record {last.seq} of {self.path} does not match its checkpoint",
+                    hint="the log was rewritten: run `bastion audit verify`",
+                )
+        return last.seq
+
+    # -- appending ------------------------------------------------------------------------
+
+    def submit(self, event: AuditEvent) -> concurrent.futures.Future[int]:
+        """Queue `event`; the future resolves to its sequence number once it is durable (or to
+        NOT_RECORDED in a non-strict log that could not write it) and fails with
+        AuditUnavailable in a strict one."""
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        problem = self._refusal()
+        if problem is None:
+            data = encode_event(event)
+            if len(data) > MAX_EVENT_BYTES:
+                problem = f"an audit event of {len(data)} bytes is over the bound"
+            else:
+                try:
+                    self._queue.put_nowait(_Pending(data, future))
+                    return future
+                except queue.Full:
+                    problem = "the audit queue is full"
+        self._fail(future, problem)
+        return future
+
+    async def append(self, event: AuditEvent) -> int:
+        """The event's sequence number, once it is durable (see `submit`)."""
+        return await asyncio.wrap_future(self.submit(event))
+
+    def _refusal(self) -> str | None:
+        if self._closed:
+            return "the audit log is closed"
+        if self._failed_writer is not None:
+            return f"the audit writer stopped: {self._failed_writer}"
+        if self.strict and self._checkpoint_error is not None:
+            return f"cannot write checkpoints: {self._checkpoint_error}"
+        return None
+
+    def _fail(self, future: concurrent.futures.Future[int], problem: str) -> None:
+        with self._lock:
+            self._failed += 1
+            self._last_error = problem
+        if self.strict:
+            future.set_exception(AuditUnavailable(f"event not recorded: {problem}"))
+        else:
+            future.set_result(NOT_RECORDED)
+
+    def status(self) -> AuditStatus:
+        with self._lock:
+            return AuditStatus(
+                ready=self._refusal() is None and self._last_error is None,
+                appended=self._appended,
+                batches=self._batches,
+                failed=self._failed,
+                pending=self._queue.qsize(),
+                last_seq=self._seq,
+                last_checkpoint_seq=self._last_checkpoint,
+                last_error=self._last_error or self._checkpoint_error,
+            )
+
+    @property
+    def ready(self) -> bool:
+        return self.status().ready
+
+    def close(self) -> None:
+        """Write what is queued, a final checkpoint, and close. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=1.0)
+                break
+            except queue.Full:  # pragma: no cover - the writer drains it
+                if not self._thread.is_alive():
+                    break
+        self._thread.join()
+        self._conn.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # pragma: no cover - a bug; fail every waiter
+            self._failed_writer = f"{type(exc).__name__}: {exc}"
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Pending):
+                    self._fail(item.future, self._failed_writer)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = max(0.0, self._checkpoint_due - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._maybe_checkpoint(idle=True)
+                continue
+            batch: list[_Pending] = []
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+                self._maybe_checkpoint(idle=False)
+        if self._since_checkpoint:
+            self._checkpoint_now()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        seq, prev, last_at = self._seq, self._head, self._last_at
+        rows = []
+        now = _format_time(time.time())
+        at = max(now, last_at)  # the chain's recording times never go back
+        for pending in batch:
+            seq += 1
+            digest = record_hash(self.chain, self.worker, seq, prev, at, pending.data)
+            rows.append((seq, at, pending.data, prev, digest))
+            prev = digest
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO events (seq, recorded_at, event, prev, hash) VALUES (?,?,?,?,?)",
+                    rows,
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            for pending in batch:
+                self._fail(pending.future, problem)
+            return
+        with self._lock:
+            self._seq, self._head, self._last_at = seq, prev, at
+            self._appended += len(batch)
+            self._batches += 1
+            self._last_error = None
+        self._since_checkpoint += len(batch)
+        first = seq - len(batch) + 1
+        for offset, pending in enumerate(batch):
+            pending.future.set_result(first + offset)
+
+    def _maybe_checkpoint(self, *, idle: bool) -> None:
+        due = time.monotonic() >= self._checkpoint_due
+        if self._since_checkpoint >= self.checkpoint_every or (due and self._since_checkpoint):
+            self._checkpoint_now()
+        elif due or idle:
+            self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
+            if self._checkpoint_error is not None:
+                self._checkpoint_now()  # retry so a strict log can recover
+
+    def _checkpoint_now(self) -> None:
+        try:
+            self._write_checkpoint()
+        except (OSError, AuditError) as exc:
+            with self._lock:
+                self._checkpoint_error = str(exc)
+        else:
+            with self._lock:
+                self._checkpoint_error = None
+        self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
+
+    def _write_checkpoint(self) -> None:
+        checkpoint = sign(
+            Checkpoint(
+                chain=self.chain, worker=self.worker, seq=self._seq, head=self._head, at=utc_now()
+            ),
+            self._key,
+        )
+        append_checkpoint(self.checkpoint_path, checkpoint)
+        self._last_checkpoint = self._seq
+        self._since_checkpoint = 0
+
+
+def _worker_from(path: Path) -> str:
+    stem = path.name.split(".")[0]
+    stem = stem[len("audit-") :] if stem.startswith("audit-") else stem
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:64].lstrip("-_.")
+    return cleaned or "main"
+
+
+def _statements(script: str) -> list[str]:
+    """SCHEMA's statements one by one (executescript would commit the open transaction)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
