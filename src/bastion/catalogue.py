@@ -10,7 +10,12 @@ from importlib import import_module
 from bastion.rules import Rule
 
 # modules that declare rules outside the project checks' families (each exports RULES)
-OTHER_RULE_MODULES = ("bastion.runs",)
+OTHER_RULE_MODULES = (
+    "bastion.runs",
+    # bastion probe (model testing)
+    "bastion.probe.evasion",
+    "bastion.probe.consistency",
+)
 
 
 class DuplicateRuleError(ValueError):

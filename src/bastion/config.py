@@ -128,6 +128,37 @@ class SigningSettings(Checked):
             )
 
 
+class ProbeSettings(Checked):
+    """The [probe] table: what `bastion probe` measures and the thresholds its findings judge.
+    Shares are fractions in [0, 1]; budgets are in the probe spec's cost units (bastion/probe)."""
+
+    min_robust_accuracy: float = 0.6  # accuracy left when declined rows may change (PRB002)
+    max_flippable_share: float = 0.25  # declined rows flippable within the budget (PRB001)
+    max_membership_auc: float = 0.6  # best membership-inference attack's ROC AUC (PRB010)
+    max_extraction_fidelity: float = 0.9  # surrogate agreement within the query budget (PRB020)
+    budgets: tuple[float, ...] = (0.25, 0.5, 1.0)  # evasion budgets; the largest is judged
+    queries: int = 2000  # extraction: the attacker's query budget
+    queries_per_row: int = 1000  # evasion: queries spent on one declined row at most
+    max_rows: int = 200  # evasion: declined rows probed (a seeded sample beyond this)
+    seed: int = 0
+
+    def _validate(self) -> None:
+        for name in (
+            "min_robust_accuracy",
+            "max_flippable_share",
+            "max_membership_auc",
+            "max_extraction_fidelity",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise RecordError(name, f"must be between 0 and 1, not {value}")
+        if not self.budgets or any(not 0 < b < 1e6 for b in self.budgets):
+            raise RecordError("budgets", "one or more positive costs (below 1e6)")
+        for name, low in (("queries", 10), ("queries_per_row", 10), ("max_rows", 1)):
+            if getattr(self, name) < low:
+                raise RecordError(name, f"must be at least {low}")
+
+
 EXECUTORS = ("local", "ray")
 
 
@@ -150,6 +181,7 @@ class Settings(Checked):
     coverage: dict[str, str] = field(default_factory=dict)
     # the [data] table: DataOptions fields (datacheck/options.py), validated by the data checks
     data: dict[str, Any] = field(default_factory=dict)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)  # [probe]: bastion probe
     source: str | None = None  # file the settings came from
 
     @property

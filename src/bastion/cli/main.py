@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     "sign": Command("signing", "Sign a model or dataset in the OpenSSF model-signing format."),
     "verify": Command("signing", "Verify a model-signing signature."),
     "bom": Command("bom", "Write a CycloneDX 1.6 ML-BOM for a model project."),
+    "probe": Command("probe", "Test a model: evasion, membership inference, extraction."),
     "rules": Command("history", "List every rule with its severity and taxonomy tags."),
     "history": Command("history", "List recorded runs, newest first."),
     "show": Command("history", "Re-render a recorded run in any format."),

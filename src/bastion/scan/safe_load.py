@@ -12,6 +12,7 @@ from typing import Any
 
 from bastion.config import Settings
 from bastion.errors import InputError, MissingExtra, UnsafeArtifactError, UsageError
+from bastion.findings import Report
 from bastion.policy import Status, evaluate
 from bastion.scan.engine import scan_bytes
 from bastion.scan.pickle_globals import ANY_USE, classify
@@ -48,13 +49,11 @@ def _joblib_load(data: bytes) -> Any:
         return unpickler.load()
 
 
-def safe_load(
-    path: Path,
-    settings: Settings | None = None,
-    *,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    map_location: str = "cpu",
-) -> Any:
+def read_checked(
+    path: Path, settings: Settings | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[bytes, Report]:
+    """The file's bytes, read once, and their scan report; UnsafeArtifactError (carrying the
+    report) when the scan does not pass the policy. Load only these bytes."""
     settings = settings or Settings()  # built-in defaults: nothing near the file counts
     try:
         size = path.stat().st_size
@@ -68,12 +67,40 @@ def safe_load(
     if verdict.status is not Status.PASSED:
         detail = "; ".join(verdict.reasons) or verdict.status.value
         raise UnsafeArtifactError(f"refusing to load {path}: {detail}", report)
-    result = report.results[0]
-    formats = result.format
+    return data, report
+
+
+def safe_load(
+    path: Path,
+    settings: Settings | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    map_location: str = "cpu",
+) -> Any:
+    data, report = read_checked(path, settings, max_bytes=max_bytes)
+    return load_scanned(data, report.results[0].format, map_location=map_location)
+
+
+def load_scanned(data: bytes, formats: str, *, map_location: str = "cpu") -> Any:
+    """Load bytes that `read_checked` passed, as the format the scan identified, with the
+    restricted loaders. ONNX gives an onnxruntime session built from the bytes (CPU, no
+    custom-op libraries)."""
     if formats == "pickle" or formats in ("gzip", "bz2", "xz", "zlib"):
         if b"NumpyArrayWrapper" in data or formats != "pickle":
             return _joblib_load(data)
         return _AllowlistUnpickler(io.BytesIO(data), encoding="latin1").load()
+    if formats == "onnx":
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise MissingExtra("onnxruntime", "probe") from exc
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise InputError(f"onnxruntime cannot load the model: {exc}") from exc
     if formats == "zip" and (b"data.pkl" in data[-65_536:] or b"data.pkl" in data[:4096]):
         try:
             import torch
