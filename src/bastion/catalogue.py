@@ -15,6 +15,7 @@ OTHER_RULE_MODULES = (
     # bastion probe (model testing)
     "bastion.probe.evasion",
     "bastion.probe.consistency",
+    "bastion.probe.membership",
 )
 
 
