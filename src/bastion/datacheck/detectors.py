@@ -148,23 +148,53 @@ def scan(
     if groups is None:
         groups = [name for name, pattern in _GROUPS.items() if pattern.search(text)]
     found = list(_candidates(text, hint, groups))
-    named = {c: c.kind == hint or _keyword_before(text, c.start, c.kind) for c in found if c.weak}
+    named = {c: c.kind == hint or _keyword_before(text, c.start, c.kind) for c in found}
     shapes = [(c.kind, c.valid) for c in found if not c.weak or named[c]]
-    chosen = _resolve([c for c in found if c.valid and (not c.weak or named[c])], hint)
+    # a strong shape whose check fails (a mistyped IBAN, a card failing Luhn) is not personal
+    # data, and neither is anything inside it (a "phone number" among an IBAN's digits)
+    blockers = [c for c in found if not c.valid and not c.weak and c.kind in _BLOCKING]
+    counted = [c for c in found if c.valid and (not c.weak or named[c])]
+    # and digits a keyword names as one kind that fail its check are not another kind
+    blockers += [c for c in found if not c.valid and named[c] and c.kind != "phone"]
+    counted = [c for c in counted if not _inside_failed(c, blockers, named)]
+    chosen = _resolve(counted, hint, named)
     matches = [Match(c.kind, c.start, c.end, mask(c.kind, text[c.start : c.end])) for c in chosen]
     if "secret" in groups:
         matches += _secrets(text, matches)
     return sorted(matches, key=lambda m: (m.start, m.end)), shapes
 
 
-def _resolve(found: list[_Candidate], hint: str | None) -> list[_Candidate]:
-    """Drop overlaps: the longer span wins, then the hinted kind, then a strong shape over a
-    weak one named by a keyword, then the stronger check."""
+# kinds whose shape alone says what the value is (a country code and its IBAN length, a card's
+# grouping, a personnummer's date and separator): bare digit runs and phone numbers are not
+_BLOCKING = {"iban", "credit_card", "fr_nir", "it_fiscal_code", "se_personnummer", "in_aadhaar"}
+
+
+def _inside_failed(
+    candidate: _Candidate, blockers: list[_Candidate], named: dict[_Candidate, bool]
+) -> bool:
+    return any(
+        b.start <= candidate.start
+        and candidate.end <= b.end
+        and (
+            b.end - b.start > candidate.end - candidate.start
+            or candidate.kind == "phone"
+            or (named[b] and not named[candidate])
+        )
+        for b in blockers
+    )
+
+
+def _resolve(
+    found: list[_Candidate], hint: str | None, named: dict[_Candidate, bool]
+) -> list[_Candidate]:
+    """Drop overlaps: the longer span wins, then the hinted kind, then one a keyword names, then
+    a strong shape over a weak one, then the stronger check."""
     ordered = sorted(
         found,
         key=lambda c: (
             -(c.end - c.start),
             c.kind != hint,
+            not named[c],
             c.weak,
             _PRIORITY.get(c.kind, 99),
             c.start,
@@ -260,13 +290,13 @@ _CF = re.compile(
     r"[0-9LMNPQRSTUV]{3}[A-Z](?![A-Za-z0-9])"
 )
 _PERSONNUMMER = re.compile(r"(?<![\w.,/-])(?:\d{2})?\d{6}([-+]?)\d{4}(?![\w-]|[.,/]\d)")
-_AADHAAR = re.compile(r"(?<![\w.,/-])[2-9]\d{3}( ?)\d{4}\1\d{4}(?![\w-]|[.,/]\d)")
+_AADHAAR = re.compile(r"(?<![\w.,/-])(?<!\d )[2-9]\d{3}( ?)\d{4}\1\d{4}(?![\w-]|[.,/]\d| \d)")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _VERSION_BEFORE = re.compile(r"(?:\bv|version|ver\.?|release|build|rev\.?)\s*$", re.IGNORECASE)
 _PHONE = re.compile(
-    r"(?<![\w+/.-])(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{4,16}\d"
-    r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?(?![\w]|[.\-/]\d)"
+    r"(?<![\w+/.:-])(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{3,16}\d"
+    r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?(?![\w]|[.\-/]\w)"
 )
 _NANP = re.compile(r"(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}")
 _DATE_LIKE = re.compile(
@@ -385,7 +415,7 @@ def _ip_valid(value: str) -> bool:
         address.is_unspecified
         or address.is_loopback
         or address.is_multicast
-        or address.is_reserved
+        or (address.version == 4 and address.is_reserved)
         or address.is_link_local
         or (address.version == 4 and value.startswith("255."))
     )
@@ -395,7 +425,11 @@ def _phone(text: str, m: re.Match[str], hint: str | None) -> Iterator[_Candidate
     value = m.group(0)
     number = re.split(r"\s?(?:x|ext\.?|#)\s?\d", value, maxsplit=1)[0].strip()
     digits = _digits(number)
-    if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(number) or ids.isbn_valid(digits):
+    if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(number):
+        return
+    # a book number: ISBN-13 (978/979) always; ISBN-10 (one ten-digit number in eleven passes
+    # its check) only where the text says so
+    if ids.isbn_valid(digits) and (len(digits) == 13 or _named_isbn(text, m.start())):
         return
     international = number.startswith(("+", "00"))
     separated = bool(re.search(r"[\s.\-/()]", number))
@@ -408,6 +442,10 @@ def _phone(text: str, m: re.Match[str], hint: str | None) -> Iterator[_Candidate
     if not strong and hint != "phone" and not _keyword_before(text, m.start(), "phone"):
         return  # a weak shape nothing names: not worth phonenumbers' time
     yield _Candidate("phone", m.start(), m.end(), _phone_valid(number, international), not strong)
+
+
+def _named_isbn(text: str, start: int) -> bool:
+    return "isbn" in text[max(0, start - CONTEXT) : start].lower()
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -482,6 +520,6 @@ EMAIL_VALUE_PATTERN = (
 )
 # A value shaped like exactly one phone number (see pii's phone-column sampling).
 PHONE_VALUE_PATTERN = (
-    r"^\s*(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{4,16}\d"
+    r"^\s*(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{3,16}\d"
     r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?\s*$"
 )

@@ -31,7 +31,8 @@ def luhn_valid(digits: str) -> bool:
 # schemes' public documentation (Visa, Mastercard incl. the 2-series, Amex, Discover, JCB, Diners,
 # UnionPay, Maestro). Ranges are compared on as many leading digits as the bounds have.
 _CARD_RANGES: tuple[tuple[str, int, int, frozenset[int]], ...] = (
-    ("visa", 4, 4, frozenset({13, 16, 19})),
+    # Visa's 13-digit numbers are no longer issued, and 13 digits are an EAN-13 barcode's length
+    ("visa", 4, 4, frozenset({16, 19})),
     ("mastercard", 51, 55, frozenset({16})),
     ("mastercard", 2221, 2720, frozenset({16})),
     ("amex", 34, 34, frozenset({15})),
@@ -46,8 +47,9 @@ _CARD_RANGES: tuple[tuple[str, int, int, frozenset[int]], ...] = (
     ("diners", 300, 305, frozenset({14, 15, 16, 17, 18, 19})),
     ("diners", 36, 36, frozenset({14, 15, 16, 17, 18, 19})),
     ("diners", 38, 39, frozenset({14, 15, 16, 17, 18, 19})),
-    ("maestro", 50, 50, frozenset(range(12, 20))),
-    ("maestro", 56, 69, frozenset(range(12, 20))),
+    # Maestro allows 12-19 digits; 12-15-digit cards are rare and collide with other ids
+    ("maestro", 50, 50, frozenset(range(16, 20))),
+    ("maestro", 56, 69, frozenset(range(16, 20))),
     ("mir", 2200, 2204, frozenset({16, 17, 18, 19})),
 )
 
