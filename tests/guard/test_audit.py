@@ -376,3 +376,329 @@ def test_checkpoint_lines_survive_a_torn_tail(tmp_path: Path) -> None:
     with AuditLog(path) as log:  # a torn last line is a crash, not a reason to stop
         assert asyncio.run(append_many(log, 1)) == [4]
     assert json.loads(checkpoints.read_bytes().splitlines()[-1])["seq"] == 4
+
+
+# -- verify: every kind of tampering is found, and the first bad record is named ----------
+
+from bastion.guard.audit_export import as_ocsf, merged, parse_since  # noqa: E402
+from bastion.guard.audit_verify import verify_log  # noqa: E402
+
+
+def make_log(tmp_path: Path, key: Path | None, count: int = 40, **options: int) -> Path:
+    path = tmp_path / "audit-w1.sqlite3"
+    with AuditLog(path, signing_key=key, **options) as log:  # type: ignore[arg-type]
+        for _ in range(count // 10):
+            asyncio.run(append_many(log, 10))
+    return path
+
+
+def attack(path: Path, *statements: str) -> None:
+    """Write as an attacker would: drop the triggers, change rows, put the triggers back."""
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        triggers = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+        for name, _sql in triggers:
+            conn.execute(f"DROP TRIGGER {name}")
+        for statement in statements:
+            conn.execute(statement)
+        for _name, sql in triggers:
+            conn.execute(sql)
+
+
+def public(key: Path) -> Path:
+    return key.with_name(key.name + ".pub")
+
+
+def test_intact_log_verifies_with_signatures(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key, checkpoint_every=10)
+    check = verify_log(path, public_key=public(key))
+    assert check.ok, check.problems
+    assert check.records == 40 and check.last_seq == 40
+    assert check.signed_checkpoints == check.checkpoints >= 5
+    assert check.first_break is None and not check.warnings
+
+
+@pytest.mark.parametrize(
+    ("statements", "seq", "kind"),
+    [
+        (
+            [
+                "UPDATE events SET event = CAST(replace(CAST(event AS TEXT), '200', '403') AS BLOB)"
+                " WHERE seq = 17"
+            ],
+            17,
+            "edited",
+        ),
+        (["DELETE FROM events WHERE seq = 23"], 23, "missing"),
+        (["DELETE FROM events WHERE seq BETWEEN 5 AND 9"], 5, "missing"),
+        (
+            [
+                "DELETE FROM events WHERE seq = 12",
+                "UPDATE events SET seq = -seq WHERE seq > 12",
+                "UPDATE events SET seq = -seq - 1 WHERE seq < 0",
+            ],
+            12,
+            "edited",
+        ),  # delete + renumber
+        (
+            [
+                "UPDATE events SET seq = -seq WHERE seq >= 30",
+                "UPDATE events SET seq = 1 - seq WHERE seq < 0",
+                "INSERT INTO events SELECT 30, recorded_at, event, prev, hash FROM events "
+                "WHERE seq = 29",
+            ],
+            30,
+            "edited",
+        ),  # insert a copy in the middle
+        (
+            [
+                "UPDATE events SET event = (SELECT event FROM events WHERE seq = 33)"
+                " WHERE seq = 11",
+            ],
+            11,
+            "edited",
+        ),  # swap-like: another record's content
+        (
+            ["UPDATE events SET recorded_at = '2001-01-01T00:00:00.000000Z' WHERE seq = 8"],
+            8,
+            "edited",
+        ),
+        (["UPDATE events SET prev = hash WHERE seq = 3"], 3, "edited"),
+    ],
+)
+def test_tampering_is_named(
+    tmp_path: Path, key: Path, statements: list[str], seq: int, kind: str
+) -> None:
+    path = make_log(tmp_path, key)
+    attack(path, *statements)
+    check = verify_log(path, public_key=public(key))
+    assert not check.ok
+    first = check.first_break
+    assert first is not None and (first.seq, first.kind) == (seq, kind), check.problems
+
+
+def rehash_from(path: Path, start: int) -> None:
+    """The careful attacker: recompute every hash from `start` on so the chain links again."""
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        chain, worker = conn.execute("SELECT chain, worker FROM chain").fetchone()
+        prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (start - 1,)).fetchone()[0]
+        rows = conn.execute(
+            "SELECT seq, recorded_at, event FROM events WHERE seq >= ? ORDER BY seq", (start,)
+        ).fetchall()
+    updates = []
+    for seq, at, data in rows:
+        digest = record_hash(chain, worker, seq, prev, at, bytes(data))
+        updates.append(f"UPDATE events SET prev = '{prev}', hash = '{digest}' WHERE seq = {seq}")
+        prev = digest
+    attack(path, *updates)
+
+
+def test_rewrite_of_one_record_with_its_hash_is_named(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key)
+    attack(
+        path,
+        "UPDATE events SET event = CAST(replace(CAST(event AS TEXT), 'allow', 'block')"
+        " AS BLOB) WHERE seq = 14",
+    )
+    with sqlite3.connect(path) as conn:
+        chain, worker = conn.execute("SELECT chain, worker FROM chain").fetchone()
+        seq, at, data, prev = conn.execute(
+            "SELECT seq, recorded_at, event, prev FROM events WHERE seq = 14"
+        ).fetchone()
+    digest = record_hash(chain, worker, seq, prev, at, bytes(data))
+    attack(path, f"UPDATE events SET hash = '{digest}' WHERE seq = 14")
+    first = verify_log(path, public_key=public(key)).first_break
+    assert first is not None and (first.seq, first.kind) == (14, "rewritten")
+
+
+def test_rewrite_of_the_whole_tail_is_caught_by_the_signed_checkpoint(
+    tmp_path: Path, key: Path
+) -> None:
+    path = make_log(tmp_path, key, checkpoint_every=10)
+    attack(
+        path,
+        "UPDATE events SET event = CAST(replace(CAST(event AS TEXT), 'allow', 'block')"
+        " AS BLOB) WHERE seq = 14",
+    )
+    rehash_from(path, 14)
+    check = verify_log(path, public_key=public(key))
+    first = check.first_break
+    assert first is not None and first.kind == "rewritten"
+    assert first.first_possible == 11 and first.seq == 20  # between checkpoints 10 and 20
+
+
+def test_truncation_is_caught_by_the_checkpoint(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key)
+    attack(path, "DELETE FROM events WHERE seq > 31")
+    first = verify_log(path, public_key=public(key)).first_break
+    assert first is not None and (first.seq, first.kind) == (32, "truncated")
+
+
+def test_forged_or_foreign_checkpoints_are_found(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key)
+    other, _ = generate_key(tmp_path / "other.key")
+    check = verify_log(path, public_key=public(other))
+    kinds = {p.kind for p in check.problems}
+    assert not check.ok and kinds == {"checkpoint-signature", "checkpoints"}
+    lines = checkpoint_path_for(path).read_text().splitlines()
+    forged = json.loads(lines[-1]) | {"seq": 99}
+    checkpoint_path_for(path).write_text("\n".join([*lines, json.dumps(forged)]) + "\n")
+    first = verify_log(path, public_key=public(key)).first_break
+    assert first is not None and (first.seq, first.kind) == (99, "checkpoint-signature")
+
+
+def test_missing_checkpoints_and_no_key(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key)
+    unsigned = verify_log(path)
+    assert unsigned.ok and unsigned.signed_checkpoints == 0
+    assert any("signatures not checked" in w for w in unsigned.warnings)
+    checkpoint_path_for(path).unlink()
+    check = verify_log(path, public_key=public(key))
+    assert not check.ok and check.first_break is not None
+    assert "does not exist" in check.first_break.message
+
+
+def test_corrupt_file_and_other_files_are_problems_not_crashes(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key, count=400)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 20 * page
+    data[10 * page : 12 * page] = bytes(range(256)) * (2 * page // 256)  # two damaged pages
+    path.write_bytes(bytes(data))
+    check = verify_log(path, public_key=public(key))
+    assert not check.ok
+    assert check.problems[0].kind in {"integrity", "unreadable", "edited"}
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"not a database at all" * 100)
+    assert verify_log(garbage).problems[0].kind in {"unreadable", "integrity"}
+    plain = tmp_path / "plain.sqlite3"
+    with sqlite3.connect(plain) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    assert verify_log(plain).problems[0].kind == "format"
+
+
+def test_verify_survives_a_crashed_writer(tmp_path: Path) -> None:
+    """A writer killed mid-run leaves its WAL; verify reads it without the writer."""
+    path = tmp_path / "audit-w1.sqlite3"
+    script = (
+        "import asyncio, os, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_audit import append_many\n"
+        "from bastion.guard.audit import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "asyncio.run(append_many(log, 50))\n"
+        "os._exit(0)\n"  # no close: the WAL stays, no final checkpoint
+    )
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-c", script, str(path), str(Path(__file__).parent)],
+        check=True,
+        timeout=60,
+    )
+    assert Path(str(path) + "-wal").exists()
+    check = verify_log(path)
+    assert check.ok and check.last_seq == 50
+    assert any("after the last checkpoint" in w for w in check.warnings)
+    with AuditLog(path) as log:  # and the next writer carries on
+        assert asyncio.run(append_many(log, 1)) == [51]
+
+
+# -- export ---------------------------------------------------------------------------------
+
+
+def test_export_merges_workers_in_time_order(tmp_path: Path) -> None:
+    logs = [AuditLog(worker_log_path(tmp_path, w), worker=w) for w in ("a", "b", "c")]
+    try:
+        for round_ in range(4):
+            for log in logs:
+                asyncio.run(append_many(log, round_ + 1))
+    finally:
+        for log in logs:
+            log.close()
+    records = list(merged(tmp_path))
+    assert len(records) == 3 * (1 + 2 + 3 + 4)
+    keys = [(r.recorded_at, r.worker, r.seq) for r in records]
+    assert keys == sorted(keys)
+    for worker in "abc":
+        assert [r.seq for r in records if r.worker == worker] == list(range(1, 11))
+    workers_in_order = [r.worker for r in records]
+    assert workers_in_order[:2] == ["a", "b"]  # interleaved, not one chain after the other
+    later = parse_since(records[-1].recorded_at)
+    recent = [(r.worker, r.seq) for r in merged(tmp_path, since=later)]
+    assert recent == [(r.worker, r.seq) for r in records if r.recorded_at >= later]
+    assert 1 <= len(recent) <= 4  # the last batch, recorded together
+
+
+def test_export_refuses_a_broken_chain(tmp_path: Path, key: Path) -> None:
+    path = make_log(tmp_path, key)
+    attack(path, "DELETE FROM events WHERE seq = 2")
+    with pytest.raises(AuditError, match="does not verify: record 2 missing"):
+        list(merged(path))
+    assert len(list(merged(path, verify=False))) == 39
+
+
+def test_ocsf_mapping() -> None:
+    from bastion.guard.audit_export import AuditRecord
+
+    blocked = event(status=403).model_copy({"decisions": {"auth": "allow", "pii": "block"}})
+    record = AuditRecord(
+        worker="w1", chain="c" * 32, seq=7, recorded_at=utc_now(), hash="h" * 64, event=blocked
+    )
+    ocsf = as_ocsf(record)
+    assert (ocsf["class_uid"], ocsf["category_uid"], ocsf["type_uid"]) == (6003, 6, 600399)
+    assert ocsf["severity_id"] == 4 and ocsf["status_id"] == 2
+    assert ocsf["actor"]["user"] == {"uid": "k1", "org": {"uid": "acme"}}
+    assert ocsf["api"]["operation"] == "/v1/predict" and ocsf["http_response"]["code"] == 403
+    assert ocsf["metadata"]["sequence"] == 7 and ocsf["metadata"]["log_name"] == "w1"
+    assert ocsf["unmapped"]["input_digest"] == blocked.input_digest
+    assert isinstance(ocsf["time"], int) and ocsf["time"] > 1_600_000_000_000
+    anonymous = as_ocsf(record.model_copy({"event": event(key=None)}))
+    assert anonymous["severity_id"] == 1
+    assert anonymous["actor"]["user"] == {"type": "Unknown", "org": {"uid": "acme"}}
+
+
+def test_parse_since() -> None:
+    import datetime as dt
+
+    now = dt.datetime(2025, 3, 1, 12, tzinfo=dt.timezone.utc)
+    assert parse_since("24h", now=now) == "2025-02-28T12:00:00.000000Z"
+    assert parse_since("2025-01-31", now=now) == "2025-01-31T00:00:00.000000Z"
+    assert parse_since("2025-01-31T10:00:00+02:00") == "2025-01-31T08:00:00.000000Z"
+    with pytest.raises(AuditError, match="neither a duration"):
+        parse_since("yesterday")
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def test_cli_verify_export_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bastion.cli.main import main
+
+    assert main(["audit", "keygen", str(tmp_path / "k.key")]) == 0
+    assert (tmp_path / "k.key").stat().st_mode & 0o777 == 0o600
+    assert main(["audit", "keygen", str(tmp_path / "k.key")]) == 2  # never overwritten
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for worker in ("w1", "w2"):
+        with AuditLog(worker_log_path(logs, worker), signing_key=tmp_path / "k.key") as log:
+            asyncio.run(append_many(log, 5))
+    capsys.readouterr()
+    assert main(["audit", "verify", str(logs), "--key", str(tmp_path / "k.key.pub")]) == 0
+    assert capsys.readouterr().out.count("OK: the chain is intact") == 2
+    assert main(["audit", "export", str(logs), "--format", "ocsf", "--since", "1h"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 10 and all(json.loads(x)["class_uid"] == 6003 for x in lines)
+    out = tmp_path / "export.jsonl"
+    assert main(["audit", "export", str(logs), "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 10
+    attack(worker_log_path(logs, "w2"), "DELETE FROM events WHERE seq = 4")
+    assert main(["audit", "verify", str(logs), "--format", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert [c["ok"] for c in document] == [True, False]
+    assert document[1]["first_break"]["seq"] == 4
+    assert main(["audit", "export", str(logs)]) == 2
+    assert "record 4 missing" in capsys.readouterr().err
+    assert main(["audit", "verify", str(tmp_path / "nothing-here")]) == 2

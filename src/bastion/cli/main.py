@@ -31,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "verify": Command("signing", "Verify a model-signing signature."),
     "bom": Command("bom", "Write a CycloneDX 1.6 ML-BOM for a model project."),
     "probe": Command("probe", "Test a model: evasion, membership inference, extraction."),
+    "audit": Command("audit", "Verify and export the guard's audit logs."),
     "rules": Command("history", "List every rule with its severity and taxonomy tags."),
     "history": Command("history", "List recorded runs, newest first."),
     "show": Command("history", "Re-render a recorded run in any format."),
