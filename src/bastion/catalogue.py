@@ -16,6 +16,7 @@ OTHER_RULE_MODULES = (
     "bastion.probe.evasion",
     "bastion.probe.consistency",
     "bastion.probe.membership",
+    "bastion.probe.extraction",
 )
 
 

@@ -1,0 +1,241 @@
+"""Extraction: how much of the model an attacker copies with a query budget.
+
+The test data is split in two: the attacker's pool (rows of the same population an attacker
+could hold) and a hold-out on which the copy is judged. Three query strategies, each within the
+budget: random rows drawn within the spec's bounds and categories; data-like rows (pool rows
+whose features are recombined across rows); and active learning (data-like seed queries, then
+the candidates the current copy is least sure about). The copy (a random forest over the raw
+features: quick to fit on a few thousand rows, no assumption about the model's shape) is
+retrained at each checkpoint; its fidelity (agreement with the model on the hold-out) and
+accuracy (against the true labels) are reported against the query count.
+
+Output hardening is measured at the full budget with data-like queries: full scores (the copy
+regresses the score), scores rounded to one decimal, and labels only. The recommendation names
+the hardening that leaves the lowest fidelity and the query count per client past which the
+copy reaches the policy's fidelity threshold, for the runtime guard's output and rate-limit
+settings."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from bastion.config import ProbeSettings
+from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.probe.model import Model
+from bastion.probe.spec import ProbeSpec
+from bastion.rules import Rule
+
+if TYPE_CHECKING:
+    import numpy
+    import pandas
+
+EXTRACTABLE = Rule(
+    id="PRB020",
+    title="The model can be copied through its answers within the query budget",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.TESTING,
+    profile="model-extraction",
+    description="A surrogate trained only on the model's answers to at most the probe's query "
+    "budget agrees with the model on unseen rows more often than the policy allows ([probe] "
+    "max_extraction_fidelity). Whoever can query the model that often owns a working copy: "
+    "the model's value, and an offline sandbox for crafting evasions that transfer.",
+    remediation="Apply the recommended output hardening (labels or rounded scores instead of "
+    "probabilities) and a per-client query limit below the recommended count in the runtime "
+    "guard; watch for extraction-shaped query patterns (many near-boundary or synthetic "
+    "rows).",
+)
+RULES = (EXTRACTABLE,)
+
+
+class ExtractionResult(NamedTuple):
+    metrics: dict[str, Any]
+    findings: list[Finding]
+
+
+def _surrogate(spec: ProbeSpec, regression: bool = False) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    categorical = [f.name for f in spec.features if f.kind == "categorical"]
+    prepare = ColumnTransformer(
+        [
+            (
+                "categorical",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                categorical,
+            )
+        ],
+        remainder="passthrough",
+    )
+    model = (
+        RandomForestRegressor(n_estimators=50, min_samples_leaf=2, random_state=0)
+        if regression
+        else RandomForestClassifier(n_estimators=50, min_samples_leaf=2, random_state=0)
+    )
+    return Pipeline([("prepare", prepare), ("model", model)])
+
+
+def random_rows(spec: ProbeSpec, pool: pandas.DataFrame, n: int, rng: Any) -> pandas.DataFrame:
+    """Rows drawn uniformly within the spec's bounds and categories."""
+    import numpy as np
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    for item in spec.features:
+        if item.kind == "categorical":
+            columns[item.name] = rng.choice(list(item.categories), size=n)
+            continue
+        values = pd.to_numeric(pool[item.name], errors="coerce").to_numpy(dtype=float)
+        low = item.lower if item.lower is not None else float(np.nanmin(values))
+        high = item.upper if item.upper is not None else float(np.nanmax(values))
+        drawn = rng.uniform(low, high, size=n)
+        columns[item.name] = np.round(drawn) if item.kind == "integer" else drawn
+    frame = pd.DataFrame(columns)
+    return frame.astype({c: pool[c].dtype for c in frame.columns})
+
+
+def data_like_rows(pool: pandas.DataFrame, n: int, rng: Any) -> pandas.DataFrame:
+    """Pool rows with about a third of their features taken from other pool rows."""
+    import numpy as np
+
+    base = pool.iloc[rng.integers(0, len(pool), n)].reset_index(drop=True)
+    donors = pool.iloc[rng.integers(0, len(pool), n)].reset_index(drop=True)
+    mask = rng.random((n, pool.shape[1])) < 0.33
+    mixed = base.copy()
+    for j, column in enumerate(pool.columns):
+        take = np.flatnonzero(mask[:, j])
+        if len(take):
+            mixed.loc[take, column] = donors.loc[take, column].to_numpy()
+    return mixed.astype(pool.dtypes.to_dict())
+
+
+def _fit_predict(
+    spec: ProbeSpec, x: pandas.DataFrame, y: numpy.ndarray, holdout: pandas.DataFrame
+) -> numpy.ndarray:
+    import numpy as np
+
+    values = np.unique(y)
+    if len(values) < 2:
+        return np.full(len(holdout), values[0] if len(values) else "", dtype=object)
+    copy = _surrogate(spec).fit(x, y)
+    return np.asarray(copy.predict(holdout), dtype=object)
+
+
+def run_extraction(
+    model: Model,
+    spec: ProbeSpec,
+    features: pandas.DataFrame,
+    truth: numpy.ndarray | None,
+    options: ProbeSettings,
+    location: Location,
+) -> ExtractionResult:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(options.seed)
+    order = rng.permutation(len(features))
+    pool = features.iloc[order[: len(order) // 2]].reset_index(drop=True)
+    hold_index = order[len(order) // 2 :]
+    holdout = features.iloc[hold_index].reset_index(drop=True)
+    target = model.query(holdout).labels
+    hold_truth = truth[hold_index] if truth is not None else None
+    budget = options.queries
+    checkpoints = sorted({max(10, budget // 8), max(10, budget // 4), max(10, budget // 2), budget})
+
+    def score(predicted: numpy.ndarray, queries: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "queries": queries,
+            "fidelity": round(float(np.mean(predicted == target)), 6),
+        }
+        if hold_truth is not None:
+            entry["accuracy"] = round(float(np.mean(predicted == hold_truth)), 6)
+        return entry
+
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name in ("random", "data_like"):
+        x = (
+            random_rows(spec, pool, budget, rng)
+            if name == "random"
+            else data_like_rows(pool, budget, rng)
+        )
+        y = model.query(x).labels
+        curves[name] = [
+            score(_fit_predict(spec, x.iloc[:q], y[:q], holdout), q) for q in checkpoints
+        ]
+    # active learning: seed with data-like rows, then ask where the copy is least sure
+    x = data_like_rows(pool, checkpoints[0], rng)
+    y = model.query(x).labels
+    curve = [score(_fit_predict(spec, x, y, holdout), len(x))]
+    for q in checkpoints[1:]:
+        need = q - len(x)
+        candidates = data_like_rows(pool, need * 5, rng)
+        if len(np.unique(y)) >= 2:
+            copy = _surrogate(spec).fit(x, y)
+            proba = copy.predict_proba(candidates)
+            margin = np.sort(proba, axis=1)[:, -1] - (
+                np.sort(proba, axis=1)[:, -2] if proba.shape[1] > 1 else 0
+            )
+            chosen = candidates.iloc[np.argsort(margin, kind="stable")[:need]]
+        else:
+            chosen = candidates.iloc[:need]
+        x = pd.concat([x, chosen], ignore_index=True)
+        y = np.concatenate([y, model.query(chosen).labels])
+        curve.append(score(_fit_predict(spec, x, y, holdout), len(x)))
+    curves["active"] = curve
+    # output hardening, at the full budget with data-like queries
+    hardening: dict[str, float] = {}
+    x = data_like_rows(pool, budget, rng)
+    out = model.query(x)
+    hardening["labels"] = score(_fit_predict(spec, x, out.labels, holdout), budget)["fidelity"]
+    if out.scores is not None and out.scores.shape[1] == 2:
+        positive = model.classes[1]
+        for name, scores in (
+            ("scores", out.scores[:, 1]),
+            ("rounded_0.1", np.round(out.scores[:, 1], 1)),
+        ):
+            copy = _surrogate(spec, regression=True).fit(x, scores)
+            guess = np.where(copy.predict(holdout) >= 0.5, positive, model.classes[0])
+            hardening[name] = round(float(np.mean(guess.astype(object) == target)), 6)
+    best_strategy = max(curves, key=lambda k: curves[k][-1]["fidelity"])
+    best = curves[best_strategy][-1]["fidelity"]
+    reached = [
+        point["queries"]
+        for points in curves.values()
+        for point in points
+        if point["fidelity"] > options.max_extraction_fidelity
+    ]
+    safest = min(hardening, key=lambda k: hardening[k])
+    recommendation: dict[str, Any] = {
+        "output": safest,
+        "fidelity_with_it": hardening[safest],
+        "max_queries_per_client": (min(reached) - 1) if reached else None,
+    }
+    metrics: dict[str, Any] = {
+        "budget": budget,
+        "pool_rows": len(pool),
+        "holdout_rows": len(holdout),
+        "curves": curves,
+        "best_strategy": best_strategy,
+        "best_fidelity": best,
+        "hardening": hardening,
+        "recommendation": recommendation,
+    }
+    findings = []
+    if best > options.max_extraction_fidelity:
+        limit = recommendation["max_queries_per_client"]
+        findings.append(
+            EXTRACTABLE.finding(
+                location.model_copy(update={"pointer": "extraction"}),
+                f"a copy trained on {budget:,} {best_strategy.replace('_', '-')} queries agrees "
+                f"with the model on {best:.1%} of unseen rows (policy maximum "
+                f"{options.max_extraction_fidelity:.0%}); with {safest.replace('_', ' ')} "
+                f"output it agrees on {hardening[safest]:.1%}"
+                + (f"; the threshold is passed from {limit + 1:,} queries" if limit else ""),
+                evidence=f"extraction_fidelity > max_extraction_fidelity "
+                f"{options.max_extraction_fidelity:g}",
+            )
+        )
+    return ExtractionResult(metrics, findings)
