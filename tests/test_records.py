@@ -283,3 +283,57 @@ def test_plain_records_are_not_checked_on_construction() -> None:
     assert msgspec.structs.asdict(Loose(name=3)) == {"name": 3}  # type: ignore[arg-type]
     with pytest.raises(RecordError, match="name"):
         Loose.model_validate({"name": 3})
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "bastion.coverage:Kind",
+        "bastion.discover:Target",
+        "bastion.discover:Link",
+        "bastion.discover:Found",
+        "bastion.parallel:Outcome",
+        "bastion.runs:Started",
+        "bastion.store:RunSummary",
+        "bastion.cli.main:Command",
+        "bastion.supplychain.requirements:Dependency",
+        "bastion.supplychain.advisories:Advisory",
+        "bastion.supplychain.signing:Credentials",
+        "bastion.supplychain.signing:Outcome",
+        "bastion.supplychain.bom:ModelCard",
+        "bastion.supplychain.code:CodeFinding",
+        "bastion.scan.ziparchive:ZipEntry",
+        "bastion.scan.ziparchive:ZipDirectory",
+        "bastion.scan.ziparchive:MemberData",
+        "bastion.scan.pytorch:TorchLayout",
+        "bastion.scan.pytorch:OperatorTable",
+        "bastion.scan.dtypes:DtypeInfo",
+        "bastion.scan.skops:SkopsName",
+        "bastion.scan.source:Source",
+        "bastion.scan.embedded:Payload",
+        "bastion.scan.pickle_globals:Verdict",
+        "bastion.scan.remote_code:Switch",
+        "bastion.scan.shipped_code:Entry",
+        "bastion.scan.shipped_code:Problem",
+        "bastion.scan.templates:TemplateIssue",
+        "bastion.scan.template_static:StaticIssue",
+        "bastion.scan.template_sandbox:Refusal",
+    ],
+)
+def test_data_records_share_one_shape(where: str) -> None:
+    import importlib
+
+    module, name = where.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, Record) and cls.__struct_config__.frozen, where
+    assert not issubclass(cls, tuple), where  # no NamedTuple: fields are read by name
+
+
+def test_a_parallel_outcome_has_a_failure_kind_exactly_when_it_has_no_result() -> None:
+    from bastion.parallel import Failure, Outcome
+
+    assert Outcome(index=0, result="{}", failure=None, kind=Failure.ERROR).kind is None
+    assert Outcome(index=0, result=None, failure="died").kind is Failure.CRASH
+    assert (
+        Outcome(index=0, result=None, failure="slow", kind=Failure.TIMEOUT).kind is Failure.TIMEOUT
+    )

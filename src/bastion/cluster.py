@@ -98,7 +98,12 @@ def run_on_ray(
                 ray.cancel(ref, force=True)
                 for index in indexes:
                     on_outcome(
-                        Outcome(index, None, "cluster task did not finish in time", Failure.TIMEOUT)
+                        Outcome(
+                            index=index,
+                            result=None,
+                            failure="cluster task did not finish in time",
+                            kind=Failure.TIMEOUT,
+                        )
                     )
             return
         ref = done[0]
@@ -109,14 +114,31 @@ def run_on_ray(
             for index in indexes:
                 on_outcome(
                     Outcome(
-                        index, None, f"cluster task failed: {type(exc).__name__}", Failure.CRASH
+                        index=index,
+                        result=None,
+                        failure=f"cluster task failed: {type(exc).__name__}",
+                        kind=Failure.CRASH,
                     )
                 )
             continue
         seen = set()
         for index, result, failure, kind in rows:
             seen.add(index)
-            on_outcome(Outcome(index, result, failure, Failure(kind) if kind else None))
+            on_outcome(
+                Outcome(
+                    index=index,
+                    result=result,
+                    failure=failure,
+                    kind=Failure(kind) if kind else None,
+                )
+            )
         for index in indexes:
             if index not in seen:  # fail closed on a short answer
-                on_outcome(Outcome(index, None, "cluster task returned no result", Failure.CRASH))
+                on_outcome(
+                    Outcome(
+                        index=index,
+                        result=None,
+                        failure="cluster task returned no result",
+                        kind=Failure.CRASH,
+                    )
+                )

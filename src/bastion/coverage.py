@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum
-from typing import NamedTuple
+
+from bastion.records import Record
 
 
 class Treatment(str, Enum):
@@ -36,7 +37,7 @@ _RANK = {
 }
 
 
-class Kind(NamedTuple):
+class Kind(Record):
     """One kind of gap: its code, its default treatment, what it means and where it comes
     from."""
 
@@ -63,93 +64,94 @@ KINDS: dict[str, Kind] = {
     k.code: k
     for k in (
         Kind(
-            OUT_OF_SCOPE,
-            Treatment.IGNORED,
-            "not something bastion checks (text, images, unknown data without a model "
+            code=OUT_OF_SCOPE,
+            treatment=Treatment.IGNORED,
+            meaning="not something bastion checks (text, images, unknown data without a model "
             "extension); never a gap, even under --strict",
-            "every scanner",
+            produced_by="every scanner",
         ),
         Kind(
-            UNSUPPORTED,
-            Treatment.REPORTED,
-            "recognised content no check analyses, or input a check cannot use (a "
+            code=UNSUPPORTED,
+            treatment=Treatment.REPORTED,
+            meaning="recognised content no check analyses, or input a check cannot use (a "
             "requirement line it cannot read, a signature with no trusted key in the policy)",
-            "scanners, dependency audit, signature verification",
+            produced_by="scanners, dependency audit, signature verification",
         ),
         Kind(
-            MISSING_EXTRA,
-            Treatment.REPORTED,
-            "one check of a file that was otherwise analysed needs an optional package "
+            code=MISSING_EXTRA,
+            treatment=Treatment.REPORTED,
+            meaning="one check of a file that was otherwise analysed needs an optional package "
             "(secret detection without detect-secrets, signature verification without "
             "model-signing); the skip names the extra to install",
-            "code checks, config values, signature verification",
+            produced_by="code checks, config values, signature verification",
         ),
         Kind(
-            FORMAT_NEEDS_EXTRA,
-            Treatment.UNDECIDED,
-            "the file's content could not be opened at all without an optional package "
+            code=FORMAT_NEEDS_EXTRA,
+            treatment=Treatment.UNDECIDED,
+            meaning="the file's content could not be opened at all without an optional package "
             "(HDF5 without h5py, 7z without py7zr, lz4/zstd streams, notebooks without "
             "nbformat): nothing in it was checked; the skip names the extra",
-            "archive, Keras/HDF5 and notebook readers",
+            produced_by="archive, Keras/HDF5 and notebook readers",
         ),
         Kind(
-            NO_ADVISORY_DB,
-            Treatment.REPORTED,
-            "requirements were audited against bastion's bundled ML advisories only: no "
+            code=NO_ADVISORY_DB,
+            treatment=Treatment.REPORTED,
+            meaning="requirements were audited against bastion's bundled ML advisories only: no "
             "offline advisory database (advisory_db, --advisory-db) and no --online",
-            "dependency audit",
+            produced_by="dependency audit",
         ),
         Kind(
-            UNREADABLE,
-            Treatment.REPORTED,
-            "source bastion cannot parse, so it was not analysed: a .py file or a notebook "
+            code=UNREADABLE,
+            treatment=Treatment.REPORTED,
+            meaning="source bastion cannot parse, so it was not analysed: a .py file or a notebook "
             "cell that is not valid Python (Python cannot run it either), a notebook that is "
             "not valid nbformat",
-            "code checks",
+            produced_by="code checks",
         ),
         Kind(
-            LIMIT,
-            Treatment.REPORTED,
-            "a bound stopped one secondary check (e.g. more config values than are checked "
+            code=LIMIT,
+            treatment=Treatment.REPORTED,
+            meaning="a bound stopped one secondary check (e.g. more config values than are checked "
             "for credentials); a bound that stops a file's analysis is LIM001 plus "
             "`incomplete`",
-            "config values",
+            produced_by="config values",
         ),
         Kind(
-            ENCRYPTED,
-            Treatment.UNDECIDED,
-            "an encrypted archive or member: its content cannot be inspected (also reported "
-            "as a finding)",
-            "archive readers",
+            code=ENCRYPTED,
+            treatment=Treatment.UNDECIDED,
+            meaning="an encrypted archive or member: its content cannot be inspected (also "
+            "reported as a finding)",
+            produced_by="archive readers",
         ),
         Kind(
-            PARTIAL,
-            Treatment.UNDECIDED,
-            "an archive whose members could be listed but not all extracted: the members not "
-            "extracted were not checked",
-            "7z reader",
+            code=PARTIAL,
+            treatment=Treatment.UNDECIDED,
+            meaning="an archive whose members could be listed but not all extracted: the "
+            "members not extracted were not checked",
+            produced_by="7z reader",
         ),
         Kind(
-            VERIFICATION_UNAVAILABLE,
-            Treatment.UNDECIDED,
-            "a signature could not be checked for a reason outside the signature: network or "
-            "Sigstore/TUF trust-root errors, a model file that cannot be read. Distinct from "
-            "a wrong key or changed content, which are SIG001 findings",
-            "signature verification",
+            code=VERIFICATION_UNAVAILABLE,
+            treatment=Treatment.UNDECIDED,
+            meaning="a signature could not be checked for a reason outside the signature: "
+            "network or Sigstore/TUF trust-root errors, a model file that cannot be read. "
+            "Distinct from a wrong key or changed content, which are SIG001 findings",
+            produced_by="signature verification",
         ),
         Kind(
-            CHECK_ERROR,
-            Treatment.UNDECIDED,
-            "a check could not finish (a scanner error, a worker that died): every CheckError",
-            "every check",
+            code=CHECK_ERROR,
+            treatment=Treatment.UNDECIDED,
+            meaning="a check could not finish (a scanner error, a worker that died): every "
+            "CheckError",
+            produced_by="every check",
         ),
         Kind(
-            INCOMPLETE,
-            Treatment.UNDECIDED,
-            "a file whose analysis stopped before its end (a time, memory, size, depth or "
+            code=INCOMPLETE,
+            treatment=Treatment.UNDECIDED,
+            meaning="a file whose analysis stopped before its end (a time, memory, size, depth or "
             "count bound: LIM001) or whose content could not be read: every target marked "
             "`incomplete`",
-            "every check",
+            produced_by="every check",
         ),
     )
 }

@@ -7,9 +7,9 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from bastion.errors import InputError
+from bastion.records import Record, field
 
 # Tool-managed folders, not walked. __pycache__ is walked: its bytecode can run instead of the
 # source next to it (supplychain/shipped_code.py).
@@ -26,26 +26,26 @@ SKIPPED_FOLDERS = frozenset(
 )
 
 
-class Target(NamedTuple):
+class Target(Record):
     root: Path
     path: Path
     display: str  # path relative to the scan root (as given, for a file argument)
     size: int
 
 
-class Link(NamedTuple):
+class Link(Record):
     display: str
     target: str
     inside: bool  # the link resolves inside the scanned root
 
 
-class Found:
-    """What a walk found: regular files, symlinks, and paths it could not use."""
+class Found(Record):
+    """What a walk found: regular files, symlinks, and paths it could not use. The walk
+    appends to the lists; the record itself is not rebound."""
 
-    def __init__(self) -> None:
-        self.files: list[Target] = []
-        self.links: list[Link] = []
-        self.problems: list[tuple[str, str]] = []  # (display, message)
+    files: list[Target] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (display, message)
 
 
 def shown(name: str) -> str:
@@ -77,7 +77,14 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
         if not os.path.lexists(given):
             raise InputError(f"{given}: no such file or directory")
         if given.is_file():
-            found.files.append(Target(given.parent, given, shown(str(given)), given.stat().st_size))
+            found.files.append(
+                Target(
+                    root=given.parent,
+                    path=given,
+                    display=shown(str(given)),
+                    size=given.stat().st_size,
+                )
+            )
             continue
         if not given.is_dir():
             raise InputError(f"{given}: not a regular file or directory")
@@ -104,7 +111,9 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
                 rel = shown(prefix + os.path.relpath(entry.path, root).replace(os.sep, "/"))
                 if entry.is_symlink():
                     target = os.path.realpath(entry.path)
-                    found.links.append(Link(rel, target, _scanned_inside(root, target)))
+                    found.links.append(
+                        Link(display=rel, target=target, inside=_scanned_inside(root, target))
+                    )
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
@@ -113,7 +122,9 @@ def walk(paths: Sequence[Path], max_files: int) -> Found:
                 if not stat.S_ISREG(info.st_mode):
                     found.problems.append((rel, "special file (device, FIFO or socket)"))
                     continue
-                found.files.append(Target(root, Path(entry.path), rel, info.st_size))
+                found.files.append(
+                    Target(root=root, path=Path(entry.path), display=rel, size=info.st_size)
+                )
                 if len(found.files) > max_files:
                     raise InputError(
                         f"more than {max_files} files under {given}",

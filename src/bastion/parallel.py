@@ -31,6 +31,7 @@ from enum import Enum
 from typing import Any, Generic, Literal, TypeVar
 
 from bastion.errors import BastionError
+from bastion.records import Record, force_setattr
 
 T = TypeVar("T")
 
@@ -57,20 +58,19 @@ class Failure(str, Enum):
         return self in (Failure.TIMEOUT, Failure.MEMORY)
 
 
-class Outcome:
+class Outcome(Record):
     """What became of one item: its JSON result, or the kind of failure and a message."""
 
-    __slots__ = ("failure", "index", "kind", "result")
+    index: int
+    result: str | None  # JSON text produced by the work function
+    failure: str | None  # why there is no result, for people
+    kind: Failure | None = None  # why there is no result, for code (None with a result)
 
-    def __init__(
-        self, index: int, result: str | None, failure: str | None, kind: Failure | None = None
-    ) -> None:
-        self.index = index
-        self.result = result  # JSON text produced by the work function
-        self.failure = failure  # why there is no result, for people
-        self.kind = kind if result is None else None  # why there is no result, for code
-        if result is None and kind is None:
-            self.kind = Failure.CRASH
+    def __post_init__(self) -> None:
+        if self.result is not None:
+            force_setattr(self, "kind", None)
+        elif self.kind is None:
+            force_setattr(self, "kind", Failure.CRASH)
 
 
 class _PipeClosed(Exception):
@@ -407,22 +407,27 @@ def run_isolated(
                             worker.deadline = time.monotonic() + timeout_s
                             continue
                         outcome = (
-                            Outcome(int(head), payload, None)
+                            Outcome(index=int(head), result=payload, failure=None)
                             if status == "OK"
-                            else Outcome(int(head), None, payload, Failure(status))
+                            else Outcome(
+                                index=int(head), result=None, failure=payload, kind=Failure(status)
+                            )
                         )
                     except (_PipeClosed, OSError, ValueError):
                         crashed = True
                         outcome = Outcome(
-                            worker.index,
-                            None,
-                            f"scan worker crashed ({worker.crash_reason()})",
-                            Failure.CRASH,
+                            index=worker.index,
+                            result=None,
+                            failure=f"scan worker crashed ({worker.crash_reason()})",
+                            kind=Failure.CRASH,
                         )
                 elif time.monotonic() >= worker.deadline:
                     crashed = True
                     outcome = Outcome(
-                        worker.index, None, f"time limit of {timeout_s:g}s reached", Failure.TIMEOUT
+                        index=worker.index,
+                        result=None,
+                        failure=f"time limit of {timeout_s:g}s reached",
+                        kind=Failure.TIMEOUT,
                     )
                 if outcome is None:
                     continue

@@ -123,7 +123,7 @@ class Record(msgspec.Struct, metaclass=_RecordMeta, frozen=True, forbid_unknown_
         try:
             return msgspec.convert(data, cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise _record_error(exc, cls) from None
+            raise _record_error(exc, cls, data) from None
 
     @classmethod
     def model_validate_json(cls: type[R], text: str | bytes) -> R:
@@ -131,7 +131,7 @@ class Record(msgspec.Struct, metaclass=_RecordMeta, frozen=True, forbid_unknown_
         try:
             return msgspec.json.decode(text, type=cls)
         except msgspec.ValidationError as exc:
-            raise _record_error(exc, cls) from None
+            raise _record_error(exc, cls, msgspec.json.decode(text)) from None
         except msgspec.DecodeError as exc:
             try:  # the json module reads escaped lone surrogates, which msgspec refuses
                 data = json.loads(text)
@@ -140,7 +140,7 @@ class Record(msgspec.Struct, metaclass=_RecordMeta, frozen=True, forbid_unknown_
             try:
                 return msgspec.convert(data, cls)
             except msgspec.ValidationError as error:
-                raise _record_error(error, cls) from None
+                raise _record_error(error, cls, data) from None
 
 
 class Checked(Record):
@@ -178,13 +178,15 @@ def _plain(value: Any) -> Any:
 _AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 
 
-def _record_error(exc: msgspec.ValidationError, cls: type[Record]) -> RecordError:
+def _record_error(exc: msgspec.ValidationError, cls: type[Record], data: Any) -> RecordError:
     """msgspec's "Expected `int`, got `str` - at `$.limits.max_depth`" as a RecordError whose
     path is `limits.max_depth`; a RecordError raised by a nested record's checks keeps its own
     field name under the location msgspec reports."""
     text = str(exc)
     match = _AT.match(text)
     message, where = (match["message"], match["path"].lstrip(".")) if match else (text, "")
+    if "[...]" in where:  # msgspec does not name the key of a table value
+        where = _name_keys(cls, data, where)
     cause = exc.__cause__ or exc.__context__
     if isinstance(cause, RecordError):
         inner = cause.path
@@ -206,6 +208,36 @@ def _record_error(exc: msgspec.ValidationError, cls: type[Record]) -> RecordErro
                 where, f"must be one of {allowed}, {message[0].lower()}{message[1:]}"
             )
     return RecordError(where, message)
+
+
+def _name_keys(cls: type[Record], data: Any, where: str) -> str:
+    """`metrics[...]` as `metrics.accuracy`: the first key of the table whose value does not
+    convert to the declared type (the path as it was when none can be found)."""
+    named = ""
+    node = data
+    for part in re.findall(r"\[\.\.\.\]|\[\d+\]|[^.\[\]]+", where):
+        if part == "[...]":
+            if not isinstance(node, dict):
+                return where
+            table = _type_at(cls, named)
+            kind = typing.get_args(table)[1] if typing.get_origin(table) is dict else Any
+            for key, value in node.items():
+                try:
+                    msgspec.convert(value, kind, strict=False)
+                except (msgspec.ValidationError, TypeError, ValueError):
+                    named, node = f"{named}.{key}", value
+                    break
+            else:
+                return where
+        elif part.startswith("["):
+            if not isinstance(node, (list, tuple)) or int(part[1:-1]) >= len(node):
+                return where
+            named, node = named + part, node[int(part[1:-1])]
+        else:
+            if not isinstance(node, dict) or part not in node:
+                return where
+            named, node = f"{named}.{part}" if named else part, node[part]
+    return named
 
 
 def _type_at(cls: type[Record], path: str) -> Any:

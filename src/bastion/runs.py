@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from bastion.config import Settings
 from bastion.findings import (
@@ -20,6 +20,7 @@ from bastion.findings import (
     ToolInfo,
 )
 from bastion.parallel import Outcome, run_isolated
+from bastion.records import Record
 from bastion.rules import Rule, taxonomy_version
 from bastion.version import __version__
 
@@ -109,7 +110,7 @@ def run_targets(
     return results
 
 
-class Started(NamedTuple):
+class Started(Record):
     """When a run began: the wall-clock time for the report, a monotonic clock for its duration."""
 
     at: dt.datetime
@@ -117,7 +118,7 @@ class Started(NamedTuple):
 
 
 def start() -> Started:
-    return Started(dt.datetime.now(dt.timezone.utc), time.monotonic())
+    return Started(at=dt.datetime.now(dt.timezone.utc), clock=time.monotonic())
 
 
 def build_report(

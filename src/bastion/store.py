@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from bastion.errors import StoreError
 from bastion.findings import Report
 from bastion.policy import Status, Verdict
+from bastion.records import Record
 
 MIGRATIONS = (
     """
@@ -51,7 +52,7 @@ def default_path() -> Path:
     return Path(user_data_dir("bastion", appauthor=False)) / "history.sqlite3"
 
 
-class RunSummary(NamedTuple):
+class RunSummary(Record):
     id: int
     started_at: str
     command: str
@@ -143,7 +144,13 @@ class Store:
             "FROM runs ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [RunSummary._make((*r[:7], json.loads(r[7]))) for r in rows]
+        names = RunSummary.__struct_fields__
+        return [
+            RunSummary.model_validate(
+                {**dict(zip(names[:7], r[:7], strict=True)), "counts": json.loads(r[7])}
+            )
+            for r in rows
+        ]
 
     def load(self, run_id: int) -> tuple[Report, Verdict]:
         row = self._db.execute(

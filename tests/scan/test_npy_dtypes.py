@@ -105,14 +105,16 @@ def test_plain_dtypes_are_not_object(descr: object) -> None:
 def test_without_numpy_only_simple_codes_are_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy raises ImportError
     monkeypatch.setitem(sys.modules, "numpy.lib.format", None)
-    assert dtypes.npy_dtype("<f8") == dtypes.DtypeInfo(8, False)
-    assert dtypes.npy_dtype("<U3") == dtypes.DtypeInfo(12, False)
+    assert dtypes.npy_dtype("<f8") == dtypes.DtypeInfo(itemsize=8, has_object=False)
+    assert dtypes.npy_dtype("<U3") == dtypes.DtypeInfo(itemsize=12, has_object=False)
     for descr in ("object", [("a", "<f8")], ("<f8", (2,)), "O", "float64"):
         assert dtypes.npy_dtype(descr).has_object, descr
     flags_say_object = (3, "<", None, None, None, -1, -1, 63)
     assert dtypes.pickled_dtype(("i8", False, True), flags_say_object, lambda _: None).has_object
     plain = (3, "<", None, None, None, -1, -1, 0)
-    assert dtypes.pickled_dtype(("i8", False, True), plain, lambda _: None) == (8, False)
+    assert dtypes.pickled_dtype(("i8", False, True), plain, lambda _: None) == dtypes.DtypeInfo(
+        itemsize=8, has_object=False
+    )
 
 
 def test_literal_with_objects_never_reaches_numpy() -> None:

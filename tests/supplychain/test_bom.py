@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,21 @@ def test_cli_writes_a_valid_bom(project: Path, tmp_path: Path) -> None:
     document = json.loads(out.read_text())
     validate(document)
     assert main(["bom", str(tmp_path / "missing")]) == 2
+
+
+def test_model_card_fields_are_typed(tmp_path: Path) -> None:
+    from bastion.supplychain.bom import BomError, ModelCard
+
+    card = tmp_path / "bastion-model.toml"
+    card.write_text('[model]\ntask = "ranking"\nowner = "ml-team"\n[metrics]\nndcg = 1\n[extra]\n')
+    loaded = ModelCard.load(card)  # keys bastion does not use are the file's own business
+    assert loaded.task == "ranking" and loaded.metrics == {"ndcg": 1.0}
+    for text, key in (
+        ('[model]\ninputs = "tabular"\n', "inputs"),
+        ('[metrics]\naccuracy = "high"\n', "metrics.accuracy"),
+        ("[considerations]\nuseCases = [1]\n", "considerations.useCases[0]"),
+        ("model = 3\n", "[model]"),
+    ):
+        card.write_text(text)
+        with pytest.raises(BomError, match=re.escape(key)):
+            ModelCard.load(card)

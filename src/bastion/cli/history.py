@@ -65,7 +65,7 @@ def run_history(args: argparse.Namespace) -> int:
         runs = history.runs(args.limit)
     if args.as_json:
         for run in runs:
-            say(json.dumps(run._asdict()), err=False)
+            say(json.dumps(run.model_dump(mode="json")), err=False)
         return 0
     if not runs:
         say("no runs recorded yet")

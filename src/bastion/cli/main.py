@@ -10,31 +10,41 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
-from typing import NamedTuple
 
 from bastion.errors import BastionError
+from bastion.records import Record
 from bastion.version import __version__
 
 
-class Command(NamedTuple):
+class Command(Record):
     module: str  # bastion.cli.<module> defines configure_<name>(parser) and run_<name>(args)
     summary: str
 
 
 COMMANDS: dict[str, Command] = {
-    "scan": Command("scan", "Scan model artifacts, model folders or a whole project."),
-    "baseline": Command("scan", "Record every current finding as accepted."),
-    "code": Command("code", "Check Python files and notebooks for unsafe ML code."),
-    "deps": Command("deps", "Audit dependencies for known vulnerabilities."),
-    "data": Command("data", "Check datasets: integrity, contract, personal data, poisoning."),
-    "sign": Command("signing", "Sign a model or dataset in the OpenSSF model-signing format."),
-    "verify": Command("signing", "Verify a model-signing signature."),
-    "bom": Command("bom", "Write a CycloneDX 1.6 ML-BOM for a model project."),
-    "probe": Command("probe", "Test a model: evasion, membership inference, extraction."),
-    "audit": Command("audit", "Verify and export the guard's audit logs."),
-    "rules": Command("history", "List every rule with its severity and taxonomy tags."),
-    "history": Command("history", "List recorded runs, newest first."),
-    "show": Command("history", "Re-render a recorded run in any format."),
+    "scan": Command(
+        module="scan", summary="Scan model artifacts, model folders or a whole project."
+    ),
+    "baseline": Command(module="scan", summary="Record every current finding as accepted."),
+    "code": Command(module="code", summary="Check Python files and notebooks for unsafe ML code."),
+    "deps": Command(module="deps", summary="Audit dependencies for known vulnerabilities."),
+    "data": Command(
+        module="data", summary="Check datasets: integrity, contract, personal data, poisoning."
+    ),
+    "sign": Command(
+        module="signing", summary="Sign a model or dataset in the OpenSSF model-signing format."
+    ),
+    "verify": Command(module="signing", summary="Verify a model-signing signature."),
+    "bom": Command(module="bom", summary="Write a CycloneDX 1.6 ML-BOM for a model project."),
+    "probe": Command(
+        module="probe", summary="Test a model: evasion, membership inference, extraction."
+    ),
+    "audit": Command(module="audit", summary="Verify and export the guard's audit logs."),
+    "rules": Command(
+        module="history", summary="List every rule with its severity and taxonomy tags."
+    ),
+    "history": Command(module="history", summary="List recorded runs, newest first."),
+    "show": Command(module="history", summary="Re-render a recorded run in any format."),
 }
 
 DESCRIPTION = """bastion — security checks for the ML lifecycle.

@@ -214,7 +214,7 @@ class ScanContext:
         if len(entries) < self.limits.max_members:
             # a member can be read only while its archive is open: bytecode headers now
             header = source.head(16) if members[-1].endswith(".pyc") else b""
-            entries.append(Entry(members[-1], fmt, lambda: header))
+            entries.append(Entry(path=members[-1], fmt=fmt, head=lambda: header))
 
     def _shipped_code(self, path: str) -> None:
         """Python shipped inside archives, judged as in a folder: an archive is extracted and

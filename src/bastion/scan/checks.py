@@ -76,7 +76,8 @@ def judge_shipped_code(results: list[TargetResult], files: Sequence[Target]) -> 
             return b""
 
     entries = [
-        Entry(t.display, formats.get(t.display, ""), functools.partial(head, t.path)) for t in files
+        Entry(path=t.display, fmt=formats.get(t.display, ""), head=functools.partial(head, t.path))
+        for t in files
     ]
     modules = shipped_modules(entries)
     out = []

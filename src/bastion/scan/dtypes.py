@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+
+from bastion.records import Record
 
 MAX_LITERAL_NODES = 500_000  # a 1 MiB header holds fewer
 MAX_LITERAL_DEPTH = 32
@@ -42,7 +44,7 @@ _CHAR_SIZES = {
 }
 
 
-class DtypeInfo(NamedTuple):
+class DtypeInfo(Record):
     itemsize: int | None  # None: unknown (NumPy missing and not a simple code)
     has_object: bool
 
@@ -73,7 +75,7 @@ def npy_dtype(descr: object) -> DtypeInfo:
         raise InvalidDtype(f"NumPy refuses the dtype: {type(exc).__name__}: {exc}") from exc
     if not isinstance(dtype, numpy.dtype):
         raise InvalidDtype("not a dtype")
-    return DtypeInfo(int(dtype.itemsize), bool(dtype.hasobject))
+    return DtypeInfo(itemsize=int(dtype.itemsize), has_object=bool(dtype.hasobject))
 
 
 def _first_accepted(
@@ -111,7 +113,7 @@ def pickled_dtype(args: tuple[Any, ...], state: Any, nested: NestedDtype) -> Dty
         raise InvalidDtype("dtype nested too deeply") from exc
     except Exception as exc:  # numpy raises many types on hostile states
         raise InvalidDtype(f"NumPy refuses the dtype: {type(exc).__name__}: {exc}") from exc
-    return DtypeInfo(int(dtype.itemsize), bool(dtype.hasobject))
+    return DtypeInfo(itemsize=int(dtype.itemsize), has_object=bool(dtype.hasobject))
 
 
 def _build_pickled(
@@ -176,26 +178,26 @@ def _simple(code: object) -> DtypeInfo | None:
     else:
         assert time_kind
         size = 8
-    return DtypeInfo(size, False)
+    return DtypeInfo(itemsize=size, has_object=False)
 
 
 def _without_numpy(descr: object) -> DtypeInfo:
-    return _simple(descr) or DtypeInfo(None, True)
+    return _simple(descr) or DtypeInfo(itemsize=None, has_object=True)
 
 
 def _pickled_without_numpy(args: tuple[Any, ...], state: Any) -> DtypeInfo:
     simple = _simple(args[0]) if args else None
     if simple is None:
-        return DtypeInfo(None, True)
+        return DtypeInfo(itemsize=None, has_object=True)
     if state is None:
         return simple
     if not isinstance(state, tuple) or len(state) < 8:
-        return DtypeInfo(None, True)
+        return DtypeInfo(itemsize=None, has_object=True)
     subarray, names, fields, elsize, flags = state[2], state[3], state[4], state[5], state[7]
     if subarray is not None or names is not None or fields is not None:
-        return DtypeInfo(None, True)
+        return DtypeInfo(itemsize=None, has_object=True)
     if not isinstance(flags, int) or flags & NPY_ITEM_HASOBJECT:
-        return DtypeInfo(None, True)
+        return DtypeInfo(itemsize=None, has_object=True)
     if isinstance(elsize, int) and elsize > 0 and elsize != simple.itemsize:
-        return DtypeInfo(None, True)
+        return DtypeInfo(itemsize=None, has_object=True)
     return simple

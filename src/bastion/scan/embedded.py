@@ -13,9 +13,9 @@ import binascii
 import io
 import re
 import zlib
-from typing import NamedTuple
 
 from bastion.errors import LimitExceeded
+from bastion.records import Record
 
 # Formats a loader deserializes (and bastion scans) when handed the bytes.
 PAYLOAD_FORMATS = frozenset({"pickle", "zip", "tar", "7z", "npy"})
@@ -93,7 +93,7 @@ def as_bytes(value: str | bytes | bytearray | memoryview, limit: int) -> bytes:
     return bytes(value[: limit + 1])
 
 
-class Payload(NamedTuple):
+class Payload(Record):
     how: str  # the decoding chain, e.g. "base64+zlib" ("raw" when stored as is)
     fmt: str  # identified format of `data`
     data: bytes
@@ -149,13 +149,13 @@ def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list
             tar = len(blob) > 262 and blob[257:262] == b"ustar"
             fmt = identify_whole(blob) if tar or _could_start_payload(blob) else "unknown"
             if fmt in PAYLOAD_FORMATS:
-                out.append(Payload(how, fmt, blob))
+                out.append(Payload(how=how, fmt=fmt, data=blob))
                 continue
             if fmt in COMPRESSED_FORMATS:
                 try:
                     inflated = decode(fmt, blob, limit)
                 except LimitExceeded:
-                    out.append(Payload(how, fmt, blob))
+                    out.append(Payload(how=how, fmt=fmt, data=blob))
                     continue
                 if inflated is not None:
                     next_frontier.append((_chain(how, fmt), inflated))

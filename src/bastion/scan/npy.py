@@ -90,7 +90,9 @@ class NpyScanner:
                     source.location, f"invalid .npy dtype: {exc}", evidence=str(descr)[:120]
                 )
             )
-            dtype = DtypeInfo(None, True)  # fail closed: analyse the data as a pickle too
+            dtype = DtypeInfo(
+                itemsize=None, has_object=True
+            )  # fail closed: analyse the data as a pickle too
         offset = start + length
         if not dtype.has_object:
             _check_size(ctx, source, dtype.itemsize, shape, offset)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import _compat_pickle
 import re
-from typing import NamedTuple
+
+from bastion.records import Record
 
 CALL, NEW, REF = "c", "n", "r"
 ANY_USE = "cnr"
@@ -645,7 +646,7 @@ _DENIED_LAST_NAMES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-class Verdict(NamedTuple):
+class Verdict(Record):
     qualname: str
     uses: str  # safe uses when listed ("" when not)
     category: str | None  # dangerous category (never allowed), else None
@@ -865,21 +866,27 @@ def classify(module: str, name: str) -> Verdict:
     names = [*_python2_names(module, name), (module, name)]  # fix_imports renames first
     found = _lookup_in(CORE, names)
     if found is not None:
-        return Verdict(found[0], found[1][0], None, found[1][1])
+        return Verdict(qualname=found[0], uses=found[1][0], category=None, reason=found[1][1])
     for mod, qual in names:
         category = denied_category(mod, qual)
         if category is not None:
             qualname = f"{mod}.{qual}"
-            return Verdict(qualname, "", category, f"{category}: {qualname}")
+            return Verdict(
+                qualname=qualname, uses="", category=category, reason=f"{category}: {qualname}"
+            )
     owner, _, attribute = name.partition(".")
     alias = _NAME_ALIASES.get((module, owner))
     if alias is not None and attribute and "." not in attribute:
         names.append((alias, attribute))
     found = _lookup_in(GENERATED, names)
     if found is not None:
-        return Verdict(found[0], found[1][0], None, _reason(found[1][1]))
+        return Verdict(
+            qualname=found[0], uses=found[1][0], category=None, reason=_reason(found[1][1])
+        )
     qualname = f"{module}.{name}"
-    return Verdict(qualname, "", None, f"not on the allowlist: {qualname}")
+    return Verdict(
+        qualname=qualname, uses="", category=None, reason=f"not on the allowlist: {qualname}"
+    )
 
 
 def arg_roles(verdict: Verdict) -> tuple[tuple[str, ...], str]:

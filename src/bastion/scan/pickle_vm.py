@@ -131,7 +131,9 @@ class Recorder:
             record.count += 1
         else:
             if self.allowed_prefixes and qualname.startswith(self.allowed_prefixes):
-                verdict = Verdict(qualname, "cnr", None, "TorchScript type name")
+                verdict = Verdict(
+                    qualname=qualname, uses="cnr", category=None, reason="TorchScript type name"
+                )
             else:
                 verdict = _classify(module, name)
             if len(self.names) < MAX_STAND_IN_TYPES:
@@ -204,7 +206,12 @@ class Recorder:
         if len(self.names) >= MAX_STAND_IN_TYPES:
             self.flagged_overflow = True
             return
-        verdict = Verdict(qualname, "", None, "a call whose target bastion cannot determine")
+        verdict = Verdict(
+            qualname=qualname,
+            uses="",
+            category=None,
+            reason="a call whose target bastion cannot determine",
+        )
         record = self.names[qualname] = _Resolved(verdict, UNRESOLVED_INDEX, ("", qualname))
         record.uses.add(CALL)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 from bastion.findings import Confidence, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
 from bastion.scan.source import Source
@@ -67,7 +67,7 @@ TORCH_PACKAGE = Rule(
 RULES = (TORCHSCRIPT, TORCHSCRIPT_RISKY_OP, TORCH_PACKAGE)
 
 
-class TorchLayout(NamedTuple):
+class TorchLayout(Record):
     """How torch.load reads a zip: PyTorchFileReader (miniz) takes the folder of the first
     central-directory entry as the archive's root; `_is_torchscript_zip` is true when the root
     holds `constants.pkl` (then torch.load hands the file to torch.jit.load)."""
@@ -92,7 +92,7 @@ def torch_layout(reader: ZipReader) -> TorchLayout | None:
     checkpoint = (root + b"data.pkl").lower() in {n.lower() for n in names}
     if not (torchscript or checkpoint):
         return None
-    return TorchLayout(root, torchscript)
+    return TorchLayout(root=root, torchscript=torchscript)
 
 
 def scan_torch_zip(
@@ -172,7 +172,7 @@ def dotted_names(code: bytes) -> set[str]:
     return {m.group(0).decode("latin-1") for m in _DOTTED.finditer(text)}
 
 
-class OperatorTable(NamedTuple):
+class OperatorTable(Record):
     pure: frozenset[str]  # "aten::add"
     namespaces: frozenset[str]  # namespaces with at least one pure operator
     denied_names: frozenset[str]  # "save", "from_file": flagged under any spelling
@@ -191,7 +191,9 @@ def operator_table() -> OperatorTable:
             else:
                 pure.add(op)
     namespaces = frozenset(op.partition("::")[0] for op in pure)
-    return OperatorTable(frozenset(pure), namespaces, frozenset(denied))
+    return OperatorTable(
+        pure=frozenset(pure), namespaces=namespaces, denied_names=frozenset(denied)
+    )
 
 
 def _is_unknown_operator(parts: list[str], table: OperatorTable) -> bool:

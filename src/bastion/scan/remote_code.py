@@ -14,9 +14,8 @@ Each is reported where it is; the code itself is Python that `bastion scan` chec
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from bastion.findings import Confidence, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.scan.config_values import keys_in
 
@@ -41,7 +40,7 @@ RULES = (REMOTE_CODE,)
 _SWITCH_KEYS = ("auto_map", "custom_pipelines", "trust_remote_code")
 
 
-class Switch(NamedTuple):
+class Switch(Record):
     pointer: str
     message: str
     evidence: str
@@ -74,10 +73,10 @@ def remote_code_switches(config: object, name: str) -> list[Switch]:
             form = "list" if isinstance(value, list) else type(value).__name__
             found.append(
                 Switch(
-                    path,
-                    f"auto_map ({form} form) points at Python code shipped "
+                    pointer=path,
+                    message=f"auto_map ({form} form) points at Python code shipped "
                     f"with the model: {_describe(_refs(value))}",
-                    ",".join(sorted(set(_refs(value))))[:300] or path,
+                    evidence=",".join(sorted(set(_refs(value))))[:300] or path,
                 )
             )
         elif key == "custom_pipelines" and value:
@@ -92,19 +91,19 @@ def remote_code_switches(config: object, name: str) -> list[Switch]:
             )
             found.append(
                 Switch(
-                    path,
-                    "custom_pipelines registers pipeline code shipped with "
+                    pointer=path,
+                    message="custom_pipelines registers pipeline code shipped with "
                     f"the model: {_describe(impls)}",
-                    ",".join(sorted(impls))[:300] or path,
+                    evidence=",".join(sorted(impls))[:300] or path,
                 )
             )
         elif key == "trust_remote_code" and value not in (False, None, 0, "", "false", "False"):
             found.append(
                 Switch(
-                    path,
-                    f"the config stores trust_remote_code={value!r}; a "
+                    pointer=path,
+                    message=f"the config stores trust_remote_code={value!r}; a "
                     "consumer that forwards it runs the repository's code",
-                    f"{path}={value!r}"[:300],
+                    evidence=f"{path}={value!r}"[:300],
                 )
             )
     base = name.rsplit("/", 1)[-1].lower()
@@ -121,11 +120,11 @@ def _sentence_transformer_modules(modules: list[object]) -> list[Switch]:
             if not kind.startswith("sentence_transformers."):
                 out.append(
                     Switch(
-                        f"[{index}].type",
-                        "sentence-transformers imports module "
+                        pointer=f"[{index}].type",
+                        message="sentence-transformers imports module "
                         f"type '{kind[:120]}', which is not part of the library "
                         "(code shipped with the model)",
-                        kind[:300],
+                        evidence=kind[:300],
                     )
                 )
     return out

@@ -21,10 +21,10 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
-from typing import NamedTuple
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.formats import MODEL_FORMATS
+from bastion.records import Record
 from bastion.rules import Rule
 
 SHADOWING = Rule(
@@ -172,7 +172,7 @@ NATIVE_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 _PYC_HEADER = struct.Struct("<4sI")
 
 
-class Entry(NamedTuple):
+class Entry(Record):
     """One file of a folder or an archive: its "/"-separated path there, its identified format,
     and how to read its first bytes (for bytecode headers)."""
 
@@ -181,7 +181,7 @@ class Entry(NamedTuple):
     head: Callable[[], bytes]
 
 
-class Problem(NamedTuple):
+class Problem(Record):
     path: str  # the entry it concerns
     finding: Finding  # located at `location`, to be moved to the entry by the caller
 
@@ -229,8 +229,8 @@ def check_entries(entries: Sequence[Entry], where: Location) -> list[Problem]:
         if path.suffix == ".pth" and entry.fmt not in MODEL_FORMATS:  # not a torch checkpoint
             problems.append(
                 Problem(
-                    entry.path,
-                    SHADOWING.finding(
+                    path=entry.path,
+                    finding=SHADOWING.finding(
                         where,
                         ".pth file: Python runs its import lines at start-up when this folder "
                         "is a site directory",
@@ -245,8 +245,8 @@ def check_entries(entries: Sequence[Entry], where: Location) -> list[Problem]:
         ):
             problems.append(
                 Problem(
-                    entry.path,
-                    SHADOWING.finding(
+                    path=entry.path,
+                    finding=SHADOWING.finding(
                         where,
                         f"shadows the module '{module.name}': run from this folder, Python "
                         "imports this file instead",
@@ -259,15 +259,20 @@ def check_entries(entries: Sequence[Entry], where: Location) -> list[Problem]:
         ):
             problems.append(
                 Problem(
-                    entry.path,
-                    NATIVE.finding(where, "native library beside model files", evidence=path.name),
+                    path=entry.path,
+                    finding=NATIVE.finding(
+                        where, "native library beside model files", evidence=path.name
+                    ),
                 )
             )
         if path.suffix == ".pyc":
             problem = _pyc_problem(entry, sources, model_folders)
             if problem:
                 problems.append(
-                    Problem(entry.path, BYTECODE.finding(where, problem, evidence=path.name))
+                    Problem(
+                        path=entry.path,
+                        finding=BYTECODE.finding(where, problem, evidence=path.name),
+                    )
                 )
     return problems
 

@@ -11,9 +11,10 @@ scanned as files of their own."""
 from __future__ import annotations
 
 import json
-from typing import Any, NamedTuple
+from typing import Any
 
 from bastion.findings import Confidence, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, ScanContext
 from bastion.scan.pickle_globals import CALL, NEW, REF, Verdict, classify
@@ -105,7 +106,7 @@ _USES = {
 _BIT_GENERATORS = frozenset({"MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64"})
 
 
-class SkopsName(NamedTuple):
+class SkopsName(Record):
     module: str
     name: str
     use: str
@@ -220,12 +221,19 @@ def schema_names(schema: Any) -> tuple[list[SkopsName], bool]:
             generator = _bit_generator_name(node)
             # gettype("numpy.random", <name>)(seed_seq) after an issubclass(BitGenerator) check
             if generator is not None and generator not in _BIT_GENERATORS:
-                out.append(SkopsName("numpy.random", generator, CALL, f"{path} ({loader})"))
+                out.append(
+                    SkopsName(
+                        module="numpy.random",
+                        name=generator,
+                        use=CALL,
+                        pointer=f"{path} ({loader})",
+                    )
+                )
         if loader == "MethodNode":
             content = node.get("content")
             func = content.get("func") if isinstance(content, dict) else None
             name = f"{name}.{func}" if isinstance(func, str) else name
-        out.append(SkopsName(module, name, use, f"{path} ({loader})"))
+        out.append(SkopsName(module=module, name=name, use=use, pointer=f"{path} ({loader})"))
     return out, True
 
 

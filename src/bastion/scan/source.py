@@ -7,13 +7,14 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from bastion.errors import LimitExceeded
 from bastion.findings import Location
+from bastion.records import Record
 
 
-class Source(NamedTuple):
+class Source(Record):
     """One byte stream to scan. `open()` returns a fresh, seekable binary stream."""
 
     location: Location

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
 from jinja2 import nodes
 from jinja2.exceptions import TemplateError
@@ -29,6 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, is_internal_attribute
 from jinja2.utils import Namespace
 
 from bastion.errors import LimitExceeded
+from bastion.records import Record
 
 MAX_STEPS = 400_000  # traced template lines + sandbox hooks, over all conversations
 MAX_SECONDS = 3.0
@@ -38,7 +39,7 @@ TEMPLATE_FILE = "<template>"  # the file name Jinja2 compiles from_string templa
 _WIDTH = re.compile(r"%[-#0 +]*(\d+)")
 
 
-class Refusal(NamedTuple):
+class Refusal(Record):
     message: str
     evidence: str
 
@@ -109,7 +110,7 @@ class RecordingSandbox(ImmutableSandboxedEnvironment):
 
     def refuse(self, message: str, evidence: str) -> None:
         if len(self.refusals) < 64:
-            self.refusals.setdefault(evidence, Refusal(message, evidence))
+            self.refusals.setdefault(evidence, Refusal(message=message, evidence=evidence))
 
     # -- what the sandbox refuses -----------------------------------------------------------
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from jinja2 import nodes
+
+from bastion.records import Record
 
 # Attribute names that lead from an ordinary object to Python internals without an underscore
 # (everything else needs one: dunders, frame/code attributes, name-mangled Jinja internals).
@@ -175,7 +176,7 @@ MAX_PASSES = 64
 _CHAR_CONVERSION = re.compile(r"%[-#0 +\d.*]*c|\{[^{}]*:[^{}]*c\}")
 
 
-class StaticIssue(NamedTuple):
+class StaticIssue(Record):
     message: str
     evidence: str
     critical: bool  # a literal escape; otherwise a computed name (reported as high)
@@ -472,16 +473,17 @@ def _format_issues(receiver: nodes.Node, taint: _Taint) -> list[StaticIssue]:
     if text is None:
         return [
             StaticIssue(
-                "uses str.format on a string built at run time (format fields can read attributes)",
-                ".format(<expression>)",
-                taint.of(receiver),
+                message="uses str.format on a string built at run time (format fields can "
+                "read attributes)",
+                evidence=".format(<expression>)",
+                critical=taint.of(receiver),
             )
         ]
     return [
         StaticIssue(
-            f"str.format field '{{{field[:60]}}}' reads internal attributes",
-            f".format({field[:60]!r})",
-            True,
+            message=f"str.format field '{{{field[:60]}}}' reads internal attributes",
+            evidence=f".format({field[:60]!r})",
+            critical=True,
         )
         for field in _format_fields(text)
         if _dangerous_path(field.replace("[", ".").replace("]", ""))
@@ -500,14 +502,18 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
         if literal is not None:
             if _dangerous_path(literal):
                 issues.append(
-                    StaticIssue(f"{what} '{literal[:60]}'", f"{evidence}({literal[:60]!r})", True)
+                    StaticIssue(
+                        message=f"{what} '{literal[:60]}'",
+                        evidence=f"{evidence}({literal[:60]!r})",
+                        critical=True,
+                    )
                 )
         elif not isinstance(expr, nodes.Const):
             issues.append(
                 StaticIssue(
-                    f"{what} named by an expression, not a literal",
-                    f"{evidence}(<expression>)",
-                    taint.of(expr),
+                    message=f"{what} named by an expression, not a literal",
+                    evidence=f"{evidence}(<expression>)",
+                    critical=taint.of(expr),
                 )
             )
 
@@ -519,9 +525,9 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 # resolving a name) walks to Python internals with it
                 issues.append(
                     StaticIssue(
-                        f"passes the internal name '{text[:60]}' to a call",
-                        f"(…{text[:60]!r}…)",
-                        True,
+                        message=f"passes the internal name '{text[:60]}' to a call",
+                        evidence=f"(…{text[:60]!r}…)",
+                        critical=True,
                     )
                 )
     for node in tree.find_all(
@@ -540,7 +546,11 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
         if isinstance(node, nodes.Getattr):
             if dangerous_name(node.attr):
                 issues.append(
-                    StaticIssue(f"accesses attribute '{node.attr}'", f".{node.attr}", True)
+                    StaticIssue(
+                        message=f"accesses attribute '{node.attr}'",
+                        evidence=f".{node.attr}",
+                        critical=True,
+                    )
                 )
             if node.attr in FORMATTERS and (
                 id(node) in called or _const_str(node.node) is not None or taint.of(node.node)
@@ -549,13 +559,19 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
         elif isinstance(node, nodes.Getitem):
             key = _const_str(node.arg)
             if key is not None and dangerous_name(key):
-                issues.append(StaticIssue(f"accesses item '{key[:60]}'", f"[{key[:60]!r}]", True))
+                issues.append(
+                    StaticIssue(
+                        message=f"accesses item '{key[:60]}'",
+                        evidence=f"[{key[:60]!r}]",
+                        critical=True,
+                    )
+                )
             elif key is None and taint.of(node.arg):
                 issues.append(
                     StaticIssue(
-                        "looks up an item by a name the template builds",
-                        "computed subscript",
-                        False,
+                        message="looks up an item by a name the template builds",
+                        evidence="computed subscript",
+                        critical=False,
                     )
                 )
         elif isinstance(node, (nodes.Filter, nodes.Test)):
@@ -576,7 +592,9 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 if node.dyn_args is not None or node.dyn_kwargs is not None:
                     issues.append(
                         StaticIssue(
-                            "calls the attr filter with unpacked arguments", "|attr(*)", False
+                            message="calls the attr filter with unpacked arguments",
+                            evidence="|attr(*)",
+                            critical=False,
                         )
                     )
             if node.name in ATTRIBUTE_ARGUMENT or any(k.key == "attribute" for k in node.kwargs):
@@ -594,9 +612,9 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
                 if applied is None:
                     issues.append(
                         StaticIssue(
-                            "map applies a filter chosen at run time",
-                            "|map(<expression>)",
-                            False,
+                            message="map applies a filter chosen at run time",
+                            evidence="|map(<expression>)",
+                            critical=False,
                         )
                     )
                 elif applied == "attr":
@@ -609,18 +627,18 @@ def analyse_tree(tree: nodes.Template) -> list[StaticIssue]:
             if dangerous_name(node.attr):
                 issues.append(
                     StaticIssue(
-                        f"stores namespace attribute '{node.attr}'",
-                        f"{node.name}.{node.attr} =",
-                        True,
+                        message=f"stores namespace attribute '{node.attr}'",
+                        evidence=f"{node.name}.{node.attr} =",
+                        critical=True,
                     )
                 )
         else:
             what = type(node).__name__.lower()
             issues.append(
                 StaticIssue(
-                    f"{what}s another template through the renderer's loader (reads files)",
-                    f"{{% {what} %}}",
-                    False,
+                    message=f"{what}s another template through the renderer's loader (reads files)",
+                    evidence=f"{{% {what} %}}",
+                    critical=False,
                 )
             )
     return issues

@@ -14,10 +14,9 @@ jinja2 is imported only when a template is analysed."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.scan.base import ScanContext
 from bastion.scan.source import Source
@@ -71,7 +70,7 @@ MAX_TEMPLATE_CHARS = 1_000_000
 TEMPLATE_FORMAT = "jinja"
 
 
-class TemplateIssue(NamedTuple):
+class TemplateIssue(Record):
     message: str
     evidence: str
     parse_error: bool = False
@@ -95,7 +94,9 @@ def analyse_template(text: str, tokens: dict[str, str] | None = None) -> list[Te
     except TemplateSyntaxError as exc:
         return [
             TemplateIssue(
-                f"template does not parse: {exc.message}", str(exc.message), parse_error=True
+                message=f"template does not parse: {exc.message}",
+                evidence=str(exc.message),
+                parse_error=True,
             )
         ]
     except RecursionError:
@@ -104,25 +105,28 @@ def analyse_template(text: str, tokens: dict[str, str] | None = None) -> list[Te
     for found in analyse_tree(tree):
         severity = Severity.CRITICAL if found.critical else Severity.HIGH
         issues.setdefault(
-            found.evidence, TemplateIssue(found.message, found.evidence, severity=severity)
+            found.evidence,
+            TemplateIssue(message=found.message, evidence=found.evidence, severity=severity),
         )
     try:
         refusals, stopped = dry_run(env, tree, tokens)
     except (TemplateSyntaxError, SyntaxError) as exc:  # parses, but does not compile
         message = getattr(exc, "message", None) or str(exc)
         issues["compile"] = TemplateIssue(
-            f"template does not compile: {message}", str(message)[:200], parse_error=True
+            message=f"template does not compile: {message}",
+            evidence=str(message)[:200],
+            parse_error=True,
         )
         refusals, stopped = [], None
     for refusal in refusals:
         issues[f"dry run: {refusal.evidence}"] = TemplateIssue(
-            f"rendering it {refusal.message}; a renderer without a sandbox executes this",
-            f"dry run: {refusal.evidence}",
+            message=f"rendering it {refusal.message}; a renderer without a sandbox executes this",
+            evidence=f"dry run: {refusal.evidence}",
         )
     if stopped is not None:
         issues["dry run stopped"] = TemplateIssue(
-            f"rendering it with an ordinary conversation exceeds bounds ({stopped})",
-            f"dry run stopped: {stopped}",
+            message=f"rendering it with an ordinary conversation exceeds bounds ({stopped})",
+            evidence=f"dry run stopped: {stopped}",
             severity=Severity.MEDIUM,
             rule="JIN003",
         )

@@ -11,10 +11,10 @@ import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, ScanContext
 from bastion.scan.protobuf import LENGTH, ProtoError, ProtoStream
@@ -141,7 +141,7 @@ def pure_ops() -> frozenset[str]:
     )
 
 
-class _Node(NamedTuple):
+class _Node(Record):
     name: str
     op: str
     inputs: tuple[str, ...]  # data inputs, as node (or function argument) names
@@ -149,7 +149,7 @@ class _Node(NamedTuple):
     calls: tuple[str, ...]  # functions named in attributes
 
 
-class _Body(NamedTuple):
+class _Body(Record):
     where: str  # "graph" or "function NAME"
     nodes: dict[str, _Node]
     args: tuple[str, ...]  # function arguments, in order
@@ -157,7 +157,7 @@ class _Body(NamedTuple):
 
 class _MetaGraph:
     def __init__(self) -> None:
-        self.graph = _Body("graph", {}, ())
+        self.graph = _Body(where="graph", nodes={}, args=())
         self.functions: dict[str, _Body] = {}
         self.saver = ("", "", "")  # filename tensor, save tensor, restore op
         self.signature_inputs: set[str] = set()  # nodes fed by whoever calls a signature
@@ -173,7 +173,7 @@ def _node(name: str, op: str, inputs: Iterable[str], calls: Iterable[str]) -> _N
             controls.append(ref[1:])
         else:
             data.append(ref.split(":", 1)[0])
-    return _Node(name, op, tuple(data), tuple(controls), tuple(calls))
+    return _Node(name=name, op=op, inputs=tuple(data), controls=tuple(controls), calls=tuple(calls))
 
 
 def _tensor_node(ref: str) -> str:
@@ -563,7 +563,7 @@ class _BinaryReader:
             elif number == FUNCTION_NODE_DEF:
                 node = self._node(pos, pos + length)
                 nodes[node.name] = node
-        return _Body(f"function {name}", nodes, tuple(args))
+        return _Body(where=f"function {name}", nodes=nodes, args=tuple(args))
 
     def _node(self, start: int, end: int) -> _Node:
         self.budget.tick()
@@ -674,7 +674,9 @@ def _text_meta_graphs(data: bytes, budget: _Budget) -> list[_MetaGraph]:
                         for arg in messages(signature, "input_arg"):
                             args.append(scalar(arg, "name"))
                     nodes = {n.name: n for n in map(node, messages(function, "node_def"))}
-                    meta.functions[name] = _Body(f"function {name}", nodes, tuple(args))
+                    meta.functions[name] = _Body(
+                        where=f"function {name}", nodes=nodes, args=tuple(args)
+                    )
     return metas
 
 

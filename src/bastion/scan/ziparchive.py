@@ -11,9 +11,10 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from bastion.errors import LimitExceeded
+from bastion.records import Record
 from bastion.scan.source import CorruptInput, SliceReader
 
 EOCD_SIG = b"PK\x05\x06"
@@ -27,7 +28,7 @@ class ZipFormatError(CorruptInput):
     pass
 
 
-class ZipEntry(NamedTuple):
+class ZipEntry(Record):
     name: str
     raw_name: bytes
     method: int
@@ -52,7 +53,7 @@ class ZipEntry(NamedTuple):
         return self.create_system == 3 and (self.external_attr >> 16) & 0o170000 == 0o120000
 
 
-class ZipDirectory(NamedTuple):
+class ZipDirectory(Record):
     entries: tuple[ZipEntry, ...]
     prefix_bytes: int  # bytes before the first local header (self-extractor or polyglot)
     truncated_listing: bool
@@ -91,7 +92,7 @@ def _find_eocd(handle: BinaryIO, size: int, dialect: str) -> tuple[int, bytes]:
     return size - window + pos, tail[pos:]
 
 
-class _EndValues(NamedTuple):
+class _EndValues(Record):
     total: int
     cd_size: int
     cd_offset: int
@@ -111,7 +112,7 @@ def _end_values(
     if locator[:4] != ZIP64_LOCATOR_SIG:
         if dialect == MINIZ and (total != on_disk or disk or cd_disk):
             raise ZipFormatError("multi-disk archive")
-        return _EndValues(total, cd_size, cd_offset, False)
+        return _EndValues(total=total, cd_size=cd_size, cd_offset=cd_offset, zip64=False)
     _lsig, locator_disk, record_offset, disks = struct.unpack("<4sIQI", locator)
     if dialect == ZIPFILE:
         # zipfile reads the zip64 record right before its locator, and falls back to the
@@ -130,7 +131,7 @@ def _end_values(
     if len(z64) < _Z64_RECORD or z64[:4] != ZIP64_EOCD_SIG:
         if dialect == MINIZ:
             raise ZipFormatError("no zip64 end record where the locator points")
-        return _EndValues(total, cd_size, cd_offset, False)
+        return _EndValues(total=total, cd_size=cd_size, cd_offset=cd_offset, zip64=False)
     (
         _zsig,
         record_size,
@@ -151,7 +152,7 @@ def _end_values(
         or cd_size64 > 0xFFFFFFFF
     ):
         raise ZipFormatError("zip64 end record miniz rejects")
-    return _EndValues(total64, cd_size64, cd_offset64, True)
+    return _EndValues(total=total64, cd_size=cd_size64, cd_offset=cd_offset64, zip64=True)
 
 
 def read_directory(
@@ -160,7 +161,8 @@ def read_directory(
     """The members `dialect`'s reader sees (see ZIPFILE and MINIZ)."""
     eocd_offset, record = _find_eocd(handle, size, dialect)
     comment = record[_EOCD : _EOCD + struct.unpack("<H", record[20:22])[0]]
-    total, cd_size, cd_offset, zip64 = _end_values(handle, size, eocd_offset, record, dialect)
+    end = _end_values(handle, size, eocd_offset, record, dialect)
+    total, cd_size, cd_offset, zip64 = end.total, end.cd_size, end.cd_offset, end.zip64
     if dialect == ZIPFILE:
         # data prepended to the archive shifts every offset (zipfile's "concat"); the central
         # directory is read from just before the end records, wherever cd_offset says
@@ -214,20 +216,25 @@ def read_directory(
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
         entries.append(
             ZipEntry(
-                name,
-                raw_name,
-                method,
-                flags,
-                csize,
-                usize,
-                offset + prefix,
-                external,
-                create_system,
-                crc,
+                name=name,
+                raw_name=raw_name,
+                method=method,
+                flags=flags,
+                compressed_size=csize,
+                size=usize,
+                header_offset=offset + prefix,
+                external_attr=external,
+                create_system=create_system,
+                crc=crc,
             )
         )
         pos = end
-    return ZipDirectory(tuple(entries), max(prefix, 0), truncated, comment)
+    return ZipDirectory(
+        entries=tuple(entries),
+        prefix_bytes=max(prefix, 0),
+        truncated_listing=truncated,
+        comment=comment,
+    )
 
 
 def _miniz_entry_checks(
@@ -268,7 +275,7 @@ def _apply_zip64(extra: bytes, csize: int, usize: int, offset: int) -> tuple[int
     return csize, usize, offset
 
 
-class MemberData(NamedTuple):
+class MemberData(Record):
     start: int  # offset of the member's data in the archive
     local_name: bytes
 
@@ -285,7 +292,7 @@ def locate(handle: BinaryIO, size: int, entry: ZipEntry) -> MemberData:
     start = entry.header_offset + 30 + name_len + extra_len
     if start + entry.compressed_size > size:
         raise ZipFormatError(f"data of {entry.name!r} runs past the end of the archive")
-    return MemberData(start, local_name)
+    return MemberData(start=start, local_name=local_name)
 
 
 _PIECE = 1 << 20  # most output one decompression step may produce
@@ -461,7 +468,10 @@ def _union(views: list[ZipDirectory]) -> ZipDirectory:
                 seen.add(_identity(entry))
                 entries.append(entry)
     return ZipDirectory(
-        tuple(entries), first.prefix_bytes, any(v.truncated_listing for v in views), first.comment
+        entries=tuple(entries),
+        prefix_bytes=first.prefix_bytes,
+        truncated_listing=any(v.truncated_listing for v in views),
+        comment=first.comment,
     )
 
 

@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.errors import InputError
 from bastion.findings import Severity
+from bastion.records import Record
 from bastion.supplychain.requirements import normalise
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 MAX_RECORDS = 2_000_000
 
 
-@dataclass(frozen=True)
-class Advisory:
+class Advisory(Record):
     id: str
     aliases: tuple[str, ...]
     summary: str
@@ -176,14 +175,14 @@ def parse_record(record: object) -> Iterator[Advisory]:
                 ranges.append(tuple(events))
         versions = frozenset(v for v in affected.get("versions") or [] if isinstance(v, str))
         yield Advisory(
-            record["id"],
-            aliases,
-            summary,
-            severity,
-            normalise(package["name"]),
-            tuple(ranges),
-            versions,
-            tuple(fixed),
+            id=record["id"],
+            aliases=aliases,
+            summary=summary,
+            severity=severity,
+            package=normalise(package["name"]),
+            ranges=tuple(ranges),
+            versions=versions,
+            fixed=tuple(fixed),
         )
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bastion.discover import walk
 from bastion.errors import BastionError, MissingExtra
+from bastion.records import Checked, RecordError, field
 from bastion.supplychain.digests import file_sha256
 from bastion.supplychain.requirements import (
     Dependency,
@@ -71,36 +71,38 @@ class BomError(BastionError):
     pass
 
 
-@dataclass
-class ModelCard:
+class ModelCard(Checked):
     """What `bastion-model.toml` (or flags) say about the model; all optional."""
 
     task: str | None = None
     architecture: str | None = None
     family: str | None = None
-    inputs: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
-    considerations: dict[str, list[str]] = field(default_factory=dict)
+    considerations: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:
+        """The card in a bastion-model.toml: [model] task, architecture, family, inputs and
+        outputs, [metrics] name = number, [considerations] topic = [text, ...]. Other tables
+        and keys are the file's own business; a known key with a wrong type is an error."""
         try:
             data = tomllib.loads(path.read_text("utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise BomError(f"cannot read {path}: {exc}") from exc
         model = data.get("model", {})
-        return cls(
-            task=model.get("task"),
-            architecture=model.get("architecture"),
-            family=model.get("family"),
-            inputs=list(model.get("inputs", [])),
-            outputs=list(model.get("outputs", [])),
-            metrics={str(k): float(v) for k, v in data.get("metrics", {}).items()},
-            considerations={
-                str(k): [str(x) for x in v] for k, v in data.get("considerations", {}).items()
-            },
-        )
+        if not isinstance(model, dict):
+            raise BomError(f"{path}: [model] must be a table")
+        known = {k: v for k, v in model.items() if k in _CARD_MODEL_KEYS}
+        known.update({k: data[k] for k in ("metrics", "considerations") if k in data})
+        try:
+            return cls.model_validate(known)
+        except RecordError as exc:
+            raise BomError(f"{path}: {exc}") from exc
+
+
+_CARD_MODEL_KEYS = ("task", "architecture", "family", "inputs", "outputs")
 
 
 def _sha256(path: Path) -> str:
@@ -270,7 +272,7 @@ def _model_card(card: ModelCard | None, dataset_refs: list[str]) -> dict[str, An
     considerations: dict[str, Any] = {}
     for key, values in card.considerations.items():
         if key in ("users", "useCases", "technicalLimitations", "performanceTradeoffs"):
-            considerations[key] = values
+            considerations[key] = list(values)
         elif key == "ethicalConsiderations":
             considerations[key] = [{"name": text} for text in values]
         elif key == "fairnessAssessments":

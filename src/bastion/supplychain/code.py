@@ -11,7 +11,6 @@ import json
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bastion import coverage
@@ -19,12 +18,13 @@ from bastion.config import Settings
 from bastion.discover import Found, Target, walk
 from bastion.findings import Finding, Location, Report, Skip, TargetResult, sort_findings
 from bastion.formats import CODE_SUFFIXES
+from bastion.records import Record
 from bastion.rules import Rule
 from bastion.runs import Progress, build_report, error_result, run_targets, start
-from bastion.supplychain import code_rules as R
-from bastion.supplychain.personal_data import personal_data
 from bastion.secrets import available as secrets_available
 from bastion.secrets import secrets_in
+from bastion.supplychain import code_rules as R
+from bastion.supplychain.personal_data import personal_data
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 
@@ -82,8 +82,7 @@ UNSAFE_YAML_LOADERS = {
 TLS_OFF = {"ssl._create_unverified_context", "urllib3.disable_warnings"}
 
 
-@dataclass(frozen=True)
-class CodeFinding:
+class CodeFinding(Record):
     rule: Rule
     line: int
     column: int
@@ -175,11 +174,11 @@ def analyse_source(source: str, top_level_await: bool = False) -> list[CodeFindi
     def add(rule: Rule, node: ast.AST, message: str, evidence: str) -> None:
         out.append(
             CodeFinding(
-                rule,
-                getattr(node, "lineno", 1),
-                getattr(node, "col_offset", 0) + 1,
-                message,
-                evidence,
+                rule=rule,
+                line=getattr(node, "lineno", 1),
+                column=getattr(node, "col_offset", 0) + 1,
+                message=message,
+                evidence=evidence,
             )
         )
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 from bastion.errors import InputError
+from bastion.records import Record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,7 +23,7 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-class Dependency(NamedTuple):
+class Dependency(Record):
     name: str  # normalised
     version: str | None  # exact version when pinned or locked
     specifier: str  # as written, e.g. ">=2.0,<3"
@@ -78,11 +78,11 @@ def read_requirements(
         )
         deps.append(
             Dependency(
-                normalise(requirement.name),
-                pinned,
-                str(specifier) if specifier else "",
-                display,
-                number,
+                name=normalise(requirement.name),
+                version=pinned,
+                specifier=str(specifier) if specifier else "",
+                source=display,
+                line=number,
             )
         )
     for invalid in parsed.invalid_lines:
@@ -133,10 +133,10 @@ def read_lock(path: Path, display: str | None = None) -> list[Dependency]:
             version = entry.get("version")
             deps.append(
                 Dependency(
-                    normalise(entry["name"]),
-                    version if isinstance(version, str) else None,
-                    f"=={version}" if isinstance(version, str) else "",
-                    display,
+                    name=normalise(entry["name"]),
+                    version=version if isinstance(version, str) else None,
+                    specifier=f"=={version}" if isinstance(version, str) else "",
+                    source=display,
                 )
             )
     return deps
@@ -151,7 +151,10 @@ def read_environment() -> list[Dependency]:
         name = dist.name  # the "Name" metadata field
         if name:
             seen[normalise(name)] = Dependency(
-                normalise(name), dist.version, f"=={dist.version}", "environment"
+                name=normalise(name),
+                version=dist.version,
+                specifier=f"=={dist.version}",
+                source="environment",
             )
     return sorted(seen.values(), key=lambda d: d.name)
 

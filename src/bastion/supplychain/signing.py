@@ -9,12 +9,12 @@ import base64
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import BastionError, InputError, MissingExtra, UsageError
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.records import Record
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -114,8 +114,7 @@ def _relative(model: Path, paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(Record):
     """What to sign or verify with: exactly one of key, certificate (+chain), sigstore."""
 
     key: Path | None = None
@@ -173,8 +172,7 @@ def sign(
     return signature
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Record):
     ok: bool
     kind: str  # verified | tampered | missing | extra | wrong-key | malformed | foreign
     detail: str
@@ -257,7 +255,9 @@ def _diagnose(model: Path, signature: Path, statement: dict[str, Any]) -> Outcom
             raise VerificationUnavailable(
                 f"the model cannot be read to check its signature: {exc}"[:500]
             ) from exc
-        return Outcome(False, "tampered", f"the model cannot be hashed as signed: {exc}")
+        return Outcome(
+            ok=False, kind="tampered", detail=f"the model cannot be hashed as signed: {exc}"
+        )
     expected = _files_of(_resources(statement))
     now = _files_of(actual)
     missing = sorted(set(expected) - set(now))
@@ -265,23 +265,29 @@ def _diagnose(model: Path, signature: Path, statement: dict[str, Any]) -> Outcom
     changed = sorted(f for f in set(expected) & set(now) if expected[f] != now[f])
     if changed:
         return Outcome(
-            False, "tampered", f"content changed: {', '.join(changed[:10])}", tuple(changed)
+            ok=False,
+            kind="tampered",
+            detail=f"content changed: {', '.join(changed[:10])}",
+            files=tuple(changed),
         )
     if missing:
         return Outcome(
-            False, "missing", f"signed files missing: {', '.join(missing[:10])}", tuple(missing)
+            ok=False,
+            kind="missing",
+            detail=f"signed files missing: {', '.join(missing[:10])}",
+            files=tuple(missing),
         )
     if extra:
         return Outcome(
-            False,
-            "extra",
-            f"files not covered by the signature: {', '.join(extra[:10])}",
-            tuple(extra),
+            ok=False,
+            kind="extra",
+            detail=f"files not covered by the signature: {', '.join(extra[:10])}",
+            files=tuple(extra),
         )
     return Outcome(
-        False,
-        "wrong-key",
-        "the files match the signed manifest, but the signature "
+        ok=False,
+        kind="wrong-key",
+        detail="the files match the signed manifest, but the signature "
         "does not verify with the given key, certificate or identity (or the "
         "envelope was altered)",
     )
@@ -293,13 +299,13 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
     if not model.exists():
         raise InputError(f"{model}: no such file or directory")
     if not signature.is_file():
-        return Outcome(False, "missing-signature", f"no signature at {signature}")
+        return Outcome(ok=False, kind="missing-signature", detail=f"no signature at {signature}")
     try:
         statement = _statement(signature)
     except LookupError as exc:
-        return Outcome(False, "foreign", f"not a model-signing signature: {exc}")
+        return Outcome(ok=False, kind="foreign", detail=f"not a model-signing signature: {exc}")
     except (ValueError, OSError) as exc:
-        return Outcome(False, "malformed", f"unreadable signature bundle: {exc}")
+        return Outcome(ok=False, kind="malformed", detail=f"unreadable signature bundle: {exc}")
     ms = _library()
     if credentials.sigstore and not (credentials.identity and credentials.issuer):
         raise UsageError("--sigstore verification needs --identity and --issuer")
@@ -341,9 +347,9 @@ def verify(model: Path, credentials: Credentials, signature: Path | None = None)
                     hint="retry when the network (Sigstore) is reachable and the files are "
                     "readable; the verdict is undecided until then",
                 ) from exc
-            return Outcome(False, "wrong-key", f"{outcome.detail}: {exc}"[:500])
+            return Outcome(ok=False, kind="wrong-key", detail=f"{outcome.detail}: {exc}"[:500])
         return outcome
-    return Outcome(True, "verified", "signature verified; every file matches")
+    return Outcome(ok=True, kind="verified", detail="signature verified; every file matches")
 
 
 # --- verification as a report ------------------------------------------------------------------
