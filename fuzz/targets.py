@@ -28,11 +28,15 @@ class ScannerCrash(Exception):
 
 
 class _InProcessRegistry(Mapping[str, Any]):
-    """The real registry, except HDF5: libhdf5 can loop forever inside C code on a corrupt file
-    (seen: a superblock with all-ones addresses), which nothing in-process can interrupt. In a
-    real scan the worker's wall-time kill bounds it (the file is incomplete, LIM001, never
-    clean); the fuzzer runs in-process, so HDF5 structure is left to the keras tests and the
-    fuzz regression inputs, and every other parser is fuzzed whole."""
+    """The real registry, except HDF5: libhdf5 can loop forever inside C code on a corrupt file,
+    which nothing in-process can interrupt. The first report (a superblock with all-ones
+    addresses; the input was not kept, and the ones tried do not loop in the bundled HDF5
+    2.0.0) is refused before libhdf5 sees the file (scan/hdf5_superblock.py). But fuzzing HDF5
+    in-process behind that check found another loop within 2,000 inputs: reading a
+    variable-length string attribute whose global heap collection holds a zero-size free
+    object (tests/data/hdf5_hangs). In a real scan the worker's wall-time kill bounds it (the
+    file is incomplete, LIM001, never clean); here HDF5 structure is left to the HDF5 tests
+    and the fuzz regression inputs, and every other parser is fuzzed whole."""
 
     def __init__(self) -> None:
         self._real = registry()

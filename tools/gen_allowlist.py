@@ -20,6 +20,10 @@ the generated file):
   classes it names, nested functions and lambdas). Code that execs/evals/compiles, imports by
   name, unpickles, loads native code (ctypes), starts processes or opens/writes files is left
   out (`--refused FILE` lists what and why). C/Cython objects have no bytecode: the name rules.
+* Packages that cannot be walked safely are listed by review instead (`REVIEWED`: pyarrow, a
+  Cython package whose core module also opens files and memory maps): exactly the callables
+  their own `__reduce__` methods name, each checked to be that object. Reconstructions that trust
+  pickled lengths and indices (`bastion.scan.pickle_native.UNVALIDATED`) are refused.
 * Uses (see `bastion.scan.pickle_allowlist`): classes may be instantiated (`__new__` +
   `__setstate__`/BUILD) and referenced; they may be *called* with the pickle's arguments only
   when construction runs no Python code of the library (C/Cython types of numpy, scipy, pandas,
@@ -82,6 +86,61 @@ EXTRA_MODULES = (
     "torch._C._fft",
     "torch._C._VariableFunctions",
 )
+
+# Reviewed, not walked. pyarrow is Cython (no bytecode for the hazard reader below) and its core
+# module pyarrow.lib also holds files, memory maps, IPC readers, process-wide settings and
+# extension-type registration, while its other modules open file systems, clients and servers.
+# Listed instead: exactly the callables pyarrow's own __reduce__ methods name (array.pxi,
+# scalar.pxi, table.pxi, types.pxi, io.pxi), each read in its source — they build types,
+# fields, schemas, buffers and scalars from values and check them, or assemble arrays into
+# chunked arrays, tables and batches (Table/RecordBatch.from_arrays run Validate). pandas' Arrow
+# extension types rebuild through their __arrow_ext_deserialize__ (json.loads of the pickled
+# metadata, then the type's constructor), a dunder the method walk leaves out. Never listed:
+# the reconstructions that trust pickled lengths, offsets and indices
+# (bastion.scan.pickle_native.UNVALIDATED, reported as PKL010).
+REVIEWED: dict[str, dict[str, tuple[str, ...]]] = {
+    "pyarrow.lib": {
+        "arrow-type": (
+            "type_for_alias",
+            "field",
+            "schema",
+            "list_",
+            "large_list",
+            "list_view",
+            "large_list_view",
+            "map_",
+            "struct",
+            "dictionary",
+            "union",
+            "run_end_encoded",
+            "timestamp",
+            "binary",
+            "decimal32",
+            "decimal64",
+            "decimal128",
+            "decimal256",
+            "uuid",
+            "bool8",
+            "json_",
+            "opaque",
+            "fixed_shape_tensor",
+            "KeyValueMetadata",
+        ),
+        "arrow-value": (
+            "py_buffer",
+            "scalar",
+            "chunked_array",
+            "_reconstruct_table",
+            "_reconstruct_record_batch",
+        ),
+    },
+    "pandas.core.arrays.arrow.extension_types": {
+        "function-helper": (
+            "ArrowPeriodType.__arrow_ext_deserialize__",
+            "ArrowIntervalType.__arrow_ext_deserialize__",
+        ),
+    },
+}
 
 # Modules never walked: tests, build helpers, code generation/compilation, downloads, I/O
 # readers/writers, distributed/network, CLIs, and modules that import by name.
@@ -787,6 +846,7 @@ def generate() -> list[tuple[str, str, str, str]]:
         print(
             f"{package}: {len(modules)} modules, {len(entries) - before} entries", file=sys.stderr
         )
+    entries.update(reviewed())
     return sorted((m, q, uses, reason) for (m, q), (uses, reason) in entries.items())
 
 
@@ -847,6 +907,41 @@ def _consider(
         return
     uses, reason = _function_uses(obj, modname, last)
     entries[(modname, qualname)] = (uses, f"{reason}:{pkg}")
+
+
+def reviewed() -> dict[tuple[str, str], tuple[str, str]]:
+    """The REVIEWED entries, each checked to be the object pickle names (its own module and
+    qualified name, a function or class, never refused by name or by its Python code); a
+    package that is not installed leaves its entries out."""
+    from bastion.scan.pickle_native import UNVALIDATED
+
+    entries: dict[tuple[str, str], tuple[str, str]] = {}
+    for modname, kinds in REVIEWED.items():
+        try:
+            module = importlib.import_module(modname)
+        except ImportError:
+            print(f"skip {modname}: not importable", file=sys.stderr)
+            continue
+        pkg = modname.split(".")[0]
+        for kind, qualnames in kinds.items():
+            for qualname in qualnames:
+                obj = _plain(_lookup(module, qualname))
+                owner = getattr(obj, "__module__", None)
+                if isinstance(obj, types.MethodType):  # a classmethod, looked up on its class
+                    owner, obj = obj.__func__.__module__, obj.__func__
+                if (
+                    owner != modname
+                    or getattr(obj, "__qualname__", None) != qualname
+                    or not (isinstance(obj, type) or _is_function(obj))
+                ):
+                    raise SystemExit(f"REVIEWED {modname}:{qualname} is not that object")
+                if (modname, qualname) in UNVALIDATED or denied_category(modname, qualname):
+                    raise SystemExit(f"REVIEWED {modname}:{qualname} is refused by name")
+                if _refused(f"{modname}:{qualname}", HAZARDS.of(obj, pkg)):
+                    reason = REFUSED[f"{modname}:{qualname}"]
+                    raise SystemExit(f"REVIEWED {modname}:{qualname}: {reason}")
+                entries[(modname, qualname)] = ("cnr", f"{kind}:{pkg}")
+    return entries
 
 
 def render(rows: list[tuple[str, str, str, str]]) -> str:

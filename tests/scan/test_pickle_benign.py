@@ -10,6 +10,7 @@ import functools
 import io
 import pathlib
 import pickle
+import warnings
 import zoneinfo
 from collections.abc import Callable
 from typing import Any
@@ -61,12 +62,40 @@ def _frame() -> Any:
     )
 
 
+def _arrow_backed(dtype: Any) -> bool:
+    """pandas 3 keeps strings ("str", "string") in Arrow arrays when pyarrow is installed."""
+    categories = getattr(dtype, "categories", None)
+    if categories is not None and _arrow_backed(categories.dtype):
+        return True
+    return getattr(dtype, "storage", None) == "pyarrow" or type(dtype).__name__ == "ArrowDtype"
+
+
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_pandas_frame_of_every_dtype(protocol: int) -> None:
+    """Clean, except for Arrow-backed data: every pickled Arrow array is rebuilt by
+    pyarrow.lib._restore_array from the pickled lengths, offsets and buffers without
+    validation, and a crafted one reads out of bounds when used (demonstrated in
+    test_pickle_arrow.py). That finding (PKL010, medium) is deserved and is the only one; the
+    same frame with Python-object strings is clean."""
+    pd = pytest.importorskip("pandas")
     frame = _frame()
-    assert flagged(pickle.dumps(frame, protocol=protocol)) == []
-    assert flagged(pickle.dumps(frame["dt_zoneinfo"], protocol=protocol)) == []
-    assert flagged(pickle.dumps(frame.set_index(["obj", "int"]), protocol=protocol)) == []
+    dtypes = [*frame.dtypes, frame.index.dtype]
+    expected = (
+        ["PKL010 medium pyarrow.lib._restore_array"] if any(map(_arrow_backed, dtypes)) else []
+    )
+    assert flagged(pickle.dumps(frame, protocol=protocol)) == expected
+    assert flagged(pickle.dumps(frame.set_index(["obj", "int"]), protocol=protocol)) == expected
+    assert flagged(pickle.dumps(frame["dt_zoneinfo"], protocol=protocol)) == expected  # str index
+    options = ["mode.string_storage", "python"]
+    if "future.infer_string" in pd.options.future.__dir__():
+        options += ["future.infer_string", False]
+    with warnings.catch_warnings(), pd.option_context(*options):
+        warnings.simplefilter("ignore")  # pandas 3 deprecates turning string inference off
+        plain = _frame()
+    assert not any(map(_arrow_backed, [*plain.dtypes, plain.index.dtype]))
+    assert flagged(pickle.dumps(plain, protocol=protocol)) == []
+    assert flagged(pickle.dumps(plain.set_index(["obj", "int"]), protocol=protocol)) == []
+    assert flagged(pickle.dumps(plain["dt_zoneinfo"], protocol=protocol)) == []
 
 
 def test_zoneinfo_timestamp_is_not_critical() -> None:

@@ -15,6 +15,7 @@ from bastion.errors import LimitExceeded
 from bastion.findings import Confidence, Location, Severity, Stage
 from bastion.rules import Rule
 from bastion.scan.base import MALFORMED, ScanContext
+from bastion.scan.hdf5_superblock import BadSuperblock, read_superblock
 from bastion.scan.source import CorruptInput, Source, bytes_source
 from bastion.scan.ziparchive import ZipReader
 from bastion.scan.zipmembers import member_source, scan_zip_member
@@ -464,6 +465,17 @@ class Hdf5Scanner:
             return
         handle = source.open()
         try:
+            try:
+                read_superblock(handle, source.size)
+            except BadSuperblock as exc:
+                # never handed to libhdf5: some corrupt superblocks make it loop in C
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location, f"corrupt HDF5 superblock: {exc}", evidence=str(exc)[:200]
+                    )
+                )
+                return
+            handle.seek(0)
             try:
                 h5 = h5py.File(handle, "r")
             except Exception as exc:  # h5py raises OSError and others on hostile files

@@ -10,6 +10,7 @@ from bastion.rules import Rule
 from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.embedded import identify_whole
 from bastion.scan.identify import identify
+from bastion.scan.pickle_native import unvalidated
 from bastion.scan.pickle_vm import (
     RESOLVED,
     TORCHSCRIPT_PREFIXES,
@@ -124,6 +125,25 @@ ABSURD_MEMO = Rule(
     "memo instead.",
     remediation="Do not load it; the file is crafted to exhaust memory.",
 )
+UNVALIDATED_NATIVE = Rule(
+    id="PKL010",
+    title="Pickle rebuilds native data without validating it",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.ARTIFACT,
+    profile="model-integrity",
+    description="Loading calls a library function that turns the pickle's lengths, offsets and "
+    "buffers into a C++ object as they are, with no validation (pyarrow's _restore_array: "
+    "every pickled Arrow array, including pandas columns with Arrow dtypes). It runs no "
+    "code of the pickle's choosing, but a crafted array makes the library read out of "
+    "bounds when the data is first used: the loading process crashes, or returns heap "
+    "memory as values. bastion cannot tell a crafted array from a genuine one without "
+    "building it.",
+    remediation="Exchange Arrow data as Parquet or Arrow IPC, whose readers check what they "
+    "read, rather than as a pickle. If the pickle comes from a producer you trust, waive "
+    "the finding for its path; otherwise call validate(full=True) on every array, chunked "
+    "array and table before using what was loaded.",
+)
 
 # the rules this module's checks emit (listed in bastion.catalogue)
 RULES = (
@@ -135,6 +155,7 @@ RULES = (
     TRAILING_DATA,
     OUTSIDE_ALLOWLIST,
     ABSURD_MEMO,
+    UNVALIDATED_NATIVE,
 )
 
 MAX_STACKED = 64
@@ -267,7 +288,8 @@ def _report_stream(
         ctx.add(ABSURD_MEMO.finding(location, message, evidence=message))
     flagged_names = recorder.flagged
     if flagged_names:
-        _report_names(ctx, handle, location, flagged_names, result)
+        named = {qualname: recorder.names[qualname].module_name for qualname in flagged_names}
+        _report_names(ctx, handle, location, flagged_names, result, named)
         _report_lookups(ctx, location, recorder, flagged_names)
     if recorder.flagged_overflow:
         ctx.add(
@@ -325,7 +347,9 @@ def _report_names(
     location: Location,
     flagged_names: dict[str, FlaggedName],
     result: StreamResult,
+    named: dict[str, tuple[str, str]],
 ) -> None:
+    """One finding per flagged name; `named` holds each as the stream named it."""
     offsets = _offsets(handle, result)
     for qualname, flagged in sorted(flagged_names.items()):
         verdict = flagged.verdict
@@ -353,6 +377,11 @@ def _report_names(
                 f"loading this pickle {used} {qualname}, which is allowlisted only to be "
                 f"{_uses_text(verdict.uses) or 'referenced'} ({verdict.reason}){times}"
             )
+        elif flagged.kind == "call" and (
+            why := unvalidated(named.get(qualname, ("", qualname)), flagged.uses)
+        ):
+            rule = UNVALIDATED_NATIVE
+            message = f"loading this pickle calls {qualname}, which {why}{times}"
         elif flagged.kind == "call" and qualname.startswith("<"):
             rule = UNKNOWN_GLOBAL  # a call no global names: the target is not known
             message = (

@@ -793,6 +793,10 @@ REASONS = {
     "singleton": "{pkg} singleton value pickled by name (e.g. a missing-value marker)",
     "class-argparser": "{pkg} distribution; restore exec()s its argument-parser template, "
     "accepted only as the exact text scipy generates",
+    "arrow-type": "{pkg} data type, field or schema factory named by its own __reduce__; "
+    "builds type metadata from values and checks them (reviewed source)",
+    "arrow-value": "{pkg} buffer, scalar, chunked-array, table or batch builder named by its "
+    "own __reduce__; wraps or converts values, checks types and buffer sizes (reviewed source)",
 }
 
 # scipy.stats._distn_infrastructure.parse_arg_template: what rv_generic.__setstate__ exec()s
