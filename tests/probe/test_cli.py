@@ -128,3 +128,37 @@ def test_unknown_column_and_attack_are_usage_errors(
     assert "no feature named 'nope'" in capsys.readouterr().err
     assert _probe(project, "--attacks", "poison")[0] == 2
     assert "unknown attack" in capsys.readouterr().err
+
+
+def test_html_report_has_plots_and_the_cheapest_flips(project: Path) -> None:
+    policy = "[probe]\nmax_rows = 15\nqueries = 200\n"
+    (project / "policy.toml").write_text(policy)
+    out = project / "report.html"
+    code = main(
+        [
+            "probe",
+            str(project / "model.joblib"),
+            "--data",
+            str(project / "test.csv"),
+            "--train",
+            str(project / "train.csv"),
+            "--target",
+            "outcome",
+            "--immutable",
+            "age",
+            "sex",
+            "--policy",
+            str(project / "policy.toml"),
+            "--no-store",
+            "-q",
+            "-f",
+            "html",
+            "-o",
+            str(out),
+        ]
+    )
+    text = out.read_text()
+    assert code == 1
+    assert text.count("<svg") == 3 and "<script" not in text
+    assert "Cheapest flips" in text and "Membership inference (ROC)" in text
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from bastion.findings import Report, Severity
 from bastion.policy import Status, Verdict
@@ -35,6 +36,13 @@ def render(report: Report, verdict: Verdict) -> str:
             groups.append(
                 (severity.value, sorted(items, key=lambda f: (f.location.path, f.rule_id)))
             )
+    charts: dict[str, Markup] = {}
+    probe = report.metadata.get("probe") if report.command == "probe" else None
+    if isinstance(probe, dict):
+        from bastion.report.svg import probe_charts
+
+        # the SVG is built from numbers and escaped labels (report/svg.py)
+        charts = {name: Markup(svg) for name, svg in probe_charts(probe).items() if svg}
     template = _ENV.get_template("report.html.j2")
     return template.render(
         report=report,
@@ -47,4 +55,6 @@ def render(report: Report, verdict: Verdict) -> str:
         gaps=report.gaps,
         out_of_scope=len(report.skips) - len(report.gaps),
         frameworks=taxonomy()["frameworks"],
+        probe=probe if isinstance(probe, dict) else None,
+        charts=charts,
     )
