@@ -1,0 +1,811 @@
+"""Poisoning signals that cleanlab alone does not see (run by labels.analyse on its rows and
+out-of-sample probabilities).
+
+Targeted flips and backdoor triggers (LBL002, LBL003) teach the model a pattern: flipped labels
+concentrated in one subgroup, or a rare value planted with one label. Cross-validation learns the
+pattern from the other folds, so the out-of-sample probabilities agree with the poison and
+confident learning misses it. The test here asks instead what a model that never saw the
+subgroup predicts for it:
+
+1. candidate subgroups, found by counting only: each category value, each value of a discrete or
+   repeated ("spike") number, quantile bins of numbers, pairs of rare values, k-means clusters,
+   and regions where rows of one label that a linear model disagrees with are each other's
+   nearest neighbours; a candidate is (almost) all one label (`label_group_purity`) and holds
+   at most half of that label's rows;
+2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (at
+   most MAX_LEAVE_OUT_FITS, four times as many on small sets; a fold holds out at most 10% of
+   the rows and of any label's rows), and each fold's model trains without its candidates'
+   rows and predicts them;
+3. the test: the subgroup's count of other labels O against the count E those predictions
+   expect (Poisson-binomial lower tail, Bonferroni over every subgroup scanned, family-wise
+   `label_alpha`), and an effect size (E ≥ 2·O + 3 and E − O ≥ 20% of the subgroup). A pair
+   of values far more frequent than its two values make likely (rows edited to carry it) needs
+   the label test at `label_alpha` only. A legitimately predictive value or bin fails the
+   test: what a model learns from the other rows already expects most of its label. Reported
+   rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the rows)
+   every row of the pattern with its label; for a larger subgroup, its rows of its label that
+   the leave-out model would, by confident learning's per-class thresholds, label otherwise.
+
+Near-duplicates with conflicting labels (LBL004): rows equal on every modelled column after
+quantising numbers to 1% of their spread. Outliers in the wrong class (LBL005): rows much
+farther from their own label's rows than from another label's, that are outliers of their own
+label and whose nearest neighbours all carry another label."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.rules import Rule
+
+if TYPE_CHECKING:
+    import numpy
+
+    from bastion.datacheck.features import LabelFrame
+    from bastion.datacheck.labels import Learner
+    from bastion.datacheck.options import DataOptions
+
+MAX_LEAVE_OUT_FITS = 16  # models trained without candidate subgroups (x4 on small sets)
+FIT_ROW_BUDGET = 64_000  # below this many rows × fits, small sets get more leave-out fits
+MAX_CANDIDATES = 2_000  # candidate subgroups kept after the purity filter (best first)
+MAX_HELD_OUT = 0.1  # share of rows one leave-out fold may hold out
+MAX_HELD_OUT_LABEL = 0.1  # share of one label's rows one leave-out fold may hold out
+MAX_PAIR_WORK = 200_000_000  # rows × column pairs scanned for two-value triggers
+PAIR_MAX_LEVELS = 32  # columns with more levels are not paired
+PAIR_SUPPORT = 2  # each value of a pair is on at least this many times its rows
+DISCRETE_MAX_VALUES = 32  # a number column with at most this many values is discrete
+QUANTILE_BINS = 5
+EMBED_DIMS = 48  # k-means/kNN space: standardised columns, reduced to this many by SVD
+NEIGHBOURS = 10
+MAX_REGIONS = 100  # neighbourhoods around disagreeing rows tested, at most
+KNN_REFERENCE_ROWS = 20_000  # reference rows per label for the kNN checks, at most
+SEED = 0
+EFFECT_SHARE = 0.2
+EXACT_TAIL_ROWS = 5_000
+
+TARGETED_FLIPS = Rule(
+    id="LBL002",
+    title="Labels planted in one subgroup (targeted label flips)",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    profile="data-poisoning",
+    description="A subgroup of rows (a category value, a range of a number, a cluster or a "
+    "region of feature space) carries almost only one label, while a model trained without "
+    "that subgroup expects many of its rows to carry another one. Flipped labels concentrated "
+    "in one place (approvals planted for one postcode or branch) look like this; cross-"
+    "validation learns them from the other folds, so a plain label-noise check misses them.",
+    remediation="Review the subgroup's rows listed in the report against their source records "
+    "(who labelled them, when, through which channel); restore the labels from a trusted "
+    "version and find how they changed. A genuine rule of the business that the other "
+    "columns cannot show may look the same: record it in a waiver with its reason.",
+)
+BACKDOOR = Rule(
+    id="LBL003",
+    title="Rare pattern tied to one label (backdoor trigger)",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    profile="data-poisoning",
+    description="A rare value or combination of values (the trigger) appears on a few rows that "
+    "all carry the same label, while a model that never saw those rows, with the trigger "
+    "columns hidden, gives many of them another label. A model trained on this data learns "
+    "to output that label whenever the trigger is present: a backdoor.",
+    remediation="Drop or relabel the listed rows, find where the trigger value came from, and "
+    "retrain from a trusted version; test the deployed model with the trigger set on "
+    "inputs of other classes.",
+)
+CONFLICTING_DUPLICATES = Rule(
+    id="LBL004",
+    title="Near-duplicate rows with conflicting labels",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    profile="data-poisoning",
+    description="Rows that are the same on every modelled column (numbers equal to within 1% "
+    "of their spread) carry different labels. Copies of real rows with a flipped label are a "
+    "cheap poisoning move; honest causes are duplicated records relabelled later.",
+    remediation="Keep one row per record with its verified label; the report lists the rows "
+    "whose label is the minority of their group (every row of a tied group).",
+)
+WRONG_CLASS_OUTLIERS = Rule(
+    id="LBL005",
+    title="Outliers that sit in another label's region",
+    severity=Severity.LOW,
+    confidence=Confidence.LOW,
+    stage=Stage.DATA,
+    profile="data-poisoning",
+    description="Rows far from every other row of their label (outliers of their own class) "
+    "but inside another label's region: their nearest neighbours all carry another label. "
+    "Injected rows with a chosen label, and mislabelled extreme records, look like this.",
+    remediation="Review the listed rows; drop injected ones and relabel mislabelled ones.",
+)
+
+RULES: tuple[Rule, ...] = (TARGETED_FLIPS, BACKDOOR, CONFLICTING_DUPLICATES, WRONG_CLASS_OUTLIERS)
+
+
+class Detection(NamedTuple):
+    """The poisoning findings, the rows they flag (mask over modelled rows), and the best
+    out-of-sample probabilities bastion has per row (leave-subgroup-out ones for the rows of a
+    reported subgroup or trigger, cross-validated ones elsewhere)."""
+
+    findings: list[Finding]
+    flagged: numpy.ndarray
+    probabilities: numpy.ndarray
+
+
+class Candidate(NamedTuple):
+    kind: str  # value | pair | bin | cluster | region
+    positions: numpy.ndarray  # modelled-row positions in the subgroup
+    label: int  # its dominant label
+    pattern: tuple[tuple[str, str], ...]  # (column, condition text) that define it
+    prescore: float
+    # pairs: P(at least this many rows | the two values independent), a sign of edited rows
+    cooccurrence: float = 1.0
+
+
+class Candidates(NamedTuple):
+    items: list[Candidate]
+    scanned: int
+
+
+def detect(
+    frame: LabelFrame,
+    learner: Learner,
+    pred_probs: numpy.ndarray,
+    options: DataOptions,
+    location: Location,
+) -> Detection:
+    import numpy as np
+
+    n = len(frame.labels)
+    flagged = np.zeros(n, dtype=bool)
+    probabilities = np.array(pred_probs, copy=True)
+    findings: list[Finding] = []
+    embedding = embed(frame)
+    thresholds = _confident_thresholds(frame.labels, pred_probs)
+    candidates = find_candidates(frame, embedding, learner, options)
+    for finding, positions, probs, members in judge(
+        frame, learner, embedding, candidates, thresholds, options, location
+    ):
+        findings.append(finding)
+        flagged[positions] = True
+        probabilities[members] = np.minimum(probabilities[members], probs)
+    duplicate = conflicting_duplicates(frame, location)
+    if duplicate is not None:
+        findings.append(duplicate[0])
+        flagged[duplicate[1]] = True
+    outliers = wrong_class_outliers(frame, embedding, location)
+    if outliers is not None:
+        findings.append(outliers[0])
+        flagged[outliers[1]] = True
+    return Detection(findings, flagged, probabilities)
+
+
+# ------------------------------------------------------------------ candidate subgroups
+
+
+def embed(frame: LabelFrame) -> numpy.ndarray:
+    """Rows in a space where distances mean something: standardised numbers (missing at the
+    median), one-hot categories scaled so a different category counts like ~1 standard
+    deviation, reduced to EMBED_DIMS by truncated SVD when wider."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from bastion.datacheck.labels import one_hot, standardise
+
+    blocks: list[Any] = []
+    if frame.numeric.shape[1]:
+        blocks.append(sp.csr_matrix(standardise(frame.numeric)[0]))
+    for column in range(frame.categorical.shape[1]):
+        blocks.append(one_hot(frame.categorical[:, column], len(frame.levels[column])) * 0.7071)
+    matrix = sp.hstack(blocks, format="csr")
+    if matrix.shape[1] <= EMBED_DIMS:
+        return np.asarray(matrix.toarray(), dtype=np.float64)
+    from sklearn.decomposition import TruncatedSVD
+
+    svd = TruncatedSVD(n_components=EMBED_DIMS, random_state=SEED)
+    return np.asarray(svd.fit_transform(matrix), dtype=np.float64)
+
+
+def _levels_of(frame: LabelFrame) -> list[tuple[str, numpy.ndarray, list[str], bool]]:
+    """(column, level code per row (-1 none), level names, exact) for every column that has
+    levels: categories, discrete numbers, and the repeated values ("spikes") of other numbers
+    (rows with a non-repeated value get -1)."""
+    import numpy as np
+
+    from bastion.datacheck.features import MIN_LEVEL_ROWS, OTHER
+
+    out: list[tuple[str, numpy.ndarray, list[str], bool]] = []
+    for column, name in enumerate(frame.categorical_names):
+        codes = frame.categorical[:, column].copy()
+        names = list(frame.levels[column])
+        codes[codes == names.index(OTHER)] = -1
+        out.append((name, codes, names, True))
+    for column, name in enumerate(frame.numeric_names):
+        values = frame.numeric[:, column]
+        finite = ~np.isnan(values)
+        uniq, inverse, counts = np.unique(values[finite], return_inverse=True, return_counts=True)
+        codes = np.full(len(values), -1, dtype=np.int64)
+        if len(uniq) <= DISCRETE_MAX_VALUES:
+            codes[finite] = inverse
+        else:
+            keep = counts >= MIN_LEVEL_ROWS
+            index = np.cumsum(keep) - 1
+            mapped = np.where(keep[inverse], index[inverse], -1)
+            codes[finite] = mapped
+            uniq = uniq[keep]
+        if (codes >= 0).any():
+            out.append((name, codes, [_number(v) for v in uniq], True))
+    return out
+
+
+def _bins_of(frame: LabelFrame) -> list[tuple[str, numpy.ndarray, list[str]]]:
+    import numpy as np
+
+    out = []
+    for column, name in enumerate(frame.numeric_names):
+        values = frame.numeric[:, column]
+        finite = ~np.isnan(values)
+        if len(np.unique(values[finite])) <= DISCRETE_MAX_VALUES:
+            continue
+        edges = np.unique(np.quantile(values[finite], np.linspace(0, 1, QUANTILE_BINS + 1)))
+        if len(edges) < 3:
+            continue
+        codes = np.full(len(values), -1, dtype=np.int64)
+        codes[finite] = np.clip(
+            np.searchsorted(edges, values[finite], side="right") - 1, 0, len(edges) - 2
+        )
+        names = [
+            f"in [{_number(lo)}, {_number(hi)}]" for lo, hi in itertools.pairwise(edges.tolist())
+        ]
+        out.append((name, codes, names))
+    return out
+
+
+def find_candidates(
+    frame: LabelFrame,
+    embedding: numpy.ndarray,
+    learner: Learner,
+    options: DataOptions,
+) -> Candidates:
+    """Subgroups worth a leave-out test, and how many subgroups were scanned to find them
+    (the size of the family the test corrects for: the purity filter looks at the labels)."""
+    import numpy as np
+    from scipy.stats import binom
+
+    labels = frame.labels
+    n = len(labels)
+    k = len(frame.classes)
+    class_counts = np.bincount(labels, minlength=k)
+    prior = class_counts / n
+    smallest = options.label_min_group_rows
+    purity = options.label_group_purity
+    trigger_rows = max(smallest, int(options.label_trigger_max_share * n))
+    found: dict[bytes, Candidate] = {}
+    scanned = 0
+
+    def consider(
+        kind: str,
+        positions: numpy.ndarray,
+        pattern: tuple[tuple[str, str], ...],
+        cooccurrence: float = 1.0,
+    ) -> None:
+        nonlocal scanned
+        size = len(positions)
+        if size < smallest:
+            return
+        scanned += 1
+        counts = np.bincount(labels[positions], minlength=k)
+        label = int(counts.argmax())
+        if counts[label] < purity * size or size > 0.5 * class_counts[label]:
+            return
+        key = np.sort(positions).tobytes()
+        prescore = -float(binom.logsf(counts[label] - 1, size, prior[label]))
+        old = found.get(key)
+        if old is None or (kind in ("value", "pair") and old.kind not in ("value", "pair")):
+            found[key] = Candidate(kind, positions, label, pattern, prescore, cooccurrence)
+
+    levels = _levels_of(frame)
+    pure_levels: dict[str, set[int]] = {}
+    for name, codes, names, _exact in levels:
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        starts = np.searchsorted(sorted_codes, np.arange(len(names)), side="left")
+        ends = np.searchsorted(sorted_codes, np.arange(len(names)), side="right")
+        for level in range(len(names)):
+            members = order[starts[level] : ends[level]]
+            if len(members) < smallest:
+                continue
+            before = len(found)
+            consider("value", members, ((name, f"= {names[level]!s}"),))
+            if len(found) > before or _is_pure(labels[members], purity):
+                pure_levels.setdefault(name, set()).add(level)
+    _pairs(frame, levels, pure_levels, trigger_rows, consider)
+    for name, codes, names in _bins_of(frame):
+        for level in range(len(names)):
+            members = np.flatnonzero(codes == level)
+            consider("bin", members, ((name, names[level]),))
+    for positions in _clusters(embedding, n):
+        consider("cluster", positions, (("cluster", f"{len(positions)} rows"),))
+    for positions in _disagreement_regions(frame, embedding, learner, smallest):
+        consider("region", positions, (("region", f"{len(positions)} rows"),))
+    # value patterns first (triggers, category values), then bins, clusters and regions
+    rank = {"pair": 0, "value": 0, "bin": 1, "cluster": 2, "region": 2}
+    ranked = sorted(
+        found.values(), key=lambda c: (rank[c.kind], -c.prescore, c.kind, c.positions[0])
+    )
+    return Candidates(ranked[:MAX_CANDIDATES], scanned)
+
+
+def _is_pure(labels: numpy.ndarray, purity: float) -> bool:
+    import numpy as np
+
+    return bool(np.bincount(labels).max() >= purity * len(labels))
+
+
+def _pairs(
+    frame: LabelFrame,
+    levels: list[tuple[str, numpy.ndarray, list[str], bool]],
+    pure_levels: dict[str, set[int]],
+    trigger_rows: int,
+    consider: Any,
+) -> None:
+    """Two-value patterns on few rows (a trigger made of two values), skipping values that are
+    already pure on their own; bounded by MAX_PAIR_WORK."""
+    import numpy as np
+    from scipy.stats import poisson
+
+    n = len(frame.labels)
+    usable = [item for item in levels if len(item[2]) <= PAIR_MAX_LEVELS]
+    budget = MAX_PAIR_WORK
+    for a in range(len(usable)):
+        for b in range(a + 1, len(usable)):
+            budget -= n
+            if budget < 0:
+                return
+            name_a, codes_a, names_a, _ = usable[a]
+            name_b, codes_b, names_b, _ = usable[b]
+            both = (codes_a >= 0) & (codes_b >= 0)
+            combined = np.where(both, codes_a * len(names_b) + codes_b, -1)
+            counts = np.bincount(combined[both], minlength=len(names_a) * len(names_b))
+            # a pair is a combination only when each of its values is common outside it (else
+            # it is a test of one rare value, whose effect a model without it cannot know)
+            count_a = np.bincount(codes_a[codes_a >= 0], minlength=len(names_a))
+            count_b = np.bincount(codes_b[codes_b >= 0], minlength=len(names_b))
+            common = (np.repeat(count_a, len(names_b)) >= PAIR_SUPPORT * counts) & (
+                np.tile(count_b, len(names_a)) >= PAIR_SUPPORT * counts
+            )
+            small = np.flatnonzero((counts >= 1) & (counts <= trigger_rows) & common)
+            for code in small:
+                level_a, level_b = divmod(int(code), len(names_b))
+                if level_a in pure_levels.get(name_a, ()) or level_b in pure_levels.get(name_b, ()):
+                    continue
+                members = np.flatnonzero(combined == code)
+                expected = count_a[level_a] * count_b[level_b] / n
+                consider(
+                    "pair",
+                    members,
+                    ((name_a, f"= {names_a[level_a]}"), (name_b, f"= {names_b[level_b]}")),
+                    float(poisson.sf(len(members) - 1, expected)),
+                )
+
+
+def _clusters(embedding: numpy.ndarray, n: int) -> list[numpy.ndarray]:
+    import numpy as np
+    from sklearn.cluster import MiniBatchKMeans
+
+    out: list[numpy.ndarray] = []
+    sizes = sorted({int(np.clip(round(n / 100), 4, 100)), int(np.clip(round(n / 30), 4, 100))})
+    for k in sizes:
+        if k >= n:
+            continue
+        model = MiniBatchKMeans(n_clusters=k, random_state=SEED, n_init=3, batch_size=min(4096, n))
+        assigned = model.fit_predict(embedding)
+        out.extend(np.flatnonzero(assigned == c) for c in range(k))
+    return out
+
+
+def _disagreement_regions(
+    frame: LabelFrame, embedding: numpy.ndarray, learner: Learner, smallest: int
+) -> list[numpy.ndarray]:
+    """Neighbourhoods (the seed and its nearest rows, at two sizes) around rows that a linear
+    model, cross-validated, gives another label: a flip planted in one region of feature space
+    is learned back by a flexible model but not by a linear one, and every row around a planted
+    row carries the planted label. Overlapping neighbourhoods are kept once; at most
+    MAX_REGIONS, the most confident disagreements first."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = frame.labels
+    n = len(labels)
+    linear = learner.linear_out_of_sample()
+    thresholds = _confident_thresholds(labels, linear)
+    other = linear.copy()
+    other[np.arange(n), labels] = -1.0
+    margin = (other - thresholds[None, :]).max(axis=1)
+    seeds = np.flatnonzero(margin >= 0)
+    seeds = seeds[np.argsort(-margin[seeds], kind="stable")][: 20 * MAX_REGIONS]
+    if not len(seeds):
+        return []
+    sizes = sorted({max(smallest, 12), max(smallest, 30)})
+    k = min(sizes[-1], n)
+    reference = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
+    index = NearestNeighbors(n_neighbors=min(k, len(reference))).fit(embedding[reference])
+    _dist, near = index.kneighbors(embedding[seeds])
+    near = reference[near]
+    covered = np.zeros(n, dtype=int)
+    out: list[numpy.ndarray] = []
+    for seed, row in zip(seeds.tolist(), near, strict=True):
+        for size in sizes:
+            members = np.unique(np.append(row[:size], seed))
+            if (labels[members] != labels[seed]).any():
+                break
+            if (covered[members] > 0).mean() > 0.5:
+                continue
+            covered[members] += 1
+            out.append(members)
+        if len(out) >= MAX_REGIONS:
+            break
+    return out
+
+
+def _sample(rows: numpy.ndarray, size: int) -> numpy.ndarray:
+    import numpy as np
+
+    if len(rows) <= size:
+        return rows
+    rng = np.random.default_rng(SEED)
+    return np.sort(rng.choice(rows, size=size, replace=False))
+
+
+# ------------------------------------------------------------------ leave-out test
+
+
+def _confident_thresholds(labels: numpy.ndarray, probs: numpy.ndarray) -> numpy.ndarray:
+    import numpy as np
+    from cleanlab.count import get_confident_thresholds
+
+    return np.asarray(get_confident_thresholds(labels, probs), dtype=np.float64)
+
+
+def _pack(candidates: list[Candidate], labels: numpy.ndarray) -> list[list[int]]:
+    """Candidates (by index) in at most MAX_LEAVE_OUT_FITS folds (up to four times as many on
+    small sets); a fold holds out at most
+        MAX_HELD_OUT of the rows and at most half of any label's rows."""
+    import numpy as np
+
+    n = len(labels)
+    max_fits = int(np.clip(FIT_ROW_BUDGET // n, MAX_LEAVE_OUT_FITS, 4 * MAX_LEAVE_OUT_FITS))
+    class_counts = np.bincount(labels)
+    folds: list[list[int]] = []
+    held: list[numpy.ndarray] = []
+    for index, candidate in enumerate(candidates):
+        placed = False
+        for fold, mask in enumerate(held):
+            if mask[candidate.positions].any():
+                continue  # a fold's candidates are disjoint: each model lacks only them
+            union = mask.copy()
+            union[candidate.positions] = True
+            if union.sum() > MAX_HELD_OUT * n:
+                continue
+            if (
+                np.bincount(labels[union], minlength=len(class_counts))
+                > MAX_HELD_OUT_LABEL * class_counts
+            ).any():
+                continue
+            folds[fold].append(index)
+            held[fold] = union
+            placed = True
+            break
+        if not placed and len(folds) < max_fits:
+            mask = np.zeros(n, dtype=bool)
+            mask[candidate.positions] = True
+            folds.append([index])
+            held.append(mask)
+    return folds
+
+
+def judge(
+    frame: LabelFrame,
+    learner: Learner,
+    embedding: numpy.ndarray,
+    found: Candidates,
+    thresholds: numpy.ndarray,
+    options: DataOptions,
+    location: Location,
+) -> list[tuple[Finding, numpy.ndarray, numpy.ndarray, numpy.ndarray]]:
+    """(finding, flagged positions, leave-out probabilities of the subgroup's rows, the
+    subgroup's positions) for every candidate that passes the test, most significant first,
+    skipping one whose flagged rows are mostly reported already."""
+    import numpy as np
+
+    candidates = found.items
+    if not candidates:
+        return []
+    labels = frame.labels
+    n = len(labels)
+    folds = _pack(candidates, labels)
+    tested = found.scanned
+    cutoff = options.label_alpha / max(tested, 1)
+    hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray]] = []
+    for fold in folds:
+        held = np.zeros(n, dtype=bool)
+        for index in fold:
+            held[candidates[index].positions] = True
+        model = learner.fit(np.flatnonzero(~held))
+        for index in fold:
+            candidate = candidates[index]
+            probs = learner.predict(model, candidate.positions)
+            own = labels[candidate.positions]
+            observed = int((own != candidate.label).sum())
+            expected = float((1.0 - probs[:, candidate.label]).sum())
+            size = len(candidate.positions)
+            if expected < 2 * observed + 3 or expected - observed < EFFECT_SHARE * size:
+                continue
+            p_value = lower_tail(1.0 - probs[:, candidate.label], observed)
+            # a pair far more frequent than its two values make likely (rows edited to carry
+            # it) needs the label evidence at the family-wise level only once
+            edited = candidate.cooccurrence <= cutoff and p_value <= options.label_alpha
+            if p_value > cutoff and not edited:
+                continue
+            hits.append((p_value, index, probs, np.array([observed, expected])))
+    hits.sort(key=lambda h: (h[0], -h[3][1], h[1]))
+    results = []
+    reported = np.zeros(n, dtype=bool)
+    for p_value, index, probs, (observed, expected) in hits:
+        candidate = candidates[index]
+        own = labels[candidate.positions]
+        if _is_trigger(candidate, n, options):
+            # a planted pattern: every row of it that carries its label is a trigger row
+            suspicious = own == candidate.label
+        else:
+            other = probs.copy()
+            other[:, candidate.label] = -1.0
+            suspicious = (own == candidate.label) & (other >= thresholds[None, :]).any(axis=1)
+        positions = candidate.positions[suspicious]
+        if not len(positions) or reported[positions].mean() >= 0.5:
+            continue
+        reported[positions] = True
+        finding = _subgroup_finding(
+            frame,
+            candidate,
+            positions,
+            probs,
+            int(observed),
+            float(expected),
+            p_value,
+            tested,
+            options,
+            location,
+        )
+        results.append((finding, positions, probs, candidate.positions))
+    return results
+
+
+def _is_trigger(candidate: Candidate, n: int, options: DataOptions) -> bool:
+    return candidate.kind in ("value", "pair") and len(candidate.positions) <= max(
+        options.label_min_group_rows, options.label_trigger_max_share * n
+    )
+
+
+def lower_tail(p_other: numpy.ndarray, observed: int) -> float:
+    """P(X <= observed) for X the number of rows with another label when row i has one with
+    probability p_other[i] (Poisson-binomial; exact up to EXACT_TAIL_ROWS rows, a normal
+    approximation with continuity correction beyond)."""
+    import numpy as np
+    from scipy.stats import norm
+
+    p = np.clip(np.asarray(p_other, dtype=np.float64), 0.0, 1.0)
+    if len(p) > EXACT_TAIL_ROWS:
+        mean = float(p.sum())
+        sd = float(np.sqrt((p * (1 - p)).sum())) or 1e-12
+        return float(norm.cdf((observed + 0.5 - mean) / sd))
+    # dist[j] = P(j rows with another label so far), kept for j <= observed only
+    dist = np.zeros(observed + 1)
+    dist[0] = 1.0
+    for value in p:
+        shifted = np.empty_like(dist)
+        shifted[0] = 0.0
+        shifted[1:] = dist[:-1]
+        dist = dist * (1.0 - value) + shifted * value
+    return float(min(1.0, dist.sum()))
+
+
+def _subgroup_finding(
+    frame: LabelFrame,
+    candidate: Candidate,
+    positions: numpy.ndarray,
+    probs: numpy.ndarray,
+    observed: int,
+    expected: float,
+    p_value: float,
+    tested: int,
+    options: DataOptions,
+    location: Location,
+) -> Finding:
+    from bastion.datacheck.labels import _rows_finding, _text
+
+    n = len(frame.labels)
+    size = len(candidate.positions)
+    label = _text(frame.classes[candidate.label])
+    described = describe(frame, candidate)
+    is_trigger = _is_trigger(candidate, n, options)
+    rule = BACKDOOR if is_trigger else TARGETED_FLIPS
+    where = (
+        Location(path=location.path, pointer=f"column:{candidate.pattern[0][0]}")
+        if candidate.kind in ("value", "pair", "bin")
+        else location
+    )
+    evidence = (
+        f"{'trigger' if is_trigger else 'subgroup'}: {described}; target label {label!r} on "
+        f"{size - observed} of {size} rows; a model that never saw them expects {expected:.1f} "
+        f"with another label (observed {observed}; p={p_value:.1e}, {tested} subgroups "
+        f"tested); {len(positions)} rows it would label otherwise"
+    )
+    if is_trigger:
+        message = (
+            f"backdoor trigger: {size} rows with {described} all carry {label!r} though "
+            f"their other columns point elsewhere; {len(positions)} rows flagged"
+        )
+    else:
+        message = (
+            f"targeted label flips: the {candidate.kind} {described} is labelled {label!r} "
+            f"on {size - observed} of {size} rows where a model that never saw it expects "
+            f"{expected:.0f} rows of another label; {len(positions)} rows flagged"
+        )
+    return _rows_finding(
+        rule,
+        where,
+        message,
+        evidence,
+        rows=tuple(int(r) for r in frame.rows[positions]),
+        ids=frame.ids(positions),
+    )
+
+
+def describe(frame: LabelFrame, candidate: Candidate) -> str:
+    """The pattern as text; for clusters and regions, the column values (at most 4) that at
+    least 90% of the subgroup shares and at most half of all rows do."""
+    import numpy as np
+
+    from bastion.datacheck.labels import _text
+
+    if candidate.kind in ("value", "pair", "bin"):
+        return " & ".join(f"{_text(c)} {_text(v)}" for c, v in candidate.pattern)
+    shared: list[str] = []
+    for name, codes, names, _exact in _levels_of(frame):
+        inside = codes[candidate.positions]
+        inside = inside[inside >= 0]
+        if not len(inside):
+            continue
+        top = int(np.bincount(inside).argmax())
+        if (inside == top).sum() >= 0.9 * len(candidate.positions) and (codes == top).mean() <= 0.5:
+            shared.append(f"{_text(name)} = {_text(names[top])}")
+        if len(shared) == 4:
+            break
+    detail = ", ".join(shared) if shared else "no single shared value"
+    return f"of {len(candidate.positions)} rows ({detail})"
+
+
+# ------------------------------------------------------------------ duplicates and outliers
+
+
+def conflicting_duplicates(
+    frame: LabelFrame, location: Location
+) -> tuple[Finding, numpy.ndarray] | None:
+    import numpy as np
+
+    from bastion.datacheck.labels import _rows_finding
+
+    parts = []
+    if frame.numeric.shape[1]:
+        values = frame.numeric
+        spread = np.nanstd(values, axis=0)
+        spread[~(spread > 0)] = 1.0
+        quantised = np.round(values / (0.01 * spread))
+        quantised[np.isnan(quantised)] = np.iinfo(np.int64).min
+        parts.append(quantised.astype(np.int64))
+    if frame.categorical.shape[1]:
+        parts.append(frame.categorical)
+    keys = np.ascontiguousarray(np.hstack(parts))
+    view = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
+    _uniq, group, sizes = np.unique(view, return_inverse=True, return_counts=True)
+    in_duplicates = sizes[group] > 1
+    # when the modelled columns do not tell rows apart (few coarse columns), equal rows are
+    # categories, not copies
+    if in_duplicates.mean() > 0.2:
+        return None
+    k = len(frame.classes)
+    candidates = np.flatnonzero(in_duplicates)
+    if not len(candidates):
+        return None
+    counts = np.zeros((len(sizes), k), dtype=np.int64)
+    np.add.at(counts, (group[candidates], frame.labels[candidates]), 1)
+    conflicting = (counts > 0).sum(axis=1) > 1
+    rows_flagged: list[int] = []
+    groups = 0
+    for position in candidates:
+        g = group[position]
+        if not conflicting[g]:
+            continue
+        mine = counts[g, frame.labels[position]]
+        top = counts[g].max()
+        if mine < top or (counts[g] == top).sum() > 1:
+            rows_flagged.append(int(position))
+    if not rows_flagged:
+        return None
+    groups = int(conflicting.sum())
+    positions = np.array(sorted(rows_flagged))
+    finding = _rows_finding(
+        CONFLICTING_DUPLICATES,
+        location,
+        f"{groups} groups of near-duplicate rows carry conflicting labels; "
+        f"{len(positions)} rows hold the minority (or a tied) label",
+        f"{groups} conflicting groups; {len(positions)} rows flagged",
+        rows=tuple(int(r) for r in frame.rows[positions]),
+        ids=frame.ids(positions),
+    )
+    return finding, positions
+
+
+def wrong_class_outliers(
+    frame: LabelFrame, embedding: numpy.ndarray, location: Location
+) -> tuple[Finding, numpy.ndarray] | None:
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from bastion.datacheck.labels import _rows_finding
+
+    labels = frame.labels
+    n = len(labels)
+    k_classes = len(frame.classes)
+    distance = np.full((n, k_classes), np.inf)
+    for label in range(k_classes):
+        members = np.flatnonzero(labels == label)
+        reference = _sample(members, KNN_REFERENCE_ROWS)
+        k = min(NEIGHBOURS, len(reference) - 1)
+        if k < 2:
+            continue
+        index = NearestNeighbors(n_neighbors=k + 1).fit(embedding[reference])
+        dist, found = index.kneighbors(embedding)
+        self_match = reference[found] == np.arange(n)[:, None]
+        dist = np.where(self_match, np.nan, dist)
+        distance[:, label] = np.nanmean(np.sort(dist, axis=1)[:, :k], axis=1)
+    own = distance[np.arange(n), labels]
+    others = distance.copy()
+    others[np.arange(n), labels] = np.inf
+    nearest_other = others.min(axis=1)
+    outlier = np.zeros(n, dtype=bool)
+    for label in range(k_classes):
+        members = labels == label
+        if members.sum() < 20:
+            continue
+        cut = np.nanquantile(own[members], 0.99)
+        outlier |= members & (own > cut)
+    flagged = outlier & (own >= 2.0 * nearest_other)
+    if not flagged.any():
+        return None
+    overall = NearestNeighbors(n_neighbors=min(NEIGHBOURS + 1, n)).fit(embedding)
+    _d, near = overall.kneighbors(embedding[flagged])
+    positions = np.flatnonzero(flagged)
+    same = (labels[near] == labels[positions][:, None]) & (near != positions[:, None])
+    positions = positions[~same.any(axis=1)]
+    if not len(positions):
+        return None
+    finding = _rows_finding(
+        WRONG_CLASS_OUTLIERS,
+        location,
+        f"{len(positions)} rows are outliers of their own label inside another label's "
+        "region (no nearest neighbour shares their label)",
+        f"{len(positions)} rows; each at least twice as far from its own label's rows as "
+        "from another label's, beyond its label's 99th percentile",
+        rows=tuple(int(r) for r in frame.rows[positions]),
+        ids=frame.ids(positions),
+    )
+    return finding, positions
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
