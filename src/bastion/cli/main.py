@@ -39,6 +39,9 @@ COMMANDS: dict[str, Command] = {
     "probe": Command(
         module="probe", summary="Test a model: evasion, membership inference, extraction."
     ),
+    "guard": Command(
+        module="guard", summary="Serve or protect a model behind the runtime guard; API keys."
+    ),
     "audit": Command(module="audit", summary="Verify and export the guard's audit logs."),
     "rules": Command(
         module="history", summary="List every rule with its severity and taxonomy tags."

@@ -1,0 +1,411 @@
+"""Who is calling: API keys in a SQLite key store, and optional OIDC/JWT bearer tokens.
+
+An API key is `bst_<id>_<secret>`: a 12-hex-digit id (public: it names the key in logs, the
+audit trail and `keys list`) and a 256-bit secret from `secrets.token_urlsafe(32)`. Only a
+SHA-256 digest of the secret is stored (domain-separated, bound to the id). A slow password
+hash (bcrypt, scrypt, Argon2) protects *low-entropy* secrets against guessing; a uniformly
+random 256-bit secret cannot be guessed whatever the hash, and a slow hash would cost tens of
+milliseconds on every request (or force caching of secret-equivalents in memory). Digests are
+compared with `hmac.compare_digest`, and an unknown id is compared against a dummy digest, so
+timing does not tell an unknown id from a wrong secret.
+
+Keys carry scopes (predict, score, admin, audit:read), a tenant, an optional expiry, and can be
+revoked or rotated (a new key with the same scopes and tenant; the old one expires after a grace
+period). The key store is read on every request through a cache that is dropped whenever
+another connection commits (SQLite's `PRAGMA data_version`), so `bastion guard keys revoke` takes
+effect on the next request in every worker sharing the file.
+
+JWTs are verified with PyJWT against a pinned issuer, audience and algorithm list, with keys
+from a configured JWKS file; asymmetric algorithms only."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from bastion.errors import ConfigError, InputError, UsageError
+from bastion.guard.settings import SCOPES, JwtSettings
+from bastion.records import Record
+
+PREFIX = "bst"
+_KEY = re.compile(r"^bst_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_ID = re.compile(r"^[0-9a-f]{12}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,100}$")
+_DUMMY = hashlib.sha256(b"bastion-guard-key/1 dummy").hexdigest()
+MAX_HEADER = 8192
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    tenant TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT,
+    replaces TEXT,
+    note TEXT
+);
+"""
+
+Failure = Literal["missing", "malformed", "unknown", "secret", "expired", "revoked", "scope"]
+
+
+class Principal(Record):
+    """An authenticated caller."""
+
+    key_id: str
+    tenant: str | None
+    scopes: frozenset[str]
+    kind: Literal["key", "jwt"] = "key"
+
+
+class KeyInfo(Record):
+    """A key as `keys list` shows it (never the secret or its digest)."""
+
+    id: str
+    scopes: tuple[str, ...]
+    tenant: str | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    replaces: str | None
+    note: str | None
+
+    def state(self, now: dt.datetime | None = None) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and _parse_time(self.expires_at) <= (now or _now()):
+            return "expired"
+        return "active"
+
+
+class AuthFailure(Exception):
+    """Authentication or authorisation failed; `reason` is for the audit log and metrics,
+    never for the client."""
+
+    def __init__(self, reason: Failure) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _time_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+
+
+def parse_expiry(text: str) -> dt.datetime:
+    """`--expires`: a date (the key expires at 00:00 UTC that day) or an ISO date-time."""
+    try:
+        if re.fullmatch(r"\d{4}-\d\d-\d\d", text):
+            moment = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        else:
+            moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise UsageError(
+            f"--expires {text!r} is not a date", hint="use YYYY-MM-DD or an ISO 8601 date-time"
+        ) from None
+    return moment
+
+
+def digest(key_id: str, secret: str) -> str:
+    """The stored form of a key's secret (see the module docstring for why SHA-256)."""
+    data = f"bastion-guard-key/1\0{key_id}\0{secret}".encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_scopes(scopes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise UsageError(
+            f"unknown scope {', '.join(unknown) or '(none)'}",
+            hint=f"scopes are {', '.join(SCOPES)}",
+        )
+    return tuple(sorted(set(scopes)))
+
+
+class KeyStore:
+    """API keys in a SQLite file (WAL; created 0600). Thread-safe; `authenticate` runs on the
+    event loop's thread and reads through a cache invalidated by other connections' commits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        fresh = not self.path.exists()
+        if fresh:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except OSError as exc:
+                raise InputError(f"cannot create the key store {self.path}: {exc}") from exc
+        try:
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=2000")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, KeyInfo] | None] = {}
+        self._version = -1
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- management (the CLI) ----------------------------------------------------------------
+
+    def create(
+        self,
+        scopes: tuple[str, ...] | list[str],
+        tenant: str | None = None,
+        expires: dt.datetime | None = None,
+        note: str | None = None,
+        replaces: str | None = None,
+    ) -> tuple[str, KeyInfo]:
+        """A new key: (the full key, shown once; its record)."""
+        chosen = check_scopes(scopes)
+        if tenant is not None and not _TENANT.match(tenant):
+            raise UsageError(f"tenant {tenant!r} must be letters, digits and _ . : @ -")
+        if expires is not None and expires <= _now():
+            raise UsageError("--expires is in the past")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        info = KeyInfo(
+            id=key_id,
+            scopes=chosen,
+            tenant=tenant,
+            created_at=_time_text(_now()),
+            expires_at=_time_text(expires) if expires else None,
+            revoked_at=None,
+            replaces=replaces,
+            note=(note or "")[:200] or None,
+        )
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    key_id,
+                    digest(key_id, secret),
+                    " ".join(chosen),
+                    tenant,
+                    info.created_at,
+                    info.expires_at,
+                    replaces,
+                    info.note,
+                ),
+            )
+        return f"{PREFIX}_{key_id}_{secret}", info
+
+    def list(self) -> list[KeyInfo]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, scopes, tenant, created_at, expires_at, revoked_at, replaces, note "
+                "FROM keys ORDER BY created_at, id"
+            ).fetchall()
+        return [_info(row) for row in rows]
+
+    def get(self, key_id: str) -> KeyInfo:
+        if not _ID.match(key_id):
+            raise UsageError(f"{key_id!r} is not a key id (12 hex digits, as `keys list` shows)")
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id, scopes, tenant, created_at, expires_at, revoked_at, replaces, note "
+                "FROM keys WHERE id = ?",
+                (key_id,),
+            ).fetchone()
+        if row is None:
+            raise UsageError(f"no key {key_id} in {self.path}")
+        return _info(row)
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        info = self.get(key_id)
+        if info.revoked_at is None:
+            with self._lock:
+                self._conn.execute(
+                    "UPDATE keys SET revoked_at = ? WHERE id = ?", (_time_text(_now()), key_id)
+                )
+        return self.get(key_id)
+
+    def rotate(self, key_id: str, grace: dt.timedelta) -> tuple[str, KeyInfo]:
+        """A new key with the old one's scopes and tenant; the old one expires after `grace`."""
+        old = self.get(key_id)
+        if old.state() != "active":
+            raise UsageError(f"key {key_id} is {old.state()}: create a new key instead")
+        expires = old.expires_at and _parse_time(old.expires_at)
+        full, new = self.create(
+            old.scopes,
+            old.tenant,
+            expires if expires and expires > _now() else None,
+            old.note,
+            replaces=key_id,
+        )
+        ends = _now() + grace
+        if not expires or ends < expires:
+            with self._lock:
+                self._conn.execute(
+                    "UPDATE keys SET expires_at = ? WHERE id = ?", (_time_text(ends), key_id)
+                )
+        return full, new
+
+    # -- the request path -------------------------------------------------------------------
+
+    def _lookup(self, key_id: str) -> tuple[str, KeyInfo] | None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version or len(self._cache) > 100_000:
+                self._cache.clear()
+                self._version = version
+            if key_id in self._cache:
+                return self._cache[key_id]
+            row = self._conn.execute(
+                "SELECT id, scopes, tenant, created_at, expires_at, revoked_at, replaces, note, "
+                "digest FROM keys WHERE id = ?",
+                (key_id,),
+            ).fetchone()
+            found = (row[8], _info(row[:8])) if row else None
+            self._cache[key_id] = found
+            return found
+
+    def authenticate(self, token: str) -> Principal:
+        match = _KEY.match(token)
+        if not match:
+            raise AuthFailure("malformed")
+        key_id, secret = match.groups()
+        found = self._lookup(key_id)
+        stored = found[0] if found else _DUMMY
+        if not hmac.compare_digest(stored, digest(key_id, secret)) or found is None:
+            raise AuthFailure("unknown" if found is None else "secret")
+        info = found[1]
+        if info.revoked_at:
+            raise AuthFailure("revoked")
+        if info.expires_at and _parse_time(info.expires_at) <= _now():
+            raise AuthFailure("expired")
+        return Principal(key_id=key_id, tenant=info.tenant, scopes=frozenset(info.scopes))
+
+
+def _info(row: Any) -> KeyInfo:
+    return KeyInfo(
+        id=row[0],
+        scopes=tuple(row[1].split()),
+        tenant=row[2],
+        created_at=row[3],
+        expires_at=row[4],
+        revoked_at=row[5],
+        replaces=row[6],
+        note=row[7],
+    )
+
+
+class JwtVerifier:
+    """Bearer JWTs from one pinned issuer (see JwtSettings)."""
+
+    def __init__(self, settings: JwtSettings, jwks_path: Path) -> None:
+        try:
+            import jwt
+        except ImportError as exc:  # pragma: no cover - PyJWT is in [guard]
+            from bastion.errors import MissingExtra
+
+            raise MissingExtra("PyJWT", "guard") from exc
+        self.settings = settings
+        try:
+            raw = jwks_path.read_bytes()
+            if len(raw) > 1024 * 1024:
+                raise ConfigError(f"{jwks_path} is over 1 MiB: not a JWKS")
+            self._keys = jwt.PyJWKSet.from_dict(json.loads(raw))
+        except (OSError, ValueError, jwt.PyJWTError) as exc:
+            raise ConfigError(f"cannot use the JWKS file {jwks_path}: {exc}") from exc
+        self._jwt = jwt
+
+    def authenticate(self, token: str) -> Principal:
+        jwt = self._jwt
+        if len(token) > self.settings.max_token_bytes or token.count(".") != 2:
+            raise AuthFailure("malformed")
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") not in self.settings.algorithms:
+                raise AuthFailure("malformed")
+            kid = header.get("kid")
+            candidates = [k for k in self._keys.keys if kid is None or k.key_id == kid]
+            if not candidates:
+                raise AuthFailure("unknown")
+            claims = jwt.decode(
+                token,
+                candidates[0].key,
+                algorithms=list(self.settings.algorithms),
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway_s,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthFailure("expired") from None
+        except jwt.PyJWTError:
+            raise AuthFailure("secret") from None
+        raw_scopes = claims.get(self.settings.scope_claim, "")
+        if isinstance(raw_scopes, str):
+            raw_scopes = raw_scopes.split()
+        if not isinstance(raw_scopes, list):
+            raise AuthFailure("malformed")
+        scopes = frozenset(s for s in raw_scopes if isinstance(s, str) and s in SCOPES)
+        tenant = claims.get(self.settings.tenant_claim)
+        tenant = tenant if isinstance(tenant, str) and _TENANT.match(tenant) else None
+        subject = str(claims["sub"])
+        if not _SUBJECT.match(subject):
+            subject = hashlib.sha256(subject.encode("utf-8", "replace")).hexdigest()[:24]
+        return Principal(key_id=f"jwt:{subject}", tenant=tenant, scopes=scopes, kind="jwt")
+
+
+class Authenticator:
+    """Bearer credentials: an API key (bst_...) or, when configured, a JWT."""
+
+    def __init__(self, store: KeyStore, jwt: JwtVerifier | None = None) -> None:
+        self.store = store
+        self.jwt = jwt
+
+    def authenticate(self, header: bytes | None) -> Principal:
+        if not header:
+            raise AuthFailure("missing")
+        if len(header) > MAX_HEADER:
+            raise AuthFailure("malformed")
+        try:
+            text = header.decode("ascii")
+        except UnicodeDecodeError:
+            raise AuthFailure("malformed") from None
+        scheme, _, token = text.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthFailure("malformed")
+        if token.startswith(PREFIX + "_"):
+            return self.store.authenticate(token)
+        if self.jwt is not None:
+            return self.jwt.authenticate(token)
+        raise AuthFailure("malformed")
+
+
+def authorise(principal: Principal, scope: str) -> None:
+    """AuthFailure('scope') unless the principal holds `scope` (admin holds every scope but
+    audit:read, which is granted only by name)."""
+    if scope in principal.scopes:
+        return
+    if "admin" in principal.scopes and scope != "audit:read":
+        return
+    raise AuthFailure("scope")

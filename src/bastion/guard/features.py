@@ -1,0 +1,119 @@
+"""Request rows as numbers: the one encoding the OOD detector and the query monitor share.
+
+Rows arrive as mappings of column to value, already checked and read as the contract's types
+(`coerce_row`). The encoding is fixed by the contract: integer and number columns are
+standardised with the training data's mean and standard deviation, booleans are 0/1, a text
+column with categories is one-hot over those categories (an unknown value is all zeros), and
+other text and date columns are left out (they carry no distance a detector could use)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bastion.datacheck import constraints as cs
+from bastion.datacheck.contract import Contract, PreparedColumn
+from bastion.records import Record
+
+if TYPE_CHECKING:
+    import numpy
+
+
+class Encoder(Record):
+    """Column layout and standardisation of the encoded vector."""
+
+    numeric: tuple[str, ...]  # integer, number and boolean columns, in contract order
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    categorical: tuple[tuple[str, tuple[str, ...]], ...]  # (column, categories)
+
+    @property
+    def width(self) -> int:
+        return len(self.numeric) + sum(len(cats) for _, cats in self.categorical)
+
+    def names(self) -> list[str]:
+        out = list(self.numeric)
+        for column, categories in self.categorical:
+            out += [f"{column}={c}" for c in categories]
+        return out
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> numpy.ndarray:
+        """(len(rows), width) float64; a missing numeric value is the training mean."""
+        import numpy as np
+
+        out = np.zeros((len(rows), self.width))
+        for i, row in enumerate(rows):
+            for j, column in enumerate(self.numeric):
+                value = row.get(column)
+                if value is None or isinstance(value, str):
+                    continue  # 0 = the mean once standardised
+                number = float(value)
+                if math.isfinite(number):
+                    out[i, j] = (number - self.means[j]) / self.scales[j]
+            offset = len(self.numeric)
+            for column, categories in self.categorical:
+                value = row.get(column)
+                if isinstance(value, str):
+                    try:
+                        out[i, offset + categories.index(value)] = 1.0
+                    except ValueError:
+                        pass
+                offset += len(categories)
+        return out
+
+
+def feature_columns(contract: Contract, target: str = "") -> list[str]:
+    """The request's columns: the contract's, in order, without the label column."""
+    return [name for name in contract.columns if name != target]
+
+
+def coerce_row(columns: Sequence[PreparedColumn], row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row that passed `validate_row`, its values read as the contract's types."""
+    out: dict[str, Any] = {}
+    for column in columns:
+        value = row.get(column.name)
+        if cs.is_null(value):
+            out[column.name] = None
+            continue
+        try:
+            out[column.name] = cs.coerce_value(column.spec.type, value)
+        except cs.Invalid:
+            out[column.name] = None
+    return out
+
+
+def fit_encoder(contract: Contract, rows: Iterable[Mapping[str, Any]], target: str = "") -> Encoder:
+    """Means and scales of the numeric columns over training rows (already coerced)."""
+    numeric = [
+        name
+        for name, spec in contract.columns.items()
+        if name != target and spec.type in ("integer", "number", "boolean")
+    ]
+    categorical = tuple(
+        (name, tuple(spec.enum))
+        for name, spec in contract.columns.items()
+        if name != target and spec.type == "string" and spec.enum
+    )
+    sums = [0.0] * len(numeric)
+    squares = [0.0] * len(numeric)
+    counts = [0] * len(numeric)
+    for row in rows:
+        for j, column in enumerate(numeric):
+            value = row.get(column)
+            if value is None or isinstance(value, str):
+                continue
+            number = float(value)
+            if math.isfinite(number):
+                sums[j] += number
+                squares[j] += number * number
+                counts[j] += 1
+    means, scales = [], []
+    for j in range(len(numeric)):
+        mean = sums[j] / counts[j] if counts[j] else 0.0
+        variance = squares[j] / counts[j] - mean * mean if counts[j] else 0.0
+        means.append(mean)
+        scales.append(math.sqrt(variance) if variance > 1e-12 else 1.0)
+    return Encoder(
+        numeric=tuple(numeric), means=tuple(means), scales=tuple(scales), categorical=categorical
+    )

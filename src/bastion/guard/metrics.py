@@ -1,0 +1,115 @@
+"""Prometheus metrics of one guard worker (prometheus-client, a registry of its own).
+
+Every label takes its values from a fixed set, so a client cannot grow the series count:
+routes are the guard's own route names (anything else is `other`), detectors and actions are
+the pipeline's vocabulary (anything else is `other`), status codes are grouped by class."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+DETECTORS = (
+    "in_flight",
+    "ip_limit",
+    "auth",
+    "key_limit",
+    "budget",
+    "input",
+    "contract",
+    "sensitive",
+    "injection",
+    "classifier",
+    "ood",
+    "monitor",
+    "model",
+    "upstream",
+    "output",
+    "audit",
+)
+ACTIONS = (
+    "allow",
+    "record",
+    "flag",
+    "block",
+    "redact",
+    "error",
+    "timeout",
+    "missing",
+    "malformed",
+    "unknown",
+    "secret",
+    "expired",
+    "revoked",
+    "scope",
+    "unavailable",
+)
+LIMITS = ("ip", "key", "budget", "in_flight", "unavailable")
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, routes: Iterable[str]) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.routes = frozenset(routes)
+        self.requests = Counter(
+            "bastion_guard_requests",
+            "Requests answered, by route and status class.",
+            ("route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bastion_guard_request_seconds",
+            "Time from the first byte of a request to its answer (audit included).",
+            ("route",),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "bastion_guard_decisions",
+            "Detector decisions.",
+            ("detector", "action"),
+            registry=self.registry,
+        )
+        self.limited = Counter(
+            "bastion_guard_rate_limited",
+            "Requests refused by an abuse limit.",
+            ("limit",),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "bastion_guard_in_flight", "Requests inside this worker.", registry=self.registry
+        )
+        self.audit_failures = Counter(
+            "bastion_guard_audit_failures",
+            "Events that could not be made durable (each answered 503 in strict mode).",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "bastion_guard_reloads",
+            "Configuration reloads (SIGHUP).",
+            ("result",),
+            registry=self.registry,
+        )
+
+    def route(self, name: str) -> str:
+        return name if name in self.routes else "other"
+
+    def observe(self, route: str, status: int, seconds: float, decisions: dict[str, str]) -> None:
+        label = self.route(route)
+        self.requests.labels(label, f"{status // 100}xx").inc()
+        self.latency.labels(label).observe(seconds)
+        for detector, action in decisions.items():
+            self.decisions.labels(
+                detector if detector in DETECTORS else "other",
+                action if action in ACTIONS else "other",
+            ).inc()
+
+    def limit(self, which: str) -> None:
+        self.limited.labels(which if which in LIMITS else "other").inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,795 @@
+"""The request pipeline as plain ASGI middleware: `GuardMiddleware(app, guard, routes)`.
+
+Mount it around any ASGI app (the guard's own serve and proxy apps are two such apps; a team
+can wrap its own FastAPI or Starlette app the same way). Every request to a guarded route goes
+through, in order:
+
+1. in-flight bound and per-address rate limit (before anything is parsed);
+2. authentication (API key or JWT) and authorisation (the route's scope); default deny: every
+   path but the configured public ones (/healthz) needs a credential, and an authenticated
+   request for a path that is not a guarded route is 404;
+3. per-key rate limit, then the key's daily row budget once the body is counted;
+4. input contract: body size while streaming, JSON depth/item/string caps, then for tabular
+   routes the body's shape and every row against the data contract (422 on violation);
+5. sensitive data: personal data and secrets in row values or chat text (block / redact /
+   flag / record), prompt-injection markers in chat text (and the optional classifier);
+6. out-of-distribution score of each row (record / flag / block);
+7. the inner app (the model, or the upstream), within the request timeout;
+8. the query monitor (extraction and probing per key, drift) on the rows and the scores;
+9. output hardening of the answer for the caller's scope (labels only, rounding, top-k), or
+   screening of a chat answer for personal data;
+10. the audit event, awaited until durable before anything is sent: in strict mode an event
+    that cannot be recorded turns the answer into a 503, so no 2xx is ever unaudited.
+
+Each step records its decision (detector -> action) in the request's audit event and in the
+metrics. Refusals say what the client must change and nothing about how a detector decided."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from bastion.guard import http
+from bastion.guard.auth import _ID, Authenticator, AuthFailure, Principal, authorise
+from bastion.guard.limits import Backend, InFlight, LimiterUnavailable, retry_after_header
+from bastion.guard.metrics import Metrics
+from bastion.guard.output import BadAnswer, harden
+from bastion.guard.screen import (
+    Classifier,
+    RowScreen,
+    chat_texts,
+    injection_markers,
+    redact_document,
+    screen_text,
+    texts_of,
+)
+from bastion.guard.settings import GuardSettings
+from bastion.records import Record
+
+log = logging.getLogger("bastion.guard")
+
+GUARD_SCOPE_KEY = "bastion.guard"  # where the inner app finds the GuardRequest
+UNKNOWN_ROUTE = "/unknown"
+_ROW_KEYS = frozenset({"rows"})
+
+
+class RouteSpec(Record):
+    """A guarded route: its path, the scope it needs, how its body is read."""
+
+    path: str
+    scope: str
+    kind: Literal["rows", "chat", "json", "get"] = "rows"
+    methods: tuple[str, ...] = ("POST",)
+
+
+class GuardRequest:
+    """What the pipeline learned about a request, handed to the inner app in
+    `scope["bastion.guard"]`: the caller, the parsed (and possibly redacted) body, the rows read
+    as the contract's types, and the decisions so far."""
+
+    __slots__ = ("decisions", "document", "encoded", "principal", "route", "rows")
+
+    def __init__(self, route: RouteSpec) -> None:
+        self.route = route
+        self.principal: Principal | None = None
+        self.document: Any = None
+        self.rows: list[dict[str, Any]] | None = None
+        self.encoded: Any = None
+        self.decisions: dict[str, str] = {}
+
+
+class Refusal(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or []
+
+
+class Guard:
+    """The long-lived parts of a guard (key store, limiter state, audit log, detectors fitted
+    at start) and the current settings, which `reload` swaps atomically: a request keeps the
+    settings it started with."""
+
+    def __init__(
+        self,
+        settings: GuardSettings,
+        *,
+        authenticator: Authenticator,
+        limiter: Backend,
+        audit: Any,
+        metrics: Metrics,
+        model_digest: str,
+        contract: Any = None,
+        columns: Sequence[str] = (),
+        categories: dict[str, frozenset[str]] | None = None,
+        encoder: Any = None,
+        ood: Any = None,
+        monitor: Any = None,
+        classifier: Classifier | None = None,
+        digest_key: bytes | None = None,
+        extra_ready: Callable[[], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.limiter = limiter
+        self.audit = audit
+        self.metrics = metrics
+        self.model_digest = model_digest
+        self.contract = contract  # prepared columns (datacheck.contract.prepare), or None
+        self.columns = list(columns)
+        self.categories = categories or {}
+        self.encoder = encoder if encoder is not None else getattr(ood, "encoder", None)
+        self.ood = ood
+        self.monitor = monitor if self.encoder is not None else None
+        self.classifier = classifier
+        self.digest_key = digest_key
+        self.in_flight = InFlight()
+        self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
+        self.extra_ready = extra_ready
+        self.row_screen = RowScreen(self.categories, settings.sensitive.max_chars)
+
+    def reload(self, settings: GuardSettings) -> list[str]:
+        """Swap in new settings; returns the changed tables that need a restart to apply (the
+        key store, audit log, limiter backend, proxy, model and listening socket are opened
+        once)."""
+        old = self.settings
+        needs_restart = [
+            table
+            for table in ("server", "audit", "proxy", "model")
+            if getattr(old, table) != getattr(settings, table)
+        ]
+        if old.auth.keys_db != settings.auth.keys_db or old.auth.jwt != settings.auth.jwt:
+            needs_restart.append("auth")
+        if (old.limits.backend, old.limits.redis_url) != (
+            settings.limits.backend,
+            settings.limits.redis_url,
+        ):
+            needs_restart.append("limits.backend")
+        self.row_screen = RowScreen(self.categories, settings.sensitive.max_chars)
+        self.settings = settings
+        return needs_restart
+
+    def ready(self) -> bool:
+        audit_ok = self.audit is None or self.audit.ready
+        return bool(audit_ok and (self.extra_ready is None or self.extra_ready()))
+
+    async def close(self) -> None:
+        await self.limiter.close()
+        if self.classifier is not None:
+            self.classifier.close()
+
+
+def _client_address(scope: http.Scope, trusted: Sequence[str]) -> str:
+    client = scope.get("client")
+    address = client[0] if client else "unknown"
+    if trusted and address in trusted:
+        forwarded = http.header(scope, b"x-forwarded-for")
+        if forwarded:
+            for hop in reversed(forwarded.decode("latin-1").split(",")):
+                hop = hop.strip()
+                if hop and hop not in trusted:
+                    try:
+                        return str(ipaddress.ip_address(hop))
+                    except ValueError:
+                        return address
+    return address
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class GuardMiddleware:
+    """The pipeline around `app` (see the module docstring)."""
+
+    def __init__(self, app: http.ASGIApp, guard: Guard, routes: Sequence[RouteSpec]) -> None:
+        self.app = app
+        self.guard = guard
+        self.routes = {route.path: route for route in routes}
+
+    async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        guard = self.guard
+        settings = guard.settings  # this request's settings, whatever a reload does meanwhile
+        path = scope["path"]
+        if path in settings.auth.public_paths and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        route = self.routes.get(path)
+        request = GuardRequest(route or RouteSpec(path=UNKNOWN_ROUTE, scope="admin"))
+        address = _client_address(scope, settings.server.trusted_proxies)
+        claimed: str | None = None
+        if not guard.in_flight.enter(settings.limits.max_in_flight):
+            guard.metrics.limit("in_flight")
+            request.decisions["in_flight"] = "block"
+            status, body, headers = (
+                503,
+                http.error_document("overloaded", "the service is busy; retry shortly"),
+                [(b"retry-after", b"1")],
+            )
+            await self._finish(scope, send, request, settings, started, status, body, headers, None)
+            return
+        guard.metrics.in_flight.inc()
+        try:
+            status, body, headers, raw = await self._run(scope, receive, request, settings, address)
+        except Refusal as refusal:
+            status = refusal.status
+            body = http.error_document(refusal.code, refusal.message)
+            headers, raw = refusal.headers, None
+        except Exception:  # a bug or a model crash: a generic 500, details in the log only
+            log.exception("guard pipeline error on %s", request.route.path)
+            request.decisions.setdefault("model", "error")
+            status, body, headers, raw = (
+                500,
+                http.error_document("internal", "the request could not be processed"),
+                [],
+                None,
+            )
+        finally:
+            guard.in_flight.leave()
+            guard.metrics.in_flight.dec()
+        if request.principal is not None:
+            claimed = request.principal.key_id
+        await self._finish(
+            scope, send, request, settings, started, status, body, headers, raw, claimed
+        )
+
+    # -- the steps -------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        scope: http.Scope,
+        receive: http.Receive,
+        request: GuardRequest,
+        settings: GuardSettings,
+        address: str,
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
+        guard = self.guard
+        limits = settings.limits
+        try:
+            decision = await guard.limiter.gcra("ip:" + address, limits.ip_rate, limits.ip_burst)
+        except LimiterUnavailable:
+            return self._limiter_down(request, "ip_limit")
+        if not decision.allowed:
+            guard.metrics.limit("ip")
+            request.decisions["ip_limit"] = "block"
+            raise Refusal(
+                429,
+                "rate_limited",
+                "too many requests from this address",
+                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
+            )
+        if (
+            scope["path"] == "/metrics"
+            and settings.metrics.access == "loopback"
+            and scope["method"] == "GET"
+            and is_loopback(address)
+        ):
+            request.decisions["auth"] = "allow"
+            content, kind = guard.metrics.exposition()
+            return 200, _Raw(content, kind.encode()), [], None
+        # authentication and authorisation
+        authorization = http.header(scope, b"authorization")
+        if authorization and authorization[:11].lower() == b"bearer bst_":
+            claimed_id = authorization[11:23].decode("ascii", "replace")
+            if _ID.match(claimed_id):  # audited as who claimed to call, even when refused
+                scope["bastion.claimed_key"] = claimed_id
+        try:
+            principal = guard.authenticator.authenticate(authorization)
+        except AuthFailure as failure:
+            request.decisions["auth"] = failure.reason
+            raise Refusal(
+                401,
+                "unauthorized",
+                "a valid credential is required (Authorization: Bearer <key>)",
+                [(b"www-authenticate", b'Bearer realm="bastion-guard"')],
+            ) from None
+        request.principal = principal
+        route = self.routes.get(scope["path"])
+        if route is None:
+            request.decisions["auth"] = "allow"
+            if scope["path"] == "/metrics" and settings.metrics.access == "admin":
+                return self._metrics(request, principal)
+            raise Refusal(404, "not_found", "no such route")
+        try:
+            authorise(principal, route.scope)
+        except AuthFailure:
+            request.decisions["auth"] = "scope"
+            raise Refusal(
+                403, "forbidden", f"this credential does not grant the {route.scope} scope"
+            ) from None
+        request.decisions["auth"] = "allow"
+        if scope["method"] not in route.methods:
+            raise Refusal(405, "method_not_allowed", f"use {', '.join(route.methods)}")
+        blocked_until = guard.blocked.get(principal.key_id)
+        if blocked_until is not None:
+            if blocked_until > time.monotonic():
+                request.decisions["monitor"] = "block"
+                raise Refusal(
+                    403, "forbidden", "this credential is suspended; contact the operator"
+                )
+            del guard.blocked[principal.key_id]
+        try:
+            decision = await guard.limiter.gcra(
+                "key:" + principal.key_id, limits.key_rate, limits.key_burst
+            )
+        except LimiterUnavailable:
+            return self._limiter_down(request, "key_limit")
+        if not decision.allowed:
+            guard.metrics.limit("key")
+            request.decisions["key_limit"] = "block"
+            raise Refusal(
+                429,
+                "rate_limited",
+                "too many requests for this credential",
+                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
+            )
+        if route.kind == "get":
+            return await self._call_inner(scope, receive, request, settings, None)
+        # the body: size while streaming, then bounded JSON
+        try:
+            raw = await http.read_body(scope, receive, settings.server.max_body_bytes)
+            document = http.parse_json(
+                raw,
+                settings.server.max_json_depth,
+                settings.server.max_json_items,
+                settings.server.max_string_chars,
+            )
+        except http.BodyError as error:
+            request.decisions["input"] = "block"
+            raise Refusal(error.status, error.code, error.message) from None
+        request.document = document
+        scope["bastion.raw_body"] = raw
+        if route.kind == "rows":
+            rows = self._rows(request, document, settings)
+            amount = len(rows)
+        else:
+            request.decisions["input"] = "allow"
+            amount = 1
+        try:
+            decision = await guard.limiter.spend(
+                "key:" + principal.key_id, amount, limits.daily_rows
+            )
+        except LimiterUnavailable:
+            return self._limiter_down(request, "budget")
+        if not decision.allowed:
+            guard.metrics.limit("budget")
+            request.decisions["budget"] = "block"
+            raise Refusal(
+                429,
+                "budget_exhausted",
+                "the daily query budget of this credential is used up",
+                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
+            )
+        if route.kind == "rows":
+            self._contract(request, settings)
+            self._screen_rows(request, settings)
+            self._ood(request, settings)
+        elif route.kind == "chat":
+            await self._screen_chat(request, settings)
+        else:
+            self._screen_json(request, settings)
+        return await self._call_inner(scope, receive, request, settings, raw)
+
+    def _limiter_down(
+        self, request: GuardRequest, detector: str
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
+        self.guard.metrics.limit("unavailable")
+        request.decisions[detector] = "unavailable"
+        raise Refusal(
+            503,
+            "unavailable",
+            "the service cannot check its limits; retry shortly",
+            [(b"retry-after", b"1")],
+        )
+
+    def _metrics(
+        self, request: GuardRequest, principal: Principal
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
+        try:
+            authorise(principal, "admin")
+        except AuthFailure:
+            request.decisions["auth"] = "scope"
+            raise Refusal(403, "forbidden", "metrics need the admin scope") from None
+        content, kind = self.guard.metrics.exposition()
+        return 200, _Raw(content, kind.encode()), [], None
+
+    def _rows(
+        self, request: GuardRequest, document: Any, settings: GuardSettings
+    ) -> list[dict[str, Any]]:
+        if not isinstance(document, dict) or set(document) != _ROW_KEYS:
+            request.decisions["input"] = "block"
+            raise Refusal(422, "invalid_body", 'the body must be {"rows": [{column: value}]}')
+        rows = document["rows"]
+        if not isinstance(rows, list) or not rows:
+            request.decisions["input"] = "block"
+            raise Refusal(422, "invalid_body", '"rows" must be a non-empty list of objects')
+        if len(rows) > settings.server.max_rows:
+            request.decisions["input"] = "block"
+            raise Refusal(413, "too_many_rows", f"at most {settings.server.max_rows} rows")
+        for row in rows:
+            if not isinstance(row, dict) or any(isinstance(v, (dict, list)) for v in row.values()):
+                request.decisions["input"] = "block"
+                raise Refusal(
+                    422, "invalid_body", "each row must be an object of column to a plain value"
+                )
+        request.decisions["input"] = "allow"
+        return rows
+
+    def _contract(self, request: GuardRequest, settings: GuardSettings) -> None:
+        from bastion.datacheck.contract import validate_row
+        from bastion.guard.features import coerce_row
+
+        columns = self.guard.contract
+        rows = request.document["rows"]
+        if columns is None:
+            request.rows = [dict(r) for r in rows]
+            return
+        problems: list[str] = []
+        known = {c.name for c in columns}
+        for index, row in enumerate(rows):
+            for violation in validate_row(columns, row):
+                if violation.column in known:
+                    problems.append(
+                        f"row {index}: {violation.column}: {violation.constraint} "
+                        f"({violation.message})"
+                    )
+            unknown = sum(1 for key in row if key not in known)
+            if unknown:
+                problems.append(f"row {index}: {unknown} column(s) not in the contract")
+            if len(problems) >= 20:
+                break
+        action = settings.contract.action
+        if problems:
+            request.decisions["contract"] = action
+            if action == "block":
+                raise Refusal(
+                    422,
+                    "contract_violation",
+                    "the rows do not match the model's input contract: " + "; ".join(problems[:20]),
+                )
+        else:
+            request.decisions["contract"] = "allow"
+        request.rows = [coerce_row(columns, row) for row in rows]
+
+    def _screen_rows(self, request: GuardRequest, settings: GuardSettings) -> None:
+        action = settings.sensitive.action
+        assert request.rows is not None
+        kinds, redacted = self.guard.row_screen.rows(request.rows, redact=action == "redact")
+        if not kinds:
+            request.decisions["sensitive"] = "allow"
+            return
+        request.decisions["sensitive"] = action
+        if action == "block":
+            raise Refusal(
+                422,
+                "personal_data",
+                "the request carries personal data or a secret ("
+                + ", ".join(sorted(set(kinds)))
+                + "); remove it and retry",
+            )
+        if redacted is not None:
+            request.rows = redacted
+            request.document = {"rows": redacted}
+
+    def _ood(self, request: GuardRequest, settings: GuardSettings) -> None:
+        guard = self.guard
+        encoder = guard.encoder
+        if encoder is None or (guard.ood is None and guard.monitor is None):
+            return
+        assert request.rows is not None
+        request.encoded = encoder.encode(request.rows)
+        if guard.ood is None:
+            return
+        scores = guard.ood.score(request.encoded)
+        threshold = guard.ood.threshold(settings.ood.quantile, settings.ood.threshold)
+        if float(scores.max()) > threshold:
+            action = settings.ood.action
+            request.decisions["ood"] = action
+            if action == "block":
+                raise Refusal(
+                    422,
+                    "out_of_distribution",
+                    "the rows are unlike the data this model serves; check the values",
+                )
+        else:
+            request.decisions["ood"] = "allow"
+
+    async def _screen_chat(self, request: GuardRequest, settings: GuardSettings) -> None:
+        texts = chat_texts(request.document)
+        if not texts:
+            request.decisions["input"] = "block"
+            raise Refusal(422, "invalid_body", 'a chat request needs "messages" with text content')
+        self._screen_json(request, settings, texts)
+        markers: list[str] = []
+        for text in texts:
+            markers += injection_markers(text)
+        classifier = self.guard.classifier
+        if classifier is not None and settings.injection.classifier:
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                None, classifier.verdict, "\n".join(texts)[: settings.sensitive.max_chars]
+            )
+            request.decisions["classifier"] = (
+                "flag" if verdict == "injection" else "allow" if verdict == "clean" else verdict
+            )
+            if verdict == "injection":
+                markers.append("classifier")
+        if markers:
+            action = settings.injection.action
+            request.decisions["injection"] = action
+            if action == "block":
+                raise Refusal(422, "prompt_injection", "the prompt was refused by the input policy")
+        else:
+            request.decisions["injection"] = "allow"
+
+    def _screen_json(
+        self, request: GuardRequest, settings: GuardSettings, texts: list[str] | None = None
+    ) -> None:
+        action = settings.sensitive.action
+        limit = settings.sensitive.max_chars
+        strings = texts if texts is not None else texts_of(request.document)
+        kinds: list[str] = []
+        for text in strings:
+            if len(text) > limit:
+                request.decisions["sensitive"] = "block"
+                raise Refusal(413, "string_too_long", f"a text is over {limit} characters")
+            kinds += screen_text(text, limit, redact=False)[0]
+        if not kinds:
+            request.decisions["sensitive"] = "allow"
+            return
+        request.decisions["sensitive"] = action
+        if action == "block":
+            raise Refusal(
+                422,
+                "personal_data",
+                "the request carries personal data or a secret ("
+                + ", ".join(sorted(set(kinds)))
+                + "); remove it and retry",
+            )
+        if action == "redact":
+            request.document = redact_document(request.document, limit)[0]
+
+    async def _call_inner(
+        self,
+        scope: http.Scope,
+        receive: http.Receive,
+        request: GuardRequest,
+        settings: GuardSettings,
+        raw: bytes | None,
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
+        scope[GUARD_SCOPE_KEY] = request
+        body = http.encode(request.document) if request.document is not None else b""
+        inner_receive = http.replay(body, receive)
+        if request.document is not None:
+            headers = [
+                (k, v)
+                for k, v in scope.get("headers", ())
+                if k not in (b"content-length", b"transfer-encoding")
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            scope = {**scope, "headers": headers}
+        captured = _Capture(settings.output.max_response_bytes)
+        try:
+            await asyncio.wait_for(
+                self.app(scope, inner_receive, captured.send), settings.server.request_timeout_s
+            )
+        except asyncio.TimeoutError:
+            request.decisions["model"] = "timeout"
+            raise Refusal(504, "timeout", "the model did not answer in time") from None
+        except _Capture.TooLarge:
+            request.decisions["model"] = "error"
+            raise Refusal(502, "bad_answer", "the model's answer was too large") from None
+        if captured.status is None:
+            request.decisions["model"] = "error"
+            raise Refusal(502, "bad_answer", "the model gave no answer")
+        request.decisions.setdefault("model", "allow" if captured.status < 400 else "error")
+        return await self._after(request, settings, captured, raw)
+
+    async def _after(
+        self,
+        request: GuardRequest,
+        settings: GuardSettings,
+        captured: _Capture,
+        raw: bytes | None,
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
+        route = request.route
+        status = captured.status or 502
+        body = captured.body()
+        if route.kind == "get" or status >= 300:
+            return status, _Raw(body, captured.content_type), [], raw
+        try:
+            document = http.parse_json(body, 64, 1_000_000, 10_000_000)
+        except http.BodyError:
+            request.decisions["output"] = "error"
+            raise Refusal(502, "bad_answer", "the model's answer was malformed") from None
+        if route.kind == "rows":
+            self._monitor(request, settings, document)
+            rules = settings.output.scopes.get(route.scope)
+            if rules is not None:
+                try:
+                    document = harden(document, rules)
+                except BadAnswer:
+                    request.decisions["output"] = "error"
+                    raise Refusal(502, "bad_answer", "the model's answer was malformed") from None
+                request.decisions["output"] = "allow"
+        elif route.kind == "chat":
+            document = self._screen_answer(request, settings, document)
+        return status, document, [], raw
+
+    def _monitor(self, request: GuardRequest, settings: GuardSettings, document: Any) -> None:
+        monitor = self.guard.monitor
+        if monitor is None or request.encoded is None or request.principal is None:
+            return
+        scores = _score_matrix(document, len(request.encoded))
+        alerts = monitor.observe(request.principal.key_id, request.encoded, scores)
+        mine = [a for a in alerts if a.key_id == request.principal.key_id]
+        if not mine:
+            request.decisions["monitor"] = "allow"
+            return
+        action = settings.monitor.action
+        request.decisions["monitor"] = action
+        for alert in alerts:
+            log.warning("monitor alert: %s on key %s: %s", alert.kind, alert.key_id, alert.message)
+        if action == "block":
+            self.guard.blocked[request.principal.key_id] = (
+                time.monotonic() + settings.monitor.block_seconds
+            )
+            raise Refusal(403, "forbidden", "this credential is suspended; contact the operator")
+
+    def _screen_answer(self, request: GuardRequest, settings: GuardSettings, document: Any) -> Any:
+        action = settings.output.screen_text
+        limit = settings.sensitive.max_chars
+        kinds: list[str] = []
+        for text in texts_of(document):
+            kinds += screen_text(text, limit, redact=False)[0]
+        if not kinds:
+            request.decisions["output"] = "allow"
+            return document
+        request.decisions["output"] = action
+        if action == "block":
+            raise Refusal(502, "answer_withheld", "the answer was withheld by the output policy")
+        if action == "redact":
+            return redact_document(document, limit)[0]
+        return document
+
+    # -- the answer and its audit event -------------------------------------------------------
+
+    async def _finish(
+        self,
+        scope: http.Scope,
+        send: http.Send,
+        request: GuardRequest,
+        settings: GuardSettings,
+        started: float,
+        status: int,
+        body: Any,
+        headers: list[tuple[bytes, bytes]],
+        raw: bytes | None,
+        key_id: str | None = None,
+    ) -> None:
+        guard = self.guard
+        if key_id is None:
+            key_id = scope.get("bastion.claimed_key")
+        raw = raw if raw is not None else scope.get("bastion.raw_body")
+        if guard.audit is not None:
+            from bastion.guard.audit import AuditEvent, AuditUnavailable, input_digest, utc_now
+
+            decisions = dict(request.decisions)
+            for unsafe in settings.unsafe():
+                decisions["unsafe_" + unsafe.removeprefix("unsafe_")] = "record"
+            event = AuditEvent(
+                at=utc_now(),
+                key_id=key_id,
+                tenant=request.principal.tenant if request.principal else None,
+                route=request.route.path,
+                model_digest=guard.model_digest,
+                input_digest=input_digest(raw or b"", key=guard.digest_key),
+                decisions=decisions,
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            try:
+                await guard.audit.append(event)
+                request.decisions["audit"] = "allow"
+            except AuditUnavailable:
+                guard.metrics.audit_failures.inc()
+                request.decisions["audit"] = "unavailable"
+                status, body, headers = (
+                    503,
+                    http.error_document(
+                        "unavailable", "the request could not be recorded; retry shortly"
+                    ),
+                    [(b"retry-after", b"1")],
+                )
+        guard.metrics.observe(
+            request.route.path, status, time.perf_counter() - started, request.decisions
+        )
+        if isinstance(body, _Raw):
+            await http.send_bytes(send, status, body.content, body.content_type, headers)
+        else:
+            await http.send_json(send, status, body, headers)
+
+
+class _Raw:
+    __slots__ = ("content", "content_type")
+
+    def __init__(self, content: bytes, content_type: bytes) -> None:
+        self.content = content
+        self.content_type = content_type
+
+
+class _Capture:
+    """The inner app's answer, held (up to a cap) until the pipeline has judged it."""
+
+    class TooLarge(Exception):
+        pass
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.status: int | None = None
+        self.content_type = b"application/octet-stream"
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    async def send(self, message: http.Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            for key, value in message.get("headers", ()):
+                if key.lower() == b"content-type":
+                    self.content_type = bytes(value)
+        elif message["type"] == "http.response.body":
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size > self.limit:
+                raise _Capture.TooLarge()
+            self.parts.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def _score_matrix(document: Any, n: int) -> Any:
+    """The class scores of an answer as an (n, k) array, or None when it has none."""
+    import numpy as np
+
+    predictions = document.get("predictions") if isinstance(document, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != n:
+        return None
+    rows = []
+    for item in predictions:
+        scores = item.get("scores") if isinstance(item, dict) else None
+        if not isinstance(scores, dict):
+            return None
+        rows.append([float(v) for v in scores.values()])
+    try:
+        return np.asarray(rows, dtype=float)
+    except ValueError:
+        return None
+
+
+def read_digest_key(path: Path) -> bytes:
+    data = path.read_bytes()
+    if len(data) < 16:
+        from bastion.errors import ConfigError
+
+        raise ConfigError(f"{path}: an input-digest key needs at least 16 bytes")
+    return data

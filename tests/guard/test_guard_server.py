@@ -1,0 +1,404 @@
+"""Serve mode end to end: real servers on 127.0.0.1, the signed example credit model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("prometheus_client")
+
+from guard_support import (
+    MODEL,
+    PUBLIC_KEY,
+    TARGET,
+    bearer,
+    contract,
+    credit_rows,
+    served_model,
+    serving,
+    settings,
+    training,
+)
+
+from bastion.errors import UnsafeArtifactError, UsageError
+from bastion.guard.app import create_app, reload_settings
+from bastion.guard.auth import KeyStore
+from bastion.guard.model import load_served_model
+
+
+def _app(folder: Path, **tables: Any) -> Any:
+    return create_app(
+        settings(folder, **tables), model=served_model(), contract=contract(), training=training()
+    )
+
+
+def _keys(folder: Path, *scopes: str, tenant: str | None = None) -> str:
+    store = KeyStore(folder / "keys.sqlite3")
+    try:
+        return store.create(list(scopes), tenant)[0]
+    finally:
+        store.close()
+
+
+def _events(folder: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("guard")
+    app = _app(folder)
+    with serving(app) as server:
+        yield folder, server, app
+
+
+def test_predict_gives_labels_only_and_score_rounded_probabilities(live: Any) -> None:
+    folder, server, _ = live
+    key = _keys(folder, "predict", "score")
+    rows = credit_rows()[:3]
+    predicted = httpx.post(server.url + "/v1/predict", json={"rows": rows}, headers=bearer(key))
+    assert predicted.status_code == 200
+    answers = predicted.json()["predictions"]
+    assert [set(a) for a in answers] == [{"label"}] * 3
+    scored = httpx.post(server.url + "/v1/score", json={"rows": rows}, headers=bearer(key))
+    assert scored.status_code == 200
+    for item in scored.json()["predictions"]:
+        assert set(item["scores"]) == {"0", "1"}
+        assert all(round(p, 2) == p for p in item["scores"].values())
+        assert abs(sum(item["scores"].values()) - 1) < 0.02
+    # the same labels the model gives when loaded directly
+    model = served_model()
+    direct, _ = model.predict(training()[:3], False)
+    assert [a["label"] for a in answers] == direct
+
+
+def test_scopes_are_enforced_per_route(live: Any) -> None:
+    folder, server, _ = live
+    predict_only = _keys(folder, "predict")
+    rows = {"rows": credit_rows()[:1]}
+    assert (
+        httpx.post(server.url + "/v1/score", json=rows, headers=bearer(predict_only)).status_code
+        == 403
+    )
+    assert (
+        httpx.post(server.url + "/v1/predict", json=rows, headers=bearer(predict_only)).status_code
+        == 200
+    )
+    audit_only = _keys(folder, "audit:read")
+    assert (
+        httpx.post(server.url + "/v1/predict", json=rows, headers=bearer(audit_only)).status_code
+        == 403
+    )
+
+
+def test_every_route_but_healthz_needs_a_credential(live: Any) -> None:
+    """Default deny, proved over every path the app answers and a few it does not."""
+    folder, server, app = live
+    paths = {route for route in app.routes} | {
+        "/readyz",
+        "/openapi.json",
+        "/metrics",
+        "/",
+        "/docs",
+        "/v1",
+        "/v1/predict/",
+        "/admin",
+        "/V1/PREDICT",
+        "/v1/predict%00",
+        "/../v1/predict",
+    }
+    for path in sorted(paths):
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            response = httpx.request(method, server.url + path, content=b"{}")
+            if path == "/metrics" and method == "GET":
+                assert response.status_code == 200  # loopback only (see the next test)
+                continue
+            assert response.status_code == 401, (method, path, response.status_code)
+            assert "www-authenticate" in response.headers
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    admin = _keys(folder, "admin")
+    assert httpx.get(server.url + "/readyz", headers=bearer(admin)).json() == {"ready": True}
+    assert httpx.get(server.url + "/nothing", headers=bearer(admin)).status_code == 404
+
+
+def test_metrics_are_loopback_only_or_admin(tmp_path: Path) -> None:
+    from bastion.guard.pipeline import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert not is_loopback("10.0.0.1") and not is_loopback("unknown")
+    app = _app(tmp_path, metrics={"access": "admin"})
+    with serving(app) as server:
+        assert httpx.get(server.url + "/metrics").status_code == 401
+        predict = _keys(tmp_path, "predict")
+        assert httpx.get(server.url + "/metrics", headers=bearer(predict)).status_code == 403
+        admin = _keys(tmp_path, "admin")
+        metrics = httpx.get(server.url + "/metrics", headers=bearer(admin))
+        assert metrics.status_code == 200
+        assert "bastion_guard_request_seconds_bucket" in metrics.text
+
+
+def test_out_of_contract_rows_are_422_without_echoing_values(live: Any) -> None:
+    folder, server, _ = live
+    key = _keys(folder, "predict")
+    row = dict(credit_rows()[0])
+    row["age_in_years"] = 250
+    row["purpose"] = "<script>alert(1)</script>"
+    row["injected_column_name_zzz"] = 1
+    response = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "age_in_years" in message and "purpose" in message
+    assert "script" not in message and "zzz" not in message and "250" not in message
+    missing = dict(credit_rows()[0])
+    del missing["credit_amount"]
+    response = httpx.post(server.url + "/v1/predict", json={"rows": [missing]}, headers=bearer(key))
+    assert response.status_code == 422 and "credit_amount" in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"", 400),
+        (b"not json", 400),
+        (b'{"rows": NaN}', 400),
+        (b'{"rows": [{"age_in_years": 1e999}]}', 400),
+        (b"[" * 5000 + b"]" * 5000, 413),
+        (b'{"rows": []}', 422),
+        (b'{"rows": [1, 2]}', 422),
+        (b'{"rows": [{"a": {"b": 1}}]}', 422),
+        (b'{"rows": [{}], "extra": 1}', 422),
+    ],
+)
+def test_malformed_bodies_are_refused(live: Any, body: bytes, status: int) -> None:
+    folder, server, _ = live
+    key = _keys(folder, "predict")
+    response = httpx.post(server.url + "/v1/predict", content=body, headers=bearer(key))
+    assert response.status_code == status
+
+
+def test_body_size_is_capped_while_streaming(tmp_path: Path) -> None:
+    app = _app(tmp_path, server={"max_body_bytes": 2048})
+    key = _keys(tmp_path, "predict")
+
+    def chunks() -> Any:
+        for _ in range(100):  # no Content-Length: chunked
+            yield b" " * 1024
+
+    with serving(app) as server:
+        response = httpx.post(server.url + "/v1/predict", content=chunks(), headers=bearer(key))
+        assert response.status_code == 413
+        declared = httpx.post(server.url + "/v1/predict", content=b" " * 4096, headers=bearer(key))
+        assert declared.status_code == 413
+        many = httpx.post(
+            server.url + "/v1/predict",
+            json={"rows": credit_rows()[:300]},
+            headers=bearer(key),
+        )
+        assert many.status_code == 413
+
+
+def test_personal_data_is_blocked_by_default_and_never_logged(tmp_path: Path) -> None:
+    # the contract only flags here, so the value outside its categories reaches the screen
+    app = _app(tmp_path, contract={"action": "flag"})
+    key = _keys(tmp_path, "predict")
+    row = dict(credit_rows()[1])
+    row["purpose"] = "card 4111 1111 1111 1111"
+    row["telephone"] = "call +44 20 7946 0958"
+    with serving(app) as server:
+        response = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "personal_data"
+    assert "payment card" in error["message"] or "credit_card" in error["message"]
+    assert "4111" not in response.text and "7946" not in response.text
+    for path in (tmp_path / "audit").iterdir():
+        assert b"4111" not in path.read_bytes() and b"7946" not in path.read_bytes()
+    last = _events(tmp_path)[-1]
+    assert last["decisions"]["sensitive"] == "block" and last["status"] == 422
+    assert last["decisions"]["contract"] == "flag"
+
+
+def test_personal_data_redacted_when_the_policy_says_so(tmp_path: Path) -> None:
+    app = _app(tmp_path, sensitive={"action": "redact"}, contract={"action": "flag"})
+    key = _keys(tmp_path, "predict")
+    row = dict(credit_rows()[2])
+    row["purpose"] = "mail me at jane.doe@example.org"
+    with serving(app) as server:
+        response = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+    assert response.status_code == 200
+    event = _events(tmp_path)[-1]
+    assert event["decisions"]["sensitive"] == "redact"
+    assert event["decisions"]["contract"] == "flag"
+
+
+def test_categories_from_the_contract_are_not_flagged(live: Any) -> None:
+    """Benign traffic: 300 real rows (some categories contain 'credits', which the secret
+    pre-filter would look at) pass every detector."""
+    folder, server, _ = live
+    key = _keys(folder, "predict")
+    rows = credit_rows()
+    with httpx.Client(base_url=server.url, headers=bearer(key)) as client:
+        for start in range(0, 300, 50):
+            response = client.post("/v1/predict", json={"rows": rows[start : start + 50]})
+            assert response.status_code == 200, response.text
+    decisions = [e["decisions"] for e in _events(folder)[-6:]]
+    assert all(d["sensitive"] == "allow" and d["contract"] == "allow" for d in decisions)
+    assert sum(d.get("ood") == "flag" for d in decisions) <= 1
+
+
+def test_out_of_distribution_rows_are_flagged_or_blocked(tmp_path: Path) -> None:
+    app = _app(tmp_path, ood={"action": "block"})
+    key = _keys(tmp_path, "predict")
+    row = dict(credit_rows()[3])
+    # every value inside the contract's ranges, jointly far from the data: a 72-month
+    # loan of the maximum amount to an 18-year-old with the maximum of dependants ...
+    row.update(
+        duration_in_month=72,
+        credit_amount=18424,
+        age_in_years=19,
+        number_of_existing_credits_at_this_bank=4,
+        number_of_people_being_liable_to_provide_maintenance_for=2,
+        installment_rate_in_percentage_of_disposable_income=4,
+    )
+    with serving(app) as server:
+        far = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+        near = httpx.post(
+            server.url + "/v1/predict", json={"rows": credit_rows()[4:5]}, headers=bearer(key)
+        )
+    assert far.status_code == 422 and far.json()["error"]["code"] == "out_of_distribution"
+    assert "threshold" not in far.text and "score" not in far.text
+    assert near.status_code == 200
+
+
+def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
+    app = _app(tmp_path, limits={"key_rate": 1.0, "key_burst": 3, "ip_rate": 1000.0})
+    key = _keys(tmp_path, "predict")
+    body = {"rows": credit_rows()[:1]}
+    with serving(app) as server, httpx.Client(base_url=server.url, headers=bearer(key)) as c:
+        statuses = [c.post("/v1/predict", json=body).status_code for _ in range(5)]
+        assert statuses[:3] == [200, 200, 200] and statuses[3:] == [429, 429]
+        limited = c.post("/v1/predict", json=body)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert _events(tmp_path)[-1]["decisions"]["key_limit"] == "block"
+
+
+def test_ip_limit_applies_before_authentication(tmp_path: Path) -> None:
+    app = _app(tmp_path, limits={"ip_rate": 1.0, "ip_burst": 2})
+    with serving(app) as server:
+        statuses = [httpx.post(server.url + "/v1/predict").status_code for _ in range(4)]
+    assert statuses == [401, 401, 429, 429]
+
+
+def test_daily_budget_counts_rows(tmp_path: Path) -> None:
+    app = _app(tmp_path, limits={"daily_rows": 10})
+    key = _keys(tmp_path, "predict")
+    with serving(app) as server, httpx.Client(base_url=server.url, headers=bearer(key)) as c:
+        assert c.post("/v1/predict", json={"rows": credit_rows()[:8]}).status_code == 200
+        over = c.post("/v1/predict", json={"rows": credit_rows()[:3]})
+        assert over.status_code == 429 and over.json()["error"]["code"] == "budget_exhausted"
+        assert c.post("/v1/predict", json={"rows": credit_rows()[:2]}).status_code == 200
+
+
+def test_revocation_and_expiry_apply_on_the_next_request(live: Any) -> None:
+    folder, server, _ = live
+    store = KeyStore(folder / "keys.sqlite3")
+    key, info = store.create(["predict"])
+    body = {"rows": credit_rows()[:1]}
+    assert httpx.post(server.url + "/v1/predict", json=body, headers=bearer(key)).status_code == 200
+    store.revoke(info.id)  # another connection, as `bastion guard keys revoke` is
+    store.close()
+    assert httpx.post(server.url + "/v1/predict", json=body, headers=bearer(key)).status_code == 401
+    event = _events(folder)[-1]
+    assert event["key_id"] == info.id and event["decisions"]["auth"] == "revoked"
+
+
+def test_strict_audit_unavailable_means_503_never_an_unaudited_2xx(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    body = {"rows": credit_rows()[:1]}
+    with serving(app) as server:
+        assert (
+            httpx.post(server.url + "/v1/predict", json=body, headers=bearer(key)).status_code
+            == 200
+        )
+        app.guard.audit.close()  # the log goes away (disk gone, writer stopped)
+        statuses = [
+            httpx.post(server.url + "/v1/predict", json=body, headers=bearer(key)).status_code
+            for _ in range(20)
+        ]
+    assert statuses == [503] * 20
+
+
+def test_sighup_reload_swaps_settings_without_a_restart(tmp_path: Path) -> None:
+    config = tmp_path / "guard.toml"
+    config.write_text(
+        f'[auth]\nkeys_db = "{tmp_path / "keys.sqlite3"}"\n[audit]\npath = "{tmp_path / "audit"}"\n'
+        f'[model]\ntarget = "{TARGET}"\n[output.scopes.score]\nscores = true\ndigits = 2\n'
+    )
+    from bastion.guard.settings import load_guard_settings
+
+    app = create_app(load_guard_settings(config), model=served_model(), contract=contract())
+    key = _keys(tmp_path, "score")
+    body = {"rows": credit_rows()[:1]}
+    with serving(app) as server:
+        before = httpx.post(server.url + "/v1/score", json=body, headers=bearer(key)).json()
+        config.write_text(config.read_text().replace("digits = 2", "digits = 0\ntop_k = 1"))
+        assert reload_settings(app.guard) == []
+        after = httpx.post(server.url + "/v1/score", json=body, headers=bearer(key)).json()
+        config.write_text("[server\nbroken")
+        reload_settings(app.guard)  # refused: the running settings stay
+        again = httpx.post(server.url + "/v1/score", json=body, headers=bearer(key)).json()
+    assert len(before["predictions"][0]["scores"]) == 2
+    assert len(after["predictions"][0]["scores"]) == 1
+    assert next(iter(after["predictions"][0]["scores"].values())) in (0.0, 1.0)
+    assert again == after
+
+
+def test_tampered_or_unsigned_models_are_refused(tmp_path: Path) -> None:
+    from bastion.guard.features import feature_columns
+
+    columns = feature_columns(contract(), TARGET)
+    tampered = tmp_path / MODEL.name
+    data = bytearray(MODEL.read_bytes())
+    data[-20] ^= 1
+    tampered.write_bytes(bytes(data))
+    shutil.copy(MODEL.with_name(MODEL.name + ".sig"), tmp_path / (MODEL.name + ".sig"))
+    with pytest.raises(UnsafeArtifactError) as refused:
+        load_served_model(tampered, columns, public_keys=[PUBLIC_KEY])
+    assert refused.value.report.findings[0].rule_id == "SIG001"
+    with pytest.raises(UsageError):
+        load_served_model(MODEL, columns)  # no key: refused unless --unsafe-unsigned
+    other_key = tmp_path / "other.pub"
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    other_key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(UnsafeArtifactError):
+        load_served_model(MODEL, columns, public_keys=[other_key])
+
+
+def test_a_malicious_model_is_refused_with_the_scan_findings(tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    class Payload:
+        def __reduce__(self) -> Any:
+            return (os.system, ("echo should-never-run",))
+
+    model = tmp_path / "model.pkl"
+    model.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UnsafeArtifactError) as refused:
+        load_served_model(model, ["a"], unsafe_unsigned=True)
+    assert any(f.rule_id.startswith("PKL") for f in refused.value.report.findings)
