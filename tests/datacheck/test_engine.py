@@ -78,6 +78,30 @@ def test_splits_run_the_leakage_check(tmp_path: Path) -> None:
     assert any(4 in f.rows for f in leaks)
 
 
+def test_a_missing_package_is_a_skip_and_a_broken_import_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.datacheck import engine
+
+    def needs_cleanlab(dataset: object, options: object) -> list[object]:
+        raise ModuleNotFoundError("No module named 'cleanlab'", name="cleanlab")
+
+    def broken(dataset: object, options: object) -> list[object]:
+        raise ModuleNotFoundError("No module named 'bastion.nope'", name="bastion.nope")
+
+    monkeypatch.setattr(
+        engine,
+        "DATASET_CHECKS",
+        (("pii", "personal data", needs_cleanlab), ("contract", "data contract", broken)),
+    )
+    path = _write(tmp_path / "d.csv", _rows(10))
+    [result] = run_data_checks([path], options=DataOptions(contract=str(tmp_path / "c.json")))
+    [skip] = result.skips
+    assert (skip.code, skip.extra) == ("missing-extra", "data") and "cleanlab" in skip.reason
+    [error] = result.errors
+    assert error.check == "contract" and "bastion.nope" in error.message
+
+
 def test_nothing_found_is_not_a_pass(tmp_path: Path) -> None:
     (tmp_path / "readme.md").write_text("# nothing")
     [result] = run_data_checks([tmp_path], options=DataOptions())

@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bastion.datacheck import integrity
+from bastion.datacheck import contract, drift, integrity, labels, leakage, pii
 from bastion.datacheck.dataset import Dataset
+from bastion.datacheck.features import NotApplicable
 from bastion.datacheck.options import DataOptions
 from bastion.errors import BastionError, ConfigError, DataInputError, MissingExtra, UsageError
 from bastion.findings import CheckError, Finding, Location, Skip, TargetResult, sort_findings
 from bastion.records import RecordError
+from bastion.rules import Rule
 
 if TYPE_CHECKING:
     from bastion.config import Settings
@@ -29,19 +31,20 @@ if TYPE_CHECKING:
     from bastion.findings import Report
     from bastion.runs import Started
 
-# (module, what it checks): the single-dataset checks, run in this order
-DATASET_CHECKS = (
-    ("pii", "personal data"),
-    ("labels", "labels and poisoning"),
-    ("contract", "data contract"),
+SingleCheck = Callable[[Dataset, DataOptions], Sequence[Finding]]
+
+# (name, what it checks, the check): the single-dataset checks, run in this order. The check
+# modules import their heavy dependencies (pyarrow, cleanlab, phonenumbers...) only when run.
+DATASET_CHECKS: tuple[tuple[str, str, SingleCheck], ...] = (
+    ("pii", "personal data", pii.check),
+    ("labels", "labels and poisoning", labels.check),
+    ("contract", "data contract", contract.check),
 )
 Progress = Callable[[str], None]
 
 
-def all_rules() -> tuple[Any, ...]:
+def all_rules() -> tuple[Rule, ...]:
     """Every rule the data checks can emit (DAT, PII, LBL, CON, LEK, DRF)."""
-    from bastion.datacheck import contract, drift, labels, leakage, pii
-
     return (
         *integrity.RULES,
         *pii.RULES,
@@ -143,43 +146,56 @@ def _skip(name: str, reason: str, code: str = "unsupported", extra: str | None =
     return Skip(location=Location(path=name), reason=reason, code=code, extra=extra)
 
 
-def _import_check(module: str) -> Any:
-    from importlib import import_module
+def missing_extra(exc: MissingExtra | ImportError) -> MissingExtra | None:
+    """The MissingExtra an ImportError raised while a check ran stands for: an optional
+    third-party package (all of them come with the [data] extra) that is not installed. None
+    for anything else — a broken import inside bastion itself is a bug, not a missing extra."""
+    if isinstance(exc, MissingExtra):
+        return exc
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if not isinstance(exc, ModuleNotFoundError) or not name or name == "bastion":
+        return None
+    return MissingExtra(_DISTRIBUTIONS.get(name, name), "data")
 
-    return import_module(f"bastion.datacheck.{module}")
+
+# import names whose distribution (what pip installs) is named otherwise
+_DISTRIBUTIONS = {
+    "sklearn": "scikit-learn",
+    "detect_secrets": "detect-secrets",
+    "re2": "google-re2",
+}
 
 
 def _run_check(
-    module: str, what: str, dataset: Dataset, options: DataOptions
+    name: str, what: str, check: SingleCheck, dataset: Dataset, options: DataOptions
 ) -> tuple[list[Finding], list[Skip], list[CheckError]]:
     """One single-dataset check, with every failure turned into a Skip or CheckError."""
-    if module == "labels" and not options.target:
+    if name == "labels" and not options.target:
         return (
             [],
             [_skip(dataset.name, f"{what} not checked: no --target (label column) given")],
             [],
         )
-    if module == "contract" and not options.contract:
+    if name == "contract" and not options.contract:
         return [], [], []
     try:
-        check = _import_check(module).check
         return list(check(dataset, options)), [], []
-    except MissingExtra as exc:
-        return (
-            [],
-            [_skip(dataset.name, f"{what} not checked: {exc.message}", "missing-extra", exc.extra)],
-            [],
+    except (MissingExtra, ImportError) as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            return [], [], [_error(dataset, name, exc)]
+        skip = _skip(
+            dataset.name, f"{what} not checked: {missing.message}", "missing-extra", missing.extra
         )
-    except ImportError as exc:
-        return [], [_skip(dataset.name, f"{what} not checked: {exc}", "missing-extra", "data")], []
+        return [], [skip], []
     except DataInputError as exc:
         return [integrity.reader_finding(dataset.name, exc)], [], []
+    except NotApplicable as exc:
+        return [], [_skip(dataset.name, f"{what} not checked: {exc.message}")], []
     except BastionError as exc:
-        if type(exc).__name__ == "NotApplicable":
-            return [], [_skip(dataset.name, f"{what} not checked: {exc.message}")], []
-        return [], [], [_error(dataset, module, exc)]
+        return [], [], [_error(dataset, name, exc)]
     except Exception as exc:  # a check's bug must not hide the other checks' findings
-        return [], [], [_error(dataset, module, exc)]
+        return [], [], [_error(dataset, name, exc)]
 
 
 def check_dataset(
@@ -271,10 +287,10 @@ def check_dataset(
                 findings += integrity.diff_findings(
                     dataset.name, diff, f"the baseline manifest ({entry.name})"
                 )
-    for module, what in DATASET_CHECKS:
+    for name, what, check in DATASET_CHECKS:
         if progress:
             progress(f"{dataset.name}: {what}")
-        found, skipped, failed = _run_check(module, what, dataset, options)
+        found, skipped, failed = _run_check(name, what, check, dataset, options)
         findings += found
         skips += skipped
         errors += failed
@@ -433,11 +449,18 @@ def _split_checks(
         splits[key] = dataset
     anchor = with_split[0].name
     try:
-        from bastion.datacheck import leakage
-
         found = leakage.check_splits(splits, options)
-    except MissingExtra as exc:
-        skip = _skip(anchor, f"leakage not checked: {exc.message}", "missing-extra", exc.extra)
+    except (MissingExtra, ImportError) as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            error = _error(with_split[0], "leakage", exc)
+            results[anchor] = results[anchor].model_copy(
+                update={"errors": (*results[anchor].errors, error)}
+            )
+            return
+        skip = _skip(
+            anchor, f"leakage not checked: {missing.message}", "missing-extra", missing.extra
+        )
         results[anchor] = results[anchor].model_copy(
             update={"skips": (*results[anchor].skips, skip)}
         )
@@ -484,12 +507,13 @@ def drift_between(
 ) -> tuple[list[Finding], list[Skip]]:
     """Drift of every feature from the old version to the new one (DRF findings)."""
     try:
-        from bastion.datacheck import drift
-
         return list(drift.check_pair(old, new, options)), []
-    except MissingExtra as exc:
+    except (MissingExtra, ImportError) as exc:
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
         return [], [
-            _skip(new.name, f"drift not checked: {exc.message}", "missing-extra", exc.extra)
+            _skip(new.name, f"drift not checked: {missing.message}", "missing-extra", missing.extra)
         ]
     except DataInputError as exc:
         return [integrity.reader_finding(new.name, exc)], []

@@ -167,7 +167,7 @@ def dataset_entry(indexed: Indexed) -> DatasetEntry:
 def build_manifest(
     entries: Sequence[DatasetEntry], id_column: str | None, metadata: dict[str, Any]
 ) -> Manifest:
-    from bastion import __version__
+    from bastion.version import __version__
 
     return Manifest(
         tool=f"bastion {__version__}",
