@@ -54,96 +54,110 @@ MAX_ID_TEXT = 64  # text values longer than this, or with spaces, are not identi
 _STAGE = Stage.DATA
 
 
-def _rule(number: int, title: str, severity: Severity, description: str, remediation: str) -> Rule:
-    return Rule(
-        id=f"CON{number:03d}",
-        title=title,
-        severity=severity,
-        confidence=Confidence.HIGH,
-        stage=_STAGE,
-        description=description,
-        remediation=remediation,
-        profile="data-integrity",
-    )
-
-
 _REVIEW = (
     "Review the listed rows: fix or drop them if they are wrong, or, if the new data is right "
     "and the trusted version was too narrow, update the contract (and have the change reviewed "
     "like code)."
 )
-CON001 = _rule(
-    1,
-    "Column missing",
-    Severity.HIGH,
-    "A column the contract requires is not in the dataset. Models and pipelines read columns by "
-    "name; a missing column is a broken or swapped file.",
-    "Restore the column, or update the contract if the change is intended.",
+CON001 = Rule(
+    id="CON001",
+    title="Column missing",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="A column the contract requires is not in the dataset. Models and pipelines "
+    "read columns by name; a missing column is a broken or swapped file.",
+    remediation="Restore the column, or update the contract if the change is intended.",
+    profile="data-integrity",
 )
-CON002 = _rule(
-    2,
-    "Column not in the contract",
-    Severity.MEDIUM,
-    "The dataset has a column the contract does not know. New columns can carry data nobody "
-    "reviewed (personal data, a leaked label) into training.",
-    "Review the column and add it to the contract, or drop it; set additionalColumns to 'allow' "
-    "in the contract to accept unknown columns.",
+CON002 = Rule(
+    id="CON002",
+    title="Column not in the contract",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="The dataset has a column the contract does not know. New columns can carry "
+    "data nobody reviewed (personal data, a leaked label) into training.",
+    remediation="Review the column and add it to the contract, or drop it; set "
+    "additionalColumns to 'allow' in the contract to accept unknown columns.",
+    profile="data-integrity",
 )
-CON003 = _rule(
-    3,
-    "Value of the wrong type",
-    Severity.HIGH,
-    "Cells that cannot be read as the column's declared type (text in a numeric column, a "
-    "fraction in an integer column, a malformed date). Type confusion is a common way to slip "
-    "crafted values past downstream checks.",
-    _REVIEW,
+CON003 = Rule(
+    id="CON003",
+    title="Value of the wrong type",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Cells that cannot be read as the column's declared type (text in a numeric "
+    "column, a fraction in an integer column, a malformed date). Type confusion is a common way "
+    "to slip crafted values past downstream checks.",
+    remediation=_REVIEW,
+    profile="data-integrity",
 )
-CON004 = _rule(
-    4,
-    "Missing value in a required column",
-    Severity.MEDIUM,
-    "Null cells in a column the contract declares non-nullable.",
-    _REVIEW,
+CON004 = Rule(
+    id="CON004",
+    title="Missing value in a required column",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Null cells in a column the contract declares non-nullable.",
+    remediation=_REVIEW,
+    profile="data-integrity",
 )
-CON005 = _rule(
-    5,
-    "Value out of range",
-    Severity.MEDIUM,
-    "Values below the contract's minimum or above its maximum. Out-of-range values in new data "
-    "are a sign of a broken pipeline or of injected rows.",
-    _REVIEW,
+CON005 = Rule(
+    id="CON005",
+    title="Value out of range",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Values below the contract's minimum or above its maximum. Out-of-range values "
+    "in new data are a sign of a broken pipeline or of injected rows.",
+    remediation=_REVIEW,
+    profile="data-integrity",
 )
-CON006 = _rule(
-    6,
-    "Unknown category",
-    Severity.MEDIUM,
-    "Values of a categorical column that are not among the contract's categories.",
-    _REVIEW,
+CON006 = Rule(
+    id="CON006",
+    title="Unknown category",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Values of a categorical column that are not among the contract's categories.",
+    remediation=_REVIEW,
+    profile="data-integrity",
 )
-CON007 = _rule(
-    7,
-    "Text does not match the contract",
-    Severity.MEDIUM,
-    "Text shorter or longer than the contract allows, or not matching its pattern. Overlong "
-    "text in a short field is a common carrier for injected payloads.",
-    _REVIEW,
+CON007 = Rule(
+    id="CON007",
+    title="Text does not match the contract",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Text shorter or longer than the contract allows, or not matching its pattern. "
+    "Overlong text in a short field is a common carrier for injected payloads.",
+    remediation=_REVIEW,
+    profile="data-integrity",
 )
-CON008 = _rule(
-    8,
-    "Duplicate value in a unique column",
-    Severity.HIGH,
-    "Rows that repeat a value of a column the contract declares unique (an identifier). "
-    "Duplicated ids are a sign of replayed or injected rows.",
-    "Find out where the duplicated rows come from; drop the copies or fix the ids.",
+CON008 = Rule(
+    id="CON008",
+    title="Duplicate value in a unique column",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Rows that repeat a value of a column the contract declares unique (an "
+    "identifier). Duplicated ids are a sign of replayed or injected rows.",
+    remediation="Find out where the duplicated rows come from; drop the copies or fix the ids.",
+    profile="data-integrity",
 )
-CON009 = _rule(
-    9,
-    "Identifier out of order",
-    Severity.MEDIUM,
-    "Rows whose value in a column the contract declares monotonically increasing (a sequence "
-    "id, an event time) is not greater than the row before it: rows inserted, reordered or "
-    "replayed.",
-    "Check how the rows were produced; restore the order or update the contract.",
+CON009 = Rule(
+    id="CON009",
+    title="Identifier out of order",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=_STAGE,
+    description="Rows whose value in a column the contract declares monotonically increasing (a "
+    "sequence id, an event time) is not greater than the row before it: rows inserted, "
+    "reordered or replayed.",
+    remediation="Check how the rows were produced; restore the order or update the contract.",
+    profile="data-integrity",
 )
 RULES: tuple[Rule, ...] = (
     CON001,

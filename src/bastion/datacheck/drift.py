@@ -47,52 +47,57 @@ PSI_FLOOR = 1e-4  # share given to an empty bin so the PSI stays finite
 MISSING_SHARE_CHANGE = 0.05
 
 
-def _rule(number: int, title: str, severity: Severity, description: str) -> Rule:
-    return Rule(
-        id=f"DRF{number:03d}",
-        title=title,
-        severity=severity,
-        confidence=Confidence.MEDIUM,
-        stage=Stage.DATA,
-        description=description,
-        remediation=(
-            "Find out why the feature changed between the versions: a new source, a pipeline "
-            "change, or rows injected or altered by someone. Compare the rows that make the "
-            "difference (`bastion data diff`) and approve the new version only once the change "
-            "is explained."
-        ),
-        profile="data-drift",
-    )
+_REMEDIATION = (
+    "Find out why the feature changed between the versions: a new source, a pipeline change, "
+    "or rows injected or altered by someone. Compare the rows that make the difference "
+    "(`bastion data diff`) and approve the new version only once the change is explained."
+)
 
 
-DRF001 = _rule(
-    1,
-    "Numeric feature distribution changed",
-    Severity.MEDIUM,
-    "The distribution of a numeric feature differs between the old and the new version of the "
-    "dataset (population stability index, Kolmogorov–Smirnov test). Poisoned or injected rows "
-    "shift distributions; so does a silently changed source.",
+DRF001 = Rule(
+    id="DRF001",
+    title="Numeric feature distribution changed",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="The distribution of a numeric feature differs between the old and the new "
+    "version of the dataset (population stability index, Kolmogorov–Smirnov test). Poisoned or "
+    "injected rows shift distributions; so does a silently changed source.",
+    remediation=_REMEDIATION,
+    profile="data-drift",
 )
-DRF002 = _rule(
-    2,
-    "Categorical feature distribution changed",
-    Severity.MEDIUM,
-    "The shares of a categorical feature's values differ between the old and the new version "
-    "(population stability index, chi-square test), or new categories appeared.",
+DRF002 = Rule(
+    id="DRF002",
+    title="Categorical feature distribution changed",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="The shares of a categorical feature's values differ between the old and the "
+    "new version (population stability index, chi-square test), or new categories appeared.",
+    remediation=_REMEDIATION,
+    profile="data-drift",
 )
-DRF003 = _rule(
-    3,
-    "Share of missing values changed",
-    Severity.MEDIUM,
-    "A feature is missing much more (or less) often in the new version than in the old one: a "
-    "broken join or extraction, or values removed on purpose.",
+DRF003 = Rule(
+    id="DRF003",
+    title="Share of missing values changed",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="A feature is missing much more (or less) often in the new version than in the "
+    "old one: a broken join or extraction, or values removed on purpose.",
+    remediation=_REMEDIATION,
+    profile="data-drift",
 )
-DRF004 = _rule(
-    4,
-    "Label distribution changed",
-    Severity.HIGH,
-    "The distribution of the label column differs between versions. Between two versions of a "
-    "training set this is the most direct trace of flipped or injected labels.",
+DRF004 = Rule(
+    id="DRF004",
+    title="Label distribution changed",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="The distribution of the label column differs between versions. Between two "
+    "versions of a training set this is the most direct trace of flipped or injected labels.",
+    remediation=_REMEDIATION,
+    profile="data-drift",
 )
 RULES: tuple[Rule, ...] = (DRF001, DRF002, DRF003, DRF004)
 

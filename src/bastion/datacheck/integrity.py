@@ -18,126 +18,145 @@ if TYPE_CHECKING:
 ROWS_IN_EVIDENCE = 20
 
 
-def _rule(
-    number: int,
-    title: str,
-    severity: Severity,
-    description: str,
-    remediation: str,
-    confidence: Confidence = Confidence.HIGH,
-) -> Rule:
-    return Rule(
-        id=f"DAT{number:03d}",
-        title=title,
-        severity=severity,
-        confidence=confidence,
-        stage=Stage.DATA,
-        profile="data-integrity",
-        description=description,
-        remediation=remediation,
-    )
-
-
-MALFORMED = _rule(
-    1,
-    "Malformed data file",
-    Severity.HIGH,
-    "The file cannot be read as the table it claims to be: a row with more or fewer fields than "
-    "the header, bytes that are not text in the file's encoding, broken JSON, a corrupt "
-    "Parquet/Arrow/compressed stream. Tools disagree on broken files (one skips the row, another "
-    "stops, a third shifts the columns), so what a model trains on is not what a reviewer saw; "
-    "bastion stops at the first such row and names it. The rest of the file is not checked.",
-    "Fix or regenerate the file at the named row (line), then check it again.",
+MALFORMED = Rule(
+    id="DAT001",
+    title="Malformed data file",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="The file cannot be read as the table it claims to be: a row with more or fewer "
+    "fields than the header, bytes that are not text in the file's encoding, broken JSON, a "
+    "corrupt Parquet/Arrow/compressed stream. Tools disagree on broken files (one skips the "
+    "row, another stops, a third shifts the columns), so what a model trains on is not what a "
+    "reviewer saw; bastion stops at the first such row and names it. The rest of the file is "
+    "not checked.",
+    remediation="Fix or regenerate the file at the named row (line), then check it again.",
 )
-BOUND = _rule(
-    2,
-    "Data file past a reading bound",
-    Severity.HIGH,
-    "Reading stopped at a bound: a compressed file inflating past its cap or ratio (a "
-    "decompression bomb), a single row longer than the line bound, more columns than the "
+BOUND = Rule(
+    id="DAT002",
+    title="Data file past a reading bound",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="Reading stopped at a bound: a compressed file inflating past its cap or ratio "
+    "(a decompression bomb), a single row longer than the line bound, more columns than the "
     "column bound. Such files exhaust memory or disk in the pipelines that load them. The rest "
     "of the file is not checked.",
-    "Check where the file comes from; if it is genuine, raise the bound in the policy's [data] "
-    "table (max_decompressed_mb, max_compression_ratio, max_line_kb, max_columns).",
+    remediation="Check where the file comes from; if it is genuine, raise the bound in the "
+    "policy's [data] table (max_decompressed_mb, max_compression_ratio, max_line_kb, "
+    "max_columns).",
 )
-MIXED_TYPES = _rule(
-    3,
-    "Column mixes value types",
-    Severity.MEDIUM,
-    "A column whose first rows hold one type (numbers, dates, booleans) holds values of another "
-    "type further down. Loaders then coerce the column differently (to text, to NaN, or fail), "
-    "and planted rows hide behind the coercion. bastion reads the column as text and checks the "
-    "rest; the finding names the first offending row.",
-    "Fix the values at the named rows, or declare the column's type in the data contract.",
+MIXED_TYPES = Rule(
+    id="DAT003",
+    title="Column mixes value types",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="A column whose first rows hold one type (numbers, dates, booleans) holds "
+    "values of another type further down. Loaders then coerce the column differently (to text, "
+    "to NaN, or fail), and planted rows hide behind the coercion. bastion reads the column as "
+    "text and checks the rest; the finding names the first offending row.",
+    remediation="Fix the values at the named rows, or declare the column's type in the data "
+    "contract.",
 )
-NAME_MISMATCH = _rule(
-    4,
-    "Data file content does not match its name",
-    Severity.MEDIUM,
-    "The bytes identify as another format or compression than the file name says (a Parquet "
-    "file named .csv, a .gz that is not gzip). Loaders that go by the name read something other "
-    "than what bastion checked.",
-    "Rename the file to its real format, or rewrite it in the format its name promises.",
+NAME_MISMATCH = Rule(
+    id="DAT004",
+    title="Data file content does not match its name",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="The bytes identify as another format or compression than the file name says (a "
+    "Parquet file named .csv, a .gz that is not gzip). Loaders that go by the name read "
+    "something other than what bastion checked.",
+    remediation="Rename the file to its real format, or rewrite it in the format its name "
+    "promises.",
 )
-MODIFIED = _rule(
-    5,
-    "Rows modified since the manifest",
-    Severity.HIGH,
-    "Rows whose content differs from the trusted version recorded in the data manifest (or from "
-    "the older version in a diff): silent edits are how labels get flipped and triggers planted "
-    "after a dataset was approved. The finding lists every modified row and the columns that "
-    "changed.",
-    "Review the listed rows (`bastion data diff OLD NEW`); if the change is intended, record a "
-    "new manifest and have it reviewed and signed.",
+MODIFIED = Rule(
+    id="DAT005",
+    title="Rows modified since the manifest",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="Rows whose content differs from the trusted version recorded in the data "
+    "manifest (or from the older version in a diff): silent edits are how labels get flipped "
+    "and triggers planted after a dataset was approved. The finding lists every modified row "
+    "and the columns that changed.",
+    remediation="Review the listed rows (`bastion data diff OLD NEW`); if the change is "
+    "intended, record a new manifest and have it reviewed and signed.",
 )
-INSERTED = _rule(
-    6,
-    "Rows inserted since the manifest",
-    Severity.MEDIUM,
-    "Rows present now that the trusted version did not have. Injected rows are the simplest "
-    "poisoning: a few hundred crafted examples move a decision boundary.",
-    "Review the listed rows; if they are intended, record a new manifest and have it reviewed.",
+INSERTED = Rule(
+    id="DAT006",
+    title="Rows inserted since the manifest",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="Rows present now that the trusted version did not have. Injected rows are the "
+    "simplest poisoning: a few hundred crafted examples move a decision boundary.",
+    remediation="Review the listed rows; if they are intended, record a new manifest and have "
+    "it reviewed.",
 )
-DELETED = _rule(
-    7,
-    "Rows deleted since the manifest",
-    Severity.MEDIUM,
-    "Rows the trusted version had that are gone: deleting the examples of one group skews what a "
-    "model learns about it. Row numbers are those of the trusted version.",
-    "Review the listed rows of the trusted version; if intended, record a new manifest.",
+DELETED = Rule(
+    id="DAT007",
+    title="Rows deleted since the manifest",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="Rows the trusted version had that are gone: deleting the examples of one group "
+    "skews what a model learns about it. Row numbers are those of the trusted version.",
+    remediation="Review the listed rows of the trusted version; if intended, record a new "
+    "manifest.",
 )
-SCHEMA_CHANGED = _rule(
-    8,
-    "Columns changed since the manifest",
-    Severity.HIGH,
-    "Columns were added, removed or changed type relative to the trusted version.",
-    "Review the change; if intended, update the data contract and record a new manifest.",
+SCHEMA_CHANGED = Rule(
+    id="DAT008",
+    title="Columns changed since the manifest",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="Columns were added, removed or changed type relative to the trusted version.",
+    remediation="Review the change; if intended, update the data contract and record a new "
+    "manifest.",
 )
-FILES_CHANGED = _rule(
-    9,
-    "Data files added or missing since the manifest",
-    Severity.MEDIUM,
-    "A data file the manifest records is missing, or a data file is present that the manifest "
-    "does not record (it has never been reviewed).",
-    "Restore the missing file or review the new one, then record a new manifest.",
+FILES_CHANGED = Rule(
+    id="DAT009",
+    title="Data files added or missing since the manifest",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="A data file the manifest records is missing, or a data file is present that "
+    "the manifest does not record (it has never been reviewed).",
+    remediation="Restore the missing file or review the new one, then record a new manifest.",
 )
-DUPLICATE_IDS = _rule(
-    10,
-    "Repeated values in the id column",
-    Severity.MEDIUM,
-    "The column named as the row id (--id) holds repeated values: rows cannot be told apart, a "
-    "planted copy of a row hides behind its twin, and joins duplicate data.",
-    "Make the id unique, or name another column as the id.",
+DUPLICATE_IDS = Rule(
+    id="DAT010",
+    title="Repeated values in the id column",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="The column named as the row id (--id) holds repeated values: rows cannot be "
+    "told apart, a planted copy of a row hides behind its twin, and joins duplicate data.",
+    remediation="Make the id unique, or name another column as the id.",
 )
-READ_NOTES = _rule(
-    11,
-    "Data file read with assumptions",
-    Severity.INFO,
-    "bastion had to assume something to read the file (the encoding sniffed as not UTF-8, "
-    "header cells renamed because they were empty or repeated, only the first worksheet of a "
-    "workbook read). Other tools may assume otherwise.",
-    "State the format explicitly: UTF-8, unique header names, one sheet per file.",
-    Confidence.MEDIUM,
+READ_NOTES = Rule(
+    id="DAT011",
+    title="Data file read with assumptions",
+    severity=Severity.INFO,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="bastion had to assume something to read the file (the encoding sniffed as not "
+    "UTF-8, header cells renamed because they were empty or repeated, only the first worksheet "
+    "of a workbook read). Other tools may assume otherwise.",
+    remediation="State the format explicitly: UTF-8, unique header names, one sheet per file.",
 )
 
 RULES: tuple[Rule, ...] = (

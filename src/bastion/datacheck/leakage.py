@@ -38,79 +38,69 @@ if TYPE_CHECKING:
     from bastion.datacheck.options import DataOptions
 
 
-def _rule(
-    number: int,
-    title: str,
-    severity: Severity,
-    confidence: Confidence,
-    description: str,
-    remediation: str,
-) -> Rule:
-    return Rule(
-        id=f"LEK{number:03d}",
-        title=title,
-        severity=severity,
-        confidence=confidence,
-        stage=Stage.DATA,
-        description=description,
-        remediation=remediation,
-        profile="data-leakage",
-    )
-
-
-LEK001 = _rule(
-    1,
-    "Rows shared between splits",
-    Severity.HIGH,
-    Confidence.HIGH,
-    "Rows of an evaluation split (validation, test, holdout) that also appear, with every "
-    "feature equal, in an earlier split. The model is scored on rows it was trained on, so its "
-    "measured accuracy overstates what it does on new data; planted copies of test rows in "
-    "training data are also how a test set is gamed.",
-    "Remove the listed rows from one of the splits (deduplicate before splitting), then "
-    "re-evaluate the model.",
+LEK001 = Rule(
+    id="LEK001",
+    title="Rows shared between splits",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    description="Rows of an evaluation split (validation, test, holdout) that also appear, with "
+    "every feature equal, in an earlier split. The model is scored on rows it was trained on, "
+    "so its measured accuracy overstates what it does on new data; planted copies of test rows "
+    "in training data are also how a test set is gamed.",
+    remediation="Remove the listed rows from one of the splits (deduplicate before splitting), "
+    "then re-evaluate the model.",
+    profile="data-leakage",
 )
-LEK002 = _rule(
-    2,
-    "Near-duplicate rows shared between splits",
-    Severity.MEDIUM,
-    Confidence.MEDIUM,
-    "Rows of an evaluation split that equal rows of an earlier split once numbers are rounded "
-    "and text is normalised (case, spacing, punctuation): the same record entered twice, or a "
-    "lightly perturbed copy.",
-    "Review the listed rows; deduplicate on normalised values before splitting.",
+LEK002 = Rule(
+    id="LEK002",
+    title="Near-duplicate rows shared between splits",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="Rows of an evaluation split that equal rows of an earlier split once numbers "
+    "are rounded and text is normalised (case, spacing, punctuation): the same record entered "
+    "twice, or a lightly perturbed copy.",
+    remediation="Review the listed rows; deduplicate on normalised values before splitting.",
+    profile="data-leakage",
 )
-LEK003 = _rule(
-    3,
-    "Identifier shared between splits",
-    Severity.HIGH,
-    Confidence.HIGH,
-    "Rows of an evaluation split whose identifier (the --id column) also appears in an earlier "
-    "split: the same entity (customer, patient, device) is in both, so the model is evaluated "
-    "on entities it has seen.",
-    "Split by identifier (group split) so each entity is in one split only.",
+LEK003 = Rule(
+    id="LEK003",
+    title="Identifier shared between splits",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    description="Rows of an evaluation split whose identifier (the --id column) also appears in "
+    "an earlier split: the same entity (customer, patient, device) is in both, so the model is "
+    "evaluated on entities it has seen.",
+    remediation="Split by identifier (group split) so each entity is in one split only.",
+    profile="data-leakage",
 )
-LEK004 = _rule(
-    4,
-    "Feature predicts the label almost perfectly",
-    Severity.HIGH,
-    Confidence.MEDIUM,
-    "One feature on its own predicts the label almost perfectly in cross-validation: it is "
-    "most likely the label, a copy or a function of it, or something recorded after the "
-    "outcome (target leakage). A model trained with it looks excellent and fails in production; "
-    "a planted leaking feature is also a way to poison a model.",
-    "Find out how the feature is produced; drop it if it is derived from the label or only "
-    "known after the outcome.",
+LEK004 = Rule(
+    id="LEK004",
+    title="Feature predicts the label almost perfectly",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="One feature on its own predicts the label almost perfectly in "
+    "cross-validation: it is most likely the label, a copy or a function of it, or something "
+    "recorded after the outcome (target leakage). A model trained with it looks excellent and "
+    "fails in production; a planted leaking feature is also a way to poison a model.",
+    remediation="Find out how the feature is produced; drop it if it is derived from the label "
+    "or only known after the outcome.",
+    profile="data-leakage",
 )
-LEK005 = _rule(
-    5,
-    "Evaluation rows older than training rows",
-    Severity.MEDIUM,
-    Confidence.MEDIUM,
-    "Rows of an evaluation split whose event time is earlier than the newest training row: the "
-    "model was trained on the future of the rows it is evaluated on, so evaluation overstates "
-    "how it will predict what comes next.",
-    "Split by time: train on rows before a cut-off date and evaluate on rows after it.",
+LEK005 = Rule(
+    id="LEK005",
+    title="Evaluation rows older than training rows",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.DATA,
+    description="Rows of an evaluation split whose event time is earlier than the newest "
+    "training row: the model was trained on the future of the rows it is evaluated on, so "
+    "evaluation overstates how it will predict what comes next.",
+    remediation="Split by time: train on rows before a cut-off date and evaluate on rows after it.",
+    profile="data-leakage",
 )
 RULES: tuple[Rule, ...] = (LEK001, LEK002, LEK003, LEK004, LEK005)
 
