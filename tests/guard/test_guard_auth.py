@@ -1,0 +1,232 @@
+"""API keys, JWTs and the keys CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion.cli.main import main
+from bastion.errors import ConfigError, UsageError
+from bastion.guard.auth import (
+    Authenticator,
+    AuthFailure,
+    JwtVerifier,
+    KeyStore,
+    Principal,
+    authorise,
+    parse_expiry,
+)
+from bastion.guard.settings import JwtSettings
+
+
+def _reason(auth: Authenticator, header: bytes | None) -> str:
+    with pytest.raises(AuthFailure) as failure:
+        auth.authenticate(header)
+    return failure.value.reason
+
+
+def test_keys_are_random_stored_hashed_and_checked(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    key, info = store.create(["predict", "score"], tenant="acme")
+    prefix, key_id, secret = key.split("_", 2)
+    assert prefix == "bst" and key_id == info.id and len(secret) == 43  # 256 bits, base64url
+    raw = (tmp_path / "keys.sqlite3").read_bytes()
+    assert secret.encode() not in raw
+    assert (tmp_path / "keys.sqlite3").stat().st_mode & 0o777 == 0o600
+    auth = Authenticator(store)
+    principal = auth.authenticate(f"Bearer {key}".encode())
+    assert principal == Principal(
+        key_id=info.id, tenant="acme", scopes=frozenset({"predict", "score"})
+    )
+    other, _ = store.create(["predict"])
+    assert len({key, other}) == 2
+    flipped = key[:-1] + ("A" if key[-1] != "A" else "B")
+    assert _reason(auth, f"Bearer {flipped}".encode()) == "secret"
+    assert _reason(auth, f"Bearer bst_000000000000_{secret}".encode()) == "unknown"
+    assert _reason(auth, None) == "missing"
+    assert _reason(auth, b"Basic abc") == "malformed"
+    assert _reason(auth, f"Bearer {key}x".encode()) == "malformed"
+    assert _reason(auth, b"Bearer " + "é".encode()) == "malformed"
+    assert _reason(auth, b"Bearer " + b"a" * 10_000) == "malformed"
+
+
+def test_revoke_expire_rotate(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(store)
+    key, info = store.create(["predict"])
+    store.revoke(info.id)
+    assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1.5)
+    short, _ = store.create(["predict"], expires=soon)
+    auth.authenticate(f"Bearer {short}".encode())
+    time.sleep(2.1)
+    assert _reason(auth, f"Bearer {short}".encode()) == "expired"
+    old, old_info = store.create(["score"], tenant="t1")
+    new, new_info = store.rotate(old_info.id, dt.timedelta(0))
+    assert new_info.scopes == ("score",) and new_info.tenant == "t1"
+    assert new_info.replaces == old_info.id
+    time.sleep(1.1)
+    assert _reason(auth, f"Bearer {old}".encode()) == "expired"
+    assert auth.authenticate(f"Bearer {new}".encode()).key_id == new_info.id
+    with pytest.raises(UsageError):
+        store.create(["root"])
+    with pytest.raises(UsageError):
+        store.create(["predict"], tenant="bad tenant; drop")
+    with pytest.raises(UsageError):
+        parse_expiry("next tuesday")
+    assert parse_expiry("2030-01-31") == dt.datetime(2030, 1, 31, tzinfo=dt.timezone.utc)
+
+
+def test_scopes_admin_is_not_audit_reader() -> None:
+    admin = Principal(key_id="a", tenant=None, scopes=frozenset({"admin"}))
+    authorise(admin, "predict")
+    with pytest.raises(AuthFailure):
+        authorise(admin, "audit:read")
+    reader = Principal(key_id="r", tenant=None, scopes=frozenset({"audit:read"}))
+    with pytest.raises(AuthFailure):
+        authorise(reader, "predict")
+
+
+def test_keys_cli_prints_the_secret_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "k.sqlite3")
+    assert (
+        main(
+            [
+                "guard",
+                "keys",
+                "create",
+                "--scope",
+                "predict",
+                "--tenant",
+                "acme",
+                "--expires",
+                "2099-01-01",
+                "--keys-db",
+                db,
+            ]
+        )
+        == 0
+    )
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("bst_")
+    assert main(["guard", "keys", "list", "--json", "--keys-db", db]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert listed[0]["tenant"] == "acme" and key.split("_")[2] not in json.dumps(listed)
+    assert main(["guard", "keys", "revoke", listed[0]["id"], "--keys-db", db]) == 0
+    assert main(["guard", "keys", "list", "--keys-db", db]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["guard", "keys", "revoke", "nothex", "--keys-db", db]) == 2
+    assert (
+        main(
+            [
+                "guard",
+                "keys",
+                "create",
+                "--scope",
+                "predict",
+                "--expires",
+                "2001-01-01",
+                "--keys-db",
+                db,
+            ]
+        )
+        == 2
+    )
+
+
+def test_a_corrupt_key_store_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "keys.sqlite3"
+    bad.write_bytes(b"not a database" * 100)
+    with pytest.raises(Exception) as error:
+        KeyStore(bad)
+    assert "key store" in str(error.value)
+    assert not isinstance(error.value, sqlite3.DatabaseError)
+
+
+# -- JWT -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def issuer(tmp_path: Path):  # type: ignore[no-untyped-def]
+    jwt = pytest.importorskip("jwt")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    public.update(kid="k1", alg="RS256", use="sig")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [public]}))
+    settings = JwtSettings(
+        enabled=True, issuer="https://idp.example", audience="bastion", jwks_file=str(jwks)
+    )
+
+    def token(**claims: object) -> str:
+        now = int(time.time())
+        body = {
+            "iss": "https://idp.example",
+            "aud": "bastion",
+            "sub": "svc-1",
+            "exp": now + 60,
+            "scope": "predict score",
+            "tenant": "acme",
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return str(jwt.encode(body, key, algorithm="RS256", headers={"kid": "k1"}))
+
+    return JwtVerifier(settings, jwks), token, key, jwt
+
+
+def test_jwt_pinned_issuer_audience_algorithm(issuer) -> None:  # type: ignore[no-untyped-def]
+    verifier, token, _key, jwt = issuer
+    principal = verifier.authenticate(token())
+    assert principal.key_id == "jwt:svc-1" and principal.tenant == "acme"
+    assert principal.scopes == frozenset({"predict", "score"}) and principal.kind == "jwt"
+    for bad, reason in (
+        (token(iss="https://evil.example"), "secret"),
+        (token(aud="other"), "secret"),
+        (token(exp=int(time.time()) - 3600), "expired"),
+        (token(sub=None), "secret"),
+        (
+            jwt.encode(
+                {
+                    "iss": "https://idp.example",
+                    "aud": "bastion",
+                    "sub": "x",
+                    "exp": int(time.time()) + 60,
+                },
+                "shared-secret-0123456789abcdef0123",
+                algorithm="HS256",
+                headers={"kid": "k1"},
+            ),
+            "malformed",
+        ),
+        (token()[:-4] + "AAAA", "secret"),
+        ("a.b", "malformed"),
+    ):
+        with pytest.raises(AuthFailure) as failure:
+            verifier.authenticate(bad)
+        assert failure.value.reason == reason
+    none_alg = jwt.encode({"sub": "x"}, None, algorithm="none")
+    with pytest.raises(AuthFailure):
+        verifier.authenticate(none_alg)
+    unknown_scope = verifier.authenticate(token(scope="predict root"))
+    assert unknown_scope.scopes == frozenset({"predict"})
+
+
+def test_jwt_settings_refuse_weak_algorithms(tmp_path: Path) -> None:
+    from bastion.records import RecordError
+
+    with pytest.raises(RecordError):
+        JwtSettings(enabled=True, issuer="i", audience="a", jwks_file="f", algorithms=("HS256",))
+    with pytest.raises(RecordError):
+        JwtSettings(enabled=True, issuer="", audience="a", jwks_file="f")
+    with pytest.raises(ConfigError):
+        JwtVerifier(JwtSettings(), tmp_path / "missing.json")
