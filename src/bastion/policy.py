@@ -36,6 +36,9 @@ class Verdict(Checked):
     fail_on: str
     # kind of gap present in the report -> treatment the gate applied (bastion.coverage)
     gaps: dict[str, str] = field(default_factory=dict)
+    # the policy's waivers that accepted a finding of this report or had expired (so the
+    # history shows each waiver's reason and expiry beside the findings it covers)
+    waivers: tuple[WaiverSpec, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -70,11 +73,13 @@ def evaluate(
     threshold = (
         min(settings.fail_on.rank, Severity.LOW.rank) if settings.strict else settings.fail_on.rank
     )
+    used: list[WaiverSpec] = []
     for finding in report.findings:
         if finding.fingerprint in baseline:
             baselined.append(finding.fingerprint)
-        elif any(waiver_matches(w, finding) for w in active):
+        elif matching := [w for w in active if waiver_matches(w, finding)]:
             waived.append(finding.fingerprint)
+            used.extend(w for w in matching if w not in used)
         elif finding.severity.rank >= threshold:
             failing.append(finding.fingerprint)
     if failing:
@@ -108,6 +113,7 @@ def evaluate(
         baselined=tuple(baselined),
         fail_on=settings.fail_on.value,
         gaps=applied,
+        waivers=(*used, *expired),
     )
 
 
