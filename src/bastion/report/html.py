@@ -7,6 +7,7 @@ from markupsafe import Markup
 
 from bastion.findings import Report, Severity
 from bastion.policy import Status, Verdict
+from bastion.report.rows import HTML_ROWS, sample_rows
 from bastion.rules import taxonomy
 
 _ENV = Environment(
@@ -57,4 +58,6 @@ def render(report: Report, verdict: Verdict) -> str:
         frameworks=taxonomy()["frameworks"],
         probe=probe if isinstance(probe, dict) else None,
         charts=charts,
+        sample_rows=sample_rows,
+        row_limit=HTML_ROWS,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bastion.findings import Report, Severity
 from bastion.policy import Status, Verdict
 from bastion.report.printable import terminal_safe as safe
+from bastion.report.rows import rows_line
 
 _ORDER = sorted(Severity, key=lambda s: -s.rank)
 _VERDICT = {
@@ -41,6 +42,9 @@ def render(report: Report, verdict: Verdict) -> str:
         lines.append(f"    {safe(finding.message)}")
         if finding.evidence:
             lines.append(f"    evidence: {safe(finding.evidence[:200])}")
+        rows = rows_line(finding)
+        if rows:
+            lines.append(f"    {safe(rows)}")
         if finding.fingerprint in failing:
             lines.append(f"    fix: {finding.remediation}")
     for error in report.errors:
