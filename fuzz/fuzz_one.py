@@ -23,6 +23,9 @@ with atheris.instrument_imports():
     from bastion.scan import load_all
 
     load_all()  # every scanner module, instrumented
+    import bastion.datacheck.csvfile
+    import bastion.datacheck.read
+    import bastion.datacheck.streams  # noqa: F401  (the data stage's readers, instrumented)
 
 TARGET = sys.argv.pop(1)
 FMT, NAME, SEEDS = TARGETS[TARGET]

@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("targets", nargs="*", help="parsers to fuzz (default: all)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from targets import TARGETS
+    from targets import RUNS_CAP, TARGETS
 
     names = args.targets or sorted(TARGETS)
     seeds_root = Path(tempfile.mkdtemp(prefix="bastion-fuzz-corpus-"))
@@ -69,7 +69,7 @@ def main() -> int:
     failed = []
     for name in names:
         budget = (
-            [f"-runs={args.runs}", f"-seed={args.seed}"]
+            [f"-runs={min(args.runs, RUNS_CAP.get(name, args.runs))}", f"-seed={args.seed}"]
             if args.runs
             else [f"-max_total_time={args.seconds or 20}"]
         )
