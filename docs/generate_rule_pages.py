@@ -13,6 +13,7 @@ FRAMEWORKS = (
     ("atlas", "MITRE ATLAS"),
     ("owasp_ml", "OWASP ML Top 10 (2023)"),
     ("owasp_llm", "OWASP LLM Top 10 (2025)"),
+    ("owasp_api", "OWASP API Security Top 10 (2023)"),
     ("nist_ai_rmf", "NIST AI RMF"),
     ("eu_ai_act", "EU AI Act"),
 )

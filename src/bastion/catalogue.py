@@ -17,6 +17,8 @@ OTHER_RULE_MODULES = (
     "bastion.probe.consistency",
     "bastion.probe.membership",
     "bastion.probe.extraction",
+    # bastion guard (the runtime guard's pipeline decisions)
+    "bastion.guard.rules",
 )
 
 

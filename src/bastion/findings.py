@@ -70,12 +70,13 @@ class Location(Record):
 
 
 class Tags(Record):
-    """Where a rule sits in the external taxonomies (MITRE ATLAS, OWASP, NIST AI RMF, EU AI
-    Act)."""
+    """Where a rule sits in the external taxonomies (MITRE ATLAS, OWASP ML/LLM/API, NIST AI
+    RMF, EU AI Act)."""
 
     atlas: tuple[str, ...] = ()
     owasp_ml: tuple[str, ...] = ()
     owasp_llm: tuple[str, ...] = ()
+    owasp_api: tuple[str, ...] = ()  # OWASP API Security Top 10 (2023): the guard
     nist_ai_rmf: tuple[str, ...] = ()
     eu_ai_act: tuple[str, ...] = ()
 

@@ -38,6 +38,7 @@ def _rule_entry(rule: Rule) -> dict[str, Any]:
         *(f"external/atlas/{t}" for t in tags.atlas),
         *(f"external/owasp-ml/{t}" for t in tags.owasp_ml),
         *(f"external/owasp-llm/{t}" for t in tags.owasp_llm),
+        *(f"external/owasp-api/{t}" for t in tags.owasp_api),
         *(f"external/nist-ai-rmf/{t}" for t in tags.nist_ai_rmf),
         *(f"external/eu-ai-act/{t}" for t in tags.eu_ai_act),
     ]
