@@ -86,10 +86,15 @@ def finish(report: Report, settings: Settings, args: argparse.Namespace) -> int:
     write_report(render(report, verdict, args.fmt, rule_table(args.fmt)), args.output)
     run_id = None
     if not args.no_store:
+        from bastion.lineage.record import record_run
         from bastion.store import Store
 
         with Store(args.store) as history:
-            run_id = history.record(report, verdict)
+            recorded = record_run(history, report, verdict, settings)
+        run_id = recorded.run_id
+        if not args.quiet:
+            for problem in recorded.unlinked[:10]:
+                say(f"bastion: lineage: {problem}")
     if not args.quiet:
         counts = report.severity_counts()
         found = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings"
