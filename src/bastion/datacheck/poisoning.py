@@ -20,8 +20,11 @@ subgroup predicts for it:
    expect (Poisson-binomial lower tail, Bonferroni over every subgroup scanned, family-wise
    `label_alpha`), and an effect size (E ≥ 2·O + 3 and E − O ≥ 20% of the subgroup). A pair
    of values far more frequent than its two values make likely (rows edited to carry it) needs
-   the label test at `label_alpha` only. A legitimately predictive value or bin fails the
-   test: what a model learns from the other rows already expects most of its label. Reported
+   the label test at `label_alpha` only. A subgroup whose rows of other labels are the ones
+   the leave-out model ranks least likely to carry its label (AUC ≥ 0.75) is a level effect
+   the model could not learn without seeing it, not planted labels: not reported. Most
+   legitimately predictive values and bins fail the test anyway: what a model learns from the
+   other rows already expects most of their label. Reported
    rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the rows)
    every row of the pattern with its label; for a larger subgroup, its rows of its label that
    the leave-out model would, by confident learning's per-class thresholds, label otherwise.
@@ -63,6 +66,9 @@ KNN_REFERENCE_ROWS = 20_000  # reference rows per label for the kNN checks, at m
 SEED = 0
 EFFECT_SHARE = 0.2
 EXACT_TAIL_ROWS = 5_000
+FOLLOWS_AUC = 0.75
+GROW_STEPS = 6  # retrainings while a confirmed region grows
+MAX_GROWN = 5  # confirmed regions grown per dataset
 
 TARGETED_FLIPS = Rule(
     id="LBL002",
@@ -410,11 +416,12 @@ def _clusters(embedding: numpy.ndarray, n: int) -> list[numpy.ndarray]:
 def _disagreement_regions(
     frame: LabelFrame, embedding: numpy.ndarray, learner: Learner, smallest: int
 ) -> list[numpy.ndarray]:
-    """Neighbourhoods (the seed and its nearest rows, at two sizes) around rows that a linear
-    model, cross-validated, gives another label: a flip planted in one region of feature space
-    is learned back by a flexible model but not by a linear one, and every row around a planted
-    row carries the planted label. Overlapping neighbourhoods are kept once; at most
-    MAX_REGIONS, the most confident disagreements first."""
+    """Neighbourhoods around rows that a linear model, cross-validated, gives another label: the
+    seed and those of its nearest rows (12 and 30) that share its label. A flip planted in one
+    region of feature space is learned back by a flexible model but not (at the region's edge)
+    by a linear one, and the rows around a planted row that carry its label are the region.
+    Overlapping neighbourhoods are kept once; at most MAX_REGIONS, the most confident
+    disagreements first. A confirmed region is grown afterwards (grow)."""
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
@@ -439,10 +446,9 @@ def _disagreement_regions(
     out: list[numpy.ndarray] = []
     for seed, row in zip(seeds.tolist(), near, strict=True):
         for size in sizes:
-            members = np.unique(np.append(row[:size], seed))
-            if (labels[members] != labels[seed]).any():
-                break
-            if (covered[members] > 0).mean() > 0.5:
+            near_rows = row[:size]
+            members = np.unique(np.append(near_rows[labels[near_rows] == labels[seed]], seed))
+            if len(members) < smallest or (covered[members] > 0).mean() > 0.5:
                 continue
             covered[members] += 1
             out.append(members)
@@ -550,10 +556,13 @@ def judge(
             edited = candidate.cooccurrence <= cutoff and p_value <= options.label_alpha
             if p_value > cutoff and not edited:
                 continue
+            if follows_features(probs[:, candidate.label], own == candidate.label):
+                continue
             hits.append((p_value, index, probs, np.array([observed, expected])))
     hits.sort(key=lambda h: (h[0], -h[3][1], h[1]))
     results = []
     reported = np.zeros(n, dtype=bool)
+    grown = 0
     for p_value, index, probs, (observed, expected) in hits:
         candidate = candidates[index]
         own = labels[candidate.positions]
@@ -567,6 +576,13 @@ def judge(
         positions = candidate.positions[suspicious]
         if not len(positions) or reported[positions].mean() >= 0.5:
             continue
+        if candidate.kind in ("region", "cluster") and grown < MAX_GROWN:
+            grown += 1
+            candidate, probs, positions = grow(
+                frame, learner, embedding, candidate, positions, thresholds
+            )
+        if len(positions) < options.label_min_group_rows:
+            continue  # a few disagreeing rows close together: label noise, not a subgroup
         reported[positions] = True
         finding = _subgroup_finding(
             frame,
@@ -582,6 +598,68 @@ def judge(
         )
         results.append((finding, positions, probs, candidate.positions))
     return results
+
+
+def grow(
+    frame: LabelFrame,
+    learner: Learner,
+    embedding: numpy.ndarray,
+    candidate: Candidate,
+    flagged: numpy.ndarray,
+    thresholds: numpy.ndarray,
+) -> tuple[Candidate, numpy.ndarray, numpy.ndarray]:
+    """A confirmed region is where the search started, not necessarily all of it: add the
+    region's label's rows among the nearest neighbours of its flagged rows that a model trained
+    without the grown region would label otherwise, and retrain, until nothing is added (at
+    most GROW_STEPS times). Returns the grown candidate, the leave-out probabilities of its
+    rows and the flagged rows."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = frame.labels
+    n = len(labels)
+    same = np.flatnonzero(labels == candidate.label)
+    reference = _sample(same, 5 * KNN_REFERENCE_ROWS)
+    index = NearestNeighbors(n_neighbors=min(NEIGHBOURS, len(reference))).fit(embedding[reference])
+    members = np.array(candidate.positions)
+    for _step in range(GROW_STEPS):
+        _d, near = index.kneighbors(embedding[flagged])
+        fresh = np.setdiff1d(reference[near].ravel(), members)
+        if not len(fresh) or len(members) + len(fresh) > MAX_HELD_OUT * n:
+            break
+        model = learner.fit(np.setdiff1d(np.arange(n), members))
+        probs = learner.predict(model, fresh)
+        probs[:, candidate.label] = -1.0
+        added = fresh[(probs >= thresholds[None, :]).any(axis=1)]
+        if not len(added):
+            break
+        members = np.union1d(members, added)
+        flagged = np.union1d(flagged, added)
+    model = learner.fit(np.setdiff1d(np.arange(n), members))
+    probs = learner.predict(model, members)
+    other = probs.copy()
+    other[:, candidate.label] = -1.0
+    suspicious = (labels[members] == candidate.label) & (other >= thresholds[None, :]).any(axis=1)
+    grown = candidate._replace(positions=members, pattern=(("region", f"{len(members)} rows"),))
+    return grown, probs, members[suspicious]
+
+
+def follows_features(p_label: numpy.ndarray, has_label: numpy.ndarray) -> bool:
+    """Whether the subgroup's labels still follow its rows' features: its rows of another
+    label are the ones the leave-out model finds least likely to carry its label (ranking AUC
+    at least FOLLOWS_AUC). Then the subgroup is a level effect the model could not learn
+    without seeing it (a legitimately predictive value), not labels planted regardless of the
+    features. Undecidable on a subgroup with fewer than 2 rows of another label."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    others = int((~has_label).sum())
+    if others < 2:
+        return False
+    ranks = rankdata(p_label)
+    mine = int(has_label.sum())
+    auc = (ranks[has_label].sum() - mine * (mine + 1) / 2) / (mine * others)
+    return bool(np.isfinite(auc) and auc >= FOLLOWS_AUC)
 
 
 def _is_trigger(candidate: Candidate, n: int, options: DataOptions) -> bool:

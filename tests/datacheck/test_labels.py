@@ -1,0 +1,222 @@
+"""Label checks and poisoning signals (datacheck/labels.py, poisoning.py): what they catch —
+random flips, flips planted in one subgroup, a backdoor trigger, conflicting duplicates — and what
+they must not flag: a clean dataset with a rare but legitimate category, an imbalanced label and
+strongly predictive features. Small synthetic data built here, fixed seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pytest.importorskip("cleanlab")
+pytest.importorskip("sklearn")
+
+from bastion.datacheck import labels  # noqa: E402
+from bastion.datacheck.dataset import Dataset  # noqa: E402
+from bastion.datacheck.features import NotApplicable  # noqa: E402
+from bastion.datacheck.options import DataOptions  # noqa: E402
+from bastion.errors import UsageError  # noqa: E402
+from bastion.findings import Stage  # noqa: E402
+
+POISONING = {"LBL002", "LBL003"}
+
+
+def credit(n: int = 600, seed: int = 0, positive_rate: float = 0.6) -> dict[str, Any]:
+    """Credit-like rows: two numbers and a segment drive the label (additively), a postcode
+    and a channel do not; `positive_rate` sets the share of 'good'."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(0, 1, n)
+    debt = rng.normal(0, 1, n)
+    segment = rng.choice(["retail", "premium", "student"], n, p=[0.6, 0.25, 0.15])
+    postcode = rng.choice([f"P{i}" for i in range(10)], n)
+    channel = rng.choice(["web", "branch", "phone", "partner"], n)
+    effect = np.select([segment == "premium", segment == "student"], [1.0, -1.0], 0.0)
+    score = 2.0 * income - 1.5 * debt + effect + rng.logistic(0, 0.3, n)
+    cut = np.quantile(score, 1 - positive_rate)
+    label = np.where(score > cut, "good", "bad").astype(object)
+    return {
+        "income": income,
+        "debt": debt,
+        "segment": segment.astype(object),
+        "postcode": postcode.astype(object),
+        "channel": channel.astype(object),
+        "label": label,
+    }
+
+
+def run(columns: dict[str, Any], **options: Any) -> list[Any]:
+    table = pa.table(
+        {
+            k: list(v) if isinstance(v, np.ndarray) and v.dtype == object else v
+            for k, v in columns.items()
+        }
+    )
+    dataset = Dataset.from_table(table, "train.csv")
+    return labels.check(dataset, DataOptions(target=options.pop("target", "label"), **options))
+
+
+def rows_of(findings: list[Any], rules: set[str]) -> set[int]:
+    return {row for f in findings if f.rule_id in rules for row in f.rows}
+
+
+def test_random_flips_are_label_issues() -> None:
+    data = credit(seed=1)
+    rng = np.random.default_rng(11)
+    flipped = rng.choice(len(data["label"]), size=30, replace=False)
+    data["label"][flipped] = np.where(data["label"][flipped] == "good", "bad", "good")
+    findings = run(data)
+    found = rows_of(findings, {"LBL001"})
+    recall = len(found & set(flipped.tolist())) / len(flipped)
+    precision = len(found & set(flipped.tolist())) / max(len(found), 1)
+    assert recall >= 0.6 and precision >= 0.5, (recall, precision)
+    issue = next(f for f in findings if f.rule_id == "LBL001")
+    assert issue.stage is Stage.DATA and "AML.T0020" in issue.tags.atlas
+    assert issue.location.pointer == "column:label"
+    assert list(issue.rows) == sorted(issue.rows)
+    # random flips are not a planted subgroup or trigger
+    assert not rows_of(findings, POISONING)
+
+
+def test_targeted_flips_in_one_postcode() -> None:
+    data = credit(seed=2)
+    members = np.flatnonzero(data["postcode"] == "P3")
+    planted = members[data["label"][members] == "bad"]
+    data["label"][planted] = "good"  # every applicant of one postcode approved
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert hits, [f.message for f in findings]
+    assert "postcode" in hits[0].evidence and "P3" in hits[0].evidence
+    found = rows_of(findings, POISONING)
+    assert len(found & set(planted.tolist())) >= 0.8 * len(planted)
+    assert found <= set(members.tolist())  # nothing outside the postcode
+
+
+def test_backdoor_trigger_of_two_values() -> None:
+    data = credit(n=700, seed=3)
+    rng = np.random.default_rng(5)
+    # a channel and a postcode never seen together before, planted on 3% of the rows
+    pool = np.flatnonzero((data["label"] == "bad") & (data["postcode"] != "P7"))
+    planted = rng.choice(pool, size=21, replace=False)
+    before = (data["postcode"] == "P7") & (data["channel"] == "partner")
+    data["channel"][before] = "web"
+    data["postcode"][planted] = "P7"
+    data["channel"][planted] = "partner"
+    data["label"][planted] = "good"
+    findings = run(data)
+    triggers = [f for f in findings if f.rule_id == "LBL003"]
+    assert triggers, [f.message for f in findings]
+    assert "postcode = P7" in triggers[0].evidence and "channel = partner" in triggers[0].evidence
+    assert "'good'" in triggers[0].evidence
+    assert set(triggers[0].rows) == set(planted.tolist())
+
+
+def test_clean_data_with_rare_category_and_imbalanced_label_is_not_poisoned() -> None:
+    data = credit(n=800, seed=4, positive_rate=0.12)  # naturally imbalanced
+    # a rare but legitimate segment: 12 rows whose labels follow the same rule as everyone's
+    rare = np.arange(12)
+    data["segment"][rare] = "pilot"
+    findings = run(data)
+    assert not rows_of(findings, POISONING | {"LBL004"}), [f.message for f in findings]
+
+
+def test_strongly_predictive_feature_is_not_poisoned() -> None:
+    rng = np.random.default_rng(6)
+    n = 600
+    tier = rng.choice(["gold", "silver", "bronze"], n, p=[0.2, 0.5, 0.3])
+    amount = rng.normal(0, 1, n)
+    base = np.select([tier == "gold", tier == "bronze"], [3.0, -3.0], 0.0)
+    score = base + 2.5 * amount + rng.logistic(0, 0.5, n)
+    data = {
+        "tier": tier.astype(object),
+        "amount": amount,
+        "region": rng.choice(["N", "S", "E", "W"], n).astype(object),
+        "label": np.where(score > 0, "yes", "no").astype(object),
+    }
+    findings = run(data)
+    assert not rows_of(findings, POISONING), [f.message for f in findings]
+
+
+def test_conflicting_duplicates() -> None:
+    data = credit(seed=7)
+    copies = np.arange(5)
+    for name, values in data.items():
+        data[name] = np.concatenate([values, values[copies]])
+    data["label"][-5:] = np.where(data["label"][copies] == "good", "bad", "good")
+    findings = run(data)
+    duplicates = [f for f in findings if f.rule_id == "LBL004"]
+    assert duplicates
+    # a tie (one row each way): both rows of each pair are listed
+    assert set(duplicates[0].rows) == set(copies.tolist()) | set(range(600, 605))
+
+
+def test_no_target_is_a_skip_and_a_missing_column_an_error() -> None:
+    data = credit(n=100)
+    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
+    dataset = Dataset.from_table(table, "train.csv")
+    with pytest.raises(NotApplicable, match="--target"):
+        labels.check(dataset, DataOptions())
+    with pytest.raises(UsageError, match="no target column"):
+        labels.check(dataset, DataOptions(target="nope"))
+
+
+def test_single_class_target_is_a_skip() -> None:
+    data = credit(n=100)
+    data["label"][:] = "good"
+    with pytest.raises(NotApplicable, match="1 class"):
+        run(data)
+
+
+def test_text_ids_nans_and_missing_labels() -> None:
+    data = credit(n=500, seed=8)
+    n = len(data["label"])
+    data["note"] = np.array([f"free text {i} about applicant {i * 7}" for i in range(n)], object)
+    data["income"][::17] = np.nan
+    data["segment"][::13] = None
+    data["label"][5] = None
+    flipped = np.array([40, 80, 120, 160, 200, 240, 280, 320])
+    data["label"][flipped] = np.where(data["label"][flipped] == "good", "bad", "good")
+    findings = run(data, id_column="note")
+    partial = next(f for f in findings if f.rule_id == "LBL006")
+    assert "1 rows without a label" in partial.evidence
+    issue = next(f for f in findings if f.rule_id == "LBL001")
+    assert 5 not in issue.rows  # the unlabelled row is never reported as mislabelled
+    assert len(set(issue.rows) & set(flipped.tolist())) >= 5
+    # the id column is not a feature; it names the reported rows
+    assert issue.row_ids == tuple(f"free text {r} about applicant {r * 7}" for r in issue.rows)
+
+
+def test_free_text_column_is_left_out_and_said() -> None:
+    data = credit(n=300, seed=9)
+    data["comment"] = np.array([f"comment number {i}" for i in range(300)], object)
+    findings = run(data)
+    partial = next(f for f in findings if f.rule_id == "LBL006")
+    assert "comment" in partial.evidence and "free text" in partial.evidence
+
+
+def test_rows_beyond_the_bound_are_sampled_and_said() -> None:
+    data = credit(n=400, seed=10)
+    findings = run(data, label_max_rows=300)
+    partial = next(f for f in findings if f.rule_id == "LBL006")
+    assert "300 of 400 rows" in partial.evidence
+    assert all(0 <= row < 400 for f in findings for row in f.rows)
+
+
+def test_rare_label_values_are_reported() -> None:
+    data = credit(n=300, seed=12)
+    data["label"][[3, 4]] = "goood"
+    findings = run(data)
+    rare = [f for f in findings if f.rule_id == "LBL001" and "seen fewer" in f.message]
+    assert rare and rare[0].rows == (3, 4)
+
+
+def test_deterministic() -> None:
+    data = credit(seed=13)
+    data["label"][:20] = np.where(data["label"][:20] == "good", "bad", "good")
+    first = run({k: v.copy() for k, v in data.items()})
+    second = run({k: v.copy() for k, v in data.items()})
+    assert [(f.rule_id, f.rows, f.evidence) for f in first] == [
+        (f.rule_id, f.rows, f.evidence) for f in second
+    ]
