@@ -76,7 +76,7 @@ PERSONAL_DATA = Rule(
     "recorded them; the values themselves are never logged. Users handing personal data to an "
     "AI system create a disclosure and retention risk (OWASP LLM02, GDPR).",
     remediation="Tell the clients named to stop sending the data (or redact it before it "
-    "leaves them); keep `[sensitive] action = \"block\"` or `\"redact\"` where the model does "
+    'leaves them); keep `[sensitive] action = "block"` or `"redact"` where the model does '
     "not need it.",
 )
 INJECTION = Rule(
