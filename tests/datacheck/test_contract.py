@@ -424,3 +424,32 @@ def test_single_row_path_does_not_import_pandas(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_text_declared_columns_of_a_csv_are_read_as_text(tmp_path: Path) -> None:
+    """A contract profiled from a typed file (postcode text) and new data arriving as CSV, where
+    the reader would infer integers from the digits (and drop leading zeros): the declared text
+    columns are read as the text the file holds. A typed file with numbers there still fails."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from bastion.datacheck.read import open_dataset
+
+    rng = np.random.default_rng(3)
+    postcodes = [f"{int(p):05d}" for p in rng.integers(0, 99_999, 400)]
+    postcodes[:3] = ["01067", "00501", "09999"]  # leading zeros
+    typed = pa.table({"postcode": postcodes, "amount": rng.integers(100, 5_000, 400)})
+    pq.write_table(typed, tmp_path / "trusted.parquet")
+    options = DataOptions()
+    trusted = open_dataset(tmp_path / "trusted.parquet", options, name="trusted.parquet")
+    contract = C.profile(trusted, options)
+    assert contract.columns["postcode"].type == "string"
+    pcsv.write_csv(typed, tmp_path / "new.csv")
+    new = open_dataset(tmp_path / "new.csv", options, name="new.csv")
+    assert pa.types.is_integer(new.schema.field("postcode").type)  # what the reader infers
+    assert C.check(new, options, contract) == []
+    as_numbers = typed.set_column(0, "postcode", pa.array([int(p) for p in postcodes]))
+    pq.write_table(as_numbers, tmp_path / "numbers.parquet")
+    numbers = open_dataset(tmp_path / "numbers.parquet", options, name="numbers.parquet")
+    found = by_rule(C.check(numbers, options, contract))
+    assert found == {("CON003", "column:postcode"): tuple(range(400))}

@@ -923,6 +923,7 @@ def check(
     checked = tuple(c for c in columns if c.name in present)
     if not checked:
         return findings
+    dataset = _declared_text_as_text(dataset, checked)
     schema = _schema(checked)
     unique = {c.name: _Uniqueness() for c in checked if c.spec.unique}
     ordered: dict[str, Any] = {c.name: None for c in checked if c.spec.monotonic}
@@ -938,6 +939,25 @@ def check(
         failures.add("CON008", name, "unique", tracker.duplicates(), "must be unique")
     findings.extend(_findings(failures, location, dataset, options))
     return findings
+
+
+def _declared_text_as_text(dataset: Dataset, columns: tuple[PreparedColumn, ...]) -> Dataset:
+    """A CSV file has no types: the reader infers them, and a column of digits (a postcode, an
+    account number) comes back as integers, leading zeros gone. A column the contract declares
+    text is read as the text the file holds where the source can (CSV); a typed format (Parquet,
+    Arrow) keeps its types, and a number there where text is declared is a CON003."""
+    import pyarrow as pa
+
+    wanted = [
+        c.name
+        for c in columns
+        if c.spec.type == "string"
+        and not pa.types.is_string(dataset.schema.field(c.name).type)
+        and not pa.types.is_large_string(dataset.schema.field(c.name).type)
+    ]
+    if not wanted or getattr(dataset.source, "with_text_columns", None) is None:
+        return dataset
+    return dataset.with_text_columns(wanted)
 
 
 def _findings(
