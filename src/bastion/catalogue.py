@@ -19,6 +19,10 @@ OTHER_RULE_MODULES = (
     "bastion.probe.extraction",
     # bastion guard (the runtime guard's pipeline decisions)
     "bastion.guard.rules",
+    "bastion.guard.monitor",
+    "bastion.guard.audit_verify",
+    # bastion gate (the release decision over the evidence in the store)
+    "bastion.lineage.gate",
 )
 
 

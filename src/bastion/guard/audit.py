@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_RECORDED",
+    "AlertEvent",
     "AuditError",
     "AuditEvent",
     "AuditLog",
@@ -183,11 +184,71 @@ class AuditEvent(Checked):
             raise RecordError("latency_ms", "must be a finite number >= 0")
 
 
+_KEY = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})$")
+MAX_ALERT_TEXT = 1000
+
+
+class AlertEvent(Checked):
+    """A query-monitor alert, kept in the same chain as the requests (`from_alert`). The
+    message and feature name are the monitor's own text (feature names come from the training
+    profile, never from a request); both are bounded and printable."""
+
+    at: str
+    alert: str  # the alert's kind: extraction, recombination, boundary-hugging, sweep, ...
+    key_id: str  # "*" for alerts about all traffic (drift, prediction shift)
+    score: float
+    threshold: float
+    queries: int = 0
+    feature: str | None = None
+    message: str = ""
+
+    @classmethod
+    def from_alert(cls, alert: Any, *, at: str | None = None) -> AlertEvent:
+        """From a `bastion.guard.monitor.Alert`."""
+        return cls(
+            at=at or utc_now(),
+            alert=alert.kind,
+            key_id=alert.key_id,
+            score=float(alert.score),
+            threshold=float(alert.threshold),
+            queries=int(alert.queries),
+            feature=None if alert.feature is None else str(alert.feature)[:128],
+            message=str(alert.message)[:MAX_ALERT_TEXT],
+        )
+
+    def _validate(self) -> None:
+        if not _TIME.match(self.at):
+            raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
+        if not _NAME.match(self.alert):
+            raise RecordError("alert", "must be an identifier")
+        if not _KEY.match(self.key_id):
+            raise RecordError("key_id", "must be an identifier or *")
+        for name in ("score", "threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise RecordError(name, "must be a finite number")
+        if self.queries < 0:
+            raise RecordError("queries", "must be >= 0")
+        for name, bound in (("feature", 128), ("message", MAX_ALERT_TEXT)):
+            value = getattr(self, name)
+            if value is not None and (len(value) > bound or not value.isprintable()):
+                raise RecordError(name, f"must be printable text of at most {bound} characters")
+
+
+Recorded = AuditEvent | AlertEvent
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
-def encode_event(event: AuditEvent) -> bytes:
+def encode_event(event: Recorded) -> bytes:
     return _ENCODER.encode(event)
+
+
+def decode_record(data: bytes) -> Recorded:
+    """A stored record's event: a request's AuditEvent or a monitor's AlertEvent (their fields
+    differ, and unknown fields are refused, so one reading fits). ValueError if neither."""
+    try:
+        return AuditEvent.model_validate_json(data)
+    except ValueError:
+        return AlertEvent.model_validate_json(data)
 
 
 def genesis_hash(chain: str) -> str:
@@ -440,7 +501,7 @@ class AuditLog:
 
     # -- appending ------------------------------------------------------------------------
 
-    def submit(self, event: AuditEvent) -> concurrent.futures.Future[int]:
+    def submit(self, event: AuditEvent | AlertEvent) -> concurrent.futures.Future[int]:
         """Queue `event`; the future resolves to its sequence number once it is durable (or to
         NOT_RECORDED in a non-strict log that could not write it) and fails with
         AuditUnavailable in a strict one."""
@@ -459,7 +520,7 @@ class AuditLog:
         self._fail(future, problem)
         return future
 
-    async def append(self, event: AuditEvent) -> int:
+    async def append(self, event: AuditEvent | AlertEvent) -> int:
         """The event's sequence number, once it is durable (see `submit`)."""
         return await asyncio.wrap_future(self.submit(event))
 

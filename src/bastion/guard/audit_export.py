@@ -27,6 +27,11 @@ OCSF mapping (OCSF 1.3, class API Activity, class_uid 6003, category Application
 | metadata                  | product bastion, version, log_name = worker, sequence = seq,   |
 |                           | uid = the record hash, correlation_uid = the chain id          |
 | unmapped                  | input_digest and each detector's decision                      |
+
+A query-monitor alert (an AlertEvent in the chain) becomes a Detection Finding (class 2004,
+category Findings 2, activity 1 Create): finding_info.types and analytic.name = the alert's
+kind, actor.user.uid = the key, evidences = score and threshold, message = the monitor's text;
+severity 4 High for extraction and probing, 2 Low for drift and prediction shift.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bastion.guard.audit import AuditEvent, stored_bytes
+from bastion.guard.audit import AlertEvent, AuditEvent, decode_record, stored_bytes
 from bastion.guard.audit_verify import audit_files, connect_read_only, verify_path
 from bastion.guard.checkpoints import AuditError
 from bastion.records import Record
@@ -56,7 +61,7 @@ class AuditRecord(Record):
     seq: int
     recorded_at: str
     hash: str
-    event: AuditEvent
+    event: AuditEvent | AlertEvent
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> str:
@@ -95,7 +100,7 @@ def read_chain(path: Path, since: str | None = None) -> Iterator[AuditRecord]:
         while batch := cursor.fetchmany(2048):
             for seq, at, raw, digest in batch:
                 try:
-                    event = AuditEvent.model_validate_json(stored_bytes(raw))
+                    event = decode_record(stored_bytes(raw))
                 except ValueError as exc:
                     raise AuditError(f"{path}: record {seq} is not an audit event: {exc}") from None
                 yield AuditRecord(
@@ -131,6 +136,7 @@ def merged(
 
 def as_jsonl(record: AuditRecord) -> dict[str, Any]:
     return {
+        "type": "alert" if isinstance(record.event, AlertEvent) else "request",
         "worker": record.worker,
         "chain": record.chain,
         "seq": record.seq,
@@ -152,8 +158,51 @@ def _at(text: str) -> int:
         return _epoch_ms(text.replace("Z", ".000000Z"))
 
 
+def _metadata(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "version": "1.3.0",
+        "product": {"name": "bastion", "vendor_name": "bastion", "version": __version__},
+        "log_name": record.worker,
+        "sequence": record.seq,
+        "uid": record.hash,
+        "correlation_uid": record.chain,
+        "logged_time": _at(record.recorded_at),
+    }
+
+
+def _alert_ocsf(record: AuditRecord, alert: AlertEvent) -> dict[str, Any]:
+    """A monitor alert as an OCSF Detection Finding (2004, Findings 2): activity 1 Create."""
+    return {
+        "class_uid": 2004,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200401,
+        "type_name": "Detection Finding: Create",
+        "time": _at(alert.at),
+        "severity_id": 2 if alert.alert in ("drift", "prediction-shift") else 4,
+        "status_id": 1,
+        "status": "New",
+        "message": alert.message,
+        "finding_info": {
+            "uid": record.hash,
+            "title": f"bastion guard monitor: {alert.alert}",
+            "types": [alert.alert],
+            "analytic": {"name": alert.alert, "type_id": 1, "type": "Rule"},
+        },
+        "actor": {"user": {"uid": alert.key_id}} if alert.key_id != "*" else {},
+        "evidences": [{"data": {"score": alert.score, "threshold": alert.threshold}}],
+        "metadata": _metadata(record),
+        "unmapped": {"queries": alert.queries, "feature": alert.feature},
+    }
+
+
 def as_ocsf(record: AuditRecord) -> dict[str, Any]:
     event = record.event
+    if isinstance(event, AlertEvent):
+        return _alert_ocsf(record, event)
     actions = set(event.decisions.values())
     if "block" in actions:
         severity = 4, "High"
@@ -189,15 +238,7 @@ def as_ocsf(record: AuditRecord) -> dict[str, Any]:
         "src_endpoint": {},
         "cloud": {"provider": "unknown"},
         "resources": [{"uid": event.model_digest, "type": "ml-model"}],
-        "metadata": {
-            "version": "1.3.0",
-            "product": {"name": "bastion", "vendor_name": "bastion", "version": __version__},
-            "log_name": record.worker,
-            "sequence": record.seq,
-            "uid": record.hash,
-            "correlation_uid": record.chain,
-            "logged_time": _at(record.recorded_at),
-        },
+        "metadata": _metadata(record),
         "unmapped": {"input_digest": event.input_digest, "decisions": dict(event.decisions)},
     }
 

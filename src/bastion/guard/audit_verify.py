@@ -24,12 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bastion.findings import Confidence, Severity, Stage
 from bastion.guard.audit import (
     FORMAT,
     MAX_EVENT_BYTES,
     TRIGGERS,
-    AuditEvent,
     checkpoint_path_for,
+    decode_record,
     genesis_hash,
     record_hash,
     stored_bytes,
@@ -42,10 +43,43 @@ from bastion.guard.checkpoints import (
     signature_ok,
 )
 from bastion.records import Record
+from bastion.rules import Rule
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+CHAIN_BROKEN = Rule(
+    id="GRD201",
+    title="The audit trail was altered",
+    severity=Severity.CRITICAL,
+    confidence=Confidence.HIGH,
+    stage=Stage.MONITORING,
+    profile="runtime-audit",
+    description="An audit chain does not verify: a record is missing, edited, rewritten with its "
+    "hash recomputed, out of order, or the log ends before its last signed checkpoint; or the "
+    "append-only triggers were removed, the file is damaged, or a checkpoint is not signed by "
+    "the deployment's key. The guard never writes like this: someone with access to the files "
+    "changed the record of what the model was asked and answered (EU AI Act Art. 12 "
+    "record-keeping). The finding names the first broken link.",
+    remediation="Treat it as an incident: preserve the files, find who had write access to the "
+    "audit folder, and compare with the exported copy your SIEM holds. Keep checkpoints on "
+    "another volume or a write-once store, and the checkpoint key away from the audit folder.",
+)
+UNAUTHENTICATED = Rule(
+    id="GRD202",
+    title="The audit trail's checkpoints are not signed or not checked",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.MONITORING,
+    profile="runtime-audit",
+    description="The audit chains verified, but without a checkpoint key: either the guard "
+    "writes unsigned checkpoints ([audit] signing_key is empty) or the report was made without "
+    "the public key. Then a rewrite of both a log and its checkpoint file would not be seen; "
+    "the hash chain alone only proves the records agree with each other.",
+    remediation="Make a key with `bastion audit keygen`, set [audit] signing_key in guard.toml, "
+    "and pass the public key to `bastion guard report --key` and `bastion audit verify --key`.",
+)
+RULES: tuple[Rule, ...] = (CHAIN_BROKEN, UNAUTHENTICATED)
 MAX_PROBLEMS = 50
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -329,7 +363,7 @@ class _Verifier:
         if len(data) > MAX_EVENT_BYTES:
             return False
         try:
-            AuditEvent.model_validate_json(data)
+            decode_record(data)
         except ValueError:
             return False
         return True

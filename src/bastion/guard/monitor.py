@@ -45,12 +45,143 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import ConfigError, InputError
+from bastion.findings import Confidence, Severity, Stage
 from bastion.records import Checked, Record, RecordError
+from bastion.rules import Rule
 
 if TYPE_CHECKING:
     import numpy
 
-__all__ = ["Alert", "MonitorSettings", "QueryMonitor", "TrainingProfile"]
+__all__ = ["RULES", "Alert", "MonitorSettings", "QueryMonitor", "TrainingProfile", "rule_for_alert"]
+
+_REVIEW = (
+    "Look at the key's traffic in the audit log (`bastion audit export --since ...`) and who "
+    "holds the key (`bastion guard keys list`). If it is not a known batch client, revoke or "
+    "rotate the key and lower its daily budget; answer with labels only or rounded scores "
+    "(output hardening) so that what leaks per query is less."
+)
+EXTRACTION = Rule(
+    id="GRD101",
+    title="A key's queries look like model extraction (PRADA)",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.MONITORING,
+    profile="runtime-extraction",
+    description="The distances between a key's successive queries (each to the nearest earlier "
+    "query of the same predicted class) stopped following a normal distribution: the "
+    "Shapiro-Wilk statistic fell below the threshold (PRADA, Juuti et al. 2019). Natural "
+    "traffic spreads like the data; synthetic queries built to copy a model (perturbations of "
+    "a few seeds, augmentation along the model's gradient, line searches) cluster. Whoever "
+    "sends them is building a substitute model through the inference API (ATLAS "
+    "AML.T0024.002).",
+    remediation=_REVIEW,
+)
+RECOMBINATION = Rule(
+    id="GRD102",
+    title="A key recombines real records into queries",
+    severity=Severity.HIGH,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.MONITORING,
+    profile="runtime-extraction",
+    description="Many of a key's distinct queries repeat, exactly, the values of the training "
+    "data's highest-cardinality features (amounts, ages, durations) from an earlier query of "
+    "the same key while differing elsewhere, far more often than distinct training rows do "
+    "(binomial test). That is how a pool of real records is stretched into a larger query set "
+    "to copy a model: each pool row reused with some features swapped.",
+    remediation=_REVIEW,
+)
+BOUNDARY = Rule(
+    id="GRD103",
+    title="A key probes the decision boundary",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.MONITORING,
+    profile="runtime-probing",
+    description="A far larger share of a key's answers than of the training data's lies within "
+    "the margin of the decision threshold (binomial test). Line searches between two classes "
+    "and evasion searches (the smallest change that flips a decision) live there: the key is "
+    "tracing the decision boundary, to copy it or to find the cheapest way across it.",
+    remediation=_REVIEW,
+)
+SWEEP = Rule(
+    id="GRD104",
+    title="A key sweeps one feature at a time",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.MONITORING,
+    profile="runtime-probing",
+    description="Many of a key's queries differ from the one before in exactly one feature: a "
+    "feature is varied while the others stay fixed. That is sensitivity probing (how much does "
+    "income move the score?) and counterfactual search, not applicants: consecutive real "
+    "records differ in many features at once.",
+    remediation=_REVIEW,
+)
+OFF_DISTRIBUTION = Rule(
+    id="GRD105",
+    title="A key's queries are far from the training data",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.MEDIUM,
+    stage=Stage.MONITORING,
+    profile="runtime-extraction",
+    description="The distribution of a key's recent queries, feature by feature, is far from "
+    "the training data's (population stability index over the training deciles). Uniformly "
+    "random queries, the cheapest extraction strategy, look like this; so does a client "
+    "sending data of another population (then it is a contract problem, not an attack).",
+    remediation=_REVIEW,
+)
+DRIFT = Rule(
+    id="GRD110",
+    title="Live inputs drifted from the training data",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.MONITORING,
+    profile="runtime-drift",
+    description="Over a sliding window of all traffic, features moved away from their training "
+    "distribution (population stability index at or above the threshold). The model is being "
+    "used on data it was not trained for: its accuracy and the guard's OOD and extraction "
+    "thresholds no longer hold, and a shift can be an attacker's doing as well as the world's.",
+    remediation="Compare recent inputs with the training data (`bastion data check` on an "
+    "export of recent rows, drift rules DRF001-DRF004); retrain or re-profile when the change "
+    "is legitimate, investigate the sources when it is not.",
+)
+PREDICTION_SHIFT = Rule(
+    id="GRD111",
+    title="The model's answers shifted",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.MONITORING,
+    profile="runtime-drift",
+    description="Over a sliding window of all traffic, the distribution of the model's scores "
+    "(and its positive rate) moved away from its scores on the training data. Either the inputs "
+    "changed, or the model served is not the one profiled.",
+    remediation="Check which model digest the audit events name; compare the positive rate with "
+    "the business's expectation; re-profile after a legitimate change.",
+)
+RULES: tuple[Rule, ...] = (
+    EXTRACTION,
+    RECOMBINATION,
+    BOUNDARY,
+    SWEEP,
+    OFF_DISTRIBUTION,
+    DRIFT,
+    PREDICTION_SHIFT,
+)
+_BY_KIND = {
+    "extraction": EXTRACTION,
+    "recombination": RECOMBINATION,
+    "boundary-hugging": BOUNDARY,
+    "sweep": SWEEP,
+    "off-distribution": OFF_DISTRIBUTION,
+    "drift": DRIFT,
+    "prediction-shift": PREDICTION_SHIFT,
+}
+
+
+def rule_for_alert(kind: str) -> Rule | None:
+    """The rule an alert of this kind is a finding of (None for a kind this bastion does not
+    know, e.g. from a newer guard)."""
+    return _BY_KIND.get(kind)
+
 
 KINDS = (
     "extraction",

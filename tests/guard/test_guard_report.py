@@ -1,0 +1,203 @@
+"""`bastion guard report`: audit chains and monitor alerts become a normal bastion Report that
+the policy gate, the store and every renderer handle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bastion.config import Settings
+from bastion.guard.audit import (
+    AlertEvent,
+    AuditEvent,
+    AuditLog,
+    input_digest,
+    utc_now,
+    worker_log_path,
+)
+from bastion.guard.checkpoints import generate_key
+from bastion.guard.monitor import QueryMonitor, TrainingProfile
+from bastion.guard.report import guard_report
+from bastion.policy import evaluate
+
+MODEL = "sha256:" + "cd" * 32
+
+
+def request(n: int, *, key: str | None = "k1", status: int = 200, **decisions: str) -> AuditEvent:
+    return AuditEvent(
+        at=utc_now(),
+        key_id=key,
+        tenant=None,
+        route="/v1/predict",
+        model_digest=MODEL,
+        input_digest=input_digest(f"{n}".encode()),
+        decisions={"auth": "allow", "contract": "allow", **decisions},
+        status=status,
+        latency_ms=0.5 + n % 7,
+    )
+
+
+def sweep_alerts() -> list[AlertEvent]:
+    """Real monitor alerts: a key sweeping one feature."""
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(500, 4))
+    monitor = QueryMonitor(TrainingProfile.fit(train))
+    rows = np.repeat(train[:1], 120, axis=0)
+    rows[:, 2] = np.linspace(-3, 3, 120)
+    alerts = []
+    for i in range(len(rows)):
+        alerts += monitor.observe("k-sweeper", rows[i : i + 1])
+    assert alerts
+    return [AlertEvent.from_alert(a) for a in alerts]
+
+
+@pytest.fixture
+def evidence(tmp_path: Path) -> tuple[Path, Path]:
+    """Two workers' chains: ordinary traffic, refusals, a redaction, and monitor alerts."""
+    key, public = generate_key(tmp_path / "audit.key")
+    folder = tmp_path / "audit"
+    folder.mkdir()
+
+    async def write(log: AuditLog, events: list[AuditEvent | AlertEvent]) -> None:
+        for event in events:
+            await log.append(event)
+
+    one: list[AuditEvent | AlertEvent] = [request(i) for i in range(30)]
+    one += [request(100 + i, key=None, status=401, auth="missing") for i in range(4)]
+    one += [request(200 + i, key="k9", status=401, auth="revoked") for i in range(2)]
+    two: list[AuditEvent | AlertEvent] = [request(300 + i, key="k2") for i in range(20)]
+    two += [request(400, key="k2", sensitive="redact")]
+    two += [request(401 + i, key="k3", status=429, key_limit="block") for i in range(3)]
+    two += sweep_alerts()
+    for worker, events in (("w1", one), ("w2", two)):
+        with AuditLog(worker_log_path(folder, worker), signing_key=key) as log:
+            asyncio.run(write(log, events))
+    return folder, public
+
+
+def by_rule(report: object) -> dict[str, list[object]]:
+    found: dict[str, list[object]] = {}
+    for finding in report.findings:  # type: ignore[attr-defined]
+        found.setdefault(finding.rule_id, []).append(finding)
+    return found
+
+
+def test_report_from_audit_and_alerts(evidence: tuple[Path, Path]) -> None:
+    folder, public = evidence
+    report = guard_report(folder, Settings(), since="1h", public_key=public)
+    assert report.command == "guard"
+    assert [r.path for r in report.results] == ["audit-w1.sqlite3", "audit-w2.sqlite3"]
+    rules = by_rule(report)
+    assert set(rules) == {"GRD001", "GRD002", "GRD004", "GRD101", "GRD104"}
+    auth = rules["GRD001"][0]
+    assert "6 request(s)" in auth.message and "missing 4" in auth.message  # type: ignore[attr-defined]
+    assert "revoked 2" in auth.message and "k9 (2)" in auth.message  # type: ignore[attr-defined]
+    sweep = rules["GRD104"][0]
+    assert sweep.location.pointer == "key k-sweeper"  # type: ignore[attr-defined]
+    assert "fired" in sweep.message and sweep.severity.value == "medium"  # type: ignore[attr-defined]
+    traffic = report.metadata["traffic"]
+    assert traffic["requests"] == 60
+    assert traffic["statuses"] == {"2xx": 51, "4xx": 9}
+    assert traffic["workers"] == {"w1": 36, "w2": 24}
+    assert set(traffic["latency_ms"]) == {"p50", "p90", "p99"}
+    chains = report.metadata["audit"]["chains"]
+    assert all(c["verified"] and c["signed_checkpoints"] > 0 for c in chains)
+    # the policy gate works on it like on any report
+    verdict = evaluate(report, Settings())
+    assert verdict.exit_code == 1
+
+
+def test_broken_or_unsigned_chain_is_a_finding(evidence: tuple[Path, Path]) -> None:
+    folder, public = evidence
+    unsigned = guard_report(folder, Settings(), since="1h")
+    assert {f.rule_id for f in unsigned.findings} >= {"GRD202"}
+    path = worker_log_path(folder, "w2")
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DELETE FROM events WHERE seq = 5")
+    report = guard_report(folder, Settings(), since="1h", public_key=public)
+    broken = [f for f in report.findings if f.rule_id == "GRD201"]
+    assert len(broken) == 1 and broken[0].severity.value == "critical"
+    assert broken[0].location.path == "audit-w2.sqlite3"
+    assert broken[0].location.pointer == "record 5"
+    assert "record 5 missing" in broken[0].message
+
+
+def test_since_limits_the_period(evidence: tuple[Path, Path]) -> None:
+    folder, public = evidence
+    later = __import__("datetime").datetime.now(__import__("datetime").timezone.utc).isoformat()
+    report = guard_report(folder, Settings(), since=later, public_key=public)
+    assert report.metadata["traffic"]["requests"] == 0
+    assert not [f for f in report.findings if f.rule_id != "GRD202"]
+
+
+def test_cli_renders_judges_and_stores(
+    evidence: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli.main import main
+
+    folder, public = evidence
+    store = tmp_path / "history.sqlite3"
+    sarif = tmp_path / "guard.sarif"
+    code = main(
+        [
+            "guard",
+            "report",
+            "--audit",
+            str(folder),
+            "--key",
+            str(public),
+            "--since",
+            "24h",
+            "-f",
+            "sarif",
+            "-o",
+            str(sarif),
+            "--store",
+            str(store),
+        ]
+    )
+    assert code == 1
+    document = json.loads(sarif.read_text())
+    results = document["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} == {"GRD001", "GRD002", "GRD004", "GRD101", "GRD104"}
+    rule_ids = {r["id"] for r in document["runs"][0]["tool"]["driver"]["rules"]}
+    assert {"GRD001", "GRD104"} <= rule_ids
+    assert "FAIL" in capsys.readouterr().err
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT command FROM runs").fetchall() == [("guard",)]
+    assert (
+        main(
+            [
+                "guard",
+                "report",
+                "--audit",
+                str(folder),
+                "--since",
+                "all",
+                "-f",
+                "json",
+                "--no-store",
+            ]
+        )
+        == 1
+    )
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["command"] == "guard"
+    assert main(["guard", "report", "--audit", str(folder), "--since", "soon"]) == 2
+    assert "neither a duration" in capsys.readouterr().err
+
+
+def test_quiet_period_passes(tmp_path: Path) -> None:
+    key, public = generate_key(tmp_path / "k")
+    with AuditLog(tmp_path / "audit-w1.sqlite3", signing_key=key) as log:
+        for i in range(5):
+            log.submit(request(i)).result(timeout=10)
+    report = guard_report(tmp_path / "audit-w1.sqlite3", Settings(), public_key=public)
+    assert report.findings == []
+    assert evaluate(report, Settings()).exit_code == 0
