@@ -159,6 +159,26 @@ class ProbeSettings(Checked):
                 raise RecordError(name, f"must be at least {low}")
 
 
+GATE_REQUIREMENTS = ("scan", "signature", "data", "probe")
+
+
+class GateSettings(Checked):
+    """The [gate] table: what `bastion gate` requires of a model's evidence before release,
+    and how old that evidence may be (bastion/lineage/gate.py). Expired waivers always fail."""
+
+    require: tuple[str, ...] = GATE_REQUIREMENTS
+    max_age_days: int = 30
+
+    def _validate(self) -> None:
+        unknown = [r for r in self.require if r not in GATE_REQUIREMENTS]
+        if unknown:
+            raise RecordError(
+                "require", f"unknown requirement {unknown[0]!r}: {', '.join(GATE_REQUIREMENTS)}"
+            )
+        if not 1 <= self.max_age_days <= 3650:
+            raise RecordError("max_age_days", "must be between 1 and 3650")
+
+
 EXECUTORS = ("local", "ray")
 
 
@@ -182,6 +202,7 @@ class Settings(Checked):
     # the [data] table: DataOptions fields (datacheck/options.py), validated by the data checks
     data: dict[str, Any] = field(default_factory=dict)
     probe: ProbeSettings = field(default_factory=ProbeSettings)  # [probe]: bastion probe
+    gate: GateSettings = field(default_factory=GateSettings)  # [gate]: bastion gate
     source: str | None = None  # file the settings came from
 
     @property

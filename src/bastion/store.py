@@ -120,6 +120,26 @@ MIGRATIONS = (
     FROM runs, json_each(runs.report, '$.results') AS r, json_each(r.value, '$.findings') AS f
     ORDER BY runs.id;
     """,
+    # 4: what the dashboard (bastion.ui) pages and charts need at scale: findings by stage in
+    # index order, and per-run counts by day, stage and severity (trends without a pass over
+    # the findings table)
+    """
+    CREATE INDEX findings_stage ON findings (stage, run_id);
+    CREATE TABLE run_counts (
+        run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        day TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (run_id, stage, severity)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_counts_day ON run_counts (day, stage, severity);
+    INSERT INTO run_counts (run_id, day, stage, severity, n)
+    SELECT findings.run_id, substr(runs.started_at, 1, 10), findings.stage, findings.severity,
+           COUNT(*)
+    FROM findings JOIN runs ON runs.id = findings.run_id
+    GROUP BY findings.run_id, findings.stage, findings.severity;
+    """,
 )
 
 
@@ -293,8 +313,21 @@ class Store:
             )
             run_id = int(cursor.lastrowid or 0)
             self._record_findings(run_id, report, verdict, seen)
+            self._record_counts(run_id, started_at, report)
             self._record_seen(run_id, started_at, seen)
         return run_id
+
+    def _record_counts(self, run_id: int, started_at: str, report: Report) -> None:
+        """The run's findings counted by stage and severity, under its day (trends)."""
+        counts: dict[tuple[str, int], int] = {}
+        for result in report.results:
+            for f in result.findings:
+                key = (f.stage.value, f.severity.rank)
+                counts[key] = counts.get(key, 0) + 1
+        self._db.executemany(
+            "INSERT INTO run_counts (run_id, day, stage, severity, n) VALUES (?, ?, ?, ?, ?)",
+            [(run_id, started_at[:10], st, sev, n) for (st, sev), n in sorted(counts.items())],
+        )
 
     def _record_findings(
         self, run_id: int, report: Report, verdict: Verdict, seen: Sequence[Seen]
@@ -603,6 +636,8 @@ class Store:
                     ),
                 )
                 ids.append(int(cursor.lastrowid or 0))
+                if entry.file is not None:  # known by its file digest, as lineage names it
+                    self._touch("sha256:" + entry.file.sha256, "dataset", entry.name, recorded_at)
         return ids
 
     def dataset_versions(self, name: str | None = None, limit: int = 20) -> list[DatasetVersion]:

@@ -43,6 +43,16 @@ COMMANDS: dict[str, Command] = {
         module="guard", summary="Serve or protect a model behind the runtime guard; API keys."
     ),
     "audit": Command(module="audit", summary="Verify and export the guard's audit logs."),
+    "ui": Command(module="ui", summary="Serve the dashboard over the history (loopback)."),
+    "lineage": Command(
+        module="lineage", summary="Record and show lineage: models, data, code, signatures."
+    ),
+    "gate": Command(
+        module="lineage", summary="Decide a model's release from the evidence in the history."
+    ),
+    "report": Command(
+        module="report", summary="Compliance evidence per framework control (html, json, md)."
+    ),
     "rules": Command(
         module="history", summary="List every rule with its severity and taxonomy tags."
     ),

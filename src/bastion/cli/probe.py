@@ -41,7 +41,17 @@ are the loaded bytes). Thresholds come from the policy's [probe] table."""
         nargs="?",
         type=existing("file"),
         metavar="MODEL",
-        help="Model file: pickle/joblib (scikit-learn, pipelines), ONNX, XGBoost JSON.",
+        help="Model file: pickle/joblib (scikit-learn, pipelines), ONNX, XGBoost JSON/UBJSON, "
+        "LightGBM text.",
+    )
+    parser.add_argument(
+        "--allow-global",
+        action="append",
+        default=[],
+        metavar="MODULE.NAME",
+        help="Let the unpickler resolve this class although it is outside the allowlist, "
+        "where the scan reports it only as PKL007 (instantiated, not called), e.g. "
+        "xgboost.core.Booster for a pickled XGBClassifier. Name only classes you trust.",
     )
     parser.add_argument(
         "--endpoint",
@@ -177,7 +187,8 @@ def run_probe(args: argparse.Namespace) -> int:
     else:
         from bastion.probe.model import load_model
 
-        model = load_model(args.model, settings)
+        classes = [c.strip() for c in (args.classes or "").split(",") if c.strip()]
+        model = load_model(args.model, settings, classes, allow_globals=args.allow_global)
         name = Path(args.model).name
     report = run_probe(
         model,
@@ -191,5 +202,13 @@ def run_probe(args: argparse.Namespace) -> int:
         budgets=args.budget,
         queries=args.queries,
         target_name=name,
+        # the files judged and read, for lineage (bastion.lineage.record_run)
+        extra_metadata={
+            "inputs": {
+                k: str(v)
+                for k, v in (("model", args.model), ("data", args.data), ("train", args.train))
+                if v is not None
+            }
+        },
     )
     return finish(report, settings, args)

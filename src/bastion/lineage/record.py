@@ -192,8 +192,9 @@ def seen_in(
                     Link(recorded_at=now(), upstream=subject, downstream=sig, relation="signed-by")
                 )
         signer = metadata.get("signer") or {}
-        if isinstance(signer.get("key"), str):
-            add(Path(signer["key"]), signer["key"], "key", "key")
+        for key in [signer.get("key"), *(signer.get("chain") or [])]:
+            if isinstance(key, str):
+                add(Path(key), key, "key", "key")
         if isinstance(signer.get("identity"), str) and isinstance(signer.get("issuer"), str):
             seen.append(
                 Seen(

@@ -407,6 +407,13 @@ def verification_report(
         {
             "signature": str(signature or default_signature(model)),
             "verification": {"ok": outcome.ok, "kind": outcome.kind},
+            # who was trusted to have signed (lineage records the key's digest)
+            "signer": {
+                "key": str(credentials.key) if credentials.key is not None else None,
+                "chain": [str(c) for c in credentials.chain],
+                "identity": credentials.identity,
+                "issuer": credentials.issuer,
+            },
         },
     )
 
