@@ -95,9 +95,11 @@ BACKDOOR = Rule(
     stage=Stage.DATA,
     profile="data-poisoning",
     description="A rare value or combination of values (the trigger) appears on a few rows that "
-    "all carry the same label, while a model that never saw those rows, with the trigger "
-    "columns hidden, gives many of them another label. A model trained on this data learns "
-    "to output that label whenever the trigger is present: a backdoor.",
+    "(almost) all carry the same label, while a model trained without those rows gives many "
+    "of them another label; for a pair of values, also when the pair is far more frequent "
+    "than its two values make likely (rows edited to carry it). A model trained on this data "
+    "learns to output that label whenever the trigger is present: a backdoor. A rare value "
+    "that genuinely decides the label against every other column looks the same.",
     remediation="Drop or relabel the listed rows, find where the trigger value came from, and "
     "retrain from a trusted version; test the deployed model with the trigger set on "
     "inputs of other classes.",
@@ -416,12 +418,12 @@ def _clusters(embedding: numpy.ndarray, n: int) -> list[numpy.ndarray]:
 def _disagreement_regions(
     frame: LabelFrame, embedding: numpy.ndarray, learner: Learner, smallest: int
 ) -> list[numpy.ndarray]:
-    """Neighbourhoods around rows that a linear model, cross-validated, gives another label: the
-    seed and those of its nearest rows (12 and 30) that share its label. A flip planted in one
-    region of feature space is learned back by a flexible model but not (at the region's edge)
-    by a linear one, and the rows around a planted row that carry its label are the region.
-    Overlapping neighbourhoods are kept once; at most MAX_REGIONS, the most confident
-    disagreements first. A confirmed region is grown afterwards (grow)."""
+    """Neighbourhoods (the 12 and 30 nearest rows, of any label) around rows that a linear
+    model, cross-validated, gives another label, and around their nearest rows of the same
+    label. A flip planted in one region of feature space is learned back by a flexible model
+    but not (at the region's edge) by a linear one. At most 20 * MAX_REGIONS centres, the most
+    confident disagreements first; the purity filter and the test decide. A confirmed region
+    is grown afterwards (grow)."""
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
@@ -437,23 +439,26 @@ def _disagreement_regions(
     if not len(seeds):
         return []
     sizes = sorted({max(smallest, 12), max(smallest, 30)})
-    k = min(sizes[-1], n)
     reference = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
-    index = NearestNeighbors(n_neighbors=min(k, len(reference))).fit(embedding[reference])
+    index = NearestNeighbors(n_neighbors=min(sizes[-1], len(reference))).fit(embedding[reference])
+    # centres: each seed and its nearest rows of the same label (a planted region's inside,
+    # where a linear model agrees with the poison, is next to its edge, where it does not)
     _dist, near = index.kneighbors(embedding[seeds])
-    near = reference[near]
-    covered = np.zeros(n, dtype=int)
+    near = reference[near][:, : sizes[0]]
+    centres = [
+        row
+        for seed, rows in zip(seeds, near, strict=True)
+        for row in rows[labels[rows] == labels[seed]]
+    ]
+    centres = list(dict.fromkeys(int(c) for c in centres))[: 20 * MAX_REGIONS]
+    # a region is every row near a centre, whatever its label: which rows belong to it must
+    # not depend on the labels the test is about
+    _dist, balls = index.kneighbors(embedding[centres])
+    balls = reference[balls]
     out: list[numpy.ndarray] = []
-    for seed, row in zip(seeds.tolist(), near, strict=True):
+    for ball in balls:
         for size in sizes:
-            near_rows = row[:size]
-            members = np.unique(np.append(near_rows[labels[near_rows] == labels[seed]], seed))
-            if len(members) < smallest or (covered[members] > 0).mean() > 0.5:
-                continue
-            covered[members] += 1
-            out.append(members)
-        if len(out) >= MAX_REGIONS:
-            break
+            out.append(np.sort(ball[:size]))
     return out
 
 
