@@ -9,8 +9,10 @@ ONNX models (onnxruntime) and PyTorch modules; HTTP endpoints are in endpoint.py
 Files are loaded only through the scan gate (`load_model`): the bytes are read once, scanned,
 judged by the policy, and only those bytes are loaded — pickles and joblib files through
 safe_load's allowlisting unpickler, ONNX into an onnxruntime session built from the bytes (no
-custom-op libraries), XGBoost JSON into a Booster. A model that fails the scan is refused with
-the scan's findings (UnsafeArtifactError)."""
+custom-op libraries), XGBoost JSON/UBJSON and LightGBM text into their Boosters (after the
+scanner checked their tree structure). A model that fails the scan is refused with the scan's
+findings (UnsafeArtifactError); a pickled XGBClassifier/LGBMClassifier needs the named allowance
+for its Booster class (`--allow-global`, see safe_load)."""
 
 from __future__ import annotations
 
@@ -185,26 +187,41 @@ class EstimatorModel(Model):
 
 
 class BoosterModel(Model):
-    """An XGBoost Booster loaded from its JSON/UBJSON file (numbers only)."""
-
-    kind = "xgboost"
+    """An XGBoost or LightGBM Booster (loaded from its JSON/UBJSON or text file, or handed
+    over): numbers only; binary boosters give the positive class's probability."""
 
     def __init__(self, booster: Any, name: str, classes: Sequence[Any], budget: int | None = None):
         super().__init__(name, classes, budget)
         self.booster = booster
-        names = booster.feature_names
+        self.kind = "lightgbm" if type(booster).__module__.startswith("lightgbm") else "xgboost"
+        if self.kind == "lightgbm":
+            names = list(booster.feature_name())
+            if all(n == f"Column_{i}" for i, n in enumerate(names)):  # fitted on an array
+                names = []
+        else:
+            names = list(booster.feature_names or [])
         self.feature_names = [str(n) for n in names] if names else None
         self.positional = self.feature_names is None
 
     def _predict(self, frame: pandas.DataFrame) -> Output:
         import numpy as np
-        import xgboost
 
         if self.feature_names is not None and set(self.feature_names) <= set(frame.columns):
             frame = frame[self.feature_names]
-        matrix = xgboost.DMatrix(numeric_matrix(frame), feature_names=self.feature_names)
-        raw = np.asarray(self.booster.predict(matrix), dtype=float)
+        if self.kind == "lightgbm":
+            raw = np.asarray(self.booster.predict(numeric_matrix(frame, "float64")), dtype=float)
+        else:
+            import xgboost
+
+            matrix = xgboost.DMatrix(numeric_matrix(frame), feature_names=self.feature_names)
+            raw = np.asarray(self.booster.predict(matrix), dtype=float)
         scores = np.column_stack([1 - raw, raw]) if raw.ndim == 1 else raw
+        if scores.shape[1] != len(self.classes):
+            raise UsageError(
+                f"{self.name}: the booster gives {scores.shape[1]} scores for "
+                f"{len(self.classes)} classes",
+                hint="name the classes in score order (--classes)",
+            )
         return Output(np.array(self.classes, dtype=object)[scores.argmax(axis=1)], scores)
 
 
@@ -331,7 +348,7 @@ def wrap(
         return TorchModel(model, name, classes or (0, 1), budget)
     if kind == "onnxruntime":
         return OnnxModel(model, name, classes, budget)
-    if kind == "xgboost" and type(model).__name__ == "Booster":
+    if kind in ("xgboost", "lightgbm") and type(model).__name__ == "Booster":
         return BoosterModel(model, name, classes or (0, 1), budget)
     return EstimatorModel(model, name, budget)
 
@@ -345,24 +362,21 @@ def load_model(
     settings: Settings | None = None,
     classes: Sequence[Any] = (),
     budget: int | None = None,
+    allow_globals: Sequence[str] = (),
 ) -> Model:
-    """A model file loaded through the scan gate (see the module docstring)."""
+    """A model file loaded through the scan gate (see the module docstring). `allow_globals`
+    is safe_load's named allowance for pickled classes outside the allowlist."""
     from bastion.scan.safe_load import load_scanned, read_checked
 
     data, report = read_checked(path, settings)
     fmt = report.results[0].format
     name = path.name
+    try:
+        loaded = load_scanned(data, fmt, report=report, allow_globals=allow_globals)
+    except ModuleNotFoundError as exc:
+        raise MissingExtra(exc.name or "a model library", "probe") from None
     if fmt == "onnx":
-        return OnnxModel(load_scanned(data, fmt), name, classes, budget)
-    if fmt == "json" and b'"learner"' in data[:4096]:
-        try:
-            import xgboost
-        except ImportError:
-            raise MissingExtra("xgboost", "probe") from None
-        booster = xgboost.Booster()
-        booster.load_model(bytearray(data))
-        return BoosterModel(booster, name, classes or (0, 1), budget)
-    loaded = load_scanned(data, fmt)
+        return OnnxModel(loaded, name, classes, budget)
     if isinstance(loaded, dict) and fmt == "zip":
         raise UsageError(
             f"{name} holds PyTorch weights, not a model bastion can run (weights-only loading "

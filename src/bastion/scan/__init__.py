@@ -41,6 +41,9 @@ BUILTIN_SCANNERS: dict[str, str] = {
     "gguf": "bastion.scan.gguf:GgufScanner",
     "json": "bastion.scan.jsonconfig:JsonConfigScanner",
     "jinja": "bastion.scan.templates:TemplateScanner",
+    "xgboost_json": "bastion.scan.boosters:BoosterScanner",
+    "xgboost_ubj": "bastion.scan.boosters:BoosterScanner",
+    "lightgbm_text": "bastion.scan.boosters:BoosterScanner",
 }
 
 

@@ -18,7 +18,9 @@ from bastion.errors import LimitExceeded
 from bastion.records import Record
 
 # Formats a loader deserializes (and bastion scans) when handed the bytes.
-PAYLOAD_FORMATS = frozenset({"pickle", "zip", "tar", "7z", "npy"})
+# also the boosters' own serialisations that pickled XGBoost/LightGBM models carry for their
+# native parsers (scan/boosters.py checks their structure)
+PAYLOAD_FORMATS = frozenset({"pickle", "zip", "tar", "7z", "npy", "xgboost_ubj", "lightgbm_text"})
 COMPRESSED_FORMATS = frozenset({"gzip", "bz2", "xz", "zlib"})
 MIN_PAYLOAD = 12  # b"cos\nsystem\n." is the shortest pickle that resolves a global
 MAX_LAYERS = 4  # encodings/compressions stacked on one value
@@ -126,6 +128,8 @@ def _could_start_payload(head: bytes | None) -> bool:
     if not head:
         return False
     first = head[0]
+    if head.startswith((b"{", b"tree")):  # XGBoost UBJSON, LightGBM text
+        return True
     return first in START_OPCODES or first in _PAYLOAD_FIRST_BYTES or first & 0x0F == 8
 
 

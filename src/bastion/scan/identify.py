@@ -36,7 +36,8 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
     ".gguf": frozenset({"gguf"}),
     ".pb": frozenset({"savedmodel", "keras_metadata", "tf_graphdef", "protobuf"}),
     ".pbtxt": frozenset({"savedmodel_text"}),
-    ".json": frozenset({"json"}),
+    ".json": frozenset({"json", "xgboost_json"}),
+    ".ubj": frozenset({"xgboost_ubj"}),
     ".zip": frozenset({"zip"}),
     ".7z": frozenset({"7z"}),
     ".tar": frozenset({"tar", "zip", "pickle"}),
@@ -54,7 +55,7 @@ EXPECTED_FORMATS: dict[str, frozenset[str]] = {
 
 # Names that promise a format which cannot execute code.
 SAFE_FORMAT_EXTENSIONS = frozenset(
-    {".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5", ".hdf5"}
+    {".safetensors", ".onnx", ".gguf", ".json", ".npy", ".h5", ".hdf5", ".ubj"}
 )
 CODE_CAPABLE_FORMATS = frozenset(
     {"pickle", "zip", "tar", "gzip", "bz2", "xz", "lzma", "zlib", "lz4", "zstd", "7z"}
@@ -219,6 +220,39 @@ def _magic_format(head: bytes) -> str | None:
     return None
 
 
+# UBJSON integer markers (struct format, size): the length of XGBoost's first key
+_UBJ_LENGTHS = {b"i": (">b", 1), b"U": (">B", 1), b"I": (">h", 2), b"l": (">i", 4), b"L": (">q", 8)}
+
+
+def looks_like_xgboost_ubj(head: bytes) -> bool:
+    """XGBoost's UBJSON writer starts with an object whose first key is 'learner' or
+    'version' (a saved model) or 'Config' (the serialised booster a pickle carries)."""
+    if head[:1] != b"{" or len(head) < 4:
+        return False
+    marker = head[1:2]
+    if marker not in _UBJ_LENGTHS:
+        return False
+    fmt, size = _UBJ_LENGTHS[marker]
+    if len(head) < 2 + size:
+        return False
+    (length,) = struct.unpack(fmt, head[2 : 2 + size])
+    key = head[2 + size : 2 + size + length]
+    return key in (b"learner", b"version", b"Config")
+
+
+def looks_like_lightgbm_text(head: bytes) -> bool:
+    """LightGBM's text model: 'tree' on the first line, then 'version=v<N>'."""
+    return head.startswith((b"tree\nversion=v", b"tree\r\nversion=v"))
+
+
+def looks_like_xgboost_json(head: bytes) -> bool:
+    """An XGBoost JSON model: an object whose first key is "learner" (as xgboost writes it)."""
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped[:1] != b"{":
+        return False
+    return stripped[1:].lstrip(b" \t\r\n").startswith(b'"learner"')
+
+
 def identify_all(
     head: bytes, size: int, name: str = "", opener: Opener | None = None
 ) -> tuple[str, ...]:
@@ -253,6 +287,13 @@ def identify_all(
         add("jinja")  # chat_template.jinja: transformers reads it by name, as template text
     if found:
         return tuple(found)
+    # gradient-boosting models that hold only data (scan/boosters.py checks their structure)
+    if looks_like_xgboost_ubj(head):
+        return ("xgboost_ubj",)
+    if looks_like_lightgbm_text(head):
+        return ("lightgbm_text",)
+    if looks_like_xgboost_json(head):
+        return ("xgboost_json",)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if stripped[:1] in (b"{", b"[") and name.lower().endswith(".json"):
         return ("json",)
