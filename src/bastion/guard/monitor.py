@@ -623,6 +623,7 @@ class _KeyState:
         self.near: collections.deque[bool] = collections.deque(maxlen=s.boundary_window)
         self.sweeps: collections.deque[bool] = collections.deque(maxlen=s.sweep_window)
         self.window = _Window(s.offdist_window, monitor.edges)
+        self.offdist_checked = 0
         self.repeats = _Repeats(s.max_stored)
         self.partial: collections.deque[bool] = collections.deque(maxlen=s.repeat_window)
         self.last_alert: dict[str, int] = {}
@@ -863,7 +864,10 @@ class QueryMonitor:
                         "swept while the others stay fixed",
                     ),
                 )
-        if state.window.filled >= s.offdist_window:
+        # the PSI of every feature costs a few microseconds each: once per `check_every` rows
+        due = state.window.seen // s.check_every != state.offdist_checked // s.check_every
+        if state.window.filled >= s.offdist_window and due:
+            state.offdist_checked = state.window.seen
             values = state.window.psi(self.expected)
             worst = max(range(len(values)), key=values.__getitem__)
             if values[worst] >= s.offdist_psi:
