@@ -43,7 +43,12 @@ demo: $(STAMP)
 	$(BIN)/bastion data diff $(EXAMPLE)/data/german_credit.csv $(EXAMPLE)/data/incoming/german_credit.csv --policy $(EXAMPLE)/bastion.toml --no-store || test $$? -eq 1
 	@echo "HTML reports written to demo-report.html and demo-data-report.html, BOM to demo-bom.json"
 
-test: $(STAMP)
+# the dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || (sudo apt-get update && sudo apt-get install -y chromium)
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests bench fuzz docs tools
 	$(BIN)/ruff format --check src tests bench fuzz docs tools
 	$(BIN)/mypy

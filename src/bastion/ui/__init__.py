@@ -1,0 +1,1 @@
+"""`bastion ui`: the dashboard over the history store (app.py builds it; see DESIGN.md)."""

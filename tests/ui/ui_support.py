@@ -1,0 +1,152 @@
+"""A real history store for the dashboard's tests: bastion scans of files built here (one of
+them a pickle whose global and file name are markup), a data check, waivers (one expired),
+lineage links, and a guard audit log with allowed, flagged and blocked requests; plus a guard
+key store with keys of each kind. Attacker-chosen strings are planted where findings carry
+them: a pickle global named `<script>…`, a file name with markup, a `javascript:` URL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import pickle
+import threading
+from pathlib import Path
+from typing import Any
+
+from bastion.config import Settings, WaiverSpec
+from bastion.findings import Location, Report, Stage
+from bastion.lineage.record import record, record_run
+from bastion.policy import evaluate
+from bastion.project import scan_project
+from bastion.store import Store
+
+MARKER = "bastion-xss-marker"
+# each of these would run script if a page put it into HTML unescaped
+SCRIPT_GLOBAL = f"<script>window.{MARKER.replace('-', '_')}=1</script>"
+MARKUP_NAME = f'<img src=x onerror="window.{MARKER.replace("-", "_")}=2">.pkl'
+JS_URL = f"javascript:window.{MARKER.replace('-', '_')}=3"
+
+
+def evil_pickle() -> bytes:
+    """A protocol-2 pickle calling a global whose module is markup and whose name is a
+    `javascript:` URL (GLOBAL takes both as newline-terminated text)."""
+    module = ("os." + SCRIPT_GLOBAL).encode()
+    return b"\x80\x02c" + module + b"\n" + JS_URL.encode() + b"\n)R."
+
+
+def build_project(root: Path) -> dict[str, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "evil": root / MARKUP_NAME,
+        "system": root / "model_system.pkl",
+        "clean": root / "model_clean.pkl",
+        "data": root / "train.csv",
+    }
+    files["evil"].write_bytes(evil_pickle())
+
+    class _System:
+        def __reduce__(self) -> tuple[Any, ...]:
+            import os
+
+            return (os.system, ("echo " + MARKER,))
+
+    files["system"].write_bytes(pickle.dumps(_System(), protocol=2))
+    files["clean"].write_bytes(pickle.dumps({"weights": [0.1, 0.2, 0.3], "bias": 0.5}))
+    rows = ["age,income,email,label"]
+    rows += [f"{20 + i % 50},{1000 + i * 7},user{i}@example.com,{i % 2}" for i in range(200)]
+    files["data"].write_text("\n".join(rows) + "\n")
+    return files
+
+
+def _scan(store: Store, paths: list[Path], settings: Settings) -> int:
+    report = scan_project(paths, settings)
+    verdict = evaluate(report, settings)
+    return record_run(store, report, verdict, settings).run_id
+
+
+def build_store(folder: Path) -> dict[str, Any]:
+    """The store the browser tests read, with what they look for."""
+    files = build_project(folder / "project")
+    store_path = folder / "history.sqlite3"
+    today = dt.date.today()
+    waivers = (
+        WaiverSpec(
+            rule="PKL001",
+            path="*model_system.pkl",
+            reason="reviewed: the demo's echo",
+            expires=today + dt.timedelta(days=30),
+        ),
+        WaiverSpec(
+            rule="PKL002",
+            path="model_old.pkl",
+            reason="old waiver",
+            expires=today - dt.timedelta(days=3),
+        ),
+    )
+    plain = Settings()
+    waived = Settings(waivers=waivers)
+    with Store(store_path) as store:
+        runs = {
+            "evil": _scan(store, [files["evil"]], plain),
+            "system": _scan(store, [files["system"]], waived),
+            "clean": _scan(store, [files["clean"]], plain),
+        }
+        linked = record(
+            files["clean"],
+            datasets=[files["data"]],
+            params={"owner": "ml-platform", "C": 1.0},
+            store=store,
+        )
+    return {
+        "store": store_path,
+        "files": files,
+        "runs": runs,
+        "model_digest": linked.model,
+    }
+
+
+def build_audit(folder: Path) -> Path:
+    """A guard audit folder with a few hours of allowed, flagged and blocked requests."""
+    from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = "sha256:" + "ab" * 32
+
+    async def write() -> None:
+        log = AuditLog(worker_log_path(folder, "w1"))
+        try:
+            now = dt.datetime.now(dt.timezone.utc)
+            for i in range(120):
+                at = now - dt.timedelta(minutes=5 * (120 - i))
+                decisions = {"auth": "allow", "contract": "allow"}
+                status = 200
+                if i % 17 == 0:
+                    decisions["monitor"] = "flag"
+                if i % 29 == 0:
+                    decisions["pii"] = "block"
+                    status = 422
+                await log.append(
+                    AuditEvent(
+                        at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        key_id="0123456789ab",
+                        tenant="team-a",
+                        route="/v1/predict",
+                        model_digest=digest,
+                        input_digest="sha256:" + f"{i:064x}",
+                        decisions=decisions,
+                        status=status,
+                        latency_ms=3.0 + (i % 10),
+                    )
+                )
+        finally:
+            log.close()
+
+    # in a thread of its own: the caller may be inside Playwright's event loop
+    worker = threading.Thread(target=lambda: asyncio.run(write()))
+    worker.start()
+    worker.join()
+    return folder
+
+
+def findings_of(report: Report, stage: Stage) -> list[Location]:
+    return [f.location for f in report.findings if f.stage == stage]
