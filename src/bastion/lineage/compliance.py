@@ -110,7 +110,8 @@ def _covers(control: str, tag: str) -> bool:
     return tag == control or (tag.startswith(control) and tag[len(control)] in ".(")
 
 
-def _rules_for(control: str, framework: Framework, rules: list[Rule]) -> list[Rule]:
+def rules_for(control: str, framework: Framework, rules: list[Rule]) -> list[Rule]:
+    """The rules covering a control (also the dashboard's compliance page, bastion.ui)."""
     return [r for r in rules if any(_covers(control, t) for t in getattr(r.tags, framework.tag))]
 
 
@@ -121,7 +122,7 @@ def build(store: Store, framework_key: str, now: dt.datetime | None = None) -> C
     latest = store.latest_runs_by_command()
     controls = []
     for control in framework.controls:
-        covering = _rules_for(control.id, framework, rules)
+        covering = rules_for(control.id, framework, rules)
         commands = sorted({c for r in covering for c in STAGE_COMMANDS.get(r.stage, ())})
         runs = [_run_ref(latest[c]) for c in commands if c in latest]
         fired = [firings[r.id] for r in covering if r.id in firings]
