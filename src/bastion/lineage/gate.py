@@ -26,6 +26,7 @@ from bastion.policy import Status, evaluate, load_baseline
 from bastion.records import Record
 from bastion.rules import Rule
 from bastion.store import RunEvidence, Store
+from bastion.supplychain.signing import default_signature
 
 if TYPE_CHECKING:
     from bastion.config import Settings
@@ -252,7 +253,30 @@ def _trusted_keys(settings: Settings) -> set[str]:
     return keys
 
 
-def _signature(store: Store, digest: str, name: str, ctx: _Context) -> Requirement:
+def _signed_before(store: Store, digest: str, name: str, signature: Path | None) -> str | None:
+    """Another digest of the same model that was signed: the signature file beside the model
+    verified over it (a 'signed-by' link), or a signed artifact last seen under the same name."""
+    if signature is not None and signature.is_file():
+        try:
+            sig: str | None = file_digest(signature)
+        except OSError:
+            sig = None
+        if sig is not None:
+            for link in store.links(sig, "upstream", "signed-by"):
+                if link.upstream != digest:
+                    return link.upstream
+    for artifact in store.artifacts_named(name, limit=10):
+        if artifact.digest != digest and (
+            store.evidence(artifact.digest, role="signed", limit=1)
+            or store.evidence(artifact.digest, command="verify", role="subject", limit=1)
+        ):
+            return artifact.digest
+    return None
+
+
+def _signature(
+    store: Store, digest: str, name: str, signature: Path | None, ctx: _Context
+) -> Requirement:
     trusted = _trusted_keys(ctx.settings)
     if not trusted:
         return Requirement(
@@ -298,20 +322,14 @@ def _signature(store: Store, digest: str, name: str, ctx: _Context) -> Requireme
             runs=runs,
             digests=(digest,),
         )
-    earlier = [
-        a
-        for a in store.artifacts_named(name, limit=10)
-        if a.digest != digest
-        and store.evidence(a.digest, role="signed", limit=1)
-        + store.evidence(a.digest, command="verify", role="subject", limit=1)
-    ]
+    earlier = _signed_before(store, digest, name, signature)
     if earlier:
         return Requirement(
             name="signature",
             status=UNMET,
-            detail=f"{name} was signed as {earlier[0].digest[:23]}…, but this digest was never "
-            "verified: the content changed after signing",
-            digests=(digest, earlier[0].digest),
+            detail=f"{name} was signed as {earlier[:23]}…, but this digest was never verified: "
+            "the content changed after signing",
+            digests=(digest, earlier),
         )
     return Requirement(
         name="signature",
@@ -489,6 +507,7 @@ def decide(
         if known is not None:
             name = known.name
     files = members or [digest]
+    signature = None if is_digest(model) else default_signature(Path(model))
     baseline: frozenset[str] = frozenset()
     if settings.baseline:
         baseline = load_baseline(settings.resolve(settings.baseline))
@@ -496,7 +515,7 @@ def decide(
     required = set(settings.gate.require)
     checks = {
         "scan": lambda: _scan(store, files, ctx),
-        "signature": lambda: _signature(store, digest, name, ctx),
+        "signature": lambda: _signature(store, digest, name, signature, ctx),
         "data": lambda: _data(store, digest, ctx),
         "probe": lambda: _probe(store, [digest, *members], ctx),
     }
