@@ -29,6 +29,8 @@ test-base: $(BASE_STAMP)
 	$(BASE)/bin/python -m pytest -q -p no:cacheprovider --confcutdir=tests/base_install tests/base_install
 
 EXAMPLE := examples/credit-scoring
+DEMO_STORE := demo-history.sqlite3
+EVIDENCE := --policy $(EXAMPLE)/bastion.toml --store $(DEMO_STORE) -q
 demo: $(STAMP)
 	$(BIN)/python $(EXAMPLE)/build_demo.py
 	@echo "== verify the released model against its signature (exit 0 expected)"
@@ -42,6 +44,23 @@ demo: $(STAMP)
 	$(BIN)/bastion data check --train $(EXAMPLE)/data/incoming/german_credit.csv --test $(EXAMPLE)/data/incoming/test.csv --target creditability --baseline-manifest $(EXAMPLE)/data/german_credit.manifest.json --policy $(EXAMPLE)/bastion.toml --no-store --format html --output demo-data-report.html -q || test $$? -eq 1
 	$(BIN)/bastion data diff $(EXAMPLE)/data/german_credit.csv $(EXAMPLE)/data/incoming/german_credit.csv --policy $(EXAMPLE)/bastion.toml --no-store || test $$? -eq 1
 	@echo "HTML reports written to demo-report.html and demo-data-report.html, BOM to demo-bom.json"
+	@echo "== evidence for the release gate, recorded in $(DEMO_STORE): scan, signature, data, probe, lineage"
+	rm -f $(DEMO_STORE) $(DEMO_STORE)-wal $(DEMO_STORE)-shm
+	@echo "   (the model folder holds the tampered copy too: the scan fails, and the gate judges each file by its digest)"
+	$(BIN)/bastion scan $(EXAMPLE)/model $(EVIDENCE) -o /dev/null || test $$? -eq 1
+	$(BIN)/bastion verify $(EXAMPLE)/model/credit_model.joblib --key $(EXAMPLE)/keys/release.pub $(EVIDENCE) -o /dev/null
+	$(BIN)/bastion data check --train $(EXAMPLE)/data/german_credit.csv --target creditability $(EVIDENCE) -o /dev/null
+	$(BIN)/bastion probe $(EXAMPLE)/model/credit_model.joblib --data $(EXAMPLE)/data/incoming/test.csv --target creditability --label-map good=1 bad=0 --immutable age_in_years personal_status_and_sex foreign_worker --monotone credit_amount=-1 duration_in_month=-1 --attacks evasion,extraction $(EVIDENCE) -o /dev/null
+	$(BIN)/bastion lineage record --model $(EXAMPLE)/model/credit_model.joblib --dataset $(EXAMPLE)/data/german_credit.manifest.json --code $(EXAMPLE)/train.py --param model=logistic-regression --param split_seed=0 --deployment credit-scoring-guard --store $(DEMO_STORE)
+	$(BIN)/bastion lineage show $(EXAMPLE)/model/credit_model.joblib --store $(DEMO_STORE)
+	@echo "== release gate on the tampered copy (exit 1 expected: blocking scan, no signature, no lineage, no probe)"
+	$(BIN)/bastion gate $(EXAMPLE)/model/tampered/credit_model.joblib --policy $(EXAMPLE)/bastion.toml --store $(DEMO_STORE) || test $$? -eq 1
+	@echo "== release gate on the released model (exit 0 expected)"
+	$(BIN)/bastion gate $(EXAMPLE)/model/credit_model.joblib --policy $(EXAMPLE)/bastion.toml --store $(DEMO_STORE)
+	$(BIN)/bastion report compliance --framework eu-ai-act --store $(DEMO_STORE) -o demo-compliance.html
+	@echo "Compliance evidence in demo-compliance.html. Open the dashboard on the demo store:"
+	@echo "  $(BIN)/bastion guard keys create --scope audit:read --note demo --keys-db demo-guard-keys.sqlite3"
+	@echo "  $(BIN)/bastion ui --store $(DEMO_STORE) --keys-db demo-guard-keys.sqlite3"
 
 # the dashboard's browser tests drive Debian's Chromium (Playwright never downloads a browser)
 CHROMIUM := /usr/bin/chromium
@@ -78,4 +97,4 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html
+	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html demo-compliance.html demo-history.sqlite3*
