@@ -122,9 +122,11 @@ MIGRATIONS = (
     """,
     # 4: what the dashboard (bastion.ui) pages and charts need at scale: findings by stage in
     # index order, and per-run counts by day, stage and severity (trends without a pass over
-    # the findings table)
+    # the findings table); the covering indexes keep a year of trends off the table rows
+    # (a run's row holds its whole report)
     """
     CREATE INDEX findings_stage ON findings (stage, run_id);
+    CREATE INDEX findings_stage_severity ON findings (stage, severity, run_id);
     CREATE TABLE run_counts (
         run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
         day TEXT NOT NULL,
@@ -133,7 +135,8 @@ MIGRATIONS = (
         n INTEGER NOT NULL,
         PRIMARY KEY (run_id, stage, severity)
     ) WITHOUT ROWID;
-    CREATE INDEX run_counts_day ON run_counts (day, stage, severity);
+    CREATE INDEX run_counts_day ON run_counts (day, stage, severity, n);
+    CREATE INDEX runs_day_status ON runs (started_at, status);
     INSERT INTO run_counts (run_id, day, stage, severity, n)
     SELECT findings.run_id, substr(runs.started_at, 1, 10), findings.stage, findings.severity,
            COUNT(*)
@@ -523,7 +526,7 @@ class Store:
         before_id: int | None = None,
         limit: int = 100,
     ) -> list[StoredFinding]:
-        """Findings newest first, filtered; page with `before_id` (the last id of the
+        """Findings newest run first, filtered; page with `before_id` (the last id of the
         previous page). Taxonomy filters pass the ids of the rules carrying the tag."""
         clauses: list[str] = []
         parameters: list[Any] = []
@@ -543,12 +546,13 @@ class Store:
             clauses.append("severity >= ?")
             parameters.append(min_severity.rank)
         if before_id is not None:
-            clauses.append("id < ?")
-            parameters.append(before_id)
+            # keyset on (run_id, id): the order of every (column, run_id) index
+            clauses.append("(run_id, id) < ((SELECT run_id FROM findings WHERE id = ?), ?)")
+            parameters.extend((before_id, before_id))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
             "SELECT id, run_id, rule_id, severity, stage, path, fingerprint, gate, message, "
-            f"digest FROM findings{where} ORDER BY id DESC LIMIT ?",
+            f"digest FROM findings{where} ORDER BY run_id DESC, id DESC LIMIT ?",
             (*parameters, limit),
         ).fetchall()
         names = StoredFinding.__struct_fields__
