@@ -34,6 +34,7 @@ from bastion.ui.guard_activity import chart_payload, read_activity
 from bastion.ui.headers import SecurityHeaders
 from bastion.ui.queries import (
     ASPECTS,
+    EXACT_COUNT_LIMIT,
     GATES,
     SEVERITIES,
     STAGES,
@@ -406,6 +407,7 @@ def create_app(
             severities=SEVERITIES,
             gates=GATES,
             taxonomy_ids=ui.history.taxonomy_ids(),
+            exact_limit=EXACT_COUNT_LIMIT,
         )
 
     @page("findings")
@@ -497,9 +499,8 @@ def create_app(
     @page("compliance")
     def compliance_page(request: Request, session: Session) -> Response:
         names = compliance.frameworks()
-        framework = request.query_params.get("framework", "eu_ai_act")
+        framework = request.query_params.get("framework", "eu-ai-act")
         framework = framework if framework in names else next(iter(names))
-        matrix = compliance.matrix(framework, ui.history.rule_tags(), ui.history.rule_evidence())
         return ui.render(
             request,
             "compliance.html",
@@ -507,7 +508,8 @@ def create_app(
             session,
             frameworks=names,
             framework=framework,
-            matrix=matrix,
+            matrix=compliance.matrix(framework, ui.history),
+            cap=compliance.FIRING_CAP,
         )
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -4,9 +4,10 @@ per worker, `bastion.guard.audit`): counts of allowed, flagged and blocked reque
 
 The files are opened read-only and only the newest `MAX_EVENTS` events of each are read (by
 the primary key, newest first), so a long-lived log costs the page a bounded amount; the page
-says when it shows only part of the log. Events are decoded as `AuditEvent`s: a record an
-editor of the file made unreadable is counted as unreadable, never shown raw. Verifying the
-chain is `bastion audit verify`'s job, not a page view's."""
+says when it shows only part of the log. Each event is decoded (msgspec, typed) into the
+fields the page needs; a record an editor of the file made unreadable is counted as such,
+never shown raw. Verifying the chain is `bastion audit verify`'s job, not a page view's. The
+summary is kept until a log changes (size or modification time of a log or its WAL)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import math
 import sqlite3
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bastion.records import Record
 
@@ -70,22 +73,54 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(values[rank], 2)
 
 
+class _Stored(msgspec.Struct, frozen=True):
+    """(A plain msgspec struct, not a Record: it must ignore the event's other fields.) The
+    fields of a stored audit event the page reads, decoded without `AuditEvent`'s
+    per-field checks (the writer made them; a page view reads up to MAX_EVENTS of them). A
+    record whose fields do not have these types counts as unreadable."""
+
+    at: str
+    route: str
+    status: int
+    latency_ms: float
+    key_id: str | None = None
+    decisions: dict[str, str] = {}
+
+
+_DECODER = msgspec.json.Decoder(_Stored)
+_CACHE: dict[tuple[Any, ...], GuardActivity] = {}
+
+
+def _state(files: list[Path]) -> tuple[Any, ...]:
+    """What changes when any worker appends: each log's and WAL's size and mtime."""
+    state: list[Any] = []
+    for path in files:
+        for part in (path, path.with_name(path.name + "-wal")):
+            try:
+                stat = part.stat()
+                state.append((str(part), stat.st_size, stat.st_mtime_ns))
+            except OSError:
+                state.append((str(part), None, None))
+    return tuple(state)
+
+
 def read_activity(folder: Path | None) -> GuardActivity | None:
-    """What the guard page shows, or None when no audit folder was given."""
+    """What the guard page shows, or None when no audit folder was given. Read again only
+    when a log changed since the last read (the page is often reloaded, the log is not)."""
     if folder is None:
         return None
-    import msgspec
-
-    from bastion.guard.audit import AuditEvent
     from bastion.guard.audit_verify import audit_files, connect_read_only
     from bastion.guard.checkpoints import AuditError
 
     try:
         files = audit_files(folder)
     except AuditError as exc:
-        return _empty(str(exc.message if hasattr(exc, "message") else exc))
-    decoder = msgspec.json.Decoder(AuditEvent)
-    events: list[GuardEvent] = []
+        return _empty(exc.message)
+    state = _state(files)
+    cached = _CACHE.get(state)
+    if cached is not None:
+        return cached
+    events: list[tuple[str, str, int, _Stored]] = []
     unreadable = 0
     partial = False
     for path in files:
@@ -105,25 +140,30 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
             rows = rows[:MAX_EVENTS]
         for seq, blob in rows:
             try:
-                event = decoder.decode(blob if isinstance(blob, bytes) else str(blob).encode())
+                stored = _DECODER.decode(blob if isinstance(blob, bytes) else str(blob).encode())
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 unreadable += 1
                 continue
-            events.append(
-                GuardEvent(
-                    worker=worker,
-                    seq=int(seq),
-                    at=event.at,
-                    key_id=event.key_id,
-                    route=event.route,
-                    status=event.status,
-                    latency_ms=event.latency_ms,
-                    outcome=outcome(event.status, event.decisions),
-                    decisions=dict(event.decisions),
-                )
-            )
-    events.sort(key=lambda e: (e.at, e.worker, e.seq), reverse=True)
-    return _summarise(tuple(p.name for p in files), events, partial, unreadable)
+            events.append((stored.at, worker, int(seq), stored))
+    events.sort(key=lambda e: (e[0], e[1], e[2]), reverse=True)
+    activity = _summarise(tuple(p.name for p in files), events, partial, unreadable)
+    _CACHE.clear()
+    _CACHE[state] = activity
+    return activity
+
+
+def _event(worker: str, seq: int, stored: _Stored) -> GuardEvent:
+    return GuardEvent(
+        worker=worker,
+        seq=seq,
+        at=stored.at,
+        key_id=stored.key_id,
+        route=stored.route,
+        status=stored.status,
+        latency_ms=stored.latency_ms,
+        outcome=outcome(stored.status, stored.decisions),
+        decisions=dict(stored.decisions),
+    )
 
 
 def _empty(problem: str) -> GuardActivity:
@@ -144,33 +184,39 @@ def _empty(problem: str) -> GuardActivity:
 
 
 def _summarise(
-    files: tuple[str, ...], events: list[GuardEvent], partial: bool, unreadable: int
+    files: tuple[str, ...],
+    events: list[tuple[str, str, int, _Stored]],
+    partial: bool,
+    unreadable: int,
 ) -> GuardActivity:
     outcomes = {"allowed": 0, "flagged": 0, "blocked": 0, "refused": 0}
     detectors: dict[str, dict[str, int]] = {}
     hours: list[str] = []
     if events:
-        newest = _hour(events[0].at)
-        oldest = max(_hour(events[-1].at), newest - dt.timedelta(hours=167))
+        newest = _hour(events[0][0])
+        oldest = max(_hour(events[-1][0]), newest - dt.timedelta(hours=167))
         count = int((newest - oldest).total_seconds() // 3600) + 1
         hours = [(oldest + dt.timedelta(hours=n)).strftime("%Y-%m-%dT%H:00Z") for n in range(count)]
-    index = {h: i for i, h in enumerate(hours)}
+    index = {h[:13]: i for i, h in enumerate(hours)}
     by_hour = {name: [0] * len(hours) for name in outcomes}
     latencies: list[list[float]] = [[] for _ in hours]
-    for event in events:
-        outcomes[event.outcome] += 1
-        for detector, action in event.decisions.items():
+    alerts: list[GuardEvent] = []
+    for at, worker, seq, stored in events:
+        result = outcome(stored.status, stored.decisions)
+        outcomes[result] += 1
+        for detector, action in stored.decisions.items():
             actions = detectors.setdefault(detector, {})
             actions[action] = actions.get(action, 0) + 1
-        i = index.get(_hour(event.at).strftime("%Y-%m-%dT%H:00Z"))
+        i = index.get(at[:13])
         if i is not None:
-            by_hour[event.outcome][i] += 1
-            latencies[i].append(event.latency_ms)
+            by_hour[result][i] += 1
+            latencies[i].append(stored.latency_ms)
+        if result in ("flagged", "blocked") and len(alerts) < RECENT:
+            alerts.append(_event(worker, seq, stored))
     latency = {
         name: tuple(_percentile(values, q) for values in latencies)
         for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
     }
-    alerts = tuple(e for e in events if e.outcome in ("flagged", "blocked"))[:RECENT]
     return GuardActivity(
         files=files,
         events=len(events),
@@ -180,8 +226,8 @@ def _summarise(
         hours=tuple(hours),
         by_hour={k: tuple(v) for k, v in by_hour.items()},
         latency=latency,
-        alerts=alerts,
-        recent=tuple(events[:RECENT]),
+        alerts=tuple(alerts),
+        recent=tuple(_event(w, q, e) for _, w, q, e in events[:RECENT]),
         detectors=dict(sorted(detectors.items())),
     )
 

@@ -26,7 +26,8 @@ from bastion.records import Record, field
 
 PAGE = 50
 QUERY_BUDGET_S = 2.0
-EXACT_COUNT_LIMIT = 50_000  # candidate rows counted exactly when filters combine
+EXACT_COUNT_LIMIT = 20_000  # counted exactly below this; above it the page says 'more than'
+RANK_CAP = 2_000  # filters are ranked by their counts up to this
 SEVERITIES = tuple(s.value for s in Severity)  # by rank
 STAGES = tuple(s.value for s in Stage)
 GATES = ("failing", "waived", "baselined", "below")
@@ -319,14 +320,23 @@ class History:
         return [r[0] for r in self._run("SELECT DISTINCT rule_id FROM findings")]
 
     def _drivers(self, flt: FindingFilter) -> list[tuple[str, list[Any]]]:
-        """The indexed filters of `flt` as (column, values)."""
+        """The indexed filters of `flt` as (columns, values): one column and its values, or
+        "stage, severity" and (stage, severity) pairs."""
         drivers: list[tuple[str, list[Any]]] = []
         if flt.run is not None:
             drivers.append(("run_id", [flt.run]))
         if flt.digest is not None:
             drivers.append(("digest", [flt.digest]))
-        if flt.stage is not None:
+        ranks = None
+        if flt.severity is not None:
+            ranks = list(range(Severity(flt.severity).rank, len(SEVERITIES)))
+        if flt.stage is not None and ranks is not None:
+            # one seek per severity on (stage, severity, run_id), never a row-by-row check
+            drivers.append(("stage, severity", [(flt.stage, rank) for rank in ranks]))
+        elif flt.stage is not None:
             drivers.append(("stage", [flt.stage]))
+        elif ranks is not None:
+            drivers.append(("severity", ranks))
         rules: set[str] | None = None
         if flt.rule is not None:
             rules = {flt.rule}
@@ -335,18 +345,38 @@ class History:
             rules = tagged if rules is None else rules & tagged
         if rules is not None:
             drivers.append(("rule_id", sorted(rules)))
-        if flt.severity is not None:
-            rank = Severity(flt.severity).rank
-            drivers.append(("severity", list(range(rank, len(SEVERITIES)))))
         return drivers
 
-    def _count(self, column: str, values: list[Any]) -> int:
+    def _count(self, column: str, values: list[Any], cap: int = EXACT_COUNT_LIMIT) -> int:
+        """Rows matching `column IN values`, counted on the column's index up to `cap` (a
+        count past the cap stops there: it only has to rank the filters)."""
         total = 0
         for value in values:
             total += int(
-                self._run(f"SELECT COUNT(*) FROM findings WHERE {column} = ?", (value,))[0][0]
+                self._run(
+                    f"SELECT COUNT(*) FROM (SELECT 1 FROM findings WHERE {_equal(column)} LIMIT ?)",
+                    (*_tuple(value), cap - total),
+                )[0][0]
             )
+            if total >= cap:
+                break
         return total
+
+    def _stage_severity_total(self, flt: FindingFilter) -> int:
+        """The exact count of a stage and/or minimum-severity filter, from the per-run counts
+        (a few rows per run instead of every finding)."""
+        clauses: list[str] = []
+        parameters: list[Any] = []
+        if flt.stage is not None:
+            clauses.append("stage = ?")
+            parameters.append(flt.stage)
+        if flt.severity is not None:
+            clauses.append("severity >= ?")
+            parameters.append(Severity(flt.severity).rank)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return int(
+            self._run(f"SELECT COALESCE(SUM(n), 0) FROM run_counts{where}", parameters)[0][0]
+        )
 
     def findings(
         self, flt: FindingFilter, cursor: str | None = None, limit: int = PAGE
@@ -370,12 +400,20 @@ class History:
                 )
                 total = None if gate_clause else self.totals_findings()
             else:
-                sized = sorted(((self._count(c, v), c, v) for c, v in drivers), key=lambda d: d[0])
+                sized = sorted(
+                    ((self._count(c, v, RANK_CAP), c, v) for c, v in drivers), key=lambda d: d[0]
+                )
                 size, column, values = sized[0]
                 rest = [(c, v) for _, c, v in sized[1:]]
                 rows = self._driven(column, values, rest, gate_clause, after, limit + 1)
-                total = size if not rest and not gate_clause else None
-                if total is None and size <= EXACT_COUNT_LIMIT:
+                total = None
+                only = {part for _, c, _ in sized for part in c.split(", ")}
+                if not gate_clause and only <= {"stage", "severity"}:
+                    total = self._stage_severity_total(flt)
+                elif not rest and not gate_clause:
+                    size = size if size < RANK_CAP else self._count(column, values)
+                    total = size if size < EXACT_COUNT_LIMIT else None
+                elif size < RANK_CAP:
                     total = self._filtered_count(column, values, rest, gate_clause)
         except QueryTooSlow:
             return FindingPage(rows=(), next_cursor=None, total=None, too_slow=True)
@@ -422,8 +460,8 @@ class History:
         order = "id DESC" if column == "run_id" else "run_id DESC, id DESC"
         streams = [
             self._run(
-                f"{_FINDING_SELECT} WHERE {column} = ?{extra} ORDER BY {order} LIMIT ?",
-                (value, *parameters, limit),
+                f"{_FINDING_SELECT} WHERE {_equal(column)}{extra} ORDER BY {order} LIMIT ?",
+                (*_tuple(value), *parameters, limit),
             )
             for value in values
         ]
@@ -442,7 +480,8 @@ class History:
         return sum(
             int(
                 self._run(
-                    f"SELECT COUNT(*) FROM findings WHERE {column} = ?{extra}", (value, *parameters)
+                    f"SELECT COUNT(*) FROM findings WHERE {_equal(column)}{extra}",
+                    (*_tuple(value), *parameters),
                 )[0][0]
             )
             for value in values
@@ -741,17 +780,40 @@ class History:
             )
         ]
 
-    def rule_evidence(self) -> dict[str, tuple[int, int, str]]:
-        """rule id -> (findings, latest run id, its start) for the rules that fired."""
+    def rule_firing(self, rule_id: str, cap: int) -> tuple[int, int, str] | None:
+        """(findings, capped at `cap`; the latest run with one; its start) for a rule, or
+        None if it never fired: an index seek and a bounded index range."""
+        latest = self._run("SELECT MAX(run_id) FROM findings WHERE rule_id = ?", (rule_id,))
+        if not latest or latest[0][0] is None:
+            return None
+        count = self._run(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM findings WHERE rule_id = ? LIMIT ?)",
+            (rule_id, cap),
+        )[0][0]
+        started = self._run("SELECT started_at FROM runs WHERE id = ?", (latest[0][0],))
+        return int(count), int(latest[0][0]), started[0][0] if started else ""
+
+    def latest_runs_by_command(self) -> dict[str, tuple[int, str, str]]:
+        """command -> (its newest run, when it started, its verdict)."""
         out = {}
-        for rule_id in self.rule_ids():
+        for command in self.commands():
             rows = self._run(
-                "SELECT COUNT(*), MAX(run_id) FROM findings WHERE rule_id = ?", (rule_id,)
+                "SELECT id, started_at, status FROM runs WHERE command = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (command,),
             )
-            count, latest = rows[0]
-            started = self._run("SELECT started_at FROM runs WHERE id = ?", (latest,))
-            out[rule_id] = (int(count), int(latest), started[0][0] if started else "")
+            if rows:
+                out[command] = (int(rows[0][0]), str(rows[0][1]), str(rows[0][2]))
         return out
+
+
+def _equal(columns: str) -> str:
+    """`a = ? AND b = ?` for a driver's columns ("a, b")."""
+    return " AND ".join(f"{c} = ?" for c in columns.split(", "))
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 _FINDING_SELECT = (
