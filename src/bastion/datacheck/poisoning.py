@@ -17,17 +17,20 @@ subgroup predicts for it:
    the rows and of any label's rows), and each fold's model trains without its candidates'
    rows and predicts them;
 3. the test: the subgroup's count of other labels O against the count E those predictions
-   expect (Poisson-binomial lower tail, Bonferroni over every subgroup scanned, family-wise
-   `label_alpha`), and an effect size (E ≥ 2·O + 3 and E − O ≥ 20% of the subgroup). A pair
-   of values far more frequent than its two values make likely (rows edited to carry it) needs
-   the label test at `label_alpha` only. A subgroup whose rows of other labels are the ones
-   the leave-out model ranks least likely to carry its label (AUC ≥ 0.75) is a level effect
-   the model could not learn without seeing it, not planted labels: not reported. Most
-   legitimately predictive values and bins fail the test anyway: what a model learns from the
-   other rows already expects most of their label. Reported
-   rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the rows)
-   every row of the pattern with its label; for a larger subgroup, its rows of its label that
-   the leave-out model would, by confident learning's per-class thresholds, label otherwise.
+   expect (Poisson-binomial lower tail; weighted Bonferroni: `label_alpha` shared by three
+   families — single values, pairs, places in feature space — each share split over the
+   subgroups its family scanned), and an effect size (E >= 2·O + 3, E - O >= 20% of the
+   subgroup). A pair of values far more frequent than its two values make likely (rows
+   edited to carry it) needs the label test at `label_alpha` only. A subgroup whose rows of
+   other labels are the ones the leave-out model ranks least likely to carry its label
+   (AUC >= 0.75) is a level effect the model could not learn without seeing it, not planted
+   labels: not reported. Most legitimately predictive values and bins fail the test anyway:
+   what a model learns from the other rows already expects most of their label.
+   Reported rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the
+   rows) every row of the pattern with its label; for a larger subgroup, its rows of its
+   label that the leave-out model would, by confident learning's per-class thresholds, label
+   otherwise. A confirmed region is grown along its label's nearest rows while a model
+   without it would label them otherwise.
 
 Near-duplicates with conflicting labels (LBL004): rows equal on every modelled column after
 quantising numbers to 1% of their spread. Outliers in the wrong class (LBL005): rows much
@@ -64,6 +67,16 @@ NEIGHBOURS = 10
 MAX_REGIONS = 100  # neighbourhoods around disagreeing rows tested, at most
 KNN_REFERENCE_ROWS = 20_000  # reference rows per label for the kNN checks, at most
 SEED = 0
+# candidate kinds in the three families that share the test's alpha: single values, pairs of
+# values, and places in feature space (bins of a number, clusters, regions)
+FAMILIES = {
+    "value": "values",
+    "pair": "pairs",
+    "bin": "places",
+    "cluster": "places",
+    "region": "places",
+}
+FAMILY_NAMES = ("values", "pairs", "places")
 EFFECT_SHARE = 0.2
 EXACT_TAIL_ROWS = 5_000
 FOLLOWS_AUC = 0.75
@@ -155,7 +168,13 @@ class Candidate(NamedTuple):
 
 class Candidates(NamedTuple):
     items: list[Candidate]
-    scanned: int
+    scanned: dict[str, int]  # subgroups scanned per family (see FAMILIES)
+
+    def cutoff(self, kind: str, alpha: float) -> float:
+        """The p-value a subgroup of this kind must reach: `alpha` shared equally by the three
+        families, each share split over the subgroups its family scanned (weighted
+        Bonferroni: the family-wise error stays at most alpha)."""
+        return alpha / len(FAMILY_NAMES) / max(1, self.scanned.get(FAMILIES[kind], 0))
 
 
 def detect(
@@ -292,7 +311,7 @@ def find_candidates(
     purity = options.label_group_purity
     trigger_rows = max(smallest, int(options.label_trigger_max_share * n))
     found: dict[bytes, Candidate] = {}
-    scanned = 0
+    scanned = dict.fromkeys(FAMILY_NAMES, 0)
 
     def consider(
         kind: str,
@@ -300,11 +319,10 @@ def find_candidates(
         pattern: tuple[tuple[str, str], ...],
         cooccurrence: float = 1.0,
     ) -> None:
-        nonlocal scanned
         size = len(positions)
         if size < smallest:
             return
-        scanned += 1
+        scanned[FAMILIES[kind]] += 1
         counts = np.bincount(labels[positions], minlength=k)
         label = int(counts.argmax())
         if counts[label] < purity * size or size > 0.5 * class_counts[label]:
@@ -538,8 +556,6 @@ def judge(
     labels = frame.labels
     n = len(labels)
     folds = _pack(candidates, labels)
-    tested = found.scanned
-    cutoff = options.label_alpha / max(tested, 1)
     hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray]] = []
     for fold in folds:
         held = np.zeros(n, dtype=bool)
@@ -556,6 +572,7 @@ def judge(
             if expected < 2 * observed + 3 or expected - observed < EFFECT_SHARE * size:
                 continue
             p_value = lower_tail(1.0 - probs[:, candidate.label], observed)
+            cutoff = found.cutoff(candidate.kind, options.label_alpha)
             # a pair far more frequent than its two values make likely (rows edited to carry
             # it) needs the label evidence at the family-wise level only once
             edited = candidate.cooccurrence <= cutoff and p_value <= options.label_alpha
@@ -597,7 +614,7 @@ def judge(
             int(observed),
             float(expected),
             p_value,
-            tested,
+            found.scanned[FAMILIES[candidate.kind]],
             options,
             location,
         )
@@ -704,7 +721,7 @@ def _subgroup_finding(
     observed: int,
     expected: float,
     p_value: float,
-    tested: int,
+    scanned: int,
     options: DataOptions,
     location: Location,
 ) -> Finding:
@@ -724,8 +741,8 @@ def _subgroup_finding(
     evidence = (
         f"{'trigger' if is_trigger else 'subgroup'}: {described}; target label {label!r} on "
         f"{size - observed} of {size} rows; a model that never saw them expects {expected:.1f} "
-        f"with another label (observed {observed}; p={p_value:.1e}, {tested} subgroups "
-        f"tested); {len(positions)} rows it would label otherwise"
+        f"with another label (observed {observed}; p={p_value:.1e} against a bound for "
+        f"{scanned} {FAMILIES[candidate.kind]} scanned); {len(positions)} rows flagged"
     )
     if is_trigger:
         message = (
