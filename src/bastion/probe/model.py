@@ -294,14 +294,34 @@ class OnnxModel(Model):
                 scores = np.asarray(raw, dtype=float)
                 if scores.ndim == 1:
                     scores = np.column_stack([1 - scores, scores])
+        labels = _texts(results[self.label_output]) if self.label_output is not None else None
         if not self.classes and scores is not None:
-            self.classes = tuple(str(i) for i in range(scores.shape[1]))
-        if self.label_output is not None:
-            labels = _texts(results[self.label_output])
-        else:
+            self.classes = self._classes_from(labels, scores)
+        if labels is None:
             assert scores is not None
             labels = np.array(self.classes, dtype=object)[scores.argmax(axis=1)]
         return Output(labels, scores)
+
+    def _classes_from(self, labels: numpy.ndarray | None, scores: numpy.ndarray) -> tuple[str, ...]:
+        """The classes in score order, when the graph gives a score tensor (no ZipMap): from
+        the label each row got against its highest score. A class that is never the top
+        score in the first batch cannot be named: a usage error asking for --classes."""
+        if labels is None:
+            return tuple(str(i) for i in range(scores.shape[1]))
+        top = scores.argmax(axis=1)
+        named: dict[int, str] = {}
+        for index, label in zip(top, labels, strict=True):
+            if named.setdefault(int(index), str(label)) != str(label):
+                raise UsageError(
+                    f"{self.name}: the ONNX model's labels do not follow its scores",
+                    hint="name the classes in score order (--classes)",
+                )
+        if len(named) != scores.shape[1]:
+            raise UsageError(
+                f"{self.name}: cannot tell the ONNX model's classes from its answers",
+                hint="name the classes in score order (--classes)",
+            )
+        return tuple(named[i] for i in range(scores.shape[1]))
 
 
 class TorchModel(Model):

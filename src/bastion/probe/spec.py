@@ -147,8 +147,10 @@ class ProbeSpec(Checked):
 
 def _without_nulls(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != ()}
-    if isinstance(value, list):
+        return {
+            k: _without_nulls(v) for k, v in value.items() if v is not None and v != () and v != []
+        }
+    if isinstance(value, list | tuple):
         return [_without_nulls(v) for v in value]
     return value
 
