@@ -31,7 +31,10 @@ def test_a_simple_model_is_copied(credit: tuple[Table, Table], credit_lr: Any) -
     data_like = metrics["curves"]["data_like"]
     assert data_like[-1]["fidelity"] >= data_like[0]["fidelity"] - 0.05
     assert metrics["best_fidelity"] > 0.85  # a linear model over six features copies well
-    assert set(metrics["hardening"]) == {"labels", "scores", "rounded_0.1"}
+    hardening = metrics["hardening"]
+    assert set(hardening) == {"labels", "scores", "rounded_0.1", "top_1"}
+    # two classes: the top score and its class carry everything the scores do
+    assert hardening["top_1"] == hardening["scores"]
     assert metrics["recommendation"]["output"] in metrics["hardening"]
     assert [f.rule_id for f in result.findings] == ["PRB020"]
     # the attacker's budget is what was spent: 3 strategies + hardening, plus the hold-out
@@ -67,3 +70,30 @@ def test_random_queries_stay_inside_the_spec(credit: tuple[Table, Table]) -> Non
     base = test.features.to_numpy(dtype=object)[0]
     for row in rows.to_numpy(dtype=object):
         assert validate_change(relaxed, base, row) == []
+
+
+def test_top_k_hardening_on_three_classes() -> None:
+    """Three classes: top-1 hides the runner-up's score, top-2 shows it; labels show least.
+    Each hardening is a fidelity in [0, 1] and top-k output keeps only k scores."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from bastion.probe.extraction import top_k
+    from bastion.probe.spec import infer
+
+    scores = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    assert np.allclose(top_k(scores, 1), [[0.6, 0.2, 0.2], [0.25, 0.5, 0.25]])
+    assert np.allclose(top_k(scores, 2), [[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame(rng.normal(size=(600, 3)), columns=["a", "b", "c"])
+    y = np.array(["low", "mid", "high"])[
+        np.digitize(x["a"] + 0.5 * x["b"] + rng.normal(0, 0.3, 600), [-0.6, 0.6])
+    ]
+    model = wrap(LogisticRegression(max_iter=500).fit(x.iloc[:300], y[:300]))
+    spec = infer(x, favourable="high")
+    result = run_extraction(model, spec, x.iloc[300:], y[300:], ProbeSettings(queries=300), LOC)
+    hardening = result.metrics["hardening"]
+    assert set(hardening) == {"labels", "scores", "rounded_0.1", "top_1", "top_2"}
+    assert all(0.0 <= v <= 1.0 for v in hardening.values())
+    assert hardening["scores"] >= hardening["labels"] - 0.05

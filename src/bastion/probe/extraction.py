@@ -10,10 +10,12 @@ retrained at each checkpoint; its fidelity (agreement with the model on the hold
 accuracy (against the true labels) are reported against the query count.
 
 Output hardening is measured at the full budget with data-like queries: full scores (the copy
-regresses the score), scores rounded to one decimal, and labels only. The recommendation names
-the hardening that leaves the lowest fidelity and the query count per client past which the
-copy reaches the policy's fidelity threshold, for the runtime guard's output and rate-limit
-settings."""
+regresses the score vector), scores rounded to one decimal, top-k (the k best classes with
+their scores; k = 1, and 2 for three classes or more) and labels only. For two classes top-1
+carries exactly what the scores carry (p and 1 - p), and the figures say so. The
+recommendation names the hardening that leaves the lowest fidelity and the query count per
+client past which the copy reaches the policy's fidelity threshold, for the runtime guard's
+output and rate-limit settings."""
 
 from __future__ import annotations
 
@@ -112,6 +114,22 @@ def data_like_rows(pool: pandas.DataFrame, n: int, rng: Any) -> pandas.DataFrame
     return mixed.astype(pool.dtypes.to_dict())
 
 
+def top_k(scores: numpy.ndarray, k: int) -> numpy.ndarray:
+    """What an attacker sees of top-k output (the k best classes and their scores), as score
+    vectors: the classes not shown share what is left of the probability mass equally."""
+    import numpy as np
+
+    n, classes = scores.shape
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    shown = np.zeros_like(scores, dtype=bool)
+    shown[np.arange(n)[:, None], order] = True
+    kept = np.where(shown, scores, 0.0)
+    if classes > k:
+        rest = np.clip(1.0 - kept.sum(axis=1, keepdims=True), 0.0, None) / (classes - k)
+        kept = np.where(shown, kept, rest)
+    return kept
+
+
 def _fit_predict(
     spec: ProbeSpec, x: pandas.DataFrame, y: numpy.ndarray, holdout: pandas.DataFrame
 ) -> numpy.ndarray:
@@ -190,15 +208,15 @@ def run_extraction(
     x = data_like_rows(pool, budget, rng)
     out = model.query(x)
     hardening["labels"] = score(_fit_predict(spec, x, out.labels, holdout), budget)["fidelity"]
-    if out.scores is not None and out.scores.shape[1] == 2:
-        positive = model.classes[1]
-        for name, scores in (
-            ("scores", out.scores[:, 1]),
-            ("rounded_0.1", np.round(out.scores[:, 1], 1)),
-        ):
+    if out.scores is not None and out.scores.shape[1] >= 2:
+        classes = np.array(model.classes, dtype=object)
+        variants = {"scores": out.scores, "rounded_0.1": np.round(out.scores, 1)}
+        for k in range(1, min(3, out.scores.shape[1])):
+            variants[f"top_{k}"] = top_k(out.scores, k)
+        for name, scores in variants.items():
             copy = _surrogate(spec, regression=True).fit(x, scores)
-            guess = np.where(copy.predict(holdout) >= 0.5, positive, model.classes[0])
-            hardening[name] = round(float(np.mean(guess.astype(object) == target)), 6)
+            guess = classes[np.asarray(copy.predict(holdout)).reshape(len(holdout), -1).argmax(1)]
+            hardening[name] = round(float(np.mean(guess == target)), 6)
     best_strategy = max(curves, key=lambda k: curves[k][-1]["fidelity"])
     best = curves[best_strategy][-1]["fidelity"]
     reached = [
