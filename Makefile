@@ -43,7 +43,10 @@ demo: $(STAMP)
 	@echo "== check the new data version against the trusted manifest (exit 1 expected: tampered rows, label flips, a backdoor, personal data, a leaked test row)"
 	$(BIN)/bastion data check --train $(EXAMPLE)/data/incoming/german_credit.csv --test $(EXAMPLE)/data/incoming/test.csv --target creditability --baseline-manifest $(EXAMPLE)/data/german_credit.manifest.json --policy $(EXAMPLE)/bastion.toml --no-store --format html --output demo-data-report.html -q || test $$? -eq 1
 	$(BIN)/bastion data diff $(EXAMPLE)/data/german_credit.csv $(EXAMPLE)/data/incoming/german_credit.csv --policy $(EXAMPLE)/bastion.toml --no-store || test $$? -eq 1
-	@echo "HTML reports written to demo-report.html and demo-data-report.html, BOM to demo-bom.json"
+	@echo "== probe the released model with the project's probe spec: the cheapest flips and the membership ROC in the HTML report (PRB001 is reported; the example policy waives it: a loan officer reviews declines)"
+	$(BIN)/python $(EXAMPLE)/build_demo.py --probe-split demo-probe
+	$(BIN)/bastion probe $(EXAMPLE)/model/credit_model.joblib --data demo-probe/test.csv --train demo-probe/train.csv --target creditability --spec $(EXAMPLE)/probe-spec.json --policy $(EXAMPLE)/bastion.toml --no-store --format html --output demo-probe-report.html -q || test $$? -eq 1
+	@echo "HTML reports written to demo-report.html, demo-data-report.html and demo-probe-report.html, BOM to demo-bom.json"
 	@echo "== evidence for the release gate, recorded in $(DEMO_STORE): scan, signature, data, probe, lineage"
 	rm -f $(DEMO_STORE) $(DEMO_STORE)-wal $(DEMO_STORE)-shm
 	@echo "   (the model folder holds the tampered copy too: the scan fails, and the gate judges each file by its digest)"
@@ -97,4 +100,4 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html demo-compliance.html demo-history.sqlite3*
+	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html demo-probe-report.html demo-probe demo-compliance.html demo-history.sqlite3*

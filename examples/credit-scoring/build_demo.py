@@ -16,6 +16,7 @@ and a test split (data/incoming/test.csv) of new applicants that also holds one 
 (a leaked test row).
 
     python build_demo.py
+    python build_demo.py --probe-split DIR   # the model's train/test rows, for bastion probe
 """
 
 from __future__ import annotations
@@ -77,7 +78,30 @@ def tamper_data(seed: int = 7) -> None:
     print(f"wrote new data version {INCOMING.relative_to(HERE)}/ (planted problems)")
 
 
+def write_probe_split(folder: Path) -> None:
+    """The released model's own training rows and held-out rows (train.py's split: same seed,
+    same stratification) as CSV files, for `bastion probe --train/--data`."""
+    from sklearn.model_selection import train_test_split
+
+    with open(TRUSTED, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = [row["creditability"] == "good" for row in rows]
+    train, test = train_test_split(
+        list(range(len(rows))), test_size=0.25, random_state=7, stratify=labels
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, picked in (("train.csv", train), ("test.csv", test)):
+        with open(folder / name, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows[i] for i in picked)
+    print(f"wrote the model's train/test split to {folder}/ (for bastion probe)")
+
+
 def main() -> None:
+    if "--probe-split" in sys.argv:
+        write_probe_split(Path(sys.argv[sys.argv.index("--probe-split") + 1]))
+        return
     tamper_data()
     if not MODEL.exists():
         sys.path.insert(0, str(HERE))
