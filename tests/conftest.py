@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,32 @@ def malicious(corpus_dir: Path, benign: list[Sample]) -> list[Sample]:
 @pytest.fixture()
 def settings() -> Settings:
     return Settings(workers=2, limits=Limits(timeout_s=60))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_thread_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test module must stop the threads it starts (servers, writers, pools): bastion picks
+    fork or spawn for its workers by whether the process is threaded, so a leaked thread
+    silently changes how every later test runs. Threads of libraries that start them once per
+    process (torch, Ray's, OpenBLAS/OpenMP pools are not Python threads) are allowed by name."""
+    import threading
+    import time
+
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [
+            t
+            for t in threading.enumerate()
+            if t.ident not in before and t.is_alive() and not _library_thread(t.name)
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"{request.module.__name__} left threads running: {[t.name for t in leaked]}"
+
+
+def _library_thread(name: str) -> bool:
+    # started once per process by libraries and never stopped (not bastion's to join)
+    return name.startswith(("ray_", "Thread-QueueFeederThread", "pydevd", "asyncio_"))

@@ -295,12 +295,20 @@ def test_middleware_mounted_around_a_starlette_app(tmp_path: Path) -> None:
     )
     app = GuardMiddleware(team_app, guard, routes)
     key = _key(tmp_path, "score")
-    with serving(app) as server:
-        ok = httpx.post(
-            server.url + "/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
-        )
-        internal = httpx.get(server.url + "/internal")
-        internal_authed = httpx.get(server.url + "/internal", headers=bearer(key))
+    try:
+        with serving(app) as server:
+            ok = httpx.post(
+                server.url + "/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
+            )
+            internal = httpx.get(server.url + "/internal")
+            internal_authed = httpx.get(server.url + "/internal", headers=bearer(key))
+    finally:  # an embedding app closes what build_guard opened (its own lifespan's job)
+        import asyncio
+
+        asyncio.run(guard.close())
+        if guard.audit is not None:
+            guard.audit.close()
+        guard.authenticator.store.close()
     assert ok.status_code == 200
     assert ok.json() == {"predictions": [{"label": "yes", "scores": {"yes": 0.91, "no": 0.09}}]}
     assert internal.status_code == 401 and internal_authed.status_code == 404

@@ -362,11 +362,22 @@ class InnerApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                # every hook runs even if one fails: a proxy client that cannot close must not
+                # leave the audit log unflushed
+                failures = []
                 for hook in self.on_shutdown:
-                    result = hook()
-                    if hasattr(result, "__await__"):
-                        await result
-                await send({"type": "lifespan.shutdown.complete"})
+                    try:
+                        result = hook()
+                        if hasattr(result, "__await__"):
+                            await result
+                    except Exception as exc:
+                        failures.append(f"{type(exc).__name__}: {exc}")
+                if failures:
+                    await send(
+                        {"type": "lifespan.shutdown.failed", "message": "; ".join(failures)}
+                    )
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
