@@ -20,6 +20,14 @@ uvicorn = pytest.importorskip("uvicorn")
 
 from ui_support import build_audit, build_store  # noqa: E402
 
+SCREENSHOTS = pytest.StashKey[Path]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    folder = config.stash.get(SCREENSHOTS, None)
+    if folder is not None:
+        terminalreporter.write_line(f"dashboard screenshots: {folder}")
+
 
 def free_port() -> int:
     with socket.socket() as sock:

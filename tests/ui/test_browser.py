@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Served
+from conftest import SCREENSHOTS, Served
 from ui_support import MARKER, SCRIPT_GLOBAL
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -61,13 +61,7 @@ def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     chosen = os.environ.get("BASTION_UI_SCREENSHOTS")
     folder = Path(chosen) if chosen else tmp_path_factory.mktemp("ui-screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-
-    def say() -> None:
-        if reporter is not None:
-            reporter.write_line(f"dashboard screenshots: {folder}")
-
-    request.addfinalizer(say)
+    request.config.stash[SCREENSHOTS] = folder  # printed in the summary (conftest.py)
     return folder
 
 

@@ -2,15 +2,17 @@
 per worker, `bastion.guard.audit`): counts of allowed, flagged and blocked requests, alerts
 (a detector that flagged or blocked), latency percentiles over time, and the latest events.
 
-The files are opened read-only and only the newest `MAX_EVENTS` events of each are read (by
-the primary key, newest first), so a long-lived log costs the page a bounded amount; the page
-says when it shows only part of the log. Each event is decoded (msgspec, typed) into the
-fields the page needs; a record an editor of the file made unreadable is counted as such,
-never shown raw. Verifying the chain is `bastion audit verify`'s job, not a page view's. The
-summary is kept until a log changes (size or modification time of a log or its WAL)."""
+The files are opened read-only and only the newest `MAX_EVENTS` events of each are kept (by
+the primary key), so a long-lived log costs the page a bounded amount, and a view reads only
+what was appended since the last one; the page says when it shows only part of the log.
+Each event is decoded (msgspec, typed) into the fields the page needs; a record an editor of
+the file made unreadable is counted as such, never shown raw. Verifying the chain is
+`bastion audit verify`'s job, not a page view's. The summary is kept until a log changes
+(size or modification time of a log or its WAL)."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import math
 import sqlite3
@@ -91,6 +93,43 @@ _DECODER = msgspec.json.Decoder(_Stored)
 _CACHE: dict[tuple[Any, ...], GuardActivity] = {}
 
 
+class _Chain:
+    """The newest MAX_EVENTS events of one worker's log, read incrementally: a page view after
+    the guard answered a few more requests decodes only those (by sequence number). A log
+    whose chain id changed, or that holds fewer events than were read, is read afresh."""
+
+    def __init__(self) -> None:
+        self.chain: str | None = None
+        self.last_seq = 0
+        self.events: collections.deque[tuple[str, int, _Stored]] = collections.deque(
+            maxlen=MAX_EVENTS
+        )
+        self.unreadable = 0
+
+    def refresh(self, conn: sqlite3.Connection) -> None:
+        head = conn.execute("SELECT chain FROM chain").fetchone()
+        chain = str(head[0]) if head else None
+        newest = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        if chain != self.chain or newest < self.last_seq:
+            self.__init__()  # type: ignore[misc]
+            self.chain = chain
+        rows = conn.execute(
+            "SELECT seq, event FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
+            (self.last_seq, MAX_EVENTS),
+        ).fetchall()
+        for seq, blob in reversed(rows):
+            try:
+                stored = _DECODER.decode(blob if isinstance(blob, bytes) else str(blob).encode())
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                self.unreadable += 1
+                continue
+            self.events.append((stored.at, int(seq), stored))
+        self.last_seq = max(self.last_seq, newest)
+
+
+_CHAINS: dict[str, _Chain] = {}
+
+
 def _state(files: list[Path]) -> tuple[Any, ...]:
     """What changes when any worker appends: each log's and WAL's size and mtime."""
     state: list[Any] = []
@@ -98,15 +137,18 @@ def _state(files: list[Path]) -> tuple[Any, ...]:
         for part in (path, path.with_name(path.name + "-wal")):
             try:
                 stat = part.stat()
-                state.append((str(part), stat.st_size, stat.st_mtime_ns))
             except OSError:
-                state.append((str(part), None, None))
+                stat = None
+            if stat is None or stat.st_size == 0:  # reading may leave an empty WAL behind
+                state.append((str(part), 0, None))
+            else:
+                state.append((str(part), stat.st_size, stat.st_mtime_ns))
     return tuple(state)
 
 
 def read_activity(folder: Path | None) -> GuardActivity | None:
-    """What the guard page shows, or None when no audit folder was given. Read again only
-    when a log changed since the last read (the page is often reloaded, the log is not)."""
+    """What the guard page shows, or None when no audit folder was given. Nothing is read
+    when no log changed since the last view; otherwise only the events appended since."""
     if folder is None:
         return None
     from bastion.guard.audit_verify import audit_files, connect_read_only
@@ -116,8 +158,7 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
         files = audit_files(folder)
     except AuditError as exc:
         return _empty(exc.message)
-    state = _state(files)
-    cached = _CACHE.get(state)
+    cached = _CACHE.get(_state(files))
     if cached is not None:
         return cached
     events: list[tuple[str, str, int, _Stored]] = []
@@ -125,30 +166,23 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
     partial = False
     for path in files:
         worker = path.stem.removeprefix("audit-")
+        chain = _CHAINS.setdefault(str(path.resolve()), _Chain())
         try:
             conn = connect_read_only(path)
             try:
-                rows = conn.execute(
-                    "SELECT seq, event FROM events ORDER BY seq DESC LIMIT ?", (MAX_EVENTS + 1,)
-                ).fetchall()
+                chain.refresh(conn)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
+            _CHAINS.pop(str(path.resolve()), None)
             return _empty(f"cannot read the audit log {path.name}: {exc}")
-        if len(rows) > MAX_EVENTS:
-            partial = True
-            rows = rows[:MAX_EVENTS]
-        for seq, blob in rows:
-            try:
-                stored = _DECODER.decode(blob if isinstance(blob, bytes) else str(blob).encode())
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                unreadable += 1
-                continue
-            events.append((stored.at, worker, int(seq), stored))
+        partial = partial or chain.last_seq > MAX_EVENTS
+        unreadable += chain.unreadable
+        events.extend((at, worker, seq, stored) for at, seq, stored in chain.events)
     events.sort(key=lambda e: (e[0], e[1], e[2]), reverse=True)
     activity = _summarise(tuple(p.name for p in files), events, partial, unreadable)
     _CACHE.clear()
-    _CACHE[state] = activity
+    _CACHE[_state(files)] = activity  # as the files stand after reading them
     return activity
 
 

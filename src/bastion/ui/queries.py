@@ -543,24 +543,31 @@ class History:
         return {"days": axis, "severity": by_severity, "stage": by_stage}
 
     def drift_trend(self, days: list[str]) -> dict[str, list[int]]:
-        """Drift findings per day and rule over the given days."""
+        """Drift findings per day and rule over the given days: counted per run on the
+        (rule_id, run_id) index, and runs put on their day through (started_at, status) —
+        neither touches a table row (a run's row holds its whole report)."""
         out = {rule: [0] * len(days) for rule in DRIFT_RULES}
         if not days:
             return out
-        first = self._run("SELECT MIN(id) FROM runs WHERE started_at >= ?", (days[0],))
-        if not first or first[0][0] is None:
-            return out
         index = {d: i for i, d in enumerate(days)}
-        for rule in DRIFT_RULES:
-            rows = self._run(
-                "SELECT substr(runs.started_at, 1, 10), COUNT(*) FROM findings JOIN runs ON "
-                "runs.id = findings.run_id WHERE findings.rule_id = ? AND findings.run_id >= ? "
-                "GROUP BY 1",
-                (rule, first[0][0]),
+        day_of = {
+            run_id: index.get(started[:10])
+            for started, run_id in self._run(
+                "SELECT started_at, id FROM runs WHERE started_at >= ?", (days[0],)
             )
-            for day, n in rows:
-                if day in index:
-                    out[rule][index[day]] += n
+        }
+        if not day_of:
+            return out
+        first = min(day_of)
+        for rule in DRIFT_RULES:
+            for run_id, n in self._run(
+                "SELECT run_id, COUNT(*) FROM findings WHERE rule_id = ? AND run_id >= ? "
+                "GROUP BY run_id",
+                (rule, first),
+            ):
+                i = day_of.get(run_id)
+                if i is not None:
+                    out[rule][i] += n
         return out
 
     def run_statuses(self, days: list[str]) -> dict[str, list[int]]:

@@ -1,0 +1,92 @@
+"""The guard page's reading of the audit log: outcomes, alerts, latency per hour, incremental
+reads, a reset when the log is replaced, and unreadable records counted, never shown."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("cryptography")
+
+from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
+from bastion.ui.guard_activity import outcome, read_activity
+
+
+def _write(folder: Path, worker: str, decisions: list[tuple[dict[str, str], int]]) -> None:
+    async def write() -> None:
+        log = AuditLog(worker_log_path(folder, worker))
+        try:
+            for i, (chosen, status) in enumerate(decisions):
+                moment = dt.datetime(2026, 11, 30, 10, tzinfo=dt.timezone.utc)
+                await log.append(
+                    AuditEvent(
+                        at=(moment + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                        key_id="0123456789ab",
+                        tenant=None,
+                        route="/v1/predict",
+                        model_digest="sha256:" + "ab" * 32,
+                        input_digest="sha256:" + f"{i:064x}",
+                        decisions=chosen,
+                        status=status,
+                        latency_ms=float(i),
+                    )
+                )
+        finally:
+            log.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(write()))
+    thread.start()
+    thread.join()
+
+
+def test_outcomes() -> None:
+    assert outcome(200, {"auth": "allow"}) == "allowed"
+    assert outcome(200, {"monitor": "flag"}) == "flagged"
+    assert outcome(200, {"pii": "redact"}) == "flagged"
+    assert outcome(422, {"contract": "block"}) == "blocked"
+    assert outcome(401, {"auth": "deny"}) == "refused"
+
+
+def test_activity_is_read_incrementally(tmp_path: Path) -> None:
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    assert read_activity(None) is None
+    assert read_activity(folder).problem  # no logs yet: said, not a crash
+    plan = [({"auth": "allow"}, 200)] * 50 + [({"monitor": "flag"}, 200)] * 5
+    plan += [({"pii": "block"}, 422)] * 3 + [({"auth": "deny"}, 401)] * 2
+    _write(folder, "w1", plan)
+    first = read_activity(folder)
+    assert first is not None and first.problem is None
+    assert first.outcomes == {"allowed": 50, "flagged": 5, "blocked": 3, "refused": 2}
+    assert len(first.alerts) == 8 and all(a.outcome in ("flagged", "blocked") for a in first.alerts)
+    assert first.detectors["pii"] == {"block": 3}
+    assert first.recent[0].seq == 60  # newest first
+    assert first.hours == ("2026-11-30T10:00Z",)  # 60 events a minute apart
+    assert first.latency["p50"][0] is not None
+    assert read_activity(folder) is first  # nothing changed: nothing read
+    _write(folder, "w1", [({"auth": "allow"}, 200)] * 4)
+    second = read_activity(folder)
+    assert second is not None and second.events == 64 and second.outcomes["allowed"] == 54
+    _write(folder, "w2", [({"ood": "flag"}, 200)])
+    third = read_activity(folder)
+    assert third is not None and third.events == 65 and "audit-w2.sqlite3" in third.files
+
+
+def test_unreadable_records_are_counted(tmp_path: Path) -> None:
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    _write(folder, "w1", [({"auth": "allow"}, 200)] * 3)
+    path = worker_log_path(folder, "w1")
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute("UPDATE events SET event = ? WHERE seq = 2", (b'{"at": "<script>"',))
+    db.commit()
+    db.close()
+    activity = read_activity(folder)
+    assert activity is not None and activity.unreadable == 1 and activity.events == 2
+    assert all("<script>" not in e.at for e in activity.recent)
