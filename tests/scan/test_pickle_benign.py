@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import importlib.util
 import io
 import pathlib
 import pickle
@@ -72,20 +73,20 @@ def _arrow_backed(dtype: Any) -> bool:
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_pandas_frame_of_every_dtype(protocol: int) -> None:
-    """Clean, except for Arrow-backed data: every pickled Arrow array is rebuilt by
-    pyarrow.lib._restore_array from the pickled lengths, offsets and buffers without
-    validation, and a crafted one reads out of bounds when used (demonstrated in
-    test_pickle_arrow.py). That finding (PKL010, medium) is deserved and is the only one; the
-    same frame with Python-object strings is clean."""
+    """Clean, Arrow-backed data included: pandas 3 keeps strings ("str", "string") in Arrow
+    arrays when pyarrow is installed, and every pickled Arrow array is rebuilt by
+    pyarrow.lib._restore_array without validation (PKL010 when the data is inconsistent,
+    test_pickle_arrow.py). bastion checks the pickled lengths, offsets and buffers as
+    pyarrow's full validation would, and what pandas writes is consistent. The same frame
+    with Python-object strings is clean too."""
     pd = pytest.importorskip("pandas")
     frame = _frame()
     dtypes = [*frame.dtypes, frame.index.dtype]
-    expected = (
-        ["PKL010 medium pyarrow.lib._restore_array"] if any(map(_arrow_backed, dtypes)) else []
-    )
-    assert flagged(pickle.dumps(frame, protocol=protocol)) == expected
-    assert flagged(pickle.dumps(frame.set_index(["obj", "int"]), protocol=protocol)) == expected
-    assert flagged(pickle.dumps(frame["dt_zoneinfo"], protocol=protocol)) == expected  # str index
+    if importlib.util.find_spec("pyarrow") and int(pd.__version__.split(".")[0]) >= 3:
+        assert any(map(_arrow_backed, dtypes))  # the case this test is about
+    assert flagged(pickle.dumps(frame, protocol=protocol)) == []
+    assert flagged(pickle.dumps(frame.set_index(["obj", "int"]), protocol=protocol)) == []
+    assert flagged(pickle.dumps(frame["dt_zoneinfo"], protocol=protocol)) == []  # str index
     options = ["mode.string_storage", "python"]
     if "future.infer_string" in pd.options.future.__dir__():
         options += ["future.infer_string", False]

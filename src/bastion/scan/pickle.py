@@ -10,12 +10,13 @@ from bastion.rules import Rule
 from bastion.scan.base import POLYGLOT, ScanContext
 from bastion.scan.embedded import identify_whole
 from bastion.scan.identify import identify
-from bastion.scan.pickle_native import unvalidated
+from bastion.scan.pickle_native import CallJudge, unvalidated
 from bastion.scan.pickle_vm import (
     RESOLVED,
     TORCHSCRIPT_PREFIXES,
     FlaggedName,
     Recorder,
+    Resolved,
     StreamResult,
     analyse_stream,
     nested_candidates,
@@ -133,16 +134,24 @@ UNVALIDATED_NATIVE = Rule(
     stage=Stage.ARTIFACT,
     profile="model-integrity",
     description="Loading calls a library function that turns the pickle's lengths, offsets and "
-    "buffers into a C++ object as they are, with no validation (pyarrow's _restore_array: "
-    "every pickled Arrow array, including pandas columns with Arrow dtypes). It runs no "
-    "code of the pickle's choosing, but a crafted array makes the library read out of "
-    "bounds when the data is first used: the loading process crashes, or returns heap "
-    "memory as values. bastion cannot tell a crafted array from a genuine one without "
-    "building it.",
-    remediation="Exchange Arrow data as Parquet or Arrow IPC, whose readers check what they "
-    "read, rather than as a pickle. If the pickle comes from a producer you trust, waive "
-    "the finding for its path; otherwise call validate(full=True) on every array, chunked "
-    "array and table before using what was loaded.",
+    "buffers into a C++ object as they are, without validation: pyarrow's _restore_array "
+    "(every pickled Arrow array, including pandas columns with Arrow dtypes, the default for "
+    "strings in pandas 3) and DictionaryScalar._reconstruct (its index). A crafted array makes "
+    "the library read out of bounds when the data is first used: the loading process crashes, "
+    "or returns heap memory as values. bastion checks every such call's data as Arrow's full "
+    "validation would (buffer counts and sizes, validity bitmaps and null counts, offsets, "
+    "children, dictionary indices, union type ids, run ends, views, UTF-8, decimal precision) "
+    "and also refuses the out-of-bounds reads that validation misses (a negative offset, a "
+    "fixed-size list child shorter than offset + length need, a child of another layout than "
+    "its type says). Consistent data is not reported. Inconsistent data is reported at high "
+    "severity with the inconsistency as evidence. Data bastion cannot check fully (a value "
+    "that is not a literal, a type it does not read, more elements than its per-stream bound) "
+    "is reported at medium severity with the reason.",
+    remediation="High: do not load the file; its Arrow data is crafted or corrupt. Medium: "
+    "exchange Arrow data as Parquet or Arrow IPC, whose readers check what they read, rather "
+    "than as a pickle; if the pickle comes from a producer you trust, waive the finding for "
+    "its path; otherwise call validate(full=True) on every array, chunked array and table "
+    "before using what was loaded (it does not refuse a negative offset).",
 )
 
 # the rules this module's checks emit (listed in bastion.catalogue)
@@ -287,9 +296,9 @@ def _report_stream(
     for message in recorder.memo_findings:
         ctx.add(ABSURD_MEMO.finding(location, message, evidence=message))
     flagged_names = recorder.flagged
+    judge = CallJudge()  # one element budget per stream
     if flagged_names:
-        named = {qualname: recorder.names[qualname].module_name for qualname in flagged_names}
-        _report_names(ctx, handle, location, flagged_names, result, named)
+        _report_names(ctx, handle, location, flagged_names, result, recorder.names, judge)
         _report_lookups(ctx, location, recorder, flagged_names)
     if recorder.flagged_overflow:
         ctx.add(
@@ -299,7 +308,10 @@ def _report_stream(
                 evidence="flagged-name overflow",
             )
         )
-    candidates = nested_candidates(recorder, ctx.limits.max_pickle, result.root)
+    arrow_values, arrow_truncated = judge.values()
+    candidates = nested_candidates(
+        recorder, ctx.limits.max_pickle, result.root, arrow_values, arrow_truncated
+    )
     for label, payload in candidates:
         child = bytes_source(
             payload,
@@ -347,9 +359,11 @@ def _report_names(
     location: Location,
     flagged_names: dict[str, FlaggedName],
     result: StreamResult,
-    named: dict[str, tuple[str, str]],
+    records: dict[str, Resolved],
+    judge: CallJudge,
 ) -> None:
-    """One finding per flagged name; `named` holds each as the stream named it."""
+    """One finding per flagged name (`records`: what the stream did with each)."""
+    named = {qualname: records[qualname].module_name for qualname in flagged_names}
     offsets = _offsets(handle, result)
     for qualname, flagged in sorted(flagged_names.items()):
         verdict = flagged.verdict
@@ -380,8 +394,23 @@ def _report_names(
         elif flagged.kind == "call" and (
             why := unvalidated(named.get(qualname, ("", qualname)), flagged.uses)
         ):
+            record = records[qualname]
+            judgement = judge.judge(record.module_name, record.calls, record.calls_dropped)
+            if judgement is None:
+                continue  # every call's data is consistent: as safe as pyarrow's constructors
             rule = UNVALIDATED_NATIVE
             message = f"loading this pickle calls {qualname}, which {why}{times}"
+            if judgement.invalid:
+                ctx.add(
+                    rule.finding(
+                        where,
+                        f"{message}; the pickled data is inconsistent: {judgement.detail}",
+                        evidence=f"{qualname}: {judgement.detail}",
+                        severity=Severity.HIGH,
+                    )
+                )
+                continue
+            message += f"; not fully checked: {judgement.detail}"
         elif flagged.kind == "call" and qualname.startswith("<"):
             rule = UNKNOWN_GLOBAL  # a call no global names: the target is not known
             message = (

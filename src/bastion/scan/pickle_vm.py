@@ -19,7 +19,7 @@ import io
 import pickle
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
@@ -41,6 +41,7 @@ from bastion.scan.pickle_globals import (
 MAX_STAND_IN_TYPES = 10_000
 MAX_FLAGGED_NAMES = 1_000
 MAX_FLAGGED_CALLS = 2_000
+MAX_CALLS_PER_NAME = 10_000  # calls of one flagged name kept for a closer look (pickle_native)
 UNRESOLVED_INDEX = 1 << 62  # first_index of judged calls that no GLOBAL opcode names
 MAX_NESTED_CANDIDATES = 256
 MAX_ARGUMENT_NODES = 50_000
@@ -80,7 +81,16 @@ class FlaggedName:
 
 
 class _Resolved:
-    __slots__ = ("count", "dotted", "first_index", "module_name", "uses", "verdict")
+    __slots__ = (
+        "calls",
+        "calls_dropped",
+        "count",
+        "dotted",
+        "first_index",
+        "module_name",
+        "uses",
+        "verdict",
+    )
 
     def __init__(self, verdict: Verdict, first_index: int, module_name: tuple[str, str]) -> None:
         self.verdict = verdict
@@ -89,6 +99,19 @@ class _Resolved:
         self.dotted = "." in module_name[1]  # reached through attribute lookups (protocol 4)
         self.count = 1
         self.uses: set[str] = set()
+        # what calling this (flagged) name returned, arguments inside: the first
+        # MAX_CALLS_PER_NAME, and how many more there were
+        self.calls: list[_Obj] = []
+        self.calls_dropped = 0
+
+    def keep_call(self, made: _Obj) -> None:
+        if len(self.calls) < MAX_CALLS_PER_NAME:
+            self.calls.append(made)
+        else:
+            self.calls_dropped += 1
+
+
+Resolved = _Resolved  # what the scanner reads of a name's record (module_name, calls)
 
 
 class StreamResult:
@@ -400,6 +423,7 @@ class _Obj:
         "args",
         "hook",
         "items",
+        "kwargs",
         "made",
         "origin",
         "record",
@@ -424,6 +448,7 @@ class _Obj:
         self.state: Any = None
         self.hook: Any = None  # a value BUILD stored as the instance's __setstate__
         self.items: list[Any] | None = None
+        self.kwargs: dict[str, Any] | None = None  # keyword arguments of the call, if any
         if flagged:
             recorder.note_call(self)
 
@@ -583,6 +608,10 @@ class _Ref(type):
             _apply_roles(None, tuple(kwargs.values()))
         name = cls._bastion_name  # type: ignore[attr-defined]
         made = _Obj(recorder, name, args, cls._bastion_flagged, record)  # type: ignore[attr-defined]
+        if kwargs:
+            made.kwargs = dict(kwargs)
+        if record is not None and cls._bastion_flagged:  # type: ignore[attr-defined]
+            record.keep_call(made)
         if (
             record is not None
             and record.verdict.qualname in NEWOBJ_HELPERS
@@ -606,6 +635,23 @@ class _Ref(type):
 
     def __setitem__(cls, key: Any, value: Any) -> None:
         _use(cls, MUTATE)
+
+
+def call_of(value: Any) -> tuple[tuple[str, str], tuple[Any, ...]] | None:
+    """(module, name) as the stream named the global, and the positional arguments, when
+    `value` is what a plain call of a global returned: no keyword arguments, and nothing the
+    stream did to the result afterwards (BUILD state, items). None for anything else."""
+    if (
+        not isinstance(value, _Obj)
+        or value.made != MADE_CALL
+        or value.record is None
+        or value.kwargs
+        or value.state is not None
+        or value.items
+        or value.hook is not None
+    ):
+        return None
+    return value.record.module_name, value.args
 
 
 def _resolver_target(qualname: str, args: tuple[Any, ...]) -> tuple[str, str] | None:
@@ -949,6 +995,9 @@ def _merge(into: Recorder, other: Recorder) -> None:
         else:
             known.count = max(known.count, record.count)  # readings of one stream
             known.uses |= record.uses
+            for call in record.calls:  # what another reading called is checked too
+                known.keep_call(call)
+            known.calls_dropped += record.calls_dropped
     into.memo_findings.extend(other.memo_findings)
     into.flagged_overflow |= other.flagged_overflow
     into.flagged_calls.extend(other.flagged_calls[:MAX_FLAGGED_CALLS])
@@ -1023,11 +1072,18 @@ class NestedCandidates(list[tuple[str, bytes]]):
     truncated: str | None = None
 
 
-def nested_candidates(recorder: Recorder, limit: int, root: Any = None) -> NestedCandidates:
+def nested_candidates(
+    recorder: Recorder,
+    limit: int,
+    root: Any = None,
+    arrow_values: Sequence[bytes] = (),
+    arrow_truncated: bool = False,
+) -> NestedCandidates:
     """(label, bytes) of serialized payloads the stream carries: handed to flagged callables
     (through pure decoders it calls), or held anywhere in the loaded object as a str/bytes
-    value, raw or encoded (see embedded.payloads_in). Bounded in count and total bytes; a bound
-    reached sets `truncated` on the result."""
+    value, raw or encoded (see embedded.payloads_in), including the values of Arrow binary and
+    string arrays (`arrow_values`, cut out of their buffers by arrow_layout). Bounded in count
+    and total bytes; a bound reached sets `truncated` on the result."""
     out = NestedCandidates()
     seen: set[bytes] = set()
     total = 0
@@ -1063,6 +1119,11 @@ def nested_candidates(recorder: Recorder, limit: int, root: Any = None) -> Neste
     if budget[0] <= 0:
         out.truncated = f"call arguments over {MAX_ARGUMENT_NODES} nodes"
         return out
+    for arrow_value in arrow_values:
+        if worth_decoding(arrow_value) and not add("Arrow value", as_bytes(arrow_value, limit)):
+            return out
+    if arrow_truncated:
+        out.truncated = "more Arrow string values than bastion keeps"
     if root is not None:
         walk = DataWalk()
         for value in walk.values(root):
