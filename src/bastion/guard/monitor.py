@@ -601,15 +601,27 @@ class _Window:
             self.position = (self.position + 1) % self.size
             self.seen += 1
 
-    def psi(self, expected: Sequence[Sequence[float]]) -> list[float]:
+    def proportions(self, expected: Sequence[Sequence[float]]) -> numpy.ndarray:
+        """Expected bin counts as the floored proportions `psi` compares with, flat like
+        `counts` (computed once per profile, not per check)."""
         import numpy as np
 
-        from bastion.datacheck.drift import psi
+        from bastion.datacheck.drift import PSI_FLOOR
 
-        return [
-            psi(np.asarray(e, dtype=np.float64), self.counts[a:b].astype(np.float64))
-            for e, (a, b) in zip(expected, self.bounds, strict=True)
-        ]
+        parts = [np.asarray(e, dtype=np.float64) for e in expected]
+        return np.concatenate([np.maximum(e / max(e.sum(), 1), PSI_FLOOR) for e in parts])
+
+    def psi(self, expected: Sequence[Sequence[float]] | numpy.ndarray) -> list[float]:
+        """The PSI of each feature (as `datacheck.drift.psi` defines it) against expected
+        counts or their `proportions`, all features in one pass: every feature's bins hold
+        one count per row in the window, so they share one total."""
+        import numpy as np
+
+        from bastion.datacheck.drift import PSI_FLOOR
+
+        p = expected if isinstance(expected, np.ndarray) else self.proportions(expected)
+        q = np.maximum(self.counts / max(self.filled, 1), PSI_FLOOR)
+        return [float(v) for v in np.add.reduceat((q - p) * np.log(q / p), self.offsets)]
 
 
 class _KeyState:
@@ -679,6 +691,7 @@ class QueryMonitor:
         self._keys: collections.OrderedDict[str, _KeyState] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._drift = _Window(self.settings.drift_window, self.edges)
+        self._proportions = self._drift.proportions(self.expected)  # the PSI's expected side
         self._score_edges = np.asarray(profile.score_edges, dtype=np.float64)
         self._score_window = _Window(self.settings.drift_window, [self._score_edges])
         self._positives: collections.deque[bool] = collections.deque(
@@ -751,7 +764,9 @@ class QueryMonitor:
         import numpy as np
 
         z = (x - self.center) / self.scale
-        return np.nan_to_num(z, nan=0.0, posinf=1e6, neginf=-1e6).astype(np.float32)
+        if not np.isfinite(z).all():  # rare: nan_to_num costs more than the check
+            z = np.nan_to_num(z, nan=0.0, posinf=1e6, neginf=-1e6)
+        return z.astype(np.float32)
 
     def _classes(self, s: numpy.ndarray | None, n: int) -> numpy.ndarray:
         import numpy as np
@@ -868,7 +883,7 @@ class QueryMonitor:
         due = state.window.seen // s.check_every != state.offdist_checked // s.check_every
         if state.window.filled >= s.offdist_window and due:
             state.offdist_checked = state.window.seen
-            values = state.window.psi(self.expected)
+            values = state.window.psi(self._proportions)
             worst = max(range(len(values)), key=values.__getitem__)
             if values[worst] >= s.offdist_psi:
                 alerts += self._fire(
@@ -906,7 +921,7 @@ class QueryMonitor:
         due = before // settings.drift_every != self._drift.seen // settings.drift_every
         if not due or self._drift.filled < settings.drift_window:
             return alerts
-        values = self._drift.psi(self.expected)
+        values = self._drift.psi(self._proportions)
         drifted = sorted(
             (i for i, v in enumerate(values) if v >= settings.drift_psi), key=lambda i: -values[i]
         )
