@@ -175,9 +175,16 @@ def test_every_page_renders_inert_with_screenshots(
         reader.wait_for_load_state("networkidle")
         _inert(reader)
         reader.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
-    model = served.built["model_digest"]
-    reader.goto(f"{served.url}/lineage?digest={model}")
-    reader.screenshot(path=str(screenshots / "lineage-graph.png"), full_page=True)
+    details = {
+        "lineage-graph": f"/lineage?digest={served.built['model_digest']}",
+        "run": f"/runs/{served.built['runs']['system']}",
+        "finding": "/findings/1",
+    }
+    for name, path in details.items():
+        assert reader.goto(served.url + path).status == 200, name
+        reader.wait_for_load_state("networkidle")
+        _inert(reader)
+        reader.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
 
 
 def test_charts_draw_from_same_origin_script(reader: Any, served: Served) -> None:
@@ -188,6 +195,7 @@ def test_charts_draw_from_same_origin_script(reader: Any, served: Served) -> Non
     reader.goto(served.url + "/guard")
     reader.wait_for_selector("[data-chart='latency'][data-rendered='true'] canvas")
     assert "blocked" in reader.locator(".cards").inner_text()
+    assert reader.locator("table.events").count() == 2  # alerts and the latest decisions
     _inert(reader)
 
 
@@ -240,7 +248,9 @@ def test_follow_lineage(reader: Any, served: Served) -> None:
     reader.wait_for_url(re.compile(r".*/lineage\?digest=.*"))
     nodes = reader.locator("svg#lineage-graph g.node")
     assert nodes.count() >= 2  # the model and the dataset it was trained on
-    dataset = reader.locator("svg#lineage-graph g.node.k-dataset").first
+    names = reader.locator("svg#lineage-graph g.node title").all_text_contents()
+    assert any("<img src=x onerror=" in n for n in names), names  # markup shown as text
+    dataset = reader.locator("svg#lineage-graph g.node.k-dataset", has_text="train.csv")
     digest = dataset.get_attribute("data-digest")
     dataset.hover()
     assert reader.locator("svg#lineage-graph g.edge.hot").count() >= 1

@@ -93,7 +93,7 @@ def build_store(folder: Path) -> dict[str, Any]:
         }
         linked = record(
             files["clean"],
-            datasets=[files["data"]],
+            datasets=[files["data"], files["evil"]],  # a name with markup in the graph
             params={"owner": "ml-platform", "C": 1.0},
             store=store,
         )

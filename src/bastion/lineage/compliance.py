@@ -104,7 +104,7 @@ def load_framework(key: str) -> Framework:
     return Framework.model_validate(data)
 
 
-def _covers(control: str, tag: str) -> bool:
+def covers(control: str, tag: str) -> bool:
     """A rule tagged `tag` covers `control` when they are equal or the tag is a part of it
     (MEASURE 2.7 of MEASURE 2, AML.T0024.002 of AML.T0024, Art.15(5) of Art.15)."""
     return tag == control or (tag.startswith(control) and tag[len(control)] in ".(")
@@ -112,7 +112,7 @@ def _covers(control: str, tag: str) -> bool:
 
 def rules_for(control: str, framework: Framework, rules: list[Rule]) -> list[Rule]:
     """The rules covering a control (also the dashboard's compliance page, bastion.ui)."""
-    return [r for r in rules if any(_covers(control, t) for t in getattr(r.tags, framework.tag))]
+    return [r for r in rules if any(covers(control, t) for t in getattr(r.tags, framework.tag))]
 
 
 def build(store: Store, framework_key: str, now: dt.datetime | None = None) -> ComplianceReport:

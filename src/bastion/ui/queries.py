@@ -341,7 +341,14 @@ class History:
         if flt.rule is not None:
             rules = {flt.rule}
         if flt.taxonomy is not None:
-            tagged = {r for r, tags in self.rule_tags().items() if flt.taxonomy in tags}
+            from bastion.lineage.compliance import covers
+
+            # AML.T0010 takes its sub-techniques, MEASURE 2 its subcategories, as compliance does
+            tagged = {
+                r
+                for r, tags in self.rule_tags().items()
+                if any(covers(flt.taxonomy, tag) for tag in tags)
+            }
             rules = tagged if rules is None else rules & tagged
         if rules is not None:
             drivers.append(("rule_id", sorted(rules)))

@@ -119,8 +119,27 @@
     }, true);
   }
 
+  // the guard page's "refresh every 10 s" (the server reads only what the guard appended)
+  function live() {
+    var box = document.getElementById("live-refresh");
+    if (!box) { return; }
+    var key = "bastion-live-refresh";
+    box.checked = window.sessionStorage.getItem(key) === "on";
+    var timer = null;
+    function arm() {
+      if (timer) { window.clearTimeout(timer); timer = null; }
+      if (box.checked) { timer = window.setTimeout(function () { window.location.reload(); }, 10000); }
+    }
+    box.addEventListener("change", function () {
+      window.sessionStorage.setItem(key, box.checked ? "on" : "off");
+      arm();
+    });
+    arm();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     charts();
     lineage();
+    live();
   });
 })();
