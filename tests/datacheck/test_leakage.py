@@ -180,3 +180,30 @@ def test_ids_read_as_numbers_in_one_split_and_text_in_another() -> None:
         options,
     )
     assert [(f.rule_id, f.rows) for f in found] == [("LEK003", (0,))]
+
+
+def test_dates_and_text_match_across_splits_and_near_text_is_normalised() -> None:
+    """A date column read as Arrow dates in one split and as text in the other still matches
+    row for row; near-duplicates fold case, width (NFKC) and punctuation."""
+    days = [dt.date(2021, 1, 1) + dt.timedelta(days=3 * i) for i in range(300)]
+    notes = [f"Customer {i} paid late" for i in range(300)]
+    train = pa.table({"day": pa.array(days, pa.date32()), "note": notes, "x": list(range(300))})
+    test = pa.table(
+        {
+            "day": [d.isoformat() for d in days[:40]] + [None] * 2,
+            "note": notes[:20]
+            + [f"ＣＵＳＴＯＭＥＲ {i} -- paid, LATE!" for i in range(20, 40)]
+            + ["a", "b"],
+            "x": [*range(40), 1000, 1001],
+        }
+    )
+    findings = L.check_splits(
+        {
+            "train": Dataset.from_table(train, "train.parquet", split="train"),
+            "test": Dataset.from_table(test, "test.csv", split="test"),
+        },
+        DataOptions(),
+    )
+    rows = {f.rule_id: f.rows for f in findings}
+    assert rows["LEK001"] == tuple(range(20))
+    assert rows["LEK002"] == tuple(range(20, 40))

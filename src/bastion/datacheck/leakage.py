@@ -181,11 +181,14 @@ def _canonical(series: pandas.Series) -> pandas.Series:
             .astype("float64")
             .where(series.notna(), np.nan)
         )
-    return (
-        series.astype("object")
-        .where(series.notna(), None)
-        .map(lambda v: v if v is None or isinstance(v, str) else str(v))
-    )
+    values = series.astype("object").where(series.notna(), None)
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("string", "empty"):
+        return values  # text already (the usual case): no per-value Python call
+    if kind == "date":  # datetime.date objects (Arrow date32/64): as str(date) would write them
+        days = np.array(values.to_numpy(), dtype="datetime64[D]").astype(str)
+        return pd.Series(days, index=series.index, dtype="object").where(series.notna(), None)
+    return values.map(lambda v: v if v is None or isinstance(v, str) else str(v))
 
 
 def _near(series: pandas.Series, digits: int) -> pandas.Series:
@@ -203,14 +206,15 @@ def _near(series: pandas.Series, digits: int) -> pandas.Series:
             rounded = np.round(values * scale) / scale
         rounded = np.where(np.isfinite(values), rounded, values)
         return pd.Series(rounded, index=series.index)
-    text = series.astype("string")
-    text = (
-        text.str.normalize("NFKC")
-        .str.casefold()
-        .str.replace(r"[\W_]+", " ", regex=True)
-        .str.strip()
-    )
-    return text.astype("object").where(text.notna(), None)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # in Arrow's kernels, not per value in Python: NFKC, lower case (Unicode; casefold would
+    # also fold ß to ss), runs of what is neither letter nor digit to one space, trimmed
+    text = pa.array(series.astype("object").where(series.notna(), None), type=pa.string())
+    text = pc.utf8_lower(pc.utf8_normalize(text, "NFKC"))
+    text = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[^\p{L}\p{N}]+", " "))
+    return pd.Series(text.to_numpy(zero_copy_only=False), index=series.index, dtype="object")
 
 
 class _Signature(Record):
@@ -259,7 +263,20 @@ def _self_duplication(hashes: numpy.ndarray) -> float:
 
     if not len(hashes):
         return 0.0
-    return 1.0 - len(np.unique(hashes)) / len(hashes)
+    ordered = np.sort(hashes)  # a sort: numpy's hash-based unique is several times slower here
+    return float(np.count_nonzero(ordered[1:] == ordered[:-1])) / len(hashes)
+
+
+def _member(values: numpy.ndarray, pool: numpy.ndarray) -> numpy.ndarray:
+    """np.isin for 64-bit hashes by sorting and binary search (numpy's isin goes through its
+    hash-based unique, several times slower on a million hashes)."""
+    import numpy as np
+
+    if not len(pool):
+        return np.zeros(len(values), dtype=bool)
+    ordered = np.sort(pool)
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    return np.asarray(ordered[at] == values)
 
 
 def _shared_rows(earlier: _Signature, later: _Signature, options: DataOptions) -> list[Finding]:
@@ -268,8 +285,8 @@ def _shared_rows(earlier: _Signature, later: _Signature, options: DataOptions) -
     findings: list[Finding] = []
     if not len(earlier.exact) or not len(later.exact):
         return findings
-    exact = np.isin(later.exact, earlier.exact[~earlier.empty]) & ~later.empty
-    near = np.isin(later.near, earlier.near[~earlier.empty]) & ~later.empty & ~exact
+    exact = _member(later.exact, earlier.exact[~earlier.empty]) & ~later.empty
+    near = _member(later.near, earlier.near[~earlier.empty]) & ~later.empty & ~exact
     for rule, mask, hashes in ((LEK001, exact, earlier.exact), (LEK002, near, earlier.near)):
         rows = np.flatnonzero(mask)
         if not len(rows):
@@ -342,7 +359,7 @@ def _shared_ids(datasets: list[Dataset], options: DataOptions) -> list[Finding]:
     findings = []
     for j in range(1, len(having)):
         for i in range(j):
-            mask = np.isin(hashed[j][0], hashed[i][0])
+            mask = _member(hashed[j][0], hashed[i][0])
             rows = np.sort(hashed[j][1][mask])
             if not len(rows):
                 continue
