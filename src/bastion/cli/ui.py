@@ -92,6 +92,12 @@ def run_ui(args: argparse.Namespace) -> int:
         secure_cookies=not loopback or bool(args.tls_cert),
         allowed_hosts=tuple(args.allow_host),
     )
+    if args.host in ("0.0.0.0", "::") and not args.allow_host:
+        print(
+            f"bastion: warning: listening on {args.host}: only requests for the loopback names "
+            "are accepted until --allow-host names the host people browse to",
+            file=sys.stderr,
+        )
     if not loopback and not args.tls_cert:
         print(
             f"bastion: warning: listening on {args.host}, not loopback, without TLS: put TLS in "
