@@ -34,7 +34,6 @@ from bastion.ui.guard_activity import chart_payload, read_activity
 from bastion.ui.headers import SecurityHeaders
 from bastion.ui.queries import (
     ASPECTS,
-    EXACT_COUNT_LIMIT,
     GATES,
     SEVERITIES,
     STAGES,
@@ -47,6 +46,7 @@ from bastion.ui.sessions import KeyVerifier, LoginThrottle, Session, Sessions, c
 log = logging.getLogger("bastion.ui")
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16 * 1024
+POSTURE_LIMIT = 200  # models on the overview, the most recently seen
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 PAGES = (
     ("overview", "/", "Overview"),
@@ -319,7 +319,7 @@ def create_app(
     @page("overview")
     def overview(request: Request, session: Session) -> Response:
         history = ui.history
-        posture = history.posture()
+        posture = history.posture(POSTURE_LIMIT)
         failing = history.findings(FindingFilter(gate="failing"), limit=10)
         return ui.render(
             request,
@@ -328,6 +328,7 @@ def create_app(
             session,
             totals=history.totals(),
             posture=posture,
+            posture_limit=POSTURE_LIMIT,
             aspects=ASPECTS,
             recent=history.runs(limit=10).rows,
             failing=failing,
@@ -407,7 +408,6 @@ def create_app(
             severities=SEVERITIES,
             gates=GATES,
             taxonomy_ids=ui.history.taxonomy_ids(),
-            exact_limit=EXACT_COUNT_LIMIT,
         )
 
     @page("findings")

@@ -103,7 +103,8 @@ class FindingRow(Record):
 class FindingPage(Record):
     rows: tuple[FindingRow, ...]
     next_cursor: str | None
-    total: int | None  # None: more than could be counted cheaply
+    total: int | None  # None: more than could be counted cheaply...
+    at_least: int = 0  # ...and at least this many (0: not known)
     too_slow: bool = False
 
 
@@ -406,6 +407,7 @@ class History:
                     f"{_FINDING_SELECT}{where} ORDER BY id DESC LIMIT ?", (*parameters, limit + 1)
                 )
                 total = None if gate_clause else self.totals_findings()
+                at_least = 0
             else:
                 sized = sorted(
                     ((self._count(c, v, RANK_CAP), c, v) for c, v in drivers), key=lambda d: d[0]
@@ -414,12 +416,14 @@ class History:
                 rest = [(c, v) for _, c, v in sized[1:]]
                 rows = self._driven(column, values, rest, gate_clause, after, limit + 1)
                 total = None
+                at_least = RANK_CAP
                 only = {part for _, c, _ in sized for part in c.split(", ")}
                 if not gate_clause and only <= {"stage", "severity"}:
                     total = self._stage_severity_total(flt)
                 elif not rest and not gate_clause:
                     size = size if size < RANK_CAP else self._count(column, values)
                     total = size if size < EXACT_COUNT_LIMIT else None
+                    at_least = EXACT_COUNT_LIMIT
                 elif size < RANK_CAP:
                     total = self._filtered_count(column, values, rest, gate_clause)
         except QueryTooSlow:
@@ -431,6 +435,7 @@ class History:
             rows=tuple(items),
             next_cursor=f"{last.run_id}-{last.id}" if more and last else None,
             total=total,
+            at_least=at_least if total is None else 0,
         )
 
     def totals_findings(self) -> int:
