@@ -204,7 +204,7 @@ class History:
                 conn = sqlite3.connect(uri, uri=True, check_same_thread=True)
                 conn.execute("PRAGMA query_only = ON")
                 conn.execute("PRAGMA trusted_schema = OFF")
-                conn.execute("PRAGMA cache_size = -65536")
+                conn.execute("PRAGMA cache_size = -16384")  # 16 MiB per worker thread
                 conn.execute("PRAGMA mmap_size = 268435456")
             except sqlite3.DatabaseError as exc:
                 raise StoreError(f"cannot read history store {self.path}: {exc}") from exc
