@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SCREENSHOTS, Served
-from ui_support import MARKER, SCRIPT_GLOBAL
+
+from tests.ui.ui_support import MARKER, SCRIPT_GLOBAL, Served, announce_screenshots, serve
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path(os.environ.get("BASTION_CHROMIUM", "/usr/bin/chromium"))
@@ -57,11 +57,16 @@ document.addEventListener('securitypolicyviolation', function (e) {
 
 
 @pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
 def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     chosen = os.environ.get("BASTION_UI_SCREENSHOTS")
     folder = Path(chosen) if chosen else tmp_path_factory.mktemp("ui-screenshots")
     folder.mkdir(parents=True, exist_ok=True)
-    request.config.stash[SCREENSHOTS] = folder  # printed in the summary (conftest.py)
+    announce_screenshots(request.config, folder)
     return folder
 
 

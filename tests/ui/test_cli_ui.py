@@ -11,10 +11,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from bastion.cli.main import main
 from bastion.store import Store
+from tests.ui.ui_support import free_port
 
 
 def test_mistakes_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import pickle
+import socket
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bastion.config import Settings, WaiverSpec
-from bastion.findings import Location, Report, Stage
 from bastion.lineage.record import record, record_run
 from bastion.policy import evaluate
 from bastion.project import scan_project
@@ -148,5 +152,78 @@ def build_audit(folder: Path) -> Path:
     return folder
 
 
-def findings_of(report: Report, stage: Stage) -> list[Location]:
-    return [f.location for f in report.findings if f.stage == stage]
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Served:
+    """A running dashboard: its URL, the keys that can log in, what the store holds."""
+
+    def __init__(self, folder: Path) -> None:
+        from bastion.guard.auth import KeyStore
+        from bastion.ui.app import create_app
+        from bastion.ui.sessions import GuardKeys
+
+        self.folder = folder
+        self.built = build_store(folder)
+        self.audit = build_audit(folder / "guard-audit")
+        self.keys_path = folder / "guard-keys.sqlite3"
+        self.keys = KeyStore(self.keys_path)
+        self.reader, _ = self.keys.create(["audit:read"], note="dashboard reader")
+        self.admin, _ = self.keys.create(["admin"], note="admin without audit:read")
+        self.predict, _ = self.keys.create(["predict"], note="a model client")
+        self.app = create_app(self.built["store"], GuardKeys(self.keys_path), audit=self.audit)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the dashboard did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.keys.close()
+
+    def new_key(self, *scopes: str) -> tuple[str, Any]:
+        return self.keys.create(list(scopes))
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The dashboard for a test module's fixture (there is no conftest.py here: the probe
+    tests import their conftest by its bare name, and a second conftest would shadow it)."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    running = Served(tmp_path_factory.mktemp("ui"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class _SaySaved:
+    """A plugin registered by a test that saved screenshots: names the folder at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminalreporter.write_line(f"dashboard screenshots: {self.folder}")
+
+
+def announce_screenshots(config: pytest.Config, folder: Path) -> None:
+    config.pluginmanager.register(_SaySaved(folder), f"bastion-ui-screenshots-{id(folder)}")
