@@ -20,6 +20,8 @@ from bastion.datacheck.csvfile import CsvSource
 from bastion.datacheck.dataset import Dataset, TableSource
 from bastion.datacheck.streams import (
     COMPRESSED_SUFFIXES,
+    MAX_JSON_DEPTH,
+    JsonDepth,
     compression_of,
     open_bytes,
     read_head,
@@ -403,6 +405,7 @@ class JsonLinesSource:
             cap=self.options.max_decompressed,
             max_ratio=self.options.max_compression_ratio,
             max_line=self.options.max_line,
+            json_depth=MAX_JSON_DEPTH,
         )
 
     def _reader(self, stream: Any) -> Any:
@@ -553,6 +556,7 @@ def _json_array(
         lines.append(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
     data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
     del items, lines
+    JsonDepth(name, MAX_JSON_DEPTH).feed(data)  # json.loads allowed ~1,000 levels
     if not data.strip():
         raise DataInputError(f"{name}: an empty JSON array", kind="empty", row=0)
     return _InMemoryJson(path, name=name, compression=None, options=options, data=data)

@@ -8,6 +8,7 @@ bound's worth of bytes, whatever the reader would have buffered."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +30,10 @@ COMPRESSED_SUFFIXES = {
 }
 RATIO_FLOOR = 16 * 1024 * 1024  # the ratio bound applies once this much has been inflated
 READ_CHUNK = 1024 * 1024
+# Nesting of one JSON value (arrays and objects). pyarrow's JSON reader recurses in C++ and
+# overflows the stack (a segfault, no exception) somewhere between 5,000 and 20,000 levels;
+# Python's json stops near 1,000. A table's cell nested this deep is not data but an attack.
+MAX_JSON_DEPTH = 64
 
 
 def compression_of(head: bytes) -> str | None:
@@ -76,6 +81,7 @@ class BoundedStream(io.RawIOBase):
         cap: int,
         max_ratio: int,
         max_line: int | None,
+        json_depth: JsonDepth | None = None,
     ) -> None:
         self.inner = inner
         self.name = name
@@ -84,6 +90,7 @@ class BoundedStream(io.RawIOBase):
         self.cap = cap
         self.max_ratio = max_ratio
         self.max_line = max_line
+        self.json_depth = json_depth
         self.total = 0
         self.lines = 0
         self.since_newline = 0
@@ -135,6 +142,8 @@ class BoundedStream(io.RawIOBase):
                     hint="raise max_compression_ratio in the policy's [data] table if the "
                     "file is genuine",
                 )
+        if self.json_depth is not None:
+            self.json_depth.feed(data)  # before the lines are counted: it names the line
         if self.max_line is not None:
             self._track_lines(data)
         buffer[:size] = data
@@ -178,9 +187,11 @@ def open_bytes(
     cap: int,
     max_ratio: int,
     max_line: int | None,
+    json_depth: int | None = None,
 ) -> io.BufferedReader:
     """The decompressed bytes of `path`, bounded. `compression` is what the content announced
-    (compression_of), never the file name."""
+    (compression_of), never the file name. With `json_depth`, the bytes are JSON Lines and a
+    value nested deeper than that stops the stream before a JSON parser sees it."""
     raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the returned stream
     counter: _Counting | None = None
     inner: BinaryIO
@@ -201,7 +212,10 @@ def open_bytes(
         cap=cap,
         max_ratio=max_ratio,
         max_line=max_line,
+        json_depth=None if json_depth is None else JsonDepth(name, json_depth),
     )
+    if stream.json_depth is not None:
+        stream.json_depth.lines = lambda: stream.lines
     return io.BufferedReader(stream, buffer_size=256 * 1024)
 
 
@@ -234,3 +248,81 @@ def read_head(path: Path, size: int = 4096) -> bytes:
     """The first bytes of the file as stored."""
     with open(path, "rb") as handle:
         return handle.read(size)
+
+
+class JsonDepth:
+    """The nesting depth of JSON Lines, checked over the bytes as they stream past, vectorised
+    with NumPy (a byte loop in Python would cost seconds per megabyte). Every newline starts a
+    new value (pyarrow reads with newlines_in_values=False, and a raw newline inside a JSON
+    string is invalid). The opening brackets of a line bound its depth from above, so a line
+    with at most `limit` of them passes at the cost of one count; only a line with more is
+    measured exactly: strings are delimited by the quotes no odd run of backslashes escapes, and
+    brackets inside them do not count. Exact for valid JSON; on invalid JSON a parser stops at
+    the first error, before which the count is exact too. Raises DataInputError (kind "limit")
+    at the first line nested deeper than `limit`."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self.partial = bytearray()  # the fed bytes since the last newline
+        self.partial_opens = 0
+        self.lines: Callable[[], int] = lambda: 0  # lines before the fed bytes
+
+    def feed(self, data: bytes) -> None:
+        import numpy as np
+
+        if not data:
+            return
+        raw = np.frombuffer(data, dtype=np.uint8)
+        newlines = np.flatnonzero(raw == 10)
+        opens = np.cumsum((raw == 91) | (raw == 123), dtype=np.int64)
+        if len(newlines):
+            at_newline = opens[newlines]
+            most = max(
+                self.partial_opens + int(at_newline[0]),
+                int(np.diff(at_newline).max()) if len(newlines) > 1 else 0,
+            )
+            tail_opens = int(opens[-1] - at_newline[-1])
+        else:
+            most = tail_opens = self.partial_opens + int(opens[-1])
+        if max(most, tail_opens) > self.limit:
+            self._exact(bytes(self.partial) + data)
+        if len(newlines):
+            self.partial = bytearray(data[int(newlines[-1]) + 1 :])
+        else:
+            self.partial += data
+        self.partial_opens = tail_opens
+
+    def _exact(self, data: bytes) -> None:
+        """Measure the lines of `data` (which starts at the start of a line)."""
+        import numpy as np
+
+        raw = np.frombuffer(data, dtype=np.uint8)
+        n = len(raw)
+        index = np.arange(n, dtype=np.int64)
+        newline = raw == 10
+        # the run of backslashes right before each byte
+        last_other = np.maximum.accumulate(np.where(raw == 92, -1, index))
+        before = np.zeros(n, dtype=np.int64)
+        before[1:] = index[:-1] - last_other[:-1]
+        quote = (raw == 34) & (before % 2 == 0)
+        # a byte is inside a string when an odd number of its line's quotes precede it
+        # counts up to and including the newline that starts each byte's line (0 on the first)
+        line_start = np.maximum.accumulate(np.where(newline, index, -1)) + 1
+        quotes = np.concatenate(([0], np.cumsum(quote, dtype=np.int64)))
+        opened = quotes[1:] - quote - quotes[line_start]
+        outside = (opened % 2 == 0) & ~quote
+        step = np.zeros(n, dtype=np.int64)
+        step[outside & ((raw == 91) | (raw == 123))] = 1
+        step[outside & ((raw == 93) | (raw == 125))] = -1
+        levels = np.concatenate(([0], np.cumsum(step)))
+        deep = np.flatnonzero(levels[1:] - levels[line_start] > self.limit)
+        if len(deep):
+            line = self.lines() + int(np.count_nonzero(newline[: int(deep[0])])) + 1
+            raise DataInputError(
+                f"{self.name}: line {line:,} nests JSON deeper than {self.limit} levels",
+                kind="limit",
+                line=line,
+                row=line - 1,
+                hint="a table's cell is not nested this deep; flatten the data",
+            )
