@@ -348,6 +348,7 @@ class InnerApp:
                 for i, label in enumerate(labels)
             ]
         }
+        request.answer = document
         await http.send_json(send, 200, document)
 
     async def _lifespan(self, receive: http.Receive, send: http.Send) -> None:
@@ -373,9 +374,7 @@ class InnerApp:
                     except Exception as exc:
                         failures.append(f"{type(exc).__name__}: {exc}")
                 if failures:
-                    await send(
-                        {"type": "lifespan.shutdown.failed", "message": "; ".join(failures)}
-                    )
+                    await send({"type": "lifespan.shutdown.failed", "message": "; ".join(failures)})
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
                 return

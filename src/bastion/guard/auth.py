@@ -166,6 +166,7 @@ class KeyStore:
             raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, KeyInfo] | None] = {}
+        self._principals: dict[str, Principal] = {}
         self._version = -1
 
     def close(self) -> None:
@@ -273,6 +274,7 @@ class KeyStore:
             version = self._conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version or len(self._cache) > 100_000:
                 self._cache.clear()
+                self._principals.clear()
                 self._version = version
             if key_id in self._cache:
                 return self._cache[key_id]
@@ -299,7 +301,11 @@ class KeyStore:
             raise AuthFailure("revoked")
         if info.expires_at and _parse_time(info.expires_at) <= _now():
             raise AuthFailure("expired")
-        return Principal(key_id=key_id, tenant=info.tenant, scopes=frozenset(info.scopes))
+        principal = self._principals.get(key_id)
+        if principal is None:  # immutable: built once per key until the store changes
+            principal = Principal(key_id=key_id, tenant=info.tenant, scopes=frozenset(info.scopes))
+            self._principals[key_id] = principal
+        return principal
 
 
 def _info(row: Any) -> KeyInfo:

@@ -39,27 +39,59 @@ class Encoder(Record):
         return out
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> numpy.ndarray:
+        """(len(rows), width) float64; a missing numeric value is the training mean. For
+        many calls, `compile()` once and call its `encode`."""
+        return self.compile().encode(rows)
+
+    def compile(self) -> CompiledEncoder:
+        return CompiledEncoder(self)
+
+
+class CompiledEncoder:
+    """An encoder's arrays and category positions, built once (the guard encodes every
+    request's rows with one)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        import numpy as np
+
+        self.encoder = encoder
+        self.width = encoder.width
+        self.numeric = encoder.numeric
+        self.means = np.asarray(encoder.means, dtype=np.float64)
+        self.scales = np.asarray(encoder.scales, dtype=np.float64)
+        slots: list[tuple[str, dict[Any, int]]] = []
+        offset = len(encoder.numeric)
+        for column, categories in encoder.categorical:
+            slots.append((column, {c: offset + k for k, c in enumerate(categories)}))
+            offset += len(categories)
+        self.slots = tuple(slots)
+
+    def names(self) -> list[str]:
+        return self.encoder.names()
+
+    def encode(self, rows: Sequence[Mapping[str, Any]]) -> numpy.ndarray:
         """(len(rows), width) float64; a missing numeric value is the training mean."""
         import numpy as np
 
+        numeric, slots = self.numeric, self.slots
         out = np.zeros((len(rows), self.width))
+        raw = np.empty((len(rows), len(numeric)))
         for i, row in enumerate(rows):
-            for j, column in enumerate(self.numeric):
+            for j, column in enumerate(numeric):
                 value = row.get(column)
-                if value is None or isinstance(value, str):
-                    continue  # 0 = the mean once standardised
-                number = float(value)
-                if math.isfinite(number):
-                    out[i, j] = (number - self.means[j]) / self.scales[j]
-            offset = len(self.numeric)
-            for column, categories in self.categorical:
+                # None and text (a value the contract refused) stand for the mean
+                raw[i, j] = math.nan if value is None or isinstance(value, str) else value
+            for column, slot in slots:
                 value = row.get(column)
-                if isinstance(value, str):
-                    try:
-                        out[i, offset + categories.index(value)] = 1.0
-                    except ValueError:
-                        pass
-                offset += len(categories)
+                index = slot.get(value) if isinstance(value, str) else None
+                if index is not None:  # an unknown category is all zeros
+                    out[i, index] = 1.0
+        if len(numeric):
+            with np.errstate(invalid="ignore", over="ignore"):
+                standard = (raw - self.means) / self.scales
+            # NaN and +-Inf (not finite) are the mean: 0 once standardised
+            standard[~np.isfinite(standard)] = 0.0
+            out[:, : len(numeric)] = standard
         return out
 
 

@@ -66,6 +66,7 @@ class MemoryBackend:
         self._tat: dict[str, float] = {}
         self._spent: dict[str, int] = {}
         self._day = ""
+        self._day_starts = self._day_ends = 0.0  # the UTC day of `_day`, in epoch seconds
 
     def _evict(self, now: float) -> None:
         if len(self._tat) < MAX_BUCKETS:
@@ -90,10 +91,11 @@ class MemoryBackend:
 
     async def spend(self, key: str, amount: int, budget: int) -> Decision:
         now = self._clock()
-        day = _day(now)
-        if day != self._day:
+        if now >= self._day_ends or now < self._day_starts:  # the day is read once per day
             self._spent.clear()
-            self._day = day
+            self._day = _day(now)
+            self._day_starts = math.floor(now / 86_400) * 86_400
+            self._day_ends = self._day_starts + 86_400
         spent = self._spent.get(key, 0)
         if spent + amount > budget:
             return Decision(allowed=False, retry_after=_seconds_to_midnight(now))

@@ -7,6 +7,7 @@ the pipeline's vocabulary (anything else is `other`), status codes are grouped b
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 DETECTORS = (
     "in_flight",
@@ -44,6 +45,7 @@ ACTIONS = (
     "unavailable",
 )
 LIMITS = ("ip", "key", "budget", "in_flight", "unavailable")
+_STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -92,22 +94,32 @@ class Metrics:
             ("result",),
             registry=self.registry,
         )
+        # labelled children looked up once: `labels()` costs microseconds a request repeats
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def route(self, name: str) -> str:
         return name if name in self.routes else "other"
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, route: str, status: int, seconds: float, decisions: dict[str, str]) -> None:
         label = self.route(route)
-        self.requests.labels(label, f"{status // 100}xx").inc()
-        self.latency.labels(label).observe(seconds)
+        self._child(self.requests, label, _STATUS_CLASS.get(status // 100, "other")).inc()
+        self._child(self.latency, label).observe(seconds)
         for detector, action in decisions.items():
-            self.decisions.labels(
+            self._child(
+                self.decisions,
                 detector if detector in DETECTORS else "other",
                 action if action in ACTIONS else "other",
             ).inc()
 
     def limit(self, which: str) -> None:
-        self.limited.labels(which if which in LIMITS else "other").inc()
+        self._child(self.limited, which if which in LIMITS else "other").inc()
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -106,7 +106,8 @@ def _mahalanobis(x: numpy.ndarray, mean: numpy.ndarray, precision: numpy.ndarray
     import numpy as np
 
     centred = x - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, precision, centred), 0.0))
+    # (x - m) P (x - m)^T per row: one matrix product, then a row-wise dot
+    return np.sqrt(np.maximum(((centred @ precision) * centred).sum(axis=1), 0.0))
 
 
 def fit_profile(

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from bastion.guard.auth import _ID, Authenticator, AuthFailure, Principal, autho
 from bastion.guard.limits import Backend, InFlight, LimiterUnavailable, retry_after_header
 from bastion.guard.metrics import Metrics
 from bastion.guard.output import BadAnswer, harden
+from bastion.guard.rows import RowReader
 from bastion.guard.screen import (
     Classifier,
     RowScreen,
@@ -72,7 +74,7 @@ class GuardRequest:
     `scope["bastion.guard"]`: the caller, the parsed (and possibly redacted) body, the rows read
     as the contract's types, and the decisions so far."""
 
-    __slots__ = ("decisions", "document", "encoded", "principal", "route", "rows")
+    __slots__ = ("answer", "decisions", "document", "encoded", "principal", "route", "rows")
 
     def __init__(self, route: RouteSpec) -> None:
         self.route = route
@@ -81,6 +83,9 @@ class GuardRequest:
         self.rows: list[dict[str, Any]] | None = None
         self.encoded: Any = None
         self.decisions: dict[str, str] = {}
+        # an in-process inner app (serve mode) may leave its answer's document here besides
+        # sending it, which spares decoding the bytes it sent
+        self.answer: Any = None
 
 
 class Refusal(Exception):
@@ -132,6 +137,8 @@ class Guard:
         self.columns = list(columns)
         self.categories = categories or {}
         self.encoder = encoder if encoder is not None else getattr(ood, "encoder", None)
+        # compiled once: the rows of every request are encoded with it
+        self.encoding = self.encoder.compile() if self.encoder is not None else None
         self.ood = ood
         self.monitor = monitor if self.encoder is not None else None
         self.classifier = classifier
@@ -140,6 +147,7 @@ class Guard:
         self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
         self.extra_ready = extra_ready
         self.row_screen = RowScreen(self.categories, settings.sensitive.max_chars)
+        self.row_reader = RowReader(contract) if contract is not None else None
 
     def reload(self, settings: GuardSettings) -> list[str]:
         """Swap in new settings; returns the changed tables that need a restart to apply (the
@@ -346,21 +354,26 @@ class GuardMiddleware:
         if route.kind == "get":
             return await self._call_inner(scope, receive, request, settings, None)
         # the body: size while streaming, then bounded JSON
+        server = settings.server
         try:
-            raw = await http.read_body(scope, receive, settings.server.max_body_bytes)
-            document = http.parse_json(
-                raw,
-                settings.server.max_json_depth,
-                settings.server.max_json_items,
-                settings.server.max_string_chars,
-            )
+            raw = await http.read_body(scope, receive, server.max_body_bytes)
+            document = None
+            if route.kind == "rows":  # typed decoding: the shape checked by msgspec
+                document = http.parse_rows(
+                    raw, server.max_json_depth, server.max_json_items, server.max_string_chars
+                )
+            shaped = document is not None
+            if document is None:
+                document = http.parse_json(
+                    raw, server.max_json_depth, server.max_json_items, server.max_string_chars
+                )
         except http.BodyError as error:
             request.decisions["input"] = "block"
             raise Refusal(error.status, error.code, error.message) from None
         request.document = document
         scope["bastion.raw_body"] = raw
         if route.kind == "rows":
-            rows = self._rows(request, document, settings)
+            rows = self._rows(request, document, settings, shaped)
             amount = len(rows)
         else:
             request.decisions["input"] = "allow"
@@ -414,8 +427,9 @@ class GuardMiddleware:
         return 200, _Raw(content, kind.encode()), [], None
 
     def _rows(
-        self, request: GuardRequest, document: Any, settings: GuardSettings
+        self, request: GuardRequest, document: Any, settings: GuardSettings, shaped: bool
     ) -> list[dict[str, Any]]:
+        """The body's rows; `shaped` when http.parse_rows already checked their shape."""
         if not isinstance(document, dict) or set(document) != _ROW_KEYS:
             request.decisions["input"] = "block"
             raise Refusal(422, "invalid_body", 'the body must be {"rows": [{column: value}]}')
@@ -426,7 +440,7 @@ class GuardMiddleware:
         if len(rows) > settings.server.max_rows:
             request.decisions["input"] = "block"
             raise Refusal(413, "too_many_rows", f"at most {settings.server.max_rows} rows")
-        for row in rows:
+        for row in () if shaped else rows:
             if not isinstance(row, dict) or any(isinstance(v, (dict, list)) for v in row.values()):
                 request.decisions["input"] = "block"
                 raise Refusal(
@@ -443,6 +457,13 @@ class GuardMiddleware:
         rows = request.document["rows"]
         if columns is None:
             request.rows = [dict(r) for r in rows]
+            return
+        reader = self.guard.row_reader
+        assert reader is not None
+        accepted = [reader.read(row) for row in rows]
+        if None not in accepted:  # every row in contract: read as its types, compiled
+            request.decisions["contract"] = "allow"
+            request.rows = accepted  # type: ignore[assignment]
             return
         problems: list[str] = []
         known = {c.name for c in columns}
@@ -493,11 +514,11 @@ class GuardMiddleware:
 
     def _ood(self, request: GuardRequest, settings: GuardSettings) -> None:
         guard = self.guard
-        encoder = guard.encoder
-        if encoder is None or (guard.ood is None and guard.monitor is None):
+        encoding = guard.encoding
+        if encoding is None or (guard.ood is None and guard.monitor is None):
             return
         assert request.rows is not None
-        request.encoded = encoder.encode(request.rows)
+        request.encoded = encoding.encode(request.rows)
         if guard.ood is None:
             return
         scores = guard.ood.score(request.encoded)
@@ -589,7 +610,7 @@ class GuardMiddleware:
             scope = {**scope, "headers": headers}
         captured = _Capture(settings.output.max_response_bytes)
         try:
-            await asyncio.wait_for(
+            await _within(
                 self.app(scope, inner_receive, captured.send), settings.server.request_timeout_s
             )
         except asyncio.TimeoutError:
@@ -616,11 +637,14 @@ class GuardMiddleware:
         body = captured.body()
         if route.kind == "get" or status >= 300:
             return status, _Raw(body, captured.content_type), [], raw
-        try:
-            document = http.parse_json(body, 64, 1_000_000, 10_000_000)
-        except http.BodyError:
-            request.decisions["output"] = "error"
-            raise Refusal(502, "bad_answer", "the model's answer was malformed") from None
+        if request.answer is not None:  # the in-process model's document, not re-read
+            document = request.answer
+        else:
+            try:
+                document = http.parse_json(body, 64, 1_000_000, 10_000_000)
+            except http.BodyError:
+                request.decisions["output"] = "error"
+                raise Refusal(502, "bad_answer", "the model's answer was malformed") from None
         if route.kind == "rows":
             self._monitor(request, settings, document)
             rules = settings.output.scopes.get(route.scope)
@@ -765,6 +789,20 @@ class _Capture:
 
     def body(self) -> bytes:
         return b"".join(self.parts)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[None], seconds: float) -> None:
+        """`awaitable` within `seconds` (asyncio.TimeoutError past it); in this task, without
+        the task wait_for creates per call."""
+        async with asyncio.timeout(seconds):
+            await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(awaitable: Awaitable[None], seconds: float) -> None:
+        await asyncio.wait_for(awaitable, seconds)
 
 
 def _score_matrix(document: Any, n: int) -> Any:

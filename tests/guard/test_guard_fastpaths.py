@@ -1,0 +1,259 @@
+"""The request path's compiled fast paths give exactly what the generic code they stand in for
+gives: RowReader vs validate_row + coerce_row, parse_rows vs parse_json, the compiled encoder vs
+an element-by-element encoding, the monitor's one-pass PSI vs datacheck.drift.psi, the
+Mahalanobis score vs its einsum definition. Generated inputs, valid and hostile."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from typing import Any
+
+import pytest
+from guard_support import TARGET, contract, credit_rows, training
+
+from bastion.datacheck.contract import parse_contract, prepare, validate_row
+from bastion.guard import http
+from bastion.guard.features import coerce_row, fit_encoder
+from bastion.guard.rows import RowReader
+
+np = pytest.importorskip("numpy")
+
+# a contract with every kind of column and constraint the reader compiles (or leaves generic)
+MIXED = parse_contract(
+    json.dumps(
+        {
+            "contract": "bastion-data-contract",
+            "version": 1,
+            "additionalColumns": "refuse",
+            "columns": {
+                "age": {"type": "integer", "minimum": 18, "maximum": 99},
+                "count": {"type": "integer", "nullable": True},
+                "ratio": {"type": "number", "minimum": 0, "maximum": 1.5},
+                "amount": {"type": "number", "nullable": True},
+                "flag": {"type": "boolean"},
+                "grade": {"type": "string", "enum": ["A", "B", "C"]},
+                "grade_or_none": {"type": "string", "enum": ["x", "y"], "nullable": True},
+                "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]+$", "maxLength": 8},
+                "name": {"type": "string", "minLength": 2},
+                "since": {"type": "datetime", "minimum": "2000-01-01T00:00:00Z"},
+            },
+        }
+    )
+)
+VALID_MIXED = {
+    "age": 40,
+    "count": 3,
+    "ratio": 0.5,
+    "amount": 12.25,
+    "flag": True,
+    "grade": "B",
+    "grade_or_none": "x",
+    "code": "AB123",
+    "name": "Ann",
+    "since": "2010-05-01T00:00:00Z",
+}
+HOSTILE = (
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    17,
+    18,
+    99,
+    100,
+    1.0,
+    1.5,
+    18.0,
+    99.5,
+    -0.0,
+    2**53 + 1,
+    2**63,
+    10**30,
+    math.nan,
+    math.inf,
+    -math.inf,
+    "",
+    "A",
+    "B",
+    "D",
+    "x",
+    "40",
+    " 40 ",
+    "1e3",
+    "0.5",
+    "true",
+    "AB123",
+    "ab123",
+    "AB1234567",
+    "2010-05-01T00:00:00Z",
+    "1999-12-31T23:59:59Z",
+    "no checking account",
+    "... < 0 DM",
+    "4111 1111 1111 1111",
+)
+
+
+def _agrees(columns: Any, reader: RowReader, row: dict[str, Any]) -> None:
+    known = {c.name for c in columns}
+    expected_ok = not validate_row(columns, row) and all(k in known for k in row)
+    got = reader.read(row)
+    assert (got is not None) == expected_ok, row
+    if got is not None:
+        want = coerce_row(columns, row)
+        assert got == want and [type(v) for v in got.values()] == [
+            type(v) for v in want.values()
+        ], row
+
+
+@pytest.mark.parametrize("which", ["credit", "mixed"])
+def test_row_reader_accepts_exactly_what_validate_row_accepts(which: str) -> None:
+    if which == "credit":
+        columns = tuple(c for c in prepare(contract()) if c.name != TARGET)
+        base_rows = credit_rows()[:50]
+    else:
+        columns = prepare(MIXED)
+        base_rows = [VALID_MIXED]
+    reader = RowReader(columns)
+    rng = random.Random(7)
+    checked = accepted = 0
+    for base in base_rows:
+        _agrees(columns, reader, dict(base))
+        for column in list(base):
+            for value in HOSTILE:
+                row = dict(base)
+                row[column] = value
+                _agrees(columns, reader, row)
+                checked += 1
+                accepted += reader.read(row) is not None
+        missing = dict(base)
+        missing.pop(rng.choice(list(base)))
+        _agrees(columns, reader, missing)
+        extra = dict(base)
+        extra["not_a_column"] = 1
+        _agrees(columns, reader, extra)
+        swapped = dict(base)  # same number of keys, one unknown in place of a known one
+        swapped.pop(rng.choice(list(base)))
+        swapped["not_a_column"] = 1
+        _agrees(columns, reader, swapped)
+    # the generated set holds both outcomes in quantity
+    assert 0 < accepted < checked
+
+
+BODIES = (
+    b'{"rows": [{"a": 1, "b": "x", "c": null, "d": 1.5, "e": true}]}',
+    b'{"rows": [{"a": 1, "a": 2}]}',
+    b'{"rows": []}',
+    b'{"rows": [{}]}',
+    b'{"rows": [{"a": [1]}]}',
+    b'{"rows": [{"a": {"b": 1}}]}',
+    b'{"rows": [1, 2]}',
+    b'{"rows": 5}',
+    b'{"rows": [{"a": 1}], "extra": 1}',
+    b'{"other": []}',
+    b"[]",
+    b'"rows"',
+    b'{"rows": [{"a": NaN}]}',
+    b'{"rows": [{"a": 1e400}]}',
+    b'{"rows": [{"a": 123456789012345678901234567890}]}',
+    b'{"rows": [{"a": "' + b"x" * 300 + b'"}]}',
+    b'{"rows": [{"' + b"k" * 300 + b'": 1}]}',
+    b'{"rows": [' + b",".join([b'{"a": 1, "b": 2}'] * 40) + b"]}",
+    b'{"rows": [{"a": "\\u00e9\\ud83d\\ude00"}]}',
+    b'{"rows": [{"a": 1}',
+    b"",
+)
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_parse_rows_accepts_only_what_parse_json_gives_the_same(body: bytes) -> None:
+    limits = (64, 100, 200)
+    fast = http.parse_rows(body, *limits)
+    try:
+        generic = http.parse_json(body, *limits)
+    except http.BodyError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == generic
+        rows = generic["rows"]
+        assert set(generic) == {"rows"} and isinstance(rows, list)
+        assert all(
+            isinstance(r, dict) and not any(isinstance(v, (dict, list)) for v in r.values())
+            for r in rows
+        )
+
+
+def test_parse_rows_takes_a_well_formed_body() -> None:
+    body = json.dumps({"rows": credit_rows()[:5]}).encode()
+    assert http.parse_rows(body, 64, 100_000, 10_000) == {"rows": credit_rows()[:5]}
+    assert http.parse_rows(body, 2, 100_000, 10_000) is None  # caps below its depth: generic
+
+
+def _reference_encoding(encoder: Any, rows: list[dict[str, Any]]) -> Any:
+    out = np.zeros((len(rows), encoder.width))
+    for i, row in enumerate(rows):
+        for j, column in enumerate(encoder.numeric):
+            value = row.get(column)
+            if value is None or isinstance(value, str):
+                continue
+            number = float(value)
+            if math.isfinite(number):
+                out[i, j] = (number - encoder.means[j]) / encoder.scales[j]
+        offset = len(encoder.numeric)
+        for column, categories in encoder.categorical:
+            value = row.get(column)
+            if isinstance(value, str) and value in categories:
+                out[i, offset + categories.index(value)] = 1.0
+            offset += len(categories)
+    return out
+
+
+def test_compiled_encoder_matches_the_element_by_element_encoding() -> None:
+    encoder = fit_encoder(contract(), training(), TARGET)
+    rows = [dict(r) for r in training()[:200]]
+    rng = random.Random(3)
+    for row in rows[::3]:  # hostile values where a refused row would carry them
+        column = rng.choice(list(row))
+        row[column] = rng.choice([None, "text", math.nan, math.inf, True, 10**6, "unknown"])
+    compiled = encoder.compile()
+    assert np.array_equal(compiled.encode(rows), _reference_encoding(encoder, rows))
+    assert np.array_equal(encoder.encode(rows[:1]), _reference_encoding(encoder, rows[:1]))
+
+
+def test_monitor_psi_in_one_pass_equals_datacheck_psi() -> None:
+    from bastion.datacheck.drift import psi
+    from bastion.guard.monitor import _counts, _edges, _Window
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(1000, 6))
+    train[:, 2] = rng.integers(0, 2, 1000)  # a one-hot-like feature: two bins
+    train[:, 4] = 7.0  # a constant: one bin
+    edges = [_edges(train[:, j]) for j in range(train.shape[1])]
+    expected = [_counts(train[:, j], e).tolist() for j, e in enumerate(edges)]
+    window = _Window(150, edges)
+    proportions = window.proportions(expected)
+    for step in range(400):
+        window.add(rng.normal(loc=step / 200, size=(2, train.shape[1])))
+        if step % 25 == 0:
+            reference = [
+                psi(np.asarray(e, dtype=float), window.counts[a:b].astype(float))
+                for e, (a, b) in zip(expected, window.bounds, strict=True)
+            ]
+            assert np.allclose(window.psi(expected), reference, rtol=1e-12, atol=1e-12)
+            assert np.allclose(window.psi(proportions), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_mahalanobis_score_is_its_definition() -> None:
+    from bastion.guard.ood import _mahalanobis
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 9))
+    mean = rng.normal(size=9)
+    a = rng.normal(size=(9, 9))
+    precision = a @ a.T
+    reference = np.sqrt(np.einsum("ij,jk,ik->i", x - mean, precision, x - mean))
+    assert np.allclose(_mahalanobis(x, mean, precision), reference, rtol=1e-10)
