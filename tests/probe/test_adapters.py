@@ -197,3 +197,37 @@ def test_pytorch_module(numeric_credit: tuple[Table, Table]) -> None:
             after[change["feature"]] = change["to"]
         row = pd.DataFrame([after])[NUMBERS].to_numpy(dtype=float)
         assert (row @ weights - weights @ mean)[0] > -1e-5
+
+
+def test_labels_read_off_scores_only_for_argmax_classifiers(credit: tuple[Table, Table]) -> None:
+    """Listed classifiers skip the second predict(): their labels still equal predict()'s; a
+    classifier whose predict() is not the top score (SVC with probability=True) is asked."""
+    import importlib
+
+    from sklearn.svm import SVC
+
+    from bastion.probe.model import _ARGMAX_CLASSIFIERS, EstimatorModel
+
+    for dotted in _ARGMAX_CLASSIFIERS:  # every entry names a class that exists
+        module, _, name = dotted.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), name), type), dotted
+    train, test = credit
+    frame = pd.concat([train.features, test.features])[NUMBERS]
+    labels = np.concatenate([train.labels, test.labels])  # type: ignore[list-item]
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    for estimator in (
+        LogisticRegression(max_iter=500),
+        RandomForestClassifier(n_estimators=20, random_state=0),
+        HistGradientBoostingClassifier(max_iter=20),
+        MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0),
+    ):
+        fitted_model = estimator.fit(frame, labels)
+        model = EstimatorModel(fitted_model)
+        assert model._argmax
+        assert list(model.query(frame).labels) == list(fitted_model.predict(frame))
+    svc = EstimatorModel(SVC(probability=True, random_state=0).fit(frame.iloc[:300], labels[:300]))
+    assert not svc._argmax
+    assert list(svc.query(frame).labels) == list(svc.estimator.predict(frame))

@@ -150,6 +150,7 @@ class EstimatorModel(Model):
         self.feature_names = [str(n) for n in names] if names is not None else None
         self.positional = self.feature_names is None
         self._has_proba = callable(getattr(estimator, "predict_proba", None))
+        self._argmax = self._has_proba and _predicts_argmax(estimator)
 
     @property
     def gives_scores(self) -> bool:
@@ -175,6 +176,9 @@ class EstimatorModel(Model):
             import numpy as np
 
             scores = np.asarray(self.estimator.predict_proba(data), dtype=float)
+            if self._argmax:  # predict() would compute the same scores again
+                classes = np.array(self.classes, dtype=object)
+                return Output(classes[scores.argmax(axis=1)], scores)
             labels = _texts(self.estimator.predict(data))
             return Output(labels, scores)
         return Output(_texts(self.estimator.predict(data)), None)
@@ -184,6 +188,33 @@ class EstimatorModel(Model):
         data = frame if self.feature_names is not None else self._input(frame)
         labels = _texts(self.estimator.predict(data))
         return Output(labels, None)
+
+
+# Classifiers whose predict() is, by their code, classes_[argmax(predict_proba())] (binary
+# ties at 0.5 go to the first class either way). Anything else (SVC with probability=True,
+# threshold-tuned classifiers, unknown estimators) is asked predict() as well.
+_ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.ensemble._forest.RandomForestClassifier",
+        "sklearn.ensemble._forest.ExtraTreesClassifier",
+        "sklearn.ensemble._gb.GradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "sklearn.naive_bayes.GaussianNB",
+        "sklearn.neighbors._classification.KNeighborsClassifier",
+    }
+)
+
+
+def _predicts_argmax(estimator: Any) -> bool:
+    """Whether labels may be read off the scores (a scikit-learn Pipeline: its last step)."""
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list) and steps and type(estimator).__name__ == "Pipeline":
+        estimator = steps[-1][1]
+    kind = type(estimator)
+    return f"{kind.__module__}.{kind.__qualname__}" in _ARGMAX_CLASSIFIERS
 
 
 class BoosterModel(Model):
