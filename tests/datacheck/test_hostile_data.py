@@ -114,3 +114,135 @@ def test_json_lines_nested_within_the_bound_still_read(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dataset = open_dataset(path, DataOptions())
     assert sum(b.num_rows for _s, b in dataset.batches()) == 50
+
+
+def _people(path: Path, rows: int = 240, repeat_every: int = 0, renamed: int | None = None) -> None:
+    """A table keyed by e-mail address; `repeat_every` plants repeated ids, `renamed` changes
+    one address (a row deleted and another inserted, matched by id)."""
+    rng = random.Random(3)
+    lines = ["email,amount,age,label"]
+    for i in range(rows):
+        person = i % repeat_every if repeat_every else i
+        email = f"victim{person}{'x' if i == renamed else ''}@corp-secret.example"
+        lines.append(f"{email},{rng.randint(1, 1000)},{rng.randint(18, 90)},{i % 2}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _planted(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"victim\d+x?@corp-secret\.example", text)
+
+
+def test_id_column_of_email_addresses_never_reaches_a_report_or_the_store(
+    tmp_path: Path,
+) -> None:
+    """`--id email` copied the raw addresses into row_ids of DAT006/DAT010 and every label
+    finding (JSON, text, HTML and the history store), and into `data diff`'s ids and summary."""
+    from bastion.cli.main import main
+
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    _people(old, repeat_every=230)
+    _people(new, repeat_every=230, renamed=5)
+    manifest, store = tmp_path / "m.json", tmp_path / "h.sqlite3"
+    assert (
+        main(
+            [
+                "data",
+                "manifest",
+                str(old),
+                "--id",
+                "email",
+                "-o",
+                str(manifest),
+                "-q",
+                "--store",
+                str(store),
+            ]
+        )
+        == 0
+    )
+    outputs = []
+    for fmt in ("json", "text", "html", "sarif", "junit"):
+        out = tmp_path / f"check.{fmt}"
+        code = main(
+            [
+                "data",
+                "check",
+                str(new),
+                "--id",
+                "email",
+                "--target",
+                "label",
+                "--baseline-manifest",
+                str(manifest),
+                "-f",
+                fmt,
+                "-o",
+                str(out),
+                "-q",
+                "--store",
+                str(store),
+            ]
+        )
+        assert code == 1
+        outputs.append(out)
+    for fmt in ("json", "markdown", "text"):
+        out = tmp_path / f"diff.{fmt}"
+        code = main(
+            [
+                "data",
+                "diff",
+                str(old),
+                str(new),
+                "--id",
+                "email",
+                "-f",
+                fmt,
+                "-o",
+                str(out),
+                "-q",
+                "--store",
+                str(store),
+            ]
+        )
+        assert code == 1
+        outputs.append(out)
+    for out in outputs:
+        assert _planted(out.read_text()) == [], out.name
+    assert _planted(store.read_bytes().decode("latin-1")) == []
+    # the rows are still listed exactly, with the ids as shapes
+    report = json.loads((tmp_path / "check.json").read_text())
+    found = {f["rule_id"]: f for t in report["results"] for f in t["findings"]}
+    assert found["DAT010"]["rows"][:2] == [0, 1]
+    assert found["DAT010"]["row_ids"][0].startswith("redacted 'aaaaaa9@aaaa")
+    assert found["DAT006"]["rows"] == [5]
+
+
+def test_id_column_without_personal_data_keeps_its_values(tmp_path: Path) -> None:
+    from bastion.cli.main import main
+
+    data = tmp_path / "train.csv"
+    data.write_text("order_id,amount\n" + "".join(f"ORD-{i % 50:05d},{i}\n" for i in range(60)))
+    out = tmp_path / "r.json"
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(data),
+                "--id",
+                "order_id",
+                "-f",
+                "json",
+                "-o",
+                str(out),
+                "--no-store",
+                "-q",
+            ]
+        )
+        == 1
+    )
+    report = json.loads(out.read_text())
+    dat010 = next(f for t in report["results"] for f in t["findings"] if f["rule_id"] == "DAT010")
+    assert dat010["row_ids"][:2] == ["ORD-00000", "ORD-00001"]

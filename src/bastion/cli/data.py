@@ -323,7 +323,7 @@ def _side(path: Path, options: DataOptions, keep_keys: bool) -> tuple[Any, Any, 
 def _diff(args: argparse.Namespace) -> int:
     from bastion.datacheck import integrity
     from bastion.datacheck.engine import data_report
-    from bastion.datacheck.manifest import diff_indexes, summary, with_values
+    from bastion.datacheck.manifest import diff_indexes, guard_ids, summary, with_values
     from bastion.errors import DataInputError, InputError
     from bastion.findings import Skip, TargetResult, sort_findings
     from bastion.runs import start
@@ -336,7 +336,7 @@ def _diff(args: argparse.Namespace) -> int:
         new_index, new_data, new_name = _side(args.new, options, keep_keys=True)
     except DataInputError as exc:
         raise InputError(exc.message, hint=exc.hint) from exc
-    diff = diff_indexes(old_index, new_index, old_name, new_name)
+    diff = guard_ids(diff_indexes(old_index, new_index, old_name, new_name), options.id_column)
     if old_data is not None and new_data is not None:
         diff, _shown = with_values(diff, old_data, new_data)
     elif diff.modified:

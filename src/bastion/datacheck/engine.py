@@ -426,7 +426,47 @@ def run_data_checks(
                         ),
                     )
     _split_checks(read, options, by_name, progress)
-    return results + list(by_name.values())
+    return [guard_row_ids(r, options.id_column) for r in (*results, *by_name.values())]
+
+
+def guard_row_ids(result: TargetResult, id_column: str | None) -> TargetResult:
+    """The result with its findings' `row_ids` (values of the --id column) redacted unless the
+    personal-data check examined that column and found nothing in it: an id column of e-mail
+    addresses, names or card numbers must not copy them into every finding that lists rows
+    (duplicates, diffs, label issues, leakage). The 0-based `rows` stay exact."""
+    if id_column is None or not any(f.row_ids for f in result.findings):
+        return result
+    from bastion.datacheck.row_ids import redact_id
+    from bastion.datacheck.semantics import DIRECT_IDENTIFIERS, QUASI_IDENTIFIERS, column_semantic
+
+    pointer = f"column:{id_column}"
+    flagged = any(
+        f.rule_id.startswith("PII") and f.location.pointer == pointer for f in result.findings
+    )
+    unchecked = (
+        any(e.check == "pii" for e in result.errors)
+        or any(s.reason.startswith("personal data not checked") for s in result.skips)
+        or any(
+            f.evidence.startswith("not examined: ")
+            and id_column in f.evidence.removeprefix("not examined: ").split(", ")
+            for f in result.findings
+        )
+    )
+    semantic = column_semantic(id_column)
+    if not (
+        flagged or unchecked or semantic in DIRECT_IDENTIFIERS or semantic in QUASI_IDENTIFIERS
+    ):
+        return result
+    return result.model_copy(
+        update={
+            "findings": tuple(
+                f.model_copy(update={"row_ids": tuple(redact_id(v) for v in f.row_ids)})
+                if f.row_ids
+                else f
+                for f in result.findings
+            )
+        }
+    )
 
 
 def _split_checks(

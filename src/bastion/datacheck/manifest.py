@@ -522,6 +522,42 @@ def value_redactor() -> Callable[[str, Any], str] | None:
     return show
 
 
+MAX_IDS_EXAMINED = 20_000  # id values of changed rows run through the detectors in a diff
+
+
+def guard_ids(diff: Diff, id_column: str | None) -> Diff:
+    """The diff with its row ids (values of the id column) redacted when they are personal data:
+    the column's name says so, the detectors find personal data in one of them, or there are
+    too many to examine (MAX_IDS_EXAMINED). A diff runs no personal-data check of its own."""
+    changes = [*diff.modified, *diff.inserted, *diff.deleted]
+    ids = [c.row_id for c in changes if c.row_id]
+    if id_column is None or not ids:
+        return diff
+    from bastion.datacheck import detectors, semantics
+
+    semantic = semantics.column_semantic(id_column)
+    personal = (
+        semantic in semantics.DIRECT_IDENTIFIERS
+        or semantic in semantics.QUASI_IDENTIFIERS
+        or semantic in detectors.KINDS
+        or len(ids) > MAX_IDS_EXAMINED
+        or any(detectors.detect(value) for value in ids)
+    )
+    if not personal:
+        return diff
+    from bastion.datacheck.row_ids import redact_id
+
+    def hide(items: list[RowChange]) -> list[RowChange]:
+        return [c._replace(row_id=redact_id(c.row_id)) if c.row_id else c for c in items]
+
+    return diff._replace(
+        modified=hide(diff.modified),
+        inserted=hide(diff.inserted),
+        deleted=hide(diff.deleted),
+        notes=[*diff.notes, f"ids redacted: the id column {id_column!r} holds personal data"],
+    )
+
+
 def _rows_of(dataset: Dataset, rows: list[int]) -> dict[int, dict[str, Any]]:
     """The values of the given rows (sorted 0-based indexes), read batch by batch."""
     import numpy as np

@@ -28,3 +28,10 @@ def row_ids(dataset: Dataset, id_column: str, rows: numpy.ndarray) -> tuple[str,
         if hi >= len(rows):
             break
     return tuple(found)
+
+
+def redact_id(value: str) -> str:
+    """An id value that is personal data, as its shape only (letters a/A, digits 9)."""
+    from bastion.datacheck.csvfile import value_shape
+
+    return "redacted " + value_shape(value, limit=12) if value else ""
