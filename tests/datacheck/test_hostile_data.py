@@ -246,3 +246,30 @@ def test_id_column_without_personal_data_keeps_its_values(tmp_path: Path) -> Non
     report = json.loads(out.read_text())
     dat010 = next(f for t in report["results"] for f in t["findings"] if f["rule_id"] == "DAT010")
     assert dat010["row_ids"][:2] == ["ORD-00000", "ORD-00001"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("drift_psi", float("nan")),
+        ("drift_psi", -1.0),
+        ("drift_psi", float("inf")),
+        ("max_line_kb", 10**15),
+    ],
+)
+def test_data_policy_values_that_disable_a_check_or_crash_are_refused(
+    tmp_path: Path, key: str, value: float
+) -> None:
+    """`drift_psi = nan` switched the PSI test off (NaN compares false with every PSI) and
+    `max_line_kb = 10**15` ended in 'internal error: OverflowError' in pyarrow."""
+    from bastion.cli.main import main
+    from bastion.records import RecordError
+
+    with pytest.raises(RecordError):
+        DataOptions.model_validate({key: value})
+    policy = tmp_path / "policy.toml"
+    text = "nan" if value != value else "inf" if value == float("inf") else repr(value)
+    policy.write_text(f"[data]\n{key} = {text}\n")
+    data = tmp_path / "x.csv"
+    data.write_text("a,b\n1,2\n")
+    assert main(["data", "check", str(data), "--policy", str(policy), "--no-store", "-q"]) == 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 from bastion.records import Record, RecordError
 
 MiB = 1024 * 1024
+MAX_LINE_KB = 2_000_000  # pyarrow's block size (the line bound + 1 KiB) is an int32
 
 # name -> (minimum, meaning); every bound must be at least its minimum
 _BOUND_MINIMUMS = {
@@ -88,6 +89,14 @@ class DataOptions(Record):
         for name in _FRACTIONS:
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise RecordError(name, "must be greater than 0 and at most 1")
+        # NaN compares false with every PSI, so it would switch the drift test off silently
+        if not 0.0 < self.drift_psi < float("inf"):
+            raise RecordError("drift_psi", "must be a number greater than 0")
+        if self.max_line_kb > MAX_LINE_KB:
+            raise RecordError(
+                "max_line_kb",
+                f"must be at most {MAX_LINE_KB:,} (the readers' block size is 32-bit)",
+            )
 
     @property
     def max_decompressed(self) -> int:
