@@ -1,13 +1,23 @@
 """Added latency of the runtime guard: the example credit model (20 features) served raw and
 served behind the full pipeline (API key, limits, contract, personal-data screen, OOD, query
-monitor, output hardening, durable group-commit audit), same model, same run, same server
-(uvicorn, one worker process each, pinned to the given cores), at a fixed open-loop rate on
-loopback. Also: the proxy mode's overhead (the guard in front of the raw server), and access
-control (generated bad credentials: none may be served).
+monitor, output hardening, durable group-commit audit), same model, same run, each server one
+uvicorn worker process pinned with taskset, at a fixed open-loop rate on loopback. The setups
+are measured in interleaved segments (raw, guard, proxy, raw, guard, ...; the order rotated
+every round) so that the shared machine's load falls on all of them alike, and each figure is
+the median over the rounds. Also:
 
-    python bench/guard_latency.py [--rate 200] [--seconds 10] [--cores 0]
+- `guard-nosync`: the same pipeline with its audit log on tmpfs (/dev/shm), where fsync returns
+  at once: NOT durable, measured only to separate the pipeline's own cost from the disk's
+  fsync latency, which is printed too (the group commit waits for one fsync per batch);
+- `proxy`: the guard in proxy mode in front of the raw server (its overhead = proxy - raw);
+- sustained throughput: closed loop (many clients, each sending its next request as soon as
+  the last is answered) against raw and guard pinned to 1 core, then to 2;
+- access control: generated bad credentials, none may be served.
 
-Prints p50/p90/p99 per setup and the added latency (medians of --repeats runs)."""
+    python bench/guard_latency.py [--rate 100] [--seconds 4] [--rounds 5] [--cores 0]
+
+The client is a minimal keep-alive HTTP/1.1 client on asyncio streams (a full client costs
+more CPU per request than the guard does, and the machine has two cores)."""
 
 from __future__ import annotations
 
@@ -16,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,7 +73,10 @@ def _raw_app() -> Any:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(answer)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": answer})
@@ -84,18 +98,27 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
         "daily_rows": 10**9,
         "max_in_flight": 10_000,
     }
+    audit = {"path": str(folder / f"audit-{kind}")}
+    if kind == "guard-nosync":
+        audit = {"path": tempfile.mkdtemp(prefix="bastion-bench-", dir="/dev/shm")}
     if kind == "raw":
         app = _raw_app()
-    elif kind == "guard":
+    elif kind in ("guard", "guard-nosync"):
         app = create_app(
-            settings(folder, limits=big),
+            settings(folder, limits=big, audit=audit, server={"worker": kind}),
             model=served_model(),
             contract=contract(),
             training=training(),
         )
     else:
         app = create_app(
-            settings(folder, limits=big, proxy={"upstream": upstream}, server={"worker": kind}),
+            settings(
+                folder,
+                limits=big,
+                audit=audit,
+                proxy={"upstream": upstream},
+                server={"worker": kind},
+            ),
             contract=contract(),
             training=training(),
         )
@@ -120,59 +143,177 @@ def _start(
     if cores and hasattr(os, "sched_setaffinity"):
         command = ["taskset", "-c", cores, *command]
     process = subprocess.Popen(command)
-    import httpx
-
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {process.returncode}")
         try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-            return process
-        except httpx.HTTPError:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"{kind} server did not start")
 
 
-async def _open_loop(
-    url: str, key: str, rows: list[dict[str, Any]], rate: float, seconds: float
-) -> tuple[list[float], int, float]:
-    """Requests sent at fixed times (not when the previous answer came back): latencies in ms,
-    failures, achieved answers per second."""
-    import httpx
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: POST a body, read status and body."""
 
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        chunked = False
+        for line in head.split(b"\r\n"):
+            lowered = line.lower()
+            if lowered.startswith(b"content-length:"):
+                length = int(line[15:])
+            elif lowered.startswith(b"transfer-encoding:") and b"chunked" in lowered:
+                chunked = True
+        if not chunked:
+            await self.reader.readexactly(length)
+            return status
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+            await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status
+
+
+class _Client:
+    """A pool of keep-alive connections to one server (a connection per request in flight)."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port = port
+        self.key = key
+        self.idle: list[_Connection] = []
+        self.opened: list[_Connection] = []
+
+    def request(self, body: bytes, path: str = "/v1/predict") -> bytes:
+        return (
+            f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+            f"authorization: Bearer {self.key}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    async def post(self, request: bytes) -> int:
+        if self.idle:
+            connection = self.idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            connection = _Connection(reader, writer)
+            self.opened.append(connection)
+        status = await connection.post(request)
+        self.idle.append(connection)
+        return status
+
+    async def close(self) -> None:
+        for connection in self.opened:
+            connection.writer.close()
+        self.idle.clear()
+        self.opened.clear()
+
+
+async def _open_loop(
+    port: int, key: str, bodies: list[bytes], rate: float, seconds: float
+) -> dict[str, float]:
+    """Requests sent at fixed times, whether or not earlier ones were answered: latency
+    percentiles in ms, failures (non-200), achieved answers per second."""
+    client = _Client(port, key)
+    requests = [client.request(body) for body in bodies]
+    for request in requests[:50]:  # warm-up
+        await client.post(request)
     latencies: list[float] = []
     failures = 0
-    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-    bodies = [json.dumps({"rows": [row]}).encode() for row in rows]
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
-        for body in bodies[:20]:  # warm-up
-            await client.post(url, content=body, headers=headers)
 
-        async def one(body: bytes) -> None:
-            nonlocal failures
-            started = time.perf_counter()
-            response = await client.post(url, content=body, headers=headers)
-            if response.status_code != 200:
-                failures += 1
-            latencies.append((time.perf_counter() - started) * 1000)
+    async def one(request: bytes) -> None:
+        nonlocal failures
+        started = time.perf_counter()
+        status = await client.post(request)
+        latencies.append((time.perf_counter() - started) * 1000)
+        failures += status != 200
 
-        tasks = []
-        begin = time.perf_counter()
-        total = int(rate * seconds)
-        for i in range(total):
-            delay = begin + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - begin
-    return latencies, failures, len(latencies) / elapsed
+    tasks = []
+    begin = time.perf_counter()
+    total = int(rate * seconds)
+    for i in range(total):
+        delay = begin + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(requests[i % len(requests)])))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - begin
+    await client.close()
+    return {
+        "p50": _pct(latencies, 0.5),
+        "p90": _pct(latencies, 0.9),
+        "p99": _pct(latencies, 0.99),
+        "rps": len(latencies) / elapsed,
+        "failures": failures,
+    }
+
+
+async def _closed_loop(
+    port: int, key: str, bodies: list[bytes], clients: int, seconds: float
+) -> float:
+    """`clients` loops each sending its next request when the last is answered: answers/s."""
+    client = _Client(port, key)
+    requests = [client.request(body) for body in bodies]
+    for request in requests[:20]:
+        await client.post(request)
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def loop(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.perf_counter() < stop:
+            if await client.post(requests[i % len(requests)]) == 200:
+                done += 1
+            i += clients
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(loop(k) for k in range(clients)))
+    elapsed = time.perf_counter() - begin
+    await client.close()
+    return done / elapsed
 
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _fsync_ms(folder: Path, n: int = 200) -> dict[str, float]:
+    """fsync latency of the file system the audit log is on (the group commit waits for one
+    per batch)."""
+    times = []
+    path = folder / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 512)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return {"p50": _pct(times, 0.5), "p99": _pct(times, 0.99)}
+
+
+def _client_cores(server_cores: str) -> None:
+    """Pin this process (the client) off the servers' cores when there is a core to spare."""
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    wanted = {int(c) for c in server_cores.split(",") if c.strip().isdigit()}
+    spare = set(os.sched_getaffinity(0)) - wanted
+    os.sched_setaffinity(0, spare or set(os.sched_getaffinity(0)) | wanted)
 
 
 async def _access_control(url: str, store: Any, good: str, n: int) -> tuple[int, int]:
@@ -226,15 +367,18 @@ async def _access_control(url: str, store: Any, good: str, n: int) -> tuple[int,
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", choices=("raw", "guard", "proxy"))
+    parser.add_argument("--serve", choices=("raw", "guard", "guard-nosync", "proxy"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--folder", type=Path)
     parser.add_argument("--upstream", default="")
-    parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cores", default="0", help="taskset core list for each server")
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per segment")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cores", default="0", help="taskset core list for the servers")
+    parser.add_argument("--clients", type=int, default=16, help="closed-loop clients")
+    parser.add_argument("--throughput-seconds", type=float, default=4.0)
     parser.add_argument("--access", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "guard_latency.json")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.folder, args.upstream)
@@ -244,36 +388,30 @@ def main() -> int:
     from bastion.guard.auth import KeyStore
 
     rows = credit_rows()
-    results: dict[str, list[dict[str, float]]] = {"raw": [], "guard": [], "proxy": []}
-    with tempfile.TemporaryDirectory() as tmp:
+    random.Random(0).shuffle(rows)
+    bodies = [json.dumps({"rows": [row]}).encode() for row in rows]
+    kinds = ("raw", "guard", "guard-nosync", "proxy")
+    latency: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
+    throughput: dict[str, dict[str, list[float]]] = {}
+    core_sets = _core_sets()  # before this process pins itself
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench") as tmp:
         folder = Path(tmp)
         store = KeyStore(folder / "keys.sqlite3")
         key, _ = store.create(["predict", "score"])
-        ports = {name: free_port() for name in results}
-        servers = {"raw": _start("raw", ports["raw"], folder / "raw", args.cores)}
-        upstream = f"http://127.0.0.1:{ports['raw']}"
-        servers["guard"] = _start("guard", ports["guard"], folder, args.cores)
-        servers["proxy"] = _start("proxy", ports["proxy"], folder, args.cores, upstream)
+        fsync = _fsync_ms(folder)
+        ports = {name: free_port() for name in kinds}
+        servers: dict[str, subprocess.Popen[bytes]] = {}
+        _client_cores(args.cores)
         try:
-            for _ in range(args.repeats):
-                for name, port in ports.items():
-                    latencies, failures, achieved = asyncio.run(
-                        _open_loop(
-                            f"http://127.0.0.1:{port}/v1/predict",
-                            key,
-                            rows,
-                            args.rate,
-                            args.seconds,
-                        )
-                    )
-                    results[name].append(
-                        {
-                            "p50": _pct(latencies, 0.5),
-                            "p90": _pct(latencies, 0.9),
-                            "p99": _pct(latencies, 0.99),
-                            "rps": achieved,
-                            "failures": failures,
-                        }
+            servers["raw"] = _start("raw", ports["raw"], folder, args.cores)
+            upstream = f"http://127.0.0.1:{ports['raw']}"
+            for name in kinds[1:]:
+                servers[name] = _start(name, ports[name], folder, args.cores, upstream)
+            for round_ in range(args.rounds):
+                order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
+                for name in order:
+                    latency[name].append(
+                        asyncio.run(_open_loop(ports[name], key, bodies, args.rate, args.seconds))
                     )
             sent, served = asyncio.run(
                 _access_control(
@@ -281,25 +419,90 @@ def main() -> int:
                 )
             )
         finally:
-            for process in servers.values():
-                process.terminate()
-                process.wait(timeout=30)
-    summary: dict[str, dict[str, float]] = {}
-    for name, runs in results.items():
-        summary[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        s = summary[name]
+            _stop(servers)
+        for cores in core_sets:
+            throughput[cores] = {"raw": [], "guard": []}
+            servers = {}
+            _client_cores(cores)
+            try:
+                for name in ("raw", "guard"):
+                    port = free_port()
+                    ports[name] = port
+                    servers[name] = _start(name, port, folder, cores)
+                for round_ in range(3):
+                    for name in ("raw", "guard") if round_ % 2 == 0 else ("guard", "raw"):
+                        throughput[cores][name].append(
+                            asyncio.run(
+                                _closed_loop(
+                                    ports[name], key, bodies, args.clients, args.throughput_seconds
+                                )
+                            )
+                        )
+            finally:
+                _stop(servers)
+    summary = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in latency.items()
+    }
+    for name, s in summary.items():
         print(
-            f"{name:6} p50 {s['p50']:.3f} ms  p90 {s['p90']:.3f} ms  p99 {s['p99']:.3f} ms  "
+            f"{name:12} p50 {s['p50']:7.3f} ms  p90 {s['p90']:7.3f} ms  p99 {s['p99']:7.3f} ms  "
             f"{s['rps']:.0f} req/s  failures {s['failures']:.0f}"
         )
-    for name in ("guard", "proxy"):
-        added = {q: summary[name][q] - summary["raw"][q] for q in ("p50", "p90", "p99")}
+    added = {}
+    for name in ("guard", "guard-nosync", "proxy"):
+        added[name] = {q: summary[name][q] - summary["raw"][q] for q in ("p50", "p90", "p99")}
+        a = added[name]
         print(
-            f"added by {name}: p50 {added['p50']:.3f} ms  p90 {added['p90']:.3f} ms  "
-            f"p99 {added['p99']:.3f} ms"
+            f"added by {name:12}: p50 {a['p50']:.3f} ms  p90 {a['p90']:.3f} ms  "
+            f"p99 {a['p99']:.3f} ms"
+        )
+    print(f"fsync on the audit file system: p50 {fsync['p50']:.3f} ms, p99 {fsync['p99']:.3f} ms")
+    rates = {
+        cores: {name: statistics.median(values) for name, values in by_name.items()}
+        for cores, by_name in throughput.items()
+    }
+    for cores, by_name in rates.items():
+        print(
+            f"sustained on cores {cores}: raw {by_name['raw']:.0f} req/s, "
+            f"guard {by_name['guard']:.0f} req/s ({by_name['guard'] / by_name['raw']:.0%})"
         )
     print(f"access control: {sent} bad-credential requests, {served} served")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "latency_ms": summary,
+                "added_ms": added,
+                "rounds": latency,
+                "fsync_ms": fsync,
+                "throughput_rps": rates,
+                "access": {"sent": sent, "served": served},
+            },
+            indent=2,
+        )
+    )
     return 0 if served == 0 else 1
+
+
+def _core_sets() -> list[str]:
+    available = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    sets = [str(available[0])]
+    if len(available) > 1:
+        sets.append(f"{available[0]},{available[1]}")
+    return sets
+
+
+def _stop(servers: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in servers.values():
+        process.terminate()
+    for process in servers.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":
