@@ -273,3 +273,36 @@ def test_data_policy_values_that_disable_a_check_or_crash_are_refused(
     data = tmp_path / "x.csv"
     data.write_text("a,b\n1,2\n")
     assert main(["data", "check", str(data), "--policy", str(policy), "--no-store", "-q"]) == 2
+
+
+def test_terminal_escapes_in_column_names_never_reach_the_diff_summary(tmp_path: Path) -> None:
+    """A column named ESC[31m...ESC]0;title BEL reached `data diff -f markdown` (printed to the
+    terminal, and stored in the report's metadata) raw: it could recolour or retitle the
+    reviewer's terminal."""
+    from bastion.cli.main import main
+
+    name = "\x1b[31mRED\x1b[0m\x1b]0;pwned\x07"
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text(f'"{name}",b\n' + "".join(f"{i},x{i}\n" for i in range(10)))
+    new.write_text(f'"{name}",b\n' + "".join(f"{i + 100},x{i}\n" for i in range(10)))
+    out = tmp_path / "diff.md"
+    assert (
+        main(
+            [
+                "data",
+                "diff",
+                str(old),
+                str(new),
+                "-f",
+                "markdown",
+                "-o",
+                str(out),
+                "-q",
+                "--no-store",
+            ]
+        )
+        == 1
+    )
+    text = out.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b[31mRED" in text and text.count("\n") > 5

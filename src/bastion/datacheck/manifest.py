@@ -625,7 +625,14 @@ def _rows_text(rows: Sequence[int], limit: int = 20) -> str:
 
 
 def summary(diff: Diff, limit: int = 20) -> str:
-    """A review-ready summary (Markdown)."""
+    """A review-ready summary (Markdown). Names, column names and ids come from the data: their
+    control characters are escaped (the summary is printed to terminals and stored)."""
+    from bastion.report.printable import terminal_safe
+
+    return "\n".join(terminal_safe(line) for line in _summary(diff, limit).split("\n"))
+
+
+def _summary(diff: Diff, limit: int) -> str:
     lines = [f"## Data diff: `{diff.old_name}` → `{diff.new_name}`", ""]
     if diff.identical:
         lines.append(f"Identical content ({diff.new_rows:,} rows).")
