@@ -435,6 +435,8 @@ def summarise(entries: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     valid_any = [e for e in claimed if e["valid"] and e["flips"]]
     queries = [e["queries"] for e in entries if e.get("queries") is not None]
     return {
+        # per row: the cost of a valid flip within the budget, else None (paired comparisons)
+        "row_costs": [round(e["cost"], 4) if e in good else None for e in entries],
         "rows": n,
         "claimed": round(len(claimed) / n, 3) if n else 0.0,
         "invalid_share_of_claimed": round(len(invalid) / len(claimed), 3) if claimed else 0.0,

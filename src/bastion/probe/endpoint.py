@@ -229,8 +229,9 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--classes",
         metavar="LIST",
-        help="The classes, in score order (comma-separated) [default: the data's labels, "
-        "sorted, as --label-map spells them].",
+        help="The classes, in score order (comma-separated), for an endpoint or a booster "
+        "file [default: the data's labels, sorted, as --label-map spells them; 0,1 for a "
+        "booster].",
     )
     group.add_argument(
         "--header",
