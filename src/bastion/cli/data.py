@@ -180,7 +180,8 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from bastion.datacheck.engine import data_report, run_data_checks
+    from bastion.datacheck.engine import data_report
+    from bastion.datacheck.isolated import run_in_worker
     from bastion.errors import UsageError
     from bastion.runs import start
 
@@ -198,13 +199,13 @@ def _check(args: argparse.Namespace) -> int:
 
         baseline = load_manifest(args.baseline_manifest)
     started = start()
-    results = run_data_checks(
-        args.paths,
+    results = run_in_worker(
         settings,
         options,
+        paths=args.paths,
         splits=splits,
         baseline=baseline,
-        progress=_progress(args.quiet),
+        progress=not args.quiet,
     )
     metadata = {}
     if args.baseline_manifest:

@@ -58,17 +58,12 @@ class DataCheck:
         return [t for t in ctx.found.files if _looks_like_data(t.path)]
 
     def run(self, selected: Sequence[Target], ctx: ProjectContext) -> Sequence[TargetResult]:
-        from bastion.datacheck.engine import (
-            Candidate,
-            data_options,
-            open_candidates,
-            run_data_checks,
-        )
+        from bastion.datacheck.engine import data_options
+        from bastion.datacheck.isolated import run_in_worker
         from bastion.datacheck.read import split_of
 
-        options = data_options(ctx.settings)
-        candidates = [Candidate(t.path, t.display, split_of(t.path)) for t in selected]
-        datasets, failed = open_candidates(candidates, options)
-        if not datasets:
-            return failed
-        return failed + run_data_checks(datasets, ctx.settings, options)
+        return run_in_worker(
+            ctx.settings,
+            data_options(ctx.settings),
+            candidates=[(t.path, t.display, split_of(t.path)) for t in selected],
+        )

@@ -18,6 +18,7 @@ _BOUND_MINIMUMS = {
     "batch_rows": (1, "rows per streamed batch"),
     "max_files": (1, "data files read under one folder"),
     "max_columns": (1, "columns of one dataset"),
+    "worker_memory_mb": (256, "address space of the worker running the data checks"),
     "pii_max_cell_chars": (100, "characters of one cell examined for personal data"),
     "pii_min_k": (2, "k-anonymity threshold"),
     "contract_max_categories": (1, "categories a profiled text column may have"),
@@ -53,6 +54,9 @@ class DataOptions(Record):
     batch_rows: int = 65_536  # rows per streamed batch
     max_files: int = 10_000  # data files read under one folder
     max_columns: int = 10_000  # columns of one dataset
+    # the isolated worker that runs every data check of one command (datacheck/isolated.py)
+    worker_timeout_s: float = 3600.0  # wall time; past it every dataset is incomplete (LIM001)
+    worker_memory_mb: int = 16_384  # address space (pyarrow and BLAS reserve far more than RSS)
 
     # --- personal data (datacheck/pii.py) ---
     pii_max_cell_chars: int = 10_000  # characters of one cell examined (longer: PII008)
@@ -92,6 +96,8 @@ class DataOptions(Record):
         # NaN compares false with every PSI, so it would switch the drift test off silently
         if not 0.0 < self.drift_psi < float("inf"):
             raise RecordError("drift_psi", "must be a number greater than 0")
+        if not 0.0 < self.worker_timeout_s < float("inf"):
+            raise RecordError("worker_timeout_s", "must be a number of seconds greater than 0")
         if self.max_line_kb > MAX_LINE_KB:
             raise RecordError(
                 "max_line_kb",
