@@ -51,6 +51,8 @@ from bastion.probe.spec import (  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "credit-scoring"
 FAV = "1"
+Rows = list[list[Any]]
+Dtypes = dict[str, Any]
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -250,7 +252,9 @@ def judge(
     return {"claimed": True, "valid": not problems, "flips": flips, "cost": cost}
 
 
-def run_bastion(spec, model, frame, rows, budget, dtypes):  # type: ignore[no-untyped-def]
+def run_bastion(
+    spec: ProbeSpec, model: Any, frame: pd.DataFrame, rows: Rows, budget: float, dtypes: Dtypes
+) -> list[dict[str, Any]]:
     counted = Counting(model)
     adapter = EstimatorModel(counted, "bench")
     searcher = Searcher(adapter, Space(spec, dtypes), FAV, budget, 1000, seed=0)
@@ -267,7 +271,9 @@ def run_bastion(spec, model, frame, rows, budget, dtypes):  # type: ignore[no-un
     return out
 
 
-def run_art_black_box(spec, model, frame, rows, attack_name, dtypes):  # type: ignore[no-untyped-def]
+def run_art_black_box(
+    spec: ProbeSpec, model: Any, frame: pd.DataFrame, rows: Rows, attack_name: str, dtypes: Dtypes
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from art.attacks.evasion import BoundaryAttack, HopSkipJump
     from art.estimators.classification import BlackBoxClassifier
 
@@ -277,7 +283,8 @@ def run_art_black_box(spec, model, frame, rows, attack_name, dtypes):  # type: i
     def predict(x: np.ndarray) -> np.ndarray:
         counter["n"] += len(x)
         labels = np.asarray(model.predict(codec.decode(x))).astype(int)
-        return np.eye(2)[labels]
+        onehot: np.ndarray = np.eye(2)[labels]
+        return onehot
 
     low, high = codec.bounds(frame)
     classifier = BlackBoxClassifier(predict, (len(spec.names),), 2, clip_values=(low, high))
@@ -315,7 +322,9 @@ def run_art_black_box(spec, model, frame, rows, attack_name, dtypes):  # type: i
     return out, projected
 
 
-def run_art_gradient(spec, model, frame, rows, dtypes):  # type: ignore[no-untyped-def]
+def run_art_gradient(
+    spec: ProbeSpec, model: Any, frame: pd.DataFrame, rows: Rows, dtypes: Dtypes
+) -> list[dict[str, Any]]:
     """PGD (L1, targeted at the favourable class, masked to mutable features) on the logistic
     regression in its scaled input space; the smallest of a few eps that flips."""
     from art.attacks.evasion import ProjectedGradientDescent
@@ -351,15 +360,18 @@ def run_art_gradient(spec, model, frame, rows, dtypes):  # type: ignore[no-untyp
     for i, row in enumerate(rows):
         before = list(row)
         after = None
-        if best[i] is not None:
-            after = [float(v) for v in scaler.inverse_transform(best[i][None, :])[0]]
+        found = best[i]
+        if found is not None:
+            after = [float(v) for v in scaler.inverse_transform(found[None, :])[0]]
         entry = judge(spec, model, dtypes, before, after)
         entry["queries"] = None  # white box: gradients, not queries
         out.append(entry)
     return out
 
 
-def run_dice(spec, model, frame, y, rows, dtypes):  # type: ignore[no-untyped-def]
+def run_dice(
+    spec: ProbeSpec, model: Any, frame: pd.DataFrame, y: np.ndarray, rows: Rows, dtypes: Dtypes
+) -> list[dict[str, Any]]:
     import dice_ml
 
     counted = Counting(model)

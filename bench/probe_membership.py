@@ -93,7 +93,8 @@ def art_directly(model: Any, members: Any, m_y: Any, others: Any, o_y: Any) -> d
 
     def member_prob(p: Any) -> np.ndarray:
         p = np.asarray(p, dtype=float)
-        return p[:, 1] if p.ndim == 2 and p.shape[1] > 1 else p.reshape(-1)
+        column: np.ndarray = p[:, 1] if p.ndim == 2 and p.shape[1] > 1 else p.reshape(-1)
+        return column
 
     summary = roc_summary(member_prob(inferred_m), member_prob(inferred_o))
     summary.pop("roc")
