@@ -58,6 +58,21 @@ class Upstream:
             answer = b'{"predictions": [' + b'"1",' * 2_000_000 + b'"1"]}'
         elif path == "/bad/v1/predict":
             answer = b"<html>not json</html>"
+        elif path in ("/drip/v1/predict", "/flood/v1/predict"):
+            # headers at once, then the body in pieces: too slowly, or without end
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            drip = path.startswith("/drip")
+            for _ in range(30 if drip else 5_000):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b" " if drip else b" " * 65_536,
+                        "more_body": True,
+                    }
+                )
+                await asyncio.sleep(0.1 if drip else 0)
+            await send({"type": "http.response.body", "body": b'{"predictions": []}'})
+            return
         elif path == "/v1/chat/completions":
             text = "Sure. Contact the applicant at jane.roe@example.org."
             answer = json.dumps(
@@ -129,7 +144,15 @@ def test_mlflow_flavour(tmp_path: Path, upstream: Any) -> None:
 
 @pytest.mark.parametrize(
     ("prefix", "status"),
-    [("/slow", 504), ("/error", 502), ("/huge", 502), ("/bad", 502), (None, 502)],
+    [
+        ("/slow", 504),
+        ("/drip", 504),
+        ("/error", 502),
+        ("/huge", 502),
+        ("/flood", 502),
+        ("/bad", 502),
+        (None, 502),
+    ],
 )
 def test_upstream_faults_become_502_or_504_within_the_timeout(
     tmp_path: Path, upstream: Any, prefix: str | None, status: int

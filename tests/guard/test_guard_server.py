@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +337,85 @@ def test_strict_audit_unavailable_means_503_never_an_unaudited_2xx(tmp_path: Pat
             for _ in range(20)
         ]
     assert statuses == [503] * 20
+
+
+def test_no_2xx_leaves_without_its_event_when_the_log_fails_under_load(tmp_path: Path) -> None:
+    """Clients keep sending while the audit log goes away: every 200 answered has its event in
+    the log (0 unaudited 2xx), and what could not be recorded was answered 503."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    body = {"rows": credit_rows()[:1]}
+    statuses: list[int] = []
+
+    def client(n: int) -> None:
+        with httpx.Client(timeout=20) as session:
+            for _ in range(n):
+                answer = session.post(server.url + "/v1/predict", json=body, headers=bearer(key))
+                statuses.append(answer.status_code)
+
+    with serving(app) as server:
+        threads = [threading.Thread(target=client, args=(15,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(statuses) < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        app.guard.audit.close()  # while requests are in flight
+        for thread in threads:
+            thread.join(timeout=60)
+    served = statuses.count(200)
+    recorded = sum(1 for event in _events(tmp_path) if event["status"] == 200)
+    assert len(statuses) == 60 and set(statuses) <= {200, 503}
+    assert served >= 8 and statuses.count(503) > 0
+    assert served == recorded
+
+
+class _Failing:
+    """The served model, made slow or broken after the guard has started."""
+
+    def __init__(self, mode: str) -> None:
+        self.inner = served_model()
+        self.mode = mode
+        self.digest, self.classes, self.has_scores = (
+            self.inner.digest,
+            self.inner.classes,
+            self.inner.has_scores,
+        )
+        self.armed = False
+
+    def predict(self, rows: Any, scores: bool) -> Any:
+        if self.armed and self.mode == "slow":
+            time.sleep(3)
+        if self.armed and self.mode == "crash":
+            raise RuntimeError("model crashed: /srv/secret/model.py line 12")
+        return self.inner.predict(rows, scores)
+
+
+@pytest.mark.parametrize(("mode", "status"), [("slow", 504), ("crash", 500)])
+def test_a_slow_or_crashing_model_is_504_or_500_within_the_timeout(
+    tmp_path: Path, mode: str, status: int
+) -> None:
+    model = _Failing(mode)
+    app = create_app(
+        settings(tmp_path, server={"request_timeout_s": 1.0}),
+        model=model,
+        contract=contract(),
+        training=training(),
+    )
+    key = _keys(tmp_path, "predict")
+    model.armed = True
+    with serving(app) as server:
+        started = time.monotonic()
+        answer = httpx.post(
+            server.url + "/v1/predict",
+            json={"rows": credit_rows()[:1]},
+            headers=bearer(key),
+            timeout=10,
+        )
+        elapsed = time.monotonic() - started
+    assert answer.status_code == status and elapsed < 2.5
+    assert "/srv" not in answer.text and set(answer.json()) == {"error"}
+    assert _events(tmp_path)[-1]["status"] == status  # audited like any answer
 
 
 def test_sighup_reload_swaps_settings_without_a_restart(tmp_path: Path) -> None:
