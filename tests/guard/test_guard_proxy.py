@@ -47,7 +47,7 @@ class Upstream:
         path = scope["path"]
         status, answer = 200, b""
         if path in ("/v1/predict", "/v1/score", "/invocations"):
-            rows = document.get("rows") or document.get("dataframe_records")
+            rows = (document or {}).get("rows") or (document or {}).get("dataframe_records")
             answer = json.dumps({"predictions": [[0.27123, 0.72877] for _ in rows]}).encode()
         elif path == "/slow/v1/predict":
             await asyncio.sleep(3)
