@@ -47,7 +47,8 @@ class Upstream:
         path = scope["path"]
         status, answer = 200, b""
         if path in ("/v1/predict", "/v1/score", "/invocations"):
-            rows = (document or {}).get("rows") or (document or {}).get("dataframe_records")
+            request = document or {}
+            rows = request.get("rows") or request.get("dataframe_records") or []
             answer = json.dumps({"predictions": [[0.27123, 0.72877] for _ in rows]}).encode()
         elif path == "/slow/v1/predict":
             await asyncio.sleep(3)
