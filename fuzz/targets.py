@@ -134,6 +134,36 @@ def _parquet_and_arrow_seeds(kind: str) -> list[bytes]:
     return [buffer.getvalue()]
 
 
+def _booster_seeds(kind: str) -> list[bytes]:
+    """Small models written by XGBoost (JSON, UBJ) and LightGBM (text) themselves."""
+    import os
+    import tempfile
+
+    try:
+        import numpy as np
+
+        rows = np.random.RandomState(0).rand(60, 3)
+        labels = (rows[:, 0] > 0.5).astype(int)
+        folder = tempfile.mkdtemp(prefix="bastion-fuzz-booster-")
+        path = os.path.join(folder, "model." + {"lightgbm_text": "txt"}.get(kind, kind[8:]))
+        if kind == "lightgbm_text":
+            import lightgbm
+
+            params = {"objective": "binary", "num_leaves": 4, "verbose": -1}
+            params["min_data_in_leaf"] = 5
+            lightgbm.train(params, lightgbm.Dataset(rows, label=labels), 2).save_model(path)
+        else:
+            import xgboost
+
+            params = {"max_depth": 2, "objective": "binary:logistic"}
+            booster = xgboost.train(params, xgboost.DMatrix(rows, label=labels), 2)
+            booster.save_model(path)
+        with open(path, "rb") as handle:
+            return [handle.read()]
+    except ImportError:
+        return []
+
+
 def _zip_seed() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -268,6 +298,9 @@ TARGETS: dict[str, tuple[str, str, Callable[[], list[bytes]]]] = {
     "savedmodel_text": ("savedmodel_text", "saved_model.pbtxt", lambda: [_savedmodel_text_seed()]),
     "json": ("json", "config.json", lambda: [_keras_seed(), _template_seed()]),
     "7z": ("7z", "f.7z", lambda: [_sevenzip_seed()]),
+    "xgboost_json": ("xgboost_json", "model.json", lambda: _booster_seeds("xgboost_json")),
+    "xgboost_ubj": ("xgboost_ubj", "model.ubj", lambda: _booster_seeds("xgboost_ubj")),
+    "lightgbm_text": ("lightgbm_text", "model.txt", lambda: _booster_seeds("lightgbm_text")),
     "data_csv": (DATA_PREFIX + "csv", "data.csv", _csv_seeds),
     "data_jsonl": (DATA_PREFIX + "jsonl", "data.jsonl", _jsonl_seeds),
     "data_parquet": (
