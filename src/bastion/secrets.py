@@ -1,6 +1,7 @@
 """Secrets in text, found with detect-secrets' detectors — one engine shared by code analysis,
-scan's config checks, the data stage and the guard, so it sits below the capability families (high-entropy detectors are left out:
-on ML code they fire on hashes, checksums and base64 weights far more than on secrets)."""
+scan's config checks, the data stage and the guard, so it sits below the capability families.
+High-entropy detectors are left out: on ML code they fire on hashes, checksums and base64
+weights far more than on secrets."""
 
 from __future__ import annotations
 

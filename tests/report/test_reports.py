@@ -9,11 +9,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import jsonschema
-
-from bastion.catalogue import rules_by_id
 import pytest
 from corpus import Sample
 
+from bastion.catalogue import rules_by_id
 from bastion.config import Settings
 from bastion.findings import Report
 from bastion.policy import Verdict, evaluate
