@@ -17,6 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+
 @functools.lru_cache(maxsize=1)
 def taxonomy() -> dict[str, Any]:
     text = (Path(__file__).parent / "taxonomy" / "catalogue.toml").read_text("utf-8")
