@@ -269,7 +269,7 @@ class CsvSource:
         self._schema = self._infer_schema()
 
     # -- pyarrow options ----------------------------------------------------------------------
-    def _open(self, line_bound: bool = True) -> io.BufferedReader:
+    def _open(self, line_bound: bool = True, count_quotes: bool = False) -> io.BufferedReader:
         return open_bytes(
             self.path,
             name=self.name,
@@ -277,7 +277,20 @@ class CsvSource:
             cap=self.options.max_decompressed,
             max_ratio=self.options.max_compression_ratio,
             max_line=self.options.max_line if line_bound else None,
+            count_byte=self._quote_byte() if count_quotes else None,
         )
+
+    def _quote_byte(self) -> bytes | None:
+        """The quote character as the one byte it is in the file's encoding, or None when it is
+        not one byte that no other character contains (UTF-16/32: then every read is
+        confirmed by Python's csv module)."""
+        if self.layout.encoding.replace("_", "-").startswith(("utf-16", "utf-32")):
+            return None
+        try:
+            encoded = self.layout.quotechar.encode(self.layout.encoding)
+        except (UnicodeError, LookupError):
+            return None
+        return encoded if len(encoded) == 1 and encoded[0] < 0x80 else None
 
     def _read_options(self) -> Any:
         import pyarrow.csv as pcsv
@@ -365,7 +378,7 @@ class CsvSource:
         import pyarrow.csv as pcsv
 
         types = {f.name: f.type for f in self._schema}
-        stream = self._open()
+        stream = self._open(count_quotes=True)
         start = 0
         try:
             try:
@@ -375,18 +388,75 @@ class CsvSource:
                     parse_options=self._parse_options(),
                     convert_options=self._convert_options(types, columns),
                 )
+                held = None  # the last batch waits until the quotes are known to be closed
                 for batch in reader:
-                    for offset in range(0, max(batch.num_rows, 1), batch_rows):
-                        part = batch.slice(offset, batch_rows)
-                        if part.num_rows:
-                            yield part
+                    if held is not None:
+                        yield from _slices(held, batch_rows)
+                    held = batch
                     start += batch.num_rows
+                self._check_quotes_closed(stream.raw)
+                if held is not None:
+                    yield from _slices(held, batch_rows)
             except DataInputError as exc:
                 if exc.row is None:
                     exc.row = self._row_of_line(exc.line) if exc.line else None
                 raise
             except (pa.ArrowException, UnicodeError, OSError, ValueError, MemoryError) as exc:
                 raise self._error(exc, start, types) from exc
+        finally:
+            stream.close()
+
+    def _check_quotes_closed(self, raw: Any) -> None:
+        """pyarrow reads a quote that is never closed as one last cell holding the rest of the
+        file, and no error: the rows after it vanish into that cell. An odd count of quote bytes
+        (or an encoding where bytes cannot be counted) is confirmed by Python's csv module in
+        strict mode, which fails at the end of data inside a quoted field; stray quotes inside
+        unquoted fields (5'10") are literal to both readers and pass."""
+        if not getattr(raw, "ended", False):
+            return
+        if raw.count_byte is not None and raw.counted % 2 == 0:
+            return
+        opened = self._unclosed_quote_line()
+        if opened is None:
+            return
+        row, line = opened
+        raise DataInputError(
+            f"{self.name}: the quote opened on line {line:,} (data row {row:,}) is never "
+            "closed: the rest of the file would be read as one cell",
+            kind="unclosed-quote",
+            row=row,
+            line=line,
+        )
+
+    def _unclosed_quote_line(self) -> tuple[int, int] | None:
+        """(data row, line) where the quoted field still open at the end of the file starts,
+        by Python's csv module in strict mode; None when the file's quotes are all closed."""
+        csv.field_size_limit(self.options.max_line)
+        stream = self._open()
+        try:
+            text = io.TextIOWrapper(
+                stream, encoding=self.layout.encoding, errors="surrogateescape", newline=""
+            )
+            reader = csv.reader(
+                text,
+                delimiter=self.layout.delimiter,
+                quotechar=self.layout.quotechar,
+                doublequote=self.layout.doublequote,
+                escapechar=self.layout.escapechar,
+                strict=True,
+            )
+            rows = -1 if self.layout.header else 0
+            ended = 0  # the line the last complete row ended on
+            try:
+                for cells in reader:
+                    if cells:
+                        rows += 1
+                    ended = reader.line_num
+            except csv.Error as exc:
+                if "unexpected end of data" in str(exc):
+                    return max(rows, 0), ended + 1
+                return None  # another irregularity: pyarrow's read stands
+            return None
         finally:
             stream.close()
 
@@ -539,6 +609,13 @@ class CsvSource:
             line=line,
             column=column,
         )
+
+
+def _slices(batch: Any, batch_rows: int) -> Iterator[Any]:
+    for offset in range(0, max(batch.num_rows, 1), batch_rows):
+        part = batch.slice(offset, batch_rows)
+        if part.num_rows:
+            yield part
 
 
 def _first_unconverted(

@@ -82,6 +82,7 @@ class BoundedStream(io.RawIOBase):
         max_ratio: int,
         max_line: int | None,
         json_depth: JsonDepth | None = None,
+        count_byte: bytes | None = None,
     ) -> None:
         self.inner = inner
         self.name = name
@@ -94,6 +95,9 @@ class BoundedStream(io.RawIOBase):
         self.total = 0
         self.lines = 0
         self.since_newline = 0
+        self.count_byte = count_byte  # one byte whose occurrences are counted (a CSV quote)
+        self.counted = 0
+        self.ended = False  # the end of the stream was reached
 
     def readable(self) -> bool:
         return True
@@ -121,6 +125,7 @@ class BoundedStream(io.RawIOBase):
             ) from exc
         size = len(data)
         if not size:
+            self.ended = True
             return 0
         self.total += size
         if self.compression is not None:
@@ -146,6 +151,8 @@ class BoundedStream(io.RawIOBase):
             self.json_depth.feed(data)  # before the lines are counted: it names the line
         if self.max_line is not None:
             self._track_lines(data)
+        if self.count_byte is not None:
+            self.counted += data.count(self.count_byte)
         buffer[:size] = data
         return size
 
@@ -188,10 +195,12 @@ def open_bytes(
     max_ratio: int,
     max_line: int | None,
     json_depth: int | None = None,
+    count_byte: bytes | None = None,
 ) -> io.BufferedReader:
     """The decompressed bytes of `path`, bounded. `compression` is what the content announced
     (compression_of), never the file name. With `json_depth`, the bytes are JSON Lines and a
-    value nested deeper than that stops the stream before a JSON parser sees it."""
+    value nested deeper than that stops the stream before a JSON parser sees it. With
+    `count_byte`, the stream (the returned reader's `raw`) counts that byte's occurrences."""
     raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by the returned stream
     counter: _Counting | None = None
     inner: BinaryIO
@@ -213,6 +222,7 @@ def open_bytes(
         max_ratio=max_ratio,
         max_line=max_line,
         json_depth=None if json_depth is None else JsonDepth(name, json_depth),
+        count_byte=count_byte,
     )
     if stream.json_depth is not None:
         stream.json_depth.lines = lambda: stream.lines
