@@ -10,9 +10,11 @@ through, in order:
    request for a path that is not a guarded route is 404;
 3. per-key rate limit, then the key's daily row budget once the body is counted;
 4. input contract: body size while streaming, JSON depth/item/string caps, then for tabular
-   routes the body's shape and every row against the data contract (422 on violation);
-5. sensitive data: personal data and secrets in row values or chat text (block / redact /
-   flag / record), prompt-injection markers in chat text (and the optional classifier);
+   routes the body's shape; personal data and secrets in the row values as sent (block /
+   redact / flag / record: a refusal for personal data is recorded as `sensitive` even when
+   the value breaks the contract too); then every row against the data contract (422);
+5. sensitive data in chat text (personal data, secrets, prompt-injection markers, and the
+   optional classifier);
 6. out-of-distribution score of each row (record / flag / block);
 7. the inner app (the model, or the upstream), within the request timeout;
 8. the query monitor (extraction and probing per key, drift) on the rows and the scores;
@@ -394,8 +396,10 @@ class GuardMiddleware:
                 [(b"retry-after", retry_after_header(decision.retry_after).encode())],
             )
         if route.kind == "rows":
-            self._contract(request, settings)
+            # personal data first: a value refused for carrying it is recorded as such (the
+            # audit and metrics say `sensitive`, not just `contract`), whatever else is wrong
             self._screen_rows(request, settings)
+            self._contract(request, settings)
             self._ood(request, settings)
         elif route.kind == "chat":
             await self._screen_chat(request, settings)
@@ -493,9 +497,10 @@ class GuardMiddleware:
         request.rows = [coerce_row(columns, row) for row in rows]
 
     def _screen_rows(self, request: GuardRequest, settings: GuardSettings) -> None:
+        """Personal data and secrets in the rows as sent (before the contract reads them)."""
         action = settings.sensitive.action
-        assert request.rows is not None
-        kinds, redacted = self.guard.row_screen.rows(request.rows, redact=action == "redact")
+        rows = request.document["rows"]
+        kinds, redacted = self.guard.row_screen.rows(rows, redact=action == "redact")
         if not kinds:
             request.decisions["sensitive"] = "allow"
             return
@@ -509,7 +514,6 @@ class GuardMiddleware:
                 + "); remove it and retry",
             )
         if redacted is not None:
-            request.rows = redacted
             request.document = {"rows": redacted}
 
     def _ood(self, request: GuardRequest, settings: GuardSettings) -> None:
