@@ -61,6 +61,8 @@ demo: $(STAMP)
 	@echo "== release gate on the released model (exit 0 expected)"
 	$(BIN)/bastion gate $(EXAMPLE)/model/credit_model.joblib --policy $(EXAMPLE)/bastion.toml --store $(DEMO_STORE)
 	$(BIN)/bastion report compliance --framework eu-ai-act --store $(DEMO_STORE) -o demo-compliance.html
+	@echo "== the runtime guard in front of the released model on a loopback port: legitimate traffic, no credential, personal data, an out-of-contract row, an extraction attempt; audit chain verified, runtime report in demo-guard-report.html"
+	$(BIN)/python $(EXAMPLE)/guard_demo.py --workdir demo-guard --report demo-guard-report.html
 	@echo "Compliance evidence in demo-compliance.html. Open the dashboard on the demo store:"
 	@echo "  $(BIN)/bastion guard keys create --scope audit:read --note demo --keys-db demo-guard-keys.sqlite3"
 	@echo "  $(BIN)/bastion ui --store $(DEMO_STORE) --keys-db demo-guard-keys.sqlite3"
@@ -70,7 +72,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get install -y chromium || (apt-get update && apt-get install -y chromium) || (sudo apt-get update && sudo apt-get install -y chromium)
 
-test: $(STAMP) $(CHROMIUM)
+# the guard's shared-limits tests start Debian's redis-server themselves, on a free loopback port
+REDIS := /usr/bin/redis-server
+$(REDIS):
+	apt-get install -y redis-server || (apt-get update && apt-get install -y redis-server) || (sudo apt-get update && sudo apt-get install -y redis-server)
+
+test: $(STAMP) $(CHROMIUM) $(REDIS)
 	$(BIN)/ruff check src tests bench fuzz docs tools
 	$(BIN)/ruff format --check src tests bench fuzz docs tools
 	$(BIN)/mypy
@@ -100,4 +107,4 @@ bench: $(STAMP) bench-peers
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html demo-probe-report.html demo-probe demo-compliance.html demo-history.sqlite3*
+	rm -rf $(VENV) $(BASE) build dist .pytest_cache .mypy_cache demo-report.html demo-data-report.html demo-probe-report.html demo-probe demo-compliance.html demo-history.sqlite3* demo-guard demo-guard-report.html

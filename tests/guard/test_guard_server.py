@@ -419,6 +419,28 @@ def test_a_slow_or_crashing_model_is_504_or_500_within_the_timeout(
     assert _events(tmp_path)[-1]["status"] == status  # audited like any answer
 
 
+def test_monitor_alerts_are_recorded_in_the_audit_chain(tmp_path: Path) -> None:
+    """A key sweeping one feature raises the monitor's sweep alert: the request is flagged and
+    the alert is an event of the chain (what `bastion guard report` turns into GRD104)."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "score")
+    seed = dict(credit_rows()[7])
+    sweep = [{**seed, "credit_amount": amount} for amount in range(500, 15_001, 200)][:70]
+    benign = credit_rows()[100:170]
+    with serving(app) as server:
+        calm = httpx.post(server.url + "/v1/score", json={"rows": benign}, headers=bearer(key))
+        probe = httpx.post(server.url + "/v1/score", json={"rows": sweep}, headers=bearer(key))
+    assert calm.status_code == 200 and probe.status_code == 200
+    events = _events(tmp_path)
+    alerts = [e for e in events if "alert" in e]
+    assert "sweep" in {a["alert"] for a in alerts}  # PRADA may see the synthetic rows too
+    requests = [e for e in events if "route" in e]
+    assert [r["decisions"]["monitor"] for r in requests] == ["allow", "flag"]
+    assert {a["key_id"] for a in alerts} == {requests[-1]["key_id"]}
+    # an alert is recorded before the request that raised it (one chain, in order)
+    assert events.index(alerts[-1]) < events.index(requests[-1])
+
+
 def test_sighup_reload_swaps_settings_without_a_restart(tmp_path: Path) -> None:
     config = tmp_path / "guard.toml"
     config.write_text(

@@ -76,7 +76,16 @@ class GuardRequest:
     `scope["bastion.guard"]`: the caller, the parsed (and possibly redacted) body, the rows read
     as the contract's types, and the decisions so far."""
 
-    __slots__ = ("answer", "decisions", "document", "encoded", "principal", "route", "rows")
+    __slots__ = (
+        "alerts",
+        "answer",
+        "decisions",
+        "document",
+        "encoded",
+        "principal",
+        "route",
+        "rows",
+    )
 
     def __init__(self, route: RouteSpec) -> None:
         self.route = route
@@ -88,6 +97,7 @@ class GuardRequest:
         # an in-process inner app (serve mode) may leave its answer's document here besides
         # sending it, which spares decoding the bytes it sent
         self.answer: Any = None
+        self.alerts: list[Any] = []  # the query monitor's alerts this request raised
 
 
 class Refusal(Exception):
@@ -669,6 +679,7 @@ class GuardMiddleware:
             return
         scores = _score_matrix(document, len(request.encoded))
         alerts = monitor.observe(request.principal.key_id, request.encoded, scores)
+        request.alerts = alerts  # recorded in the audit chain with the request's event
         mine = [a for a in alerts if a.key_id == request.principal.key_id]
         if not mine:
             request.decisions["monitor"] = "allow"
@@ -719,7 +730,13 @@ class GuardMiddleware:
             key_id = scope.get("bastion.claimed_key")
         raw = raw if raw is not None else scope.get("bastion.raw_body")
         if guard.audit is not None:
-            from bastion.guard.audit import AuditEvent, AuditUnavailable, input_digest, utc_now
+            from bastion.guard.audit import (
+                AlertEvent,
+                AuditEvent,
+                AuditUnavailable,
+                input_digest,
+                utc_now,
+            )
 
             decisions = dict(request.decisions)
             for unsafe in settings.unsafe():
@@ -736,7 +753,13 @@ class GuardMiddleware:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             try:
-                await guard.audit.append(event)
+                if request.alerts:  # rare: the alerts become durable with the event
+                    await asyncio.gather(
+                        *(guard.audit.append(AlertEvent.from_alert(a)) for a in request.alerts),
+                        guard.audit.append(event),
+                    )
+                else:
+                    await guard.audit.append(event)
                 request.decisions["audit"] = "allow"
             except AuditUnavailable:
                 guard.metrics.audit_failures.inc()
