@@ -85,3 +85,155 @@ def test_closed_multi_line_quotes_and_stray_quotes_in_unquoted_fields_pass(
     )
     with pytest.raises(DataInputError, match="line 102"):
         _rows(semicolons)
+
+
+# -- 1. a 16-bit cell-hint collision hid a modified row when the columns changed --------------
+
+
+def _crc16_twin(value: str, prefix: str) -> str:
+    """A value with the same 16-bit hint as `value` in a format-1 manifest (CRC-32 of the
+    canonical cell `len:text`, low 16 bits): what the attacker brute-forces in milliseconds."""
+    import itertools
+    import zlib
+
+    def hint(text: str) -> int:
+        return zlib.crc32(f"{len(text.encode())}:{text}".encode()) & 0xFFFF
+
+    target = hint(value)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for size in range(1, 6):
+        for tail in itertools.product(letters, repeat=size):
+            candidate = prefix + "".join(tail)
+            if hint(candidate) == target:
+                return candidate
+    raise AssertionError("no twin found")
+
+
+def _loans(path: Path, flip: str | None = None, email: bool = False) -> None:
+    lines = ["id,amount,decision" + (",email" if email else "")]
+    for i in range(400):
+        decision = "approved" if i % 3 else "denied"
+        if i == 157 and flip is not None:
+            decision = flip
+        extra = f",applicant{i}@example.org" if email else ""
+        lines.append(f"L{i:04d},{1000 + i * 37 % 5000},{decision}{extra}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("with_id", [True, False])
+def test_a_forged_cell_hint_no_longer_hides_a_label_flip(tmp_path: Path, with_id: bool) -> None:
+    from bastion.cli.main import main
+    from bastion.datacheck.manifest import diff_indexes, index_dataset
+    from bastion.datacheck.rowhash import CRC16, CellSpec
+
+    twin = _crc16_twin("approved", "denied")
+    assert twin != "approved"
+    old, new = tmp_path / "old.csv", tmp_path / "loans.csv"
+    _loans(old)
+    _loans(new, flip=twin, email=True)
+    id_args = ["--id", "id"] if with_id else []
+    # the attack, as format 1 saw it: the hints agree, the flipped row is not reported
+    id_column = "id" if with_id else None
+    legacy = [
+        index_dataset(open_dataset(p, DataOptions()), id_column, cell_spec=CellSpec(CRC16)).rows
+        for p in (old, new)
+    ]
+    assert diff_indexes(legacy[0], legacy[1], "old", "new").modified == []
+    # format 2: keyed 64-bit cell digests over the shared columns
+    manifest = tmp_path / "loans.manifest.json"
+    assert (
+        main(["data", "manifest", str(old), *id_args, "-o", str(manifest), "-q", "--no-store"]) == 0
+    )
+    recorded = json.loads(manifest.read_text())
+    assert recorded["schema_version"] == "2"
+    row_index = recorded["datasets"][0]["row_index"]
+    assert row_index["cell_key"] and row_index["cell_digests"] and row_index["cell_hints"] is None
+    code, found = _check_json(new, tmp_path, *id_args, "--baseline-manifest", str(manifest))
+    assert code == 1
+    assert found["DAT005"]["rows"] == [157]
+    assert "decision" in found["DAT005"]["message"]
+    assert "added: email" in found["DAT008"]["message"]
+    assert "DAT012" not in found
+    for old_side in (manifest, old):  # a manifest against data, and two data files
+        out = tmp_path / "diff.md"
+        code = main(
+            ["data", "diff", str(old_side), str(new), *id_args, "-o", str(out), "-q", "--no-store"]
+        )
+        assert code == 1
+        text = out.read_text()
+        assert "- modified: 1, inserted: 0, deleted: 0" in text, text
+        assert "decision" in text
+
+
+def test_a_new_manifest_draws_a_new_cell_key(tmp_path: Path) -> None:
+    """A collision precomputed against one manifest's key does not carry over to the next."""
+    from bastion.cli.main import main
+
+    data = tmp_path / "loans.csv"
+    _loans(data)
+    keys = []
+    for name in ("a.json", "b.json"):
+        assert (
+            main(["data", "manifest", str(data), "-o", str(tmp_path / name), "-q", "--no-store"])
+            == 0
+        )
+        entry = json.loads((tmp_path / name).read_text())["datasets"][0]
+        keys.append(
+            (
+                entry["row_index"]["cell_key"],
+                entry["row_index"]["cell_digests"],
+                entry["fingerprint"],
+            )
+        )
+    assert keys[0][0] != keys[1][0] and keys[0][1] != keys[1][1]
+    assert keys[0][2] == keys[1][2]  # the row fingerprint does not depend on the key
+
+
+def test_a_format_1_manifest_is_still_read_and_said_to_be_weaker(tmp_path: Path) -> None:
+    import base64
+
+    from bastion.cli.main import main
+    from bastion.datacheck.manifest import (
+        ColumnEntry,
+        DatasetEntry,
+        Manifest,
+        RowIndexEntry,
+        dump_manifest,
+        index_dataset,
+    )
+    from bastion.datacheck.rowhash import CRC16, CellSpec
+
+    old, new = tmp_path / "old.csv", tmp_path / "loans.csv"
+    _loans(old)
+    _loans(new, flip="denied", email=True)
+    index = index_dataset(open_dataset(old, DataOptions()), "id", cell_spec=CellSpec(CRC16)).rows
+    assert index.hints is not None and index.keys is not None
+    entry = DatasetEntry(
+        name="old.csv",
+        format="csv",
+        columns=tuple(
+            ColumnEntry(name=n, type=t) for n, t in zip(index.columns, index.types, strict=True)
+        ),
+        rows=index.rows,
+        fingerprint=index.fingerprint,
+        row_index=RowIndexEntry(
+            digests=base64.b64encode(index.digests.tobytes()).decode(),
+            keys=base64.b64encode(index.keys.tobytes()).decode(),
+            cell_hints=base64.b64encode(index.hints.astype("<u2").tobytes()).decode(),
+        ),
+    )
+    legacy = Manifest(schema_version="1", tool="bastion 0.x", id_column="id", datasets=(entry,))
+    path = tmp_path / "old.manifest.json"
+    path.write_text(dump_manifest(legacy))
+    code, found = _check_json(new, tmp_path, "--id", "id", "--baseline-manifest", str(path))
+    assert code == 1
+    assert found["DAT005"]["rows"] == [157]  # an honest change is still found on the hints
+    assert "format 1" in found["DAT012"]["message"]
+    out = tmp_path / "diff.md"
+    assert (
+        main(
+            ["data", "diff", str(path), str(new), "--id", "id", "-o", str(out), "-q", "--no-store"]
+        )
+        == 1
+    )
+    assert "format 1" in out.read_text()

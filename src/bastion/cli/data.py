@@ -257,13 +257,18 @@ def _manifest(args: argparse.Namespace) -> int:
         raise InputError(f"cannot record a manifest: {reason}")
     if not datasets:
         raise InputError("no data files found to record")
+    from bastion.datacheck.rowhash import CellSpec
+
     progress = _progress(args.quiet)
     entries = []
+    spec = CellSpec()  # a fresh cell key for each manifest
     for dataset in datasets:
         if progress:
             progress(f"{dataset.name}: row digests")
         try:
-            indexed = index_dataset(dataset, options.id_column if options.id_column else None)
+            indexed = index_dataset(
+                dataset, options.id_column if options.id_column else None, cell_spec=spec
+            )
         except DataInputError as exc:
             raise InputError(f"cannot record a manifest: {exc.message}", hint=exc.hint) from exc
         for problem in indexed.retyped:
@@ -288,15 +293,20 @@ def _manifest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _side(path: Path, options: DataOptions, keep_keys: bool) -> tuple[Any, Any, str]:
-    """(row index, dataset or None, name) of one side of a diff: a manifest or a data file."""
-    from bastion.datacheck.manifest import (
-        MANIFEST_KIND,
-        index_dataset,
-        index_of_entry,
-        load_manifest,
-    )
+def _side(path: Path, options: DataOptions, keep_keys: bool, spec: Any) -> tuple[Any, Any, str]:
+    """(row index, dataset, name) of a data file on one side of a diff, its cells digested by
+    `spec` (the other side's manifest's key, or a key shared by the two data files)."""
+    from bastion.datacheck.manifest import index_dataset
     from bastion.datacheck.read import open_dataset
+
+    dataset = open_dataset(path, options, name=str(path))
+    indexed = index_dataset(dataset, options.id_column, keep_key_values=keep_keys, cell_spec=spec)
+    return indexed.rows, indexed.dataset, str(path)
+
+
+def _manifest_side(path: Path, options: DataOptions) -> tuple[Any, None, str] | None:
+    """(row index, None, name) when `path` is a one-dataset manifest, else None."""
+    from bastion.datacheck.manifest import MANIFEST_KIND, index_of_entry, load_manifest
     from bastion.errors import InputError
 
     if path.suffix.lower() == ".json":
@@ -316,9 +326,7 @@ def _side(path: Path, options: DataOptions, keep_keys: bool) -> tuple[Any, Any, 
             if options.id_column and index.keys is None:
                 raise InputError(f"{path} was recorded without --id: it has no id digests")
             return index, None, f"{entry.name} ({path.name})"
-    dataset = open_dataset(path, options, name=str(path))
-    indexed = index_dataset(dataset, options.id_column, keep_key_values=keep_keys)
-    return indexed.rows, indexed.dataset, str(path)
+    return None
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -332,9 +340,16 @@ def _diff(args: argparse.Namespace) -> int:
     settings = settings_for([args.old, args.new], args.policy, gate_overrides(args))
     options = _options(args, settings)
     started = start()
+    from bastion.datacheck.rowhash import CellSpec
+
     try:
-        old_index, old_data, old_name = _side(args.old, options, keep_keys=False)
-        new_index, new_data, new_name = _side(args.new, options, keep_keys=True)
+        # data compared with a manifest is digested with the manifest's cell key; two data
+        # files share a fresh key that is never written anywhere
+        recorded = [_manifest_side(p, options) for p in (args.old, args.new)]
+        specs = [r[0].cell_spec for r in recorded if r is not None]
+        spec = specs[0] if specs else CellSpec()
+        old_index, old_data, old_name = recorded[0] or _side(args.old, options, False, spec)
+        new_index, new_data, new_name = recorded[1] or _side(args.new, options, True, spec)
     except DataInputError as exc:
         raise InputError(exc.message, hint=exc.hint) from exc
     diff = guard_ids(diff_indexes(old_index, new_index, old_name, new_name), options.id_column)
@@ -342,7 +357,10 @@ def _diff(args: argparse.Namespace) -> int:
         diff, _shown = with_values(diff, old_data, new_data)
     elif diff.modified:
         diff = diff._replace(
-            notes=[*diff.notes, "a manifest holds no values: changed columns come from cell hints"]
+            notes=[
+                *diff.notes,
+                "a manifest holds no values: changed columns come from the cell digests",
+            ]
         )
     if args.fmt == "markdown":
         from .output import write_report

@@ -206,7 +206,13 @@ def check_dataset(
     single: bool = True,
 ) -> Checked:
     """Integrity pass, then every single-dataset check that applies."""
-    from bastion.datacheck.manifest import diff_indexes, index_dataset, index_of_entry
+    from bastion.datacheck.manifest import (
+        LEGACY_VERSIONS,
+        cell_spec_of,
+        diff_indexes,
+        index_dataset,
+        index_of_entry,
+    )
 
     started = time.monotonic()
     findings: list[Finding] = integrity.note_findings(dataset)
@@ -245,10 +251,20 @@ def check_dataset(
         )
         return Checked(result, read)
 
+    entry = None
+    if baseline is not None:
+        entry = _baseline_entry(baseline, dataset)
+        if entry is None and len(baseline.datasets) == 1 and single:
+            entry = baseline.datasets[0]  # one file checked against a one-file manifest
     if progress:
         progress(f"{dataset.name}: integrity")
     try:
-        indexed = index_dataset(dataset, id_column, keep_key_values=id_column is not None)
+        indexed = index_dataset(
+            dataset,
+            id_column,
+            keep_key_values=id_column is not None,
+            cell_spec=cell_spec_of(entry),  # the manifest's key: cells compare digest to digest
+        )
     except DataInputError as exc:
         findings.append(integrity.reader_finding(dataset.name, exc))
         return done(incomplete=True, read=None)
@@ -261,9 +277,6 @@ def check_dataset(
     if id_column is not None and indexed.rows.keys is not None:
         findings += _duplicate_ids(dataset, id_column, indexed.rows)
     if baseline is not None:
-        entry = _baseline_entry(baseline, dataset)
-        if entry is None and len(baseline.datasets) == 1 and single:
-            entry = baseline.datasets[0]  # one file checked against a one-file manifest
         if entry is None and len(baseline.datasets) > 1:
             findings.append(
                 integrity.files_changed_finding(
@@ -287,6 +300,8 @@ def check_dataset(
                 findings += integrity.diff_findings(
                     dataset.name, diff, f"the baseline manifest ({entry.name})"
                 )
+            if baseline.schema_version in LEGACY_VERSIONS:
+                findings.append(integrity.legacy_manifest_finding(dataset.name, entry.name))
     for name, what, check in DATASET_CHECKS:
         if progress:
             progress(f"{dataset.name}: {what}")

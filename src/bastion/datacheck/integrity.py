@@ -159,6 +159,21 @@ READ_NOTES = Rule(
     remediation="State the format explicitly: UTF-8, unique header names, one sheet per file.",
 )
 
+WEAK_MANIFEST = Rule(
+    id="DAT012",
+    title="Baseline manifest of a weaker format",
+    severity=Severity.LOW,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="The baseline manifest is format 1, whose per-cell hints are 16-bit CRCs: when "
+    "the columns of the data changed, a row is judged unchanged on those hints alone, and a "
+    "forged value with the same hint (found in a fraction of a second) hides a modified row. "
+    "Rows are still compared by their full digests when the columns did not change.",
+    remediation="Record a new manifest of the trusted version with this bastion (format 2: "
+    "keyed 64-bit cell digests) and have it reviewed and signed.",
+)
+
 RULES: tuple[Rule, ...] = (
     MALFORMED,
     BOUND,
@@ -171,6 +186,7 @@ RULES: tuple[Rule, ...] = (
     FILES_CHANGED,
     DUPLICATE_IDS,
     READ_NOTES,
+    WEAK_MANIFEST,
 )
 
 BOUND_KINDS = frozenset(
@@ -299,6 +315,15 @@ def diff_findings(name: str, diff: Diff, against: str) -> list[Finding]:
             )
         )
     return findings
+
+
+def legacy_manifest_finding(name: str, entry: str) -> Finding:
+    return WEAK_MANIFEST.finding(
+        Location(path=name),
+        f"the baseline manifest's {entry} is format 1 (16-bit cell hints): a modified row can "
+        "hide behind a forged hint when the columns change; record a new manifest",
+        evidence="manifest schema_version 1",
+    )
 
 
 def files_changed_finding(name: str, message: str) -> Finding:

@@ -1,18 +1,21 @@
 """Dataset manifests and diffs: what a trusted version of the data was, and exactly which rows
 changed since.
 
-A manifest is a versioned JSON document (schema: schema/manifest-1.json) listing each data
+A manifest is a versioned JSON document (schema: schema/manifest-2.json) listing each data
 file with its SHA-256, size, columns and types, row count, the order-independent row
 fingerprint and — up to a bound of rows — an index of per-row digests (and id digests with
-`--id`, and 16-bit cell hints) from which `diff` names the modified, inserted and deleted rows and
-the columns that changed. It holds no cell values and no raw ids: digests only. It carries no
-timestamp outside `metadata`, so the same data gives the same manifest, which `bastion sign`
-signs like any file and `bastion verify` checks.
+`--id`, and per-cell digests keyed by a random key recorded with them) from which `diff` names
+the modified, inserted and deleted rows and the columns that changed. Format 1 (16-bit cell
+hints, forgeable) is still read, and a comparison against it says it is weaker. It holds no
+cell values and no raw ids: digests only. It carries no timestamp outside `metadata`; the same
+data gives the same manifest but for the cell key (drawn at random each time, so a collision
+precomputed for one manifest is no use against the next), and `bastion sign` signs it like any
+file and `bastion verify` checks it.
 
 `diff` compares two versions (data files or manifests, or a manifest against data): with an id
 column rows are matched by id; without one, identical rows are matched as a multiset (so a
 reordering or a deletion does not flag the rows after it) and the remaining rows are paired by
-position when their cell hints mostly agree (modified), else they are inserted/deleted."""
+position when their cell digests mostly agree (modified), else they are inserted/deleted."""
 
 from __future__ import annotations
 
@@ -23,8 +26,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.datacheck.rowhash import (
+    CELL_DIGEST_BYTES,
+    CELL_KEY_BYTES,
+    CRC16,
     DIGEST_BYTES,
     KEY_BYTES,
+    KEYED,
+    CellSpec,
     RowIndex,
     file_digest,
     index_rows,
@@ -39,7 +47,12 @@ if TYPE_CHECKING:
     from bastion.datacheck.dataset import Dataset
 
 MANIFEST_KIND = "bastion-data-manifest"
-MANIFEST_VERSION = "1"
+MANIFEST_VERSION = "2"
+LEGACY_VERSIONS = ("1",)  # read, compared with a warning (16-bit cell hints)
+LEGACY_NOTE = (
+    "the baseline manifest is format 1: where the columns differ, rows are compared by 16-bit "
+    "cell hints, which a forged value can match; record a new manifest"
+)
 MAX_INDEXED_ROWS = 5_000_000  # rows whose digests a manifest keeps (8 bytes of JSON each, ~)
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 MAX_VALUES_SHOWN = 40  # characters of one value shown in a diff
@@ -57,14 +70,19 @@ class FileEntry(Record):
 
 class RowIndexEntry(Record):
     """Per-row digests in row order, base64: BLAKE2b-256 of the canonical row cut to
-    `digest_bytes`; of the id cell cut to `key_bytes` (with an id column); 16-bit CRC hints per
-    cell, row-major, little-endian (within a bound of cells)."""
+    `digest_bytes`; of the id cell cut to `key_bytes` (with an id column); per-cell digests,
+    row-major, little-endian (within a bound of cells): BLAKE2b keyed with `cell_key` (random
+    per manifest) cut to `cell_digest_bytes` (format 2), or 16-bit CRC hints (format 1,
+    `cell_hints`)."""
 
     digest_bytes: int = DIGEST_BYTES
     digests: str
     key_bytes: int = KEY_BYTES
     keys: str | None = None
-    cell_hints: str | None = None
+    cell_hints: str | None = None  # format 1 only
+    cell_digest_bytes: int = CELL_DIGEST_BYTES
+    cell_key: str | None = None
+    cell_digests: str | None = None
 
 
 class DatasetEntry(Record):
@@ -98,7 +116,7 @@ class Manifest(Record):
 
 def manifest_schema() -> dict[str, Any]:
     schema = json_schema(Manifest)
-    schema["$id"] = "https://github.com/bastion-mlsec/bastion/schema/data-manifest-1.json"
+    schema["$id"] = "https://github.com/bastion-mlsec/bastion/schema/data-manifest-2.json"
     return schema
 
 
@@ -119,11 +137,13 @@ def index_dataset(
     id_column: str | None,
     keep_key_values: bool = False,
     progress: Callable[[int], None] | None = None,
+    cell_spec: CellSpec | None = None,
 ) -> Indexed:
     """The row index of a dataset; columns that mix types are re-read as text (reported by
-    the caller). Raises DataInputError for input that cannot be read."""
+    the caller). `cell_spec`: how cells are digested (that of the manifest compared against;
+    this process's key when None). Raises DataInputError for input that cannot be read."""
     settled, index, retyped = settle_types(
-        dataset, lambda d: index_rows(d, id_column, keep_key_values, progress)
+        dataset, lambda d: index_rows(d, id_column, keep_key_values, progress, cell_spec)
     )
     return Indexed(settled, index, retyped)
 
@@ -141,13 +161,17 @@ def dataset_entry(indexed: Indexed) -> DatasetEntry:
         file = FileEntry(size=dataset.path.stat().st_size, sha256=digest)
     row_index = None
     if index.rows <= MAX_INDEXED_ROWS:
-        hints = None
+        spec = index.cell_spec
+        if spec.kind != KEYED or spec.key is None:
+            raise ValueError("a manifest records keyed cell digests only")
+        cells = None
         if index.hints is not None:
-            hints = _b64(index.hints.astype("<u2").tobytes())
+            cells = _b64(index.hints.astype("<u8").tobytes())
         row_index = RowIndexEntry(
             digests=_b64(index.digests.tobytes()),
             keys=_b64(index.keys.tobytes()) if index.keys is not None else None,
-            cell_hints=hints,
+            cell_key=_b64(spec.key),
+            cell_digests=cells,
         )
     return DatasetEntry(
         name=dataset.name,
@@ -198,7 +222,7 @@ def load_manifest(path: Path) -> Manifest:
             f"{path} is not a bastion data manifest",
             hint="write one with `bastion data manifest PATH -o FILE`",
         )
-    if data.get("schema_version") != MANIFEST_VERSION:
+    if data.get("schema_version") not in (MANIFEST_VERSION, *LEGACY_VERSIONS):
         raise InputError(
             f"{path}: manifest schema version {data.get('schema_version')!r} is not "
             f"{MANIFEST_VERSION!r}",
@@ -233,12 +257,28 @@ def index_of_entry(entry: DatasetEntry) -> RowIndex | None:
             raise ValueError(f"{entry.name}: {len(raw_keys)} key bytes for {entry.rows} rows")
         keys = np.frombuffer(raw_keys, dtype=f"S{KEY_BYTES}")
     hints = None
-    if ri.cell_hints is not None:
-        raw_hints = base64.b64decode(ri.cell_hints, validate=True)
-        width = len(entry.columns)
-        if len(raw_hints) != entry.rows * width * 2:
-            raise ValueError(f"{entry.name}: cell hints do not match rows x columns")
-        hints = np.frombuffer(raw_hints, dtype="<u2").reshape(entry.rows, width)
+    width = len(entry.columns)
+    if ri.cell_key is not None or ri.cell_digests is not None:  # format 2
+        if ri.cell_hints is not None or ri.cell_key is None:
+            raise ValueError(f"{entry.name}: cell digests without their key, or with hints")
+        if ri.cell_digest_bytes != CELL_DIGEST_BYTES:
+            raise ValueError(f"{entry.name}: unsupported cell digest size")
+        key = base64.b64decode(ri.cell_key, validate=True)
+        if len(key) != CELL_KEY_BYTES:
+            raise ValueError(f"{entry.name}: a cell key of {len(key)} bytes")
+        spec = CellSpec(KEYED, key)
+        if ri.cell_digests is not None:
+            raw_cells = base64.b64decode(ri.cell_digests, validate=True)
+            if len(raw_cells) != entry.rows * width * CELL_DIGEST_BYTES:
+                raise ValueError(f"{entry.name}: cell digests do not match rows x columns")
+            hints = np.frombuffer(raw_cells, dtype="<u8").reshape(entry.rows, width)
+    else:  # format 1: 16-bit CRC hints
+        spec = CellSpec(CRC16)
+        if ri.cell_hints is not None:
+            raw_hints = base64.b64decode(ri.cell_hints, validate=True)
+            if len(raw_hints) != entry.rows * width * 2:
+                raise ValueError(f"{entry.name}: cell hints do not match rows x columns")
+            hints = np.frombuffer(raw_hints, dtype="<u2").reshape(entry.rows, width)
     return RowIndex(
         columns=[c.name for c in entry.columns],
         types=[c.type for c in entry.columns],
@@ -246,7 +286,17 @@ def index_of_entry(entry: DatasetEntry) -> RowIndex | None:
         keys=keys,
         hints=hints,
         fingerprint=entry.fingerprint,
+        cell_spec=spec,
     )
+
+
+def cell_spec_of(entry: DatasetEntry | None) -> CellSpec | None:
+    """The cell digests to compute for data compared with this manifest entry (None: this
+    process's key). Raises ValueError for an entry whose row index does not decode."""
+    if entry is None or entry.row_index is None:
+        return None
+    index = index_of_entry(entry)
+    return index.cell_spec if index is not None else None
 
 
 # -- diff ---------------------------------------------------------------------------------------
@@ -290,11 +340,18 @@ class Diff(NamedTuple):
 
 
 class HintDiffer:
-    """Which shared columns differ between old row i and new row j, from the cell hints (None
-    when either side has no hints); `width` is the number of shared columns."""
+    """Which shared columns differ between old row i and new row j, from the per-cell digests
+    (None when either side has none, or they were computed differently: another key or
+    format); `width` is the number of shared columns."""
 
     def __init__(self, old: RowIndex, new: RowIndex, shared: list[tuple[int, int]]) -> None:
-        self.available = old.hints is not None and new.hints is not None and bool(shared)
+        self.available = (
+            old.hints is not None
+            and new.hints is not None
+            and bool(shared)
+            and old.cell_spec == new.cell_spec
+        )
+        self.legacy = self.available and old.cell_spec.kind == CRC16
         self.old_cols = [a for a, _b in shared]
         self.new_cols = [b for _a, b in shared]
         self.names = [new.columns[b] for b in self.new_cols]
@@ -310,7 +367,7 @@ class HintDiffer:
         columns = self.old_cols if side == "old" else self.new_cols
         assert hints is not None
         block = np.ascontiguousarray(hints[:, columns])
-        return block.view(f"S{2 * len(columns)}").reshape(len(block))
+        return block.view(f"V{block.dtype.itemsize * len(columns)}").reshape(len(block))
 
     def __call__(self, i: int, j: int) -> tuple[str, ...] | None:
         if not self.available:
@@ -375,17 +432,22 @@ def diff_indexes(
             unmatched_old, unmatched_new = _multiset_unmatched(old.digests, new.digests)
             modified, inserted, deleted = _pair_by_position(unmatched_old, unmatched_new, differ)
         elif differ.available:
-            notes.append("the columns differ: rows compared on the shared columns' cell hints")
+            notes.append("the columns differ: rows compared on the shared columns' cell digests")
             unmatched_old, unmatched_new = _multiset_unmatched(
                 differ.shared_rows("old"), differ.shared_rows("new")
             )
             modified, inserted, deleted = _pair_by_position(unmatched_old, unmatched_new, differ)
         else:
-            notes.append("the columns differ and there are no cell hints: rows paired by position")
+            notes.append(
+                "the columns differ and there are no comparable cell digests: rows paired by "
+                "position"
+            )
             for j in range(min(old.rows, new.rows)):
                 modified.append(RowChange(j, j, None, ()))
             inserted = [RowChange(None, j, None, ()) for j in range(old.rows, new.rows)]
             deleted = [RowChange(i, None, None, ()) for i in range(new.rows, old.rows)]
+    if differ.legacy and not schema_same:
+        notes.append(LEGACY_NOTE)
     identical = (
         old.fingerprint == new.fingerprint and schema_same and not retyped and old.rows == new.rows
     )

@@ -5,13 +5,19 @@ Each row is encoded canonically (every cell as text, string cells length-prefixe
 cells in column order) by vectorised Arrow kernels, then hashed with BLAKE2b-256 — a
 cryptographic hash, so a tampered row cannot keep its digest. The order-independent fingerprint
 of a dataset is the SHA-256 of its sorted row digests (with the key digest in front when an id
-column is given). Small 16-bit cell hints (CRC-32 of each cell) say which columns of a modified
-row changed; they are an index, not a proof, and are kept up to a bound of cells."""
+column is given). Per-cell digests — 8 bytes of BLAKE2b keyed with a random key drawn for each
+manifest (and recorded in it), so a collision found for one manifest does not carry over to
+another — say which columns of a modified row changed, and decide whether a row is unchanged
+when the column sets of two versions differ; they are kept up to a bound of cells. Format-1
+manifests carried 16-bit CRC hints instead: a value with the same hint is found in a fraction
+of a second, so they are still computed to compare against such a manifest, never trusted
+alone (the diff says so)."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +31,41 @@ if TYPE_CHECKING:
 
 DIGEST_BYTES = 12  # stored per row (the fingerprint uses the full 32 bytes)
 KEY_BYTES = 8
-MAX_CELL_HINTS = 4_000_000  # cells whose hints are kept (rows x columns)
+MAX_CELL_HINTS = 4_000_000  # cells whose digests are kept (rows x columns)
+CELL_DIGEST_BYTES = 8
+CELL_KEY_BYTES = 16
+KEYED = "blake2b-64-keyed"  # per-cell digests of format 2
+CRC16 = "crc16"  # per-cell hints of format 1 (forgeable: read old manifests only)
+
+
+class CellSpec:
+    """How cells are digested: keyed BLAKE2b (with this key) or format 1's 16-bit CRC hints.
+    Two row indexes compare cell by cell only when their specs are equal."""
+
+    def __init__(self, kind: str = KEYED, key: bytes | None = None) -> None:
+        if kind == KEYED and key is None:
+            key = os.urandom(CELL_KEY_BYTES)
+        self.kind = kind
+        self.key = key if kind == KEYED else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CellSpec) and self.kind == other.kind and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.key))
+
+
+_session: list[CellSpec] = []
+
+
+def session_spec() -> CellSpec:
+    """The keyed spec of this process, drawn once: row indexes made in one run compare cell by
+    cell; each run (each manifest recorded) has its own key."""
+    if not _session:
+        _session.append(CellSpec())
+    return _session[0]
+
+
 MAX_RETYPES = 32  # columns re-read as text after mixed types, per dataset
 
 
@@ -41,12 +81,16 @@ class RowIndex:
         hints: numpy.ndarray | None,
         fingerprint: str,
         key_values: list[str] | None = None,
+        cell_spec: CellSpec | None = None,
     ) -> None:
         self.columns = columns
         self.types = types
         self.digests = digests  # (rows,) of S12
         self.keys = keys  # (rows,) of S8, when an id column was given
-        self.hints = hints  # (rows, columns) of uint16, within the bound
+        # (rows, columns) per-cell digests within the bound: uint64 (keyed BLAKE2b) or, to
+        # compare with a format-1 manifest, uint16 (CRC hints)
+        self.hints = hints
+        self.cell_spec = cell_spec or CellSpec(CRC16)
         self.fingerprint = fingerprint
         self.key_values = key_values  # the id values themselves (data, never a manifest)
 
@@ -122,21 +166,39 @@ def _digests(joined: Any) -> list[bytes]:
     return [blake(view[a:b], digest_size=32).digest() for a, b in itertools.pairwise(offsets)]
 
 
-def _hints(cells: list[Any]) -> Any:
+def _cell_digests(cells: list[Any], spec: CellSpec, names: list[str]) -> Any:
+    """(rows, columns) digests of each cell: keyed BLAKE2b-64 (the column's name is hashed in
+    too, so one value has different digests in different columns) or format 1's CRC hints."""
     import numpy as np
 
     columns = []
-    for cell in cells:
+    rows = 0
+    for cell, name in zip(cells, names, strict=True):
         offsets, view = _buffers(cell)
-        crc = zlib.crc32
-        columns.append(
-            np.fromiter(
-                (crc(view[a:b]) & 0xFFFF for a, b in itertools.pairwise(offsets)),
-                dtype=np.uint16,
-                count=len(offsets) - 1,
+        rows = len(offsets) - 1
+        if spec.kind == CRC16:
+            crc = zlib.crc32
+            columns.append(
+                np.fromiter(
+                    (crc(view[a:b]) & 0xFFFF for a, b in itertools.pairwise(offsets)),
+                    dtype=np.uint16,
+                    count=rows,
+                )
             )
+            continue
+        assert spec.key is not None
+        base = hashlib.blake2b(
+            key=spec.key, digest_size=CELL_DIGEST_BYTES, person=b"bastion-cell-v2"
         )
-    return np.stack(columns, axis=1) if columns else np.zeros((0, 0), dtype=np.uint16)
+        base.update(name.encode("utf-8", "surrogatepass") + b"\0")
+        digests = bytearray()
+        for a, b in itertools.pairwise(offsets):
+            one = base.copy()
+            one.update(view[a:b])
+            digests += one.digest()
+        columns.append(np.frombuffer(bytes(digests), dtype="<u8", count=rows))
+    dtype = np.uint16 if spec.kind == CRC16 else np.uint64
+    return np.stack(columns, axis=1) if columns else np.zeros((rows, 0), dtype=dtype)
 
 
 def index_rows(
@@ -144,13 +206,16 @@ def index_rows(
     id_column: str | None = None,
     keep_key_values: bool = False,
     progress: Callable[[int], None] | None = None,
+    cell_spec: CellSpec | None = None,
 ) -> RowIndex:
-    """Digests of every row, streamed batch by batch. Raises DataInputError (from the reader)."""
+    """Digests of every row, streamed batch by batch; per-cell digests by `cell_spec` (this
+    process's key when None). Raises DataInputError (from the reader)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     columns = dataset.columns
+    spec = cell_spec or session_spec()
     if id_column is not None and id_column not in columns:
         raise DataInputError(
             f"{dataset.name}: no id column {id_column!r}", kind="usage", column=id_column
@@ -180,7 +245,7 @@ def index_rows(
         full.extend(_digests(joined))
         total_cells += batch.num_rows * len(cells)
         if keep_hints and total_cells <= MAX_CELL_HINTS:
-            hint_parts.append(_hints(cells))
+            hint_parts.append(_cell_digests(cells, spec, list(columns)))
         else:
             keep_hints = False
             hint_parts = []
@@ -201,7 +266,7 @@ def index_rows(
         hints = (
             np.concatenate(hint_parts)
             if hint_parts
-            else np.zeros((0, len(columns)), dtype=np.uint16)
+            else np.zeros((0, len(columns)), dtype=np.uint16 if spec.kind == CRC16 else np.uint64)
         )
     return RowIndex(
         columns=list(columns),
@@ -211,6 +276,7 @@ def index_rows(
         hints=hints,
         fingerprint=fingerprint.hexdigest(),
         key_values=key_values if keep_key_values and id_column is not None else None,
+        cell_spec=spec,
     )
 
 
