@@ -154,6 +154,14 @@ def test_rules_catalogue_and_docs(capsys: pytest.CaptureFixture[str]) -> None:
         assert (docs / f"{rule['id']}.md").is_file(), rule["id"]
 
 
+def test_rules_listing_shows_the_owasp_api_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tags = lines[next(i for i, line in enumerate(lines) if line.startswith("GRD001")) + 1]
+    assert "OWASP API API2" in tags  # the guard's credential rule: broken authentication
+    assert all("| OWASP API" in line for line in lines if line.lstrip().startswith("ATLAS"))
+
+
 def test_python_dash_m(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -143,7 +143,8 @@ def run_rules(args: argparse.Namespace) -> int:
         say(f"{rule.id:7} {rule.severity.value:8} {rule.title}", err=False)
         say(
             f"        ATLAS {', '.join(tags.atlas)} | OWASP ML {', '.join(tags.owasp_ml)}"
-            f" | OWASP LLM {', '.join(tags.owasp_llm)} | NIST {', '.join(tags.nist_ai_rmf)}"
+            f" | OWASP LLM {', '.join(tags.owasp_llm)} | OWASP API {', '.join(tags.owasp_api)}"
+            f" | NIST {', '.join(tags.nist_ai_rmf)}"
             f" | EU AI Act {', '.join(tags.eu_ai_act)}",
             err=False,
         )
