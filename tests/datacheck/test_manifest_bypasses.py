@@ -237,3 +237,72 @@ def test_a_format_1_manifest_is_still_read_and_said_to_be_weaker(tmp_path: Path)
         == 1
     )
     assert "format 1" in out.read_text()
+
+
+# -- 2. values rewritten in a form type inference maps to the same value -------------------------
+
+
+def _codes(path: Path, rewritten: bool) -> None:
+    lines = ["branch,rate,label"]
+    for i in range(200):
+        branch = f"{i % 50:03d}"  # 007: a code, read as the integer 7
+        rate = f"{i % 4}.0" if i % 2 else f"{i % 7}.5"
+        if rewritten and i == 7:
+            branch, rate = str(int(branch)), rate.replace(".0", "")
+        lines.append(f"{branch},{rate},{'yes' if i % 5 else 'no'}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_same_values_as_read_with_different_bytes_are_reported(tmp_path: Path) -> None:
+    from bastion.cli.main import main
+
+    trusted, current = tmp_path / "trusted" / "codes.csv", tmp_path / "codes.csv"
+    trusted.parent.mkdir()
+    _codes(trusted, rewritten=False)
+    _codes(current, rewritten=True)
+    assert trusted.read_bytes() != current.read_bytes()
+    manifest = tmp_path / "codes.manifest.json"
+    assert main(["data", "manifest", str(trusted), "-o", str(manifest), "-q", "--no-store"]) == 0
+    _code, found = _check_json(current, tmp_path, "--baseline-manifest", str(manifest))
+    assert found["DAT013"]["severity"] == "medium"
+    assert "same values as read, different bytes" in found["DAT013"]["message"]
+    assert found["DAT013"]["location"]["path"].endswith("codes.csv")
+    assert not {"DAT005", "DAT006", "DAT007", "DAT008"} & set(found)
+    for old_side in (manifest, trusted):
+        out = tmp_path / "diff.md"
+        code = main(
+            ["data", "diff", str(old_side), str(current), "-o", str(out), "-q", "--no-store"]
+        )
+        assert code == 1
+        assert "same values as read, different bytes" in out.read_text()
+        out = tmp_path / "diff.json"
+        main(
+            [
+                "data",
+                "diff",
+                str(old_side),
+                str(current),
+                "-f",
+                "json",
+                "-o",
+                str(out),
+                "-q",
+                "--no-store",
+            ]
+        )
+        report = json.loads(out.read_text())
+        assert {f["rule_id"] for t in report["results"] for f in t["findings"]} == {"DAT013"}
+
+
+def test_the_same_bytes_again_are_identical_with_no_finding(tmp_path: Path) -> None:
+    from bastion.cli.main import main
+
+    data = tmp_path / "codes.csv"
+    _codes(data, rewritten=False)
+    manifest = tmp_path / "codes.manifest.json"
+    assert main(["data", "manifest", str(data), "-o", str(manifest), "-q", "--no-store"]) == 0
+    _code, found = _check_json(data, tmp_path, "--baseline-manifest", str(manifest))
+    assert not {r for r in found if r.startswith("DAT")}
+    out = tmp_path / "diff.md"
+    assert main(["data", "diff", str(manifest), str(data), "-o", str(out), "-q", "--no-store"]) == 0
+    assert "Identical content (200 rows)." in out.read_text()

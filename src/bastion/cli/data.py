@@ -366,7 +366,13 @@ def _diff(args: argparse.Namespace) -> int:
         from .output import write_report
 
         write_report(summary(diff), args.output)
-        changed = diff.modified or diff.inserted or diff.deleted or not diff.identical
+        changed = (
+            diff.modified
+            or diff.inserted
+            or diff.deleted
+            or not diff.identical
+            or diff.bytes_differ
+        )
         return 1 if changed else 0
     findings = integrity.diff_findings(new_name, diff, old_name)
     skips: list[Skip] = []

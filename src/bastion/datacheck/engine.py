@@ -286,6 +286,16 @@ def check_dataset(
         elif entry is not None:
             old = index_of_entry(entry)
             if old is None:
+                if (
+                    entry.fingerprint == indexed.rows.fingerprint
+                    and entry.file is not None
+                    and indexed.rows.file_sha256 not in (None, entry.file.sha256)
+                ):
+                    findings.append(
+                        integrity.bytes_changed_finding(
+                            dataset.name, f"the baseline manifest ({entry.name})"
+                        )
+                    )
                 if entry.fingerprint != indexed.rows.fingerprint:
                     findings.append(
                         integrity.MODIFIED.finding(

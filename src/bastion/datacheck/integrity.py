@@ -159,6 +159,21 @@ READ_NOTES = Rule(
     remediation="State the format explicitly: UTF-8, unique header names, one sheet per file.",
 )
 
+BYTES_CHANGED = Rule(
+    id="DAT013",
+    title="Same values as read, different bytes",
+    severity=Severity.MEDIUM,
+    confidence=Confidence.HIGH,
+    stage=Stage.DATA,
+    profile="data-integrity",
+    description="The rows are the same as bastion reads them (same row fingerprint) but the "
+    "file's bytes differ from the trusted version's (its SHA-256): values were rewritten in a "
+    "form that type inference maps to the same value (007 -> 7, 1.0 -> 1, 1e3 -> 1000), or the "
+    "quoting, line endings or compression changed. A loader that reads the column as text (an "
+    "id, a zip code, a category) sees different data than the one reviewed.",
+    remediation="Diff the files' bytes to see what changed; if intended, record a new manifest "
+    "and have it reviewed.",
+)
 WEAK_MANIFEST = Rule(
     id="DAT012",
     title="Baseline manifest of a weaker format",
@@ -187,6 +202,7 @@ RULES: tuple[Rule, ...] = (
     DUPLICATE_IDS,
     READ_NOTES,
     WEAK_MANIFEST,
+    BYTES_CHANGED,
 )
 
 BOUND_KINDS = frozenset(
@@ -250,6 +266,8 @@ def diff_findings(name: str, diff: Diff, against: str) -> list[Finding]:
     """DAT005-DAT008 for what changed between the trusted version (`against`) and `name`."""
     findings: list[Finding] = []
     location = Location(path=name)
+    if diff.bytes_differ:
+        findings.append(bytes_changed_finding(name, against))
     if diff.added_columns or diff.removed_columns or diff.retyped_columns:
         parts = []
         if diff.added_columns:
@@ -315,6 +333,16 @@ def diff_findings(name: str, diff: Diff, against: str) -> list[Finding]:
             )
         )
     return findings
+
+
+def bytes_changed_finding(name: str, against: str) -> Finding:
+    from bastion.datacheck.manifest import BYTES_DIFFER
+
+    return BYTES_CHANGED.finding(
+        Location(path=name),
+        f"{name}: {BYTES_DIFFER}, since {against}",
+        evidence="row fingerprint equal, file SHA-256 differs",
+    )
 
 
 def legacy_manifest_finding(name: str, entry: str) -> Finding:

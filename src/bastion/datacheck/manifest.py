@@ -56,6 +56,10 @@ LEGACY_NOTE = (
 MAX_INDEXED_ROWS = 5_000_000  # rows whose digests a manifest keeps (8 bytes of JSON each, ~)
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 MAX_VALUES_SHOWN = 40  # characters of one value shown in a diff
+BYTES_DIFFER = (
+    "same values as read, different bytes: type inference or formatting changed (007 -> 7, "
+    "1.0 -> 1, quoting, line endings, compression); the file's SHA-256 differs"
+)
 
 
 class ColumnEntry(Record):
@@ -156,7 +160,7 @@ def dataset_entry(indexed: Indexed) -> DatasetEntry:
     dataset, index = indexed.dataset, indexed.rows
     file = None
     if dataset.path is not None:
-        digest = file_digest(dataset)
+        digest = index.file_sha256 or file_digest(dataset)
         assert digest is not None
         file = FileEntry(size=dataset.path.stat().st_size, sha256=digest)
     row_index = None
@@ -287,6 +291,7 @@ def index_of_entry(entry: DatasetEntry) -> RowIndex | None:
         hints=hints,
         fingerprint=entry.fingerprint,
         cell_spec=spec,
+        file_sha256=entry.file.sha256 if entry.file is not None else None,
     )
 
 
@@ -330,6 +335,8 @@ class Diff(NamedTuple):
     retyped_columns: list[tuple[str, str, str]]
     keyed: bool
     notes: list[str]
+    # the same rows as read from files whose bytes differ: type inference or formatting changed
+    bytes_differ: bool = False
 
     def changed_columns(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -465,6 +472,10 @@ def diff_indexes(
         retyped_columns=retyped,
         keyed=keyed,
         notes=notes,
+        bytes_differ=identical
+        and old.file_sha256 is not None
+        and new.file_sha256 is not None
+        and old.file_sha256 != new.file_sha256,
     )
 
 
@@ -698,6 +709,8 @@ def _summary(diff: Diff, limit: int) -> str:
     lines = [f"## Data diff: `{diff.old_name}` → `{diff.new_name}`", ""]
     if diff.identical:
         lines.append(f"Identical content ({diff.new_rows:,} rows).")
+        if diff.bytes_differ:
+            lines += ["", f"- {BYTES_DIFFER}"]
         return "\n".join(lines) + "\n"
     how = "matched by id" if diff.keyed else "matched by content (no id column)"
     lines += [

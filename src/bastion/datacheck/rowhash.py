@@ -82,6 +82,7 @@ class RowIndex:
         fingerprint: str,
         key_values: list[str] | None = None,
         cell_spec: CellSpec | None = None,
+        file_sha256: str | None = None,
     ) -> None:
         self.columns = columns
         self.types = types
@@ -91,6 +92,7 @@ class RowIndex:
         # compare with a format-1 manifest, uint16 (CRC hints)
         self.hints = hints
         self.cell_spec = cell_spec or CellSpec(CRC16)
+        self.file_sha256 = file_sha256  # of the file as stored (None: data in memory)
         self.fingerprint = fingerprint
         self.key_values = key_values  # the id values themselves (data, never a manifest)
 
@@ -277,6 +279,7 @@ def index_rows(
         fingerprint=fingerprint.hexdigest(),
         key_values=key_values if keep_key_values and id_column is not None else None,
         cell_spec=spec,
+        file_sha256=file_digest(dataset),
     )
 
 
