@@ -242,6 +242,25 @@ def test_personal_data_redacted_when_the_policy_says_so(tmp_path: Path) -> None:
     assert event["decisions"]["contract"] == "flag"
 
 
+def test_a_value_longer_than_the_screen_examines_is_refused(tmp_path: Path) -> None:
+    # the detectors read the first [sensitive] max_chars characters of a value: a card number
+    # placed after them used to reach the model unexamined (200) with redact on
+    app = _app(tmp_path, sensitive={"action": "redact"}, contract={"action": "flag"})
+    key = _keys(tmp_path, "predict")
+    row = dict(credit_rows()[2])
+    with serving(app) as server:
+        row["purpose"] = "x" * 10_000 + " card 4111 1111 1111 1111"
+        hidden = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+        row["purpose"] = "x" * 10_000  # at the limit: examined whole, nothing found
+        whole = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+    assert hidden.status_code == 413
+    assert hidden.json()["error"]["code"] == "string_too_long"
+    assert whole.status_code == 200
+    events = _events(tmp_path)
+    assert events[-2]["decisions"]["sensitive"] == "block" and events[-2]["status"] == 413
+    assert events[-1]["decisions"]["sensitive"] == "allow"
+
+
 def test_categories_from_the_contract_are_not_flagged(live: Any) -> None:
     """Benign traffic: 300 real rows (some categories contain 'credits', which the secret
     pre-filter would look at) pass every detector."""

@@ -46,6 +46,7 @@ from bastion.guard.rows import RowReader
 from bastion.guard.screen import (
     Classifier,
     RowScreen,
+    TextTooLong,
     chat_texts,
     injection_markers,
     redact_document,
@@ -510,7 +511,12 @@ class GuardMiddleware:
         """Personal data and secrets in the rows as sent (before the contract reads them)."""
         action = settings.sensitive.action
         rows = request.document["rows"]
-        kinds, redacted = self.guard.row_screen.rows(rows, redact=action == "redact")
+        try:
+            kinds, redacted = self.guard.row_screen.rows(rows, redact=action == "redact")
+        except TextTooLong:
+            limit = settings.sensitive.max_chars
+            request.decisions["sensitive"] = "block"
+            raise Refusal(413, "string_too_long", f"a value is over {limit} characters") from None
         if not kinds:
             request.decisions["sensitive"] = "allow"
             return

@@ -87,6 +87,10 @@ def personal_data(text: str, max_chars: int) -> list[detectors.Match]:
     return detectors.detect(text, max_chars=max_chars)
 
 
+class TextTooLong(Exception):
+    """A value longer than the screen examines: refused, never passed on unexamined."""
+
+
 class RowScreen:
     """Personal data and secrets in tabular rows."""
 
@@ -98,7 +102,9 @@ class RowScreen:
         self, rows: Sequence[Mapping[str, Any]], redact: bool
     ) -> tuple[list[str], list[dict[str, Any]] | None]:
         """(kinds found, in order; the rows with each value found replaced by its redacted form
-        when `redact`, else None)."""
+        when `redact`, else None). TextTooLong when a value is longer than `max_chars`: the
+        detectors only look at that many characters, so a longer value could carry personal
+        data past them."""
         kinds: list[str] = []
         redacted: list[dict[str, Any]] | None = [] if redact else None
         for row in rows:
@@ -114,6 +120,8 @@ class RowScreen:
                     text = str(value)
                 else:
                     continue
+                if len(text) > self.max_chars:
+                    raise TextTooLong(column)
                 found = detectors.detect(text, hint=None, max_chars=self.max_chars)
                 if found:
                     kinds += [m.kind for m in found]
