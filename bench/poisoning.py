@@ -244,9 +244,10 @@ RATES = {"random": (0.01, 0.05, 0.10), "targeted": (0.01, 0.05, 0.10), "backdoor
 # ---------------------------------------------------------------- measurement
 
 
-def _pr(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+def _pr(flagged: np.ndarray, truth: np.ndarray) -> tuple[float | None, float]:
+    """(precision, None when nothing is flagged; recall)."""
     hits = int((flagged & truth).sum())
-    precision = hits / int(flagged.sum()) if flagged.any() else 1.0
+    precision = hits / int(flagged.sum()) if flagged.any() else None
     recall = hits / int(truth.sum()) if truth.any() else 1.0
     return precision, recall
 
@@ -290,7 +291,7 @@ def measure(
     }
     for name, flagged in (("bastion", aimed), ("bastion_all", every), ("cleanlab", result.issues)):
         precision, recall = _pr(flagged, truth)
-        row[f"{name}_precision"] = round(precision, 3)
+        row[f"{name}_precision"] = None if precision is None else round(precision, 3)
         row[f"{name}_recall"] = round(recall, 3)
     both = truth.any() and not truth.all()
     row["bastion_auc"] = round(float(roc_auc_score(truth, result.scores)), 3) if both else None
@@ -331,9 +332,8 @@ def run(quick: bool) -> dict[str, Any]:
                 rows.append(row)
                 print(
                     f"{dataset:14} {attack:9} {rate:5.0%} n={row['poisoned']:4} "
-                    f"bastion P={row['bastion_precision']:.2f} R={row['bastion_recall']:.2f} "
-                    f"AUC={row['bastion_auc']} | cleanlab P={row['cleanlab_precision']:.2f} "
-                    f"R={row['cleanlab_recall']:.2f} AUC={row['cleanlab_auc']} "
+                    f"bastion {_pair(row, 'bastion')} AUC={row['bastion_auc']} | "
+                    f"cleanlab {_pair(row, 'cleanlab')} AUC={row['cleanlab_auc']} "
                     f"({row['seconds']}s) {row['rules']} [{what}]",
                     file=sys.stderr,
                 )
@@ -351,7 +351,7 @@ def scale(rows: int) -> dict[str, Any]:
     job = rng.choice(["employee", "self-employed", "unemployed", "retired", "student"], rows)
     note = np.array([f"applicant {i} note {rng.integers(1_000_000)}" for i in range(rows)])
     score = 0.8 * np.log(income) - 0.5 * np.log(amount) + 0.02 * age + (job == "employee")
-    score += rng.normal(0, 1, rows)
+    score += rng.normal(0, 0.3, rows)
     label = np.where(score > np.median(score), "good", "bad").astype(object)
     flipped = rng.choice(rows, size=rows * 3 // 100, replace=False)
     label[flipped] = np.where(label[flipped] == "good", "bad", "good")
@@ -380,9 +380,35 @@ def scale(rows: int) -> dict[str, Any]:
         "rows_per_second": round(rows / seconds),
         "peak_rss_mb": round(peak),
         "findings": found,
-        "cleanlab_precision": round(precision, 3),
+        "cleanlab_precision": None if precision is None else round(precision, 3),
         "cleanlab_recall": round(recall, 3),
     }
+
+
+def _pair(row: dict[str, Any], name: str) -> str:
+    """'P / R', with '–' for the precision when nothing was flagged (older result files
+    recorded 1.0 there: recall 0 with precision 1 can only mean nothing flagged)."""
+    precision, recall = row[f"{name}_precision"], row[f"{name}_recall"]
+    if precision is None or (precision == 1.0 and recall == 0.0):
+        return f"– / {recall:.2f}"
+    return f"{precision:.2f} / {recall:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as the Markdown table of docs/benchmarks.md."""
+    lines = [
+        "| dataset | attack | rate | poisoned rows | bastion P / R (rules aimed) "
+        "| bastion P / R (all LBL) | cleanlab P / R | AUC bastion / cleanlab |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["attacks"]:
+        lines.append(
+            f"| {row['dataset']} | {row['attack']} | {row['rate']:.0%} | {row['poisoned']} "
+            f"| {_pair(row, 'bastion')} | {_pair(row, 'bastion_all')} "
+            f"| {_pair(row, 'cleanlab')} "
+            f"| {row['bastion_auc']} / {row['cleanlab_auc']} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -390,7 +416,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="only the highest rate per attack")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--scale", type=int, help="time the label checks on this many rows")
+    parser.add_argument("--markdown", type=Path, help="print the table of a --json result file")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     if args.scale:
         result: dict[str, Any] = scale(args.scale)
         print(json.dumps(result, indent=2))

@@ -61,9 +61,10 @@ PARTIAL = Rule(
     stage=Stage.DATA,
     profile="data-poisoning",
     description="The label and poisoning checks modelled a fixed-seed sample of the rows (more "
-    "than label_max_rows), or left out columns they cannot model (free text without repeated "
-    "values, nested or binary data) or rows without a label. Poisoned rows outside the "
-    "sample, or a trigger hidden in a column left out, are not seen.",
+    "than label_max_rows), left out columns they cannot model (free text without repeated "
+    "values, nested or binary data) or rows without a label, or left candidate subgroups "
+    "untested within their budget of leave-out models. Poisoned rows outside the sample, a "
+    "trigger hidden in a column left out, or a subgroup not tested, are not seen.",
     remediation="Raise label_max_rows in the policy's [data] table to model every row, or "
     "check the columns left out another way.",
 )
@@ -101,7 +102,19 @@ def analyse(dataset: Dataset, options: DataOptions) -> Analysis:
         findings.append(_rare_label_finding(frame, rare, location))
     if frame.numeric.shape[1] + frame.categorical.shape[1] == 0:
         raise NotApplicable("no column the label checks can model besides the target")
+    learner = Learner(frame)
+    pred_probs = learner.out_of_sample()
+    issues = cleanlab_issues(frame.labels, pred_probs)
+    if issues.any():
+        findings.append(_issues_finding(frame, pred_probs, issues, location))
+    result = poisoning.detect(frame, learner, pred_probs, options, location)
+    findings.extend(result.findings)
     notes = _coverage_notes(frame, rare)
+    if result.untested:
+        notes.append(
+            f"{result.untested:,} candidate subgroups not tested (leave-out model budget; "
+            "the most suspicious value patterns go first)"
+        )
     if notes:
         findings.append(
             _rows_finding(
@@ -113,13 +126,6 @@ def analyse(dataset: Dataset, options: DataOptions) -> Analysis:
                 ids=(),
             )
         )
-    learner = Learner(frame)
-    pred_probs = learner.out_of_sample()
-    issues = cleanlab_issues(frame.labels, pred_probs)
-    if issues.any():
-        findings.append(_issues_finding(frame, pred_probs, issues, location))
-    result = poisoning.detect(frame, learner, pred_probs, options, location)
-    findings.extend(result.findings)
     flagged = issues | result.flagged
     self_confidence = result.probabilities[np.arange(len(frame.labels)), frame.labels]
     scores = flagged.astype(float) + (1.0 - self_confidence)

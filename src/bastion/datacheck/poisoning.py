@@ -12,8 +12,8 @@ subgroup predicts for it:
    and regions where rows of one label that a linear model disagrees with are each other's
    nearest neighbours; a candidate is (almost) all one label (`label_group_purity`) and holds
    at most half of that label's rows;
-2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (at
-   most MAX_LEAVE_OUT_FITS, four times as many on small sets; a fold holds out at most 10% of
+2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
+   64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
    rows and predicts them;
 3. the test: the subgroup's count of other labels O against the count E those predictions
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
     from bastion.datacheck.options import DataOptions
 
 MAX_LEAVE_OUT_FITS = 16  # models trained without candidate subgroups (x4 on small sets)
-FIT_ROW_BUDGET = 64_000  # below this many rows × fits, small sets get more leave-out fits
+MIN_LEAVE_OUT_FITS = 8  # large sets (boosted models): this many
+FIT_ROW_BUDGET = 64_000  # rows × leave-out fits: small sets get up to 64 fits, large ones 8
 MAX_CANDIDATES = 2_000  # candidate subgroups kept after the purity filter (best first)
 MAX_HELD_OUT = 0.1  # share of rows one leave-out fold may hold out
 MAX_HELD_OUT_LABEL = 0.1  # share of one label's rows one leave-out fold may hold out
@@ -154,6 +155,7 @@ class Detection(NamedTuple):
     findings: list[Finding]
     flagged: numpy.ndarray
     probabilities: numpy.ndarray
+    untested: int = 0  # candidate subgroups left untested by the leave-out fit budget
 
 
 class Candidate(NamedTuple):
@@ -193,8 +195,10 @@ def detect(
     embedding = embed(frame)
     thresholds = _confident_thresholds(frame.labels, pred_probs)
     candidates = find_candidates(frame, embedding, learner, options)
+    folds = _pack(candidates.items, frame.labels)
+    untested = len(candidates.items) - sum(len(fold) for fold in folds)
     for finding, positions, probs, members in judge(
-        frame, learner, embedding, candidates, thresholds, options, location
+        frame, learner, embedding, candidates, folds, thresholds, options, location
     ):
         findings.append(finding)
         flagged[positions] = True
@@ -207,7 +211,7 @@ def detect(
     if outliers is not None:
         findings.append(outliers[0])
         flagged[outliers[1]] = True
-    return Detection(findings, flagged, probabilities)
+    return Detection(findings, flagged, probabilities, untested)
 
 
 # ------------------------------------------------------------------ candidate subgroups
@@ -506,7 +510,7 @@ def _pack(candidates: list[Candidate], labels: numpy.ndarray) -> list[list[int]]
     import numpy as np
 
     n = len(labels)
-    max_fits = int(np.clip(FIT_ROW_BUDGET // n, MAX_LEAVE_OUT_FITS, 4 * MAX_LEAVE_OUT_FITS))
+    max_fits = int(np.clip(FIT_ROW_BUDGET // n, MIN_LEAVE_OUT_FITS, 4 * MAX_LEAVE_OUT_FITS))
     class_counts = np.bincount(labels)
     folds: list[list[int]] = []
     held: list[numpy.ndarray] = []
@@ -541,6 +545,7 @@ def judge(
     learner: Learner,
     embedding: numpy.ndarray,
     found: Candidates,
+    folds: list[list[int]],
     thresholds: numpy.ndarray,
     options: DataOptions,
     location: Location,
@@ -555,16 +560,20 @@ def judge(
         return []
     labels = frame.labels
     n = len(labels)
-    folds = _pack(candidates, labels)
     hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray]] = []
     for fold in folds:
         held = np.zeros(n, dtype=bool)
         for index in fold:
             held[candidates[index].positions] = True
         model = learner.fit(np.flatnonzero(~held))
+        # a fold's candidates are disjoint: one prediction for all of them
+        rows = np.concatenate([candidates[index].positions for index in fold])
+        predicted = learner.predict(model, rows)
+        start = 0
         for index in fold:
             candidate = candidates[index]
-            probs = learner.predict(model, candidate.positions)
+            probs = predicted[start : start + len(candidate.positions)]
+            start += len(candidate.positions)
             own = labels[candidate.positions]
             observed = int((own != candidate.label).sum())
             expected = float((1.0 - probs[:, candidate.label]).sum())
