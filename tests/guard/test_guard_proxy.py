@@ -220,6 +220,49 @@ def test_chat_prompts_screened_and_answers_redacted(tmp_path: Path, upstream: An
     assert empty.status_code == 422
 
 
+def test_personal_data_outside_the_messages_and_in_keys_is_screened(
+    tmp_path: Path, upstream: Any
+) -> None:
+    # a "user" field, a tool description, a message "name" or an object key reach the
+    # upstream as much as the messages do: they used to pass the screen unexamined
+    server, app = upstream
+    card = "4111 1111 1111 1111"
+    hello = [{"role": "user", "content": "Please summarise the quarterly report."}]
+    chat = _proxy(tmp_path / "chat", server.url, proxy={"flavour": "chat"})
+    plain = _proxy(
+        tmp_path / "json", server.url, proxy={"flavour": "json"}, sensitive={"action": "redact"}
+    )
+    chat_key = _key(tmp_path / "chat", "predict")
+    json_key = _key(tmp_path / "json", "predict")
+    with serving(chat) as front, httpx.Client(base_url=front.url, headers=bearer(chat_key)) as c:
+        url = "/v1/chat/completions"
+        refused = [
+            c.post(url, json={"messages": hello, "user": "jane.roe@example.org"}),
+            c.post(url, json={"messages": [{**hello[0], "name": "jane.roe@example.org"}]}),
+            c.post(
+                url,
+                json={
+                    "messages": hello,
+                    "tools": [{"type": "function", "function": {"name": "f", "description": card}}],
+                },
+            ),
+        ]
+        benign = c.post(url, json={"model": "gpt-x", "messages": hello, "temperature": 0.2})
+    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert all(r.json()["error"]["code"] == "personal_data" for r in refused)
+    assert benign.status_code == 200
+    with serving(plain) as front:
+        response = httpx.post(
+            front.url + "/v1/predict",
+            json={card: 1, "note": "fine", "items": [{"jane.roe@example.org": "x"}]},
+            headers=bearer(json_key),
+        )
+    assert response.status_code == 200
+    forwarded = json.dumps(app.seen[-1]["body"])
+    assert "4111 1111" not in forwarded and "jane.roe" not in forwarded
+    assert '"note": "fine"' in forwarded
+
+
 BENIGN = [
     "Can you ignore the noise in this chart and summarise the trend?",
     "What were the previous instructions for filing the tax return in 2023?",

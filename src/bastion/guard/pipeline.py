@@ -560,7 +560,9 @@ class GuardMiddleware:
         if not texts:
             request.decisions["input"] = "block"
             raise Refusal(422, "invalid_body", 'a chat request needs "messages" with text content')
-        self._screen_json(request, settings, texts)
+        # personal data anywhere in the request (a "user" field, a tool description, a message
+        # "name" reach the upstream as much as the messages do); injection in the messages
+        self._screen_json(request, settings)
         markers: list[str] = []
         for text in texts:
             markers += injection_markers(text)
@@ -582,12 +584,10 @@ class GuardMiddleware:
         else:
             request.decisions["injection"] = "allow"
 
-    def _screen_json(
-        self, request: GuardRequest, settings: GuardSettings, texts: list[str] | None = None
-    ) -> None:
+    def _screen_json(self, request: GuardRequest, settings: GuardSettings) -> None:
         action = settings.sensitive.action
         limit = settings.sensitive.max_chars
-        strings = texts if texts is not None else texts_of(request.document)
+        strings = texts_of(request.document)
         kinds: list[str] = []
         for text in strings:
             if len(text) > limit:

@@ -172,16 +172,20 @@ class Classifier:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def texts_of(document: Any, limit: int = 10_000) -> list[str]:
-    """Every string in a JSON document, in order (up to `limit` strings)."""
+def texts_of(document: Any) -> list[str]:
+    """Every string in a JSON document, object keys included, in order. Not truncated: a
+    document is bounded by the JSON caps it was parsed under, and a string left out would pass
+    the screen unexamined."""
     out: list[str] = []
     stack = [document]
-    while stack and len(out) < limit:
+    while stack:
         item = stack.pop()
         if isinstance(item, str):
             out.append(item)
         elif isinstance(item, dict):
-            stack.extend(reversed(list(item.values())))
+            for key, value in reversed(list(item.items())):
+                stack.append(value)
+                stack.append(key)
         elif isinstance(item, list):
             stack.extend(reversed(item))
     return out
@@ -207,7 +211,8 @@ def chat_texts(document: Any) -> list[str]:
 
 
 def redact_document(document: Any, max_chars: int) -> tuple[Any, list[str]]:
-    """A copy of a JSON document with personal data in every string redacted; and the kinds."""
+    """A copy of a JSON document with personal data in every string (object keys included)
+    redacted; and the kinds."""
     kinds: list[str] = []
 
     def walk(item: Any) -> Any:
@@ -216,7 +221,7 @@ def redact_document(document: Any, max_chars: int) -> tuple[Any, list[str]]:
             kinds.extend(found)
             return redacted if found else item
         if isinstance(item, dict):
-            return {key: walk(value) for key, value in item.items()}
+            return {walk(key): walk(value) for key, value in item.items()}
         if isinstance(item, list):
             return [walk(value) for value in item]
         return item
