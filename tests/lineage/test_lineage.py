@@ -209,3 +209,33 @@ def test_compliance_report_shows_evidence_and_gaps(tmp_path: Path) -> None:
         == 0
     )
     assert "AML.T0010.003" in out.read_text()
+
+
+def test_gate_refuses_a_folder_whose_symlink_leaves_it(tmp_path: Path) -> None:
+    # the folder digest holds a symlink's target *name*, never its content: a model.pkl link
+    # to a pickle outside the folder passed the gate's scan requirement as "1 file scanned
+    # clean" while the scan itself failed, and the target could change without changing the
+    # digest. A link inside the folder points at a member that was scanned: it passes.
+    store = str(tmp_path / "h.db")
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[gate]\nrequire = ["scan"]\n', encoding="utf-8")
+    outside = tmp_path / "elsewhere" / "evil.pkl"
+    outside.parent.mkdir()
+    outside.write_bytes(b"\x80\x02cos\nsystem\nX\x05\x00\x00\x00echo!\x85R.")
+    for name, target in (("escapes", outside), ("inside", Path("clean.pkl"))):
+        folder = tmp_path / name
+        _model(folder).rename(folder / "clean.pkl")
+        (folder / "model.pkl").symlink_to(target)
+        common = ["--store", store, "--policy", str(policy), "-q", "-o", os.devnull]
+        main(["scan", str(folder), *common])
+        decision = tmp_path / f"{name}.json"
+        code = main(["gate", str(folder), "--store", store, "--policy", str(policy), "-q",
+                     "-f", "json", "-o", str(decision)])  # fmt: skip
+        scan = next(
+            r for r in json.loads(decision.read_text())["requirements"] if r["name"] == "scan"
+        )  # fmt: skip
+        if name == "escapes":
+            assert code == 1 and scan["status"] == "unmet"
+            assert "model.pkl: a symlink out of the model folder" in scan["detail"]
+        else:
+            assert code == 0 and scan["status"] == "met", scan

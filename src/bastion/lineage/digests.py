@@ -27,6 +27,7 @@ from bastion.supplychain.digests import file_sha256
 
 FILE = "sha256:"
 TREE = "tree-sha256:"
+LINK = "link:"
 GIT = "git:"
 MLFLOW = "mlflow:"
 SIGSTORE = "sigstore:"
@@ -54,6 +55,7 @@ class Identified(Record):
 
     digest: str
     members: tuple[TreeEntry, ...] = ()
+    links: tuple[TreeEntry, ...] = ()  # symlinks in a folder: path and "link:<target text>"
 
 
 def is_digest(text: str) -> bool:
@@ -96,7 +98,7 @@ def _tree(root: Path, max_files: int) -> Identified:
             if entry.name in SKIPPED_FOLDERS or (folder == root and entry.name == SIGNATURE_NAME):
                 continue
             if entry.is_symlink():
-                entries.append((rel, "link:" + shown(os.readlink(entry.path))))
+                entries.append((rel, LINK + shown(os.readlink(entry.path))))
             elif entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
             elif entry.is_file(follow_symlinks=False):
@@ -116,6 +118,7 @@ def _tree(root: Path, max_files: int) -> Identified:
     return Identified(
         digest=TREE + digest.hexdigest(),
         members=tuple(TreeEntry(path=r, digest=v) for r, v in entries if v.startswith(FILE)),
+        links=tuple(TreeEntry(path=r, digest=v) for r, v in entries if v.startswith(LINK)),
     )
 
 

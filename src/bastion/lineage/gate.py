@@ -185,9 +185,32 @@ def _rejudge(store: Store, run: RunEvidence, paths: Sequence[str], ctx: _Context
     return evaluate(part, settings, ctx.baseline, today).status
 
 
-def _scan(store: Store, files: Sequence[str], ctx: _Context) -> Requirement:
+def _escaping_links(folder: Path, links: Sequence[str]) -> list[str]:
+    """The symlinks of a model folder whose target is not inside it (or does not resolve): the
+    folder's digest holds their target's name, never its content, so no scan of the folder's
+    files vouches for what they load."""
+    root = folder.resolve()
+    out = []
+    for rel in links:
+        try:
+            target = (folder / rel).resolve(strict=True)
+        except (OSError, RuntimeError):
+            out.append(rel)
+            continue
+        if not target.is_relative_to(root):
+            out.append(rel)
+    return out
+
+
+def _scan(
+    store: Store, files: Sequence[str], ctx: _Context, escaping: Sequence[str] = ()
+) -> Requirement:
     runs: list[int] = []
-    problems: list[str] = []
+    problems: list[str] = [
+        f"{rel}: a symlink out of the model folder: its target's content is not part of the "
+        "model's digest"
+        for rel in escaping[:5]
+    ]
     undecided: list[str] = []
     missing: list[str] = []
     for digest in files:
@@ -499,10 +522,12 @@ def decide(
         if known is not None:
             name = known.name
         members = [link.upstream for link in store.links(digest, "upstream", "part-of")]
+        escaping = []
     else:
         found = identify(Path(model))
         digest, name = found.digest, model
         members = [m.digest for m in found.members]
+        escaping = _escaping_links(Path(model), [link.path for link in found.links])
         known = store.artifact(digest)
         if known is not None:
             name = known.name
@@ -514,7 +539,7 @@ def decide(
     ctx = _Context(settings=settings, now=now, baseline=baseline)
     required = set(settings.gate.require)
     checks = {
-        "scan": lambda: _scan(store, files, ctx),
+        "scan": lambda: _scan(store, files, ctx, escaping),
         "signature": lambda: _signature(store, digest, name, signature, ctx),
         "data": lambda: _data(store, digest, ctx),
         "probe": lambda: _probe(store, [digest, *members], ctx),
