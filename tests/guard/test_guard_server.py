@@ -271,7 +271,7 @@ def test_categories_from_the_contract_are_not_flagged(live: Any) -> None:
         for start in range(0, 300, 50):
             response = client.post("/v1/predict", json={"rows": rows[start : start + 50]})
             assert response.status_code == 200, response.text
-    decisions = [e["decisions"] for e in _events(folder)[-6:]]
+    decisions = [e["decisions"] for e in _events(folder) if "route" in e][-6:]
     assert all(d["sensitive"] == "allow" and d["contract"] == "allow" for d in decisions)
     assert sum(d.get("ood") == "flag" for d in decisions) <= 1
 
