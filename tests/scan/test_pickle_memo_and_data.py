@@ -164,10 +164,20 @@ def test_the_next_consumer_really_runs_the_carried_payload(tmp_path: Path) -> No
 
 
 def test_data_walk_is_bounded_and_says_so() -> None:
-    many = [f"{i:032x}" for i in range(120_000)]  # hex-looking strings, none a payload
+    # hex strings whose head decodes to a pickle's PROTO opcode: each must be analysed, none is
+    # a payload
+    many = [f"80{i:030x}" for i in range(120_000)]
     started = time.perf_counter()
     result = scan_data(pickle.dumps(many, protocol=4), "many.pkl")
     assert time.perf_counter() - started < 10.0
     # what lies past the bound is not analysed: a limit (the file is never clean), not a LOW note
     assert [(f.rule_id, f.severity) for f in result.findings] == [("LIM001", Severity.HIGH)]
     assert "string/bytes values" in result.findings[0].message
+
+
+def test_many_values_that_cannot_carry_a_payload_do_not_reach_the_bound() -> None:
+    """The bulk pre-filter leaves out what no decoder could turn into a payload (hex whose first
+    byte starts no format, text with punctuation, short values): no bound, nothing reported."""
+    many = [f"{i:032x}" for i in range(60_000)] + [f"row {i}, nothing here" for i in range(60_000)]
+    result = scan_data(pickle.dumps(many, protocol=4), "many.pkl")
+    assert not result.findings and not result.incomplete

@@ -47,6 +47,7 @@ from typing import Any
 
 from bastion.records import Record
 from bastion.scan.embedded import MIN_PAYLOAD, worth_decoding
+from bastion.scan.embedded_filter import payload_candidates
 
 # (module, name) as the stream named the global, and the call's positional arguments; None
 # when the value is not the plain result of calling a global (pickle_vm.call_of)
@@ -55,8 +56,9 @@ CallOf = Callable[[Any], "tuple[tuple[str, str], tuple[Any, ...]] | None"]
 MAX_DEPTH = 64  # nested types / child arrays
 MAX_ELEMENTS = 4_000_000  # offsets, views, indices, values examined one by one, per stream
 MAX_FIELDS = 10_000  # fields of one struct or union type
-MAX_KEPT_VALUES = 100_000  # values worth decoding kept for the payloads-as-data search
+MAX_KEPT_VALUES = 100_000  # values that could carry a payload kept for the payloads-as-data search
 MIN_KEPT = MIN_PAYLOAD  # shorter values cannot hold a payload
+KEEP_BATCH = 1 << 16  # values cut out of a buffer and pre-filtered at once
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 LIB = "pyarrow.lib"
@@ -496,18 +498,23 @@ class ArrayChecker:
         self.types = TypeReader(call_of)
         self.budget = budget or Budget()
         self.active: set[int] = set()
-        # the values of consistent binary and string arrays, each its own bytes (a payload
-        # carried in an Arrow string column is searched like one in an object column)
-        self.values: list[bytes] = []
+        # the values of consistent binary and string arrays that could carry a payload, each
+        # its own bytes with the array and row it came from (a payload carried in an Arrow
+        # string column is searched like one in an object column)
+        self.values: list[tuple[str, bytes]] = []
         self.values_truncated = False
 
-    def _keep(self, value: bytes) -> None:
-        if not worth_decoding(value):
-            return  # the search's own pre-filter: ordinary text is not kept
-        if len(self.values) < MAX_KEPT_VALUES:
-            self.values.append(value)
-        else:
-            self.values_truncated = True
+    def _keep(self, values: Sequence[bytes], rows: Sequence[int], where: str) -> None:
+        """Keep the values (of rows `rows` of the array at `where`) that could carry a payload:
+        the search's own bulk pre-filter, then its per-value one (ordinary text is not kept)."""
+        for index in payload_candidates(values):
+            value = values[index]
+            if not worth_decoding(value):
+                continue
+            if len(self.values) >= MAX_KEPT_VALUES:
+                self.values_truncated = True
+                return
+            self.values.append((f"{where} row {rows[index]}", value))
 
     # --- reading the tuple ---------------------------------------------------------------
 
@@ -793,9 +800,14 @@ class ArrayChecker:
         if d.length == 0 or d.buffers[1] is None:
             return
         offsets = _words(d.buffers[1], d.kind.width, d.offset, d.length + 1)
-        for i in self._valid_slots(bitmap, d.offset, d.length):
-            if offsets[i + 1] - offsets[i] >= MIN_KEPT:
-                self._keep(data[offsets[i] : offsets[i + 1]])
+        rows: Sequence[int] = (
+            range(d.length)
+            if bitmap is None
+            else list(self._valid_slots(bitmap, d.offset, d.length))
+        )
+        for start in range(0, len(rows), KEEP_BATCH):
+            batch = rows[start : start + KEEP_BATCH]
+            self._keep([data[offsets[i] : offsets[i + 1]] for i in batch], batch, where)
         if d.kind.kind != "string":
             return
         first, last = offsets[0], offsets[d.length]
@@ -824,40 +836,49 @@ class ArrayChecker:
         data = d.buffers[2:]
         self.budget.spend(d.length, where)
         text = d.kind.kind == "string_view"
-        for i in self._valid_slots(bitmap, d.offset, d.length):
-            view = views[(d.offset + i) * 16 : (d.offset + i + 1) * 16]
-            size = int.from_bytes(view[0:4], "little", signed=True)
-            if size < 0:
-                raise Invalid(f"{where}: view {i} has negative size {size}")
-            if size <= 12:
-                if any(view[4 + size :]):
-                    raise Invalid(f"{where}: inline view {i} has non-zero padding")
-                value = view[4 : 4 + size]
-            else:
-                index = int.from_bytes(view[8:12], "little", signed=True)
-                start = int.from_bytes(view[12:16], "little", signed=True)
-                if index < 0 or start < 0 or index >= len(data):
-                    raise Invalid(
-                        f"{where}: view {i} points at buffer {index} offset {start}, there are "
-                        f"{len(data)} data buffers"
-                    )
-                buffer = data[index]
-                assert buffer is not None  # missing variadic buffers were refused above
-                if start + size > len(buffer):
-                    raise Invalid(
-                        f"{where}: view {i} reads bytes {start}-{start + size} of data buffer "
-                        f"{index}, which holds {len(buffer)}"
-                    )
-                value = buffer[start : start + size]
-                if value[:4] != view[4:8]:
-                    raise Invalid(f"{where}: view {i}'s prefix differs from its data")
-            if size >= MIN_KEPT:
-                self._keep(bytes(value))
-            if text:
-                try:
-                    value.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise Invalid(f"{where}: value {i} is not valid UTF-8") from None
+        values: list[bytes] = []
+        rows: list[int] = []
+        try:
+            for i in self._valid_slots(bitmap, d.offset, d.length):
+                view = views[(d.offset + i) * 16 : (d.offset + i + 1) * 16]
+                size = int.from_bytes(view[0:4], "little", signed=True)
+                if size < 0:
+                    raise Invalid(f"{where}: view {i} has negative size {size}")
+                if size <= 12:
+                    if any(view[4 + size :]):
+                        raise Invalid(f"{where}: inline view {i} has non-zero padding")
+                    value = view[4 : 4 + size]
+                else:
+                    index = int.from_bytes(view[8:12], "little", signed=True)
+                    start = int.from_bytes(view[12:16], "little", signed=True)
+                    if index < 0 or start < 0 or index >= len(data):
+                        raise Invalid(
+                            f"{where}: view {i} points at buffer {index} offset {start}, there are "
+                            f"{len(data)} data buffers"
+                        )
+                    buffer = data[index]
+                    assert buffer is not None  # missing variadic buffers were refused above
+                    if start + size > len(buffer):
+                        raise Invalid(
+                            f"{where}: view {i} reads bytes {start}-{start + size} of data buffer "
+                            f"{index}, which holds {len(buffer)}"
+                        )
+                    value = buffer[start : start + size]
+                    if value[:4] != view[4:8]:
+                        raise Invalid(f"{where}: view {i}'s prefix differs from its data")
+                if size >= MIN_KEPT:
+                    values.append(bytes(value))
+                    rows.append(i)
+                    if len(values) >= KEEP_BATCH:
+                        self._keep(values, rows, where)
+                        values, rows = [], []
+                if text:
+                    try:
+                        value.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise Invalid(f"{where}: value {i} is not valid UTF-8") from None
+        finally:  # the values read before an inconsistent view are searched too
+            self._keep(values, rows, where)
 
     def _list_views(self, d: _Data, limit: int, where: str) -> None:
         width, offsets_buffer, sizes_buffer = d.kind.width, d.buffers[1], d.buffers[2]

@@ -16,6 +16,7 @@ import zlib
 
 from bastion.errors import LimitExceeded
 from bastion.records import Record
+from bastion.scan.pickle_probe import START_OPCODES
 
 # Formats a loader deserializes (and bastion scans) when handed the bytes.
 # also the boosters' own serialisations that pickled XGBoost/LightGBM models carry for their
@@ -31,6 +32,11 @@ _B64_RE = re.compile(rb"^[A-Za-z0-9+/=\s_-]{16,}$")
 _CHEAP_HEAD = re.compile(rb"^[A-Za-z0-9+/=_\s-]{16}")
 # First bytes of zip, npy, 7z, gzip, bz2, xz (zlib: low nibble 8; pickles: START_OPCODES).
 _PAYLOAD_FIRST_BYTES = frozenset(b"P\x937\x1fB\xfd")
+# The first bytes a payload identified from a value may start with (besides "tree"): any opcode
+# a pickle can start with, the magics above, a zlib header, XGBoost UBJSON's "{".
+PAYLOAD_START_BYTES = frozenset(
+    START_OPCODES | _PAYLOAD_FIRST_BYTES | {b for b in range(256) if b & 0x0F == 8} | {ord("{")}
+)
 # First bytes of pickles (protocol 2+), gzip, zlib, zip, bz2, xz, 7z, npy.
 _BINARY_HEADS = frozenset({b"\x80", b"\x1f", b"x", b"P", b"B", b"\xfd", b"7", b"\x93"})
 
@@ -123,14 +129,9 @@ def _head_of(data: bytes) -> bytes:
 def _could_start_payload(head: bytes | None) -> bool:
     """Cheap test before identification: the first byte of a pickle (any opcode a stream can
     start with), zip, npy, 7z, gzip, bz2, xz or zlib stream."""
-    from bastion.scan.pickle_probe import START_OPCODES
-
     if not head:
         return False
-    first = head[0]
-    if head.startswith((b"{", b"tree")):  # XGBoost UBJSON, LightGBM text
-        return True
-    return first in START_OPCODES or first in _PAYLOAD_FIRST_BYTES or first & 0x0F == 8
+    return head[0] in PAYLOAD_START_BYTES or head.startswith(b"tree")  # LightGBM text
 
 
 def payloads_in(value: str | bytes | bytearray | memoryview, limit: int) -> list[Payload]:

@@ -78,9 +78,10 @@ class CallJudge:
             self._checker = ArrayChecker(call_of)
         return self._checker
 
-    def values(self) -> tuple[list[bytes], bool]:
-        """The binary and string values of the consistent arrays checked so far (for the
-        payloads-as-data search), and whether more were left out than kept."""
+    def values(self) -> tuple[list[tuple[str, bytes]], bool]:
+        """The binary and string values of the consistent arrays checked so far that could
+        carry a payload (for the payloads-as-data search), each with the array and row it came
+        from, and whether more were left out than kept."""
         if self._checker is None:
             return [], False
         return self._checker.values, self._checker.values_truncated

@@ -24,7 +24,8 @@ from typing import Any, BinaryIO, ClassVar
 
 from bastion.errors import LimitExceeded
 from bastion.scan.dtypes import InvalidDtype, pickled_dtype
-from bastion.scan.embedded import as_bytes, decode, payloads_in, worth_decoding
+from bastion.scan.embedded import MIN_PAYLOAD, as_bytes, decode, payloads_in, worth_decoding
+from bastion.scan.embedded_filter import payload_candidates
 from bastion.scan.pickle_globals import (
     CALL,
     NEW,
@@ -1076,14 +1077,15 @@ def nested_candidates(
     recorder: Recorder,
     limit: int,
     root: Any = None,
-    arrow_values: Sequence[bytes] = (),
+    arrow_values: Sequence[tuple[str, bytes]] = (),
     arrow_truncated: bool = False,
 ) -> NestedCandidates:
     """(label, bytes) of serialized payloads the stream carries: handed to flagged callables
     (through pure decoders it calls), or held anywhere in the loaded object as a str/bytes
     value, raw or encoded (see embedded.payloads_in), including the values of Arrow binary and
-    string arrays (`arrow_values`, cut out of their buffers by arrow_layout). Bounded in count
-    and total bytes; a bound reached sets `truncated` on the result."""
+    string arrays (`arrow_values`: where each is, and its bytes, cut out of their buffers by
+    arrow_layout). Bounded in count and total bytes; a bound reached sets `truncated` on the
+    result."""
     out = NestedCandidates()
     seen: set[bytes] = set()
     total = 0
@@ -1119,8 +1121,8 @@ def nested_candidates(
     if budget[0] <= 0:
         out.truncated = f"call arguments over {MAX_ARGUMENT_NODES} nodes"
         return out
-    for arrow_value in arrow_values:
-        if worth_decoding(arrow_value) and not add("Arrow value", as_bytes(arrow_value, limit)):
+    for where, arrow_value in arrow_values:
+        if not add(f"Arrow value, {where}", as_bytes(arrow_value, limit)):
             return out
     if arrow_truncated:
         out.truncated = "more Arrow string values than bastion keeps"
@@ -1153,22 +1155,38 @@ class DataWalk:
         self.truncated = False
 
     def values(self, root: Any) -> Iterator[str | bytes]:
-        stack = [root]
-        seen: set[int] = set()
-        nodes = values = 0
-        while stack:
-            if nodes >= MAX_WALKED_NODES or values >= MAX_DATA_VALUES:
+        """In the order the walk meets them: every distinct string goes through the search's
+        bulk pre-filter (embedded_filter), the candidates through its per-value one; at most
+        MAX_DATA_VALUES of those."""
+        found = self._strings(root)
+        kept = 0
+        for index in payload_candidates(found):
+            value = found[index]
+            if not worth_decoding(value):
+                continue
+            if kept >= MAX_DATA_VALUES:
                 self.truncated = True
                 return
+            kept += 1
+            yield value
+
+    def _strings(self, root: Any) -> list[str | bytes]:
+        found: list[str | bytes] = []
+        stack = [root]
+        seen: set[int] = set()
+        nodes = 0
+        while stack:
+            if nodes >= MAX_WALKED_NODES:
+                self.truncated = True
+                break
             item = stack.pop()
             if isinstance(item, _SCALARS):  # bool is an int: nothing to decode, no node spent
                 continue
             nodes += 1
             if isinstance(item, (str, bytes, bytearray)):
-                if worth_decoding(item) and id(item) not in seen:
+                if len(item) >= MIN_PAYLOAD and id(item) not in seen:
                     seen.add(id(item))
-                    values += 1
-                    yield bytes(item) if isinstance(item, bytearray) else item
+                    found.append(bytes(item) if isinstance(item, bytearray) else item)
                 continue
             if id(item) in seen:
                 continue
@@ -1187,3 +1205,4 @@ class DataWalk:
                 stack.append(item.state)
                 if item.items:
                     stack.extend(item.items)
+        return found
