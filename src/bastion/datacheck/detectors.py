@@ -146,6 +146,13 @@ def scan(
     match; by default they are worked out here."""
     text = text[:max_chars]
     if groups is None:
+        folded = _fold(text)
+        if folded is not None:  # invisible or compatibility characters: detect on the folded
+            plain, where = folded  # text, report spans of the original
+            matches, shapes = scan(plain, hint=hint, max_chars=len(plain) + 1, groups=None)
+            return [
+                m._replace(start=where[m.start], end=where[m.end - 1] + 1) for m in matches
+            ], shapes
         groups = [name for name, pattern in _GROUPS.items() if pattern.search(text)]
     found = list(_candidates(text, hint, groups))
     named = {c: c.kind == hint or _keyword_before(text, c.start, c.kind) for c in found}
@@ -162,6 +169,42 @@ def scan(
     if "secret" in groups:
         matches += _secrets(text, matches)
     return sorted(matches, key=lambda m: (m.start, m.end)), shapes
+
+
+# characters that render as nothing: inserted into a value, they break every pattern while the
+# value stays readable to a person (and to a model)
+_INVISIBLE = frozenset(
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d"
+    "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063"
+    "\u2064\u2066\u2067\u2068\u2069\u3164\ufeff\uffa0"
+)
+
+
+def _fold(text: str) -> tuple[str, list[int]] | None:
+    """`text` without invisible characters and with compatibility forms folded (NFKC: full-width
+    ＠ and digits, ligatures, superscripts), plus the original index of each folded character
+    (and one past the end); None when nothing would change. The guard screens what people and
+    models read, so a value written around the patterns must still be found."""
+    if text.isascii():
+        return None
+    import unicodedata
+
+    out: list[str] = []
+    where: list[int] = []
+    changed = False
+    for index, char in enumerate(text):
+        if char in _INVISIBLE or unicodedata.category(char) == "Cf":
+            changed = True
+            continue
+        folded = char if char.isascii() else unicodedata.normalize("NFKC", char)
+        changed = changed or folded != char
+        for piece in folded:
+            out.append(piece)
+            where.append(index)
+    if not changed:
+        return None
+    where.append(len(text))
+    return "".join(out), where
 
 
 # kinds whose shape alone says what the value is (a country code and its IBAN length, a card's
