@@ -40,9 +40,11 @@ every platform pyarrow ships wheels for)."""
 from __future__ import annotations
 
 import math
+import operator
 import sys
 import typing
 from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from bastion.records import Record
@@ -778,15 +780,19 @@ class ArrayChecker:
         previous = offsets[0]
         if previous < 0:
             raise Invalid(f"{where}: first offset {previous} is negative")
-        for i in range(1, d.length + 1):
-            current = offsets[i]
-            if current < previous:
-                raise Invalid(
-                    f"{where}: offset {i} ({current}) is below offset {i - 1} ({previous})"
-                )
-            if current > limit:
-                raise Invalid(f"{where}: offset {i} ({current}) is past the {what} data ({limit})")
-            previous = current
+        ascending = all(map(operator.le, offsets, islice(offsets, 1, None)))
+        if not ascending or offsets[-1] > limit:  # the first offset at fault, named
+            for i in range(1, d.length + 1):
+                current = offsets[i]
+                if current < previous:
+                    raise Invalid(
+                        f"{where}: offset {i} ({current}) is below offset {i - 1} ({previous})"
+                    )
+                if current > limit:
+                    raise Invalid(
+                        f"{where}: offset {i} ({current}) is past the {what} data ({limit})"
+                    )
+                previous = current
         if d.length > 0 and offsets[d.length] > extent_limit:
             raise Invalid(
                 f"{where}: last offset {offsets[d.length]} is past the {what} data ({extent_limit})"
@@ -814,7 +820,9 @@ class ArrayChecker:
         span = data[first:last]
         try:
             span.decode("utf-8")
-            starts = all(o >= last or not 0x80 <= span[o - first] < 0xC0 for o in offsets)
+            starts = span.isascii() or all(
+                o >= last or not 0x80 <= span[o - first] < 0xC0 for o in offsets
+            )
         except UnicodeDecodeError:
             starts = False
         if starts:
