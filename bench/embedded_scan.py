@@ -15,11 +15,11 @@ Files (written once under bench/out/embedded_scan/, pickle protocol 5, pandas 3)
 
 Measured, each in a fresh child process (python -c, bastion imported from the tree under test,
 import time not counted): the scan of the file (scan_source, as `bastion scan` runs it), wall and
-CPU seconds and the child's peak RSS; runs alternate between the two trees so that the machine's
-load (it is shared) falls on both alike. Then, in this process, the search alone on the 1M values
-of arrow_str (bytes, as arrow_layout cuts them): the per-value path (worth_decoding, then
-payloads_in on what passes) against payload_candidates and the same per-value path on the
-candidates. The "before" tree is `git archive <rev> src` of this repository.
+CPU seconds and the child's peak RSS (VmHWM); runs alternate between the two trees so that the
+machine's load (it is shared) falls on both alike. Then, in this process, the search alone on
+the 1M values of arrow_str (bytes, as arrow_layout cuts them): the per-value path
+(worth_decoding, then payloads_in on what passes) against payload_candidates and the same
+per-value path on the candidates. The "before" tree is `git archive <rev> src` of this repository.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ OUT = HERE / "out" / "embedded_scan"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 WORKER = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from bastion.config import Limits
 from bastion.scan.engine import scan_source
@@ -56,7 +56,9 @@ result = scan_source(bytes_source(data, "frame.pkl"), Limits())
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 print(json.dumps({
     "wall": wall, "cpu": cpu,
-    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    # VmHWM: this process's own peak (ru_maxrss would carry the parent's over fork + exec)
+    "rss_mb": int(next(line for line in open("/proc/self/status")
+                       if line.startswith("VmHWM")).split()[1]) / 1024,
     "findings": sorted({f"{f.rule_id} {f.evidence} {f.location.members[-1:]}"
                         for f in result.findings}),
     "incomplete": result.incomplete,

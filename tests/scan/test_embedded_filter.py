@@ -285,3 +285,16 @@ def test_a_large_benign_arrow_column_is_clean_and_complete() -> None:
     cells = [f"Customer {i}, nothing here" for i in range(200_000)]
     result = scan_data(_frame(cells, "str"), "frame.pkl")
     assert not result.findings and not result.incomplete
+
+
+def test_one_value_referenced_many_times_is_searched_once() -> None:
+    """The data walk keeps each object once: a 1 MB candidate the stream references 100,000
+    times (memo gets) is not joined 100,000 times."""
+    import time
+
+    blob = "gASV" + "A" * 1_000_000  # base64 of a pickle header: a candidate
+    data = pickle.dumps([blob] * 100_000, protocol=4)
+    started = time.perf_counter()
+    result = scan_data(data, "many.pkl")
+    assert time.perf_counter() - started < 20.0
+    assert not result.incomplete

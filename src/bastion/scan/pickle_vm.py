@@ -1184,6 +1184,8 @@ class DataWalk:
                 continue
             nodes += 1
             if isinstance(item, (str, bytes, bytearray)):
+                # each object once: a value referenced a million times is not joined a million
+                # times
                 if len(item) >= MIN_PAYLOAD and id(item) not in seen:
                     seen.add(id(item))
                     found.append(bytes(item) if isinstance(item, bytearray) else item)
