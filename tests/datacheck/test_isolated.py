@@ -28,6 +28,34 @@ def _crash(*_args: object, **_kwargs: object) -> None:
     os.abort()  # what a segfault in pyarrow's C++ looks like to the parent
 
 
+@pytest.fixture(autouse=True)
+def _forked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is forked so the test's stand-in for the checks reaches it (a real run in a
+    process with native threads spawns; test_the_worker_method_* checks that choice)."""
+    import bastion.datacheck.isolated as isolated
+
+    monkeypatch.setattr(isolated, "worker_method", lambda: "fork")
+
+
+def test_the_worker_method_spawns_beside_native_threads() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from bastion.datacheck.isolated import worker_method\n"
+        "print(worker_method())\n"
+        "import numpy, pyarrow.compute as pc, pyarrow as pa\n"
+        "pc.sum(pa.array(list(range(100000))))\n"
+        "import os; print(worker_method(), len(os.listdir('/proc/self/task')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == "fork"
+    method, threads = out[1].split()
+    assert (method == "spawn") == (int(threads) > 1)
+
+
 def test_a_native_crash_fails_every_dataset_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,9 +8,10 @@ clean."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bastion.config import Settings
 from bastion.datacheck.options import DataOptions
@@ -61,6 +62,7 @@ def run_in_worker(
         timeout_s=options.worker_timeout_s,
         memory_mb=options.worker_memory_mb,
         on_outcome=outcomes.append,
+        method=worker_method(),
     )
     (outcome,) = outcomes
     if outcome.result is not None:
@@ -71,6 +73,21 @@ def run_in_worker(
     if outcome.kind is not None and outcome.kind.bounded:
         return [incomplete_result(name, None, f"data checks stopped: {failure}") for name in names]
     return [error_result(name, f"data checks failed: {failure}", "data") for name in names]
+
+
+def worker_method() -> Literal["fork", "spawn"]:
+    """fork only when the process has no other thread at all. pyarrow, BLAS and OpenMP start
+    native thread pools that Python's `threading` does not see; a fork taken while one of them
+    holds a lock leaves the child waiting on it forever (seen: a data worker forked from a
+    process that had already read data stuck in a futex). Linux lists every thread in
+    /proc/self/task; elsewhere the isolation layer's own choice applies."""
+    from bastion.parallel import choose_method
+
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return choose_method()
+    return "fork" if threads == 1 and choose_method() == "fork" else "spawn"
 
 
 def _work(job: Job) -> str:
