@@ -291,13 +291,13 @@ class GuardMiddleware:
         except LimiterUnavailable:
             return self._limiter_down(request, "ip_limit")
         if not decision.allowed:
-            guard.metrics.limit("ip")
-            request.decisions["ip_limit"] = "block"
-            raise Refusal(
-                429,
+            self._over_limit(
+                request,
+                "ip",
+                "ip_limit",
+                decision,
                 "rate_limited",
                 "too many requests from this address",
-                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
             )
         if (
             scope["path"] == "/metrics"
@@ -356,13 +356,13 @@ class GuardMiddleware:
         except LimiterUnavailable:
             return self._limiter_down(request, "key_limit")
         if not decision.allowed:
-            guard.metrics.limit("key")
-            request.decisions["key_limit"] = "block"
-            raise Refusal(
-                429,
+            self._over_limit(
+                request,
+                "key",
+                "key_limit",
+                decision,
                 "rate_limited",
                 "too many requests for this credential",
-                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
             )
         if route.kind == "get":
             return await self._call_inner(scope, receive, request, settings, None)
@@ -398,13 +398,13 @@ class GuardMiddleware:
         except LimiterUnavailable:
             return self._limiter_down(request, "budget")
         if not decision.allowed:
-            guard.metrics.limit("budget")
-            request.decisions["budget"] = "block"
-            raise Refusal(
-                429,
+            self._over_limit(
+                request,
+                "budget",
+                "budget",
+                decision,
                 "budget_exhausted",
                 "the daily query budget of this credential is used up",
-                [(b"retry-after", retry_after_header(decision.retry_after).encode())],
             )
         if route.kind == "rows":
             # personal data first: a value refused for carrying it is recorded as such (the
@@ -417,6 +417,21 @@ class GuardMiddleware:
         else:
             self._screen_json(request, settings)
         return await self._call_inner(scope, receive, request, settings, raw)
+
+    def _over_limit(
+        self,
+        request: GuardRequest,
+        metric: str,
+        detector: str,
+        decision: Any,
+        code: str,
+        message: str,
+    ) -> None:
+        """A limit refused the request: counted, recorded and answered 429 with Retry-After."""
+        self.guard.metrics.limit(metric)
+        request.decisions[detector] = "block"
+        retry = retry_after_header(decision.retry_after).encode()
+        raise Refusal(429, code, message, [(b"retry-after", retry)])
 
     def _limiter_down(
         self, request: GuardRequest, detector: str
