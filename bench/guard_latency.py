@@ -6,7 +6,11 @@ are measured in interleaved segments (raw, guard, proxy, raw, guard, ...; the or
 every round) so that the shared machine's load falls on all of them alike, and each figure is
 the median over the rounds. Also:
 
-- `guard-nosync`: the same pipeline with its audit log on tmpfs (/dev/shm), where fsync returns
+- `guard`: the audit at `[audit] durability = "fsync"` (the default) on the disk: a request is
+  answered once its group commit is fsynced;
+- `guard-process`: `[audit] durability = "process"` on the same disk: the event is committed to
+  the OS (survives kill -9 of the guard, not a power cut) in the request's own thread;
+- `guard-nosync`: the fsync pipeline with its audit log on tmpfs (/dev/shm), where fsync returns
   at once: NOT durable, measured only to separate the pipeline's own cost from the disk's
   fsync latency, which is printed too (the group commit waits for one fsync per batch);
 - `proxy`: the guard in proxy mode in front of the raw server (its overhead = proxy - raw);
@@ -84,6 +88,10 @@ def _raw_app() -> Any:
     return app
 
 
+GUARDS = ("guard", "guard-process", "guard-nosync")
+KINDS = ("raw", *GUARDS, "proxy")
+
+
 def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
     import uvicorn
     from guard_support import contract, served_model, settings, training
@@ -98,12 +106,14 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
         "daily_rows": 10**9,
         "max_in_flight": 10_000,
     }
-    audit = {"path": str(folder / f"audit-{kind}")}
+    audit: dict[str, Any] = {"path": str(folder / f"audit-{kind}")}
     if kind == "guard-nosync":
         audit = {"path": tempfile.mkdtemp(prefix="bastion-bench-", dir="/dev/shm")}
+    if kind == "guard-process":
+        audit["durability"] = "process"
     if kind == "raw":
         app = _raw_app()
-    elif kind in ("guard", "guard-nosync"):
+    elif kind in GUARDS:
         app = create_app(
             settings(folder, limits=big, audit=audit, server={"worker": kind}),
             model=served_model(),
@@ -367,7 +377,7 @@ async def _access_control(url: str, store: Any, good: str, n: int) -> tuple[int,
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", choices=("raw", "guard", "guard-nosync", "proxy"))
+    parser.add_argument("--serve", choices=KINDS)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--folder", type=Path)
     parser.add_argument("--upstream", default="")
@@ -390,7 +400,7 @@ def main() -> int:
     rows = credit_rows()
     random.Random(0).shuffle(rows)
     bodies = [json.dumps({"rows": [row]}).encode() for row in rows]
-    kinds = ("raw", "guard", "guard-nosync", "proxy")
+    kinds = KINDS
     latency: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
     throughput: dict[str, dict[str, list[float]]] = {}
     core_sets = _core_sets()  # before this process pins itself
@@ -421,16 +431,17 @@ def main() -> int:
         finally:
             _stop(servers)
         for cores in core_sets:
-            throughput[cores] = {"raw": [], "guard": []}
+            sustained = ("raw", "guard", "guard-process")
+            throughput[cores] = {name: [] for name in sustained}
             servers = {}
             _client_cores(cores)
             try:
-                for name in ("raw", "guard"):
+                for name in sustained:
                     port = free_port()
                     ports[name] = port
                     servers[name] = _start(name, port, folder, cores)
                 for round_ in range(3):
-                    for name in ("raw", "guard") if round_ % 2 == 0 else ("guard", "raw"):
+                    for name in sustained if round_ % 2 == 0 else sustained[::-1]:
                         throughput[cores][name].append(
                             asyncio.run(
                                 _closed_loop(
@@ -446,15 +457,15 @@ def main() -> int:
     }
     for name, s in summary.items():
         print(
-            f"{name:12} p50 {s['p50']:7.3f} ms  p90 {s['p90']:7.3f} ms  p99 {s['p99']:7.3f} ms  "
+            f"{name:13} p50 {s['p50']:7.3f} ms  p90 {s['p90']:7.3f} ms  p99 {s['p99']:7.3f} ms  "
             f"{s['rps']:.0f} req/s  failures {s['failures']:.0f}"
         )
     added = {}
-    for name in ("guard", "guard-nosync", "proxy"):
+    for name in (*GUARDS, "proxy"):
         added[name] = {q: summary[name][q] - summary["raw"][q] for q in ("p50", "p90", "p99")}
         a = added[name]
         print(
-            f"added by {name:12}: p50 {a['p50']:.3f} ms  p90 {a['p90']:.3f} ms  "
+            f"added by {name:13}: p50 {a['p50']:.3f} ms  p90 {a['p90']:.3f} ms  "
             f"p99 {a['p99']:.3f} ms"
         )
     print(f"fsync on the audit file system: p50 {fsync['p50']:.3f} ms, p99 {fsync['p99']:.3f} ms")
@@ -465,7 +476,9 @@ def main() -> int:
     for cores, by_name in rates.items():
         print(
             f"sustained on cores {cores}: raw {by_name['raw']:.0f} req/s, "
-            f"guard {by_name['guard']:.0f} req/s ({by_name['guard'] / by_name['raw']:.0%})"
+            f"guard {by_name['guard']:.0f} req/s ({by_name['guard'] / by_name['raw']:.0%}), "
+            f"guard-process {by_name['guard-process']:.0f} req/s "
+            f"({by_name['guard-process'] / by_name['raw']:.0%})"
         )
     print(f"access control: {sent} bad-credential requests, {served} served")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,7 @@ def open_audit(settings: GuardSettings) -> Any:
         signing_key=key,
         strict=settings.audit.strict,
         worker=settings.server.worker,
+        durability=settings.audit.durability,
     )
 
 

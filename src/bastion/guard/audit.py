@@ -2,12 +2,25 @@
 
 Every decision the guard takes is an `AuditEvent` (who, when, which model, a digest of the
 input, each detector's verdict, the status returned, the latency; never raw request data).
-`AuditLog.append` hands it to one writer thread, which takes every event waiting and writes
-them in a single transaction (group commit) with `synchronous=FULL` in WAL mode, so the commit
-is on disk when it returns; only then does `append` resolve, with the event's sequence number.
-A request is therefore answered only after its event is durable. In strict mode (the default)
-an event that cannot be written makes `append` raise `AuditUnavailable`: the guard answers 503,
-never an unaudited 2xx.
+How far an event is written before `AuditLog.append` returns is the log's `durability`:
+
+- `"fsync"` (the default): `append` hands the event to one writer thread, which takes every
+  event waiting and writes them in a single transaction (group commit) with `synchronous=FULL`
+  in WAL mode, so the commit is on disk when it returns; only then does `append` resolve, with
+  the event's sequence number. The event survives the guard being killed, an OS crash and a
+  power cut.
+- `"process"`: `append` commits the event itself, in the caller's thread, with
+  `synchronous=NORMAL` in WAL mode: the commit has handed the record to the operating system
+  (a write() to the WAL file) when it returns, without waiting for the disk. The event
+  survives the guard being killed (kill -9, a crash) but not an OS crash or a power cut, which
+  can lose the last commits (the database stays consistent: WAL commits are atomic, and
+  `bastion audit verify` names the loss against the signed checkpoints). No thread handoff and
+  no fsync on the request path; WAL checkpoints and signed checkpoints run on a background
+  thread.
+
+Either way a request is answered only after its event is recorded to that level. In strict
+mode (the default) an event that cannot be written makes `append` raise `AuditUnavailable`: the
+guard answers 503, never an unaudited 2xx.
 
 Each record carries the SHA-256 of the record before it and its own, computed over fixed
 canonical bytes (`record_hash`), so an edited, deleted, inserted or reordered record breaks
@@ -56,6 +69,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
+    "DURABILITY",
     "NOT_RECORDED",
     "AlertEvent",
     "AuditError",
@@ -71,6 +85,7 @@ __all__ = [
 ]
 
 FORMAT = 1
+DURABILITY = ("fsync", "process")  # see the module docstring
 NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
 MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
 MAX_DECISIONS = 32
@@ -79,6 +94,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
 _ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}$")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 _WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# decision names already matched against _NAME (every event repeats the same few), bounded
+_NAMES_SEEN: set[str] = set()
+MAX_NAMES_SEEN = 512
 
 SCHEMA = f"""
 CREATE TABLE chain (
@@ -130,9 +148,19 @@ def utc_now() -> str:
     return _format_time(time.time())
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
 def _format_time(seconds: float) -> str:
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """`seconds` as 2025-01-31T12:00:00.000000Z; the date and time of day are formatted once per
+    second (strftime was most of an event's construction)."""
+    global _second
+    whole, fraction = divmod(round(seconds * 1_000_000), 1_000_000)
+    cached = _second  # one read of an immutable pair: threads replace it whole
+    if cached[0] != whole:
+        moment = dt.datetime.fromtimestamp(whole, tz=dt.timezone.utc)
+        cached = _second = (whole, moment.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{fraction:06d}Z"
 
 
 def input_digest(data: bytes, *, key: bytes | None = None) -> str:
@@ -175,9 +203,14 @@ class AuditEvent(Checked):
                 raise RecordError(name, "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
         if len(self.decisions) > MAX_DECISIONS:
             raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
+        known = _NAMES_SEEN
         for detector, action in self.decisions.items():
+            if detector in known and action in known:
+                continue
             if not _NAME.match(detector) or not _NAME.match(action):
                 raise RecordError("decisions", "detector and action must be identifiers")
+            if len(known) < MAX_NAMES_SEEN:  # the pipeline's vocabulary: a few dozen words
+                known.update((detector, action))
         if not 100 <= self.status <= 599:
             raise RecordError("status", "must be an HTTP status (100-599)")
         if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
@@ -301,19 +334,35 @@ class AuditStatus(Record):
 
 
 class _Pending:
-    __slots__ = ("data", "future")
+    """An event waiting for the writer thread, and who to tell: a concurrent Future (`submit`)
+    or an asyncio future of `loop` (`append`)."""
 
-    def __init__(self, data: bytes, future: concurrent.futures.Future[int]) -> None:
+    __slots__ = ("data", "future", "loop")
+
+    def __init__(self, data: bytes, future: Any, loop: asyncio.AbstractEventLoop | None) -> None:
         self.data = data
         self.future = future
+        self.loop = loop
 
 
 _STOP = object()
 
 
+def _settle(outcomes: list[tuple[Any, Any]]) -> None:
+    """In an event loop: resolve its futures of one batch (a cancelled waiter is skipped)."""
+    for future, outcome in outcomes:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 class AuditLog:
     """One worker's chain. `await log.append(event)` returns the event's sequence number once
-    it is durable; `log.submit(event)` is the same for threads (a concurrent Future).
+    it is recorded to the log's `durability` (module docstring); `log.submit(event)` is the same
+    for threads (a concurrent Future).
 
     Opening an existing log checks that its last record still hashes to itself and that it
     agrees with its last checkpoint (a log that does not is refused: run `bastion audit
@@ -333,26 +382,37 @@ class AuditLog:
         max_batch: int = 1024,
         max_pending: int = 65536,
         max_bytes: int | None = None,
+        durability: str = "fsync",
     ) -> None:
+        if durability not in DURABILITY:
+            raise AuditError(
+                f"audit durability {durability!r} is not one of {', '.join(DURABILITY)}"
+            )
         self.path = Path(path)
         self.strict = strict
+        self.durability = durability
+        self._inline = durability == "process"  # committed in the caller's thread
         self.checkpoint_path = Path(checkpoint_path or checkpoint_path_for(self.path))
         self.checkpoint_every = max(1, checkpoint_every)
         self.checkpoint_seconds = max(0.01, checkpoint_seconds)
         self.max_batch = max(1, max_batch)
+        self.max_pending = max(1, max_pending)
         self._key: Ed25519PrivateKey | None = (
             load_signing_key(Path(signing_key)) if signing_key is not None else None
         )
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_pending))
-        self._lock = threading.Lock()
+        # the writer's queue (fsync); in process mode it carries only wake-ups for checkpoints
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # counters and the chain's head
+        self._write_lock = threading.Lock()  # process mode: one committer at a time
         self._closed = False
         self._failed_writer: str | None = None
         self._appended = self._batches = self._failed = 0
         self._last_error: str | None = None
         self._checkpoint_error: str | None = None
-        self._conn = self._open(worker, max_bytes)
         self._since_checkpoint = 0
+        self._conn = self._open(worker, max_bytes)
         self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
+        self._poked = False  # process mode: a checkpoint wake-up is already queued
         self._thread = threading.Thread(
             target=self._run, name=f"bastion-audit-{self.worker}", daemon=True
         )
@@ -386,8 +446,14 @@ class AuditLog:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise AuditError(f"the audit log {self.path} cannot use WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA wal_autocheckpoint = 4096")
+        if self._inline:
+            # commits reach the OS, not the disk; WAL checkpoints (which fsync) are left to the
+            # background thread, so no request waits for one
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        else:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA wal_autocheckpoint = 4096")
         if max_bytes is not None:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(2, int(max_bytes) // int(page))}")
@@ -502,27 +568,83 @@ class AuditLog:
     # -- appending ------------------------------------------------------------------------
 
     def submit(self, event: AuditEvent | AlertEvent) -> concurrent.futures.Future[int]:
-        """Queue `event`; the future resolves to its sequence number once it is durable (or to
-        NOT_RECORDED in a non-strict log that could not write it) and fails with
-        AuditUnavailable in a strict one."""
+        """Queue `event` (or, in process mode, commit it now); the future resolves to its
+        sequence number once it is recorded (or to NOT_RECORDED in a non-strict log that could
+        not write it) and fails with AuditUnavailable in a strict one."""
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        if self._inline:
+            try:
+                future.set_result(self._commit_now(event))
+            except AuditUnavailable as exc:
+                future.set_exception(exc)
+            return future
+        problem = self._enqueue(event, future, None)
+        if problem is not None:
+            self._fail(future, problem)
+        return future
+
+    async def append(self, event: AuditEvent | AlertEvent) -> int:
+        """The event's sequence number, once it is recorded (see `submit`)."""
+        if self._inline:  # no thread, no future: the commit is a write() to the OS
+            return self._commit_now(event)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        problem = self._enqueue(event, future, loop)
+        if problem is not None:
+            return self._failed_now(problem)
+        return int(await future)
+
+    def _enqueue(
+        self, event: AuditEvent | AlertEvent, future: Any, loop: asyncio.AbstractEventLoop | None
+    ) -> str | None:
+        """Hand `event` to the writer thread; the reason when it cannot be."""
+        problem = self._refusal()
+        if problem is not None:
+            return problem
+        data = encode_event(event)
+        if len(data) > MAX_EVENT_BYTES:
+            return f"an audit event of {len(data)} bytes is over the bound"
+        if self._queue.qsize() >= self.max_pending:
+            return "the audit queue is full"
+        self._queue.put(_Pending(data, future, loop))
+        return None
+
+    def _commit_now(self, event: AuditEvent | AlertEvent) -> int:
+        """Process mode: write `event` in this thread (one transaction) and return its sequence
+        number; NOT_RECORDED or AuditUnavailable (strict) when it cannot be written."""
         problem = self._refusal()
         if problem is None:
             data = encode_event(event)
             if len(data) > MAX_EVENT_BYTES:
                 problem = f"an audit event of {len(data)} bytes is over the bound"
             else:
-                try:
-                    self._queue.put_nowait(_Pending(data, future))
-                    return future
-                except queue.Full:
-                    problem = "the audit queue is full"
-        self._fail(future, problem)
-        return future
+                with self._write_lock:
+                    if self._closed:
+                        problem = "the audit log is closed"
+                    else:
+                        try:
+                            seq = self._commit([data])
+                        except sqlite3.Error as exc:
+                            problem = f"{type(exc).__name__}: {exc}"
+                        else:
+                            if self._since_checkpoint >= self.checkpoint_every:
+                                self._poke()
+                            return seq
+        return self._failed_now(problem)
 
-    async def append(self, event: AuditEvent | AlertEvent) -> int:
-        """The event's sequence number, once it is durable (see `submit`)."""
-        return await asyncio.wrap_future(self.submit(event))
+    def _failed_now(self, problem: str) -> int:
+        with self._lock:
+            self._failed += 1
+            self._last_error = problem
+        if self.strict:
+            raise AuditUnavailable(f"event not recorded: {problem}")
+        return NOT_RECORDED
+
+    def _poke(self) -> None:
+        """Process mode: wake the background thread for a checkpoint (once until it runs)."""
+        if not self._poked:
+            self._poked = True
+            self._queue.put(None)
 
     def _refusal(self) -> str | None:
         if self._closed:
@@ -542,6 +664,32 @@ class AuditLog:
         else:
             future.set_result(NOT_RECORDED)
 
+    def _resolve(self, outcomes: list[tuple[_Pending, Any]]) -> None:
+        """Tell each waiter of a batch its outcome (a sequence number or an exception): a
+        thread's Future at once, an event loop's futures in one call per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+        for pending, outcome in outcomes:
+            if pending.loop is None:
+                if isinstance(outcome, BaseException):
+                    pending.future.set_exception(outcome)
+                else:
+                    pending.future.set_result(outcome)
+            else:
+                by_loop.setdefault(pending.loop, []).append((pending.future, outcome))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _outcome_of_failure(self, problem: str) -> Any:
+        with self._lock:
+            self._failed += 1
+            self._last_error = problem
+        if self.strict:
+            return AuditUnavailable(f"event not recorded: {problem}")
+        return NOT_RECORDED
+
     def status(self) -> AuditStatus:
         with self._lock:
             return AuditStatus(
@@ -549,7 +697,7 @@ class AuditLog:
                 appended=self._appended,
                 batches=self._batches,
                 failed=self._failed,
-                pending=self._queue.qsize(),
+                pending=0 if self._inline else self._queue.qsize(),
                 last_seq=self._seq,
                 last_checkpoint_seq=self._last_checkpoint,
                 last_error=self._last_error or self._checkpoint_error,
@@ -561,17 +709,22 @@ class AuditLog:
 
     def close(self) -> None:
         """Write what is queued, a final checkpoint, and close. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._write_lock:  # process mode: no commit is half done past this point
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        # an append that passed the closed check as close() began, queued behind the stop
+        late = []
         while True:
             try:
-                self._queue.put(_STOP, timeout=1.0)
+                item = self._queue.get_nowait()
+            except queue.Empty:
                 break
-            except queue.Full:  # pragma: no cover - the writer drains it
-                if not self._thread.is_alive():
-                    break
-        self._thread.join()
+            if isinstance(item, _Pending):
+                late.append((item, self._outcome_of_failure("the audit log is closed")))
+        self._resolve(late)
         self._conn.close()
 
     def __enter__(self) -> AuditLog:
@@ -584,16 +737,21 @@ class AuditLog:
 
     def _run(self) -> None:
         try:
-            self._loop()
+            if self._inline:
+                self._checkpointer()
+            else:
+                self._loop()
         except BaseException as exc:  # pragma: no cover - a bug; fail every waiter
             self._failed_writer = f"{type(exc).__name__}: {exc}"
+            outcomes = []
             while True:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if isinstance(item, _Pending):
-                    self._fail(item.future, self._failed_writer)
+                    outcomes.append((item, self._outcome_of_failure(self._failed_writer)))
+            self._resolve(outcomes)
 
     def _loop(self) -> None:
         stopping = False
@@ -622,42 +780,89 @@ class AuditLog:
         if self._since_checkpoint:
             self._checkpoint_now()
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _checkpointer(self) -> None:
+        """Process mode's background thread: signed checkpoints every `checkpoint_every` events
+        (woken by `_poke`) or `checkpoint_seconds`, each followed by a passive WAL checkpoint on
+        a connection of its own (it never blocks the committing thread)."""
+        wal: sqlite3.Connection | None = None
+        try:
+            stopping = False
+            while not stopping:
+                timeout = max(0.0, self._checkpoint_due - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                stopping = item is _STOP
+                self._poked = False
+                if stopping:
+                    break
+                if self._since_checkpoint >= self.checkpoint_every or (
+                    time.monotonic() >= self._checkpoint_due
+                ):
+                    if self._since_checkpoint or self._checkpoint_error is not None:
+                        self._checkpoint_now()
+                        wal = self._checkpoint_wal(wal)
+                    self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
+            if self._since_checkpoint:
+                self._checkpoint_now()
+            wal = self._checkpoint_wal(wal)
+        finally:
+            if wal is not None:
+                wal.close()
+
+    def _checkpoint_wal(self, wal: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Copy the WAL's committed pages into the database (PASSIVE: skips what a writer
+        holds), fsyncing both, so the WAL does not grow without bound in process mode."""
+        try:
+            if wal is None:
+                wal = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                wal.execute("PRAGMA synchronous = NORMAL")
+            wal.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # not a durability failure: the records are in the WAL
+            pass
+        return wal
+
+    def _commit(self, datas: list[bytes]) -> int:
+        """Write `datas` as the chain's next records in one transaction; the first one's
+        sequence number. sqlite3.Error when it cannot (nothing is written then)."""
         seq, prev, last_at = self._seq, self._head, self._last_at
         rows = []
         now = _format_time(time.time())
         at = max(now, last_at)  # the chain's recording times never go back
-        for pending in batch:
+        for data in datas:
             seq += 1
-            digest = record_hash(self.chain, self.worker, seq, prev, at, pending.data)
-            rows.append((seq, at, pending.data, prev, digest))
+            digest = record_hash(self.chain, self.worker, seq, prev, at, data)
+            rows.append((seq, at, data, prev, digest))
             prev = digest
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "INSERT INTO events (seq, recorded_at, event, prev, hash) VALUES (?,?,?,?,?)",
-                    rows,
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            for pending in batch:
-                self._fail(pending.future, problem)
-            return
+            if len(rows) == 1:
+                conn.execute(_INSERT, rows[0])
+            else:
+                conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         with self._lock:
             self._seq, self._head, self._last_at = seq, prev, at
-            self._appended += len(batch)
+            self._appended += len(datas)
             self._batches += 1
             self._last_error = None
-        self._since_checkpoint += len(batch)
-        first = seq - len(batch) + 1
-        for offset, pending in enumerate(batch):
-            pending.future.set_result(first + offset)
+            self._since_checkpoint += len(datas)
+        return seq - len(datas) + 1
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            first = self._commit([pending.data for pending in batch])
+        except sqlite3.Error as exc:
+            failure = self._outcome_of_failure(f"{type(exc).__name__}: {exc}")
+            self._resolve([(pending, failure) for pending in batch])
+            return
+        self._resolve([(pending, first + offset) for offset, pending in enumerate(batch)])
 
     def _maybe_checkpoint(self, *, idle: bool) -> None:
         due = time.monotonic() >= self._checkpoint_due
@@ -680,15 +885,21 @@ class AuditLog:
         self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
 
     def _write_checkpoint(self) -> None:
+        """Sign and append a checkpoint of the chain's head as it stands (in process mode a
+        commit may land meanwhile: it is counted towards the next checkpoint)."""
+        with self._lock:
+            seq, head, counted = self._seq, self._head, self._since_checkpoint
         checkpoint = sign(
-            Checkpoint(
-                chain=self.chain, worker=self.worker, seq=self._seq, head=self._head, at=utc_now()
-            ),
+            Checkpoint(chain=self.chain, worker=self.worker, seq=seq, head=head, at=utc_now()),
             self._key,
         )
         append_checkpoint(self.checkpoint_path, checkpoint)
-        self._last_checkpoint = self._seq
-        self._since_checkpoint = 0
+        with self._lock:
+            self._last_checkpoint = seq
+            self._since_checkpoint -= counted
+
+
+_INSERT = "INSERT INTO events (seq, recorded_at, event, prev, hash) VALUES (?,?,?,?,?)"
 
 
 def _worker_from(path: Path) -> str:

@@ -59,6 +59,9 @@ class CompiledEncoder:
         self.numeric = encoder.numeric
         self.means = np.asarray(encoder.means, dtype=np.float64)
         self.scales = np.asarray(encoder.scales, dtype=np.float64)
+        self.numeric_pairs = tuple(
+            zip(encoder.numeric, map(float, encoder.means), map(float, encoder.scales), strict=True)
+        )
         slots: list[tuple[str, dict[Any, int]]] = []
         offset = len(encoder.numeric)
         for column, categories in encoder.categorical:
@@ -70,29 +73,41 @@ class CompiledEncoder:
         return self.encoder.names()
 
     def encode(self, rows: Sequence[Mapping[str, Any]]) -> numpy.ndarray:
-        """(len(rows), width) float64; a missing numeric value is the training mean."""
+        """(len(rows), width) float64; a missing numeric value is the training mean.
+
+        Each row is built as a list of Python floats and the array made once: a request holds
+        a row or a few, where a dozen small numpy operations cost more than the arithmetic.
+        The values are numpy's: (value - mean) / scale in float64, and a value that is missing,
+        text (one the contract refused) or not finite once standardised is 0 (the mean)."""
         import numpy as np
 
-        numeric, slots = self.numeric, self.slots
-        out = np.zeros((len(rows), self.width))
-        raw = np.empty((len(rows), len(numeric)))
-        for i, row in enumerate(rows):
-            for j, column in enumerate(numeric):
+        numeric = self.numeric_pairs
+        slots, width = self.slots, self.width
+        isfinite = math.isfinite
+        out = []
+        for row in rows:
+            vector = []
+            for column, mean, scale in numeric:
                 value = row.get(column)
-                # None and text (a value the contract refused) stand for the mean
-                raw[i, j] = math.nan if value is None or isinstance(value, str) else value
-            for column, slot in slots:
-                value = row.get(column)
-                index = slot.get(value) if isinstance(value, str) else None
-                if index is not None:  # an unknown category is all zeros
-                    out[i, index] = 1.0
-        if len(numeric):
-            with np.errstate(invalid="ignore", over="ignore"):
-                standard = (raw - self.means) / self.scales
-            # NaN and +-Inf (not finite) are the mean: 0 once standardised
-            standard[~np.isfinite(standard)] = 0.0
-            out[:, : len(numeric)] = standard
-        return out
+                if value is None or isinstance(value, str):
+                    vector.append(0.0)
+                    continue
+                try:
+                    standard = (float(value) - mean) / scale
+                except (OverflowError, TypeError, ValueError):  # an int past float's range
+                    standard = math.nan
+                vector.append(standard if isfinite(standard) else 0.0)
+            if slots:
+                vector.extend([0.0] * (width - len(vector)))
+                for column, slot in slots:
+                    value = row.get(column)
+                    index = slot.get(value) if isinstance(value, str) else None
+                    if index is not None:  # an unknown category is all zeros
+                        vector[index] = 1.0
+            out.append(vector)
+        if not out:
+            return np.zeros((0, width))
+        return np.array(out, dtype=np.float64).reshape(len(out), width)
 
 
 def feature_columns(contract: Contract, target: str = "") -> list[str]:

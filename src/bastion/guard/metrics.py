@@ -45,6 +45,8 @@ ACTIONS = (
     "unavailable",
 )
 LIMITS = ("ip", "key", "budget", "in_flight", "unavailable")
+_DETECTORS = frozenset(DETECTORS)
+_ACTIONS = frozenset(ACTIONS)
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -68,12 +70,11 @@ class Metrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
-        self.decisions = Counter(
-            "bastion_guard_decisions",
-            "Detector decisions.",
-            ("detector", "action"),
-            registry=self.registry,
-        )
+        # a request makes a dozen decisions: counted in a plain dict (one thread, the event
+        # loop's, counts) and read by the registry at scrape time, not a locked Counter child
+        # per decision
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.registry.register(_DecisionCollector(self.decisions))
         self.limited = Counter(
             "bastion_guard_rate_limited",
             "Requests refused by an abuse limit.",
@@ -111,12 +112,14 @@ class Metrics:
         label = self.route(route)
         self._child(self.requests, label, _STATUS_CLASS.get(status // 100, "other")).inc()
         self._child(self.latency, label).observe(seconds)
-        for detector, action in decisions.items():
-            self._child(
-                self.decisions,
-                detector if detector in DETECTORS else "other",
-                action if action in ACTIONS else "other",
-            ).inc()
+        counts = self.decisions
+        for pair in decisions.items():
+            if pair[0] not in _DETECTORS or pair[1] not in _ACTIONS:
+                pair = (
+                    pair[0] if pair[0] in _DETECTORS else "other",
+                    pair[1] if pair[1] in _ACTIONS else "other",
+                )
+            counts[pair] = counts.get(pair, 0) + 1
 
     def limit(self, which: str) -> None:
         self._child(self.limited, which if which in LIMITS else "other").inc()
@@ -125,3 +128,25 @@ class Metrics:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DecisionCollector:
+    """`bastion_guard_decisions_total{detector, action}` from the pipeline's counts."""
+
+    def __init__(self, counts: dict[tuple[str, str], int]) -> None:
+        self.counts = counts
+
+    def describe(self) -> list[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        return [CounterMetricFamily("bastion_guard_decisions", "Detector decisions.")]
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "bastion_guard_decisions", "Detector decisions.", labels=("detector", "action")
+        )
+        for (detector, action), value in sorted(list(self.counts.items())):
+            family.add_metric((detector, action), value)
+        yield family

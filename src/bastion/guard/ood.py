@@ -152,6 +152,7 @@ class OodDetector:
         self._scorer = scorer
         self.quantiles = quantiles
         self.method = method
+        self._thresholds: dict[float, float] = {}
 
     @classmethod
     def from_profile(cls, profile: OodProfile) -> OodDetector:
@@ -194,11 +195,16 @@ class OodDetector:
     def threshold(self, quantile: float, fixed: float | None) -> float:
         if fixed is not None:
             return fixed
-        key = min(
-            (k for k in self.quantiles if k != "max"),
-            key=lambda k: abs(float(k) - quantile),
-        )
-        return self.quantiles[key]
+        found = self._thresholds.get(quantile)
+        if found is None:  # the nearest stored quantile, once per setting (not per request)
+            key = min(
+                (k for k in self.quantiles if k != "max"),
+                key=lambda k: abs(float(k) - quantile),
+            )
+            found = self._thresholds[quantile] = self.quantiles[key]
+            if len(self._thresholds) > 16:  # a few values over a process's reloads
+                self._thresholds.pop(next(iter(self._thresholds)))
+        return found
 
     def score(self, encoded: numpy.ndarray) -> Any:
         return self._scorer(encoded)

@@ -208,6 +208,9 @@ class OutputSettings(Checked):
 class AuditSettings(Checked):
     path: str = "guard-audit"  # a folder: each worker writes audit-<worker>.sqlite3 in it
     strict: bool = True
+    # how far an event is written before the answer (guard.audit; docs/guard.md): "fsync"
+    # survives a power cut, "process" a killed guard only
+    durability: Literal["fsync", "process"] = "fsync"
     signing_key: str = ""  # Ed25519 private key (PEM) for the checkpoints; "" = unsigned
     digest_key_file: str = ""  # a secret: input digests become HMACs (see audit.input_digest)
 
@@ -267,6 +270,8 @@ class GuardSettings(Checked):
             found.append("unsafe_unsigned")
         if not self.audit.strict:
             found.append("audit_not_strict")
+        if self.audit.durability != "fsync":
+            found.append("audit_not_fsync")
         if self.server.host not in ("127.0.0.1", "::1", "localhost"):
             found.append("non_loopback")
         return found
