@@ -9,6 +9,10 @@ their code).
 
 - Benign traffic: `--benign` queries replayed from the data (rows drawn with replacement from
   all 1,000), spread over 20 API keys, interleaved. Every alert is a false alert.
+- Sorted benign traffic: a batch-scoring client sending its rows sorted by one column, one
+  key, a fresh monitor each: all 1,000 rows sorted by each of the 20 features, ascending and
+  descending (40,000 queries), and `--benign` rows drawn with replacement sorted by three
+  features picked at random. Every alert is a false alert.
 - Attacks, one key each, up to 2,000 queries, from the probe capability's query strategies
   (bastion.probe.extraction): `random` (uniform within the data's bounds and categories),
   `data-like` (an attacker pool of 250 real rows recombined: a third of each row's features
@@ -16,8 +20,10 @@ their code).
   two pool rows of different classes, 8 steps each: the line-search attacks of Tramèr et al.
   2016), `sweep` (one feature of a pool row swept over its range, the others fixed),
   `jbda` (PRADA's Jacobian-based augmentation: seed rows stepped along the sign of the model's
-  gradient, lambda 0.1 of each feature's spread). The figure is the number of queries until the
-  first alert of any kind (median over seeds), and which kind fired first.
+  gradient, lambda 0.1 of each feature's spread), and `random-sorted` / `data-like-sorted`
+  (the same queries sent sorted by a numeric feature, so that the monitor's allowance for
+  ordered batches is tried as an evasion). The figure is the number of queries until the first
+  alert of any kind (median over seeds), and which kind fired first.
 
 The data file is examples/credit-scoring/data/german_credit.csv (or /work/shared/data)."""
 
@@ -113,6 +119,10 @@ def attack_rows(setup: Setup, kind: str, n: int, rng: np.random.Generator) -> pd
         return _sweep(setup, pool, n, rng)
     if kind == "jbda":
         return _jbda(setup, pool, n, rng)
+    if kind.endswith("-sorted"):
+        rows = attack_rows(setup, kind.removesuffix("-sorted"), n, rng)
+        column = setup.numeric[int(rng.integers(len(setup.numeric)))]
+        return rows.sort_values(column, kind="stable").reset_index(drop=True)
     raise ValueError(kind)
 
 
@@ -214,7 +224,40 @@ def run_benign(setup: Setup, total: int, seed: int, keys: int = 20) -> dict[str,
     }
 
 
-ATTACKS = ("random", "data-like", "boundary", "sweep", "jbda")
+def run_sorted(setup: Setup, total: int, seed: int) -> dict[str, Any]:
+    """A batch client per ordering, each on a fresh monitor (so that drift, which is global,
+    sees that client alone)."""
+    from bastion.guard.monitor import QueryMonitor
+
+    rng = np.random.default_rng(seed)
+    batches = [
+        (column, ascending, setup.frame) for column in setup.features for ascending in (True, False)
+    ]
+    drawn = setup.frame.iloc[rng.integers(0, len(setup.frame), total)]
+    for j in rng.choice(len(setup.features), 3, replace=False):
+        batches.append((setup.features[int(j)], True, drawn))
+    queries = 0
+    found: list[dict[str, Any]] = []
+    for column, ascending, frame in batches:
+        rows = frame.sort_values(column, kind="stable", ascending=ascending)
+        x, s = setup.encode(rows), setup.score(rows)
+        monitor = QueryMonitor(setup.profile)
+        for i in range(len(x)):
+            for alert in monitor.observe("batch", x[i : i + 1], s[i : i + 1]):
+                found.append({"by": column, "rows": len(x), "query": i + 1, "kind": alert.kind})
+        queries += len(x)
+    return {"queries": queries, "false_alerts": len(found), "alerts": found}
+
+
+ATTACKS = (
+    "random",
+    "data-like",
+    "boundary",
+    "sweep",
+    "jbda",
+    "random-sorted",
+    "data-like-sorted",
+)
 
 
 def main() -> None:
@@ -224,12 +267,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     frame = load()
-    results: dict[str, Any] = {"attacks": {}, "benign": []}
+    results: dict[str, Any] = {"attacks": {}, "benign": [], "sorted": []}
     for seed in range(args.seeds):
         setup = Setup(frame, seed)
         benign = run_benign(setup, args.benign, seed)
         results["benign"].append(benign)
         print(f"seed {seed} benign: {benign}", flush=True)
+        ordered = run_sorted(setup, args.benign, seed)
+        results["sorted"].append(ordered)
+        print(f"seed {seed} sorted benign: {ordered}", flush=True)
         for kind in ATTACKS:
             outcome = run_attack(setup, kind, seed)
             results["attacks"].setdefault(kind, []).append(outcome)
@@ -240,6 +286,12 @@ def main() -> None:
         f"  benign: {statistics.median(false)} false alerts per {args.benign} queries "
         f"(max {max(false)}); {statistics.median(b['us_per_query'] for b in results['benign']):.0f}"
         " us per query"
+    )
+    ordered = results["sorted"]
+    print(
+        f"  sorted benign: {sum(o['false_alerts'] for o in ordered)} false alerts in "
+        f"{sum(o['queries'] for o in ordered)} queries "
+        f"({sorted({a['kind'] for o in ordered for a in o['alerts']})})"
     )
     for kind, outcomes in results["attacks"].items():
         hits = [o["queries"] for o in outcomes if o["queries"] is not None]

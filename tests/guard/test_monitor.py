@@ -251,3 +251,86 @@ def test_settings_are_checked() -> None:
         MonitorSettings(min_distances=6000)
     with pytest.raises(RecordError):
         MonitorSettings(max_keys=0)
+
+
+@pytest.mark.parametrize("column", [0, 3, 21, 27])
+def test_a_batch_client_sending_real_rows_sorted_raises_nothing(
+    credit: Credit, column: int
+) -> None:
+    """A batch-scoring client that sends its rows sorted by one column is legitimate: its
+    window of queries is a slice of the data, compared with the training rows of that slice.
+    Every real row, sent once, ascending then (another key) descending."""
+    monitor = QueryMonitor(credit.profile)
+    order = np.argsort(credit.x[:, column], kind="stable")
+    for key, rows in (("up", credit.x[order]), ("down", credit.x[order[::-1]])):
+        assert feed(monitor, key, rows, credit.score(rows)) == []
+        state = monitor._keys[key]
+        assert state.slice is not None and state.slice.ordered[column]
+
+
+def test_unsorted_windows_are_compared_with_the_whole_data(credit: Credit) -> None:
+    monitor = QueryMonitor(credit.profile)
+    rng = np.random.default_rng(8)
+    rows = credit.x[rng.permutation(len(credit.x))]
+    assert feed(monitor, "k", rows, credit.score(rows)) == []
+    assert monitor._keys["k"].slice is None
+
+
+def test_sorting_does_not_hide_random_queries(credit: Credit) -> None:
+    """The allowance for ordered batches is not an evasion: uniformly random queries sent
+    sorted by a feature are still far from the data's slice in the other features."""
+    rng = np.random.default_rng(9)
+    low, high = credit.train.min(axis=0), credit.train.max(axis=0)
+    rows = rng.uniform(low, high, size=(600, len(low)))
+    rows = rows[np.argsort(rows[:, 0])]
+    count, kinds = first_alert(QueryMonitor(credit.profile), "thief", rows, credit.score(rows))
+    assert 0 < count <= 300 and "off-distribution" in kinds
+
+
+def test_a_sorted_line_search_still_hugs_the_boundary(credit: Credit) -> None:
+    """Ordering only changes the base the boundary share is tested against to the slice's:
+    boundary queries stay far above it."""
+    labels = credit.score(credit.rest) >= 0.5
+    good, bad = credit.rest[labels], credit.rest[~labels]
+    rng = np.random.default_rng(10)
+    pairs = [(good[rng.integers(len(good))], bad[rng.integers(len(bad))]) for _ in range(40)]
+    rows = []
+    for a, b in pairs:  # the boundary point of each segment, then near it
+        low, high = 0.0, 1.0
+        for _ in range(12):
+            t = (low + high) / 2
+            if credit.score((a + t * (b - a))[None])[0] >= 0.5:
+                low = t
+            else:
+                high = t
+        rows += [a + (t + d) * (b - a) for d in np.linspace(-0.01, 0.01, 10)]
+    x = np.asarray(rows)
+    x = x[np.argsort(x[:, 0], kind="stable")]
+    alerts = feed(QueryMonitor(credit.profile), "prober", x, credit.score(x))
+    assert "boundary-hugging" in {a.kind for a in alerts}
+
+
+def test_repeats_count_once_in_the_windows(credit: Credit) -> None:
+    """A row sent again (a retry, a batch resent) is not a new sample of the key's traffic."""
+    monitor = QueryMonitor(credit.profile)
+    rows = np.repeat(credit.x[:60], 5, axis=0)
+    feed(monitor, "k", rows, credit.score(rows))
+    state = monitor._keys["k"]
+    assert state.window.seen == 60 and len(state.near) == 60
+
+
+def test_profile_slice_counts_are_checked(credit: Credit, tmp_path: Path) -> None:
+    profile = credit.profile
+    total = sum(len(b.counts) for b in profile.bins)
+    assert len(profile.joint) == total * total and len(profile.near_joint) == total
+    path = tmp_path / "profile.json"
+    profile.model_copy(update={"joint": profile.joint[:-1]}).save(path)
+    with pytest.raises(ConfigError, match="joint"):
+        TrainingProfile.load(path)
+    profile.model_copy(update={"near_joint": (-1.0,) * total}).save(path)
+    with pytest.raises(ConfigError, match="negative"):
+        TrainingProfile.load(path)
+    bare = profile.model_copy(update={"joint": (), "score_joint": (), "near_joint": ()})
+    monitor = QueryMonitor(bare)  # an older profile: ordered windows are not recognised
+    rows = credit.x[np.argsort(credit.x[:, 0])][:300]
+    assert monitor.observe("k", rows, credit.score(rows)) is not None

@@ -566,3 +566,12 @@ PHONE_VALUE_PATTERN = (
     r"^\s*(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{3,16}\d"
     r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?\s*$"
 )
+
+
+def phone_valid(number: str) -> bool:
+    """Whether `number` (digits, with or without a leading + or 00) is a number of a numbering
+    plan phonenumbers knows: international when it starts with + or 00, else national in one
+    of the regions the detector tries. For callers that assemble a number from parts (the
+    guard's split request fields)."""
+    number = number.strip()
+    return _phone_valid(number, number.startswith(("+", "00")))

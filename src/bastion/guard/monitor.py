@@ -196,6 +196,7 @@ ALL_KEYS = "*"  # the key_id of alerts about all traffic (drift, prediction shif
 PROFILE_BINS = 10
 MAX_PROFILE_BYTES = 4 * 1024 * 1024
 MAX_FEATURES = 4096
+MAX_JOINT_BINS = 400  # bins of all features past which the profile keeps no joint counts
 
 
 class Alert(Record):
@@ -299,6 +300,13 @@ class TrainingProfile(Record):
     repeat_features: tuple[int, ...] = ()  # the high-cardinality features partial repeats use
     repeat_rate: float = 0.0  # share of distinct training rows that are partial repeats
     natural_w: float | None = None  # the lowest Shapiro-Wilk W of training rows replayed
+    # what the training data looks like within one slice of a feature, for traffic ordered by
+    # it (see `_ordered`): the joint bin counts of every pair of features (flat, B x B over
+    # the B bins of all features, in `bins` order), and per bin the counts of the score bins
+    # (B x score bins) and of the scores near the boundary (B); empty past MAX_JOINT_BINS
+    joint: tuple[float, ...] = ()
+    score_joint: tuple[float, ...] = ()
+    near_joint: tuple[float, ...] = ()
 
     @classmethod
     def fit(
@@ -346,6 +354,13 @@ class TrainingProfile(Record):
                 "positive_rate": float(np.mean(s >= threshold)) if s.ndim == 1 else None,
                 "near_boundary": float(np.mean(margins < margin)),
             }
+        if sum(len(b.counts) for b in bins) <= MAX_JOINT_BINS:
+            binned = _Window(1, [np.asarray(b.edges, dtype=np.float64) for b in bins])
+            scored = None
+            if scores is not None:
+                where = np.searchsorted(edges, top, side="right")
+                scored = (where, len(edges) + 1, margins < margin)
+            extra |= _slice_counts(x, binned, scored)
         repeat_features = _repeat_features(x)
         extra["repeat_features"] = repeat_features
         extra["repeat_rate"] = _repeat_rate(x, repeat_features)
@@ -405,6 +420,52 @@ class TrainingProfile(Record):
             raise ConfigError("the profile's repeat features are malformed")
         if not 0 <= self.repeat_rate <= 1:
             raise ConfigError("the profile's repeat rate is not a share")
+        total = sum(len(item.counts) for item in self.bins)
+        if self.joint and (total > MAX_JOINT_BINS or len(self.joint) != total * total):
+            raise ConfigError("the profile's joint bin counts are malformed")
+        if (self.score_joint or self.near_joint) and not self.joint:
+            raise ConfigError("the profile's slice counts come without joint bin counts")
+        if self.score_joint and len(self.score_joint) != total * len(self.score_counts):
+            raise ConfigError("the profile's score counts per bin are malformed")
+        if self.near_joint and len(self.near_joint) != total:
+            raise ConfigError("the profile's boundary counts per bin are malformed")
+        for part in (self.joint, self.score_joint, self.near_joint):
+            if not all(math.isfinite(v) and v >= 0 for v in part):
+                raise ConfigError("the profile's slice counts hold negative or non-finite numbers")
+
+
+def _slice_counts(
+    x: numpy.ndarray,
+    binned: _Window,
+    scored: tuple[numpy.ndarray, int, numpy.ndarray] | None,
+    chunk: int = 8192,
+) -> dict[str, tuple[float, ...]]:
+    """The profile's joint counts (see TrainingProfile.joint), in chunks of rows so that the
+    one-hot bins of a large training set are never held at once. `scored` is each row's score
+    bin, the number of score bins and whether the row is near the boundary."""
+    import numpy as np
+
+    total = len(binned.counts)
+    joint = np.zeros((total, total))
+    score_joint = np.zeros((total, scored[1])) if scored is not None else None
+    near_joint = np.zeros(total)
+    for start in range(0, x.shape[0], chunk):
+        flat = binned.bins_of(x[start : start + chunk])
+        onehot = np.zeros((flat.shape[0], total))
+        np.put_along_axis(onehot, flat, 1.0, axis=1)
+        joint += onehot.T @ onehot
+        if scored is not None and score_joint is not None:
+            score_bins, width, near = scored
+            rows = np.arange(flat.shape[0])
+            score_onehot = np.zeros((flat.shape[0], width))
+            score_onehot[rows, score_bins[start : start + chunk]] = 1.0
+            score_joint += onehot.T @ score_onehot
+            near_joint += onehot.T @ near[start : start + chunk].astype(np.float64)
+    out = {"joint": tuple(float(v) for v in joint.ravel())}
+    if score_joint is not None:
+        out["score_joint"] = tuple(float(v) for v in score_joint.ravel())
+        out["near_joint"] = tuple(float(v) for v in near_joint)
+    return out
 
 
 REPEAT_FEATURES = 3
@@ -587,10 +648,24 @@ class _Window:
         self.position = 0
         self.seen = 0
 
-    def add(self, x: numpy.ndarray) -> None:
+    def bins_of(self, x: numpy.ndarray) -> numpy.ndarray:
+        """Each value's bin, as an index into the flat `counts` (one column per feature)."""
+        import numpy as np
 
         # NaN compares false everywhere: it lands in the lowest bin, as a missing value would
         flat = (x[:, :, None] >= self.padded[None]).sum(axis=2) + self.offsets
+        return np.asarray(flat, dtype=np.int64)
+
+    def recent(self) -> numpy.ndarray:
+        """The flat bins of the rows in the window, oldest first."""
+        import numpy as np
+
+        if self.filled < self.size:
+            return self.ring[: self.filled]
+        return np.concatenate([self.ring[self.position :], self.ring[: self.position]])
+
+    def add(self, x: numpy.ndarray) -> None:
+        flat = self.bins_of(x)
         for row in flat:
             if self.filled == self.size:
                 self.counts[self.ring[self.position]] -= 1
@@ -624,6 +699,125 @@ class _Window:
         return [float(v) for v in np.add.reduceat((q - p) * np.log(q / p), self.offsets)]
 
 
+# Ordered traffic. A batch client that sends its rows sorted by a column (or grouped: one
+# branch, then the next) is legitimate, but a window of its queries is a slice of the data, not
+# a sample of it: every comparison with the training data's distribution (off-distribution,
+# boundary share, drift, score shift) would fire. A feature is *ordered* in a window when
+# consecutive rows move between its bins almost always in one direction (at least
+# ORDER_MIN_MOVES moves, at most 1/ORDER_RATIO of them against the others), or when they
+# change bins ORDER_RATIO times less often than independent rows would (runs: sorted within
+# a bin, grouped, or constant) while independent rows would change at least ORDER_MIN_MOVES
+# times. Then the window is compared with the training rows *of the same slice*: each
+# feature's expected bins are those of the training rows in the window's bins of the most
+# shifted ordered feature, weighted like the window (joint counts kept in the profile), and
+# the ordered features themselves are left out. Uniformly random queries sorted by one
+# feature still differ from the data's slice in every other feature.
+ORDER_MIN_ROWS = 40
+ORDER_MIN_MOVES = 10
+ORDER_RATIO = 20
+
+
+class _Slices:
+    """The training data's bins within each bin of each feature (from the profile's joint
+    counts): P(bin of any feature | bin b), the score bins and the share near the boundary."""
+
+    def __init__(self, profile: TrainingProfile, window: _Window) -> None:
+        import numpy as np
+
+        from bastion.datacheck.drift import PSI_FLOOR
+
+        total = len(window.counts)
+        joint = np.asarray(profile.joint, dtype=np.float64).reshape(total, total)
+        count = np.diag(joint).copy()
+        marginal = np.concatenate(
+            [count[lo:hi] / max(count[lo:hi].sum(), 1) for lo, hi in window.bounds]
+        )
+        empty = count == 0
+        safe = np.where(empty, 1.0, count)
+        # a bin no training row fell in: its slice is the whole data
+        self.given = np.where(empty[:, None], marginal[None], joint / safe[:, None])
+        self.bounds = window.bounds
+        self.offsets = window.offsets
+        self.ends = np.asarray([hi - 1 for _, hi in window.bounds], dtype=np.int64)
+        self.floor = PSI_FLOOR
+        self.near: numpy.ndarray | None = None
+        self.scores: numpy.ndarray | None = None
+        if profile.near_joint:
+            base = profile.near_boundary or 0.0
+            near = np.asarray(profile.near_joint, dtype=np.float64)
+            self.near = np.where(empty, base, near / safe)
+        if profile.score_joint:
+            width = len(profile.score_counts)
+            scores = np.asarray(profile.score_joint, dtype=np.float64).reshape(total, width)
+            overall = np.asarray(profile.score_counts) / max(sum(profile.score_counts), 1)
+            self.scores = np.where(empty[:, None], overall[None], scores / safe[:, None])
+
+    def of(
+        self, window: _Window, marginal: list[float], change: numpy.ndarray, edge_runs: bool
+    ) -> _Slice | None:
+        """The slice the window's rows are ordered by, or None when they are not ordered.
+        Unless `edge_runs`, a feature whose every value in the window is in its lowest or
+        highest bin is not taken as ordered: for all traffic that is what a shift past the
+        training range looks like, and drift must see it."""
+        import numpy as np
+
+        recent = window.recent()
+        if len(recent) < ORDER_MIN_ROWS:
+            return None
+        steps = np.diff(recent, axis=0)
+        up = np.count_nonzero(steps > 0, axis=0)
+        down = np.count_nonzero(steps < 0, axis=0)
+        moves = up + down
+        independent = change * (len(recent) - 1)
+        ordered = ((moves >= ORDER_MIN_MOVES) & (np.minimum(up, down) * ORDER_RATIO <= moves)) | (
+            (independent >= ORDER_MIN_MOVES) & (moves * ORDER_RATIO <= independent)
+        )
+        if not edge_runs:
+            first, last = recent[0], recent[-1]
+            edge = (recent == first).all(axis=0) & ((first == self.offsets) | (last == self.ends))
+            ordered &= ~edge
+        if not ordered.any():
+            return None
+        feature = max(np.flatnonzero(ordered), key=lambda j: marginal[j])
+        lo, hi = self.bounds[feature]
+        weights = window.counts[lo:hi] / max(window.filled, 1)
+        expected = np.maximum(weights @ self.given[lo:hi], self.floor)
+        near = float(weights @ self.near[lo:hi]) if self.near is not None else None
+        scores = (
+            np.maximum(weights @ self.scores[lo:hi], self.floor)
+            if self.scores is not None
+            else None
+        )
+        return _Slice(int(feature), ordered, expected, near, scores)
+
+
+class _Slice:
+    """A window's ordering: the feature it is ordered by (the most shifted one), every ordered
+    feature, and what the training rows of the same slice look like."""
+
+    def __init__(
+        self,
+        feature: int,
+        ordered: numpy.ndarray,
+        expected: numpy.ndarray,
+        near: float | None,
+        scores: numpy.ndarray | None,
+    ) -> None:
+        import numpy as np
+
+        self.feature = feature
+        self.ordered = ordered
+        self.weights = np.where(ordered, 0.0, 1.0).astype(np.float32)
+        self.expected = expected
+        self.near = near
+        self.scores = scores
+
+    def psi(self, window: _Window) -> list[float]:
+        """The window's PSI per feature against the slice; 0 for the ordered features."""
+        values = window.psi(self.expected)
+        return [0.0 if self.ordered[j] else v for j, v in enumerate(values)]
+
+
 class _KeyState:
     def __init__(self, monitor: QueryMonitor) -> None:
         s = monitor.settings
@@ -636,6 +830,8 @@ class _KeyState:
         self.sweeps: collections.deque[bool] = collections.deque(maxlen=s.sweep_window)
         self.window = _Window(s.offdist_window, monitor.edges)
         self.offdist_checked = 0
+        self.boundary_checked = 0
+        self.slice: _Slice | None = None  # set while the key's recent queries are ordered
         self.repeats = _Repeats(s.max_stored)
         self.partial: collections.deque[bool] = collections.deque(maxlen=s.repeat_window)
         self.last_alert: dict[str, int] = {}
@@ -653,13 +849,15 @@ class _Group:
         self.admitted: collections.deque[float] = collections.deque(maxlen=capacity)
         self.threshold = 0.0
 
-    def nearest(self, x: numpy.ndarray) -> float | None:
+    def nearest(self, x: numpy.ndarray, weights: numpy.ndarray | None = None) -> float | None:
         import numpy as np
 
         n = min(self.count, len(self.points))
         if n == 0:
             return None
         diff = self.points[:n] - x
+        if weights is not None:
+            diff *= weights
         return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
 
     def add(self, x: numpy.ndarray, distance: float | None) -> None:
@@ -699,6 +897,12 @@ class QueryMonitor:
         )
         self._global_alert: dict[str, int] = {}
         self.dropped_keys = 0
+        self._slices = _Slices(profile, self._drift) if profile.joint else None
+        # per feature: the chance that two training rows fall in different bins
+        self._change = np.array(
+            [1.0 - float(np.sum((np.asarray(e) / max(sum(e), 1)) ** 2)) for e in self.expected]
+        )
+        self._global_slice: _Slice | None = None
 
     @property
     def prada_threshold(self) -> float:
@@ -731,17 +935,20 @@ class QueryMonitor:
                 if s is not None
                 else None
             )
+            fresh = []  # not an exact repeat of one of the key's recent queries
             for i in range(x.shape[0]):
                 state.queries += 1
-                self._prada_step(state, z[i], int(classes[i]))
-                self._sweep_step(state, z[i])
+                if self._sweep_step(state, z[i]):  # a retry (the query before, again) is
+                    self._prada_step(state, z[i], int(classes[i]))  # no new distance either
+                partial = state.repeats.step(x[i], self.profile.repeat_features)
+                if partial is None:  # a repeat (a retry, a row sent twice) is not a new sample
+                    continue  # of the key's traffic: the windows count each row once
+                fresh.append(i)
                 if self.profile.repeat_features:
-                    partial = state.repeats.step(x[i], self.profile.repeat_features)
-                    if partial is not None:
-                        state.partial.append(partial)
+                    state.partial.append(partial)
                 if near is not None:
                     state.near.append(bool(near[i]))
-            state.window.add(x)
+            state.window.add(x if len(fresh) == x.shape[0] else x[fresh])
             alerts += self._key_alerts(key_id, state)
             alerts += self._global_alerts(x, s)
         return alerts
@@ -779,7 +986,9 @@ class QueryMonitor:
         group = state.groups.get(label)
         if group is None:
             group = state.groups[label] = _Group(len(z), self.settings.max_stored)
-        distance = group.nearest(z)
+        # features the key's traffic is ordered by are left out of the distances: in a sorted
+        # batch the nearest earlier query is always close in them, whatever the data
+        distance = group.nearest(z, state.slice.weights if state.slice is not None else None)
         if distance is not None and distance == 0.0:
             return  # an exact repeat tells an extractor nothing new
         if distance is not None:
@@ -787,14 +996,17 @@ class QueryMonitor:
             state.since_check += 1
         group.add(z, distance)
 
-    def _sweep_step(self, state: _KeyState, z: numpy.ndarray) -> None:
+    def _sweep_step(self, state: _KeyState, z: numpy.ndarray) -> bool:
+        """Whether the query differs from the key's previous one."""
         import numpy as np
 
+        changed = 1
         if state.previous is not None:
             changed = int(np.count_nonzero(np.abs(z - state.previous) > 1e-6))
             if changed:  # a retry (nothing changed) is neither a sweep nor a new applicant
                 state.sweeps.append(changed == 1)
         state.previous = z
+        return changed > 0
 
     def _fire(self, state: _KeyState, alert: Alert) -> list[Alert]:
         last = state.last_alert.get(alert.kind)
@@ -825,8 +1037,16 @@ class QueryMonitor:
                         "model extraction (PRADA)",
                     ),
                 )
-        if len(state.near) >= s.boundary_min and self.profile.near_boundary is not None:
-            p_value, share = _binomial(state.near, self.profile.near_boundary, s.boundary_ratio)
+        # tested once per `check_every` queries, not on every one: the windows of successive
+        # queries overlap almost entirely, and testing each of them multiplied the chances of
+        # a false alert on a long-lived key (a 10,000-row batch of real rows tripped it)
+        due = state.queries // s.check_every != state.boundary_checked // s.check_every
+        if due and len(state.near) >= s.boundary_min and self.profile.near_boundary is not None:
+            state.boundary_checked = state.queries
+            base = self.profile.near_boundary
+            if state.slice is not None and state.slice.near is not None:
+                base = state.slice.near  # the share the training rows of that slice have there
+            p_value, share = _binomial(state.near, base, s.boundary_ratio)
             if p_value < s.boundary_alpha:
                 alerts += self._fire(
                     state,
@@ -834,11 +1054,12 @@ class QueryMonitor:
                         kind="boundary-hugging",
                         key_id=key_id,
                         score=share,
-                        threshold=max(self.profile.near_boundary, 1e-3) * s.boundary_ratio,
+                        threshold=max(base, 1e-3) * s.boundary_ratio,
                         queries=state.queries,
                         message=f"{share:.0%} of this key's last {len(state.near)} answers were "
-                        f"within {s.boundary_margin} of the decision threshold (training data: "
-                        f"{self.profile.near_boundary:.1%}; binomial p {p_value:.1g}): the "
+                        f"within {s.boundary_margin} of the decision threshold (training data"
+                        f"{' of the same slice' if base != self.profile.near_boundary else ''}: "
+                        f"{base:.1%}; binomial p {p_value:.1g}): the "
                         "decision boundary is being traced",
                     ),
                 )
@@ -881,28 +1102,47 @@ class QueryMonitor:
                 )
         # the PSI of every feature costs a few microseconds each: once per `check_every` rows
         due = state.window.seen // s.check_every != state.offdist_checked // s.check_every
-        if state.window.filled >= s.offdist_window and due:
+        if due and state.window.filled >= ORDER_MIN_ROWS:
             state.offdist_checked = state.window.seen
-            values = state.window.psi(self._proportions)
-            worst = max(range(len(values)), key=values.__getitem__)
-            if values[worst] >= s.offdist_psi:
-                alerts += self._fire(
-                    state,
-                    Alert(
-                        kind="off-distribution",
-                        key_id=key_id,
-                        score=values[worst],
-                        threshold=s.offdist_psi,
-                        queries=state.queries,
-                        feature=self.profile.features[worst],
-                        message=f"this key's last {s.offdist_window} queries are far from the "
-                        f"training data (PSI {values[worst]:.2f} on feature "
-                        f"{self.profile.features[worst]!r}; "
-                        f"{sum(v >= s.offdist_psi for v in values)} features over "
-                        f"{s.offdist_psi}): synthetic queries",
-                    ),
-                )
+            marginal = state.window.psi(self._proportions)
+            state.slice = self._slice(state.window, marginal, edge_runs=True)
+            if state.window.filled >= s.offdist_window:
+                alerts += self._offdist(key_id, state, marginal)
         return alerts
+
+    def _slice(self, window: _Window, marginal: list[float], edge_runs: bool) -> _Slice | None:
+        if self._slices is None:
+            return None
+        return self._slices.of(window, marginal, self._change, edge_runs)
+
+    def _offdist(self, key_id: str, state: _KeyState, values: list[float]) -> list[Alert]:
+        s = self.settings
+        where = ""
+        if state.slice is not None:
+            values = state.slice.psi(state.window)
+            where = (
+                f" within the slice of {self.profile.features[state.slice.feature]!r} they "
+                "are ordered by"
+            )
+        worst = max(range(len(values)), key=values.__getitem__)
+        if values[worst] < s.offdist_psi:
+            return []
+        return self._fire(
+            state,
+            Alert(
+                kind="off-distribution",
+                key_id=key_id,
+                score=values[worst],
+                threshold=s.offdist_psi,
+                queries=state.queries,
+                feature=self.profile.features[worst],
+                message=f"this key's last {s.offdist_window} queries are far from the "
+                f"training data{where} (PSI {values[worst]:.2f} on feature "
+                f"{self.profile.features[worst]!r}; "
+                f"{sum(v >= s.offdist_psi for v in values)} features over "
+                f"{s.offdist_psi}): synthetic queries",
+            ),
+        )
 
     # -- all traffic --------------------------------------------------------------------------
 
@@ -922,6 +1162,9 @@ class QueryMonitor:
         if not due or self._drift.filled < settings.drift_window:
             return alerts
         values = self._drift.psi(self._proportions)
+        self._global_slice = self._slice(self._drift, values, edge_runs=False)
+        if self._global_slice is not None:
+            values = self._global_slice.psi(self._drift)
         drifted = sorted(
             (i for i, v in enumerate(values) if v >= settings.drift_psi), key=lambda i: -values[i]
         )
@@ -942,7 +1185,11 @@ class QueryMonitor:
                 )
             )
         if self._score_window.filled >= settings.drift_window and self.profile.score_counts:
-            (index,) = self._score_window.psi([self.profile.score_counts])
+            sliced = self._global_slice
+            if sliced is not None and sliced.scores is not None:
+                (index,) = self._score_window.psi(sliced.scores)
+            else:
+                (index,) = self._score_window.psi([self.profile.score_counts])
             rate = float(np.mean(self._positives)) if self._positives else None
             if index >= settings.prediction_psi:
                 moved = (

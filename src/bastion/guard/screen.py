@@ -3,8 +3,27 @@
 Personal data and secrets are found by the data stage's detectors (`datacheck.detectors`:
 shapes with check digits, numbering plans and issuer ranges, and `bastion.secrets`), never by
 a second copy of them. In a tabular row, a value that is one of its column's categories in the
-contract came from the trusted training data and is not examined again; integers of eight
-digits or more are examined as digit strings (a card number sent as a number is still one).
+contract came from the trusted training data and is not examined again. A column whose name
+says what it holds ("ssn", "bsn", "telefon": `datacheck.semantics`) lets the weak shapes of
+that kind count, as in the data check. Numbers are personal data too (`RowScreen`):
+
+- a JSON integer, or a float with an integral value (4111111111111111.0, 4.1e15), is examined
+  as its digit string under the same rules as text: with STRONG_DIGITS digits or more
+  anywhere (the shortest strong shape, the German tax id, has eleven), with MIN_DIGITS or more
+  in a column whose name gives the kind, zero-padded to the kind's length when the number lost
+  its leading zeros (a PESEL of the 2000s, a BSN starting with 0) and, for a phone column,
+  also with the + the number lost. Shorter numbers (an income of 45000, an age of 37) cannot
+  be any identifier the detectors know and are not looked at.
+- split across adjacent fields (in the order the row has them; at most SPLIT_MAX_PARTS
+  fields joined, so the work per row is linear in its length): a payment card in 3 to 5
+  fields whose digit counts are a card's grouping (4-4-4-4, 4-6-5, …; one integer field may
+  have lost its leading zeros) and whose digits pass the issuer range, length and Luhn check;
+  a US SSN in three fields of 3-2-4 digits when one of their names says SSN; a phone number
+  as a country code (1-3 digits, or +44) followed by the number when one of the two names
+  says phone or dialling code, valid in phonenumbers' numbering plan as an international
+  number. A field counts as a part when it holds only digits (spaces and dashes allowed in a
+  string): an integer, an integral float, or a digit string.
+
 Only kinds and counts leave this module: the values found are never logged, audited or echoed.
 
 Prompt injection is flagged with a documented heuristic set (`INJECTION_MARKERS`, described in
@@ -18,13 +37,31 @@ stand alone)."""
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bastion.datacheck import detectors
+from bastion.datacheck import identifiers as ids
 
-MIN_DIGITS = 8  # integers shorter than this cannot be an identifier the detectors know
+MIN_DIGITS = 7  # numbers shorter than a national phone number are not examined
+STRONG_DIGITS = 11  # the shortest shape that counts without a keyword or a column name
+MAX_DIGITS = 30  # longer numbers are not an identifier (and str() of huge ints is refused)
+SPLIT_MAX_PARTS = 5
+MAX_HINTS = 4096  # column names whose hint is remembered
+# kinds with a fixed number of digits, and their length
+_LENGTHS = {"us_ssn": 9, "nl_bsn": 9, "pl_pesel": 11, "de_tax_id": 11, "in_aadhaar": 12}
+_CARD_GROUPS = frozenset(
+    {(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4)}
+)
+_DIAL_CODE = re.compile(
+    r"(?:country|dial(?:l?ing)?|calling|phone|tel)[\s_-]*(?:code|prefix)|^(?:cc|isd|idd)$|^prefix$",
+    re.IGNORECASE,
+)
+_DIGIT_TEXT = re.compile(r"\+?\d[\d \-]{0,20}")
+_NOT_DIGIT = re.compile(r"[ \-]")
+
 
 # (marker id, what it catches, pattern); each is documented in docs/guard.md
 INJECTION_MARKERS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
@@ -92,11 +129,27 @@ class TextTooLong(Exception):
 
 
 class RowScreen:
-    """Personal data and secrets in tabular rows."""
+    """Personal data and secrets in tabular rows (see the module docstring for numbers and
+    split fields)."""
 
     def __init__(self, categories: Mapping[str, frozenset[str]], max_chars: int) -> None:
         self.categories = categories
         self.max_chars = max_chars
+        self._hints: dict[str, str | None] = {}
+
+    def hint(self, column: str) -> str | None:
+        """The detector kind a column's name says it holds, or None."""
+        known = self._hints.get(column, False)
+        if known is not False:
+            return known  # type: ignore[return-value]
+        from bastion.datacheck.semantics import column_semantic
+
+        semantic = column_semantic(column)
+        kind = semantic if semantic in detectors.KINDS else None
+        if len(self._hints) >= MAX_HINTS:  # hostile clients send endless new names
+            self._hints.clear()
+        self._hints[column] = kind
+        return kind
 
     def rows(
         self, rows: Sequence[Mapping[str, Any]], redact: bool
@@ -109,27 +162,142 @@ class RowScreen:
         redacted: list[dict[str, Any]] | None = [] if redact else None
         for row in rows:
             copy = dict(row) if redact else None
+            parts: list[tuple[str, str, bool]] = []  # a run of adjacent digit-only fields
             for column, value in row.items():
+                part = None
                 if isinstance(value, str):
                     if value in self.categories.get(column, ()):
+                        parts.clear()
                         continue
-                    text = value
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    if abs(value) < 10 ** (MIN_DIGITS - 1):
-                        continue
-                    text = str(value)
+                    if len(value) > self.max_chars:
+                        raise TextTooLong(column)
+                    hint = self.hint(column)
+                    found = detectors.detect(value, hint=hint, max_chars=self.max_chars)
+                    if found and copy is not None:
+                        copy[column] = detectors.redact(value, hint=hint, max_chars=self.max_chars)
+                    if len(value) <= 22 and _DIGIT_TEXT.fullmatch(value):
+                        part = (column, _NOT_DIGIT.sub("", value), False)
                 else:
-                    continue
-                if len(text) > self.max_chars:
-                    raise TextTooLong(column)
-                found = detectors.detect(text, hint=None, max_chars=self.max_chars)
+                    digits = _digits_of(value)
+                    if digits is None:
+                        parts.clear()
+                        continue
+                    found = []
+                    if len(digits) >= MIN_DIGITS:
+                        found = self._number(column, digits)
+                        if found and copy is not None:
+                            copy[column] = "".join(m.redacted for m in found)
+                    part = (column, digits, True)
                 if found:
                     kinds += [m.kind for m in found]
+                if part is None:
+                    parts.clear()
+                    continue
+                parts.append(part)
+                del parts[:-SPLIT_MAX_PARTS]
+                split = self._split(parts)
+                if split is not None:
+                    kind, count = split
+                    kinds.append(kind)
                     if copy is not None:
-                        copy[column] = detectors.redact(text, max_chars=self.max_chars)
+                        for name, _, _ in parts[-count:]:
+                            copy[name] = "****"
+                    parts.clear()
             if redacted is not None and copy is not None:
                 redacted.append(copy)
         return kinds, redacted
+
+    def _number(self, column: str, digits: str) -> list[detectors.Match]:
+        """A number's digits under the text rules (see the module docstring)."""
+        hint = self.hint(column)
+        if hint is None:
+            if len(digits) < STRONG_DIGITS:
+                return []
+            return detectors.detect(digits, max_chars=self.max_chars)
+        length = _LENGTHS.get(hint)
+        if length is not None and 0 < length - len(digits) <= 2:
+            digits = digits.zfill(length)
+        found = detectors.detect(digits, hint=hint, max_chars=self.max_chars)
+        if not found and hint == "phone" and len(digits) >= 9:
+            found = detectors.detect("+" + digits, hint=hint, max_chars=self.max_chars)
+        return found
+
+    def _split(self, parts: list[tuple[str, str, bool]]) -> tuple[str, int] | None:
+        """(kind, number of fields) when the last fields of `parts` are one identifier."""
+        if len(parts) < 2:
+            return None
+        for count in range(2, len(parts) + 1):
+            window = parts[-count:]
+            kind = self._joined(window)
+            if kind is not None:
+                return kind, count
+        return None
+
+    def _joined(self, window: list[tuple[str, str, bool]]) -> str | None:
+        lengths = tuple(len(digits.lstrip("+")) for _, digits, _ in window)
+        if len(window) >= 3 and lengths[0] == 4:
+            card = _card_digits(window, lengths)
+            if card is not None and ids.card_valid(card) and not ids.isbn_valid(card):
+                return "credit_card"
+        if len(window) == 3 and any(self.hint(name) == "us_ssn" for name, _, _ in window):
+            number = "".join(number_parts(window))
+            if [len(d) for d, _ in zip(number_parts(window), (3, 2, 4), strict=True)] == [3, 2, 4]:
+                return "us_ssn" if ids.us_ssn_valid(number) else None
+        if len(window) == 2 and 1 <= lengths[0] <= 3 and 6 <= lengths[1] <= 12:
+            (first, code, _), (second, number, _) = window
+            named = (
+                _DIAL_CODE.search(first) is not None
+                or self.hint(first) == "phone"
+                or self.hint(second) == "phone"
+            )
+            if named and not number.startswith("+"):
+                return "phone" if detectors.phone_valid("+" + code.lstrip("+") + number) else None
+        return None
+
+
+def number_parts(window: list[tuple[str, str, bool]]) -> list[str]:
+    """The SSN's three parts, integers padded to 3, 2 and 4 digits."""
+    return [
+        d.zfill(width) if is_int else d
+        for (_, d, is_int), width in zip(window, (3, 2, 4), strict=True)
+    ]
+
+
+def _digits_of(value: Any) -> str | None:
+    """The digits of a number sent as JSON: an integer, or a float with an integral value;
+    None for anything else (booleans, fractions, NaN, numbers too long to be an identifier)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = abs(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        number = int(abs(value))
+    else:
+        return None
+    if number >= 10**MAX_DIGITS:
+        return None
+    return str(number)
+
+
+def _card_digits(window: list[tuple[str, str, bool]], lengths: tuple[int, ...]) -> str | None:
+    """The joined digits when the fields' digit counts are a card grouping; one integer field
+    after the first may have lost up to three leading zeros."""
+    if lengths in _CARD_GROUPS:
+        return "".join(d for _, d, _ in window)
+    for group in _CARD_GROUPS:
+        if len(group) != len(lengths):
+            continue
+        pairs = zip(lengths, group, strict=True)
+        short = [i for i, (have, want) in enumerate(pairs) if have != want]
+        if len(short) != 1 or short[0] == 0:
+            continue
+        i = short[0]
+        if not window[i][2] or lengths[i] > group[i]:
+            continue
+        return "".join(d.zfill(group[j]) if j == i else d for j, (_, d, _) in enumerate(window))
+    return None
 
 
 def screen_text(text: str, max_chars: int, redact: bool) -> tuple[list[str], str | None]:
