@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from bastion.datacheck import detectors, semantics
+from bastion.datacheck import detectors, semantics, shape_filter
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
 from bastion.rules import Rule
 
@@ -156,6 +156,8 @@ _BY_CATEGORY = {
     "secret": SECRET,
 }
 SAMPLES = 3
+# cells no detector can match skip detectors.scan (False only to compare both paths in tests)
+NUMBER_FILTER = True
 # chance that a value of a kind's shape passes its check digit (or structure rule) at random; a
 # column where no more than twice that share passes holds random numbers, not identifiers
 _CHANCE = {
@@ -294,17 +296,40 @@ class _Column:
                 self.phone_by_shape += len(where)
                 candidate &= ~phone
         where = np.flatnonzero(candidate)
-        if len(where):
-            subset = array.take(where)
-            groups = [
-                (name, _np(_matches(subset, pattern)))
-                for name, pattern in detectors.GROUP_PATTERNS.items()
-            ]
-            per_value = [[name for name, mask in groups if mask[i]] for i in range(len(where))]
-            shaped = None
-            if self.phone_column is None:
-                shaped = _np(_matches(subset, detectors.PHONE_VALUE_PATTERN))
-            self._examine(start, where, subset.to_pylist(), per_value, shaped)
+        if not len(where):
+            return
+        subset = array.take(where)
+        masks = {
+            name: _np(_matches(subset, pattern))
+            for name, pattern in detectors.GROUP_PATTERNS.items()
+        }
+        digits = masks.get("digits")
+        if NUMBER_FILTER and digits is not None and digits.any():
+            # seven digits close together let an id such as "C-0012345" through on every row;
+            # only a cell one of the number detectors can match is worth their Python
+            # (shape_filter: a superset of each detector's pattern, so none is lost)
+            at = np.flatnonzero(digits)
+            numbers = _np(_matches(subset.take(at), shape_filter.numbers_pattern()))
+            digits[at[~numbers]] = False
+        shaped = None
+        if self.phone_column is None:
+            shaped = _np(_matches(subset, detectors.PHONE_VALUE_PATTERN))
+        if NUMBER_FILTER:
+            # a cell no detector group can match is found empty by detectors.scan: skip the call
+            keep = np.logical_or.reduce(list(masks.values()))
+            if shaped is not None:
+                keep |= shaped  # phone-shaped cells still feed the phone-column sample
+            if not keep.all():
+                kept = np.flatnonzero(keep)
+                where = where[kept]
+                subset = subset.take(kept)
+                masks = {name: mask[kept] for name, mask in masks.items()}
+                shaped = shaped[kept] if shaped is not None else None
+        if not len(where):
+            return
+        groups = list(masks.items())
+        per_value = [[name for name, mask in groups if mask[i]] for i in range(len(where))]
+        self._examine(start, where, subset.to_pylist(), per_value, shaped)
 
     def _sample(self, tally: _Tally, kind: str, array: pyarrow.Array, where: Any) -> None:
         if len(tally.samples) < SAMPLES:
