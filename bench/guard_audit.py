@@ -1,6 +1,11 @@
 """Durability, tamper evidence and throughput of the guard's audit log (guard/audit.py).
 
-    .venv/bin/python bench/guard_audit.py [--cycles 100] [--tamperings 1000] [--json OUT]
+    .venv/bin/python bench/guard_audit.py [--cycles 100] [--tamperings 1000]
+        [--durability fsync|process|both] [--json OUT]
+
+Parts 1 and 3 run once per durability level (`[audit] durability`: "fsync", the default,
+acknowledges an event once its group commit is fsynced; "process" once it is committed to the
+OS, which is what a kill -9 of the guard cannot take back).
 
 1. kill -9: a child process appends events under load (64 appends in flight) and prints the
    sequence number and input digest of each event as soon as `append` returns; the parent
@@ -15,8 +20,8 @@
    truncate the end, rewrite a record and recompute every later hash. Detected = verify fails;
    named = the first broken link is the record altered (for the tail rewrite, which only the
    signed checkpoint can catch: the range it names holds the record).
-3. Throughput: 20,000 durable appends with 64 in flight (group commit) and, for contrast, with
-   one in flight; events per second, median of three runs.
+3. Throughput: 20,000 appends with 64 in flight (group commit at fsync) and, for contrast,
+   with one in flight; events per second, median of three runs.
 """
 
 from __future__ import annotations
@@ -68,7 +73,10 @@ from guard_audit import event
 from bastion.guard.audit import AuditLog
 
 async def main():
-    log = AuditLog(Path(sys.argv[1]), signing_key=Path(sys.argv[2]), checkpoint_every=200)
+    log = AuditLog(
+        Path(sys.argv[1]), signing_key=Path(sys.argv[2]), checkpoint_every=200,
+        durability=sys.argv[4],
+    )
     out = sys.stdout
     n = 0
     async def one(i):
@@ -84,14 +92,24 @@ asyncio.run(main())
 """
 
 
-def kill_cycles(folder: Path, cycles: int, rng: random.Random) -> dict[str, Any]:
+def kill_cycles(
+    folder: Path, cycles: int, rng: random.Random, durability: str = "fsync"
+) -> dict[str, Any]:
     key, public = generate_key(folder / "audit.key")
     path = folder / "audit-w1.sqlite3"
     acknowledged: dict[int, str] = {}
     lost = gaps = breaks = integrity = 0
     for cycle in range(cycles):
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(key), str(Path(__file__).parent)],
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(path),
+                str(key),
+                str(Path(__file__).parent),
+                durability,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -121,6 +139,7 @@ def kill_cycles(folder: Path, cycles: int, rng: random.Random) -> dict[str, Any]
                 flush=True,
             )
     return {
+        "durability": durability,
         "cycles": cycles,
         "acknowledged": len(acknowledged),
         "records": len(rows),
@@ -297,9 +316,9 @@ async def _appends(log: AuditLog, count: int, in_flight: int) -> None:
     await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-def throughput(folder: Path, count: int, in_flight: int) -> float:
+def throughput(folder: Path, count: int, in_flight: int, durability: str = "fsync") -> float:
     path = folder / f"throughput-{in_flight}-{time.time_ns()}.sqlite3"
-    with AuditLog(path) as log:
+    with AuditLog(path, durability=durability) as log:
         started = time.perf_counter()
         asyncio.run(_appends(log, count, in_flight))
         elapsed = time.perf_counter() - started
@@ -312,29 +331,37 @@ def main() -> None:
     parser.add_argument("--tamperings", type=int, default=1000)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--durability", choices=("fsync", "process", "both"), default="both")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    levels = ("fsync", "process") if args.durability == "both" else (args.durability,)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
-        for name in ("kill", "tamper", "speed"):
-            (root / name).mkdir()
-        print("throughput (durable appends)", flush=True)
-        grouped = [throughput(root / "speed", args.events, 64) for _ in range(3)]
-        single = [throughput(root / "speed", args.events // 10, 1) for _ in range(3)]
-        results["throughput"] = {
-            "group_commit_events_per_s": round(statistics.median(grouped)),
-            "one_in_flight_events_per_s": round(statistics.median(single)),
-            "runs": {"grouped": [round(x) for x in grouped], "single": [round(x) for x in single]},
-        }
-        print(f"  {results['throughput']}", flush=True)
+        for level in levels:
+            for name in ("kill", "speed"):
+                (root / level / name).mkdir(parents=True)
+            print(f"[{level}] throughput (appends acknowledged at {level})", flush=True)
+            speed = root / level / "speed"
+            grouped = [throughput(speed, args.events, 64, level) for _ in range(3)]
+            single = [throughput(speed, args.events // 10, 1, level) for _ in range(3)]
+            results.setdefault(level, {})["throughput"] = {
+                "in_flight_64_events_per_s": round(statistics.median(grouped)),
+                "one_in_flight_events_per_s": round(statistics.median(single)),
+                "runs": {
+                    "in_flight_64": [round(x) for x in grouped],
+                    "single": [round(x) for x in single],
+                },
+            }
+            print(f"  {results[level]['throughput']}", flush=True)
+            print(f"[{level}] kill -9 ({args.cycles} cycles)", flush=True)
+            results[level]["kill"] = kill_cycles(root / level / "kill", args.cycles, rng, level)
+            print(f"  {results[level]['kill']}", flush=True)
+        (root / "tamper").mkdir()
         print(f"tampering ({args.tamperings} trials)", flush=True)
         results["tampering"] = tamperings(root / "tamper", args.tamperings, rng)
         print(f"  {results['tampering']['total']}", flush=True)
-        print(f"kill -9 ({args.cycles} cycles)", flush=True)
-        results["kill"] = kill_cycles(root / "kill", args.cycles, rng)
-        print(f"  {results['kill']}", flush=True)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

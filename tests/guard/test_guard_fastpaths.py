@@ -222,6 +222,12 @@ def test_compiled_encoder_matches_the_element_by_element_encoding() -> None:
     compiled = encoder.compile()
     assert np.array_equal(compiled.encode(rows), _reference_encoding(encoder, rows))
     assert np.array_equal(encoder.encode(rows[:1]), _reference_encoding(encoder, rows[:1]))
+    assert compiled.encode([]).shape == (0, encoder.width)
+    # an integer past float's range (JSON allows it) stands for the mean, like inf, not a 500
+    column = encoder.numeric[0]
+    huge = compiled.encode([{**rows[0], column: 10**400}])
+    assert huge[0, 0] == 0.0
+    assert np.array_equal(huge[0, 1:], compiled.encode(rows[:1])[0, 1:])
 
 
 def test_monitor_psi_in_one_pass_equals_datacheck_psi() -> None:

@@ -1,0 +1,226 @@
+"""`[audit] durability`: "fsync" (group commit on the writer thread, synchronous=FULL) and
+"process" (committed in the caller's thread, synchronous=NORMAL: survives kill -9 of the guard,
+not a power cut), the setting's validation, and what a guard in process mode records."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from guard_support import TARGET, bearer, contract, credit_rows, served_model, serving, settings
+
+from bastion.errors import ConfigError
+from bastion.guard.app import create_app
+from bastion.guard.audit import (
+    NOT_RECORDED,
+    AuditError,
+    AuditEvent,
+    AuditLog,
+    AuditUnavailable,
+    decode_record,
+    input_digest,
+    utc_now,
+)
+from bastion.guard.audit_verify import verify_log
+from bastion.guard.auth import KeyStore
+from bastion.guard.checkpoints import generate_key, read_checkpoints
+from bastion.guard.settings import load_guard_settings
+
+MODEL = "sha256:" + "cd" * 32
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def event(n: int = 0) -> AuditEvent:
+    return AuditEvent(
+        at=utc_now(),
+        key_id="k1",
+        tenant=None,
+        route="/v1/predict",
+        model_digest=MODEL,
+        input_digest=input_digest(f"row {n}".encode()),
+        decisions={"auth": "allow", "contract": "allow"},
+        status=200,
+        latency_ms=0.3,
+    )
+
+
+def stored(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT seq FROM events ORDER BY seq")]
+
+
+def synchronous(log: AuditLog) -> int:
+    return int(log._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def _append_all(log: AuditLog, count: int) -> list[int]:
+    return [await log.append(event(i)) for i in range(count)]
+
+
+def test_process_mode_commits_in_the_callers_thread_and_chains(tmp_path: Path) -> None:
+    private, public = generate_key(tmp_path / "audit.key")
+    path = tmp_path / "a.sqlite3"
+    with AuditLog(path, signing_key=private, durability="process") as log:
+        assert synchronous(log) == 1  # NORMAL: to the OS, not the disk
+        assert asyncio.run(_append_all(log, 25)) == list(range(1, 26))
+        # recorded before append returned: another connection sees every one, no waiting
+        assert stored(path) == list(range(1, 26))
+        futures = [log.submit(event(100 + i)) for i in range(5)]
+        assert all(f.done() for f in futures)  # no writer thread in between
+        assert [f.result() for f in futures] == list(range(26, 31))
+        status = log.status()
+        assert status.ready and status.appended == 30 and status.pending == 0
+    check = verify_log(path, public_key=public)
+    assert check.ok, check
+    assert check.records == 30
+
+
+def test_fsync_mode_is_the_default_and_synchronous_full(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "a.sqlite3") as log:
+        assert log.durability == "fsync"
+        assert synchronous(log) == 2  # FULL
+        assert asyncio.run(_append_all(log, 3)) == [1, 2, 3]
+
+
+def test_process_mode_checkpoints_on_the_background_thread(tmp_path: Path) -> None:
+    private, _public = generate_key(tmp_path / "audit.key")
+    path = tmp_path / "a.sqlite3"
+    checkpoints = path.with_name(path.name + ".checkpoints")
+    with AuditLog(path, signing_key=private, durability="process", checkpoint_every=10) as log:
+        asyncio.run(_append_all(log, 35))
+        deadline = time.monotonic() + 10
+        while log.status().last_checkpoint_seq < 30 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.status().last_checkpoint_seq >= 30
+    found = read_checkpoints(checkpoints).checkpoints
+    assert found[-1].seq == 35  # the final one, on close
+    assert [c.seq for c in found] == sorted(c.seq for c in found)
+
+
+def test_process_mode_failures_are_refusals(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.sqlite3", max_bytes=64 * 1024, durability="process")
+    try:
+        with pytest.raises(AuditUnavailable, match="full"):
+            for i in range(3000):
+                asyncio.run(log.append(event(i)))
+        assert not log.status().ready
+    finally:
+        log.close()
+    acknowledged = log.status().last_seq
+    assert stored(tmp_path / "a.sqlite3") == list(range(1, acknowledged + 1))
+    with pytest.raises(AuditUnavailable, match="closed"):
+        asyncio.run(log.append(event()))
+
+    lenient = AuditLog(
+        tmp_path / "b.sqlite3", max_bytes=64 * 1024, durability="process", strict=False
+    )
+    try:
+        results = [lenient.submit(event(i)).result() for i in range(1500)]
+    finally:
+        lenient.close()
+    assert NOT_RECORDED in results
+    assert lenient.status().failed == results.count(NOT_RECORDED)
+
+
+def test_unknown_durability_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="durability"):
+        AuditLog(tmp_path / "a.sqlite3", durability="maybe")
+
+
+@pytest.mark.parametrize("value", ['"fast"', '""', "1", "true"])
+def test_bad_durability_in_guard_toml_is_a_config_error(tmp_path: Path, value: str) -> None:
+    config = tmp_path / "guard.toml"
+    config.write_text(f"[audit]\ndurability = {value}\n")
+    with pytest.raises(ConfigError, match=r"audit\.durability"):
+        load_guard_settings(config)
+
+
+def test_durability_setting_reaches_the_log_and_every_event(tmp_path: Path) -> None:
+    config = tmp_path / "guard.toml"
+    config.write_text('[audit]\ndurability = "process"\n')
+    assert load_guard_settings(config).audit.durability == "process"
+    assert load_guard_settings().audit.durability == "fsync"
+    assert "audit_not_fsync" not in load_guard_settings().unsafe()
+
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    key, _ = store.create(["predict"])
+    store.close()
+    chosen = settings(tmp_path, audit={"durability": "process"}, model={"target": TARGET})
+    app = create_app(chosen, model=served_model(), contract=contract())
+    assert app.guard.audit.durability == "process"
+    with serving(app) as server:
+        answer = httpx.post(
+            server.url + "/v1/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
+        )
+        assert answer.status_code == 200
+        # recorded when the answer was sent, not later
+        path = app.guard.audit.path
+        with sqlite3.connect(path) as conn:
+            data = conn.execute("SELECT event FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    recorded = decode_record(data)
+    assert isinstance(recorded, AuditEvent)
+    assert recorded.decisions["unsafe_audit_not_fsync"] == "record"
+
+
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_audit_durability import event
+from bastion.guard.audit import AuditLog
+
+async def main():
+    log = AuditLog(Path(sys.argv[1]), durability="process", checkpoint_every=50)
+    n = 0
+    while True:
+        seq = await log.append(event(n))
+        sys.stdout.write(f"{seq}\\n")
+        sys.stdout.flush()
+        n += 1
+
+asyncio.run(main())
+"""
+
+
+def test_process_mode_survives_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "audit-w1.sqlite3"
+    acknowledged: set[int] = set()
+    for delay in (0.05, 0.2, 0.35):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(Path(__file__).parent)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        assert child.stdout is not None
+        first = child.stdout.readline()
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        rest, errors = child.communicate()
+        assert first, errors.decode()[-2000:]
+        acknowledged |= {int(line) for line in (first + rest).split()}
+        seqs = stored(path)
+        assert acknowledged <= set(seqs)  # nothing acknowledged was lost
+        assert seqs == list(range(1, len(seqs) + 1))  # and no gap
+        check = verify_log(path)
+        assert check.ok, check
+
+
+def test_event_times_are_formatted_as_before_across_seconds() -> None:
+    import datetime as dt
+
+    from bastion.guard.audit import _format_time
+
+    for seconds in (0.0, 1.5, 1_700_000_000.999999, 1_700_000_001.000001, 1_767_225_599.25):
+        expected = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )
+        assert _format_time(seconds) == expected
