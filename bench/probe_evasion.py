@@ -142,6 +142,106 @@ class Counting:
         return np.asarray(self.estimator.predict(x))
 
 
+# --- the peers' results, cached per (dataset, model, row, tool) --------------------------------
+
+
+class PeerCache:
+    """The peers' (ART's, DiCE's) outcome on one row, stored under a key made of everything it
+    depends on: the tool, the row's values, the probe spec, the fitted model (its parameters, the
+    training data and its scores on the whole table), the source of the code that runs and judges
+    the tool, and the versions of the libraries and Python. Anything changed is a new key, so a
+    cached entry is only reused for the same inputs and the same code. ART's attacks draw from
+    numpy's global generator, so an entry is one draw, as a fresh run's would be."""
+
+    def __init__(self, folder: Path | None, context: dict[str, Any]) -> None:
+        self.folder = folder
+        self.context = context
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, tool: str, row: list[Any]) -> str:
+        import hashlib
+
+        document = {"tool": tool, "row": [repr(v) for v in row], **self.context}
+        text = json.dumps(document, sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def get(self, tool: str, row: list[Any]) -> Any:
+        if self.folder is None:
+            return None
+        path = self.folder / f"{self.key(tool, row)}.json"
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def put(self, tool: str, row: list[Any], value: Any) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{self.key(tool, row)}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(value, default=float))
+        temporary.replace(path)
+
+
+def fingerprint(
+    dname: str,
+    mname: str,
+    spec: ProbeSpec,
+    model: Any,
+    frame: pd.DataFrame,
+    x_train: pd.DataFrame,
+    y_train: np.ndarray,
+) -> dict[str, Any]:
+    """Everything a peer's outcome depends on besides the tool and the row."""
+    import hashlib
+    import inspect
+    import platform
+    from importlib.metadata import version
+
+    import bastion.probe.spec as spec_module
+
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    code = [
+        inspect.getsource(item)
+        for item in (
+            run_art_black_box,
+            run_dice,
+            Codec,
+            Counting,
+            judge,
+            typed,
+            spec_module.validate_change,
+            spec_module.change_cost,
+            spec_module._same,
+            spec_module._number,
+        )
+    ]
+    scores = np.ascontiguousarray(model.predict_proba(frame), dtype=np.float64)
+    versions = {
+        name: version(name)
+        for name in ("adversarial-robustness-toolbox", "dice-ml", "scikit-learn", "numpy", "pandas")
+    }
+    return {
+        "dataset": dname,
+        "model": mname,
+        "spec": spec.dumps(),
+        "params": repr(sorted(model.get_params(deep=True).items(), key=lambda kv: kv[0])),
+        "train": digest(pd.util.hash_pandas_object(x_train, index=True).to_numpy().tobytes())
+        + digest(np.ascontiguousarray(y_train).tobytes()),
+        "scores": digest(scores.tobytes()),
+        "code": digest("\n".join(code).encode()),
+        "versions": versions,
+        "python": platform.python_version(),
+    }
+
+
 # --- the numeric view ART needs ----------------------------------------------------------------
 
 
@@ -272,7 +372,13 @@ def run_bastion(
 
 
 def run_art_black_box(
-    spec: ProbeSpec, model: Any, frame: pd.DataFrame, rows: Rows, attack_name: str, dtypes: Dtypes
+    spec: ProbeSpec,
+    model: Any,
+    frame: pd.DataFrame,
+    rows: Rows,
+    attack_name: str,
+    dtypes: Dtypes,
+    cache: PeerCache,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from art.attacks.evasion import BoundaryAttack, HopSkipJump
     from art.estimators.classification import BlackBoxClassifier
@@ -300,6 +406,11 @@ def run_art_black_box(
     out, projected = [], []
     for i, row in enumerate(rows):
         before = list(row)
+        stored = cache.get(attack_name, before)
+        if stored is not None:
+            out.append(stored["raw"])
+            projected.append(stored["projected"])
+            continue
         x = codec.encode(raw_frame.iloc[[i]])
         counter["n"] = 0
         with warnings.catch_warnings():
@@ -319,6 +430,7 @@ def run_art_black_box(
         if p.get("claimed"):
             p["example"] = moved
         projected.append(p)
+        cache.put(attack_name, before, {"raw": entry, "projected": p})
     return out, projected
 
 
@@ -370,7 +482,13 @@ def run_art_gradient(
 
 
 def run_dice(
-    spec: ProbeSpec, model: Any, frame: pd.DataFrame, y: np.ndarray, rows: Rows, dtypes: Dtypes
+    spec: ProbeSpec,
+    model: Any,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    rows: Rows,
+    dtypes: Dtypes,
+    cache: PeerCache,
 ) -> list[dict[str, Any]]:
     import dice_ml
 
@@ -384,6 +502,10 @@ def run_dice(
     out = []
     for row in rows:
         before = list(row)
+        stored = cache.get("dice", before)
+        if stored is not None:
+            out.append(stored)
+            continue
         query = pd.DataFrame([before], columns=spec.names).astype(
             {n: frame[n].dtype for n in spec.names}
         )
@@ -433,6 +555,7 @@ def run_dice(
             entry = {"claimed": False}
         entry["queries"] = counted.n
         out.append(entry)
+        cache.put("dice", before, entry)
     return out
 
 
@@ -471,6 +594,13 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--tools", default="bastion,hopskipjump,boundary,pgd,dice")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="folder for the peers' per-row results (ART black box, DiCE), keyed on the tool, "
+        "row, spec, fitted model, training data, the peers' code and library versions; "
+        "bastion is always run afresh",
+    )
     args = parser.parse_args()
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
@@ -497,6 +627,12 @@ def main() -> None:
                 )
                 rows = x_test.iloc[pick].to_numpy(dtype=object).tolist()
                 run: dict[str, Any] = {"dataset": dname, "model": mname, "declined": len(declined)}
+                cache = PeerCache(
+                    args.cache,
+                    fingerprint(dname, mname, spec, model, frame, x_train, y_train)
+                    if args.cache
+                    else {},
+                )
                 for tool in tools:
                     began = time.monotonic()
                     entries: Any = None
@@ -504,7 +640,7 @@ def main() -> None:
                         entries = run_bastion(spec, model, frame, rows, args.budget, dtypes)
                     elif tool in ("hopskipjump", "boundary"):
                         entries, projected = run_art_black_box(
-                            spec, model, frame, rows, tool, dtypes
+                            spec, model, frame, rows, tool, dtypes, cache
                         )
                         run[f"art_{tool}_projected"] = summarise(projected, args.budget)
                     elif tool == "pgd":
@@ -514,14 +650,17 @@ def main() -> None:
                             continue  # no ART gradient through one-hot encoders or sklearn MLPs
                         entries = run_art_gradient(spec, model, frame, rows, dtypes)
                     elif tool == "dice":
-                        entries = run_dice(spec, model, x_train, y_train, rows, dtypes)
+                        entries = run_dice(spec, model, x_train, y_train, rows, dtypes, cache)
                     summary = summarise(entries, args.budget)
                     summary["seconds"] = round(time.monotonic() - began, 1)
                     run["art_" + tool if tool in ("hopskipjump", "boundary", "pgd") else tool] = (
                         summary
                     )
                     print(dname, mname, tool, summary, flush=True)
+                run["peer_cache"] = {"hits": cache.hits, "misses": cache.misses}
                 results["runs"].append(run)
+                if args.json:  # after every model: a long run leaves what it measured
+                    args.json.write_text(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

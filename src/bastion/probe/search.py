@@ -14,9 +14,15 @@ stay categories, values stay within bounds, and the total cost stays within `max
 2. With labels only, or when the greedy walk stalls (flat scores, as trees give), random sparse
    changes of one to three features at growing cost radii; the first radius holding flips
    hands its cheapest ones on.
-3. Every flip is then pruned: changed features are reverted where the flip survives without
-   them, and each remaining numeric change is shrunk on a grid (twice refined) to the smallest
-   fraction that still flips.
+3. The cheapest few first flips (greedy's last batch, or the random radius's) are polished:
+   changed features are reverted where the flip survives without them; each numeric change is
+   shrunk to the smallest fraction on a grid that still flips, then bisected between it and the
+   largest smaller fraction that does not (on a tree model the decision changes at a split
+   threshold, and the bisection ends there); then a coordinate descent drops one changed
+   feature (or halves its change) and makes up for it with the smallest move of one other
+   feature, taken only when the total cost falls. The cheapest flip seen is kept at every step,
+   so the cost never rises, and the row's query cap bounds it all; the winner's changes are
+   bisected once more, finely, at the end.
 
 No library does this: ART's attacks move an encoded numeric vector (constraints are projected
 after the fact and most projected points no longer flip; see docs/benchmarks.md), DiCE's
@@ -37,7 +43,12 @@ if TYPE_CHECKING:
 
 GRID = (0.05, 0.15, 0.3, 0.5, 0.75, 1.0)  # fractions of max_cost a numeric move may cost
 RADII = (0.25, 0.5, 1.0)  # fractions of max_cost for the random search
-SHRINK_STEPS = 8  # grid points per refinement when shrinking a numeric change
+SHRINK_STEPS = 8  # grid points when shrinking a numeric change, before the bisection
+TOLERANCE = 1e-3  # while polishing, a bisection stops this close (· max_cost) to the boundary
+FINE = 1e-6  # and on the final flip, this close
+STARTS = 3  # first flips polished per row (the cheapest first)
+TRADE_GRID = (0.25, 0.5, 0.75, 0.95)  # shares of the saving a compensating move may spend
+TRADE_ROUNDS = 4  # improving trades per polished flip at most
 EPS = 1e-9
 
 
@@ -160,6 +171,9 @@ class Searcher:
         self.cap = queries_per_row
         self.rng = np.random.default_rng(seed)
         self.used = 0
+        self._kept: list[int] = []  # which of the rows last asked about were sent
+        self._best: list[Any] | None = None  # the cheapest flip seen for the current row
+        self._best_cost = math.inf
 
     # -- querying within the row's budget --
 
@@ -228,18 +242,18 @@ class Searcher:
 
     # -- strategies --
 
-    def _greedy(self, original: list[Any], score: float) -> list[Any] | None:
+    def _greedy(self, original: list[Any], score: float) -> list[list[Any]]:
         current, spent = list(original), 0.0
         while self.used < self.cap:
             rows = self._moves(original, current, spent)
             if not rows:
-                return None
+                return []
             flipped, scores = self._ask(rows)
             rows = [rows[i] for i in self._kept]
             costs = [self._cost(original, r) for r in rows]
-            hits = [i for i in range(len(rows)) if flipped[i]]
+            hits = sorted((i for i in range(len(rows)) if flipped[i]), key=lambda i: costs[i])
             if hits:
-                return rows[min(hits, key=lambda i: costs[i])]
+                return [rows[i] for i in hits[:STARTS]]
             assert scores is not None
             best, best_gain = None, 0.0
             for i in range(len(rows)):
@@ -250,9 +264,9 @@ class Searcher:
                 if best is None or rate > best_gain:
                     best, best_gain = i, rate
             if best is None:
-                return None  # stalled: no single move raises the score
+                return []  # stalled: no single move raises the score
             current, spent, score = rows[best], costs[best], float(scores[best])
-        return None
+        return []
 
     def _random(self, original: list[Any]) -> list[list[Any]]:
         import numpy as np
@@ -295,14 +309,32 @@ class Searcher:
                 key=lambda r: self._cost(original, r),
             )
             if hits:
-                return hits[:3]
+                return hits[:STARTS]
         return []
 
-    def _prune(self, original: list[Any], row: list[Any]) -> list[Any]:
-        space = self.space
-        # 1. revert whole features while the flip survives, cheapest result first
+    # -- polishing a flip --
+
+    def _flips(self, rows: list[list[Any]]) -> list[tuple[list[Any], bool]]:
+        """The rows sent (a sample of them when the row's budget is short) and whether each
+        gets the favourable decision."""
+        flipped, _ = self._ask(rows)
+        return [(rows[k], bool(f)) for k, f in zip(self._kept, flipped, strict=True)]
+
+    def _keep(self, original: list[Any], row: list[Any]) -> None:
+        """A row the model was seen to flip becomes the best so far when it is cheaper."""
+        cost = self._cost(original, row)
+        if self._best is None or cost < self._best_cost - EPS:
+            self._best, self._best_cost = list(row), cost
+
+    def _changed(self, original: list[Any], row: list[Any]) -> list[int]:
+        """The changed features, the dearest change first."""
+        parts = [self.space.part(i, original[i], row[i]) for i in range(len(row))]
+        return sorted((i for i in range(len(row)) if parts[i] > 0), key=lambda i: -parts[i])
+
+    def _revert(self, original: list[Any], row: list[Any]) -> list[Any]:
+        """Whole changes reverted while the flip survives without them, cheapest result first."""
         while self.used < self.cap:
-            changed = [i for i in range(len(row)) if space.part(i, original[i], row[i]) > 0]
+            changed = self._changed(original, row)
             if len(changed) <= 1:
                 break
             candidates = []
@@ -310,64 +342,208 @@ class Searcher:
                 trial = list(row)
                 trial[i] = original[i]
                 candidates.append(trial)
-            flipped, _ = self._ask(candidates)
-            kept = [candidates[k] for k, ok in zip(self._kept, flipped, strict=True) if ok]
+            kept = [trial for trial, ok in self._flips(candidates) if ok]
             if not kept:
                 break
             row = min(kept, key=lambda r: self._cost(original, r))
-        # 2. shrink each numeric change to the smallest fraction that still flips
-        for i in range(len(row)):
-            feature = space.features[i]
-            if feature.kind == "categorical" or space.part(i, original[i], row[i]) == 0:
-                continue
-            full = float(row[i]) - float(original[i])
-            low_t, high_t = 0.0, 1.0  # the change at high_t flips; at low_t it did not
-            for _ in range(2):
-                if self.used >= self.cap:
-                    return row
-                trials, fractions = [], []
-                for k in range(1, SHRINK_STEPS):
-                    t = low_t + (high_t - low_t) * k / SHRINK_STEPS
-                    value = space.numeric_value(i, float(original[i]), t * full)
-                    if value is None:
-                        continue
-                    trial = list(row)
-                    trial[i] = space.cast(i, value)
-                    trials.append(trial)
-                    fractions.append(t)
-                if not trials:
-                    break
-                flipped, _ = self._ask(trials)
-                results = [
-                    (fractions[k], trials[k], bool(f))
-                    for k, f in zip(self._kept, flipped, strict=True)
-                ]
-                hits = [(t, trial) for t, trial, f in results if f]
-                if hits:
-                    high_t, row = min(hits, key=lambda h: h[0])
-                low_t = max([t for t, _, f in results if not f and t < high_t], default=low_t)
+            self._keep(original, row)
         return row
 
-    def search(self, original: Sequence[Any], score: float | None) -> Outcome:
-        """The cheapest flip found for one declined row within its query budget."""
-        self.used = 0
-        start = list(original)
-        found: list[list[Any]] = []
+    def _at(
+        self, original: list[Any], row: list[Any], i: int, full: float, t: float
+    ) -> tuple[list[Any], float] | None:
+        """`row` with feature i's change scaled to the fraction t of `full` (rounded away from
+        the original for integers), and the fraction that rounding gives; None for no change."""
+        space = self.space
+        origin = float(original[i])
+        value = space.numeric_value(i, origin, t * full)
+        if value is None:
+            return None
+        trial = list(row)
+        trial[i] = space.cast(i, value)
+        return trial, (float(trial[i]) - origin) / full
+
+    def _shrink(
+        self, original: list[Any], row: list[Any], i: int, tolerance: float = TOLERANCE
+    ) -> list[Any]:
+        """Feature i's numeric change shrunk toward the original while the flip survives: the
+        smallest fraction on a grid that flips (the score need not be monotone along the
+        change), then a bisection between it and the largest smaller grid fraction that does
+        not, down to tolerance · max_cost (or one integer step). On a tree model the decision
+        changes at a split threshold, so the bisection ends at the threshold."""
+        space = self.space
+        feature = space.features[i]
+        if feature.kind == "categorical" or space.part(i, original[i], row[i]) == 0:
+            return row
+        full = float(row[i]) - float(original[i])
+        low_t, high_t = 0.0, 1.0  # the change at high_t flips; at low_t it does not
+        trials: dict[float, list[Any]] = {}
+        for k in range(1, SHRINK_STEPS):
+            made = self._at(original, row, i, full, k / SHRINK_STEPS)
+            if made is not None and 0 < made[1] < high_t:
+                trials.setdefault(made[1], made[0])
+        if trials:
+            sent = self._flips(list(trials.values()))
+            fraction = {id(trial): t for t, trial in trials.items()}
+            hits = [fraction[id(trial)] for trial, ok in sent if ok]
+            if hits:
+                high_t = min(hits)
+                row = trials[high_t]
+                self._keep(original, row)
+            misses = [fraction[id(trial)] for trial, ok in sent if not ok]
+            low_t = max([t for t in misses if t < high_t], default=low_t)
+        step = tolerance * self.max_cost / (feature.cost * abs(full))
+        while high_t - low_t > step and self.used < self.cap:
+            made = self._at(original, row, i, full, (low_t + high_t) / 2)
+            if made is None or not low_t < made[1] < high_t:
+                break  # one integer step apart
+            trial, t = made
+            if self._flips([trial])[0][1]:
+                high_t, row = t, trial
+                self._keep(original, row)
+            else:
+                low_t = t
+        return row
+
+    def _compensations(
+        self, original: list[Any], base: list[Any], skip: int, room: float
+    ) -> list[list[Any]]:
+        """Single moves of one feature other than `skip` from `base`, each adding less than
+        `room` to its cost: numeric changes grown (or started) on TRADE_GRID, categories
+        switched."""
+        space = self.space
+        rows: list[list[Any]] = []
+        seen: set[tuple[int, Any]] = set()
+        for j in space.mutable:
+            if j == skip or _is_missing(original[j]):
+                continue
+            feature = space.features[j]
+            if feature.kind == "categorical":
+                if str(base[j]) != str(original[j]) or feature.cost >= room:
+                    continue
+                values: list[Any] = space.categories(j, original[j])
+            else:
+                origin, now = float(original[j]), float(base[j])
+                signs = [1.0 if now > origin else -1.0] if now != origin else [1.0, -1.0]
+                values = []
+                for sign in signs:
+                    for share in TRADE_GRID:
+                        delta = now - origin + sign * share * room / feature.cost
+                        value = space.numeric_value(j, origin, delta)
+                        if value is not None:
+                            values.append(space.cast(j, value))
+            base_part = space.part(j, original[j], base[j])
+            for value in values:
+                if (j, value) in seen or value == base[j]:
+                    continue
+                seen.add((j, value))
+                if space.part(j, original[j], value) - base_part < room:
+                    trial = list(base)
+                    trial[j] = value
+                    rows.append(trial)
+        return rows
+
+    def _trade(self, original: list[Any], row: list[Any]) -> list[Any]:
+        """Coordinate descent on the cost: drop one changed feature (or halve its change) and
+        make up for it with the smallest move of one other feature, taken when the total cost
+        falls; the moved features are then shrunk again. The cost never rises."""
+        space = self.space
+        for _ in range(TRADE_ROUNDS):
+            cost = self._cost(original, row)
+            better: list[Any] | None = None
+            for i in self._changed(original, row):
+                bases = []
+                dropped = list(row)
+                dropped[i] = original[i]
+                bases.append(dropped)
+                if space.features[i].kind != "categorical":
+                    full = float(row[i]) - float(original[i])
+                    half = self._at(original, row, i, full, 0.5)
+                    if half is not None and 0 < half[1] < 1:
+                        bases.append(half[0])
+                for base in bases:
+                    room = cost - self._cost(original, base) - TOLERANCE * self.max_cost
+                    if room <= 0 or self.used >= self.cap:
+                        continue
+                    trials = [base, *self._compensations(original, base, i, room)]
+                    hits = [trial for trial, ok in self._flips(trials) if ok]
+                    if not hits:
+                        continue
+                    found = min(hits, key=lambda r: self._cost(original, r))
+                    self._keep(original, found)
+                    for j in self._changed(original, found):
+                        found = self._shrink(original, found, j)
+                    if self._cost(original, found) < cost - EPS:
+                        better = found
+                        break
+                if better is not None:
+                    break
+            if better is None:
+                return row
+            row = better
+        return row
+
+    def _polish(self, original: list[Any], row: list[Any]) -> None:
+        """A first flip made as cheap as the search can: whole changes reverted, each numeric
+        change shrunk to the boundary, then traded between features."""
+        self._keep(original, row)
+        row = self._revert(original, row)
+        for i in self._changed(original, row):
+            row = self._shrink(original, row, i)
+        self._trade(original, row)
+
+    def _outcome(self, start: list[Any], score: float | None) -> Outcome:
+        """The best flip seen, its changes first brought to the boundary (FINE) while the row's
+        budget lasts."""
         try:
-            if score is not None and self.fav_index is not None:
-                hit = self._greedy(start, score)
-                if hit is not None:
-                    found.append(hit)
-            if not found:
-                found = self._random(start)
-            best: list[Any] | None = None
-            for hit in found:
-                pruned = self._prune(start, hit)
-                if best is None or self._cost(start, pruned) < self._cost(start, best):
-                    best = pruned
+            if self._best is not None:
+                row = self._best
+                for i in self._changed(start, row):
+                    row = self._shrink(start, row, i, FINE)
         except QueryBudgetExceeded:
-            best = min(found, key=lambda r: self._cost(start, r)) if found else None
+            pass  # the best flip seen so far stands
+        best = self._best
         if best is None:
             return Outcome(None, self.used)
         flip = Flip(tuple(start), tuple(best), self._cost(start, best), score, None)
         return Outcome(flip, self.used)
+
+    def search(self, original: Sequence[Any], score: float | None) -> Outcome:
+        """The cheapest flip found for one declined row within its query budget."""
+        self.used = 0
+        self._best, self._best_cost = None, math.inf
+        start = list(original)
+        try:
+            starts: list[list[Any]] = []
+            if score is not None and self.fav_index is not None:
+                starts = self._greedy(start, score)
+            if not starts:
+                starts = self._random(start)
+            for hit in sorted(starts, key=lambda r: self._cost(start, r)):
+                self._polish(start, hit)
+        except QueryBudgetExceeded:
+            pass  # the best flip seen so far stands
+        return self._outcome(start, score)
+
+    def polish(self, original: Sequence[Any], changed: Sequence[Any]) -> Outcome:
+        """A flip found elsewhere (another tool's, a reviewer's) made as cheap as the search
+        can within the row's query budget. No flip when `changed` is not a valid change of
+        `original` under the spec, costs more than max_cost, or does not get the favourable
+        decision."""
+        from bastion.probe.spec import validate_change
+
+        self.used = 0
+        self._best, self._best_cost = None, math.inf
+        start, row = list(original), list(changed)
+        if (
+            len(row) != len(start)
+            or validate_change(self.space.spec, start, row)
+            or self._cost(start, row) > self.max_cost + EPS
+        ):
+            return Outcome(None, 0)
+        try:
+            if self._flips([row])[0][1]:
+                self._polish(start, row)
+        except QueryBudgetExceeded:
+            pass
+        return self._outcome(start, None)
