@@ -453,3 +453,40 @@ def test_text_declared_columns_of_a_csv_are_read_as_text(tmp_path: Path) -> None
     numbers = open_dataset(tmp_path / "numbers.parquet", options, name="numbers.parquet")
     found = by_rule(C.check(numbers, options, contract))
     assert found == {("CON003", "column:postcode"): tuple(range(400))}
+
+
+def test_coercing_repeated_dates_once_gives_what_each_value_gives() -> None:
+    """_coerce_cells parses each distinct date once (a memo): the result must be what
+    coerce_value gives value by value, invalid and out-of-range values included."""
+    import pandas as pd
+
+    from bastion.datacheck.constraints import Invalid, _coerce_cells, coerce_value
+
+    berlin = dt.timezone(dt.timedelta(hours=1))
+    distinct = [
+        dt.date(2020, 1, 2),
+        dt.datetime(2020, 1, 2),
+        dt.datetime(2020, 1, 2, 1, 0, tzinfo=berlin),
+        dt.datetime(2020, 1, 2, 0, 0, tzinfo=dt.timezone.utc),
+        "2020-01-02",
+        " 2020-01-02T03:04:05+02:00 ",
+        "2020-13-02",
+        "not a date",
+        "1500-01-01",
+        7,
+        None,
+    ]
+    values = [distinct[i % len(distinct)] for i in range(200)]
+    series = pd.Series(values, dtype="object")
+    null = pd.Series([v is None for v in values])
+    out, bad = _coerce_cells("datetime", series, null)
+    for value, got, failed in zip(values, out.tolist(), bad.tolist(), strict=True):
+        if value is None:
+            assert pd.isna(got) and not failed
+            continue
+        try:
+            expected = coerce_value("datetime", value)
+        except Invalid:
+            assert failed and pd.isna(got)
+        else:
+            assert not failed and got == pd.Timestamp(expected)

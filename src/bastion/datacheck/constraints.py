@@ -200,6 +200,11 @@ _TARGET_DTYPES = {
 }
 
 
+_UNSEEN = object()
+_INVALID = object()
+MEMO_VALUES = 65_536  # distinct values remembered per batch and column when coercing dates
+
+
 def _coerce_cells(
     kind: str, series: pandas.Series, null: pandas.Series
 ) -> tuple[pandas.Series, pandas.Series]:
@@ -207,17 +212,37 @@ def _coerce_cells(
 
     values: list[Any] = []
     bad: list[bool] = []
+    # dates repeat (a million rows over a few thousand days): each distinct value is parsed
+    # once; coerce_value is a pure function of the value, and equal values (an aware datetime
+    # and the same instant in another zone) coerce alike
+    memo: dict[Any, Any] | None = {} if kind == "datetime" else None
     for value, missing in zip(series.tolist(), null.tolist(), strict=True):
         if missing:
             values.append(None)
             bad.append(False)
             continue
+        if memo is not None:
+            try:
+                known = memo.get(value, _UNSEEN)
+            except TypeError:  # an unhashable value: no memo
+                known = _UNSEEN
+            if known is not _UNSEEN:
+                values.append(None if known is _INVALID else known)
+                bad.append(known is _INVALID)
+                continue
         try:
-            values.append(coerce_value(kind, value))
+            coerced = coerce_value(kind, value)
+            values.append(coerced)
             bad.append(False)
         except Invalid:
+            coerced = _INVALID
             values.append(None)
             bad.append(True)
+        if memo is not None and len(memo) < MEMO_VALUES:
+            try:
+                memo[value] = coerced
+            except TypeError:
+                pass
     if kind == "datetime":
         out = pd.Series(pd.to_datetime(values, utc=True), index=series.index)
     else:

@@ -301,6 +301,7 @@ class CsvSource:
             skip_rows=1 if self.layout.header else 0,
             block_size=self.options.max_line + 1024,
             encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding,
+            use_threads=True,  # blocks parsed and converted on pyarrow's thread pool
         )
 
     def _parse_options(self) -> Any:
