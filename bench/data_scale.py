@@ -221,31 +221,87 @@ print(json.dumps({"s": time.monotonic() - started, "findings": len(found)}))
 """
 
 
-def measured(argv: list[str]) -> tuple[float, float, float, str, int]:
-    """(wall seconds, CPU seconds, peak RSS in MB, stdout, exit code) of one child, its own
-    rusage read with os.wait4 (RUSAGE_CHILDREN would give the largest child so far)."""
+class RunQueue:
+    """What a process tree waited for a CPU: every thread's /proc schedstat (time on a CPU,
+    time runnable but waiting for one), polled while the tree runs and summed per thread at its
+    last reading. Wall time beyond CPU + run-queue wait is time the threads were blocked (I/O,
+    locks, pipes). Linux only; zeros elsewhere."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid = pid
+        self.threads: dict[tuple[int, int], tuple[int, int]] = {}
+        self.done = threading.Event()
+        self.poller = threading.Thread(target=self._poll, daemon=True)
+        self.poller.start()
+
+    def _tree(self) -> list[int]:
+        pids, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                    todo.extend(int(c) for c in children)
+            except OSError:
+                continue
+        return pids
+
+    def _poll(self) -> None:
+        while not self.done.wait(0.25):
+            for pid in self._tree():
+                try:
+                    tasks = os.listdir(f"/proc/{pid}/task")
+                except OSError:
+                    continue
+                for task in tasks:
+                    try:
+                        fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
+                    except OSError:
+                        continue
+                    self.threads[(pid, int(task))] = (int(fields[0]), int(fields[1]))
+
+    def stop(self) -> tuple[float, float]:
+        """(seconds on a CPU, seconds waiting for one), summed over every thread seen."""
+        self.done.set()
+        self.poller.join()
+        on_cpu = sum(c for c, _w in self.threads.values()) / 1e9
+        waiting = sum(w for _c, w in self.threads.values()) / 1e9
+        return on_cpu, waiting
+
+
+def measured(argv: list[str]) -> tuple[float, float, float, str, int, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB, stdout, exit code, seconds runnable but
+    waiting for a CPU) of one child, its own rusage read with os.wait4 (RUSAGE_CHILDREN would
+    give the largest child so far)."""
     started = time.monotonic()
     with open(os.devnull, "wb") as devnull:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=devnull, cwd=ROOT)
+        queue = RunQueue(proc.pid)
         assert proc.stdout is not None
         out = proc.stdout.read()
+        _on_cpu, waiting = queue.stop()
         _pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started
     cpu = usage.ru_utime + usage.ru_stime
-    return wall, cpu, usage.ru_maxrss / 1024, out.decode(), proc.returncode
+    return wall, cpu, usage.ru_maxrss / 1024, out.decode(), proc.returncode, waiting
 
 
 def median_of(runs: int, argv: list[str], ok: tuple[int, ...] = (0, 1)) -> dict[str, Any]:
-    walls, cpus, rss, inner = [], [], [], []
+    walls, cpus, rss, inner, queued, loads = [], [], [], [], [], []
     out = ""
     for _ in range(runs):
-        wall, cpu, peak, out, code = measured(argv)
+        wall, cpu, peak, out, code, waiting = measured(argv)
         if code not in ok:
             sys.exit(f"{' '.join(argv[:8])} ... exited {code}")
         walls.append(wall)
         cpus.append(cpu)
         rss.append(peak)
+        queued.append(waiting)
+        loads.append(os.getloadavg()[0])
         try:
             inner.append(float(json.loads(out.splitlines()[-1]).get("s", "nan")))
         except (ValueError, IndexError, AttributeError):
@@ -256,6 +312,8 @@ def median_of(runs: int, argv: list[str], ok: tuple[int, ...] = (0, 1)) -> dict[
         "cpu_s": statistics.median(cpus),
         "peak_rss_mb": statistics.median(rss),
         "max_rss_mb": max(rss),
+        "run_queue_s": [round(q, 1) for q in queued],  # runnable, waiting for a CPU
+        "load_1min": [round(x, 1) for x in loads],  # after each run
         "inner_s": statistics.median(inner) if inner else None,
         "out": out,
     }
@@ -311,6 +369,7 @@ def main() -> int:
             print(
                 f"{fmt:8} end to end: {r['wall_s']:.1f} s wall (runs {r['walls']}), "
                 f"{args.rows / r['wall_s']:,.0f} rows/s, CPU {r['cpu_s']:.1f} s, "
+                f"waiting for a CPU {r['run_queue_s']} s, load {r['load_1min']}, "
                 f"peak RSS {r['max_rss_mb']:.0f} MB; "
                 f"findings {r['findings']} rows {r['finding_rows']} errors {r['errors']}"
             )
