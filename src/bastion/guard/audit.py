@@ -13,10 +13,11 @@ How far an event is written before `AuditLog.append` returns is the log's `durab
   `synchronous=NORMAL` in WAL mode: the commit has handed the record to the operating system
   (a write() to the WAL file) when it returns, without waiting for the disk. The event
   survives the guard being killed (kill -9, a crash) but not an OS crash or a power cut, which
-  can lose the last commits (the database stays consistent: WAL commits are atomic, and
-  `bastion audit verify` names the loss against the signed checkpoints). No thread handoff and
-  no fsync on the request path; WAL checkpoints and signed checkpoints run on a background
-  thread.
+  can take the commits since the last WAL checkpoint (at most `checkpoint_every` events or
+  `checkpoint_seconds`; the database stays consistent, WAL commits being atomic, and the chain
+  then simply ends earlier). No thread handoff and no fsync on the request path: a background
+  thread runs the WAL checkpoint (fsync) and then signs a checkpoint of the head as it stood
+  before it, so a signed checkpoint never names a record a power cut could take.
 
 Either way a request is answered only after its event is recorded to that level. In strict
 mode (the default) an event that cannot be written makes `append` raise `AuditUnavailable`: the
@@ -781,9 +782,12 @@ class AuditLog:
             self._checkpoint_now()
 
     def _checkpointer(self) -> None:
-        """Process mode's background thread: signed checkpoints every `checkpoint_every` events
-        (woken by `_poke`) or `checkpoint_seconds`, each followed by a passive WAL checkpoint on
-        a connection of its own (it never blocks the committing thread)."""
+        """Process mode's background thread: every `checkpoint_every` events (woken by `_poke`)
+        or `checkpoint_seconds`, a WAL checkpoint on a connection of its own (PASSIVE: it never
+        blocks the committing thread; it fsyncs the WAL, which makes every commit so far
+        durable, and copies it into the database), then a signed checkpoint of the head as it
+        stood before it. A signed checkpoint therefore never names a record a power cut could
+        take away: what one can take is the commits since the last WAL checkpoint."""
         wal: sqlite3.Connection | None = None
         try:
             stopping = False
@@ -801,12 +805,14 @@ class AuditLog:
                     time.monotonic() >= self._checkpoint_due
                 ):
                     if self._since_checkpoint or self._checkpoint_error is not None:
-                        self._checkpoint_now()
+                        head = self._head_now()
                         wal = self._checkpoint_wal(wal)
+                        self._checkpoint_now(head)
                     self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
-            if self._since_checkpoint:
-                self._checkpoint_now()
+            head = self._head_now()
             wal = self._checkpoint_wal(wal)
+            if self._since_checkpoint:
+                self._checkpoint_now(head)
         finally:
             if wal is not None:
                 wal.close()
@@ -873,9 +879,13 @@ class AuditLog:
             if self._checkpoint_error is not None:
                 self._checkpoint_now()  # retry so a strict log can recover
 
-    def _checkpoint_now(self) -> None:
+    def _head_now(self) -> tuple[int, str, int]:
+        with self._lock:
+            return self._seq, self._head, self._since_checkpoint
+
+    def _checkpoint_now(self, head: tuple[int, str, int] | None = None) -> None:
         try:
-            self._write_checkpoint()
+            self._write_checkpoint(head)
         except (OSError, AuditError) as exc:
             with self._lock:
                 self._checkpoint_error = str(exc)
@@ -884,11 +894,11 @@ class AuditLog:
                 self._checkpoint_error = None
         self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
 
-    def _write_checkpoint(self) -> None:
-        """Sign and append a checkpoint of the chain's head as it stands (in process mode a
-        commit may land meanwhile: it is counted towards the next checkpoint)."""
-        with self._lock:
-            seq, head, counted = self._seq, self._head, self._since_checkpoint
+    def _write_checkpoint(self, at_head: tuple[int, str, int] | None = None) -> None:
+        """Sign and append a checkpoint of the chain's head as it stands, or of `at_head`
+        (sequence, hash, events it covers since the last checkpoint); in process mode commits
+        landing meanwhile are counted towards the next checkpoint."""
+        seq, head, counted = at_head if at_head is not None else self._head_now()
         checkpoint = sign(
             Checkpoint(chain=self.chain, worker=self.worker, seq=seq, head=head, at=utc_now()),
             self._key,
