@@ -82,10 +82,14 @@ DATASETS = {
 
 # ---------------------------------------------------------------- attacks
 
+# (poisoned table, poisoned row numbers, description, the planted subgroup's row numbers for a
+# targeted attack: the rows whose label the attacker set, flipped or not)
+Attack = tuple[pa.Table, np.ndarray, str, np.ndarray | None]
+
 
 def random_flips(
     table: pa.Table, target: str, _label: str, rate: float, rng: np.random.Generator
-) -> tuple[pa.Table, np.ndarray, str]:
+) -> Attack:
     values = np.array(table.column(target).to_pylist(), dtype=object)
     classes = sorted(set(values))
     count = max(1, round(rate * len(values)))
@@ -93,12 +97,12 @@ def random_flips(
     for row in rows:
         choices = [c for c in classes if c != values[row]]
         values[row] = choices[rng.integers(len(choices))]
-    return _with_labels(table, target, values), rows, f"{count} rows"
+    return _with_labels(table, target, values), rows, f"{count} rows", None
 
 
 def targeted_flips(
     table: pa.Table, target: str, label: str, rate: float, rng: np.random.Generator
-) -> tuple[pa.Table, np.ndarray, str]:
+) -> Attack:
     values = np.array(table.column(target).to_pylist(), dtype=object)
     wanted = max(1, round(rate * len(values)))
     text_columns = [
@@ -112,7 +116,7 @@ def targeted_flips(
         members, what = _ball_subgroup(table, target, values, label, wanted, rng)
     rows = members[values[members] != label]
     values[rows] = label
-    return _with_labels(table, target, values), np.sort(rows), what
+    return _with_labels(table, target, values), np.sort(rows), what, np.sort(members)
 
 
 def _category_subgroup(
@@ -182,7 +186,7 @@ def _ball_subgroup(
 
 def backdoor(
     table: pa.Table, target: str, label: str, rate: float, rng: np.random.Generator
-) -> tuple[pa.Table, np.ndarray, str]:
+) -> Attack:
     values = np.array(table.column(target).to_pylist(), dtype=object)
     count = max(1, round(rate * len(values)))
     pool = np.flatnonzero(values != label)
@@ -207,7 +211,7 @@ def backdoor(
     values[rows] = label
     columns[target] = list(values)
     out = pa.table({n: pa.array(columns[n], type=table.column(n).type) for n in table.column_names})
-    return out, rows, " & ".join(f"{n}={v}" for n, v in trigger)
+    return out, rows, " & ".join(f"{n}={v}" for n, v in trigger), None
 
 
 def _unseen_pair(
@@ -260,6 +264,7 @@ def measure(
     target: str,
     poisoned: np.ndarray,
     what: str,
+    subgroup: np.ndarray | None = None,
 ) -> dict[str, Any]:
     ds = Dataset.from_table(table, f"{dataset}.csv")
     started = time.perf_counter()
@@ -296,7 +301,34 @@ def measure(
     both = truth.any() and not truth.all()
     row["bastion_auc"] = round(float(roc_auc_score(truth, result.scores)), 3) if both else None
     row["cleanlab_auc"] = round(float(roc_auc_score(truth, cleanlab_score)), 3) if both else None
+    if subgroup is not None:
+        row["ceiling_precision"] = ceiling(result.frame, subgroup, truth)
     return row
+
+
+def ceiling(frame: Any, subgroup: np.ndarray, truth: np.ndarray) -> float | None:
+    """The best row-level precision at recall 0.9 that a detector told exactly which subgroup
+    was planted could reach: bastion's own learner trained without the subgroup ranks the
+    subgroup's rows of the planted label by how unlikely it finds that label, and the
+    shortest prefix of that ranking holding 90% of the flipped rows sets the precision.
+    Below 0.8, the issue's target for that cell is beyond any detector that separates flipped
+    from genuine rows by their features with this model."""
+    members = np.flatnonzero(np.isin(frame.rows, subgroup))
+    if not truth[members].any():
+        return None
+    learner = label_checks.Learner(frame)
+    model = learner.fit(np.setdiff1d(np.arange(len(frame.rows)), members))
+    probs = learner.predict(model, members)
+    planted = int(np.bincount(frame.labels[members][truth[members]]).argmax())
+    carrying = frame.labels[members] == planted
+    score = 1.0 - probs[carrying, planted]
+    hits = truth[members][carrying][np.argsort(-score, kind="stable")]
+    needed = int(np.ceil(0.9 * int(truth.sum())))
+    found = np.cumsum(hits)
+    if found[-1] < needed:
+        return None
+    k = int(np.searchsorted(found, needed)) + 1
+    return round(needed / k, 3)
 
 
 def clean_run(dataset: str, table: pa.Table, target: str) -> dict[str, Any]:
@@ -316,19 +348,27 @@ def clean_run(dataset: str, table: pa.Table, target: str) -> dict[str, Any]:
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(
+    quick: bool, datasets: list[str] | None = None, attacks: list[str] | None = None
+) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
     for dataset, load in DATASETS.items():
+        if datasets and dataset not in datasets:
+            continue
         table, target, label = load()
         clean.append(clean_run(dataset, table, target))
         print(f"{dataset}: clean {clean[-1]['rules']}", file=sys.stderr)
         for attack, apply in ATTACKS.items():
+            if attacks and attack not in attacks:
+                continue
             rates = RATES[attack][-1:] if quick else RATES[attack]
             for rate in rates:
                 rng = np.random.default_rng([SEED, int(rate * 1000), len(attack), len(dataset)])
-                poisoned_table, poisoned, what = apply(table, target, label, rate, rng)
-                row = measure(dataset, attack, rate, poisoned_table, target, poisoned, what)
+                poisoned_table, poisoned, what, subgroup = apply(table, target, label, rate, rng)
+                row = measure(
+                    dataset, attack, rate, poisoned_table, target, poisoned, what, subgroup
+                )
                 rows.append(row)
                 print(
                     f"{dataset:14} {attack:9} {rate:5.0%} n={row['poisoned']:4} "
@@ -417,6 +457,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--scale", type=int, help="time the label checks on this many rows")
     parser.add_argument("--markdown", type=Path, help="print the table of a --json result file")
+    parser.add_argument(
+        "--datasets", help=f"comma-separated subset of {','.join(DATASETS)} (default: all)"
+    )
+    parser.add_argument(
+        "--attacks", help=f"comma-separated subset of {','.join(ATTACKS)} (default: all)"
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -425,7 +471,11 @@ def main() -> int:
         result: dict[str, Any] = scale(args.scale)
         print(json.dumps(result, indent=2))
     else:
-        result = run(args.quick)
+        result = run(
+            args.quick,
+            args.datasets.split(",") if args.datasets else None,
+            args.attacks.split(",") if args.attacks else None,
+        )
         print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

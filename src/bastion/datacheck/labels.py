@@ -113,7 +113,7 @@ def analyse(dataset: Dataset, options: DataOptions) -> Analysis:
     if result.untested:
         notes.append(
             f"{result.untested:,} candidate subgroups not tested (leave-out model budget; "
-            "the most suspicious value patterns go first)"
+            "values, pairs and places take turns, the least likely labels first)"
         )
     if notes:
         findings.append(

@@ -9,9 +9,12 @@ subgroup predicts for it:
 
 1. candidate subgroups, found by counting only: each category value, each value of a discrete or
    repeated ("spike") number, quantile bins of numbers, pairs of rare values, k-means clusters,
-   and regions where rows of one label that a linear model disagrees with are each other's
-   nearest neighbours; a candidate is (almost) all one label (`label_group_purity`) and holds
-   at most half of that label's rows;
+   and regions: neighbourhoods of 8 to 50 rows around rows whose label their surroundings
+   disagree with (a cross-validated linear model, or most of their 30 nearest rows, give
+   another label); a candidate is (almost) all one label (`label_group_purity`) and holds
+   at most half of that label's rows; a region mostly made of a likelier region's rows is
+   dropped, and the three families (values, pairs, places) take turns for the leave-out
+   fits, so that thousands of pure pixel values cannot crowd out one planted region;
 2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
    64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
@@ -28,9 +31,12 @@ subgroup predicts for it:
    what a model learns from the other rows already expects most of their label.
    Reported rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the
    rows) every row of the pattern with its label; for a larger subgroup, its rows of its
-   label that the leave-out model would, by confident learning's per-class thresholds, label
-   otherwise. A confirmed region is grown along its label's nearest rows while a model
-   without it would label them otherwise.
+   label to which the leave-out model gives another label at least as likely (the subgroup
+   is already confirmed as a whole: each row needs the leave-out model's preference only,
+   not confident learning's per-class threshold, which on well-separated classes sits near
+   0.9 and missed half of a planted region). A confirmed region is grown along its label's
+   nearest rows while a model without it would label them otherwise, up to a quarter of the
+   rows.
 
 Near-duplicates with conflicting labels (LBL004): rows equal on every modelled column after
 quantising numbers to 1% of their spread. Outliers in the wrong class (LBL005): rows much
@@ -66,6 +72,12 @@ QUANTILE_BINS = 5
 EMBED_DIMS = 48  # k-means/kNN space: standardised columns, reduced to this many by SVD
 NEIGHBOURS = 10
 MAX_REGIONS = 100  # neighbourhoods around disagreeing rows tested, at most
+REGION_SIZES = (8, 12, 20, 30, 50)  # rows in a neighbourhood (at least label_min_group_rows)
+SEED_NEIGHBOURS = 30  # a row most of whose nearest rows carry another label seeds regions
+GROW_MAX_SHARE = 0.25  # share of the rows a grown region may reach
+RELABEL = "likelier"
+SHELL_OWN_SHARE = 0.5  # a place whose shell carries its label this often is not surrounded
+REGION_OVERLAP = 0.5  # a region sharing more of its rows with a likelier one is not tested
 KNN_REFERENCE_ROWS = 20_000  # reference rows per label for the kNN checks, at most
 SEED = 0
 # candidate kinds in the three families that share the test's alpha: single values, pairs of
@@ -361,12 +373,35 @@ def find_candidates(
         consider("cluster", positions, (("cluster", f"{len(positions)} rows"),))
     for positions in _disagreement_regions(frame, embedding, learner, smallest):
         consider("region", positions, (("region", f"{len(positions)} rows"),))
-    # value patterns first (triggers, category values), then bins, clusters and regions
-    rank = {"pair": 0, "value": 0, "bin": 1, "cluster": 2, "region": 2}
-    ranked = sorted(
-        found.values(), key=lambda c: (rank[c.kind], -c.prescore, c.kind, c.positions[0])
+    # within a family, the least likely label counts first (among places: regions seeded
+    # by disagreeing rows, then bins, then clusters); the families take turns, so that none spends
+    # the whole budget of leave-out fits
+    rank = {"pair": 0, "value": 0, "region": 1, "bin": 2, "cluster": 3}
+    ranked = _distinct_regions(
+        sorted(found.values(), key=lambda c: (rank[c.kind], -c.prescore, c.kind, c.positions[0])),
+        n,
     )
-    return Candidates(ranked[:MAX_CANDIDATES], scanned)
+    queues = [[c for c in ranked if FAMILIES[c.kind] == family] for family in FAMILY_NAMES]
+    turns = [c for round_ in itertools.zip_longest(*queues) for c in round_ if c is not None]
+    return Candidates(turns[:MAX_CANDIDATES], scanned)
+
+
+def _distinct_regions(ranked: list[Candidate], n: int) -> list[Candidate]:
+    """Drop a region that shares more than REGION_OVERLAP of its rows with a region of the
+    same label ranked before it: neighbourhoods of nearby centres are mostly the same rows,
+    and testing each would spend the leave-out fits on one place."""
+    import numpy as np
+
+    kept: list[Candidate] = []
+    covered: dict[int, numpy.ndarray] = {}
+    for candidate in ranked:
+        if candidate.kind == "region":
+            mask = covered.setdefault(candidate.label, np.zeros(n, dtype=bool))
+            if mask[candidate.positions].mean() > REGION_OVERLAP:
+                continue
+            mask[candidate.positions] = True
+        kept.append(candidate)
+    return kept
 
 
 def _is_pure(labels: numpy.ndarray, purity: float) -> bool:
@@ -440,29 +475,56 @@ def _clusters(embedding: numpy.ndarray, n: int) -> list[numpy.ndarray]:
 def _disagreement_regions(
     frame: LabelFrame, embedding: numpy.ndarray, learner: Learner, smallest: int
 ) -> list[numpy.ndarray]:
-    """Neighbourhoods (the 12 and 30 nearest rows, of any label) around rows that a linear
-    model, cross-validated, gives another label, and around their nearest rows of the same
-    label. A flip planted in one region of feature space is learned back by a flexible model
-    but not (at the region's edge) by a linear one. At most 20 * MAX_REGIONS centres, the most
-    confident disagreements first; the purity filter and the test decide. A confirmed region
-    is grown afterwards (grow)."""
+    """Neighbourhoods (the REGION_SIZES nearest rows, of any label) around seed rows and
+    their nearest rows of the same label. Seeds are rows whose label two views of their
+    surroundings disagree with: a linear model, cross-validated, gives another label (a flip
+    planted in one region is learned back by a flexible model but not, at the region's edge,
+    by a linear one), or most of their SEED_NEIGHBOURS nearest rows carry another label (a
+    small planted region inside another label's territory). At most 20 * MAX_REGIONS
+    centres, the strongest disagreements first; the purity filter and the test decide. A
+    confirmed region is grown afterwards (grow)."""
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
     labels = frame.labels
     n = len(labels)
+    k = int(labels.max()) + 1
     linear = learner.linear_out_of_sample()
     thresholds = _confident_thresholds(labels, linear)
     other = linear.copy()
     other[np.arange(n), labels] = -1.0
     margin = (other - thresholds[None, :]).max(axis=1)
-    seeds = np.flatnonzero(margin >= 0)
-    seeds = seeds[np.argsort(-margin[seeds], kind="stable")][: 20 * MAX_REGIONS]
+    sizes = sorted({max(smallest, size) for size in REGION_SIZES})
+    reference = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
+    width = min(max(sizes[-1], SEED_NEIGHBOURS + 1), len(reference))
+    index = NearestNeighbors(n_neighbors=width).fit(embedding[reference])
+    # the neighbourhood view: the share of another label among each row's nearest rows
+    # (itself excluded), on at most 5 * KNN_REFERENCE_ROWS rows
+    probe = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
+    _dist, around = index.kneighbors(embedding[probe], n_neighbors=min(width, SEED_NEIGHBOURS + 1))
+    around = reference[around]
+    votes = np.zeros((len(probe), k))
+    for column in range(around.shape[1]):
+        neighbour = around[:, column]
+        keep = neighbour != probe
+        votes[np.flatnonzero(keep), labels[neighbour[keep]]] += 1.0
+    votes /= np.maximum(votes.sum(axis=1, keepdims=True), 1.0)
+    own_share = votes[np.arange(len(probe)), labels[probe]]
+    knn_margin = np.full(n, -1.0)
+    knn_margin[probe] = 0.5 - own_share
+    linear_seeds = np.flatnonzero(margin >= 0)
+    linear_seeds = linear_seeds[np.argsort(-margin[linear_seeds], kind="stable")]
+    knn_seeds = np.flatnonzero(knn_margin > 0)
+    knn_seeds = knn_seeds[np.argsort(-knn_margin[knn_seeds], kind="stable")]
+    # the two views interleaved, so that neither crowds the other out of the budget
+    merged = np.empty(len(linear_seeds) + len(knn_seeds), dtype=np.int64)
+    order = np.argsort(
+        np.concatenate([np.arange(len(linear_seeds)), np.arange(len(knn_seeds))]), kind="stable"
+    )
+    merged[:] = np.concatenate([linear_seeds, knn_seeds])[order]
+    seeds = np.array(list(dict.fromkeys(merged.tolist()))[: 20 * MAX_REGIONS], dtype=np.int64)
     if not len(seeds):
         return []
-    sizes = sorted({max(smallest, 12), max(smallest, 30)})
-    reference = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
-    index = NearestNeighbors(n_neighbors=min(sizes[-1], len(reference))).fit(embedding[reference])
     # centres: each seed and its nearest rows of the same label (a planted region's inside,
     # where a linear model agrees with the poison, is next to its edge, where it does not)
     _dist, near = index.kneighbors(embedding[seeds])
@@ -480,7 +542,8 @@ def _disagreement_regions(
     out: list[numpy.ndarray] = []
     for ball in balls:
         for size in sizes:
-            out.append(np.sort(ball[:size]))
+            if size <= len(ball):
+                out.append(np.sort(ball[:size]))
     return out
 
 
@@ -561,6 +624,7 @@ def judge(
     labels = frame.labels
     n = len(labels)
     hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray]] = []
+    shell_index = _shell_index(embedding)
     for fold in folds:
         held = np.zeros(n, dtype=bool)
         for index in fold:
@@ -589,6 +653,10 @@ def judge(
                 continue
             if follows_features(probs[:, candidate.label], own == candidate.label):
                 continue
+            if candidate.kind in ("region", "cluster") and not surrounded(
+                labels, embedding, candidate, shell_index
+            ):
+                continue
             hits.append((p_value, index, probs, np.array([observed, expected])))
     hits.sort(key=lambda h: (h[0], -h[3][1], h[1]))
     results = []
@@ -601,9 +669,9 @@ def judge(
             # a planted pattern: every row of it that carries its label is a trigger row
             suspicious = own == candidate.label
         else:
-            other = probs.copy()
-            other[:, candidate.label] = -1.0
-            suspicious = (own == candidate.label) & (other >= thresholds[None, :]).any(axis=1)
+            suspicious = (own == candidate.label) & _labels_otherwise(
+                probs, candidate.label, thresholds
+            )
         positions = candidate.positions[suspicious]
         if not len(positions) or reported[positions].mean() >= 0.5:
             continue
@@ -656,23 +724,66 @@ def grow(
     for _step in range(GROW_STEPS):
         _d, near = index.kneighbors(embedding[flagged])
         fresh = np.setdiff1d(reference[near].ravel(), members)
-        if not len(fresh) or len(members) + len(fresh) > MAX_HELD_OUT * n:
+        if not len(fresh) or len(members) + len(fresh) > GROW_MAX_SHARE * n:
             break
         model = learner.fit(np.setdiff1d(np.arange(n), members))
         probs = learner.predict(model, fresh)
-        probs[:, candidate.label] = -1.0
-        added = fresh[(probs >= thresholds[None, :]).any(axis=1)]
+        added = fresh[_labels_otherwise(probs, candidate.label, thresholds)]
         if not len(added):
             break
         members = np.union1d(members, added)
         flagged = np.union1d(flagged, added)
     model = learner.fit(np.setdiff1d(np.arange(n), members))
     probs = learner.predict(model, members)
-    other = probs.copy()
-    other[:, candidate.label] = -1.0
-    suspicious = (labels[members] == candidate.label) & (other >= thresholds[None, :]).any(axis=1)
+    suspicious = (labels[members] == candidate.label) & _labels_otherwise(
+        probs, candidate.label, thresholds
+    )
     grown = candidate._replace(positions=members, pattern=(("region", f"{len(members)} rows"),))
     return grown, probs, members[suspicious]
+
+
+def _labels_otherwise(probs: numpy.ndarray, label: int, thresholds: numpy.ndarray) -> numpy.ndarray:
+    """Rows (of a confirmed subgroup) that a model trained without the subgroup would label
+    otherwise: another label at least as likely as `label` (RELABEL == "likelier"), or above
+    confident learning's per-class threshold ("confident")."""
+    import numpy as np
+
+    other = probs.copy()
+    other[:, label] = -1.0
+    if RELABEL == "likelier":
+        return np.asarray(other.max(axis=1) >= probs[:, label], dtype=bool)
+    return np.asarray((other >= thresholds[None, :]).any(axis=1), dtype=bool)
+
+
+def _shell_index(embedding: numpy.ndarray) -> tuple[Any, numpy.ndarray]:
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    reference = _sample(np.arange(len(embedding)), 5 * KNN_REFERENCE_ROWS)
+    width = min(2 * NEIGHBOURS, len(reference))
+    return NearestNeighbors(n_neighbors=width).fit(embedding[reference]), reference
+
+
+def surrounded(
+    labels: numpy.ndarray,
+    embedding: numpy.ndarray,
+    candidate: Candidate,
+    shell_index: tuple[Any, numpy.ndarray],
+) -> bool:
+    """Whether a place in feature space (a region or cluster) sits inside another label's
+    territory: most rows of its shell (the nearest rows of its rows that are not in it)
+    carry another label than the place's. A planted region is relabelled inside another
+    label's territory; a natural cluster at the edge of the data, whose label a model
+    trained without it extrapolates wrongly, is surrounded by rows of its own label."""
+    import numpy as np
+
+    index, reference = shell_index
+    _dist, near = index.kneighbors(embedding[candidate.positions])
+    near = reference[near].ravel()
+    shell = np.setdiff1d(near, candidate.positions)
+    if not len(shell):
+        return False
+    return bool((labels[shell] == candidate.label).mean() < SHELL_OWN_SHARE)
 
 
 def follows_features(p_label: numpy.ndarray, has_label: numpy.ndarray) -> bool:
