@@ -499,8 +499,9 @@ def _disagreement_regions(
     width = min(max(sizes[-1], SEED_NEIGHBOURS + 1), len(reference))
     index = NearestNeighbors(n_neighbors=width).fit(embedding[reference])
     # the neighbourhood view: the share of another label among each row's nearest rows
-    # (itself excluded), on at most 5 * KNN_REFERENCE_ROWS rows
-    probe = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
+    # (itself excluded), on at most KNN_REFERENCE_ROWS rows (a planted region keeps its
+    # share of them)
+    probe = _sample(np.arange(n), KNN_REFERENCE_ROWS)
     _dist, around = index.kneighbors(embedding[probe], n_neighbors=min(width, SEED_NEIGHBOURS + 1))
     around = reference[around]
     votes = np.zeros((len(probe), k))
