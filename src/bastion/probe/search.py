@@ -16,13 +16,13 @@ stay categories, values stay within bounds, and the total cost stays within `max
    hands its cheapest ones on.
 3. The cheapest few first flips (greedy's last batch, or the random radius's) are polished:
    changed features are reverted where the flip survives without them; each numeric change is
-   shrunk to the smallest fraction on a grid that still flips, then bisected between it and the
+   shrunk to the smallest fraction on a grid that still flips, then narrowed between it and the
    largest smaller fraction that does not (on a tree model the decision changes at a split
-   threshold, and the bisection ends there); then a coordinate descent drops one changed
+   threshold, and the search ends there); then a coordinate descent drops one changed
    feature (or halves its change) and makes up for it with the smallest move of one other
    feature, taken only when the total cost falls. The cheapest flip seen is kept at every step,
    so the cost never rises, and the row's query cap bounds it all; the winner's changes are
-   bisected once more, finely, at the end.
+   narrowed once more, finely, at the end.
 
 No library does this: ART's attacks move an encoded numeric vector (constraints are projected
 after the fact and most projected points no longer flip; see docs/benchmarks.md), DiCE's
@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 
 GRID = (0.05, 0.15, 0.3, 0.5, 0.75, 1.0)  # fractions of max_cost a numeric move may cost
 RADII = (0.25, 0.5, 1.0)  # fractions of max_cost for the random search
-SHRINK_STEPS = 8  # grid points when shrinking a numeric change, before the bisection
-TOLERANCE = 1e-3  # while polishing, a bisection stops this close (· max_cost) to the boundary
+SHRINK_STEPS = 8  # grid points when shrinking a numeric change, before the narrowing
+SPLIT = 4  # the bracket is cut in SPLIT parts per batch (SPLIT - 1 queries, one call)
+TOLERANCE = 1e-3  # while polishing, the narrowing stops this close (· max_cost) to the boundary
 FINE = 1e-6  # and on the final flip, this close
 STARTS = 3  # first flips polished per row (the cheapest first)
 TRADE_GRID = (0.25, 0.5, 0.75, 0.95)  # shares of the saving a compensating move may spend
@@ -368,9 +369,10 @@ class Searcher:
     ) -> list[Any]:
         """Feature i's numeric change shrunk toward the original while the flip survives: the
         smallest fraction on a grid that flips (the score need not be monotone along the
-        change), then a bisection between it and the largest smaller grid fraction that does
-        not, down to tolerance · max_cost (or one integer step). On a tree model the decision
-        changes at a split threshold, so the bisection ends at the threshold."""
+        change), then a search of the bracket between it and the largest smaller grid fraction
+        that does not, cut in SPLIT parts per batch (fewer calls than a bisection, which matters
+        through an HTTP endpoint), down to tolerance · max_cost (or one integer step). On a
+        tree model the decision changes at a split threshold, so the search ends there."""
         space = self.space
         feature = space.features[i]
         if feature.kind == "categorical" or space.part(i, original[i], row[i]) == 0:
@@ -394,15 +396,28 @@ class Searcher:
             low_t = max([t for t in misses if t < high_t], default=low_t)
         step = tolerance * self.max_cost / (feature.cost * abs(full))
         while high_t - low_t > step and self.used < self.cap:
-            made = self._at(original, row, i, full, (low_t + high_t) / 2)
-            if made is None or not low_t < made[1] < high_t:
+            points: dict[float, list[Any]] = {}
+            for k in range(1, SPLIT):
+                made = self._at(original, row, i, full, low_t + (high_t - low_t) * k / SPLIT)
+                if made is not None and low_t < made[1] < high_t:
+                    points.setdefault(made[1], made[0])
+            if not points:
                 break  # one integer step apart
-            trial, t = made
-            if self._flips([trial])[0][1]:
-                high_t, row = t, trial
+            sent = self._flips(list(points.values()))
+            fraction = {id(trial): t for t, trial in points.items()}
+            hits = [fraction[id(trial)] for trial, ok in sent if ok]
+            if hits:
+                high_t = min(hits)
+                row = points[high_t]
                 self._keep(original, row)
-            else:
-                low_t = t
+            low_t = max(
+                [
+                    fraction[id(trial)]
+                    for trial, ok in sent
+                    if not ok and fraction[id(trial)] < high_t
+                ],
+                default=low_t,
+            )
         return row
 
     def _compensations(
@@ -446,7 +461,7 @@ class Searcher:
     def _trade(self, original: list[Any], row: list[Any]) -> list[Any]:
         """Coordinate descent on the cost: drop one changed feature (or halve its change) and
         make up for it with the smallest move of one other feature, taken when the total cost
-        falls; the moved features are then shrunk again. The cost never rises."""
+        falls; the changed features are then shrunk again. The cost never rises."""
         space = self.space
         for _ in range(TRADE_ROUNDS):
             cost = self._cost(original, row)
