@@ -14,6 +14,9 @@ the median over the rounds. Also:
   at once: NOT durable, measured only to separate the pipeline's own cost from the disk's
   fsync latency, which is printed too (the group commit waits for one fsync per batch);
 - `proxy`: the guard in proxy mode in front of the raw server (its overhead = proxy - raw);
+- with `--base-tree PATH` (a checkout of an earlier bastion, e.g. `git worktree add`), its
+  `guard` and `guard-nosync` too, as `base-guard` and `base-guard-nosync`, in the same
+  interleaved rounds: a before/after comparison under the same machine load;
 - sustained throughput: closed loop (many clients, each sending its next request as soon as
   the last is answered) against raw and guard pinned to 1 core, then to 2;
 - access control: generated bad credentials, none may be served.
@@ -136,11 +139,22 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
 
 
 def _start(
-    kind: str, port: int, folder: Path, cores: str, upstream: str = ""
+    kind: str, port: int, folder: Path, cores: str, upstream: str = "", base: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    script, env = __file__, None
+    if kind.startswith("base-"):  # the same setup served by the earlier tree's code
+        assert base is not None
+        script, kind = str(base / "bench" / "guard_latency.py"), kind.removeprefix("base-")
+        env = {**os.environ, "PYTHONPATH": str(base / "src")}
+        # its own folder for its audit chains, the same key store (SQLite follows the link)
+        own = folder / "base"
+        own.mkdir(exist_ok=True)
+        if not (own / "keys.sqlite3").exists():
+            (own / "keys.sqlite3").symlink_to(folder / "keys.sqlite3")
+        folder = own
     command = [
         sys.executable,
-        __file__,
+        script,
         "--serve",
         kind,
         "--port",
@@ -152,7 +166,7 @@ def _start(
     ]
     if cores and hasattr(os, "sched_setaffinity"):
         command = ["taskset", "-c", cores, *command]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -396,6 +410,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="closed-loop clients")
     parser.add_argument("--throughput-seconds", type=float, default=4.0)
     parser.add_argument("--access", type=int, default=2000)
+    parser.add_argument("--base-tree", type=Path, help="an earlier checkout to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "guard_latency.json")
     args = parser.parse_args()
     if args.serve:
@@ -408,7 +423,9 @@ def main() -> int:
     rows = credit_rows()
     random.Random(0).shuffle(rows)
     bodies = [json.dumps({"rows": [row]}).encode() for row in rows]
-    kinds = KINDS
+    kinds: tuple[str, ...] = KINDS
+    if args.base_tree:
+        kinds += ("base-guard", "base-guard-nosync")
     latency: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
     pooled: dict[str, list[float]] = {name: [] for name in kinds}
     throughput: dict[str, dict[str, list[float]]] = {}
@@ -425,7 +442,9 @@ def main() -> int:
             servers["raw"] = _start("raw", ports["raw"], folder, args.cores)
             upstream = f"http://127.0.0.1:{ports['raw']}"
             for name in kinds[1:]:
-                servers[name] = _start(name, ports[name], folder, args.cores, upstream)
+                servers[name] = _start(
+                    name, ports[name], folder, args.cores, upstream, args.base_tree
+                )
             for round_ in range(args.rounds):
                 order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
                 for name in order:
@@ -474,7 +493,8 @@ def main() -> int:
             f"{s['rps']:.0f} req/s  failures {s['failures']:.0f}"
         )
     added = {}
-    for name in (*GUARDS, "proxy"):
+    compared = [name for name in kinds if name != "raw"]
+    for name in compared:
         added[name] = {q: summary[name][q] - summary["raw"][q] for q in ("p50", "p90", "p99")}
         a = added[name]
         print(
@@ -488,7 +508,7 @@ def main() -> int:
         for name, values in pooled.items()
     }
     pooled_added = {}
-    for name in (*GUARDS, "proxy"):
+    for name in compared:
         pooled_added[name] = {
             q: pooled_summary[name][q] - pooled_summary["raw"][q] for q in ("p50", "p90", "p99")
         }
