@@ -23,7 +23,10 @@ subgroup predicts for it:
    expect (Poisson-binomial lower tail; weighted Bonferroni: `label_alpha` shared by three
    families — single values, pairs, places in feature space — each share split over the
    subgroups its family scanned), and an effect size (E >= 2·O + 3, E - O >= 20% of the
-   subgroup). A pair of values far more frequent than its two values make likely (rows
+   subgroup). Two views from the nearest rows must agree: a place (region, cluster) sits
+   inside one other label's territory (`surrounded`), and a trigger's rows sit among rows of
+   other labels (`unlike_its_neighbours`) — a natural cluster at the edge of the data, or a
+   rare value that genuinely marks one label, sits among rows of its own label. A pair of values far more frequent than its two values make likely (rows
    edited to carry it) needs the label test at `label_alpha` only. A subgroup whose rows of
    other labels are the ones the leave-out model ranks least likely to carry its label
    (AUC >= 0.75) is a level effect the model could not learn without seeing it, not planted
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
 
 MAX_LEAVE_OUT_FITS = 16  # models trained without candidate subgroups (x4 on small sets)
 MIN_LEAVE_OUT_FITS = 8  # large sets (boosted models): this many
-FIT_ROW_BUDGET = 64_000  # rows × leave-out fits: small sets get up to 64 fits, large ones 8
+FIT_ROW_BUDGET = 128_000  # rows × leave-out fits: small sets get up to 64 fits, large ones 8
 MAX_CANDIDATES = 2_000  # candidate subgroups kept after the purity filter (best first)
 MAX_HELD_OUT = 0.1  # share of rows one leave-out fold may hold out
 MAX_HELD_OUT_LABEL = 0.1  # share of one label's rows one leave-out fold may hold out
@@ -76,7 +79,7 @@ REGION_SIZES = (8, 12, 20, 30, 50)  # rows in a neighbourhood (at least label_mi
 SEED_NEIGHBOURS = 30  # a row most of whose nearest rows carry another label seeds regions
 GROW_MAX_SHARE = 0.25  # share of the rows a grown region may reach
 RELABEL = "likelier"
-SHELL_OWN_SHARE = 0.5  # a place whose shell carries its label this often is not surrounded
+SHELL_OTHER_SHARE = 0.5  # a surrounded place: one other label holds more of its shell
 REGION_OVERLAP = 0.5  # a region sharing more of its rows with a likelier one is not tested
 KNN_REFERENCE_ROWS = 20_000  # reference rows per label for the kNN checks, at most
 SEED = 0
@@ -658,6 +661,10 @@ def judge(
                 labels, embedding, candidate, shell_index
             ):
                 continue
+            if _is_trigger(candidate, n, options) and not unlike_its_neighbours(
+                labels, embedding, candidate, shell_index
+            ):
+                continue
             hits.append((p_value, index, probs, np.array([observed, expected])))
     hits.sort(key=lambda h: (h[0], -h[3][1], h[1]))
     results = []
@@ -772,10 +779,11 @@ def surrounded(
     shell_index: tuple[Any, numpy.ndarray],
 ) -> bool:
     """Whether a place in feature space (a region or cluster) sits inside another label's
-    territory: most rows of its shell (the nearest rows of its rows that are not in it)
-    carry another label than the place's. A planted region is relabelled inside another
-    label's territory; a natural cluster at the edge of the data, whose label a model
-    trained without it extrapolates wrongly, is surrounded by rows of its own label."""
+    territory: one other label holds most rows of its shell (the nearest rows of its rows
+    that are not in it). A planted region is relabelled inside another label's territory; a
+    natural cluster at the edge of the data, whose label a model trained without it
+    extrapolates wrongly, is surrounded by rows of its own label, and a natural cluster
+    between several classes by a mixture."""
     import numpy as np
 
     index, reference = shell_index
@@ -784,7 +792,31 @@ def surrounded(
     shell = np.setdiff1d(near, candidate.positions)
     if not len(shell):
         return False
-    return bool((labels[shell] == candidate.label).mean() < SHELL_OWN_SHARE)
+    counts = np.bincount(labels[shell], minlength=candidate.label + 1)
+    counts[candidate.label] = 0
+    return bool(counts.max() > SHELL_OTHER_SHARE * len(shell))
+
+
+def unlike_its_neighbours(
+    labels: numpy.ndarray,
+    embedding: numpy.ndarray,
+    candidate: Candidate,
+    shell_index: tuple[Any, numpy.ndarray],
+) -> bool:
+    """Whether a trigger's rows are, apart from the pattern, like rows of other labels: their
+    nearest rows outside the pattern carry its label less often than half of them, or than
+    the label's share of all rows. Rows planted with a trigger come from other labels; a
+    rare value that genuinely marks one label (a handwriting style of one digit) sits among
+    rows of that label."""
+    import numpy as np
+
+    index, reference = shell_index
+    _dist, near = index.kneighbors(embedding[candidate.positions])
+    shell = np.setdiff1d(reference[near].ravel(), candidate.positions)
+    if not len(shell):
+        return True
+    prior = float((labels == candidate.label).mean())
+    return bool((labels[shell] == candidate.label).mean() < max(0.5, prior))
 
 
 def follows_features(p_label: numpy.ndarray, has_label: numpy.ndarray) -> bool:
