@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -230,3 +232,63 @@ def test_event_times_are_formatted_as_before_across_seconds() -> None:
             "%Y-%m-%dT%H:%M:%S.%fZ"
         )
         assert _format_time(seconds) == expected
+
+
+def _resolves_without_waiting(log: AuditLog, n: int) -> bool:
+    """Whether append(event) finished at its first step (committed in this thread)."""
+
+    async def probe() -> bool:
+        coroutine = log.append(event(n))
+        try:
+            coroutine.send(None)
+        except StopIteration:
+            return True
+        coroutine.close()  # it waits for the writer thread: abandon this probe
+        return False
+
+    return asyncio.run(probe())
+
+
+def test_fsync_mode_commits_in_place_on_fast_storage(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no tmpfs at /dev/shm")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        path = folder / "a.sqlite3"
+        with AuditLog(path) as log:
+            assert synchronous(log) == 2  # still FULL: each commit is fsynced
+            assert not _resolves_without_waiting(log, 0)  # no commit timed yet: the writer
+            asyncio.run(_append_all(log, 200))  # the writer's commits are timed
+            assert log._fast_disk
+            assert _resolves_without_waiting(log, 1)
+            before = log.status().last_seq
+            asyncio.run(_append_all(log, 20))
+            assert log.status().last_seq == before + 20
+        assert stored(path) == list(range(1, before + 21))
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_fsync_mode_keeps_the_writer_thread_when_commits_are_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = AuditLog._commit
+
+    def slow(self: AuditLog, datas: list[bytes]) -> int:
+        time.sleep(0.002)  # a disk whose fsync takes 2 ms
+        return commit(self, datas)
+
+    monkeypatch.setattr(AuditLog, "_commit", slow)
+    with AuditLog(tmp_path / "a.sqlite3") as log:
+        asyncio.run(_append_all(log, 40))
+        assert not log._fast_disk
+        assert not _resolves_without_waiting(log, 1)
+        deadline = time.monotonic() + 10  # the abandoned probe's event is written first
+        while log.status().last_seq < 41 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)
+        # fast once, then slow: one slow commit in place sends the next ones to the writer
+        log._commit_seconds, log._fast_disk = 0.00005, True
+        assert _resolves_without_waiting(log, 2)
+        assert not log._fast_disk
