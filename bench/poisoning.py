@@ -438,15 +438,18 @@ def markdown(result: dict[str, Any]) -> str:
     """The results as the Markdown table of docs/benchmarks.md."""
     lines = [
         "| dataset | attack | rate | poisoned rows | bastion P / R (rules aimed) "
-        "| bastion P / R (all LBL) | cleanlab P / R | AUC bastion / cleanlab |",
-        "|---|---|---|---|---|---|---|---|",
+        "| bastion P / R (all LBL) | cleanlab P / R | AUC bastion / cleanlab "
+        "| ceiling P at R 0.9 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["attacks"]:
+        ceiling_ = row.get("ceiling_precision")
         lines.append(
             f"| {row['dataset']} | {row['attack']} | {row['rate']:.0%} | {row['poisoned']} "
             f"| {_pair(row, 'bastion')} | {_pair(row, 'bastion_all')} "
             f"| {_pair(row, 'cleanlab')} "
-            f"| {row['bastion_auc']} / {row['cleanlab_auc']} |"
+            f"| {row['bastion_auc']} / {row['cleanlab_auc']} "
+            f"| {'–' if ceiling_ is None else f'{ceiling_:.2f}'} |"
         )
     return "\n".join(lines)
 
