@@ -26,8 +26,9 @@ subgroup predicts for it:
    subgroup). Two views from the nearest rows must agree: a place (region, cluster) sits
    inside one other label's territory (`surrounded`), and a trigger's rows sit among rows of
    other labels (`unlike_its_neighbours`) — a natural cluster at the edge of the data, or a
-   rare value that genuinely marks one label, sits among rows of its own label. A pair of values far more frequent than its two values make likely (rows
-   edited to carry it) needs the label test at `label_alpha` only. A subgroup whose rows of
+   rare value that genuinely marks one label, sits among rows of its own label. A pair of
+   values far more frequent than its two values make likely (rows edited to carry it) needs
+   the label test at `label_alpha` only. A subgroup whose rows of
    other labels are the ones the leave-out model ranks least likely to carry its label
    (AUC >= 0.75) is a level effect the model could not learn without seeing it, not planted
    labels: not reported. Most legitimately predictive values and bins fail the test anyway:
