@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.config import ProbeSettings
-from bastion.findings import Confidence, Finding, Location, Severity, Stage
-from bastion.probe.model import Model
+from bastion.coverage import LIMIT, UNSUPPORTED
+from bastion.findings import CheckError, Confidence, Finding, Location, Severity, Skip, Stage
+from bastion.probe.model import REFUSED_LABEL, Model, QueryBudgetExceeded
 from bastion.probe.search import Flip, Searcher, Space
-from bastion.probe.spec import ProbeSpec, change_cost, validate_change
+from bastion.probe.spec import ProbeSpec, change_cost, outside_spec, validate_change
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ RULES = (FLIPPABLE, ROBUST_ACCURACY)
 class EvasionResult(NamedTuple):
     metrics: dict[str, Any]
     findings: list[Finding]
+    skips: list[Skip] = []  # noqa: RUF012 - never mutated: what the search could not cover
+    errors: list[CheckError] = []  # noqa: RUF012 - flips the search found that break the spec
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -115,8 +118,12 @@ def run_evasion(
     budgets = sorted(set(budgets or options.budgets))
     max_cost = budgets[-1]
     space = Space(spec, dtypes_of(features))
-    searcher = Searcher(model, space, favourable, max_cost, options.queries_per_row, options.seed)
-    declined = np.flatnonzero(predicted != favourable)
+    # a row's queries: its own prediction, the search, and the confirmation of its flip
+    searcher = Searcher(
+        model, space, favourable, max_cost, max(1, options.queries_per_row - 2), options.seed
+    )
+    refused_rows = np.flatnonzero(predicted == REFUSED_LABEL)  # the model refused the row
+    declined = np.flatnonzero((predicted != favourable) & (predicted != REFUSED_LABEL))
     rng = np.random.default_rng(options.seed)
     probed = (
         np.sort(rng.choice(declined, size=options.max_rows, replace=False))
@@ -126,29 +133,50 @@ def run_evasion(
     fav_index = model.class_index(favourable) if scores is not None else None
     rows = features.to_numpy(dtype=object)
     found: dict[int, Flip] = {}
-    queries: list[int] = []
+    queries: dict[int, int] = {}
+    refused: dict[int, int] = {}
+    outside: dict[int, list[str]] = {}
     for index in probed:
         score = (
             float(scores[index, fav_index])
             if scores is not None and fav_index is not None
             else None
         )
-        outcome = searcher.search(list(rows[index]), score)
-        queries.append(outcome.queries)
+        original = list(rows[index])
+        problems = outside_spec(spec, original)
+        if problems:
+            outside[int(index)] = problems
+        outcome = searcher.search(original, score)
+        queries[int(index)] = 1 + outcome.queries
+        if outcome.refused:
+            refused[int(index)] = outcome.refused
         if outcome.flip is not None:
             found[int(index)] = outcome.flip
     # re-check every flip against the spec, and ask the model once more
-    invalid = 0
+    invalid: list[tuple[int, list[str]]] = []
+    unconfirmed = 0
+    unsent = 0
     checked: dict[int, Flip] = {}
     if found:
         order = sorted(found)
-        confirm = model.query(space.frame([list(found[i].after) for i in order]))
+        confirm = None
+        try:
+            confirm = model.query(space.frame([list(found[i].after) for i in order]), partial=True)
+        except QueryBudgetExceeded:
+            unsent = len(order)  # the model's budget has no room left for the confirmation
         for k, index in enumerate(order):
             flip = found[index]
+            if confirm is not None:
+                queries[index] += 1
             problems = validate_change(spec, flip.before, flip.after)
             cost = change_cost(spec, flip.before, flip.after)
-            if problems or confirm.labels[k] != favourable or cost > max_cost + 1e-9:
-                invalid += 1
+            if not any(str(a) != str(b) for a, b in zip(flip.before, flip.after, strict=True)):
+                problems = [*problems, "no feature changed"]
+            if problems or cost > max_cost + 1e-9:
+                invalid.append((index, problems or [f"cost {cost:g} above {max_cost:g}"]))
+                continue
+            if confirm is None or confirm.labels[k] != favourable:
+                unconfirmed += confirm is not None
                 continue
             after = None
             if confirm.scores is not None and fav_index is not None:
@@ -174,7 +202,8 @@ def run_evasion(
             )
         per_budget.append(entry)
     cheapest = sorted(checked.items(), key=lambda item: (item[1].cost, item[0]))[:25]
-    flipped_queries = [queries[k] for k, i in enumerate(probed) if int(i) in checked]
+    flipped_queries = [queries[i] for i in queries if i in checked]
+    row_queries = list(queries.values())
     metrics: dict[str, Any] = {
         "rows": n_rows,
         "declined": len(declined),
@@ -182,16 +211,103 @@ def run_evasion(
         "favourable": favourable,
         "budgets": per_budget,
         "success_rate": round(len(checked) / n_probed, 6) if n_probed else 0.0,
-        "invalid_dropped": invalid,
-        "queries": int(sum(queries)),
-        "queries_per_row_median": _round(_percentile(queries, 50)),
+        "invalid_dropped": len(invalid),
+        "unconfirmed_dropped": unconfirmed,
+        "unconfirmed_unsent": unsent,
+        "refused_rows": len(refused_rows),
+        "refused_candidates": int(sum(refused.values())),
+        "rows_with_refused_candidates": len(refused),
+        "outside_spec_rows": len(outside),
+        "queries": int(sum(row_queries)),
+        "queries_per_row_median": _round(_percentile(row_queries, 50)),
         "queries_per_flip_median": _round(_percentile(flipped_queries, 50)),
         "scores_used": scores is not None,
         "cheapest_flips": [describe_flip(spec, i, f) for i, f in cheapest],
     }
     if truth is not None:
         metrics["accuracy"] = round(float(np.mean(truth == predicted)), 6)
-    return EvasionResult(metrics, _findings(metrics, options, location))
+    skips, errors = _gaps(metrics, refused_rows, outside, invalid, location)
+    return EvasionResult(metrics, _findings(metrics, options, location), skips, errors)
+
+
+def _gaps(
+    metrics: dict[str, Any],
+    refused_rows: numpy.ndarray,
+    outside: dict[int, list[str]],
+    invalid: list[tuple[int, list[str]]],
+    location: Location,
+) -> tuple[list[Skip], list[CheckError]]:
+    """What the search could not cover, said in the report: rows and candidates the model
+    refused, rows the spec does not describe, flips not confirmed; a reported flip that breaks
+    the spec is a check error (the search must never produce one)."""
+    where = location.model_copy(update={"pointer": "evasion"})
+    skips: list[Skip] = []
+    if len(refused_rows):
+        listed = ", ".join(str(int(i)) for i in refused_rows[:10])
+        skips.append(
+            Skip(
+                location=where,
+                code=UNSUPPORTED,
+                reason=f"evasion: the model refused {len(refused_rows)} row(s) of the data as "
+                f"they are (rows {listed}); they were not probed",
+            )
+        )
+    if metrics["refused_candidates"]:
+        skips.append(
+            Skip(
+                location=where,
+                code=UNSUPPORTED,
+                reason=f"evasion: the model refused {metrics['refused_candidates']} candidate "
+                f"row(s) for {metrics['rows_with_refused_candidates']} applicant(s) (an input "
+                "contract, or an exception); each counted as no flip, so a flip behind a "
+                "refused candidate may be missed",
+            )
+        )
+    if outside:
+        first, problems = next(iter(sorted(outside.items())))
+        skips.append(
+            Skip(
+                location=where,
+                code=UNSUPPORTED,
+                reason=f"evasion: {len(outside)} probed row(s) hold values outside the spec "
+                f"(row {first}: {'; '.join(problems[:3])}); the search moved such a feature "
+                "only into its bounds or categories, or not at all",
+            )
+        )
+    if metrics["unconfirmed_dropped"]:
+        skips.append(
+            Skip(
+                location=where,
+                code=UNSUPPORTED,
+                reason=f"evasion: {metrics['unconfirmed_dropped']} flip(s) found were not "
+                "favourable when sent again (the model's answers change between identical "
+                "queries); they are not counted",
+            )
+        )
+    if metrics["unconfirmed_unsent"]:
+        skips.append(
+            Skip(
+                location=where,
+                code=LIMIT,
+                reason=f"evasion: the query budget left no room to confirm "
+                f"{metrics['unconfirmed_unsent']} flip(s) found; they are not counted",
+            )
+        )
+    errors = (
+        [
+            CheckError(
+                location=where,
+                check="probe.evasion",
+                message=f"the search reported {len(invalid)} flip(s) that break the spec "
+                f"(row {invalid[0][0]}: {'; '.join(invalid[0][1][:3])}); they are not counted"[
+                    :500
+                ],
+            )
+        ]
+        if invalid
+        else []
+    )
+    return skips, errors
 
 
 def _round(value: float | None) -> float | None:

@@ -17,6 +17,7 @@ for its Booster class (`--allow-global`, see safe_load)."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,6 +38,62 @@ class QueryBudgetExceeded(BastionError):
 class Output(NamedTuple):
     labels: numpy.ndarray  # (n,) the model's labels, as label_text() strings
     scores: numpy.ndarray | None  # (n, k) class scores in `Model.classes` order; None: labels only
+    # (n,) rows the model refused (or raised on) in a partial query; their label is "" (no
+    # class) and their scores NaN. None: every row was answered.
+    refused: numpy.ndarray | None = None
+
+
+REFUSED_LABEL = ""  # the label of a row the model refused in a partial query
+
+
+class Allowance:
+    """The rows one query may still send, re-sends and retries included (None: no limit but
+    the model's budget); shared by the threads that send its parts."""
+
+    def __init__(self, model: Model, spare: int | None) -> None:
+        self.model = model
+        self.spare = spare
+
+    def take(self, rows: int) -> bool:
+        """Charge `rows` more rows sent when the budget and the spare rows allow; False when
+        they do not (nothing charged)."""
+        with self.model._lock:
+            if self.spare is not None and rows > self.spare:
+                return False
+            if self.model.budget is not None and self.model.queries + rows > self.model.budget:
+                return False
+            self.model.queries += rows
+            if self.spare is not None:
+                self.spare -= rows
+            return True
+
+
+def _answered(out: Output) -> Output:
+    import numpy as np
+
+    return out._replace(refused=np.zeros(len(out.labels), dtype=bool))
+
+
+def refused_output(model: Model, rows: int) -> Output:
+    """`rows` rows the model refused: no label, NaN scores."""
+    import numpy as np
+
+    scores = np.full((rows, len(model.classes)), np.nan) if model.gives_scores else None
+    return Output(np.array([REFUSED_LABEL] * rows, dtype=object), scores, np.ones(rows, dtype=bool))
+
+
+def join_outputs(parts: Sequence[Output]) -> Output:
+    """Outputs of consecutive parts of one frame, as one."""
+    import numpy as np
+
+    labels = np.concatenate([p.labels for p in parts]).astype(object)
+    scores = None
+    if parts and all(p.scores is not None for p in parts):
+        scores = np.concatenate([np.asarray(p.scores, dtype=float) for p in parts])
+    refused = np.concatenate(
+        [p.refused if p.refused is not None else np.zeros(len(p.labels), bool) for p in parts]
+    )
+    return Output(labels, scores, refused)
 
 
 def label_text(value: Any) -> str:
@@ -63,27 +120,68 @@ class Model:
         self.name = name
         self.classes: tuple[str, ...] = tuple(label_text(c) for c in classes)
         self.budget = budget
-        self.queries = 0
+        self.queries = 0  # every row sent: re-sends and retries included
+        self._lock = threading.Lock()
+
+    budget_hint = "raise the model's query budget, or probe fewer rows"
 
     @property
     def gives_scores(self) -> bool:
         return True
 
-    def query(self, frame: pandas.DataFrame) -> Output:
-        """Predict rows, counting each as one query; QueryBudgetExceeded past the budget."""
+    def budget_exceeded(self, rows: int) -> QueryBudgetExceeded:
+        return QueryBudgetExceeded(
+            f"query budget of {self.budget:,} exhausted ({self.queries:,} used, "
+            f"{rows:,} more asked)",
+            hint=self.budget_hint,
+        )
+
+    def query(
+        self, frame: pandas.DataFrame, *, partial: bool = False, allowance: int | None = None
+    ) -> Output:
+        """Predict rows, counting each as one query; QueryBudgetExceeded past the budget (or
+        past `allowance` rows). A partial query does not fail on rows the model refuses (an
+        endpoint's 4xx, an exception from an in-process model): the refused part is split and
+        re-sent (each row sent counts) until the refused rows are found, and they come back
+        marked in `Output.refused`; rows the allowance leaves no room to re-send count as
+        refused."""
         rows = len(frame)
-        if self.budget is not None and self.queries + rows > self.budget:
-            raise QueryBudgetExceeded(
-                f"query budget of {self.budget:,} exhausted ({self.queries:,} used)",
-                hint="raise --queries, or probe fewer rows",
-            )
-        self.queries += rows
+        charge = Allowance(self, allowance)
+        if not charge.take(rows):
+            if allowance is not None and rows > allowance:
+                raise QueryBudgetExceeded(f"{rows:,} rows asked, {allowance:,} allowed")
+            raise self.budget_exceeded(rows)
         if rows == 0:
             import numpy as np
 
             empty = np.zeros((0, len(self.classes))) if self.gives_scores else None
             return Output(np.array([], dtype=object), empty)
-        return self._predict(frame)
+        if not partial:
+            return self._predict(frame)
+        return self._partial(frame, charge)
+
+    def _refusal(self, exc: Exception) -> bool:
+        """Whether an exception from `_predict` is the model refusing its input (not a failure
+        of the probe): anything an in-process model raises that is not bastion's own error."""
+        return not isinstance(exc, BastionError)
+
+    def _partial(self, frame: pandas.DataFrame, charge: Allowance) -> Output:
+        """`frame` (already charged) answered, the refused rows found by halving."""
+        try:
+            return _answered(self._predict(frame))
+        except Exception as exc:
+            if not self._refusal(exc):
+                raise
+        n = len(frame)
+        if n == 1:
+            return refused_output(self, 1)
+        parts = []
+        for half in (frame.iloc[: n // 2], frame.iloc[n // 2 :]):
+            if charge.take(len(half)):
+                parts.append(self._partial(half, charge))
+            else:
+                parts.append(refused_output(self, len(half)))
+        return join_outputs(parts)
 
     def raw_query(self, frame: pandas.DataFrame) -> Output:
         """As `query`, for the consistency checks that send unusual input on purpose."""

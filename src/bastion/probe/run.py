@@ -34,6 +34,10 @@ from bastion.version import __version__
 ATTACKS = ("evasion", "membership", "extraction")  # consistency always runs
 
 
+class ProbeError(BastionError):
+    """The model cannot be probed with this data."""
+
+
 def parse_attacks(text: str) -> tuple[str, ...]:
     names = tuple(a.strip() for a in text.split(",") if a.strip())
     unknown = [a for a in names if a not in ATTACKS]
@@ -90,7 +94,13 @@ def _run_probe(
     features = features[spec.names]
     favourable = favourable or spec.favourable
     mapping = {**spec.labels, **mapping}
-    baseline = model.query(features)  # also tells an ONNX model's classes
+    # also tells an ONNX model's classes; a row the model refuses is marked, not fatal
+    baseline = model.query(features, partial=True)
+    if len(features) and baseline.refused is not None and bool(baseline.refused.all()):
+        raise ProbeError(
+            f"{name} refused every row of {data.name} (an exception or a 4xx for each)",
+            hint="check that the data's columns are the model's input",
+        )
     truth = model_labels(data.labels, model, mapping) if data.labels is not None else None
     metrics: dict[str, Any] = {
         "model": {
@@ -133,6 +143,7 @@ def _run_probe(
         metrics[attack] = result.metrics
         findings.extend(result.findings)
         skips.extend(getattr(result, "skips", ()))
+        errors.extend(getattr(result, "errors", ()))
 
     from bastion.probe.consistency import run_consistency
 

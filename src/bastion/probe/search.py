@@ -51,6 +51,7 @@ STARTS = 3  # first flips polished per row (the cheapest first)
 TRADE_GRID = (0.25, 0.5, 0.75, 0.95)  # shares of the saving a compensating move may spend
 TRADE_ROUNDS = 4  # improving trades per polished flip at most
 EPS = 1e-9
+MAX_MAGNITUDE = float(2**53)  # a searched number stays within ±this: beyond, floats skip integers
 
 
 class Flip(NamedTuple):
@@ -65,7 +66,8 @@ class Flip(NamedTuple):
 
 class Outcome(NamedTuple):
     flip: Flip | None
-    queries: int
+    queries: int  # rows sent for this row: re-sends and retries included
+    refused: int = 0  # candidate rows the model refused (or raised on): counted as no flip
 
 
 class Space:
@@ -77,6 +79,15 @@ class Space:
         self.names = spec.names
         self.dtypes = dtypes
         self.mutable = [i for i, f in enumerate(self.features) if f.mutable]
+        # a numeric feature over an integer column moves in whole steps (the frame casts it)
+        self.whole = [
+            f.kind == "integer"
+            or (
+                f.kind == "numeric"
+                and str(dtypes.get(f.name, "float64")).startswith(("int", "uint", "Int", "UInt"))
+            )
+            for f in self.features
+        ]
 
     def frame(self, rows: Sequence[Sequence[Any]]) -> pandas.DataFrame:
         import pandas as pd
@@ -97,28 +108,43 @@ class Space:
         return feature.cost * abs(float(after) - float(before))
 
     def numeric_range(self, index: int, original: float) -> tuple[float, float]:
+        """Where feature `index` may move from `original`: within the spec's bounds (never
+        outside them, even when the original lies outside: then only into them), and only
+        its direction's way. An empty range (low > high) means the feature cannot move."""
         feature = self.features[index]
-        low = -math.inf if feature.lower is None else feature.lower
-        high = math.inf if feature.upper is None else feature.upper
-        low, high = min(low, original), max(high, original)
+        low = -MAX_MAGNITUDE if feature.lower is None else max(feature.lower, -MAX_MAGNITUDE)
+        high = MAX_MAGNITUDE if feature.upper is None else min(feature.upper, MAX_MAGNITUDE)
+        if self.whole[index]:
+            low, high = float(math.ceil(low)), float(math.floor(high))
         if feature.direction > 0:
-            low = original
+            low = max(low, original)
         elif feature.direction < 0:
-            high = original
+            high = min(high, original)
         return low, high
+
+    def movable(self, index: int, original: Any) -> bool:
+        """Whether feature `index` can change at all from `original`."""
+        if _is_missing(original):
+            return False
+        if self.features[index].kind == "categorical":
+            return bool(self.categories(index, original))
+        try:
+            origin = float(original)
+        except (TypeError, ValueError):
+            return False
+        low, high = self.numeric_range(index, origin)
+        return low <= high and (low != origin or high != origin)
 
     def numeric_value(self, index: int, original: float, delta: float) -> float | None:
         """original + delta, clipped to the allowed range and, for integers, rounded away from
         the original (a smaller step would not be a move); None when nothing changes."""
-        feature = self.features[index]
         low, high = self.numeric_range(index, original)
+        if not (low <= high and math.isfinite(original)) or math.isnan(delta):
+            return None
         value = min(max(original + delta, low), high)
-        if feature.kind == "integer":
+        if self.whole[index]:
             value = math.ceil(value - EPS) if value > original else math.floor(value + EPS)
-            if value > high:
-                value = math.floor(high)
-            if value < low:
-                value = math.ceil(low)
+            value = min(max(value, low), high)
         if value == original or not math.isfinite(value):
             return None
         return float(value)
@@ -141,6 +167,21 @@ class Space:
         if dtype.startswith(("int", "uint", "Int", "UInt")) or dtype == "bool":
             return round(value)
         return float(value)
+
+    def changed(self, original: Sequence[Any], row: Sequence[Any]) -> bool:
+        """Whether `row` changes anything in `original` (a row with no change is never a
+        candidate: the original's own decision is known)."""
+        return any(self.part(i, original[i], row[i]) > 0 for i in range(len(row)))
+
+
+def _apply(base: list[Any], moves: list[tuple[int, Any]]) -> list[list[Any]]:
+    """`base` with each single-feature move applied, one row per move."""
+    rows = []
+    for i, value in moves:
+        row = list(base)
+        row[i] = value
+        rows.append(row)
+    return rows
 
 
 def _is_missing(value: Any) -> bool:
@@ -173,6 +214,8 @@ class Searcher:
         self.rng = np.random.default_rng(seed)
         self.used = 0
         self._kept: list[int] = []  # which of the rows last asked about were sent
+        self._original: list[Any] = []  # the row being searched
+        self.refused = 0  # candidates the model refused for the current row
         self._best: list[Any] | None = None  # the cheapest flip seen for the current row
         self._best_cost = math.inf
 
@@ -184,25 +227,50 @@ class Searcher:
         room = self.cap - self.used
         if room <= 0:
             raise QueryBudgetExceeded("row budget")
-        if len(rows) > room:
-            keep = sorted(self.rng.choice(len(rows), size=room, replace=False))
-            rows = [rows[i] for i in keep]
-            self._kept = keep
-        else:
-            self._kept = list(range(len(rows)))
-        self.used += len(rows)
-        out = self.model.query(self.space.frame(rows))
-        flipped = np.array([label == self.favourable for label in out.labels])
+        # a row with no change is not a candidate (on a model that is not deterministic it
+        # could come back favourable: a "flip" changing nothing)
+        keep = [k for k, row in enumerate(rows) if self.space.changed(self._original, row)]
+        if len(keep) > room:
+            keep = [keep[k] for k in sorted(self.rng.choice(len(keep), size=room, replace=False))]
+        self._kept = keep
+        rows = [rows[k] for k in keep]
+        if not rows:
+            empty = np.zeros(0, dtype=bool)
+            return empty, (np.zeros(0) if self.fav_index is not None else None)
+        before = self.model.queries
+        try:
+            out = self.model.query(self.space.frame(rows), partial=True, allowance=room)
+        finally:
+            self.used += self.model.queries - before
+        refused = (
+            np.asarray(out.refused, dtype=bool)
+            if out.refused is not None
+            else np.zeros(len(rows), dtype=bool)
+        )
+        self.refused += int(refused.sum())
+        flipped = np.array([label == self.favourable for label in out.labels]) & ~refused
         scores = None
         if out.scores is not None and self.fav_index is not None:
-            scores = out.scores[:, self.fav_index]
+            scores = np.where(refused, np.nan, out.scores[:, self.fav_index])
         return flipped, scores
+
+    def _sample(self, moves: list[Any]) -> list[Any]:
+        """At most the row's remaining queries of `moves` (a seeded sample), taken before the
+        candidate rows are built: a wide row's moves would otherwise each copy the row."""
+        room = self.cap - self.used
+        if len(moves) <= room:
+            return moves
+        if room <= 0:
+            raise QueryBudgetExceeded("row budget")
+        return [moves[k] for k in sorted(self.rng.choice(len(moves), size=room, replace=False))]
 
     # -- moves --
 
     def _moves(self, original: list[Any], current: list[Any], spent: float) -> list[list[Any]]:
+        """Every single-feature move from `current` within the budget (a sample of them when
+        the row's remaining queries are fewer), as rows."""
         space = self.space
-        rows: list[list[Any]] = []
+        moves: list[tuple[int, Any]] = []
         seen: set[tuple[int, Any]] = set()
         for i in space.mutable:
             feature = space.features[i]
@@ -229,10 +297,8 @@ class Searcher:
                 seen.add((i, value))
                 total = spent - base_part + space.part(i, original[i], value)
                 if total <= self.max_cost + EPS:
-                    row = list(current)
-                    row[i] = value
-                    rows.append(row)
-        return rows
+                    moves.append((i, value))
+        return _apply(current, self._sample(moves))
 
     def _cost(self, original: Sequence[Any], row: Sequence[Any]) -> float:
         return sum(
@@ -259,7 +325,7 @@ class Searcher:
             best, best_gain = None, 0.0
             for i in range(len(rows)):
                 gain = float(scores[i]) - score
-                if gain <= EPS:
+                if not gain > EPS:  # no gain, or a refused row (NaN)
                     continue
                 rate = gain / max(costs[i] - spent, 1e-3 * self.max_cost)
                 if best is None or rate > best_gain:
@@ -273,7 +339,7 @@ class Searcher:
         import numpy as np
 
         space = self.space
-        usable = [i for i in space.mutable if not _is_missing(original[i])]
+        usable = [i for i in space.mutable if space.movable(i, original[i])]
         if not usable:
             return []
         for radius in RADII:
@@ -291,8 +357,11 @@ class Searcher:
                         if options and feature.cost <= share + EPS:
                             row[i] = options[int(self.rng.integers(len(options)))]
                         continue
-                    low, high = space.numeric_range(i, float(original[i]))
-                    signs = [s for s in (1.0, -1.0) if (high if s > 0 else low) != original[i]]
+                    origin = float(original[i])
+                    low, high = space.numeric_range(i, origin)
+                    if low > high:
+                        continue
+                    signs = [s for s in (1.0, -1.0) if (high > origin if s > 0 else low < origin)]
                     if not signs:
                         continue
                     sign = signs[int(self.rng.integers(len(signs)))]
@@ -324,6 +393,8 @@ class Searcher:
     def _keep(self, original: list[Any], row: list[Any]) -> None:
         """A row the model was seen to flip becomes the best so far when it is cheaper."""
         cost = self._cost(original, row)
+        if not self.space.changed(original, row):
+            return
         if self._best is None or cost < self._best_cost - EPS:
             self._best, self._best_cost = list(row), cost
 
@@ -394,7 +465,8 @@ class Searcher:
                 self._keep(original, row)
             misses = [fraction[id(trial)] for trial, ok in sent if not ok]
             low_t = max([t for t in misses if t < high_t], default=low_t)
-        step = tolerance * self.max_cost / (feature.cost * abs(full))
+        scale = feature.cost * abs(full)
+        step = tolerance * self.max_cost / scale if scale > 0 else 1.0
         while high_t - low_t > step and self.used < self.cap:
             points: dict[float, list[Any]] = {}
             for k in range(1, SPLIT):
@@ -427,7 +499,7 @@ class Searcher:
         `room` to its cost: numeric changes grown (or started) on TRADE_GRID, categories
         switched."""
         space = self.space
-        rows: list[list[Any]] = []
+        moves: list[tuple[int, Any]] = []
         seen: set[tuple[int, Any]] = set()
         for j in space.mutable:
             if j == skip or _is_missing(original[j]):
@@ -453,10 +525,8 @@ class Searcher:
                     continue
                 seen.add((j, value))
                 if space.part(j, original[j], value) - base_part < room:
-                    trial = list(base)
-                    trial[j] = value
-                    rows.append(trial)
-        return rows
+                    moves.append((j, value))
+        return _apply(base, self._sample(moves))
 
     def _trade(self, original: list[Any], row: list[Any]) -> list[Any]:
         """Coordinate descent on the cost: drop one changed feature (or halve its change) and
@@ -518,16 +588,18 @@ class Searcher:
         except QueryBudgetExceeded:
             pass  # the best flip seen so far stands
         best = self._best
-        if best is None:
-            return Outcome(None, self.used)
+        if best is None or not self.space.changed(start, best):
+            return Outcome(None, self.used, self.refused)
         flip = Flip(tuple(start), tuple(best), self._cost(start, best), score, None)
-        return Outcome(flip, self.used)
+        return Outcome(flip, self.used, self.refused)
 
     def search(self, original: Sequence[Any], score: float | None) -> Outcome:
         """The cheapest flip found for one declined row within its query budget."""
         self.used = 0
+        self.refused = 0
         self._best, self._best_cost = None, math.inf
         start = list(original)
+        self._original = start
         try:
             starts: list[list[Any]] = []
             if score is not None and self.fav_index is not None:
@@ -548,10 +620,13 @@ class Searcher:
         from bastion.probe.spec import validate_change
 
         self.used = 0
+        self.refused = 0
         self._best, self._best_cost = None, math.inf
         start, row = list(original), list(changed)
+        self._original = start
         if (
             len(row) != len(start)
+            or not self.space.changed(start, row)
             or validate_change(self.space.spec, start, row)
             or self._cost(start, row) > self.max_cost + EPS
         ):

@@ -369,6 +369,27 @@ def change_cost(spec: ProbeSpec, before: Sequence[Any], after: Sequence[Any]) ->
     return total
 
 
+def outside_spec(spec: ProbeSpec, row: Sequence[Any]) -> list[str]:
+    """How one row's values lie outside what the spec describes (bounds, categories); []
+    when they do not. Missing values are not outside."""
+    problems: list[str] = []
+    for item, value in zip(spec.features, row, strict=True):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if item.kind == "categorical":
+            if str(value) not in item.categories:
+                problems.append(f"{item.name}: {str(value)[:40]!r} is not one of its categories")
+            continue
+        number = _number(value)
+        if number is None:
+            problems.append(f"{item.name}: {str(value)[:40]!r} is not a finite number")
+        elif item.lower is not None and number < item.lower:
+            problems.append(f"{item.name}: {number:g} below its lower bound {item.lower:g}")
+        elif item.upper is not None and number > item.upper:
+            problems.append(f"{item.name}: {number:g} above its upper bound {item.upper:g}")
+    return problems
+
+
 def validate_change(spec: ProbeSpec, before: Sequence[Any], after: Sequence[Any]) -> list[str]:
     """Every way `after` is not a change a person could make from `before`; [] when valid."""
     problems: list[str] = []
