@@ -43,7 +43,10 @@ def request(n: int, *, key: str | None = "k1", status: int = 200, **decisions: s
 
 
 def sweep_alerts() -> list[AlertEvent]:
-    """Real monitor alerts: a key sweeping one feature."""
+    """Real monitor alerts: a key sweeping one feature (a sweep: GRD104; the swept feature is
+    an ordered window, left out of PRADA's distances), and a key sending training rows each
+    followed by three small perturbations of it (synthetic queries in the manner of JbDA:
+    PRADA's GRD101, and GRD102 for the recombined records)."""
     rng = np.random.default_rng(0)
     train = rng.normal(size=(500, 4))
     monitor = QueryMonitor(TrainingProfile.fit(train))
@@ -52,7 +55,14 @@ def sweep_alerts() -> list[AlertEvent]:
     alerts = []
     for i in range(len(rows)):
         alerts += monitor.observe("k-sweeper", rows[i : i + 1])
-    assert alerts
+    assert [a.kind for a in alerts] == ["sweep"]
+    synthetic = []
+    for seed in train[rng.choice(len(train), 60, replace=False)]:
+        synthetic.append(seed)
+        synthetic += [seed + rng.choice([-0.05, 0.05], size=4) for _ in range(3)]
+    for row in synthetic:
+        alerts += monitor.observe("k-jbda", np.asarray(row)[None, :])
+    assert {a.kind for a in alerts} >= {"sweep", "extraction"}
     return [AlertEvent.from_alert(a) for a in alerts]
 
 
@@ -93,7 +103,7 @@ def test_report_from_audit_and_alerts(evidence: tuple[Path, Path]) -> None:
     assert report.command == "guard"
     assert [r.path for r in report.results] == ["audit-w1.sqlite3", "audit-w2.sqlite3"]
     rules = by_rule(report)
-    assert set(rules) == {"GRD001", "GRD002", "GRD004", "GRD101", "GRD104"}
+    assert set(rules) == {"GRD001", "GRD002", "GRD004", "GRD101", "GRD102", "GRD104"}
     auth = rules["GRD001"][0]
     assert "6 request(s)" in auth.message and "missing 4" in auth.message  # type: ignore[attr-defined]
     assert "revoked 2" in auth.message and "k9 (2)" in auth.message  # type: ignore[attr-defined]
@@ -165,7 +175,14 @@ def test_cli_renders_judges_and_stores(
     assert code == 1
     document = json.loads(sarif.read_text())
     results = document["runs"][0]["results"]
-    assert {r["ruleId"] for r in results} == {"GRD001", "GRD002", "GRD004", "GRD101", "GRD104"}
+    assert {r["ruleId"] for r in results} == {
+        "GRD001",
+        "GRD002",
+        "GRD004",
+        "GRD101",
+        "GRD102",
+        "GRD104",
+    }
     rule_ids = {r["id"] for r in document["runs"][0]["tool"]["driver"]["rules"]}
     assert {"GRD001", "GRD104"} <= rule_ids
     assert "FAIL" in capsys.readouterr().err
