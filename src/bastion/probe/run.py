@@ -27,7 +27,7 @@ from bastion.findings import (
 )
 from bastion.probe.inputs import Table, favourable_class, model_labels
 from bastion.probe.model import Model
-from bastion.probe.spec import ProbeSpec, check_against, infer
+from bastion.probe.spec import ProbeSpec, check_against, check_types, infer
 from bastion.rules import taxonomy_version
 from bastion.version import __version__
 
@@ -91,6 +91,7 @@ def _run_probe(
     if spec is None:
         spec = infer(features, favourable=favourable, name=data.name)
     check_against(spec, list(features.columns), None)
+    check_types(spec, features)
     features = features[spec.names]
     favourable = favourable or spec.favourable
     mapping = {**spec.labels, **mapping}

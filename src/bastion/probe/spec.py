@@ -55,6 +55,10 @@ class FeatureSpec(Checked):
             raise RecordError("name", "a feature needs a name")
         if self.direction not in (-1, 0, 1):
             raise RecordError("direction", "must be +1 (only rise), -1 (only fall) or 0")
+        if self.immutable and self.direction:
+            raise RecordError(
+                "direction", "an immutable feature has no direction (it cannot move at all)"
+            )
         if not (math.isfinite(self.cost) and self.cost > 0):
             raise RecordError("cost", f"must be a positive finite number, not {self.cost}")
         for name in ("lower", "upper"):
@@ -134,11 +138,21 @@ class ProbeSpec(Checked):
                 f"no feature named {unknown[0]!r} in the data",
                 hint=f"features: {', '.join(self.names[:30])}",
             )
+        both = sorted(immutable & set(monotone))
+        if both:
+            raise UsageError(f"{both[0]!r} is given both as --immutable and --monotone")
+        fixed = sorted(n for n in monotone if self.feature(n).immutable)
+        if fixed:
+            raise UsageError(
+                f"--monotone {fixed[0]}: the spec makes {fixed[0]!r} immutable",
+                hint="edit the spec (immutable: false) to let it move",
+            )
         features = []
         for item in self.features:
             update: dict[str, Any] = {}
             if item.name in immutable:
                 update["immutable"] = True
+                update["direction"] = 0
             if item.name in monotone:
                 update["direction"] = monotone[item.name]
             features.append(item.model_copy(update=update) if update else item)
@@ -178,7 +192,14 @@ def load_spec(path: Path) -> ProbeSpec:
         else:
             document = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError(
+            f"{path}: not a probe spec: not valid {kind}: {exc}"[:400],
+            hint="a probe spec is JSON (TOML when its name ends in .toml); write one with "
+            "--write-spec FILE",
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a probe spec") from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: a probe spec is an object with a 'features' list")
     try:
@@ -198,7 +219,10 @@ def parse_monotone(items: Sequence[str]) -> dict[str, int]:
         name, sep, value = item.rpartition("=")
         if not sep or not name or value.strip() not in ("+1", "1", "-1"):
             raise UsageError(f"--monotone takes COL=+1 or COL=-1, not {item!r}")
-        out[name] = -1 if value.strip() == "-1" else 1
+        direction = -1 if value.strip() == "-1" else 1
+        if out.get(name, direction) != direction:
+            raise UsageError(f"--monotone {name} is given both directions")
+        out[name] = direction
     return out
 
 
@@ -326,6 +350,27 @@ def check_against(spec: ProbeSpec, columns: Sequence[str], target: str | None) -
         raise UsageError(
             "the probe spec does not describe the data's columns (" + "; ".join(parts) + ")",
             hint="write a spec for this data with `bastion probe ... --write-spec FILE`",
+        )
+
+
+def check_types(spec: ProbeSpec, frame: pandas.DataFrame) -> None:
+    """A numeric or integer feature must be a column of numbers (a categorical one may be
+    anything: its values are compared as text)."""
+    import pandas as pd
+
+    for item in spec.features:
+        if item.kind == "categorical" or item.name not in frame.columns:
+            continue
+        column = frame[item.name]
+        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue
+        if pd.to_numeric(column, errors="coerce").notna().sum() == column.notna().sum():
+            continue  # numbers read as text (an object column of numbers)
+        raise UsageError(
+            f"the probe spec makes {item.name!r} {'an' if item.kind == 'integer' else 'a'} "
+            f"{item.kind} feature, but the data's column holds text",
+            hint="make it categorical in the spec, or write a spec for this data with "
+            "--write-spec FILE",
         )
 
 
