@@ -334,3 +334,52 @@ def test_profile_slice_counts_are_checked(credit: Credit, tmp_path: Path) -> Non
     monitor = QueryMonitor(bare)  # an older profile: ordered windows are not recognised
     rows = credit.x[np.argsort(credit.x[:, 0])][:300]
     assert monitor.observe("k", rows, credit.score(rows)) is not None
+
+
+def test_shapiro_is_scipys_w_exactly() -> None:
+    """The monitor calls scipy's swilk directly: the same W as scipy.stats.shapiro, bit for
+    bit, for every window size the distance sample takes, in the ring's order."""
+    from scipy.stats import shapiro
+
+    from bastion.guard.monitor import _Ring, _shapiro
+
+    rng = np.random.default_rng(11)
+    ring = _Ring(300)
+    for step in range(900):
+        ring.append(float(abs(rng.standard_normal()) * (1 + step % 7)))
+        if step % 37 == 0 and len(ring) >= 3:
+            values = ring.values()
+            assert values.flags.c_contiguous and len(values) == min(step + 1, 300)
+            assert _shapiro(values) == float(shapiro(values).statistic)
+    assert _shapiro(np.ones(50)) == 0.0
+
+
+def test_incremental_windows_match_a_recount() -> None:
+    """Windows bin their rows when read and flags keep their yes-count as they move: the same
+    counts as binning and summing everything again."""
+    from bastion.guard.monitor import _Flags, _Ring, _Window
+
+    rng = np.random.default_rng(12)
+    edges = [np.array([-1.0, 0.0, 1.0]), np.array([0.5]), np.array([])]
+    window = _Window(50, edges)
+    rows: list[np.ndarray] = []
+    for _ in range(40):
+        batch = rng.standard_normal((int(rng.integers(1, 30)), 3))
+        batch[rng.random(batch.shape) < 0.02] = np.nan
+        window.add(batch)
+        rows += list(batch)
+        if rng.random() < 0.5:
+            recent = np.array(rows[-50:])
+            fresh = _Window(50, edges)
+            fresh.add(recent)
+            assert window.counts.tolist() == fresh.counts.tolist()
+            assert window.recent().tolist() == fresh.recent().tolist()
+    flags, ring = _Flags(20), _Ring(20)
+    history: list[bool] = []
+    for i in range(100):
+        flag = bool(rng.random() < 0.3)
+        flags.append(flag)
+        ring.append(float(i))
+        history.append(flag)
+        assert flags.yes == sum(history[-20:]) and len(flags) == len(history[-20:])
+        assert ring.values().tolist() == [float(j) for j in range(max(0, i - 19), i + 1)]
