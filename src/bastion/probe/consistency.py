@@ -1,14 +1,17 @@
 """Consistency (cheap, always on): the same rows give the same decisions; the decision does not
 depend on the order of named columns or on dtype casts that keep every value; and malformed
 input (text in a numeric column, a missing column) is refused rather than guessed at. A few
-hundred queries at most."""
+hundred queries at most. Sampled rows the model refuses as they are (an input contract's 4xx,
+an exception) are left out and counted (`refused_queries`), and so is a re-typed variant it
+refuses (not checked); refusing malformed input is what that check wants, and is not counted."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.findings import Confidence, Finding, Location, Severity, Skip, Stage
 from bastion.probe.model import Model
+from bastion.probe.refusals import Refusals
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ RULES = (NONDETERMINISTIC, ORDER_DEPENDENT, MALFORMED_ACCEPTED, UNKNOWN_CATEGORY
 class ConsistencyResult(NamedTuple):
     metrics: dict[str, Any]
     findings: list[Finding]
+    skips: list[Skip]
 
 
 def _accepted(model: Model, frame: pandas.DataFrame) -> bool:
@@ -96,9 +100,18 @@ def run_consistency(
 
     sample = features.sample(n=min(SAMPLE_ROWS, len(features)), random_state=seed)
     sample = sample.reset_index(drop=True)
-    first = model.query(sample).labels
-    second = model.query(sample).labels
-    metrics: dict[str, Any] = {"rows": len(sample)}
+    asked = Refusals(model, "consistency", location)
+    # a row the model refuses (either time) is left out of every check below
+    out, first_ok = asked.ask(sample)
+    again, second_ok = asked.ask(sample)
+    both = first_ok & second_ok
+    if not both.any():
+        metrics: dict[str, Any] = {"run": False, "rows": 0, "refused_queries": asked.refused}
+        why = f"the model answered none of the {len(sample)} sampled rows both times"
+        return ConsistencyResult(metrics, [], [asked.not_run(why)])
+    sample = sample[both].reset_index(drop=True)
+    first, second = out.labels[both], again.labels[both]
+    metrics = {"rows": len(sample), "refused_queries": asked.refused}
     findings: list[Finding] = []
     changed = int(np.sum(first != second))
     metrics["deterministic"] = changed == 0
@@ -120,10 +133,13 @@ def run_consistency(
     if floats:
         variants.append(("floats as float32", sample.astype({c: "float32" for c in floats})))
     differing: dict[str, int] = {}
+    refused: list[str] = []
     for name, variant in variants:
         try:
             labels = model.raw_query(variant).labels
-        except Exception:  # refusing a re-typed frame is not inconsistency
+        except Exception:  # refusing a re-typed frame is not inconsistency, but not checked
+            asked.count(len(variant))
+            refused.append(name)
             continue
         diff = int(np.sum(labels != first))
         # float32 rounding can move a row sitting on the boundary; count it only when the
@@ -134,8 +150,9 @@ def run_consistency(
             continue
         if diff:
             differing[name] = diff
-    metrics["variants_checked"] = [name for name, _ in variants]
+    metrics["variants_checked"] = [name for name, _ in variants if name not in refused]
     metrics["variants_differing"] = differing
+    metrics["variants_refused"] = refused
     for name, diff in differing.items():
         findings.append(
             ORDER_DEPENDENT.finding(
@@ -181,4 +198,9 @@ def run_consistency(
                 evidence=",".join(unknown),
             )
         )
-    return ConsistencyResult(metrics, findings)
+    metrics["refused_queries"] = asked.refused
+    skips = asked.note(
+        f"so the checks ran on the {len(sample)} sampled row(s) answered both times"
+        + (f"; not checked: {', '.join(refused)} (refused)" if refused else "")
+    )
+    return ConsistencyResult(metrics, findings, skips)

@@ -15,15 +15,21 @@ their scores; k = 1, and 2 for three classes or more) and labels only. For two c
 carries exactly what the scores carry (p and 1 - p), and the figures say so. The
 recommendation names the hardening that leaves the lowest fidelity and the query count per
 client past which the copy reaches the policy's fidelity threshold, for the runtime guard's
-output and rate-limit settings."""
+output and rate-limit settings.
+
+Queries the model refuses (an input contract's 4xx, an exception; see refusals.py) teach the
+copy nothing: they are left out, counted (`refused_queries`), and their share, overall and per
+strategy, is in the metrics — a contract that refuses random rows resists extraction. Too few
+answered hold-out rows, or no answered query at all, and the attack is reported as not run."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.config import ProbeSettings
-from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.findings import Confidence, Finding, Location, Severity, Skip, Stage
 from bastion.probe.model import Model
+from bastion.probe.refusals import Refusals
 from bastion.probe.spec import ProbeSpec
 from bastion.rules import Rule
 
@@ -48,11 +54,13 @@ EXTRACTABLE = Rule(
     "rows).",
 )
 RULES = (EXTRACTABLE,)
+MIN_HOLDOUT = 10  # answered hold-out rows below which no copy is judged
 
 
 class ExtractionResult(NamedTuple):
     metrics: dict[str, Any]
     findings: list[Finding]
+    skips: list[Skip]
 
 
 def _surrogate(spec: ProbeSpec, regression: bool = False) -> Any:
@@ -142,6 +150,31 @@ def _fit_predict(
     return np.asarray(copy.predict(holdout), dtype=object)
 
 
+class _Queries(NamedTuple):
+    """Rows an attacker sent, the labels (and scores) answered, and which rows were answered."""
+
+    x: pandas.DataFrame
+    labels: numpy.ndarray
+    scores: numpy.ndarray | None
+    answered: numpy.ndarray
+
+    def first(self, q: int) -> tuple[pandas.DataFrame, numpy.ndarray]:
+        """The answered rows among the first `q` sent, and their labels."""
+        keep = self.answered[:q]
+        return self.x.iloc[:q][keep], self.labels[:q][keep]
+
+    def more(self, other: _Queries) -> _Queries:
+        import numpy as np
+        import pandas as pd
+
+        return _Queries(
+            pd.concat([self.x, other.x], ignore_index=True),
+            np.concatenate([self.labels, other.labels]),
+            None,
+            np.concatenate([self.answered, other.answered]),
+        )
+
+
 def run_extraction(
     model: Model,
     spec: ProbeSpec,
@@ -150,46 +183,74 @@ def run_extraction(
     options: ProbeSettings,
     location: Location,
 ) -> ExtractionResult:
+    """Queries the model refuses (an input contract's 4xx, an exception) are left out: the
+    copy learns from the answered ones, is judged on the answered hold-out rows, and the
+    refused share per strategy is in the metrics (a contract that refuses random rows is
+    itself a defence against extraction)."""
     import numpy as np
-    import pandas as pd
 
     rng = np.random.default_rng(options.seed)
     order = rng.permutation(len(features))
     pool = features.iloc[order[: len(order) // 2]].reset_index(drop=True)
     hold_index = order[len(order) // 2 :]
-    holdout = features.iloc[hold_index].reset_index(drop=True)
-    target = model.query(holdout).labels
-    hold_truth = truth[hold_index] if truth is not None else None
+    asked = Refusals(model, "extraction", location)
+    out, kept = asked.ask(features.iloc[hold_index])
+    holdout = features.iloc[hold_index[kept]].reset_index(drop=True)
+    target = out.labels[kept]
+    hold_truth = truth[hold_index[kept]] if truth is not None else None
     budget = options.queries
-    checkpoints = sorted({max(10, budget // 8), max(10, budget // 4), max(10, budget // 2), budget})
-
-    def score(predicted: numpy.ndarray, queries: int) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "queries": queries,
-            "fidelity": round(float(np.mean(predicted == target)), 6),
+    if len(holdout) < MIN_HOLDOUT:
+        metrics: dict[str, Any] = {
+            "run": False,
+            "budget": budget,
+            "holdout_rows": len(holdout),
+            "refused_queries": asked.refused,
+            "refused_share": asked.share,
         }
+        why = (
+            f"the model answered {len(holdout)} of {len(hold_index)} hold-out rows; at least "
+            f"{MIN_HOLDOUT} are needed to judge a copy"
+        )
+        return ExtractionResult(metrics, [], [asked.not_run(why)])
+    checkpoints = sorted({max(10, budget // 8), max(10, budget // 4), max(10, budget // 2), budget})
+    shares: dict[str, float] = {}
+
+    def send(x: pandas.DataFrame) -> _Queries:
+        out, answered = asked.ask(x)
+        return _Queries(x, out.labels, out.scores, answered)
+
+    def score(sent: _Queries, queries: int) -> dict[str, Any]:
+        """The copy trained on the answers to the first `queries` sent, judged on the
+        hold-out; no fidelity when none of them was answered (no copy)."""
+        x, y = sent.first(queries)
+        entry: dict[str, Any] = {"queries": queries, "answered": len(y), "fidelity": None}
+        if not len(y):
+            return entry
+        predicted = _fit_predict(spec, x, y, holdout)
+        entry["fidelity"] = round(float(np.mean(predicted == target)), 6)
         if hold_truth is not None:
             entry["accuracy"] = round(float(np.mean(predicted == hold_truth)), 6)
         return entry
 
+    def refused_share(sent: _Queries) -> float:
+        return round(1 - float(sent.answered.mean()), 6) if len(sent.answered) else 0.0
+
     curves: dict[str, list[dict[str, Any]]] = {}
     for name in ("random", "data_like"):
-        x = (
+        sent = send(
             random_rows(spec, pool, budget, rng)
             if name == "random"
             else data_like_rows(pool, budget, rng)
         )
-        y = model.query(x).labels
-        curves[name] = [
-            score(_fit_predict(spec, x.iloc[:q], y[:q], holdout), q) for q in checkpoints
-        ]
+        shares[name] = refused_share(sent)
+        curves[name] = [score(sent, q) for q in checkpoints]
     # active learning: seed with data-like rows, then ask where the copy is least sure
-    x = data_like_rows(pool, checkpoints[0], rng)
-    y = model.query(x).labels
-    curve = [score(_fit_predict(spec, x, y, holdout), len(x))]
+    sent = send(data_like_rows(pool, checkpoints[0], rng))
+    curve = [score(sent, len(sent.x))]
     for q in checkpoints[1:]:
-        need = q - len(x)
+        need = q - len(sent.x)
         candidates = data_like_rows(pool, need * 5, rng)
+        x, y = sent.first(len(sent.x))
         if len(np.unique(y)) >= 2:
             copy = _surrogate(spec).fit(x, y)
             proba = copy.predict_proba(candidates)
@@ -199,61 +260,94 @@ def run_extraction(
             chosen = candidates.iloc[np.argsort(margin, kind="stable")[:need]]
         else:
             chosen = candidates.iloc[:need]
-        x = pd.concat([x, chosen], ignore_index=True)
-        y = np.concatenate([y, model.query(chosen).labels])
-        curve.append(score(_fit_predict(spec, x, y, holdout), len(x)))
+        sent = sent.more(send(chosen.reset_index(drop=True)))
+        curve.append(score(sent, len(sent.x)))
     curves["active"] = curve
+    shares["active"] = refused_share(sent)
     # output hardening, at the full budget with data-like queries
     hardening: dict[str, float] = {}
-    x = data_like_rows(pool, budget, rng)
-    out = model.query(x)
-    hardening["labels"] = score(_fit_predict(spec, x, out.labels, holdout), budget)["fidelity"]
-    if out.scores is not None and out.scores.shape[1] >= 2:
+    sent = send(data_like_rows(pool, budget, rng))
+    shares["hardening"] = refused_share(sent)
+    x, labels = sent.first(budget)
+    if len(labels):
+        hardening["labels"] = score(sent, budget)["fidelity"]
+    if sent.scores is not None and sent.scores.shape[1] >= 2 and len(labels):
+        answered_scores = sent.scores[sent.answered]
         classes = np.array(model.classes, dtype=object)
-        variants = {"scores": out.scores, "rounded_0.1": np.round(out.scores, 1)}
-        for k in range(1, min(3, out.scores.shape[1])):
-            variants[f"top_{k}"] = top_k(out.scores, k)
+        variants = {"scores": answered_scores, "rounded_0.1": np.round(answered_scores, 1)}
+        for k in range(1, min(3, answered_scores.shape[1])):
+            variants[f"top_{k}"] = top_k(answered_scores, k)
         for name, scores in variants.items():
             copy = _surrogate(spec, regression=True).fit(x, scores)
             guess = classes[np.asarray(copy.predict(holdout)).reshape(len(holdout), -1).argmax(1)]
             hardening[name] = round(float(np.mean(guess == target)), 6)
-    best_strategy = max(curves, key=lambda k: curves[k][-1]["fidelity"])
-    best = curves[best_strategy][-1]["fidelity"]
+    judged = {k: v[-1]["fidelity"] for k, v in curves.items() if v[-1]["fidelity"] is not None}
+    if not judged:
+        metrics = {
+            "run": False,
+            "budget": budget,
+            "holdout_rows": len(holdout),
+            "refused_queries": asked.refused,
+            "refused_share": asked.share,
+            "refused_share_by_strategy": shares,
+        }
+        why = "the model answered none of the attacker's queries, so no copy could be trained"
+        return ExtractionResult(metrics, [], [asked.not_run(why)])
+    best_strategy = max(judged, key=lambda k: judged[k])
+    best = judged[best_strategy]
     reached = [
         point["queries"]
         for points in curves.values()
         for point in points
-        if point["fidelity"] > options.max_extraction_fidelity
+        if point["fidelity"] is not None and point["fidelity"] > options.max_extraction_fidelity
     ]
-    safest = min(hardening, key=lambda k: hardening[k])
+    safest = min(hardening, key=lambda k: hardening[k]) if hardening else None
     recommendation: dict[str, Any] = {
         "output": safest,
-        "fidelity_with_it": hardening[safest],
+        "fidelity_with_it": hardening[safest] if safest else None,
         "max_queries_per_client": (min(reached) - 1) if reached else None,
     }
-    metrics: dict[str, Any] = {
+    metrics = {
         "budget": budget,
         "pool_rows": len(pool),
         "holdout_rows": len(holdout),
+        "refused_queries": asked.refused,
+        "refused_share": asked.share,
+        "refused_share_by_strategy": shares,
         "curves": curves,
         "best_strategy": best_strategy,
         "best_fidelity": best,
         "hardening": hardening,
         "recommendation": recommendation,
     }
+    skips = asked.note(
+        "so each copy learns from the answered queries only and is judged on the hold-out "
+        f"rows answered (refused share {asked.share:.1%}: random {shares['random']:.1%}, "
+        f"data-like {shares['data_like']:.1%}; a contract refusing what an attacker sends "
+        "slows extraction)"
+    )
+    if not hardening:
+        skips.append(asked.not_run("output hardening: none of its data-like queries was answered"))
     findings = []
     if best > options.max_extraction_fidelity:
         limit = recommendation["max_queries_per_client"]
+        answered = curves[best_strategy][-1]["answered"]
         findings.append(
             EXTRACTABLE.finding(
                 location.model_copy(update={"pointer": "extraction"}),
-                f"a copy trained on {budget:,} {best_strategy.replace('_', '-')} queries agrees "
+                f"a copy trained on {budget:,} {best_strategy.replace('_', '-')} queries "
+                + (f"({answered:,} answered) " if answered < budget else "")
+                + "agrees "
                 f"with the model on {best:.1%} of unseen rows (policy maximum "
-                f"{options.max_extraction_fidelity:.0%}); with {safest.replace('_', ' ')} "
-                f"output it agrees on {hardening[safest]:.1%}"
+                f"{options.max_extraction_fidelity:.0%})"
+                + (
+                    f"; with {safest.replace('_', ' ')} output it agrees on {hardening[safest]:.1%}"
+                    if safest
+                    else ""
+                )
                 + (f"; the threshold is passed from {limit + 1:,} queries" if limit else ""),
                 evidence=f"extraction_fidelity > max_extraction_fidelity "
                 f"{options.max_extraction_fidelity:g}",
             )
         )
-    return ExtractionResult(metrics, findings)
+    return ExtractionResult(metrics, findings, skips)

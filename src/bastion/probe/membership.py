@@ -21,7 +21,10 @@ attacks are compared on the same rows. Attacks:
   on the target's outputs for the attack half.
 
 Each attack reports ROC AUC and the true-positive rate at 0.1% and 1% false-positive rate (the
-rate that matters: identifying a few members with near certainty), with the ROC curve."""
+rate that matters: identifying a few members with near certainty), with the ROC curve. Rows
+the model refuses (an input contract's 4xx, an exception; see refusals.py) are left out and
+counted (`refused_queries`); with fewer than MIN_ANSWERED members or non-members answered the
+attack is reported as not run."""
 
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.config import ProbeSettings
 from bastion.findings import Confidence, Finding, Location, Severity, Skip, Stage
-from bastion.probe.model import EstimatorModel, Model
+from bastion.probe.model import EstimatorModel, Model, Output
+from bastion.probe.refusals import Refusals
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 MAX_ROWS = 2000  # members (and as many non-members) sampled
 SHADOWS = 8  # shadow copies for the calibrated-loss attack
 ROC_POINTS = 60  # points of each ROC curve kept for the report
+MIN_ANSWERED = 10  # answered members (and non-members) below which no attack is scored
 
 MEMBERSHIP = Rule(
     id="PRB010",
@@ -94,6 +99,12 @@ def _features(scores: numpy.ndarray, truth_index: numpy.ndarray) -> numpy.ndarra
 
     true_p = scores[np.arange(len(scores)), truth_index]
     return np.column_stack([np.log(np.clip(true_p, 1e-12, 1.0)), scores.max(axis=1)])
+
+
+def _kept(out: Output, answered: numpy.ndarray) -> Output:
+    """The answered rows of `out`."""
+    scores = out.scores[answered] if out.scores is not None else None
+    return Output(out.labels[answered], scores)
 
 
 def _indices(model: Model, labels: numpy.ndarray) -> numpy.ndarray:
@@ -239,8 +250,29 @@ def run_membership(
     m_attack, m_eval = pick_m[:half], pick_m[half:]
     o_attack, o_eval = pick_o[:half], pick_o[half:]
     where = location.model_copy(update={"pointer": "membership"})
-    out_m = model.query(members.iloc[m_eval])
-    out_o = model.query(others.iloc[o_eval])
+    asked = Refusals(model, "membership", location)
+    # rows the model refuses are left out: every attack is scored on the rows answered
+    out_m, kept = asked.ask(members.iloc[m_eval])
+    out_m, m_eval = _kept(out_m, kept), m_eval[kept]
+    out_o, kept = asked.ask(others.iloc[o_eval])
+    out_o, o_eval = _kept(out_o, kept), o_eval[kept]
+    if min(len(m_eval), len(o_eval)) < MIN_ANSWERED:
+        gap: dict[str, Any] = {
+            "run": False,
+            "members": len(m_eval),
+            "non_members": len(o_eval),
+            "refused_queries": asked.refused,
+        }
+        return MembershipResult(
+            gap,
+            [],
+            [
+                asked.not_run(
+                    f"the model answered {len(m_eval)} member and {len(o_eval)} non-member "
+                    f"row(s) of those sampled; at least {MIN_ANSWERED} of each are needed"
+                )
+            ],
+        )
     truth_m, truth_o = member_truth[m_eval], other_truth[o_eval]
     attacks: dict[str, dict[str, Any]] = {}
     skips: list[Skip] = []
@@ -295,21 +327,36 @@ def run_membership(
                 )
             )
         else:
-            train_m = model.query(members.iloc[m_attack])
-            train_o = model.query(others.iloc[o_attack])
-            assert train_m.scores is not None and train_o.scores is not None
-            art_m, art_o = _art_attack(
-                len(model.classes),
-                (train_m.scores, train_o.scores),
-                (_indices(model, member_truth[m_attack]), _indices(model, other_truth[o_attack])),
-                (out_m.scores, out_o.scores),
-                (idx_m, idx_o),
-            )
-            attacks["art_black_box"] = roc_summary(art_m, art_o)
+            train_m, kept_m = asked.ask(members.iloc[m_attack])
+            train_o, kept_o = asked.ask(others.iloc[o_attack])
+            train_m, train_o = _kept(train_m, kept_m), _kept(train_o, kept_o)
+            if min(len(train_m.labels), len(train_o.labels)) < MIN_ANSWERED:
+                skips.append(
+                    asked.not_run(
+                        f"ART's black-box attack: the model answered {len(train_m.labels)} "
+                        f"member and {len(train_o.labels)} non-member row(s) of the attack "
+                        f"half; at least {MIN_ANSWERED} of each are needed"
+                    )
+                )
+            else:
+                assert train_m.scores is not None and train_o.scores is not None
+                art_m, art_o = _art_attack(
+                    len(model.classes),
+                    (train_m.scores, train_o.scores),
+                    (
+                        _indices(model, member_truth[m_attack][kept_m]),
+                        _indices(model, other_truth[o_attack][kept_o]),
+                    ),
+                    (out_m.scores, out_o.scores),
+                    (idx_m, idx_o),
+                )
+                attacks["art_black_box"] = roc_summary(art_m, art_o)
+    skips.extend(asked.note("so each attack is scored on the member and non-member rows answered"))
     best = max(attacks, key=lambda name: attacks[name]["auc"])
     metrics: dict[str, Any] = {
         "members": len(m_eval),
         "non_members": len(o_eval),
+        "refused_queries": asked.refused,
         "attacks": attacks,
         "best_attack": best,
         "best_auc": attacks[best]["auc"],

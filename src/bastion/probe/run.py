@@ -27,6 +27,7 @@ from bastion.findings import (
 )
 from bastion.probe.inputs import Table, favourable_class, model_labels
 from bastion.probe.model import Model
+from bastion.probe.refusals import answered_rows
 from bastion.probe.spec import ProbeSpec, check_against, check_types, infer
 from bastion.rules import taxonomy_version
 from bastion.version import __version__
@@ -116,7 +117,8 @@ def _run_probe(
     if truth is not None:
         import numpy as np
 
-        metrics["accuracy"] = round(float(np.mean(baseline.labels == truth)), 6)
+        answered = answered_rows(baseline)  # a refused row has no decision to judge
+        metrics["accuracy"] = round(float(np.mean(baseline.labels[answered] == truth[answered])), 6)
     findings: list[Finding] = []
     skips: list[Skip] = []
     errors: list[CheckError] = []
