@@ -31,6 +31,7 @@ from bastion.findings import Confidence, Finding, Location, Severity, Skip, Stag
 from bastion.probe.model import Model
 from bastion.probe.refusals import Refusals
 from bastion.probe.spec import ProbeSpec
+from bastion.records import Record
 from bastion.rules import Rule
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _fit_predict(
     return np.asarray(copy.predict(holdout), dtype=object)
 
 
-class _Queries(NamedTuple):
+class _Queries(Record):
     """Rows an attacker sent, the labels (and scores) answered, and which rows were answered."""
 
     x: pandas.DataFrame
@@ -168,10 +169,10 @@ class _Queries(NamedTuple):
         import pandas as pd
 
         return _Queries(
-            pd.concat([self.x, other.x], ignore_index=True),
-            np.concatenate([self.labels, other.labels]),
-            None,
-            np.concatenate([self.answered, other.answered]),
+            x=pd.concat([self.x, other.x], ignore_index=True),
+            labels=np.concatenate([self.labels, other.labels]),
+            scores=None,
+            answered=np.concatenate([self.answered, other.answered]),
         )
 
 
@@ -217,7 +218,7 @@ def run_extraction(
 
     def send(x: pandas.DataFrame) -> _Queries:
         out, answered = asked.ask(x)
-        return _Queries(x, out.labels, out.scores, answered)
+        return _Queries(x=x, labels=out.labels, scores=out.scores, answered=answered)
 
     def score(sent: _Queries, queries: int) -> dict[str, Any]:
         """The copy trained on the answers to the first `queries` sent, judged on the
