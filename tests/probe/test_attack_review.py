@@ -22,7 +22,7 @@ from bastion.cli.main import main
 from bastion.config import ProbeSettings
 from bastion.errors import UsageError
 from bastion.findings import Location
-from bastion.probe.endpoint import EndpointError, HttpModel
+from bastion.probe.endpoint import EndpointError, EndpointRefused, HttpModel
 from bastion.probe.evasion import run_evasion
 from bastion.probe.inputs import Table, dtypes_of
 from bastion.probe.model import Model, Output
@@ -174,7 +174,76 @@ BAD_ANSWERS = {
     "boolean": (b'{"scores": [[true, false]]}', "a boolean"),
     "bad-sum": (b'{"scores": [[0.9, 0.9]]}', "summing to"),
     "deep": (b'{"scores": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    # second review: an integer too large for a float raised OverflowError ("internal error")
+    "huge-integer": (b'{"scores": [1' + b"0" * 400 + b"]}", "not a score"),
+    "huge-integer-in-list": (b'{"scores": [[0, 1' + b"0" * 400 + b"]]}", "not a score"),
 }
+
+BAD_LABELS = {
+    "unknown": b'{"labels": ["banana"]}',
+    "boolean": b'{"labels": [true]}',
+    "infinite": b'{"labels": [1e999]}',
+    "object": b'{"labels": [{"a": 1}]}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LABELS))
+def test_a_label_outside_the_classes_is_a_clear_error(servers: list[Any], case: str) -> None:
+    """Second review: labels were only type-checked, so 'banana', true or 1e999 became labels
+    and the verdict was computed on them."""
+    state = _serve(lambda handler, _: _send(handler, BAD_LABELS[case]))
+    servers.append(state)
+    model = HttpModel(
+        state["url"], template={"rows": "$rows"}, classes=["bad", "good"], labels="/labels"
+    )
+    with pytest.raises(EndpointError, match="not one of --classes"):
+        model.query(pd.DataFrame({"a": [1.0]}))
+
+
+def test_numeric_labels_in_the_classes_are_accepted(servers: list[Any]) -> None:
+    state = _serve(lambda handler, _: _send(handler, b'{"labels": [1, 0.0]}'))
+    servers.append(state)
+    model = HttpModel(
+        state["url"], template={"rows": "$rows"}, classes=["0", "1"], labels="/labels"
+    )
+    assert list(model.query(pd.DataFrame({"a": [1.0, 2.0]})).labels) == ["1", "0"]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 405])
+def test_an_answer_about_the_request_itself_stops_at_once(servers: list[Any], status: int) -> None:
+    """Second review: a 401/404 was bisected as refused input, 832 rows for a 120-row file."""
+    state = _serve(lambda handler, _: _send(handler, b"{}", status=status))
+    servers.append(state)
+    model = HttpModel(
+        state["url"], template={"rows": "$rows"}, classes=["bad", "good"], scores="/scores"
+    )
+    with pytest.raises(EndpointError, match=f"HTTP {status}") as caught:
+        model.query(pd.DataFrame({"a": [1.0] * 8}))
+    assert not isinstance(caught.value, EndpointRefused)
+    assert state["rows"] == 8  # one request, not a bisection
+
+
+def test_credentials_in_the_endpoint_url_are_refused_and_its_query_never_shown() -> None:
+    """Second review: user:password@ and ?api_key= were written to the report 7 times."""
+    with pytest.raises(UsageError, match="--header"):
+        HttpModel(
+            "http://apiuser:pw123@127.0.0.1:9/predict",
+            template={"rows": "$rows"},
+            classes=["bad", "good"],
+            scores="/scores",
+        )
+    model = HttpModel(
+        "http://127.0.0.1:9/predict?api_key=SECRETKEY",
+        template={"rows": "$rows"},
+        classes=["bad", "good"],
+        scores="/scores",
+        retries=0,
+        timeout=1.0,
+    )
+    assert "SECRETKEY" not in model.url and model.url == "http://127.0.0.1:9/predict"
+    with pytest.raises(EndpointError) as caught:
+        model.query(pd.DataFrame({"a": [1.0]}))
+    assert "SECRETKEY" not in str(caught.value)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ANSWERS))

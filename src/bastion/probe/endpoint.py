@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 RETRY_STATUS = {429, 500, 502, 503, 504}
+# answers about the request itself (credentials, address, method), never about its rows:
+# stop at once instead of bisecting the batch as refused input
+NOT_A_REFUSAL = {401, 403, 404, 405, 407, 410, 411, 414, 415}
 SUM_TOLERANCE = 0.005  # per class: class scores rounded to two decimals still sum to about 1
 MAX_TIMEOUT = 3600.0
 
@@ -65,12 +68,14 @@ def parse_answer(raw: bytes) -> Any:
 
 
 def _is_number(value: Any) -> bool:
-    """A JSON number (a boolean is not one, although Python's bool is an int)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    """A finite JSON number (a boolean is not one, although Python's bool is an int; an
+    integer too large for a float is not one either)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _kind(value: Any) -> str:
@@ -157,6 +162,11 @@ class HttpModel(Model):
             raise UsageError(f"--endpoint {url[:60]!r} is not a valid URL: {exc}") from None
         if not parts.hostname:
             raise UsageError(f"--endpoint {url[:60]!r} names no host")
+        if parts.username is not None or parts.password is not None:
+            raise UsageError(
+                "--endpoint carries a user name or password (user:password@host): give "
+                "credentials with --header, which is never written to the report"
+            )
         self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = port
@@ -174,8 +184,10 @@ class HttpModel(Model):
         self.per_row = '"$row"' in text
         if not self.per_row and '"$rows"' not in text:
             raise UsageError('the request template holds neither "$rows" nor "$row"')
-        super().__init__(url, classes, budget)
-        self.url = url
+        # the address as reports and messages show it: no query string (it may carry a token)
+        shown = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+        super().__init__(shown, classes, budget)
+        self.url = shown
         self.template = template
         self.scores_at = scores
         self.labels_at = labels
@@ -242,6 +254,12 @@ class HttpModel(Model):
             if status in RETRY_STATUS:
                 problem = f"HTTP {status}"
                 continue
+            if status in NOT_A_REFUSAL:
+                raise EndpointError(
+                    f"the endpoint answered HTTP {status}: the request was not accepted "
+                    "whatever its rows (credentials, address or method)",
+                    hint="check --endpoint and --header",
+                )
             if status >= 400:
                 raise EndpointRefused(f"the endpoint answered HTTP {status}")
             if not 200 <= status < 300:
@@ -309,8 +327,15 @@ class HttpModel(Model):
                 found = [found]
             if not isinstance(found, list) or len(found) != len(rows):
                 raise EndpointError(f"{self.labels_at} does not hold one label per row")
-            if not all(isinstance(v, str | int | float) for v in found):
-                raise EndpointError(f"{self.labels_at} holds something that is not a label")
+            known = {label_text(c) for c in self.classes}
+            for value in found:
+                if not (isinstance(value, str) or _is_number(value)) or (
+                    label_text(value) not in known
+                ):
+                    raise EndpointError(
+                        f"{self.labels_at} holds {str(value)[:40]!r}, not one of --classes "
+                        f"({', '.join(sorted(known))[:80]})"
+                    )
             labels = [label_text(v) for v in found]
         if labels is None:
             assert scores is not None
