@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 # the compiled patterns detectors._numbers runs (a test reads the list from its source)
 NUMBER_PATTERNS = (
@@ -207,9 +208,9 @@ def _class_end(source: str, start: int) -> int:
     raise ValueError("unterminated character class")
 
 
-def _group_end(source: str, start: int) -> int:
-    """The index of the ) closing the group opened at `start`."""
-    depth = 0
+def _outside_classes(source: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(index, character) of a pattern from `start`, skipping escapes and character classes
+    (where parentheses and bars are literal)."""
     index = start
     while index < len(source):
         char = source[index]
@@ -219,32 +220,30 @@ def _group_end(source: str, start: int) -> int:
         if char == "[":
             index = _class_end(source, index) + 1
             continue
+        yield index, char
+        index += 1
+
+
+def _group_end(source: str, start: int) -> int:
+    """The index of the ) closing the group opened at `start`."""
+    depth = 0
+    for index, char in _outside_classes(source, start):
         if char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
             if depth == 0:
                 return index
-        index += 1
     raise ValueError("unbalanced (")
 
 
 def _top_level_alternation(source: str) -> bool:
     depth = 0
-    index = 0
-    while index < len(source):
-        char = source[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == "[":
-            index = _class_end(source, index) + 1
-            continue
+    for _index, char in _outside_classes(source):
         if char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
         elif char == "|" and depth == 0:
             return True
-        index += 1
     return False

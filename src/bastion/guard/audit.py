@@ -680,12 +680,10 @@ class AuditLog:
             self._fast_disk = self._commit_seconds < FAST_COMMIT_SECONDS
 
     def _failed_now(self, problem: str) -> int:
-        with self._lock:
-            self._failed += 1
-            self._last_error = problem
-        if self.strict:
-            raise AuditUnavailable(f"event not recorded: {problem}")
-        return NOT_RECORDED
+        outcome = self._outcome_of_failure(problem)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return int(outcome)
 
     def _poke(self) -> None:
         """Process mode: wake the background thread for a checkpoint (once until it runs)."""
@@ -703,13 +701,11 @@ class AuditLog:
         return None
 
     def _fail(self, future: concurrent.futures.Future[int], problem: str) -> None:
-        with self._lock:
-            self._failed += 1
-            self._last_error = problem
-        if self.strict:
-            future.set_exception(AuditUnavailable(f"event not recorded: {problem}"))
+        outcome = self._outcome_of_failure(problem)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            future.set_result(NOT_RECORDED)
+            future.set_result(outcome)
 
     def _resolve(self, outcomes: list[tuple[_Pending, Any]]) -> None:
         """Tell each waiter of a batch its outcome (a sequence number or an exception): a
@@ -730,6 +726,8 @@ class AuditLog:
                 pass
 
     def _outcome_of_failure(self, problem: str) -> Any:
+        """Count a failure; what a waiter gets: AuditUnavailable in strict mode (no answer
+        without a durable event), else NOT_RECORDED."""
         with self._lock:
             self._failed += 1
             self._last_error = problem
