@@ -250,14 +250,20 @@ async def _open_loop(
     rate: float,
     seconds: float,
     samples: list[float] | None = None,
+    start: asyncio.Event | None = None,
+    offset: float = 0.0,
 ) -> dict[str, float]:
     """Requests sent at fixed times, whether or not earlier ones were answered: latency
     percentiles in ms, failures (non-200), achieved answers per second; every latency is also
-    added to `samples`."""
+    added to `samples`. With `start`, the first request waits for that event and then
+    `offset` seconds (interleaved setups: see `_interleaved`)."""
     client = _Client(port, key)
     requests = [client.request(body) for body in bodies]
     for request in requests[:50]:  # warm-up
         await client.post(request)
+    if start is not None:
+        await start.wait()
+        await asyncio.sleep(offset)
     latencies: list[float] = []
     failures = 0
 
@@ -288,6 +294,41 @@ async def _open_loop(
         "rps": len(latencies) / elapsed,
         "failures": failures,
     }
+
+
+async def _interleaved(
+    ports: dict[str, int],
+    key: str,
+    bodies: list[bytes],
+    rate: float,
+    seconds: float,
+    samples: dict[str, list[float]],
+) -> dict[str, dict[str, float]]:
+    """Every setup at `rate` at once, their requests staggered evenly (setup k sends at
+    (i + k/K) / rate): each request of one setup has the other setups' requests just before
+    and after it, so the setups meet the same moments of a noisy machine, which segments of
+    one setup after another do not."""
+    start = asyncio.Event()
+    names = list(ports)
+    runs = [
+        asyncio.create_task(
+            _open_loop(
+                ports[name],
+                key,
+                bodies,
+                rate,
+                seconds,
+                samples[name],
+                start,
+                k / (len(names) * rate),
+            )
+        )
+        for k, name in enumerate(names)
+    ]
+    await asyncio.sleep(3.0)  # every client's warm-up done
+    start.set()
+    results = await asyncio.gather(*runs)
+    return dict(zip(names, results, strict=True))
 
 
 async def _closed_loop(
@@ -410,6 +451,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16, help="closed-loop clients")
     parser.add_argument("--throughput-seconds", type=float, default=4.0)
     parser.add_argument("--access", type=int, default=2000)
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run the setups at once, their requests staggered (same moments of the machine)",
+    )
     parser.add_argument("--base-tree", type=Path, help="an earlier checkout to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "guard_latency.json")
     args = parser.parse_args()
@@ -447,6 +493,20 @@ def main() -> int:
                 )
             for round_ in range(args.rounds):
                 order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
+                if args.interleave:
+                    segment = asyncio.run(
+                        _interleaved(
+                            {name: ports[name] for name in order},
+                            key,
+                            bodies,
+                            args.rate,
+                            args.seconds,
+                            pooled,
+                        )
+                    )
+                    for name in kinds:
+                        latency[name].append(segment[name])
+                    continue
                 for name in order:
                     latency[name].append(
                         asyncio.run(

@@ -438,26 +438,97 @@ def test_a_slow_or_crashing_model_is_504_or_500_within_the_timeout(
     assert _events(tmp_path)[-1]["status"] == status  # audited like any answer
 
 
-def test_monitor_alerts_are_recorded_in_the_audit_chain(tmp_path: Path) -> None:
-    """A key sweeping one feature raises the monitor's sweep alert: the request is flagged and
-    the alert is an event of the chain (what `bastion guard report` turns into GRD104)."""
-    app = _app(tmp_path)
-    key = _keys(tmp_path, "score")
+def _sweep_then_benign(server: Any, key: str, after: int) -> list[httpx.Response]:
+    """Benign rows, a sweep of one feature (the monitor's sweep alert), then `after` benign
+    one-row requests."""
     seed = dict(credit_rows()[7])
     sweep = [{**seed, "credit_amount": amount} for amount in range(500, 15_001, 200)][:70]
-    benign = credit_rows()[100:170]
+    bodies = [credit_rows()[100:170], sweep] + [[row] for row in credit_rows()[200 : 200 + after]]
+    return [
+        httpx.post(server.url + "/v1/score", json={"rows": rows}, headers=bearer(key))
+        for rows in bodies
+    ]
+
+
+def test_monitor_alerts_are_recorded_in_the_audit_chain(tmp_path: Path) -> None:
+    """A key sweeping one feature raises the monitor's sweep alert. In the default flag mode
+    the monitor looks at an answered request after sending it (its verdict cannot change the
+    answer): the alert is an event of the chain (what `bastion guard report` turns into
+    GRD104), and the key's next request, recorded after it, carries the flag."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "score")
     with serving(app) as server:
-        calm = httpx.post(server.url + "/v1/score", json={"rows": benign}, headers=bearer(key))
-        probe = httpx.post(server.url + "/v1/score", json={"rows": sweep}, headers=bearer(key))
-    assert calm.status_code == 200 and probe.status_code == 200
+        answers = _sweep_then_benign(server, key, 3)
+    assert [a.status_code for a in answers] == [200] * 5
     events = _events(tmp_path)
     alerts = [e for e in events if "alert" in e]
     assert "sweep" in {a["alert"] for a in alerts}  # PRADA may see the synthetic rows too
     requests = [e for e in events if "route" in e]
-    assert [r["decisions"]["monitor"] for r in requests] == ["allow", "flag"]
-    assert {a["key_id"] for a in alerts} == {requests[-1]["key_id"]}
-    # an alert is recorded before the request that raised it (one chain, in order)
-    assert events.index(alerts[-1]) < events.index(requests[-1])
+    verdicts = [r["decisions"]["monitor"] for r in requests]
+    assert verdicts[:2] == ["allow", "allow"] and "flag" in verdicts[2:]
+    assert {a["key_id"] for a in alerts} == {requests[1]["key_id"]}
+    # the sweep's alerts follow the sweep's event and precede the request carrying the flag
+    flagged = requests[2 + verdicts[2:].index("flag")]
+    first_alert = events.index(alerts[0])
+    assert events.index(requests[1]) < first_alert < events.index(flagged)
+
+
+def test_monitor_in_block_mode_refuses_the_request_that_raised_the_alert(tmp_path: Path) -> None:
+    """`[monitor] action = "block"` may refuse an answer, so the monitor looks before it: the
+    sweep itself is refused (403), its alerts precede its event, the key stays suspended."""
+    app = _app(tmp_path, monitor={"action": "block"})
+    key = _keys(tmp_path, "score")
+    with serving(app) as server:
+        answers = _sweep_then_benign(server, key, 1)
+    assert [a.status_code for a in answers] == [200, 403, 403]
+    events = _events(tmp_path)
+    requests = [e for e in events if "route" in e]
+    assert [r["decisions"].get("monitor") for r in requests] == ["allow", "block", "block"]
+    alerts = [e for e in events if "alert" in e]
+    assert alerts and events.index(alerts[-1]) < events.index(requests[1])
+
+
+def test_flag_mode_answers_without_waiting_for_the_monitor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In flag mode the answer is sent before the monitor observes it: a monitor taking 1.5 s
+    per request does not delay the answer, and one that fails is logged, not a 500; in block
+    mode the answer waits for it."""
+    for folder in ("slow", "failing", "blocking"):
+        (tmp_path / folder).mkdir()
+    slow = _app(tmp_path / "slow")
+    failing = _app(tmp_path / "failing")
+    blocking = _app(tmp_path / "blocking", monitor={"action": "block"})
+
+    def sleepy(*_args: Any, **_kwargs: Any) -> list[Any]:
+        time.sleep(1.5)
+        return []
+
+    def broken(*_args: Any, **_kwargs: Any) -> list[Any]:
+        raise RuntimeError("monitor bug")
+
+    slow.guard.monitor.observe = sleepy
+    blocking.guard.monitor.observe = sleepy
+    failing.guard.monitor.observe = broken
+    took = {}
+    for name, app in (("slow", slow), ("failing", failing), ("blocking", blocking)):
+        key = _keys(tmp_path / name, "predict")
+        with serving(app) as server:
+            started = time.monotonic()
+            answer = httpx.post(
+                server.url + "/v1/predict",
+                json={"rows": credit_rows()[:1]},
+                headers=bearer(key),
+                timeout=10,
+            )
+            took[name] = time.monotonic() - started
+            assert answer.status_code == 200, name
+            again = httpx.post(
+                server.url + "/v1/predict", json={"rows": credit_rows()[1:2]}, headers=bearer(key)
+            )
+            assert again.status_code == 200, name
+    assert took["slow"] < 1.0 and took["blocking"] >= 1.5
+    assert "query monitor error" in caplog.text
 
 
 def test_sighup_reload_swaps_settings_without_a_restart(tmp_path: Path) -> None:

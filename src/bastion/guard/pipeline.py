@@ -17,7 +17,10 @@ through, in order:
    optional classifier);
 6. out-of-distribution score of each row (record / flag / block);
 7. the inner app (the model, or the upstream), within the request timeout;
-8. the query monitor (extraction and probing per key, drift) on the rows and the scores;
+8. the query monitor (extraction and probing per key, drift) on the rows and the scores —
+   before the answer when its action is `block` (an alert refuses the request that raised
+   it); in `flag`/`record` mode, which cannot change an answer, after it is sent: the alerts
+   are appended to the chain then, and the key's next request carries the flag;
 9. output hardening of the answer for the caller's scope (labels only, rounding, top-k), or
    screening of a chat answer for personal data;
 10. the audit event, awaited until durable before anything is sent: in strict mode an event
@@ -61,6 +64,7 @@ log = logging.getLogger("bastion.guard")
 GUARD_SCOPE_KEY = "bastion.guard"  # where the inner app finds the GuardRequest
 UNKNOWN_ROUTE = "/unknown"
 _ROW_KEYS = frozenset({"rows"})
+MAX_FLAGGED_KEYS = 10_000  # keys with monitor alerts their next request has not carried yet
 
 
 class RouteSpec(Record):
@@ -83,6 +87,7 @@ class GuardRequest:
         "decisions",
         "document",
         "encoded",
+        "observed",
         "principal",
         "route",
         "rows",
@@ -99,6 +104,8 @@ class GuardRequest:
         # sending it, which spares decoding the bytes it sent
         self.answer: Any = None
         self.alerts: list[Any] = []  # the query monitor's alerts this request raised
+        # the answer's document, for the query monitor to observe once the answer is sent
+        self.observed: Any = None
 
 
 class Refusal(Exception):
@@ -158,6 +165,9 @@ class Guard:
         self.digest_key = digest_key
         self.in_flight = InFlight()
         self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
+        # key id -> monitor alerts its answered requests raised, until its next request carries
+        # them (record and flag modes: see GuardMiddleware._observe_answered)
+        self.flagged: dict[str, int] = {}
         self.extra_ready = extra_ready
         self.row_screen = RowScreen(self.categories, settings.sensitive.max_chars)
         self.row_reader = RowReader(contract) if contract is not None else None
@@ -273,6 +283,8 @@ class GuardMiddleware:
         await self._finish(
             scope, send, request, settings, started, status, body, headers, raw, claimed
         )
+        if request.observed is not None:
+            await self._observe_answered(request, settings)
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -556,9 +568,8 @@ class GuardMiddleware:
         request.encoded = encoding.encode(request.rows)
         if guard.ood is None:
             return
-        scores = guard.ood.score(request.encoded)
         threshold = guard.ood.threshold(settings.ood.quantile, settings.ood.threshold)
-        if float(scores.max()) > threshold:
+        if guard.ood.worst(request.encoded) > threshold:
             action = settings.ood.action
             request.decisions["ood"] = action
             if action == "block":
@@ -681,7 +692,10 @@ class GuardMiddleware:
                 request.decisions["output"] = "error"
                 raise Refusal(502, "bad_answer", "the model's answer was malformed") from None
         if route.kind == "rows":
-            self._monitor(request, settings, document)
+            if settings.monitor.action == "block":  # it may refuse this answer: before it
+                self._monitor(request, settings, document)
+            else:
+                self._monitor_verdict(request, settings, document)
             rules = settings.output.scopes.get(route.scope)
             if rules is not None:
                 try:
@@ -714,6 +728,53 @@ class GuardMiddleware:
                 time.monotonic() + settings.monitor.block_seconds
             )
             raise Refusal(403, "forbidden", "this credential is suspended; contact the operator")
+
+    def _monitor_verdict(
+        self, request: GuardRequest, settings: GuardSettings, document: Any
+    ) -> None:
+        """A monitor that only records or flags cannot change the answer, so it observes the
+        rows once the answer is sent (`_observe_answered`): this request carries the alerts the
+        key's answered requests raised since its last one (already in the audit chain)."""
+        guard = self.guard
+        if guard.monitor is None or request.encoded is None or request.principal is None:
+            return
+        raised = guard.flagged.pop(request.principal.key_id, None)
+        request.decisions["monitor"] = settings.monitor.action if raised else "allow"
+        request.observed = document
+
+    async def _observe_answered(self, request: GuardRequest, settings: GuardSettings) -> None:
+        """The query monitor's look at an answered request (record or flag mode): its alerts
+        are logged and appended to the audit chain, then the key's next request is flagged.
+        The CPU is the same as observing before the answer; the caller does not wait for it."""
+        guard = self.guard
+        assert guard.monitor is not None and request.principal is not None
+        key_id = request.principal.key_id
+        try:
+            scores = _score_matrix(request.observed, len(request.encoded))
+            alerts = guard.monitor.observe(key_id, request.encoded, scores)
+        except Exception:  # the answer is sent: a monitor failure is logged, not raised
+            log.exception("query monitor error on %s", request.route.path)
+            return
+        if not alerts:
+            return
+        for alert in alerts:
+            log.warning("monitor alert: %s on key %s: %s", alert.kind, alert.key_id, alert.message)
+        if guard.audit is not None:
+            from bastion.guard.audit import AlertEvent, AuditUnavailable
+
+            try:
+                await asyncio.gather(
+                    *(guard.audit.append(AlertEvent.from_alert(a)) for a in alerts)
+                )
+            except AuditUnavailable:
+                guard.metrics.audit_failures.inc()
+                log.error("monitor alerts on key %s could not be recorded", key_id)
+        # flagged once the alerts are in the chain: the request carrying the flag follows them
+        if any(a.key_id == key_id for a in alerts):
+            flagged = guard.flagged
+            flagged[key_id] = flagged.get(key_id, 0) + 1
+            while len(flagged) > MAX_FLAGGED_KEYS:
+                flagged.pop(next(iter(flagged)))
 
     def _screen_answer(self, request: GuardRequest, settings: GuardSettings, document: Any) -> Any:
         action = settings.output.screen_text
@@ -792,13 +853,13 @@ class GuardMiddleware:
                     ),
                     [(b"retry-after", b"1")],
                 )
-        guard.metrics.observe(
-            request.route.path, status, time.perf_counter() - started, request.decisions
-        )
+        seconds = time.perf_counter() - started
         if isinstance(body, _Raw):
             await http.send_bytes(send, status, body.content, body.content_type, headers)
         else:
             await http.send_json(send, status, body, headers)
+        # counted once the answer is on its way: metrics decide nothing about this request
+        guard.metrics.observe(request.route.path, status, seconds, request.decisions)
 
 
 class _Raw:
