@@ -263,3 +263,22 @@ def test_mahalanobis_score_is_its_definition() -> None:
     precision = a @ a.T
     reference = np.sqrt(np.einsum("ij,jk,ik->i", x - mean, precision, x - mean))
     assert np.allclose(_mahalanobis(x, mean, precision), reference, rtol=1e-10)
+
+
+def test_one_row_mahalanobis_equals_the_batch_form() -> None:
+    """A request's worst OOD score: the one-row path (two vector products) gives the batch
+    form's value, on the example model's profile and on rows far out."""
+    from bastion.guard.ood import OodDetector, _mahalanobis, _mahalanobis_worst, fit_profile
+
+    profile = fit_profile(contract(), training(), TARGET)
+    detector = OodDetector.from_profile(profile)
+    mean, precision = np.asarray(profile.mean), np.asarray(profile.precision)
+    x = profile.encoder.compile().encode(credit_rows()[:300])
+    rng = np.random.default_rng(0)
+    x = np.vstack([x, x[:50] + rng.normal(0, 25, size=(50, x.shape[1]))])
+    for row in x:
+        one = row[None, :]
+        expected = float(_mahalanobis(one, mean, precision).max())
+        assert math.isclose(_mahalanobis_worst(one, mean, precision), expected, rel_tol=1e-9)
+        assert math.isclose(detector.worst(one), expected, rel_tol=1e-9)
+    assert detector.worst(x) == float(_mahalanobis(x, mean, precision).max())
