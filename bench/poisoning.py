@@ -20,7 +20,7 @@ targeted flips and backdoors, every rule for random flips) and every LBL rule to
 ROC AUC of a per-row suspicion score (bastion: flagged + 1 - probability of the given label
 under its best out-of-sample model; cleanlab: issue + 1 - probability of the given label).
 
-    .venv/bin/python bench/poisoning.py [--quick] [--json results.json]
+    .venv/bin/python bench/poisoning.py [--quick] [--seed 8] [--json results.json]
     .venv/bin/python bench/poisoning.py --scale 100000   # label checks on 100,000 rows, timed
 """
 
@@ -349,7 +349,10 @@ def clean_run(dataset: str, table: pa.Table, target: str) -> dict[str, Any]:
 
 
 def run(
-    quick: bool, datasets: list[str] | None = None, attacks: list[str] | None = None
+    quick: bool,
+    datasets: list[str] | None = None,
+    attacks: list[str] | None = None,
+    seed: int = SEED,
 ) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     clean: list[dict[str, Any]] = []
@@ -364,7 +367,7 @@ def run(
                 continue
             rates = RATES[attack][-1:] if quick else RATES[attack]
             for rate in rates:
-                rng = np.random.default_rng([SEED, int(rate * 1000), len(attack), len(dataset)])
+                rng = np.random.default_rng([seed, int(rate * 1000), len(attack), len(dataset)])
                 poisoned_table, poisoned, what, subgroup = apply(table, target, label, rate, rng)
                 row = measure(
                     dataset, attack, rate, poisoned_table, target, poisoned, what, subgroup
@@ -377,7 +380,7 @@ def run(
                     f"({row['seconds']}s) {row['rules']} [{what}]",
                     file=sys.stderr,
                 )
-    return {"attacks": rows, "clean": clean}
+    return {"attacks": rows, "clean": clean, "seed": seed}
 
 
 def scale(rows: int) -> dict[str, Any]:
@@ -469,6 +472,12 @@ def main() -> int:
     parser.add_argument(
         "--attacks", help=f"comma-separated subset of {','.join(ATTACKS)} (default: all)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"seed of the attacks (default {SEED}; another checks a gain is not one lucky draw)",
+    )
     args = parser.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -481,6 +490,7 @@ def main() -> int:
             args.quick,
             args.datasets.split(",") if args.datasets else None,
             args.attacks.split(",") if args.attacks else None,
+            args.seed,
         )
         print(json.dumps(result, indent=2))
     if args.json:

@@ -290,3 +290,45 @@ def test_candidate_families_take_turns_and_overlapping_regions_are_dropped() -> 
     apart = candidate("region", range(15, 30), prescore=3.0)  # a third inside `big`
     kept = poisoning._distinct_regions([big, inside, other_label, apart], 40)
     assert [c.prescore for c in kept] == [9.0, 4.0, 3.0]
+
+
+def _style_next_to_another_label(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D rows: 900 of label 0 around (0, 0), 100 of label 1 around (4, 0) (rows of label 1
+    see ~75% of label 1 around them, rows of label 0 ~2%); 12 rows of label 1 in a tight
+    line (a natural style) next to a patch of 20 rows that is 40% label 1 and 60% label 0;
+    10 rows deep inside label 0 relabelled 1 (planted). Returns (embedding, labels, planted)."""
+    rng = np.random.default_rng(seed)
+    style = np.column_stack([2 + 0.01 * np.arange(12), np.full(12, 6.0)])
+    patch = np.column_stack([1.96 + 0.01 * np.arange(20), np.full(20, 6.3)])
+    embedding = np.concatenate(
+        [rng.normal((0, 0), 1, (900, 2)), rng.normal((4, 0), 1, (100, 2)), style, patch]
+    )
+    labels_ = np.concatenate(
+        [np.zeros(900, int), np.ones(100, int), np.ones(12, int), np.tile([1, 0, 1, 0, 0], 4)]
+    )
+    planted = np.flatnonzero(np.hypot(*embedding[:900].T) < 1.5)[:10]
+    labels_[planted] = 1
+    return embedding, labels_, planted
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_natural_style_next_to_another_label_is_neither_trigger_nor_planted_place(
+    seed: int,
+) -> None:
+    """A shell that is 40% the subgroup's label is that label's place when rows of other labels
+    see 2% of it and its own rows 75% (log-odds midpoint ~0.2): a natural style (13-14 genuine
+    '1's sharing two pixels in digits with random flips was reported as a trigger, and a region
+    of them as planted). Rows planted deep inside another label still pass. The previous rule
+    (share below max(0.5, prior); one other label holding most of the shell) took both."""
+    from bastion.datacheck import poisoning
+
+    embedding, labels_, planted = _style_next_to_another_label(seed)
+    index = poisoning._shell_index(embedding)
+    style = np.arange(1000, 1012)
+    pattern = (("a", "= 1"), ("b", "= 1"))
+    as_trigger = poisoning.Candidate("pair", style, 1, pattern, 1.0)
+    as_region = poisoning.Candidate("region", style, 1, (("region", "12 rows"),), 1.0)
+    trigger = poisoning.Candidate("pair", planted, 1, pattern, 1.0)
+    assert not poisoning.unlike_its_neighbours(labels_, embedding, as_trigger, index)
+    assert not poisoning.surrounded(labels_, embedding, as_region, index)
+    assert poisoning.unlike_its_neighbours(labels_, embedding, trigger, index)
