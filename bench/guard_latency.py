@@ -21,7 +21,14 @@ the median over the rounds. Also:
   the last is answered) against raw and guard pinned to 1 core, then to 2;
 - access control: generated bad credentials, none may be served.
 
+With `--interleave` every round runs all the setups at once instead of one after another, each
+at `--rate`, their requests staggered evenly (with 7 setups at 15 requests/s each, one request
+every 9.5 ms, each answered in about 5): each setup's requests sit between the other setups'
+requests, so a noisy neighbour's burst falls on all of them alike. Without it, 5-second
+segments of one setup after another moved the same setup's p50 by half a millisecond.
+
     python bench/guard_latency.py [--rate 100] [--seconds 4] [--rounds 5] [--cores 0]
+    python bench/guard_latency.py --interleave --rate 15 --seconds 10 --rounds 11
 
 The client is a minimal keep-alive HTTP/1.1 client on asyncio streams (a full client costs
 more CPU per request than the guard does, and the machine has two cores)."""
