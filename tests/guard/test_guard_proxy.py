@@ -14,7 +14,15 @@ import pytest
 
 pytest.importorskip("uvicorn")
 
-from guard_support import bearer, contract, credit_rows, free_port, serving, settings
+from guard_support import (
+    bearer,
+    contract,
+    credit_rows,
+    free_port,
+    serving,
+    settings,
+    timed_predict,
+)
 
 from bastion.guard.app import create_app
 from bastion.guard.auth import KeyStore
@@ -163,14 +171,7 @@ def test_upstream_faults_become_502_or_504_within_the_timeout(
     guard = _proxy(tmp_path, url, proxy={"timeout_s": 1.0, "max_response_bytes": 1_000_000})
     key = _key(tmp_path)
     with serving(guard) as front:
-        started = time.monotonic()
-        response = httpx.post(
-            front.url + "/v1/predict",
-            json={"rows": credit_rows()[:1]},
-            headers=bearer(key),
-            timeout=10,
-        )
-        elapsed = time.monotonic() - started
+        response, elapsed = timed_predict(front.url, key, credit_rows()[:1])
     assert response.status_code == status
     assert elapsed < 2.0
     assert "Traceback" not in response.text and "/srv" not in response.text

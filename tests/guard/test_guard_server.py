@@ -26,6 +26,7 @@ from guard_support import (
     served_model,
     serving,
     settings,
+    timed_predict,
     training,
 )
 
@@ -425,14 +426,7 @@ def test_a_slow_or_crashing_model_is_504_or_500_within_the_timeout(
     key = _keys(tmp_path, "predict")
     model.armed = True
     with serving(app) as server:
-        started = time.monotonic()
-        answer = httpx.post(
-            server.url + "/v1/predict",
-            json={"rows": credit_rows()[:1]},
-            headers=bearer(key),
-            timeout=10,
-        )
-        elapsed = time.monotonic() - started
+        answer, elapsed = timed_predict(server.url, key, credit_rows()[:1])
     assert answer.status_code == status and elapsed < 2.5
     assert "/srv" not in answer.text and set(answer.json()) == {"error"}
     assert _events(tmp_path)[-1]["status"] == status  # audited like any answer
@@ -514,18 +508,9 @@ def test_flag_mode_answers_without_waiting_for_the_monitor(
     for name, app in (("slow", slow), ("failing", failing), ("blocking", blocking)):
         key = _keys(tmp_path / name, "predict")
         with serving(app) as server:
-            started = time.monotonic()
-            answer = httpx.post(
-                server.url + "/v1/predict",
-                json={"rows": credit_rows()[:1]},
-                headers=bearer(key),
-                timeout=10,
-            )
-            took[name] = time.monotonic() - started
+            answer, took[name] = timed_predict(server.url, key, credit_rows()[:1])
             assert answer.status_code == 200, name
-            again = httpx.post(
-                server.url + "/v1/predict", json={"rows": credit_rows()[1:2]}, headers=bearer(key)
-            )
+            again, _ = timed_predict(server.url, key, credit_rows()[1:2])
             assert again.status_code == 200, name
     assert took["slow"] < 1.0 and took["blocking"] >= 1.5
     assert "query monitor error" in caplog.text
