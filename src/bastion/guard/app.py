@@ -310,6 +310,8 @@ class InnerApp:
         self.spec = spec
         self.model = model
         self.proxy = proxy
+        # serving a model, the rows come from the GuardRequest, never from the body
+        self.reads_body = proxy is not None
         self.on_startup: list[Callable[[], Any]] = []
         self.on_shutdown: list[Callable[[], Any]] = []
 

@@ -644,9 +644,13 @@ class GuardMiddleware:
         raw: bytes | None,
     ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
         scope[GUARD_SCOPE_KEY] = request
-        body = http.encode(request.document) if request.document is not None else b""
+        # the body the inner app reads is the checked (and possibly redacted) document; an
+        # inner app that declares it reads the GuardRequest instead (the served model) is
+        # spared its encoding
+        reads = request.document is not None and getattr(self.app, "reads_body", True)
+        body = http.encode(request.document) if reads else b""
         inner_receive = http.replay(body, receive)
-        if request.document is not None:
+        if reads:
             headers = [
                 (k, v)
                 for k, v in scope.get("headers", ())
