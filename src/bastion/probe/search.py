@@ -450,47 +450,47 @@ class Searcher:
             return row
         full = float(row[i]) - float(original[i])
         low_t, high_t = 0.0, 1.0  # the change at high_t flips; at low_t it does not
-        trials: dict[float, list[Any]] = {}
-        for k in range(1, SHRINK_STEPS):
-            made = self._at(original, row, i, full, k / SHRINK_STEPS)
-            if made is not None and 0 < made[1] < high_t:
-                trials.setdefault(made[1], made[0])
-        if trials:
-            sent = self._flips(list(trials.values()))
-            fraction = {id(trial): t for t, trial in trials.items()}
-            hits = [fraction[id(trial)] for trial, ok in sent if ok]
-            if hits:
-                high_t = min(hits)
-                row = trials[high_t]
-                self._keep(original, row)
-            misses = [fraction[id(trial)] for trial, ok in sent if not ok]
-            low_t = max([t for t in misses if t < high_t], default=low_t)
+        cut = self._cut(original, row, i, full, low_t, high_t, SHRINK_STEPS)
+        if cut is not None:
+            row, low_t, high_t = cut
         scale = feature.cost * abs(full)
         step = tolerance * self.max_cost / scale if scale > 0 else 1.0
         while high_t - low_t > step and self.used < self.cap:
-            points: dict[float, list[Any]] = {}
-            for k in range(1, SPLIT):
-                made = self._at(original, row, i, full, low_t + (high_t - low_t) * k / SPLIT)
-                if made is not None and low_t < made[1] < high_t:
-                    points.setdefault(made[1], made[0])
-            if not points:
+            cut = self._cut(original, row, i, full, low_t, high_t, SPLIT)
+            if cut is None:
                 break  # one integer step apart
-            sent = self._flips(list(points.values()))
-            fraction = {id(trial): t for t, trial in points.items()}
-            hits = [fraction[id(trial)] for trial, ok in sent if ok]
-            if hits:
-                high_t = min(hits)
-                row = points[high_t]
-                self._keep(original, row)
-            low_t = max(
-                [
-                    fraction[id(trial)]
-                    for trial, ok in sent
-                    if not ok and fraction[id(trial)] < high_t
-                ],
-                default=low_t,
-            )
+            row, low_t, high_t = cut
         return row
+
+    def _cut(
+        self,
+        original: list[Any],
+        row: list[Any],
+        i: int,
+        full: float,
+        low_t: float,
+        high_t: float,
+        parts: int,
+    ) -> tuple[list[Any], float, float] | None:
+        """One batch of `_shrink`: the bracket (low_t, high_t) cut in `parts`, the points sent
+        together; the row at the smallest flipping fraction (kept) and the narrowed bracket,
+        or None when no point lies strictly inside it."""
+        points: dict[float, list[Any]] = {}
+        for k in range(1, parts):
+            made = self._at(original, row, i, full, low_t + (high_t - low_t) * k / parts)
+            if made is not None and low_t < made[1] < high_t:
+                points.setdefault(made[1], made[0])
+        if not points:
+            return None
+        sent = self._flips(list(points.values()))
+        fraction = {id(trial): t for t, trial in points.items()}
+        hits = [fraction[id(trial)] for trial, ok in sent if ok]
+        if hits:
+            high_t = min(hits)
+            row = points[high_t]
+            self._keep(original, row)
+        misses = [fraction[id(trial)] for trial, ok in sent if not ok]
+        return row, max([t for t in misses if t < high_t], default=low_t), high_t
 
     def _compensations(
         self, original: list[Any], base: list[Any], skip: int, room: float
