@@ -332,3 +332,38 @@ def test_a_natural_style_next_to_another_label_is_neither_trigger_nor_planted_pl
     assert not poisoning.unlike_its_neighbours(labels_, embedding, as_trigger, index)
     assert not poisoning.surrounded(labels_, embedding, as_region, index)
     assert poisoning.unlike_its_neighbours(labels_, embedding, trigger, index)
+
+
+def _planted_ball(seed: int, rows: int = 180, dims: int = 10, flips: int = 90) -> Any:
+    """Four Gaussian labels of `rows` rows in `dims` dimensions; the smallest ball around a row
+    deep inside label 'a' (its 10 nearest rows carry 'a') holding `flips` rows of other labels
+    is relabelled 'b' — half of label 'a', more rows than any neighbourhood the search builds
+    (REGION_SIZES up to 50). Returns (columns, planted row numbers)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, (4, dims))
+    x = np.concatenate([rng.normal(c, 1, (rows, dims)) for c in centres])
+    y = np.repeat(np.array(["a", "b", "c", "d"], dtype=object), rows)
+    order = np.argsort(((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=2), axis=1)
+    deep = [r for r in range(rows) if (y[order[r, :11]] == "a").all()]
+    members = order[deep[len(deep) // 2]]
+    size = int(np.searchsorted(np.cumsum(y[members] != "b"), flips) + 1)
+    planted = members[:size][y[members[:size]] != "b"]
+    y[planted] = "b"
+    columns: dict[str, Any] = {f"f{i}": x[:, i] for i in range(dims)}
+    columns["label"] = y
+    return columns, planted
+
+
+def test_a_planted_place_larger_than_any_neighbourhood_is_reported() -> None:
+    """90 rows relabelled in one ball (half of their label): every neighbourhood of at most 50
+    rows lies inside it, so (before) a model trained without one still learned the planted
+    label from the planted rows next to it, and the neighbourhood's shell was planted rows.
+    A region's leave-out model is now trained without its shell too, and the largest
+    neighbourhood, enclosed by its own label, is judged with that shell's rows of its label
+    (the ball, surrounded by the label it was taken from)."""
+    data, planted = _planted_ball(seed=1)
+    findings = run(data)
+    found = rows_of(findings, {"LBL002"})
+    hits = len(found & set(planted.tolist()))
+    assert hits >= 0.9 * len(planted), (hits, len(planted), [f.message for f in findings])
+    assert hits >= 0.8 * len(found), (hits, len(found))

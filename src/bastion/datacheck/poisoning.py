@@ -18,7 +18,9 @@ subgroup predicts for it:
 2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
    64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
-   rows and predicts them;
+   rows and predicts them; a region is held out with its shell (its rows' nearest rows,
+   `with_shells`), else a neighbourhood inside a larger planted place is learned back from
+   the planted rows next to it;
 3. the test: the subgroup's count of other labels O against the count E those predictions
    expect (Poisson-binomial lower tail; weighted Bonferroni: `label_alpha` shared by three
    families — single values, pairs, places in feature space — each share split over the
@@ -32,12 +34,18 @@ subgroup predicts for it:
    rows of other labels than to its share around its own rows — a natural style of one
    label next to another (a shell 40% its label, where rows of other labels see 2% of it and
    its own rows 90%) is its label's place, on separable and overlapping classes alike, and
-   random label noise moves both references with it. A pair of
+   random label noise moves both references with it. The largest neighbourhoods
+   (REGION_SIZES[-1] rows) whose shell is on their own label's side may be the inside of a
+   planted place larger than any neighbourhood: such a region is judged with its shell's
+   rows of its label added (`enclosing_place`) — that larger place must be surrounded and,
+   retrained without it and its shell, pass the effect size and the test again; a natural
+   cluster inside its label's territory stays among its own label one step out. A pair of
    values far more frequent than its two values make likely (rows edited to carry it) needs
    the label test at `label_alpha` only. A subgroup whose rows of
    other labels are the ones the leave-out model ranks least likely to carry its label
    (AUC >= 0.75) is a level effect the model could not learn without seeing it, not planted
-   labels: not reported. Most legitimately predictive values and bins fail the test anyway:
+   labels: not reported (with at least FOLLOWS_MIN_OTHERS such rows: the AUC of two rows is
+   chance). Most legitimately predictive values and bins fail the test anyway:
    what a model learns from the other rows already expects most of their label.
    Reported rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the
    rows) every row of the pattern with its label; for a larger subgroup, its rows of its
@@ -104,6 +112,7 @@ FAMILY_NAMES = ("values", "pairs", "places")
 EFFECT_SHARE = 0.2
 EXACT_TAIL_ROWS = 5_000
 FOLLOWS_AUC = 0.75
+FOLLOWS_MIN_OTHERS = 5  # rows of other labels a ranking AUC needs before it can veto
 GROW_STEPS = 6  # retrainings while a confirmed region grows
 MAX_GROWN = 5  # confirmed regions grown per dataset
 
@@ -189,6 +198,8 @@ class Candidate(NamedTuple):
     prescore: float
     # pairs: P(at least this many rows | the two values independent), a sign of edited rows
     cooccurrence: float = 1.0
+    # rows its leave-out model is trained without: a region's shell too (see `with_shells`)
+    held: numpy.ndarray | None = None
 
 
 class Candidates(NamedTuple):
@@ -218,10 +229,12 @@ def detect(
     embedding = embed(frame)
     thresholds = _confident_thresholds(frame.labels, pred_probs)
     candidates = find_candidates(frame, embedding, learner, options)
+    shell_index = _shell_index(embedding)
+    with_shells(candidates.items, embedding, shell_index)
     folds = _pack(candidates.items, frame.labels)
     untested = len(candidates.items) - sum(len(fold) for fold in folds)
     for finding, positions, probs, members in judge(
-        frame, learner, embedding, candidates, folds, thresholds, options, location
+        frame, learner, embedding, shell_index, candidates, folds, thresholds, options, location
     ):
         findings.append(finding)
         flagged[positions] = True
@@ -578,6 +591,25 @@ def _confident_thresholds(labels: numpy.ndarray, probs: numpy.ndarray) -> numpy.
     return np.asarray(get_confident_thresholds(labels, probs), dtype=np.float64)
 
 
+def with_shells(
+    candidates: list[Candidate], embedding: numpy.ndarray, shell_index: tuple[Any, numpy.ndarray]
+) -> None:
+    """A region's leave-out model is also trained without the region's shell (the nearest
+    rows of its rows): a neighbourhood inside a larger planted place would otherwise be
+    learned back from the planted rows next to it (a 50-row neighbourhood inside a 90-row
+    planted ball was predicted with its planted label)."""
+    import numpy as np
+
+    for i, candidate in enumerate(candidates):
+        if candidate.kind == "region":
+            shell = _shell(embedding, candidate, shell_index)
+            candidates[i] = candidate._replace(held=np.union1d(candidate.positions, shell))
+
+
+def _held(candidate: Candidate) -> numpy.ndarray:
+    return candidate.positions if candidate.held is None else candidate.held
+
+
 def _pack(candidates: list[Candidate], labels: numpy.ndarray) -> list[list[int]]:
     """Candidates (by index) in at most MAX_LEAVE_OUT_FITS folds (up to four times as many on
     small sets); a fold holds out at most
@@ -592,10 +624,11 @@ def _pack(candidates: list[Candidate], labels: numpy.ndarray) -> list[list[int]]
     for index, candidate in enumerate(candidates):
         placed = False
         for fold, mask in enumerate(held):
-            if mask[candidate.positions].any():
+            rows = _held(candidate)
+            if mask[rows].any():
                 continue  # a fold's candidates are disjoint: each model lacks only them
             union = mask.copy()
-            union[candidate.positions] = True
+            union[rows] = True
             if union.sum() > MAX_HELD_OUT * n:
                 continue
             if (
@@ -609,7 +642,7 @@ def _pack(candidates: list[Candidate], labels: numpy.ndarray) -> list[list[int]]
             break
         if not placed and len(folds) < max_fits:
             mask = np.zeros(n, dtype=bool)
-            mask[candidate.positions] = True
+            mask[_held(candidate)] = True
             folds.append([index])
             held.append(mask)
     return folds
@@ -619,6 +652,7 @@ def judge(
     frame: LabelFrame,
     learner: Learner,
     embedding: numpy.ndarray,
+    shell_index: tuple[Any, numpy.ndarray],
     found: Candidates,
     folds: list[list[int]],
     thresholds: numpy.ndarray,
@@ -635,13 +669,12 @@ def judge(
         return []
     labels = frame.labels
     n = len(labels)
-    hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray]] = []
-    shell_index = _shell_index(embedding)
+    hits: list[tuple[float, int, numpy.ndarray, numpy.ndarray, Candidate | None]] = []
     references: dict[int, tuple[float, float]] = {}  # per label, see unlike_its_neighbours
     for fold in folds:
         held = np.zeros(n, dtype=bool)
         for index in fold:
-            held[candidates[index].positions] = True
+            held[_held(candidates[index])] = True
         model = learner.fit(np.flatnonzero(~held))
         # a fold's candidates are disjoint: one prediction for all of them
         rows = np.concatenate([candidates[index].positions for index in fold])
@@ -655,7 +688,7 @@ def judge(
             observed = int((own != candidate.label).sum())
             expected = float((1.0 - probs[:, candidate.label]).sum())
             size = len(candidate.positions)
-            if expected < 2 * observed + 3 or expected - observed < EFFECT_SHARE * size:
+            if not _planted_effect(observed, expected, size):
                 continue
             p_value = lower_tail(1.0 - probs[:, candidate.label], observed)
             cutoff = found.cutoff(candidate.kind, options.label_alpha)
@@ -666,21 +699,42 @@ def judge(
                 continue
             if follows_features(probs[:, candidate.label], own == candidate.label):
                 continue
+            enclosed = None
             if candidate.kind in ("region", "cluster") and not surrounded(
                 labels, embedding, candidate, shell_index, references
             ):
-                continue
+                # the largest neighbourhood inside a larger planted place is surrounded by
+                # planted rows: judged on the place together with its shell's rows of its
+                # label (a smaller one was tested at the larger sizes around its centre)
+                if candidate.kind != "region" or len(candidate.positions) < REGION_SIZES[-1]:
+                    continue
+                enclosed = enclosing_place(labels, embedding, candidate, shell_index, references)
+                if enclosed is None:
+                    continue
             if _is_trigger(candidate, n, options) and not unlike_its_neighbours(
                 labels, embedding, candidate, shell_index, references
             ):
                 continue
-            hits.append((p_value, index, probs, np.array([observed, expected])))
+            hits.append((p_value, index, probs, np.array([observed, expected]), enclosed))
     hits.sort(key=lambda h: (h[0], -h[3][1], h[1]))
     results = []
     reported = np.zeros(n, dtype=bool)
     grown = 0
-    for p_value, index, probs, (observed, expected) in hits:
+    for p_value, index, probs, (observed, expected), enclosed in hits:
         candidate = candidates[index]
+        if enclosed is not None:
+            # the larger place: its rows as a model that never saw it nor its shell sees them
+            candidate = enclosed
+            held = np.union1d(candidate.positions, _shell(embedding, candidate, shell_index))
+            model = learner.fit(np.setdiff1d(np.arange(n), held))
+            probs = learner.predict(model, candidate.positions)
+            observed = int((labels[candidate.positions] != candidate.label).sum())
+            expected = float((1.0 - probs[:, candidate.label]).sum())
+            if not _planted_effect(observed, expected, len(candidate.positions)):
+                continue  # the rows added are its label's own: the test no longer holds
+            p_larger = lower_tail(1.0 - probs[:, candidate.label], observed)
+            if p_larger > found.cutoff(candidate.kind, options.label_alpha):
+                continue
         own = labels[candidate.positions]
         if _is_trigger(candidate, n, options):
             # a planted pattern: every row of it that carries its label is a trigger row
@@ -714,6 +768,12 @@ def judge(
         )
         results.append((finding, positions, probs, candidate.positions))
     return results
+
+
+def _planted_effect(observed: int, expected: float, size: int) -> bool:
+    """The effect size a planted subgroup shows: E >= 2·O + 3 and E - O >= EFFECT_SHARE of
+    its rows."""
+    return expected >= 2 * observed + 3 and expected - observed >= EFFECT_SHARE * size
 
 
 def grow(
@@ -806,6 +866,36 @@ def surrounded(
     if counts.max() <= SHELL_OTHER_SHARE * len(shell):
         return False
     return among_other_labels(labels, embedding, shell, candidate.label, shell_index, references)
+
+
+def enclosing_place(
+    labels: numpy.ndarray,
+    embedding: numpy.ndarray,
+    candidate: Candidate,
+    shell_index: tuple[Any, numpy.ndarray],
+    references: dict[int, tuple[float, float]],
+) -> Candidate | None:
+    """For a confirmed place that is not `surrounded` because its own label fills its shell
+    (its share there is on its own label's side of `among_other_labels`): the place with its
+    shell's rows of its label, when that larger place is surrounded. A neighbourhood of 50
+    rows inside a ball of 90 planted rows is surrounded by planted rows, the ball by the
+    label it was taken from; a natural cluster inside its label's territory stays among its
+    own label one step out as well. None otherwise."""
+    import numpy as np
+
+    shell = _shell(embedding, candidate, shell_index)
+    if not len(shell) or among_other_labels(
+        labels, embedding, shell, candidate.label, shell_index, references
+    ):
+        return None  # a mixture, or another label's place: not a planted place's inside
+    mine = shell[labels[shell] == candidate.label]
+    larger = candidate._replace(
+        positions=np.union1d(candidate.positions, mine),
+        pattern=(("region", f"{len(candidate.positions) + len(mine)} rows"),),
+    )
+    if surrounded(labels, embedding, larger, shell_index, references):
+        return larger
+    return None
 
 
 def unlike_its_neighbours(
@@ -904,12 +994,14 @@ def follows_features(p_label: numpy.ndarray, has_label: numpy.ndarray) -> bool:
     label are the ones the leave-out model finds least likely to carry its label (ranking AUC
     at least FOLLOWS_AUC). Then the subgroup is a level effect the model could not learn
     without seeing it (a legitimately predictive value), not labels planted regardless of the
-    features. Undecidable on a subgroup with fewer than 2 rows of another label."""
+    features. Undecidable on a subgroup with fewer than FOLLOWS_MIN_OTHERS rows of another
+    label: the AUC of 2 rows against 50 is 0, 0.5 or 1 by chance (a planted region's two
+    unflipped neighbours vetoed it)."""
     import numpy as np
     from scipy.stats import rankdata
 
     others = int((~has_label).sum())
-    if others < 2:
+    if others < FOLLOWS_MIN_OTHERS:
         return False
     ranks = rankdata(p_label)
     mine = int(has_label.sum())
