@@ -367,3 +367,39 @@ def test_a_planted_place_larger_than_any_neighbourhood_is_reported() -> None:
     hits = len(found & set(planted.tolist()))
     assert hits >= 0.9 * len(planted), (hits, len(planted), [f.message for f in findings])
     assert hits >= 0.8 * len(found), (hits, len(found))
+
+
+def test_an_enclosing_place_is_a_candidate_like_the_others() -> None:
+    """The larger place a neighbourhood enclosed by its own label is judged as (the
+    neighbourhood with its shell's rows of its label) must sit inside another label's
+    territory and hold at most half of its label's rows, like every candidate: on breast
+    cancer a natural 50-row neighbourhood of malignant rows became 124 of the 212 malignant
+    rows, which a model trained without them and their shell could only get wrong."""
+    from bastion.datacheck import poisoning
+    from bastion.datacheck.options import DataOptions
+
+    rng = np.random.default_rng(0)
+    embedding = np.concatenate(
+        [
+            rng.normal((0, 0), 1, (400, 2)),  # blob A
+            rng.normal((6, 0), 1, (300, 2)),  # blob B
+            rng.normal((0, 30), 1, (200, 2)),  # blob C, far away
+        ]
+    )
+    near = np.argsort(np.hypot(*(embedding[:400] - (1.5, 0)).T))
+    place = poisoning.Candidate("region", np.sort(near[:50]), 1, (("region", "50 rows"),), 1.0)
+    index = poisoning._shell_index(embedding)
+    options = DataOptions(target="label")
+
+    def larger(ones: np.ndarray) -> Any:
+        labels_ = np.zeros(900, int)
+        labels_[ones] = 1
+        return poisoning.enclosing_place(labels_, embedding, place, index, {}, options)
+
+    # all of blob A carries label 1: the place sits inside its own label's territory
+    assert larger(np.arange(400)) is None
+    # label 1 is only the 90 rows around the place: the larger place would be all of them
+    assert larger(near[:90]) is None
+    # the same 90 rows and blob C: the larger place is the 90 rows, under half of 290
+    found = larger(np.r_[near[:90], 700 + np.arange(200)])
+    assert found is not None and 50 < len(found.positions) <= 90, found

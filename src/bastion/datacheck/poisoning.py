@@ -708,7 +708,9 @@ def judge(
                 # label (a smaller one was tested at the larger sizes around its centre)
                 if candidate.kind != "region" or len(candidate.positions) < REGION_SIZES[-1]:
                     continue
-                enclosed = enclosing_place(labels, embedding, candidate, shell_index, references)
+                enclosed = enclosing_place(
+                    labels, embedding, candidate, shell_index, references, options
+                )
                 if enclosed is None:
                     continue
             if _is_trigger(candidate, n, options) and not unlike_its_neighbours(
@@ -874,13 +876,16 @@ def enclosing_place(
     candidate: Candidate,
     shell_index: tuple[Any, numpy.ndarray],
     references: dict[int, tuple[float, float]],
+    options: DataOptions,
 ) -> Candidate | None:
     """For a confirmed place that is not `surrounded` because its own label fills its shell
     (its share there is on its own label's side of `among_other_labels`): the place with its
     shell's rows of its label, when that larger place is surrounded. A neighbourhood of 50
     rows inside a ball of 90 planted rows is surrounded by planted rows, the ball by the
     label it was taken from; a natural cluster inside its label's territory stays among its
-    own label one step out as well. None otherwise."""
+    own label one step out as well. The larger place is a candidate like the others: (almost)
+    all one label (`label_group_purity`), at most half of that label's rows. None
+    otherwise."""
     import numpy as np
 
     shell = _shell(embedding, candidate, shell_index)
@@ -889,8 +894,14 @@ def enclosing_place(
     ):
         return None  # a mixture, or another label's place: not a planted place's inside
     mine = shell[labels[shell] == candidate.label]
+    positions = np.union1d(candidate.positions, mine)
+    same = int((labels[positions] == candidate.label).sum())
+    if same < options.label_group_purity * len(positions) or len(positions) > 0.5 * int(
+        (labels == candidate.label).sum()
+    ):
+        return None
     larger = candidate._replace(
-        positions=np.union1d(candidate.positions, mine),
+        positions=positions,
         pattern=(("region", f"{len(candidate.positions) + len(mine)} rows"),),
     )
     if surrounded(labels, embedding, larger, shell_index, references):
