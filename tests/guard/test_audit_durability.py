@@ -186,7 +186,7 @@ from test_audit_durability import event
 from bastion.guard.audit import AuditLog
 
 async def main():
-    log = AuditLog(Path(sys.argv[1]), durability="process", checkpoint_every=50)
+    log = AuditLog(Path(sys.argv[1]), durability=sys.argv[3], checkpoint_every=50)
     n = 0
     while True:
         seq = await log.append(event(n))
@@ -198,12 +198,15 @@ asyncio.run(main())
 """
 
 
-def test_process_mode_survives_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["process", "fsync"])
+def test_both_modes_survive_kill_9(tmp_path: Path, durability: str) -> None:
+    """Killed at three moments (fsync mode: past its WAL checkpoints, into the reserved WAL
+    space a reopened log reuses): nothing acknowledged lost, no gap, the chain verifies."""
     path = tmp_path / "audit-w1.sqlite3"
     acknowledged: set[int] = set()
-    for delay in (0.05, 0.2, 0.35):
+    for delay in (0.05, 0.2, 0.35) if durability == "process" else (0.3, 0.8, 1.5):
         child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(Path(__file__).parent)],
+            [sys.executable, "-c", CHILD, str(path), str(Path(__file__).parent), durability],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -292,3 +295,35 @@ def test_fsync_mode_keeps_the_writer_thread_when_commits_are_slow(
         log._commit_seconds, log._fast_disk = 0.00005, True
         assert _resolves_without_waiting(log, 2)
         assert not log._fast_disk
+
+
+def test_fsync_mode_reserves_its_wal_and_reuses_it(tmp_path: Path) -> None:
+    """fsync mode grows the WAL once to WAL_RESERVE_BYTES (zeros past the last frame) and
+    checkpoints it every WAL_CHECKPOINT_EVENTS events, so commits overwrite the reserved space
+    instead of growing the file; every event stays readable, in order, across a reopen."""
+    from bastion.guard.audit import WAL_CHECKPOINT_EVENTS, WAL_RESERVE_BYTES
+
+    path = tmp_path / "a.sqlite3"
+    wal = Path(f"{path}-wal")
+    total = 0
+    for _ in range(2):  # a second open reserves again (a clean close removes the WAL)
+        with AuditLog(path) as log:
+            assert wal.stat().st_size == WAL_RESERVE_BYTES
+            for _ in range(4):
+                asyncio.run(_append_all(log, WAL_CHECKPOINT_EVENTS))
+                total += WAL_CHECKPOINT_EVENTS
+                # the writer thread's checkpoint lets the WAL start again from its beginning
+                assert wal.stat().st_size == WAL_RESERVE_BYTES
+    assert stored(path) == list(range(1, total + 1))
+    assert verify_log(path).ok
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_process_mode_does_not_reserve_a_wal(tmp_path: Path) -> None:
+    from bastion.guard.audit import WAL_RESERVE_BYTES
+
+    path = tmp_path / "a.sqlite3"
+    with AuditLog(path, durability="process") as log:
+        asyncio.run(_append_all(log, 10))
+        assert Path(f"{path}-wal").stat().st_size < WAL_RESERVE_BYTES

@@ -43,6 +43,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+import os
 import queue
 import re
 import secrets
@@ -90,6 +91,12 @@ DURABILITY = ("fsync", "process")  # see the module docstring
 # fsync mode commits in the appending thread while commits (their fsync included) average
 # under this; a thread handoff there and back costs about as much on a loaded machine
 FAST_COMMIT_SECONDS = 0.0003
+# fsync mode: the WAL file is grown to this size once, at open, and checkpointed (in the
+# background) every WAL_CHECKPOINT_EVENTS events, so that commits overwrite blocks the file
+# already has: an fsync that also has to journal a larger file size took 0.37 ms at the median
+# and 4 ms at p90 on this project's disk, one that overwrites 0.20 and 0.26 ms
+WAL_RESERVE_BYTES = 4 * 1024 * 1024
+WAL_CHECKPOINT_EVENTS = 64  # about 5 WAL frames (pages) each: 1.3 MB of the reserve
 NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
 MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
 MAX_DECISIONS = 32
@@ -414,7 +421,10 @@ class AuditLog:
         self._last_error: str | None = None
         self._checkpoint_error: str | None = None
         self._since_checkpoint = 0
+        self._since_wal = 0  # events committed since the last WAL checkpoint
         self._conn = self._open(worker, max_bytes)
+        if not self._inline:
+            self._reserve_wal()
         self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
         self._poked = False  # a checkpoint wake-up is already queued
         # fsync mode: a moving average of commit times (fsync included); under
@@ -460,8 +470,10 @@ class AuditLog:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         else:
+            # WAL checkpoints run on the writer thread's own connection (`_checkpoint_wal`),
+            # not inside the commit that crosses a threshold
             conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA wal_autocheckpoint = 4096")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         if max_bytes is not None:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(2, int(max_bytes) // int(page))}")
@@ -664,7 +676,10 @@ class AuditLog:
                 return self._failed_now(f"{type(exc).__name__}: {exc}")
         finally:
             self._write_lock.release()
-        if self._since_checkpoint >= self.checkpoint_every:
+        if (
+            self._since_checkpoint >= self.checkpoint_every
+            or self._since_wal >= WAL_CHECKPOINT_EVENTS
+        ):
             self._poke()
         return seq
 
@@ -799,34 +814,43 @@ class AuditLog:
             self._resolve(outcomes)
 
     def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            timeout = max(0.0, self._checkpoint_due - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                self._maybe_checkpoint(idle=True)
-                continue
-            batch: list[_Pending] = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                if item is None:  # _poke: a checkpoint is due after commits made elsewhere
-                    self._poked = False
-                else:
-                    batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
+        """fsync mode's writer: group commits of the queued events, signed checkpoints, and
+        WAL checkpoints on a connection of its own (PASSIVE: commits go on meanwhile)."""
+        wal: sqlite3.Connection | None = None
+        try:
+            stopping = False
+            while not stopping:
+                timeout = max(0.0, self._checkpoint_due - time.monotonic())
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=timeout)
                 except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
-            self._maybe_checkpoint(idle=False)
-        if self._since_checkpoint:
-            self._checkpoint_now()
+                    self._maybe_checkpoint(idle=True)
+                    wal = self._maybe_checkpoint_wal(wal)
+                    continue
+                batch: list[_Pending] = []
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    if item is None:  # _poke: a checkpoint is due after commits made elsewhere
+                        self._poked = False
+                    else:
+                        batch.append(item)
+                    if len(batch) >= self.max_batch:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._write(batch)
+                self._maybe_checkpoint(idle=False)
+                wal = self._maybe_checkpoint_wal(wal)
+            if self._since_checkpoint:
+                self._checkpoint_now()
+        finally:
+            if wal is not None:
+                wal.close()
 
     def _checkpointer(self) -> None:
         """Process mode's background thread: every `checkpoint_every` events (woken by `_poke`)
@@ -866,7 +890,8 @@ class AuditLog:
 
     def _checkpoint_wal(self, wal: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """Copy the WAL's committed pages into the database (PASSIVE: skips what a writer
-        holds), fsyncing both, so the WAL does not grow without bound in process mode."""
+        holds), fsyncing both, so the WAL does not grow without bound (both modes turn
+        SQLite's own checkpoint inside a commit off)."""
         try:
             if wal is None:
                 wal = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -906,6 +931,7 @@ class AuditLog:
             self._batches += 1
             self._last_error = None
             self._since_checkpoint += len(datas)
+            self._since_wal += len(datas)
         return seq - len(datas) + 1
 
     def _write(self, batch: list[_Pending]) -> None:
@@ -917,6 +943,38 @@ class AuditLog:
             self._resolve([(pending, failure) for pending in batch])
             return
         self._resolve([(pending, first + offset) for offset, pending in enumerate(batch)])
+
+    def _reserve_wal(self) -> None:
+        """fsync mode: grow the WAL file with zeros to WAL_RESERVE_BYTES (past its last frame,
+        once). SQLite reads frames up to the first one whose salt and checksum do not match
+        its header, so zeros past the end are not frames; a commit writing into them does not
+        change the file's size, and its fsync has no size to journal. Only a speed-up: any
+        failure leaves the file as SQLite wrote it."""
+        path = f"{self.path}-wal"
+        try:
+            with open(path, "r+b") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size >= WAL_RESERVE_BYTES:
+                    return
+                handle.seek(size)
+                handle.write(bytes(WAL_RESERVE_BYTES - size))
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError:
+            pass
+
+    def _maybe_checkpoint_wal(self, wal: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """fsync mode's writer: a WAL checkpoint every WAL_CHECKPOINT_EVENTS events, after
+        which the next commit starts the WAL again from its beginning."""
+        if self._since_wal < WAL_CHECKPOINT_EVENTS:
+            return wal
+        # under the write lock, so that no commit lands meanwhile (an append queues for the
+        # writer instead): the checkpoint then copies every frame, which is what lets the next
+        # commit start the WAL again (a PASSIVE checkpoint racing commits never catches up)
+        with self._write_lock:
+            with self._lock:
+                self._since_wal = 0
+            return self._checkpoint_wal(wal)
 
     def _maybe_checkpoint(self, *, idle: bool) -> None:
         due = time.monotonic() >= self._checkpoint_due
