@@ -581,3 +581,52 @@ def test_a_malicious_model_is_refused_with_the_scan_findings(tmp_path: Path) -> 
     with pytest.raises(UnsafeArtifactError) as refused:
         load_served_model(model, ["a"], unsafe_unsigned=True)
     assert any(f.rule_id.startswith("PKL") for f in refused.value.report.findings)
+
+
+def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path: Path) -> None:
+    """A client that drops the connection as its answer is sent does not escape the query
+    monitor: in flag mode the rows are observed once the model has answered, whatever
+    happens to the answer afterwards."""
+    import asyncio
+
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    body = json.dumps({"rows": credit_rows()[:1]}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("connection reset by peer")
+
+    async def main() -> None:
+        with pytest.raises(OSError):
+            await app(scope, receive, send)
+
+    monitor = app.guard.monitor
+    assert monitor.keys_tracked == 0
+    try:
+        asyncio.run(main())
+    finally:
+        app.guard.audit.close()
+    assert monitor.keys_tracked == 1

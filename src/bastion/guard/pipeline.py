@@ -280,11 +280,13 @@ class GuardMiddleware:
             guard.metrics.in_flight.dec()
         if request.principal is not None:
             claimed = request.principal.key_id
-        await self._finish(
-            scope, send, request, settings, started, status, body, headers, raw, claimed
-        )
-        if request.observed is not None:
-            await self._observe_answered(request, settings)
+        try:
+            await self._finish(
+                scope, send, request, settings, started, status, body, headers, raw, claimed
+            )
+        finally:  # the model answered: its rows are observed even if sending the answer failed
+            if request.observed is not None:
+                await self._observe_answered(request, settings)
 
     # -- the steps -------------------------------------------------------------------------
 
