@@ -299,9 +299,10 @@ def test_fsync_mode_keeps_the_writer_thread_when_commits_are_slow(
 
 def test_fsync_mode_reserves_its_wal_and_reuses_it(tmp_path: Path) -> None:
     """fsync mode grows the WAL once to WAL_RESERVE_BYTES (zeros past the last frame) and
-    checkpoints it every WAL_CHECKPOINT_EVENTS events, so commits overwrite the reserved space
-    instead of growing the file; every event stays readable, in order, across a reopen."""
-    from bastion.guard.audit import WAL_CHECKPOINT_EVENTS, WAL_RESERVE_BYTES
+    checkpoints it every WAL_CHECKPOINT_COMMITS transactions (one event each here), so
+    commits overwrite the reserved space instead of growing the file; every event stays
+    readable, in order, across a reopen."""
+    from bastion.guard.audit import WAL_CHECKPOINT_COMMITS, WAL_RESERVE_BYTES
 
     path = tmp_path / "a.sqlite3"
     wal = Path(f"{path}-wal")
@@ -310,8 +311,8 @@ def test_fsync_mode_reserves_its_wal_and_reuses_it(tmp_path: Path) -> None:
         with AuditLog(path) as log:
             assert wal.stat().st_size == WAL_RESERVE_BYTES
             for _ in range(4):
-                asyncio.run(_append_all(log, WAL_CHECKPOINT_EVENTS))
-                total += WAL_CHECKPOINT_EVENTS
+                asyncio.run(_append_all(log, WAL_CHECKPOINT_COMMITS))
+                total += WAL_CHECKPOINT_COMMITS
                 # the writer thread's checkpoint lets the WAL start again from its beginning
                 assert wal.stat().st_size == WAL_RESERVE_BYTES
     assert stored(path) == list(range(1, total + 1))

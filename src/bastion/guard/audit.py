@@ -91,12 +91,13 @@ DURABILITY = ("fsync", "process")  # see the module docstring
 # fsync mode commits in the appending thread while commits (their fsync included) average
 # under this; a thread handoff there and back costs about as much on a loaded machine
 FAST_COMMIT_SECONDS = 0.0003
-# fsync mode: the WAL file is grown to this size once, at open, and checkpointed (in the
-# background) every WAL_CHECKPOINT_EVENTS events, so that commits overwrite blocks the file
-# already has: an fsync that also has to journal a larger file size took 0.37 ms at the median
-# and 4 ms at p90 on this project's disk, one that overwrites 0.20 and 0.26 ms
-WAL_RESERVE_BYTES = 4 * 1024 * 1024
-WAL_CHECKPOINT_EVENTS = 64  # about 5 WAL frames (pages) each: 1.3 MB of the reserve
+# fsync mode: the WAL file is grown to this size once, at open, and checkpointed (by the
+# writer thread) every WAL_CHECKPOINT_COMMITS transactions, so that commits overwrite blocks
+# the file already has: an fsync that also has to journal a larger file size took 0.37 ms at
+# the median and 4 ms at p90 on this project's disk, one that overwrites 0.20 and 0.26 ms.
+# A one-event transaction writes about 5 WAL frames (pages): 256 of them fill 5.3 MB.
+WAL_RESERVE_BYTES = 8 * 1024 * 1024
+WAL_CHECKPOINT_COMMITS = 256
 NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
 MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
 MAX_DECISIONS = 32
@@ -421,7 +422,7 @@ class AuditLog:
         self._last_error: str | None = None
         self._checkpoint_error: str | None = None
         self._since_checkpoint = 0
-        self._since_wal = 0  # events committed since the last WAL checkpoint
+        self._since_wal = 0  # transactions committed since the last WAL checkpoint
         self._conn = self._open(worker, max_bytes)
         if not self._inline:
             self._reserve_wal()
@@ -678,7 +679,7 @@ class AuditLog:
             self._write_lock.release()
         if (
             self._since_checkpoint >= self.checkpoint_every
-            or self._since_wal >= WAL_CHECKPOINT_EVENTS
+            or self._since_wal >= WAL_CHECKPOINT_COMMITS
         ):
             self._poke()
         return seq
@@ -931,7 +932,7 @@ class AuditLog:
             self._batches += 1
             self._last_error = None
             self._since_checkpoint += len(datas)
-            self._since_wal += len(datas)
+            self._since_wal += 1  # transactions: a batch writes few more pages than one event
         return seq - len(datas) + 1
 
     def _write(self, batch: list[_Pending]) -> None:
@@ -964,9 +965,9 @@ class AuditLog:
             pass
 
     def _maybe_checkpoint_wal(self, wal: sqlite3.Connection | None) -> sqlite3.Connection | None:
-        """fsync mode's writer: a WAL checkpoint every WAL_CHECKPOINT_EVENTS events, after
+        """fsync mode's writer: a WAL checkpoint every WAL_CHECKPOINT_COMMITS transactions, after
         which the next commit starts the WAL again from its beginning."""
-        if self._since_wal < WAL_CHECKPOINT_EVENTS:
+        if self._since_wal < WAL_CHECKPOINT_COMMITS:
             return wal
         # under the write lock, so that no commit lands meanwhile (an append queues for the
         # writer instead): the checkpoint then copies every frame, which is what lets the next
