@@ -403,3 +403,22 @@ def test_an_enclosing_place_is_a_candidate_like_the_others() -> None:
     # the same 90 rows and blob C: the larger place is the 90 rows, under half of 290
     found = larger(np.r_[near[:90], 700 + np.arange(200)])
     assert found is not None and 50 < len(found.positions) <= 90, found
+
+
+def test_only_the_largest_neighbourhoods_are_held_out_with_their_shell() -> None:
+    """A region of the largest size is left out with its shell; a smaller one alone (it lies
+    inside the largest around its centre): every region's shell held out filled the leave-out
+    folds, and a planted 18-row region of digits went untested."""
+    from bastion.datacheck import poisoning
+
+    rng = np.random.default_rng(0)
+    embedding = rng.normal(0, 1, (400, 2))
+    order = np.argsort(np.hypot(*embedding.T))
+    largest = poisoning.REGION_SIZES[-1]
+    small = poisoning.Candidate("region", np.sort(order[:20]), 0, (("region", "20"),), 1.0)
+    big = poisoning.Candidate("region", np.sort(order[:largest]), 0, (("region", "50"),), 1.0)
+    items = [small, big]
+    poisoning.with_shells(items, embedding, poisoning._shell_index(embedding))
+    assert items[0].held is None
+    assert items[1].held is not None and len(items[1].held) > largest
+    assert set(big.positions.tolist()) <= set(items[1].held.tolist())

@@ -18,9 +18,9 @@ subgroup predicts for it:
 2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
    64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
-   rows and predicts them; a region is held out with its shell (its rows' nearest rows,
-   `with_shells`), else a neighbourhood inside a larger planted place is learned back from
-   the planted rows next to it;
+   rows and predicts them; the largest neighbourhoods are held out with their shell (their
+   rows' nearest rows, `with_shells`), else one inside a larger planted place is learned back
+   from the planted rows next to it;
 3. the test: the subgroup's count of other labels O against the count E those predictions
    expect (Poisson-binomial lower tail; weighted Bonferroni: `label_alpha` shared by three
    families — single values, pairs, places in feature space — each share split over the
@@ -594,14 +594,17 @@ def _confident_thresholds(labels: numpy.ndarray, probs: numpy.ndarray) -> numpy.
 def with_shells(
     candidates: list[Candidate], embedding: numpy.ndarray, shell_index: tuple[Any, numpy.ndarray]
 ) -> None:
-    """A region's leave-out model is also trained without the region's shell (the nearest
-    rows of its rows): a neighbourhood inside a larger planted place would otherwise be
-    learned back from the planted rows next to it (a 50-row neighbourhood inside a 90-row
-    planted ball was predicted with its planted label)."""
+    """The largest neighbourhoods' (REGION_SIZES[-1] rows) leave-out model is also trained
+    without their shell (the nearest rows of their rows): a neighbourhood inside a larger
+    planted place would otherwise be learned back from the planted rows next to it (a 50-row
+    neighbourhood inside a 90-row planted ball was predicted with its planted label). A
+    smaller neighbourhood inside a planted place is inside the largest one around its
+    centre; holding out every region's shell filled the folds (a fold holds out at most 10%
+    of the rows) and left a planted 18-row region untested."""
     import numpy as np
 
     for i, candidate in enumerate(candidates):
-        if candidate.kind == "region":
+        if candidate.kind == "region" and len(candidate.positions) >= REGION_SIZES[-1]:
             shell = _shell(embedding, candidate, shell_index)
             candidates[i] = candidate._replace(held=np.union1d(candidate.positions, shell))
 
