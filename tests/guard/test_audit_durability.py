@@ -328,3 +328,18 @@ def test_process_mode_does_not_reserve_a_wal(tmp_path: Path) -> None:
     with AuditLog(path, durability="process") as log:
         asyncio.run(_append_all(log, 10))
         assert Path(f"{path}-wal").stat().st_size < WAL_RESERVE_BYTES
+
+
+def test_the_wal_reserve_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    """A `-wal` swapped for a symlink after SQLite opened it (write access to the audit
+    folder and a race) does not get another file padded with zeros."""
+    path = tmp_path / "a.sqlite3"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    with AuditLog(path) as log:
+        wal = Path(f"{path}-wal")
+        wal.rename(tmp_path / "moved-wal")
+        wal.symlink_to(victim)
+        log._reserve_wal()
+        assert victim.read_text() == "keep me"
+        assert asyncio.run(_append_all(log, 3)) == [1, 2, 3]  # the log still works

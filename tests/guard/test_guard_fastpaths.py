@@ -15,7 +15,7 @@ from guard_support import TARGET, contract, credit_rows, training
 
 from bastion.datacheck.contract import parse_contract, prepare, validate_row
 from bastion.guard import http
-from bastion.guard.features import coerce_row, fit_encoder
+from bastion.guard.features import NOT_FINITE, coerce_row, fit_encoder
 from bastion.guard.rows import RowReader
 
 np = pytest.importorskip("numpy")
@@ -200,9 +200,13 @@ def _reference_encoding(encoder: Any, rows: list[dict[str, Any]]) -> Any:
             value = row.get(column)
             if value is None or isinstance(value, str):
                 continue
-            number = float(value)
-            if math.isfinite(number):
-                out[i, j] = (number - encoder.means[j]) / encoder.scales[j]
+            try:
+                standard = (float(value) - encoder.means[j]) / encoder.scales[j]
+            except OverflowError:
+                standard = math.inf if value > 0 else -math.inf
+            if not math.isfinite(standard):  # NaN and infinities: far out, not the mean
+                standard = -NOT_FINITE if standard < 0 else NOT_FINITE
+            out[i, j] = standard
         offset = len(encoder.numeric)
         for column, categories in encoder.categorical:
             value = row.get(column)
@@ -223,11 +227,12 @@ def test_compiled_encoder_matches_the_element_by_element_encoding() -> None:
     assert np.array_equal(compiled.encode(rows), _reference_encoding(encoder, rows))
     assert np.array_equal(encoder.encode(rows[:1]), _reference_encoding(encoder, rows[:1]))
     assert compiled.encode([]).shape == (0, encoder.width)
-    # an integer past float's range (JSON allows it) stands for the mean, like inf, not a 500
+    # an integer past float's range (JSON allows it) is far out like inf, not a 500 or the mean
     column = encoder.numeric[0]
-    huge = compiled.encode([{**rows[0], column: 10**400}])
-    assert huge[0, 0] == 0.0
-    assert np.array_equal(huge[0, 1:], compiled.encode(rows[:1])[0, 1:])
+    for value, expected in ((10**400, NOT_FINITE), (-(10**400), -NOT_FINITE)):
+        huge = compiled.encode([{**rows[0], column: value}])
+        assert huge[0, 0] == expected
+        assert np.array_equal(huge[0, 1:], compiled.encode(rows[:1])[0, 1:])
 
 
 def test_monitor_psi_in_one_pass_equals_datacheck_psi() -> None:
@@ -282,3 +287,22 @@ def test_one_row_mahalanobis_equals_the_batch_form() -> None:
         assert math.isclose(_mahalanobis_worst(one, mean, precision), expected, rel_tol=1e-9)
         assert math.isclose(detector.worst(one), expected, rel_tol=1e-9)
     assert detector.worst(x) == float(_mahalanobis(x, mean, precision).max())
+
+
+def test_a_row_with_a_value_that_is_not_finite_is_far_out() -> None:
+    """NaN, infinities and integers past float's range (what a contract in flag mode lets
+    through) encode far beyond any training value, so the OOD detector scores the row out of
+    distribution, instead of at the training mean, where it would pass."""
+    from bastion.guard.ood import OodDetector, fit_profile
+
+    profile = fit_profile(contract(), training(), TARGET)
+    detector = OodDetector.from_profile(profile)
+    threshold = detector.threshold(0.999, None)
+    encoding = profile.encoder.compile()
+    row = training()[0]
+    assert detector.worst(encoding.encode([row])) <= threshold
+    column = profile.encoder.numeric[0]
+    for value in (math.nan, math.inf, -math.inf, 10**400, -(10**400)):
+        far = {**row, column: value}
+        assert detector.worst(encoding.encode([far])) > threshold, value
+        assert detector.worst(encoding.encode([row, far])) > threshold, value

@@ -630,3 +630,79 @@ def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path:
     finally:
         app.guard.audit.close()
     assert monitor.keys_tracked == 1
+
+
+def _call_in_process(app: Any, key: str, rows: list[dict[str, Any]]) -> int:
+    """One POST /v1/predict straight into the ASGI app: its status."""
+    import asyncio
+
+    body = json.dumps({"rows": rows}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+    }
+    statuses = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    asyncio.run(app(scope, receive, send))
+    return statuses[0]
+
+
+def test_block_mode_refuses_a_request_whose_key_was_suspended_while_it_was_answered(
+    tmp_path: Path,
+) -> None:
+    """A burst sent at once passes the suspension check before the first alert suspends the
+    key: a request of the burst observed after that (with no alert of its own, as the monitor
+    does not repeat one) is refused, not answered."""
+    app = _app(tmp_path, monitor={"action": "block"})
+    key = _keys(tmp_path, "predict")
+    key_id = key.split("_")[1]
+    guard = app.guard
+
+    def concurrent_suspension(*_args: Any, **_kwargs: Any) -> list[Any]:
+        guard.blocked[key_id] = time.monotonic() + 3600  # another request's alert, meanwhile
+        return []
+
+    guard.monitor.observe = concurrent_suspension
+    try:
+        assert _call_in_process(app, key, credit_rows()[:1]) == 403
+    finally:
+        guard.audit.close()
+    assert _events(tmp_path)[-1]["decisions"]["monitor"] == "block"
+
+
+def test_flag_mode_alerts_are_counted_when_raised(tmp_path: Path) -> None:
+    """An extraction ending with its alert-raising request is in the metrics at once, even if
+    the key sends nothing after it to carry the flag."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "score")
+    with serving(app) as server:
+        _sweep_then_benign(server, key, 0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            metrics = httpx.get(server.url + "/metrics").text
+            if 'bastion_guard_monitor_alerts_total{kind="sweep"}' in metrics:
+                break
+            time.sleep(0.05)
+    assert 'bastion_guard_monitor_alerts_total{kind="sweep"} 1.0' in metrics

@@ -48,6 +48,7 @@ import queue
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -949,20 +950,29 @@ class AuditLog:
         """fsync mode: grow the WAL file with zeros to WAL_RESERVE_BYTES (past its last frame,
         once). SQLite reads frames up to the first one whose salt and checksum do not match
         its header, so zeros past the end are not frames; a commit writing into them does not
-        change the file's size, and its fsync has no size to journal. Only a speed-up: any
-        failure leaves the file as SQLite wrote it."""
-        path = f"{self.path}-wal"
+        change the file's size, and its fsync has no size to journal. Done holding SQLite's
+        write lock (no other connection appends a frame meanwhile), never through a symlink.
+        Only a speed-up: any failure leaves the file as SQLite wrote it."""
+        conn = self._conn
         try:
-            with open(path, "r+b") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size >= WAL_RESERVE_BYTES:
-                    return
-                handle.seek(size)
-                handle.write(bytes(WAL_RESERVE_BYTES - size))
-                handle.flush()
-                os.fsync(handle.fileno())
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            conn.execute("ROLLBACK")
+            return
+        try:
+            size = os.fstat(fd).st_size
+            if size < WAL_RESERVE_BYTES and stat.S_ISREG(os.fstat(fd).st_mode):
+                os.pwrite(fd, bytes(WAL_RESERVE_BYTES - size), size)
+                os.fsync(fd)
         except OSError:
             pass
+        finally:
+            os.close(fd)
+            conn.execute("ROLLBACK")
 
     def _maybe_checkpoint_wal(self, wal: sqlite3.Connection | None) -> sqlite3.Connection | None:
         """fsync mode's writer: a WAL checkpoint every WAL_CHECKPOINT_COMMITS transactions, after

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     import numpy
 
 
+NOT_FINITE = 1e6  # the standardised value of a NaN or infinite input: far out, still finite
+
+
 class Encoder(Record):
     """Column layout and standardisation of the encoded vector."""
 
@@ -77,8 +80,11 @@ class CompiledEncoder:
 
         Each row is built as a list of Python floats and the array made once: a request holds
         a row or a few, where a dozen small numpy operations cost more than the arithmetic.
-        The values are numpy's: (value - mean) / scale in float64, and a value that is missing,
-        text (one the contract refused) or not finite once standardised is 0 (the mean)."""
+        The values are numpy's: (value - mean) / scale in float64; a value that is missing or
+        text (one the contract refused) is 0 (the mean); one that is not finite once
+        standardised (NaN, an infinity, an integer past float's range: rows a contract in
+        flag mode lets through) is ±NOT_FINITE, far beyond any training value, so that the OOD
+        detector scores the row far out instead of at the mean."""
         import numpy as np
 
         numeric = self.numeric_pairs
@@ -95,8 +101,11 @@ class CompiledEncoder:
                 try:
                     standard = (float(value) - mean) / scale
                 except (OverflowError, TypeError, ValueError):  # an int past float's range
-                    standard = math.nan
-                vector.append(standard if isfinite(standard) else 0.0)
+                    big = isinstance(value, int)
+                    standard = (math.inf if value > 0 else -math.inf) if big else math.nan
+                if not isfinite(standard):
+                    standard = -NOT_FINITE if standard < 0 else NOT_FINITE
+                vector.append(standard)
             if slots:
                 vector.extend([0.0] * (width - len(vector)))
                 for column, slot in slots:

@@ -45,6 +45,15 @@ ACTIONS = (
     "unavailable",
 )
 LIMITS = ("ip", "key", "budget", "in_flight", "unavailable")
+ALERT_KINDS = (  # guard.monitor's alert kinds
+    "extraction",
+    "boundary-hugging",
+    "recombination",
+    "sweep",
+    "off-distribution",
+    "drift",
+    "prediction-shift",
+)
 _DETECTORS = frozenset(DETECTORS)
 _ACTIONS = frozenset(ACTIONS)
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}
@@ -89,6 +98,12 @@ class Metrics:
             "Events that could not be made durable (each answered 503 in strict mode).",
             registry=self.registry,
         )
+        self.alerts = Counter(
+            "bastion_guard_monitor_alerts",
+            "Query monitor alerts, by kind, when they are raised.",
+            ("kind",),
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "bastion_guard_reloads",
             "Configuration reloads (SIGHUP).",
@@ -120,6 +135,9 @@ class Metrics:
                     pair[1] if pair[1] in _ACTIONS else "other",
                 )
             counts[pair] = counts.get(pair, 0) + 1
+
+    def alert(self, kind: str) -> None:
+        self._child(self.alerts, kind if kind in ALERT_KINDS else "other").inc()
 
     def limit(self, which: str) -> None:
         self._child(self.limited, which if which in LIMITS else "other").inc()

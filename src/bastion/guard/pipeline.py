@@ -571,7 +571,9 @@ class GuardMiddleware:
         if guard.ood is None:
             return
         threshold = guard.ood.threshold(settings.ood.quantile, settings.ood.threshold)
-        if guard.ood.worst(request.encoded) > threshold:
+        # `not <=`: a score that is not a number (a row the contract let through as NaN) is
+        # out of distribution, and so is any batch holding one
+        if not guard.ood.worst(request.encoded) <= threshold:
             action = settings.ood.action
             request.decisions["ood"] = action
             if action == "block":
@@ -715,25 +717,32 @@ class GuardMiddleware:
         return status, document, [], raw
 
     def _monitor(self, request: GuardRequest, settings: GuardSettings, document: Any) -> None:
-        monitor = self.guard.monitor
+        """Block mode: the monitor looks before the answer. An alert on the key suspends it
+        and refuses this request; so is a request of a key suspended while it was with the
+        model (a burst sent at once passes the suspension check before any of it is
+        observed)."""
+        guard = self.guard
+        monitor = guard.monitor
         if monitor is None or request.encoded is None or request.principal is None:
             return
+        key_id = request.principal.key_id
         scores = _score_matrix(document, len(request.encoded))
-        alerts = monitor.observe(request.principal.key_id, request.encoded, scores)
+        alerts = monitor.observe(key_id, request.encoded, scores)
         request.alerts = alerts  # recorded in the audit chain with the request's event
-        mine = [a for a in alerts if a.key_id == request.principal.key_id]
-        if not mine:
+        self._raised(alerts)
+        now = time.monotonic()
+        if any(a.key_id == key_id for a in alerts):
+            guard.blocked[key_id] = now + settings.monitor.block_seconds
+        if guard.blocked.get(key_id, now) <= now:
             request.decisions["monitor"] = "allow"
             return
-        action = settings.monitor.action
-        request.decisions["monitor"] = action
+        request.decisions["monitor"] = "block"
+        raise Refusal(403, "forbidden", "this credential is suspended; contact the operator")
+
+    def _raised(self, alerts: list[Any]) -> None:
         for alert in alerts:
+            self.guard.metrics.alert(alert.kind)
             log.warning("monitor alert: %s on key %s: %s", alert.kind, alert.key_id, alert.message)
-        if action == "block":
-            self.guard.blocked[request.principal.key_id] = (
-                time.monotonic() + settings.monitor.block_seconds
-            )
-            raise Refusal(403, "forbidden", "this credential is suspended; contact the operator")
 
     def _monitor_verdict(
         self, request: GuardRequest, settings: GuardSettings, document: Any
@@ -763,8 +772,7 @@ class GuardMiddleware:
             return
         if not alerts:
             return
-        for alert in alerts:
-            log.warning("monitor alert: %s on key %s: %s", alert.kind, alert.key_id, alert.message)
+        self._raised(alerts)
         if guard.audit is not None:
             from bastion.guard.audit import AlertEvent, AuditUnavailable
 
