@@ -603,10 +603,22 @@ def with_shells(
     of the rows) and left a planted 18-row region untested."""
     import numpy as np
 
-    for i, candidate in enumerate(candidates):
-        if candidate.kind == "region" and len(candidate.positions) >= REGION_SIZES[-1]:
-            shell = _shell(embedding, candidate, shell_index)
-            candidates[i] = candidate._replace(held=np.union1d(candidate.positions, shell))
+    largest = [
+        i
+        for i, candidate in enumerate(candidates)
+        if candidate.kind == "region" and len(candidate.positions) >= REGION_SIZES[-1]
+    ]
+    if not largest:
+        return
+    # one neighbour query for every row of these regions (they overlap): the same shells
+    index, reference = shell_index
+    rows = np.unique(np.concatenate([candidates[i].positions for i in largest]))
+    _dist, near = index.kneighbors(embedding[rows])
+    near = reference[near]
+    for i in largest:
+        candidate = candidates[i]
+        around = near[np.searchsorted(rows, candidate.positions)].ravel()
+        candidates[i] = candidate._replace(held=np.union1d(candidate.positions, around))
 
 
 def _held(candidate: Candidate) -> numpy.ndarray:
