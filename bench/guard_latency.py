@@ -235,10 +235,18 @@ class _Client:
     async def post(self, request: bytes) -> int:
         if self.idle:
             connection = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            connection = _Connection(reader, writer)
-            self.opened.append(connection)
+            try:
+                status = await connection.post(request)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # a pooled connection left idle past the server's keep-alive timeout (5 s) was
+                # closed by it: send on a new one (the request was not answered)
+                connection.writer.close()
+            else:
+                self.idle.append(connection)
+                return status
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        connection = _Connection(reader, writer)
+        self.opened.append(connection)
         status = await connection.post(request)
         self.idle.append(connection)
         return status
