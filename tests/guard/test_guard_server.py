@@ -585,8 +585,8 @@ def test_a_malicious_model_is_refused_with_the_scan_findings(tmp_path: Path) -> 
 
 def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path: Path) -> None:
     """A client that drops the connection as its answer is sent does not escape the query
-    monitor: in flag mode the rows are observed once the model has answered, whatever
-    happens to the answer afterwards."""
+    monitor (nor the metrics): in flag mode the rows are observed once the model has
+    answered, whatever happens to the answer afterwards."""
     import asyncio
 
     app = _app(tmp_path)
@@ -630,6 +630,7 @@ def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path:
     finally:
         app.guard.audit.close()
     assert monitor.keys_tracked == 1
+    assert app.guard.metrics.decisions.get(("model", "allow")) == 1  # and counted in metrics
 
 
 def _call_in_process(app: Any, key: str, rows: list[dict[str, Any]]) -> int:

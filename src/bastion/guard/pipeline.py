@@ -868,12 +868,13 @@ class GuardMiddleware:
                     [(b"retry-after", b"1")],
                 )
         seconds = time.perf_counter() - started
-        if isinstance(body, _Raw):
-            await http.send_bytes(send, status, body.content, body.content_type, headers)
-        else:
-            await http.send_json(send, status, body, headers)
-        # counted once the answer is on its way: metrics decide nothing about this request
-        guard.metrics.observe(request.route.path, status, seconds, request.decisions)
+        try:
+            if isinstance(body, _Raw):
+                await http.send_bytes(send, status, body.content, body.content_type, headers)
+            else:
+                await http.send_json(send, status, body, headers)
+        finally:  # counted once the answer is on its way (or lost): metrics decide nothing
+            guard.metrics.observe(request.route.path, status, seconds, request.decisions)
 
 
 class _Raw:
