@@ -587,54 +587,29 @@ def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path:
     """A client that drops the connection as its answer is sent does not escape the query
     monitor (nor the metrics): in flag mode the rows are observed once the model has
     answered, whatever happens to the answer afterwards."""
-    import asyncio
-
     app = _app(tmp_path)
     key = _keys(tmp_path, "predict")
-    body = json.dumps({"rows": credit_rows()[:1]}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"authorization", f"Bearer {key}".encode()),
-        ],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8080),
-    }
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
+    async def reset(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
             raise OSError("connection reset by peer")
-
-    async def main() -> None:
-        with pytest.raises(OSError):
-            await app(scope, receive, send)
 
     monitor = app.guard.monitor
     assert monitor.keys_tracked == 0
     try:
-        asyncio.run(main())
+        with pytest.raises(OSError):
+            _call_in_process(app, key, credit_rows()[:1], reset)
     finally:
         app.guard.audit.close()
     assert monitor.keys_tracked == 1
     assert app.guard.metrics.decisions.get(("model", "allow")) == 1  # and counted in metrics
 
 
-def _call_in_process(app: Any, key: str, rows: list[dict[str, Any]]) -> int:
-    """One POST /v1/predict straight into the ASGI app: its status."""
+def _call_in_process(
+    app: Any, key: str, rows: list[dict[str, Any]], sent: Any = None
+) -> int | None:
+    """One POST /v1/predict straight into the ASGI app: its status (`sent` also sees every
+    message the app sends, and may raise)."""
     import asyncio
 
     body = json.dumps({"rows": rows}).encode()
@@ -665,9 +640,11 @@ def _call_in_process(app: Any, key: str, rows: list[dict[str, Any]]) -> int:
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
+        if sent is not None:
+            await sent(message)
 
     asyncio.run(app(scope, receive, send))
-    return statuses[0]
+    return statuses[0] if statuses else None
 
 
 def test_block_mode_refuses_a_request_whose_key_was_suspended_while_it_was_answered(
