@@ -964,9 +964,9 @@ class AuditLog:
             conn.execute("ROLLBACK")
             return
         try:
-            size = os.fstat(fd).st_size
-            if size < WAL_RESERVE_BYTES and stat.S_ISREG(os.fstat(fd).st_mode):
-                os.pwrite(fd, bytes(WAL_RESERVE_BYTES - size), size)
+            info = os.fstat(fd)
+            if info.st_size < WAL_RESERVE_BYTES and stat.S_ISREG(info.st_mode):
+                os.pwrite(fd, bytes(WAL_RESERVE_BYTES - info.st_size), info.st_size)
                 os.fsync(fd)
         except OSError:
             pass

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bastion.guard.monitor import KINDS as ALERT_KINDS
+
 DETECTORS = (
     "in_flight",
     "ip_limit",
@@ -45,15 +47,6 @@ ACTIONS = (
     "unavailable",
 )
 LIMITS = ("ip", "key", "budget", "in_flight", "unavailable")
-ALERT_KINDS = (  # guard.monitor's alert kinds
-    "extraction",
-    "boundary-hugging",
-    "recombination",
-    "sweep",
-    "off-distribution",
-    "drift",
-    "prediction-shift",
-)
 _DETECTORS = frozenset(DETECTORS)
 _ACTIONS = frozenset(ACTIONS)
 _STATUS_CLASS = {n: f"{n}xx" for n in range(1, 6)}

@@ -165,9 +165,9 @@ class Guard:
         self.digest_key = digest_key
         self.in_flight = InFlight()
         self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
-        # key id -> monitor alerts its answered requests raised, until its next request carries
-        # them (record and flag modes: see GuardMiddleware._observe_answered)
-        self.flagged: dict[str, int] = {}
+        # keys whose answered requests raised a monitor alert their next request has not
+        # carried yet, oldest first (record and flag modes: GuardMiddleware._observe_answered)
+        self.flagged: dict[str, None] = {}
         self.extra_ready = extra_ready
         self.row_screen = RowScreen(self.categories, settings.sensitive.max_chars)
         self.row_reader = RowReader(contract) if contract is not None else None
@@ -753,7 +753,8 @@ class GuardMiddleware:
         guard = self.guard
         if guard.monitor is None or request.encoded is None or request.principal is None:
             return
-        raised = guard.flagged.pop(request.principal.key_id, None)
+        raised = request.principal.key_id in guard.flagged
+        guard.flagged.pop(request.principal.key_id, None)
         request.decisions["monitor"] = settings.monitor.action if raised else "allow"
         request.observed = document
 
@@ -786,7 +787,7 @@ class GuardMiddleware:
         # flagged once the alerts are in the chain: the request carrying the flag follows them
         if any(a.key_id == key_id for a in alerts):
             flagged = guard.flagged
-            flagged[key_id] = flagged.get(key_id, 0) + 1
+            flagged[key_id] = None
             while len(flagged) > MAX_FLAGGED_KEYS:
                 flagged.pop(next(iter(flagged)))
 
