@@ -267,14 +267,16 @@ def main() -> int:
             )
 
         log = events(audit, signing_key)
-        requests = [e for e in log if "route" in e]
-        # the events in the order sent: 20 legitimate predict requests, then one per shown item
+        # each answered request has an admission (recorded while the model ran) and its
+        # outcome; the outcomes in the order sent: 20 legitimate predict requests, then one
+        # per shown item
+        requests = [e for e in log if e.get("type") == "request"]
         by_title = {title: requests[19 + i] for i, (title, _, _) in enumerate(shown[1:], 1)}
         by_title[shown[0][0]] = requests[19]
         print("\n== answers, and the decisions recorded in the audit log")
         for title, status, answer in shown:
             show(title, status, answer, by_title.get(title))
-        alerts = [e for e in log if "alert" in e]
+        alerts = [e for e in log if e.get("type") == "alert"]
         for alert in alerts:
             print(
                 f"\n   monitor alert: {alert['alert']} on key {alert['key_id']}: {alert['message']}"

@@ -15,6 +15,7 @@ import pytest
 
 from bastion.guard.audit import (
     NOT_RECORDED,
+    AdmissionEvent,
     AuditError,
     AuditEvent,
     AuditLog,
@@ -702,3 +703,62 @@ def test_cli_verify_export_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["audit", "export", str(logs)]) == 2
     assert "record 4 missing" in capsys.readouterr().err
     assert main(["audit", "verify", str(tmp_path / "nothing-here")]) == 2
+
+
+def admission(n: int = 0) -> AdmissionEvent:
+    return AdmissionEvent(
+        at=utc_now(),
+        key_id="k1",
+        tenant="acme",
+        route="/v1/predict",
+        model_digest=MODEL,
+        input_digest=input_digest(f"row {n}".encode()),
+        decisions={"auth": "allow", "contract": "allow"},
+    )
+
+
+def test_a_request_s_two_records_decode_as_themselves_and_export_linked(tmp_path: Path) -> None:
+    """An admission (the decision to serve, before the model answers) and the outcome that names
+    it: each decodes as its own type, JSON Lines says which is which, OCSF gives the admission
+    an Unknown status (no HTTP code, no duration) and the outcome the admission's sequence."""
+    from bastion.guard.audit import decode_record, encode_event
+    from bastion.guard.audit_export import as_jsonl
+
+    path = tmp_path / "audit.sqlite3"
+    with AuditLog(path) as log:
+
+        async def both() -> tuple[int, int]:
+            first = await log.append(admission())
+            second = await log.append(event().model_copy({"admission": first}))
+            return first, second
+
+        first, second = asyncio.run(both())
+    assert (first, second) == (1, 2)
+    records = list(merged(path))
+    assert isinstance(records[0].event, AdmissionEvent)
+    assert isinstance(records[1].event, AuditEvent) and records[1].event.admission == 1
+    assert [as_jsonl(r)["type"] for r in records] == ["admission", "request"]
+    admitted, answered = (as_ocsf(r) for r in records)
+    assert admitted["status_id"] == 0 and admitted["status"] == "Unknown"
+    assert not {"status_code", "duration", "http_response"} & set(admitted)
+    assert admitted["unmapped"]["input_digest"] == records[0].event.input_digest
+    assert answered["status_id"] == 1 and answered["unmapped"]["admission"] == 1
+    # one reading fits each: an admission is not an outcome without a status, nor an alert
+    for record in (admission(), event()):
+        assert type(decode_record(encode_event(record))) is type(record)
+    with pytest.raises(ValueError):
+        decode_record(b'{"at": "2026-01-01T00:00:00Z", "route": "/x"}')
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("route", "/v1/<script>"), ("key_id", "a b"), ("input_digest", "md5:00")],
+)
+def test_admissions_refuse_free_text(field: str, value: object) -> None:
+    with pytest.raises(RecordError):
+        admission().model_copy({field: value})
+
+
+def test_an_outcome_names_a_real_sequence_number() -> None:
+    with pytest.raises(RecordError, match="admission"):
+        event().model_copy({"admission": 0})

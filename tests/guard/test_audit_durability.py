@@ -23,6 +23,7 @@ from bastion.errors import ConfigError
 from bastion.guard.app import create_app
 from bastion.guard.audit import (
     NOT_RECORDED,
+    AdmissionEvent,
     AuditError,
     AuditEvent,
     AuditLog,
@@ -169,13 +170,18 @@ def test_durability_setting_reaches_the_log_and_every_event(tmp_path: Path) -> N
             server.url + "/v1/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
         )
         assert answer.status_code == 200
-        # recorded when the answer was sent, not later
+        # the decision was recorded when the answer was sent, not later
         path = app.guard.audit.path
         with sqlite3.connect(path) as conn:
-            data = conn.execute("SELECT event FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
-    recorded = decode_record(data)
-    assert isinstance(recorded, AuditEvent)
-    assert recorded.decisions["unsafe_audit_not_fsync"] == "record"
+            data = conn.execute("SELECT event FROM events ORDER BY seq LIMIT 1").fetchone()[0]
+    admitted = decode_record(data)
+    assert isinstance(admitted, AdmissionEvent)
+    assert admitted.decisions["unsafe_audit_not_fsync"] == "record"
+    with sqlite3.connect(path) as conn:
+        data = conn.execute("SELECT event FROM events WHERE seq = 2").fetchone()[0]
+    outcome = decode_record(data)
+    assert isinstance(outcome, AuditEvent) and outcome.admission == 1
+    assert outcome.decisions["unsafe_audit_not_fsync"] == "record"
 
 
 CHILD = """

@@ -218,3 +218,35 @@ def test_quiet_period_passes(tmp_path: Path) -> None:
     report = guard_report(tmp_path / "audit-w1.sqlite3", Settings(), public_key=public)
     assert report.findings == []
     assert evaluate(report, Settings()).exit_code == 0
+
+
+def test_an_answered_request_counts_once_and_an_admission_alone_is_named(tmp_path: Path) -> None:
+    """A request the model answered has an admission and an outcome that repeats its verdicts:
+    the report counts it once. An admission with no outcome (the guard was killed while the
+    model computed) is counted from its own verdicts and in `admitted_without_outcome`."""
+    from bastion.guard.audit import AdmissionEvent
+
+    def admitted(n: int, **decisions: str) -> AdmissionEvent:
+        whole = request(n, **decisions)
+        return AdmissionEvent(
+            at=whole.at,
+            key_id=whole.key_id,
+            tenant=None,
+            route=whole.route,
+            model_digest=MODEL,
+            input_digest=whole.input_digest,
+            decisions=dict(whole.decisions),
+        )
+
+    path = tmp_path / "audit-w1.sqlite3"
+    with AuditLog(path) as log:
+        for i in range(3):  # answered: admission, then the outcome naming it
+            seq = log.submit(admitted(i, ood="flag")).result(timeout=10)
+            log.submit(request(i, ood="flag").model_copy({"admission": seq})).result(timeout=10)
+        log.submit(admitted(9, ood="flag")).result(timeout=10)  # the guard died here
+    report = guard_report(path, Settings())
+    traffic = report.metadata["traffic"]
+    assert traffic["requests"] == 3 and traffic["statuses"] == {"2xx": 3}
+    assert traffic["admitted_without_outcome"] == 1
+    ood = [f for f in report.findings if "ood" in f.message]
+    assert len(ood) == 1 and "4 request(s)" in ood[0].message

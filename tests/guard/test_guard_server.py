@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -53,6 +54,11 @@ def _keys(folder: Path, *scopes: str, tenant: str | None = None) -> str:
 def _events(folder: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
         return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
+
+
+def _outcomes(folder: Path) -> list[dict[str, Any]]:
+    """The requests' outcome events (not their admissions, not monitor alerts)."""
+    return [event for event in _events(folder) if "status" in event]
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +263,7 @@ def test_a_value_longer_than_the_screen_examines_is_refused(tmp_path: Path) -> N
     assert hidden.status_code == 413
     assert hidden.json()["error"]["code"] == "string_too_long"
     assert whole.status_code == 200
-    events = _events(tmp_path)
+    events = _outcomes(tmp_path)
     assert events[-2]["decisions"]["sensitive"] == "block" and events[-2]["status"] == 413
     assert events[-1]["decisions"]["sensitive"] == "allow"
 
@@ -361,8 +367,10 @@ def test_strict_audit_unavailable_means_503_never_an_unaudited_2xx(tmp_path: Pat
 
 
 def test_no_2xx_leaves_without_its_event_when_the_log_fails_under_load(tmp_path: Path) -> None:
-    """Clients keep sending while the audit log goes away: every 200 answered has its event in
-    the log (0 unaudited 2xx), and what could not be recorded was answered 503."""
+    """Clients keep sending while the audit log goes away: every 200 answered has its decision
+    (its admission) in the log (0 unaudited 2xx), and what could not be recorded was answered
+    503. An outcome recorded names its admission; the outcome of an answer sent just before
+    the log went away may be missing, never its admission."""
     app = _app(tmp_path)
     key = _keys(tmp_path, "predict")
     body = {"rows": credit_rows()[:1]}
@@ -385,10 +393,14 @@ def test_no_2xx_leaves_without_its_event_when_the_log_fails_under_load(tmp_path:
         for thread in threads:
             thread.join(timeout=60)
     served = statuses.count(200)
-    recorded = sum(1 for event in _events(tmp_path) if event["status"] == 200)
+    events = _events(tmp_path)
+    admissions = [seq for seq, event in enumerate(events, 1) if "status" not in event]
+    outcomes = [event for event in events if event.get("status") == 200]
     assert len(statuses) == 60 and set(statuses) <= {200, 503}
     assert served >= 8 and statuses.count(503) > 0
-    assert served == recorded
+    assert served == len(admissions)
+    assert 0 < len(outcomes) <= served
+    assert {event["admission"] for event in outcomes} <= set(admissions)
 
 
 class _Failing:
@@ -429,7 +441,7 @@ def test_a_slow_or_crashing_model_is_504_or_500_within_the_timeout(
         answer, elapsed = timed_predict(server.url, key, credit_rows()[:1])
     assert answer.status_code == status and elapsed < 2.5
     assert "/srv" not in answer.text and set(answer.json()) == {"error"}
-    assert _events(tmp_path)[-1]["status"] == status  # audited like any answer
+    assert _outcomes(tmp_path)[-1]["status"] == status  # audited like any answer
 
 
 def _sweep_then_benign(server: Any, key: str, after: int) -> list[httpx.Response]:
@@ -457,7 +469,7 @@ def test_monitor_alerts_are_recorded_in_the_audit_chain(tmp_path: Path) -> None:
     events = _events(tmp_path)
     alerts = [e for e in events if "alert" in e]
     assert "sweep" in {a["alert"] for a in alerts}  # PRADA may see the synthetic rows too
-    requests = [e for e in events if "route" in e]
+    requests = [e for e in events if "status" in e]
     verdicts = [r["decisions"]["monitor"] for r in requests]
     assert verdicts[:2] == ["allow", "allow"] and "flag" in verdicts[2:]
     assert {a["key_id"] for a in alerts} == {requests[1]["key_id"]}
@@ -476,7 +488,7 @@ def test_monitor_in_block_mode_refuses_the_request_that_raised_the_alert(tmp_pat
         answers = _sweep_then_benign(server, key, 1)
     assert [a.status_code for a in answers] == [200, 403, 403]
     events = _events(tmp_path)
-    requests = [e for e in events if "route" in e]
+    requests = [e for e in events if "status" in e]
     assert [r["decisions"].get("monitor") for r in requests] == ["allow", "block", "block"]
     alerts = [e for e in events if "alert" in e]
     assert alerts and events.index(alerts[-1]) < events.index(requests[1])
@@ -684,3 +696,83 @@ def test_flag_mode_alerts_are_counted_when_raised(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
     assert 'bastion_guard_monitor_alerts_total{kind="sweep"} 1.0' in metrics
+
+
+class _Slow:
+    """The served model, taking `seconds` per call."""
+
+    def __init__(self, seconds: float) -> None:
+        self.inner = served_model()
+        self.seconds = seconds
+        self.digest, self.classes, self.has_scores = (
+            self.inner.digest,
+            self.inner.classes,
+            self.inner.has_scores,
+        )
+
+    def predict(self, rows: Any, scores: bool) -> Any:
+        time.sleep(self.seconds)
+        return self.inner.predict(rows, scores)
+
+
+def _slow_admissions(app: Any, seconds: float) -> None:
+    """Make every AdmissionEvent take `seconds` longer to become durable."""
+    from bastion.guard.audit import AdmissionEvent
+
+    append = app.guard.audit.append
+
+    async def slowly(event: Any) -> int:
+        if isinstance(event, AdmissionEvent):
+            await asyncio.sleep(seconds)
+        return int(await append(event))
+
+    app.guard.audit.append = slowly
+
+
+@pytest.mark.parametrize(("model_s", "admission_s"), [(0.6, 0.6), (0.0, 0.8)])
+def test_the_admission_is_durable_before_the_answer_and_overlaps_the_model(
+    tmp_path: Path, model_s: float, admission_s: float
+) -> None:
+    """A request that reaches the model is admitted on the record (its verdicts so far) while
+    the model computes: a 0.6 s model and a 0.6 s admission take about 0.6 s together, not 1.2;
+    a fast model's answer still waits for a slow admission. The outcome follows the answer,
+    names the admission, and repeats its verdicts and input digest."""
+    app = create_app(
+        settings(tmp_path), model=_Slow(model_s), contract=contract(), training=training()
+    )
+    key = _keys(tmp_path, "predict")
+    body = {"rows": credit_rows()[:1]}
+    with serving(app) as server, httpx.Client(timeout=20) as client:
+        assert client.post(server.url + "/v1/predict", json=body, headers=bearer(key))
+        _slow_admissions(app, admission_s)
+        started = time.perf_counter()
+        answer = client.post(server.url + "/v1/predict", json=body, headers=bearer(key))
+        elapsed = time.perf_counter() - started
+    assert answer.status_code == 200
+    slowest = max(model_s, admission_s)
+    assert slowest <= elapsed < slowest + 0.45, elapsed
+    events = _events(tmp_path)
+    assert len(events) == 4
+    admitted, outcome = events[2], events[3]
+    assert "status" not in admitted and outcome["status"] == 200 and outcome["admission"] == 3
+    assert admitted["input_digest"] == outcome["input_digest"]
+    assert admitted["decisions"].items() <= outcome["decisions"].items()
+    assert admitted["decisions"]["contract"] == "allow" and "output" in outcome["decisions"]
+
+
+def test_a_model_crash_after_admission_is_recorded_before_the_500(tmp_path: Path) -> None:
+    """The outcome of a request the model failed is durable before the refusal is sent, and it
+    names the admission recorded before the model ran."""
+    model = _Failing("crash")
+    app = create_app(settings(tmp_path), model=model, contract=contract(), training=training())
+    key = _keys(tmp_path, "predict")
+    model.armed = True
+    with serving(app) as server:
+        answer = httpx.post(
+            server.url + "/v1/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
+        )
+        events = _events(tmp_path)  # before the server stops: nothing is left to append
+    assert answer.status_code == 500
+    assert ["status" in e for e in events] == [False, True]
+    assert events[1]["status"] == 500 and events[1]["admission"] == 1
+    assert events[1]["decisions"]["model"] == "error"

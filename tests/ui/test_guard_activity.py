@@ -90,3 +90,40 @@ def test_unreadable_records_are_counted(tmp_path: Path) -> None:
     activity = read_activity(folder)
     assert activity is not None and activity.unreadable == 1 and activity.events == 2
     assert all("<script>" not in e.at for e in activity.recent)
+
+
+def test_admissions_and_alerts_are_not_requests_nor_unreadable(tmp_path: Path) -> None:
+    """A request the model answered has an admission before its outcome, and monitor alerts
+    share the chain: the page counts each request once (its outcome) and neither of the others
+    as an unreadable record."""
+    from bastion.guard.audit import AdmissionEvent, AlertEvent, utc_now
+
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    _write(folder, "w1", [({"auth": "allow"}, 200)] * 2)
+
+    async def more() -> None:
+        log = AuditLog(worker_log_path(folder, "w1"))
+        try:
+            await log.append(
+                AdmissionEvent(
+                    at=utc_now(),
+                    key_id="0123456789ab",
+                    tenant=None,
+                    route="/v1/predict",
+                    model_digest="sha256:" + "ab" * 32,
+                    input_digest="sha256:" + "cd" * 32,
+                    decisions={"auth": "allow"},
+                )
+            )
+            await log.append(
+                AlertEvent(at=utc_now(), alert="sweep", key_id="0123456789ab", score=1, threshold=0)
+            )
+        finally:
+            log.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(more()))
+    thread.start()
+    thread.join()
+    activity = read_activity(folder)
+    assert activity is not None and activity.events == 2 and activity.unreadable == 0

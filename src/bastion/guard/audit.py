@@ -186,11 +186,34 @@ def input_digest(data: bytes, *, key: bytes | None = None) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class AdmissionEvent(Checked):
+    """A request admitted to the model: who sent it, to which route and model, the digest of
+    its input and every detector's verdict so far. The pipeline appends it before the model
+    runs and sends no answer before it is durable; the request's `AuditEvent` (its outcome:
+    status, latency, the answer's checks) follows it in the chain and names it. So a decision
+    to serve is on record even when the model or the guard dies before answering, and the
+    fsync that makes it durable runs while the model computes. Same vocabulary as
+    `AuditEvent`: identifiers, digests and verdicts only."""
+
+    at: str
+    key_id: str | None
+    tenant: str | None
+    route: str
+    model_digest: str
+    input_digest: str
+    decisions: dict[str, str] = field(default_factory=dict)
+
+    def _validate(self) -> None:
+        _check_request(self)
+
+
 class AuditEvent(Checked):
     """One decision of the guard. Only identifiers, digests and verdicts: `key_id` is the API
     key's id (never its secret), `input_digest` and `model_digest` are `sha256:<hex>` (or
     `hmac-sha256:<hex>`), `decisions` maps a detector to its action (allow, flag, block,
-    redact, ...). Free text is refused so that no request content can reach the log."""
+    redact, ...). Free text is refused so that no request content can reach the log.
+    `admission` is the sequence number, in the same chain, of the request's `AdmissionEvent`
+    when it reached the model (None for a request refused before it)."""
 
     at: str
     key_id: str | None
@@ -201,33 +224,41 @@ class AuditEvent(Checked):
     decisions: dict[str, str] = field(default_factory=dict)
     status: int
     latency_ms: float
+    admission: int | None = None
 
     def _validate(self) -> None:
-        if not _TIME.match(self.at):
-            raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
-        for name in ("key_id", "tenant"):
-            value = getattr(self, name)
-            if value is not None and not _NAME.match(value):
-                raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
-        if not _ROUTE.match(self.route):
-            raise RecordError("route", "must be a path (letters, digits, _.~/-)")
-        for name in ("model_digest", "input_digest"):
-            if not _DIGEST.match(getattr(self, name)):
-                raise RecordError(name, "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
-        if len(self.decisions) > MAX_DECISIONS:
-            raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
-        known = _NAMES_SEEN
-        for detector, action in self.decisions.items():
-            if detector in known and action in known:
-                continue
-            if not _NAME.match(detector) or not _NAME.match(action):
-                raise RecordError("decisions", "detector and action must be identifiers")
-            if len(known) < MAX_NAMES_SEEN:  # the pipeline's vocabulary: a few dozen words
-                known.update((detector, action))
+        _check_request(self)
         if not 100 <= self.status <= 599:
             raise RecordError("status", "must be an HTTP status (100-599)")
         if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
             raise RecordError("latency_ms", "must be a finite number >= 0")
+        if self.admission is not None and self.admission < 1:
+            raise RecordError("admission", "must be a sequence number (>= 1)")
+
+
+def _check_request(event: AuditEvent | AdmissionEvent) -> None:
+    """The checks a request's two records share: time, identifiers, route, digests, verdicts."""
+    if not _TIME.match(event.at):
+        raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
+    for name in ("key_id", "tenant"):
+        value = getattr(event, name)
+        if value is not None and not _NAME.match(value):
+            raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
+    if not _ROUTE.match(event.route):
+        raise RecordError("route", "must be a path (letters, digits, _.~/-)")
+    for name in ("model_digest", "input_digest"):
+        if not _DIGEST.match(getattr(event, name)):
+            raise RecordError(name, "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
+    if len(event.decisions) > MAX_DECISIONS:
+        raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
+    known = _NAMES_SEEN
+    for detector, action in event.decisions.items():
+        if detector in known and action in known:
+            continue
+        if not _NAME.match(detector) or not _NAME.match(action):
+            raise RecordError("decisions", "detector and action must be identifiers")
+        if len(known) < MAX_NAMES_SEEN:  # the pipeline's vocabulary: a few dozen words
+            known.update((detector, action))
 
 
 _KEY = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})$")
@@ -280,7 +311,7 @@ class AlertEvent(Checked):
                 raise RecordError(name, f"must be printable text of at most {bound} characters")
 
 
-Recorded = AuditEvent | AlertEvent
+Recorded = AuditEvent | AlertEvent | AdmissionEvent
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
@@ -289,10 +320,15 @@ def encode_event(event: Recorded) -> bytes:
 
 
 def decode_record(data: bytes) -> Recorded:
-    """A stored record's event: a request's AuditEvent or a monitor's AlertEvent (their fields
-    differ, and unknown fields are refused, so one reading fits). ValueError if neither."""
+    """A stored record's event: a request's AuditEvent or AdmissionEvent, or a monitor's
+    AlertEvent (their fields differ, and unknown fields are refused, so one reading fits; an
+    admission lacks the outcome's status). ValueError if none."""
     try:
         return AuditEvent.model_validate_json(data)
+    except ValueError:
+        pass
+    try:
+        return AdmissionEvent.model_validate_json(data)
     except ValueError:
         return AlertEvent.model_validate_json(data)
 
@@ -589,7 +625,7 @@ class AuditLog:
 
     # -- appending ------------------------------------------------------------------------
 
-    def submit(self, event: AuditEvent | AlertEvent) -> concurrent.futures.Future[int]:
+    def submit(self, event: Recorded) -> concurrent.futures.Future[int]:
         """Queue `event` (or, in process mode, commit it now); the future resolves to its
         sequence number once it is recorded (or to NOT_RECORDED in a non-strict log that could
         not write it) and fails with AuditUnavailable in a strict one."""
@@ -605,7 +641,7 @@ class AuditLog:
             self._fail(future, problem)
         return future
 
-    async def append(self, event: AuditEvent | AlertEvent) -> int:
+    async def append(self, event: Recorded) -> int:
         """The event's sequence number, once it is recorded (see `submit`)."""
         if self._inline:  # no thread, no future: the commit is a write() to the OS
             return self._commit_now(event)
@@ -621,7 +657,7 @@ class AuditLog:
         return int(await future)
 
     def _enqueue(
-        self, event: AuditEvent | AlertEvent, future: Any, loop: asyncio.AbstractEventLoop | None
+        self, event: Recorded, future: Any, loop: asyncio.AbstractEventLoop | None
     ) -> str | None:
         """Hand `event` to the writer thread; the reason when it cannot be."""
         problem = self._refusal()
@@ -635,7 +671,7 @@ class AuditLog:
         self._queue.put(_Pending(data, future, loop))
         return None
 
-    def _commit_now(self, event: AuditEvent | AlertEvent) -> int:
+    def _commit_now(self, event: Recorded) -> int:
         """Process mode: write `event` in this thread (one transaction) and return its sequence
         number; NOT_RECORDED or AuditUnavailable (strict) when it cannot be written."""
         problem = self._refusal()
@@ -658,7 +694,7 @@ class AuditLog:
                             return seq
         return self._failed_now(problem)
 
-    def _commit_here(self, event: AuditEvent | AlertEvent) -> int | None:
+    def _commit_here(self, event: Recorded) -> int | None:
         """Fsync mode on fast storage: commit `event` (with its fsync) in this thread when
         nothing is waiting for the writer and it is not writing; None to queue it instead.
         A thread handoff there and back costs more than a commit that fsyncs in well under a

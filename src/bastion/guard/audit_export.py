@@ -24,6 +24,9 @@ OCSF mapping (OCSF 1.3, class API Activity, class_uid 6003, category Application
 | cloud.provider            | "unknown" (required by the class; the guard does not know)     |
 | resources                 | the model, uid = its digest, type "ml-model"                   |
 | duration                  | latency in ms (rounded)                                        |
+|                           | An admission (the decision to serve, recorded before the model |
+|                           | answered) has status_id 0 Unknown and no status_code, duration |
+|                           | or http_response; its outcome names it in unmapped.admission   |
 | metadata                  | product bastion, version, log_name = worker, sequence = seq,   |
 |                           | uid = the record hash, correlation_uid = the chain id          |
 | unmapped                  | input_digest and each detector's decision                      |
@@ -44,7 +47,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bastion.guard.audit import AlertEvent, AuditEvent, decode_record, stored_bytes
+from bastion.guard.audit import (
+    AdmissionEvent,
+    AlertEvent,
+    AuditEvent,
+    decode_record,
+    stored_bytes,
+)
 from bastion.guard.audit_verify import audit_files, connect_read_only, verify_path
 from bastion.guard.checkpoints import AuditError
 from bastion.records import Record
@@ -61,7 +70,7 @@ class AuditRecord(Record):
     seq: int
     recorded_at: str
     hash: str
-    event: AuditEvent | AlertEvent
+    event: AuditEvent | AlertEvent | AdmissionEvent
 
 
 def parse_since(text: str, *, now: dt.datetime | None = None) -> str:
@@ -134,9 +143,12 @@ def merged(
     return heapq.merge(*streams, key=lambda r: (r.recorded_at, r.worker, r.seq))
 
 
+_TYPES = {AuditEvent: "request", AdmissionEvent: "admission", AlertEvent: "alert"}
+
+
 def as_jsonl(record: AuditRecord) -> dict[str, Any]:
     return {
-        "type": "alert" if isinstance(record.event, AlertEvent) else "request",
+        "type": _TYPES[type(record.event)],
         "worker": record.worker,
         "chain": record.chain,
         "seq": record.seq,
@@ -204,18 +216,40 @@ def as_ocsf(record: AuditRecord) -> dict[str, Any]:
     if isinstance(event, AlertEvent):
         return _alert_ocsf(record, event)
     actions = set(event.decisions.values())
+    status = event.status if isinstance(event, AuditEvent) else None
     if "block" in actions:
         severity = 4, "High"
     elif "flag" in actions:
         severity = 3, "Medium"
-    elif event.status >= 400:
+    elif status is not None and status >= 400:
         severity = 2, "Low"
     else:
         severity = 1, "Informational"
-    success = event.status < 400
     user: dict[str, Any] = {"uid": event.key_id} if event.key_id else {"type": "Unknown"}
     if event.tenant:
         user["org"] = {"uid": event.tenant}
+    unmapped: dict[str, Any] = {
+        "input_digest": event.input_digest,
+        "decisions": dict(event.decisions),
+    }
+    if status is None:  # an admission: the decision to serve, before the model answered
+        outcome: dict[str, Any] = {
+            "status_id": 0,
+            "status": "Unknown",
+            "status_detail": "admitted to the model; the outcome is a later record",
+        }
+    else:
+        assert isinstance(event, AuditEvent)
+        success = status < 400
+        outcome = {
+            "status_id": 1 if success else 2,
+            "status": "Success" if success else "Failure",
+            "status_code": str(status),
+            "duration": round(event.latency_ms),
+            "http_response": {"code": status},
+        }
+        if event.admission is not None:
+            unmapped["admission"] = event.admission
     return {
         "class_uid": 6003,
         "class_name": "API Activity",
@@ -228,18 +262,14 @@ def as_ocsf(record: AuditRecord) -> dict[str, Any]:
         "time": _at(event.at),
         "severity_id": severity[0],
         "severity": severity[1],
-        "status_id": 1 if success else 2,
-        "status": "Success" if success else "Failure",
-        "status_code": str(event.status),
-        "duration": round(event.latency_ms),
+        **outcome,
         "actor": {"user": user},
         "api": {"operation": event.route, "service": {"name": "bastion guard"}},
-        "http_response": {"code": event.status},
         "src_endpoint": {},
         "cloud": {"provider": "unknown"},
         "resources": [{"uid": event.model_digest, "type": "ml-model"}],
         "metadata": _metadata(record),
-        "unmapped": {"input_digest": event.input_digest, "decisions": dict(event.decisions)},
+        "unmapped": unmapped,
     }
 
 

@@ -23,8 +23,12 @@ through, in order:
    are appended to the chain then, and the key's next request carries the flag;
 9. output hardening of the answer for the caller's scope (labels only, rounding, top-k), or
    screening of a chat answer for personal data;
-10. the audit event, awaited until durable before anything is sent: in strict mode an event
-    that cannot be recorded turns the answer into a 503, so no 2xx is ever unaudited.
+10. the audit trail. A request that reaches the inner app gets an AdmissionEvent (who, what,
+    every verdict so far), appended while the model computes; its answer is sent once that
+    event is durable, and its outcome event (status, latency, the answer's checks) follows
+    the answer. A request refused on the way gets one event, durable before the refusal is
+    sent. In strict mode an event that cannot be recorded turns the answer into a 503, so no
+    2xx is ever sent without its decision on record.
 
 Each step records its decision (detector -> action) in the request's audit event and in the
 metrics. Refusals say what the client must change and nothing about how a detector decided."""
@@ -82,9 +86,11 @@ class GuardRequest:
     as the contract's types, and the decisions so far."""
 
     __slots__ = (
+        "admission",
         "alerts",
         "answer",
         "decisions",
+        "digest",
         "document",
         "encoded",
         "observed",
@@ -106,6 +112,9 @@ class GuardRequest:
         self.alerts: list[Any] = []  # the query monitor's alerts this request raised
         # the answer's document, for the query monitor to observe once the answer is sent
         self.observed: Any = None
+        # the append of the request's AdmissionEvent, running while the model computes
+        self.admission: asyncio.Future[int] | None = None
+        self.digest: str | None = None  # the input digest, computed once for both records
 
 
 class Refusal(Exception):
@@ -648,6 +657,8 @@ class GuardMiddleware:
         raw: bytes | None,
     ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
         scope[GUARD_SCOPE_KEY] = request
+        if self.guard.audit is not None:
+            self._admit(scope, request, settings, raw)
         # the body the inner app reads is the checked (and possibly redacted) document; an
         # inner app that declares it reads the GuardRequest instead (the served model) is
         # spared its encoding
@@ -809,6 +820,34 @@ class GuardMiddleware:
 
     # -- the answer and its audit event -------------------------------------------------------
 
+    def _admit(
+        self, scope: http.Scope, request: GuardRequest, settings: GuardSettings, raw: bytes | None
+    ) -> None:
+        """Start appending the request's AdmissionEvent (every verdict so far) and go on to the
+        model: the append, with its fsync, runs while the model computes, and `_finish` sends
+        no answer before it is durable."""
+        from bastion.guard.audit import AdmissionEvent, utc_now
+
+        guard = self.guard
+        event = AdmissionEvent(
+            at=utc_now(),
+            key_id=scope.get("bastion.claimed_key"),
+            tenant=request.principal.tenant if request.principal else None,
+            route=request.route.path,
+            model_digest=guard.model_digest,
+            input_digest=self._digest(scope, request, raw),
+            decisions=_recorded(request, settings),
+        )
+        request.admission = asyncio.ensure_future(guard.audit.append(event))
+
+    def _digest(self, scope: http.Scope, request: GuardRequest, raw: bytes | None) -> str:
+        if request.digest is None:
+            from bastion.guard.audit import input_digest
+
+            raw = raw if raw is not None else scope.get("bastion.raw_body")
+            request.digest = input_digest(raw or b"", key=self.guard.digest_key)
+        return request.digest
+
     async def _finish(
         self,
         scope: http.Scope,
@@ -822,35 +861,34 @@ class GuardMiddleware:
         raw: bytes | None,
         key_id: str | None = None,
     ) -> None:
+        """Record the request's outcome, then send the answer. A request refused before the
+        model is sent once its one event is durable. One the model answered is sent once its
+        AdmissionEvent is durable (appended while the model ran); its outcome event follows
+        the answer unless the outcome is a refusal or raised alerts, which are durable first."""
         guard = self.guard
         if key_id is None:
             key_id = scope.get("bastion.claimed_key")
-        raw = raw if raw is not None else scope.get("bastion.raw_body")
+        after: Any = None  # the outcome event appended once the answer is sent
         if guard.audit is not None:
-            from bastion.guard.audit import (
-                AlertEvent,
-                AuditEvent,
-                AuditUnavailable,
-                input_digest,
-                utc_now,
-            )
+            from bastion.guard.audit import AlertEvent, AuditEvent, AuditUnavailable, utc_now
 
-            decisions = dict(request.decisions)
-            for unsafe in settings.unsafe():
-                decisions["unsafe_" + unsafe.removeprefix("unsafe_")] = "record"
-            event = AuditEvent(
-                at=utc_now(),
-                key_id=key_id,
-                tenant=request.principal.tenant if request.principal else None,
-                route=request.route.path,
-                model_digest=guard.model_digest,
-                input_digest=input_digest(raw or b"", key=guard.digest_key),
-                decisions=decisions,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
             try:
-                if request.alerts:  # rare: the alerts become durable with the event
+                admitted = await request.admission if request.admission is not None else None
+                event = AuditEvent(
+                    at=utc_now(),
+                    key_id=key_id,
+                    tenant=request.principal.tenant if request.principal else None,
+                    route=request.route.path,
+                    model_digest=guard.model_digest,
+                    input_digest=self._digest(scope, request, raw),
+                    decisions=_recorded(request, settings),
+                    status=status,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    admission=admitted or None,
+                )
+                if admitted and status < 400 and not request.alerts:
+                    after = event  # the decision to serve is durable; its outcome follows
+                elif request.alerts:  # rare: the alerts become durable with the event
                     await asyncio.gather(
                         *(guard.audit.append(AlertEvent.from_alert(a)) for a in request.alerts),
                         guard.audit.append(event),
@@ -876,6 +914,26 @@ class GuardMiddleware:
                 await http.send_json(send, status, body, headers)
         finally:  # counted once the answer is on its way (or lost): metrics decide nothing
             guard.metrics.observe(request.route.path, status, seconds, request.decisions)
+            if after is not None:
+                await self._append_outcome(after)
+
+    async def _append_outcome(self, event: Any) -> None:
+        """The outcome of an answered request, after its answer (its admission is durable)."""
+        from bastion.guard.audit import AuditUnavailable
+
+        try:
+            await self.guard.audit.append(event)
+        except AuditUnavailable:
+            self.guard.metrics.audit_failures.inc()
+            log.error("the outcome of an answered request on %s was not recorded", event.route)
+
+
+def _recorded(request: GuardRequest, settings: GuardSettings) -> dict[str, str]:
+    """The request's verdicts as recorded: each detector's, and the unsafe settings in force."""
+    decisions = dict(request.decisions)
+    for unsafe in settings.unsafe():
+        decisions["unsafe_" + unsafe.removeprefix("unsafe_")] = "record"
+    return decisions
 
 
 class _Raw:

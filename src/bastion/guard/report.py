@@ -6,7 +6,11 @@ signatures a GRD202. Then every record of the period is read (in time order acro
 
 - each request's decisions are mapped to the pipeline's rules (`guard.rules.rule_for`): one
   finding per rule and detector, with how many requests, which actions, which key ids (the
-  five most frequent), the first and last time;
+  five most frequent), the first and last time. A request the model answered has two records,
+  its admission and its outcome (which repeats the admission's verdicts): it is counted once,
+  from the outcome; an admission with no outcome (the guard stopped while the model computed,
+  or the request is still in flight) is counted from its own verdicts and in the metadata's
+  `admitted_without_outcome`;
 - each monitor alert (an AlertEvent in the chain) is a finding of its kind's rule
   (`monitor.rule_for_alert`), one per (kind, key), with the highest score against its
   threshold and how many times it fired.
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.findings import Finding, Location, TargetResult
-from bastion.guard.audit import AlertEvent, AuditEvent
+from bastion.guard.audit import AdmissionEvent, AlertEvent, AuditEvent
 from bastion.guard.audit_export import merged, parse_since
 from bastion.guard.audit_verify import CHAIN_BROKEN, UNAUTHENTICATED, ChainCheck, verify_path
 from bastion.guard.monitor import rule_for_alert
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 
 TOP_KEYS = 5
 MAX_LATENCIES = 200_000  # latency percentiles from at most this many requests (a reservoir)
+MAX_ADMITTED = 100_000  # admissions waiting for their outcome while the chains are read
 
 
 class _Tally:
@@ -86,6 +91,19 @@ def guard_report(
     requests: dict[tuple[str, str, str], tuple[Rule, _Tally]] = {}
     alerts: dict[tuple[str, str, str], _Tally] = {}
     summary = _Summary()
+    admitted: dict[tuple[str, int], tuple[str, AdmissionEvent, int]] = {}
+
+    def count(display: str, event: AuditEvent | AdmissionEvent, seq: int) -> None:
+        for detector, action in event.decisions.items():
+            rule = rule_for(detector, action)
+            if rule is None:
+                continue
+            _, tally = requests.setdefault((display, rule.id, detector), (rule, _Tally()))
+            tally.add(event.at, seq)
+            tally.actions[action] += 1
+            if event.key_id:
+                tally.keys[event.key_id] += 1
+
     for record in merged(path, since=cutoff, verify=False):
         display = files.get(_chain_path(checks, record.worker), record.worker)
         event = record.event
@@ -96,16 +114,19 @@ def guard_report(
                 tally.score, tally.threshold = event.score, event.threshold
                 tally.message, tally.feature = event.message, event.feature
             continue
+        if isinstance(event, AdmissionEvent):  # counted with its outcome, or alone without one
+            admitted[(record.worker, record.seq)] = (display, event, record.seq)
+            if len(admitted) > MAX_ADMITTED:
+                summary.unanswered += 1
+                count(*admitted.pop(next(iter(admitted))))
+            continue
+        if event.admission is not None:
+            admitted.pop((record.worker, event.admission), None)
         summary.add(record.worker, event)
-        for detector, action in event.decisions.items():
-            rule = rule_for(detector, action)
-            if rule is None:
-                continue
-            _, tally = requests.setdefault((display, rule.id, detector), (rule, _Tally()))
-            tally.add(event.at, record.seq)
-            tally.actions[action] += 1
-            if event.key_id:
-                tally.keys[event.key_id] += 1
+        count(display, event, record.seq)
+    for display, event, seq in admitted.values():  # the guard stopped before their outcome
+        summary.unanswered += 1
+        count(display, event, seq)
 
     for (display, _id, detector), (rule, tally) in requests.items():
         findings.setdefault(display, []).append(_request_finding(display, rule, detector, tally))
@@ -224,6 +245,7 @@ class _Summary:
 
     def __init__(self) -> None:
         self.requests = 0
+        self.unanswered = 0  # admitted to the model, no outcome recorded (a crash, or in flight)
         self.statuses: collections.Counter[str] = collections.Counter()
         self.routes: collections.Counter[str] = collections.Counter()
         self.workers: collections.Counter[str] = collections.Counter()
@@ -255,6 +277,7 @@ class _Summary:
                 latency[name] = round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
         return {
             "requests": self.requests,
+            "admitted_without_outcome": self.unanswered,
             "statuses": dict(sorted(self.statuses.items())),
             "routes": dict(self.routes.most_common(20)),
             "workers": dict(sorted(self.workers.items())),

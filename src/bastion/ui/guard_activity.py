@@ -82,9 +82,9 @@ class _Stored(msgspec.Struct, frozen=True):
     record whose fields do not have these types counts as unreadable."""
 
     at: str
-    route: str
-    status: int
-    latency_ms: float
+    route: str = ""
+    status: int = 0  # 0: not a request's outcome (an admission or a monitor alert): skipped
+    latency_ms: float = 0.0
     key_id: str | None = None
     decisions: dict[str, str] = {}
 
@@ -123,7 +123,8 @@ class _Chain:
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 self.unreadable += 1
                 continue
-            self.events.append((stored.at, int(seq), stored))
+            if stored.status:
+                self.events.append((stored.at, int(seq), stored))
         self.last_seq = max(self.last_seq, newest)
 
 
