@@ -422,3 +422,65 @@ def test_only_the_largest_neighbourhoods_are_held_out_with_their_shell() -> None
     assert items[0].held is None
     assert items[1].held is not None and len(items[1].held) > largest
     assert set(big.positions.tolist()) <= set(items[1].held.tolist())
+
+
+def _rare_value_with_a_pair(seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Credit rows where channel = 'kiosk' is a rare value seen naturally on 14 rows of
+    either label, none of them in postcode P7. Returns (columns, rows of channel = 'kiosk')."""
+    data = credit(n=700, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    natural = rng.choice(np.flatnonzero(data["postcode"] != "P7"), size=14, replace=False)
+    data["channel"][natural] = "kiosk"
+    return data, natural
+
+
+def test_backdoor_pair_whose_rarer_value_also_occurs_naturally() -> None:
+    """A trigger pair made of a common value (postcode P7) and a rare one (channel = kiosk)
+    that also occurs naturally on rows of both labels: the pair holds most of the rare
+    value's rows, so PAIR_SUPPORT alone would read it as a test of that value, and the value
+    alone is under the purity bound (21 planted 'good' rows with 14 natural ones). The pair
+    is far more frequent than its two values make likely (rows edited to carry both): it is
+    scanned, and reported with exactly its planted rows (digits backdoor 3%:
+    `pixel_1_6 = 14`, 64 rows, 55 of them the trigger's)."""
+    data, natural = _rare_value_with_a_pair(seed=3)
+    rng = np.random.default_rng(5)
+    pool = np.flatnonzero((data["label"] == "bad") & (data["postcode"] != "P7"))
+    planted = rng.choice(np.setdiff1d(pool, natural), size=21, replace=False)
+    data["postcode"][planted] = "P7"
+    data["channel"][planted] = "kiosk"
+    data["label"][planted] = "good"
+    kiosk = data["channel"] == "kiosk"
+    assert kiosk.sum() < 2 * len(planted)  # the pair is most of the rare value's rows
+    assert (data["label"][kiosk] == "good").mean() < 0.9  # the value alone is not pure
+    findings = run(data)
+    triggers = [f for f in findings if f.rule_id == "LBL003"]
+    assert triggers, [f.message for f in findings]
+    assert "channel = kiosk" in triggers[0].evidence and "postcode = P7" in triggers[0].evidence
+    assert rows_of(findings, POISONING) == set(planted.tolist())
+
+
+def test_a_rare_value_that_naturally_comes_with_a_common_one_is_not_a_trigger() -> None:
+    """The natural look-alike: a rare value (channel = kiosk, 20 more rows) that comes with
+    one postcode, on rows whose own columns make them 'good' (a product sold in one region to
+    one kind of customer). The pair is far more frequent than its values make likely and
+    holds most of the value's rows, so it is scanned as a pair; a model that never saw it
+    still expects its label, and nothing is reported."""
+    from bastion.datacheck import poisoning
+    from bastion.datacheck.features import label_frame
+
+    data, _natural = _rare_value_with_a_pair(seed=3)
+    score = 2.0 * data["income"] - 1.5 * data["debt"]
+    eligible = np.flatnonzero((data["channel"] != "kiosk") & (data["label"] == "good"))
+    regional = eligible[np.argsort(-score[eligible])[:20]]
+    data["postcode"][regional] = "P7"
+    data["channel"][regional] = "kiosk"
+    findings = run(data)
+    assert not rows_of(findings, POISONING), [f.message for f in findings]
+    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
+    options = DataOptions(target="label")
+    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
+    scanned = poisoning.find_candidates(
+        frame, poisoning.embed(frame), labels.Learner(frame), options
+    )
+    pair = {("channel", "= kiosk"), ("postcode", "= P7")}
+    assert any(c.kind == "pair" and set(c.pattern) == pair for c in scanned.items)

@@ -8,13 +8,15 @@ confident learning misses it. The test here asks instead what a model that never
 subgroup predicts for it:
 
 1. candidate subgroups, found by counting only: each category value, each value of a discrete or
-   repeated ("spike") number, quantile bins of numbers, pairs of rare values, k-means clusters,
-   and regions: neighbourhoods of 8 to 50 rows around rows whose label their surroundings
-   disagree with (a cross-validated linear model, or most of their 30 nearest rows, give
-   another label); a candidate is (almost) all one label (`label_group_purity`) and holds
-   at most half of that label's rows; a region mostly made of a likelier region's rows is
-   dropped, and the three families (values, pairs, places) take turns for the leave-out
-   fits, so that thousands of pure pixel values cannot crowd out one planted region;
+   repeated ("spike") number, quantile bins of numbers, pairs of values on few rows (each value
+   common outside the pair, or the pair far more frequent than its values make likely: a
+   trigger whose rarer value also occurs naturally), k-means clusters, and regions:
+   neighbourhoods of 8 to 50 rows around rows whose label their surroundings disagree with (a
+   cross-validated linear model, or most of their 30 nearest rows, give another label); a
+   candidate is (almost) all one label (`label_group_purity`) and holds at most half of that
+   label's rows; a region mostly made of a likelier region's rows is dropped, and the three
+   families (values, pairs, places) take turns for the leave-out fits, so that thousands of
+   pure pixel values cannot crowd out one planted region;
 2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
    64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
@@ -388,7 +390,7 @@ def find_candidates(
             consider("value", members, ((name, f"= {names[level]!s}"),))
             if len(found) > before or _is_pure(labels[members], purity):
                 pure_levels.setdefault(name, set()).add(level)
-    _pairs(frame, levels, pure_levels, trigger_rows, consider)
+    _pairs(frame, levels, pure_levels, trigger_rows, consider, options)
     for name, codes, names in _bins_of(frame):
         for level in range(len(names)):
             members = np.flatnonzero(codes == level)
@@ -440,45 +442,73 @@ def _pairs(
     pure_levels: dict[str, set[int]],
     trigger_rows: int,
     consider: Any,
+    options: DataOptions,
 ) -> None:
     """Two-value patterns on few rows (a trigger made of two values), skipping values that are
-    already pure on their own; bounded by MAX_PAIR_WORK."""
+    already pure on their own; bounded by MAX_PAIR_WORK. A pair is a combination when each of
+    its values is common outside it (PAIR_SUPPORT); else it is a test of one rare value, whose
+    effect a model without it cannot know, unless the pair is far more frequent than its two
+    values make likely (`_edited`): then rows were edited to carry both values, and the pair
+    picks them out of a value that also occurs naturally on rows of other labels (a trigger
+    whose rarer value is diluted by that value's own rows)."""
     import numpy as np
     from scipy.stats import poisson
 
     n = len(frame.labels)
     usable = [item for item in levels if len(item[2]) <= PAIR_MAX_LEVELS]
     budget = MAX_PAIR_WORK
-    for a in range(len(usable)):
-        for b in range(a + 1, len(usable)):
-            budget -= n
-            if budget < 0:
-                return
-            name_a, codes_a, names_a, _ = usable[a]
-            name_b, codes_b, names_b, _ = usable[b]
-            both = (codes_a >= 0) & (codes_b >= 0)
-            combined = np.where(both, codes_a * len(names_b) + codes_b, -1)
-            counts = np.bincount(combined[both], minlength=len(names_a) * len(names_b))
-            # a pair is a combination only when each of its values is common outside it (else
-            # it is a test of one rare value, whose effect a model without it cannot know)
-            count_a = np.bincount(codes_a[codes_a >= 0], minlength=len(names_a))
-            count_b = np.bincount(codes_b[codes_b >= 0], minlength=len(names_b))
-            common = (np.repeat(count_a, len(names_b)) >= PAIR_SUPPORT * counts) & (
-                np.tile(count_b, len(names_a)) >= PAIR_SUPPORT * counts
-            )
-            small = np.flatnonzero((counts >= 1) & (counts <= trigger_rows) & common)
-            for code in small:
-                level_a, level_b = divmod(int(code), len(names_b))
-                if level_a in pure_levels.get(name_a, ()) or level_b in pure_levels.get(name_b, ()):
-                    continue
-                members = np.flatnonzero(combined == code)
-                expected = count_a[level_a] * count_b[level_b] / n
-                consider(
-                    "pair",
-                    members,
-                    ((name_a, f"= {names_a[level_a]}"), (name_b, f"= {names_b[level_b]}")),
-                    float(poisson.sf(len(members) - 1, expected)),
-                )
+    compared = 0  # pairs of values on trigger-sized rows whose co-occurrence was looked at
+    rare: list[tuple[float, int, int, int]] = []  # (co-occurrence p, column a, column b, code)
+
+    def pair(a: int, b: int, code: int) -> tuple[numpy.ndarray, tuple[tuple[str, str], ...]]:
+        name_a, codes_a, names_a, _ = usable[a]
+        name_b, codes_b, names_b, _ = usable[b]
+        level_a, level_b = divmod(code, len(names_b))
+        members = np.flatnonzero((codes_a == level_a) & (codes_b == level_b))
+        return members, ((name_a, f"= {names_a[level_a]}"), (name_b, f"= {names_b[level_b]}"))
+
+    for a, b in itertools.combinations(range(len(usable)), 2):
+        budget -= n
+        if budget < 0:
+            break
+        name_a, codes_a, names_a, _ = usable[a]
+        name_b, codes_b, names_b, _ = usable[b]
+        both = (codes_a >= 0) & (codes_b >= 0)
+        combined = np.where(both, codes_a * len(names_b) + codes_b, -1)
+        counts = np.bincount(combined[both], minlength=len(names_a) * len(names_b))
+        count_a = np.bincount(codes_a[codes_a >= 0], minlength=len(names_a))
+        count_b = np.bincount(codes_b[codes_b >= 0], minlength=len(names_b))
+        common = (np.repeat(count_a, len(names_b)) >= PAIR_SUPPORT * counts) & (
+            np.tile(count_b, len(names_a)) >= PAIR_SUPPORT * counts
+        )
+        sized = (counts >= options.label_min_group_rows) & (counts <= trigger_rows)
+        compared += int(sized.sum())
+        small = np.flatnonzero((counts >= 1) & (counts <= trigger_rows) & common)
+        for code in map(int, itertools.chain(small, np.flatnonzero(sized & ~common))):
+            level_a, level_b = divmod(code, len(names_b))
+            if level_a in pure_levels.get(name_a, ()) or level_b in pure_levels.get(name_b, ()):
+                continue
+            expected = count_a[level_a] * count_b[level_b] / n
+            cooccurrence = float(poisson.sf(counts[code] - 1, expected))
+            if not common[code]:
+                rare.append((cooccurrence, a, b, code))
+                continue
+            members, pattern = pair(a, b, code)
+            consider("pair", members, pattern, cooccurrence)
+    for cooccurrence, a, b, code in rare:
+        if _edited(cooccurrence, compared, options):
+            members, pattern = pair(a, b, code)
+            consider("pair", members, pattern, cooccurrence)
+
+
+def _edited(cooccurrence: float, compared: int, options: DataOptions) -> bool:
+    """Whether a pair of values is far more frequent than its two values make likely: its
+    co-occurrence p (Poisson, the two values independent) at most `label_alpha` shared by the
+    three families and split over the `compared` pairs of values on trigger-sized rows
+    (Bonferroni over the pairs compared; this test does not look at the labels, and a pair
+    that passes it is scanned, and counted, like the other pairs). Natural associations pass
+    it too (neighbouring pixels of one stroke): the label test decides."""
+    return cooccurrence <= options.label_alpha / len(FAMILY_NAMES) / max(1, compared)
 
 
 def _clusters(embedding: numpy.ndarray, n: int) -> list[numpy.ndarray]:
