@@ -55,7 +55,6 @@ sys.path.insert(0, str(ROOT / "tests" / "guard"))
 
 def _raw_app() -> Any:
     """The model behind a bare ASGI app: what serving without the guard costs."""
-    import anyio.to_thread
     import msgspec
     from guard_support import served_model
 
@@ -81,7 +80,10 @@ def _raw_app() -> Any:
             await send({"type": "http.response.body", "body": b"ok"})
             return
         rows = decoder.decode(body)["rows"]
-        labels, _scores = await anyio.to_thread.run_sync(model.predict, rows, True)
+        # the same thread handoff as the guard's served model (guard.app.InnerApp._predict)
+        labels, _scores = await asyncio.get_running_loop().run_in_executor(
+            None, model.predict, rows, True
+        )
         answer = encoder.encode({"predictions": [{"label": label} for label in labels]})
         await send(
             {

@@ -303,6 +303,34 @@ def test_fsync_mode_keeps_the_writer_thread_when_commits_are_slow(
         assert not log._fast_disk
 
 
+def test_append_here_commits_in_place_even_on_slow_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`append_here` (a request alone in flight, its model computing in another thread)
+    commits in the caller's thread on a slow disk too (the writer thread would wait for the
+    GIL the model holds), and that commit's time does not move `append`'s in-place/writer
+    choice; when the writer is busy it declines (None), committing nothing."""
+    commit = AuditLog._commit
+
+    def slow(self: AuditLog, datas: list[bytes]) -> int:
+        time.sleep(0.002)  # a disk whose fsync takes 2 ms
+        return commit(self, datas)
+
+    monkeypatch.setattr(AuditLog, "_commit", slow)
+    with AuditLog(tmp_path / "a.sqlite3") as log:
+        asyncio.run(_append_all(log, 40))
+        assert not log._fast_disk and not _resolves_without_waiting(log, 1)
+        deadline = time.monotonic() + 10  # the abandoned probe's event is written first
+        while log.status().last_seq < 41 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        average = log._commit_seconds
+        assert log.append_here(event(2)) == 42
+        assert log._commit_seconds == average and not log._fast_disk
+        with log._write_lock:  # the writer is committing: not here, `append` queues it
+            assert log.append_here(event(3)) is None
+    assert stored(tmp_path / "a.sqlite3") == list(range(1, 43))
+
+
 def test_fsync_mode_reserves_its_wal_and_reuses_it(tmp_path: Path) -> None:
     """fsync mode grows the WAL once to WAL_RESERVE_BYTES (zeros past the last frame) and
     checkpoints it every WAL_CHECKPOINT_COMMITS transactions (one event each here), so

@@ -250,3 +250,28 @@ def test_an_answered_request_counts_once_and_an_admission_alone_is_named(tmp_pat
     assert traffic["admitted_without_outcome"] == 1
     ood = [f for f in report.findings if "ood" in f.message]
     assert len(ood) == 1 and "4 request(s)" in ood[0].message
+
+
+def test_admissions_pair_with_outcomes_within_their_own_chain(tmp_path: Path) -> None:
+    """A folder holding a worker's archived chain beside its current one (same worker name,
+    same sequence numbers): each outcome pairs with the admission of its own chain, so the old
+    chain's orphans stay orphans."""
+    from bastion.guard.audit import AdmissionEvent
+
+    def admitted(n: int) -> AdmissionEvent:
+        whole = request(n, ood="flag")
+        fields = {f: getattr(whole, f) for f in AdmissionEvent.__struct_fields__}
+        return AdmissionEvent(**fields)
+
+    with AuditLog(tmp_path / "audit-g.sqlite3", worker="g") as log:
+        for i in range(3):  # in flight when that guard was killed
+            log.submit(admitted(i)).result(timeout=10)
+    for name in ("audit-g.sqlite3", "audit-g.sqlite3.checkpoints"):
+        (tmp_path / name).rename(tmp_path / name.replace("audit-g", "audit-g-archived"))
+    with AuditLog(tmp_path / "audit-g.sqlite3", worker="g") as log:
+        for i in range(10, 12):  # the new chain: two answered requests, seq 1-4
+            seq = log.submit(admitted(i)).result(timeout=10)
+            outcome = request(i, ood="flag").model_copy({"admission": seq})
+            log.submit(outcome).result(timeout=10)
+    traffic = guard_report(tmp_path, Settings()).metadata["traffic"]
+    assert traffic["requests"] == 2 and traffic["admitted_without_outcome"] == 3

@@ -715,28 +715,43 @@ class _Slow:
         return self.inner.predict(rows, scores)
 
 
-def _slow_admissions(app: Any, seconds: float) -> None:
-    """Make every AdmissionEvent take `seconds` longer to become durable."""
+def _slow_admissions(app: Any, seconds: float, where: str) -> None:
+    """Make every AdmissionEvent take `seconds` longer to become durable: committed in place
+    (a commit that blocks its thread without the GIL, like an fsync), or through `append`."""
     from bastion.guard.audit import AdmissionEvent
 
-    append = app.guard.audit.append
+    log = app.guard.audit
+    if where == "in place":
+        commit = log._commit
+
+        def slow_commit(datas: list[bytes]) -> int:
+            if any(b'"status"' not in data for data in datas):
+                time.sleep(seconds)
+            return int(commit(datas))
+
+        log._commit = slow_commit
+        return
+    append = log.append
 
     async def slowly(event: Any) -> int:
         if isinstance(event, AdmissionEvent):
             await asyncio.sleep(seconds)
         return int(await append(event))
 
-    app.guard.audit.append = slowly
+    log.append = slowly
+    log.append_here = lambda event: None  # the writer is busy: through `append`
 
 
+@pytest.mark.parametrize("where", ["in place", "queued"])
 @pytest.mark.parametrize(("model_s", "admission_s"), [(0.6, 0.6), (0.0, 0.8)])
 def test_the_admission_is_durable_before_the_answer_and_overlaps_the_model(
-    tmp_path: Path, model_s: float, admission_s: float
+    tmp_path: Path, model_s: float, admission_s: float, where: str
 ) -> None:
     """A request that reaches the model is admitted on the record (its verdicts so far) while
-    the model computes: a 0.6 s model and a 0.6 s admission take about 0.6 s together, not 1.2;
-    a fast model's answer still waits for a slow admission. The outcome follows the answer,
-    names the admission, and repeats its verdicts and input digest."""
+    the model computes: a 0.6 s model and a 0.6 s admission take about 0.6 s together, not 1.2,
+    whether the admission is committed in place or queued; a fast model's answer still waits
+    for a slow admission. The outcome follows the answer, names the admission, and repeats its
+    verdicts and input digest."""
     app = create_app(
         settings(tmp_path), model=_Slow(model_s), contract=contract(), training=training()
     )
@@ -744,7 +759,7 @@ def test_the_admission_is_durable_before_the_answer_and_overlaps_the_model(
     body = {"rows": credit_rows()[:1]}
     with serving(app) as server, httpx.Client(timeout=20) as client:
         assert client.post(server.url + "/v1/predict", json=body, headers=bearer(key))
-        _slow_admissions(app, admission_s)
+        _slow_admissions(app, admission_s, where)
         started = time.perf_counter()
         answer = client.post(server.url + "/v1/predict", json=body, headers=bearer(key))
         elapsed = time.perf_counter() - started
@@ -776,3 +791,53 @@ def test_a_model_crash_after_admission_is_recorded_before_the_500(tmp_path: Path
     assert ["status" in e for e in events] == [False, True]
     assert events[1]["status"] == 500 and events[1]["admission"] == 1
     assert events[1]["decisions"]["model"] == "error"
+
+
+def test_the_admission_names_the_authenticated_caller(tmp_path: Path) -> None:
+    """Who is recorded is the principal authentication found, however the header was spelled
+    (two spaces after Bearer authenticate as well)."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    body = {"rows": credit_rows()[:1]}
+    with serving(app) as server:
+        answer = httpx.post(
+            server.url + "/v1/predict", json=body, headers={"authorization": "Bearer  " + key}
+        )
+    assert answer.status_code == 200
+    admitted, outcome = _events(tmp_path)
+    assert admitted["key_id"] == outcome["key_id"] == key.split("_")[1]
+
+
+def test_an_answer_a_check_flagged_leaves_after_its_outcome(tmp_path: Path) -> None:
+    """An answered request whose outcome adds more than "allowed" (here the key flagged by the
+    monitor's alerts) is recorded whole before the answer leaves; a plain one's outcome may
+    follow its answer. Checked as each answer arrives, outcomes made 0.3 s slower to record
+    (one that followed its answer would not be there yet)."""
+    from bastion.guard.audit import AuditEvent
+
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "score")
+    append = app.guard.audit.append
+
+    async def slow_outcomes(event: Any) -> int:
+        if isinstance(event, AuditEvent):
+            await asyncio.sleep(0.3)
+        return int(await append(event))
+
+    app.guard.audit.append = slow_outcomes
+    seed = dict(credit_rows()[7])
+    sweep = [{**seed, "credit_amount": amount} for amount in range(500, 15_001, 200)][:70]
+    flagged_seen = False
+    with serving(app) as server, httpx.Client(timeout=20) as client:
+        for rows in [credit_rows()[100:170], sweep] + [[r] for r in credit_rows()[200:204]]:
+            answer = client.post(server.url + "/v1/score", json={"rows": rows}, headers=bearer(key))
+            assert answer.status_code == 200
+            if rows is sweep:
+                time.sleep(0.6)  # its alerts come after its (slowed) outcome
+                continue
+            outcomes = _outcomes(tmp_path)
+            if outcomes and outcomes[-1]["decisions"].get("monitor") == "flag":
+                flagged_seen = True
+                break
+            # otherwise the newest outcome may still be on its way
+    assert flagged_seen

@@ -127,3 +127,68 @@ def test_admissions_and_alerts_are_not_requests_nor_unreadable(tmp_path: Path) -
     thread.join()
     activity = read_activity(folder)
     assert activity is not None and activity.events == 2 and activity.unreadable == 0
+
+
+def test_answered_requests_count_once_whole_or_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each answered request is an admission and an outcome: the page keeps MAX_EVENTS
+    requests (not records), says `partial` only when requests were left out, and an
+    incremental view agrees with a fresh one."""
+    from bastion.guard.audit import AdmissionEvent
+    from bastion.ui import guard_activity
+
+    monkeypatch.setattr(guard_activity, "MAX_EVENTS", 10)
+    monkeypatch.setattr(guard_activity, "MAX_RECORDS", 30)
+    folder = tmp_path / "audit"
+    folder.mkdir()
+
+    def answered(count: int) -> None:
+        async def write() -> None:
+            log = AuditLog(worker_log_path(folder, "w1"))
+            try:
+                for i in range(count):
+                    seq = await log.append(
+                        AdmissionEvent(
+                            at=utc_now(),
+                            key_id="0123456789ab",
+                            tenant=None,
+                            route="/v1/predict",
+                            model_digest="sha256:" + "ab" * 32,
+                            input_digest="sha256:" + f"{i:064x}",
+                            decisions={"auth": "allow"},
+                        )
+                    )
+                    await log.append(
+                        AuditEvent(
+                            at=utc_now(),
+                            key_id="0123456789ab",
+                            tenant=None,
+                            route="/v1/predict",
+                            model_digest="sha256:" + "ab" * 32,
+                            input_digest="sha256:" + f"{i:064x}",
+                            decisions={"auth": "allow"},
+                            status=200,
+                            latency_ms=1.0,
+                            admission=seq,
+                        )
+                    )
+            finally:
+                log.close()
+
+        thread = threading.Thread(target=lambda: asyncio.run(write()))
+        thread.start()
+        thread.join()
+
+    from bastion.guard.audit import utc_now
+
+    answered(8)  # 16 records, 8 requests: all of them, not partial
+    whole = read_activity(folder)
+    assert whole is not None and whole.events == 8 and not whole.partial
+    answered(4)  # 12 requests: the newest 10, partial
+    grown = read_activity(folder)
+    assert grown is not None and grown.events == 10 and grown.partial
+    guard_activity._CHAINS.clear()
+    guard_activity._CACHE.clear()
+    fresh = read_activity(folder)
+    assert fresh is not None and (fresh.events, fresh.partial) == (10, True)

@@ -14,6 +14,7 @@ settings it started with; changes that need a restart are logged)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -335,8 +336,6 @@ class InnerApp:
             await http.send_json(send, 404, http.error_document("not_found", "no such route"))
 
     async def _predict(self, scope: http.Scope, send: http.Send) -> None:
-        import anyio.to_thread
-
         from bastion.guard.output import prediction
 
         request: GuardRequest | None = scope.get(GUARD_SCOPE_KEY)
@@ -344,7 +343,15 @@ class InnerApp:
             await http.send_json(send, 500, http.error_document("internal", "not guarded"))
             return
         model = self.model
-        labels, scores = await anyio.to_thread.run_sync(model.predict, request.rows, True)
+        # the model's thread has the rows before this coroutine waits, and the request's
+        # admission is committed meanwhile, in this thread (the commit releases the GIL for
+        # its fsync; waiting first would hand the GIL to the model for its whole run)
+        answered = asyncio.get_running_loop().run_in_executor(
+            None, model.predict, request.rows, True
+        )
+        if request.start_admission is not None:
+            request.start_admission()
+        labels, scores = await answered
         document = {
             "predictions": [
                 prediction(label, model.classes, scores[i] if scores is not None else None)

@@ -656,6 +656,21 @@ class AuditLog:
             return self._failed_now(problem)
         return int(await future)
 
+    def append_here(self, event: Recorded) -> int | None:
+        """Commit `event` in this thread, now, if the writer is idle: its sequence number (or
+        NOT_RECORDED / AuditUnavailable, as `append`); None when it must go through `append`
+        (the writer is busy or events wait for it, or the log refuses appends, which `append`
+        reports). For a caller whose other work is running in another thread meanwhile (the
+        model, while its request's admission is recorded): SQLite releases the GIL for the
+        whole commit, fsync included, so that thread computes during it, whatever the disk's
+        speed; a handoff to the writer thread would wait for the GIL that a computing model
+        holds (up to the interpreter's 5 ms switch interval). Its time is not taken into the
+        average that picks where `append` commits (the wait for the GIL after it would be
+        counted as disk time)."""
+        if self._inline:
+            return self._commit_now(event)
+        return self._commit_here(event, timed=False)
+
     def _enqueue(
         self, event: Recorded, future: Any, loop: asyncio.AbstractEventLoop | None
     ) -> str | None:
@@ -694,7 +709,7 @@ class AuditLog:
                             return seq
         return self._failed_now(problem)
 
-    def _commit_here(self, event: Recorded) -> int | None:
+    def _commit_here(self, event: Recorded, *, timed: bool = True) -> int | None:
         """Fsync mode on fast storage: commit `event` (with its fsync) in this thread when
         nothing is waiting for the writer and it is not writing; None to queue it instead.
         A thread handoff there and back costs more than a commit that fsyncs in well under a
@@ -709,7 +724,7 @@ class AuditLog:
             if len(data) > MAX_EVENT_BYTES:
                 return None
             try:
-                seq = self._commit_timed([data])
+                seq = self._commit_timed([data]) if timed else self._commit([data])
             except sqlite3.Error as exc:
                 return self._failed_now(f"{type(exc).__name__}: {exc}")
         finally:

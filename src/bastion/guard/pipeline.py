@@ -87,6 +87,7 @@ class GuardRequest:
 
     __slots__ = (
         "admission",
+        "admitted",
         "alerts",
         "answer",
         "decisions",
@@ -97,6 +98,7 @@ class GuardRequest:
         "principal",
         "route",
         "rows",
+        "start_admission",
     )
 
     def __init__(self, route: RouteSpec) -> None:
@@ -114,6 +116,11 @@ class GuardRequest:
         self.observed: Any = None
         # the append of the request's AdmissionEvent, running while the model computes
         self.admission: asyncio.Future[int] | None = None
+        self.admitted: dict[str, str] = {}  # the verdicts its AdmissionEvent records
+        # an inner app that hands the rows to another thread (a model's predict) calls this
+        # right after, so the admission's commit runs while that thread computes; otherwise
+        # it starts at the inner app's first wait (None once started)
+        self.start_admission: Callable[[], None] | None = None
         self.digest: str | None = None  # the input digest, computed once for both records
 
 
@@ -823,22 +830,50 @@ class GuardMiddleware:
     def _admit(
         self, scope: http.Scope, request: GuardRequest, settings: GuardSettings, raw: bytes | None
     ) -> None:
-        """Start appending the request's AdmissionEvent (every verdict so far) and go on to the
-        model: the append, with its fsync, runs while the model computes, and `_finish` sends
-        no answer before it is durable."""
+        """Arrange for the request's AdmissionEvent (every verdict so far) to be appended while
+        the model computes; `_finish` sends no answer before it is durable. It is started by the
+        inner app once the model has the rows (`GuardRequest.start_admission`), or else at the
+        inner app's first wait. A request alone in flight commits it in place (see
+        `AuditLog.append_here`); others share the writer's group commit."""
         from bastion.guard.audit import AdmissionEvent, utc_now
 
         guard = self.guard
+        audit = guard.audit
         event = AdmissionEvent(
             at=utc_now(),
-            key_id=scope.get("bastion.claimed_key"),
+            key_id=request.principal.key_id if request.principal else None,
             tenant=request.principal.tenant if request.principal else None,
             route=request.route.path,
             model_digest=guard.model_digest,
             input_digest=self._digest(scope, request, raw),
             decisions=_recorded(request, settings),
         )
-        request.admission = asyncio.ensure_future(guard.audit.append(event))
+        request.admitted = event.decisions
+        alone = guard.in_flight.current <= 1
+        loop = asyncio.get_running_loop()
+        admission: asyncio.Future[int] = loop.create_future()
+        # a request cancelled before `_finish` leaves it unawaited: its failure is not news
+        admission.add_done_callback(_retrieved)
+
+        def start() -> None:
+            if request.start_admission is None:
+                return  # started already
+            request.start_admission = None
+            try:
+                seq = audit.append_here(event) if alone else None
+            except Exception as exc:  # AuditUnavailable in a strict log
+                admission.set_exception(exc)
+                return
+            if seq is not None:
+                admission.set_result(seq)
+                return
+            task = asyncio.ensure_future(audit.append(event))
+            task.add_done_callback(lambda done: _settle(admission, done))
+            task.add_done_callback(_retrieved)
+
+        request.admission = admission
+        request.start_admission = start
+        loop.call_soon(start)
 
     def _digest(self, scope: http.Scope, request: GuardRequest, raw: bytes | None) -> str:
         if request.digest is None:
@@ -886,7 +921,7 @@ class GuardMiddleware:
                     latency_ms=round((time.perf_counter() - started) * 1000, 3),
                     admission=admitted or None,
                 )
-                if admitted and status < 400 and not request.alerts:
+                if admitted and not request.alerts and _nothing_to_add(request.admitted, event):
                     after = event  # the decision to serve is durable; its outcome follows
                 elif request.alerts:  # rare: the alerts become durable with the event
                     await asyncio.gather(
@@ -926,6 +961,37 @@ class GuardMiddleware:
         except AuditUnavailable:
             self.guard.metrics.audit_failures.inc()
             log.error("the outcome of an answered request on %s was not recorded", event.route)
+
+
+def _nothing_to_add(admitted: dict[str, str], outcome: Any) -> bool:
+    """Whether an answered request's outcome only adds its status, its latency and verdicts
+    that allowed (the model answered, the answer passed its checks): then the durable
+    admission says all there is to say before the answer, and the outcome may follow it.
+    An answer a check flagged or redacted, or that carries monitor alerts, is recorded as
+    such before it leaves."""
+    if outcome.status >= 300:
+        return False
+    return all(
+        action == "allow" or admitted.get(detector) == action
+        for detector, action in outcome.decisions.items()
+    )
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(future: asyncio.Future[int], done: asyncio.Future[int]) -> None:
+    """Give `future` the outcome of `done`."""
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(done.result())
 
 
 def _recorded(request: GuardRequest, settings: GuardSettings) -> dict[str, str]:

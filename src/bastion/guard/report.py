@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 TOP_KEYS = 5
 MAX_LATENCIES = 200_000  # latency percentiles from at most this many requests (a reservoir)
-MAX_ADMITTED = 100_000  # admissions waiting for their outcome while the chains are read
+MAX_ADMITTED = 10_000  # admissions waiting for their outcome while the chains are read
 
 
 class _Tally:
@@ -115,13 +115,13 @@ def guard_report(
                 tally.message, tally.feature = event.message, event.feature
             continue
         if isinstance(event, AdmissionEvent):  # counted with its outcome, or alone without one
-            admitted[(record.worker, record.seq)] = (display, event, record.seq)
-            if len(admitted) > MAX_ADMITTED:
+            admitted[(record.chain, record.seq)] = (display, event, record.seq)
+            if len(admitted) > MAX_ADMITTED:  # the oldest: outcomes follow within a request
                 summary.unanswered += 1
                 count(*admitted.pop(next(iter(admitted))))
             continue
         if event.admission is not None:
-            admitted.pop((record.worker, event.admission), None)
+            admitted.pop((record.chain, event.admission), None)
         summary.add(record.worker, event)
         count(display, event, record.seq)
     for display, event, seq in admitted.values():  # the guard stopped before their outcome

@@ -2,9 +2,10 @@
 per worker, `bastion.guard.audit`): counts of allowed, flagged and blocked requests, alerts
 (a detector that flagged or blocked), latency percentiles over time, and the latest events.
 
-The files are opened read-only and only the newest `MAX_EVENTS` events of each are kept (by
-the primary key), so a long-lived log costs the page a bounded amount, and a view reads only
-what was appended since the last one; the page says when it shows only part of the log.
+The files are opened read-only and only the newest `MAX_EVENTS` requests of each are kept
+(their outcome events, read from at most the newest `MAX_RECORDS` records, by the primary
+key), so a long-lived log costs the page a bounded amount, and a view reads only what was
+appended since the last one; the page says when it shows only part of the log.
 Each event is decoded (msgspec, typed) into the fields the page needs; a record an editor of
 the file made unreadable is counted as such, never shown raw. Verifying the chain is
 `bastion audit verify`'s job, not a page view's. The summary is kept until a log changes
@@ -24,6 +25,9 @@ import msgspec
 from bastion.records import Record
 
 MAX_EVENTS = 20_000
+# records read for them: a request the model answered has two (its admission, then its
+# outcome, the event shown), and monitor alerts share the chain
+MAX_RECORDS = 3 * MAX_EVENTS
 RECENT = 50
 BLOCKING = frozenset({"block"})
 FLAGGING = frozenset({"flag", "redact"})
@@ -44,7 +48,7 @@ class GuardEvent(Record):
 class GuardActivity(Record):
     files: tuple[str, ...]
     events: int  # read
-    partial: bool  # a file held more than MAX_EVENTS
+    partial: bool  # a file held more than MAX_EVENTS requests (or MAX_RECORDS records)
     unreadable: int
     outcomes: dict[str, int]
     hours: tuple[str, ...]
@@ -105,6 +109,7 @@ class _Chain:
             maxlen=MAX_EVENTS
         )
         self.unreadable = 0
+        self.partial = False  # older events were left unread or dropped
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         head = conn.execute("SELECT chain FROM chain").fetchone()
@@ -115,15 +120,19 @@ class _Chain:
             self.chain = chain
         rows = conn.execute(
             "SELECT seq, event FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
-            (self.last_seq, MAX_EVENTS),
+            (self.last_seq, MAX_RECORDS),
         ).fetchall()
+        if newest - self.last_seq > MAX_RECORDS:
+            self.partial = True
         for seq, blob in reversed(rows):
             try:
                 stored = _DECODER.decode(blob if isinstance(blob, bytes) else str(blob).encode())
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 self.unreadable += 1
                 continue
-            if stored.status:
+            if stored.status:  # a request's outcome (not an admission or an alert)
+                if len(self.events) == MAX_EVENTS:
+                    self.partial = True
                 self.events.append((stored.at, int(seq), stored))
         self.last_seq = max(self.last_seq, newest)
 
@@ -177,7 +186,7 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
         except sqlite3.DatabaseError as exc:
             _CHAINS.pop(str(path.resolve()), None)
             return _empty(f"cannot read the audit log {path.name}: {exc}")
-        partial = partial or chain.last_seq > MAX_EVENTS
+        partial = partial or chain.partial
         unreadable += chain.unreadable
         events.extend((at, worker, seq, stored) for at, seq, stored in chain.events)
     events.sort(key=lambda e: (e[0], e[1], e[2]), reverse=True)
