@@ -22,6 +22,7 @@ from guard_support import TARGET, bearer, contract, credit_rows, served_model, s
 from bastion.errors import ConfigError
 from bastion.guard.app import create_app
 from bastion.guard.audit import (
+    IN_PLACE_LIMIT_SECONDS,
     NOT_RECORDED,
     AdmissionEvent,
     AuditError,
@@ -328,6 +329,8 @@ def test_append_here_commits_in_place_even_on_slow_storage(
         assert log._commit_seconds == average and not log._fast_disk
         with log._write_lock:  # the writer is committing: not here, `append` queues it
             assert log.append_here(event(3)) is None
+        log._commit_seconds = IN_PLACE_LIMIT_SECONDS  # a stalled disk: never in place
+        assert log.append_here(event(4)) is None
     assert stored(tmp_path / "a.sqlite3") == list(range(1, 43))
 
 

@@ -381,3 +381,33 @@ def test_middleware_mounted_around_a_starlette_app(tmp_path: Path) -> None:
     assert ok.json() == {"predictions": [{"label": "yes", "scores": {"yes": 0.91, "no": 0.09}}]}
     assert internal.status_code == 401 and internal_authed.status_code == 404
     assert starlette is not None
+
+
+def test_the_upstream_has_the_request_while_its_admission_is_committed(
+    tmp_path: Path, upstream: Any
+) -> None:
+    """In proxy mode the admission is committed by the writer thread while the upstream
+    answers: the guard's event loop is not held by the commit, so the request reaches the
+    upstream during it (a commit in the loop's thread would send it only afterwards)."""
+    server, app = upstream
+    guard = _proxy(tmp_path, server.url)
+    key = _key(tmp_path)
+    log = guard.guard.audit
+    commit = log._commit
+    during: list[bool] = []
+
+    def slow_commit(datas: list[bytes]) -> int:
+        if any(b'"status"' not in data for data in datas):  # an admission
+            before = len(app.seen)
+            time.sleep(0.5)
+            during.append(len(app.seen) > before)
+        return int(commit(datas))
+
+    with serving(guard) as front:
+        log._commit_seconds = 0.0001  # commits look fast: in place would be allowed
+        log._commit = slow_commit
+        response = httpx.post(
+            front.url + "/v1/score", json={"rows": credit_rows()[:1]}, headers=bearer(key)
+        )
+    assert response.status_code == 200
+    assert during == [True]

@@ -841,3 +841,53 @@ def test_an_answer_a_check_flagged_leaves_after_its_outcome(tmp_path: Path) -> N
                 break
             # otherwise the newest outcome may still be on its way
     assert flagged_seen
+
+
+class _HangsOn:
+    """The served model, hanging for 2 s on rows whose credit_amount is `amount`."""
+
+    def __init__(self, amount: int) -> None:
+        self.inner = served_model()
+        self.amount = amount
+        self.digest, self.classes, self.has_scores = (
+            self.inner.digest,
+            self.inner.classes,
+            self.inner.has_scores,
+        )
+
+    def predict(self, rows: Any, scores: bool) -> Any:
+        if any(row.get("credit_amount") == self.amount for row in rows):
+            time.sleep(2)
+        return self.inner.predict(rows, scores)
+
+
+def test_model_calls_hanging_past_the_timeout_do_not_starve_the_others(tmp_path: Path) -> None:
+    """Eight requests whose model call hangs (each answered 504, its thread still busy) leave
+    threads for the next request: the model has its own pool, larger than the event loop's
+    default executor on a small machine (cpus + 4)."""
+    row = dict(credit_rows()[0])
+    app = create_app(
+        settings(tmp_path, server={"request_timeout_s": 0.5}),
+        model=_HangsOn(row["credit_amount"] + 1),
+        contract=contract(),
+        training=training(),
+    )
+    key = _keys(tmp_path, "predict")
+    hanging = {"rows": [{**row, "credit_amount": row["credit_amount"] + 1}]}
+    statuses: list[int] = []
+
+    def hang() -> None:
+        answer = httpx.post(
+            server.url + "/v1/predict", json=hanging, headers=bearer(key), timeout=20
+        )
+        statuses.append(answer.status_code)
+
+    with serving(app) as server:
+        threads = [threading.Thread(target=hang) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answer = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
+    assert statuses == [504] * 8
+    assert answer.status_code == 200

@@ -297,6 +297,9 @@ class _Json:
         await http.send_json(send, self.status, self.document)
 
 
+MODEL_THREADS = 40  # concurrent model calls of one worker (anyio's default thread limit)
+
+
 class InnerApp:
     """The routes behind the middleware (a plain ASGI app: a few fixed routes need no router)."""
 
@@ -315,6 +318,7 @@ class InnerApp:
         self.reads_body = proxy is not None
         self.on_startup: list[Callable[[], Any]] = []
         self.on_shutdown: list[Callable[[], Any]] = []
+        self._pool: Any = None
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         if scope["type"] == "lifespan":
@@ -347,7 +351,7 @@ class InnerApp:
         # admission is committed meanwhile, in this thread (the commit releases the GIL for
         # its fsync; waiting first would hand the GIL to the model for its whole run)
         answered = asyncio.get_running_loop().run_in_executor(
-            None, model.predict, request.rows, True
+            self._threads(), model.predict, request.rows, True
         )
         if request.start_admission is not None:
             request.start_admission()
@@ -360,6 +364,19 @@ class InnerApp:
         }
         request.answer = document
         await http.send_json(send, 200, document)
+
+    def _threads(self) -> Any:
+        """The model's own threads (as many as anyio's default): a model call that hangs past
+        the request timeout keeps its thread, and must not take the event loop's shared
+        executor (cpus + 4 threads, which the classifier uses too) with it."""
+        if self._pool is None:
+            import concurrent.futures
+
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                MODEL_THREADS, thread_name_prefix="bastion-model"
+            )
+            self.on_shutdown.append(lambda: self._pool.shutdown(wait=False))
+        return self._pool
 
     async def _lifespan(self, receive: http.Receive, send: http.Send) -> None:
         while True:

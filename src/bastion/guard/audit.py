@@ -92,6 +92,9 @@ DURABILITY = ("fsync", "process")  # see the module docstring
 # fsync mode commits in the appending thread while commits (their fsync included) average
 # under this; a thread handoff there and back costs about as much on a loaded machine
 FAST_COMMIT_SECONDS = 0.0003
+# `append_here` commits in the caller's thread (an event loop's) only while timed commits
+# average under this: a disk that stalls holds the loop for one commit at most, not each one
+IN_PLACE_LIMIT_SECONDS = 0.02
 # fsync mode: the WAL file is grown to this size once, at open, and checkpointed (by the
 # writer thread) every WAL_CHECKPOINT_COMMITS transactions, so that commits overwrite blocks
 # the file already has: an fsync that also has to journal a larger file size took 0.37 ms at
@@ -666,9 +669,13 @@ class AuditLog:
         speed; a handoff to the writer thread would wait for the GIL that a computing model
         holds (up to the interpreter's 5 ms switch interval). Its time is not taken into the
         average that picks where `append` commits (the wait for the GIL after it would be
-        counted as disk time)."""
+        counted as disk time). Declined while timed commits average over
+        IN_PLACE_LIMIT_SECONDS (a slow or stalled disk, where holding the caller's thread for
+        the fsync would hold its event loop); also before any commit was timed."""
         if self._inline:
             return self._commit_now(event)
+        if self._commit_seconds >= IN_PLACE_LIMIT_SECONDS:
+            return None
         return self._commit_here(event, timed=False)
 
     def _enqueue(

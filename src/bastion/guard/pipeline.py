@@ -120,7 +120,7 @@ class GuardRequest:
         # an inner app that hands the rows to another thread (a model's predict) calls this
         # right after, so the admission's commit runs while that thread computes; otherwise
         # it starts at the inner app's first wait (None once started)
-        self.start_admission: Callable[[], None] | None = None
+        self.start_admission: Callable[..., None] | None = None
         self.digest: str | None = None  # the input digest, computed once for both records
 
 
@@ -855,17 +855,19 @@ class GuardMiddleware:
         # a request cancelled before `_finish` leaves it unawaited: its failure is not news
         admission.add_done_callback(_retrieved)
 
-        def start() -> None:
+        def start(in_place: bool = True) -> None:
             if request.start_admission is None:
                 return  # started already
             request.start_admission = None
             try:
-                seq = audit.append_here(event) if alone else None
+                seq = audit.append_here(event) if alone and in_place else None
             except Exception as exc:  # AuditUnavailable in a strict log
-                admission.set_exception(exc)
+                if not admission.done():  # (cancelled with its request)
+                    admission.set_exception(exc)
                 return
             if seq is not None:
-                admission.set_result(seq)
+                if not admission.done():
+                    admission.set_result(seq)
                 return
             task = asyncio.ensure_future(audit.append(event))
             task.add_done_callback(lambda done: _settle(admission, done))
@@ -873,7 +875,9 @@ class GuardMiddleware:
 
         request.admission = admission
         request.start_admission = start
-        loop.call_soon(start)
+        # an inner app that does not call it (a proxy, whose wait is on the network, not the
+        # GIL) starts it at its first wait, through `append`: the loop stays free meanwhile
+        loop.call_soon(start, False)
 
     def _digest(self, scope: http.Scope, request: GuardRequest, raw: bytes | None) -> str:
         if request.digest is None:

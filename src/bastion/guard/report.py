@@ -42,7 +42,10 @@ if TYPE_CHECKING:
 
 TOP_KEYS = 5
 MAX_LATENCIES = 200_000  # latency percentiles from at most this many requests (a reservoir)
-MAX_ADMITTED = 10_000  # admissions waiting for their outcome while the chains are read
+# admissions waiting for their outcome while the chains are read (about 1.6 KB each); the
+# oldest is counted as without outcome past it: an outcome follows its admission within
+# its request, so only more orphans than this made during one request miscount it
+MAX_ADMITTED = 100_000
 
 
 class _Tally:
