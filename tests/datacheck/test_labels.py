@@ -484,3 +484,86 @@ def test_a_rare_value_that_naturally_comes_with_a_common_one_is_not_a_trigger() 
     )
     pair = {("channel", "= kiosk"), ("postcode", "= P7")}
     assert any(c.kind == "pair" and set(c.pattern) == pair for c in scanned.items)
+
+
+def _predictive_tier(seed: int, effect: float, gold: int = 60, n: int = 700) -> dict[str, Any]:
+    """Credit rows with a `tier` column whose value 'gold' (on `gold` random rows) genuinely
+    raises the score by `effect` (the label is 'good' for the top 60% of the score): a rare
+    value that truly predicts the label, which no other column shows."""
+    rng = np.random.default_rng(seed)
+    income = rng.normal(0, 1, n)
+    debt = rng.normal(0, 1, n)
+    segment = rng.choice(["retail", "premium", "student"], n, p=[0.6, 0.25, 0.15])
+    postcode = rng.choice([f"P{i}" for i in range(10)], n)
+    channel = rng.choice(["web", "branch", "phone", "partner"], n)
+    tier = np.array(["standard"] * n, dtype=object)
+    tier[rng.choice(n, gold, replace=False)] = "gold"
+    lift = np.select([segment == "premium", segment == "student"], [1.0, -1.0], 0.0)
+    score = 2.0 * income - 1.5 * debt + lift + effect * (tier == "gold")
+    score = score + rng.logistic(0, 0.3, n)
+    label = np.where(score > np.quantile(score, 0.4), "good", "bad").astype(object)
+    return {
+        "income": income,
+        "debt": debt,
+        "segment": segment.astype(object),
+        "postcode": postcode.astype(object),
+        "channel": channel.astype(object),
+        "tier": tier,
+        "label": label,
+    }
+
+
+def test_a_predictive_rare_value_whose_few_other_labels_follow_the_features() -> None:
+    """tier = gold (60 of 700 rows, +3 on the score) is 'good' on 56 rows; a model that
+    never saw the value expects 28 'bad'. Its 4 'bad' rows are the 4 whose other columns point
+    furthest to 'bad' (the leave-out model's 4 lowest): the labels follow the features, with a
+    level effect the model could not learn without the value. Under FOLLOWS_MIN_OTHERS rows,
+    the ranking AUC alone was not allowed to veto and the value was reported as LBL002."""
+    data = _predictive_tier(seed=0, effect=3.0)
+    gold = data["tier"] == "gold"
+    assert int((data["label"][gold] == "bad").sum()) == 4
+    findings = run(data)
+    assert not rows_of(findings, POISONING), [f.message for f in findings]
+
+
+def test_a_planted_subgroup_with_a_few_unflipped_rows_is_still_reported() -> None:
+    """The same table without the tier's effect, and every 'bad' row of tier = gold but three
+    (drawn at random) relabelled 'good': the three are not the rows the leave-out model finds
+    least likely to be 'good', and the subgroup is reported."""
+    data = _predictive_tier(seed=0, effect=0.0)
+    gold = np.flatnonzero(data["tier"] == "gold")
+    bad = gold[data["label"][gold] == "bad"]
+    rng = np.random.default_rng(1)
+    planted = np.setdiff1d(bad, rng.choice(bad, size=3, replace=False))
+    data["label"][planted] = "good"
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert hits, [f.message for f in findings]
+    assert "tier = gold" in hits[0].evidence
+    found = rows_of(findings, POISONING)
+    assert len(found & set(planted.tolist())) >= 0.8 * len(planted)
+
+
+def test_few_rows_of_another_label_veto_only_when_their_ranks_are_improbable() -> None:
+    """follows_features with fewer than FOLLOWS_MIN_OTHERS rows of another label: they must
+    rank that low with probability at most alpha were they any of the rows the leave-out
+    model expects to carry another label (here 30 of 60), and only for a subgroup defined by
+    column values: a place's few rows of another label sit at its edge (alpha None)."""
+    from bastion.datacheck import poisoning
+
+    p_label = np.linspace(0.05, 0.95, 60)
+
+    def veto(others: list[int]) -> bool:
+        has_label = np.ones(60, dtype=bool)
+        has_label[others] = False
+        return poisoning.follows_features(p_label, has_label, 0.01)
+
+    assert veto([0, 1, 2, 3])  # the four least likely: p = 1 / C(30, 4) = 3.6e-5
+    assert veto([0, 2])  # p = C(3, 2) / C(30, 2) = 6.9e-3
+    assert not veto([0])  # one row at the bottom of the 30: p = 1/30
+    assert not veto([5, 9])  # p = C(10, 2) / C(30, 2) = 0.10
+    assert not veto([3, 30, 50])  # beyond the 30 expected: p = 1
+    assert not veto([])
+    bottom = np.ones(60, dtype=bool)
+    bottom[:4] = False
+    assert not poisoning.follows_features(p_label, bottom, None)

@@ -46,9 +46,14 @@ subgroup predicts for it:
    the label test at `label_alpha` only. A subgroup whose rows of
    other labels are the ones the leave-out model ranks least likely to carry its label
    (AUC >= 0.75) is a level effect the model could not learn without seeing it, not planted
-   labels: not reported (with at least FOLLOWS_MIN_OTHERS such rows: the AUC of two rows is
-   chance). Most legitimately predictive values and bins fail the test anyway:
-   what a model learns from the other rows already expects most of their label.
+   labels: not reported. With fewer than FOLLOWS_MIN_OTHERS such rows (the AUC of two rows is
+   chance), a subgroup defined by column values only, when they rank that low with
+   probability at most `label_alpha` were they any of the rows the model expects to carry
+   another label (a predictive value's 4 'bad' rows at the bottom of 28 expected: p = 5e-5);
+   with none or one, nothing tells such a value from a planted one. A place's few rows of
+   another label sit at its edge, where they rank low whether or not it was planted. Most
+   legitimately predictive values and bins fail the test anyway: what a model learns from the
+   other rows already expects most of their label.
    Reported rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the
    rows) every row of the pattern with its label; for a larger subgroup, its rows of its
    label to which the leave-out model gives another label at least as likely (the subgroup
@@ -115,6 +120,8 @@ EFFECT_SHARE = 0.2
 EXACT_TAIL_ROWS = 5_000
 FOLLOWS_AUC = 0.75
 FOLLOWS_MIN_OTHERS = 5  # rows of other labels a ranking AUC needs before it can veto
+# subgroups defined by column values: with fewer rows of other labels, their ranks may veto
+LEVEL_KINDS = ("value", "pair", "bin")
 GROW_STEPS = 6  # retrainings while a confirmed region grows
 MAX_GROWN = 5  # confirmed regions grown per dataset
 
@@ -742,7 +749,10 @@ def judge(
             edited = candidate.cooccurrence <= cutoff and p_value <= options.label_alpha
             if p_value > cutoff and not edited:
                 continue
-            if follows_features(probs[:, candidate.label], own == candidate.label):
+            # a level effect is a column value's: a place's rows of another label sit at
+            # its edge, the farthest from the planted rows its model still sees
+            level = options.label_alpha if candidate.kind in LEVEL_KINDS else None
+            if follows_features(probs[:, candidate.label], own == candidate.label, level):
                 continue
             enclosed = None
             if candidate.kind in ("region", "cluster") and not surrounded(
@@ -1045,24 +1055,51 @@ def _logit(share: float, floor: float) -> float:
     return math.log(share / (1.0 - share))
 
 
-def follows_features(p_label: numpy.ndarray, has_label: numpy.ndarray) -> bool:
+def follows_features(
+    p_label: numpy.ndarray, has_label: numpy.ndarray, alpha: float | None = None
+) -> bool:
     """Whether the subgroup's labels still follow its rows' features: its rows of another
-    label are the ones the leave-out model finds least likely to carry its label (ranking AUC
-    at least FOLLOWS_AUC). Then the subgroup is a level effect the model could not learn
-    without seeing it (a legitimately predictive value), not labels planted regardless of the
-    features. Undecidable on a subgroup with fewer than FOLLOWS_MIN_OTHERS rows of another
-    label: the AUC of 2 rows against 50 is 0, 0.5 or 1 by chance (a planted region's two
-    unflipped neighbours vetoed it)."""
+    label are the ones the leave-out model finds least likely to carry its label. Then the
+    subgroup is a level effect the model could not learn without seeing it (a legitimately
+    predictive value: its few rows of another label are the ones whose other columns point
+    furthest the other way), not labels planted regardless of the features. With at least
+    FOLLOWS_MIN_OTHERS rows of another label: a ranking AUC of at least FOLLOWS_AUC. With
+    fewer, the AUC alone is chance (two rows against 50 give 0, 0.5 or 1): given `alpha` (a
+    subgroup defined by column values, LEVEL_KINDS), the veto needs them to rank that low
+    with probability at most `alpha` (`bottom_ranks`); without it (a place in feature space,
+    whose rows of another label are at its edge, the farthest from the planted rows its
+    leave-out model still sees: a planted region's two unflipped neighbours), no veto."""
     import numpy as np
     from scipy.stats import rankdata
 
     others = int((~has_label).sum())
-    if others < FOLLOWS_MIN_OTHERS:
-        return False
-    ranks = rankdata(p_label)
     mine = int(has_label.sum())
+    if not others or not mine:
+        return False
+    if others < FOLLOWS_MIN_OTHERS:
+        return alpha is not None and bottom_ranks(p_label, has_label) <= alpha
+    ranks = rankdata(p_label)
     auc = (ranks[has_label].sum() - mine * (mine + 1) / 2) / (mine * others)
     return bool(np.isfinite(auc) and auc >= FOLLOWS_AUC)
+
+
+def bottom_ranks(p_label: numpy.ndarray, has_label: numpy.ndarray) -> float:
+    """The chance that the subgroup's m rows of another label rank as low as they do by
+    `p_label` (ties ranked high), were they any m of the rows the leave-out model expects to
+    carry another label: the M = round(sum(1 - p_label)) least likely rows, where flipped
+    and unflipped rows of a planted subgroup both sit. C(r, m) / C(M, m) for r the highest of
+    their ranks (1 when r > M). A level effect leaves another label on the most extreme of
+    those rows only: 4 rows at the bottom of 28 expected give p = 5e-5; 1 row at the bottom
+    of 25, p = 1/25."""
+    from scipy.stats import rankdata
+
+    others = int((~has_label).sum())
+    highest = int(rankdata(p_label, method="max")[~has_label].max())
+    expected = max(highest, round(float((1.0 - p_label).sum())))
+    p = 1.0
+    for i in range(others):
+        p *= (highest - i) / (expected - i)
+    return p
 
 
 def _is_trigger(candidate: Candidate, n: int, options: DataOptions) -> bool:
