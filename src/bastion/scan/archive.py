@@ -214,7 +214,9 @@ class TarScanner:
                         complete = False
                         break
                     members.append(info)
-            except (tarfile.TarError, EOFError, OSError) as exc:
+            except (tarfile.TarError, EOFError, OSError, ValueError, OverflowError) as exc:
+                # ValueError: a member size so large that tarfile's next header offset does
+                # not fit a file offset (seek refuses it)
                 ctx.add(
                     MALFORMED.finding(
                         source.location, f"tar archive breaks: {exc}", evidence=str(exc)
@@ -224,7 +226,7 @@ class TarScanner:
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
                 self._member(ctx, source, archive, info, legacy_torch)
-            if complete:
+            if complete and archive.offset <= source.size:  # (past the end: nothing after)
                 self._after_end(ctx, source, handle, archive.offset)
 
     @staticmethod
