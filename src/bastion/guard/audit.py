@@ -189,14 +189,11 @@ def input_digest(data: bytes, *, key: bytes | None = None) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class AdmissionEvent(Checked):
-    """A request admitted to the model: who sent it, to which route and model, the digest of
-    its input and every detector's verdict so far. The pipeline appends it before the model
-    runs and sends no answer before it is durable; the request's `AuditEvent` (its outcome:
-    status, latency, the answer's checks) follows it in the chain and names it. So a decision
-    to serve is on record even when the model or the guard dies before answering, and the
-    fsync that makes it durable runs while the model computes. Same vocabulary as
-    `AuditEvent`: identifiers, digests and verdicts only."""
+class RequestRecord(Checked):
+    """What a request's records share: who (`key_id`, the API key's id, never its secret;
+    `tenant`), when, which route and model, the digest of its input, and each detector's
+    verdict. Only identifiers, digests and verdicts: free text is refused so that no request
+    content can reach the log."""
 
     at: str
     key_id: str | None
@@ -210,21 +207,21 @@ class AdmissionEvent(Checked):
         _check_request(self)
 
 
-class AuditEvent(Checked):
-    """One decision of the guard. Only identifiers, digests and verdicts: `key_id` is the API
-    key's id (never its secret), `input_digest` and `model_digest` are `sha256:<hex>` (or
-    `hmac-sha256:<hex>`), `decisions` maps a detector to its action (allow, flag, block,
-    redact, ...). Free text is refused so that no request content can reach the log.
-    `admission` is the sequence number, in the same chain, of the request's `AdmissionEvent`
-    when it reached the model (None for a request refused before it)."""
+class AdmissionEvent(RequestRecord):
+    """A request admitted to the model, with every detector's verdict so far. The pipeline
+    commits it while the model computes and sends no answer before it is durable; the
+    request's `AuditEvent` (its outcome: status, latency, the answer's checks) follows it in
+    the chain and names it. So a decision to serve is on record before its answer, and the
+    fsync that makes it durable runs while the model computes."""
 
-    at: str
-    key_id: str | None
-    tenant: str | None
-    route: str
-    model_digest: str
-    input_digest: str
-    decisions: dict[str, str] = field(default_factory=dict)
+
+class AuditEvent(RequestRecord):
+    """One decision of the guard: a request refused on the way, or the outcome of one the
+    model answered. `input_digest` and `model_digest` are `sha256:<hex>` (or
+    `hmac-sha256:<hex>`), `decisions` maps a detector to its action (allow, flag, block,
+    redact, ...). `admission` is the sequence number, in the same chain, of the request's
+    `AdmissionEvent` when it reached the model (None for a request refused before it)."""
+
     status: int
     latency_ms: float
     admission: int | None = None
@@ -239,7 +236,7 @@ class AuditEvent(Checked):
             raise RecordError("admission", "must be a sequence number (>= 1)")
 
 
-def _check_request(event: AuditEvent | AdmissionEvent) -> None:
+def _check_request(event: RequestRecord) -> None:
     """The checks a request's two records share: time, identifiers, route, digests, verdicts."""
     if not _TIME.match(event.at):
         raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
