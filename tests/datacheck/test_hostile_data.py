@@ -306,3 +306,44 @@ def test_terminal_escapes_in_column_names_never_reach_the_diff_summary(tmp_path:
     text = out.read_text()
     assert "\x1b" not in text and "\x07" not in text
     assert "\\x1b[31mRED" in text and text.count("\n") > 5
+
+
+@pytest.mark.parametrize(
+    ("data", "row"),
+    [
+        (b'null\n{"a": 1}\n', "0"),
+        (b'\n\n null\n{"a": 1}\n', "2"),
+        (b' null}\n{": ": {"d": 0}}\n{"a": null}\n', "0"),  # the CI fuzzer's input
+        (b'5\n{"a": 1}\n', "0"),
+    ],
+)
+def test_json_lines_starting_with_a_value_that_is_not_an_object_are_refused(
+    tmp_path: Path, data: bytes, row: str
+) -> None:
+    """pyarrow's JSON reader segfaulted on a stream whose first value is `null` (found by the
+    CI fuzzer). Run in a child process so a regression fails the test instead of pytest."""
+    path = tmp_path / "first.jsonl"
+    path.write_bytes(data)
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from bastion.datacheck.read import open_dataset\n"
+        "from bastion.datacheck.options import DataOptions\n"
+        "from bastion.errors import DataInputError\n"
+        "try:\n"
+        "    d = open_dataset(Path(sys.argv[1]), DataOptions())\n"
+        "    for _ in d.batches(): pass\n"
+        "except DataInputError as exc:\n"
+        "    print(exc.kind, exc.row)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["malformed", row]
+
+
+def test_json_lines_whose_first_row_is_indented_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_bytes(b'\n  {"a": 1}\n{"a": 2}\n')
+    dataset = open_dataset(path, DataOptions())
+    assert sum(batch[-1].num_rows for batch in dataset.batches()) == 2

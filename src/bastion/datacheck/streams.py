@@ -277,12 +277,15 @@ class JsonDepth:
         self.partial = bytearray()  # the fed bytes since the last newline
         self.partial_opens = 0
         self.lines: Callable[[], int] = lambda: 0  # lines before the fed bytes
+        self.first_seen = False  # the stream's first value has been checked
 
     def feed(self, data: bytes) -> None:
         import numpy as np
 
         if not data:
             return
+        if not self.first_seen:
+            self._first_value(data)
         raw = np.frombuffer(data, dtype=np.uint8)
         newlines = np.flatnonzero(raw == 10)
         opens = np.cumsum((raw == 91) | (raw == 123), dtype=np.int64)
@@ -302,6 +305,23 @@ class JsonDepth:
         else:
             self.partial += data
         self.partial_opens = tail_opens
+
+    def _first_value(self, data: bytes) -> None:
+        """The stream's first value must be an object: pyarrow's JSON reader crashes the
+        process (a segfault, pyarrow 2x) on a stream whose first value is `null`, and no other
+        first value makes a table."""
+        first = data.lstrip(b" \t\r\n")
+        if not first:
+            return  # only blank so far
+        self.first_seen = True
+        if first[:1] != b"{":
+            line = self.lines() + data[: len(data) - len(first)].count(b"\n") + 1
+            raise DataInputError(
+                f"{self.name}: line {line:,} is not a JSON object; every JSON Lines row is one",
+                line=line,
+                row=line - 1,
+                hint='each line holds one row as {"column": value, ...}',
+            )
 
     def _exact(self, data: bytes) -> None:
         """Measure the lines of `data` (which starts at the start of a line)."""
