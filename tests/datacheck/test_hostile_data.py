@@ -88,22 +88,7 @@ def test_deeply_nested_json_lines_stop_at_a_bound_not_a_segfault(tmp_path: Path,
         data = gzip.compress(data)
     path = tmp_path / name
     path.write_bytes(data)
-    code = (
-        "import sys; from pathlib import Path\n"
-        "from bastion.datacheck.read import open_dataset\n"
-        "from bastion.datacheck.options import DataOptions\n"
-        "from bastion.errors import DataInputError\n"
-        "try:\n"
-        "    d = open_dataset(Path(sys.argv[1]), DataOptions())\n"
-        "    for _ in d.batches(): pass\n"
-        "except DataInputError as exc:\n"
-        "    print(exc.kind, exc.row)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    kind, row = proc.stdout.split()
+    kind, row = _read_in_child(path)
     assert kind == "limit"
     assert row == ("0" if name == "deep.json" else "1")
 
@@ -324,6 +309,19 @@ def test_json_lines_starting_with_a_value_that_is_not_an_object_are_refused(
     CI fuzzer). Run in a child process so a regression fails the test instead of pytest."""
     path = tmp_path / "first.jsonl"
     path.write_bytes(data)
+    assert _read_in_child(path) == ["malformed", row]
+
+
+def test_json_lines_whose_first_row_is_indented_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    path.write_bytes(b'\n  {"a": 1}\n{"a": 2}\n')
+    dataset = open_dataset(path, DataOptions())
+    assert sum(batch[-1].num_rows for batch in dataset.batches()) == 2
+
+
+def _read_in_child(path: Path) -> list[str]:
+    """Read every batch of `path` in a child process (a native crash fails the test, not
+    pytest): the DataInputError's kind and row, or [] when it read cleanly."""
     code = (
         "import sys; from pathlib import Path\n"
         "from bastion.datacheck.read import open_dataset\n"
@@ -339,11 +337,4 @@ def test_json_lines_starting_with_a_value_that_is_not_an_object_are_refused(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["malformed", row]
-
-
-def test_json_lines_whose_first_row_is_indented_still_read(tmp_path: Path) -> None:
-    path = tmp_path / "ok.jsonl"
-    path.write_bytes(b'\n  {"a": 1}\n{"a": 2}\n')
-    dataset = open_dataset(path, DataOptions())
-    assert sum(batch[-1].num_rows for batch in dataset.batches()) == 2
+    return proc.stdout.split()
