@@ -118,7 +118,7 @@ def test_keys_cli_prints_the_secret_once(
     assert key.startswith("bst_")
     assert main(["guard", "keys", "list", "--json", "--keys-db", db]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert listed[0]["tenant"] == "acme" and key.split("_")[2] not in json.dumps(listed)
+    assert listed[0]["tenant"] == "acme" and key.split("_", 2)[2] not in json.dumps(listed)
     assert main(["guard", "keys", "revoke", listed[0]["id"], "--keys-db", db]) == 0
     assert main(["guard", "keys", "list", "--keys-db", db]) == 0
     assert "revoked" in capsys.readouterr().out
