@@ -608,11 +608,8 @@ def test_rows_answered_are_observed_even_when_sending_the_answer_fails(tmp_path:
 
     monitor = app.guard.monitor
     assert monitor.keys_tracked == 0
-    try:
-        with pytest.raises(OSError):
-            _call_in_process(app, key, credit_rows()[:1], reset)
-    finally:
-        app.guard.audit.close()
+    with pytest.raises(OSError):
+        _call_in_process(app, key, credit_rows()[:1], reset)
     assert monitor.keys_tracked == 1
     assert app.guard.metrics.decisions.get(("model", "allow")) == 1  # and counted in metrics
 
@@ -655,7 +652,26 @@ def _call_in_process(
         if sent is not None:
             await sent(message)
 
-    asyncio.run(app(scope, receive, send))
+    async def served() -> None:
+        # the request runs inside the app's lifespan, as under a server: shutdown stops the
+        # model's thread pool and closes the audit log, whatever the request raised
+        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        started = asyncio.Event()
+
+        async def lifespan_send(message: dict[str, Any]) -> None:
+            assert message["type"] == "lifespan.startup.complete" or "shutdown" in message["type"]
+            started.set()
+
+        await lifespan.put({"type": "lifespan.startup"})
+        task = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
+        await started.wait()
+        try:
+            await app(scope, receive, send)
+        finally:
+            await lifespan.put({"type": "lifespan.shutdown"})
+            await task
+
+    asyncio.run(served())
     return statuses[0] if statuses else None
 
 
@@ -675,10 +691,7 @@ def test_block_mode_refuses_a_request_whose_key_was_suspended_while_it_was_answe
         return []
 
     guard.monitor.observe = concurrent_suspension
-    try:
-        assert _call_in_process(app, key, credit_rows()[:1]) == 403
-    finally:
-        guard.audit.close()
+    assert _call_in_process(app, key, credit_rows()[:1]) == 403
     assert _events(tmp_path)[-1]["decisions"]["monitor"] == "block"
 
 
