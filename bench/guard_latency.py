@@ -29,6 +29,8 @@ segments of one setup after another moved the same setup's p50 by half a millise
 
     python bench/guard_latency.py [--rate 100] [--seconds 4] [--rounds 5] [--cores 0]
     python bench/guard_latency.py --interleave --rate 15 --seconds 10 --rounds 11
+    python bench/guard_latency.py --interleave --setups guard,guard-nosync --access 0 \
+        --throughput-seconds 0   # only these two beside raw, no sustained or access runs
 
 The client is a minimal keep-alive HTTP/1.1 client on asyncio streams (a full client costs
 more CPU per request than the guard does, and the machine has two cores)."""
@@ -474,6 +476,11 @@ def main() -> int:
         help="run the setups at once, their requests staggered (same moments of the machine)",
     )
     parser.add_argument("--base-tree", type=Path, help="an earlier checkout to compare with")
+    parser.add_argument(
+        "--setups",
+        help="comma-separated setups to measure besides raw (default: all; e.g. guard,guard-nosync"
+        " to keep the other setups' fsyncs off the disk while these are measured)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "guard_latency.json")
     args = parser.parse_args()
     if args.serve:
@@ -489,6 +496,12 @@ def main() -> int:
     kinds: tuple[str, ...] = KINDS
     if args.base_tree:
         kinds += ("base-guard", "base-guard-nosync")
+    if args.setups:
+        chosen = [name.strip() for name in args.setups.split(",") if name.strip()]
+        unknown = sorted(set(chosen) - set(kinds))
+        if unknown:
+            parser.error(f"unknown setups {unknown}; choose among {list(kinds[1:])}")
+        kinds = ("raw", *(name for name in kinds[1:] if name in chosen))
     latency: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
     pooled: dict[str, list[float]] = {name: [] for name in kinds}
     throughput: dict[str, dict[str, list[float]]] = {}
@@ -532,14 +545,18 @@ def main() -> int:
                             )
                         )
                     )
-            sent, served = asyncio.run(
-                _access_control(
-                    f"http://127.0.0.1:{ports['guard']}/v1/predict", store, key, args.access
+            sent, served = (
+                asyncio.run(
+                    _access_control(
+                        f"http://127.0.0.1:{ports['guard']}/v1/predict", store, key, args.access
+                    )
                 )
+                if "guard" in kinds and args.access > 0
+                else (0, 0)
             )
         finally:
             _stop(servers)
-        for cores in core_sets:
+        for cores in core_sets if args.throughput_seconds > 0 else []:
             sustained = ("raw", "guard", "guard-process")
             throughput[cores] = {name: [] for name in sustained}
             servers = {}
