@@ -8,6 +8,7 @@ import datetime as dt
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,7 @@ def test_admissions_and_alerts_are_not_requests_nor_unreadable(tmp_path: Path) -
     thread.join()
     activity = read_activity(folder)
     assert activity is not None and activity.events == 2 and activity.unreadable == 0
+    assert activity.unanswered == 1  # the admission has no outcome: said, not lost
 
 
 def test_answered_requests_count_once_whole_or_partial(
@@ -192,3 +194,50 @@ def test_answered_requests_count_once_whole_or_partial(
     guard_activity._CACHE.clear()
     fresh = read_activity(folder)
     assert fresh is not None and (fresh.events, fresh.partial) == (10, True)
+    assert whole.unanswered == grown.unanswered == fresh.unanswered == 0
+
+
+def test_an_admission_without_its_outcome_is_counted_until_the_outcome_is_read(
+    tmp_path: Path,
+) -> None:
+    """A guard killed while the model computed leaves an admission with no outcome: the page
+    counts it (in flight, or the guard stopped), and no longer once the outcome that names it
+    is appended, read incrementally; an outcome naming another admission does not clear it."""
+    from bastion.guard.audit import AdmissionEvent, utc_now
+
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    request: dict[str, Any] = {
+        "key_id": "0123456789ab",
+        "tenant": None,
+        "route": "/v1/predict",
+        "model_digest": "sha256:" + "ab" * 32,
+        "input_digest": "sha256:" + "cd" * 32,
+        "decisions": {"auth": "allow"},
+    }
+
+    def append(*events: object) -> list[int]:
+        seqs: list[int] = []
+
+        async def write() -> None:
+            log = AuditLog(worker_log_path(folder, "w1"))
+            try:
+                for event in events:
+                    seqs.append(await log.append(event))  # type: ignore[arg-type]
+            finally:
+                log.close()
+
+        thread = threading.Thread(target=lambda: asyncio.run(write()))
+        thread.start()
+        thread.join()
+        return seqs
+
+    first, second = append(
+        AdmissionEvent(at=utc_now(), **request), AdmissionEvent(at=utc_now(), **request)
+    )
+    before = read_activity(folder)
+    assert before is not None and (before.unanswered, before.events) == (2, 0)
+    append(AuditEvent(at=utc_now(), status=200, latency_ms=1.0, admission=second, **request))
+    after = read_activity(folder)
+    assert after is not None and (after.unanswered, after.events) == (1, 1)
+    assert first < second

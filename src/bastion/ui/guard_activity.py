@@ -50,6 +50,7 @@ class GuardActivity(Record):
     events: int  # read
     partial: bool  # a file held more than MAX_EVENTS requests (or MAX_RECORDS records)
     unreadable: int
+    unanswered: int  # admitted to the model, no outcome on record (the guard stopped, or in flight)
     outcomes: dict[str, int]
     hours: tuple[str, ...]
     by_hour: dict[str, tuple[int, ...]]  # outcome -> count per hour
@@ -91,6 +92,8 @@ class _Stored(msgspec.Struct, frozen=True):
     latency_ms: float = 0.0
     key_id: str | None = None
     decisions: dict[str, str] = {}
+    input_digest: str = ""  # set on a request's records: with status 0, an admission
+    admission: int | None = None  # on an outcome: its admission's sequence number
 
 
 _DECODER = msgspec.json.Decoder(_Stored)
@@ -110,6 +113,8 @@ class _Chain:
         )
         self.unreadable = 0
         self.partial = False  # older events were left unread or dropped
+        # admissions whose outcome is not read yet (seq), at most MAX_EVENTS of the newest
+        self.admitted: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     def refresh(self, conn: sqlite3.Connection) -> None:
         head = conn.execute("SELECT chain FROM chain").fetchone()
@@ -134,6 +139,13 @@ class _Chain:
                 if len(self.events) == MAX_EVENTS:
                     self.partial = True
                 self.events.append((stored.at, int(seq), stored))
+                if stored.admission is not None:
+                    self.admitted.pop(stored.admission, None)
+            elif stored.input_digest:  # an admission: its outcome follows, unless the guard stopped
+                self.admitted[int(seq)] = None
+                if len(self.admitted) > MAX_EVENTS:
+                    self.admitted.popitem(last=False)
+                    self.partial = True
         self.last_seq = max(self.last_seq, newest)
 
 
@@ -173,6 +185,7 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
         return cached
     events: list[tuple[str, str, int, _Stored]] = []
     unreadable = 0
+    unanswered = 0
     partial = False
     for path in files:
         worker = path.stem.removeprefix("audit-")
@@ -188,9 +201,10 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
             return _empty(f"cannot read the audit log {path.name}: {exc}")
         partial = partial or chain.partial
         unreadable += chain.unreadable
+        unanswered += len(chain.admitted)
         events.extend((at, worker, seq, stored) for at, seq, stored in chain.events)
     events.sort(key=lambda e: (e[0], e[1], e[2]), reverse=True)
-    activity = _summarise(tuple(p.name for p in files), events, partial, unreadable)
+    activity = _summarise(tuple(p.name for p in files), events, partial, unreadable, unanswered)
     _CACHE.clear()
     _CACHE[_state(files)] = activity  # as the files stand after reading them
     return activity
@@ -216,6 +230,7 @@ def _empty(problem: str) -> GuardActivity:
         events=0,
         partial=False,
         unreadable=0,
+        unanswered=0,
         outcomes={},
         hours=(),
         by_hour={},
@@ -232,6 +247,7 @@ def _summarise(
     events: list[tuple[str, str, int, _Stored]],
     partial: bool,
     unreadable: int,
+    unanswered: int,
 ) -> GuardActivity:
     outcomes = {"allowed": 0, "flagged": 0, "blocked": 0, "refused": 0}
     detectors: dict[str, dict[str, int]] = {}
@@ -266,6 +282,7 @@ def _summarise(
         events=len(events),
         partial=partial,
         unreadable=unreadable,
+        unanswered=unanswered,
         outcomes=outcomes,
         hours=tuple(hours),
         by_hour={k: tuple(v) for k, v in by_hour.items()},
