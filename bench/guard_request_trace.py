@@ -1,0 +1,193 @@
+"""Where one guarded request's time goes, in process (no HTTP): the guard's ASGI app called
+directly, one request at a time with a pause between, and the moments of each step marked
+from the request's start (median over the requests, in ms):
+
+- `admission_start` / `admission_end`: the AdmissionEvent's commit in the event loop's thread
+  (`AuditLog.append_here`; `in place` counts the requests it committed itself);
+- `model_start` / `model_end`: the served model's predict, in the model's thread;
+- `answer`: the answer's body handed to the server.
+
+With the durable audit (`--audit fsync`) the admission's commit should end before the model
+does, on any number of cores: its fsync runs while the model computes. Run it pinned and under
+the scheduler you want to look at, e.g.
+
+    taskset -c 0 .venv/bin/python bench/guard_request_trace.py --audit fsync
+    taskset -c 0 chrt -f 10 .venv/bin/python bench/guard_request_trace.py --audit fsync
+
+Under SCHED_FIFO on one core the model's thread keeps the core until it finishes, and the
+fsync's completion (kernel work at normal priority) waits for it: the commit then ends after the
+model (docs/benchmarks.md, runtime guard latency). `--audit nosync` puts the log on tmpfs (NOT
+durable: fsync returns at once), `--audit process` is `durability = "process"`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "guard"))
+
+MARKS = ("admission_start", "model_start", "admission_end", "model_end", "answer")
+
+
+def _scope(body: bytes, key: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {key}".encode()),
+        ],
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+    }
+
+
+class _Traced:
+    """The served model, its predict marked."""
+
+    def __init__(self, inner: Any, marks: dict[str, float]) -> None:
+        self.inner, self.marks = inner, marks
+        self.digest, self.classes, self.has_scores = inner.digest, inner.classes, inner.has_scores
+
+    def predict(self, rows: Any, scores: bool) -> Any:
+        self.marks["model_start"] = time.perf_counter()
+        try:
+            return self.inner.predict(rows, scores)
+        finally:
+            self.marks["model_end"] = time.perf_counter()
+
+
+async def _run(app: Any, key: str, bodies: list[bytes], requests: int, gap: float) -> None:
+    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lifespan_send(message: dict[str, Any]) -> None:
+        started.set()
+
+    await lifespan.put({"type": "lifespan.startup"})
+    task = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
+    await started.wait()
+    try:
+        for i in range(requests):
+            await _one(app, key, bodies[i % len(bodies)])
+            await asyncio.sleep(gap)
+    finally:
+        await lifespan.put({"type": "lifespan.shutdown"})
+        await task
+
+
+async def _one(app: Any, key: str, body: bytes) -> None:
+    marks = app.bench_marks
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        elif message["type"] == "http.response.body":
+            marks.setdefault("answer", time.perf_counter())
+
+    marks.clear()
+    marks["start"] = time.perf_counter()
+    await app(_scope(body, key), receive, send)
+    if statuses != [200]:
+        raise SystemExit(f"the guard answered {statuses}")
+    app.bench_trace.append(dict(marks))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--audit", choices=("fsync", "nosync", "process"), default="fsync")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="pause between requests")
+    parser.add_argument("--json", type=Path, help="write the medians here")
+    args = parser.parse_args()
+    from guard_support import contract, credit_rows, served_model, settings, training
+
+    from bastion.guard.app import create_app
+    from bastion.guard.auth import KeyStore
+
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm" if args.audit == "nosync" else ROOT / "bench"))
+    try:
+        big = {
+            "ip_rate": 1e6,
+            "ip_burst": 10**6,
+            "key_rate": 1e6,
+            "key_burst": 10**6,
+            "daily_rows": 10**9,
+            "max_in_flight": 10_000,
+        }
+        audit: dict[str, Any] = {"path": str(folder / "audit")}
+        if args.audit == "process":
+            audit["durability"] = "process"
+        marks: dict[str, float] = {}
+        app = create_app(
+            settings(folder, limits=big, audit=audit),
+            model=_Traced(served_model(), marks),
+            contract=contract(),
+            training=training(),
+        )
+        log = app.guard.audit
+        commit_here = log.append_here
+        in_place = 0
+
+        def traced_append_here(event: Any) -> int | None:
+            nonlocal in_place
+            marks["admission_start"] = time.perf_counter()
+            try:
+                seq = commit_here(event)
+                in_place += seq is not None
+                return seq
+            finally:
+                marks["admission_end"] = time.perf_counter()
+
+        log.append_here = traced_append_here  # type: ignore[method-assign]
+        app.bench_marks, app.bench_trace = marks, []  # type: ignore[attr-defined]
+        key, _ = KeyStore(folder / "keys.sqlite3").create(["predict"])
+        bodies = [json.dumps({"rows": [row]}).encode() for row in credit_rows()]
+        asyncio.run(_run(app, key, bodies, args.warmup + args.requests, args.gap_ms / 1000))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    trace = app.bench_trace[args.warmup :]  # type: ignore[attr-defined]
+    medians = {
+        name: statistics.median((t[name] - t["start"]) * 1000 for t in trace if name in t)
+        for name in MARKS
+        if any(name in t for t in trace)
+    }
+    after = [
+        (t["admission_end"] - t["model_end"]) * 1000
+        for t in trace
+        if "admission_end" in t and "model_end" in t
+    ]
+    print(f"audit {args.audit}, {len(trace)} requests, admissions committed in place: {in_place}")
+    print("  ".join(f"{name} {value:.3f}" for name, value in medians.items()) + "  (ms, median)")
+    if after:
+        print(f"admission commit ends {statistics.median(after):+.3f} ms after the model (median)")
+    if args.json:
+        args.json.write_text(json.dumps({"audit": args.audit, "median_ms": medians}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
