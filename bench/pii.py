@@ -25,7 +25,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bastion.datacheck.identifiers import IBAN_LENGTHS
+from bastion.personal.identifiers import IBAN_LENGTHS
 
 LOCALES = {
     "en_US": "US",
@@ -98,7 +98,7 @@ def _nino(rng: random.Random) -> str:
 
 
 def _steuer_id(rng: random.Random) -> str:
-    from bastion.datacheck.identifiers import _iso7064_mod11_10
+    from bastion.personal.identifiers import _iso7064_mod11_10
 
     while True:
         digits = rng.sample("0123456789", 9)
@@ -110,7 +110,7 @@ def _steuer_id(rng: random.Random) -> str:
 
 
 def _aadhaar(rng: random.Random) -> str:
-    from bastion.datacheck.identifiers import verhoeff_valid
+    from bastion.personal.identifiers import verhoeff_valid
 
     body = rng.choice("23456789") + "".join(rng.choice("0123456789") for _ in range(10))
     check = next(d for d in "0123456789" if verhoeff_valid(body + d))
@@ -222,7 +222,7 @@ def _decoys(rng: random.Random, fake: object, count: int) -> list[str]:
 
 
 def _not_luhn(rng: random.Random) -> str:
-    from bastion.datacheck.identifiers import luhn_valid
+    from bastion.personal.identifiers import luhn_valid
 
     while True:
         value = str(rng.randint(10**15, 10**16 - 1))
@@ -261,7 +261,7 @@ def build(per_type: int, seed: int = 7) -> list[tuple[str, str | None]]:
 
 
 def bastion_predict(texts: list[str]) -> list[set[str]]:
-    from bastion.datacheck.detectors import detect
+    from bastion.personal.detectors import detect
 
     return [{m.kind for m in detect(text)} for text in texts]
 

@@ -12,7 +12,6 @@ SRC = Path(__file__).parents[1] / "src" / "bastion"
 
 # module (relative to src/bastion) -> NamedTuple classes still to convert
 STILL_TO_CONVERT = {
-    "datacheck/detectors.py": {"Match", "_Candidate"},
     "datacheck/engine.py": {"Candidate", "Checked"},
     "datacheck/features.py": {"LabelFrame"},
     "datacheck/kanonymity.py": {"KAnonymity"},
@@ -27,6 +26,7 @@ STILL_TO_CONVERT = {
     "probe/membership.py": {"MembershipResult"},
     "probe/model.py": {"Output"},
     "probe/search.py": {"Flip", "Outcome"},
+    "personal/detectors.py": {"Match", "_Candidate"},
     "report/rows.py": {"ShownRow", "RowSample"},
     "scan/hdf5_superblock.py": {"Superblock"},
     "store.py": {"DatasetVersion"},

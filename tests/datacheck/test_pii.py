@@ -10,10 +10,10 @@ import pytest
 
 from bastion.datacheck import pii
 from bastion.datacheck.dataset import Dataset
-from bastion.datacheck.detectors import detect, redact
 from bastion.datacheck.kanonymity import k_anonymity
 from bastion.datacheck.options import DataOptions
 from bastion.datacheck.semantics import column_semantic
+from bastion.personal.detectors import detect, redact
 
 EMBEDDED = [
     ("Write to anna.kowalska@gmail.com today", "email"),
@@ -291,3 +291,42 @@ def test_detect_is_bounded_on_a_hostile_string() -> None:
     detect(hostile)
     redact(hostile)
     assert time.perf_counter() - started < 5
+
+
+def test_the_prefilter_on_lowered_text_picks_the_same_groups() -> None:
+    """The case-insensitive pre-filters (secret words, date-of-birth words) run case-sensitive
+    on lowered ASCII text, for speed: on every text below they must pick exactly the groups the
+    case-insensitive patterns pick, including each word in random case inside other text."""
+    import random
+    import re
+
+    from bastion.personal import detectors
+
+    def reference(text: str) -> list[str]:
+        return [
+            name for name, pattern in detectors.GROUP_PATTERNS.items() if re.search(pattern, text)
+        ]
+
+    rnd = random.Random(11)
+    words = [
+        "pass", "PWD", "Secret", "api_KEY", "Token", "AUTH", "Cred", "contrasena", "AKIA",
+        "ghp_", "GLPAT-", "xoxb-", "hooks.slack.com", "SK_LIVE_", "sk-", "HF_", "AIza",
+        "-----BEGIN RSA PRIVATE KEY", "npm_", "PyPI-", "SG.", "https://u:p@host",
+        "ACabcdef0123456789abcdef0123456789", "Mabcdefghijklmnopqrstuvwx.",
+        "123456789:" + "A" * 35, "Date of Birth", "DOB", "born on", "Geboren am",
+        "Née le", "Fecha de Nacimiento", "nata il", "urodzony", "Fodd", "Birthday",
+    ]  # fmt: skip
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .:-_/@+\n"
+    texts = ["", "loss 0.1 acc 0.9", "The quick brown fox.", "x" * 12_000]
+    for word in words:
+        cased = "".join(c.upper() if rnd.random() < 0.5 else c.lower() for c in word)
+        filler = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 60)))
+        texts += [word, cased, filler + cased + filler, filler + word[:-1]]
+    texts += [
+        "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 300))) for _ in range(500)
+    ]
+    for text in texts:
+        assert detectors._groups(text) == reference(text), text
+    # non-ASCII text keeps the case-insensitive patterns (the dotless ı matches i under them)
+    for text in ("apı", "ıbm cloud", "paſs"):  # lowered, none of these holds a secret word
+        assert detectors._groups(text) == reference(text) == ["secret"], text

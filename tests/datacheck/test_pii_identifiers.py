@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.datacheck import identifiers as ids
+from bastion.personal import identifiers as ids
 
 # (validator, valid values, invalid values) — the invalid ones differ from a valid one by a
 # check digit or break one structure rule

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.datacheck.detectors import detect, redact
+from bastion.personal.detectors import detect, redact
 
 CASES = [
     ("mail jane.roe\u200b@example.org now", "email", "jane.roe\u200b@example.org"),

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bastion.datacheck import detectors, pii, shape_filter
+from bastion.datacheck import pii, shape_filter
 from bastion.datacheck.dataset import Dataset
 from bastion.datacheck.options import DataOptions
+from bastion.personal import detectors
 from tests.datacheck.test_pii import EMBEDDED
 
 

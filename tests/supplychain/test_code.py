@@ -89,6 +89,35 @@ def test_personal_data_detector_is_checked_not_pattern_only() -> None:
     assert list(personal_data("no personal data here: loss=0.231 acc=0.91")) == []
 
 
+def test_notebook_outputs_are_judged_by_the_data_stages_detectors() -> None:
+    """COD010 finds what `bastion data check` finds (national ids with their check rules,
+    numbering-plan phone numbers), with the notebook's exceptions: infrastructure addresses,
+    documentation domains and repeated-digit test cards are not a person's data."""
+    found = dict(personal_data("Steuer-ID: 86095742719 / CF: RSSMRA85T10A562S"))
+    assert "German tax id (Steuer-ID)" in found and "Italian codice fiscale" in found
+    assert all("86095742719" not in sample for sample in found.values())  # redacted samples
+    assert not personal_data_kinds("Steuer-ID: 86095742718 / CF: RSSMRA85T10A562T")  # bad checks
+    assert not personal_data_kinds("ray worker at 10.0.0.5:6379, dashboard 192.168.1.20:8265")
+    assert not personal_data_kinds("card 4111 1111 1111 1111 and mail ops@example.org")
+    assert not personal_data_kinds("epoch 3 step 123456789 loss 0.2 time 1701234567 id 4539")
+    assert personal_data_kinds("call +44 20 7946 0958") == {"phone number"}
+
+
+def test_long_outputs_are_read_in_overlapping_windows() -> None:
+    """An output longer than the detectors' text size is read whole (up to MAX_TEXT), and a value
+    across a window's edge is found."""
+    from bastion.supplychain import personal_data as module
+
+    for offset in (module.WINDOW - 8, 3 * module.WINDOW + 17):
+        text = "x " * (offset // 2) + " jane.doe@gmail.com " + "loss 0.1 " * 3000
+        assert personal_data_kinds(text) == {"e-mail address"}, offset
+    assert not personal_data_kinds("y" * module.MAX_TEXT + " jane.doe@gmail.com")  # past the cap
+
+
+def personal_data_kinds(text: str) -> set[str]:
+    return {kind for kind, _sample in personal_data(text)}
+
+
 def test_broken_sources_are_reported_not_crashing(tmp_path: Path) -> None:
     (tmp_path / "bad.py").write_text("def f(:\n")
     (tmp_path / "bad.ipynb").write_text("{not json")

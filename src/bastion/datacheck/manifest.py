@@ -566,12 +566,13 @@ def _pair_by_position(
 
 
 def value_redactor() -> Callable[[str, Any], str] | None:
-    """How a diff shows one cell: the personal-data detectors (datacheck/detectors.py) redact
+    """How a diff shows one cell: the personal-data detectors (personal/detectors.py) redact
     what they find in the value; a column whose name says it holds personal data (a name, an
     address, an identity number, a quasi-identifier such as age or birth date) is redacted
     whole. None when the detectors are not available (then every value is redacted)."""
     try:
-        from bastion.datacheck import detectors, semantics
+        from bastion.datacheck import semantics
+        from bastion.personal import detectors
     except ImportError:  # pragma: no cover - the detectors ship with the data checks
         return None
     from bastion.datacheck.csvfile import value_shape
@@ -606,7 +607,8 @@ def guard_ids(diff: Diff, id_column: str | None) -> Diff:
     ids = [c.row_id for c in changes if c.row_id]
     if id_column is None or not ids:
         return diff
-    from bastion.datacheck import detectors, semantics
+    from bastion.datacheck import semantics
+    from bastion.personal import detectors
 
     semantic = semantics.column_semantic(id_column)
     personal = (

@@ -15,8 +15,9 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from bastion.datacheck import detectors, semantics, shape_filter
+from bastion.datacheck import semantics, shape_filter
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
+from bastion.personal import detectors
 from bastion.rules import Rule
 
 if TYPE_CHECKING:

@@ -72,7 +72,7 @@ def superset_pattern(pattern: re.Pattern[str]) -> str:
 @functools.cache
 def numbers_pattern() -> str:
     """The union of the superset patterns of every number detector."""
-    from bastion.datacheck import detectors
+    from bastion.personal import detectors
 
     return "|".join(f"(?:{superset_pattern(getattr(detectors, name))})" for name in NUMBER_PATTERNS)
 

@@ -1,6 +1,6 @@
 """Sensitive data in requests and answers, and prompt-injection markers in chat text.
 
-Personal data and secrets are found by the data stage's detectors (`datacheck.detectors`:
+Personal data and secrets are found by the shared personal-data detectors (`personal.detectors`:
 shapes with check digits, numbering plans and issuer ranges, and `bastion.secrets`), never by
 a second copy of them. In a tabular row, a value that is one of its column's categories in the
 contract came from the trusted training data and is not examined again. A column whose name
@@ -42,8 +42,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bastion.datacheck import detectors
-from bastion.datacheck import identifiers as ids
+from bastion.personal import detectors
+from bastion.personal import identifiers as ids
 
 MIN_DIGITS = 7  # numbers shorter than a national phone number are not examined
 STRONG_DIGITS = 11  # the shortest shape that counts without a keyword or a column name

@@ -17,7 +17,7 @@ import re
 from collections.abc import Collection, Iterator
 from typing import NamedTuple
 
-from bastion.datacheck import identifiers as ids
+from bastion.personal import identifiers as ids
 
 MAX_TEXT = 10_000  # characters of one text examined by default (a cell, a request field)
 CONTEXT = 40  # characters before a match searched for a keyword that names it
@@ -153,7 +153,7 @@ def scan(
             return [
                 m._replace(start=where[m.start], end=where[m.end - 1] + 1) for m in matches
             ], shapes
-        groups = [name for name, pattern in _GROUPS.items() if pattern.search(text)]
+        groups = _groups(text)
     found = list(_candidates(text, hint, groups))
     named = {c: c.kind == hint or _keyword_before(text, c.start, c.kind) for c in found}
     shapes = [(c.kind, c.valid) for c in found if not c.weak or named[c]]
@@ -555,6 +555,28 @@ GROUP_PATTERNS = {
     "secret": SECRET_PREFILTER_PATTERN,
 }
 _GROUPS = {name: re.compile(pattern) for name, pattern in GROUP_PATTERNS.items()}
+# Python's re tries every word of a case-insensitive alternation at every position (5 ms for
+# 10,000 characters of the secret words); the same words, case-sensitive, on lowered text are
+# found three times faster. Exactly the same for ASCII text; other text keeps the patterns above
+# (IGNORECASE matches a few non-ASCII letters, such as the dotless ı, that lower() keeps).
+_CASELESS = {
+    name: re.compile(pattern[len("(?i:") : -1])
+    for name, pattern in GROUP_PATTERNS.items()
+    if pattern.startswith("(?i:") and pattern.endswith(")")
+}
+
+
+def _groups(text: str) -> list[str]:
+    """The detector groups whose pre-filter `text` matches."""
+    lowered = text.lower() if text.isascii() else None
+    found = []
+    for name, pattern in _GROUPS.items():
+        caseless = _CASELESS.get(name) if lowered is not None else None
+        if caseless.search(lowered) if caseless and lowered else pattern.search(text):
+            found.append(name)
+    return found
+
+
 PREFILTER_PATTERN = "|".join(GROUP_PATTERNS.values())
 # A value that is exactly one e-mail address (the data check counts those vectorised).
 EMAIL_VALUE_PATTERN = (
