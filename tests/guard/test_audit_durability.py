@@ -20,6 +20,7 @@ import pytest
 from guard_support import TARGET, bearer, contract, credit_rows, served_model, serving, settings
 
 from bastion.errors import ConfigError
+from bastion.guard import audit as audit_module
 from bastion.guard.app import create_app
 from bastion.guard.audit import (
     IN_PLACE_LIMIT_SECONDS,
@@ -259,10 +260,16 @@ def _resolves_without_waiting(log: AuditLog, n: int) -> bool:
     return asyncio.run(probe())
 
 
-def test_fsync_mode_commits_in_place_on_fast_storage(tmp_path: Path) -> None:
+def test_fsync_mode_commits_in_place_on_fast_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir():
         pytest.skip("no tmpfs at /dev/shm")
+    # what "fast" means is a tuning constant (0.3 ms); on a CI machine loaded by other jobs a
+    # tmpfs commit averages more. The rule under test is the switch, so the bar is set where
+    # any tmpfs commit clears it (a slow disk's side: the test after this one)
+    monkeypatch.setattr(audit_module, "FAST_COMMIT_SECONDS", 0.02)
     folder = Path(tempfile.mkdtemp(dir=shm))
     try:
         path = folder / "a.sqlite3"
