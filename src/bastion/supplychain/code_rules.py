@@ -117,8 +117,7 @@ PERSONAL_DATA = Rule(
     stage=Stage.DATA,
     profile="secrets-and-personal-data",
     description="A notebook's stored output shows e-mail addresses, phone numbers, payment "
-    "card or IBAN numbers, or national ids (found by the same detectors and check rules as "
-    "`bastion data check`): training data leaks with the notebook.",
+    "card or IBAN numbers: training data leaks with the notebook.",
     remediation="Clear outputs before committing (nbstripout) and mask personal data in "
     "exploratory output.",
 )
