@@ -241,3 +241,62 @@ def test_an_admission_without_its_outcome_is_counted_until_the_outcome_is_read(
     after = read_activity(folder)
     assert after is not None and (after.unanswered, after.events) == (1, 1)
     assert first < second
+
+
+def test_records_an_editor_made_unreadable_are_counted_not_crashing(tmp_path: Path) -> None:
+    """Whoever can write the audit folder can store text, a blob or infinity as a sequence
+    number, and a recording time the page's hour arithmetic cannot use: each such record is
+    counted unreadable, the page still renders, and the admission that was written properly
+    is still counted as having no outcome (found by an attack review)."""
+    import json
+
+    from bastion.guard.audit import AdmissionEvent, utc_now
+
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    request: dict[str, Any] = {
+        "key_id": "0123456789ab",
+        "tenant": None,
+        "route": "/v1/predict",
+        "model_digest": "sha256:" + "ab" * 32,
+        "input_digest": "sha256:" + "cd" * 32,
+        "decisions": {"auth": "allow"},
+    }
+
+    async def admit() -> None:
+        log = AuditLog(worker_log_path(folder, "w1"))
+        try:
+            await log.append(AdmissionEvent(at=utc_now(), **request))
+        finally:
+            log.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(admit()))
+    thread.start()
+    thread.join()
+    db = sqlite3.connect(worker_log_path(folder, "w1"), isolation_level=None)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    # a column without a type keeps whatever an editor stores in it
+    db.executescript(
+        "ALTER TABLE events RENAME TO old; "
+        "CREATE TABLE events(seq, recorded_at, event, prev, hash); "
+        "INSERT INTO events SELECT * FROM old; DROP TABLE old;"
+    )
+    outcome = {**request, "at": utc_now(), "status": 200, "latency_ms": 1.0, "admission": 1}
+    admission = {**request, "at": utc_now()}
+    edited = [
+        ("x", admission),  # a text sequence number
+        (float("inf"), admission),
+        (b"99", outcome),  # a blob: sorts above every number, so it is MAX(seq)
+        (100, {**outcome, "at": "garbage"}),
+        (101, {**outcome, "at": "0001-01-01T00:00:00Z"}),
+    ]
+    for seq, event in edited:
+        db.execute(
+            "INSERT INTO events(seq, recorded_at, event, prev, hash) VALUES (?, ?, ?, ?, ?)",
+            (seq, "x", json.dumps(event).encode(), "p", "h"),
+        )
+    db.close()
+    activity = read_activity(folder)
+    assert activity is not None and activity.problem is None
+    assert (activity.events, activity.unreadable, activity.unanswered) == (0, 5, 1)

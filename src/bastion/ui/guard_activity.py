@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import math
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,12 @@ class _Chain:
     def refresh(self, conn: sqlite3.Connection) -> None:
         head = conn.execute("SELECT chain FROM chain").fetchone()
         chain = str(head[0]) if head else None
-        newest = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+        try:
+            newest = _sequence(
+                conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            )
+        except ValueError:  # an edited table: read the newest records by their key anyway
+            newest = self.last_seq + MAX_RECORDS
         if chain != self.chain or newest < self.last_seq:
             self.__init__()  # type: ignore[misc]
             self.chain = chain
@@ -132,17 +138,20 @@ class _Chain:
         for seq, blob in reversed(rows):
             try:
                 stored = _DECODER.decode(blob if isinstance(blob, bytes) else str(blob).encode())
+                number = _sequence(seq)
+                if not _AT.match(stored.at):  # the page's hours are read from it
+                    raise ValueError("not a recording time")
             except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
                 self.unreadable += 1
                 continue
             if stored.status:  # a request's outcome (not an admission or an alert)
                 if len(self.events) == MAX_EVENTS:
                     self.partial = True
-                self.events.append((stored.at, int(seq), stored))
+                self.events.append((stored.at, number, stored))
                 if stored.admission is not None:
                     self.admitted.pop(stored.admission, None)
             elif stored.input_digest:  # an admission: its outcome follows, unless the guard stopped
-                self.admitted[int(seq)] = None
+                self.admitted[number] = None
                 if len(self.admitted) > MAX_EVENTS:
                     self.admitted.popitem(last=False)
                     self.partial = True
@@ -150,6 +159,17 @@ class _Chain:
 
 
 _CHAINS: dict[str, _Chain] = {}
+# what the writer records (bastion.guard.audit): a UTC time from 1970 on; an editor's text or
+# a year the page's hour arithmetic cannot reach counts as unreadable
+_AT = re.compile(r"^(19[7-9]\d|2\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+
+
+def _sequence(value: Any) -> int:
+    """A record's sequence number as SQLite returned it: an integer, else ValueError (an
+    editor may store text, a blob or a float in the column)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("not a sequence number")
 
 
 def _state(files: list[Path]) -> tuple[Any, ...]:
