@@ -85,6 +85,11 @@ DECOYS = [
     "meeting 12:30:45, room 3.14",
     "price 1,234,567.89 EUR",
     "git sha 9fceb02d0ae598e95dc970b74767f19372d61af8",
+    # numbers printed side by side (an attack review found these read as phone numbers)
+    "[0.6931 0.682  0.6711 0.665 ]",
+    "Epoch 3/5 - loss: 0.0132 - accuracy: 0.8375 - val_loss: 0.2594 - 1250/1250 [====] - 45s",
+    "     a    b    c\n0  541  578  721\n1  102  993  456",
+    "my scores were 0.1234 0.5678 and 0.9012 yesterday",
 ]
 
 

@@ -341,6 +341,8 @@ _PHONE = re.compile(
     r"(?<![\w+/.:-])(?:(?:\+|00)\d{1,3}[\s.-]?)?(?:\(0?\d{1,5}\)[\s.-]?)?\d[\d\s.\-/]{3,16}\d"
     r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?(?![\w]|[.\-/]\w)"
 )
+_FRACTION = re.compile(r"(?<![\d.])0\.\d+(?![\d.])")
+_ALIGNED = re.compile(r"\d {2,}\d")
 _NANP = re.compile(r"(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}")
 _DATE_LIKE = re.compile(
     r"^(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[\sT]\d{1,2}(?::\d{2}){0,2})?$"
@@ -469,6 +471,11 @@ def _phone(text: str, m: re.Match[str], hint: str | None) -> Iterator[_Candidate
     number = re.split(r"\s?(?:x|ext\.?|#)\s?\d", value, maxsplit=1)[0].strip()
     digits = _digits(number)
     if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(number):
+        return
+    # numbers printed side by side, not one number: a fraction below one among its parts
+    # ("0.6931 0.682", "val_loss: 0.2594 - 1250/1250") or parts aligned by runs of spaces (a
+    # table's row: "0  541  578  721"); no phone number is written either way
+    if hint != "phone" and (_FRACTION.search(number) or _ALIGNED.search(number)):
         return
     # a book number: ISBN-13 (978/979) always; ISBN-10 (one ten-digit number in eleven passes
     # its check) only where the text says so
