@@ -89,6 +89,40 @@ def test_personal_data_detector_is_checked_not_pattern_only() -> None:
     assert list(personal_data("no personal data here: loss=0.231 acc=0.91")) == []
 
 
+def test_error_and_json_outputs_are_read(tmp_path: Path) -> None:
+    """Personal data in an exception's message, a traceback (a failing call prints its
+    arguments) or a JSON output is in the notebook as much as in a printed line."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "send(user)",
+            outputs=[
+                nbformat.v4.new_output(
+                    "error",
+                    ename="ValueError",
+                    evalue="no account for jane.doe@corp.io",
+                    traceback=["\x1b[31mValueError\x1b[0m", "charge(card='4539 1488 0343 6467')"],
+                )
+            ],
+        ),
+        nbformat.v4.new_code_cell(
+            "record",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data", data={"application/json": {"iban": "DE89370400440532013000"}}
+                )
+            ],
+        ),
+    ]
+    path = tmp_path / "errors.ipynb"
+    nbformat.write(nb, str(path))
+    findings = run_code_scan([path], Settings(workers=1)).results[0].findings
+    personal = {f.message for f in findings if f.rule_id == "COD010"}
+    assert any("e-mail" in m and "cell 1" in m for m in personal), personal
+    assert any("payment card" in m and "cell 1" in m for m in personal), personal
+    assert any("IBAN" in m and "cell 2" in m for m in personal), personal
+
+
 def test_numeric_notebook_output_is_not_personal_data() -> None:
     """What notebooks print most: arrays, probabilities, training progress, DataFrames. Found by
     an attack on a version of COD010 built on the data stage's cell detectors, which read

@@ -456,15 +456,39 @@ def _locate_cell(lines: list[str], source: str, cursor: int) -> tuple[int, int]:
 
 
 def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
+    """Every text a cell's stored outputs show: streams, rich data (text, HTML, Markdown, LaTeX,
+    JSON) and errors (the exception's value and its traceback, where a failing call prints its
+    arguments)."""
     for output in cell.get("outputs", []) or []:
-        text = output.get("text")
-        if text:
-            yield text if isinstance(text, str) else "".join(text)
+        if not isinstance(output, dict):
+            continue
+        for key in ("text", "evalue", "traceback"):
+            text = _joined(output.get(key))
+            if text:
+                yield text
         data = output.get("data") or {}
-        for mime in ("text/plain", "text/html", "text/markdown"):
-            value = data.get(mime)
+        if not isinstance(data, dict):
+            continue
+        for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
+            value = _joined(data.get(mime))
             if value:
-                yield value if isinstance(value, str) else "".join(value)
+                yield value
+        value = data.get("application/json")
+        if value is not None:
+            yield json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _joined(value: object) -> str:
+    """A notebook text field: a string or a list of lines (anything else is not text)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return (
+            "\n".join(str(part) for part in value)
+            if all(isinstance(part, str) for part in value)
+            else ""
+        )
+    return ""
 
 
 # --- command -----------------------------------------------------------------------------------
