@@ -473,9 +473,9 @@ def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
             value = _joined(data.get(mime))
             if value:
                 yield value
-        value = data.get("application/json")
-        if value is not None:
-            yield json.dumps(value, ensure_ascii=False, default=str)
+        document = data.get("application/json")
+        if document is not None:
+            yield json.dumps(document, ensure_ascii=False, default=str)
 
 
 def _joined(value: object) -> str:
