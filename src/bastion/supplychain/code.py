@@ -475,7 +475,10 @@ def _outputs(cell: dict) -> Iterator[str]:  # type: ignore[type-arg]
                 yield value
         document = data.get("application/json")
         if document is not None:
-            yield json.dumps(document, ensure_ascii=False, default=str)
+            try:
+                yield json.dumps(document, ensure_ascii=False, default=str)
+            except (RecursionError, ValueError):  # nested past what json writes: not shown
+                continue
 
 
 def _joined(value: object) -> str:
