@@ -85,6 +85,9 @@ def test_personal_data_detector_is_checked_not_pattern_only() -> None:
     assert "IBAN" not in dict(personal_data("IBAN DE00 3704 0044 0532 0130 00"))
     assert "payment card number" not in dict(personal_data("order 4111 1111 1111 1112"))
     assert "e-mail address" not in dict(personal_data("write to someone@example.com"))
+    assert "e-mail address" not in dict(personal_data("or ops@mail.example.org"))
+    for real in ("jane@latest.com", "bob@contest.com", "ann@counterexample.com"):
+        assert "e-mail address" in dict(personal_data(f"mail {real}")), real  # not suffixes
     assert personal_data("no personal data here: loss=0.231 acc=0.91").__next__ is not None
     assert list(personal_data("no personal data here: loss=0.231 acc=0.91")) == []
 

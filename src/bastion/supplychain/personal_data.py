@@ -50,7 +50,8 @@ def personal_data(text: str) -> Iterator[tuple[str, str]]:
     text = text[:MAX_TEXT]
     found: dict[str, str] = {}
     for match in EMAIL.finditer(text):
-        if not match.group(0).lower().endswith(EXAMPLE_DOMAINS):
+        domain = match.group(0).lower().rpartition("@")[2]
+        if not any(domain == d or domain.endswith("." + d) for d in EXAMPLE_DOMAINS):
             found.setdefault("e-mail address", _mask(match.group(0)))
             break
     for match in CARD.finditer(text):
