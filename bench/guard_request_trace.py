@@ -34,6 +34,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "guard"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from guard_latency import NO_LIMITS  # noqa: E402
 
 MARKS = ("admission_start", "model_start", "admission_end", "model_end", "answer")
 
@@ -130,14 +133,7 @@ def main() -> int:
 
     folder = Path(tempfile.mkdtemp(dir="/dev/shm" if args.audit == "nosync" else ROOT / "bench"))
     try:
-        big = {
-            "ip_rate": 1e6,
-            "ip_burst": 10**6,
-            "key_rate": 1e6,
-            "key_burst": 10**6,
-            "daily_rows": 10**9,
-            "max_in_flight": 10_000,
-        }
+        big = NO_LIMITS
         audit: dict[str, Any] = {"path": str(folder / "audit")}
         if args.audit == "process":
             audit["durability"] = "process"

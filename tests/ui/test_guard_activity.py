@@ -17,6 +17,16 @@ pytest.importorskip("cryptography")
 from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
 from bastion.ui.guard_activity import outcome, read_activity
 
+# the fields a request's admission and outcome share
+_REQUEST: dict[str, Any] = {
+    "key_id": "0123456789ab",
+    "tenant": None,
+    "route": "/v1/predict",
+    "model_digest": "sha256:" + "ab" * 32,
+    "input_digest": "sha256:" + "cd" * 32,
+    "decisions": {"auth": "allow"},
+}
+
 
 def _write(folder: Path, worker: str, decisions: list[tuple[dict[str, str], int]]) -> None:
     async def write() -> None:
@@ -207,14 +217,7 @@ def test_an_admission_without_its_outcome_is_counted_until_the_outcome_is_read(
 
     folder = tmp_path / "audit"
     folder.mkdir()
-    request: dict[str, Any] = {
-        "key_id": "0123456789ab",
-        "tenant": None,
-        "route": "/v1/predict",
-        "model_digest": "sha256:" + "ab" * 32,
-        "input_digest": "sha256:" + "cd" * 32,
-        "decisions": {"auth": "allow"},
-    }
+    request = dict(_REQUEST)
 
     def append(*events: object) -> list[int]:
         seqs: list[int] = []
@@ -254,14 +257,7 @@ def test_records_an_editor_made_unreadable_are_counted_not_crashing(tmp_path: Pa
 
     folder = tmp_path / "audit"
     folder.mkdir()
-    request: dict[str, Any] = {
-        "key_id": "0123456789ab",
-        "tenant": None,
-        "route": "/v1/predict",
-        "model_digest": "sha256:" + "ab" * 32,
-        "input_digest": "sha256:" + "cd" * 32,
-        "decisions": {"auth": "allow"},
-    }
+    request = dict(_REQUEST)
 
     async def admit() -> None:
         log = AuditLog(worker_log_path(folder, "w1"))

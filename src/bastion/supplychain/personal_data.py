@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from bastion.personal import identifiers as ids
+
 EMAIL = re.compile(
     r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
     r"\.[A-Za-z]{2,24}\b"
@@ -18,27 +20,6 @@ CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
 EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net", "test.com", "localhost")
 MAX_TEXT = 2_000_000
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def _iban_ok(text: str) -> bool:
-    compact = text.replace(" ", "")
-    if not 15 <= len(compact) <= 34:
-        return False
-    moved = compact[4:] + compact[:4]
-    number = "".join(str(int(c, 36)) for c in moved)
-    return int(number) % 97 == 1
 
 
 def _mask(value: str) -> str:
@@ -55,12 +36,13 @@ def personal_data(text: str) -> Iterator[tuple[str, str]]:
             found.setdefault("e-mail address", _mask(match.group(0)))
             break
     for match in CARD.finditer(text):
-        digits = re.sub(r"\D", "", match.group(0))
-        if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 2:
+        # any script's decimal digits, as the ASCII digits the check reads
+        digits = "".join(str(int(d)) for d in re.sub(r"\D", "", match.group(0)))
+        if 13 <= len(digits) <= 19 and ids.luhn_valid(digits) and len(set(digits)) > 2:
             found.setdefault("payment card number", _mask(digits))
             break
     for match in IBAN.finditer(text):
-        if _iban_ok(match.group(0)):
+        if ids.iban_valid(match.group(0).replace(" ", "")):
             found.setdefault("IBAN", _mask(match.group(0)))
             break
     without_cards = CARD.sub(" ", text)  # card-like digit runs are never phone numbers
