@@ -399,7 +399,11 @@ def test_the_upstream_has_the_request_while_its_admission_is_committed(
     def slow_commit(datas: list[bytes]) -> int:
         if any(b'"status"' not in data for data in datas):  # an admission
             before = len(app.seen)
-            time.sleep(0.5)
+            # held until the upstream has the request (at most 5 s): a commit in the loop's
+            # thread holds the loop, so the request would never reach it meanwhile
+            deadline = time.monotonic() + 5
+            while len(app.seen) == before and time.monotonic() < deadline:
+                time.sleep(0.01)
             during.append(len(app.seen) > before)
         return int(commit(datas))
 
