@@ -9,6 +9,7 @@ batches, so memory stays bounded by the block and batch sizes whatever the file'
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -447,6 +448,7 @@ class JsonLinesSource:
     def read(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pyarrow.RecordBatch]:
         stream = self._open()
         start = 0
+        reader = None
         try:
             try:
                 reader = self._reader(stream)
@@ -463,6 +465,11 @@ class JsonLinesSource:
             except _arrow_errors() as exc:
                 raise self._error(exc, start) from exc
         finally:
+            # the reader's read-ahead thread is stopped before the stream it reads is closed
+            # (a reader left open at exit was seen to abort the interpreter, once, under load)
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    reader.close()
             stream.close()
 
     def _error(self, exc: BaseException, start: int) -> DataInputError:
