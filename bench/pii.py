@@ -8,12 +8,18 @@ version strings, product codes, random 16-digit numbers failing Luhn, UUIDs, git
 barcodes). Presidio runs with a registry holding only its pattern recognizers for these types
 (every one registered for "en") and a no-op NLP engine — no spaCy model, nothing downloaded.
 
-    python bench/pii.py [--per-type 200] [--runs 3] [--seed 11]
+    python bench/pii.py [--per-type 200] [--runs 3] [--seed 11] [--blocks 20]
 
 (The detectors were tuned while looking at seed 7; the figures in docs/benchmarks.md use seed 11,
 a set they had not seen.)
 
-Prints a table and writes bench/out/pii.json."""
+Free-text cost: `--blocks` blocks of 10,000 characters of Faker's English prose, once without
+personal data and once with one sentence of the set after every tenth sentence; milliseconds
+per block for each tool (median of `--runs`), and for bastion's pre-filter alone: the detector
+groups found on lowered ASCII text, as detect() does, against the case-insensitive patterns on
+the text as written (the pre-filter before 29b9667).
+
+Prints two tables and writes bench/out/pii.json."""
 
 from __future__ import annotations
 
@@ -77,6 +83,7 @@ PRESIDIO_ENTITIES = {
     "IN_AADHAAR": "in_aadhaar",
     "IP_ADDRESS": "ip_address",
 }
+BLOCK = 10_000  # characters of free text per timed block
 PRESIDIO_RECOGNIZERS = (
     "EmailRecognizer", "PhoneRecognizer", "CreditCardRecognizer", "IbanRecognizer",
     "UsSsnRecognizer", "UkNinoRecognizer", "DeTaxIdRecognizer", "EsNifRecognizer",
@@ -316,6 +323,67 @@ def presidio_engine() -> object:
     return AnalyzerEngine(registry=registry, nlp_engine=NoNlp(), supported_languages=["en"])
 
 
+def free_text(
+    samples: list[tuple[str, str | None]], blocks: int, seed: int
+) -> dict[str, list[str]]:
+    """`blocks` blocks of 10,000 characters of English prose, without personal data ("prose")
+    and with one sentence of the labelled set after every tenth sentence ("prose with
+    identifiers")."""
+    from faker import Faker
+
+    fake = Faker("en_US")
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
+    out: dict[str, list[str]] = {"prose": [], "prose with identifiers": []}
+    for _ in range(blocks):
+        sentences = fake.sentences(nb=300)
+        mixed = [
+            item
+            for i, sentence in enumerate(sentences)
+            for item in ([sentence, rng.choice(samples)[0]] if i % 10 == 9 else [sentence])
+        ]
+        for name, parts in (("prose", sentences), ("prose with identifiers", mixed)):
+            text = " ".join(parts)
+            assert len(text) >= BLOCK, len(text)
+            out[name].append(text[:BLOCK])
+    return out
+
+
+def _prefilter_before(text: str) -> list[str]:
+    """The pre-filter as it was before 29b9667: every group's pattern on the text as written."""
+    from bastion.personal.detectors import _GROUPS
+
+    return [name for name, pattern in _GROUPS.items() if pattern.search(text)]
+
+
+def free_text_cost(
+    blocks: dict[str, list[str]], engine: object, runs: int
+) -> dict[str, dict[str, float]]:
+    """Milliseconds per block of 10,000 characters (median of `runs`), per kind of text and
+    tool; bastion's pre-filter before and after on the same blocks."""
+    from bastion.personal.detectors import _groups, detect
+
+    tools = {
+        "bastion": detect,
+        "presidio": lambda text: engine.analyze(text=text, language="en"),  # type: ignore[attr-defined]
+        "prefilter (lowered ASCII)": _groups,
+        "prefilter (case-insensitive, before)": _prefilter_before,
+    }
+    for run in tools.values():  # imports and compiled patterns are not the text's cost
+        run(blocks["prose with identifiers"][0])
+    table: dict[str, dict[str, float]] = {}
+    for kind, texts in blocks.items():
+        timings: dict[str, list[float]] = defaultdict(list)
+        for _ in range(runs):
+            for tool, run in tools.items():  # interleaved: load drifts alike for every tool
+                started = time.perf_counter()
+                for text in texts:
+                    run(text)
+                timings[tool].append((time.perf_counter() - started) / len(texts) * 1000)
+        table[kind] = {tool: statistics.median(values) for tool, values in timings.items()}
+    return table
+
+
 def presidio_predict(engine: object, texts: list[str], threshold: float) -> list[set[str]]:
     out = []
     for text in texts:
@@ -369,6 +437,7 @@ def main() -> int:
     parser.add_argument("--per-type", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--blocks", type=int, default=20, help="10,000-character blocks")
     args = parser.parse_args()
     samples = build(args.per_type, args.seed)
     texts = [text for text, _ in samples]
@@ -408,6 +477,11 @@ def main() -> int:
         f"{'rows/s (median)':<18}"
         + "".join(f"{results[t]['rows_per_s']:>23,.0f}   " for t in results)
     )
+    blocks = free_text(samples, args.blocks, args.seed)
+    cost = free_text_cost(blocks, engine, args.runs)
+    print(f"\nms per {BLOCK:,} characters of free text (median of {args.runs})")
+    for kind, figures in cost.items():
+        print(f"  {kind}: " + ", ".join(f"{tool} {ms:.2f}" for tool, ms in figures.items()))
     out = Path(__file__).parent / "out"
     out.mkdir(exist_ok=True)
     (out / "pii.json").write_text(
@@ -418,6 +492,8 @@ def main() -> int:
                 "seed": args.seed,
                 "runs": args.runs,
                 "results": results,
+                "blocks": args.blocks,
+                "ms_per_10k_chars": cost,
             },
             indent=2,
         )
