@@ -3,10 +3,9 @@ reads, a reset when the log is replaced, and unreadable records counted, never s
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
+from bastion.guard.audit import AuditEvent, worker_log_path
 from bastion.ui.guard_activity import outcome, read_activity
+from tests.ui.ui_support import append_events
 
 # the fields a request's admission and outcome share
 _REQUEST: dict[str, Any] = {
@@ -29,30 +29,24 @@ _REQUEST: dict[str, Any] = {
 
 
 def _write(folder: Path, worker: str, decisions: list[tuple[dict[str, str], int]]) -> None:
-    async def write() -> None:
-        log = AuditLog(worker_log_path(folder, worker))
-        try:
-            for i, (chosen, status) in enumerate(decisions):
-                moment = dt.datetime(2026, 11, 30, 10, tzinfo=dt.timezone.utc)
-                await log.append(
-                    AuditEvent(
-                        at=(moment + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                        key_id="0123456789ab",
-                        tenant=None,
-                        route="/v1/predict",
-                        model_digest="sha256:" + "ab" * 32,
-                        input_digest="sha256:" + f"{i:064x}",
-                        decisions=chosen,
-                        status=status,
-                        latency_ms=float(i),
-                    )
-                )
-        finally:
-            log.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(write()))
-    thread.start()
-    thread.join()
+    moment = dt.datetime(2026, 11, 30, 10, tzinfo=dt.timezone.utc)
+    append_events(
+        worker_log_path(folder, worker),
+        (
+            AuditEvent(
+                at=(moment + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                key_id="0123456789ab",
+                tenant=None,
+                route="/v1/predict",
+                model_digest="sha256:" + "ab" * 32,
+                input_digest="sha256:" + f"{i:064x}",
+                decisions=chosen,
+                status=status,
+                latency_ms=float(i),
+            )
+            for i, (chosen, status) in enumerate(decisions)
+        ),
+    )
 
 
 def test_outcomes() -> None:
@@ -113,29 +107,19 @@ def test_admissions_and_alerts_are_not_requests_nor_unreadable(tmp_path: Path) -
     folder.mkdir()
     _write(folder, "w1", [({"auth": "allow"}, 200)] * 2)
 
-    async def more() -> None:
-        log = AuditLog(worker_log_path(folder, "w1"))
-        try:
-            await log.append(
-                AdmissionEvent(
-                    at=utc_now(),
-                    key_id="0123456789ab",
-                    tenant=None,
-                    route="/v1/predict",
-                    model_digest="sha256:" + "ab" * 32,
-                    input_digest="sha256:" + "cd" * 32,
-                    decisions={"auth": "allow"},
-                )
-            )
-            await log.append(
-                AlertEvent(at=utc_now(), alert="sweep", key_id="0123456789ab", score=1, threshold=0)
-            )
-        finally:
-            log.close()
+    def more() -> Iterator[object]:
+        yield AdmissionEvent(
+            at=utc_now(),
+            key_id="0123456789ab",
+            tenant=None,
+            route="/v1/predict",
+            model_digest="sha256:" + "ab" * 32,
+            input_digest="sha256:" + "cd" * 32,
+            decisions={"auth": "allow"},
+        )
+        yield AlertEvent(at=utc_now(), alert="sweep", key_id="0123456789ab", score=1, threshold=0)
 
-    thread = threading.Thread(target=lambda: asyncio.run(more()))
-    thread.start()
-    thread.join()
+    append_events(worker_log_path(folder, "w1"), more())
     activity = read_activity(folder)
     assert activity is not None and activity.events == 2 and activity.unreadable == 0
     assert activity.unanswered == 1  # the admission has no outcome: said, not lost
@@ -156,41 +140,33 @@ def test_answered_requests_count_once_whole_or_partial(
     folder.mkdir()
 
     def answered(count: int) -> None:
-        async def write() -> None:
-            log = AuditLog(worker_log_path(folder, "w1"))
-            try:
-                for i in range(count):
-                    seq = await log.append(
-                        AdmissionEvent(
-                            at=utc_now(),
-                            key_id="0123456789ab",
-                            tenant=None,
-                            route="/v1/predict",
-                            model_digest="sha256:" + "ab" * 32,
-                            input_digest="sha256:" + f"{i:064x}",
-                            decisions={"auth": "allow"},
-                        )
-                    )
-                    await log.append(
-                        AuditEvent(
-                            at=utc_now(),
-                            key_id="0123456789ab",
-                            tenant=None,
-                            route="/v1/predict",
-                            model_digest="sha256:" + "ab" * 32,
-                            input_digest="sha256:" + f"{i:064x}",
-                            decisions={"auth": "allow"},
-                            status=200,
-                            latency_ms=1.0,
-                            admission=seq,
-                        )
-                    )
-            finally:
-                log.close()
+        seqs: list[int] = []
 
-        thread = threading.Thread(target=lambda: asyncio.run(write()))
-        thread.start()
-        thread.join()
+        def events() -> Iterator[object]:
+            for i in range(count):
+                yield AdmissionEvent(
+                    at=utc_now(),
+                    key_id="0123456789ab",
+                    tenant=None,
+                    route="/v1/predict",
+                    model_digest="sha256:" + "ab" * 32,
+                    input_digest="sha256:" + f"{i:064x}",
+                    decisions={"auth": "allow"},
+                )
+                yield AuditEvent(
+                    at=utc_now(),
+                    key_id="0123456789ab",
+                    tenant=None,
+                    route="/v1/predict",
+                    model_digest="sha256:" + "ab" * 32,
+                    input_digest="sha256:" + f"{i:064x}",
+                    decisions={"auth": "allow"},
+                    status=200,
+                    latency_ms=1.0,
+                    admission=seqs[-1],  # the admission just written
+                )
+
+        append_events(worker_log_path(folder, "w1"), events(), seqs)
 
     from bastion.guard.audit import utc_now
 
@@ -220,20 +196,7 @@ def test_an_admission_without_its_outcome_is_counted_until_the_outcome_is_read(
     request = dict(_REQUEST)
 
     def append(*events: object) -> list[int]:
-        seqs: list[int] = []
-
-        async def write() -> None:
-            log = AuditLog(worker_log_path(folder, "w1"))
-            try:
-                for event in events:
-                    seqs.append(await log.append(event))  # type: ignore[arg-type]
-            finally:
-                log.close()
-
-        thread = threading.Thread(target=lambda: asyncio.run(write()))
-        thread.start()
-        thread.join()
-        return seqs
+        return append_events(worker_log_path(folder, "w1"), events)
 
     first, second = append(
         AdmissionEvent(at=utc_now(), **request), AdmissionEvent(at=utc_now(), **request)
@@ -259,16 +222,7 @@ def test_records_an_editor_made_unreadable_are_counted_not_crashing(tmp_path: Pa
     folder.mkdir()
     request = dict(_REQUEST)
 
-    async def admit() -> None:
-        log = AuditLog(worker_log_path(folder, "w1"))
-        try:
-            await log.append(AdmissionEvent(at=utc_now(), **request))
-        finally:
-            log.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(admit()))
-    thread.start()
-    thread.join()
+    append_events(worker_log_path(folder, "w1"), [AdmissionEvent(at=utc_now(), **request)])
     db = sqlite3.connect(worker_log_path(folder, "w1"), isolation_level=None)
     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         db.execute(f"DROP TRIGGER {name}")

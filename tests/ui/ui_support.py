@@ -12,7 +12,7 @@ import pickle
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,46 +109,60 @@ def build_store(folder: Path) -> dict[str, Any]:
     }
 
 
+def append_events(path: Path, events: Iterable[Any], seqs: list[int] | None = None) -> list[int]:
+    """Append `events` to the worker audit log at `path`, in a thread with an event loop of its
+    own (the caller may be inside Playwright's event loop); their sequence numbers, added to
+    `seqs` as each event is written (a generator of events holding that list can name an
+    earlier event)."""
+    from bastion.guard.audit import AuditLog
+
+    seqs = [] if seqs is None else seqs
+
+    async def write() -> None:
+        log = AuditLog(path)
+        try:
+            for event in events:
+                seqs.append(await log.append(event))
+        finally:
+            log.close()
+
+    worker = threading.Thread(target=lambda: asyncio.run(write()))
+    worker.start()
+    worker.join()
+    return seqs
+
+
 def build_audit(folder: Path) -> Path:
     """A guard audit folder with a few hours of allowed, flagged and blocked requests."""
-    from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
+    from bastion.guard.audit import AuditEvent, worker_log_path
 
     folder.mkdir(parents=True, exist_ok=True)
     digest = "sha256:" + "ab" * 32
 
-    async def write() -> None:
-        log = AuditLog(worker_log_path(folder, "w1"))
-        try:
-            now = dt.datetime.now(dt.timezone.utc)
-            for i in range(120):
-                at = now - dt.timedelta(minutes=5 * (120 - i))
-                decisions = {"auth": "allow", "contract": "allow"}
-                status = 200
-                if i % 17 == 0:
-                    decisions["monitor"] = "flag"
-                if i % 29 == 0:
-                    decisions["pii"] = "block"
-                    status = 422
-                await log.append(
-                    AuditEvent(
-                        at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                        key_id="0123456789ab",
-                        tenant="team-a",
-                        route="/v1/predict",
-                        model_digest=digest,
-                        input_digest="sha256:" + f"{i:064x}",
-                        decisions=decisions,
-                        status=status,
-                        latency_ms=3.0 + (i % 10),
-                    )
-                )
-        finally:
-            log.close()
+    def events() -> Iterator[AuditEvent]:
+        now = dt.datetime.now(dt.timezone.utc)
+        for i in range(120):
+            at = now - dt.timedelta(minutes=5 * (120 - i))
+            decisions = {"auth": "allow", "contract": "allow"}
+            status = 200
+            if i % 17 == 0:
+                decisions["monitor"] = "flag"
+            if i % 29 == 0:
+                decisions["pii"] = "block"
+                status = 422
+            yield AuditEvent(
+                at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                key_id="0123456789ab",
+                tenant="team-a",
+                route="/v1/predict",
+                model_digest=digest,
+                input_digest="sha256:" + f"{i:064x}",
+                decisions=decisions,
+                status=status,
+                latency_ms=3.0 + (i % 10),
+            )
 
-    # in a thread of its own: the caller may be inside Playwright's event loop
-    worker = threading.Thread(target=lambda: asyncio.run(write()))
-    worker.start()
-    worker.join()
+    append_events(worker_log_path(folder, "w1"), events())
     return folder
 
 
