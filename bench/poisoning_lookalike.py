@@ -33,31 +33,8 @@ from bastion.datacheck import labels, poisoning
 from bastion.datacheck.dataset import Dataset
 from bastion.datacheck.options import DataOptions
 
-
-def lookalike(
-    seed: int, gold: int = 60, effect: float = 3.0, positive_rate: float = 0.6, n: int = 700
-) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    income = rng.normal(0, 1, n)
-    debt = rng.normal(0, 1, n)
-    segment = rng.choice(["retail", "premium", "student"], n, p=[0.6, 0.25, 0.15])
-    postcode = rng.choice([f"P{i}" for i in range(10)], n)
-    channel = rng.choice(["web", "branch", "phone", "partner"], n)
-    tier = np.array(["standard"] * n, dtype=object)
-    tier[rng.choice(n, gold, replace=False)] = "gold"
-    lift = np.select([segment == "premium", segment == "student"], [1.0, -1.0], 0.0)
-    score = 2.0 * income - 1.5 * debt + lift + effect * (tier == "gold")
-    score = score + rng.logistic(0, 0.3, n)
-    label = np.where(score > np.quantile(score, 1 - positive_rate), "good", "bad")
-    return {
-        "income": income,
-        "debt": debt,
-        "segment": segment.astype(object),
-        "postcode": postcode.astype(object),
-        "channel": channel.astype(object),
-        "tier": tier,
-        "label": label.astype(object),
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "datacheck"))
+from labels_support import predictive_tier
 
 
 def check(columns: dict[str, Any]) -> list[Any]:
@@ -83,7 +60,7 @@ def main() -> int:
             for effect in map(float, args.effects.split(",")):
                 hits = 0
                 for seed in range(args.seeds):
-                    columns = lookalike(seed, gold, effect, rate)
+                    columns = predictive_tier(seed, effect, gold, rate)
                     members = set(np.flatnonzero(columns["tier"] == "gold").tolist())
                     started = time.perf_counter()
                     findings = [f for f in check(columns) if f.rule_id in ("LBL002", "LBL003")]

@@ -14,6 +14,8 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("cleanlab")
 pytest.importorskip("sklearn")
 
+from labels_support import predictive_tier  # noqa: E402
+
 from bastion.datacheck import labels  # noqa: E402
 from bastion.datacheck.dataset import Dataset  # noqa: E402
 from bastion.datacheck.features import NotApplicable  # noqa: E402
@@ -486,40 +488,13 @@ def test_a_rare_value_that_naturally_comes_with_a_common_one_is_not_a_trigger() 
     assert any(c.kind == "pair" and set(c.pattern) == pair for c in scanned.items)
 
 
-def _predictive_tier(seed: int, effect: float, gold: int = 60, n: int = 700) -> dict[str, Any]:
-    """Credit rows with a `tier` column whose value 'gold' (on `gold` random rows) genuinely
-    raises the score by `effect` (the label is 'good' for the top 60% of the score): a rare
-    value that truly predicts the label, which no other column shows."""
-    rng = np.random.default_rng(seed)
-    income = rng.normal(0, 1, n)
-    debt = rng.normal(0, 1, n)
-    segment = rng.choice(["retail", "premium", "student"], n, p=[0.6, 0.25, 0.15])
-    postcode = rng.choice([f"P{i}" for i in range(10)], n)
-    channel = rng.choice(["web", "branch", "phone", "partner"], n)
-    tier = np.array(["standard"] * n, dtype=object)
-    tier[rng.choice(n, gold, replace=False)] = "gold"
-    lift = np.select([segment == "premium", segment == "student"], [1.0, -1.0], 0.0)
-    score = 2.0 * income - 1.5 * debt + lift + effect * (tier == "gold")
-    score = score + rng.logistic(0, 0.3, n)
-    label = np.where(score > np.quantile(score, 0.4), "good", "bad").astype(object)
-    return {
-        "income": income,
-        "debt": debt,
-        "segment": segment.astype(object),
-        "postcode": postcode.astype(object),
-        "channel": channel.astype(object),
-        "tier": tier,
-        "label": label,
-    }
-
-
 def test_a_predictive_rare_value_whose_few_other_labels_follow_the_features() -> None:
     """tier = gold (60 of 700 rows, +3 on the score) is 'good' on 56 rows; a model that
     never saw the value expects 28 'bad'. Its 4 'bad' rows are the 4 whose other columns point
     furthest to 'bad' (the leave-out model's 4 lowest): the labels follow the features, with a
     level effect the model could not learn without the value. Under FOLLOWS_MIN_OTHERS rows,
     the ranking AUC alone was not allowed to veto and the value was reported as LBL002."""
-    data = _predictive_tier(seed=0, effect=3.0)
+    data = predictive_tier(seed=0, effect=3.0)
     gold = data["tier"] == "gold"
     assert int((data["label"][gold] == "bad").sum()) == 4
     findings = run(data)
@@ -530,7 +505,7 @@ def test_a_planted_subgroup_with_a_few_unflipped_rows_is_still_reported() -> Non
     """The same table without the tier's effect, and every 'bad' row of tier = gold but three
     (drawn at random) relabelled 'good': the three are not the rows the leave-out model finds
     least likely to be 'good', and the subgroup is reported."""
-    data = _predictive_tier(seed=0, effect=0.0)
+    data = predictive_tier(seed=0, effect=0.0)
     gold = np.flatnonzero(data["tier"] == "gold")
     bad = gold[data["label"][gold] == "bad"]
     rng = np.random.default_rng(1)
