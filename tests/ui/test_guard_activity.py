@@ -135,7 +135,7 @@ def test_answered_requests_count_once_whole_or_partial(
     from bastion.ui import guard_activity
 
     monkeypatch.setattr(guard_activity, "MAX_EVENTS", 10)
-    monkeypatch.setattr(guard_activity, "MAX_RECORDS", 30)
+    monkeypatch.setattr(guard_activity, "MIN_EVENTS_PER_LOG", 1)
     folder = tmp_path / "audit"
     folder.mkdir()
 
@@ -250,3 +250,70 @@ def test_records_an_editor_made_unreadable_are_counted_not_crashing(tmp_path: Pa
     activity = read_activity(folder)
     assert activity is not None and activity.problem is None
     assert (activity.events, activity.unreadable, activity.unanswered) == (0, 5, 1)
+
+
+def test_many_logs_are_bounded_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many workers wrote logs, a view keeps MAX_EVENTS requests shared among them
+    (at least MIN_EVENTS_PER_LOG each) from the MAX_LOGS most recently written, forgets logs
+    that are gone, and says the view is partial."""
+    import os
+
+    from bastion.ui import guard_activity
+
+    monkeypatch.setattr(guard_activity, "MAX_EVENTS", 20)
+    monkeypatch.setattr(guard_activity, "MIN_EVENTS_PER_LOG", 5)
+    monkeypatch.setattr(guard_activity, "MAX_LOGS", 3)
+    guard_activity._CHAINS.clear()
+    guard_activity._CACHE.clear()
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    allowed = ({"auth": "allow"}, 200)
+
+    _write(folder, "w0", [allowed] * 12)
+    alone = read_activity(folder)
+    assert alone is not None and (alone.events, alone.partial) == (12, False)
+
+    for worker in ("w1", "w2", "w3"):
+        _write(folder, worker, [allowed] * 12)
+    for n, worker in enumerate(("w0", "w1", "w2", "w3")):  # w0 written first, w3 last
+        path = worker_log_path(folder, worker)
+        for part in (path, path.with_name(path.name + "-wal")):
+            if part.exists():
+                os.utime(part, ns=(1_700_000_000_000_000_000 + n * 10**9,) * 2)
+    many = read_activity(folder)
+    assert many is not None and many.partial
+    assert many.files == ("audit-w1.sqlite3", "audit-w2.sqlite3", "audit-w3.sqlite3")
+    assert many.events == 3 * 6  # 20 // 3 each, the newest of each log
+    assert len(guard_activity._CHAINS) == 3  # w0's events, read before, are let go
+    assert all(len(chain.events) <= 6 for chain in guard_activity._CHAINS.values())
+
+    for worker in ("w2", "w3"):
+        worker_log_path(folder, worker).unlink()
+    fewer = read_activity(folder)
+    assert fewer is not None
+    assert fewer.files == ("audit-w0.sqlite3", "audit-w1.sqlite3")
+    assert fewer.events == 10 + 10  # 20 // 2 each
+    assert len(guard_activity._CHAINS) == 2
+
+
+def test_a_log_read_alone_keeps_only_its_share_once_others_appear(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.ui import guard_activity
+
+    monkeypatch.setattr(guard_activity, "MAX_EVENTS", 20)
+    monkeypatch.setattr(guard_activity, "MIN_EVENTS_PER_LOG", 5)
+    guard_activity._CHAINS.clear()
+    guard_activity._CACHE.clear()
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    _write(folder, "w0", [({"auth": "allow"}, 200)] * 15)
+    first = read_activity(folder)
+    assert first is not None and (first.events, first.partial) == (15, False)
+    for worker in ("w1", "w2", "w3"):
+        _write(folder, worker, [({"auth": "allow"}, 200)])
+    shared = read_activity(folder)
+    assert shared is not None and shared.partial
+    assert shared.events == 5 + 3  # w0's newest 5 (20 // 4), one each from the others
+    kept = [e.seq for e in shared.recent if e.worker == "w0"]
+    assert sorted(kept) == [11, 12, 13, 14, 15]

@@ -2,10 +2,12 @@
 per worker, `bastion.guard.audit`): counts of allowed, flagged and blocked requests, alerts
 (a detector that flagged or blocked), latency percentiles over time, and the latest events.
 
-The files are opened read-only and only the newest `MAX_EVENTS` requests of each are kept
-(their outcome events, read from at most the newest `MAX_RECORDS` records, by the primary
-key), so a long-lived log costs the page a bounded amount, and a view reads only what was
-appended since the last one; the page says when it shows only part of the log.
+The files are opened read-only and only the newest requests of each are kept: `MAX_EVENTS`
+shared among the logs read (at least `MIN_EVENTS_PER_LOG` each), their outcome events read
+from at most three records each, newest first by the primary key; at most `MAX_LOGS` logs,
+the most recently written. So however long-lived the logs and however many workers wrote
+them, a page view holds a bounded number of events, and reads only what was appended since
+the last one; the page says when it shows only part of the logs.
 Each event is decoded (msgspec, typed) into the fields the page needs; a record an editor of
 the file made unreadable is counted as such, never shown raw. Verifying the chain is
 `bastion audit verify`'s job, not a page view's. The summary is kept until a log changes
@@ -25,10 +27,12 @@ import msgspec
 
 from bastion.records import Record
 
-MAX_EVENTS = 20_000
-# records read for them: a request the model answered has two (its admission, then its
-# outcome, the event shown), and monitor alerts share the chain
-MAX_RECORDS = 3 * MAX_EVENTS
+MAX_EVENTS = 20_000  # requests kept over all the logs read
+MIN_EVENTS_PER_LOG = 500  # each log's share of them, at least
+MAX_LOGS = 64  # logs read, the most recently written (one per worker)
+# records read per request kept: a request the model answered has two (its admission, then
+# its outcome, the event shown), and monitor alerts share the chain
+RECORDS_PER_EVENT = 3
 RECENT = 50
 BLOCKING = frozenset({"block"})
 FLAGGING = frozenset({"flag", "redact"})
@@ -49,7 +53,7 @@ class GuardEvent(Record):
 class GuardActivity(Record):
     files: tuple[str, ...]
     events: int  # read
-    partial: bool  # a file held more than MAX_EVENTS requests (or MAX_RECORDS records)
+    partial: bool  # requests or logs were left out (see the bounds above)
     unreadable: int
     unanswered: int  # admitted to the model, no outcome on record (the guard stopped, or in flight)
     outcomes: dict[str, int]
@@ -84,7 +88,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 class _Stored(msgspec.Struct, frozen=True):
     """(A plain msgspec struct, not a Record: it must ignore the event's other fields.) The
     fields of a stored audit event the page reads, decoded without `AuditEvent`'s
-    per-field checks (the writer made them; a page view reads up to MAX_EVENTS of them). A
+    per-field checks (the writer made them; a page view reads thousands of them). A
     record whose fields do not have these types counts as unreadable."""
 
     at: str
@@ -102,22 +106,37 @@ _CACHE: dict[tuple[Any, ...], GuardActivity] = {}
 
 
 class _Chain:
-    """The newest MAX_EVENTS events of one worker's log, read incrementally: a page view after
+    """The newest `limit` requests of one worker's log, read incrementally: a page view after
     the guard answered a few more requests decodes only those (by sequence number). A log
     whose chain id changed, or that holds fewer events than were read, is read afresh."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # requests kept
         self.chain: str | None = None
         self.last_seq = 0
-        self.events: collections.deque[tuple[str, int, _Stored]] = collections.deque(
-            maxlen=MAX_EVENTS
-        )
+        self.events: collections.deque[tuple[str, int, _Stored]] = collections.deque(maxlen=limit)
         self.unreadable = 0
         self.partial = False  # older events were left unread or dropped
-        # admissions whose outcome is not read yet (seq), at most MAX_EVENTS of the newest
+        # admissions whose outcome is not read yet (seq), at most `limit` of the newest
         self.admitted: collections.OrderedDict[int, None] = collections.OrderedDict()
 
+    def bound(self, limit: int) -> None:
+        """Keep at most `limit` requests from now on: the newest when it shrinks; read afresh
+        when it grows after requests were left out (fewer logs share the bound)."""
+        if limit == self.limit:
+            return
+        if limit > self.limit and self.partial:
+            self.__init__(limit)  # type: ignore[misc]
+            return
+        if len(self.events) > limit:
+            self.partial = True
+        self.limit = limit
+        self.events = collections.deque(self.events, maxlen=limit)
+        while len(self.admitted) > limit:
+            self.admitted.popitem(last=False)
+
     def refresh(self, conn: sqlite3.Connection) -> None:
+        limit, records = self.limit, self.limit * RECORDS_PER_EVENT
         head = conn.execute("SELECT chain FROM chain").fetchone()
         chain = str(head[0]) if head else None
         try:
@@ -125,15 +144,15 @@ class _Chain:
                 conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             )
         except ValueError:  # an edited table: read the newest records by their key anyway
-            newest = self.last_seq + MAX_RECORDS
+            newest = self.last_seq + records
         if chain != self.chain or newest < self.last_seq:
-            self.__init__()  # type: ignore[misc]
+            self.__init__(limit)  # type: ignore[misc]
             self.chain = chain
         rows = conn.execute(
             "SELECT seq, event FROM events WHERE seq > ? ORDER BY seq DESC LIMIT ?",
-            (self.last_seq, MAX_RECORDS),
+            (self.last_seq, records),
         ).fetchall()
-        if newest - self.last_seq > MAX_RECORDS:
+        if newest - self.last_seq > records:
             self.partial = True
         for seq, blob in reversed(rows):
             try:
@@ -145,14 +164,14 @@ class _Chain:
                 self.unreadable += 1
                 continue
             if stored.status:  # a request's outcome (not an admission or an alert)
-                if len(self.events) == MAX_EVENTS:
+                if len(self.events) == limit:
                     self.partial = True
                 self.events.append((stored.at, number, stored))
                 if stored.admission is not None:
                     self.admitted.pop(stored.admission, None)
             elif stored.input_digest:  # an admission: its outcome follows, unless the guard stopped
                 self.admitted[number] = None
-                if len(self.admitted) > MAX_EVENTS:
+                if len(self.admitted) > limit:
                     self.admitted.popitem(last=False)
                     self.partial = True
         self.last_seq = max(self.last_seq, newest)
@@ -170,6 +189,17 @@ def _sequence(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ValueError("not a sequence number")
+
+
+def _written(path: Path) -> int:
+    """When a log (or its WAL) was last written, in ns; 0 when it cannot be read."""
+    newest = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            newest = max(newest, part.stat().st_mtime_ns)
+        except OSError:
+            pass
+    return newest
 
 
 def _state(files: list[Path]) -> tuple[Any, ...]:
@@ -200,16 +230,25 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
         files = audit_files(folder)
     except AuditError as exc:
         return _empty(exc.message)
+    partial = len(files) > MAX_LOGS
+    if partial:
+        files = sorted(sorted(files, key=_written, reverse=True)[:MAX_LOGS])
     cached = _CACHE.get(_state(files))
     if cached is not None:
         return cached
     events: list[tuple[str, str, int, _Stored]] = []
     unreadable = 0
     unanswered = 0
-    partial = False
-    for path in files:
+    limit = max(MIN_EVENTS_PER_LOG, MAX_EVENTS // len(files))
+    keys = [str(path.resolve()) for path in files]
+    for gone in set(_CHAINS) - set(keys):  # a log deleted, or no longer among those read
+        del _CHAINS[gone]
+    for path, key in zip(files, keys, strict=True):
         worker = path.stem.removeprefix("audit-")
-        chain = _CHAINS.setdefault(str(path.resolve()), _Chain())
+        chain = _CHAINS.get(key)
+        if chain is None:
+            chain = _CHAINS[key] = _Chain(limit)
+        chain.bound(limit)
         try:
             conn = connect_read_only(path)
             try:
@@ -217,7 +256,7 @@ def read_activity(folder: Path | None) -> GuardActivity | None:
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            _CHAINS.pop(str(path.resolve()), None)
+            _CHAINS.pop(key, None)
             return _empty(f"cannot read the audit log {path.name}: {exc}")
         partial = partial or chain.partial
         unreadable += chain.unreadable
