@@ -92,6 +92,60 @@ def test_personal_data_detector_is_checked_not_pattern_only() -> None:
     assert list(personal_data("no personal data here: loss=0.231 acc=0.91")) == []
 
 
+def _iban(country: str, bban: str) -> str:
+    """`country` + the ISO 13616 check digits + `bban`: passes mod 97 whatever its length."""
+    remainder = int("".join(str(int(c, 36)) for c in bban + country + "00")) % 97
+    return f"{country}{98 - remainder:02d}{bban}"
+
+
+def test_cod010_iban_has_its_countrys_registered_length() -> None:
+    """A string passing mod 97 is an IBAN only at its country's length in the registry (COD010
+    once took any length from 15 to 34)."""
+    for valid in (
+        "DE89370400440532013000",
+        "DE89 3704 0044 0532 0130 00",
+        "GB82WEST12345698765432",
+        "NO9386011117947",  # 15, the shortest
+        "MT84MALT011000012345MTLCAST001S",  # 31
+        _iban("FR", "20041010050500013M02606"),
+    ):
+        assert dict(personal_data(f"pay to {valid} today")).get("IBAN"), valid
+    for wrong_length in (
+        _iban("DE", "3704004405320130001"),  # 23 characters; Germany's are 22
+        _iban("NO", "860111179470"),  # 16; Norway's are 15
+        _iban("GB", "WEST1234569876543"),  # 21; the UK's are 22
+    ):
+        assert len(wrong_length) not in (15, 22)
+        assert "IBAN" not in dict(personal_data(f"pay to {wrong_length} today")), wrong_length
+
+
+def _in_script(zero: int, text: str) -> str:
+    return "".join(chr(zero + int(c)) if c.isdigit() else c for c in text)
+
+
+@pytest.mark.parametrize(
+    "zero",
+    [0x0660, 0x06F0, 0x0966, 0xFF10],
+    ids=["arabic-indic", "persian", "devanagari", "fullwidth"],
+)
+def test_cod010_reads_card_digits_of_any_script(zero: int) -> None:
+    """A card number printed in another script's digits is the same number: Luhn reads them as
+    digits (identifiers.luhn_valid reads ASCII only, so they are converted first)."""
+    for card in ("4539148803436467", "4539 1488 0343 6467", "378282246310005"):
+        text = "charged card " + _in_script(zero, card)
+        masked = card[:2] + "…" + card[-2:]  # in ASCII digits
+        assert dict(personal_data(text)).get("payment card number") == masked, text
+    for not_luhn in ("4539148803436468", "4539 1488 0343 6466"):
+        assert list(personal_data("charged card " + _in_script(zero, not_luhn))) == [], not_luhn
+
+
+def test_cod010_card_needs_luhn() -> None:
+    for card in ("4539148803436467", "5500 0055 5555 5559", "6011-0009-9013-9424"):
+        assert dict(personal_data(f"card {card}")).get("payment card number"), card
+        broken = card[:-1] + str((int(card[-1]) + 1) % 10)
+        assert "payment card number" not in dict(personal_data(f"card {broken}")), broken
+
+
 def test_error_and_json_outputs_are_read(tmp_path: Path) -> None:
     """Personal data in an exception's message, a traceback (a failing call prints its
     arguments) or a JSON output is in the notebook as much as in a printed line."""
