@@ -146,6 +146,60 @@ def test_cod010_card_needs_luhn() -> None:
         assert "payment card number" not in dict(personal_data(f"card {broken}")), broken
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1,4539148803436467,2029",
+        "id,card,year\n1,4539148803436467,2029\n2,x,2030",
+        "1;4539148803436467;2029",
+        "1 4539148803436467 2029",  # print(i, card, year): joined to its neighbours by the pattern
+        "0 1 4539148803436467",
+        "1-4539148803436467-2029",
+        "1 4539-1488-0343-6467 2029",
+        "2023-01-03 4539148803436467",
+    ],
+)
+def test_cod010_card_in_a_printed_row(line: str) -> None:
+    assert dict(personal_data(line)).get("payment card number") == "45…67", line
+    broken = line.replace("6467", "6468")
+    assert "payment card number" not in dict(personal_data(broken)), broken
+
+
+def test_cod010_test_card_numbers_are_not_cards() -> None:
+    """Card numbers of two digits or fewer are the schemes' published test numbers (Visa's
+    4111 1111 1111 1111), in a printed row or alone."""
+    for text in ("1,4111111111111111,2029", "card 4111 1111 1111 1111", "5555555555554444"):
+        assert list(personal_data(text)) == [], text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail jane@corp.io",
+        "mail _jane@corp.io",
+        "mail .jane@corp.io",
+        "_jane@corp.io",
+        ".jane@corp.io",
+        "jane_@corp.io",
+        "j.a_ne@corp.io",
+        "path/x.jane@corp.io",
+        "mailto:jane@corp.io",
+        "<jane@corp.io>.",
+        "jane@corp.io_2",
+        "jane@-corp.io",
+        "a+b@corp.io",
+        "+b@corp.io",
+    ],
+)
+def test_cod010_email_is_the_data_stages(text: str) -> None:
+    """COD010 finds an e-mail address exactly where the data stage's detector does (a local
+    part starting with '_' or '.' is no address to either)."""
+    from bastion.personal.detectors import detect
+
+    in_notebook = "e-mail address" in dict(personal_data(text))
+    assert in_notebook == any(m.kind == "email" for m in detect(text)), text
+
+
 def test_error_and_json_outputs_are_read(tmp_path: Path) -> None:
     """Personal data in an exception's message, a traceback (a failing call prints its
     arguments) or a JSON output is in the notebook as much as in a printed line."""

@@ -310,7 +310,9 @@ def _compact(value: str) -> str:
     return re.sub(r"[\s.\-/]", "", value).upper()
 
 
-_EMAIL = re.compile(
+# an e-mail address in free text (also COD010's, in notebook outputs): the local part starts with
+# a letter or digit, and is not the tail of a longer word or of another address
+EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![\w-])"
 )
@@ -365,7 +367,7 @@ _PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "SE", "IN")
 
 def _candidates(text: str, hint: str | None, groups: Collection[str]) -> Iterator[_Candidate]:
     if "email" in groups:
-        for m in _EMAIL.finditer(text):
+        for m in EMAIL.finditer(text):
             yield _Candidate("email", m.start(), m.end(), True, False)
     if "digits" in groups:
         yield from _numbers(text, hint)

@@ -1,5 +1,6 @@
-"""Personal data in free text (notebook outputs): e-mail addresses, phone numbers, payment card
-numbers (Luhn-checked) and IBANs (mod-97-checked). Samples returned are masked."""
+"""Personal data in free text (notebook outputs): e-mail addresses (the data stage's shape),
+phone numbers, payment card numbers (Luhn-checked) and IBANs (mod-97-checked, registered
+lengths). Samples returned are masked."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ import re
 from collections.abc import Iterator
 
 from bastion.personal import identifiers as ids
+from bastion.personal.detectors import EMAIL
 
-EMAIL = re.compile(
-    r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*"
-    r"\.[A-Za-z]{2,24}\b"
-)
 PHONE = re.compile(
     r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}[ .-]\d{3,4}"
     r"[ .-]\d{3,4}(?![\w.])"
@@ -26,6 +24,21 @@ def _mask(value: str) -> str:
     return value[:2] + "…" + value[-2:] if len(value) > 6 else "…"
 
 
+def _card_candidates(value: str) -> Iterator[str]:
+    """The digits of a card-shaped match (any script's decimal digits, as the ASCII digits the
+    check reads): the whole match, then each part of it between spaces and each run of digits.
+    A card printed beside other numbers with one space between them (`print(i, card, year)`:
+    '1 4539148803436467 2029') is matched together with them; it is one of the parts."""
+    parts = [value, *value.split(" "), *re.split(r"[ -]", value)]
+    for part in dict.fromkeys(parts):
+        yield "".join(str(int(d)) for d in re.sub(r"\D", "", part))
+
+
+def _card_valid(digits: str) -> bool:
+    # more than two distinct digits: test numbers such as 4111 1111 1111 1111 are not a card
+    return 13 <= len(digits) <= 19 and ids.luhn_valid(digits) and len(set(digits)) > 2
+
+
 def personal_data(text: str) -> Iterator[tuple[str, str]]:
     """(kind, masked sample) for each kind of personal data found (once per kind)."""
     text = text[:MAX_TEXT]
@@ -36,10 +49,9 @@ def personal_data(text: str) -> Iterator[tuple[str, str]]:
             found.setdefault("e-mail address", _mask(match.group(0)))
             break
     for match in CARD.finditer(text):
-        # any script's decimal digits, as the ASCII digits the check reads
-        digits = "".join(str(int(d)) for d in re.sub(r"\D", "", match.group(0)))
-        if 13 <= len(digits) <= 19 and ids.luhn_valid(digits) and len(set(digits)) > 2:
-            found.setdefault("payment card number", _mask(digits))
+        card = next((d for d in _card_candidates(match.group(0)) if _card_valid(d)), None)
+        if card is not None:
+            found.setdefault("payment card number", _mask(card))
             break
     for match in IBAN.finditer(text):
         if ids.iban_valid(match.group(0).replace(" ", "")):
