@@ -108,15 +108,7 @@ def test_admissions_and_alerts_are_not_requests_nor_unreadable(tmp_path: Path) -
     _write(folder, "w1", [({"auth": "allow"}, 200)] * 2)
 
     def more() -> Iterator[object]:
-        yield AdmissionEvent(
-            at=utc_now(),
-            key_id="0123456789ab",
-            tenant=None,
-            route="/v1/predict",
-            model_digest="sha256:" + "ab" * 32,
-            input_digest="sha256:" + "cd" * 32,
-            decisions={"auth": "allow"},
-        )
+        yield AdmissionEvent(at=utc_now(), **_REQUEST)
         yield AlertEvent(at=utc_now(), alert="sweep", key_id="0123456789ab", score=1, threshold=0)
 
     append_events(worker_log_path(folder, "w1"), more())
@@ -144,26 +136,14 @@ def test_answered_requests_count_once_whole_or_partial(
 
         def events() -> Iterator[object]:
             for i in range(count):
-                yield AdmissionEvent(
-                    at=utc_now(),
-                    key_id="0123456789ab",
-                    tenant=None,
-                    route="/v1/predict",
-                    model_digest="sha256:" + "ab" * 32,
-                    input_digest="sha256:" + f"{i:064x}",
-                    decisions={"auth": "allow"},
-                )
+                request = {**_REQUEST, "input_digest": "sha256:" + f"{i:064x}"}
+                yield AdmissionEvent(at=utc_now(), **request)
                 yield AuditEvent(
                     at=utc_now(),
-                    key_id="0123456789ab",
-                    tenant=None,
-                    route="/v1/predict",
-                    model_digest="sha256:" + "ab" * 32,
-                    input_digest="sha256:" + f"{i:064x}",
-                    decisions={"auth": "allow"},
                     status=200,
                     latency_ms=1.0,
                     admission=seqs[-1],  # the admission just written
+                    **request,
                 )
 
         append_events(worker_log_path(folder, "w1"), events(), seqs)
