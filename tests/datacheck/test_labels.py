@@ -14,7 +14,7 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("cleanlab")
 pytest.importorskip("sklearn")
 
-from labels_support import predictive_tier  # noqa: E402
+from labels_support import credit, predictive_tier  # noqa: E402
 
 from bastion.datacheck import labels  # noqa: E402
 from bastion.datacheck.dataset import Dataset  # noqa: E402
@@ -24,29 +24,6 @@ from bastion.errors import UsageError  # noqa: E402
 from bastion.findings import Stage  # noqa: E402
 
 POISONING = {"LBL002", "LBL003"}
-
-
-def credit(n: int = 600, seed: int = 0, positive_rate: float = 0.6) -> dict[str, Any]:
-    """Credit-like rows: two numbers and a segment drive the label (additively), a postcode
-    and a channel do not; `positive_rate` sets the share of 'good'."""
-    rng = np.random.default_rng(seed)
-    income = rng.normal(0, 1, n)
-    debt = rng.normal(0, 1, n)
-    segment = rng.choice(["retail", "premium", "student"], n, p=[0.6, 0.25, 0.15])
-    postcode = rng.choice([f"P{i}" for i in range(10)], n)
-    channel = rng.choice(["web", "branch", "phone", "partner"], n)
-    effect = np.select([segment == "premium", segment == "student"], [1.0, -1.0], 0.0)
-    score = 2.0 * income - 1.5 * debt + effect + rng.logistic(0, 0.3, n)
-    cut = np.quantile(score, 1 - positive_rate)
-    label = np.where(score > cut, "good", "bad").astype(object)
-    return {
-        "income": income,
-        "debt": debt,
-        "segment": segment.astype(object),
-        "postcode": postcode.astype(object),
-        "channel": channel.astype(object),
-        "label": label,
-    }
 
 
 def run(columns: dict[str, Any], **options: Any) -> list[Any]:
