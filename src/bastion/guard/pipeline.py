@@ -907,33 +907,33 @@ class GuardMiddleware:
         guard = self.guard
         if key_id is None:
             key_id = scope.get("bastion.claimed_key")
-        after: Any = None  # the outcome event appended once the answer is sent
+        # an answered request whose outcome adds nothing: (its admission, its verdicts), the
+        # outcome event built and appended once the answer is sent
+        after: tuple[int, dict[str, str]] | None = None
         if guard.audit is not None:
-            from bastion.guard.audit import AlertEvent, AuditEvent, AuditUnavailable, utc_now
+            from bastion.guard.audit import AlertEvent, AuditUnavailable
 
             try:
                 admitted = await request.admission if request.admission is not None else None
-                event = AuditEvent(
-                    at=utc_now(),
-                    key_id=key_id,
-                    tenant=request.principal.tenant if request.principal else None,
-                    route=request.route.path,
-                    model_digest=guard.model_digest,
-                    input_digest=self._digest(scope, request, raw),
-                    decisions=_recorded(request, settings),
-                    status=status,
-                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                    admission=admitted or None,
-                )
-                if admitted and not request.alerts and _nothing_to_add(request.admitted, event):
-                    after = event  # the decision to serve is durable; its outcome follows
-                elif request.alerts:  # rare: the alerts become durable with the event
-                    await asyncio.gather(
-                        *(guard.audit.append(AlertEvent.from_alert(a)) for a in request.alerts),
-                        guard.audit.append(event),
-                    )
+                decisions = _recorded(request, settings)
+                if (
+                    admitted
+                    and not request.alerts
+                    and _nothing_to_add(request.admitted, status, decisions)
+                ):
+                    after = (admitted, decisions)  # the decision to serve is durable
                 else:
-                    await guard.audit.append(event)
+                    seconds = time.perf_counter() - started
+                    event = self._outcome(
+                        scope, request, raw, key_id, decisions, status, seconds, admitted
+                    )
+                    if request.alerts:  # rare: the alerts become durable with the event
+                        await asyncio.gather(
+                            *(guard.audit.append(AlertEvent.from_alert(a)) for a in request.alerts),
+                            guard.audit.append(event),
+                        )
+                    else:
+                        await guard.audit.append(event)
                 request.decisions["audit"] = "allow"
             except AuditUnavailable:
                 guard.metrics.audit_failures.inc()
@@ -954,30 +954,72 @@ class GuardMiddleware:
         finally:  # counted once the answer is on its way (or lost): metrics decide nothing
             guard.metrics.observe(request.route.path, status, seconds, request.decisions)
             if after is not None:
-                await self._append_outcome(after)
+                await self._append_outcome(
+                    scope, request, raw, key_id, after[1], status, seconds, after[0]
+                )
 
-    async def _append_outcome(self, event: Any) -> None:
-        """The outcome of an answered request, after its answer (its admission is durable)."""
+    def _outcome(
+        self,
+        scope: http.Scope,
+        request: GuardRequest,
+        raw: bytes | None,
+        key_id: str | None,
+        decisions: dict[str, str],
+        status: int,
+        seconds: float,
+        admitted: int | None,
+    ) -> Any:
+        """The request's AuditEvent (its outcome), `seconds` after it arrived."""
+        from bastion.guard.audit import AuditEvent, utc_now
+
+        return AuditEvent(
+            at=utc_now(),
+            key_id=key_id,
+            tenant=request.principal.tenant if request.principal else None,
+            route=request.route.path,
+            model_digest=self.guard.model_digest,
+            input_digest=self._digest(scope, request, raw),
+            decisions=decisions,
+            status=status,
+            latency_ms=round(seconds * 1000, 3),
+            admission=admitted or None,
+        )
+
+    async def _append_outcome(
+        self,
+        scope: http.Scope,
+        request: GuardRequest,
+        raw: bytes | None,
+        key_id: str | None,
+        decisions: dict[str, str],
+        status: int,
+        seconds: float,
+        admitted: int,
+    ) -> None:
+        """The outcome of an answered request, after its answer (its admission is durable);
+        its latency is the time to the answer."""
         from bastion.guard.audit import AuditUnavailable
 
+        guard = self.guard
+        event = self._outcome(scope, request, raw, key_id, decisions, status, seconds, admitted)
         try:
-            await self.guard.audit.append(event)
+            await guard.audit.append(event)
         except AuditUnavailable:
-            self.guard.metrics.audit_failures.inc()
+            guard.metrics.audit_failures.inc()
             log.error("the outcome of an answered request on %s was not recorded", event.route)
 
 
-def _nothing_to_add(admitted: dict[str, str], outcome: Any) -> bool:
+def _nothing_to_add(admitted: dict[str, str], status: int, decisions: dict[str, str]) -> bool:
     """Whether an answered request's outcome only adds its status, its latency and verdicts
     that allowed (the model answered, the answer passed its checks): then the durable
     admission says all there is to say before the answer, and the outcome may follow it.
     An answer a check flagged or redacted, or that carries monitor alerts, is recorded as
     such before it leaves."""
-    if outcome.status >= 300:
+    if status >= 300:
         return False
     return all(
         action == "allow" or admitted.get(detector) == action
-        for detector, action in outcome.decisions.items()
+        for detector, action in decisions.items()
     )
 
 
