@@ -347,7 +347,10 @@ def free_text(
             for i, sentence in enumerate(sentences)
             for item in ([sentence, rng.choice(samples)[0]] if i % 10 == 9 else [sentence])
         ]
-        plain = [w for w in " ".join(sentences).split() if not _groups(w)]
+        plain: list[str] = []
+        for word in " ".join(sentences).split():  # "anyone let" holds "ne le" (née le)
+            if not _groups(word) and not (plain and _groups(f"{plain[-1]} {word}")):
+                plain.append(word)
         kinds = (
             ("prose", sentences),
             ("prose with identifiers", mixed),
