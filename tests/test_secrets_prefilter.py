@@ -1,0 +1,105 @@
+"""The secrets pre-filter (`bastion.secrets.may_hold_secret`): a line it rejects skips
+detect-secrets, so it must match every line on which a detector fires. Held against lines
+bastion's team did not write: detect-secrets' own test strings (tests/data/secrets, with
+their provenance), in four letter cases each; and it must reject ordinary English, where the
+old pre-filter's plain words (key, auth, api, pass, begin) sent every paragraph to
+detect-secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+pytest.importorskip("detect_secrets")
+
+import bastion.secrets as secrets
+from bastion.secrets import SECRET_PREFILTER_PATTERN, may_hold_secret, secrets_in
+
+CORPUS = Path(__file__).parent / "data" / "secrets" / "detect_secrets_lines.json"
+
+
+def _variants() -> list[str]:
+    lines = json.loads(CORPUS.read_text())["lines"]
+    cased = (v for line in lines for v in (line, line.upper(), line.lower(), line.swapcase()))
+    return list(dict.fromkeys(cased))
+
+
+def _ungated(text: str) -> list[tuple[int, int, str]]:
+    with mock.patch.object(secrets, "may_hold_secret", lambda line: True):
+        return list(secrets_in(text))
+
+
+def test_every_line_a_detector_fires_on_passes_the_prefilter() -> None:
+    variants = _variants()
+    fired = [line for line in variants if _ungated(line)]
+    assert len(fired) >= 500  # the corpus exercises every detector, not a handful of lines
+    kinds = {kind for line in fired for _n, _c, kind in _ungated(line)}
+    assert len(kinds) >= 20, kinds
+    missed = [line for line in fired if not may_hold_secret(line)]
+    assert missed == []
+
+
+def test_gated_and_ungated_scans_agree_on_whole_texts() -> None:
+    variants = _variants()
+    for start in range(0, len(variants), 200):
+        text = "\n".join(variants[start : start + 200])
+        assert list(secrets_in(text)) == _ungated(text)
+
+
+def test_lines_the_old_prefilter_let_through_unscanned_are_scanned() -> None:
+    """GitLab's pipeline-trigger, agent and OAuth tokens and Cloudant's `pw` names (in the
+    corpus) had no word of the old pre-filter: detect-secrets never saw those lines."""
+    for line in (
+        "glptt-Need5_T00-be-exactly-40-chars--ELse_fail",
+        "gloas-checking_Length-Is-_exactly_64--checking_Length-Is-_exactly_64--",
+        'clou_pw = "abcd1234abcd1234abcd1234abcd1234abcd1234abcd1234abcd1234abcd1234"',
+    ):
+        assert may_hold_secret(line)
+        assert list(secrets_in(line)), line
+
+
+def _english() -> list[str]:
+    """English prose others wrote: the standard library's docstrings."""
+    import argparse
+    import collections
+    import email
+    import json as json_module
+    import logging
+    import pathlib
+
+    texts: list[str] = []
+    for module in (argparse, collections, email, json_module, logging, pathlib):
+        for obj in (module, *vars(module).values()):
+            doc = getattr(obj, "__doc__", None)
+            if isinstance(doc, str):
+                texts.append(doc)
+    return [line for text in texts for line in text.splitlines() if len(line.split()) >= 5]
+
+
+def test_english_prose_does_not_reach_detect_secrets() -> None:
+    lines = _english()
+    assert len(lines) > 300
+    words = re.compile(r"(?i)key|auth|api|pass|begin|token")
+    assert sum(bool(words.search(line)) for line in lines) > 20  # the old pre-filter's words
+    passed = [line for line in lines if may_hold_secret(line)]
+    assert len(passed) <= len(lines) // 100, passed
+    with mock.patch("detect_secrets.core.scan.scan_line") as scan:
+        list(secrets_in("\n".join(line for line in lines if line not in passed)))
+    scan.assert_not_called()
+
+
+@pytest.mark.parametrize("text", ["Password", "p\u0430ssword = 'x'", "CONTRASEÑA: 'abc1'"])
+def test_non_ascii_lines_use_the_case_insensitive_pattern(text: str) -> None:
+    assert may_hold_secret(text) == bool(re.search(SECRET_PREFILTER_PATTERN, text))
+
+
+def test_the_pattern_runs_vectorised_in_pyarrow() -> None:
+    pa = pytest.importorskip("pyarrow")
+    compute = pytest.importorskip("pyarrow.compute")
+    lines = ["ghp_" + "a" * 36, "the author's passage", "password = 'hunter2'"]
+    found = compute.match_substring_regex(pa.array(lines), SECRET_PREFILTER_PATTERN)
+    assert found.to_pylist() == [True, False, True]
