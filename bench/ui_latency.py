@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests" / "ui"))
 
 TARGET_MS = 300.0
 
@@ -41,35 +42,23 @@ def _free_port() -> int:
 
 
 def _audit(folder: Path, events: int) -> Path:
-    from bastion.guard.audit import AuditEvent, AuditLog, worker_log_path
+    from audit_events import request_events
+
+    from bastion.guard.audit import AuditLog, worker_log_path
 
     folder.mkdir(parents=True, exist_ok=True)
 
     async def write() -> None:
         log = AuditLog(worker_log_path(folder, "bench"))
         try:
-            now = dt.datetime.now(dt.timezone.utc)
             pending = []
-            for i in range(events):
-                at = now - dt.timedelta(seconds=30 * (events - i))
-                decisions = {"auth": "allow", "contract": "allow"}
-                status = 200
-                if i % 97 == 0:
-                    decisions["monitor"] = "flag"
-                if i % 211 == 0:
-                    decisions["pii"] = "block"
-                    status = 422
-                event = AuditEvent(
-                    at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                    key_id="0123456789ab",
-                    tenant=None,
-                    route="/v1/predict",
-                    model_digest="sha256:" + "ab" * 32,
-                    input_digest="sha256:" + f"{i:064x}",
-                    decisions=decisions,
-                    status=status,
-                    latency_ms=2.0 + (i % 13),
-                )
+            for event in request_events(
+                events,
+                dt.timedelta(seconds=30),
+                flag_every=97,
+                block_every=211,
+                latency_ms=(2.0, 13),
+            ):
                 pending.append(log.append(event))
                 if len(pending) >= 500:
                     await asyncio.gather(*pending)

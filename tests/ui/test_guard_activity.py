@@ -15,6 +15,7 @@ pytest.importorskip("cryptography")
 
 from bastion.guard.audit import AuditEvent, worker_log_path
 from bastion.ui.guard_activity import outcome, read_activity
+from tests.ui.audit_events import request_event
 from tests.ui.ui_support import append_events
 
 # the fields a request's admission and outcome share
@@ -33,17 +34,7 @@ def _write(folder: Path, worker: str, decisions: list[tuple[dict[str, str], int]
     append_events(
         worker_log_path(folder, worker),
         (
-            AuditEvent(
-                at=(moment + dt.timedelta(minutes=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                key_id="0123456789ab",
-                tenant=None,
-                route="/v1/predict",
-                model_digest="sha256:" + "ab" * 32,
-                input_digest="sha256:" + f"{i:064x}",
-                decisions=chosen,
-                status=status,
-                latency_ms=float(i),
-            )
+            request_event(i, moment + dt.timedelta(minutes=i), chosen, status, float(i))
             for i, (chosen, status) in enumerate(decisions)
         ),
     )
@@ -232,6 +223,20 @@ def test_records_an_editor_made_unreadable_are_counted_not_crashing(tmp_path: Pa
     assert (activity.events, activity.unreadable, activity.unanswered) == (0, 5, 1)
 
 
+def _bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **bounds: int) -> Path:
+    """An empty audit folder, the page's bounds at 20 requests (at least 5 a log) and `bounds`,
+    and nothing read before."""
+    from bastion.ui import guard_activity
+
+    for name, value in {"MAX_EVENTS": 20, "MIN_EVENTS_PER_LOG": 5, **bounds}.items():
+        monkeypatch.setattr(guard_activity, name, value)
+    guard_activity._CHAINS.clear()
+    guard_activity._CACHE.clear()
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    return folder
+
+
 def test_many_logs_are_bounded_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """However many workers wrote logs, a view keeps MAX_EVENTS requests shared among them
     (at least MIN_EVENTS_PER_LOG each) from the MAX_LOGS most recently written, forgets logs
@@ -240,13 +245,7 @@ def test_many_logs_are_bounded_together(tmp_path: Path, monkeypatch: pytest.Monk
 
     from bastion.ui import guard_activity
 
-    monkeypatch.setattr(guard_activity, "MAX_EVENTS", 20)
-    monkeypatch.setattr(guard_activity, "MIN_EVENTS_PER_LOG", 5)
-    monkeypatch.setattr(guard_activity, "MAX_LOGS", 3)
-    guard_activity._CHAINS.clear()
-    guard_activity._CACHE.clear()
-    folder = tmp_path / "audit"
-    folder.mkdir()
+    folder = _bounded(tmp_path, monkeypatch, MAX_LOGS=3)
     allowed = ({"auth": "allow"}, 200)
 
     _write(folder, "w0", [allowed] * 12)
@@ -279,14 +278,7 @@ def test_many_logs_are_bounded_together(tmp_path: Path, monkeypatch: pytest.Monk
 def test_a_log_read_alone_keeps_only_its_share_once_others_appear(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bastion.ui import guard_activity
-
-    monkeypatch.setattr(guard_activity, "MAX_EVENTS", 20)
-    monkeypatch.setattr(guard_activity, "MIN_EVENTS_PER_LOG", 5)
-    guard_activity._CHAINS.clear()
-    guard_activity._CACHE.clear()
-    folder = tmp_path / "audit"
-    folder.mkdir()
+    folder = _bounded(tmp_path, monkeypatch)
     _write(folder, "w0", [({"auth": "allow"}, 200)] * 15)
     first = read_activity(folder)
     assert first is not None and (first.events, first.partial) == (15, False)

@@ -23,6 +23,7 @@ from bastion.lineage.record import record, record_run
 from bastion.policy import evaluate
 from bastion.project import scan_project
 from bastion.store import Store
+from tests.ui.audit_events import request_events
 
 MARKER = "bastion-xss-marker"
 # each of these would run script if a page put it into HTML unescaped
@@ -134,35 +135,13 @@ def append_events(path: Path, events: Iterable[Any], seqs: list[int] | None = No
 
 def build_audit(folder: Path) -> Path:
     """A guard audit folder with a few hours of allowed, flagged and blocked requests."""
-    from bastion.guard.audit import AuditEvent, worker_log_path
+    from bastion.guard.audit import worker_log_path
 
     folder.mkdir(parents=True, exist_ok=True)
-    digest = "sha256:" + "ab" * 32
-
-    def events() -> Iterator[AuditEvent]:
-        now = dt.datetime.now(dt.timezone.utc)
-        for i in range(120):
-            at = now - dt.timedelta(minutes=5 * (120 - i))
-            decisions = {"auth": "allow", "contract": "allow"}
-            status = 200
-            if i % 17 == 0:
-                decisions["monitor"] = "flag"
-            if i % 29 == 0:
-                decisions["pii"] = "block"
-                status = 422
-            yield AuditEvent(
-                at=at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                key_id="0123456789ab",
-                tenant="team-a",
-                route="/v1/predict",
-                model_digest=digest,
-                input_digest="sha256:" + f"{i:064x}",
-                decisions=decisions,
-                status=status,
-                latency_ms=3.0 + (i % 10),
-            )
-
-    append_events(worker_log_path(folder, "w1"), events())
+    events = request_events(
+        120, dt.timedelta(minutes=5), flag_every=17, block_every=29, tenant="team-a"
+    )
+    append_events(worker_log_path(folder, "w1"), events)
     return folder
 
 

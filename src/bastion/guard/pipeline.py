@@ -954,8 +954,9 @@ class GuardMiddleware:
         finally:  # counted once the answer is on its way (or lost): metrics decide nothing
             guard.metrics.observe(request.route.path, status, seconds, request.decisions)
             if after is not None:
+                admitted, decisions = after
                 await self._append_outcome(
-                    scope, request, raw, key_id, after[1], status, seconds, after[0]
+                    self._outcome(scope, request, raw, key_id, decisions, status, seconds, admitted)
                 )
 
     def _outcome(
@@ -985,27 +986,14 @@ class GuardMiddleware:
             admission=admitted or None,
         )
 
-    async def _append_outcome(
-        self,
-        scope: http.Scope,
-        request: GuardRequest,
-        raw: bytes | None,
-        key_id: str | None,
-        decisions: dict[str, str],
-        status: int,
-        seconds: float,
-        admitted: int,
-    ) -> None:
-        """The outcome of an answered request, after its answer (its admission is durable);
-        its latency is the time to the answer."""
+    async def _append_outcome(self, event: Any) -> None:
+        """The outcome of an answered request, after its answer (its admission is durable)."""
         from bastion.guard.audit import AuditUnavailable
 
-        guard = self.guard
-        event = self._outcome(scope, request, raw, key_id, decisions, status, seconds, admitted)
         try:
-            await guard.audit.append(event)
+            await self.guard.audit.append(event)
         except AuditUnavailable:
-            guard.metrics.audit_failures.inc()
+            self.guard.metrics.audit_failures.inc()
             log.error("the outcome of an answered request on %s was not recorded", event.route)
 
 
