@@ -103,3 +103,24 @@ def test_the_pattern_runs_vectorised_in_pyarrow() -> None:
     lines = ["ghp_" + "a" * 36, "the author's passage", "password = 'hunter2'"]
     found = compute.match_substring_regex(pa.array(lines), SECRET_PREFILTER_PATTERN)
     assert found.to_pylist() == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ARTIFACTORY=AP\u06617Xq2mLp9Zs",  # Artifactory's [\dABCDEF]: an Arabic-Indic digit
+        "AP\uff117Xq2mLp9Zs",  # a full-width digit
+        "M"
+        + "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660" * 2
+        + "\u0661\u0662\u0663\u0664.GhQk2v.Xq7pLm2Zs9Wd3Fh6Jk8Nb1Vc4Tr5",  # Discord's \d
+        'ap\u0131_key = "hunter2xyz"',  # Python's IGNORECASE reads the dotless i as i
+        'PR\u0130VATE_KEY = "hunter2xyz"',
+        "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-ka",
+    ],
+)
+def test_lines_in_other_scripts_an_attack_review_found(line: str) -> None:
+    """Where a detector's class is \\d or its pattern IGNORECASE, a digit of another script or
+    a dotless i still fires it (Python's re): the pre-filter must let the line through."""
+    assert _ungated(line)
+    assert may_hold_secret(line)
+    assert list(secrets_in(line)) == _ungated(line)

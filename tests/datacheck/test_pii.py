@@ -336,3 +336,61 @@ def test_the_prefilter_on_lowered_text_picks_the_same_groups() -> None:
     # Kelvin sign k, the dotless ı i: detect-secrets' IGNORECASE patterns fire on them too)
     for text in ("paſſword", "ſecret", "api_\u212aey", "aws_pıt \u212aey"):  # lowered: none
         assert detectors._groups(text) == reference(text) == ["secret"], text
+
+
+def test_re2_safe_letters_are_read_alike_by_both_engines_and_never_folded() -> None:
+    """The data check trusts RE2's verdict only on text of ASCII and these letters: none may be
+    a digit or a space to Python, change under NFKC, be invisible, or be a letter Python's
+    IGNORECASE alone reads as an ASCII one."""
+    import re
+    import unicodedata
+
+    from bastion.personal import detectors
+
+    ranges = re.findall(r"(.)(?:-(.))?", detectors.RE2_SAFE_LETTERS)
+    letters = [chr(c) for a, b in ranges for c in range(ord(a), ord(b or a) + 1)]
+    assert len(letters) > 30_000
+    for char in letters:
+        assert not re.fullmatch(r"\d", char) and not char.isspace(), hex(ord(char))
+        assert unicodedata.normalize("NFKC", char) == char, hex(ord(char))
+        assert unicodedata.category(char) != "Cf", hex(ord(char))
+        assert not any(re.fullmatch("(?i)" + c, char) for c in "abcdefghijklmnopqrstuvwxyz")
+    # ASCII: only the controls Python counts as space and RE2 does not are handed to Python
+    unsafe = re.compile(detectors.NOT_RE2_SAFE_PATTERN)
+    assert [c for c in range(128) if unsafe.search(chr(c))] == [0x0B, 0x1C, 0x1D, 0x1E, 0x1F]
+
+
+@pytest.mark.parametrize(
+    ("cell", "rule"),
+    [
+        ("card 4539\u202f1488\u202f0343\u202f6467", "PII002"),  # narrow no-break spaces
+        ("card 4539\u00a01488\u00a00343\u00a06467", "PII002"),  # no-break spaces
+        ("card \uff14\uff15\uff13\uff19148803436467", "PII002"),  # full-width digits
+        ("card 4539\u200b1488\u200b0343\u200b6467", "PII002"),  # zero-width spaces
+        ("call +33\u202f6\u202f12\u202f34\u202f56\u202f78", "PII001"),  # French formatting
+        ('ap\u0131_key = "hunter2xyz"', "PII006"),  # dotless i: Python's IGNORECASE only
+        ("note\x0bAKCp8jQ6UDSh9z", "PII006"),  # a line break to Python, not to RE2
+        ("AP\u06617Xq2mLp9Zs", "PII006"),  # an Arabic-Indic digit where \d is Unicode
+    ],
+)
+def test_the_data_check_finds_what_detect_finds_where_re2_reads_text_otherwise(
+    cell: str, rule: str
+) -> None:
+    """RE2's \\d and \\s are ASCII, Python's are Unicode; Python folds ı to i and detect()
+    folds compatibility and invisible characters: the vectorised pre-filters dropped these
+    cells, detect() (the guard's screen) finds each."""
+    assert detect(cell)
+    table = pa.table({"notes": ["nothing to see here"] * 5 + [cell] + ["plain text"] * 4})
+    findings = pii.check(Dataset.from_table(table, "t.csv"), DataOptions())
+    assert [(f.rule_id, f.rows) for f in findings] == [(rule, (5,))]
+
+
+def test_text_in_other_scripts_stays_on_the_vectorised_path() -> None:
+    import re
+
+    from bastion.personal import detectors
+
+    safe = re.compile(detectors.NOT_RE2_SAFE_PATTERN)
+    for text in ("José García", "Zoë Brontë", "Ærøskøbing", "Привет, мир", "Łódź", "東京都",
+                 "서울", "שלום", "مرحبا", "Ελληνικά", "“quoted” – €5"):  # fmt: skip
+        assert not safe.search(text), text

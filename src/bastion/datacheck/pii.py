@@ -270,6 +270,10 @@ class _Column:
                     if len(self.shaped_samples) < SAMPLES:
                         self.shaped_samples.append(detectors.mask(kind, value))
         candidate = _np(_matches(array, detectors.PREFILTER_PATTERN))
+        # RE2 stands in for detect()'s Python patterns only on text it reads the same way:
+        # any other text goes to detect(), which works out its groups itself (detectors)
+        python_only = _np(_matches(array, detectors.NOT_RE2_SAFE_PATTERN))
+        candidate |= python_only
         if not candidate.any():
             return
         # a value that is exactly one e-mail address needs no Python: count it vectorised
@@ -300,6 +304,7 @@ class _Column:
         if not len(where):
             return
         subset = array.take(where)
+        unsure = python_only[where]
         masks = {
             name: _np(_matches(subset, pattern))
             for name, pattern in detectors.GROUP_PATTERNS.items()
@@ -317,7 +322,7 @@ class _Column:
             shaped = _np(_matches(subset, detectors.PHONE_VALUE_PATTERN))
         if NUMBER_FILTER:
             # a cell no detector group can match is found empty by detectors.scan: skip the call
-            keep = np.logical_or.reduce(list(masks.values()))
+            keep = np.logical_or.reduce([*masks.values(), unsure])
             if shaped is not None:
                 keep |= shaped  # phone-shaped cells still feed the phone-column sample
             if not keep.all():
@@ -326,10 +331,14 @@ class _Column:
                 subset = subset.take(kept)
                 masks = {name: mask[kept] for name, mask in masks.items()}
                 shaped = shaped[kept] if shaped is not None else None
+                unsure = unsure[kept]
         if not len(where):
             return
         groups = list(masks.items())
-        per_value = [[name for name, mask in groups if mask[i]] for i in range(len(where))]
+        per_value: list[list[str] | None] = [
+            None if unsure[i] else [name for name, mask in groups if mask[i]]
+            for i in range(len(where))
+        ]
         self._examine(start, where, subset.to_pylist(), per_value, shaped)
 
     def _sample(self, tally: _Tally, kind: str, array: pyarrow.Array, where: Any) -> None:
@@ -359,7 +368,7 @@ class _Column:
         start: int,
         where: Any,
         values: list[str],
-        groups: list[list[str]] | None = None,
+        groups: list[list[str] | None] | None = None,
         phone_shaped: Any = None,
     ) -> None:
         cache: dict[str, tuple[list[detectors.Match], list[tuple[str, bool]]]] = {}

@@ -577,6 +577,23 @@ def _groups(text: str) -> list[str]:
 
 
 PREFILTER_PATTERN = "|".join(GROUP_PATTERNS.values())
+# Letters and punctuation of ordinary text in many scripts on which RE2 (the data check runs
+# the patterns above vectorised with it) and Python's re (detect()) agree, and that detect()
+# does not fold: none is a digit or a space to Python (its \d and \s are Unicode, RE2's are
+# ASCII), none changes under NFKC or is invisible (detect() folds those away first), none is a
+# letter only Python's IGNORECASE takes for an ASCII one (ı and İ for i, ſ for s, K for k).
+# tests/datacheck/test_pii.py checks every one of them.
+RE2_SAFE_LETTERS = (
+    "\u00c0-\u00ff\u0100-\u012f\u0134-\u013e\u0141-\u0148\u014a-\u017e"  # Latin
+    "\u0386\u0388-\u03ce\u0400-\u04ff\u05d0-\u05ea\u0620-\u064a"  # Greek, Cyrillic, ...
+    "\u3041-\u3096\u30a1-\u30fa\u4e00-\u9fff\uac00-\ud7a3"  # kana, CJK, Hangul
+    "\u00ab\u00bb\u2013\u2014\u2018\u2019\u201c\u201d\u20ac"  # quotes, dashes, euro
+)
+# A text with any other non-ASCII character, or with one of the ASCII controls that Python
+# counts as space and as a line break (\x0b, \x1c-\x1f) and RE2 does not: the data check
+# leaves it to detect(), whatever the RE2 patterns say (a card written with no-break spaces,
+# "apı_key = ...", digits of another script, a zero-width joiner inside a number).
+NOT_RE2_SAFE_PATTERN = "[^\\x00-\\x0a\\x0c-\\x1b\\x20-\\x7f" + RE2_SAFE_LETTERS + "]"
 # A value that is exactly one e-mail address (the data check counts those vectorised).
 EMAIL_VALUE_PATTERN = (
     r"^[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
