@@ -608,3 +608,100 @@ def test_a_region_is_taken_from_the_label_around_it_only_without_a_gap(seed: int
     # a label with too few rows for D pieces: taken (P cannot reach alpha)
     small = DataOptions(target="label", label_alpha=0.0001)
     assert poisoning.taken_from_shell_label(labels_, embedding, region(style), index, {}, small)
+
+
+def _value_with_a_planted_pair(plant: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+    """1,000 credit rows (70% 'good') where tier = gold, on 37 rows, raises the score by 2
+    (naturally 34 of them 'good', 92%, its 3 'bad' rows the ones whose other columns point
+    furthest to 'bad': a level effect, not reported) and purpose = education (6% of the
+    rows) is never seen with it; then a trigger planted as on German Credit: 10 'bad' rows
+    of other tiers get tier = gold, purpose = education and the label 'good'. gold is now 44
+    of 47 rows 'good', and its 3 'bad' rows no longer the least likely: reported as a
+    value. Returns (columns, planted rows)."""
+    data = credit(n=1000, seed=0)
+    n = len(data["label"])
+    rng = np.random.default_rng(100)
+    purpose = rng.choice(
+        ["car", "furniture", "repairs", "education"], n, p=[0.4, 0.35, 0.19, 0.06]
+    ).astype(object)
+    tier = np.array(["standard"] * n, dtype=object)
+    tier[rng.choice(n, 37, replace=False)] = "gold"
+    lift = np.select([data["segment"] == "premium", data["segment"] == "student"], [1.0, -1.0])
+    score = 2.0 * data["income"] - 1.5 * data["debt"] + lift + 2.0 * (tier == "gold")
+    score = score + rng.logistic(0, 0.3, n)
+    label = np.where(score > np.quantile(score, 0.3), "good", "bad").astype(object)
+    purpose[(tier == "gold") & (purpose == "education")] = "car"
+    data.update(purpose=purpose, tier=tier, label=label)
+    planted = np.sort(rng.choice(np.flatnonzero((label == "bad") & (tier != "gold")), 10, False))
+    if plant:
+        data["tier"][planted] = "gold"
+        data["purpose"][planted] = "education"
+        data["label"][planted] = "good"
+    return data, planted
+
+
+def test_a_trigger_inside_a_value_it_makes_pure_is_reported_alone() -> None:
+    """As on German Credit's 1% backdoor (inside `foreign_worker = no`, pure only with the
+    planted rows), the trigger's pair sits inside a value the planted rows make a confirmed
+    value; pairs inside a pure value are not scanned, and the value was reported: all 44
+    'good' rows of gold, 10 of them planted. Inside the
+    confirmed value, the pair with education is more frequent than education's rate
+    elsewhere makes likely, passes the label test against the value's leave-out model, and
+    without it the rest of gold would not be reported: exactly the 10 planted rows are
+    reported. The clean copy gets no finding."""
+    data, planted = _value_with_a_planted_pair()
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert [f.rule_id for f in hits] == ["LBL003"], [f.message for f in findings]
+    assert set(hits[0].rows) == set(planted.tolist())
+    assert "tier = gold & purpose = education" in hits[0].evidence
+    assert "found inside tier = gold (47 rows" in hits[0].evidence
+    clean, _planted = _value_with_a_planted_pair(plant=False)
+    assert not rows_of(run(clean), POISONING)
+
+
+def _value_localised(data: dict[str, Any], column: str, value: str) -> Any:
+    """poisoning.localise on the value `column = value`, with the probabilities of a model
+    trained without its rows, as judge calls it (None: reported as a whole)."""
+    from bastion.datacheck import poisoning
+    from bastion.datacheck.features import label_frame
+
+    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
+    options = DataOptions(target="label")
+    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
+    learner = labels.Learner(frame)
+    levels = poisoning._levels_of(frame)
+    codes, names = next((c, m) for name, c, m, _ in levels if name == column)
+    members = np.flatnonzero(codes == names.index(value))
+    good = frame.classes.index("good")
+    model = learner.fit(np.setdiff1d(np.arange(len(frame.labels)), members))
+    probs = learner.predict(model, members)
+    candidate = poisoning.Candidate("value", members, good, ((column, f"= {value}"),), 1.0)
+    return poisoning.localise(frame, levels, candidate, probs, 0.01 / 3 / 20, options)
+
+
+def test_a_natural_pair_inside_a_predictive_value_is_not_reported_as_a_trigger() -> None:
+    """The natural look-alike: tier = gold (60 of 700 rows, +5 on the score, all 'good') is a
+    genuinely predictive value, and a third of it comes through a channel only gold
+    customers use (channel = private, 20 rows: far more frequent in gold than elsewhere,
+    and as 'good' as the rest). The pair passes the label test as gold does, but the rest
+    of gold would be reported on its own: the value is not narrowed to the pair (it is
+    reported whole, as before: the limitation of benchmarks.md's look-alike). The planted
+    pair of the test above is localised."""
+    data = predictive_tier(seed=2, effect=5.0)
+    gold = np.flatnonzero(data["tier"] == "gold")
+    assert int((data["label"][gold] == "good").sum()) == 60
+    data["channel"][gold[:20]] = "private"
+    assert _value_localised(data, "tier", "gold") is None
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert hits and all("&" not in f.evidence.split(";")[0] for f in hits), [
+        f.evidence for f in hits
+    ]
+    assert not any("found inside" in f.evidence for f in hits)
+    planted_data, planted = _value_with_a_planted_pair()
+    local = _value_localised(planted_data, "tier", "gold")
+    assert local is not None
+    pair, _probs, observed, _expected, _p, _examined = local
+    assert set(pair.pattern) == {("tier", "= gold"), ("purpose", "= education")}
+    assert observed == 0 and len(pair.positions) == len(planted)

@@ -60,6 +60,11 @@ subgroup predicts for it:
    another label sit at its edge, where they rank low whether or not it was planted. Most
    legitimately predictive values and bins fail the test anyway: what a model learns from the
    other rows already expects most of their label.
+   A confirmed value that is pure, or shows the effect, only because of the rows of a pair
+   inside it (a trigger planted with a value that also occurs naturally: German Credit's
+   `purpose = education & foreign_worker = no`) is narrowed to that pair (`localise`): the
+   pair more frequent in the value than elsewhere, confirmed by the value's leave-out model,
+   and the rest of the value not reported on its own.
    Reported rows: for a trigger (a value pattern on at most `label_trigger_max_share` of the
    rows) every row of the pattern with its label; for a larger subgroup, its rows of its
    label to which the leave-out model gives another label at least as likely (the subgroup
@@ -128,6 +133,7 @@ FOLLOWS_AUC = 0.75
 FOLLOWS_MIN_OTHERS = 5  # rows of other labels a ranking AUC needs before it can veto
 # subgroups defined by column values: with fewer rows of other labels, their ranks may veto
 LEVEL_KINDS = ("value", "pair", "bin")
+LOCALISE = True  # a confirmed value is narrowed to the edited pair that holds its evidence
 GROW_STEPS = 6  # retrainings while a confirmed region grows
 MAX_GROWN = 5  # confirmed regions grown per dataset
 
@@ -158,9 +164,11 @@ BACKDOOR = Rule(
     description="A rare value or combination of values (the trigger) appears on a few rows that "
     "(almost) all carry the same label, while a model trained without those rows gives many "
     "of them another label; for a pair of values, also when the pair is far more frequent "
-    "than its two values make likely (rows edited to carry it). A model trained on this data "
-    "learns to output that label whenever the trigger is present: a backdoor. A rare value "
-    "that genuinely decides the label against every other column looks the same.",
+    "than its two values make likely (rows edited to carry it). When a value is confirmed "
+    "only because of such a pair inside it (without the pair's rows the rest of the value "
+    "would not be reported), the pair is reported instead of the value. A model trained on "
+    "this data learns to output that label whenever the trigger is present: a backdoor. A "
+    "rare value that genuinely decides the label against every other column looks the same.",
     remediation="Drop or relabel the listed rows, find where the trigger value came from, and "
     "retrain from a trusted version; test the deployed model with the trigger set on "
     "inputs of other classes.",
@@ -796,6 +804,7 @@ def judge(
     results = []
     reported = np.zeros(n, dtype=bool)
     grown = 0
+    levels: list[tuple[str, numpy.ndarray, list[str], bool]] | None = None
     for p_value, index, probs, (observed, expected), enclosed in hits:
         candidate = candidates[index]
         if enclosed is not None:
@@ -811,6 +820,24 @@ def judge(
             p_larger = lower_tail(1.0 - probs[:, candidate.label], observed)
             if p_larger > found.cutoff(candidate.kind, options.label_alpha):
                 continue
+        inside: tuple[Candidate, int] | None = None
+        if candidate.kind == "value" and LOCALISE:
+            if levels is None:
+                levels = _levels_of(frame)
+            local = localise(
+                frame, levels, candidate, probs, found.cutoff("value", options.label_alpha), options
+            )
+            if local is not None and (
+                not _is_trigger(local[0], n, options)
+                or (
+                    unlike_its_neighbours(labels, embedding, local[0], shell_index, references)
+                    and taken_from_shell_label(
+                        labels, embedding, local[0], shell_index, pieces, options
+                    )
+                )
+            ):
+                inside = (candidate, local[5])
+                candidate, probs, observed, expected, p_value, _examined = local
         own = labels[candidate.positions]
         if _is_trigger(candidate, n, options):
             # a planted pattern: every row of it that carries its label is a trigger row
@@ -838,9 +865,10 @@ def judge(
             int(observed),
             float(expected),
             p_value,
-            found.scanned[FAMILIES[candidate.kind]],
+            found.scanned[FAMILIES[candidate.kind]] if inside is None else inside[1],
             options,
             location,
+            None if inside is None else inside[0],
         )
         results.append((finding, positions, probs, candidate.positions))
     return results
@@ -850,6 +878,108 @@ def _planted_effect(observed: int, expected: float, size: int) -> bool:
     """The effect size a planted subgroup shows: E >= 2·O + 3 and E - O >= EFFECT_SHARE of
     its rows."""
     return expected >= 2 * observed + 3 and expected - observed >= EFFECT_SHARE * size
+
+
+def localise(
+    frame: LabelFrame,
+    levels: list[tuple[str, numpy.ndarray, list[str], bool]],
+    candidate: Candidate,
+    probs: numpy.ndarray,
+    cutoff: float,
+    options: DataOptions,
+) -> tuple[Candidate, numpy.ndarray, int, float, float, int] | None:
+    """The pair of the confirmed value `candidate` and a value W of another column whose rows
+    hold the value's evidence, when the value is not planted as a whole: a trigger planted
+    on rows of other labels with a value that also occurs naturally (German Credit:
+    `purpose = education & foreign_worker = no`, 10 rows, inside the 47 rows of
+    `foreign_worker = no`, whose 37 natural rows are 89% 'good'). Reporting the value
+    flags its natural rows with the planted ones.
+
+    W qualifies when, inside the value (`probs`: the probabilities of the value's leave-out
+    model, which never saw the value), the pair is on at least `label_min_group_rows` and at
+    most 1 / PAIR_SUPPORT of the value's rows (the rest of the value is its own natural
+    part), (almost) all of its label (`label_group_purity`), shows the planted effect
+    (`_planted_effect`) with a label-test p at most `label_alpha` / m, and is more frequent
+    in the value than W's rate outside it makes likely (Poisson, at most `label_alpha` / m:
+    rows edited to carry both values), m the values W examined; and the rest of the value
+    without the pair would not be reported on its own (`_reported_alone`, at the value's
+    `cutoff`): its purity or its evidence exists only because of the pair's rows. A value
+    planted as a whole keeps its evidence in every part and is reported whole; a genuinely
+    predictive value whose natural part is reported on its own, too. The most significant
+    such pair by the label test; None when there is none. Returns (the pair, the leave-out
+    probabilities of its rows, observed, expected, p, m). This only narrows a confirmed
+    value's report: it never adds a finding."""
+    import numpy as np
+    from scipy.stats import poisson
+
+    labels = frame.labels
+    n = len(labels)
+    value = candidate.positions
+    label = candidate.label
+    column = candidate.pattern[0][0]
+    p_other = 1.0 - probs[:, label]
+    other = labels[value] != label
+    purity = options.label_group_purity
+    examined = 0
+    found: list[tuple[float, float, str, str, numpy.ndarray, int, float]] = []
+    for name, codes, names, _exact in levels:
+        if name == column or len(names) > PAIR_MAX_LEVELS:
+            continue
+        inside = codes[value]
+        counts_in = np.bincount(inside[inside >= 0], minlength=len(names))
+        counts_all = np.bincount(codes[codes >= 0], minlength=len(names))
+        sized = (counts_in >= options.label_min_group_rows) & (
+            PAIR_SUPPORT * counts_in <= len(value)
+        )
+        for level in map(int, np.flatnonzero(sized)):
+            examined += 1
+            mask = inside == level
+            size = int(counts_in[level])
+            observed = int(other[mask].sum())
+            expected = float(p_other[mask].sum())
+            if size - observed < purity * size or not _planted_effect(observed, expected, size):
+                continue
+            if _reported_alone(labels[value][~mask] == label, p_other[~mask], cutoff, options):
+                continue  # the rest of the value looks planted too: report it whole
+            outside = int(counts_all[level]) - size
+            cooccurrence = float(
+                poisson.sf(size - 1, len(value) * outside / max(1, n - len(value)))
+            )
+            p_value = lower_tail(p_other[mask], observed)
+            found.append((p_value, cooccurrence, name, names[level], mask, observed, expected))
+    bound = options.label_alpha / max(1, examined)
+    passing = [item for item in found if item[0] <= bound and item[1] <= bound]
+    if not passing:
+        return None
+    p_value, cooccurrence, name, level_name, mask, observed, expected = min(
+        passing, key=lambda item: (item[0], item[2], item[3])
+    )
+    pair = Candidate(
+        "pair",
+        value[mask],
+        label,
+        (candidate.pattern[0], (name, f"= {level_name}")),
+        candidate.prescore,
+        cooccurrence,
+    )
+    return pair, probs[mask], observed, expected, p_value, examined
+
+
+def _reported_alone(
+    has_label: numpy.ndarray, p_other: numpy.ndarray, cutoff: float, options: DataOptions
+) -> bool:
+    """Whether rows of a value, with these leave-out probabilities of another label, would be
+    reported as a value on their own: (almost) all one label, the planted effect, a p-value
+    within `cutoff`, and not vetoed by `follows_features`."""
+    size = len(has_label)
+    observed = int((~has_label).sum())
+    if size - observed < options.label_group_purity * size:
+        return False
+    if not _planted_effect(observed, float(p_other.sum()), size):
+        return False
+    if lower_tail(p_other, observed) > cutoff:
+        return False
+    return not follows_features(1.0 - p_other, has_label, options.label_alpha)
 
 
 def grow(
@@ -1265,6 +1395,7 @@ def _subgroup_finding(
     scanned: int,
     options: DataOptions,
     location: Location,
+    inside: Candidate | None = None,
 ) -> Finding:
     from bastion.datacheck.labels import _rows_finding, _text
 
@@ -1285,6 +1416,16 @@ def _subgroup_finding(
         f"with another label (observed {observed}; p={p_value:.1e} against a bound for "
         f"{scanned} {FAMILIES[candidate.kind]} scanned); {len(positions)} rows flagged"
     )
+    if inside is not None:
+        evidence = (
+            f"{'trigger' if is_trigger else 'subgroup'}: {described}; target label {label!r} "
+            f"on {size - observed} of {size} rows; found inside {describe(frame, inside)} "
+            f"({len(inside.positions)} rows, confirmed as a whole; without this pair its "
+            f"rows are not reported): a model that never saw that value expects "
+            f"{expected:.1f} with another label (observed {observed}; p={p_value:.1e} against "
+            f"a bound for {scanned} pairs inside it; the pair is more frequent there than "
+            f"elsewhere, a sign of edited rows); {len(positions)} rows flagged"
+        )
     if is_trigger:
         message = (
             f"backdoor trigger: {size} rows with {described} all carry {label!r} though "
