@@ -124,3 +124,17 @@ def test_lines_in_other_scripts_an_attack_review_found(line: str) -> None:
     assert _ungated(line)
     assert may_hold_secret(line)
     assert list(secrets_in(line)) == _ungated(line)
+
+
+@pytest.mark.parametrize("line", ["x AKCp8jQ6UDSh9z ", 'x "AKCp8jQ6UDSh9z"', "pw: AP4t8QSHeVJ "])
+def test_a_token_after_its_delimiter_is_reported_where_it_starts(line: str) -> None:
+    """Artifactory's patterns match the space, quote, = or : before the token: the column was
+    that character, and detect() (the data check, the guard's screen) took a zero-length span
+    there and dropped the secret (attack review)."""
+    from bastion.personal.detectors import detect
+
+    ((_number, column, _kind),) = secrets_in(line)
+    assert line[column - 1] in "AP"  # the token's first character
+    found = detect(line)
+    assert [m.kind for m in found] == ["secret"]
+    assert line[found[0].start : found[0].end] in ("AKCp8jQ6UDSh9z", "AP4t8QSHeVJ")

@@ -130,7 +130,7 @@ def secrets_in(text: str) -> Iterator[tuple[int, int, str]]:
                 if secret.type in seen:
                     continue
                 seen.add(secret.type)
-                value = secret.secret_value or ""
+                value = _token(secret.secret_value or "")
                 column = line.find(value) + 1 if value and value in line else 1
                 yield number, column, secret.type
             for kind, pattern in _EXTRA_PATTERNS:
@@ -138,6 +138,15 @@ def secrets_in(text: str) -> Iterator[tuple[int, int, str]]:
                 if match and kind not in seen:
                     seen.add(kind)
                     yield number, match.start() + 1, kind
+
+
+def _token(value: str) -> str:
+    r"""A reported value without the delimiter some detectors match in front of it
+    (Artifactory's `(?:\s|=|:|"|^)AKC...`): the column names the token itself."""
+    start = 0
+    while start < len(value) and (value[start].isspace() or value[start] in "=:\"'"):
+        start += 1
+    return value[start:]
 
 
 def available() -> bool:
