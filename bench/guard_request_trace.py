@@ -37,30 +37,9 @@ sys.path.insert(0, str(ROOT / "tests" / "guard"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from guard_latency import NO_LIMITS  # noqa: E402
+from guard_support import predict_scope  # noqa: E402
 
 MARKS = ("admission_start", "model_start", "admission_end", "model_end", "answer")
-
-
-def _scope(body: bytes, key: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"authorization", f"Bearer {key}".encode()),
-        ],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8080),
-    }
 
 
 class _Traced:
@@ -112,7 +91,7 @@ async def _one(app: Any, key: str, body: bytes) -> None:
 
     marks.clear()
     marks["start"] = time.perf_counter()
-    await app(_scope(body, key), receive, send)
+    await app(predict_scope(body, key), receive, send)
     if statuses != [200]:
         raise SystemExit(f"the guard answered {statuses}")
     app.bench_trace.append(dict(marks))

@@ -24,6 +24,7 @@ from guard_support import (
     bearer,
     contract,
     credit_rows,
+    predict_scope,
     served_model,
     serving,
     settings,
@@ -622,25 +623,7 @@ def _call_in_process(
     import asyncio
 
     body = json.dumps({"rows": rows}).encode()
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"authorization", f"Bearer {key}".encode()),
-        ],
-        "client": ("127.0.0.1", 5555),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = predict_scope(body, key)
     statuses = []
 
     async def receive() -> dict[str, Any]:
