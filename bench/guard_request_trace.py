@@ -17,7 +17,14 @@ the scheduler you want to look at, e.g.
 Under SCHED_FIFO on one core the model's thread keeps the core until it finishes, and the
 fsync's completion (kernel work at normal priority) waits for it: the commit then ends after the
 model (docs/benchmarks.md, runtime guard latency). `--audit nosync` puts the log on tmpfs (NOT
-durable: fsync returns at once), `--audit process` is `durability = "process"`."""
+durable: fsync returns at once), `--audit process` is `durability = "process"`.
+
+`--steps` also times each step of the pipeline on its own (median per request, in µs): the
+API key's check, the limits, reading and parsing the body, the personal-data screen, the
+contract, the OOD score, the admission event and its commit, the metrics. Compare a pause
+between requests (`--gap-ms 20`, as at the latency benchmark's rates) with none (`--gap-ms
+0`): a step's code and data leave the CPU's caches while other work runs, and a request that
+comes after a pause pays for fetching them again."""
 
 from __future__ import annotations
 
@@ -104,6 +111,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--gap-ms", type=float, default=20.0, help="pause between requests")
     parser.add_argument("--json", type=Path, help="write the medians here")
+    parser.add_argument("--steps", action="store_true", help="time each pipeline step too")
     args = parser.parse_args()
     from guard_support import contract, credit_rows, served_model, settings, training
 
@@ -138,6 +146,7 @@ def main() -> int:
                 marks["admission_end"] = time.perf_counter()
 
         log.append_here = traced_append_here  # type: ignore[method-assign]
+        steps = _time_steps(app) if args.steps else {}
         app.bench_marks, app.bench_trace = marks, []  # type: ignore[attr-defined]
         key, _ = KeyStore(folder / "keys.sqlite3").create(["predict"])
         bodies = [json.dumps({"rows": [row]}).encode() for row in credit_rows()]
@@ -159,9 +168,60 @@ def main() -> int:
     print("  ".join(f"{name} {value:.3f}" for name, value in medians.items()) + "  (ms, median)")
     if after:
         print(f"admission commit ends {statistics.median(after):+.3f} ms after the model (median)")
+    step_us = {
+        name: statistics.median(times[args.warmup :]) * 1e6
+        for name, times in steps.items()
+        if len(times) > args.warmup
+    }
+    if step_us:
+        line = "  ".join(f"{name} {value:.1f}" for name, value in step_us.items())
+        print(line + "  (µs, median)")
     if args.json:
-        args.json.write_text(json.dumps({"audit": args.audit, "median_ms": medians}, indent=2))
+        document = {"audit": args.audit, "median_ms": medians, "step_median_us": step_us}
+        args.json.write_text(json.dumps(document, indent=2))
     return 0
+
+
+def _time_steps(app: Any) -> dict[str, list[float]]:
+    """Wrap the pipeline's steps with timers: seconds per call, by step, in call order."""
+    import bastion.guard.http as guard_http
+
+    times: dict[str, list[float]] = {}
+    guard = app.guard
+
+    def wrap(owner: Any, attribute: str, name: str) -> None:
+        inner = getattr(owner, attribute)
+        spent = times.setdefault(name, [])
+        if asyncio.iscoroutinefunction(inner):
+
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await inner(*args, **kwargs)
+                finally:
+                    spent.append(time.perf_counter() - started)
+
+            setattr(owner, attribute, timed_async)
+        else:
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    spent.append(time.perf_counter() - started)
+
+            setattr(owner, attribute, timed)
+
+    wrap(guard.authenticator, "authenticate", "auth")
+    wrap(guard.limiter, "spend", "budget")
+    wrap(guard_http, "read_body", "read_body")
+    wrap(guard_http, "parse_rows", "parse")
+    for step in ("_screen_rows", "_contract", "_ood", "_admit"):
+        wrap(app, step, step.lstrip("_"))
+    wrap(guard.audit, "append_here", "admission_commit")
+    wrap(guard.metrics, "observe", "metrics")
+    return times
 
 
 if __name__ == "__main__":
