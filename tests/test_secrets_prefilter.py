@@ -138,3 +138,24 @@ def test_a_token_after_its_delimiter_is_reported_where_it_starts(line: str) -> N
     found = detect(line)
     assert [m.kind for m in found] == ["secret"]
     assert line[found[0].start : found[0].end] in ("AKCp8jQ6UDSh9z", "AP4t8QSHeVJ")
+
+
+def test_a_token_in_a_line_too_long_to_scan_whole_is_found_in_its_piece() -> None:
+    """Lines over MAX_LINE (minified code, a notebook's JSON on one line) were skipped: a token
+    in one was never reported. They are scanned in pieces around the pre-filter's matches."""
+    token = "ghp_Xq7pLm2Zs9Wd3Fh6Jk8Nb1Vc4Tr5aB0cD9eF"
+    line = "x=1;" * 5_000 + f'var t="{token}";' + "y=2;" * 3_000 + 'password = "hunter2xyz";'
+    assert len(line) > secrets.MAX_LINE
+    found = {kind: column for _number, column, kind in secrets_in(line)}
+    assert line[found["GitHub Token"] - 1 :].startswith(token)
+    assert line[found["Secret Keyword"] - 1 :].startswith("hunter2xyz")
+
+
+def test_the_pieces_of_a_hostile_long_line_are_bounded() -> None:
+    spaced = "key" + " " * 50_000 + "a" * 44  # one pre-filter match longer than MAX_LINE
+    for line in ('api_key="abcd" ' * 100_000, "eyJ" * 400_000, "a" * 50_000, spaced):
+        pieces = list(secrets._pieces(line))
+        assert len(pieces) <= secrets.MAX_PIECES
+        assert all(len(piece) <= secrets.MAX_LINE for _offset, piece in pieces)
+        assert all(line[offset : offset + len(piece)] == piece for offset, piece in pieces)
+    assert list(secrets._pieces("a" * 50_000)) == []  # nothing a detector could fire on

@@ -35,7 +35,9 @@ _PLUGINS = (
     "TelegramBotTokenDetector",
     "TwilioKeyDetector",
 )
-MAX_LINE = 10_000
+MAX_LINE = 10_000  # a longer line (minified code, a notebook's JSON) is scanned in pieces:
+BEFORE, AFTER = 300, 2_000  # characters around each pre-filter match in it
+MAX_PIECES = 50  # pieces of one line
 # Credentials detect-secrets 1.5 has no detector for, and that ML projects hold: Hugging Face
 # access tokens, newer OpenAI and Anthropic keys, Google API keys.
 _EXTRA_PATTERNS = (
@@ -123,21 +125,53 @@ def secrets_in(text: str) -> Iterator[tuple[int, int, str]]:
         return
     with transient_settings(_settings()):
         for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or len(line) > MAX_LINE or not may_hold_secret(line):
+            if not line.strip() or not may_hold_secret(line):
                 continue
             seen: set[str] = set()
-            for secret in scan_line(line):
-                if secret.type in seen:
-                    continue
-                seen.add(secret.type)
-                value = _token(secret.secret_value or "")
-                column = line.find(value) + 1 if value and value in line else 1
-                yield number, column, secret.type
-            for kind, pattern in _EXTRA_PATTERNS:
-                match = pattern.search(line)
-                if match and kind not in seen:
-                    seen.add(kind)
-                    yield number, match.start() + 1, kind
+            for offset, piece in _pieces(line):
+                for secret in scan_line(piece):
+                    if secret.type in seen:
+                        continue
+                    seen.add(secret.type)
+                    value = _token(secret.secret_value or "")
+                    column = piece.find(value) + 1 if value and value in piece else 1
+                    yield number, offset + column, secret.type
+                for kind, pattern in _EXTRA_PATTERNS:
+                    match = pattern.search(piece)
+                    if match and kind not in seen:
+                        seen.add(kind)
+                        yield number, offset + match.start() + 1, kind
+
+
+def _pieces(line: str) -> Iterator[tuple[int, str]]:
+    """(offset, text) of what detect-secrets scans of `line`: the line itself, or of a line
+    over MAX_LINE (which its patterns would take long over) the text from BEFORE characters
+    before each pre-filter match to AFTER after it, overlapping pieces merged up to MAX_LINE
+    characters, at most MAX_PIECES of them. It skipped such lines: a token in a line of
+    minified code was never seen."""
+    if len(line) <= MAX_LINE:
+        yield 0, line
+        return
+    lowered = line.lower() if line.isascii() else None
+    matches = (
+        _PREFILTER_LOWERED.finditer(lowered) if lowered is not None else _PREFILTER.finditer(line)
+    )
+    start = end = -1
+    count = 0
+    for match in matches:
+        left = max(0, match.start() - BEFORE)
+        right = min(len(line), match.end() + AFTER, left + MAX_LINE)
+        if left <= end and right - start <= MAX_LINE:
+            end = max(end, right)
+            continue
+        if end >= 0:
+            yield start, line[start:end]
+            count += 1
+            if count >= MAX_PIECES:
+                return
+        start, end = left, right
+    if end >= 0:
+        yield start, line[start:end]
 
 
 def _token(value: str) -> str:
