@@ -55,12 +55,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "guard"))
 
 
-def _raw_app() -> Any:
+def raw_app(model: Any = None) -> Any:
     """The model behind a bare ASGI app: what serving without the guard costs."""
     import msgspec
     from guard_support import served_model
 
-    model = served_model()
+    model = model or served_model()
     decoder = msgspec.json.Decoder()
     encoder = msgspec.json.Encoder()
 
@@ -128,7 +128,7 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
     if kind == "guard-process":
         audit["durability"] = "process"
     if kind == "raw":
-        app = _raw_app()
+        app = raw_app()
     elif kind in GUARDS:
         app = create_app(
             settings(folder, limits=big, audit=audit, server={"worker": kind}),

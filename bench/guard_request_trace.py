@@ -19,6 +19,9 @@ fsync's completion (kernel work at normal priority) waits for it: the commit the
 model (docs/benchmarks.md, runtime guard latency). `--audit nosync` puts the log on tmpfs (NOT
 durable: fsync returns at once), `--audit process` is `durability = "process"`.
 
+`--raw` sends each body also to the model served bare (bench/guard_latency.py's raw app), after
+the same pause, and reports what the guard adds to the answer time in process.
+
 `--steps` also times each step of the pipeline on its own (median per request, in µs): the
 API key's check, the limits, reading and parsing the body, the personal-data screen, the
 contract, the OOD score, the admission event and its commit, the metrics. Compare a pause
@@ -43,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "guard"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from guard_latency import NO_LIMITS  # noqa: E402
+from guard_latency import NO_LIMITS, raw_app  # noqa: E402
 from guard_support import predict_scope  # noqa: E402
 
 MARKS = ("admission_start", "model_start", "admission_end", "model_end", "answer")
@@ -64,23 +67,56 @@ class _Traced:
             self.marks["model_end"] = time.perf_counter()
 
 
-async def _run(app: Any, key: str, bodies: list[bytes], requests: int, gap: float) -> None:
-    lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = asyncio.Event()
+async def _run(
+    app: Any, raw: Any, key: str, bodies: list[bytes], requests: int, gap: float
+) -> list[dict[str, float]]:
+    """The guard's requests, each followed by the same body sent to `raw` (when given) after
+    the same pause; the raw app's marks."""
+    apps = [app] if raw is None else [app, raw]
+    queues: list[asyncio.Queue[dict[str, Any]]] = []
+    tasks = []
+    for one in apps:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        started = asyncio.Event()
 
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        started.set()
+        async def lifespan_send(message: dict[str, Any], started: asyncio.Event = started) -> None:
+            started.set()
 
-    await lifespan.put({"type": "lifespan.startup"})
-    task = asyncio.create_task(app({"type": "lifespan"}, lifespan.get, lifespan_send))
-    await started.wait()
+        await queue.put({"type": "lifespan.startup"})
+        tasks.append(asyncio.create_task(one({"type": "lifespan"}, queue.get, lifespan_send)))
+        await started.wait()
+        queues.append(queue)
+    raw_marks: list[dict[str, float]] = []
     try:
         for i in range(requests):
-            await _one(app, key, bodies[i % len(bodies)])
+            body = bodies[i % len(bodies)]
+            await _one(app, key, body)
             await asyncio.sleep(gap)
+            if raw is not None:
+                raw_marks.append(await _one_raw(raw, body))
+                await asyncio.sleep(gap)
     finally:
-        await lifespan.put({"type": "lifespan.shutdown"})
-        await task
+        for queue in queues:
+            await queue.put({"type": "lifespan.shutdown"})
+        await asyncio.gather(*tasks)
+    return raw_marks
+
+
+async def _one_raw(app: Any, body: bytes) -> dict[str, float]:
+    """One request to the bare app: its marks (the model's start and end, the answer)."""
+    marks = app.bench_marks
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            marks.setdefault("answer", time.perf_counter())
+
+    marks.clear()
+    marks["start"] = time.perf_counter()
+    await app(predict_scope(body, ""), receive, send)
+    return dict(marks)
 
 
 async def _one(app: Any, key: str, body: bytes) -> None:
@@ -112,6 +148,12 @@ def main() -> int:
     parser.add_argument("--gap-ms", type=float, default=20.0, help="pause between requests")
     parser.add_argument("--json", type=Path, help="write the medians here")
     parser.add_argument("--steps", action="store_true", help="time each pipeline step too")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="after each guarded request, send the same body to the model served bare "
+        "(bench/guard_latency.py's raw app), and report the difference of the answer times",
+    )
     args = parser.parse_args()
     from guard_support import contract, credit_rows, served_model, settings, training
 
@@ -150,7 +192,14 @@ def main() -> int:
         app.bench_marks, app.bench_trace = marks, []  # type: ignore[attr-defined]
         key, _ = KeyStore(folder / "keys.sqlite3").create(["predict"])
         bodies = [json.dumps({"rows": [row]}).encode() for row in credit_rows()]
-        asyncio.run(_run(app, key, bodies, args.warmup + args.requests, args.gap_ms / 1000))
+        raw = None
+        if args.raw:
+            raw_model_marks: dict[str, float] = {}
+            raw = raw_app(_Traced(served_model(), raw_model_marks))
+            raw.bench_marks = raw_model_marks
+        raw_trace = asyncio.run(
+            _run(app, raw, key, bodies, args.warmup + args.requests, args.gap_ms / 1000)
+        )[args.warmup :]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     trace = app.bench_trace[args.warmup :]  # type: ignore[attr-defined]
@@ -166,6 +215,32 @@ def main() -> int:
     ]
     print(f"audit {args.audit}, {len(trace)} requests, admissions committed in place: {in_place}")
     print("  ".join(f"{name} {value:.3f}" for name, value in medians.items()) + "  (ms, median)")
+    if raw_trace:
+        # the model's own time varies by more than the guard costs: what the guard adds is
+        # compared outside it, before the model starts and after it ends
+        for name, runs in (("guard", trace), ("bare", raw_trace)):
+            medians[f"{name}_before_model"] = statistics.median(
+                (t["model_start"] - t["start"]) * 1000 for t in runs
+            )
+            medians[f"{name}_after_model"] = statistics.median(
+                (t["answer"] - t["model_end"]) * 1000 for t in runs
+            )
+        added = {
+            when: medians[f"guard_{when}_model"] - medians[f"bare_{when}_model"]
+            for when in ("before", "after")
+        }
+        print(
+            "outside the model (ms, median): guard {:.3f} before + {:.3f} after, bare {:.3f} + "
+            "{:.3f}: the guard adds {:.3f} + {:.3f} = {:.3f} ms".format(
+                medians["guard_before_model"],
+                medians["guard_after_model"],
+                medians["bare_before_model"],
+                medians["bare_after_model"],
+                added["before"],
+                added["after"],
+                added["before"] + added["after"],
+            )
+        )
     if after:
         print(f"admission commit ends {statistics.median(after):+.3f} ms after the model (median)")
     step_us = {

@@ -230,3 +230,77 @@ def test_jwt_settings_refuse_weak_algorithms(tmp_path: Path) -> None:
         JwtSettings(enabled=True, issuer="", audience="a", jwks_file="f")
     with pytest.raises(ConfigError):
         JwtVerifier(JwtSettings(), tmp_path / "missing.json")
+
+
+def _pragmas(store: KeyStore) -> list[str]:
+    """The data_version pragmas `store`'s connection runs from now on."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(lambda sql: seen.append(sql) if "data_version" in sql else None)
+    return seen
+
+
+def test_revocation_in_another_worker_is_seen_on_the_next_request(tmp_path: Path) -> None:
+    """The guard's store (a worker) and the CLI's (another connection to the same file): each
+    revocation, expiry change and new key is seen on the next request, never later, while
+    requests between commits skip the pragma."""
+    guard_store = KeyStore(tmp_path / "keys.sqlite3")
+    cli_store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(guard_store)
+    pragmas = _pragmas(guard_store)
+    for _ in range(30):  # enough commits for SQLite to restart its WAL now and then
+        key, info = cli_store.create(["predict"])
+        assert auth.authenticate(f"Bearer {key}".encode()).key_id == info.id
+        before = len(pragmas)
+        for _ in range(20):
+            auth.authenticate(f"Bearer {key}".encode())
+        assert len(pragmas) == before  # nothing committed: the cache stands
+        cli_store.revoke(info.id)
+        assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+        assert len(pragmas) == before + 1
+
+
+def test_revocation_is_seen_without_the_wal_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose WAL index cannot be read runs the pragma on every request; one whose
+    header never changes (a journal mode another process switched) runs it every second."""
+    guard_store = KeyStore(tmp_path / "keys.sqlite3")
+    cli_store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(guard_store)
+    pragmas = _pragmas(guard_store)
+    monkeypatch.setattr(guard_store, "_wal_index_header", lambda: None)
+    key, info = cli_store.create(["predict"])
+    for _ in range(5):
+        auth.authenticate(f"Bearer {key}".encode())
+    assert len(pragmas) == 5
+    cli_store.revoke(info.id)
+    assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+
+    import bastion.guard.auth as auth_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(guard_store, "_wal_index_header", lambda: b"\0" * 48)
+    key, info = cli_store.create(["predict"])
+    auth.authenticate(f"Bearer {key}".encode())
+    cli_store.revoke(info.id)
+    clock[0] += auth_module.CHECK_EVERY_S / 2
+    auth.authenticate(f"Bearer {key}".encode())  # the header says nothing changed
+    clock[0] += auth_module.CHECK_EVERY_S / 2
+    assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+    guard_store.close()
+    cli_store.close()
+
+
+def test_own_revocation_and_rotation_drop_the_cached_key(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(store)
+    key, info = store.create(["predict"])
+    auth.authenticate(f"Bearer {key}".encode())
+    store.revoke(info.id)
+    assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+    old, old_info = store.create(["predict"])
+    auth.authenticate(f"Bearer {old}".encode())
+    store.rotate(old_info.id, dt.timedelta(0))
+    time.sleep(1.1)
+    assert _reason(auth, f"Bearer {old}".encode()) == "expired"

@@ -287,17 +287,8 @@ def test_categories_from_the_contract_are_not_flagged(live: Any) -> None:
 def test_out_of_distribution_rows_are_flagged_or_blocked(tmp_path: Path) -> None:
     app = _app(tmp_path, ood={"action": "block"})
     key = _keys(tmp_path, "predict")
-    row = dict(credit_rows()[3])
-    # every value inside the contract's ranges, jointly far from the data: a 72-month
-    # loan of the maximum amount to an 18-year-old with the maximum of dependants ...
-    row.update(
-        duration_in_month=72,
-        credit_amount=18424,
-        age_in_years=19,
-        number_of_existing_credits_at_this_bank=4,
-        number_of_people_being_liable_to_provide_maintenance_for=2,
-        installment_rate_in_percentage_of_disposable_income=4,
-    )
+    # a 72-month loan of the maximum amount to an 18-year-old with the maximum of dependants
+    row = _far_row()
     with serving(app) as server:
         far = httpx.post(server.url + "/v1/predict", json={"rows": [row]}, headers=bearer(key))
         near = httpx.post(
@@ -306,6 +297,98 @@ def test_out_of_distribution_rows_are_flagged_or_blocked(tmp_path: Path) -> None
     assert far.status_code == 422 and far.json()["error"]["code"] == "out_of_distribution"
     assert "threshold" not in far.text and "score" not in far.text
     assert near.status_code == 200
+
+
+def _far_row() -> dict[str, Any]:
+    """Every value inside the contract's ranges, jointly far from the training data."""
+    row = dict(credit_rows()[3])
+    row.update(
+        duration_in_month=72,
+        credit_amount=18424,
+        age_in_years=19,
+        number_of_existing_credits_at_this_bank=4,
+        number_of_people_being_liable_to_provide_maintenance_for=2,
+        installment_rate_in_percentage_of_disposable_income=4,
+    )
+    return row
+
+
+def _outcome_with(folder: Path, seen: int, timeout: float = 10.0) -> dict[str, Any]:
+    """The next outcome event after the first `seen`, once it is recorded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcomes = _outcomes(folder)
+        if len(outcomes) > seen:
+            return outcomes[seen]
+        assert time.monotonic() < deadline, "the outcome was never recorded"
+        time.sleep(0.02)
+
+
+def test_ood_in_flag_mode_scores_the_rows_after_the_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flag cannot change the answer, so the rows are scored once it is sent: an OOD
+    detector taking 1.5 s does not delay it, its verdict is in the request's outcome event
+    (not in the admission, durable before the answer), and a detector that fails is logged and
+    recorded as `error`, never a 500. In block mode the answer waits for the score."""
+    for folder in ("flag", "block"):
+        (tmp_path / folder).mkdir()
+    flagging = _app(tmp_path / "flag")
+    blocking = _app(tmp_path / "block", ood={"action": "block"})
+    for app in (flagging, blocking):
+        worst = app.guard.ood.worst
+
+        def slow(encoded: Any, worst: Any = worst) -> float:
+            time.sleep(1.5)
+            return float(worst(encoded))
+
+        app.guard.ood.worst = slow
+    key = _keys(tmp_path / "flag", "predict")
+    with serving(flagging) as server:
+        far, took_far = timed_predict(server.url, key, [_far_row()])
+        flagged = _outcome_with(tmp_path / "flag", 0)
+        near, _ = timed_predict(server.url, key, credit_rows()[4:5])
+        allowed = _outcome_with(tmp_path / "flag", 1)
+
+        def broken(encoded: Any) -> float:
+            raise RuntimeError("detector bug")
+
+        flagging.guard.ood.worst = broken
+        failed, _ = timed_predict(server.url, key, credit_rows()[5:6])
+        errored = _outcome_with(tmp_path / "flag", 2)
+    assert far.status_code == near.status_code == failed.status_code == 200
+    assert took_far < 1.0
+    assert flagged["decisions"]["ood"] == "flag" and allowed["decisions"]["ood"] == "allow"
+    assert errored["decisions"]["ood"] == "error"
+    assert "OOD scoring error" in caplog.text
+    admissions = [e for e in _events(tmp_path / "flag") if "route" in e and "status" not in e]
+    assert len(admissions) == 3 and all("ood" not in e["decisions"] for e in admissions)
+    assert {flagged["admission"], allowed["admission"], errored["admission"]} == {
+        seq for seq, e in enumerate(_events(tmp_path / "flag"), 1) if e in admissions
+    }
+    key = _keys(tmp_path / "block", "predict")
+    with serving(blocking) as server:
+        refused, took_refused = timed_predict(server.url, key, [_far_row()])
+    assert refused.status_code == 422 and took_refused >= 1.5
+    assert _outcomes(tmp_path / "block")[-1]["decisions"]["ood"] == "block"
+
+
+def test_ood_verdict_of_a_request_the_model_failed_is_recorded_before_the_500(
+    tmp_path: Path,
+) -> None:
+    """An outcome that goes before the answer (here a model crash) carries the deferred OOD
+    verdict too."""
+    model = _Failing("crash")
+    app = create_app(settings(tmp_path), model=model, contract=contract(), training=training())
+    key = _keys(tmp_path, "predict")
+    model.armed = True
+    with serving(app) as server:
+        answer = httpx.post(
+            server.url + "/v1/predict", json={"rows": [_far_row()]}, headers=bearer(key)
+        )
+        outcomes = _outcomes(tmp_path)  # read as soon as the answer is in
+    assert answer.status_code == 500
+    assert outcomes[-1]["status"] == 500 and outcomes[-1]["decisions"]["ood"] == "flag"
 
 
 def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:

@@ -95,6 +95,7 @@ class GuardRequest:
         "document",
         "encoded",
         "observed",
+        "ood_after",
         "principal",
         "route",
         "rows",
@@ -107,6 +108,8 @@ class GuardRequest:
         self.document: Any = None
         self.rows: list[dict[str, Any]] | None = None
         self.encoded: Any = None
+        # the rows are encoded and scored once the answer is sent (`_ood`)
+        self.ood_after = False
         self.decisions: dict[str, str] = {}
         # an in-process inner app (serve mode) may leave its answer's document here besides
         # sending it, which spares decoding the bytes it sent
@@ -578,11 +581,34 @@ class GuardMiddleware:
             request.document = {"rows": redacted}
 
     def _ood(self, request: GuardRequest, settings: GuardSettings) -> None:
+        """Encode and score the rows before the model when a verdict may refuse them (`block`
+        for the OOD detector or the query monitor); otherwise once the answer is sent
+        (`_ood_after`), since a `flag` or `record` verdict cannot change it."""
+        guard = self.guard
+        if guard.encoding is None or (guard.ood is None and guard.monitor is None):
+            return
+        if settings.ood.action != "block" and not (
+            guard.monitor is not None and settings.monitor.action == "block"
+        ):
+            request.ood_after = True
+            return
+        self._score_ood(request, settings)
+
+    def _ood_after(self, request: GuardRequest, settings: GuardSettings) -> None:
+        """The deferred OOD step: its verdict goes into the request's outcome event, its
+        encoding to the query monitor. The answer may be sent: a failure is logged."""
+        request.ood_after = False
+        try:
+            self._score_ood(request, settings)
+        except Exception:
+            log.exception("OOD scoring error on %s", request.route.path)
+            if self.guard.ood is not None:
+                request.decisions["ood"] = "error"
+
+    def _score_ood(self, request: GuardRequest, settings: GuardSettings) -> None:
         guard = self.guard
         encoding = guard.encoding
-        if encoding is None or (guard.ood is None and guard.monitor is None):
-            return
-        assert request.rows is not None
+        assert request.rows is not None and encoding is not None
         request.encoded = encoding.encode(request.rows)
         if guard.ood is None:
             return
@@ -769,7 +795,7 @@ class GuardMiddleware:
         rows once the answer is sent (`_observe_answered`): this request carries the alerts the
         key's answered requests raised since its last one (already in the audit chain)."""
         guard = self.guard
-        if guard.monitor is None or request.encoded is None or request.principal is None:
+        if guard.monitor is None or guard.encoding is None or request.principal is None:
             return
         raised = request.principal.key_id in guard.flagged
         guard.flagged.pop(request.principal.key_id, None)
@@ -915,6 +941,8 @@ class GuardMiddleware:
 
             try:
                 admitted = await request.admission if request.admission is not None else None
+                if request.ood_after and (request.alerts or not admitted or status >= 300):
+                    self._ood_after(request, settings)  # the outcome goes before the answer
                 decisions = _recorded(request, settings)
                 if (
                     admitted
@@ -952,9 +980,13 @@ class GuardMiddleware:
             else:
                 await http.send_json(send, status, body, headers)
         finally:  # counted once the answer is on its way (or lost): metrics decide nothing
+            if request.ood_after:
+                self._ood_after(request, settings)
             guard.metrics.observe(request.route.path, status, seconds, request.decisions)
             if after is not None:
                 admitted, decisions = after
+                if "ood" in request.decisions:  # the deferred verdict
+                    decisions["ood"] = request.decisions["ood"]
                 await self._append_outcome(
                     self._outcome(scope, request, raw, key_id, decisions, status, seconds, admitted)
                 )
