@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -304,3 +306,56 @@ def test_own_revocation_and_rotation_drop_the_cached_key(tmp_path: Path) -> None
     store.rotate(old_info.id, dt.timedelta(0))
     time.sleep(1.1)
     assert _reason(auth, f"Bearer {old}".encode()) == "expired"
+
+
+def test_a_symlinked_store_reads_its_real_wal_index(tmp_path: Path) -> None:
+    """SQLite keeps the WAL index beside the store's real path. A stale file planted at
+    `<link>-shm` (left by a crash) is never read: revocation still applies on the next
+    request, not a second later."""
+    real = tmp_path / "real" / "keys.sqlite3"
+    real.parent.mkdir()
+    KeyStore(real).close()
+    link = tmp_path / "keys.sqlite3"
+    link.symlink_to(real)
+    Path(f"{link}-shm").write_bytes(b"\x01" * 4096)  # left by a crash
+    guard_store, cli_store = KeyStore(link), KeyStore(real)
+    auth = Authenticator(guard_store)
+    for _ in range(5):
+        key, info = cli_store.create(["predict"])
+        auth.authenticate(f"Bearer {key}".encode())
+        cli_store.revoke(info.id)
+        assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
+    guard_store.close()
+    cli_store.close()
+
+
+def test_a_fifo_or_symlink_at_the_wal_index_path_is_not_read(tmp_path: Path) -> None:
+    """What the guard reads as the WAL index is opened without blocking or following a
+    symlink, and used only as a regular file: a FIFO (which would block an open, and the event
+    loop with it) or a symlink there gives no header, so the pragma decides."""
+    fifo = tmp_path / "other.sqlite3-shm"
+    os.mkfifo(fifo)
+    os.symlink(fifo, tmp_path / "linked.sqlite3-shm")
+    for name in ("other.sqlite3", "linked.sqlite3"):
+        store = KeyStore(tmp_path / "keys.sqlite3")
+        store.path = tmp_path / name  # only `_wal_index_header` reads it from here on
+        headers: list[bytes | None] = []
+        worker = threading.Thread(
+            target=lambda s=store, h=headers: h.append(s._wal_index_header()), daemon=True
+        )
+        worker.start()
+        worker.join(timeout=5)
+        assert headers == [None], f"{name}: the key check hung or read a non-regular file"
+        store.close()
+
+
+def test_a_closed_store_refuses_and_keeps_no_descriptor(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(store)
+    key, _ = store.create(["predict"])
+    auth.authenticate(f"Bearer {key}".encode())
+    store.close()
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(sqlite3.ProgrammingError):
+        auth.authenticate(f"Bearer {key}".encode())
+    assert len(os.listdir("/proc/self/fd")) == before

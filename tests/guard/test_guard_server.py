@@ -373,6 +373,67 @@ def test_ood_in_flag_mode_scores_the_rows_after_the_answer(
     assert _outcomes(tmp_path / "block")[-1]["decisions"]["ood"] == "block"
 
 
+def test_ood_verdict_of_a_flagged_key_is_in_its_outcome_before_the_answer(tmp_path: Path) -> None:
+    """A request of a key the monitor flagged has its outcome recorded before the answer; the
+    deferred OOD verdict is in it (an attack review found it dropped: a sweep, then far rows)."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    key_id = key.split("_")[1]
+    with serving(app) as server:
+        app.guard.flagged[key_id] = None  # as `_observe_answered` marks a key after an alert
+        answer = httpx.post(
+            server.url + "/v1/predict", json={"rows": [_far_row()]}, headers=bearer(key)
+        )
+        outcomes = _outcomes(tmp_path)  # read as soon as the answer is in
+    assert answer.status_code == 200
+    assert outcomes[-1]["decisions"]["monitor"] == "flag"
+    assert outcomes[-1]["decisions"]["ood"] == "flag"
+
+
+def test_a_request_cancelled_after_the_model_still_has_its_rows_observed(tmp_path: Path) -> None:
+    """A request task cancelled while its answer waits for the admission (a server shutting
+    down) leaves the deferred OOD step undone in `_finish`; the rows the model answered are
+    still encoded for the query monitor."""
+    app = _app(tmp_path)
+    key = _keys(tmp_path, "predict")
+    audit = app.guard.audit
+    audit.append_here = lambda event: None  # through `append`, made slow
+    append = audit.append
+
+    async def slow(event: Any) -> int:
+        await asyncio.sleep(0.5)
+        return int(await append(event))
+
+    audit.append = slow
+    body = json.dumps({"rows": credit_rows()[:3]}).encode()
+
+    async def run() -> int:
+        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await lifespan.put({"type": "lifespan.startup"})
+        life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
+        await said.get()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            return None
+
+        task = asyncio.ensure_future(app(predict_scope(body, key), receive, send))
+        await asyncio.sleep(0.3)  # answered by the model; the admission is still on its way
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        tracked = int(app.guard.monitor.keys_tracked)
+        await lifespan.put({"type": "lifespan.shutdown"})
+        await said.get()
+        await life
+        return tracked
+
+    assert asyncio.run(run()) == 1
+
+
 def test_ood_verdict_of_a_request_the_model_failed_is_recorded_before_the_500(
     tmp_path: Path,
 ) -> None:

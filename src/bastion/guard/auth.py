@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 from pathlib import Path
@@ -180,9 +181,12 @@ class KeyStore:
         self._wal_index: bytes | None = None  # the WAL-index header at the last pragma
         self._checked_at = -CHECK_EVERY_S  # time.monotonic() of the last pragma
         self._shm: int | None = None  # the -shm file, opened read-only on first use
+        self._closed = False
 
     def close(self) -> None:
         self._conn.close()
+        self._closed = True  # the next lookup's pragma raises, as it always did
+        self._wal_index = None
         if self._shm is not None:
             os.close(self._shm)
             self._shm = None
@@ -289,12 +293,27 @@ class KeyStore:
     # -- the request path -------------------------------------------------------------------
 
     def _wal_index_header(self) -> bytes | None:
-        """The first 48 bytes of the WAL index (the `-shm` file), or None when unreadable."""
+        """The first 48 bytes of the WAL index, or None when unreadable. SQLite keeps it beside
+        the database's real path (a symlinked store's is beside its target). Opened without
+        following a symlink and without blocking, and used only when it is a regular file: a
+        FIFO or device planted there must not hang or feed the request path."""
+        if self._closed:
+            return None
         if self._shm is None:
+            flags = os.O_RDONLY | os.O_NONBLOCK
+            flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
             try:
-                self._shm = os.open(f"{self.path}-shm", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(f"{os.path.realpath(self.path)}-shm", flags)
             except OSError:
                 return None
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            except OSError:
+                regular = False
+            if not regular:
+                os.close(fd)
+                return None
+            self._shm = fd
         try:
             header = os.pread(self._shm, WAL_INDEX_HEADER, 0)
         except OSError:

@@ -304,6 +304,8 @@ class GuardMiddleware:
                 scope, send, request, settings, started, status, body, headers, raw, claimed
             )
         finally:  # the model answered: its rows are observed even if sending the answer failed
+            if request.ood_after:  # `_finish` was cancelled before it could score them
+                self._ood_after(request, settings)
             if request.observed is not None:
                 await self._observe_answered(request, settings)
 
@@ -941,8 +943,6 @@ class GuardMiddleware:
 
             try:
                 admitted = await request.admission if request.admission is not None else None
-                if request.ood_after and (request.alerts or not admitted or status >= 300):
-                    self._ood_after(request, settings)  # the outcome goes before the answer
                 decisions = _recorded(request, settings)
                 if (
                     admitted
@@ -951,6 +951,9 @@ class GuardMiddleware:
                 ):
                     after = (admitted, decisions)  # the decision to serve is durable
                 else:
+                    if request.ood_after:  # the outcome goes before the answer: with the score
+                        self._ood_after(request, settings)
+                        decisions = _recorded(request, settings)
                     seconds = time.perf_counter() - started
                     event = self._outcome(
                         scope, request, raw, key_id, decisions, status, seconds, admitted
