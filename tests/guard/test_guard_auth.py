@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,11 +295,17 @@ def test_revocation_is_seen_without_the_wal_index(
     cli_store.close()
 
 
-def test_own_revocation_and_rotation_drop_the_cached_key(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys.sqlite3")
+def _cached_key(path: Path) -> tuple[KeyStore, Authenticator, str, Any]:
+    """A store, its authenticator, and a key it has authenticated once (so it is cached)."""
+    store = KeyStore(path)
     auth = Authenticator(store)
     key, info = store.create(["predict"])
     auth.authenticate(f"Bearer {key}".encode())
+    return store, auth, key, info
+
+
+def test_own_revocation_and_rotation_drop_the_cached_key(tmp_path: Path) -> None:
+    store, auth, key, info = _cached_key(tmp_path / "keys.sqlite3")
     store.revoke(info.id)
     assert _reason(auth, f"Bearer {key}".encode()) == "revoked"
     old, old_info = store.create(["predict"])
@@ -350,10 +357,7 @@ def test_a_fifo_or_symlink_at_the_wal_index_path_is_not_read(tmp_path: Path) -> 
 
 
 def test_a_closed_store_refuses_and_keeps_no_descriptor(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / "keys.sqlite3")
-    auth = Authenticator(store)
-    key, _ = store.create(["predict"])
-    auth.authenticate(f"Bearer {key}".encode())
+    store, auth, key, _ = _cached_key(tmp_path / "keys.sqlite3")
     store.close()
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(sqlite3.ProgrammingError):

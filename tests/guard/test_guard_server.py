@@ -434,24 +434,6 @@ def test_a_request_cancelled_after_the_model_still_has_its_rows_observed(tmp_pat
     assert asyncio.run(run()) == 1
 
 
-def test_ood_verdict_of_a_request_the_model_failed_is_recorded_before_the_500(
-    tmp_path: Path,
-) -> None:
-    """An outcome that goes before the answer (here a model crash) carries the deferred OOD
-    verdict too."""
-    model = _Failing("crash")
-    app = create_app(settings(tmp_path), model=model, contract=contract(), training=training())
-    key = _keys(tmp_path, "predict")
-    model.armed = True
-    with serving(app) as server:
-        answer = httpx.post(
-            server.url + "/v1/predict", json={"rows": [_far_row()]}, headers=bearer(key)
-        )
-        outcomes = _outcomes(tmp_path)  # read as soon as the answer is in
-    assert answer.status_code == 500
-    assert outcomes[-1]["status"] == 500 and outcomes[-1]["decisions"]["ood"] == "flag"
-
-
 def test_rate_limits_answer_429_with_retry_after(tmp_path: Path) -> None:
     app = _app(tmp_path, limits={"key_rate": 1.0, "key_burst": 3, "ip_rate": 1000.0})
     key = _keys(tmp_path, "predict")
@@ -917,20 +899,22 @@ def test_the_admission_is_durable_before_the_answer_and_overlaps_the_model(
 
 def test_a_model_crash_after_admission_is_recorded_before_the_500(tmp_path: Path) -> None:
     """The outcome of a request the model failed is durable before the refusal is sent, and it
-    names the admission recorded before the model ran."""
+    names the admission recorded before the model ran. It carries the OOD verdict, deferred
+    past the model (the rows are far out: `flag`)."""
     model = _Failing("crash")
     app = create_app(settings(tmp_path), model=model, contract=contract(), training=training())
     key = _keys(tmp_path, "predict")
     model.armed = True
     with serving(app) as server:
         answer = httpx.post(
-            server.url + "/v1/predict", json={"rows": credit_rows()[:1]}, headers=bearer(key)
+            server.url + "/v1/predict", json={"rows": [_far_row()]}, headers=bearer(key)
         )
         events = _events(tmp_path)  # before the server stops: nothing is left to append
     assert answer.status_code == 500
     assert ["status" in e for e in events] == [False, True]
     assert events[1]["status"] == 500 and events[1]["admission"] == 1
     assert events[1]["decisions"]["model"] == "error"
+    assert events[1]["decisions"]["ood"] == "flag" and "ood" not in events[0]["decisions"]
 
 
 def test_the_admission_names_the_authenticated_caller(tmp_path: Path) -> None:
