@@ -357,9 +357,13 @@ def test_a_fifo_or_symlink_at_the_wal_index_path_is_not_read(tmp_path: Path) -> 
 
 
 def test_a_closed_store_refuses_and_keeps_no_descriptor(tmp_path: Path) -> None:
+    """Used after close() (another worker keeps the WAL index in place), the store reopens
+    nothing and does not answer from its cache."""
     store, auth, key, _ = _cached_key(tmp_path / "keys.sqlite3")
+    other = KeyStore(tmp_path / "keys.sqlite3")
     store.close()
     before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(sqlite3.ProgrammingError):
         auth.authenticate(f"Bearer {key}".encode())
     assert len(os.listdir("/proc/self/fd")) == before
+    other.close()
