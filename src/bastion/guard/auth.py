@@ -327,7 +327,7 @@ class KeyStore:
         if (
             header is not None
             and header == self._wal_index
-            and now - self._checked_at < (CHECK_EVERY_S)
+            and now - self._checked_at < CHECK_EVERY_S
         ):
             return
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
