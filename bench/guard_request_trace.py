@@ -20,7 +20,8 @@ model (docs/benchmarks.md, runtime guard latency). `--audit nosync` puts the log
 durable: fsync returns at once), `--audit process` is `durability = "process"`.
 
 `--raw` sends each body also to the model served bare (bench/guard_latency.py's raw app), after
-the same pause, and reports what the guard adds to the answer time in process.
+the same pause, and reports what the guard adds outside the model: before the model starts and
+after it ends (the model's own time varies by more than the guard costs).
 
 `--steps` also times each step of the pipeline on its own (median per request, in µs): the
 API key's check, the limits, reading and parsing the body, the personal-data screen, the
