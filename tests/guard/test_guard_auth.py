@@ -367,3 +367,25 @@ def test_a_closed_store_refuses_and_keeps_no_descriptor(tmp_path: Path) -> None:
         auth.authenticate(f"Bearer {key}".encode())
     assert len(os.listdir("/proc/self/fd")) == before
     other.close()
+
+
+def test_a_cached_key_expires_on_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key check keeps a cached key's expiry as a number and compares it with the clock on
+    every request: a key authenticated (and cached) before its expiry is refused from the
+    second it expires, with no change to the store."""
+    import bastion.guard.auth as auth_module
+
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(store)
+    expires = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(hours=1)
+    key, _ = store.create(["predict"], expires=expires)
+    header = f"Bearer {key}".encode()
+    assert auth.authenticate(header).scopes == frozenset({"predict"})
+    just_before = expires - dt.timedelta(microseconds=1)
+    monkeypatch.setattr(auth_module, "_now", lambda: just_before)
+    assert auth.authenticate(header).scopes == frozenset({"predict"})
+    monkeypatch.setattr(auth_module, "_now", lambda: expires)
+    assert _reason(auth, header) == "expired"
+    monkeypatch.setattr(auth_module, "_now", lambda: expires + dt.timedelta(days=1))
+    assert _reason(auth, header) == "expired"
+    store.close()

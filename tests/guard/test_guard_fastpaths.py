@@ -321,3 +321,137 @@ def test_an_outcome_follows_its_answer_only_when_it_adds_nothing_but_allow() -> 
     assert not _nothing_to_add(admitted, 200, outcome(output="redact"))
     assert not _nothing_to_add(admitted, 200, outcome(ood="block"))
     assert not _nothing_to_add(admitted, 302, outcome())
+
+
+# -- the key check and the pipeline's audit records without regular expressions ----------------
+
+_SECRET_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_ODD_CHARACTERS = ("\n", " ", "\t", "G", "g", "A", "=", "+", "/", ".", "é", "٣", "\x00", "_", "-")
+
+
+def _tokens(rng: random.Random) -> list[str]:
+    """Keys of the right form, and every way of being one character or one length off."""
+    tokens = []
+    for _ in range(200):
+        key_id = "".join(rng.choice("0123456789abcdef") for _ in range(12))
+        secret = "".join(rng.choice(_SECRET_ALPHABET) for _ in range(43))
+        token = f"bst_{key_id}_{secret}"
+        tokens += [token, token + "\n", token + "\n\n", token[:-1], token + "A", token[:-1] + "\n"]
+        position = rng.randrange(len(token))
+        for odd in rng.sample(_ODD_CHARACTERS, 4):
+            tokens.append(token[:position] + odd + token[position + 1 :])
+            tokens.append(token[:position] + odd + token[position:])
+        tokens.append(token.upper())
+        tokens.append(token.replace("bst_", "BST_", 1))
+    return [*tokens, "", "bst_", "\n", "bst_" + "0" * 12 + "_" + "A" * 43]
+
+
+def test_the_key_check_reads_exactly_the_tokens_the_pattern_matches() -> None:
+    from bastion.guard.auth import _ID, _KEY, _key_parts, is_key_id
+
+    for token in _tokens(random.Random(7)):
+        match = _KEY.match(token)
+        assert _key_parts(token) == (None if match is None else match.groups()), repr(token)
+        claimed = token[4:16]  # what the pipeline reads as the claimed id: at most 12 chars
+        assert is_key_id(claimed) == bool(_ID.match(claimed)), repr(claimed)
+
+
+def _request_fields() -> dict[str, Any]:
+    digest = "sha256:" + "ab" * 32
+    return {
+        "key_id": "0123456789ab",
+        "tenant": "acme",
+        "route": "/v1/predict",
+        "model_digest": digest,
+        "input_digest": "hmac-sha256:" + "0f" * 32,
+        "decisions": {"auth": "allow", "contract": "allow", "ood": "flag"},
+    }
+
+
+BAD_REQUEST_FIELDS = (
+    {"key_id": "a b"},
+    {"key_id": 5},
+    {"key_id": ""},
+    {"tenant": "x;y"},
+    {"tenant": b"acme"},
+    {"route": "v1/predict"},
+    {"route": "/v1/pre dict"},
+    {"route": None},
+    {"model_digest": "sha256:" + "a" * 63},
+    {"model_digest": "md5:" + "a" * 64},
+    {"input_digest": "sha256:" + "A" * 64},
+    {"input_digest": "sha256;" + "a" * 64},
+    {"input_digest": "sha256:" + "a" * 65},
+    {"input_digest": None},
+    {"decisions": {"auth": "allow", "bad name": "allow"}},
+    {"decisions": {"auth": "al low"}},
+    {"decisions": {"auth": 1}},
+    {"decisions": {f"d{i}": "allow" for i in range(33)}},
+    {"decisions": [("auth", "allow")]},
+)
+BAD_OUTCOME_FIELDS = (
+    {"status": 99},
+    {"status": 600},
+    {"status": True},
+    {"status": 200.0},
+    {"latency_ms": -1.0},
+    {"latency_ms": math.nan},
+    {"latency_ms": math.inf},
+    {"latency_ms": False},
+    {"latency_ms": "1"},
+    {"admission": 0},
+    {"admission": True},
+    {"admission": 1.0},
+)
+
+
+def test_pipeline_made_audit_records_are_the_records_and_refuse_what_they_refuse() -> None:
+    """admission_made / outcome_made (no generic walk, identities remembered) encode to the
+    bytes of the records they stand for, and refuse every value those refuse, whether or not
+    the same identity was seen before."""
+    from bastion.guard import audit
+    from bastion.records import RecordError
+
+    fields = _request_fields()
+    made = audit.admission_made(**fields)
+    assert isinstance(made, audit.AdmissionEvent)
+    assert audit.encode_event(made) == audit.encode_event(
+        audit.AdmissionEvent(at=made.at, **fields)
+    )
+    outcome_fields = {"status": 200, "latency_ms": 1.25, "admission": 3}
+    made_outcome = audit.outcome_made(**fields, **outcome_fields)
+    assert isinstance(made_outcome, audit.AuditEvent)
+    assert audit.encode_event(made_outcome) == audit.encode_event(
+        audit.AuditEvent(at=made_outcome.at, **fields, **outcome_fields)
+    )
+    assert audit.outcome_made(**{**fields, "key_id": None, "tenant": None}, **outcome_fields)
+    for remembered in (False, True):  # first sight of the identity, then remembered
+        if not remembered:
+            audit._IDENTITIES_SEEN.clear()
+        for bad in BAD_REQUEST_FIELDS:
+            changed = {**fields, **bad}
+            with pytest.raises((RecordError, TypeError)):
+                audit.AdmissionEvent(at=made.at, **changed)
+            with pytest.raises(RecordError):
+                audit.admission_made(**changed)
+            with pytest.raises(RecordError):
+                audit.outcome_made(**changed, **outcome_fields)
+        for bad in BAD_OUTCOME_FIELDS:
+            changed_outcome = {**outcome_fields, **bad}
+            with pytest.raises((RecordError, TypeError)):
+                audit.AuditEvent(at=made.at, **fields, **changed_outcome)
+            with pytest.raises(RecordError):
+                audit.outcome_made(**fields, **changed_outcome)
+        # stricter than the record's pattern, whose `$` takes a trailing newline
+        with pytest.raises(RecordError):
+            audit.admission_made(**{**fields, "input_digest": "sha256:" + "a" * 64 + "\n"})
+        audit.admission_made(**fields)  # remembered from here on
+
+
+def test_remembered_identities_are_bounded() -> None:
+    from bastion.guard import audit
+
+    fields = _request_fields()
+    for i in range(audit.MAX_IDENTITIES_SEEN + 10):
+        audit.admission_made(**{**fields, "key_id": f"{i:012x}"})
+        assert len(audit._IDENTITIES_SEEN) <= audit.MAX_IDENTITIES_SEEN

@@ -80,8 +80,10 @@ __all__ = [
     "AuditLog",
     "AuditStatus",
     "AuditUnavailable",
+    "admission_made",
     "checkpoint_path_for",
     "input_digest",
+    "outcome_made",
     "record_hash",
     "utc_now",
     "worker_log_path",
@@ -258,6 +260,139 @@ def _check_request(event: RequestRecord) -> None:
         if not _NAME.match(detector) or not _NAME.match(action):
             raise RecordError("decisions", "detector and action must be identifiers")
         if len(known) < MAX_NAMES_SEEN:  # the pipeline's vocabulary: a few dozen words
+            known.update((detector, action))
+
+
+# (key_id, tenant, route, model_digest) of pipeline-made records that passed the checks of
+# `_check_request`: every request of a key repeats the same few, bounded
+_IDENTITIES_SEEN: set[tuple[Any, ...]] = set()
+MAX_IDENTITIES_SEEN = 4096
+_HEX = "0123456789abcdef"
+
+
+class _MadeAdmission(AdmissionEvent):
+    """An AdmissionEvent the pipeline built (`admission_made`): the same record, encoded to
+    the same bytes, checked by `_check_made` instead of the generic walk."""
+
+    def __post_init__(self) -> None:
+        _check_made(self)
+
+
+class _MadeOutcome(AuditEvent):
+    """An AuditEvent the pipeline built (`outcome_made`); see `_MadeAdmission`."""
+
+    def __post_init__(self) -> None:
+        _check_made(self)
+        status, latency, admission = self.status, self.latency_ms, self.admission
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise RecordError("status", "must be an HTTP status (100-599)")
+        if (
+            not isinstance(latency, (int, float))
+            or isinstance(latency, bool)
+            or not (math.isfinite(latency) and latency >= 0)
+        ):
+            raise RecordError("latency_ms", "must be a finite number >= 0")
+        if admission is not None and (
+            not isinstance(admission, int) or isinstance(admission, bool) or admission < 1
+        ):
+            raise RecordError("admission", "must be a sequence number (>= 1)")
+
+
+def admission_made(
+    *,
+    key_id: str | None,
+    tenant: str | None,
+    route: str,
+    model_digest: str,
+    input_digest: str,
+    decisions: dict[str, str],
+) -> AdmissionEvent:
+    """The pipeline's AdmissionEvent, recorded now. Its time is made here (`utc_now`) and is
+    not re-checked; every other field is held to the record's rules (`_check_made`)."""
+    return _MadeAdmission(
+        at=utc_now(),
+        key_id=key_id,
+        tenant=tenant,
+        route=route,
+        model_digest=model_digest,
+        input_digest=input_digest,
+        decisions=decisions,
+    )
+
+
+def outcome_made(
+    *,
+    key_id: str | None,
+    tenant: str | None,
+    route: str,
+    model_digest: str,
+    input_digest: str,
+    decisions: dict[str, str],
+    status: int,
+    latency_ms: float,
+    admission: int | None,
+) -> AuditEvent:
+    """The pipeline's AuditEvent (a request's outcome), recorded now; see `admission_made`."""
+    return _MadeOutcome(
+        at=utc_now(),
+        key_id=key_id,
+        tenant=tenant,
+        route=route,
+        model_digest=model_digest,
+        input_digest=input_digest,
+        decisions=decisions,
+        status=status,
+        latency_ms=latency_ms,
+        admission=admission,
+    )
+
+
+def _check_made(event: RequestRecord) -> None:
+    """`check_fields` and `_check_request` for a record the pipeline built, refusing the same
+    values at a fraction of the cost (this runs on every request's path): the identifiers,
+    route and model digest, which every request of a key repeats, are checked once per
+    combination (remembered, bounded); the input digest without a regular expression (the
+    pattern's own `$` would also take one trailing newline, which no digest has); the
+    verdicts through the names already seen. `at` comes from `utc_now`."""
+    identity = (event.key_id, event.tenant, event.route, event.model_digest)
+    if identity not in _IDENTITIES_SEEN:
+        for name in ("key_id", "tenant"):
+            value = getattr(event, name)
+            if value is not None and not (isinstance(value, str) and _NAME.match(value)):
+                raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
+        if not (isinstance(event.route, str) and _ROUTE.match(event.route)):
+            raise RecordError("route", "must be a path (letters, digits, _.~/-)")
+        if not (isinstance(event.model_digest, str) and _DIGEST.match(event.model_digest)):
+            raise RecordError("model_digest", "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
+        if len(_IDENTITIES_SEEN) >= MAX_IDENTITIES_SEEN:
+            _IDENTITIES_SEEN.clear()
+        _IDENTITIES_SEEN.add(identity)
+    digest = event.input_digest
+    kind, colon, hexadecimal = digest.partition(":") if type(digest) is str else ("", "", "")
+    if not (
+        colon
+        and kind in ("sha256", "hmac-sha256")
+        and len(hexadecimal) == 64
+        and not hexadecimal.strip(_HEX)
+    ):
+        raise RecordError("input_digest", "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
+    decisions = event.decisions
+    if type(decisions) is not dict:
+        raise RecordError("decisions", "expected a table")
+    if len(decisions) > MAX_DECISIONS:
+        raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
+    known = _NAMES_SEEN
+    for detector, action in decisions.items():
+        if detector in known and action in known:
+            continue
+        if not (
+            isinstance(detector, str)
+            and isinstance(action, str)
+            and _NAME.match(detector)
+            and _NAME.match(action)
+        ):
+            raise RecordError("decisions", "detector and action must be identifiers")
+        if len(known) < MAX_NAMES_SEEN:
             known.update((detector, action))
 
 

@@ -53,6 +53,36 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 _SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,100}$")
 _DUMMY = hashlib.sha256(b"bastion-guard-key/1 dummy").hexdigest()
 MAX_HEADER = 8192
+# the request path reads a key without regular expressions (the engine's code is a cold
+# cache's worth of misses between requests): the same characters as _KEY and _ID
+_HEX_DIGITS = "0123456789abcdef"
+_SECRET_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_KEY_LENGTH = 60  # bst_ + 12 + _ + 43
+
+
+def is_key_id(text: str) -> bool:
+    """Whether `text` is 12 lowercase hex digits, a key id (what `_ID` matches, bar the
+    trailing newline its `$` also takes)."""
+    return len(text) == 12 and not text.strip(_HEX_DIGITS)
+
+
+def _key_parts(token: str) -> tuple[str, str] | None:
+    """(id, secret) of a token of the key's form, else None: what `_KEY` matches, read with
+    string operations when the token has the key's length (any other length goes to `_KEY`,
+    whose `$` would take a trailing newline)."""
+    if len(token) != _KEY_LENGTH:
+        match = _KEY.match(token)
+        return None if match is None else (match[1], match[2])
+    key_id, secret = token[4:16], token[17:]
+    if (
+        token[:4] != "bst_"
+        or token[16] != "_"
+        or key_id.strip(_HEX_DIGITS)
+        or secret.strip(_SECRET_CHARS)
+    ):
+        return None
+    return key_id, secret
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -175,7 +205,8 @@ class KeyStore:
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[str, KeyInfo] | None] = {}
+        # key id -> (stored digest, record, expiry in epoch seconds or None), or None
+        self._cache: dict[str, tuple[str, KeyInfo, float | None] | None] = {}
         self._principals: dict[str, Principal] = {}
         self._version = -1
         self._wal_index: bytes | None = None  # the WAL-index header at the last pragma
@@ -337,7 +368,7 @@ class KeyStore:
             self._principals.clear()
             self._version = version
 
-    def _lookup(self, key_id: str) -> tuple[str, KeyInfo] | None:
+    def _lookup(self, key_id: str) -> tuple[str, KeyInfo, float | None] | None:
         with self._lock:
             self._refresh()
             if len(self._cache) > 100_000:
@@ -350,23 +381,27 @@ class KeyStore:
                 "digest FROM keys WHERE id = ?",
                 (key_id,),
             ).fetchone()
-            found = (row[8], _info(row[:8])) if row else None
+            found = None
+            if row:
+                info = _info(row[:8])
+                expires = _parse_time(info.expires_at).timestamp() if info.expires_at else None
+                found = (row[8], info, expires)
             self._cache[key_id] = found
             return found
 
     def authenticate(self, token: str) -> Principal:
-        match = _KEY.match(token)
-        if not match:
+        parts = _key_parts(token)
+        if parts is None:
             raise AuthFailure("malformed")
-        key_id, secret = match.groups()
+        key_id, secret = parts
         found = self._lookup(key_id)
         stored = found[0] if found else _DUMMY
         if not hmac.compare_digest(stored, digest(key_id, secret)) or found is None:
             raise AuthFailure("unknown" if found is None else "secret")
-        info = found[1]
+        info, expires = found[1], found[2]
         if info.revoked_at:
             raise AuthFailure("revoked")
-        if info.expires_at and _parse_time(info.expires_at) <= _now():
+        if expires is not None and expires <= _now().timestamp():
             raise AuthFailure("expired")
         principal = self._principals.get(key_id)
         if principal is None:  # immutable: built once per key until the store changes

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bastion.guard import http
-from bastion.guard.auth import _ID, Authenticator, AuthFailure, Principal, authorise
+from bastion.guard.auth import Authenticator, AuthFailure, Principal, authorise, is_key_id
 from bastion.guard.limits import Backend, InFlight, LimiterUnavailable, retry_after_header
 from bastion.guard.metrics import Metrics
 from bastion.guard.output import BadAnswer, harden
@@ -183,6 +183,8 @@ class Guard:
         self.classifier = classifier
         self.digest_key = digest_key
         self.in_flight = InFlight()
+        # read at scrape time: a locked Gauge updated twice per request costs more
+        metrics.in_flight.set_function(lambda: self.in_flight.current)
         self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
         # keys whose answered requests raised a monitor alert their next request has not
         # carried yet, oldest first (record and flag modes: GuardMiddleware._observe_answered)
@@ -278,7 +280,6 @@ class GuardMiddleware:
             )
             await self._finish(scope, send, request, settings, started, status, body, headers, None)
             return
-        guard.metrics.in_flight.inc()
         try:
             status, body, headers, raw = await self._run(scope, receive, request, settings, address)
         except Refusal as refusal:
@@ -296,7 +297,6 @@ class GuardMiddleware:
             )
         finally:
             guard.in_flight.leave()
-            guard.metrics.in_flight.dec()
         if request.principal is not None:
             claimed = request.principal.key_id
         try:
@@ -347,7 +347,7 @@ class GuardMiddleware:
         authorization = http.header(scope, b"authorization")
         if authorization and authorization[:11].lower() == b"bearer bst_":
             claimed_id = authorization[11:23].decode("ascii", "replace")
-            if _ID.match(claimed_id):  # audited as who claimed to call, even when refused
+            if is_key_id(claimed_id):  # audited as who claimed to call, even when refused
                 scope["bastion.claimed_key"] = claimed_id
         try:
             principal = guard.authenticator.authenticate(authorization)
@@ -863,12 +863,11 @@ class GuardMiddleware:
         inner app once the model has the rows (`GuardRequest.start_admission`), or else at the
         inner app's first wait. A request alone in flight commits it in place (see
         `AuditLog.append_here`); others share the writer's group commit."""
-        from bastion.guard.audit import AdmissionEvent, utc_now
+        from bastion.guard.audit import admission_made
 
         guard = self.guard
         audit = guard.audit
-        event = AdmissionEvent(
-            at=utc_now(),
+        event = admission_made(
             key_id=request.principal.key_id if request.principal else None,
             tenant=request.principal.tenant if request.principal else None,
             route=request.route.path,
@@ -1006,10 +1005,9 @@ class GuardMiddleware:
         admitted: int | None,
     ) -> Any:
         """The request's AuditEvent (its outcome), `seconds` after it arrived."""
-        from bastion.guard.audit import AuditEvent, utc_now
+        from bastion.guard.audit import outcome_made
 
-        return AuditEvent(
-            at=utc_now(),
+        return outcome_made(
             key_id=key_id,
             tenant=request.principal.tenant if request.principal else None,
             route=request.route.path,
