@@ -455,3 +455,15 @@ def test_remembered_identities_are_bounded() -> None:
     for i in range(audit.MAX_IDENTITIES_SEEN + 10):
         audit.admission_made(**{**fields, "key_id": f"{i:012x}"})
         assert len(audit._IDENTITIES_SEEN) <= audit.MAX_IDENTITIES_SEEN
+
+
+def test_sha256_hex_is_hashlibs_sha256() -> None:
+    import hashlib
+
+    from bastion.guard.digests import SHORT, sha256_hex
+
+    rng = random.Random(11)
+    sizes = [0, 1, 55, 56, 63, 64, 65, 1000, SHORT - 1, SHORT, SHORT + 1, 3 * SHORT]
+    for size in sizes + [rng.randrange(2 * SHORT) for _ in range(50)]:
+        data = rng.randbytes(size)
+        assert sha256_hex(data) == hashlib.sha256(data).hexdigest()

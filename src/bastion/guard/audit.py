@@ -66,6 +66,7 @@ from bastion.guard.checkpoints import (
     sign,
     signature_ok,
 )
+from bastion.guard.digests import sha256_hex
 from bastion.records import Checked, Record, RecordError, field
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ def input_digest(data: bytes, *, key: bytes | None = None) -> str:
     found by trying them all."""
     if key is not None:
         return "hmac-sha256:" + hmac.digest(key, data, "sha256").hex()  # OpenSSL, one call
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256_hex(data)
 
 
 class RequestRecord(Checked):
@@ -479,7 +480,7 @@ def record_hash(
     number, previous hash and recording time one a line (none can hold a newline), then the
     event's bytes exactly as stored."""
     head = f"bastion-audit/1\n{chain}\n{worker}\n{seq}\n{prev}\n{recorded_at}\n"
-    return hashlib.sha256(head.encode("utf-8") + event).hexdigest()
+    return sha256_hex(head.encode("utf-8") + event)
 
 
 def stored_bytes(value: object) -> bytes:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bastion.errors import ConfigError, InputError, UsageError
+from bastion.guard.digests import sha256_hex
 from bastion.guard.settings import SCOPES, JwtSettings
 from bastion.records import Record
 
@@ -169,8 +170,7 @@ def parse_expiry(text: str) -> dt.datetime:
 
 def digest(key_id: str, secret: str) -> str:
     """The stored form of a key's secret (see the module docstring for why SHA-256)."""
-    data = f"bastion-guard-key/1\0{key_id}\0{secret}".encode()
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(f"bastion-guard-key/1\0{key_id}\0{secret}".encode())
 
 
 def check_scopes(scopes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
