@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bastion.datacheck.streams import open_bytes
+from bastion.datacheck.streams import ArrowLoan, open_bytes
 from bastion.errors import DataInputError
 
 if TYPE_CHECKING:
@@ -295,12 +295,11 @@ class CsvSource:
     def _read_options(self) -> Any:
         import pyarrow.csv as pcsv
 
-        encoding = self.layout.encoding
         return pcsv.ReadOptions(
             column_names=self.layout.names,
             skip_rows=1 if self.layout.header else 0,
             block_size=self.options.max_line + 1024,
-            encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding,
+            encoding="utf8",  # ArrowLoan transcodes (pyarrow would, from its own threads)
             use_threads=True,  # blocks parsed and converted on pyarrow's thread pool
         )
 
@@ -335,24 +334,21 @@ class CsvSource:
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
-        stream = self._open()
-        try:
-            reader = pcsv.open_csv(
-                stream,
-                read_options=self._read_options(),
-                parse_options=self._parse_options(),
-                convert_options=self._convert_options(None, None),
-            )
-            schema = reader.schema
-            reader.close()
-        except DataInputError as exc:
-            if exc.row is None and exc.line is not None:
-                exc.row = self._row_of_line(exc.line)
-            raise
-        except (pa.ArrowException, UnicodeError, OSError, ValueError, MemoryError) as exc:
-            raise self._error(exc, 0, {}) from exc
-        finally:
-            stream.close()
+        with ArrowLoan(self._open(), encoding=self.layout.encoding) as loan:
+            try:
+                loan.open(
+                    pcsv.open_csv,
+                    read_options=self._read_options(),
+                    parse_options=self._parse_options(),
+                    convert_options=self._convert_options(None, None),
+                )
+                schema = loan.reader.schema
+            except DataInputError as exc:
+                if exc.row is None and exc.line is not None:
+                    exc.row = self._row_of_line(exc.line)
+                raise
+            except (pa.ArrowException, UnicodeError, OSError, ValueError, MemoryError) as exc:
+                raise self._error(exc, 0, {}) from exc
         undecoded = [f.name for f in schema if pa.types.is_binary(f.type)]
         if undecoded:  # pyarrow falls back to bytes for cells that are not valid text
             raise self._locate_encoding(0, undecoded[0])
@@ -379,18 +375,18 @@ class CsvSource:
         import pyarrow.csv as pcsv
 
         types = {f.name: f.type for f in self._schema}
-        stream = self._open(count_quotes=True)
         start = 0
-        try:
+        stream = self._open(count_quotes=True)
+        with ArrowLoan(stream, encoding=self.layout.encoding) as loan:
             try:
-                reader = pcsv.open_csv(
-                    stream,
+                loan.open(
+                    pcsv.open_csv,
                     read_options=self._read_options(),
                     parse_options=self._parse_options(),
                     convert_options=self._convert_options(types, columns),
                 )
                 held = None  # the last batch waits until the quotes are known to be closed
-                for batch in reader:
+                for batch in loan.reader:
                     if held is not None:
                         yield from _slices(held, batch_rows)
                     held = batch
@@ -404,8 +400,6 @@ class CsvSource:
                 raise
             except (pa.ArrowException, UnicodeError, OSError, ValueError, MemoryError) as exc:
                 raise self._error(exc, start, types) from exc
-        finally:
-            stream.close()
 
     def _check_quotes_closed(self, raw: Any) -> None:
         """pyarrow reads a quote that is never closed as one last cell holding the rest of the

@@ -9,7 +9,6 @@ batches, so memory stays bounded by the block and batch sizes whatever the file'
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
@@ -22,6 +21,7 @@ from bastion.datacheck.dataset import Dataset, TableSource
 from bastion.datacheck.streams import (
     COMPRESSED_SUFFIXES,
     MAX_JSON_DEPTH,
+    ArrowLoan,
     JsonDepth,
     compression_of,
     open_bytes,
@@ -409,30 +409,27 @@ class JsonLinesSource:
             json_depth=MAX_JSON_DEPTH,
         )
 
-    def _reader(self, stream: Any) -> Any:
+    def _open_reader(self, loan: ArrowLoan) -> None:
         import pyarrow.json as pjson
 
         kwargs: dict[str, Any] = {}
         if self._schema is not None:
             kwargs = {"explicit_schema": self._schema, "unexpected_field_behavior": "error"}
-        return pjson.open_json(
-            stream,
+        loan.open(
+            pjson.open_json,
             read_options=pjson.ReadOptions(block_size=self.options.max_line + 1024),
             parse_options=pjson.ParseOptions(newlines_in_values=False, **kwargs),
         )
 
     def _infer_schema(self) -> pyarrow.Schema:
-        stream = self._open()
-        try:
-            reader = self._reader(stream)
-            schema = reader.schema
-            reader.close()
-        except DataInputError:
-            raise
-        except _arrow_errors() as exc:
-            raise self._error(exc, 0) from exc
-        finally:
-            stream.close()
+        with ArrowLoan(self._open()) as loan:
+            try:
+                self._open_reader(loan)
+                schema = loan.reader.schema
+            except DataInputError:
+                raise
+            except _arrow_errors() as exc:
+                raise self._error(exc, 0) from exc
         if len(schema) > self.options.max_columns:
             raise DataInputError(
                 f"{self.name}: {len(schema):,} fields (bound: {self.options.max_columns:,})",
@@ -446,13 +443,11 @@ class JsonLinesSource:
         return self._schema
 
     def read(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pyarrow.RecordBatch]:
-        stream = self._open()
         start = 0
-        reader = None
-        try:
+        with ArrowLoan(self._open()) as loan:
             try:
-                reader = self._reader(stream)
-                for batch in reader:
+                self._open_reader(loan)
+                for batch in loan.reader:
                     if columns is not None:
                         batch = batch.select(list(columns))
                     for offset in range(0, batch.num_rows, batch_rows):
@@ -464,13 +459,6 @@ class JsonLinesSource:
                 raise
             except _arrow_errors() as exc:
                 raise self._error(exc, start) from exc
-        finally:
-            # the reader's read-ahead thread is stopped before the stream it reads is closed
-            # (a reader left open at exit was seen to abort the interpreter, once, under load)
-            if reader is not None:
-                with contextlib.suppress(Exception):
-                    reader.close()
-            stream.close()
 
     def _error(self, exc: BaseException, start: int) -> DataInputError:
         text = str(exc)

@@ -7,7 +7,12 @@ bound's worth of bytes, whatever the reader would have buffered."""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import io
+import itertools
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +39,9 @@ READ_CHUNK = 1024 * 1024
 # overflows the stack (a segfault, no exception) somewhere between 5,000 and 20,000 levels;
 # Python's json stops near 1,000. A table's cell nested this deep is not data but an attack.
 MAX_JSON_DEPTH = 64
+# How long ArrowLoan.end waits for pyarrow to let go of a stream (it takes well under a
+# millisecond once the reader is dropped; past this the stream is closed anyway).
+RELEASE_WAIT_S = 2.0
 
 
 def compression_of(head: bytes) -> str | None:
@@ -227,6 +235,110 @@ def open_bytes(
     if stream.json_depth is not None:
         stream.json_depth.lines = lambda: stream.lines
     return io.BufferedReader(stream, buffer_size=256 * 1024)
+
+
+class _Lent:
+    """What pyarrow holds instead of the stream: the loan's read and the stream's other
+    methods, and nothing a Python frame refers to, so that it dies when pyarrow drops it."""
+
+    __slots__ = ("__weakref__", "_stream", "close", "read", "seek", "tell")
+
+    def __init__(self, stream: io.BufferedIOBase, read: Callable[[int], memoryview]) -> None:
+        self._stream = stream
+        self.read = read
+        self.close = stream.close
+        self.seek = stream.seek
+        self.tell = stream.tell
+
+    @property
+    def closed(self) -> bool:
+        return self._stream.closed
+
+
+class ArrowLoan:
+    """One of these streams lent to pyarrow's streaming CSV or JSON reader, and taken back.
+
+    pyarrow reads a Python stream from a thread of its IO pool, ahead of the batches asked
+    for, and wraps each block it reads in a buffer that keeps the Python object; that thread
+    can still hold the stream, or drop the last reference to a block, after the reader is
+    closed, and each of those steps takes the GIL. If the process then exits from code that
+    holds the GIL, the exit waits for the IO pool and the pool's thread waits for the GIL:
+    the process hangs for good (apache/arrow#50482; here a fuzz run that never ended, and
+    `exit()` from C after a read, which hung one time in two). So pyarrow gets a stand-in that
+    nothing else refers to, each block as a view the loan tracks, and text already transcoded
+    to UTF-8 (pyarrow's own transcoder is a Python object called from its threads). Leaving
+    the `with` block drops the reader and waits, with the GIL released, until pyarrow has let
+    go of the stand-in and of every block (well under a millisecond once the reader is
+    dropped; bounded by RELEASE_WAIT_S), then closes the stream: once a read is over, no
+    thread of pyarrow's holds a Python object of ours.
+
+        with ArrowLoan(stream, encoding="latin-1") as loan:
+            loan.open(pyarrow.csv.open_csv, read_options=...)  # told the text is UTF-8
+            for batch in loan.reader: ...
+    """
+
+    def __init__(self, stream: io.BufferedIOBase, *, encoding: str | None = None) -> None:
+        self.stream = stream
+        self.reader: Any = None
+        self._lent: weakref.ref[_Lent] | None = None
+        self._views: set[int] = set()  # the blocks pyarrow still holds, by serial number
+        self._serial = itertools.count()
+        self._decoder = None
+        if encoding is not None and codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):
+            self._decoder = codecs.getincrementaldecoder(encoding)()
+        self._pending = b""
+
+    def __enter__(self) -> ArrowLoan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.end()
+
+    def open(self, function: Callable[..., Any], **options: Any) -> None:
+        """`loan.reader` = pyarrow's `function` (open_csv, open_json) on the stand-in. The
+        stand-in is never bound to a name here: a traceback keeping the frame would keep it."""
+        self.reader = function(self._stand_in(), **options)
+
+    def _stand_in(self) -> _Lent:
+        lent = _Lent(self.stream, self._read)
+        self._lent = weakref.ref(lent)
+        return lent
+
+    def _read(self, size: int = -1) -> memoryview:
+        view = memoryview(self._next(size))
+        serial = next(self._serial)
+        self._views.add(serial)
+        weakref.finalize(view, self._views.discard, serial)
+        return view
+
+    def _next(self, size: int) -> bytes:
+        if self._decoder is None:
+            return self.stream.read(size)
+        while size < 0 or len(self._pending) < size:
+            raw = self.stream.read(READ_CHUNK)
+            self._pending += self._decoder.decode(raw, final=not raw).encode("utf-8")
+            if not raw:
+                break
+        cut = len(self._pending) if size < 0 else size  # never more than asked for
+        out, self._pending = self._pending[:cut], self._pending[cut:]
+        return out
+
+    def lent(self) -> bool:
+        """Whether pyarrow still holds the stand-in or a block."""
+        return bool(self._views) or (self._lent is not None and self._lent() is not None)
+
+    def end(self) -> None:
+        """Close and drop the reader, wait (bounded) until pyarrow has dropped the stand-in
+        and every block, then close the stream."""
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
+            del reader
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while self.lent() and time.monotonic() < deadline:
+            time.sleep(0.0002)  # releases the GIL, which pyarrow's thread may be waiting for
+        self.stream.close()
 
 
 def _decompressor(compression: str, raw: Any) -> Any:
