@@ -139,6 +139,20 @@ def test_cod010_reads_card_digits_of_any_script(zero: int) -> None:
         assert list(personal_data("charged card " + _in_script(zero, not_luhn))) == [], not_luhn
 
 
+def test_cod010_reads_full_width_letters_and_digits() -> None:
+    full_width = str.maketrans(
+        {c: chr(ord(c) + 0xFEE0) for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+    )
+    assert (
+        dict(personal_data("IBAN " + "DE89 3704 0044 0532 0130 00".translate(full_width))).get(
+            "IBAN"
+        )
+        == "DE…00"
+    )
+    wrong = "DE00 3704 0044 0532 0130 00".translate(full_width)
+    assert "IBAN" not in dict(personal_data("IBAN " + wrong))
+
+
 def test_cod010_card_needs_luhn() -> None:
     for card in ("4539148803436467", "5500 0055 5555 5559", "6011-0009-9013-9424"):
         assert dict(personal_data(f"card {card}")).get("payment card number"), card

@@ -5,6 +5,7 @@ lengths). Samples returned are masked."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 
 from bastion.personal import identifiers as ids
@@ -40,8 +41,9 @@ def _card_valid(digits: str) -> bool:
 
 
 def personal_data(text: str) -> Iterator[tuple[str, str]]:
-    """(kind, masked sample) for each kind of personal data found (once per kind)."""
-    text = text[:MAX_TEXT]
+    """(kind, masked sample) for each kind of personal data found (once per kind). The text is
+    read in NFKC form: full-width letters and digits (`ＤＥ８９ ３７０４ …`) as ASCII."""
+    text = unicodedata.normalize("NFKC", text[:MAX_TEXT])
     found: dict[str, str] = {}
     for match in EMAIL.finditer(text):
         domain = match.group(0).lower().rpartition("@")[2]
