@@ -329,19 +329,25 @@ class CsvSource:
             kwargs["include_columns"] = list(columns)
         return pcsv.ConvertOptions(**kwargs)
 
+    def _open_reader(
+        self, loan: ArrowLoan, types: dict[str, Any] | None, columns: Sequence[str] | None
+    ) -> None:
+        import pyarrow.csv as pcsv
+
+        loan.open(
+            pcsv.open_csv,
+            read_options=self._read_options(),
+            parse_options=self._parse_options(),
+            convert_options=self._convert_options(types, columns),
+        )
+
     # -- schema -------------------------------------------------------------------------------
     def _infer_schema(self) -> pyarrow.Schema:
         import pyarrow as pa
-        import pyarrow.csv as pcsv
 
         with ArrowLoan(self._open(), encoding=self.layout.encoding) as loan:
             try:
-                loan.open(
-                    pcsv.open_csv,
-                    read_options=self._read_options(),
-                    parse_options=self._parse_options(),
-                    convert_options=self._convert_options(None, None),
-                )
+                self._open_reader(loan, None, None)
                 schema = loan.reader.schema
             except DataInputError as exc:
                 if exc.row is None and exc.line is not None:
@@ -372,19 +378,13 @@ class CsvSource:
     # -- reading ------------------------------------------------------------------------------
     def read(self, columns: Sequence[str] | None, batch_rows: int) -> Iterator[pyarrow.RecordBatch]:
         import pyarrow as pa
-        import pyarrow.csv as pcsv
 
         types = {f.name: f.type for f in self._schema}
         start = 0
         stream = self._open(count_quotes=True)
         with ArrowLoan(stream, encoding=self.layout.encoding) as loan:
             try:
-                loan.open(
-                    pcsv.open_csv,
-                    read_options=self._read_options(),
-                    parse_options=self._parse_options(),
-                    convert_options=self._convert_options(types, columns),
-                )
+                self._open_reader(loan, types, columns)
                 held = None  # the last batch waits until the quotes are known to be closed
                 for batch in loan.reader:
                     if held is not None:
