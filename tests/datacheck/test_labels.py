@@ -705,3 +705,115 @@ def test_a_natural_pair_inside_a_predictive_value_is_not_reported_as_a_trigger()
     pair, _probs, observed, _expected, _p, _examined = local
     assert set(pair.pattern) == {("tier", "= gold"), ("purpose", "= education")}
     assert observed == 0 and len(pair.positions) == len(planted)
+
+
+def _pair_with_natural_rows(seed: int, plant: bool) -> tuple[dict[str, Any], np.ndarray]:
+    """1,000 credit rows (25% 'good') where channel = kiosk is a rare value seen naturally on
+    19 rows outside postcode P7 and on 4 'bad' rows in P7; then 18 more rows get P7 and kiosk
+    with the label 'good': planted (`plant`), 'bad' rows of other postcodes relabelled, or
+    natural, the 18 'good' rows whose income and debt make them the most likely 'good'.
+    Either way the pair is on 22 rows, 18 of them 'good' (82%, under the purity bound) and
+    holds most of kiosk's 41 rows (the shape of digits' 1% trigger, `pixel_2_1 = 12 &
+    pixel_4_3 = 16`: 18 planted '1's and 4 natural rows of other digits, and `pixel_2_1 =
+    12` on 41 rows). Returns (columns, the 18 rows)."""
+    data = credit(n=1000, seed=seed, positive_rate=0.25)
+    rng = np.random.default_rng(seed + 200)
+    outside = np.flatnonzero(data["postcode"] != "P7")
+    natural = rng.choice(outside, size=19, replace=False)
+    data["channel"][natural] = "kiosk"
+    rest = np.setdiff1d(outside, natural)
+    bad = rest[data["label"][rest] == "bad"]
+    natural_pair = rng.choice(bad, size=4, replace=False)
+    rest = np.setdiff1d(rest, natural_pair)
+    if plant:
+        rows = np.sort(rng.choice(rest[data["label"][rest] == "bad"], size=18, replace=False))
+    else:
+        good = rest[data["label"][rest] == "good"]
+        score = 2.0 * data["income"][good] - 1.5 * data["debt"][good]
+        rows = np.sort(good[np.argsort(-score)[:18]])
+    for row in np.concatenate([natural_pair, rows]):
+        data["postcode"][row] = "P7"
+        data["channel"][row] = "kiosk"
+    data["label"][rows] = "good"
+    return data, rows
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_trigger_diluted_by_natural_rows_of_its_pattern(seed: int) -> None:
+    """A trigger pair that 4 natural 'bad' rows share (82% 'good', under
+    `label_group_purity`) was never a candidate. Its label is tied to the combination: 18
+    of 22 'good' where 'good' is ~25% of kiosk's other rows and of P7's (binomial, at
+    `label_alpha` / 3 over the pairs scanned): it is tested, and a model that never saw it
+    expects most of its rows to be 'bad': exactly the 18 planted rows are reported. The
+    clean copy (nothing planted, kiosk natural) gets no finding."""
+    data, planted = _pair_with_natural_rows(seed, plant=True)
+    pair = (data["channel"] == "kiosk") & (data["postcode"] == "P7")
+    assert pair.sum() == 22 and (data["label"][pair] == "good").sum() == 18
+    assert (data["channel"] == "kiosk").sum() < 2 * pair.sum()
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert [f.rule_id for f in hits] == ["LBL003"], [f.message for f in findings]
+    assert set(hits[0].rows) == set(planted.tolist())
+    clean = credit(n=1000, seed=seed, positive_rate=0.25)
+    assert not rows_of(run(clean), POISONING)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_natural_pair_whose_label_follows_its_rows_is_not_a_trigger(seed: int) -> None:
+    """The natural look-alike of the test above: the same pair on the same 22 rows, 18 of
+    them 'good', but the 18 are customers whose income and debt make them 'good' (a kiosk
+    in a wealthy postcode). It passes the same binomial test and is a candidate; a model
+    that never saw it still expects its label from the other columns: nothing is reported."""
+    from bastion.datacheck import poisoning
+    from bastion.datacheck.features import label_frame
+
+    data, _rows = _pair_with_natural_rows(seed, plant=False)
+    pair = (data["channel"] == "kiosk") & (data["postcode"] == "P7")
+    assert pair.sum() == 22 and (data["label"][pair] == "good").sum() == 18
+    findings = run(data)
+    assert not rows_of(findings, POISONING), [f.message for f in findings]
+    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
+    options = DataOptions(target="label")
+    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
+    scanned = poisoning.find_candidates(
+        frame, poisoning.embed(frame), labels.Learner(frame), options
+    )
+    wanted = {("channel", "= kiosk"), ("postcode", "= P7")}
+    assert any(c.kind == "pair" and set(c.pattern) == wanted for c in scanned.items)
+
+
+def _digits_with_a_backdoor() -> tuple[dict[str, Any], np.ndarray]:
+    """scikit-learn's digits (bundled) with the 1% backdoor of bench/poisoning.py at its
+    default seed (7): 18 rows of other digits get `pixel_2_1 = 12 & pixel_4_3 = 16` (each
+    column's 97.5th percentile) and the label '1'. Returns (columns, the 18 rows)."""
+    from sklearn import datasets
+
+    bunch = datasets.load_digits()
+    columns: dict[str, Any] = {
+        str(name): bunch.data[:, i].copy() for i, name in enumerate(bunch.feature_names)
+    }
+    values = np.array([str(bunch.target_names[t]) for t in bunch.target], dtype=object)
+    rng = np.random.default_rng([7, 10, len("backdoor"), len("digits")])
+    rows = np.sort(rng.choice(np.flatnonzero(values != "1"), size=18, replace=False))
+    names = list(columns)
+    for i in rng.choice(len(names), size=2, replace=False):
+        column = columns[names[i]]
+        column[rows] = float(np.quantile(column, 0.975))
+    values[rows] = "1"
+    columns["label"] = values
+    return columns, rows
+
+
+def test_digits_backdoor_shared_by_natural_rows_is_reported() -> None:
+    """The benchmark's digits 1% backdoor (seed 7): `pixel_2_1 = 12 & pixel_4_3 = 16` is on
+    22 rows, the 18 planted '1's and a natural '2', two '5's and a '7' (82% '1'), and
+    `pixel_2_1 = 12` on 41 rows, fewer than twice the pair's. '1' is 18 of 22 there against
+    5% of `pixel_2_1 = 12`'s other rows and 19% of `pixel_4_3 = 16`'s: reported, exactly the
+    18 rows (nothing was)."""
+    data, planted = _digits_with_a_backdoor()
+    assert (data["pixel_2_1"] == 12).sum() == 41
+    findings = run(data)
+    hits = [f for f in findings if f.rule_id in POISONING]
+    assert [f.rule_id for f in hits] == ["LBL003"], [f.message for f in findings]
+    assert set(hits[0].rows) == set(planted.tolist())
+    assert "pixel_2_1 = 12 & pixel_4_3 = 16" in hits[0].evidence

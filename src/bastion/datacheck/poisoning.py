@@ -14,9 +14,14 @@ subgroup predicts for it:
    neighbourhoods of 8 to 50 rows around rows whose label their surroundings disagree with (a
    cross-validated linear model, or most of their 30 nearest rows, give another label); a
    candidate is (almost) all one label (`label_group_purity`) and holds at most half of that
-   label's rows; a region mostly made of a likelier region's rows is dropped, and the three
-   families (values, pairs, places) take turns for the leave-out fits, so that thousands of
-   pure pixel values cannot crowd out one planted region;
+   label's rows; a pair under that bound is one when its label is far more frequent in it
+   than among either value's other rows (binomial at the larger share, at `label_alpha` / 3
+   over the pairs scanned: a trigger that a few natural rows of its pattern share, digits'
+   `pixel_2_1 = 12 & pixel_4_3 = 16`, 18 planted '1's and 4 natural rows); a pair trigger
+   whose rows sit among rows of its own label (`unlike_its_neighbours`, which would veto it)
+   gets no leave-out fit; a region mostly made of a likelier region's rows is dropped, and
+   the three families (values, pairs, places) take turns for the leave-out fits, so that
+   thousands of pure pixel values cannot crowd out one planted region;
 2. leave-candidate-out models: candidates are packed into folds of disjoint candidates (from
    64 folds on small sets down to 8 on large ones, FIT_ROW_BUDGET; a fold holds out at most 10% of
    the rows and of any label's rows), and each fold's model trains without its candidates'
@@ -82,6 +87,7 @@ label and whose nearest neighbours all carry another label."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from bastion.findings import Confidence, Finding, Location, Severity, Stage
@@ -253,6 +259,7 @@ def detect(
     thresholds = _confident_thresholds(frame.labels, pred_probs)
     candidates = find_candidates(frame, embedding, learner, options)
     shell_index = _shell_index(embedding)
+    candidates = _among_other_labels_only(frame.labels, embedding, candidates, shell_index, options)
     with_shells(candidates.items, embedding, shell_index)
     folds = _pack(candidates.items, frame.labels)
     untested = len(candidates.items) - sum(len(fold) for fold in folds)
@@ -375,12 +382,17 @@ def find_candidates(
     trigger_rows = max(smallest, int(options.label_trigger_max_share * n))
     found: dict[bytes, Candidate] = {}
     scanned = dict.fromkeys(FAMILY_NAMES, 0)
+    # pairs under the purity bound whose label is far more frequent in them than among
+    # either value's other rows: (p, kind, positions, pattern, co-occurrence), see _pairs
+    impure: list[tuple[float, str, numpy.ndarray, tuple[tuple[str, str], ...], float]] = []
 
     def consider(
         kind: str,
         positions: numpy.ndarray,
         pattern: tuple[tuple[str, str], ...],
         cooccurrence: float = 1.0,
+        interaction: Callable[[], float] | None = None,
+        by_purity: bool = True,
     ) -> None:
         size = len(positions)
         if size < smallest:
@@ -388,7 +400,11 @@ def find_candidates(
         scanned[FAMILIES[kind]] += 1
         counts = np.bincount(labels[positions], minlength=k)
         label = int(counts.argmax())
-        if counts[label] < purity * size or size > 0.5 * class_counts[label]:
+        if size > 0.5 * class_counts[label]:
+            return
+        if not by_purity or counts[label] < purity * size:
+            if interaction is not None:
+                impure.append((interaction(), kind, positions, pattern, cooccurrence))
             return
         key = np.sort(positions).tobytes()
         prescore = -float(binom.logsf(counts[label] - 1, size, prior[label]))
@@ -412,6 +428,14 @@ def find_candidates(
             if len(found) > before or _is_pure(labels[members], purity):
                 pure_levels.setdefault(name, set()).add(level)
     _pairs(frame, levels, pure_levels, trigger_rows, consider, options)
+    for interaction, kind, positions, pattern, cooccurrence in impure:
+        if interaction <= options.label_alpha / len(FAMILY_NAMES) / max(1, scanned["pairs"]):
+            counts = np.bincount(labels[positions], minlength=k)
+            label = int(counts.argmax())
+            key = np.sort(positions).tobytes()
+            prescore = -float(binom.logsf(counts[label] - 1, len(positions), prior[label]))
+            if key not in found:
+                found[key] = Candidate(kind, positions, label, pattern, prescore, cooccurrence)
     for name, codes, names in _bins_of(frame):
         for level in range(len(names)):
             members = np.flatnonzero(codes == level)
@@ -471,15 +495,24 @@ def _pairs(
     effect a model without it cannot know, unless the pair is far more frequent than its two
     values make likely (`_edited`): then rows were edited to carry both values, and the pair
     picks them out of a value that also occurs naturally on rows of other labels (a trigger
-    whose rarer value is diluted by that value's own rows)."""
+    whose rarer value is diluted by that value's own rows), or each value is on at least
+    `label_min_group_rows` rows outside it: then the pair is a candidate only through the
+    interaction test below, never by purity alone (a natural pair on most of a value's rows
+    is as pure as the value: German Credit's `credit_history = existing credits paid back
+    duly & other_debtors_or_guarantors = guarantor`, 91% 'good' on 34 of guarantor's 52
+    rows). A pair under `label_group_purity` is passed to `consider` with its interaction
+    p-value: the chance of its count of its label were each of its rows to carry that label
+    at the larger of its shares among either value's rows outside the pair (find_candidates
+    keeps it at `label_alpha` / 3 over the pairs scanned)."""
     import numpy as np
-    from scipy.stats import poisson
+    from scipy.stats import binom, poisson
 
     n = len(frame.labels)
     usable = [item for item in levels if len(item[2]) <= PAIR_MAX_LEVELS]
     budget = MAX_PAIR_WORK
     compared = 0  # pairs of values on trigger-sized rows whose co-occurrence was looked at
-    rare: list[tuple[float, int, int, int]] = []  # (co-occurrence p, column a, column b, code)
+    # (co-occurrence p, column a, column b, code, each value on enough rows outside the pair)
+    rare: list[tuple[float, int, int, int, bool]] = []
 
     def pair(a: int, b: int, code: int) -> tuple[numpy.ndarray, tuple[tuple[str, str], ...]]:
         name_a, codes_a, names_a, _ = usable[a]
@@ -487,6 +520,35 @@ def _pairs(
         level_a, level_b = divmod(code, len(names_b))
         members = np.flatnonzero((codes_a == level_a) & (codes_b == level_b))
         return members, ((name_a, f"= {names_a[level_a]}"), (name_b, f"= {names_b[level_b]}"))
+
+    labels = frame.labels
+    k = int(labels.max()) + 1
+
+    # rows of each label per value of each column
+    by_label = [
+        np.bincount(codes[codes >= 0] * k + labels[codes >= 0], minlength=len(names) * k).reshape(
+            len(names), k
+        )
+        for _name, codes, names, _exact in usable
+    ]
+
+    def interaction(a: int, b: int, code: int, members: numpy.ndarray) -> Callable[[], float]:
+        """P(at least the pair's count of its dominant label | each of its rows carries that
+        label at the larger of its shares among value a's and value b's rows outside the
+        pair): the label is tied to the combination, not to either value."""
+
+        def p() -> float:
+            level_a, level_b = divmod(code, len(usable[b][2]))
+            counts = np.bincount(labels[members], minlength=k)
+            label = int(counts.argmax())
+            shares = []
+            for table, level in ((by_label[a], level_a), (by_label[b], level_b)):
+                rest = int(table[level].sum()) - len(members)
+                mine = int(table[level, label]) - int(counts[label])
+                shares.append(mine / rest if rest > 0 else 1.0)
+            return float(binom.sf(counts[label] - 1, len(members), max(shares)))
+
+        return p
 
     for a, b in itertools.combinations(range(len(usable)), 2):
         budget -= n
@@ -512,14 +574,27 @@ def _pairs(
             expected = count_a[level_a] * count_b[level_b] / n
             cooccurrence = float(poisson.sf(counts[code] - 1, expected))
             if not common[code]:
-                rare.append((cooccurrence, a, b, code))
+                # each value on enough rows outside the pair for its label share there
+                outside = min(count_a[level_a], count_b[level_b]) - counts[code]
+                supported = bool(outside >= options.label_min_group_rows)
+                rare.append((cooccurrence, a, b, code, supported))
                 continue
             members, pattern = pair(a, b, code)
-            consider("pair", members, pattern, cooccurrence)
-    for cooccurrence, a, b, code in rare:
+            consider("pair", members, pattern, cooccurrence, interaction(a, b, code, members))
+    for cooccurrence, a, b, code, supported in rare:
         if _edited(cooccurrence, compared, options):
             members, pattern = pair(a, b, code)
-            consider("pair", members, pattern, cooccurrence)
+            consider("pair", members, pattern, cooccurrence, interaction(a, b, code, members))
+        elif supported:
+            members, pattern = pair(a, b, code)
+            consider(
+                "pair",
+                members,
+                pattern,
+                cooccurrence,
+                interaction(a, b, code, members),
+                by_purity=False,
+            )
 
 
 def _edited(cooccurrence: float, compared: int, options: DataOptions) -> bool:
@@ -640,6 +715,45 @@ def _confident_thresholds(labels: numpy.ndarray, probs: numpy.ndarray) -> numpy.
     from cleanlab.count import get_confident_thresholds
 
     return np.asarray(get_confident_thresholds(labels, probs), dtype=np.float64)
+
+
+def _among_other_labels_only(
+    labels: numpy.ndarray,
+    embedding: numpy.ndarray,
+    candidates: Candidates,
+    shell_index: tuple[Any, numpy.ndarray],
+    options: DataOptions,
+) -> Candidates:
+    """The candidates without the pair triggers whose rows sit among rows of their own label
+    (`unlike_its_neighbours`): the test would veto them after their leave-out fit, so they
+    get none, and the fits go to the others."""
+    import numpy as np
+
+    n = len(labels)
+    triggers = [
+        i
+        for i, candidate in enumerate(candidates.items)
+        if candidate.kind == "pair" and _is_trigger(candidate, n, options)
+    ]
+    if not triggers:
+        return candidates
+    # one neighbour query for every row of these pairs (they overlap): the same shells
+    index, reference = shell_index
+    rows = np.unique(np.concatenate([candidates.items[i].positions for i in triggers]))
+    _dist, near = index.kneighbors(embedding[rows])
+    near = reference[near]
+    references: dict[int, tuple[float, float]] = {}
+    dropped = set()
+    for i in triggers:
+        candidate = candidates.items[i]
+        around = near[np.searchsorted(rows, candidate.positions)].ravel()
+        shell = np.setdiff1d(around, candidate.positions)
+        if len(shell) and not among_other_labels(
+            labels, embedding, shell, candidate.label, shell_index, references
+        ):
+            dropped.add(i)
+    kept = [c for i, c in enumerate(candidates.items) if i not in dropped]
+    return candidates._replace(items=kept)
 
 
 def with_shells(
