@@ -389,3 +389,21 @@ def test_a_cached_key_expires_on_time(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(auth_module, "_now", lambda: expires + dt.timedelta(days=1))
     assert _reason(auth, header) == "expired"
     store.close()
+
+
+def test_a_stored_expiry_that_is_not_a_time_fails_as_it_did(tmp_path: Path) -> None:
+    """An expiry written into the store by hand that is not a time: a revoked key is still
+    refused as revoked, and an active one still raises when its expiry is read (no cached
+    number stands in for it, and it never reads as 'no expiry')."""
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    auth = Authenticator(store)
+    revoked, revoked_info = store.create(["predict"])
+    active, _ = store.create(["predict"])
+    store.revoke(revoked_info.id)
+    with sqlite3.connect(tmp_path / "keys.sqlite3") as other:
+        other.execute("UPDATE keys SET expires_at = 'soon'")
+    assert _reason(auth, f"Bearer {revoked}".encode()) == "revoked"
+    for _ in range(2):  # cached or not
+        with pytest.raises(ValueError):
+            auth.authenticate(f"Bearer {active}".encode())
+    store.close()

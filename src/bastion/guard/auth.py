@@ -384,8 +384,7 @@ class KeyStore:
             found = None
             if row:
                 info = _info(row[:8])
-                expires = _parse_time(info.expires_at).timestamp() if info.expires_at else None
-                found = (row[8], info, expires)
+                found = (row[8], info, _expiry(info.expires_at))
             self._cache[key_id] = found
             return found
 
@@ -401,13 +400,27 @@ class KeyStore:
         info, expires = found[1], found[2]
         if info.revoked_at:
             raise AuthFailure("revoked")
-        if expires is not None and expires <= _now().timestamp():
-            raise AuthFailure("expired")
+        if info.expires_at:
+            if expires is None:  # not a time: raises here, after the checks above, as always
+                expires = _parse_time(info.expires_at).timestamp()
+            if expires <= _now().timestamp():
+                raise AuthFailure("expired")
         principal = self._principals.get(key_id)
         if principal is None:  # immutable: built once per key until the store changes
             principal = Principal(key_id=key_id, tenant=info.tenant, scopes=frozenset(info.scopes))
             self._principals[key_id] = principal
         return principal
+
+
+def _expiry(text: str | None) -> float | None:
+    """A stored expiry as epoch seconds (kept in the cache: strptime costs microseconds a
+    request would repeat); None when there is none, or it is not a time."""
+    if not text:
+        return None
+    try:
+        return _parse_time(text).timestamp()
+    except ValueError:
+        return None
 
 
 def _info(row: Any) -> KeyInfo:
