@@ -25,7 +25,7 @@ from bastion.records import Checked, RecordError, field
 MiB = 1024 * 1024
 POLICY_ENV = "BASTION_POLICY"
 POLICY_FILE_NAMES = ("bastion.toml", "pyproject.toml")
-_RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")  # one id: no glob characters
+_RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*\Z")  # one id: no glob characters
 # A waiver whose path glob matches every path of one of these sets would waive a rule everywhere.
 _ANY_PATH_PROBES = (("model.pkl", ".hidden", "x"), ("a/b/c/model.pt", "x/y", "/abs/m.pkl"))
 

@@ -175,7 +175,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`\Z", re.DOTALL)
 
 
 def _record_error(exc: msgspec.ValidationError, cls: type[Record], data: Any) -> RecordError:

@@ -369,6 +369,10 @@ def _request_fields() -> dict[str, Any]:
 
 
 BAD_REQUEST_FIELDS = (
+    {"key_id": "0123456789ab\n"},
+    {"tenant": "acme\n"},
+    {"route": "/v1/predict\n"},
+    {"model_digest": "sha256:" + "ab" * 32 + "\n"},
     {"key_id": "a b"},
     {"key_id": 5},
     {"key_id": ""},
@@ -442,7 +446,7 @@ def test_pipeline_made_audit_records_are_the_records_and_refuse_what_they_refuse
                 audit.AuditEvent(at=made.at, **fields, **changed_outcome)
             with pytest.raises(RecordError):
                 audit.outcome_made(**fields, **changed_outcome)
-        # stricter than the record's pattern, whose `$` takes a trailing newline
+        # a trailing newline, which Python's `$` would take
         with pytest.raises(RecordError):
             audit.admission_made(**{**fields, "input_digest": "sha256:" + "a" * 64 + "\n"})
         audit.admission_made(**fields)  # remembered from here on

@@ -108,11 +108,11 @@ WAL_CHECKPOINT_COMMITS = 256
 NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
 MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
 MAX_DECISIONS = 32
-_DIGEST = re.compile(r"^(sha256|hmac-sha256):[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
-_ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}$")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
-_WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DIGEST = re.compile(r"^(sha256|hmac-sha256):[0-9a-f]{64}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")
+_ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}\Z")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z")
+_WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # decision names already matched against _NAME (every event repeats the same few), bounded
 _NAMES_SEEN: set[str] = set()
 MAX_NAMES_SEEN = 512
@@ -352,8 +352,7 @@ def _check_made(event: RequestRecord) -> None:
     """`check_fields` and `_check_request` for a record the pipeline built, refusing the same
     values at a fraction of the cost (this runs on every request's path): the identifiers,
     route and model digest, which every request of a key repeats, are checked once per
-    combination (remembered, bounded); the input digest without a regular expression (the
-    pattern's own `$` would also take one trailing newline, which no digest has); the
+    combination (remembered, bounded); the input digest without a regular expression; the
     verdicts through the names already seen. `at` comes from `utc_now`."""
     identity = (event.key_id, event.tenant, event.route, event.model_digest)
     if identity not in _IDENTITIES_SEEN:
@@ -397,7 +396,7 @@ def _check_made(event: RequestRecord) -> None:
             known.update((detector, action))
 
 
-_KEY = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})$")
+_KEY = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})\Z")
 MAX_ALERT_TEXT = 1000
 
 

@@ -60,7 +60,7 @@ from bastion.records import Record
 from bastion.version import __version__
 
 FORMATS = ("jsonl", "ocsf")
-_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+_DURATION = re.compile(r"^(\d{1,6})([smhdw])\Z")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

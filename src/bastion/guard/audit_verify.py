@@ -81,8 +81,8 @@ UNAUTHENTICATED = Rule(
 )
 RULES: tuple[Rule, ...] = (CHAIN_BROKEN, UNAUTHENTICATED)
 MAX_PROBLEMS = 50
-_HEX = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+_HEX = re.compile(r"^[0-9a-f]{64}\Z")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z\Z")
 
 
 class Break(Record):

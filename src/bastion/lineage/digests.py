@@ -35,8 +35,8 @@ SIGNATURE_NAME = "model.sig"  # a folder's own signature (supplychain/signing.py
 MAX_TREE_FILES = 200_000
 _TREE_HEADER = b"bastion-tree-1\n"
 
-_HEX = re.compile(r"^[0-9a-f]+$")
-_MLFLOW_RUN = re.compile(r"^[0-9a-zA-Z_-]{1,64}$")
+_HEX = re.compile(r"^[0-9a-f]+\Z")
+_MLFLOW_RUN = re.compile(r"^[0-9a-zA-Z_-]{1,64}\Z")
 _DIGEST = re.compile(
     r"^(sha256:[0-9a-f]{64}|tree-sha256:[0-9a-f]{64}|git:[0-9a-f]{40}|git:[0-9a-f]{64}"
     r"|mlflow:[0-9a-zA-Z_-]{1,64}|sigstore:[^\x00-\x1f]{1,512})$"

@@ -68,7 +68,7 @@ PAYLOAD_NAMES = frozenset(
         "exec_module",
     }
 )
-_DUNDER = re.compile(r"^__\w+__$")
+_DUNDER = re.compile(r"^__\w+__\Z")
 # Filters that pick an item out of a sequence: out of a string, a character.
 PICKING_FILTERS = frozenset({"first", "last", "random", "min", "max", "batch", "slice"})
 # Filters and methods that format: '%c' | format(95) and '{:c}'.format(95) make '_' from a number.

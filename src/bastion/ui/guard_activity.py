@@ -180,7 +180,7 @@ class _Chain:
 _CHAINS: dict[str, _Chain] = {}
 # what the writer records (bastion.guard.audit): a UTC time from 1970 on; an editor's text or
 # a year the page's hour arithmetic cannot reach counts as unreadable
-_AT = re.compile(r"^(19[7-9]\d|2\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
+_AT = re.compile(r"^(19[7-9]\d|2\d{3})-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z")
 
 
 def _sequence(value: Any) -> int:

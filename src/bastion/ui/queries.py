@@ -33,10 +33,10 @@ STAGES = tuple(s.value for s in Stage)
 GATES = ("failing", "waived", "baselined", "below")
 STATUSES = ("passed", "failed", "undecided")
 DRIFT_RULES = ("DRF001", "DRF002", "DRF003", "DRF004")
-_RULE_ID = re.compile(r"^[A-Z][A-Z0-9]{1,9}[0-9]{3}$")
-_COMMAND = re.compile(r"^[a-z][a-z_ -]{0,31}$")
-_DIGEST = re.compile(r"^[a-z][a-z0-9-]{1,15}:[^\x00-\x1f\s]{1,512}$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.()/: -]{0,63}$")
+_RULE_ID = re.compile(r"^[A-Z][A-Z0-9]{1,9}[0-9]{3}\Z")
+_COMMAND = re.compile(r"^[a-z][a-z_ -]{0,31}\Z")
+_DIGEST = re.compile(r"^[a-z][a-z0-9-]{1,15}:[^\x00-\x1f\s]{1,512}\Z")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.()/: -]{0,63}\Z")
 
 
 class QueryTooSlow(StoreError):
