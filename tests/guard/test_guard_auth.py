@@ -391,19 +391,31 @@ def test_a_cached_key_expires_on_time(tmp_path: Path, monkeypatch: pytest.Monkey
     store.close()
 
 
-def test_a_stored_expiry_that_is_not_a_time_fails_as_it_did(tmp_path: Path) -> None:
-    """An expiry written into the store by hand that is not a time: a revoked key is still
-    refused as revoked, and an active one still raises when its expiry is read (no cached
-    number stands in for it, and it never reads as 'no expiry')."""
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("expires_at", "soon"),
+        ("tenant", "acme\n"),
+        ("tenant", "a b;c"),
+        ("scopes", "predict root"),
+        ("scopes", ""),
+    ],
+)
+def test_a_key_record_edited_by_hand_is_refused_not_crashing(
+    tmp_path: Path, column: str, value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record `keys create` would never write (the store is a file anyone with access can
+    edit): the key is refused as unknown, cached or not, with a warning, never an exception
+    out of the request (which then got no answer and no audit event); the other keys work."""
     store = KeyStore(tmp_path / "keys.sqlite3")
     auth = Authenticator(store)
-    revoked, revoked_info = store.create(["predict"])
-    active, _ = store.create(["predict"])
-    store.revoke(revoked_info.id)
+    edited, edited_info = store.create(["predict"], tenant="acme")
+    fine, _ = store.create(["predict"], tenant="acme")
     with sqlite3.connect(tmp_path / "keys.sqlite3") as other:
-        other.execute("UPDATE keys SET expires_at = 'soon'")
-    assert _reason(auth, f"Bearer {revoked}".encode()) == "revoked"
-    for _ in range(2):  # cached or not
-        with pytest.raises(ValueError):
-            auth.authenticate(f"Bearer {active}".encode())
+        other.execute(f"UPDATE keys SET {column} = ? WHERE id = ?", (value, edited_info.id))
+    with caplog.at_level("WARNING", logger="bastion.guard"):
+        for _ in range(2):  # cached or not
+            assert _reason(auth, f"Bearer {edited}".encode()) == "unknown"
+    assert [r for r in caplog.records if edited_info.id in r.getMessage()]
+    assert auth.authenticate(f"Bearer {fine}".encode()).tenant == "acme"
     store.close()

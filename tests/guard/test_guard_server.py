@@ -476,6 +476,21 @@ def test_revocation_and_expiry_apply_on_the_next_request(live: Any) -> None:
     assert event["key_id"] == info.id and event["decisions"]["auth"] == "revoked"
 
 
+def test_a_key_record_edited_by_hand_is_a_clean_audited_refusal(live: Any) -> None:
+    """A tenant the audit log refuses, written into the key store by hand: the request is
+    answered 401 and recorded (it raised out of the middleware: no answer, no event)."""
+    folder, server, _ = live
+    store = KeyStore(folder / "keys.sqlite3")
+    key, info = store.create(["predict"], tenant="acme")
+    store.close()
+    with sqlite3.connect(folder / "keys.sqlite3") as other:
+        other.execute("UPDATE keys SET tenant = 'acme corp' WHERE id = ?", (info.id,))
+    body = {"rows": credit_rows()[:1]}
+    assert httpx.post(server.url + "/v1/predict", json=body, headers=bearer(key)).status_code == 401
+    event = _events(folder)[-1]
+    assert event["key_id"] == info.id and event["decisions"]["auth"] == "unknown"
+
+
 def test_strict_audit_unavailable_means_503_never_an_unaudited_2xx(tmp_path: Path) -> None:
     app = _app(tmp_path)
     key = _keys(tmp_path, "predict")

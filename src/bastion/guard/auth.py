@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -53,6 +54,7 @@ _ID = re.compile(r"^[0-9a-f]{12}\Z")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}\Z")
 _SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,100}\Z")
 _DUMMY = hashlib.sha256(b"bastion-guard-key/1 dummy").hexdigest()
+log = logging.getLogger("bastion.guard")
 MAX_HEADER = 8192
 # the request path reads a key without regular expressions (the engine's code is a cold
 # cache's worth of misses between requests): the same characters as _KEY and _ID
@@ -381,7 +383,11 @@ class KeyStore:
             found = None
             if row:
                 info = _info(row[:8])
-                found = (row[8], info, _expiry(info.expires_at))
+                fault = _stored_fault(key_id, info)
+                if fault is None:
+                    found = (row[8], info, _expiry(info.expires_at))
+                else:  # refused as unknown; said once per key until the store changes
+                    log.warning("key %s in %s is refused: its stored %s", key_id, self.path, fault)
             self._cache[key_id] = found
             return found
 
@@ -397,11 +403,8 @@ class KeyStore:
         info, expires = found[1], found[2]
         if info.revoked_at:
             raise AuthFailure("revoked")
-        if info.expires_at:
-            if expires is None:  # not a time: raises here, after the checks above, as always
-                expires = _parse_time(info.expires_at).timestamp()
-            if expires <= _now().timestamp():
-                raise AuthFailure("expired")
+        if expires is not None and expires <= _now().timestamp():
+            raise AuthFailure("expired")
         principal = self._principals.get(key_id)
         if principal is None:  # immutable: built once per key until the store changes
             principal = Principal(key_id=key_id, tenant=info.tenant, scopes=frozenset(info.scopes))
@@ -411,13 +414,30 @@ class KeyStore:
 
 def _expiry(text: str | None) -> float | None:
     """A stored expiry as epoch seconds (kept in the cache: strptime costs microseconds a
-    request would repeat); None when there is none, or it is not a time."""
-    if not text:
-        return None
-    try:
-        return _parse_time(text).timestamp()
-    except ValueError:
-        return None
+    request would repeat); None when there is none (`_stored_fault` refuses one that is not
+    a time)."""
+    return _parse_time(text).timestamp() if text else None
+
+
+def _stored_fault(key_id: str, info: KeyInfo) -> str | None:
+    """What is wrong with a key's stored record, or None. `keys create` writes only valid
+    records, but the store is a file: a record edited by hand (a tenant the audit log would
+    refuse, an expiry that is not a time, an unknown scope) would otherwise raise in the
+    middle of a request, which then gets no answer and no audit event."""
+    if info.id != key_id:
+        return "id"
+    if not info.scopes or any(scope not in SCOPES for scope in info.scopes):
+        return "scopes"
+    if info.tenant is not None and not (
+        isinstance(info.tenant, str) and _TENANT.match(info.tenant)
+    ):
+        return "tenant"
+    if info.expires_at:
+        try:
+            _parse_time(info.expires_at)
+        except (TypeError, ValueError):
+            return "expiry"
+    return None
 
 
 def _info(row: Any) -> KeyInfo:
