@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,53 @@ def test_exit_from_c_right_after_a_read_does_not_hang(tmp_path: Path, case: str)
             timeout=60,
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+class _Reads(io.RawIOBase):
+    """A stream of `size` bytes that calls `after_first` once its first piece is read."""
+
+    def __init__(self, size: int, after_first: Any) -> None:
+        self.left = size
+        self.pieces = 0
+        self.after_first = after_first
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = b"x" * count
+        self.left -= count
+        self.pieces += 1
+        if self.pieces == 1:
+            self.after_first()
+        return count
+
+
+@pytest.mark.parametrize("encoding", [None, "cp1252"])
+def test_a_block_being_read_ahead_stops_within_a_piece_once_the_loan_ends(
+    encoding: str | None,
+) -> None:
+    """pyarrow reads a whole block (16 MiB by default; about a second through bz2) ahead of
+    what the consumer asked for: once `end` has begun, the rest of that block is not read, so
+    the wait for pyarrow to let go stays short (it ran out at 2 s, and exit then hung)."""
+    holder: list[streams.ArrowLoan] = []
+    raw = _Reads(64 * streams.READ_CHUNK, lambda: setattr(holder[0], "_ending", True))
+    loan = streams.ArrowLoan(io.BufferedReader(raw, buffer_size=4096), encoding=encoding)
+    holder.append(loan)
+    got = bytes(loan._read(32 * streams.READ_CHUNK))
+    assert len(got) <= streams.READ_CHUNK
+    assert raw.pieces <= streams.READ_CHUNK // 4096 + 1  # one piece's worth of reads
+    assert bytes(loan._read(streams.READ_CHUNK)) == b""  # end of file from here on
+
+
+def test_a_first_row_over_the_line_bound_is_line_too_long_in_any_encoding(
+    tmp_path: Path,
+) -> None:
+    """Transcoded, '€' is three bytes for one in cp1252: pyarrow's block fills before the
+    stream's line bound (counted on the file's bytes) trips; still the same error kind."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a;b\n1;" + "€".encode("cp1252") * 200_000 + b"\n2;x\n")
+    with pytest.raises(DataInputError) as caught:
+        open_dataset(path, DataOptions(max_line_kb=256)).table()
+    assert caught.value.kind == "line-too-long"

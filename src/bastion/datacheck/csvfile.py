@@ -475,7 +475,7 @@ class CsvSource:
         ragged = _RAGGED.search(text)
         if ragged:
             return self._locate_ragged(start)
-        if "straddl" in text:
+        if "straddl" in text or "block size" in text:  # a row (or the header) over one block
             return DataInputError(
                 f"{self.name}: a row after data row {start:,} is longer than "
                 f"{self.options.max_line:,} bytes",

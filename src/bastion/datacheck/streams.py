@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import io
 import itertools
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bastion.errors import DataInputError, MissingExtra
+
+log = logging.getLogger("bastion.data")
 
 MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -286,7 +289,8 @@ class ArrowLoan:
         self._decoder = None
         if encoding is not None and codecs.lookup(encoding).name not in ("utf-8", "utf-8-sig"):
             self._decoder = codecs.getincrementaldecoder(encoding)()
-        self._pending = b""
+        self._pending = bytearray()  # transcoded, not yet handed over (deleting its head is cheap)
+        self._ending = False  # set by `end`: pyarrow's read-ahead gets end-of-file from here on
 
     def __enter__(self) -> ArrowLoan:
         return self
@@ -312,15 +316,30 @@ class ArrowLoan:
         return view
 
     def _next(self, size: int) -> bytes:
+        """Up to `size` bytes of UTF-8 (all when negative), fewer only at the end: read a piece
+        of at most READ_CHUNK at a time, no more than is still missing (a decoding error
+        surfaces where pyarrow's block reaches it, not a megabyte early), and nothing once
+        `end` has begun (pyarrow's read-ahead of a big block stops within a piece)."""
+        if size < 0:
+            size = 1 << 62
         if self._decoder is None:
-            return self.stream.read(size)
-        while size < 0 or len(self._pending) < size:
-            raw = self.stream.read(READ_CHUNK)
+            pieces: list[bytes] = []
+            held = 0
+            while held < size and not self._ending:
+                piece = self.stream.read(min(READ_CHUNK, size - held))
+                if not piece:
+                    break
+                pieces.append(piece)
+                held += len(piece)
+            return b"".join(pieces)
+        while len(self._pending) < size and not self._ending:
+            raw = self.stream.read(min(READ_CHUNK, size - len(self._pending)))
             self._pending += self._decoder.decode(raw, final=not raw).encode("utf-8")
             if not raw:
                 break
-        cut = len(self._pending) if size < 0 else size  # never more than asked for
-        out, self._pending = self._pending[:cut], self._pending[cut:]
+        cut = min(size, len(self._pending))  # never more than asked for
+        out = bytes(self._pending[:cut])
+        del self._pending[:cut]
         return out
 
     def lent(self) -> bool:
@@ -330,6 +349,7 @@ class ArrowLoan:
     def end(self) -> None:
         """Close and drop the reader, wait (bounded) until pyarrow has dropped the stand-in
         and every block, then close the stream."""
+        self._ending = True
         reader, self.reader = self.reader, None
         if reader is not None:
             with contextlib.suppress(Exception):
@@ -338,6 +358,10 @@ class ArrowLoan:
         deadline = time.monotonic() + RELEASE_WAIT_S
         while self.lent() and time.monotonic() < deadline:
             time.sleep(0.0002)  # releases the GIL, which pyarrow's thread may be waiting for
+        if self.lent():
+            log.warning(
+                "pyarrow still held a data stream %.1f s after its reader closed", RELEASE_WAIT_S
+            )
         self.stream.close()
 
 
