@@ -23,10 +23,13 @@ from bastion.errors import DataInputError
 ROWS = 60_000  # several of pyarrow's blocks, so that it reads ahead
 
 
-def _jsonl(path: Path, bad_at: int | None = None) -> Path:
+_DEEP = '{"id": 1, "city": ' + "[" * 100 + "]" * 100 + "}"
+
+
+def _jsonl(path: Path, bad_at: int | None = None, bad: str = '{"id": 1, "city" "no"}') -> Path:
     lines = [json.dumps({"id": i, "city": "Köln", "amount": i / 3}) for i in range(ROWS)]
     if bad_at is not None:
-        lines[bad_at] = '{"id": 1, "city" "no colon"}'
+        lines[bad_at] = bad
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -43,6 +46,9 @@ CASES = {
     "jsonl": lambda d: _jsonl(d / "t.jsonl"),
     "jsonl-bad-first-block": lambda d: _jsonl(d / "t.jsonl", bad_at=5),
     "jsonl-bad-late": lambda d: _jsonl(d / "t.jsonl", bad_at=ROWS - 10),
+    # the stream itself fails (nesting bound), first block and late
+    "jsonl-bad-deep-early": lambda d: _jsonl(d / "t.jsonl", bad_at=5, bad=_DEEP),
+    "jsonl-bad-deep-late": lambda d: _jsonl(d / "t.jsonl", bad_at=ROWS - 10, bad=_DEEP),
     "csv": lambda d: _csv(d / "t.csv"),
     "csv-latin1": lambda d: _csv(d / "t.csv", "latin-1"),
     "csv-bad-late": lambda d: _csv(d / "t.csv", bad_at=ROWS - 10),
@@ -203,3 +209,50 @@ def test_a_first_row_over_the_line_bound_is_line_too_long_in_any_encoding(
     with pytest.raises(DataInputError) as caught:
         open_dataset(path, DataOptions(max_line_kb=256)).table()
     assert caught.value.kind == "line-too-long"
+
+
+class _Failing(io.RawIOBase):
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise DataInputError("t.csv: line 7 is longer than 8 bytes", kind="line-too-long", line=7)
+
+
+def test_pyarrow_is_never_handed_an_exception() -> None:
+    """What the stream raises under pyarrow is kept by the loan and raised in the caller's
+    thread; pyarrow is told the file ended (it kept the exception, frames and all, in its
+    threads, to release there)."""
+    loan = streams.ArrowLoan(io.BufferedReader(_Failing()))
+    assert bytes(loan._read(1024)) == b""
+    assert isinstance(loan.failure, DataInputError)
+    assert bytes(loan._read(1024)) == b""  # stays ended
+    with pytest.raises(DataInputError, match="line 7"):
+        loan.raise_failure()
+    loan.raise_failure()  # raised once
+    loan.end()
+
+
+@pytest.mark.parametrize("case", ["jsonl", "csv"])
+def test_a_bound_tripped_during_read_ahead_keeps_its_kind(tmp_path: Path, case: str) -> None:
+    """The long line is blocks into the file, where pyarrow's read-ahead meets it: the caller
+    gets the stream's error (not pyarrow's reading of an early end), and nothing else keeps
+    it once the caller lets go."""
+    import gc
+    import weakref
+
+    path = CASES[case](tmp_path)
+    lines = path.read_bytes().split(b"\n")
+    lines[40_000] = lines[40_000] + b" " * 300_000  # over the line bound
+    path.write_bytes(b"\n".join(lines))
+    try:
+        dataset = open_dataset(path, DataOptions(max_line_kb=128))
+        for _ in dataset.batches():
+            pass
+    except DataInputError as error:
+        assert error.kind == "line-too-long"
+        held = weakref.ref(error)
+    else:
+        pytest.fail("the long line was read")
+    gc.collect()
+    assert held() is None

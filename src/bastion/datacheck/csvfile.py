@@ -386,7 +386,7 @@ class CsvSource:
             try:
                 self._open_reader(loan, types, columns)
                 held = None  # the last batch waits until the quotes are known to be closed
-                for batch in loan.reader:
+                for batch in loan.batches():
                     if held is not None:
                         yield from _slices(held, batch_rows)
                     held = batch

@@ -447,7 +447,7 @@ class JsonLinesSource:
         with ArrowLoan(self._open()) as loan:
             try:
                 self._open_reader(loan)
-                for batch in loan.reader:
+                for batch in loan.batches():
                     if columns is not None:
                         batch = batch.select(list(columns))
                     for offset in range(0, batch.num_rows, batch_rows):

@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -277,7 +277,7 @@ class ArrowLoan:
 
         with ArrowLoan(stream, encoding="latin-1") as loan:
             loan.open(pyarrow.csv.open_csv, read_options=...)  # told the text is UTF-8
-            for batch in loan.reader: ...
+            for batch in loan.batches(): ...
     """
 
     def __init__(self, stream: io.BufferedIOBase, *, encoding: str | None = None) -> None:
@@ -291,6 +291,7 @@ class ArrowLoan:
             self._decoder = codecs.getincrementaldecoder(encoding)()
         self._pending = bytearray()  # transcoded, not yet handed over (deleting its head is cheap)
         self._ending = False  # set by `end`: pyarrow's read-ahead gets end-of-file from here on
+        self.failure: Exception | None = None  # what the stream raised under pyarrow
 
     def __enter__(self) -> ArrowLoan:
         return self
@@ -301,7 +302,34 @@ class ArrowLoan:
     def open(self, function: Callable[..., Any], **options: Any) -> None:
         """`loan.reader` = pyarrow's `function` (open_csv, open_json) on the stand-in. The
         stand-in is never bound to a name here: a traceback keeping the frame would keep it."""
-        self.reader = function(self._stand_in(), **options)
+        try:
+            self.reader = function(self._stand_in(), **options)
+        except Exception:
+            self.raise_failure()
+            raise
+        self.raise_failure()  # the first block failed: pyarrow saw an early end, not the error
+
+    def batches(self) -> Iterator[Any]:
+        """The reader's record batches. An error the stream raised (a bound, text that does
+        not decode) is raised here, in the caller's thread, ahead of any batch or error pyarrow
+        made of the stream's early end."""
+        try:
+            for batch in self.reader:
+                self.raise_failure()
+                yield batch
+        except Exception:
+            self.raise_failure()
+            raise
+        self.raise_failure()
+
+    def raise_failure(self) -> None:
+        """Raise what the stream raised under pyarrow, if it did."""
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            try:
+                raise failure
+            finally:
+                del failure  # the traceback holds this frame: no cycle through it
 
     def _stand_in(self) -> _Lent:
         lent = _Lent(self.stream, self._read)
@@ -309,11 +337,27 @@ class ArrowLoan:
         return lent
 
     def _read(self, size: int = -1) -> memoryview:
-        view = memoryview(self._next(size))
+        """pyarrow's read. An exception never reaches pyarrow (it would keep the Python object,
+        and its frames, in its threads): it is kept for `raise_failure`, and pyarrow is told
+        the file ended."""
+        return self._tracked(memoryview(self._data(size)))  # no name for the view here: a
+        # failure's traceback keeps this frame (the caller of `_data`), and with it its names
+
+    def _tracked(self, view: memoryview) -> memoryview:
         serial = next(self._serial)
         self._views.add(serial)
         weakref.finalize(view, self._views.discard, serial)
         return view
+
+    def _data(self, size: int) -> bytes:
+        """`_next`, or b"" once the stream has failed (kept in `failure`)."""
+        if self.failure is not None:
+            return b""
+        try:
+            return self._next(size)
+        except Exception as exc:
+            self.failure = exc
+            return b""
 
     def _next(self, size: int) -> bytes:
         """Up to `size` bytes of UTF-8 (all when negative), fewer only at the end: read a piece
