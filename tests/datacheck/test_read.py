@@ -347,3 +347,15 @@ def test_open_bytes_passes_plain_files_through(tmp_path: Path) -> None:
     path.write_bytes(b"a\n1\n")
     with open_bytes(path, name="x", compression=None, cap=10, max_ratio=2, max_line=None) as stream:
         assert stream.read() == b"a\n1\n"
+
+
+@pytest.mark.parametrize("name", ["rows.json", "rows.jsonl"])
+def test_a_lone_surrogate_escape_is_an_error_naming_its_row(tmp_path: Path, name: str) -> None:
+    """`"\\ud800"` is valid JSON but no character: the array form became a string column of
+    invalid UTF-8 (the personal-data check then failed on it); both forms name the row."""
+    path = tmp_path / name
+    rows = ['{"a": "x"}', '{"a": "\\ud800"}', '{"a": "y"}']
+    path.write_text(("[" + ",".join(rows) + "]") if name.endswith(".json") else "\n".join(rows))
+    error = _error(path)
+    assert error.row == 1
+    assert error.kind in ("encoding", "malformed")

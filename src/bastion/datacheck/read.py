@@ -548,8 +548,17 @@ def _json_array(
                 kind="malformed",
                 row=index,
             )
-        lines.append(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
-    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
+        line = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+        try:
+            lines.append(line.encode("utf-8"))
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800"): not text
+            raise DataInputError(
+                f"{name}: data row {index:,} holds a \\u escape that is not a character "
+                "(a lone surrogate)",
+                kind="encoding",
+                row=index,
+            ) from exc
+    data = b"\n".join(lines) + b"\n"
     del items, lines
     JsonDepth(name, MAX_JSON_DEPTH).feed(data)  # json.loads allowed ~1,000 levels
     if not data.strip():
