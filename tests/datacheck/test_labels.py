@@ -444,9 +444,6 @@ def test_a_rare_value_that_naturally_comes_with_a_common_one_is_not_a_trigger() 
     one kind of customer). The pair is far more frequent than its values make likely and
     holds most of the value's rows, so it is scanned as a pair; a model that never saw it
     still expects its label, and nothing is reported."""
-    from bastion.datacheck import poisoning
-    from bastion.datacheck.features import label_frame
-
     data, _natural = _rare_value_with_a_pair(seed=3)
     score = 2.0 * data["income"] - 1.5 * data["debt"]
     eligible = np.flatnonzero((data["channel"] != "kiosk") & (data["label"] == "good"))
@@ -455,14 +452,7 @@ def test_a_rare_value_that_naturally_comes_with_a_common_one_is_not_a_trigger() 
     data["channel"][regional] = "kiosk"
     findings = run(data)
     assert not rows_of(findings, POISONING), [f.message for f in findings]
-    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
-    options = DataOptions(target="label")
-    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
-    scanned = poisoning.find_candidates(
-        frame, poisoning.embed(frame), labels.Learner(frame), options
-    )
-    pair = {("channel", "= kiosk"), ("postcode", "= P7")}
-    assert any(c.kind == "pair" and set(c.pattern) == pair for c in scanned.items)
+    assert _kiosk_p7_is_a_candidate(data)
 
 
 def test_a_predictive_rare_value_whose_few_other_labels_follow_the_features() -> None:
@@ -764,22 +754,12 @@ def test_a_natural_pair_whose_label_follows_its_rows_is_not_a_trigger(seed: int)
     them 'good', but the 18 are customers whose income and debt make them 'good' (a kiosk
     in a wealthy postcode). It passes the same binomial test and is a candidate; a model
     that never saw it still expects its label from the other columns: nothing is reported."""
-    from bastion.datacheck import poisoning
-    from bastion.datacheck.features import label_frame
-
     data, _rows = _pair_with_natural_rows(seed, plant=False)
     pair = (data["channel"] == "kiosk") & (data["postcode"] == "P7")
     assert pair.sum() == 22 and (data["label"][pair] == "good").sum() == 18
     findings = run(data)
     assert not rows_of(findings, POISONING), [f.message for f in findings]
-    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
-    options = DataOptions(target="label")
-    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
-    scanned = poisoning.find_candidates(
-        frame, poisoning.embed(frame), labels.Learner(frame), options
-    )
-    wanted = {("channel", "= kiosk"), ("postcode", "= P7")}
-    assert any(c.kind == "pair" and set(c.pattern) == wanted for c in scanned.items)
+    assert _kiosk_p7_is_a_candidate(data)
 
 
 def _digits_with_a_backdoor() -> tuple[dict[str, Any], np.ndarray]:
@@ -817,3 +797,18 @@ def test_digits_backdoor_shared_by_natural_rows_is_reported() -> None:
     assert [f.rule_id for f in hits] == ["LBL003"], [f.message for f in findings]
     assert set(hits[0].rows) == set(planted.tolist())
     assert "pixel_2_1 = 12 & pixel_4_3 = 16" in hits[0].evidence
+
+
+def _kiosk_p7_is_a_candidate(data: dict[str, Any]) -> bool:
+    """Whether the pair channel = kiosk & postcode = P7 is among the scanned candidates."""
+    from bastion.datacheck import poisoning
+    from bastion.datacheck.features import label_frame
+
+    table = pa.table({k: list(v) if v.dtype == object else v for k, v in data.items()})
+    options = DataOptions(target="label")
+    frame = label_frame(Dataset.from_table(table, "train.csv"), options)
+    scanned = poisoning.find_candidates(
+        frame, poisoning.embed(frame), labels.Learner(frame), options
+    )
+    wanted = {("channel", "= kiosk"), ("postcode", "= P7")}
+    return any(c.kind == "pair" and set(c.pattern) == wanted for c in scanned.items)
