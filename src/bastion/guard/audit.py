@@ -108,7 +108,8 @@ WAL_CHECKPOINT_COMMITS = 256
 NOT_RECORDED = 0  # what a non-strict log's append returns for an event it could not write
 MAX_EVENT_BYTES = 16 * 1024  # an event is a few hundred bytes; more is not an event
 MAX_DECISIONS = 32
-_DIGEST = re.compile(r"^(sha256|hmac-sha256):[0-9a-f]{64}\Z")
+_DIGEST_RULE = "must be sha256:<64 hex> or hmac-sha256:<64 hex>"
+_HEX = "0123456789abcdef"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")
 _ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}\Z")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z")
@@ -231,44 +232,86 @@ class AuditEvent(RequestRecord):
 
     def _validate(self) -> None:
         _check_request(self)
-        if not 100 <= self.status <= 599:
-            raise RecordError("status", "must be an HTTP status (100-599)")
-        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
-            raise RecordError("latency_ms", "must be a finite number >= 0")
-        if self.admission is not None and self.admission < 1:
-            raise RecordError("admission", "must be a sequence number (>= 1)")
+        _check_outcome(self)
 
 
 def _check_request(event: RequestRecord) -> None:
     """The checks a request's two records share: time, identifiers, route, digests, verdicts."""
     if not _TIME.match(event.at):
         raise RecordError("at", "must be a UTC time like 2025-01-31T12:00:00.000000Z")
+    _check_identity(event)
+    _check_input(event)
+
+
+def _check_identity(event: RequestRecord) -> None:
+    """Key id, tenant, route and model digest: what every request of a key repeats."""
     for name in ("key_id", "tenant"):
         value = getattr(event, name)
-        if value is not None and not _NAME.match(value):
+        if value is not None and not (isinstance(value, str) and _NAME.match(value)):
             raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
-    if not _ROUTE.match(event.route):
+    if not (isinstance(event.route, str) and _ROUTE.match(event.route)):
         raise RecordError("route", "must be a path (letters, digits, _.~/-)")
-    for name in ("model_digest", "input_digest"):
-        if not _DIGEST.match(getattr(event, name)):
-            raise RecordError(name, "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
-    if len(event.decisions) > MAX_DECISIONS:
+    if not _digest_ok(event.model_digest):
+        raise RecordError("model_digest", _DIGEST_RULE)
+
+
+def _check_input(event: RequestRecord) -> None:
+    """The input digest and the verdicts: what each request has of its own."""
+    if not _digest_ok(event.input_digest):
+        raise RecordError("input_digest", _DIGEST_RULE)
+    decisions = event.decisions
+    if type(decisions) is not dict:
+        raise RecordError("decisions", "expected a table")
+    if len(decisions) > MAX_DECISIONS:
         raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
     known = _NAMES_SEEN
-    for detector, action in event.decisions.items():
-        if detector in known and action in known:
+    for detector, action in decisions.items():
+        if type(detector) is str and type(action) is str and detector in known and action in known:
             continue
-        if not _NAME.match(detector) or not _NAME.match(action):
+        if not (
+            isinstance(detector, str)
+            and isinstance(action, str)
+            and _NAME.match(detector)
+            and _NAME.match(action)
+        ):
             raise RecordError("decisions", "detector and action must be identifiers")
         if len(known) < MAX_NAMES_SEEN:  # the pipeline's vocabulary: a few dozen words
             known.update((detector, action))
+
+
+def _check_outcome(event: AuditEvent) -> None:
+    status, latency, admission = event.status, event.latency_ms, event.admission
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise RecordError("status", "must be an HTTP status (100-599)")
+    if (
+        not isinstance(latency, (int, float))
+        or isinstance(latency, bool)
+        or not (math.isfinite(latency) and latency >= 0)
+    ):
+        raise RecordError("latency_ms", "must be a finite number >= 0")
+    if admission is not None and (
+        not isinstance(admission, int) or isinstance(admission, bool) or admission < 1
+    ):
+        raise RecordError("admission", "must be a sequence number (>= 1)")
+
+
+def _digest_ok(value: object) -> bool:
+    """sha256:<64 hex> or hmac-sha256:<64 hex>, read with string operations (per request)."""
+    if type(value) is not str:
+        return False
+    kind, colon, hexadecimal = value.partition(":")
+    return (
+        bool(colon)
+        and kind in ("sha256", "hmac-sha256")
+        and len(hexadecimal) == 64
+        and not hexadecimal.strip(_HEX)
+    )
 
 
 # (key_id, tenant, route, model_digest) of pipeline-made records that passed the checks of
 # `_check_request`: every request of a key repeats the same few, bounded
 _IDENTITIES_SEEN: set[tuple[Any, ...]] = set()
 MAX_IDENTITIES_SEEN = 4096
-_HEX = "0123456789abcdef"
 
 
 class _MadeAdmission(AdmissionEvent):
@@ -284,19 +327,7 @@ class _MadeOutcome(AuditEvent):
 
     def __post_init__(self) -> None:
         _check_made(self)
-        status, latency, admission = self.status, self.latency_ms, self.admission
-        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-            raise RecordError("status", "must be an HTTP status (100-599)")
-        if (
-            not isinstance(latency, (int, float))
-            or isinstance(latency, bool)
-            or not (math.isfinite(latency) and latency >= 0)
-        ):
-            raise RecordError("latency_ms", "must be a finite number >= 0")
-        if admission is not None and (
-            not isinstance(admission, int) or isinstance(admission, bool) or admission < 1
-        ):
-            raise RecordError("admission", "must be a sequence number (>= 1)")
+        _check_outcome(self)
 
 
 def admission_made(
@@ -349,51 +380,16 @@ def outcome_made(
 
 
 def _check_made(event: RequestRecord) -> None:
-    """`check_fields` and `_check_request` for a record the pipeline built, refusing the same
-    values at a fraction of the cost (this runs on every request's path): the identifiers,
-    route and model digest, which every request of a key repeats, are checked once per
-    combination (remembered, bounded); the input digest without a regular expression; the
-    verdicts through the names already seen. `at` comes from `utc_now`."""
+    """`_check_request` for a record the pipeline built, at a fraction of the cost (this runs
+    on every request's path): the identity, which every request of a key repeats, is checked
+    once per combination (remembered, bounded); `at` comes from `utc_now`."""
     identity = (event.key_id, event.tenant, event.route, event.model_digest)
     if identity not in _IDENTITIES_SEEN:
-        for name in ("key_id", "tenant"):
-            value = getattr(event, name)
-            if value is not None and not (isinstance(value, str) and _NAME.match(value)):
-                raise RecordError(name, "must be an identifier (letters, digits, _.:@/-)")
-        if not (isinstance(event.route, str) and _ROUTE.match(event.route)):
-            raise RecordError("route", "must be a path (letters, digits, _.~/-)")
-        if not (isinstance(event.model_digest, str) and _DIGEST.match(event.model_digest)):
-            raise RecordError("model_digest", "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
+        _check_identity(event)
         if len(_IDENTITIES_SEEN) >= MAX_IDENTITIES_SEEN:
             _IDENTITIES_SEEN.clear()
         _IDENTITIES_SEEN.add(identity)
-    digest = event.input_digest
-    kind, colon, hexadecimal = digest.partition(":") if type(digest) is str else ("", "", "")
-    if not (
-        colon
-        and kind in ("sha256", "hmac-sha256")
-        and len(hexadecimal) == 64
-        and not hexadecimal.strip(_HEX)
-    ):
-        raise RecordError("input_digest", "must be sha256:<64 hex> or hmac-sha256:<64 hex>")
-    decisions = event.decisions
-    if type(decisions) is not dict:
-        raise RecordError("decisions", "expected a table")
-    if len(decisions) > MAX_DECISIONS:
-        raise RecordError("decisions", f"at most {MAX_DECISIONS} detectors")
-    known = _NAMES_SEEN
-    for detector, action in decisions.items():
-        if detector in known and action in known:
-            continue
-        if not (
-            isinstance(detector, str)
-            and isinstance(action, str)
-            and _NAME.match(detector)
-            and _NAME.match(action)
-        ):
-            raise RecordError("decisions", "detector and action must be identifiers")
-        if len(known) < MAX_NAMES_SEEN:
-            known.update((detector, action))
+    _check_input(event)
 
 
 _KEY = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127})\Z")
