@@ -153,6 +153,23 @@ def test_cod010_reads_full_width_letters_and_digits() -> None:
     assert "IBAN" not in dict(personal_data("IBAN " + wrong))
 
 
+def test_cod010_text_unfolding_under_nfkc_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """U+FDFD unfolds into 18 characters under NFKC: the text read stays at MAX_TEXT."""
+    from bastion.supplychain import personal_data as module
+
+    seen: list[int] = []
+    original = module.EMAIL
+
+    class Spy:
+        def finditer(self, value: str) -> object:
+            seen.append(len(value))
+            return original.finditer(value)
+
+    monkeypatch.setattr(module, "EMAIL", Spy())
+    assert list(personal_data("\ufdfd" * module.MAX_TEXT)) == []
+    assert seen == [module.MAX_TEXT]
+
+
 def test_cod010_card_needs_luhn() -> None:
     for card in ("4539148803436467", "5500 0055 5555 5559", "6011-0009-9013-9424"):
         assert dict(personal_data(f"card {card}")).get("payment card number"), card

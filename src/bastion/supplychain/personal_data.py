@@ -42,8 +42,11 @@ def _card_valid(digits: str) -> bool:
 
 def personal_data(text: str) -> Iterator[tuple[str, str]]:
     """(kind, masked sample) for each kind of personal data found (once per kind). The text is
-    read in NFKC form: full-width letters and digits (`ＤＥ８９ ３７０４ …`) as ASCII."""
-    text = unicodedata.normalize("NFKC", text[:MAX_TEXT])
+    read in NFKC form: full-width letters and digits (`ＤＥ８９ ３７０４ …`) as ASCII; one
+    character can unfold into up to 18, so the bound applies again after."""
+    text = text[:MAX_TEXT]
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)[:MAX_TEXT]
     found: dict[str, str] = {}
     for match in EMAIL.finditer(text):
         domain = match.group(0).lower().rpartition("@")[2]
