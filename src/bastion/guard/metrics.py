@@ -28,6 +28,7 @@ DETECTORS = (
     "upstream",
     "output",
     "audit",
+    "pipeline",  # the guard's own failure (a bug, a detector raising): answered 500
 )
 ACTIONS = (
     "allow",

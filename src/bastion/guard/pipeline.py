@@ -28,7 +28,12 @@ through, in order:
     event is durable, and its outcome event (status, latency, the answer's checks) follows
     the answer. A request refused on the way gets one event, durable before the refusal is
     sent. In strict mode an event that cannot be recorded turns the answer into a 503, so no
-    2xx is ever sent without its decision on record.
+    2xx is ever sent without its decision on record; an event that cannot be made (a value
+    its checks refuse) turns it into a 500, recorded as far as it can be (`audit: error`).
+
+Every request gets an answer: a step that fails unexpectedly is answered 500 with the guard's
+error document (details in the log only) and recorded as `model: error` or `pipeline:
+error`; metrics failures are logged and change nothing.
 
 Each step records its decision (detector -> action) in the request's audit event and in the
 metrics. Refusals say what the client must change and nothing about how a detector decided."""
@@ -47,7 +52,7 @@ from typing import Any, Literal
 from bastion.guard import http
 from bastion.guard.auth import Authenticator, AuthFailure, Principal, authorise, is_key_id
 from bastion.guard.limits import Backend, InFlight, LimiterUnavailable, retry_after_header
-from bastion.guard.metrics import Metrics
+from bastion.guard.metrics import ACTIONS, DETECTORS, Metrics
 from bastion.guard.output import BadAnswer, harden
 from bastion.guard.rows import RowReader
 from bastion.guard.screen import (
@@ -254,6 +259,8 @@ class GuardMiddleware:
         self.app = app
         self.guard = guard
         self.routes = {route.path: route for route in routes}
+        if guard.audit is not None:
+            _check_recordable(guard.model_digest, [*self.routes, UNKNOWN_ROUTE])
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         if scope["type"] != "http":
@@ -271,7 +278,7 @@ class GuardMiddleware:
         address = _client_address(scope, settings.server.trusted_proxies)
         claimed: str | None = None
         if not guard.in_flight.enter(settings.limits.max_in_flight):
-            guard.metrics.limit("in_flight")
+            self._count_limit("in_flight")
             request.decisions["in_flight"] = "block"
             status, body, headers = (
                 503,
@@ -288,13 +295,9 @@ class GuardMiddleware:
             headers, raw = refusal.headers, None
         except Exception:  # a bug or a model crash: a generic 500, details in the log only
             log.exception("guard pipeline error on %s", request.route.path)
-            request.decisions.setdefault("model", "error")
-            status, body, headers, raw = (
-                500,
-                http.error_document("internal", "the request could not be processed"),
-                [],
-                None,
-            )
+            if request.decisions.get("model") != "error":  # not the model's (`_call_inner`)
+                request.decisions["pipeline"] = "error"
+            status, body, headers, raw = 500, _internal_error(), [], None
         finally:
             guard.in_flight.leave()
         if request.principal is not None:
@@ -463,7 +466,7 @@ class GuardMiddleware:
         message: str,
     ) -> None:
         """A limit refused the request: counted, recorded and answered 429 with Retry-After."""
-        self.guard.metrics.limit(metric)
+        self._count_limit(metric)
         request.decisions[detector] = "block"
         retry = retry_after_header(decision.retry_after).encode()
         raise Refusal(429, code, message, [(b"retry-after", retry)])
@@ -471,7 +474,7 @@ class GuardMiddleware:
     def _limiter_down(
         self, request: GuardRequest, detector: str
     ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
-        self.guard.metrics.limit("unavailable")
+        self._count_limit("unavailable")
         request.decisions[detector] = "unavailable"
         raise Refusal(
             503,
@@ -719,6 +722,9 @@ class GuardMiddleware:
         except _Capture.TooLarge:
             request.decisions["model"] = "error"
             raise Refusal(502, "bad_answer", "the model's answer was too large") from None
+        except Exception:  # the model (or the team's app) failed: `__call__` answers 500
+            request.decisions["model"] = "error"
+            raise
         if captured.status is None:
             request.decisions["model"] = "error"
             raise Refusal(502, "bad_answer", "the model gave no answer")
@@ -787,8 +793,44 @@ class GuardMiddleware:
 
     def _raised(self, alerts: list[Any]) -> None:
         for alert in alerts:
-            self.guard.metrics.alert(alert.kind)
             log.warning("monitor alert: %s on key %s: %s", alert.kind, alert.key_id, alert.message)
+            try:
+                self.guard.metrics.alert(alert.kind)
+            except Exception:  # metrics decide nothing
+                log.exception("metrics error counting a monitor alert")
+
+    def _count_limit(self, which: str) -> None:
+        """A limit's refusal counted; a metrics failure is logged, and changes no answer."""
+        try:
+            self.guard.metrics.limit(which)
+        except Exception:
+            log.exception("metrics error counting the %s limit", which)
+
+    def _audit_failed(self) -> None:
+        """An event that could not be made durable, counted (a metrics failure is logged)."""
+        try:
+            self.guard.metrics.audit_failures.inc()
+        except Exception:
+            log.exception("metrics error counting an audit failure")
+
+    def _alert_events(self, alerts: list[Any]) -> list[Any]:
+        """The alerts' audit events. One that cannot be made (a value its checks refuse, a
+        NaN score) is logged and counted as an audit failure; the others, and the request
+        that raised them, are recorded as usual."""
+        from bastion.guard.audit import AlertEvent
+
+        events = []
+        for alert in alerts:
+            try:
+                events.append(AlertEvent.from_alert(alert))
+            except Exception:
+                self._audit_failed()
+                log.exception(
+                    "a monitor alert (%r on key %r) could not be recorded",
+                    getattr(alert, "kind", None),
+                    getattr(alert, "key_id", None),
+                )
+        return events
 
     def _monitor_verdict(
         self, request: GuardRequest, settings: GuardSettings, document: Any
@@ -821,15 +863,16 @@ class GuardMiddleware:
             return
         self._raised(alerts)
         if guard.audit is not None:
-            from bastion.guard.audit import AlertEvent, AuditUnavailable
+            from bastion.guard.audit import AuditUnavailable
 
             try:
-                await asyncio.gather(
-                    *(guard.audit.append(AlertEvent.from_alert(a)) for a in alerts)
-                )
+                await asyncio.gather(*map(guard.audit.append, self._alert_events(alerts)))
             except AuditUnavailable:
-                guard.metrics.audit_failures.inc()
+                self._audit_failed()
                 log.error("monitor alerts on key %s could not be recorded", key_id)
+            except Exception:  # the answer is sent: logged and counted, not raised
+                self._audit_failed()
+                log.exception("monitor alerts on key %s could not be recorded", key_id)
         # flagged once the alerts are in the chain: the request carrying the flag follows them
         if any(a.key_id == key_id for a in alerts):
             flagged = guard.flagged
@@ -930,7 +973,10 @@ class GuardMiddleware:
         """Record the request's outcome, then send the answer. A request refused before the
         model is sent once its one event is durable. One the model answered is sent once its
         AdmissionEvent is durable (appended while the model ran); its outcome event follows
-        the answer unless the outcome is a refusal or raised alerts, which are durable first."""
+        the answer unless the outcome is a refusal or raised alerts, which are durable first.
+        Nothing but a failure to send (or a cancellation) is raised: an event the log cannot
+        take makes the answer a 503 (strict mode) and one that cannot be made, or any other
+        failure to record, a 500 (`_record_failed`); metrics failures change nothing."""
         guard = self.guard
         if key_id is None:
             key_id = scope.get("bastion.claimed_key")
@@ -938,7 +984,7 @@ class GuardMiddleware:
         # outcome event built and appended once the answer is sent
         after: tuple[int, dict[str, str]] | None = None
         if guard.audit is not None:
-            from bastion.guard.audit import AlertEvent, AuditUnavailable
+            from bastion.guard.audit import AuditUnavailable
 
             try:
                 admitted = await request.admission if request.admission is not None else None
@@ -959,14 +1005,14 @@ class GuardMiddleware:
                     )
                     if request.alerts:  # rare: the alerts become durable with the event
                         await asyncio.gather(
-                            *(guard.audit.append(AlertEvent.from_alert(a)) for a in request.alerts),
+                            *map(guard.audit.append, self._alert_events(request.alerts)),
                             guard.audit.append(event),
                         )
                     else:
                         await guard.audit.append(event)
                 request.decisions["audit"] = "allow"
             except AuditUnavailable:
-                guard.metrics.audit_failures.inc()
+                self._audit_failed()
                 request.decisions["audit"] = "unavailable"
                 status, body, headers = (
                     503,
@@ -975,6 +1021,13 @@ class GuardMiddleware:
                     ),
                     [(b"retry-after", b"1")],
                 )
+            except Exception:  # not made (a value the checks refuse), or the log failed oddly
+                log.exception("the audit event of a request on %s failed", request.route.path)
+                status, body, headers = 500, _internal_error(), []
+                if request.ood_after:  # the fallback goes before the answer: with the score
+                    self._ood_after(request, settings)
+                seconds = time.perf_counter() - started
+                await self._record_failed(scope, request, settings, raw, key_id, status, seconds)
         seconds = time.perf_counter() - started
         try:
             if isinstance(body, _Raw):
@@ -984,14 +1037,25 @@ class GuardMiddleware:
         finally:  # counted once the answer is on its way (or lost): metrics decide nothing
             if request.ood_after:
                 self._ood_after(request, settings)
-            guard.metrics.observe(request.route.path, status, seconds, request.decisions)
+            try:
+                guard.metrics.observe(request.route.path, status, seconds, request.decisions)
+            except Exception:
+                log.exception("metrics error on %s", request.route.path)
             if after is not None:
                 admitted, decisions = after
                 if "ood" in request.decisions:  # the deferred verdict
                     decisions["ood"] = request.decisions["ood"]
-                await self._append_outcome(
-                    self._outcome(scope, request, raw, key_id, decisions, status, seconds, admitted)
-                )
+                try:
+                    event = self._outcome(
+                        scope, request, raw, key_id, decisions, status, seconds, admitted
+                    )
+                except Exception:  # the answer is sent: its outcome recorded as it can be
+                    log.exception("the outcome of an answered request on %s", request.route.path)
+                    await self._record_failed(
+                        scope, request, settings, raw, key_id, status, seconds, decisions
+                    )
+                else:
+                    await self._append_outcome(event)
 
     def _outcome(
         self,
@@ -1026,8 +1090,128 @@ class GuardMiddleware:
         try:
             await self.guard.audit.append(event)
         except AuditUnavailable:
-            self.guard.metrics.audit_failures.inc()
+            self._audit_failed()
             log.error("the outcome of an answered request on %s was not recorded", event.route)
+        except Exception:  # the answer is sent: logged and counted, not raised
+            self._audit_failed()
+            log.exception("the outcome of an answered request on %s was not recorded", event.route)
+
+    async def _record_failed(
+        self,
+        scope: http.Scope,
+        request: GuardRequest,
+        settings: GuardSettings,
+        raw: bytes | None,
+        key_id: str | None,
+        status: int,
+        seconds: float,
+        decisions: dict[str, str] | None = None,
+    ) -> None:
+        """The request's event could not be made or appended, for a reason other than the log
+        being unavailable (a value the record's checks refuse, a bug): counted as an audit
+        failure, and the request recorded as it can be (`_fallback_event`: the `status` sent,
+        `audit: error`, each field the checks refuse left out). Raises no Exception: a log
+        that fails this too is logged and counted."""
+        self._audit_failed()
+        request.decisions["audit"] = "error"
+        guard = self.guard
+        try:
+            verdicts = dict(decisions if decisions is not None else _recorded(request, settings))
+            verdicts["audit"] = "error"
+            event = _fallback_event(
+                key_id=key_id,
+                tenant=request.principal.tenant if request.principal else None,
+                route=request.route.path,
+                model_digest=guard.model_digest,
+                input_digest=self._digest(scope, request, raw),
+                decisions=verdicts,
+                status=status,
+                latency_ms=round(seconds * 1000, 3),
+                admission=_admitted(request),
+            )
+            await guard.audit.append(event)
+        except Exception:
+            log.exception("a request on %s is not on record", request.route.path)
+
+
+def _internal_error() -> dict[str, Any]:
+    return http.error_document("internal", "the request could not be processed")
+
+
+# what `_fallback_event` puts in place of a field the record's checks refuse
+_SPARE: dict[str, Any] = {"key_id": None, "tenant": None, "route": UNKNOWN_ROUTE, "admission": None}
+
+
+def _fallback_event(**fields: Any) -> Any:
+    """An AuditEvent of `fields` (all but `at`), built with the generic record's checks, each
+    field they refuse replaced by one that says nothing of its own (no key id, no tenant, the
+    unknown route, no admission; of the verdicts, the pipeline's vocabulary, `audit: error`
+    and the unsafe settings). RecordError if a field that has no such stand-in is refused."""
+    from bastion.guard.audit import AuditEvent, utc_now
+    from bastion.records import RecordError
+
+    while True:  # each field is replaced at most once: a field refused again raises
+        try:
+            return AuditEvent(at=utc_now(), **fields)
+        except RecordError as error:
+            name = error.path.split(".", 1)[0].split("[", 1)[0]
+            if name == "decisions":
+                spare = {
+                    detector: action
+                    for detector, action in fields["decisions"].items()
+                    if (detector in DETECTORS and action in ACTIONS)
+                    or (_plain_name(detector) and detector.startswith("unsafe_"))
+                }
+                spare["audit"] = "error"
+                if spare == fields["decisions"]:
+                    raise
+                fields["decisions"] = spare
+            elif name in _SPARE and fields[name] != _SPARE[name]:
+                fields[name] = _SPARE[name]
+            else:
+                raise
+
+
+def _plain_name(text: Any) -> bool:
+    return isinstance(text, str) and text.isascii() and text.replace("_", "").isalnum()
+
+
+def _admitted(request: GuardRequest) -> int | None:
+    """The sequence number of the request's admission, if it was recorded."""
+    future = request.admission
+    if future is None or not future.done() or future.cancelled() or future.exception():
+        return None
+    return future.result() or None
+
+
+def _check_recordable(model_digest: str, routes: Sequence[str]) -> None:
+    """ConfigError unless audit events may name `model_digest` and each route: a value the
+    record's checks refuse would fail every request's event (checked once, at start)."""
+    from bastion.errors import ConfigError
+    from bastion.guard.audit import AuditEvent, input_digest, utc_now
+    from bastion.records import RecordError
+
+    for route in routes:
+        try:
+            AuditEvent(
+                at=utc_now(),
+                key_id=None,
+                tenant=None,
+                route=route,
+                model_digest=model_digest,
+                input_digest=input_digest(b""),
+                status=200,
+                latency_ms=0.0,
+            )
+        except RecordError as error:
+            value = model_digest if error.path == "model_digest" else route
+            raise ConfigError(
+                f"the audit log cannot record the {error.path.replace('_', ' ')} {value!r}: "
+                f"{error.message}",
+                hint="a model digest is sha256:<64 hex digits> ([proxy] model_digest)"
+                if error.path == "model_digest"
+                else None,
+            ) from None
 
 
 def _nothing_to_add(admitted: dict[str, str], status: int, decisions: dict[str, str]) -> bool:

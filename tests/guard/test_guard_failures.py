@@ -1,0 +1,453 @@
+"""Issue #11: no request leaves the guard's middleware without an answer, and none unaudited.
+
+Each test injects a failure at one stage of the pipeline (a record builder, the audit log, a
+metrics call, a detector, the answer's encoding) and calls the app as a server would, in
+process through its ASGI interface and lifespan. It checks what the client gets (an answer,
+its status, the guard's error document, nothing internal), that no exception escapes the app,
+and the audit log afterwards (its events, and its chain verified)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from guard_support import contract, credit_rows, predict_scope, served_model, settings, training
+
+from bastion.guard import audit as audit_module
+from bastion.guard.app import create_app
+from bastion.guard.audit import AdmissionEvent, AuditEvent
+from bastion.guard.audit_verify import verify_log
+from bastion.guard.auth import KeyStore, Principal
+from bastion.guard.monitor import Alert
+
+SECRET = "/srv/secret/guard.py line 12"  # what an injected failure says: never in an answer
+INTERNAL = {"error": {"code": "internal", "message": "the request could not be processed"}}
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _app(folder: Path, model: Any = None, **tables: Any) -> Any:
+    return create_app(
+        settings(folder, **tables),
+        model=model or served_model(),
+        contract=contract(),
+        training=training(),
+    )
+
+
+def _key(folder: Path, *scopes: str) -> str:
+    store = KeyStore(folder / "keys.sqlite3")
+    try:
+        return store.create(list(scopes or ("predict",)), None)[0]
+    finally:
+        store.close()
+
+
+class Exchange:
+    """What one request got: the status, headers and body sent, and what the app raised."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.raised: BaseException | None = None
+
+    @property
+    def status(self) -> int | None:
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        assert len(starts) <= 1
+        return int(starts[0]["status"]) if starts else None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages if m["type"].endswith("body"))
+
+    def document(self) -> Any:
+        return json.loads(self.body)
+
+
+def _request(
+    app: Any,
+    key: str | None,
+    rows: list[dict[str, Any]] | None = None,
+    path: str = "/v1/predict",
+    during: Any = None,
+) -> Exchange:
+    """One POST of `rows` (or of two credit rows) to `path`, straight into the ASGI app inside
+    its lifespan (shutdown closes the audit log); `during(app)` runs inside it, after the
+    request."""
+    body = json.dumps({"rows": rows if rows is not None else credit_rows()[:2]}).encode()
+    scope = predict_scope(body, key or "")
+    scope["path"], scope["raw_path"] = path, path.encode()
+    if key is None:
+        scope["headers"] = [h for h in scope["headers"] if h[0] != b"authorization"]
+    exchange = Exchange()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        exchange.messages.append(message)
+
+    async def served() -> None:
+        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await lifespan.put({"type": "lifespan.startup"})
+        life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
+        assert (await said.get())["type"] == "lifespan.startup.complete"
+        try:
+            await app(scope, receive, send)
+        except Exception as exc:  # what escaped the middleware: the server's bare 500
+            exchange.raised = exc
+        await asyncio.sleep(0.05)  # anything the request left running (an outcome's append)
+        if during is not None:
+            during(app)
+        await lifespan.put({"type": "lifespan.shutdown"})
+        await said.get()
+        await life
+
+    asyncio.run(served())
+    return exchange
+
+
+def _events(folder: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
+
+
+def _chain_ok(folder: Path) -> None:
+    check = verify_log(folder / "audit" / "audit-guard.sqlite3")
+    assert check.ok, check.problems
+
+
+def _answered_internal(exchange: Exchange) -> None:
+    """The guard's own 500: its error document, nothing the failure said."""
+    assert exchange.raised is None, repr(exchange.raised)
+    assert exchange.status == 500
+    assert exchange.document() == INTERNAL
+    assert b"/srv" not in exchange.body and b"Traceback" not in exchange.body
+
+
+# -- the request's record cannot be made ------------------------------------------------------
+
+
+class _OddTenant:
+    """An authenticator (a team's own, or a bug) whose principal carries a tenant the audit
+    log refuses: a hostile value slipping into a record."""
+
+    def __init__(self, key_id: str) -> None:
+        self.principal = Principal(
+            key_id=key_id, tenant="acme corp\n<script>", scopes=frozenset({"predict"})
+        )
+        self.store = None
+
+    def authenticate(self, header: bytes | None) -> Principal:
+        return self.principal
+
+
+def test_a_tenant_the_log_refuses_is_answered_500_and_recorded_without_it(
+    tmp_path: Path,
+) -> None:
+    """The admission and the outcome both refuse the tenant: before, the admission's error was
+    answered 500 by the pipeline's catch, whose own outcome then raised out of the middleware
+    (no answer, no event). Now the guard answers its 500 and records what it safely can: the
+    request's outcome without the tenant, `audit: error`, never the rows' answer."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    real = app.guard.authenticator
+    app.guard.authenticator = _OddTenant(key.split("_")[1])
+    try:
+        exchange = _request(app, key)
+    finally:
+        app.guard.authenticator = real
+    _answered_internal(exchange)
+    (event,) = _events(tmp_path)
+    assert event["status"] == 500 and event["tenant"] is None
+    assert event["key_id"] == key.split("_")[1]  # who is kept
+    assert event["decisions"]["audit"] == "error" and "model" not in event["decisions"]
+    assert app.guard.metrics.audit_failures._value.get() == 1
+    with sqlite3.connect(tmp_path / "audit" / "audit-guard.sqlite3") as conn:
+        (data,) = conn.execute("SELECT event FROM events").fetchone()
+    assert isinstance(audit_module.decode_record(data), AuditEvent)  # export and report read it
+    _chain_ok(tmp_path)
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_an_outcome_that_cannot_be_built_before_the_answer_is_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """A refusal's one event (a 401), or the outcome that goes before a flagged answer (a key
+    the monitor flagged), raising a RecordError (not AuditUnavailable) in its
+    builder: it escaped the middleware (no answer, no event). Now the client gets the guard's
+    500, never the flagged 200, and the request is on record as that 500, `audit: error`
+    (the event made with the generic record's checks)."""
+    real = audit_module.outcome_made
+
+    def failing(**fields: Any) -> Any:
+        raise audit_module.RecordError("decisions", SECRET)
+
+    monkeypatch.setattr(audit_module, "outcome_made", failing)
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    app.guard.flagged[key.split("_")[1]] = None  # an earlier answer of the key raised alerts
+    exchange = _request(app, None if refused else key)
+    monkeypatch.setattr(audit_module, "outcome_made", real)
+    _answered_internal(exchange)
+    events = _events(tmp_path)
+    outcome = events[-1]
+    assert outcome["status"] == 500 and outcome["decisions"]["audit"] == "error"
+    if refused:
+        assert len(events) == 1 and outcome["decisions"]["auth"] == "missing"
+    else:
+        assert len(events) == 2 and outcome["admission"] == 1
+        assert outcome["decisions"]["monitor"] == "flag"
+    _chain_ok(tmp_path)
+
+
+def test_an_admission_the_log_fails_with_an_unexpected_error_is_a_500_not_the_answer(
+    tmp_path: Path,
+) -> None:
+    """The log's append raising something other than AuditUnavailable (a bug in the writer,
+    an event it cannot encode) for the admission: before, awaiting it raised out of the
+    middleware after the model had answered (no answer, no event). Now no 2xx leaves: the
+    request is answered 500 and its outcome recorded, naming no admission."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    log = app.guard.audit
+    append, append_here = log.append, log.append_here
+
+    def here(event: Any) -> int | None:
+        if isinstance(event, AdmissionEvent):
+            raise Boom(SECRET)
+        return int(append_here(event))
+
+    async def queued(event: Any) -> int:
+        if isinstance(event, AdmissionEvent):
+            raise Boom(SECRET)
+        return int(await append(event))
+
+    log.append_here, log.append = here, queued
+    exchange = _request(app, key)
+    _answered_internal(exchange)
+    (event,) = _events(tmp_path)
+    assert event["status"] == 500 and event["admission"] is None
+    assert event["decisions"]["audit"] == "error" and event["decisions"]["model"] == "allow"
+    _chain_ok(tmp_path)
+
+
+def test_an_outcome_that_cannot_be_built_after_the_answer_is_still_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain answer's outcome follows it; its builder raising there used to escape the
+    middleware once the answer had gone (the server logged a crash, the outcome was lost, no
+    failure counted). Now it is logged, counted, and the outcome recorded with the generic
+    record's checks: the status sent, naming the admission, `audit: error`."""
+    real = audit_module.outcome_made
+
+    def failing(**fields: Any) -> Any:
+        if fields["status"] == 200:
+            raise ValueError(SECRET)
+        return real(**fields)
+
+    monkeypatch.setattr(audit_module, "outcome_made", failing)
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    with caplog.at_level(logging.ERROR, "bastion.guard"):
+        exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 200
+    assert len(exchange.document()["predictions"]) == 2
+    admitted, outcome = _events(tmp_path)
+    assert "status" not in admitted
+    assert outcome["status"] == 200 and outcome["admission"] == 1
+    assert outcome["decisions"]["audit"] == "error"
+    assert app.guard.metrics.audit_failures._value.get() == 1
+    assert "outcome" in caplog.text
+    _chain_ok(tmp_path)
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+def test_a_metrics_failure_after_the_answer_loses_no_outcome(tmp_path: Path) -> None:
+    """Request metrics are counted once the answer is on its way; a failure there used to
+    escape the middleware and skip the outcome's append (an answered request with only its
+    admission). Metrics decide nothing: the failure is logged, the outcome recorded."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+
+    def observe(*args: Any) -> None:
+        raise Boom(SECRET)
+
+    app.guard.metrics.observe = observe
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 200
+    admitted, outcome = _events(tmp_path)
+    assert "status" not in admitted
+    assert outcome["status"] == 200 and outcome["admission"] == 1
+    assert (
+        "audit" not in outcome["decisions"]
+    )  # an ordinary outcome, nothing lost  # the outcome itself was fine
+    _chain_ok(tmp_path)
+
+
+def test_a_metrics_failure_on_an_overloaded_worker_still_answers_503(tmp_path: Path) -> None:
+    """The in-flight bound's refusal counted its limit before its event and its answer: a
+    metrics failure there left the request with neither."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+
+    def limit(which: str) -> None:
+        raise Boom(SECRET)
+
+    app.guard.metrics.limit = limit
+    app.guard.in_flight.enter = lambda bound: False  # the worker is full
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 503
+    assert exchange.document()["error"]["code"] == "overloaded"
+    (event,) = _events(tmp_path)
+    assert event["status"] == 503 and event["decisions"]["in_flight"] == "block"
+    _chain_ok(tmp_path)
+
+
+def test_a_metrics_failure_while_the_log_is_unavailable_still_answers_503(
+    tmp_path: Path,
+) -> None:
+    """Strict mode with the log gone: counting the failure raised before the 503 was sent (no
+    answer at all). The 503 goes out; nothing is recorded (the log is closed) and the chain
+    as it stood verifies."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+
+    class Counter:
+        def inc(self) -> None:
+            raise Boom(SECRET)
+
+    app.guard.metrics.audit_failures = Counter()
+    app.guard.audit.close()
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 503
+    assert exchange.document()["error"]["code"] == "unavailable"
+    assert _events(tmp_path) == []
+    _chain_ok(tmp_path)
+
+
+# -- detectors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["row_screen", "row_reader", "ood", "monitor"])
+def test_a_detector_that_raises_is_a_500_recorded_as_the_pipelines_error(
+    tmp_path: Path, stage: str
+) -> None:
+    """A detector raising (a bug, a value it cannot take) before the model or, for the
+    monitor in block mode, before the answer: the guard's 500, recorded as `pipeline: error`;
+    before, it was recorded as the model's error (a finding against the model, GRD007),
+    or, past the model, as nothing but the status."""
+    app = _app(tmp_path, ood={"action": "block"}, monitor={"action": "block"})
+    key = _key(tmp_path)
+    guard = app.guard
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise Boom(SECRET)
+
+    if stage == "row_screen":
+        guard.row_screen.rows = broken
+    elif stage == "row_reader":
+        guard.row_reader.read = broken
+    elif stage == "ood":
+        guard.ood.worst = broken
+    else:
+        guard.monitor.observe = broken
+    exchange = _request(app, key)
+    _answered_internal(exchange)
+    events = _events(tmp_path)
+    outcome = events[-1]
+    assert outcome["status"] == 500 and outcome["decisions"]["pipeline"] == "error"
+    if stage == "monitor":  # past the model: admitted, and the model did answer
+        assert len(events) == 2 and outcome["decisions"]["model"] == "allow"
+    else:
+        assert len(events) == 1 and "model" not in outcome["decisions"]
+    assert guard.metrics.decisions.get(("pipeline", "error")) == 1
+    _chain_ok(tmp_path)
+
+
+def _nan_alert(key_id: str) -> Alert:
+    return Alert(kind="sweep", key_id=key_id, score=math.nan, threshold=0.5, message="x")
+
+
+def test_an_alert_the_log_refuses_in_flag_mode_does_not_escape_after_the_answer(
+    tmp_path: Path,
+) -> None:
+    """Flag mode observes the rows once the answer is sent; an alert whose event cannot be
+    built (a NaN score) raised out of the middleware there. Now it is logged and counted, the
+    request's outcome is recorded, and the key is flagged all the same."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    key_id = key.split("_")[1]
+    app.guard.monitor.observe = lambda *args: [_nan_alert(key_id)]
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 200
+    assert [e.get("status") for e in _events(tmp_path)] == [None, 200]
+    assert key_id in app.guard.flagged
+    assert app.guard.metrics.audit_failures._value.get() == 1
+    _chain_ok(tmp_path)
+
+
+def test_an_alert_the_log_refuses_in_block_mode_leaves_the_refusal_recorded(
+    tmp_path: Path,
+) -> None:
+    """Block mode records a request's alerts with its outcome, before the answer: an alert
+    that cannot be built raised out of the middleware (no 403, no event). Now the 403 is sent
+    and recorded; the alert is logged and counted as an audit failure."""
+    app = _app(tmp_path, monitor={"action": "block"})
+    key = _key(tmp_path)
+    app.guard.monitor.observe = lambda key_id, *args: [_nan_alert(key_id)]
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 403
+    admitted, outcome = _events(tmp_path)
+    assert outcome["admission"] == 1 and admitted["decisions"]["contract"] == "allow"
+    assert outcome["status"] == 403 and outcome["decisions"]["monitor"] == "block"
+    assert app.guard.metrics.audit_failures._value.get() == 1
+    _chain_ok(tmp_path)
+
+
+# -- what every request's record names --------------------------------------------------------
+
+
+async def _nothing(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
+
+
+@pytest.mark.parametrize(
+    ("digest", "path", "named"),
+    [("credit-v3", "/predict", "credit-v3"), ("sha256:" + "0" * 64, "/predict v2", "/predict v2")],
+)
+def test_a_model_digest_or_route_the_log_refuses_stops_the_guard_at_start(
+    tmp_path: Path, digest: str, path: str, named: str
+) -> None:
+    """The model digest (`[proxy] model_digest`, or what a team passes to build_guard) and the
+    route are named by every event: a value the log refuses made every request, a 401
+    included, raise out of the middleware with no answer and no event. Now the middleware
+    refuses them at start, naming the value."""
+    from bastion.errors import ConfigError
+    from bastion.guard.app import build_guard
+    from bastion.guard.pipeline import GuardMiddleware, RouteSpec
+
+    routes = [RouteSpec(path=path, scope="score", kind="rows")]
+    guard = build_guard(settings(tmp_path), model_digest=digest, routes=routes)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            GuardMiddleware(_nothing, guard, routes)
+    finally:  # an embedding app closes what build_guard opened
+        asyncio.run(guard.close())
+        guard.audit.close()
+        guard.authenticator.store.close()
+    assert named in refused.value.message
