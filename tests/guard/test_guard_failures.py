@@ -105,9 +105,9 @@ def _request(
         life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
         assert (await said.get())["type"] == "lifespan.startup.complete"
         try:
-            await app(scope, receive, send)
-        except Exception as exc:  # what escaped the middleware: the server's bare 500
-            exchange.raised = exc
+            await asyncio.wait_for(app(scope, receive, send), 20)
+        except Exception as exc:  # what escaped the middleware (the server's bare 500), or
+            exchange.raised = exc  # TimeoutError: a request left waiting for good
         await asyncio.sleep(0.05)  # anything the request left running (an outcome's append)
         if during is not None:
             during(app)
@@ -451,3 +451,29 @@ def test_a_model_digest_or_route_the_log_refuses_stops_the_guard_at_start(
         guard.audit.close()
         guard.authenticator.store.close()
     assert named in refused.value.message
+
+
+def test_a_bug_in_the_writer_thread_fails_its_batch_instead_of_leaving_it_waiting(
+    tmp_path: Path,
+) -> None:
+    """The writer thread's group commit raising something other than sqlite3.Error (a bug)
+    stopped the writer and failed what was still queued, but not the batch it was writing:
+    those requests waited for their events for good (no answer, no timeout). Now the batch
+    fails like the rest: strict mode answers 503."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    log = app.guard.audit
+    log.append_here = lambda event: None  # through the writer thread
+    log._fast_disk = False
+    commit = log._commit
+
+    def broken(datas: list[bytes]) -> int:
+        log._commit = commit
+        raise Boom(SECRET)
+
+    log._commit = broken
+    exchange = _request(app, key)
+    assert exchange.raised is None, repr(exchange.raised)
+    assert exchange.status == 503 and exchange.document()["error"]["code"] == "unavailable"
+    assert _events(tmp_path) == []
+    _chain_ok(tmp_path)

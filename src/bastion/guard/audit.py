@@ -1130,6 +1130,10 @@ class AuditLog:
             failure = self._outcome_of_failure(f"{type(exc).__name__}: {exc}")
             self._resolve([(pending, failure) for pending in batch])
             return
+        except BaseException as exc:  # a bug: `_run` stops the writer; the batch fails first
+            failure = self._outcome_of_failure(f"{type(exc).__name__}: {exc}")
+            self._resolve([(pending, failure) for pending in batch])
+            raise
         self._resolve([(pending, first + offset) for offset, pending in enumerate(batch)])
 
     def _reserve_wal(self) -> None:
