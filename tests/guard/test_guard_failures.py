@@ -477,3 +477,63 @@ def test_a_bug_in_the_writer_thread_fails_its_batch_instead_of_leaving_it_waitin
     assert exchange.status == 503 and exchange.document()["error"]["code"] == "unavailable"
     assert _events(tmp_path) == []
     _chain_ok(tmp_path)
+
+
+def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_app(
+    tmp_path: Path,
+) -> None:
+    """A WebSocket scope went straight to the inner app: a team's WebSocket route behind the
+    middleware answered an unauthenticated client, and nothing was recorded. It is refused
+    (close before accept: the server answers the handshake 403) and on record."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+
+    from bastion.guard.app import build_guard
+    from bastion.guard.pipeline import GuardMiddleware, RouteSpec
+
+    reached = []
+
+    async def chat(websocket: Any) -> None:
+        reached.append(True)
+        await websocket.accept()
+        await websocket.send_text("internal")
+        await websocket.close()
+
+    routes = [RouteSpec(path="/predict", scope="score", kind="rows")]
+    guard = build_guard(settings(tmp_path), model_digest="sha256:" + "0" * 64, routes=routes)
+    app = GuardMiddleware(Starlette(routes=[WebSocketRoute("/ws", chat)]), guard, routes)
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/ws",
+        "raw_path": b"/ws",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "scheme": "ws",
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+        "subprotocols": [],
+    }
+    sent: list[dict[str, Any]] = []
+    inbox = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop()
+        await asyncio.sleep(60)
+        return {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        asyncio.run(asyncio.wait_for(app(scope, receive, send), 20))
+    finally:
+        asyncio.run(guard.close())
+        guard.audit.close()
+        guard.authenticator.store.close()
+    assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    (event,) = _events(tmp_path)
+    assert event["status"] == 403 and event["route"] == "/unknown"
+    assert event["decisions"] == {"input": "block"}
+    _chain_ok(tmp_path)

@@ -264,7 +264,10 @@ class GuardMiddleware:
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            if scope["type"] == "websocket":  # never past the pipeline to the inner app
+                await self._websocket(scope, receive, send)
+                return
+            await self.app(scope, receive, send)  # lifespan
             return
         guard = self.guard
         settings = guard.settings  # this request's settings, whatever a reload does meanwhile
@@ -311,6 +314,25 @@ class GuardMiddleware:
                 self._ood_after(request, settings)
             if request.observed is not None:
                 await self._observe_answered(request, settings)
+
+    async def _websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        """The pipeline guards HTTP requests; a WebSocket handshake would reach the inner app
+        (a team's own WebSocket routes) past every step. It is refused (the server answers the
+        handshake 403) and recorded like any refusal, as `input: block`."""
+        started = time.perf_counter()
+        request = GuardRequest(
+            self.routes.get(scope.get("path", "")) or RouteSpec(path=UNKNOWN_ROUTE, scope="admin")
+        )
+        request.decisions["input"] = "block"
+        if (await receive())["type"] != "websocket.connect":
+            return  # the client went away before the handshake
+
+        async def close(message: http.Message) -> None:
+            if message["type"] == "http.response.start":
+                await send({"type": "websocket.close", "code": 1008})
+
+        body = http.error_document("forbidden", "WebSocket is not served")  # never sent
+        await self._finish(scope, close, request, self.guard.settings, started, 403, body, [], None)
 
     # -- the steps -------------------------------------------------------------------------
 
