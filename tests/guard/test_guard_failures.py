@@ -401,6 +401,20 @@ def test_an_alert_the_log_refuses_in_flag_mode_does_not_escape_after_the_answer(
     _chain_ok(tmp_path)
 
 
+def test_a_monitor_that_returns_nonsense_after_the_answer_does_not_escape(
+    tmp_path: Path,
+) -> None:
+    """Whatever goes wrong in the flag-mode monitor's look after the answer (here alerts that
+    are not alerts) is logged: before, it raised out of the middleware to the server."""
+    app = _app(tmp_path)
+    key = _key(tmp_path)
+    app.guard.monitor.observe = lambda *args: [object()]
+    exchange = _request(app, key)
+    assert exchange.raised is None and exchange.status == 200
+    assert [e.get("status") for e in _events(tmp_path)] == [None, 200]
+    _chain_ok(tmp_path)
+
+
 def test_an_alert_the_log_refuses_in_block_mode_leaves_the_refusal_recorded(
     tmp_path: Path,
 ) -> None:

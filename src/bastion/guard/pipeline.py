@@ -313,7 +313,10 @@ class GuardMiddleware:
             if request.ood_after:  # `_finish` was cancelled before it could score them
                 self._ood_after(request, settings)
             if request.observed is not None:
-                await self._observe_answered(request, settings)
+                try:
+                    await self._observe_answered(request, settings)
+                except Exception:  # the answer is sent: logged, never raised to the server
+                    log.exception("query monitor error on %s", request.route.path)
 
     async def _websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         """The pipeline guards HTTP requests; a WebSocket handshake would reach the inner app
