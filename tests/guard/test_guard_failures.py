@@ -186,10 +186,10 @@ def test_an_outcome_that_cannot_be_built_before_the_answer_is_a_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: bool
 ) -> None:
     """A refusal's one event (a 401), or the outcome that goes before a flagged answer (a key
-    the monitor flagged), raising a RecordError (not AuditUnavailable) in its
-    builder: it escaped the middleware (no answer, no event). Now the client gets the guard's
-    500, never the flagged 200, and the request is on record as that 500, `audit: error`
-    (the event made with the generic record's checks)."""
+    the monitor flagged), raising a RecordError (not AuditUnavailable) in its builder: it
+    escaped the middleware (no answer, no event). Now the client gets the guard's 500, never
+    the flagged 200, and the request is on record as that 500, `audit: error` (the event
+    made with the generic record's checks)."""
     real = audit_module.outcome_made
 
     def failing(**fields: Any) -> Any:
@@ -228,7 +228,7 @@ def test_an_admission_the_log_fails_with_an_unexpected_error_is_a_500_not_the_an
     def here(event: Any) -> int | None:
         if isinstance(event, AdmissionEvent):
             raise Boom(SECRET)
-        return int(append_here(event))
+        return append_here(event)
 
     async def queued(event: Any) -> int:
         if isinstance(event, AdmissionEvent):
