@@ -151,6 +151,11 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 
 
+# `--servers-normal`: the servers at normal priority (SCHED_OTHER) even when this script runs
+# under `chrt -f`; see `main`'s help for why a realtime server misleads on one core
+SERVERS_NORMAL = False
+
+
 def _start(
     kind: str, port: int, folder: Path, cores: str, upstream: str = "", base: Path | None = None
 ) -> subprocess.Popen[bytes]:
@@ -179,6 +184,8 @@ def _start(
     ]
     if cores and hasattr(os, "sched_setaffinity"):
         command = ["taskset", "-c", cores, *command]
+    if SERVERS_NORMAL:
+        command = ["chrt", "--other", "0", *command]
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -483,11 +490,22 @@ def main() -> int:
         help="comma-separated setups to measure besides raw (default: all; e.g. guard,guard-nosync"
         " to keep the other setups' fsyncs off the disk while these are measured)",
     )
+    parser.add_argument(
+        "--servers-normal",
+        action="store_true",
+        help="run the servers at normal priority (SCHED_OTHER) while this client keeps the"
+        " scheduling class it was started with (e.g. chrt -f on the other core). A server under"
+        " SCHED_FIFO pinned to one core starves the kernel's block-layer worker (kblockd, a"
+        " SCHED_OTHER thread bound to that core), so each fsync waits for the model's compute to"
+        " end: an artefact of the realtime class, not what a deployed guard pays",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "guard_latency.json")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.folder, args.upstream)
         return 0
+    global SERVERS_NORMAL
+    SERVERS_NORMAL = args.servers_normal
     from guard_support import credit_rows, free_port
 
     from bastion.guard.auth import KeyStore
