@@ -22,12 +22,14 @@ pytest.importorskip("prometheus_client")
 
 from guard_support import contract, credit_rows, predict_scope, served_model, settings, training
 
+from bastion.config import Settings
 from bastion.guard import audit as audit_module
 from bastion.guard.app import create_app
 from bastion.guard.audit import AdmissionEvent, AuditEvent
 from bastion.guard.audit_verify import verify_log
 from bastion.guard.auth import KeyStore, Principal
 from bastion.guard.monitor import Alert
+from bastion.guard.report import guard_report
 
 SECRET = "/srv/secret/guard.py line 12"  # what an injected failure says: never in an answer
 INTERNAL = {"error": {"code": "internal", "message": "the request could not be processed"}}
@@ -129,6 +131,13 @@ def _chain_ok(folder: Path) -> None:
     assert check.ok, check.problems
 
 
+def _failure_findings(folder: Path) -> list[str]:
+    """`bastion guard report`'s GRD009 findings (the guard failed to check or record a
+    request) over the period's audit log: their pointers, one per detector that failed."""
+    report = guard_report(folder / "audit", Settings(), since="1h")
+    return sorted(f.location.pointer for f in report.findings if f.rule_id == "GRD009")
+
+
 def _answered_internal(exchange: Exchange) -> None:
     """The guard's own 500: its error document, nothing the failure said."""
     assert exchange.raised is None, repr(exchange.raised)
@@ -179,6 +188,8 @@ def test_a_tenant_the_log_refuses_is_answered_500_and_recorded_without_it(
         (data,) = conn.execute("SELECT event FROM events").fetchone()
     assert isinstance(audit_module.decode_record(data), AuditEvent)  # export and report read it
     _chain_ok(tmp_path)
+    # the runtime report says so: the admission failed in the pipeline, the outcome in the log
+    assert _failure_findings(tmp_path) == ["detector audit", "detector pipeline"]
 
 
 @pytest.mark.parametrize("refused", [False, True])
@@ -377,6 +388,7 @@ def test_a_detector_that_raises_is_a_500_recorded_as_the_pipelines_error(
         assert len(events) == 1 and "model" not in outcome["decisions"]
     assert guard.metrics.decisions.get(("pipeline", "error")) == 1
     _chain_ok(tmp_path)
+    assert _failure_findings(tmp_path) == ["detector pipeline"]
 
 
 def _nan_alert(key_id: str) -> Alert:

@@ -137,7 +137,26 @@ OUTPUT = Rule(
     "prompt) and remove it there; keep the answer screen on redact or block.",
 )
 
-RULES = (AUTH, ABUSE, CONTRACT, PERSONAL_DATA, INJECTION, OOD, UPSTREAM, OUTPUT)
+FAILURE = Rule(
+    id="GRD009",
+    title="The guard failed to process or to record requests",
+    severity=Severity.HIGH,
+    confidence=Confidence.HIGH,
+    stage=Stage.MONITORING,
+    profile="runtime-failure",
+    description="A step of the guard's own pipeline raised unexpectedly (`pipeline: error`), or "
+    "a request's audit event could not be made and the request was recorded only in part "
+    "(`audit: error`: a field the record's checks refuse left out); the client got a 500 with "
+    "no detail. Each one is a request the guard did not check or record as designed: a bug, a "
+    "detector or a record that hostile input breaks, or a custom authenticator or monitor "
+    "handing the guard values it cannot record (EU AI Act Art. 12 record-keeping, Art. 15 "
+    "robustness). A stream of them is an outage, and a request that can fail the guard on "
+    "purpose is a way to deny its service (ATLAS AML.T0029).",
+    remediation="Read the guard's log at the times named (it holds the exception); fix the "
+    "failing step or the value it could not record, and report a guard bug with the log lines.",
+)
+
+RULES = (AUTH, ABUSE, CONTRACT, PERSONAL_DATA, INJECTION, OOD, UPSTREAM, OUTPUT, FAILURE)
 
 _BY_DETECTOR = {
     "auth": AUTH,
@@ -154,6 +173,8 @@ _BY_DETECTOR = {
     "model": UPSTREAM,
     "upstream": UPSTREAM,
     "output": OUTPUT,
+    "pipeline": FAILURE,
+    "audit": FAILURE,
 }
 _QUIET = frozenset({"allow", "record"})
 
