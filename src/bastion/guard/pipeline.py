@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from bastion.guard import http
 from bastion.guard.auth import Authenticator, AuthFailure, Principal, authorise, is_key_id
@@ -69,6 +69,7 @@ from bastion.guard.settings import GuardSettings
 from bastion.records import Record
 
 log = logging.getLogger("bastion.guard")
+_T = TypeVar("_T")
 
 GUARD_SCOPE_KEY = "bastion.guard"  # where the inner app finds the GuardRequest
 UNKNOWN_ROUTE = "/unknown"
@@ -1011,8 +1012,14 @@ class GuardMiddleware:
         if guard.audit is not None:
             from bastion.guard.audit import AuditUnavailable
 
+            # no request waits for its record past the request timeout (a stalled disk)
+            deadline = asyncio.get_running_loop().time() + settings.server.request_timeout_s
             try:
-                admitted = await request.admission if request.admission is not None else None
+                admitted = (
+                    await _by(request.admission, deadline)
+                    if request.admission is not None
+                    else None
+                )
                 decisions = _recorded(request, settings)
                 if (
                     admitted
@@ -1029,23 +1036,29 @@ class GuardMiddleware:
                         scope, request, raw, key_id, decisions, status, seconds, admitted
                     )
                     if request.alerts:  # rare: the alerts become durable with the event
-                        await asyncio.gather(
-                            *map(guard.audit.append, self._alert_events(request.alerts)),
-                            guard.audit.append(event),
+                        await _by(
+                            asyncio.gather(
+                                *map(guard.audit.append, self._alert_events(request.alerts)),
+                                guard.audit.append(event),
+                            ),
+                            deadline,
                         )
                     else:
-                        await guard.audit.append(event)
+                        await _by(guard.audit.append(event), deadline)
                 request.decisions["audit"] = "allow"
+            except asyncio.TimeoutError:  # not durable in time: as unavailable (strict: 503)
+                self._audit_failed()
+                log.error(
+                    "the audit event of a request on %s was not recorded in time",
+                    request.route.path,
+                )
+                request.decisions["audit"] = "unavailable"
+                if getattr(guard.audit, "strict", True):
+                    status, body, headers = _unrecorded()
             except AuditUnavailable:
                 self._audit_failed()
                 request.decisions["audit"] = "unavailable"
-                status, body, headers = (
-                    503,
-                    http.error_document(
-                        "unavailable", "the request could not be recorded; retry shortly"
-                    ),
-                    [(b"retry-after", b"1")],
-                )
+                status, body, headers = _unrecorded()
             except Exception:  # not made (a value the checks refuse), or the log failed oddly
                 log.exception("the audit event of a request on %s failed", request.route.path)
                 status, body, headers = 500, _internal_error(), []
@@ -1161,6 +1174,15 @@ class GuardMiddleware:
 
 def _internal_error() -> dict[str, Any]:
     return http.error_document("internal", "the request could not be processed")
+
+
+def _unrecorded() -> tuple[int, Any, list[tuple[bytes, bytes]]]:
+    """Strict mode's answer to a request whose event the log did not make durable."""
+    return (
+        503,
+        http.error_document("unavailable", "the request could not be recorded; retry shortly"),
+        [(b"retry-after", b"1")],
+    )
 
 
 # what `_fallback_event` puts in place of a field the record's checks refuse
@@ -1324,10 +1346,22 @@ if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             await awaitable
 
+    async def _by(awaitable: Awaitable[_T], deadline: float) -> _T:
+        """`awaitable`'s result by the event loop's time `deadline` (asyncio.TimeoutError past
+        it, the wait cancelled; an event already queued for the log stays queued)."""
+        if isinstance(awaitable, asyncio.Future) and awaitable.done():  # no timer to arm
+            return cast(_T, awaitable.result())
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+
 else:  # pragma: no cover - Python 3.10
 
     async def _within(awaitable: Awaitable[None], seconds: float) -> None:
         await asyncio.wait_for(awaitable, seconds)
+
+    async def _by(awaitable: Awaitable[_T], deadline: float) -> _T:
+        seconds = max(0.0, deadline - asyncio.get_running_loop().time())
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 def _score_matrix(document: Any, n: int) -> Any:
