@@ -751,6 +751,13 @@ class GuardMiddleware:
         except Exception:  # the model (or the team's app) failed: `__call__` answers 500
             request.decisions["model"] = "error"
             raise
+        except asyncio.CancelledError:
+            if _cancelled():  # this request was cancelled (its client, the server): not news
+                raise
+            # the inner app raised it without being cancelled (it awaited something of its
+            # own that was): its failure, answered 500 and recorded like any other
+            request.decisions["model"] = "error"
+            raise _InnerCancelled() from None
         if captured.status is None:
             request.decisions["model"] = "error"
             raise Refusal(502, "bad_answer", "the model gave no answer")
@@ -1170,6 +1177,18 @@ class GuardMiddleware:
             await guard.audit.append(event)
         except Exception:
             log.exception("a request on %s is not on record", request.route.path)
+
+
+class _InnerCancelled(Exception):
+    """The inner app raised CancelledError while its request was not being cancelled."""
+
+
+def _cancelled() -> bool:
+    """Whether the current task is being cancelled (always so on Python 3.10, which cannot
+    tell: a CancelledError is then taken as the request's own cancellation)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _internal_error() -> dict[str, Any]:
