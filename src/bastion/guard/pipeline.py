@@ -1213,7 +1213,7 @@ def _fallback_event(**fields: Any) -> Any:
     field they refuse replaced by one that says nothing of its own (no key id, no tenant, the
     unknown route, no admission; of the verdicts, the pipeline's vocabulary, `audit: error`
     and the unsafe settings). RecordError if a field that has no such stand-in is refused."""
-    from bastion.guard.audit import AuditEvent, utc_now
+    from bastion.guard.audit import MAX_DECISIONS, AuditEvent, utc_now
     from bastion.records import RecordError
 
     while True:  # each field is replaced at most once: a field refused again raises
@@ -1222,12 +1222,13 @@ def _fallback_event(**fields: Any) -> Any:
         except RecordError as error:
             name = error.path.split(".", 1)[0].split("[", 1)[0]
             if name == "decisions":
-                spare = {
-                    detector: action
+                kept = [
+                    (detector, action)
                     for detector, action in fields["decisions"].items()
                     if (detector in DETECTORS and action in ACTIONS)
-                    or (_plain_name(detector) and detector.startswith("unsafe_"))
-                }
+                    or (_unsafe_name(detector) and action == "record")
+                ]
+                spare = dict(kept[: MAX_DECISIONS - 1])
                 spare["audit"] = "error"
                 if spare == fields["decisions"]:
                     raise
@@ -1238,8 +1239,15 @@ def _fallback_event(**fields: Any) -> Any:
                 raise
 
 
-def _plain_name(text: Any) -> bool:
-    return isinstance(text, str) and text.isascii() and text.replace("_", "").isalnum()
+def _unsafe_name(text: Any) -> bool:
+    """An unsafe setting's verdict name (`_recorded`: unsafe_<setting>), as the record takes it."""
+    return (
+        isinstance(text, str)
+        and text.startswith("unsafe_")
+        and len(text) <= 64
+        and text.isascii()
+        and text.replace("_", "").isalnum()
+    )
 
 
 def _admitted(request: GuardRequest) -> int | None:
