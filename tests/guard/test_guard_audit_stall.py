@@ -22,7 +22,7 @@ from guard_support import contract, credit_rows, predict_scope, served_model, se
 
 from bastion.guard import audit as audit_module
 from bastion.guard.app import create_app
-from bastion.guard.auth import KeyStore
+from bastion.guard.auth import KeyStore, Principal
 
 TIMEOUT_S = 0.5
 
@@ -41,9 +41,12 @@ def _stalling_writer(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, 
     return stall, release
 
 
-def _exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None) -> Any:
+def _exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None, tenant: str | None = None
+) -> Any:
     """One request (with `key`, or without a credential) while the audit disk stalls: the
-    status sent (None if none), the seconds it took, and the events recorded once it is over."""
+    status sent (None if none), the seconds it took, and the app. With `tenant`, the key is
+    read by an authenticator that gives it that tenant."""
     stall, release = _stalling_writer(monkeypatch)
     app = create_app(
         settings(tmp_path, server={"request_timeout_s": TIMEOUT_S}),
@@ -51,6 +54,8 @@ def _exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None) 
         contract=contract(),
         training=training(),
     )
+    if tenant is not None and key is not None:
+        app.guard.authenticator = _Tenant(key.split("_")[1], tenant)
     body = json.dumps({"rows": credit_rows()[:2]}).encode()
     scope = predict_scope(body, key or "")
     if key is None:
@@ -90,6 +95,17 @@ def _exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None) 
     return (starts[0]["status"] if starts else None), took, app
 
 
+class _Tenant:
+    """An authenticator (a team's own) whose principal carries `tenant`."""
+
+    def __init__(self, key_id: str, tenant: str) -> None:
+        self.principal = Principal(key_id=key_id, tenant=tenant, scopes=frozenset({"predict"}))
+        self.store = None
+
+    def authenticate(self, header: bytes | None) -> Principal:
+        return self.principal
+
+
 def _key(folder: Path) -> str:
     store = KeyStore(folder / "keys.sqlite3")
     try:
@@ -111,4 +127,16 @@ def test_a_stalled_audit_disk_is_answered_503_within_the_request_timeout(
     assert status == 503, (status, took)
     assert TIMEOUT_S <= took < TIMEOUT_S + 2
     assert app.guard.metrics.audit_failures._value.get() == 1
+    assert app.guard.in_flight.current == 0
+
+
+def test_a_request_recorded_as_it_can_be_is_answered_500_within_the_request_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose event cannot be made (a tenant the log refuses) is recorded as it can
+    be before its 500 is sent; with the disk stalled, that record's wait was unbounded (no
+    answer). Now the 500 is sent once the request timeout has passed, the record left queued."""
+    status, took, app = _exchange(tmp_path, monkeypatch, _key(tmp_path), tenant="acme corp\n")
+    assert status == 500, (status, took)
+    assert took < TIMEOUT_S * 2 + 2
     assert app.guard.in_flight.current == 0

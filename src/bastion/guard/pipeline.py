@@ -1072,7 +1072,9 @@ class GuardMiddleware:
                 if request.ood_after:  # the fallback goes before the answer: with the score
                     self._ood_after(request, settings)
                 seconds = time.perf_counter() - started
-                await self._record_failed(scope, request, settings, raw, key_id, status, seconds)
+                await self._record_failed(
+                    scope, request, settings, raw, key_id, status, seconds, deadline=deadline
+                )
         seconds = time.perf_counter() - started
         try:
             if isinstance(body, _Raw):
@@ -1151,12 +1153,14 @@ class GuardMiddleware:
         status: int,
         seconds: float,
         decisions: dict[str, str] | None = None,
+        deadline: float | None = None,
     ) -> None:
         """The request's event could not be made or appended, for a reason other than the log
         being unavailable (a value the record's checks refuse, a bug): counted as an audit
         failure, and the request recorded as it can be (`_fallback_event`: the `status` sent,
-        `audit: error`, each field the checks refuse left out). Raises no Exception: a log
-        that fails this too is logged and counted."""
+        `audit: error`, each field the checks refuse left out), waiting for the log until the
+        event loop's time `deadline` at most. Raises no Exception: a log that fails this too
+        is logged and counted."""
         self._audit_failed()
         request.decisions["audit"] = "error"
         guard = self.guard
@@ -1174,7 +1178,10 @@ class GuardMiddleware:
                 latency_ms=round(seconds * 1000, 3),
                 admission=_admitted(request),
             )
-            await guard.audit.append(event)
+            if deadline is None:
+                await guard.audit.append(event)
+            else:
+                await _by(guard.audit.append(event), deadline)
         except Exception:
             log.exception("a request on %s is not on record", request.route.path)
 
