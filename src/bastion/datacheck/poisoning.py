@@ -16,7 +16,10 @@ subgroup predicts for it:
    candidate is (almost) all one label (`label_group_purity`) and holds at most half of that
    label's rows, and a single category value is not one when its column's other levels make
    its purity likely (`_as_its_column`: a column that is itself almost a function of the
-   label, every country one continent); a pair under that bound is one when its label is far more
+   label, every country one continent), nor a number's value when the number is a code (its
+   order says nothing about the label, `_unordered`, and its rows are a level of another
+   column too: a country's number and coordinates), nor any subgroup on exactly the rows of
+   such a level; a pair under that bound is one when its label is far more
    frequent in it than among either value's other rows (binomial at the larger share, at
    `label_alpha` / 3 over the pairs scanned: a trigger that a few natural rows of its pattern
    share, digits' `pixel_2_1 = 12 & pixel_4_3 = 16`, 18 planted '1's and 4 natural rows); a
@@ -34,7 +37,10 @@ subgroup predicts for it:
    expect (Poisson-binomial lower tail; weighted Bonferroni: `label_alpha` shared by three
    families — single values, pairs, places in feature space — each share split over the
    subgroups its family scanned), and an effect size (E >= 2·O + 3, E - O >= 20% of the
-   subgroup). Two views from the nearest rows must agree: a place (region, cluster) sits
+   subgroup). A place's (region's, cluster's, bin's) p-value is calibrated against the same
+   test on natural neighbourhoods of its size (`calibrated`, genomic control): a model that
+   cannot draw the data's pockets is as wrong about them. Two views from the nearest rows
+   must agree: a place (region, cluster) sits
    inside one other label's territory (`surrounded`), and a trigger's rows sit among rows of
    other labels (`unlike_its_neighbours`) — a natural cluster at the edge of the data, or a
    rare value that genuinely marks one label, sits among rows of its own label. Both views
@@ -144,6 +150,9 @@ FOLLOWS_MIN_OTHERS = 5  # rows of other labels a ranking AUC needs before it can
 LEVEL_KINDS = ("value", "pair", "bin")
 LOCALISE = True  # a confirmed value is narrowed to the edited pair that holds its evidence
 GROW_STEPS = 6  # retrainings while a confirmed region grows
+CALIBRATION_PIECES = 30  # natural neighbourhoods that calibrate a place's test
+CALIBRATION_MIN_PIECES = 10
+PERMUTATIONS = 999  # a number's levels in a random order (`_unordered`)
 MAX_GROWN = 5  # confirmed regions grown per dataset
 
 TARGETED_FLIPS = Rule(
@@ -413,6 +422,8 @@ def find_candidates(
                 impure.append((interaction(), kind, positions, pattern, cooccurrence))
             return
         key = np.sort(positions).tobytes()
+        if key in explained_rows:
+            return  # the rows of a level its column explains, whatever names them
         prescore = -float(binom.logsf(counts[label] - 1, size, prior[label]))
         old = found.get(key)
         if old is None or (kind in ("value", "pair") and old.kind not in ("value", "pair")):
@@ -421,29 +432,56 @@ def find_candidates(
     levels = _levels_of(frame)
     pure_levels: dict[str, set[int]] = {}
     categories = set(frame.categorical_names)
+    # each column's levels: (positions of each level of at least `smallest` rows, their
+    # keys); the columns that have a level on exactly these rows
+    grouped: list[tuple[list[numpy.ndarray], list[bytes], numpy.ndarray, numpy.ndarray]] = []
+    columns_of: dict[bytes, set[str]] = {}
     for name, codes, names, _exact in levels:
         order = np.argsort(codes, kind="stable")
         sorted_codes = codes[order]
         starts = np.searchsorted(sorted_codes, np.arange(len(names)), side="left")
         ends = np.searchsorted(sorted_codes, np.arange(len(names)), side="right")
-        sizes = ends - starts
-        tops = np.array(
-            [
-                np.bincount(labels[order[lo:hi]]).max() if hi - lo >= smallest else 0
-                for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True)
-            ],
-            dtype=np.int64,
-        )
-        for level in range(len(names)):
-            members = order[starts[level] : ends[level]]
+        members_of = [order[lo:hi] for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True)]
+        keys = [np.sort(m).tobytes() if len(m) >= smallest else b"" for m in members_of]
+        for key in keys:
+            if key:
+                columns_of.setdefault(key, set()).add(name)
+        label_counts = [
+            np.bincount(labels[m], minlength=k) if len(m) >= smallest else None for m in members_of
+        ]
+        tops = np.array([0 if c is None else int(c.max()) for c in label_counts], dtype=np.int64)
+        top_labels = np.array([-1 if c is None else int(c.argmax()) for c in label_counts])
+        grouped.append((members_of, keys, tops, top_labels))
+    # levels explained by their column (`_as_its_column`): a category's, and a number's whose
+    # order says nothing about the label (`_unordered`) when its rows are a level of another
+    # column too (one entity: a country's number and its coordinates); then every level on
+    # the same rows, whichever column names it, is the same subgroup
+    explained_rows: set[bytes] = set()
+    for (name, _codes, _names, _exact), (members_of, keys, tops, top_labels) in zip(
+        levels, grouped, strict=True
+    ):
+        sizes = np.array([len(m) for m in members_of], dtype=np.int64)
+        unordered: bool | None = None
+        for level, members in enumerate(members_of):
+            if len(members) < smallest or not _is_pure(labels[members], purity):
+                continue
+            if name not in categories:
+                if len(columns_of[keys[level]]) < 2:
+                    continue
+                if unordered is None:
+                    unordered = _unordered(top_labels, options.label_alpha)
+                if not unordered:
+                    continue
+            if _as_its_column(sizes, tops, level, smallest, options.label_alpha):
+                explained_rows.add(keys[level])
+    for (name, _codes, names, _exact), (members_of, keys, _tops, _top_labels) in zip(
+        levels, grouped, strict=True
+    ):
+        for level, members in enumerate(members_of):
             if len(members) < smallest:
                 continue
             before = len(found)
-            explained = (
-                name in categories
-                and _is_pure(labels[members], purity)
-                and _as_its_column(sizes, tops, level, smallest, options.label_alpha)
-            )
+            explained = keys[level] in explained_rows
             consider("value", members, ((name, f"= {names[level]!s}"),), explained=explained)
             if len(found) > before or _is_pure(labels[members], purity):
                 pure_levels.setdefault(name, set()).add(level)
@@ -454,7 +492,7 @@ def find_candidates(
             label = int(counts.argmax())
             key = np.sort(positions).tobytes()
             prescore = -float(binom.logsf(counts[label] - 1, len(positions), prior[label]))
-            if key not in found:
+            if key not in found and key not in explained_rows:
                 found[key] = Candidate(kind, positions, label, pattern, prescore, cooccurrence)
     for name, codes, names in _bins_of(frame):
         for level in range(len(names)):
@@ -548,6 +586,33 @@ def _as_its_column(
         purer = float(betabinom.cdf(impure, size, a, b))
         mixed = float(betabinom.sf(impure - 1, size, a, b))
     return purer > alpha and mixed > alpha
+
+
+def _unordered(top_labels: numpy.ndarray, alpha: float) -> bool:
+    """Whether a number column's values, in their order, say nothing about the label: a code
+    written as a number (gapminder's `iso_num`, ISO 3166 numbers given to countries in the
+    order of their names). A measured number (a petal's width, a wine's magnesium) is one a
+    model places among the values it saw, and neighbouring values share their label.
+
+    `top_labels`: the dominant label of each level in value order, -1 for a level of fewer
+    than `label_min_group_rows` rows (left out). The statistic is the number of neighbouring
+    levels with the same dominant label; its null, the levels in a random order (a
+    permutation test, PERMUTATIONS fixed-seed draws). Unordered when the test could show an
+    order at `alpha` (the levels grouped by label would reach it) and does not; with too few
+    levels to show one, not."""
+    import numpy as np
+
+    tops = np.asarray(top_labels)[np.asarray(top_labels) >= 0]
+    if len(tops) < 2 * COLUMN_MIN_LEVELS:
+        return False
+    rng = np.random.default_rng(SEED)
+    shuffled = rng.permuted(np.tile(tops, (PERMUTATIONS, 1)), axis=1)
+    null = (shuffled[:, 1:] == shuffled[:, :-1]).sum(axis=1)
+    grouped = len(tops) - len(np.unique(tops))  # every label's levels side by side
+    if (1 + int((null >= grouped).sum())) / (1 + PERMUTATIONS) > alpha:
+        return False  # no order could be shown
+    observed = int((tops[1:] == tops[:-1]).sum())
+    return (1 + int((null >= observed).sum())) / (1 + PERMUTATIONS) > alpha
 
 
 def _is_pure(labels: numpy.ndarray, purity: float) -> bool:
@@ -1009,6 +1074,9 @@ def judge(
             p_larger = lower_tail(1.0 - probs[:, candidate.label], observed)
             if p_larger > found.cutoff(candidate.kind, options.label_alpha):
                 continue
+            tested = p_larger
+        else:
+            tested = p_value
         inside: tuple[Candidate, int] | None = None
         if candidate.kind == "value" and LOCALISE:
             if levels is None:
@@ -1038,6 +1106,17 @@ def judge(
         positions = candidate.positions[suspicious]
         if not len(positions) or reported[positions].mean() >= 0.5:
             continue
+        if FAMILIES[candidate.kind] == "places":
+            # the model's probabilities are the test's null: calibrated against natural
+            # neighbourhoods of the place's size, which a model that cannot represent the
+            # data's pockets finds as surprising (`calibrated`)
+            p_calibrated = calibrated(
+                frame, learner, embedding, shell_index, candidate, tested, pieces
+            )
+            if p_calibrated > found.cutoff(candidate.kind, options.label_alpha):
+                continue
+            if p_calibrated > tested:
+                p_value = p_calibrated
         if candidate.kind in ("region", "cluster") and grown < MAX_GROWN:
             grown += 1
             candidate, probs, positions = grow(
@@ -1061,6 +1140,108 @@ def judge(
         )
         results.append((finding, positions, probs, candidate.positions))
     return results
+
+
+def calibrated(
+    frame: LabelFrame,
+    learner: Learner,
+    embedding: numpy.ndarray,
+    shell_index: tuple[Any, numpy.ndarray],
+    candidate: Candidate,
+    p_value: float,
+    pieces: dict[Any, Any],
+) -> float:
+    """The p-value of a place's (region's, cluster's, bin's) leave-out test, calibrated
+    against the same test on natural neighbourhoods of its size (genomic control).
+
+    The test's null is the leave-out model's probabilities: rows independent, each of another
+    label with the probability the model gives it. A model that cannot represent the data's
+    shape (a linear model on classes that overlap in pockets: glass2's two kinds of window
+    glass) is wrong about every neighbourhood of that shape, not only about planted ones:
+    natural neighbourhoods hold more (or fewer) rows of a label than it expects, far beyond
+    its binomial variance, and a place found by searching them passes the test by
+    construction. The excess is measured on CALIBRATION_PIECES neighbourhoods of the place's
+    size around rows drawn in a fixed-seed order (of any label, like the regions searched;
+    not centred in the place, at most half of their rows its), each judged exactly as the
+    place: a model trained without it (and without its shell when the place was held out with
+    its shell) predicts it, and z = (E - O) / sqrt(V) for the place's label (E, O: expected
+    and observed rows of another label, V the Poisson-binomial variance). The inflation
+    lambda = median(z^2) / 0.455 (the median of chi-square with 1 degree of freedom; the
+    median, because a planted place among the neighbourhoods must not set it); with lambda
+    above 1 the place's p-value becomes that of its normal deviate divided by sqrt(lambda).
+    A model that fits the data gives lambda at most about 1 (its neighbourhoods are as
+    variable as it says, most of them far from any boundary), and the p-value is unchanged.
+    With fewer than CALIBRATION_MIN_PIECES neighbourhoods measured, unchanged."""
+    import math
+
+    import numpy as np
+    from scipy.stats import chi2, norm
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = frame.labels
+    n = len(labels)
+    size = len(candidate.positions)
+    shelled = candidate.held is not None
+    if "all" not in pieces:
+        rows = _sample(np.arange(n), 5 * KNN_REFERENCE_ROWS)
+        pieces["all"] = (NearestNeighbors().fit(embedding[rows]), rows)
+    index, everyone = pieces["all"]
+    if size >= len(everyone):
+        return p_value
+    inside = np.zeros(n, dtype=bool)
+    inside[candidate.positions] = True
+    order = np.random.default_rng(SEED).permutation(everyone)
+    order = order[~inside[order]]
+    chosen: list[numpy.ndarray] = []
+    held: list[numpy.ndarray] = []
+    for start in range(0, len(order), CALIBRATION_PIECES):
+        if len(chosen) >= CALIBRATION_PIECES:
+            break
+        batch = order[start : start + CALIBRATION_PIECES]
+        _dist, near = index.kneighbors(embedding[batch], n_neighbors=size)
+        for ball in everyone[near]:
+            if inside[ball].mean() > 0.5 or len(chosen) >= CALIBRATION_PIECES:
+                continue
+            ball = np.sort(ball)
+            chosen.append(ball)
+            if shelled:
+                piece = candidate._replace(positions=ball)
+                held.append(np.union1d(ball, _shell(embedding, piece, shell_index)))
+            else:
+                held.append(ball)
+    if len(chosen) < CALIBRATION_MIN_PIECES:
+        return p_value
+    # disjoint pieces share a model, at most MAX_HELD_OUT of the rows held out per model
+    folds: list[list[int]] = []
+    masks: list[numpy.ndarray] = []
+    for i, rows in enumerate(held):
+        for fold, mask in zip(folds, masks, strict=True):
+            if not mask[rows].any() and mask.sum() + len(rows) <= MAX_HELD_OUT * n:
+                fold.append(i)
+                mask[rows] = True
+                break
+        else:
+            mask = np.zeros(n, dtype=bool)
+            mask[rows] = True
+            folds.append([i])
+            masks.append(mask)
+    z2: list[float] = []
+    for fold, mask in zip(folds, masks, strict=True):
+        model = learner.fit(np.flatnonzero(~mask))
+        predicted = learner.predict(model, np.concatenate([chosen[i] for i in fold]))
+        start = 0
+        for i in fold:
+            p_label = predicted[start : start + len(chosen[i]), candidate.label]
+            start += len(chosen[i])
+            observed = float((labels[chosen[i]] != candidate.label).sum())
+            expected = float((1.0 - p_label).sum())
+            variance = float((p_label * (1.0 - p_label)).sum())
+            z2.append((expected - observed) ** 2 / max(variance, 1e-12))
+    inflation = float(np.median(z2)) / float(chi2.ppf(0.5, 1))
+    if inflation <= 1.0:
+        return p_value
+    deviate = float(norm.isf(max(p_value, 1e-300)))
+    return float(norm.sf(deviate / math.sqrt(inflation)))
 
 
 def _planted_effect(observed: int, expected: float, size: int) -> bool:
