@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,11 @@ def _request(
     rows: list[dict[str, Any]] | None = None,
     path: str = "/v1/predict",
     during: Any = None,
+    stalls: bool = False,
 ) -> Exchange:
     """One POST of `rows` (or of two credit rows) to `path`, straight into the ASGI app inside
     its lifespan (shutdown closes the audit log); `during(app)` runs inside it, after the
-    request."""
+    request. With `stalls`, the client sends half the body and then nothing more."""
     body = json.dumps({"rows": rows if rows is not None else credit_rows()[:2]}).encode()
     scope = predict_scope(body, key or "")
     scope["path"], scope["raw_path"] = path, path.encode()
@@ -94,7 +96,14 @@ def _request(
         scope["headers"] = [h for h in scope["headers"] if h[0] != b"authorization"]
     exchange = Exchange()
 
+    sent = [False]
+
     async def receive() -> dict[str, Any]:
+        if stalls and sent[0]:
+            await asyncio.Event().wait()  # the rest of the body never comes
+        sent[0] = True
+        if stalls:
+            return {"type": "http.request", "body": body[: len(body) // 2], "more_body": True}
         return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
@@ -562,4 +571,25 @@ def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_a
     (event,) = _events(tmp_path)
     assert event["status"] == 403 and event["route"] == "/unknown"
     assert event["decisions"] == {"input": "block"}
+    _chain_ok(tmp_path)
+
+
+def test_a_body_that_stops_arriving_is_refused_408_within_the_request_timeout(
+    tmp_path: Path,
+) -> None:
+    """A client with a valid key that sends half its body and stops (a slow-body attack):
+    the body's reading had no deadline, so the request held its in-flight place for as long
+    as the connection stayed open (max_in_flight such clients refuse everyone else). It is now
+    refused 408 once `[server] request_timeout_s` has passed, recorded as `input: block`."""
+    app = _app(tmp_path, server={"request_timeout_s": 0.5})
+    key = _key(tmp_path)
+    started = time.monotonic()
+    exchange = _request(app, key, stalls=True)
+    assert time.monotonic() - started < 10  # (the harness gives up at 20 s)
+    assert exchange.raised is None, repr(exchange.raised)
+    assert exchange.status == 408
+    assert exchange.document()["error"]["code"] == "body_timeout"
+    (event,) = _events(tmp_path)
+    assert event["status"] == 408 and event["decisions"]["input"] == "block"
+    assert app.guard.in_flight.current == 0
     _chain_ok(tmp_path)

@@ -242,6 +242,7 @@ def openapi(settings: GuardSettings, routes: Sequence[RouteSpec], contract: Any)
             (400, "not JSON"),
             (401, "no valid credential"),
             (403, "the credential lacks the scope, or is suspended"),
+            (408, "the body did not arrive within the request timeout"),
             (413, "over a size bound"),
             (422, "refused by the input contract or a detector"),
             (429, "rate limit or budget"),

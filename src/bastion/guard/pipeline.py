@@ -433,7 +433,9 @@ class GuardMiddleware:
         # the body: size while streaming, then bounded JSON
         server = settings.server
         try:
-            raw = await http.read_body(scope, receive, server.max_body_bytes)
+            # a body that trickles in (or stops) holds an in-flight place: bounded like the model
+            deadline = asyncio.get_running_loop().time() + server.request_timeout_s
+            raw = await _by(http.read_body(scope, receive, server.max_body_bytes), deadline)
             document = None
             if route.kind == "rows":  # typed decoding: the shape checked by msgspec
                 document = http.parse_rows(
@@ -447,6 +449,11 @@ class GuardMiddleware:
         except http.BodyError as error:
             request.decisions["input"] = "block"
             raise Refusal(error.status, error.code, error.message) from None
+        except asyncio.TimeoutError:
+            request.decisions["input"] = "block"
+            raise Refusal(
+                408, "body_timeout", "the request body did not arrive in time; send it at once"
+            ) from None
         request.document = document
         scope["bastion.raw_body"] = raw
         if route.kind == "rows":
