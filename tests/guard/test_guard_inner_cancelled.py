@@ -1,7 +1,8 @@
-"""An inner app (a team's, behind GuardMiddleware) that raises CancelledError without its
+"""A team's app behind GuardMiddleware failing. One that raises CancelledError without its
 request being cancelled (it awaited a task or future of its own that was) is the app's failure:
 answered with the guard's 500 and recorded as `model: error`. A request that is cancelled (its
-client went away under a server that cancels, a graceful shutdown's deadline) still is."""
+client went away under a server that cancels, a graceful shutdown's deadline) still is. One
+that answers a 5xx page has it replaced by the guard's 502: its text stays inside."""
 
 from __future__ import annotations
 
@@ -109,3 +110,43 @@ def test_a_cancelled_request_is_still_cancelled(tmp_path: Path) -> None:
     sent, raised = _serve(tmp_path, inner, cancel=True)
     assert isinstance(raised, asyncio.CancelledError)
     assert not [m for m in sent if m["type"] == "http.response.start"]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_an_inner_apps_error_page_stays_inside(tmp_path: Path, status: int) -> None:
+    """A team's app answering 5xx with its framework's debug page: before, the page (a
+    traceback naming files and settings) reached the client as it was. The guard answers its
+    own 502 and records the model's error; a 4xx of the app's (its own validation message)
+    still passes, as the next test shows."""
+    page = b'Traceback (most recent call last):\n  File "/srv/app/settings.py"\n'
+    page += b"KeyError: db_password"
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": page})
+
+    sent, raised = _serve(tmp_path, inner, cancel=False)
+    assert raised is None, repr(raised)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 502
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert json.loads(body) == {
+        "error": {"code": "bad_answer", "message": "the model failed to answer"}
+    }
+    (outcome,) = _outcomes(tmp_path)
+    assert outcome["status"] == 502 and outcome["decisions"]["model"] == "error"
+
+
+def test_an_inner_apps_own_client_error_passes(tmp_path: Path) -> None:
+    message = b'{"detail": "unknown customer segment"}'
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 422, "headers": []})
+        await send({"type": "http.response.body", "body": message})
+
+    sent, raised = _serve(tmp_path, inner, cancel=False)
+    assert raised is None, repr(raised)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 422
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert body == message

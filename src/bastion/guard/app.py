@@ -304,6 +304,10 @@ MODEL_THREADS = 40  # concurrent model calls of one worker (anyio's default thre
 class InnerApp:
     """The routes behind the middleware (a plain ASGI app: a few fixed routes need no router)."""
 
+    # its error answers are the guard's own documents (a proxy's fixed upstream messages):
+    # the middleware passes them on, where it replaces a team's app's 5xx pages
+    guard_documents = True
+
     def __init__(
         self,
         guard: Guard,

@@ -781,6 +781,10 @@ class GuardMiddleware:
         route = request.route
         status = captured.status or 502
         body = captured.body()
+        if status >= 500 and not getattr(self.app, "guard_documents", False):
+            # a team's app behind the middleware failed: its page (a traceback, paths,
+            # settings) stays inside, as an upstream's does in proxy mode
+            raise Refusal(502, "bad_answer", "the model failed to answer")
         if route.kind == "get" or status >= 300:
             return status, _Raw(body, captured.content_type), [], raw
         if request.answer is not None:  # the in-process model's document, not re-read
