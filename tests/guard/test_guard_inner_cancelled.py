@@ -150,3 +150,38 @@ def test_an_inner_apps_own_client_error_passes(tmp_path: Path) -> None:
     assert start["status"] == 422
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert body == message
+
+
+def test_an_unknown_kind_of_connection_never_reaches_the_inner_app(tmp_path: Path) -> None:
+    """ASGI servers may add scope types (an extension's); the middleware guards http and
+    websocket and passes lifespan on. Before, any other type went to the inner app past every
+    step; now it is refused (an exception, as ASGI asks of an app for a type it does not
+    serve) and the inner app never sees it."""
+    app = create_app(
+        settings(tmp_path), model=served_model(), contract=contract(), training=training()
+    )
+    reached: list[str] = []
+    served = app.app
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    app.app = inner
+
+    async def nothing() -> dict[str, Any]:
+        return {}
+
+    async def ignore(message: Any) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="no ASGI scope of type 'webtransport'"):
+        asyncio.run(app({"type": "webtransport", "path": "/v1/predict"}, nothing, ignore))
+    assert reached == []
+
+    async def shutdown() -> None:  # what the served app's lifespan closes
+        for hook in served.on_shutdown:
+            result = hook()
+            if hasattr(result, "__await__"):
+                await result
+
+    asyncio.run(shutdown())

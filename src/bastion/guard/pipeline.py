@@ -268,7 +268,9 @@ class GuardMiddleware:
             if scope["type"] == "websocket":  # never past the pipeline to the inner app
                 await self._websocket(scope, receive, send)
                 return
-            await self.app(scope, receive, send)  # lifespan
+            if scope["type"] != "lifespan":  # default deny: nothing unknown reaches the app
+                raise ValueError(f"the guard serves no ASGI scope of type {scope['type']!r}")
+            await self.app(scope, receive, send)
             return
         guard = self.guard
         settings = guard.settings  # this request's settings, whatever a reload does meanwhile
