@@ -53,3 +53,29 @@ def predictive_tier(
     tier[rng.choice(n, gold, replace=False)] = "gold"
     score = score + effect * (tier == "gold") + rng.logistic(0, 0.3, n)
     return {**columns, "tier": tier, "label": _labelled(score, positive_rate)}
+
+
+POISONING = {"LBL002", "LBL003"}  # the rules of planted flips and triggers
+
+
+def run(columns: dict[str, Any], **options: Any) -> list[Any]:
+    """The label checks' findings on a table of `columns` (target "label" unless given)."""
+    import pyarrow as pa
+
+    from bastion.datacheck import labels
+    from bastion.datacheck.dataset import Dataset
+    from bastion.datacheck.options import DataOptions
+
+    table = pa.table(
+        {
+            k: list(v) if isinstance(v, np.ndarray) and v.dtype == object else v
+            for k, v in columns.items()
+        }
+    )
+    dataset = Dataset.from_table(table, "train.csv")
+    return labels.check(dataset, DataOptions(target=options.pop("target", "label"), **options))
+
+
+def rows_of(findings: list[Any], rules: set[str]) -> set[int]:
+    """The rows the findings of `rules` name."""
+    return {row for f in findings if f.rule_id in rules for row in f.rows}

@@ -14,7 +14,7 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("cleanlab")
 pytest.importorskip("sklearn")
 
-from labels_support import credit, predictive_tier  # noqa: E402
+from labels_support import POISONING, credit, predictive_tier, rows_of, run  # noqa: E402
 
 from bastion.datacheck import labels  # noqa: E402
 from bastion.datacheck.dataset import Dataset  # noqa: E402
@@ -22,23 +22,6 @@ from bastion.datacheck.features import NotApplicable  # noqa: E402
 from bastion.datacheck.options import DataOptions  # noqa: E402
 from bastion.errors import UsageError  # noqa: E402
 from bastion.findings import Stage  # noqa: E402
-
-POISONING = {"LBL002", "LBL003"}
-
-
-def run(columns: dict[str, Any], **options: Any) -> list[Any]:
-    table = pa.table(
-        {
-            k: list(v) if isinstance(v, np.ndarray) and v.dtype == object else v
-            for k, v in columns.items()
-        }
-    )
-    dataset = Dataset.from_table(table, "train.csv")
-    return labels.check(dataset, DataOptions(target=options.pop("target", "label"), **options))
-
-
-def rows_of(findings: list[Any], rules: set[str]) -> set[int]:
-    return {row for f in findings if f.rule_id in rules for row in f.rows}
 
 
 def test_random_flips_are_label_issues() -> None:

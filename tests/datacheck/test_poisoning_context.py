@@ -16,22 +16,9 @@ pa = pytest.importorskip("pyarrow")
 pytest.importorskip("cleanlab")
 pytest.importorskip("sklearn")
 
-from labels_support import credit  # noqa: E402
+from labels_support import POISONING, credit, rows_of, run  # noqa: E402
 
-from bastion.datacheck import labels, poisoning  # noqa: E402
-from bastion.datacheck.dataset import Dataset  # noqa: E402
-from bastion.datacheck.options import DataOptions  # noqa: E402
-
-POISONING = {"LBL002", "LBL003"}
-
-
-def run(columns: dict[str, Any], target: str = "label") -> list[Any]:
-    table = pa.table({k: list(v) if v.dtype == object else v for k, v in columns.items()})
-    return labels.check(Dataset.from_table(table, "train.csv"), DataOptions(target=target))
-
-
-def rows_of(findings: list[Any], rules: set[str]) -> set[int]:
-    return {row for f in findings if f.rule_id in rules for row in f.rows}
+from bastion.datacheck import poisoning  # noqa: E402
 
 
 def _offices(seed: int, n: int = 720) -> dict[str, Any]:
