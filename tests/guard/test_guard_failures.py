@@ -543,7 +543,7 @@ def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_a
         "path": "/ws",
         "raw_path": b"/ws",
         "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1")],
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", b"Bearer bst_0123456789ab_x")],
         "scheme": "ws",
         "client": ("127.0.0.1", 5555),
         "server": ("127.0.0.1", 8080),
@@ -571,6 +571,7 @@ def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_a
     (event,) = _events(tmp_path)
     assert event["status"] == 403 and event["route"] == "/unknown"
     assert event["decisions"] == {"input": "block"}
+    assert event["key_id"] == "0123456789ab"  # who claimed to connect, as for HTTP refusals
     _chain_ok(tmp_path)
 
 

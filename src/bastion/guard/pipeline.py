@@ -230,6 +230,17 @@ class Guard:
             self.classifier.close()
 
 
+def _claim(scope: http.Scope) -> bytes | None:
+    """The Authorization header; the API key id it claims (checked or not) is kept in the
+    scope, so a refusal is audited as who claimed to call."""
+    authorization = http.header(scope, b"authorization")
+    if authorization and authorization[:11].lower() == b"bearer bst_":
+        claimed_id = authorization[11:23].decode("ascii", "replace")
+        if is_key_id(claimed_id):
+            scope["bastion.claimed_key"] = claimed_id
+    return authorization
+
+
 def _client_address(scope: http.Scope, trusted: Sequence[str]) -> str:
     client = scope.get("client")
     address = client[0] if client else "unknown"
@@ -330,6 +341,7 @@ class GuardMiddleware:
             self.routes.get(scope.get("path", "")) or RouteSpec(path=UNKNOWN_ROUTE, scope="admin")
         )
         request.decisions["input"] = "block"
+        _claim(scope)  # recorded as who claimed to connect, as an HTTP refusal is
         if (await receive())["type"] != "websocket.connect":
             return  # the client went away before the handshake
 
@@ -375,11 +387,7 @@ class GuardMiddleware:
             content, kind = guard.metrics.exposition()
             return 200, _Raw(content, kind.encode()), [], None
         # authentication and authorisation
-        authorization = http.header(scope, b"authorization")
-        if authorization and authorization[:11].lower() == b"bearer bst_":
-            claimed_id = authorization[11:23].decode("ascii", "replace")
-            if is_key_id(claimed_id):  # audited as who claimed to call, even when refused
-                scope["bastion.claimed_key"] = claimed_id
+        authorization = _claim(scope)
         try:
             principal = guard.authenticator.authenticate(authorization)
         except AuthFailure as failure:
