@@ -248,3 +248,73 @@ def test_joblib_numeric_arrays_stay_clean() -> None:
         buffer,
     )
     assert not gate_fails(scan_data(buffer.getvalue(), "m.joblib"))
+
+
+CRASH = Path(__file__).parents[1] / "data" / "pickle_crashes" / "numpy-dtype-setstate-segv.pkl"
+
+
+def test_a_dtype_state_that_crashes_numpy_never_reaches_it() -> None:
+    """Found by the CI fuzzer: numpy 2.4's dtype.__setstate__ dies with SIGSEGV on a 6-item
+    state whose fields are an int, and the scanner handed it any state its literal check
+    passed. The state's shape and item types are now checked first (`_check_state`): the
+    stream is judged malformed (PKL005) and the scan ends. Run in a child process, so that a
+    regression fails this test instead of killing the test run."""
+    code = f"""
+import sys
+sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1])]!r}
+from helpers import gate_fails, rules, scan_data
+from bastion.scan import dtypes
+for state in ((3, "<", 20046, -1, -1, 0), (3, "<", None, -1, -1, 0)):  # each a SIGSEGV
+    try:
+        dtypes.pickled_dtype(("f8", False, True), state, lambda _: None)
+    except dtypes.InvalidDtype as exc:
+        print("refused:", exc)
+result = scan_data(open({str(CRASH)!r}, "rb").read(), "model.pkl")
+assert not result.errors, result.errors
+print(sorted(rules(result)), gate_fails(result))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "refused: dtype state: the subarray is not a (dtype, shape) pair" in done.stdout
+    assert "refused: dtype state: the fields are not (dtype, offset) by name" in done.stdout
+    assert "'PKL005'" in done.stdout and done.stdout.rstrip().endswith("True")
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        np.dtype([(("T", "a"), "i8"), ("b", "O")]),
+        np.dtype("(2,3)f8"),
+        np.dtype("i8,i8"),
+        np.dtype("i8", metadata={"x": 1}),
+        np.dtype("M8[s]"),
+        np.dtype("m8[5ms]"),
+        np.dtype("U5"),
+        np.dtype([("a", [("b", "i4")])]),
+        np.dtype("O"),
+        np.dtype(">f4"),
+    ],
+    ids=str,
+)
+def test_every_state_numpy_writes_passes_the_state_check(made: np.dtype) -> None:
+    """The state check refuses no state NumPy itself pickles (titles, subarrays, nested
+    records, metadata, datetime units), and the dtype built from it is NumPy's."""
+    _cls, args, state = made.__reduce__()
+    info = dtypes.pickled_dtype(args, state, lambda _: None)
+    assert info == dtypes.DtypeInfo(itemsize=made.itemsize, has_object=made.hasobject)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [  # (the states that crash NumPy are tried in a child process, above)
+        (3, "<", None, ("a",), None, 8, 1, 0),
+        (3, "<", None, ("a",), {"b": (np.dtype("i8"), 0)}, 8, 1, 0),
+        (3, "<<", None, None, None, -1, -1, 0),
+        (3, "<", None, None, None, -1, -1, 0, [1]),
+        (3, "<", None, None),
+    ],
+    ids=repr,
+)
+def test_states_numpy_never_writes_are_refused(state: tuple[Any, ...]) -> None:
+    with pytest.raises(dtypes.InvalidDtype):
+        dtypes.pickled_dtype(("f8", False, True), state, lambda _: None)

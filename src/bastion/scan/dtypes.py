@@ -135,10 +135,88 @@ def _build_pickled(
 
     state = convert(state)
     _check_literal(state, allow=numpy.dtype)
+    _check_state(state, numpy.dtype)
     dtype = numpy.dtype(*args)
     if state is not None:
         dtype.__setstate__(state)
     return dtype
+
+
+# What each length of a dtype's pickled state holds (NumPy's arraydescr_setstate): NumPy
+# trusts the types of these items, and some wrong ones crash it (numpy 2.4: a 6-item state
+# whose fields are an int is a segmentation fault), so they are checked here first.
+_STATE_ITEMS = {
+    9: ("version", "endian", "subarray", "names", "fields", "elsize", "alignment", "flags", "meta"),
+    8: ("version", "endian", "subarray", "names", "fields", "elsize", "alignment", "flags"),
+    7: ("version", "endian", "subarray", "names", "fields", "elsize", "alignment"),
+    6: ("version", "endian", "subarray", "fields", "elsize", "alignment"),
+    5: ("endian", "subarray", "fields", "elsize", "alignment"),
+}
+
+
+def _check_state(state: object, dtype: type) -> None:
+    """InvalidDtype unless `state` has the shape and item types NumPy writes: a tuple of 5 to
+    9 items; ints where it keeps numbers; a one-character byte order; no subarray or a
+    (dtype, shape of ints) pair; no names or a tuple of strings; no fields or a dict from
+    strings to (dtype, offset[, title]); no metadata or a dict. The names and fields must
+    name the same things."""
+    if state is None:
+        return
+    if type(state) is not tuple or len(state) not in _STATE_ITEMS:
+        raise InvalidDtype("dtype state is not one NumPy writes")
+    items = dict(zip(_STATE_ITEMS[len(state)], state, strict=True))
+    for name in ("version", "elsize", "alignment", "flags"):
+        if name in items and type(items[name]) is not int:
+            raise InvalidDtype(f"dtype state: {name} is not an integer")
+    endian = items["endian"]
+    if type(endian) is not str or len(endian) != 1:
+        raise InvalidDtype("dtype state: the byte order is not one character")
+    subarray = items["subarray"]
+    if subarray is not None and not (
+        type(subarray) is tuple
+        and len(subarray) == 2
+        and isinstance(subarray[0], dtype)
+        and type(subarray[1]) is tuple
+        and all(type(n) is int for n in subarray[1])
+    ):
+        raise InvalidDtype("dtype state: the subarray is not a (dtype, shape) pair")
+    names, fields = items.get("names"), items["fields"]
+    if names is not None and not (type(names) is tuple and all(type(n) is str for n in names)):
+        raise InvalidDtype("dtype state: the field names are not strings")
+    if fields is not None and not (
+        type(fields) is dict
+        and all(
+            type(key) is str
+            and type(value) is tuple
+            and len(value) in (2, 3)
+            and isinstance(value[0], dtype)
+            and type(value[1]) is int
+            for key, value in fields.items()
+        )
+    ):
+        raise InvalidDtype("dtype state: the fields are not (dtype, offset) by name")
+    if "names" in items and (names is None) != (fields is None):
+        raise InvalidDtype("dtype state: names and fields disagree")
+    if names is not None and fields is not None:
+        titles = {value[2] for value in fields.values() if len(value) == 3}
+        if not set(names) <= set(fields) or not set(fields) <= set(names) | titles:
+            raise InvalidDtype("dtype state: names and fields disagree")
+    meta = items.get("meta")
+    if not (meta is None or type(meta) is dict or _datetime_meta(meta)):
+        raise InvalidDtype("dtype state: the metadata is not what NumPy writes")
+
+
+def _datetime_meta(meta: object) -> bool:
+    """A datetime dtype's state metadata: (its metadata dict or None, (unit, num, den, events))."""
+    return (
+        type(meta) is tuple
+        and len(meta) == 2
+        and (meta[0] is None or type(meta[0]) is dict)
+        and type(meta[1]) is tuple
+        and len(meta[1]) == 4
+        and type(meta[1][0]) in (bytes, str)
+        and all(type(n) is int for n in meta[1][1:])
+    )
 
 
 def _check_literal(value: object, allow: type | None = None) -> None:
