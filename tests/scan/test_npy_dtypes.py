@@ -318,3 +318,90 @@ def test_every_state_numpy_writes_passes_the_state_check(made: np.dtype) -> None
 def test_states_numpy_never_writes_are_refused(state: tuple[Any, ...]) -> None:
     with pytest.raises(dtypes.InvalidDtype):
         dtypes.pickled_dtype(("f8", False, True), state, lambda _: None)
+
+
+def _hostile_states(seed: int, count: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """Dtype states of every length NumPy reads, its numbers and byte orders where it expects
+    them (so NumPy parses them) and anything in the other places: 26 of 400 such states
+    killed NumPy 2.4 with SIGSEGV when this test was written."""
+    import random
+
+    rng = random.Random(seed)
+    pool: list[Any] = [None, -1, 0, 1, 3, 20046, 2**31, "<", "|", "x", "", (), (1,), ("a",)]
+    pool += [((),), {}, {"a": None}, {"a": (1, 0)}, [], b"x", 1.5, True, ("f8", (2,))]
+    pool += [{"a": ("DT", 0)}, {"a": ("DT", -8)}, ("DT", (2,)), ("DT", (-1,)), ("a", "a")]
+    pool += [{"a": ("DT", 0, "a")}, {"a": ("DT", 0, 5)}]
+    numbers = [-1, 0, 1, 8, 16, 2**31 - 1, -(2**31), 63, 27]
+    states = []
+    for _ in range(count):
+        n = rng.choice([5, 6, 7, 8, 9])
+        state = [rng.choice(pool) for _ in range(n)]
+        if n >= 6:
+            state[0] = rng.choice([0, 1, 2, 3, 4, -1])
+        state[n >= 6] = rng.choice(["<", ">", "|", "="])
+        last = n - 1 if n == 9 else n
+        for i in range(last - (3 if n != 7 else 2), last):
+            if rng.random() < 0.8:
+                state[i] = rng.choice(numbers)
+        states.append((rng.choice(["i8", "f8", "V8", "O", "i8,i8"]), tuple(state)))
+    # and NumPy's own states with their numbers changed (what still passes the type checks)
+    made = [np.dtype([(("T", "a"), "i8"), ("b", "O")]), np.dtype("(2,3)f8"), np.dtype("i8,i8")]
+    made += [np.dtype("M8[s]"), np.dtype("U5"), np.dtype([("a", [("b", "i4")])]), np.dtype("O")]
+    made += [np.dtype([("a", "(2,)i4"), ("b", "f8")]), np.dtype("i8", metadata={"x": 1})]
+
+    def changed(value: Any) -> Any:
+        if type(value) is int and rng.random() < 0.5:
+            return rng.choice([*numbers, rng.randrange(-(2**40), 2**40)])
+        if type(value) is str and len(value) == 1 and rng.random() < 0.3:
+            return rng.choice(["<", ">", "|", "=", "x"])
+        if type(value) is tuple:
+            return tuple(changed(v) for v in value)
+        if type(value) is dict:
+            return {k: changed(v) for k, v in value.items()}
+        return value
+
+    for _ in range(count):
+        base = rng.choice(made)
+        _cls, args, state = base.__reduce__()
+        states.append((rng.choice([args[0], "V8", "i8", "O"]), changed(state)))
+    return states
+
+
+def test_hostile_states_that_pass_the_check_never_crash_numpy() -> None:
+    """Every state the check lets through, handed to NumPy in one child process (a crash
+    fails the test, not the run): NumPy may refuse it, never die on it."""
+    code = f"""
+import sys
+import numpy as np
+from bastion.scan import dtypes
+sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1])]!r}
+from test_npy_dtypes import _hostile_states
+
+def real(value):
+    if value == "DT":
+        return np.dtype("i8")
+    if isinstance(value, tuple):
+        return tuple(real(v) for v in value)
+    if isinstance(value, dict):
+        return {{k: real(v) for k, v in value.items()}}
+    return value
+
+passed = 0
+for base, state in _hostile_states(20261204, 1500):
+    state = real(state)
+    try:
+        dtypes._check_state(state, np.dtype)
+    except dtypes.InvalidDtype:
+        continue
+    passed += 1
+    try:
+        made = np.dtype(base, False, True)
+        made.__setstate__(state)
+        made.itemsize, made.hasobject  # what the scanner asks of it
+    except Exception:
+        pass
+print("passed the check:", passed)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert int(done.stdout.split(":")[1]) > 50  # the check lets the well-formed ones through

@@ -195,6 +195,16 @@ def _check_state(state: object, dtype: type) -> None:
         )
     ):
         raise InvalidDtype("dtype state: the fields are not (dtype, offset) by name")
+    if "names" not in items and fields is not None:  # numpy 2.4 dies on these (SIGSEGV)
+        raise InvalidDtype("dtype state: fields in the legacy form without names")
+    if subarray is not None and any(n < 0 for n in subarray[1]):
+        raise InvalidDtype("dtype state: a negative subarray dimension")
+    elsize = items["elsize"]
+    for value in (fields or {}).values():  # NumPy writes each field inside the item
+        if value[1] < 0 or (elsize >= 0 and value[1] + value[0].itemsize > elsize):
+            raise InvalidDtype("dtype state: a field outside the item")
+    if subarray is not None and fields is not None:  # NumPy never writes both
+        raise InvalidDtype("dtype state: both a subarray and fields")
     if "names" in items and (names is None) != (fields is None):
         raise InvalidDtype("dtype state: names and fields disagree")
     if names is not None and fields is not None:
