@@ -155,11 +155,13 @@ _STATE_ITEMS = {
 
 
 def _check_state(state: object, dtype: type) -> None:
-    """InvalidDtype unless `state` has the shape and item types NumPy writes: a tuple of 5 to
-    9 items; ints where it keeps numbers; a one-character byte order; no subarray or a
-    (dtype, shape of ints) pair; no names or a tuple of strings; no fields or a dict from
-    strings to (dtype, offset[, title]); no metadata or a dict. The names and fields must
-    name the same things."""
+    """InvalidDtype unless `state` is one NumPy writes: a tuple of 5 to 9 items; ints where
+    it keeps numbers; a one-character byte order; no subarray or a (dtype, shape of
+    non-negative ints) pair; no names or a tuple of strings; no fields or a dict from strings
+    to (dtype, offset[, title]), each field inside the item; never a subarray and fields
+    together, nor fields in the legacy forms that have no names; the names and fields
+    naming the same things (titles aside); no metadata, a dict, or a datetime's
+    (dict, unit) pair. Anything else may crash NumPy (tests/scan/test_npy_dtypes.py)."""
     if state is None:
         return
     if type(state) is not tuple or len(state) not in _STATE_ITEMS:
@@ -177,7 +179,7 @@ def _check_state(state: object, dtype: type) -> None:
         and len(subarray) == 2
         and isinstance(subarray[0], dtype)
         and type(subarray[1]) is tuple
-        and all(type(n) is int for n in subarray[1])
+        and all(type(n) is int and n >= 0 for n in subarray[1])
     ):
         raise InvalidDtype("dtype state: the subarray is not a (dtype, shape) pair")
     names, fields = items.get("names"), items["fields"]
@@ -197,8 +199,6 @@ def _check_state(state: object, dtype: type) -> None:
         raise InvalidDtype("dtype state: the fields are not (dtype, offset) by name")
     if "names" not in items and fields is not None:  # numpy 2.4 dies on these (SIGSEGV)
         raise InvalidDtype("dtype state: fields in the legacy form without names")
-    if subarray is not None and any(n < 0 for n in subarray[1]):
-        raise InvalidDtype("dtype state: a negative subarray dimension")
     elsize = items["elsize"]
     for value in (fields or {}).values():  # NumPy writes each field inside the item
         if value[1] < 0 or (elsize >= 0 and value[1] + value[0].itemsize > elsize):
