@@ -77,6 +77,15 @@ def _serve(tmp_path: Path, inner: Any, cancel: bool) -> tuple[list[dict[str, Any
     return sent, asyncio.run(main())
 
 
+def _answered(tmp_path: Path, inner: Any) -> tuple[int, bytes]:
+    """The status and body the guard sent for one request to `inner` (nothing escaped it)."""
+    sent, raised = _serve(tmp_path, inner, cancel=False)
+    assert raised is None, repr(raised)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], body
+
+
 def _outcomes(folder: Path) -> list[dict[str, Any]]:
     with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
         events = [json.loads(r[0]) for r in conn.execute("SELECT event FROM events ORDER BY seq")]
@@ -93,11 +102,8 @@ def test_an_inner_app_raising_cancelled_error_is_answered_500_and_recorded(
         await asyncio.sleep(0)
         raise asyncio.CancelledError()  # an internal task of the app's was cancelled
 
-    sent, raised = _serve(tmp_path, inner, cancel=False)
-    assert raised is None, repr(raised)
-    (start,) = [m for m in sent if m["type"] == "http.response.start"]
-    assert start["status"] == 500
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    status, body = _answered(tmp_path, inner)
+    assert status == 500
     assert json.loads(body) == INTERNAL
     (outcome,) = _outcomes(tmp_path)
     assert outcome["status"] == 500 and outcome["decisions"]["model"] == "error"
@@ -125,11 +131,8 @@ def test_an_inner_apps_error_page_stays_inside(tmp_path: Path, status: int) -> N
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": page})
 
-    sent, raised = _serve(tmp_path, inner, cancel=False)
-    assert raised is None, repr(raised)
-    (start,) = [m for m in sent if m["type"] == "http.response.start"]
-    assert start["status"] == 502
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    status, body = _answered(tmp_path, inner)
+    assert status == 502
     assert json.loads(body) == {
         "error": {"code": "bad_answer", "message": "the model failed to answer"}
     }
@@ -144,11 +147,8 @@ def test_an_inner_apps_own_client_error_passes(tmp_path: Path) -> None:
         await send({"type": "http.response.start", "status": 422, "headers": []})
         await send({"type": "http.response.body", "body": message})
 
-    sent, raised = _serve(tmp_path, inner, cancel=False)
-    assert raised is None, repr(raised)
-    (start,) = [m for m in sent if m["type"] == "http.response.start"]
-    assert start["status"] == 422
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    status, body = _answered(tmp_path, inner)
+    assert status == 422
     assert body == message
 
 
