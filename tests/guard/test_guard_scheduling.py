@@ -1,0 +1,162 @@
+"""The served guard's scheduling hints (guard/scheduling.py): the event loop's thread, where a
+lone request's admission is committed, asks for the shortest CPU slice; the model's threads keep
+the kernel's default; the model's call yields the CPU once while the admission commits. Each
+test runs in threads of its own, so pytest's thread keeps its slice. The latency they buy is
+measured in docs/benchmarks.md (bench/guard_latency.py); here, that they are in place."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from guard_support import contract, credit_rows, predict_scope, served_model, settings, training
+
+from bastion.guard import app as guard_app
+from bastion.guard import scheduling
+from bastion.guard.app import create_app
+from bastion.guard.auth import KeyStore
+
+
+def _kernel_has_slices() -> bool:
+    """Linux 6.12 added a SCHED_OTHER thread's own slice (sched_attr.sched_runtime)."""
+    if platform.system() != "Linux" or scheduling.current_slice_ns() is None:
+        return False
+    major, minor = (int(part) for part in platform.release().split(".")[:2])
+    return (major, minor) >= (6, 12)
+
+
+needs_slices = pytest.mark.skipif(not _kernel_has_slices(), reason="Linux < 6.12: no slices")
+
+
+def _in_thread(work: Any) -> Any:
+    """`work()` in a new thread; what it returned (or raised)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # handed back to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@needs_slices
+def test_a_thread_asks_for_the_short_slice_and_gives_it_back() -> None:
+    def work() -> tuple[int | None, ...]:
+        assert scheduling.default_slice()  # this test's thread may have inherited a short one
+        default = scheduling.current_slice_ns()
+        assert scheduling.short_slice()
+        short = scheduling.current_slice_ns()
+        inherited: list[int | None] = []
+        child = threading.Thread(target=lambda: inherited.append(scheduling.current_slice_ns()))
+        child.start()
+        child.join()
+        assert scheduling.default_slice()
+        return default, short, inherited[0], scheduling.current_slice_ns()
+
+    default, short, inherited, back = _in_thread(work)
+    assert short == scheduling.SHORT_SLICE_NS
+    assert inherited == scheduling.SHORT_SLICE_NS  # why the model's pool resets its threads
+    assert back == default != scheduling.SHORT_SLICE_NS
+
+
+def test_where_the_kernel_has_no_slices_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another system, or a kernel that refuses the call: the thread is left as it was and the
+    hints say so (False), nothing raised."""
+    monkeypatch.setattr(scheduling.platform, "machine", lambda: "sparc64")
+    assert scheduling.current_slice_ns() is None
+    assert not scheduling.short_slice()
+    assert not scheduling.default_slice()
+
+
+@needs_slices
+def test_a_realtime_thread_is_left_alone() -> None:
+    def work() -> tuple[bool, int]:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except PermissionError:
+            pytest.skip("no privilege for SCHED_FIFO here")
+        try:
+            return scheduling.short_slice(), os.sched_getscheduler(0)
+        finally:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    took, policy = _in_thread(work)
+    assert not took and policy == os.SCHED_FIFO
+
+
+def test_the_served_model_yields_once_while_its_admission_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three requests to the served app (lifespan kept), in a thread of their own: the loop's
+    thread has the short slice after startup (where the kernel has slices), the model's thread
+    the default, and each model call yielded once, in the model's thread, its admission
+    committed and its answer a 200."""
+    yields: list[str] = []
+    model_slices: list[int | None] = []
+    real_yield = os.sched_yield
+
+    def counted_yield() -> None:
+        yields.append(threading.current_thread().name)
+        model_slices.append(scheduling.current_slice_ns())
+        real_yield()
+
+    monkeypatch.setattr(guard_app.os, "sched_yield", counted_yield)
+    app = create_app(
+        settings(tmp_path), model=served_model(), contract=contract(), training=training()
+    )
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    key = store.create(["predict"], None)[0]
+    store.close()
+    body = json.dumps({"rows": credit_rows()[:3]}).encode()
+
+    async def one() -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(predict_scope(body, key), receive, send)
+        (start,) = [m for m in sent if m["type"] == "http.response.start"]
+        return int(start["status"])
+
+    async def main() -> tuple[int | None, list[int]]:
+        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await lifespan.put({"type": "lifespan.startup"})
+        life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
+        assert (await said.get())["type"] == "lifespan.startup.complete"
+        loop_slice = scheduling.current_slice_ns()
+        statuses = [await one() for _ in range(3)]
+        await lifespan.put({"type": "lifespan.shutdown"})
+        assert (await said.get())["type"] == "lifespan.shutdown.complete"
+        await life
+        return loop_slice, statuses
+
+    loop_slice, statuses = _in_thread(lambda: asyncio.run(main()))
+    assert statuses == [200, 200, 200]
+    assert len(yields) == 3 and all(name.startswith("bastion-model") for name in yields)
+    if _kernel_has_slices():
+        assert loop_slice == scheduling.SHORT_SLICE_NS
+        assert all(s is not None and s != scheduling.SHORT_SLICE_NS for s in model_slices)
+    with sqlite3.connect(tmp_path / "audit" / "audit-guard.sqlite3") as conn:
+        events = [json.loads(r[0]) for r in conn.execute("SELECT event FROM events")]
+    admissions = [e for e in events if "status" not in e]
+    assert len(admissions) == 3
