@@ -87,6 +87,19 @@ class Metrics:
         self.in_flight = Gauge(
             "bastion_guard_in_flight", "Requests inside this worker.", registry=self.registry
         )
+        # a team's app behind the middleware that did not end when cancelled at the request
+        # timeout (nor within the grace after it): its task is left running, its request
+        # answered 504 (GuardMiddleware._abandon)
+        self.abandoned = Counter(
+            "bastion_guard_inner_abandoned",
+            "Tasks of the app behind the guard abandoned after ignoring their cancellation.",
+            registry=self.registry,
+        )
+        self.abandoned_running = Gauge(
+            "bastion_guard_inner_abandoned_running",
+            "Abandoned tasks of the app behind the guard still running in this worker.",
+            registry=self.registry,
+        )
         self.audit_failures = Counter(
             "bastion_guard_audit_failures",
             "Events that could not be made durable (each answered 503 in strict mode).",

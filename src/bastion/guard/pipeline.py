@@ -16,7 +16,10 @@ through, in order:
 5. sensitive data in chat text (personal data, secrets, prompt-injection markers, and the
    optional classifier);
 6. out-of-distribution score of each row (record / flag / block);
-7. the inner app (the model, or the upstream), within the request timeout;
+7. the inner app (the model, or the upstream), within the request timeout (504 past it); a
+   team's app runs in a task of its own, and one that ignores its cancellation is abandoned
+   after `[server] cancel_grace_s` (its later sends dropped; at most `[server]
+   max_abandoned` such tasks, past which the worker is not ready and refuses the app 503);
 8. the query monitor (extraction and probing per key, drift) on the rows and the scores —
    before the answer when its action is `block` (an alert refuses the request that raised
    it); in `flag`/`record` mode, which cannot change an answer, after it is sent: the alerts
@@ -191,6 +194,11 @@ class Guard:
         self.in_flight = InFlight()
         # read at scrape time: a locked Gauge updated twice per request costs more
         metrics.in_flight.set_function(lambda: self.in_flight.current)
+        # tasks of a team's app that ignored their cancellation at the request timeout and
+        # were left running (`GuardMiddleware._abandon`); held here so that they are not
+        # collected while pending, and bounded by `[server] max_abandoned`
+        self.abandoned: set[asyncio.Future[None]] = set()
+        metrics.abandoned_running.set_function(lambda: len(self.abandoned))
         self.blocked: dict[str, float] = {}  # key id -> monotonic time its monitor block ends
         # keys whose answered requests raised a monitor alert their next request has not
         # carried yet, oldest first (record and flag modes: GuardMiddleware._observe_answered)
@@ -221,10 +229,16 @@ class Guard:
         return needs_restart
 
     def ready(self) -> bool:
+        """Whether the worker can serve: its audit log takes events, the extra check passes,
+        and fewer than `[server] max_abandoned` abandoned tasks of the inner app run."""
         audit_ok = self.audit is None or self.audit.ready
+        if len(self.abandoned) >= self.settings.server.max_abandoned:
+            return False
         return bool(audit_ok and (self.extra_ready is None or self.extra_ready()))
 
     async def close(self) -> None:
+        for task in list(self.abandoned):  # once more: a task that ends on it goes now
+            task.cancel()
         await self.limiter.close()
         if self.classifier is not None:
             self.classifier.close()
@@ -738,6 +752,18 @@ class GuardMiddleware:
         raw: bytes | None,
     ) -> tuple[int, Any, list[tuple[bytes, bytes]], bytes | None]:
         scope[GUARD_SCOPE_KEY] = request
+        # a team's app (the guard's own serve and proxy app answers with the guard's documents)
+        # runs in a task of its own, which is abandoned if it ignores its cancellation
+        foreign = not getattr(self.app, "guard_documents", False)
+        if foreign and len(self.guard.abandoned) >= settings.server.max_abandoned:
+            # as many abandoned tasks as allowed are still running: no more are started
+            request.decisions["model"] = "unavailable"
+            raise Refusal(
+                503,
+                "overloaded",
+                "the service is busy; retry shortly",
+                [(b"retry-after", b"1")],
+            )
         if self.guard.audit is not None:
             self._admit(scope, request, settings, raw)
         # the body the inner app reads is the checked (and possibly redacted) document; an
@@ -756,9 +782,12 @@ class GuardMiddleware:
             scope = {**scope, "headers": headers}
         captured = _Capture(settings.output.max_response_bytes)
         try:
-            await _within(
-                self.app(scope, inner_receive, captured.send), settings.server.request_timeout_s
-            )
+            if foreign:
+                await self._call_foreign(scope, inner_receive, captured.send, request, settings)
+            else:  # in this task: the guard's own app ends when cancelled
+                await _within(
+                    self.app(scope, inner_receive, captured.send), settings.server.request_timeout_s
+                )
         except asyncio.TimeoutError:
             request.decisions["model"] = "timeout"
             raise Refusal(504, "timeout", "the model did not answer in time") from None
@@ -780,6 +809,98 @@ class GuardMiddleware:
             raise Refusal(502, "bad_answer", "the model gave no answer")
         request.decisions.setdefault("model", "allow" if captured.status < 400 else "error")
         return await self._after(request, settings, captured, raw)
+
+    async def _call_foreign(
+        self,
+        scope: http.Scope,
+        receive: http.Receive,
+        send: http.Send,
+        request: GuardRequest,
+        settings: GuardSettings,
+    ) -> None:
+        """A team's app, in a task of its own, within the request timeout (asyncio.TimeoutError
+        past it, whatever the app does later). What it raises is raised here, a CancelledError
+        of its own included. At the timeout (or when the request itself is cancelled) the task
+        is cancelled and gets `[server] cancel_grace_s` to end; one that has not ended by then
+        (it caught the CancelledError and waits on) is abandoned (`_let_go`), so that it holds
+        neither the request's answer nor its in-flight place."""
+        server = settings.server
+        gate = _Gate(receive, send)
+        task = asyncio.ensure_future(self.app(scope, gate.receive, gate.send))
+        try:
+            await asyncio.wait({task}, timeout=server.request_timeout_s)
+        except asyncio.CancelledError:  # the request was cancelled, and the app with it
+            task.cancel()
+            try:
+                await asyncio.wait({task}, timeout=server.cancel_grace_s)
+            finally:
+                self._let_go(task, gate, request, settings)
+            raise
+        if task.done():
+            task.result()
+            return
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=server.cancel_grace_s)
+        finally:
+            self._let_go(task, gate, request, settings)
+        raise asyncio.TimeoutError()
+
+    def _let_go(
+        self,
+        task: asyncio.Future[None],
+        gate: _Gate,
+        request: GuardRequest,
+        settings: GuardSettings,
+    ) -> None:
+        """After the cancellation of a team's app and its grace: a task that ended is done
+        with (what it raised is logged); one still running is abandoned. Its `send` and
+        `receive` are closed (what it sends later is dropped, it receives a disconnect), it is
+        held in `Guard.abandoned` until it ends, counted, and logged. Once `[server]
+        max_abandoned` are running the worker is not ready and requests for the app are
+        refused 503 (`_call_inner`) until some end."""
+        path = request.route.path
+        if task.done():
+            if not task.cancelled() and task.exception() is not None:
+                log.warning(
+                    "the app behind the guard failed when cancelled on %s",
+                    path,
+                    exc_info=task.exception(),
+                )
+            return
+        gate.close()
+        guard = self.guard
+        guard.abandoned.add(task)
+        since = time.monotonic()
+
+        def ended(done: asyncio.Future[None]) -> None:
+            guard.abandoned.discard(done)
+            _retrieved(done)
+            log.warning(
+                "an abandoned task of the app behind the guard (%s) ended after %.1f s",
+                path,
+                time.monotonic() - since,
+            )
+
+        task.add_done_callback(ended)
+        try:
+            guard.metrics.abandoned.inc()
+        except Exception:  # metrics decide nothing
+            log.exception("metrics error counting an abandoned task")
+        running, bound = len(guard.abandoned), settings.server.max_abandoned
+        log.error(
+            "the app behind the guard did not end when cancelled on %s: its task is abandoned "
+            "(%d running, at most %d)",
+            path,
+            running,
+            bound,
+        )
+        if running >= bound:
+            log.error(
+                "%d abandoned tasks of the app behind the guard are running: this worker is not "
+                "ready, and refuses requests for the app until some end (or it is restarted)",
+                running,
+            )
 
     async def _after(
         self,
@@ -1361,6 +1482,32 @@ class _Raw:
     def __init__(self, content: bytes, content_type: bytes) -> None:
         self.content = content
         self.content_type = content_type
+
+
+class _Gate:
+    """The `receive` and `send` a team's app runs with (`_call_foreign`). Once its task is
+    abandoned they are closed: what it sends is dropped (it never reaches the answer the
+    guard sent, nor another request's), and it receives a disconnect."""
+
+    __slots__ = ("_receive", "_send")
+
+    def __init__(self, receive: http.Receive, send: http.Send) -> None:
+        self._receive: http.Receive | None = receive
+        self._send: http.Send | None = send
+
+    async def receive(self) -> http.Message:
+        receive = self._receive
+        if receive is None:
+            return {"type": "http.disconnect"}
+        return await receive()
+
+    async def send(self, message: http.Message) -> None:
+        send = self._send
+        if send is not None:
+            await send(message)
+
+    def close(self) -> None:
+        self._receive = self._send = None
 
 
 class _Capture:

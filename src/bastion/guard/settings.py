@@ -40,6 +40,12 @@ class ServerSettings(Checked):
     max_json_items: int = 10_000  # values in one JSON body
     max_string_chars: int = 20_000  # characters of one string in a body
     request_timeout_s: float = 10.0  # a request's whole pipeline, the model call included
+    # a team's app behind the middleware that outlives its timeout (it swallows the
+    # cancellation) gets this long to end, then is abandoned: its request answered 504
+    cancel_grace_s: float = 1.0
+    # abandoned tasks of a team's app still running at once; past it the worker is not ready
+    # and requests for that app are refused 503 (memory stays bounded)
+    max_abandoned: int = 16
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
     worker: str = "guard"  # this worker's name in the audit chain (one chain per worker)
 
@@ -52,6 +58,8 @@ class ServerSettings(Checked):
             "max_json_items",
             "max_string_chars",
             "request_timeout_s",
+            "cancel_grace_s",
+            "max_abandoned",
         )
         if not 0 <= self.port <= 65535:
             raise RecordError("port", "must be between 0 and 65535")
