@@ -470,22 +470,76 @@ def test_a_model_digest_or_route_the_log_refuses_stops_the_guard_at_start(
 ) -> None:
     """The model digest (`[proxy] model_digest`, or what a team passes to build_guard) and the
     route are named by every event: a value the log refuses made every request, a 401
-    included, raise out of the middleware with no answer and no event. Now the middleware
-    refuses them at start, naming the value."""
+    included, raise out of the middleware with no answer and no event. Now the guard refuses
+    them at start, naming the value: build_guard before it opens anything, and the middleware
+    for routes handed to it alone."""
     from bastion.errors import ConfigError
     from bastion.guard.app import build_guard
     from bastion.guard.pipeline import GuardMiddleware, RouteSpec
 
     routes = [RouteSpec(path=path, scope="score", kind="rows")]
-    guard = build_guard(settings(tmp_path), model_digest=digest, routes=routes)
-    try:
-        with pytest.raises(ConfigError) as refused:
-            GuardMiddleware(_nothing, guard, routes)
-    finally:  # an embedding app closes what build_guard opened
-        asyncio.run(guard.close())
-        guard.audit.close()
-        guard.authenticator.store.close()
+    with pytest.raises(ConfigError) as refused:
+        build_guard(settings(tmp_path), model_digest=digest, routes=routes)
     assert named in refused.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no key store, no audit log
+    if digest.startswith("sha256:"):  # the routes given to the middleware only
+        guard = build_guard(settings(tmp_path), model_digest=digest)
+        try:
+            with pytest.raises(ConfigError) as refused:
+                GuardMiddleware(_nothing, guard, routes)
+        finally:  # an embedding app closes what build_guard opened
+            asyncio.run(guard.close())
+            guard.audit.close()
+            guard.authenticator.store.close()
+        assert named in refused.value.message
+
+
+def _proxy_settings(folder: Path, digest: str) -> Any:
+    upstream = {"upstream": "http://127.0.0.1:9", "flavour": "json", "model_digest": digest}
+    return settings(folder, proxy=upstream)
+
+
+def test_a_proxy_model_digest_the_log_refuses_leaves_no_log_behind(tmp_path: Path) -> None:
+    """`[proxy] model_digest = "credit-v3"`: the guard stopped at start (ConfigError, exit 2)
+    only once build_guard had opened the key store and the audit log, which were left open,
+    and an empty log (with its 8 MiB write-ahead file) was left on disk. Now the digest is
+    refused before anything is opened or created."""
+    from bastion.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        create_app(_proxy_settings(tmp_path, "credit-v3"))
+    assert "credit-v3" in refused.value.message
+    assert not (tmp_path / "audit").exists()
+    assert not (tmp_path / "keys.sqlite3").exists()
+
+
+def test_a_proxy_model_digest_the_log_refuses_leaves_an_existing_log_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """A restart with a digest the log refuses, on a log that already holds events: the
+    command exits 2, and the log is neither opened nor changed (its events, its chain).
+    Before, `bastion guard proxy` left it open, its writer thread running (which the test
+    harness reports as a thread left running)."""
+    from bastion.cli.main import main
+
+    good = "sha256:" + "ab" * 32
+    exchange = _request(create_app(_proxy_settings(tmp_path, good)), None)  # a 401, recorded
+    assert exchange.status == 401
+    log_file = tmp_path / "audit" / "audit-guard.sqlite3"
+    before = log_file.read_bytes()
+    config = tmp_path / "guard.toml"
+    config.write_text(
+        f'[auth]\nkeys_db = "{tmp_path / "keys.sqlite3"}"\n'
+        f'[audit]\npath = "{tmp_path / "audit"}"\n'
+        '[proxy]\nmodel_digest = "credit-v3"\n',
+        encoding="utf-8",
+    )
+    argv = ["guard", "proxy", "--upstream", "http://127.0.0.1:9", "--flavour", "json"]
+    assert main([*argv, "--config", str(config)]) == 2
+    assert log_file.read_bytes() == before
+    (event,) = _events(tmp_path)
+    assert event["status"] == 401
+    _chain_ok(tmp_path)
 
 
 def test_a_bug_in_the_writer_thread_fails_its_batch_instead_of_leaving_it_waiting(

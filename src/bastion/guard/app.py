@@ -29,10 +29,12 @@ from bastion.guard.limits import make_backend
 from bastion.guard.metrics import Metrics
 from bastion.guard.pipeline import (
     GUARD_SCOPE_KEY,
+    UNKNOWN_ROUTE,
     Guard,
     GuardMiddleware,
     GuardRequest,
     RouteSpec,
+    _check_recordable,
     read_digest_key,
 )
 from bastion.guard.screen import Classifier
@@ -87,9 +89,12 @@ def build_guard(
     audit: Any = None,
     routes: Sequence[RouteSpec] = (),
 ) -> Guard:
-    """The stateful parts of a guard, from settings and what was loaded at start."""
+    """The stateful parts of a guard, from settings and what was loaded at start. A model
+    digest or route the audit log would refuse is a ConfigError raised before anything is
+    opened (no key store, audit log or log file is left behind)."""
     from bastion.datacheck.contract import prepare
 
+    _check_recordable(model_digest, [*(route.path for route in routes), UNKNOWN_ROUTE])
     keys = KeyStore(settings.resolve(settings.auth.keys_db))
     jwt = None
     if settings.auth.jwt.enabled:
