@@ -89,7 +89,7 @@ class Metrics:
         )
         # a team's app behind the middleware that did not end when cancelled at the request
         # timeout (nor within the grace after it): its task is left running, its request
-        # answered 504 (GuardMiddleware._abandon)
+        # answered 504 (GuardMiddleware._let_go)
         self.abandoned = Counter(
             "bastion_guard_inner_abandoned",
             "Tasks of the app behind the guard abandoned after ignoring their cancellation.",

@@ -195,7 +195,7 @@ class Guard:
         # read at scrape time: a locked Gauge updated twice per request costs more
         metrics.in_flight.set_function(lambda: self.in_flight.current)
         # tasks of a team's app that ignored their cancellation at the request timeout and
-        # were left running (`GuardMiddleware._abandon`); held here so that they are not
+        # were left running (`GuardMiddleware._let_go`); held here so that they are not
         # collected while pending, and bounded by `[server] max_abandoned`
         self.abandoned: set[asyncio.Future[None]] = set()
         metrics.abandoned_running.set_function(lambda: len(self.abandoned))
