@@ -832,7 +832,7 @@ class GuardMiddleware:
         except asyncio.CancelledError:  # the request was cancelled, and the app with it
             task.cancel()
             try:
-                await asyncio.wait({task}, timeout=server.cancel_grace_s)
+                await _grace(task, server.cancel_grace_s)
             finally:
                 self._let_go(task, gate, request, settings)
             raise
@@ -841,9 +841,11 @@ class GuardMiddleware:
             return
         task.cancel()
         try:
-            await asyncio.wait({task}, timeout=server.cancel_grace_s)
+            cancelled = await _grace(task, server.cancel_grace_s)
         finally:
             self._let_go(task, gate, request, settings)
+        if cancelled is not None:  # the request itself was cancelled during the grace
+            raise cancelled
         raise asyncio.TimeoutError()
 
     def _let_go(
@@ -1454,6 +1456,27 @@ def _nothing_to_add(admitted: dict[str, str], status: int, decisions: dict[str, 
 def _retrieved(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+async def _grace(task: asyncio.Future[None], seconds: float) -> asyncio.CancelledError | None:
+    """Wait up to `seconds` for the cancelled `task` to end. A cancellation of the waiting
+    task meanwhile does not cut the grace short (anyio's cancel scopes, Starlette's task groups
+    among them, cancel again at every wait until the task leaves the scope: the grace would
+    be nothing, and an app that ends on its cancellation after a short clean-up would be
+    abandoned); the first is returned, for the caller to raise once the grace is over."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        try:
+            await asyncio.wait({task}, timeout=left)
+        except asyncio.CancelledError as error:
+            if cancelled is None:
+                cancelled = error
+    return cancelled
 
 
 def _settle(future: asyncio.Future[int], done: asyncio.Future[int]) -> None:
