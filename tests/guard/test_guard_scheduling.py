@@ -84,6 +84,36 @@ def test_where_the_kernel_has_no_slices_nothing_changes(monkeypatch: pytest.Monk
 
 
 @needs_slices
+def test_a_thread_that_resets_its_scheduling_on_fork_keeps_that_and_gets_the_slice() -> None:
+    """SCHED_RESET_ON_FORK (set by a launcher, or systemd's CPUSchedulingResetOnFork): clearing
+    it needs CAP_SYS_NICE. Before, sched_setattr was sent with no flags: without the privilege
+    the kernel refused it (no short slice); with it, the flag was silently cleared, changing
+    how the thread's children are scheduled."""
+
+    def work() -> tuple[bool, int | None, int]:
+        assert scheduling.default_slice()
+        os.sched_setscheduler(0, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
+        return scheduling.short_slice(), scheduling.current_slice_ns(), os.sched_getscheduler(0)
+
+    took, now, policy = _in_thread(work)
+    assert took and now == scheduling.SHORT_SLICE_NS
+    assert policy == os.SCHED_OTHER | os.SCHED_RESET_ON_FORK
+
+
+def test_a_32_bit_process_makes_no_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 32-bit Python on a 64-bit kernel (an i386 or armhf image on an x86_64 or arm64 host):
+    platform.machine() names the kernel's architecture, whose system call numbers are not the
+    process's (314 is sync_file_range on i386, 274 mq_timedsend on 32-bit ARM). Nothing is
+    called; the thread is left as it was."""
+    monkeypatch.setattr(scheduling.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(scheduling, "_POINTER_BYTES", 4)
+    monkeypatch.setattr(scheduling, "_libc", None)
+    assert scheduling._calls()[0] is None
+    assert scheduling.current_slice_ns() is None
+    assert not scheduling.short_slice()
+
+
+@needs_slices
 def test_a_realtime_thread_is_left_alone() -> None:
     def work() -> tuple[bool, int]:
         try:

@@ -41,12 +41,17 @@ import sys
 log = logging.getLogger(__name__)
 
 SHORT_SLICE_NS = 100_000  # the kernel's minimum slice, 0.1 ms
-# sched_setattr / sched_getattr system call numbers
+# sched_setattr / sched_getattr system call numbers of the 64-bit ABIs (a 32-bit process on a
+# 64-bit kernel has other numbers, though platform.machine() names the kernel's: _calls)
 _CALLS = {"x86_64": (314, 315), "aarch64": (274, 275), "arm64": (274, 275)}
-# struct sched_attr, first version (48 bytes): size, policy, flags, nice, priority, runtime,
-# deadline, period, util_min, util_max
+_POINTER_BYTES = struct.calcsize("P")
+# struct sched_attr as of Linux 5.3 (SCHED_ATTR_SIZE_VER1, 56 bytes): size, policy, flags,
+# nice, priority, runtime, deadline, period, util_min, util_max
 _ATTR = struct.Struct("=IIQiIQQQII")
 _FAIR = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the policies whose runtime is a slice
+# kept as it is: clearing it needs CAP_SYS_NICE (without, the call is refused) and would
+# change the scheduling of the thread's children
+_RESET_ON_FORK = 0x01
 
 _libc: ctypes.CDLL | None = None
 
@@ -72,9 +77,10 @@ def _set_slice(nanoseconds: int) -> bool:
     attr = _get()
     if attr is None or attr[1] not in _FAIR:
         return False
-    _size, policy, _flags, nice, priority, *_rest = attr
+    _size, policy, flags, nice, priority, *_rest = attr
+    flags &= _RESET_ON_FORK
     data = ctypes.create_string_buffer(
-        _ATTR.pack(_ATTR.size, policy, 0, nice, priority, nanoseconds, 0, 0, 0, 0), _ATTR.size
+        _ATTR.pack(_ATTR.size, policy, flags, nice, priority, nanoseconds, 0, 0, 0, 0), _ATTR.size
     )
     libc, (set_call, _get_call) = _calls()
     if libc is None or libc.syscall(set_call, 0, data, 0) != 0:
@@ -98,7 +104,7 @@ def _get() -> tuple[int, ...] | None:
 def _calls() -> tuple[ctypes.CDLL | None, tuple[int, int]]:
     global _libc
     calls = _CALLS.get(platform.machine())
-    if not sys.platform.startswith("linux") or calls is None:
+    if not sys.platform.startswith("linux") or calls is None or _POINTER_BYTES != 8:
         return None, (0, 0)
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
