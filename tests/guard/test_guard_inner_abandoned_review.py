@@ -279,3 +279,39 @@ def test_the_shutdown_is_not_held_by_an_abandoned_task_that_ignores_every_cancel
     assert seen["log closed then"] is True
     assert _outcomes(tmp_path) == [(504, "timeout")]
     _chain_ok(tmp_path)
+
+
+def test_a_request_refused_for_too_many_abandoned_tasks_spends_no_budget(
+    tmp_path: Path,
+) -> None:
+    """`max_abandoned = 1` reached: the requests refused 503 (they never reach the app) must
+    not spend the key's daily rows. Before, the refusal came after the budget was charged:
+    a client retrying as Retry-After asks used its day's budget on refusals, and once the
+    worker served again it was refused 429."""
+    release: list[asyncio.Event] = []
+    seen: dict[str, Any] = {}
+
+    async def scenario(client: Client, app: Any) -> None:
+        seen["hung"] = await client.call("swallow", wait=ANSWERED_BY + 1)  # 2 rows
+        seen["refused"] = [await client.call() for _ in range(2)]  # 2 rows each
+        release[0].set()
+        await asyncio.sleep(0.05)
+        seen["served"] = await client.call()  # 2 rows: within a budget of 6
+
+    _run(
+        tmp_path,
+        {"swallow": _swallowing(release)},
+        scenario,
+        server={"max_abandoned": 1},
+        limits={"daily_rows": 6},
+    )
+    _answered_504_in_time(seen["hung"])
+    assert [e.status for e in seen["refused"]] == [503, 503]
+    assert seen["served"].status == 200, seen["served"].messages
+    assert _outcomes(tmp_path) == [
+        (504, "timeout"),
+        (503, "unavailable"),
+        (503, "unavailable"),
+        (200, "allow"),
+    ]
+    _chain_ok(tmp_path)

@@ -437,6 +437,16 @@ class GuardMiddleware:
                     403, "forbidden", "this credential is suspended; contact the operator"
                 )
             del guard.blocked[principal.key_id]
+        if self._foreign() and len(guard.abandoned) >= settings.server.max_abandoned:
+            # as many abandoned tasks of the app as allowed are still running: no more are
+            # started (`_call_foreign`); refused before the key's rate and budget are charged
+            request.decisions["model"] = "unavailable"
+            raise Refusal(
+                503,
+                "overloaded",
+                "the service is busy; retry shortly",
+                [(b"retry-after", b"1")],
+            )
         try:
             decision = await guard.limiter.gcra(
                 "key:" + principal.key_id, limits.key_rate, limits.key_burst
@@ -754,16 +764,7 @@ class GuardMiddleware:
         scope[GUARD_SCOPE_KEY] = request
         # a team's app (the guard's own serve and proxy app answers with the guard's documents)
         # runs in a task of its own, which is abandoned if it ignores its cancellation
-        foreign = not getattr(self.app, "guard_documents", False)
-        if foreign and len(self.guard.abandoned) >= settings.server.max_abandoned:
-            # as many abandoned tasks as allowed are still running: no more are started
-            request.decisions["model"] = "unavailable"
-            raise Refusal(
-                503,
-                "overloaded",
-                "the service is busy; retry shortly",
-                [(b"retry-after", b"1")],
-            )
+        foreign = self._foreign()
         if self.guard.audit is not None:
             self._admit(scope, request, settings, raw)
         # the body the inner app reads is the checked (and possibly redacted) document; an
@@ -809,6 +810,11 @@ class GuardMiddleware:
             raise Refusal(502, "bad_answer", "the model gave no answer")
         request.decisions.setdefault("model", "allow" if captured.status < 400 else "error")
         return await self._after(request, settings, captured, raw)
+
+    def _foreign(self) -> bool:
+        """Whether the inner app is a team's (the guard's own serve and proxy app answers with
+        the guard's documents)."""
+        return not getattr(self.app, "guard_documents", False)
 
     async def _call_foreign(
         self,
@@ -860,7 +866,7 @@ class GuardMiddleware:
         `receive` are closed (what it sends later is dropped, it receives a disconnect), it is
         held in `Guard.abandoned` until it ends, counted, and logged. Once `[server]
         max_abandoned` are running the worker is not ready and requests for the app are
-        refused 503 (`_call_inner`) until some end."""
+        refused 503 (`_run`) until some end."""
         path = request.route.path
         if task.done():
             if not task.cancelled() and task.exception() is not None:
