@@ -129,6 +129,47 @@ def test_a_realtime_thread_is_left_alone() -> None:
     assert not took and policy == os.SCHED_FIFO
 
 
+def test_a_system_without_sched_yield_still_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.sched_yield is Unix only (the guard otherwise runs on Windows: its SIGHUP reload is
+    skipped there). Before, the model's call raised AttributeError where it is missing, and
+    every served request with an audit log was a 500."""
+    monkeypatch.delattr(os, "sched_yield")
+    app = create_app(
+        settings(tmp_path), model=served_model(), contract=contract(), training=training()
+    )
+    store = KeyStore(tmp_path / "keys.sqlite3")
+    key = store.create(["predict"], None)[0]
+    store.close()
+    body = json.dumps({"rows": credit_rows()[:3]}).encode()
+
+    async def main() -> list[int]:
+        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await lifespan.put({"type": "lifespan.startup"})
+        life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
+        assert (await said.get())["type"] == "lifespan.startup.complete"
+        statuses = []
+        for _ in range(2):
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message: dict[str, Any], sent: list[Any] = sent) -> None:
+                sent.append(message)
+
+            await app(predict_scope(body, key), receive, send)
+            statuses += [int(m["status"]) for m in sent if m["type"] == "http.response.start"]
+        await lifespan.put({"type": "lifespan.shutdown"})
+        assert (await said.get())["type"] == "lifespan.shutdown.complete"
+        await life
+        return statuses
+
+    assert _in_thread(lambda: asyncio.run(main())) == [200, 200]
+
+
 def test_the_served_model_yields_once_while_its_admission_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -316,7 +316,9 @@ def _predict(model: Any, rows: Any, committing: bool) -> Any:
     its deadline is moved on and those wake-ups run at once, so the commit ends inside the
     model's time instead of after it (docs/benchmarks.md, runtime guard latency)."""
     if committing:
-        os.sched_yield()
+        yield_cpu = getattr(os, "sched_yield", None)  # Unix only (not on Windows)
+        if yield_cpu is not None:
+            yield_cpu()
     return model.predict(rows, True)
 
 
