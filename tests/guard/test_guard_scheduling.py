@@ -113,6 +113,29 @@ def test_a_32_bit_process_makes_no_system_call(monkeypatch: pytest.MonkeyPatch) 
     assert not scheduling.short_slice()
 
 
+@pytest.mark.skipif(platform.system() != "Linux", reason="the C library is only opened on Linux")
+@pytest.mark.parametrize("missing", ["library", "syscall"])
+def test_a_c_library_that_cannot_be_called_leaves_the_thread_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """A Python that cannot open its own C library (a static build: dlopen(NULL) fails) or
+    whose C library has no syscall: the hints say False. Before, OSError or AttributeError
+    went up from the served app's lifespan startup (and the model pool's initializer)."""
+
+    class NoSyscall:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if missing == "library":
+                raise OSError("dlopen(NULL): not a dynamic executable")
+
+    monkeypatch.setattr(scheduling, "_libc", None)
+    monkeypatch.setattr(scheduling, "_no_libc", False, raising=False)  # restored after
+    monkeypatch.setattr(scheduling.ctypes, "CDLL", NoSyscall)
+    monkeypatch.setattr(scheduling.platform, "machine", lambda: "x86_64")
+    assert not scheduling.short_slice()
+    assert not scheduling.default_slice()
+    assert scheduling.current_slice_ns() is None
+
+
 @needs_slices
 def test_a_realtime_thread_is_left_alone() -> None:
     def work() -> tuple[bool, int]:

@@ -54,6 +54,7 @@ _FAIR = (0, 3)  # SCHED_OTHER, SCHED_BATCH: the policies whose runtime is a slic
 _RESET_ON_FORK = 0x01
 
 _libc: ctypes.CDLL | None = None
+_no_libc = False  # the C library could not be opened, or has no syscall: nothing is tried
 
 
 def short_slice() -> bool:
@@ -102,10 +103,17 @@ def _get() -> tuple[int, ...] | None:
 
 
 def _calls() -> tuple[ctypes.CDLL | None, tuple[int, int]]:
-    global _libc
+    global _libc, _no_libc
     calls = _CALLS.get(platform.machine())
-    if not sys.platform.startswith("linux") or calls is None or _POINTER_BYTES != 8:
+    if not sys.platform.startswith("linux") or calls is None or _POINTER_BYTES != 8 or _no_libc:
         return None, (0, 0)
     if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+        try:  # a static build may not open itself, a C library may not export syscall
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall  # noqa: B018 (looked up: AttributeError when missing)
+        except (OSError, AttributeError) as error:
+            log.debug("no C library's syscall to call: %s", error)
+            _no_libc = True
+            return None, (0, 0)
+        _libc = libc
     return _libc, calls
