@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -168,3 +170,40 @@ def timed_predict(url: str, key: str, rows: list[dict[str, Any]]) -> tuple[Any, 
     started = time.monotonic()
     answer = httpx.post(url + "/v1/predict", json={"rows": rows}, headers=bearer(key), timeout=10)
     return answer, time.monotonic() - started
+
+
+class Exchange:
+    """What one in-process request got: the messages sent, what the app raised, and (where a
+    test times it) when its answer started, in seconds after it was sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.raised: BaseException | None = None
+        self.answered_after: float | None = None
+
+    @property
+    def status(self) -> int | None:
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        assert len(starts) <= 1
+        return int(starts[0]["status"]) if starts else None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages if m["type"].endswith("body"))
+
+    def document(self) -> Any:
+        return json.loads(self.body)
+
+
+def audit_events(folder: Path) -> list[dict[str, Any]]:
+    """The events of the guard's audit log under `folder` (`settings(folder)`), in order."""
+    with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
+
+
+def assert_chain_ok(folder: Path) -> None:
+    """The guard's audit chain under `folder` verifies."""
+    from bastion.guard.audit_verify import verify_log
+
+    check = verify_log(folder / "audit" / "audit-guard.sqlite3")
+    assert check.ok, check.problems

@@ -21,13 +21,22 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from guard_support import contract, credit_rows, predict_scope, served_model, settings, training
+from guard_support import (
+    Exchange,
+    assert_chain_ok,
+    audit_events,
+    contract,
+    credit_rows,
+    predict_scope,
+    served_model,
+    settings,
+    training,
+)
 
 from bastion.config import Settings
 from bastion.guard import audit as audit_module
 from bastion.guard.app import create_app
 from bastion.guard.audit import AdmissionEvent, AuditEvent
-from bastion.guard.audit_verify import verify_log
 from bastion.guard.auth import KeyStore, Principal
 from bastion.guard.monitor import Alert
 from bastion.guard.report import guard_report
@@ -55,27 +64,6 @@ def _key(folder: Path, *scopes: str) -> str:
         return store.create(list(scopes or ("predict",)), None)[0]
     finally:
         store.close()
-
-
-class Exchange:
-    """What one request got: the status, headers and body sent, and what the app raised."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.raised: BaseException | None = None
-
-    @property
-    def status(self) -> int | None:
-        starts = [m for m in self.messages if m["type"] == "http.response.start"]
-        assert len(starts) <= 1
-        return int(starts[0]["status"]) if starts else None
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.messages if m["type"].endswith("body"))
-
-    def document(self) -> Any:
-        return json.loads(self.body)
 
 
 def _request(
@@ -130,16 +118,6 @@ def _request(
     return exchange
 
 
-def _events(folder: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
-        return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
-
-
-def _chain_ok(folder: Path) -> None:
-    check = verify_log(folder / "audit" / "audit-guard.sqlite3")
-    assert check.ok, check.problems
-
-
 def _failure_findings(folder: Path) -> list[str]:
     """`bastion guard report`'s GRD009 findings (the guard failed to check or record a
     request) over the period's audit log: their pointers, one per detector that failed."""
@@ -188,7 +166,7 @@ def test_a_tenant_the_log_refuses_is_answered_500_and_recorded_without_it(
     finally:
         app.guard.authenticator = real
     _answered_internal(exchange)
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 500 and event["tenant"] is None
     assert event["key_id"] == key.split("_")[1]  # who is kept
     assert event["decisions"]["audit"] == "error" and "model" not in event["decisions"]
@@ -196,7 +174,7 @@ def test_a_tenant_the_log_refuses_is_answered_500_and_recorded_without_it(
     with sqlite3.connect(tmp_path / "audit" / "audit-guard.sqlite3") as conn:
         (data,) = conn.execute("SELECT event FROM events").fetchone()
     assert isinstance(audit_module.decode_record(data), AuditEvent)  # export and report read it
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
     # the runtime report says so: the admission failed in the pipeline, the outcome in the log
     assert _failure_findings(tmp_path) == ["detector audit", "detector pipeline"]
 
@@ -222,7 +200,7 @@ def test_an_outcome_that_cannot_be_built_before_the_answer_is_a_500(
     exchange = _request(app, None if refused else key)
     monkeypatch.setattr(audit_module, "outcome_made", real)
     _answered_internal(exchange)
-    events = _events(tmp_path)
+    events = audit_events(tmp_path)
     outcome = events[-1]
     assert outcome["status"] == 500 and outcome["decisions"]["audit"] == "error"
     if refused:
@@ -230,7 +208,7 @@ def test_an_outcome_that_cannot_be_built_before_the_answer_is_a_500(
     else:
         assert len(events) == 2 and outcome["admission"] == 1
         assert outcome["decisions"]["monitor"] == "flag"
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_an_admission_the_log_fails_with_an_unexpected_error_is_a_500_not_the_answer(
@@ -258,10 +236,10 @@ def test_an_admission_the_log_fails_with_an_unexpected_error_is_a_500_not_the_an
     log.append_here, log.append = here, queued
     exchange = _request(app, key)
     _answered_internal(exchange)
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 500 and event["admission"] is None
     assert event["decisions"]["audit"] == "error" and event["decisions"]["model"] == "allow"
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_an_outcome_that_cannot_be_built_after_the_answer_is_still_recorded(
@@ -285,13 +263,13 @@ def test_an_outcome_that_cannot_be_built_after_the_answer_is_still_recorded(
         exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 200
     assert len(exchange.document()["predictions"]) == 2
-    admitted, outcome = _events(tmp_path)
+    admitted, outcome = audit_events(tmp_path)
     assert "status" not in admitted
     assert outcome["status"] == 200 and outcome["admission"] == 1
     assert outcome["decisions"]["audit"] == "error"
     assert app.guard.metrics.audit_failures._value.get() == 1
     assert "outcome" in caplog.text
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -310,13 +288,13 @@ def test_a_metrics_failure_after_the_answer_loses_no_outcome(tmp_path: Path) -> 
     app.guard.metrics.observe = observe
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 200
-    admitted, outcome = _events(tmp_path)
+    admitted, outcome = audit_events(tmp_path)
     assert "status" not in admitted
     assert outcome["status"] == 200 and outcome["admission"] == 1
     assert (
         "audit" not in outcome["decisions"]
     )  # an ordinary outcome, nothing lost  # the outcome itself was fine
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_metrics_failure_on_an_overloaded_worker_still_answers_503(tmp_path: Path) -> None:
@@ -333,9 +311,9 @@ def test_a_metrics_failure_on_an_overloaded_worker_still_answers_503(tmp_path: P
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 503
     assert exchange.document()["error"]["code"] == "overloaded"
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 503 and event["decisions"]["in_flight"] == "block"
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_metrics_failure_while_the_log_is_unavailable_still_answers_503(
@@ -356,8 +334,8 @@ def test_a_metrics_failure_while_the_log_is_unavailable_still_answers_503(
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 503
     assert exchange.document()["error"]["code"] == "unavailable"
-    assert _events(tmp_path) == []
-    _chain_ok(tmp_path)
+    assert audit_events(tmp_path) == []
+    assert_chain_ok(tmp_path)
 
 
 # -- detectors ----------------------------------------------------------------------------
@@ -388,7 +366,7 @@ def test_a_detector_that_raises_is_a_500_recorded_as_the_pipelines_error(
         guard.monitor.observe = broken
     exchange = _request(app, key)
     _answered_internal(exchange)
-    events = _events(tmp_path)
+    events = audit_events(tmp_path)
     outcome = events[-1]
     assert outcome["status"] == 500 and outcome["decisions"]["pipeline"] == "error"
     if stage == "monitor":  # past the model: admitted, and the model did answer
@@ -396,7 +374,7 @@ def test_a_detector_that_raises_is_a_500_recorded_as_the_pipelines_error(
     else:
         assert len(events) == 1 and "model" not in outcome["decisions"]
     assert guard.metrics.decisions.get(("pipeline", "error")) == 1
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
     assert _failure_findings(tmp_path) == ["detector pipeline"]
 
 
@@ -416,10 +394,10 @@ def test_an_alert_the_log_refuses_in_flag_mode_does_not_escape_after_the_answer(
     app.guard.monitor.observe = lambda *args: [_nan_alert(key_id)]
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 200
-    assert [e.get("status") for e in _events(tmp_path)] == [None, 200]
+    assert [e.get("status") for e in audit_events(tmp_path)] == [None, 200]
     assert key_id in app.guard.flagged
     assert app.guard.metrics.audit_failures._value.get() == 1
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_monitor_that_returns_nonsense_after_the_answer_does_not_escape(
@@ -432,8 +410,8 @@ def test_a_monitor_that_returns_nonsense_after_the_answer_does_not_escape(
     app.guard.monitor.observe = lambda *args: [object()]
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 200
-    assert [e.get("status") for e in _events(tmp_path)] == [None, 200]
-    _chain_ok(tmp_path)
+    assert [e.get("status") for e in audit_events(tmp_path)] == [None, 200]
+    assert_chain_ok(tmp_path)
 
 
 def test_an_alert_the_log_refuses_in_block_mode_leaves_the_refusal_recorded(
@@ -447,11 +425,11 @@ def test_an_alert_the_log_refuses_in_block_mode_leaves_the_refusal_recorded(
     app.guard.monitor.observe = lambda key_id, *args: [_nan_alert(key_id)]
     exchange = _request(app, key)
     assert exchange.raised is None and exchange.status == 403
-    admitted, outcome = _events(tmp_path)
+    admitted, outcome = audit_events(tmp_path)
     assert outcome["admission"] == 1 and admitted["decisions"]["contract"] == "allow"
     assert outcome["status"] == 403 and outcome["decisions"]["monitor"] == "block"
     assert app.guard.metrics.audit_failures._value.get() == 1
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 # -- what every request's record names --------------------------------------------------------
@@ -537,9 +515,9 @@ def test_a_proxy_model_digest_the_log_refuses_leaves_an_existing_log_as_it_was(
     argv = ["guard", "proxy", "--upstream", "http://127.0.0.1:9", "--flavour", "json"]
     assert main([*argv, "--config", str(config)]) == 2
     assert log_file.read_bytes() == before
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 401
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_bug_in_the_writer_thread_fails_its_batch_instead_of_leaving_it_waiting(
@@ -564,8 +542,8 @@ def test_a_bug_in_the_writer_thread_fails_its_batch_instead_of_leaving_it_waitin
     exchange = _request(app, key)
     assert exchange.raised is None, repr(exchange.raised)
     assert exchange.status == 503 and exchange.document()["error"]["code"] == "unavailable"
-    assert _events(tmp_path) == []
-    _chain_ok(tmp_path)
+    assert audit_events(tmp_path) == []
+    assert_chain_ok(tmp_path)
 
 
 def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_app(
@@ -622,11 +600,11 @@ def test_a_websocket_handshake_is_refused_and_recorded_not_passed_to_the_inner_a
         guard.audit.close()
         guard.authenticator.store.close()
     assert reached == [] and sent == [{"type": "websocket.close", "code": 1008}]
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 403 and event["route"] == "/unknown"
     assert event["decisions"] == {"input": "block"}
     assert event["key_id"] == "0123456789ab"  # who claimed to connect, as for HTTP refusals
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_body_that_stops_arriving_is_refused_408_within_the_request_timeout(
@@ -644,7 +622,7 @@ def test_a_body_that_stops_arriving_is_refused_408_within_the_request_timeout(
     assert exchange.raised is None, repr(exchange.raised)
     assert exchange.status == 408
     assert exchange.document()["error"]["code"] == "body_timeout"
-    (event,) = _events(tmp_path)
+    (event,) = audit_events(tmp_path)
     assert event["status"] == 408 and event["decisions"]["input"] == "block"
     assert app.guard.in_flight.current == 0
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)

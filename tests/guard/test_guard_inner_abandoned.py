@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,19 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from guard_support import contract, credit_rows, predict_scope, served_model, settings, training
+from guard_support import (
+    Exchange,
+    assert_chain_ok,
+    audit_events,
+    contract,
+    credit_rows,
+    predict_scope,
+    served_model,
+    settings,
+    training,
+)
 
 from bastion.guard.app import create_app
-from bastion.guard.audit_verify import verify_log
 from bastion.guard.auth import KeyStore
 
 TIMEOUT_S = 0.3
@@ -35,26 +43,6 @@ ANSWERED_BY = TIMEOUT_S + GRACE_S + 0.5  # the timeout, the grace, and room for 
 TIMED_OUT = {"error": {"code": "timeout", "message": "the model did not answer in time"}}
 ANSWER = b'{"predictions": [{"label": "good"}, {"label": "bad"}]}'  # a team's app's answer
 BUSY = {"error": {"code": "overloaded", "message": "the service is busy; retry shortly"}}
-
-
-class Exchange:
-    """What one request got, and when its answer started (seconds after it was sent)."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.answered_after: float | None = None
-        self.raised: BaseException | None = None
-
-    @property
-    def status(self) -> int | None:
-        starts = [m for m in self.messages if m["type"] == "http.response.start"]
-        assert len(starts) <= 1
-        return int(starts[0]["status"]) if starts else None
-
-    def document(self) -> Any:
-        return json.loads(
-            b"".join(m.get("body", b"") for m in self.messages if m["type"].endswith("body"))
-        )
 
 
 class Client:
@@ -165,23 +153,13 @@ def _swallowing(release: list[asyncio.Event], stubborn: bool = False) -> Inner:
     return inner
 
 
-def _events(folder: Path) -> list[dict[str, Any]]:
-    with sqlite3.connect(folder / "audit" / "audit-guard.sqlite3") as conn:
-        return [json.loads(row[0]) for row in conn.execute("SELECT event FROM events ORDER BY seq")]
-
-
 def _outcomes(folder: Path) -> list[tuple[int, str]]:
     """Each recorded outcome's status and model verdict, in order."""
     return [
         (event["status"], event["decisions"].get("model", ""))
-        for event in _events(folder)
+        for event in audit_events(folder)
         if "status" in event
     ]
-
-
-def _chain_ok(folder: Path) -> None:
-    check = verify_log(folder / "audit" / "audit-guard.sqlite3")
-    assert check.ok, check.problems
 
 
 def _answered_504_in_time(exchange: Exchange) -> None:
@@ -225,7 +203,7 @@ def test_an_inner_app_that_ignores_its_cancellation_is_answered_504_and_let_go(
     assert seen["next"].status == 200
     assert len(seen["next"].document()["predictions"]) == 2
     assert _outcomes(tmp_path) == [(504, "timeout"), (200, "allow")]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
     assert _abandoned(app) == 0  # the shutdown cancelled it once more: it ended
 
 
@@ -249,7 +227,7 @@ def test_requests_to_an_app_that_ignores_cancellation_do_not_lock_out_the_others
         _answered_504_in_time(exchange)
     assert seen["in_flight"] == 0
     assert _outcomes(tmp_path) == [(504, "timeout")] * 5 + [(200, "allow")]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_past_max_abandoned_the_worker_is_not_ready_and_refuses_until_some_end(
@@ -291,8 +269,8 @@ def test_past_max_abandoned_the_worker_is_not_ready_and_refuses_until_some_end(
         (200, "allow"),
     ]
     # the refused request never reached the app: its one event is its outcome, no admission
-    assert sum(1 for event in _events(tmp_path) if "status" not in event) == 3
-    _chain_ok(tmp_path)
+    assert sum(1 for event in audit_events(tmp_path) if "status" not in event) == 3
+    assert_chain_ok(tmp_path)
 
 
 def test_what_an_abandoned_task_sends_later_is_dropped(tmp_path: Path) -> None:
@@ -333,7 +311,7 @@ def test_what_an_abandoned_task_sends_later_is_dropped(tmp_path: Path) -> None:
     assert second.status == 200, second.messages
     assert [p["label"] for p in second.document()["predictions"]] == ["good", "bad"]
     assert _outcomes(tmp_path) == [(504, "timeout"), (200, "allow")]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_cancelled_request_to_an_app_that_ignores_it_still_ends(tmp_path: Path) -> None:
@@ -404,4 +382,4 @@ def test_an_app_that_began_its_answer_before_ignoring_its_cancellation_is_answer
     _answered_504_in_time(seen["hung"])
     assert seen["in_flight"] == 0
     assert _outcomes(tmp_path) == [(504, "timeout")]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from guard_support import credit_rows, predict_scope
+from guard_support import assert_chain_ok, credit_rows, predict_scope
 from test_guard_inner_abandoned import (
     ANSWER,
     ANSWERED_BY,
@@ -27,7 +27,6 @@ from test_guard_inner_abandoned import (
     Client,
     _abandoned,
     _answered_504_in_time,
-    _chain_ok,
     _metric,
     _outcomes,
     _run,
@@ -167,7 +166,7 @@ def test_a_timeout_as_the_app_answers_gives_one_answer_and_its_record(tmp_path: 
         statuses.append(exchange.status)
     assert [status for status, _ in _outcomes(tmp_path)] == statuses
     assert seen["in_flight"] == 0 and seen["abandoned"] == 0
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_request_cancelled_during_its_grace_ends_and_gives_its_place_back(
@@ -278,7 +277,7 @@ def test_the_shutdown_is_not_held_by_an_abandoned_task_that_ignores_every_cancel
     # the shutdown closed the log and ended; the task ended later, when released
     assert seen["log closed then"] is True
     assert _outcomes(tmp_path) == [(504, "timeout")]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 def test_a_request_refused_for_too_many_abandoned_tasks_spends_no_budget(
@@ -314,7 +313,7 @@ def test_a_request_refused_for_too_many_abandoned_tasks_spends_no_budget(
         (503, "unavailable"),
         (200, "allow"),
     ]
-    _chain_ok(tmp_path)
+    assert_chain_ok(tmp_path)
 
 
 @pytest.mark.xfail(

@@ -152,66 +152,15 @@ def test_a_realtime_thread_is_left_alone() -> None:
     assert not took and policy == os.SCHED_FIFO
 
 
-def test_a_system_without_sched_yield_still_serves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """os.sched_yield is Unix only (the guard otherwise runs on Windows: its SIGHUP reload is
-    skipped there). Before, the model's call raised AttributeError where it is missing, and
-    every served request with an audit log was a 500."""
-    monkeypatch.delattr(os, "sched_yield")
+def _served(tmp_path: Path, requests: int, **server: Any) -> tuple[int | None, list[int]]:
+    """`requests` predict requests to the served app (lifespan kept, `[server]` settings
+    `server`), in a thread of its own that starts with the default slice: that thread's slice
+    after the startup, and the statuses answered."""
     app = create_app(
-        settings(tmp_path), model=served_model(), contract=contract(), training=training()
-    )
-    store = KeyStore(tmp_path / "keys.sqlite3")
-    key = store.create(["predict"], None)[0]
-    store.close()
-    body = json.dumps({"rows": credit_rows()[:3]}).encode()
-
-    async def main() -> list[int]:
-        lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        await lifespan.put({"type": "lifespan.startup"})
-        life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
-        assert (await said.get())["type"] == "lifespan.startup.complete"
-        statuses = []
-        for _ in range(2):
-            sent: list[dict[str, Any]] = []
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            async def send(message: dict[str, Any], sent: list[Any] = sent) -> None:
-                sent.append(message)
-
-            await app(predict_scope(body, key), receive, send)
-            statuses += [int(m["status"]) for m in sent if m["type"] == "http.response.start"]
-        await lifespan.put({"type": "lifespan.shutdown"})
-        assert (await said.get())["type"] == "lifespan.shutdown.complete"
-        await life
-        return statuses
-
-    assert _in_thread(lambda: asyncio.run(main())) == [200, 200]
-
-
-def test_the_served_model_yields_once_while_its_admission_commits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Three requests to the served app (lifespan kept), in a thread of their own: the loop's
-    thread has the short slice after startup (where the kernel has slices), the model's thread
-    the default, and each model call yielded once, in the model's thread, its admission
-    committed and its answer a 200."""
-    yields: list[str] = []
-    model_slices: list[int | None] = []
-    real_yield = os.sched_yield
-
-    def counted_yield() -> None:
-        yields.append(threading.current_thread().name)
-        model_slices.append(scheduling.current_slice_ns())
-        real_yield()
-
-    monkeypatch.setattr(guard_app.os, "sched_yield", counted_yield)
-    app = create_app(
-        settings(tmp_path), model=served_model(), contract=contract(), training=training()
+        settings(tmp_path, server=server),
+        model=served_model(),
+        contract=contract(),
+        training=training(),
     )
     store = KeyStore(tmp_path / "keys.sqlite3")
     key = store.create(["predict"], None)[0]
@@ -232,25 +181,86 @@ def test_the_served_model_yields_once_while_its_admission_commits(
         return int(start["status"])
 
     async def main() -> tuple[int | None, list[int]]:
+        scheduling.default_slice()
         lifespan: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         await lifespan.put({"type": "lifespan.startup"})
         life = asyncio.ensure_future(app({"type": "lifespan"}, lifespan.get, said.put))
         assert (await said.get())["type"] == "lifespan.startup.complete"
         loop_slice = scheduling.current_slice_ns()
-        statuses = [await one() for _ in range(3)]
+        statuses = [await one() for _ in range(requests)]
         await lifespan.put({"type": "lifespan.shutdown"})
         assert (await said.get())["type"] == "lifespan.shutdown.complete"
         await life
         return loop_slice, statuses
 
-    loop_slice, statuses = _in_thread(lambda: asyncio.run(main()))
+    result: tuple[int | None, list[int]] = _in_thread(lambda: asyncio.run(main()))
+    return result
+
+
+def _counted_yields(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None]]:
+    """The model's yields from now on: the yielding thread's name and slice."""
+    yields: list[tuple[str, int | None]] = []
+    real_yield = os.sched_yield
+
+    def counted_yield() -> None:
+        yields.append((threading.current_thread().name, scheduling.current_slice_ns()))
+        real_yield()
+
+    monkeypatch.setattr(guard_app.os, "sched_yield", counted_yield)
+    return yields
+
+
+def test_a_system_without_sched_yield_still_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.sched_yield is Unix only (the guard otherwise runs on Windows: its SIGHUP reload is
+    skipped there). Before, the model's call raised AttributeError where it is missing, and
+    every served request with an audit log was a 500."""
+    monkeypatch.delattr(os, "sched_yield")
+    assert _served(tmp_path, 2)[1] == [200, 200]
+
+
+def test_the_served_model_yields_once_while_its_admission_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three requests: the loop's thread has the short slice after startup (where the kernel
+    has slices), the model's thread the default, and each model call yielded once, in the
+    model's thread, its admission committed and its answer a 200."""
+    yields = _counted_yields(monkeypatch)
+    loop_slice, statuses = _served(tmp_path, 3)
     assert statuses == [200, 200, 200]
-    assert len(yields) == 3 and all(name.startswith("bastion-model") for name in yields)
+    assert len(yields) == 3 and all(name.startswith("bastion-model") for name, _ in yields)
     if _kernel_has_slices():
         assert loop_slice == scheduling.SHORT_SLICE_NS
-        assert all(s is not None and s != scheduling.SHORT_SLICE_NS for s in model_slices)
+        assert all(s is not None and s != scheduling.SHORT_SLICE_NS for _, s in yields)
     with sqlite3.connect(tmp_path / "audit" / "audit-guard.sqlite3") as conn:
         events = [json.loads(r[0]) for r in conn.execute("SELECT event FROM events")]
     admissions = [e for e in events if "status" not in e]
     assert len(admissions) == 3
+
+
+def test_with_the_hints_off_nothing_is_asked_of_the_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[server] cpu_slice_hints = false` (a system call filter that kills on sched_setattr):
+    the loop's thread keeps its slice and the model's call does not yield."""
+    yields = _counted_yields(monkeypatch)
+    calls: list[int] = []
+    real = scheduling._set_slice
+    monkeypatch.setattr(scheduling, "_set_slice", lambda ns: calls.append(ns) or real(ns))
+    loop_slice, statuses = _served(tmp_path, 3, cpu_slice_hints=False)
+    assert statuses == [200, 200, 200]
+    assert yields == []
+    assert scheduling.SHORT_SLICE_NS not in calls
+    assert loop_slice != scheduling.SHORT_SLICE_NS
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("cancel_grace_s", 61.0), ("max_abandoned", 1025), ("cancel_grace_s", 0)]
+)
+def test_the_abandonment_bounds_are_bounded(tmp_path: Path, name: str, value: float) -> None:
+    """A huge grace or cap would give an app that ignores its cancellation the places it held
+    before the abandonment existed."""
+    with pytest.raises(Exception, match=name):
+        settings(tmp_path, server={name: value})

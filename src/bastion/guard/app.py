@@ -308,9 +308,10 @@ MODEL_THREADS = 40  # concurrent model calls of one worker (anyio's default thre
 
 
 def _predict(model: Any, rows: Any, committing: bool) -> Any:
-    """The served model's call, in the model's thread. When the request's admission is being
-    committed meanwhile (in the event loop's thread, its fsync running), the thread first
-    yields the CPU once (`sched_yield`: no privilege, about a microsecond). On one core the
+    """The served model's call, in the model's thread. When the request's admission is pending
+    (`[server] cpu_slice_hints` on; a lone request's is committed meanwhile in the event loop's
+    thread, its fsync running; others' by the writer thread), the thread first yields the CPU
+    once (`sched_yield`: no privilege, about a microsecond). On one core the
     fsync's disk steps each wake the committing thread, and Linux's scheduler (EEVDF) lets a
     model thread that has just started keep the core to the end of its slice; after a yield,
     its deadline is moved on and those wake-ups run at once, so the commit ends inside the
@@ -377,8 +378,9 @@ class InnerApp:
         # admission is committed meanwhile, in this thread (the commit releases the GIL for
         # its fsync; waiting first would hand the GIL to the model for its whole run)
         start = request.start_admission
+        hint = start is not None and self.guard.settings.server.cpu_slice_hints
         answered = asyncio.get_running_loop().run_in_executor(
-            self._threads(), _predict, model, request.rows, start is not None
+            self._threads(), _predict, model, request.rows, hint
         )
         if start is not None:
             start()
@@ -412,7 +414,8 @@ class InnerApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                if self.model is not None:  # the commit runs in this thread (scheduling)
+                # a lone request's admission commits in this thread (scheduling)
+                if self.model is not None and self.guard.settings.server.cpu_slice_hints:
                     from bastion.guard.scheduling import short_slice
 
                     short_slice()

@@ -46,6 +46,10 @@ class ServerSettings(Checked):
     # abandoned tasks of a team's app still running at once; past it the worker is not ready
     # and requests for that app are refused 503 (memory stays bounded)
     max_abandoned: int = 16
+    # Linux: the served model's event loop asks for the shortest CPU slice and the model's
+    # call yields once while its admission commits (guard/scheduling.py); off for a sandbox
+    # whose system call filter kills a process on sched_setattr
+    cpu_slice_hints: bool = True
     trusted_proxies: tuple[str, ...] = ()  # peers whose X-Forwarded-For names the client
     worker: str = "guard"  # this worker's name in the audit chain (one chain per worker)
 
@@ -61,6 +65,11 @@ class ServerSettings(Checked):
             "cancel_grace_s",
             "max_abandoned",
         )
+        # past these an app that ignores its cancellation holds places as it did before
+        if self.cancel_grace_s > 60:
+            raise RecordError("cancel_grace_s", "must be at most 60 seconds")
+        if self.max_abandoned > 1024:
+            raise RecordError("max_abandoned", "must be at most 1024")
         if not 0 <= self.port <= 65535:
             raise RecordError("port", "must be between 0 and 65535")
 
