@@ -49,6 +49,19 @@ def _scope(client: Client, inner: str) -> tuple[dict[str, Any], Any, Any, list[d
     return scope, receive, send, sent
 
 
+def _in_cancel_scope(app: Any, scope: Any, receive: Any, send: Any) -> tuple[Any, list[Any]]:
+    """The request run inside an anyio cancel scope (as Starlette's task groups and
+    `fail_after` run it): its task, and the scope (once the task has started)."""
+    scopes: list[Any] = []
+
+    async def within_a_cancel_scope() -> None:
+        with anyio.CancelScope() as cancel_scope:
+            scopes.append(cancel_scope)
+            await app(scope, receive, send)
+
+    return asyncio.ensure_future(within_a_cancel_scope()), scopes
+
+
 def test_a_request_cancelled_by_an_anyio_scope_gives_its_app_the_grace(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -70,14 +83,7 @@ def test_a_request_cancelled_by_an_anyio_scope_gives_its_app_the_grace(
 
     async def scenario(client: Client, app: Any) -> None:
         scope, receive, send, sent = _scope(client, "tidy")
-        scopes: list[Any] = []
-
-        async def within_a_cancel_scope() -> None:
-            with anyio.CancelScope() as cancel_scope:
-                scopes.append(cancel_scope)
-                await app(scope, receive, send)
-
-        task = asyncio.ensure_future(within_a_cancel_scope())
+        task, scopes = _in_cancel_scope(app, scope, receive, send)
         await asyncio.sleep(TIMEOUT_S / 3)
         scopes[0].cancel()
         await asyncio.wait({task}, timeout=GRACE_S + 1)
@@ -105,14 +111,7 @@ def test_a_stubborn_app_cancelled_again_and_again_is_still_let_go_within_the_gra
 
     async def scenario(client: Client, app: Any) -> None:
         scope, receive, send, _sent = _scope(client, "swallow")
-        scopes: list[Any] = []
-
-        async def within_a_cancel_scope() -> None:
-            with anyio.CancelScope() as cancel_scope:
-                scopes.append(cancel_scope)
-                await app(scope, receive, send)
-
-        task = asyncio.ensure_future(within_a_cancel_scope())
+        task, scopes = _in_cancel_scope(app, scope, receive, send)
         try:
             await asyncio.sleep(TIMEOUT_S / 3)
             scopes[0].cancel()
