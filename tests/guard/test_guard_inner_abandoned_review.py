@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from guard_support import assert_chain_ok, credit_rows, predict_scope
+from guard_support import assert_chain_ok, audit_events, credit_rows, predict_scope
 from test_guard_inner_abandoned import (
     ANSWER,
     ANSWERED_BY,
@@ -315,15 +315,10 @@ def test_a_request_refused_for_too_many_abandoned_tasks_spends_no_budget(
     assert_chain_ok(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="left as found (review of 1a5b914): a public path (GET/HEAD /healthz by default) "
-    "goes to the team's app past every step, with no timeout, in-flight place or abandonment",
-)
 def test_a_public_path_of_a_team_app_is_held_to_the_request_timeout(tmp_path: Path) -> None:
-    """docs/guard.md: 'Your app is given [server] request_timeout_s; past it the request is
-    answered 504'. A GET /healthz (public by default) that the team's app never answers is
-    not: the request waits with the app for as long as it likes."""
+    """A GET /healthz (public by default) that the team's app never answers is answered 504
+    past the request timeout and its task let go. Before, it went to the app past every step,
+    and the request waited with the app for as long as it liked."""
     release: list[asyncio.Event] = []
     seen: dict[str, Any] = {}
 
@@ -344,3 +339,38 @@ def test_a_public_path_of_a_team_app_is_held_to_the_request_timeout(tmp_path: Pa
     _run(tmp_path, {"swallow": _swallowing(release)}, scenario)
     starts = [m for m in seen["sent"] if m["type"] == "http.response.start"]
     assert [m["status"] for m in starts] == [504]
+    assert audit_events(tmp_path) == []  # a public path is not recorded
+
+
+def test_a_public_path_of_a_team_app_passes_its_answer_on_and_is_refused_at_the_cap(
+    tmp_path: Path,
+) -> None:
+    """A team's /healthz that answers gets its own answer through, as before; while
+    `max_abandoned` abandoned tasks run, it is refused 503 without reaching the app."""
+    release: list[asyncio.Event] = []
+    seen: dict[str, Any] = {}
+
+    async def scenario(client: Client, app: Any) -> None:
+        def health(inner: str) -> tuple[Any, ...]:
+            scope, receive, send, sent = _scope(client, inner)
+            scope.update(method="GET", path="/healthz", raw_path=b"/healthz")
+            return scope, receive, send, sent
+
+        scope, receive, send, sent = health("")
+        await app(scope, receive, send)
+        seen["fine"] = list(sent)
+        try:
+            seen["abandoned"] = await client.call("swallow")  # takes the one abandoned place
+            scope, receive, send, sent = health("")
+            await app(scope, receive, send)
+            seen["capped"] = list(sent)
+        finally:
+            for event in release:
+                event.set()
+
+    _run(tmp_path, {"swallow": _swallowing(release)}, scenario, server={"max_abandoned": 1})
+    fine = [m for m in seen["fine"] if m["type"] == "http.response.start"]
+    assert [m["status"] for m in fine] == [200]
+    assert seen["abandoned"].status == 504
+    capped = [m for m in seen["capped"] if m["type"] == "http.response.start"]
+    assert [m["status"] for m in capped] == [503]

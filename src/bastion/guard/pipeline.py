@@ -301,7 +301,10 @@ class GuardMiddleware:
         settings = guard.settings  # this request's settings, whatever a reload does meanwhile
         path = scope["path"]
         if path in settings.auth.public_paths and scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
+            if self._foreign():
+                await self._public(scope, receive, send, settings)
+            else:  # the guard's own /healthz and /readyz answer at once
+                await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         route = self.routes.get(path)
@@ -810,6 +813,37 @@ class GuardMiddleware:
             raise Refusal(502, "bad_answer", "the model gave no answer")
         request.decisions.setdefault("model", "allow" if captured.status < 400 else "error")
         return await self._after(request, settings, captured, raw)
+
+    async def _public(
+        self, scope: http.Scope, receive: http.Receive, send: http.Send, settings: GuardSettings
+    ) -> None:
+        """A GET or HEAD of a public path of a team's app: no credential, no step of the
+        pipeline, no record, but the same request timeout and abandonment as a guarded route
+        (`_call_foreign`), its answer passed on as the app sends it: 504 past the timeout if
+        the app has not begun one, 503 while `[server] max_abandoned` abandoned tasks run."""
+        if len(self.guard.abandoned) >= settings.server.max_abandoned:
+            await http.send_json(
+                send,
+                503,
+                http.error_document("overloaded", "the service is busy; retry shortly"),
+                [(b"retry-after", b"1")],
+            )
+            return
+        begun = False
+
+        async def passed_on(message: http.Message) -> None:
+            nonlocal begun
+            begun = begun or message["type"] == "http.response.start"
+            await send(message)
+
+        request = GuardRequest(RouteSpec(path=scope["path"], scope="public", methods=("GET",)))
+        try:
+            await self._call_foreign(scope, receive, passed_on, request, settings)
+        except asyncio.TimeoutError:
+            if not begun:
+                await http.send_json(
+                    send, 504, http.error_document("timeout", "the service did not answer in time")
+                )
 
     def _foreign(self) -> bool:
         """Whether the inner app is a team's (the guard's own serve and proxy app answers with
