@@ -80,6 +80,10 @@ _ROW_KEYS = frozenset({"rows"})
 MAX_FLAGGED_KEYS = 10_000  # keys with monitor alerts their next request has not carried yet
 
 
+# the 503 of a worker at its in-flight or abandoned-task bound (with Retry-After: 1)
+_BUSY = "the service is busy; retry shortly"
+
+
 class RouteSpec(Record):
     """A guarded route: its path, the scope it needs, how its body is read."""
 
@@ -316,7 +320,7 @@ class GuardMiddleware:
             request.decisions["in_flight"] = "block"
             status, body, headers = (
                 503,
-                http.error_document("overloaded", "the service is busy; retry shortly"),
+                http.error_document("overloaded", _BUSY),
                 [(b"retry-after", b"1")],
             )
             await self._finish(scope, send, request, settings, started, status, body, headers, None)
@@ -447,7 +451,7 @@ class GuardMiddleware:
             raise Refusal(
                 503,
                 "overloaded",
-                "the service is busy; retry shortly",
+                _BUSY,
                 [(b"retry-after", b"1")],
             )
         try:
@@ -787,7 +791,9 @@ class GuardMiddleware:
         captured = _Capture(settings.output.max_response_bytes)
         try:
             if foreign:
-                await self._call_foreign(scope, inner_receive, captured.send, request, settings)
+                await self._call_foreign(
+                    scope, inner_receive, captured.send, request.route.path, settings
+                )
             else:  # in this task: the guard's own app ends when cancelled
                 await _within(
                     self.app(scope, inner_receive, captured.send), settings.server.request_timeout_s
@@ -825,7 +831,7 @@ class GuardMiddleware:
             await http.send_json(
                 send,
                 503,
-                http.error_document("overloaded", "the service is busy; retry shortly"),
+                http.error_document("overloaded", _BUSY),
                 [(b"retry-after", b"1")],
             )
             return
@@ -836,9 +842,8 @@ class GuardMiddleware:
             begun = begun or message["type"] == "http.response.start"
             await send(message)
 
-        request = GuardRequest(RouteSpec(path=scope["path"], scope="public", methods=("GET",)))
         try:
-            await self._call_foreign(scope, receive, passed_on, request, settings)
+            await self._call_foreign(scope, receive, passed_on, scope["path"], settings)
         except asyncio.TimeoutError:
             if not begun:
                 await http.send_json(
@@ -855,15 +860,15 @@ class GuardMiddleware:
         scope: http.Scope,
         receive: http.Receive,
         send: http.Send,
-        request: GuardRequest,
+        path: str,
         settings: GuardSettings,
     ) -> None:
-        """A team's app, in a task of its own, within the request timeout (asyncio.TimeoutError
-        past it, whatever the app does later). What it raises is raised here, a CancelledError
-        of its own included. At the timeout (or when the request itself is cancelled) the task
-        is cancelled and gets `[server] cancel_grace_s` to end; one that has not ended by then
-        (it caught the CancelledError and waits on) is abandoned (`_let_go`), so that it holds
-        neither the request's answer nor its in-flight place."""
+        """A team's app (its request for `path`), in a task of its own, within the request timeout
+        (asyncio.TimeoutError past it, whatever the app does later). What it raises is raised here,
+        a CancelledError of its own included. At the timeout (or when the request itself is
+        cancelled) the task is cancelled and gets `[server] cancel_grace_s` to end; one that has not
+        ended by then (it caught the CancelledError and waits on) is abandoned (`_let_go`), so that
+        it holds neither the request's answer nor its in-flight place."""
         server = settings.server
         gate = _Gate(receive, send)
         task = asyncio.ensure_future(self.app(scope, gate.receive, gate.send))
@@ -874,7 +879,7 @@ class GuardMiddleware:
             try:
                 await _grace(task, server.cancel_grace_s)
             finally:
-                self._let_go(task, gate, request, settings)
+                self._let_go(task, gate, path, settings)
             raise
         if task.done():
             task.result()
@@ -883,7 +888,7 @@ class GuardMiddleware:
         try:
             cancelled = await _grace(task, server.cancel_grace_s)
         finally:
-            self._let_go(task, gate, request, settings)
+            self._let_go(task, gate, path, settings)
         if cancelled is not None:  # the request itself was cancelled during the grace
             raise cancelled
         raise asyncio.TimeoutError()
@@ -892,7 +897,7 @@ class GuardMiddleware:
         self,
         task: asyncio.Future[None],
         gate: _Gate,
-        request: GuardRequest,
+        path: str,
         settings: GuardSettings,
     ) -> None:
         """After the cancellation of a team's app and its grace: a task that ended is done
@@ -901,7 +906,6 @@ class GuardMiddleware:
         held in `Guard.abandoned` until it ends, counted, and logged. Once `[server]
         max_abandoned` are running the worker is not ready and requests for the app are
         refused 503 (`_run`) until some end."""
-        path = request.route.path
         if task.done():
             if not task.cancelled() and task.exception() is not None:
                 log.warning(
