@@ -49,6 +49,15 @@ def _scope(client: Client, inner: str) -> tuple[dict[str, Any], Any, Any, list[d
     return scope, receive, send, sent
 
 
+def _release(release: list[asyncio.Event], client: Client, task: Any) -> None:
+    """The end of a scenario: the swallowing apps let out, and the request's task, if it has
+    not ended, left for `_run` to wait for."""
+    for event in release:
+        event.set()
+    if not task.done():
+        client.left.append(task)
+
+
 def _in_cancel_scope(app: Any, scope: Any, receive: Any, send: Any) -> tuple[Any, list[Any]]:
     """The request run inside an anyio cancel scope (as Starlette's task groups and
     `fail_after` run it): its task, and the scope (once the task has started)."""
@@ -120,10 +129,7 @@ def test_a_stubborn_app_cancelled_again_and_again_is_still_let_go_within_the_gra
             seen["in_flight"] = app.guard.in_flight.current
             seen["abandoned"] = _abandoned(app)
         finally:
-            for event in release:
-                event.set()
-            if not task.done():
-                client.left.append(task)
+            _release(release, client, task)
 
     _run(tmp_path, {"swallow": _swallowing(release, stubborn=True)}, scenario)
     assert seen["done"] and seen["in_flight"] == 0 and seen["abandoned"] == 1
@@ -190,10 +196,7 @@ def test_a_request_cancelled_during_its_grace_ends_and_gives_its_place_back(
             seen["abandoned"] = _abandoned(app)
             seen["next"] = await client.call()
         finally:
-            for event in release:
-                event.set()
-            if not task.done():
-                client.left.append(task)
+            _release(release, client, task)
 
     _run(tmp_path, {"swallow": _swallowing(release, stubborn=True)}, scenario)
     assert seen["cancelled"] and seen["sent"] == []
@@ -330,11 +333,8 @@ def test_a_public_path_of_a_team_app_is_held_to_the_request_timeout(tmp_path: Pa
             await asyncio.wait({task}, timeout=ANSWERED_BY)
             seen["sent"] = list(sent)
         finally:
-            for event in release:
-                event.set()
-            if not task.done():
-                task.cancel()
-                client.left.append(task)
+            task.cancel()  # a no-op once it is done
+            _release(release, client, task)
 
     _run(tmp_path, {"swallow": _swallowing(release)}, scenario)
     starts = [m for m in seen["sent"] if m["type"] == "http.response.start"]
