@@ -64,13 +64,17 @@ def routes_for(settings: GuardSettings, serving: bool) -> tuple[RouteSpec, ...]:
 
 def open_audit(settings: GuardSettings) -> Any:
     from bastion.guard.audit import AuditLog, worker_log_path
+    from bastion.guard.checkpoints import load_signing_key
 
     folder = settings.resolve(settings.audit.path)
+    path = worker_log_path(folder, settings.server.worker)
+    # read before the folder is made: a key refused leaves no empty folder behind
+    key = settings.audit.signing_key
+    signing_key = load_signing_key(settings.resolve(key)) if key else None
     folder.mkdir(parents=True, exist_ok=True)
-    key = settings.resolve(settings.audit.signing_key) if settings.audit.signing_key else None
     return AuditLog(
-        worker_log_path(folder, settings.server.worker),
-        signing_key=key,
+        path,
+        signing_key=signing_key,
         strict=settings.audit.strict,
         worker=settings.server.worker,
         durability=settings.audit.durability,
@@ -89,13 +93,15 @@ def build_guard(
     audit: Any = None,
     routes: Sequence[RouteSpec] = (),
 ) -> Guard:
-    """The stateful parts of a guard, from settings and what was loaded at start. A model
-    digest or route the audit log would refuse is a ConfigError raised before anything is
-    opened (no key store, audit log or log file is left behind)."""
+    """The stateful parts of a guard, from settings and what was loaded at start. Whatever the
+    settings name that can be refused (a model digest or route the audit log would refuse, the
+    JWKS file, the OOD profile, the monitor's options, the input-digest key, the limiter) is
+    checked before the key store and then the audit log are opened; if the audit log refuses,
+    the key store is closed again, and removed if this call created it. A refused start leaves
+    no key store or audit log behind, and existing ones as they were."""
     from bastion.datacheck.contract import prepare
 
     _check_recordable(model_digest, [*(route.path for route in routes), UNKNOWN_ROUTE])
-    keys = KeyStore(settings.resolve(settings.auth.keys_db))
     jwt = None
     if settings.auth.jwt.enabled:
         jwt = JwtVerifier(settings.auth.jwt, settings.resolve(settings.auth.jwt.jwks_file))
@@ -121,11 +127,19 @@ def build_guard(
     digest_key = None
     if settings.audit.digest_key_file:
         digest_key = read_digest_key(settings.resolve(settings.audit.digest_key_file))
+    limiter = make_backend(settings.limits)
+    keys = KeyStore(settings.resolve(settings.auth.keys_db))
+    if audit is None:
+        try:
+            audit = open_audit(settings)
+        except BaseException:
+            keys.discard()
+            raise
     return Guard(
         settings,
         authenticator=Authenticator(keys, jwt),
-        limiter=make_backend(settings.limits),
-        audit=audit if audit is not None else open_audit(settings),
+        limiter=limiter,
+        audit=audit,
         metrics=Metrics([r.path for r in routes]),
         model_digest=model_digest,
         contract=columns,

@@ -547,13 +547,14 @@ class AuditLog:
     Opening an existing log checks that its last record still hashes to itself and that it
     agrees with its last checkpoint (a log that does not is refused: run `bastion audit
     verify`). `max_bytes` caps the database (appends past it fail like a full disk);
-    `max_pending` bounds the events waiting for the writer."""
+    `max_pending` bounds the events waiting for the writer. `signing_key` is the checkpoint
+    key's PEM file, or the key itself."""
 
     def __init__(
         self,
         path: Path,
         *,
-        signing_key: Path | None = None,
+        signing_key: Path | Ed25519PrivateKey | None = None,
         strict: bool = True,
         worker: str | None = None,
         checkpoint_path: Path | None = None,
@@ -578,7 +579,9 @@ class AuditLog:
         self.max_batch = max(1, max_batch)
         self.max_pending = max(1, max_pending)
         self._key: Ed25519PrivateKey | None = (
-            load_signing_key(Path(signing_key)) if signing_key is not None else None
+            load_signing_key(Path(signing_key))
+            if isinstance(signing_key, (str, os.PathLike))
+            else signing_key
         )
         # the writer's queue (fsync); in process mode it carries only wake-ups for checkpoints
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

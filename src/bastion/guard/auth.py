@@ -188,11 +188,17 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        fresh = not self.path.exists()
-        if fresh:
+        self._made: tuple[int, int] | None = None  # (device, inode) of the file it created
+        if not self.path.exists():
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                flags = os.O_CREAT | os.O_WRONLY
+                try:
+                    fd = os.open(self.path, flags | os.O_EXCL, 0o600)
+                    made = os.fstat(fd)
+                    self._made = (made.st_dev, made.st_ino)
+                except FileExistsError:  # made meanwhile, or a dangling symlink: not ours
+                    fd = os.open(self.path, flags, 0o600)
                 os.close(fd)
             except OSError as exc:
                 raise InputError(f"cannot create the key store {self.path}: {exc}") from exc
@@ -220,6 +226,26 @@ class KeyStore:
         if self._shm is not None:
             os.close(self._shm)
             self._shm = None
+
+    def discard(self) -> None:
+        """Close, and remove the file if this store created it and nobody has used it since: for
+        a start that fails once the store is open. A file that was there before, was replaced
+        (or is now a symlink), holds a key, or is open elsewhere (SQLite leaves its -wal and
+        -shm while another connection has it) is left as it is."""
+        made = self._made
+        try:
+            unused = made is not None and not self._conn.execute("SELECT 1 FROM keys").fetchone()
+        except sqlite3.Error:  # not the error to report: the failed start's is
+            unused = False
+        self.close()
+        if not unused or any(os.path.lexists(f"{self.path}{end}") for end in ("-wal", "-shm")):
+            return
+        try:
+            now = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(now.st_mode) and (now.st_dev, now.st_ino) == made:
+            self.path.unlink()
 
     # -- management (the CLI) ----------------------------------------------------------------
 
@@ -468,7 +494,10 @@ class JwtVerifier:
             raw = jwks_path.read_bytes()
             if len(raw) > 1024 * 1024:
                 raise ConfigError(f"{jwks_path} is over 1 MiB: not a JWKS")
-            self._keys = jwt.PyJWKSet.from_dict(json.loads(raw))
+            document = json.loads(raw)
+            if not isinstance(document, dict):
+                raise ValueError("a JWKS is a JSON object")
+            self._keys = jwt.PyJWKSet.from_dict(document)
         except (OSError, ValueError, jwt.PyJWTError) as exc:
             raise ConfigError(f"cannot use the JWKS file {jwks_path}: {exc}") from exc
         self._jwt = jwt

@@ -22,6 +22,7 @@ import math
 import time
 from typing import Any, Protocol
 
+from bastion.errors import ConfigError
 from bastion.guard.settings import LimitSettings
 from bastion.records import Record
 
@@ -153,9 +154,12 @@ class RedisBackend:
             from bastion.errors import MissingExtra
 
             raise MissingExtra("redis", "guard") from exc
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        try:
+            self._client = aioredis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
+            raise ConfigError(f"invalid [limits] redis_url: {exc}") from exc
         self._prefix = prefix
         self._timeout = timeout
         self._gcra = self._client.register_script(_GCRA_LUA)

@@ -1653,9 +1653,12 @@ def _score_matrix(document: Any, n: int) -> Any:
 
 
 def read_digest_key(path: Path) -> bytes:
-    data = path.read_bytes()
-    if len(data) < 16:
-        from bastion.errors import ConfigError
+    from bastion.errors import ConfigError
 
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the input-digest key {path}: {exc.strerror}") from exc
+    if len(data) < 16:
         raise ConfigError(f"{path}: an input-digest key needs at least 16 bytes")
     return data
