@@ -13,6 +13,11 @@ the median over the rounds. Also:
 - `guard-nosync`: the fsync pipeline with its audit log on tmpfs (/dev/shm), where fsync returns
   at once: NOT durable, measured only to separate the pipeline's own cost from the disk's
   fsync latency, which is printed too (the group commit waits for one fsync per batch);
+- `raw-durable`: the raw app plus the guard's durable audit commit and nothing else: each
+  prediction's admission-like event appended with `AuditLog.append_here` (the guard's in-place
+  fsync commit, on the disk) while the model computes, with the guard's scheduling hints. Its
+  added latency is the floor any guard with this durable log pays on the machine, whatever
+  its pipeline costs;
 - `proxy`: the guard in proxy mode in front of the raw server (its overhead = proxy - raw);
 - with `--base-tree PATH` (a checkout of an earlier bastion, e.g. `git worktree add`), its
   `guard` and `guard-nosync` too, as `base-guard` and `base-guard-nosync`, in the same
@@ -55,21 +60,46 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "guard"))
 
 
-def raw_app(model: Any = None) -> Any:
-    """The model behind a bare ASGI app: what serving without the guard costs."""
+def raw_app(model: Any = None, durable: Path | None = None) -> Any:
+    """The model behind a bare ASGI app: what serving without the guard costs. With `durable`
+    (an audit log's path), each prediction also appends one event to that log the way the guard
+    commits a lone request's admission (in place, in the event loop's thread, while the model
+    computes; answered once it is fsynced), with the guard's CPU slice hints: the `raw-durable`
+    setup, the durable log's own cost with no pipeline at all."""
+    import concurrent.futures
+
     import msgspec
     from guard_support import served_model
+
+    from bastion.guard import scheduling
+    from bastion.guard.audit import AuditLog, admission_made, input_digest
 
     model = model or served_model()
     decoder = msgspec.json.Decoder()
     encoder = msgspec.json.Encoder()
+    log = AuditLog(durable, durability="fsync") if durable is not None else None
+    pool = (
+        concurrent.futures.ThreadPoolExecutor(4, initializer=scheduling.default_slice)
+        if log is not None
+        else None
+    )
+
+    def predict(rows: Any, hint: bool) -> Any:
+        if hint:
+            os.sched_yield()  # as guard.app._predict does while its admission commits
+        return model.predict(rows, True)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
+                if message["type"] == "lifespan.startup" and log is not None:
+                    scheduling.short_slice()
+                    await log.append(made(b""))  # times a commit: in place from then on
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
+                    if log is not None:
+                        log.close()
                     return
         body = b""
         while True:
@@ -82,10 +112,15 @@ def raw_app(model: Any = None) -> Any:
             await send({"type": "http.response.body", "body": b"ok"})
             return
         rows = decoder.decode(body)["rows"]
-        # the same thread handoff as the guard's served model (guard.app.InnerApp._predict)
-        labels, _scores = await asyncio.get_running_loop().run_in_executor(
-            None, model.predict, rows, True
-        )
+        loop = asyncio.get_running_loop()
+        if log is None:
+            # the same thread handoff as the guard's served model (guard.app.InnerApp._predict)
+            labels, _scores = await loop.run_in_executor(None, model.predict, rows, True)
+        else:
+            answered = loop.run_in_executor(pool, predict, rows, True)
+            if log.append_here(made(body)) is None:  # the writer is busy: its group commit
+                await log.append(made(body))
+            labels, _scores = await answered
         answer = encoder.encode({"predictions": [{"label": label} for label in labels]})
         await send(
             {
@@ -98,6 +133,16 @@ def raw_app(model: Any = None) -> Any:
             }
         )
         await send({"type": "http.response.body", "body": answer})
+
+    def made(body: bytes) -> Any:
+        return admission_made(
+            key_id=None,
+            tenant=None,
+            route="/v1/predict",
+            model_digest=model.digest,
+            input_digest=input_digest(body),
+            decisions={"auth": "allow"},
+        )
 
     return app
 
@@ -112,7 +157,7 @@ NO_LIMITS = {
     "daily_rows": 10**9,
     "max_in_flight": 10_000,
 }
-KINDS = ("raw", *GUARDS, "proxy")
+KINDS = ("raw", *GUARDS, "proxy", "raw-durable")
 
 
 def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
@@ -129,6 +174,9 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
         audit["durability"] = "process"
     if kind == "raw":
         app = raw_app()
+    elif kind == "raw-durable":
+        (folder / f"audit-{kind}").mkdir(exist_ok=True)
+        app = raw_app(durable=folder / f"audit-{kind}" / "audit.sqlite3")
     elif kind in GUARDS:
         app = create_app(
             settings(folder, limits=big, audit=audit, server={"worker": kind}),
