@@ -8,6 +8,7 @@ already existed byte for byte as they were."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,8 +23,9 @@ pytest.importorskip("prometheus_client")
 
 from guard_support import DATA, contract, contract_json, settings, training
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, InputError
 from bastion.guard.app import create_app, open_audit
+from bastion.guard.audit import AuditLog
 from bastion.guard.auth import KeyStore
 
 UPSTREAM = "http://127.0.0.1:9"
@@ -251,3 +253,270 @@ def test_discard_removes_only_a_key_store_it_created(tmp_path: Path) -> None:
     empty.touch()
     KeyStore(empty).discard()  # there before, empty (opening it wrote the table)
     assert empty.exists()
+
+
+# -- the audit log and the key store on their own: a refusal leaves nothing half made --------
+
+LOG = "audit-guard.sqlite3"
+
+
+def _foreign_checkpoints(folder: Path) -> None:
+    """A checkpoint file beside LOG in `folder` that belongs to another chain (a log opened in
+    a sibling folder)."""
+    elsewhere = folder.with_name("elsewhere")
+    elsewhere.mkdir()
+    AuditLog(elsewhere / LOG).close()
+    (folder / f"{LOG}.checkpoints").write_bytes((elsewhere / f"{LOG}.checkpoints").read_bytes())
+
+
+def _failing(exc: BaseException) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+def _disk_full() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# what is in the audit folder before the log is opened, and what the open is given
+FRESH_REFUSALS: dict[str, tuple[Callable[[Path], Any], dict[str, Any]]] = {
+    "checkpoints of another chain": (_foreign_checkpoints, {}),
+    "checkpoint file unreadable": (
+        lambda folder: (folder / f"{LOG}.checkpoints").write_bytes(b"not a checkpoint\n"),
+        {},
+    ),
+    "checkpoint file a folder": (lambda folder: (folder / f"{LOG}.checkpoints").mkdir(), {}),
+    "max_bytes below the schema": (lambda folder: None, {"max_bytes": 1}),
+}
+
+
+@pytest.mark.parametrize("durability", ["fsync", "process"])
+@pytest.mark.parametrize("refusal", FRESH_REFUSALS.values(), ids=FRESH_REFUSALS.keys())
+def test_a_new_audit_log_refused_leaves_no_file(
+    tmp_path: Path, refusal: tuple[Callable[[Path], Any], dict[str, Any]], durability: str
+) -> None:
+    prepare, options = refusal
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    prepare(folder)
+    log = folder / LOG
+    _unchanged(tmp_path, False, _refused(lambda: AuditLog(log, durability=durability, **options)))
+
+
+# a step of the open after the database file was made fails (monkeypatched: a full disk)
+STEP_FAILURES = {
+    "wal reservation": ("_reserve_wal", sqlite3.OperationalError("disk I/O error")),
+    "genesis checkpoint": ("append_checkpoint", _disk_full()),
+}
+
+
+@pytest.mark.parametrize("failure", STEP_FAILURES.values(), ids=STEP_FAILURES.keys())
+def test_a_new_audit_log_whose_open_fails_after_creation_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: tuple[str, BaseException]
+) -> None:
+    from bastion.guard import audit
+
+    name, exc = failure
+    target = audit.AuditLog if name.startswith("_") else audit
+    monkeypatch.setattr(target, name, _failing(exc))
+    error = _unchanged(tmp_path, False, _refused(lambda: AuditLog(tmp_path / LOG)))
+    assert LOG in error.message
+
+
+def _existing_log(folder: Path) -> None:
+    with AuditLog(folder / LOG, worker="guard") as log:
+        log.submit(_event()).result(timeout=10)
+
+
+def _event() -> Any:
+    from bastion.guard.audit import AuditEvent, input_digest, utc_now
+
+    return AuditEvent(
+        at=utc_now(),
+        key_id="k1",
+        tenant=None,
+        route="/v1/predict",
+        model_digest="sha256:" + "ab" * 32,
+        input_digest=input_digest(b"row"),
+        decisions={"auth": "allow"},
+        status=200,
+        latency_ms=1.0,
+    )
+
+
+def _foreign(folder: Path) -> None:
+    _existing_log(folder)
+    (folder / f"{LOG}.checkpoints").unlink()
+    _foreign_checkpoints(folder)
+
+
+def _foreign_torn(folder: Path) -> None:
+    _foreign(folder)
+    with (folder / f"{LOG}.checkpoints").open("ab") as handle:
+        handle.write(b'{"chain":"ab')  # a crash in the middle of an append
+
+
+def _no_checkpoints(folder: Path) -> None:
+    _existing_log(folder)
+    (folder / f"{LOG}.checkpoints").unlink()
+
+
+def _other_worker(folder: Path) -> dict[str, Any]:
+    _existing_log(folder)
+    return {"worker": "other"}
+
+
+def _other_key(folder: Path) -> dict[str, Any]:
+    from bastion.guard.checkpoints import generate_key
+
+    _existing_log(folder)
+    keys = folder.with_name("keys")
+    keys.mkdir()
+    return {"signing_key": generate_key(keys / "other.key")[0]}
+
+
+def _someone_elses_database(folder: Path) -> None:
+    conn = sqlite3.connect(folder / LOG)  # rollback journal, as sqlite3 makes them
+    with conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+
+
+def _empty_file(folder: Path) -> None:
+    (folder / LOG).touch()
+    _foreign_checkpoints(folder)
+
+
+# a file at the log's path that the open refuses: what makes it, and what the open is given
+EXISTING_REFUSALS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
+    "checkpoints of another chain": _foreign,
+    "checkpoints of another chain, torn": _foreign_torn,
+    "checkpoints missing": _no_checkpoints,
+    "another worker's chain": _other_worker,
+    "signed by another key": _other_key,
+    "someone else's database": _someone_elses_database,
+    "an empty file, checkpoints of another chain": _empty_file,
+}
+
+
+@pytest.mark.parametrize("refusal", EXISTING_REFUSALS.values(), ids=EXISTING_REFUSALS.keys())
+def test_an_existing_file_the_audit_log_refuses_is_left_byte_for_byte(
+    tmp_path: Path, refusal: Callable[[Path], dict[str, Any] | None]
+) -> None:
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    options = refusal(folder) or {}
+    _unchanged(tmp_path, False, _refused(lambda: AuditLog(folder / LOG, **options)))
+
+
+def test_an_audit_folder_it_made_is_removed_when_the_log_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_audit makes the audit folder (and its parents): a log that then fails to open
+    leaves none of them, nor a key store in the folders build_guard made for it."""
+    from bastion.guard.audit import AuditLog as Log
+
+    monkeypatch.setattr(Log, "_reserve_wal", _failing(sqlite3.OperationalError("disk I/O error")))
+    chosen = settings(
+        tmp_path,
+        auth={"keys_db": str(tmp_path / "state" / "keys" / "keys.sqlite3")},
+        audit={"path": str(tmp_path / "state" / "audit" / "w")},
+        proxy={"upstream": UPSTREAM, "flavour": "json"},
+    )
+    _unchanged(tmp_path, False, _refused(lambda: create_app(chosen)))
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh", "existing"])
+def test_guard_proxy_with_a_foreign_checkpoint_file_exits_2_and_leaves_the_folder_as_it_was(
+    tmp_path: Path, existing: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli.main import main
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (_foreign if existing else _foreign_checkpoints)(audit)
+    tables = {
+        "auth": {"keys_db": str(tmp_path / "state" / "keys.sqlite3")},
+        "audit": {"path": str(audit)},
+    }
+    config = conf / "guard.toml"
+    config.write_text(_toml(tables), encoding="utf-8")
+    argv = ["guard", "proxy", "--config", str(config), "--upstream", UPSTREAM, "--flavour", "json"]
+    assert _unchanged(tmp_path, False, lambda: main(argv)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "bastion: error:" in err and "another chain" in err
+
+
+def _not_a_database(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+NOT_KEY_STORES: dict[str, Callable[[Path], Any]] = {
+    "random bytes": _not_a_database,
+    "a text file": lambda path: path.write_text("keys: none\n" * 200, encoding="utf-8"),
+    "a folder": lambda path: path.mkdir(),
+}
+
+
+@pytest.mark.parametrize("make", NOT_KEY_STORES.values(), ids=NOT_KEY_STORES.keys())
+def test_a_key_store_that_is_not_one_is_refused_cleanly_and_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make: Callable[[Path], Any]
+) -> None:
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def recording(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    make(tmp_path / "keys.sqlite3")
+    monkeypatch.setattr(sqlite3, "connect", recording)
+    error = _unchanged(tmp_path, False, _refused(lambda: KeyStore(tmp_path / "keys.sqlite3")))
+    assert isinstance(error, InputError) and "key store" in error.message
+    for conn in opened:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            conn.execute("SELECT 1")
+
+
+def test_a_key_store_whose_setup_fails_leaves_no_file_nor_the_folders_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion.guard import auth
+
+    (tmp_path / "state").mkdir()
+    monkeypatch.setattr(auth, "SCHEMA", "CREATE TABLE keys (")  # the step after creation fails
+    path = tmp_path / "state" / "a" / "b" / "keys.sqlite3"
+    error = _unchanged(tmp_path, False, _refused(lambda: KeyStore(path)))
+    assert isinstance(error, InputError)
+
+
+def test_discard_removes_the_folders_the_key_store_made_if_empty(tmp_path: Path) -> None:
+    KeyStore(tmp_path / "a" / "b" / "keys.sqlite3").discard()
+    assert _snapshot(tmp_path) == {}
+    store = KeyStore(tmp_path / "a" / "b" / "keys.sqlite3")
+    (tmp_path / "a" / "note.txt").write_text("mine", encoding="utf-8")  # someone's file
+    store.discard()
+    assert set(_snapshot(tmp_path)) == {"a", "a/note.txt"}
+
+
+def test_a_proxy_that_cannot_be_made_leaves_no_key_store_or_audit_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream client (httpx, an import that may be missing) is made before the key store
+    and the audit log are opened."""
+    from bastion.guard import proxy
+
+    monkeypatch.setattr(proxy.ProxyApp, "__init__", _failing(ImportError("No module 'httpx'")))
+    chosen = settings(tmp_path, proxy={"upstream": UPSTREAM, "flavour": "json"})
+
+    def start() -> None:
+        with pytest.raises(ImportError):
+            create_app(chosen)
+
+    _unchanged(tmp_path, False, start)

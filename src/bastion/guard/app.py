@@ -63,22 +63,30 @@ def routes_for(settings: GuardSettings, serving: bool) -> tuple[RouteSpec, ...]:
 
 
 def open_audit(settings: GuardSettings) -> Any:
-    from bastion.guard.audit import AuditLog, worker_log_path
+    from bastion.guard.audit import AuditError, AuditLog, worker_log_path
     from bastion.guard.checkpoints import load_signing_key
+    from bastion.guard.files import make_folders, remove_folders
 
     folder = settings.resolve(settings.audit.path)
     path = worker_log_path(folder, settings.server.worker)
     # read before the folder is made: a key refused leaves no empty folder behind
     key = settings.audit.signing_key
     signing_key = load_signing_key(settings.resolve(key)) if key else None
-    folder.mkdir(parents=True, exist_ok=True)
-    return AuditLog(
-        path,
-        signing_key=signing_key,
-        strict=settings.audit.strict,
-        worker=settings.server.worker,
-        durability=settings.audit.durability,
-    )
+    try:
+        made = make_folders(folder)
+    except OSError as exc:
+        raise AuditError(f"cannot make the audit folder {folder}: {exc.strerror}") from None
+    try:
+        return AuditLog(
+            path,
+            signing_key=signing_key,
+            strict=settings.audit.strict,
+            worker=settings.server.worker,
+            durability=settings.audit.durability,
+        )
+    except BaseException:  # the log left nothing behind: nor do the folders made for it
+        remove_folders(made)
+        raise
 
 
 def build_guard(
@@ -487,6 +495,9 @@ def create_app(
             return np.asarray(model.predict(rows, True)[1])
 
     digest = model.digest if serving else _upstream_digest(settings)
+    # made before the key store and the audit log are opened: it opens nothing, and a refusal
+    # (httpx not installed) then leaves nothing behind
+    proxy = None if serving else ProxyApp(settings.proxy, max_depth=settings.server.max_json_depth)
     guard = build_guard(
         settings,
         model_digest=digest,
@@ -498,7 +509,6 @@ def create_app(
         audit=audit,
         routes=routes,
     )
-    proxy = None if serving else ProxyApp(settings.proxy, max_depth=settings.server.max_json_depth)
     inner = InnerApp(guard, openapi(settings, routes, guard.contract), model=model, proxy=proxy)
     app = GuardMiddleware(inner, guard, routes)
     inner.on_startup.append(lambda: _install_sighup(guard))

@@ -59,6 +59,7 @@ import msgspec
 from bastion.guard.checkpoints import (
     AuditError,
     Checkpoint,
+    CheckpointFile,
     append_checkpoint,
     drop_torn_tail,
     load_signing_key,
@@ -67,6 +68,7 @@ from bastion.guard.checkpoints import (
     signature_ok,
 )
 from bastion.guard.digests import sha256_hex
+from bastion.guard.files import Made, create_new, remove_made
 from bastion.records import Checked, Record, RecordError, field
 
 if TYPE_CHECKING:
@@ -114,6 +116,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z")
 _ROUTE = re.compile(r"^/[A-Za-z0-9_.~/-]{0,255}\Z")
 _TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z\Z")
 _WORKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_SPACE_HINT = (
+    "check the file's permissions and free space; `bastion audit verify` tells whether it is "
+    "damaged"
+)
 # decision names already matched against _NAME (every event repeats the same few), bounded
 _NAMES_SEEN: set[str] = set()
 MAX_NAMES_SEEN = 512
@@ -594,9 +600,8 @@ class AuditLog:
         self._checkpoint_error: str | None = None
         self._since_checkpoint = 0
         self._since_wal = 0  # transactions committed since the last WAL checkpoint
-        self._conn = self._open(worker, max_bytes)
-        if not self._inline:
-            self._reserve_wal()
+        self._made: Made | None = None  # (device, inode) of the log file this call created
+        self._conn, found = self._open(worker, max_bytes)
         self._checkpoint_due = time.monotonic() + self.checkpoint_seconds
         self._poked = False  # a checkpoint wake-up is already queued
         # fsync mode: a moving average of commit times (fsync included); under
@@ -606,33 +611,67 @@ class AuditLog:
         self._thread = threading.Thread(
             target=self._run, name=f"bastion-audit-{self.worker}", daemon=True
         )
-        self._thread.start()
+        try:
+            if not self._inline:
+                self._reserve_wal()
+            self._thread.start()
+            # last: the only step that writes beside an existing log
+            self._last_checkpoint = self._start_checkpoints(found)
+        except BaseException as exc:  # refused: closed, and a log this call created removed
+            self.close()
+            self._remove_made()
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise AuditError(
+                    f"cannot use the audit log {self.path}: {exc}", hint=_SPACE_HINT
+                ) from None
+            raise
 
     # -- opening --------------------------------------------------------------------------
 
-    def _open(self, worker: str | None, max_bytes: int | None) -> sqlite3.Connection:
+    def _open(
+        self, worker: str | None, max_bytes: int | None
+    ) -> tuple[sqlite3.Connection, CheckpointFile | None]:
+        """The connection, and the checkpoint file as read (None: there is none). A log that is
+        refused is closed, and removed if this call created it; an existing one is refused
+        before anything is written to it."""
         try:
+            self._made = create_new(self.path, 0o644)  # SQLite's own mode for a new database
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
+            self._remove_made()
             raise AuditError(f"cannot open the audit log {self.path}: {exc}") from None
         try:
-            self._prepare(conn, worker, max_bytes)
-        except sqlite3.DatabaseError as exc:
+            return conn, self._prepare(conn, worker, max_bytes)
+        except BaseException as exc:
             conn.close()
-            raise AuditError(
-                f"cannot use the audit log {self.path}: {exc}",
-                hint="check the file's permissions and free space; `bastion audit verify` "
-                "tells whether it is damaged",
-            ) from None
-        except AuditError:
-            conn.close()
+            self._remove_made()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise AuditError(
+                    f"cannot use the audit log {self.path}: {exc}", hint=_SPACE_HINT
+                ) from None
             raise
-        return conn
 
-    def _prepare(self, conn: sqlite3.Connection, worker: str | None, max_bytes: int | None) -> None:
+    def _remove_made(self) -> None:
+        """A refused open, once the connection is closed: remove the log if this call created
+        it, with the -wal and -shm files SQLite made beside it."""
+        remove_made(self.path, self._made, f"{self.path}-wal", f"{self.path}-shm")
+
+    def _prepare(
+        self, conn: sqlite3.Connection, worker: str | None, max_bytes: int | None
+    ) -> CheckpointFile | None:
         conn.execute("PRAGMA trusted_schema = OFF")
+        # read before anything is written: a database that is not an audit log is refused as
+        # it was, and so is a new log whose checkpoint file holds another chain's checkpoints
+        if self._is_new(conn):
+            found = self._read_checkpoints()
+            if found is not None and found.checkpoints:
+                raise AuditError(
+                    f"{self.checkpoint_path} belongs to another chain",
+                    hint=f"{self.path} is a new log; restore the log those checkpoints are "
+                    "of, or move the checkpoint file away to start a new chain",
+                )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise AuditError(f"the audit log {self.path} cannot use WAL mode (got {mode})")
@@ -649,13 +688,10 @@ class AuditLog:
         if max_bytes is not None:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
             conn.execute(f"PRAGMA max_page_count = {max(2, int(max_bytes) // int(page))}")
-        # BEGIN IMMEDIATE takes the write lock: a read-only file fails here, not at the
-        # first request
+        # a new log's schema is written holding the write lock (BEGIN IMMEDIATE)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if version == 0 and not tables:
+            if self._is_new(conn):  # checked again: another process may have made it since
                 chain = secrets.token_hex(16)
                 name = worker or _worker_from(self.path)
                 for statement in _statements(SCHEMA):
@@ -665,18 +701,10 @@ class AuditLog:
                     "VALUES (1, ?, ?, ?, ?)",
                     (chain, name, utc_now(), FORMAT),
                 )
-            elif version != FORMAT:
-                raise AuditError(
-                    f"{self.path} is not a bastion audit log of format {FORMAT} "
-                    f"(user_version {version})"
-                )
-            # a write that changes nothing: SQLite opens a file it cannot write read-only,
-            # silently, and BEGIN IMMEDIATE does not notice
-            conn.execute(f"PRAGMA user_version = {FORMAT}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+                conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         row = conn.execute("SELECT chain, worker FROM chain WHERE id = 1").fetchone()
         if row is None:
             raise AuditError(f"{self.path} has lost its chain header")
@@ -693,7 +721,29 @@ class AuditLog:
                 hint="someone altered the file: run `bastion audit verify`",
             )
         self._seq, self._head, self._last_at = self._tail(conn)
-        self._last_checkpoint = self._check_checkpoints(conn)
+        found = self._check_checkpoints(conn)
+        # a write that changes nothing, rolled back (the file is left as it was): SQLite opens
+        # a file it cannot write read-only, silently, and BEGIN IMMEDIATE does not notice; a
+        # read-only file fails here, not at the first request
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+        finally:
+            conn.execute("ROLLBACK")
+        return found
+
+    def _is_new(self, conn: sqlite3.Connection) -> bool:
+        """Whether the database is empty (a new log); AuditError if it holds something that is
+        not an audit log of this format. Reads only."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and conn.execute("SELECT 1 FROM sqlite_master").fetchone() is None:
+            return True
+        if version != FORMAT:
+            raise AuditError(
+                f"{self.path} is not a bastion audit log of format {FORMAT} "
+                f"(user_version {version})"
+            )
+        return False
 
     def _tail(self, conn: sqlite3.Connection) -> tuple[int, str, str]:
         row = conn.execute(
@@ -715,27 +765,27 @@ class AuditLog:
             )
         return seq, str(stored), at
 
-    def _check_checkpoints(self, conn: sqlite3.Connection) -> int:
-        """The last checkpoint must be signed by our key (when we have one), belong to this
-        chain and agree with the database; a new chain gets its genesis checkpoint."""
+    def _read_checkpoints(self) -> CheckpointFile | None:
+        """The checkpoint file (None: there is none); AuditError if it has unreadable lines."""
         if not self.checkpoint_path.exists():
-            if self._seq > 0:
-                raise AuditError(
-                    f"the checkpoint file {self.checkpoint_path} of {self.path} is missing",
-                    hint="restore it; without it truncation of the log cannot be detected",
-                )
-            self._write_checkpoint()
-            return 0
+            return None
         found = read_checkpoints(self.checkpoint_path)
-        if found.torn_tail:  # a crash while appending: drop the fragment, keep the lines
-            drop_torn_tail(self.checkpoint_path)
         if found.bad_lines:
             raise AuditError(f"{self.checkpoint_path} has unreadable lines {found.bad_lines[:5]}")
-        if not found.checkpoints:
+        return found
+
+    def _check_checkpoints(self, conn: sqlite3.Connection) -> CheckpointFile | None:
+        """The last checkpoint must be signed by our key (when we have one), belong to this
+        chain and agree with the database. Reads only: `_start_checkpoints` writes."""
+        found = self._read_checkpoints()
+        if found is None or not found.checkpoints:
             if self._seq > 0:
-                raise AuditError(f"{self.checkpoint_path} holds no checkpoint")
-            self._write_checkpoint()
-            return 0
+                raise AuditError(
+                    f"the checkpoint file {self.checkpoint_path} of {self.path} "
+                    + ("is missing" if found is None else "holds no checkpoint"),
+                    hint="restore it; without it truncation of the log cannot be detected",
+                )
+            return found
         last = found.checkpoints[-1]
         if last.chain != self.chain:
             raise AuditError(f"{self.checkpoint_path} belongs to another chain")
@@ -755,7 +805,17 @@ class AuditLog:
                     f"record {last.seq} of {self.path} does not match its checkpoint",
                     hint="the log was rewritten: run `bastion audit verify`",
                 )
-        return last.seq
+        return found
+
+    def _start_checkpoints(self, found: CheckpointFile | None) -> int:
+        """Once the log is accepted: cut a torn last line (a crash while appending) and give a
+        chain without a checkpoint its genesis one; the last checkpoint's sequence number."""
+        if found is not None and found.torn_tail:
+            drop_torn_tail(self.checkpoint_path)
+        if found is None or not found.checkpoints:
+            self._write_checkpoint()
+            return 0
+        return found.checkpoints[-1].seq
 
     # -- appending ------------------------------------------------------------------------
 
@@ -964,8 +1024,9 @@ class AuditLog:
             if self._closed:
                 return
             self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join()
+        if self._thread.ident is not None:  # started (an open refused may not have)
+            self._queue.put(_STOP)
+            self._thread.join()
         # an append that passed the closed check as close() began, queued behind the stop
         late = []
         while True:

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from bastion.errors import ConfigError, InputError, UsageError
 from bastion.guard.digests import sha256_hex
+from bastion.guard.files import Made, create_new, make_folders, remove_folders, remove_made
 from bastion.guard.settings import SCOPES, JwtSettings
 from bastion.records import Record
 
@@ -188,27 +189,31 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._made: tuple[int, int] | None = None  # (device, inode) of the file it created
+        self._made: Made | None = None  # (device, inode) of the file it created
+        self._folders: list[tuple[Path, Made]] = []  # the missing parents it made
         if not self.path.exists():
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                flags = os.O_CREAT | os.O_WRONLY
-                try:
-                    fd = os.open(self.path, flags | os.O_EXCL, 0o600)
-                    made = os.fstat(fd)
-                    self._made = (made.st_dev, made.st_ino)
-                except FileExistsError:  # made meanwhile, or a dangling symlink: not ours
-                    fd = os.open(self.path, flags, 0o600)
-                os.close(fd)
+                self._folders = make_folders(self.path.parent)
+                self._made = create_new(self.path, 0o600)
+                if self._made is None:  # made meanwhile, or a dangling symlink: not ours
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
+                self._remove_made()
                 raise InputError(f"cannot create the key store {self.path}: {exc}") from exc
+        conn: sqlite3.Connection | None = None
         try:
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=2000")
-            self._conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=2000")
+            conn.executescript(SCHEMA)
+        except BaseException as exc:  # closed, and what this call made removed again
+            if conn is not None:
+                conn.close()
+            self._remove_made()
+            if isinstance(exc, sqlite3.Error):
+                raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
+            raise
+        self._conn = conn
         self._lock = threading.Lock()
         # key id -> (stored digest, record, expiry in epoch seconds or None), or None
         self._cache: dict[str, tuple[str, KeyInfo, float | None] | None] = {}
@@ -228,24 +233,26 @@ class KeyStore:
             self._shm = None
 
     def discard(self) -> None:
-        """Close, and remove the file if this store created it and nobody has used it since: for
-        a start that fails once the store is open. A file that was there before, was replaced
-        (or is now a symlink), holds a key, or is open elsewhere (SQLite leaves its -wal and
-        -shm while another connection has it) is left as it is."""
+        """Close, and remove the file if this store created it and nobody has used it since (and
+        the parent folders it made, if empty): for a start that fails once the store is open. A
+        file that was there before, was replaced (or is now a symlink), holds a key, or is open
+        elsewhere (SQLite leaves its -wal and -shm while another connection has it) is left as
+        it is."""
         made = self._made
         try:
             unused = made is not None and not self._conn.execute("SELECT 1 FROM keys").fetchone()
         except sqlite3.Error:  # not the error to report: the failed start's is
             unused = False
         self.close()
-        if not unused or any(os.path.lexists(f"{self.path}{end}") for end in ("-wal", "-shm")):
-            return
-        try:
-            now = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        if stat.S_ISREG(now.st_mode) and (now.st_dev, now.st_ino) == made:
-            self.path.unlink()
+        if unused and not any(os.path.lexists(f"{self.path}{end}") for end in ("-wal", "-shm")):
+            remove_made(self.path, made)
+        remove_folders(self._folders)  # those still empty: a store left keeps its folder
+
+    def _remove_made(self) -> None:
+        """A setup that failed: remove the file and folders this call made (its connection
+        closed: SQLite's -wal and -shm go with the file)."""
+        remove_made(self.path, self._made, f"{self.path}-wal", f"{self.path}-shm")
+        remove_folders(self._folders)
 
     # -- management (the CLI) ----------------------------------------------------------------
 

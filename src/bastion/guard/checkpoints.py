@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bastion.errors import BastionError
+from bastion.guard.files import create_new, remove_made
 from bastion.records import Record
 
 if TYPE_CHECKING:
@@ -192,18 +193,22 @@ def signature_ok(checkpoint: Checkpoint, key: Ed25519PublicKey) -> bool:
 
 
 def append_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    """Append one line and fsync it (and, for a new file, its folder)."""
+    """Append one line and fsync it (and, for a new file, its folder). A file it created is
+    removed again if the line cannot be written (a full disk): no empty or half-made file."""
     line = checkpoint.model_dump_json().encode("utf-8") + b"\n"
-    created = not path.exists()
+    made = create_new(path, 0o640)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     try:
         view = memoryview(line)
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
-    if created:
+        remove_made(path, made)
+        raise
+    os.close(fd)
+    if made is not None:
         _fsync_dir(path.parent)
 
 
