@@ -18,6 +18,10 @@ the median over the rounds. Also:
   fsync commit, on the disk) while the model computes, with the guard's scheduling hints. Its
   added latency is the floor any guard with this durable log pays on the machine, whatever
   its pipeline costs;
+- `raw-direct`: the same, but each event is one synchronous write (O_DIRECT | O_DSYNC, a 4 KiB
+  block of a preallocated file) instead of a SQLite commit: NOT a log (no chain, no recovery),
+  measured only as the floor of a one-write journal, the cheapest durable append the machine
+  offers (SQLite's commit goes through the page cache and an fdatasync);
 - `proxy`: the guard in proxy mode in front of the raw server (its overhead = proxy - raw);
 - with `--base-tree PATH` (a checkout of an earlier bastion, e.g. `git worktree add`), its
   `guard` and `guard-nosync` too, as `base-guard` and `base-guard-nosync`, in the same
@@ -60,27 +64,65 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "guard"))
 
 
-def raw_app(model: Any = None, durable: Path | None = None) -> Any:
+class DirectJournal:
+    """`raw-direct`'s durable append: each record padded to 4 KiB blocks and written with one
+    pwrite to a file opened O_DIRECT | O_DSYNC, preallocated with written zeros (no extent to
+    convert, no size to journal), so the write returns once the block is on stable storage."""
+
+    BLOCK = 4096
+    SIZE = 64 << 20  # rotates: a benchmark's journal, not a log
+
+    def __init__(self, path: Path) -> None:
+        import mmap
+
+        flags = os.O_RDWR | os.O_CREAT | os.O_DIRECT | os.O_DSYNC
+        self.fd = os.open(path, flags, 0o600)
+        zeros = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT needs
+        for offset in range(0, self.SIZE, len(zeros)):
+            os.pwrite(self.fd, zeros, offset)
+        os.fsync(self.fd)
+        self.buffer = mmap.mmap(-1, 16 * self.BLOCK)
+        self.offset = 0
+
+    def write(self, data: bytes) -> None:
+        size = -(-len(data) // self.BLOCK) * self.BLOCK
+        if size > len(self.buffer):
+            raise ValueError(f"a record of {len(data)} bytes is over the journal's block")
+        self.buffer[: len(data)] = data
+        self.buffer[len(data) : size] = bytes(size - len(data))
+        if self.offset + size > self.SIZE:
+            self.offset = 0
+        os.pwrite(self.fd, memoryview(self.buffer)[:size], self.offset)
+        self.offset += size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def raw_app(model: Any = None, durable: Path | None = None, direct: bool = False) -> Any:
     """The model behind a bare ASGI app: what serving without the guard costs. With `durable`
     (an audit log's path), each prediction also appends one event to that log the way the guard
     commits a lone request's admission (in place, in the event loop's thread, while the model
     computes; answered once it is fsynced), with the guard's CPU slice hints: the `raw-durable`
-    setup, the durable log's own cost with no pipeline at all."""
+    setup, the durable log's own cost with no pipeline at all. With `direct` too, each event
+    is one synchronous write to a `DirectJournal` at that path instead (`raw-direct`)."""
     import concurrent.futures
 
     import msgspec
     from guard_support import served_model
 
     from bastion.guard import scheduling
-    from bastion.guard.audit import AuditLog, admission_made, input_digest
+    from bastion.guard.audit import AuditLog, admission_made, encode_event, input_digest
 
     model = model or served_model()
     decoder = msgspec.json.Decoder()
     encoder = msgspec.json.Encoder()
-    log = AuditLog(durable, durability="fsync") if durable is not None else None
+    log = AuditLog(durable, durability="fsync") if durable is not None and not direct else None
+    journal = DirectJournal(durable) if durable is not None and direct else None
+    hinted = durable is not None
     pool = (
         concurrent.futures.ThreadPoolExecutor(4, initializer=scheduling.default_slice)
-        if log is not None
+        if hinted
         else None
     )
 
@@ -93,13 +135,16 @@ def raw_app(model: Any = None, durable: Path | None = None) -> Any:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
-                if message["type"] == "lifespan.startup" and log is not None:
+                if message["type"] == "lifespan.startup" and hinted:
                     scheduling.short_slice()
-                    await log.append(made(b""))  # times a commit: in place from then on
+                    if log is not None:
+                        await log.append(made(b""))  # times a commit: in place from then on
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
                     if log is not None:
                         log.close()
+                    if journal is not None:
+                        journal.close()
                     return
         body = b""
         while True:
@@ -113,12 +158,14 @@ def raw_app(model: Any = None, durable: Path | None = None) -> Any:
             return
         rows = decoder.decode(body)["rows"]
         loop = asyncio.get_running_loop()
-        if log is None:
+        if not hinted:
             # the same thread handoff as the guard's served model (guard.app.InnerApp._predict)
             labels, _scores = await loop.run_in_executor(None, model.predict, rows, True)
         else:
             answered = loop.run_in_executor(pool, predict, rows, True)
-            if log.append_here(made(body)) is None:  # the writer is busy: its group commit
+            if journal is not None:
+                journal.write(encode_event(made(body)))  # releases the GIL for its write
+            elif log is not None and log.append_here(made(body)) is None:  # the writer is busy
                 await log.append(made(body))
             labels, _scores = await answered
         answer = encoder.encode({"predictions": [{"label": label} for label in labels]})
@@ -157,7 +204,7 @@ NO_LIMITS = {
     "daily_rows": 10**9,
     "max_in_flight": 10_000,
 }
-KINDS = ("raw", *GUARDS, "proxy", "raw-durable")
+KINDS = ("raw", *GUARDS, "proxy", "raw-durable", "raw-direct")
 
 
 def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
@@ -177,6 +224,8 @@ def serve(kind: str, port: int, folder: Path, upstream: str) -> None:
     elif kind == "raw-durable":
         (folder / f"audit-{kind}").mkdir(exist_ok=True)
         app = raw_app(durable=folder / f"audit-{kind}" / "audit.sqlite3")
+    elif kind == "raw-direct":
+        app = raw_app(durable=folder / "journal-raw-direct", direct=True)
     elif kind in GUARDS:
         app = create_app(
             settings(folder, limits=big, audit=audit, server={"worker": kind}),

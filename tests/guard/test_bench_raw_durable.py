@@ -13,12 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from guard_support import credit_rows, predict_scope
 
 from bastion.guard.audit_verify import verify_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from guard_latency import raw_app
+from guard_latency import DirectJournal, raw_app
 
 
 async def _call(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, bytes]:
@@ -90,3 +91,41 @@ def test_raw_durable_records_nothing_off_the_prediction_path(tmp_path: Path) -> 
     log.parent.mkdir()
     assert _run(raw_app(durable=log), [b""] * 3, path="/healthz") == [b"ok"] * 3
     assert verify_log(log).records == 1
+
+
+def test_raw_direct_writes_each_prediction_s_event_in_its_own_synced_blocks(tmp_path: Path) -> None:
+    import msgspec
+
+    from bastion.guard.audit import AdmissionEvent
+
+    bodies = [json.dumps({"rows": [row]}).encode() for row in credit_rows()[:4]]
+    journal = tmp_path / "journal"
+    try:
+        answers = _run(raw_app(durable=journal, direct=True), bodies)
+    except OSError as exc:  # a file system without O_DIRECT (tmpfs): not this machine's disk
+        pytest.skip(f"no O_DIRECT here: {exc}")
+    assert answers == _run(raw_app(), bodies)
+    data = journal.read_bytes()
+    assert len(data) == DirectJournal.SIZE  # preallocated with written zeros
+    blocks = [data[i : i + DirectJournal.BLOCK] for i in range(0, DirectJournal.BLOCK * 5, 4096)]
+    events = [msgspec.json.decode(block.rstrip(b"\0")) for block in blocks[:4]]
+    assert [AdmissionEvent.model_validate(event).route for event in events] == ["/v1/predict"] * 4
+    assert blocks[4] == bytes(DirectJournal.BLOCK)  # nothing past the four
+
+
+def test_direct_journal_refuses_a_record_over_its_buffer_and_rotates(tmp_path: Path) -> None:
+    try:
+        journal = DirectJournal(tmp_path / "journal")
+    except OSError as exc:
+        pytest.skip(f"no O_DIRECT here: {exc}")
+    try:
+        with pytest.raises(ValueError, match="over the journal's block"):
+            journal.write(b"x" * (len(journal.buffer) + 1))
+        journal.offset = DirectJournal.SIZE - DirectJournal.BLOCK
+        journal.write(b"a" * (DirectJournal.BLOCK + 1))  # two blocks: back to the start
+        assert journal.offset == 2 * DirectJournal.BLOCK
+    finally:
+        journal.close()
+    data = (tmp_path / "journal").read_bytes()
+    assert data[: DirectJournal.BLOCK + 1] == b"a" * (DirectJournal.BLOCK + 1)
+    assert data[DirectJournal.BLOCK + 1 : 2 * DirectJournal.BLOCK] == bytes(DirectJournal.BLOCK - 1)
