@@ -520,3 +520,122 @@ def test_a_proxy_that_cannot_be_made_leaves_no_key_store_or_audit_log(
             create_app(chosen)
 
     _unchanged(tmp_path, False, start)
+
+
+# -- a refused open never removes what another process is using ------------------------------
+
+
+def _opened_meanwhile(monkeypatch: pytest.MonkeyPatch, close: bool) -> Callable[[Path, int], Any]:
+    """`create_new` as the audit log calls it, during which a second guard opens the same new
+    log (making its chain) and records two events, kept open (in _others_logs), or records
+    none and closes it."""
+    from bastion.guard import audit
+
+    real = audit.create_new
+
+    def racing(path: Path, mode: int) -> Any:
+        made = real(path, mode)
+        monkeypatch.setattr(audit, "create_new", real)
+        other = AuditLog(path, worker="guard")
+        for _ in range(0 if close else 2):
+            other.submit(_event()).result(timeout=10)
+        if close:
+            other.close()
+        else:
+            _others_logs.append(other)
+        return made
+
+    return racing
+
+
+_others_logs: list[AuditLog] = []
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["still open", "closed"])
+def test_a_refused_open_leaves_a_new_log_another_guard_opened_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, close: bool
+) -> None:
+    """This open created the file, but another guard made the chain in it before this one was
+    refused (another worker name here): the file, its -wal and -shm and the other guard's
+    records and checkpoints stay."""
+    from bastion.guard import audit
+
+    monkeypatch.setattr(audit, "create_new", _opened_meanwhile(monkeypatch, close))
+    log = tmp_path / LOG
+    try:
+        with pytest.raises(BastionError, match="worker guard's chain"):
+            AuditLog(log, worker="other")
+        assert log.exists()
+        for other in _others_logs:
+            assert os.path.exists(f"{log}-wal") and os.path.exists(f"{log}-shm")
+            other.submit(_event()).result(timeout=10)
+            other.close()
+    finally:
+        while _others_logs:
+            _others_logs.pop().close()
+    with AuditLog(log, worker="guard") as reopened:
+        assert reopened._seq == (0 if close else 3)
+
+
+@pytest.mark.parametrize("events", [0, 2], ids=["no event", "two events"])
+def test_a_refused_open_leaves_the_new_log_it_made_once_another_guard_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, events: int
+) -> None:
+    """This open created the log and its chain; before it was refused (its checkpoint file
+    unreadable, monkeypatched) another guard opened the log (still open) and recorded
+    `events`, or recorded two and closed it: the log stays, with those events."""
+    from bastion.guard import audit
+    from bastion.guard.checkpoints import AuditError
+
+    log = tmp_path / LOG
+    check = audit.AuditLog._check_checkpoints
+    others: list[AuditLog] = []
+
+    def meanwhile(self: AuditLog, conn: sqlite3.Connection) -> Any:
+        monkeypatch.setattr(audit.AuditLog, "_check_checkpoints", check)
+        others.append(AuditLog(log))
+        for _ in range(events):
+            others[-1].submit(_event()).result(timeout=10)
+        if events:
+            others.pop().close()
+        raise AuditError("refused")
+
+    monkeypatch.setattr(audit.AuditLog, "_check_checkpoints", meanwhile)
+    try:
+        with pytest.raises(AuditError, match="refused"):
+            AuditLog(log)
+        assert log.exists()
+    finally:
+        while others:
+            others.pop().close()
+    with AuditLog(log) as reopened:
+        assert reopened._seq == events
+
+
+def test_a_key_store_whose_setup_fails_leaves_the_file_another_worker_opened_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers share the key store: one creates the file, another opens it (and makes its
+    tables) before the first one's setup fails (monkeypatched): the file stays, with its
+    -wal and -shm, and the other worker's store works."""
+    from bastion.guard import auth
+
+    path = tmp_path / "keys.sqlite3"
+    real = auth.create_new
+    others: list[KeyStore] = []
+
+    def meanwhile(made_path: Path, mode: int) -> Any:
+        made = real(made_path, mode)
+        others.append(KeyStore(path))
+        monkeypatch.setattr(auth, "SCHEMA", "CREATE TABLE keys (")  # this worker's setup fails
+        return made
+
+    monkeypatch.setattr(auth, "create_new", meanwhile)
+    try:
+        with pytest.raises(InputError):
+            KeyStore(path)
+        assert path.exists()
+        others[0].create(["predict"])
+    finally:
+        while others:
+            others.pop().close()

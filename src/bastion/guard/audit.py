@@ -618,6 +618,7 @@ class AuditLog:
             # last: the only step that writes beside an existing log
             self._last_checkpoint = self._start_checkpoints(found)
         except BaseException as exc:  # refused: closed, and a log this call created removed
+            self._disown_if_used(self._conn)
             self.close()
             self._remove_made()
             if isinstance(exc, (OSError, sqlite3.Error)):
@@ -645,6 +646,7 @@ class AuditLog:
         try:
             return conn, self._prepare(conn, worker, max_bytes)
         except BaseException as exc:
+            self._disown_if_used(conn)
             conn.close()
             self._remove_made()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -653,9 +655,26 @@ class AuditLog:
                 ) from None
             raise
 
+    def _disown_if_used(self, conn: sqlite3.Connection) -> None:
+        """A refused open, before its connection is closed: a log this call created is no longer
+        its to remove once it holds a record (another guard opened it meanwhile), or when it
+        cannot tell."""
+        if self._made is None:
+            return
+        try:
+            used = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'events'"
+            ).fetchone() is not None and (
+                conn.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None
+            )
+        except sqlite3.Error:
+            used = True
+        if used:
+            self._made = None
+
     def _remove_made(self) -> None:
         """A refused open, once the connection is closed: remove the log if this call created
-        it, with the -wal and -shm files SQLite made beside it."""
+        it and no other connection has it open (SQLite removed the -wal and -shm with ours)."""
         remove_made(self.path, self._made, f"{self.path}-wal", f"{self.path}-shm")
 
     def _prepare(
@@ -702,6 +721,8 @@ class AuditLog:
                     (chain, name, utc_now(), FORMAT),
                 )
                 conn.execute("COMMIT")
+            else:  # another guard made the chain in the file this call created: not ours
+                self._made = None
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

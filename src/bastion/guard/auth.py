@@ -198,7 +198,7 @@ class KeyStore:
                 if self._made is None:  # made meanwhile, or a dangling symlink: not ours
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             except OSError as exc:
-                self._remove_made()
+                self._remove_made(self._made)
                 raise InputError(f"cannot create the key store {self.path}: {exc}") from exc
         conn: sqlite3.Connection | None = None
         try:
@@ -209,7 +209,7 @@ class KeyStore:
         except BaseException as exc:  # closed, and what this call made removed again
             if conn is not None:
                 conn.close()
-            self._remove_made()
+            self._remove_made(self._made)
             if isinstance(exc, sqlite3.Error):
                 raise InputError(f"{self.path} is not a usable key store: {exc}") from exc
             raise
@@ -244,14 +244,12 @@ class KeyStore:
         except sqlite3.Error:  # not the error to report: the failed start's is
             unused = False
         self.close()
-        if unused and not any(os.path.lexists(f"{self.path}{end}") for end in ("-wal", "-shm")):
-            remove_made(self.path, made)
-        remove_folders(self._folders)  # those still empty: a store left keeps its folder
+        self._remove_made(made if unused else None)
 
-    def _remove_made(self) -> None:
-        """A setup that failed: remove the file and folders this call made (its connection
-        closed: SQLite's -wal and -shm go with the file)."""
-        remove_made(self.path, self._made, f"{self.path}-wal", f"{self.path}-shm")
+    def _remove_made(self, made: Made | None) -> None:
+        """Once closed: remove the file `made` names if no other connection has it open (it
+        left no -wal or -shm), and the folders this call made that are still empty."""
+        remove_made(self.path, made, f"{self.path}-wal", f"{self.path}-shm")
         remove_folders(self._folders)
 
     # -- management (the CLI) ----------------------------------------------------------------

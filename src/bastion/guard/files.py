@@ -2,7 +2,8 @@
 
 Only what the call itself made is removed: a file it created with O_EXCL, or a folder it made,
 still the same one (device and inode, looked at with lstat: a symlink is never followed) and,
-for a folder, empty. Whatever was there before is never touched."""
+for a folder, empty; a database file only while no other connection has it open. Whatever was
+there before is never touched."""
 
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ def create_new(path: Path, mode: int) -> Made | None:
 
 
 def remove_made(path: Path, made: Made | None, *companions: str) -> None:
-    """Remove `path` if it is still the regular file `made` names (see `create_new`), and before
-    it its `companions` that are regular files (SQLite's -wal and -shm, once the connection is
-    closed). Anything else is left as it is."""
-    if made is None:
+    """Remove `path` if it is still the regular file `made` names (see `create_new`) and none
+    of its `companions` is there: SQLite's -wal and -shm, which, once this process has closed
+    its connection, remain only while another connection has the database open (or a failed
+    close left them). Anything else is left as it is."""
+    if made is None or any(os.path.lexists(companion) for companion in companions):
         return
     try:
         now = os.lstat(path)
@@ -42,12 +44,6 @@ def remove_made(path: Path, made: Made | None, *companions: str) -> None:
         return
     if not stat.S_ISREG(now.st_mode) or _identity(now) != made:
         return
-    for companion in companions:
-        try:
-            if stat.S_ISREG(os.lstat(companion).st_mode):
-                os.unlink(companion)
-        except OSError:
-            pass
     try:
         os.unlink(path)
     except OSError:
