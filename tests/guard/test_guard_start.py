@@ -522,7 +522,7 @@ def test_a_proxy_that_cannot_be_made_leaves_no_key_store_or_audit_log(
     _unchanged(tmp_path, False, start)
 
 
-# -- a refused open never removes what another process is using ------------------------------
+# -- a refused open never removes what another process is using, nor a crashed log's -wal ----
 
 
 def _opened_meanwhile(monkeypatch: pytest.MonkeyPatch, close: bool) -> Callable[[Path, int], Any]:
@@ -575,6 +575,43 @@ def test_a_refused_open_leaves_a_new_log_another_guard_opened_meanwhile(
             _others_logs.pop().close()
     with AuditLog(log, worker="guard") as reopened:
         assert reopened._seq == (0 if close else 3)
+
+
+def _crashed(folder: Path) -> None:
+    """A log whose guard was killed (kill -9) after recording three events in process mode,
+    still in the -wal: the database file then deleted."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from bastion.guard.audit import AuditLog\n"
+        "from test_guard_start import _event\n"
+        "log = AuditLog(Path(sys.argv[1]), durability='process', checkpoint_seconds=1000)\n"
+        "for _ in range(3):\n"
+        "    log.submit(_event()).result(timeout=10)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    here = Path(__file__).parent
+    src = {**os.environ, "PYTHONPATH": str(here.parents[1] / "src")}
+    subprocess.run([sys.executable, "-c", script, str(folder / LOG), str(here)], env=src)
+    assert os.path.getsize(f"{folder / LOG}-wal") > 0
+    (folder / LOG).unlink()
+
+
+@pytest.mark.parametrize("checkpoints", [True, False], ids=["checkpoints", "no checkpoints"])
+def test_a_crashed_logs_wal_without_its_database_is_refused_and_kept(
+    tmp_path: Path, checkpoints: bool
+) -> None:
+    """SQLite deletes a -wal beside an empty database: a new log is not made beside the -wal
+    a crashed guard left (its records, the database deleted), and the -wal stays."""
+    _crashed(tmp_path)
+    if not checkpoints:
+        (tmp_path / f"{LOG}.checkpoints").unlink()
+    error = _unchanged(tmp_path, False, _refused(lambda: AuditLog(tmp_path / LOG)))
+    assert "-wal" in error.message
 
 
 @pytest.mark.parametrize("events", [0, 2], ids=["no event", "two events"])

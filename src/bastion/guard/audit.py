@@ -635,6 +635,13 @@ class AuditLog:
         """The connection, and the checkpoint file as read (None: there is none). A log that is
         refused is closed, and removed if this call created it; an existing one is refused
         before anything is written to it."""
+        if not os.path.lexists(self.path) and os.path.lexists(f"{self.path}-wal"):
+            # SQLite would delete it beside a new, empty database: a crashed guard's records
+            raise AuditError(
+                f"{self.path}-wal is there without its audit log {self.path}",
+                hint="the log was deleted after a crash (its last records are in the -wal): "
+                "restore the log, or move the -wal away to start a new chain",
+            )
         try:
             self._made = create_new(self.path, 0o644)  # SQLite's own mode for a new database
             conn = sqlite3.connect(
