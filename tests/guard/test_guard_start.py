@@ -385,6 +385,14 @@ def _someone_elses_database(folder: Path) -> None:
     conn.close()
 
 
+def _someone_elses_database_of_version_1(folder: Path) -> None:
+    """Another program's database whose user_version is 1 (as common as it is ours)."""
+    _someone_elses_database(folder)
+    conn = sqlite3.connect(folder / LOG)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
 def _empty_file(folder: Path) -> None:
     (folder / LOG).touch()
     _foreign_checkpoints(folder)
@@ -398,6 +406,7 @@ EXISTING_REFUSALS: dict[str, Callable[[Path], dict[str, Any] | None]] = {
     "another worker's chain": _other_worker,
     "signed by another key": _other_key,
     "someone else's database": _someone_elses_database,
+    "someone else's database, user_version 1": _someone_elses_database_of_version_1,
     "an empty file, checkpoints of another chain": _empty_file,
 }
 

@@ -688,9 +688,11 @@ class AuditLog:
         self, conn: sqlite3.Connection, worker: str | None, max_bytes: int | None
     ) -> CheckpointFile | None:
         conn.execute("PRAGMA trusted_schema = OFF")
-        # read before anything is written: a database that is not an audit log is refused as
-        # it was, and so is a new log whose checkpoint file holds another chain's checkpoints
-        if self._is_new(conn):
+        # read before anything is written: a database that is not this worker's audit log, or
+        # does not agree with its checkpoints, is refused as it was (not switched to WAL mode),
+        # and so is a new log whose checkpoint file holds another chain's checkpoints
+        new = self._is_new(conn)
+        if new:
             found = self._read_checkpoints()
             if found is not None and found.checkpoints:
                 raise AuditError(
@@ -698,6 +700,8 @@ class AuditLog:
                     hint=f"{self.path} is a new log; restore the log those checkpoints are "
                     "of, or move the checkpoint file away to start a new chain",
                 )
+        else:
+            found = self._check_log(conn, worker)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise AuditError(f"the audit log {self.path} cannot use WAL mode (got {mode})")
@@ -728,11 +732,24 @@ class AuditLog:
                     (chain, name, utc_now(), FORMAT),
                 )
                 conn.execute("COMMIT")
-            else:  # another guard made the chain in the file this call created: not ours
-                self._made = None
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+        if new:  # made now, by this call or by another process meanwhile
+            found = self._check_log(conn, worker)
+        # a write that changes nothing, rolled back (the file is left as it was): SQLite opens
+        # a file it cannot write read-only, silently, and BEGIN IMMEDIATE does not notice; a
+        # read-only file fails here, not at the first request
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {FORMAT}")
+        finally:
+            conn.execute("ROLLBACK")
+        return found
+
+    def _check_log(self, conn: sqlite3.Connection, worker: str | None) -> CheckpointFile | None:
+        """An audit log's chain header, worker, triggers, last record and checkpoints (see
+        `_check_checkpoints`). Reads only."""
         row = conn.execute("SELECT chain, worker FROM chain WHERE id = 1").fetchone()
         if row is None:
             raise AuditError(f"{self.path} has lost its chain header")
@@ -749,23 +766,16 @@ class AuditLog:
                 hint="someone altered the file: run `bastion audit verify`",
             )
         self._seq, self._head, self._last_at = self._tail(conn)
-        found = self._check_checkpoints(conn)
-        # a write that changes nothing, rolled back (the file is left as it was): SQLite opens
-        # a file it cannot write read-only, silently, and BEGIN IMMEDIATE does not notice; a
-        # read-only file fails here, not at the first request
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(f"PRAGMA user_version = {FORMAT}")
-        finally:
-            conn.execute("ROLLBACK")
-        return found
+        return self._check_checkpoints(conn)
 
     def _is_new(self, conn: sqlite3.Connection) -> bool:
         """Whether the database is empty (a new log); AuditError if it holds something that is
-        not an audit log of this format. Reads only."""
+        not an audit log of this format. Reads only. A file this call created that is not empty
+        is no longer its to remove: another process made a database in it meanwhile."""
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0 and conn.execute("SELECT 1 FROM sqlite_master").fetchone() is None:
             return True
+        self._made = None
         if version != FORMAT:
             raise AuditError(
                 f"{self.path} is not a bastion audit log of format {FORMAT} "
