@@ -126,9 +126,8 @@ def raw_app(model: Any = None, durable: Path | None = None, direct: bool = False
         else None
     )
 
-    def predict(rows: Any, hint: bool) -> Any:
-        if hint:
-            os.sched_yield()  # as guard.app._predict does while its admission commits
+    def predict(rows: Any) -> Any:
+        os.sched_yield()  # as guard.app._predict does while its admission commits
         return model.predict(rows, True)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -162,11 +161,12 @@ def raw_app(model: Any = None, durable: Path | None = None, direct: bool = False
             # the same thread handoff as the guard's served model (guard.app.InnerApp._predict)
             labels, _scores = await loop.run_in_executor(None, model.predict, rows, True)
         else:
-            answered = loop.run_in_executor(pool, predict, rows, True)
+            answered = loop.run_in_executor(pool, predict, rows)
+            event = made(body)
             if journal is not None:
-                journal.write(encode_event(made(body)))  # releases the GIL for its write
-            elif log is not None and log.append_here(made(body)) is None:  # the writer is busy
-                await log.append(made(body))
+                journal.write(encode_event(event))  # releases the GIL for its write
+            elif log is not None and log.append_here(event) is None:  # the writer is busy
+                await log.append(event)
             labels, _scores = await answered
         answer = encoder.encode({"predictions": [{"label": label} for label in labels]})
         await send(
