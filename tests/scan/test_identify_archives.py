@@ -101,6 +101,25 @@ def test_tar_data_after_a_header_tarfile_cannot_parse(tmp_path: Path) -> None:
     assert flags_payload(result)
 
 
+def test_tar_member_with_a_negative_base_256_size() -> None:
+    """Found by the fuzzer: a size field in base-256 with the negative marker (0xff) makes
+    tarfile's next header offset negative; the scan reported a ValueError from `seek` (a
+    scanner error) instead of a malformed archive."""
+    data = bytearray(tar_of([("model.pkl", BENIGN, b"0")]) + tar_of([("x.pkl", PAYLOAD, b"0")]))
+    header = data[:512]
+    header[124:136] = b"\xff" * 4 + (2**64 - 5000).to_bytes(8, "big")  # a size of -5000
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\x00 " % sum(header)
+    data[:512] = header
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as archive:
+        assert archive.next() is not None and archive.offset < 0
+    result = scan_data(bytes(data), "model.tar")
+    assert not result.errors
+    assert any(f.rule_id == "FMT004" and "negative" in f.message for f in result.findings), (
+        result.findings
+    )
+
+
 def test_tar_with_base_256_checksum(tmp_path: Path) -> None:
     """A1-15: tarfile decodes base-256 numbers (first byte 0x80), so torch.load's legacy tar
     path opens a header whose checksum is stored that way."""

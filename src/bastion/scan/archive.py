@@ -226,7 +226,15 @@ class TarScanner:
             legacy_torch = {"pickle", "storages", "tensors"} <= names
             for info in members:
                 self._member(ctx, source, archive, info, legacy_torch)
-            if complete and archive.offset <= source.size:  # (past the end: nothing after)
+            if archive.offset < 0:  # a member's size below zero (base-256): no GNU tar reads it
+                ctx.add(
+                    MALFORMED.finding(
+                        source.location,
+                        "a tar member's size is negative",
+                        evidence=f"tarfile's next header offset {archive.offset}",
+                    )
+                )
+            elif complete and archive.offset <= source.size:  # (past the end: nothing after)
                 self._after_end(ctx, source, handle, archive.offset)
 
     @staticmethod
